@@ -1,0 +1,92 @@
+"""nanotie: a small, readable library that teaches weight tying.
+
+The public face: the Tensor and its ops (PyTorch's names, so code transfers), the
+gradient checker, and ``nn``. Everything runs on NumPy, or on CuPy on a GPU.
+"""
+
+import numpy as _np
+
+from . import backend
+from .autograd import (AnomalyError, ShapeError, Tensor, detect_anomaly, enable_grad,
+                       is_anomaly_enabled, is_grad_enabled, no_grad, tensor)
+from .backend import DeviceError, cuda_available, manual_seed
+from .ops import (abs, add, amax, amin, cat, clamp, cos, div, einsum, embedding, eq, erf,
+                  exp, expand, flatten, ge, gt, le, log, logsumexp, lt, matmul, max,
+                  maximum, mean, min, minimum, mul, ne, neg, pad, permute, pow, relu,
+                  reshape, sigmoid, sin, sqrt, squeeze, stack, sub, sum, tanh, transpose,
+                  unsqueeze, where)
+from .gradcheck import GradcheckError, gradcheck  # noqa: E402  (needs the ops bound)
+from . import nn  # noqa: E402
+
+__version__ = "0.1.0"
+
+float32 = _np.float32
+float64 = _np.float64
+int64 = _np.int64
+bool_ = _np.bool_
+
+
+def _make(fill, shape, dtype, device, requires_grad):
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
+    device = device or backend.default_device()
+    data = fill(backend.xp_for(device), tuple(shape), _np.dtype(dtype or float32))
+    return Tensor(data, requires_grad=requires_grad)
+
+
+def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _make(lambda xp, s, d: xp.zeros(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _make(lambda xp, s, d: xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
+
+
+def full(shape, value, dtype=None, device=None, requires_grad=False) -> Tensor:
+    return _make(lambda xp, s, d: xp.full(s, value, dtype=d), (shape,), dtype, device,
+                 requires_grad)
+
+
+def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Standard normal samples from the device's seeded generator."""
+    device = device or backend.default_device()
+    return _make(lambda xp, s, d: backend.randn(s, d, device), shape, dtype, device,
+                 requires_grad)
+
+
+def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """Uniform [0, 1) samples from the device's seeded generator."""
+    device = device or backend.default_device()
+    return _make(lambda xp, s, d: backend.rand(s, d, device), shape, dtype, device,
+                 requires_grad)
+
+
+def randint(low, high, shape, device=None) -> Tensor:
+    return Tensor(backend.randint(low, high, shape, device or backend.default_device()))
+
+
+def arange(*args, dtype=None, device=None) -> Tensor:
+    xp = backend.xp_for(device or backend.default_device())
+    return Tensor(xp.arange(*args, dtype=dtype or (int64 if all(
+        isinstance(a, int) for a in args) else float32)))
+
+
+def zeros_like(t: Tensor, requires_grad=False) -> Tensor:
+    return zeros(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+def ones_like(t: Tensor, requires_grad=False) -> Tensor:
+    return ones(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
+
+
+__all__ = [
+    "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
+    "is_anomaly_enabled", "manual_seed", "gradcheck", "GradcheckError", "nn", "backend",
+    "ShapeError", "AnomalyError", "DeviceError", "cuda_available",
+    "zeros", "ones", "full", "randn", "rand", "randint", "arange", "zeros_like",
+    "ones_like", "float32", "float64", "int64", "bool_",
+    "abs", "add", "amax", "amin", "cat", "clamp", "cos", "div", "einsum", "embedding",
+    "eq", "erf", "exp", "expand", "flatten", "ge", "gt", "le", "log", "logsumexp", "lt",
+    "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "ne", "neg", "pad",
+    "permute", "pow", "relu", "reshape", "sigmoid", "sin", "sqrt", "squeeze", "stack",
+    "sub", "sum", "tanh", "transpose", "unsqueeze", "where",
+]

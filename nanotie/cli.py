@@ -1,0 +1,72 @@
+"""The command line: ``python -m nanotie reproduce [NAME ...]`` and ``python -m nanotie list``.
+
+A usage error prints one line to stderr and exits with status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from .papers import REGISTRY
+
+
+class UsageError(Exception):
+    """A mistake in how the command was called."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):          # argparse would print the whole usage block
+        raise UsageError(message)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = _Parser(prog="python -m nanotie", description="nanotie: weight tying, in miniature")
+    sub = p.add_subparsers(dest="command", metavar="{reproduce,list}")
+    r = sub.add_parser("reproduce", help="run the papers' miniature reproductions")
+    r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
+    r.add_argument("--full", action="store_true", help="the longer profile instead of quick")
+    r.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    r.add_argument("--device", choices=["cpu", "cuda"], default=None,
+                   help="where to run (default: $NANOTIE_DEVICE or cpu)")
+    r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    sub.add_parser("list", help="list the registered experiments")
+    return p
+
+
+def _reproduce(args) -> int:
+    unknown = [n for n in args.names if n not in REGISTRY]
+    if unknown:
+        known = ", ".join(REGISTRY) or "none registered yet"
+        raise UsageError(f"unknown experiment(s): {', '.join(unknown)} (known: {known})")
+    if not REGISTRY:
+        print("No experiments are registered yet; nothing to reproduce.")
+        return 0
+    if args.device == "cuda":
+        from . import backend
+
+        if not backend.cuda_available():
+            raise UsageError("--device cuda: " + backend._cupy_status()[1])
+    for name in args.names or list(REGISTRY):
+        REGISTRY[name].run(quick=not args.full, out_dir=args.out / name, seed=args.seed,
+                           device=args.device or "cpu")
+    return 0
+
+
+def main(argv=None) -> int:
+    try:
+        args = _parser().parse_args(argv)
+        if args.command == "reproduce":
+            return _reproduce(args)
+        if args.command == "list":
+            if not REGISTRY:
+                print("No experiments are registered yet.")
+            for exp in REGISTRY.values():
+                print(f"{exp.name:16s} {exp.title}")
+            return 0
+        _parser().print_help()
+        return 2
+    except UsageError as exc:
+        print(f"nanotie: error: {exc}", file=sys.stderr)
+        return 2

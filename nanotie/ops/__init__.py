@@ -1,0 +1,90 @@
+"""The primitive ops, and the table that makes them Tensor methods and operators.
+
+Every function here is differentiable through the engine in :mod:`nanotie.autograd`.
+They are grouped by kind: elementwise, reductions, movement, indexing, linear
+algebra. The fused neural-network primitives live in :mod:`nanotie.nn.functional`.
+"""
+
+from ..autograd import Tensor
+from .elementwise import (abs, add, cast, clamp, cos, div, eq, erf, exp, ge, gt, le, log,
+                          lt, maximum, minimum, mul, ne, neg, pow, rdiv, relu, rpow, rsub,
+                          sigmoid, sin, sqrt, sub, tanh, to_device, where)
+from .indexing import embedding, getitem
+from .linalg import einsum, matmul
+from .movement import (T, cat, expand, flatten, pad, permute, reshape, squeeze, stack,
+                       transpose, unsqueeze)
+from .reduction import amax, amin, logsumexp, mean, sum
+
+__all__ = ["abs", "add", "amax", "amin", "cast", "cat", "clamp", "cos", "div", "einsum",
+           "embedding", "eq", "erf", "exp", "expand", "flatten", "ge", "getitem", "gt",
+           "le", "log", "logsumexp", "lt", "matmul", "max", "maximum", "mean", "min",
+           "minimum", "mul", "ne", "neg", "pad", "permute", "pow", "relu", "reshape",
+           "sigmoid", "sin", "sqrt", "squeeze", "stack", "sub", "sum", "tanh", "transpose",
+           "unsqueeze", "where"]
+
+# ``max``/``min`` reduce like ``amax``/``amin`` and return the values only (PyTorch's
+# ``max(dim=...)`` also returns indices; use ``argmax`` on ``.data`` for those).
+max = amax
+min = amin
+
+
+def _to(self, *args, **kwargs):
+    """``t.to("cuda")``, ``t.to(np.float64)`` or ``t.to(device, dtype)``."""
+    import numpy as np
+
+    device = kwargs.pop("device", None)
+    dtype = kwargs.pop("dtype", None)
+    if kwargs:
+        raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, str):
+            device = a
+        else:
+            dtype = a
+    out = self
+    if dtype is not None:
+        out = cast(out, np.dtype(dtype))
+    if device is not None:
+        out = to_device(out, device)
+    return out
+
+
+def _view_shape(args):
+    return args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+
+
+# One table: method name -> function. Reading it is the quickest way to learn which
+# Tensor methods exist.
+_METHODS = {
+    "__add__": add, "__radd__": lambda a, b: add(b, a),
+    "__sub__": sub, "__rsub__": rsub,
+    "__mul__": mul, "__rmul__": lambda a, b: mul(b, a),
+    "__truediv__": div, "__rtruediv__": rdiv,
+    "__pow__": pow, "__rpow__": rpow,
+    "__matmul__": matmul, "__rmatmul__": lambda a, b: matmul(b, a),
+    "__neg__": neg,
+    "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
+    "__getitem__": getitem,
+    "add": add, "sub": sub, "mul": mul, "div": div, "pow": pow, "matmul": matmul,
+    "neg": neg, "exp": exp, "log": log, "sqrt": sqrt, "abs": abs, "tanh": tanh,
+    "sigmoid": sigmoid, "relu": relu, "sin": sin, "cos": cos, "erf": erf,
+    "clamp": clamp, "maximum": maximum, "minimum": minimum,
+    "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,
+    "sum": sum, "mean": mean, "max": amax, "min": amin, "amax": amax, "amin": amin,
+    "logsumexp": logsumexp,
+    "reshape": lambda a, *shape: reshape(a, *shape),
+    "view": lambda a, *shape: reshape(a, *_view_shape(shape)),
+    "flatten": flatten, "permute": permute, "transpose": transpose,
+    "unsqueeze": unsqueeze, "squeeze": squeeze, "expand": expand,
+    "contiguous": lambda a: a,
+    "float": lambda a: cast(a, "float32"), "double": lambda a: cast(a, "float64"),
+    "long": lambda a: cast(a, "int64"),
+    "to": _to, "cpu": lambda a: to_device(a, "cpu"), "cuda": lambda a: to_device(a, "cuda"),
+}
+
+for _name, _fn in _METHODS.items():
+    setattr(Tensor, _name, _fn)
+Tensor.T = property(T)
+Tensor.mT = property(lambda a: transpose(a, -2, -1))
+# ``==`` and ``!=`` stay identity comparisons so Tensors can be dict keys and set
+# members (the tying bookkeeping relies on it); use ``.eq()``/``.ne()`` for values.

@@ -1,0 +1,293 @@
+"""Elementwise primitives: arithmetic, unary functions, comparisons, casts.
+
+Each op computes its output, then hands ``make_result`` a backward closure that maps
+the output's gradient ``g`` to one gradient per input, given by the local derivative
+in the docstring. Broadcasting is undone by the engine, not here.
+"""
+
+from __future__ import annotations
+
+import math
+
+from .. import backend
+from ..autograd import Tensor, make_result
+from ..backend import xp_of
+from ._common import broadcast_error, data, operands
+
+
+def _binary(op, a, b, forward):
+    """Run a broadcasting forward and turn NumPy's error into one that names the op."""
+    a, b = operands(op, a, b)
+    try:
+        out = forward(data(a), data(b))
+    except ValueError as exc:
+        if "broadcast" in str(exc):
+            raise broadcast_error(op, a, b) from None
+        raise
+    return a, b, out
+
+
+# --------------------------------------------------------------------- arithmetic
+
+
+def add(a, b) -> Tensor:
+    """a + b.  d/da = 1, d/db = 1."""
+    a, b, out = _binary("add", a, b, lambda x, y: x + y)
+    return make_result("add", out, (a, b), lambda g: (g, g))
+
+
+def sub(a, b) -> Tensor:
+    """a - b.  d/da = 1, d/db = -1."""
+    a, b, out = _binary("sub", a, b, lambda x, y: x - y)
+    return make_result("sub", out, (a, b), lambda g: (g, -g))
+
+
+def mul(a, b) -> Tensor:
+    """a * b.  d/da = b, d/db = a."""
+    a, b, out = _binary("mul", a, b, lambda x, y: x * y)
+    x, y = data(a), data(b)
+
+    def backward(g):
+        return (g * y if isinstance(a, Tensor) and a.requires_grad else None,
+                g * x if isinstance(b, Tensor) and b.requires_grad else None)
+
+    return make_result("mul", out, (a, b), backward)
+
+
+def div(a, b) -> Tensor:
+    """a / b.  d/da = 1/b, d/db = -a/b^2."""
+    a, b, out = _binary("div", a, b, lambda x, y: x / y)
+    y = data(b)
+
+    def backward(g):
+        ga = g / y
+        gb = -ga * out if isinstance(b, Tensor) and b.requires_grad else None  # -g a/b^2
+        return ga, gb
+
+    return make_result("div", out, (a, b), backward)
+
+
+def pow(a, b) -> Tensor:
+    """a ** b.  d/da = b a^(b-1), d/db = a^b log(a) (needs a > 0)."""
+    a, b, out = _binary("pow", a, b, lambda x, y: x ** y)
+    x, y = data(a), data(b)
+
+    def backward(g):
+        ga = gb = None
+        if isinstance(a, Tensor) and a.requires_grad:
+            ga = g * y * x ** (y - 1) if not (isinstance(y, (int, float)) and y == 2) \
+                else g * 2 * x
+        if isinstance(b, Tensor) and b.requires_grad:
+            gb = g * out * xp_of(x, y).log(x)
+        return ga, gb
+
+    return make_result("pow", out, (a, b), backward)
+
+
+def neg(a: Tensor) -> Tensor:
+    """-a.  d/da = -1."""
+    return make_result("neg", -a.data, (a,), lambda g: (-g,))
+
+
+def maximum(a, b) -> Tensor:
+    """Elementwise max(a, b). The gradient goes to the larger; ties split it 1/2, 1/2."""
+    a, b, out = _binary("maximum", a, b, lambda x, y: xp_of(x, y).maximum(x, y))
+    return make_result("maximum", out, (a, b), _select_backward(a, b, out))
+
+
+def minimum(a, b) -> Tensor:
+    """Elementwise min(a, b). The gradient goes to the smaller; ties split it 1/2, 1/2."""
+    a, b, out = _binary("minimum", a, b, lambda x, y: xp_of(x, y).minimum(x, y))
+    return make_result("minimum", out, (a, b), _select_backward(a, b, out))
+
+
+def _select_backward(a, b, out):
+    x, y = data(a), data(b)
+
+    def backward(g):
+        wa = (x == out).astype(g.dtype)
+        wb = (y == out).astype(g.dtype)
+        total = wa + wb                       # 2 where a == b, else 1
+        return g * wa / total, g * wb / total
+
+    return backward
+
+
+def where(condition, a, b) -> Tensor:
+    """``a`` where ``condition`` holds, else ``b``.  d/da = cond, d/db = not cond."""
+    cond = data(condition)
+    a, b = operands("where", a, b)
+    xp = xp_of(cond, data(a), data(b))
+    try:
+        out = xp.where(cond, data(a), data(b))
+    except ValueError:
+        raise broadcast_error("where", condition, a, b) from None
+
+    def backward(g):
+        zero = xp.zeros((), dtype=g.dtype)
+        return xp.where(cond, g, zero), xp.where(cond, zero, g)
+
+    return make_result("where", out, (a, b), backward)
+
+
+def clamp(a: Tensor, min=None, max=None) -> Tensor:
+    """Clip to [min, max].  d/da = 1 inside the interval (ends included), else 0."""
+    if min is None and max is None:
+        raise ValueError("clamp: give at least one of min and max")
+    x = a.data
+    xp = xp_of(x)
+    out = xp.clip(x, min, max)
+    if out.dtype != x.dtype:
+        out = out.astype(x.dtype)
+
+    def backward(g):
+        keep = xp.ones(x.shape, dtype=bool)
+        if min is not None:
+            keep &= x >= min
+        if max is not None:
+            keep &= x <= max
+        return (g * keep,)
+
+    return make_result("clamp", out, (a,), backward)
+
+
+# ---------------------------------------------------------------- unary functions
+
+
+def exp(a: Tensor) -> Tensor:
+    """e^a.  d/da = e^a (the output itself)."""
+    out = xp_of(a.data).exp(a.data)
+    return make_result("exp", out, (a,), lambda g: (g * out,))
+
+
+def log(a: Tensor) -> Tensor:
+    """ln a.  d/da = 1/a."""
+    x = a.data
+    return make_result("log", xp_of(x).log(x), (a,), lambda g: (g / x,))
+
+
+def sqrt(a: Tensor) -> Tensor:
+    """sqrt(a).  d/da = 1 / (2 sqrt(a))."""
+    out = xp_of(a.data).sqrt(a.data)
+    return make_result("sqrt", out, (a,), lambda g: (g * 0.5 / out,))
+
+
+def abs(a: Tensor) -> Tensor:
+    """|a|.  d/da = sign(a) (0 at 0, like PyTorch)."""
+    x = a.data
+    xp = xp_of(x)
+    return make_result("abs", xp.abs(x), (a,), lambda g: (g * xp.sign(x),))
+
+
+def tanh(a: Tensor) -> Tensor:
+    """tanh(a).  d/da = 1 - tanh(a)^2."""
+    out = xp_of(a.data).tanh(a.data)
+    return make_result("tanh", out, (a,), lambda g: (g * (1 - out * out),))
+
+
+def sigmoid(a: Tensor) -> Tensor:
+    """1 / (1 + e^-a), computed as (1 + tanh(a/2)) / 2, which never overflows.
+    d/da = s (1 - s)."""
+    out = xp_of(a.data).tanh(a.data * 0.5)
+    out += 1
+    out *= 0.5
+    return make_result("sigmoid", out, (a,), lambda g: (g * out * (1 - out),))
+
+
+def relu(a: Tensor) -> Tensor:
+    """max(a, 0).  d/da = 1 where a > 0, else 0."""
+    x = a.data
+    out = xp_of(x).maximum(x, 0)
+    return make_result("relu", out, (a,), lambda g: (g * (x > 0),))
+
+
+def sin(a: Tensor) -> Tensor:
+    """sin(a).  d/da = cos(a)."""
+    x = a.data
+    xp = xp_of(x)
+    return make_result("sin", xp.sin(x), (a,), lambda g: (g * xp.cos(x),))
+
+
+def cos(a: Tensor) -> Tensor:
+    """cos(a).  d/da = -sin(a)."""
+    x = a.data
+    xp = xp_of(x)
+    return make_result("cos", xp.cos(x), (a,), lambda g: (-g * xp.sin(x),))
+
+
+_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
+
+
+def erf(a: Tensor) -> Tensor:
+    """erf(a) = 2/sqrt(pi) * integral_0^a e^(-t^2) dt.  d/da = 2/sqrt(pi) e^(-a^2)."""
+    x = a.data
+    xp = xp_of(x)
+    out = backend.erf(x)
+    if out.dtype != x.dtype:
+        out = out.astype(x.dtype)
+    return make_result("erf", out, (a,), lambda g: (g * _TWO_OVER_SQRT_PI * xp.exp(-x * x),))
+
+
+# ------------------------------------------------------------ comparisons, casts
+
+
+def _compare(op, a, b, fn) -> Tensor:
+    """Comparisons carry no gradient: their output is a boolean constant."""
+    a, b, out = _binary(op, a, b, fn)
+    return Tensor(out)
+
+
+def lt(a, b):
+    return _compare("lt", a, b, lambda x, y: x < y)
+
+
+def le(a, b):
+    return _compare("le", a, b, lambda x, y: x <= y)
+
+
+def gt(a, b):
+    return _compare("gt", a, b, lambda x, y: x > y)
+
+
+def ge(a, b):
+    return _compare("ge", a, b, lambda x, y: x >= y)
+
+
+def eq(a, b):
+    return _compare("eq", a, b, lambda x, y: x == y)
+
+
+def ne(a, b):
+    return _compare("ne", a, b, lambda x, y: x != y)
+
+
+def cast(a: Tensor, dtype) -> Tensor:
+    """The same values in another dtype; the gradient is cast back."""
+    if a.dtype == dtype:
+        return a
+    src = a.dtype
+    out = a.data.astype(dtype)
+    if out.dtype.kind not in "fc":
+        return Tensor(out)  # integer/bool results carry no gradient
+    return make_result("cast", out, (a,), lambda g: (g.astype(src),))
+
+
+def to_device(a: Tensor, device: str) -> Tensor:
+    """The same values on another device; the gradient travels back."""
+    if a.device == device:
+        return a
+    src = a.device
+    out = backend.to_device(a.data, device)
+    return make_result("to_device", out, (a,), lambda g: (backend.to_device(g, src),))
+
+
+def rsub(a, b):
+    return sub(b, a)
+
+
+def rdiv(a, b):
+    return div(b, a)
+
+
+def rpow(a, b):
+    return pow(b, a)
