@@ -256,7 +256,9 @@ class Tensor:
             seed = xp.ones(self.shape, dtype=self.dtype)
         else:
             seed = grad.data if isinstance(grad, Tensor) else grad
-            seed = xp.array(seed, dtype=self.dtype, copy=True)  # never alias the caller's
+            # No copy: backward rules only read their gradient, and _run_backward
+            # copies the caller's array before a leaf could keep it as its .grad.
+            seed = xp.asarray(seed, dtype=self.dtype)
             if seed.shape != self.shape:
                 raise ShapeError(f"backward(): gradient of shape {seed.shape} does not match "
                                  f"the tensor's shape {self.shape}")
@@ -286,6 +288,8 @@ def make_result(op: str, data, parents: tuple, backward) -> Tensor:
 
     ``parents`` lists the op's inputs in the order ``backward`` returns their
     gradients; entries that are not Tensors (Python scalars, None) get none.
+    ``backward`` may update arrays it makes itself in place, but must only READ the
+    gradient it is given: that array may be the caller's, or another node's too.
     """
     if isinstance(data, np.generic):   # NumPy reductions return scalars, not arrays
         data = np.asarray(data)
@@ -348,7 +352,9 @@ def _freed_backward(*_):
 def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
     grads = {id(root): seed}   # id(node) -> accumulated dL/dnode
     owned = set()              # ids of nodes whose grad array the engine made itself
-    leaf_arrays = set()        # ids of arrays already handed to a leaf in this pass
+    # ids of arrays a leaf must not keep as they are: those already handed to a leaf in
+    # this pass, and the seed, which may be the caller's own array.
+    leaf_arrays = {id(seed)}
     anomaly = _modes.anomaly
     for node in _topological_order(root):
         g = grads.pop(id(node), None)
@@ -371,6 +377,8 @@ def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
             if anomaly:
                 _check_finite(pg, f"the backward pass of '{node._op}' (gradient for input {i})")
             pg = unbroadcast(pg, p.shape)
+            if pg.dtype != p.dtype:      # an op mixing dtypes: float32 inputs keep float32 grads
+                pg = pg.astype(p.dtype)
             key = id(p)
             if key not in grads:
                 grads[key] = pg
@@ -383,8 +391,6 @@ def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
 
 def _store_leaf_grad(leaf: Tensor, g, leaf_arrays: set) -> None:
     """Accumulate into ``leaf.grad``, copying ``g`` if anything else could alias it."""
-    if g.dtype != leaf.dtype:
-        g = g.astype(leaf.dtype)
     if leaf.grad is not None:
         leaf.grad += g   # gradients accumulate across backward calls; .grad is ours alone
         return

@@ -119,6 +119,13 @@ def asnumpy(array) -> np.ndarray:
     return np.asarray(array)
 
 
+def synchronize(device: str = "cuda") -> None:
+    """Wait until the device has finished its queued work (a no-op on the CPU).
+    GPU kernels run asynchronously, so a timer must call this before reading the clock."""
+    if device == "cuda":
+        _require_cupy().cuda.Device().synchronize()
+
+
 def xp_for(device: str):
     """The array module for a device name."""
     return _require_cupy() if check_device(device) == "cuda" else np
@@ -142,9 +149,13 @@ def scatter_add(target, index, values):
         else:
             np.add.at(target, index, values)
     else:
-        import cupyx  # only reachable when cupy works
+        cupy = _cupy_status()[0]
+        if hasattr(cupy.add, "at"):       # CuPy >= 13; cupyx.scatter_add is deprecated
+            cupy.add.at(target, index, values)
+        else:
+            import cupyx
 
-        cupyx.scatter_add(target, index, values)
+            cupyx.scatter_add(target, index, values)
     return target
 
 
@@ -171,14 +182,41 @@ def erf(x):
     return cupyx.scipy.special.erf(x)
 
 
+def _cpu_threads() -> int:
+    """Threads for CPU FFTs: as many as NumPy's BLAS (OpenBLAS or MKL) starts with,
+    from the first of these variables that is set, else every core this process
+    may run on."""
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value)
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
+# On the CPU, FFTs go through scipy.fft rather than numpy.fft: it zero-pads to ``n``
+# several times faster and can split a batch of transforms over threads (``workers``).
+# It must only ever see NumPy arrays; CuPy arrays use cupy.fft.
+_FFT_WORKERS = _cpu_threads()
+
+
 def rfft(x, n: int):
     """Real FFT of length ``n`` along the last axis; float32 stays complex64."""
+    if xp_of(x) is np:
+        import scipy.fft
+
+        return scipy.fft.rfft(x, n=n, axis=-1, workers=_FFT_WORKERS)
     return xp_of(x).fft.rfft(x, n=n, axis=-1)
 
 
 def irfft(X, n: int, dtype):
     """Inverse of :func:`rfft`, cast back to the real ``dtype`` of the inputs."""
-    out = xp_of(X).fft.irfft(X, n=n, axis=-1)
+    if xp_of(X) is np:
+        import scipy.fft
+
+        out = scipy.fft.irfft(X, n=n, axis=-1, workers=_FFT_WORKERS)
+    else:
+        out = xp_of(X).fft.irfft(X, n=n, axis=-1)
     return out if out.dtype == dtype else out.astype(dtype)
 
 

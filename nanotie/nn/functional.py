@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..autograd import ShapeError, Tensor, check_same_device, make_result
+from ..autograd import ShapeError, Tensor, check_same_device, make_result, unbroadcast
 from ..backend import xp_of
 from ..ops import embedding, erf, exp, logsumexp, mean, pad, relu, sigmoid, tanh
 
@@ -120,10 +120,11 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
     valid = t != ignore_index
     safe_t = xp.where(valid, t, 0)
     rows = xp.arange(z.shape[0])
-    zmax = z.max(axis=1, keepdims=True)
-    e = xp.exp(z - zmax)                                     # (M, C)
-    s = e.sum(axis=1, keepdims=True)                         # (M, 1)
-    losses = (xp.log(s[:, 0]) + zmax[:, 0] - z[rows, safe_t]) * valid
+    zmax = z.max(axis=1)                                     # (M,)
+    e = z - zmax[:, None]                                    # (M, C)
+    xp.exp(e, out=e)           # in place: one (M, C) array, not two; kept for backward
+    s = e @ xp.ones(n_class, dtype=e.dtype)   # row sums, (M,): BLAS uses all threads
+    losses = (xp.log(s) + zmax - z[rows, safe_t]) * valid
     n_valid = valid.sum()
     if reduction == "mean":
         out = losses.sum() / n_valid.astype(z.dtype)
@@ -134,16 +135,18 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
     shape = logits.shape
 
     def backward(g):
-        p = e / s                                            # softmax (M, C)
-        p[rows, safe_t] -= 1.0                               # - onehot(y)
         if reduction == "mean":
             scale = valid * (g / n_valid.astype(g.dtype))
         elif reduction == "sum":
             scale = valid * g
         else:
             scale = valid * g.reshape(-1)
-        p *= scale[:, None].astype(p.dtype)
-        return p.reshape(shape), None
+        scale = scale.astype(e.dtype, copy=False)           # dloss/dloss_i, (M,)
+        # (softmax - onehot(y)) * scale, row by row, in one pass over (M, C):
+        p = e * (scale / s)[:, None]                         # softmax = e / s
+        p[rows, safe_t] -= scale
+        # Even a reshape to the same shape makes a view, which a leaf must copy.
+        return (p if p.shape == shape else p.reshape(shape)), None
 
     return make_result("cross_entropy", out.astype(z.dtype, copy=False), (logits, target),
                        backward)
@@ -162,30 +165,46 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     """
     dims = _trailing_dims(x, normalized_shape, "layer_norm")
     check_same_device("layer_norm", x, weight, bias)
-    xd = x.data
+    xd = x.data if x.dtype.kind in "fc" else x.data.astype("float64")  # as .mean() would
     xp = xp_of(xd)
-    mu = xd.mean(axis=dims, keepdims=True)
-    xc = xd - mu
-    var = (xc * xc).mean(axis=dims, keepdims=True)
+    shape, norm_shape = xd.shape, xd.shape[xd.ndim - len(dims):]
+    n = math.prod(norm_shape)
+    rows = math.prod(shape[:xd.ndim - len(dims)])
+    # Work on x as (rows, n), one row per normalized slice. A row mean is a
+    # matrix-vector product with a vector of 1/n, which BLAS runs on all threads
+    # (.mean(axis=-1) uses one), and a row mean of a product is a row-wise dot
+    # (einsum), which makes no temporary array. Large temporaries are what this op
+    # costs, so each full-size array below is made once and then updated in place.
+    x2 = xd.reshape(rows, n)
+    mean_vec = xp.full(n, 1.0 / max(n, 1), dtype=xd.dtype)   # (n,)
+    xhat = x2 - (x2 @ mean_vec)[:, None]                     # x - mu, (rows, n)
+    var = xp.einsum("ij,ij->i", xhat, xhat) / n              # mean((x - mu)^2), (rows,)
     rstd = 1.0 / xp.sqrt(var + eps)
-    xhat = xc * rstd                                         # (..., *normalized_shape)
-    out = xhat * weight.data if weight is not None else xhat.copy()
+    xhat *= rstd[:, None]
+    out = xhat.reshape(shape)                                # (..., *normalized_shape)
+    out = out * weight.data if weight is not None else out.copy()
     if bias is not None:
         out += bias.data
-    batch_axes = tuple(range(xd.ndim - len(dims)))
+
+    stat_shape = shape[:xd.ndim - len(dims)] + (1,) * len(dims)  # a row's stats, broadcast
 
     def backward(g):
-        gw = (g * xhat).sum(axis=batch_axes) if weight is not None and weight.requires_grad \
-            else None
-        gb = g.sum(axis=batch_axes) if bias is not None and bias.requires_grad else None
-        gx = None
+        g2 = g.reshape(rows, n)
+        gx = gw = gb = None
+        if weight is not None and weight.requires_grad:
+            gw = xp.einsum("ij,ij->j", g2, xhat).reshape(norm_shape)  # sum_rows g * xhat
+        if bias is not None and bias.requires_grad:
+            gb = g2.sum(axis=0).reshape(norm_shape)
         if x.requires_grad:
-            dxhat = g * weight.data if weight is not None else g
-            m1 = dxhat.mean(axis=dims, keepdims=True)
-            m2 = (dxhat * xhat).mean(axis=dims, keepdims=True)
-            gx = dxhat - m1
-            gx -= xhat * m2
-            gx *= rstd
+            # dxhat = g * w in a new array (never g itself), which becomes gx in place.
+            # It keeps x's shape: a reshaped view would cost a copy at a leaf.
+            gx = g * weight.data if weight is not None else g.copy()
+            dxhat = gx.reshape(rows, n)                        # only read below
+            m1 = dxhat @ mean_vec                              # mean(dxhat), (rows,)
+            m2 = xp.einsum("ij,ij->i", dxhat, xhat) / n        # mean(dxhat * xhat)
+            gx -= m1.reshape(stat_shape)
+            gx -= xhat.reshape(shape) * m2.reshape(stat_shape)
+            gx *= rstd.reshape(stat_shape)
         return gx, gw, gb
 
     return make_result("layer_norm", out, (x, weight, bias), backward)
@@ -220,8 +239,13 @@ def fftconv(u: Tensor, h: Tensor) -> Tensor:
     def backward(g):
         xp = xp_of(g)
         G = backend.rfft(g, n)
-        gu = backend.irfft(G * xp.conj(H), n, dtype)[..., :L] if u.requires_grad else None
-        gh = backend.irfft(G * xp.conj(U), n, dtype)[..., :Lh] if h.requires_grad else None
+        # The FFT is linear, so the sum over broadcast axes (the batch, for h) that the
+        # engine would do after the inverse FFT is done before it, on the spectrum:
+        # one inverse FFT per filter instead of one per batch row.
+        gu = backend.irfft(unbroadcast(G * xp.conj(H), U.shape), n, dtype)[..., :L] \
+            if u.requires_grad else None
+        gh = backend.irfft(unbroadcast(G * xp.conj(U), H.shape), n, dtype)[..., :Lh] \
+            if h.requires_grad else None
         return gu, gh
 
     return make_result("fftconv", out, (u, h), backward)

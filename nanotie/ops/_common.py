@@ -43,7 +43,7 @@ def operands(op: str, a, b):
 
 
 def shape_of(x) -> tuple:
-    return x.shape if isinstance(x, Tensor) else ()
+    return tuple(x.shape) if hasattr(x, "shape") else ()   # Tensors and raw arrays
 
 
 def broadcast_error(op: str, *xs) -> ShapeError:
@@ -62,10 +62,16 @@ def normalize_dims(dim, ndim: int, op: str) -> tuple:
         if not -max(ndim, 1) <= d < max(ndim, 1):
             raise IndexError(f"{op}: dim {d} is out of range for a tensor with {ndim} dims")
         out.append(int(d) % max(ndim, 1))
+    if ndim == 0:
+        return ()   # like PyTorch, dim 0 or -1 of a 0-d tensor is accepted and reduces nothing
     return tuple(sorted(set(out)))
 
 
-def normalize_dim(dim: int, ndim: int, op: str) -> int:
-    if not -ndim <= dim < ndim:
-        raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dims")
-    return dim % ndim
+def normalize_dim(dim: int, ndim: int, op: str, new_axis: bool = False) -> int:
+    """``dim`` as a non-negative axis. With ``new_axis`` (unsqueeze, stack) it names
+    where to INSERT an axis, so ``ndim`` itself is allowed."""
+    n = ndim + 1 if new_axis else ndim
+    if not -n <= dim < n:
+        raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dims"
+                         + (f" (a new axis goes at {-n}..{n - 1})" if new_axis else ""))
+    return dim % n

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 
 from .. import backend
-from ..autograd import Tensor, make_result
+from ..autograd import Tensor, check_same_device, make_result
 from ..backend import xp_of
 from ._common import broadcast_error, data, operands
 
@@ -78,7 +78,9 @@ def pow(a, b) -> Tensor:
             ga = g * y * x ** (y - 1) if not (isinstance(y, (int, float)) and y == 2) \
                 else g * 2 * x
         if isinstance(b, Tensor) and b.requires_grad:
-            gb = g * out * xp_of(x, y).log(x)
+            # math.log for a Python-scalar base: np.log(2.0) is a float64 that would
+            # turn a float32 gradient into float64.
+            gb = g * out * (math.log(x) if isinstance(x, (int, float)) else xp_of(x).log(x))
         return ga, gb
 
     return make_result("pow", out, (a, b), backward)
@@ -117,6 +119,7 @@ def where(condition, a, b) -> Tensor:
     """``a`` where ``condition`` holds, else ``b``.  d/da = cond, d/db = not cond."""
     cond = data(condition)
     a, b = operands("where", a, b)
+    check_same_device("where", condition, a, b)   # the condition must live there too
     xp = xp_of(cond, data(a), data(b))
     try:
         out = xp.where(cond, data(a), data(b))

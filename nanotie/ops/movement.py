@@ -66,7 +66,7 @@ def T(a: Tensor) -> Tensor:
 
 def unsqueeze(a: Tensor, dim: int) -> Tensor:
     """Insert an axis of size 1 at ``dim``."""
-    d = normalize_dim(dim, a.ndim + 1, "unsqueeze")
+    d = normalize_dim(dim, a.ndim, "unsqueeze", new_axis=True)
     return reshape(a, a.shape[:d] + (1,) + a.shape[d:])
 
 
@@ -127,7 +127,7 @@ def stack(tensors, dim: int = 0) -> Tensor:
     shapes = {t.shape for t in tensors}
     if len(shapes) > 1:
         raise ShapeError(f"stack: all tensors need the same shape, got {sorted(shapes)}")
-    d = normalize_dim(dim, tensors[0].ndim + 1, "stack")
+    d = normalize_dim(dim, tensors[0].ndim, "stack", new_axis=True)
     return cat([unsqueeze(t, d) for t in tensors], dim=d)
 
 

@@ -1,0 +1,139 @@
+"""Shared timing helpers for the benchmarks (not part of the library).
+
+Two things make a CPU comparison fair and repeatable on a small, shared machine:
+
+* The SAME number of threads on both sides. NumPy's matrix products run on its BLAS
+  thread pool; PyTorch has its own pool. :func:`blas_threads` finds how many threads
+  NumPy's BLAS uses and :func:`match_torch_threads` gives PyTorch the same number.
+* A timer that resists noise. :func:`compare` warms every contender up, picks a loop
+  count so that one timed repeat lasts long enough for the clock, and then runs the
+  repeats INTERLEAVED (a, b, a, b, ...), so that a burst of load from a neighbour
+  slows both sides instead of just one. It reports the median (and the min) of the
+  per-iteration times over the repeats. Two thread pools on few cores fight: right
+  after NumPy's BLAS ran, PyTorch's OpenMP threads can wait on still-spinning BLAS
+  threads (and the other way round), which measured up to 10 ms per switch on a
+  2-core machine. ``settle`` pauses before each timed block to let them go idle.
+
+Absolute seconds depend on the machine and its neighbours; read the RATIOS, which
+are measured side by side in one process.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import statistics
+import time
+
+__all__ = ["blas_threads", "match_torch_threads", "compare", "Timing"]
+
+# Environment variables that fix a BLAS / OpenMP pool size, most specific first.
+_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
+_LIMITER = None   # the threadpoolctl limiter applied by blas_threads(limit=...), if any
+
+
+def _cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))   # the cores this process may run on
+    except AttributeError:                    # not on Linux
+        return os.cpu_count() or 1
+
+
+def blas_threads(limit: int | None = None) -> tuple[int, str]:
+    """How many threads NumPy's BLAS uses, and how that was found.
+
+    With ``threadpoolctl`` installed, its report of the loaded BLAS libraries is the
+    truth, and ``limit`` (if given) is applied to them for the rest of the process.
+    Without it, OpenBLAS and MKL size their pool from the environment variables above
+    and otherwise use every core the process may run on, so that is what we read;
+    ``limit`` then cannot be applied after NumPy was imported (set
+    ``OPENBLAS_NUM_THREADS`` before starting Python instead).
+    """
+    try:
+        import threadpoolctl
+    except ImportError:
+        threadpoolctl = None
+    if threadpoolctl is not None:
+        if limit is not None:
+            # Called as a function (not in a ``with``), the limit lasts until the
+            # limiter's restore_original_limits(); we keep it for the whole run.
+            global _LIMITER
+            _LIMITER = threadpoolctl.threadpool_limits(limits=int(limit), user_api="blas")
+        pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+        if pools:
+            n = max(int(p["num_threads"]) for p in pools)
+            names = ", ".join(sorted({p.get("internal_api", "?") for p in pools}))
+            return n, f"threadpoolctl ({names})"
+    for var in _THREAD_ENV:
+        value = os.environ.get(var, "").strip()
+        if value.isdigit() and int(value) > 0:
+            return int(value), f"${var}"
+    return _cores(), "cores available to this process (no thread variable set)"
+
+
+def match_torch_threads(torch, n: int) -> int:
+    """Give PyTorch's intra-op pool ``n`` threads; returns what PyTorch now reports."""
+    torch.set_num_threads(int(n))
+    return torch.get_num_threads()
+
+
+class Timing(dict):
+    """Per-iteration seconds of one contender: ``median``, ``min``, ``repeats``,
+    ``number`` (loop count per repeat) and the raw ``times``."""
+
+
+def _autorange(fn, min_time: float, max_number: int = 1_000_000) -> int:
+    """The smallest loop count of the form 1, 2, 5, 10, 20, ... that takes at least
+    ``min_time`` seconds (as ``timeit.Timer.autorange`` does)."""
+    number = 1
+    while True:
+        for factor in (1, 2, 5):
+            n = number * factor
+            t0 = time.perf_counter()
+            for _ in range(n):
+                fn()
+            if time.perf_counter() - t0 >= min_time or n >= max_number:
+                return n
+        number *= 10
+
+
+def compare(contenders: dict, *, repeats: int = 7, warmup: int = 2,
+            min_time: float = 0.05, settle: float = 0.0) -> dict:
+    """Time each zero-argument callable in ``contenders`` (name -> fn).
+
+    Every fn is called ``warmup`` times, then gets its own loop count from
+    :func:`_autorange`, then ``repeats`` rounds run with the contenders interleaved.
+    The garbage collector is paused while timing (as in ``timeit``) so that a
+    collection triggered by one side is not billed to the other. With ``settle`` > 0,
+    each timed block starts after a pause of that many seconds and one untimed call.
+    Returns name -> :class:`Timing`.
+    """
+    for fn in contenders.values():
+        for _ in range(warmup):
+            fn()
+    numbers = {name: _autorange(fn, min_time) for name, fn in contenders.items()}
+    times = {name: [] for name in contenders}
+    gc_was_enabled = gc.isenabled()
+    gc.collect()
+    gc.disable()
+    try:
+        for _ in range(repeats):
+            for name, fn in contenders.items():
+                n = numbers[name]
+                if settle:
+                    # Let the other side's idle worker threads stop spinning (OpenBLAS
+                    # and OpenMP busy-wait for a while after each call, and on a small
+                    # machine that steals cores), then wake our own with one call.
+                    time.sleep(settle)
+                    fn()
+                t0 = time.perf_counter()
+                for _ in range(n):
+                    fn()
+                times[name].append((time.perf_counter() - t0) / n)
+            gc.collect()   # between rounds, outside the timed region
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+    return {name: Timing(median=statistics.median(ts), min=min(ts), repeats=repeats,
+                         number=numbers[name], times=ts)
+            for name, ts in times.items()}

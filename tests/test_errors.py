@@ -1,0 +1,233 @@
+"""The errors a learner will hit read clearly: they name the op, the shapes, the devices.
+
+Each test triggers one mistake and matches the message, so a regression to NumPy's
+bare "operands could not be broadcast" (or a traceback from the CLI) fails here.
+"""
+
+import re
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie import autograd
+from nanotie.nn import functional as F
+
+
+def has_all(*parts):
+    """A regex that matches when every part appears, in order (parts are literal)."""
+    return ".*".join(re.escape(str(p)) for p in parts)
+
+
+def ones(*shape):
+    return nt.tensor(np.ones(shape))
+
+
+# ---------------------------------------------------------------------- shapes
+
+
+def test_matmul_mismatch_names_both_shapes_and_the_op():
+    with pytest.raises(nt.ShapeError, match=has_all("matmul", (2, 3), (4, 5))):
+        ones(2, 3) @ ones(4, 5)
+
+
+def test_matmul_batch_mismatch_names_both_shapes():
+    with pytest.raises(nt.ShapeError, match=has_all("matmul", (2, 3, 4), (5, 4, 6))):
+        ones(2, 3, 4) @ ones(5, 4, 6)
+
+
+def test_matmul_with_a_scalar_suggests_star():
+    with pytest.raises(nt.ShapeError, match=r"matmul.*use \*"):
+        nt.matmul(ones(2, 3), nt.tensor(2.0))
+
+
+@pytest.mark.parametrize("op", ["add", "sub", "mul", "div", "maximum"])
+def test_broadcast_failure_names_both_shapes_and_the_op(op):
+    fn = getattr(nt, op)
+    with pytest.raises(nt.ShapeError, match=has_all(op, (2, 3), (4,), "broadcast")):
+        fn(ones(2, 3), ones(4))
+
+
+def test_broadcast_failure_through_an_operator():
+    with pytest.raises(nt.ShapeError, match=has_all("add", (3, 2), (3,))):
+        ones(3, 2) + ones(3)
+
+
+def test_where_broadcast_failure_names_all_shapes():
+    """The condition may be a raw boolean array; its shape must still be reported."""
+    cond = np.ones(5, dtype=bool)
+    with pytest.raises(nt.ShapeError, match=has_all("where", (5,), (2, 3))):
+        nt.where(cond, ones(2, 3), 0.0)
+    with pytest.raises(nt.ShapeError, match=has_all("where", (2, 3), (4,))):
+        nt.where(True, ones(2, 3), ones(4))
+
+
+def test_backward_on_a_non_scalar_needs_a_gradient():
+    y = nt.tensor(np.ones((2, 3)), requires_grad=True) * 2
+    with pytest.raises(RuntimeError, match=has_all((2, 3), "gradient")):
+        y.backward()
+
+
+def test_backward_with_a_wrong_shaped_gradient():
+    y = nt.tensor(np.ones((2, 3)), requires_grad=True) * 2
+    with pytest.raises(nt.ShapeError, match=has_all("backward", (3, 2), (2, 3))):
+        y.backward(np.ones((3, 2)))
+
+
+def test_reshape_to_a_wrong_size():
+    with pytest.raises(nt.ShapeError, match=has_all("reshape", (2, 3), "6", (4, 2))):
+        ones(2, 3).reshape(4, 2)
+
+
+def test_cat_with_mismatched_shapes():
+    with pytest.raises(nt.ShapeError, match=has_all("cat", (2, 3), (2, 4))):
+        nt.cat([ones(2, 3), ones(2, 4)], dim=0)
+
+
+def test_stack_with_mismatched_shapes():
+    with pytest.raises(nt.ShapeError, match=has_all("stack", (2,), (3,))):
+        nt.stack([ones(2), ones(3)])
+
+
+def test_expand_of_a_non_singleton_axis():
+    with pytest.raises(nt.ShapeError, match=has_all("expand", (2, 3), (4, 3))):
+        ones(2, 3).expand(4, 3)
+
+
+@pytest.mark.parametrize("ids", [[0, 4], [-1, 2]])
+def test_embedding_ids_out_of_range(ids):
+    with pytest.raises(IndexError, match=has_all("embedding", "[0, 4)")):
+        nt.embedding(ones(4, 3), nt.tensor(ids))
+
+
+def test_embedding_needs_integer_ids():
+    with pytest.raises(TypeError, match="embedding.*integers"):
+        nt.embedding(ones(4, 3), nt.tensor([0.0, 1.0]))
+
+
+def test_cross_entropy_with_a_wrong_target_shape():
+    with pytest.raises(nt.ShapeError, match=has_all("cross_entropy", (2,), (4,), (4, 3))):
+        F.cross_entropy(ones(4, 3), nt.tensor([0, 1]))
+
+
+def test_cross_entropy_needs_integer_targets():
+    with pytest.raises(TypeError, match="cross_entropy.*integer"):
+        F.cross_entropy(ones(2, 3), nt.tensor([0.0, 1.0]))
+
+
+@pytest.mark.parametrize("call, op", [
+    (lambda t: t.sum(dim=2), "sum"),
+    (lambda t: t.mean(dim=-3), "mean"),
+    (lambda t: t.amax(dim=5), "amax"),
+    (lambda t: t.transpose(0, 2), "transpose"),
+    (lambda t: t.unsqueeze(4), "unsqueeze"),
+    (lambda t: nt.cat([t, t], dim=2), "cat"),
+    (lambda t: nt.stack([t, t], dim=-4), "stack"),
+])
+def test_invalid_dims_name_the_op_and_the_rank(call, op):
+    with pytest.raises(IndexError, match=has_all(op, "out of range", "2 dims")):
+        call(ones(2, 3))
+
+
+def test_permute_with_a_non_permutation():
+    with pytest.raises(ValueError, match=has_all("permute", "(0, 0)", "permutation")):
+        ones(2, 3).permute(0, 0)
+
+
+# --------------------------------------------------------------------- devices
+
+
+class FakeCudaTensor(nt.Tensor):
+    """A CPU tensor that CLAIMS to live on the GPU: enough to reach the device checks
+    (nanotie.autograd.check_same_device) without a GPU."""
+
+    __slots__ = ()
+
+    @property
+    def device(self):
+        return "cuda"
+
+
+def fake_cuda(*shape):
+    return FakeCudaTensor(np.ones(shape))
+
+
+@pytest.mark.parametrize("op, call", [
+    ("add", lambda c, g: c + g),
+    ("mul", lambda c, g: g * c),
+    ("sub", lambda c, g: nt.sub(c, g)),
+    ("matmul", lambda c, g: c @ g),
+    ("cat", lambda c, g: nt.cat([c, g])),
+    ("where", lambda c, g: nt.where(c.gt(0), c, g)),
+    ("where", lambda c, g: nt.where(FakeCudaTensor(np.ones((3, 3), bool)), c, c)),
+    ("embedding", lambda c, g: nt.embedding(g, nt.tensor([0, 1]))),
+    ("cross_entropy", lambda c, g: F.cross_entropy(g, nt.tensor([0, 1, 2]))),
+])
+def test_mixing_devices_names_the_op_and_both_devices(op, call):
+    cpu, gpu = ones(3, 3), fake_cuda(3, 3)
+    assert gpu.device == "cuda" and cpu.device == "cpu"
+    with pytest.raises(nt.DeviceError, match=has_all(op, "different devices", "cpu", "cuda")):
+        call(cpu, gpu)
+
+
+def test_check_same_device_accepts_one_device_and_ignores_non_tensors():
+    autograd.check_same_device("add", ones(2), ones(2), 3.0, None)
+    autograd.check_same_device("add", fake_cuda(2), fake_cuda(2))
+
+
+@pytest.mark.skipif(nt.cuda_available(), reason="checks the no-GPU message")
+@pytest.mark.parametrize("make", [
+    lambda: nt.tensor([1.0], device="cuda"),
+    lambda: nt.tensor([1.0]).to("cuda"),
+    lambda: nt.tensor([1.0]).cuda(),
+    lambda: nt.zeros(3, device="cuda"),
+])
+def test_asking_for_cuda_without_a_gpu(make):
+    with pytest.raises(nt.DeviceError, match="'cuda'.*no GPU can be used"):
+        make()
+
+
+def test_unknown_device_name():
+    with pytest.raises(nt.DeviceError, match=has_all("unknown device", "'tpu'", "cpu")):
+        nt.tensor([1.0]).to("tpu")
+
+
+# ------------------------------------------------------------------------- CLI
+
+
+def run_cli(*args):
+    return subprocess.run([sys.executable, "-m", "nanotie", *args], capture_output=True,
+                          text=True, timeout=120)
+
+
+@pytest.mark.parametrize("args, words", [
+    (("reproduce", "nosuch"), ["unknown experiment", "nosuch"]),
+    (("bogus",), ["invalid choice", "bogus"]),
+])
+def test_cli_usage_errors_are_one_line_without_traceback(args, words):
+    result = run_cli(*args)
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("nanotie: error:")
+    for w in words:
+        assert w in lines[0]
+
+
+def test_cli_list_exits_zero():
+    result = run_cli("list")
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_cli_reproduce_with_nothing_registered(monkeypatch, capsys):
+    """In-process, with an empty registry, so it stays fast once papers register."""
+    from nanotie import cli
+
+    monkeypatch.setattr(cli, "REGISTRY", {})
+    assert cli.main(["reproduce"]) == 0
+    assert "nothing to reproduce" in capsys.readouterr().out
+    assert cli.main(["list"]) == 0

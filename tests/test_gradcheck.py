@@ -1,0 +1,181 @@
+"""The gradient checker checks: it passes correct ops and CATCHES wrong backwards.
+
+Each wrong backward below is a bug a learner could plausibly write, built with
+``nanotie.autograd.make_result`` exactly as the library's own ops are. A checker
+that passed any of them would be worse than none.
+"""
+
+import re
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie.autograd import make_result
+from nanotie.gradcheck import GradcheckError, gradcheck, gradcheck_report
+from nanotie.nn import functional as F
+
+
+def leaf(*shape, seed=0):
+    return nt.tensor(np.random.default_rng(seed).standard_normal(shape), requires_grad=True)
+
+
+# ------------------------------------------------------------ deliberately wrong ops
+
+
+def matmul_transposed_grad(a, b):
+    """C = A @ B with dA = G^T B^T instead of G B^T. For square matrices the shapes
+    fit, and with an all-ones upstream G = G^T, so the bug hides."""
+    x, y = a.data, b.data
+    return make_result("matmul_transposed_grad", x @ y, (a, b),
+                       lambda g: (g.T @ y.T, x.T @ g))
+
+
+def square_half_grad(a):
+    """a^2 with d/da = a: the factor 2 is forgotten."""
+    x = a.data
+    return make_result("square_half_grad", x * x, (a,), lambda g: (g * x,))
+
+
+def bias_add_no_sum(x, bias):
+    """x (N, D) + bias (D,) whose bias gradient takes ONE row of g instead of
+    summing over the N rows that the bias was broadcast to."""
+    return make_result("bias_add_no_sum", x.data + bias.data, (x, bias),
+                       lambda g: (g, g[0]))
+
+
+def square_wrong_at_one_element(a):
+    """a^2, with a correct gradient everywhere except element (1, 2)."""
+    x = a.data
+
+    def backward(g):
+        grad = 2 * x * g
+        grad[1, 2] *= 3.0
+        return (grad,)
+
+    return make_result("square_wrong_at_one_element", x * x, (a,), backward)
+
+
+# --------------------------------------------------------------- correct ops pass
+
+
+@pytest.mark.parametrize("fn, shapes", [
+    (lambda a, b: a @ b, [(3, 4), (4, 2)]),
+    (lambda a, b: a * b + a / (b * b + 1.0), [(2, 3), (3,)]),
+    (lambda a: F.softmax(a, dim=-1), [(3, 5)]),
+    (lambda a, b: (a.tanh() - b.sigmoid()).sum(dim=0), [(4, 3), (1, 3)]),
+])
+def test_correct_ops_pass(fn, shapes):
+    inputs = [leaf(*s, seed=i) for i, s in enumerate(shapes)]
+    assert gradcheck(fn, inputs) is True
+
+
+def test_float32_inputs_are_checked_in_float64():
+    x = nt.tensor(np.linspace(-1, 1, 6, dtype=np.float32).reshape(2, 3), requires_grad=True)
+    assert gradcheck(lambda a: a.exp() * a, [x])
+
+
+# ----------------------------------------------------------- wrong backwards fail
+
+
+def test_all_ones_upstream_would_miss_the_transposed_gradient():
+    """The reason gradcheck uses a RANDOM upstream gradient."""
+    a0, b0 = leaf(3, 3, seed=1), leaf(3, 3, seed=2)
+    a, b = nt.tensor(a0.data.copy(), requires_grad=True), b0
+    matmul_transposed_grad(a, b).sum().backward()          # upstream = ones
+    np.testing.assert_allclose(a.grad, np.ones((3, 3)) @ b0.data.T)   # looks right!
+
+    def product(left, right):
+        return matmul_transposed_grad(left, right)
+
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(product, [a0, b0])
+    message = str(info.value)
+    assert "'product'" in message
+    assert re.search(r"argument 0 \(left, shape \(3, 3\)\): worst at element \(\d, \d\)",
+                     message), message
+    assert "right" not in message                          # its backward was correct
+
+
+def test_factor_of_two_is_caught():
+    def square(x):
+        return square_half_grad(x)
+
+    with pytest.raises(GradcheckError, match=r"(?s)'square'.*argument 0 \(x, shape "
+                                             r"\(2, 3\)\).*element \(\d, \d\)"):
+        gradcheck(square, [leaf(2, 3)])
+    (r,) = gradcheck_report(square, [leaf(2, 3)])
+    assert r.analytic == pytest.approx(r.numeric / 2, rel=1e-4)   # exactly half
+
+
+def test_forgetting_to_sum_a_broadcast_dim_is_caught():
+    def biased(x, bias):
+        return bias_add_no_sum(x, bias)
+
+    with pytest.raises(GradcheckError) as info:
+        gradcheck(biased, [leaf(4, 3, seed=1), leaf(3, seed=2)])
+    message = str(info.value)
+    assert re.search(r"argument 1 \(bias, shape \(3,\)\): worst at element \(\d,\)", message)
+    assert "argument 0" not in message                     # x's gradient was right
+
+
+def test_worst_index_points_at_the_wrong_element():
+    results = gradcheck_report(square_wrong_at_one_element, [leaf(3, 4)])
+    (r,) = results
+    assert not r.passed and r.mode == "elementwise"
+    assert r.worst_index == (1, 2)
+    assert r.name == "a"
+    assert r.analytic == pytest.approx(3 * r.numeric, rel=1e-4)   # the planted factor 3
+    with pytest.raises(GradcheckError, match=r"element \(1, 2\)"):
+        gradcheck(square_wrong_at_one_element, [leaf(3, 4)])
+
+
+def test_the_name_argument_labels_the_message():
+    with pytest.raises(GradcheckError, match="'my square'"):
+        gradcheck(square_half_grad, [leaf(2, 2)], name="my square")
+
+
+# ------------------------------------------------------------------- large inputs
+
+
+def test_large_inputs_use_random_directions_and_still_catch_bugs():
+    big = leaf(30, 30, seed=3)                              # 900 > max_elements = 512
+    other = nt.tensor(np.random.default_rng(4).standard_normal((30, 30)))
+    (ok,) = gradcheck_report(lambda a: a @ other, [big])
+    assert ok.passed and ok.mode == "directional"
+
+    def product(left, right):
+        return matmul_transposed_grad(left, right)
+
+    with pytest.raises(GradcheckError, match=r"argument 0 \(left, shape \(30, 30\)\): worst "
+                                             r"at random direction \d"):
+        gradcheck(product, [big, other])
+    with pytest.raises(GradcheckError, match="random direction"):
+        gradcheck(square_half_grad, [big])
+
+
+# ------------------------------------------------------------ the other outcomes
+
+
+def test_raise_exception_false_returns_false():
+    assert gradcheck(square_half_grad, [leaf(2, 2)], raise_exception=False) is False
+    assert gradcheck(lambda a: a * a, [leaf(2, 2)], raise_exception=False) is True
+
+
+def test_unused_argument_reports_no_gradient_reached():
+    def ignores_y(x, y):
+        return x * 2.0
+
+    with pytest.raises(GradcheckError, match=r"argument 1 \(y.*no gradient reached"):
+        gradcheck(ignores_y, [leaf(2), leaf(2, seed=1)])
+
+
+def test_refuses_when_no_input_requires_grad():
+    with pytest.raises(ValueError, match="no input has requires_grad"):
+        gradcheck(lambda a: a * 2.0, [nt.tensor(np.ones(3))])
+
+
+def test_only_inputs_that_require_grad_are_checked():
+    const = nt.tensor(np.arange(3.0))
+    results = gradcheck_report(lambda a, c: a * c, [leaf(3), const])
+    assert [r.name for r in results] == ["a"] and results[0].passed
