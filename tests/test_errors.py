@@ -86,6 +86,11 @@ def test_cat_with_mismatched_shapes():
         nt.cat([ones(2, 3), ones(2, 4)], dim=0)
 
 
+def test_cat_with_different_numbers_of_dims():
+    with pytest.raises(nt.ShapeError, match=has_all("cat", "number of dims", (2, 3), (3,))):
+        nt.cat([ones(2, 3), ones(3)], dim=0)
+
+
 def test_stack_with_mismatched_shapes():
     with pytest.raises(nt.ShapeError, match=has_all("stack", (2,), (3,))):
         nt.stack([ones(2), ones(3)])

@@ -104,6 +104,9 @@ def cat(tensors, dim: int = 0) -> Tensor:
     if not tensors:
         raise ValueError("cat: expected a non-empty list of tensors")
     check_same_device("cat", *tensors)
+    if len({t.ndim for t in tensors}) > 1:
+        shapes = ", ".join(str(t.shape) for t in tensors)
+        raise ShapeError(f"cat: all tensors need the same number of dims, got shapes {shapes}")
     d = normalize_dim(dim, tensors[0].ndim, "cat")
     xp = xp_of(tensors[0].data)
     try:
