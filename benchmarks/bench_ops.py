@@ -239,19 +239,19 @@ def overhead_steps(torch, n_pairs: int = 8, shape=(4, 4)):
     ta, tb = (torch.from_numpy(v.copy()).requires_grad_() for v in (A, B))
     tg = torch.from_numpy(G)
 
-    def ours():
+    def chain(a, b, grad):
+        """The same code for both libraries: their tensors share these names."""
         a.grad = b.grad = None
         x = a
         for _ in range(n_pairs):
             x = x * b + a
-        x.backward(G)
+        x.backward(grad)
+
+    def ours():
+        chain(a, b, G)
 
     def theirs():
-        ta.grad = tb.grad = None
-        x = ta
-        for _ in range(n_pairs):
-            x = x * tb + ta
-        x.backward(tg)
+        chain(ta, tb, tg)
 
     def by_hand():
         # The same arithmetic with no graph: keep the inputs of each mul for the

@@ -99,6 +99,7 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
+_GELU_C = 0.044715          # the cubic coefficient of GELU's tanh approximation
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -106,9 +107,10 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 
         d/dx = Phi(x) + x * phi(x),   phi(x) = exp(-x^2 / 2) / sqrt(2 pi)
 
-    ``approximate="tanh"`` (GPT-2's): with u = sqrt(2/pi) (x + 0.044715 x^3), t = tanh(u),
+    ``approximate="tanh"`` (GPT-2's): with u = sqrt(2/pi) (x + c x^3), c = 0.044715,
+    t = tanh(u),
 
-        GELU(x) ~= x/2 (1 + t),   d/dx = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 * 0.044715 x^2)
+        GELU(x) ~= x/2 (1 + t),   d/dx = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 c x^2)
 
     Fused (as a composite it is about eight ops on the widest activation of an MLP).
     """
@@ -131,7 +133,7 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
             return (dx,)
     else:
         t = xd * xd
-        t *= 0.044715
+        t *= _GELU_C
         t += 1.0
         t *= xd
         t *= _SQRT_2_OVER_PI
@@ -142,7 +144,7 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 
         def backward(g):
             du = xd * xd
-            du *= 3 * 0.044715
+            du *= 3 * _GELU_C
             du += 1.0
             du *= _SQRT_2_OVER_PI                            # du/dx
             dx = 1.0 - t * t                                 # 1 - t^2
