@@ -1,0 +1,39 @@
+"""Atomic file writes: a checkpoint or report is either the old file or the new one.
+
+Writing in place can be interrupted (a crash, a full disk, Ctrl-C) and leave half a
+file that later fails to load, or worse, loads. So every file nanotie saves is
+written to a temporary file in the same folder, flushed to disk, and then renamed
+over the target: on POSIX and Windows, ``os.replace`` is atomic.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["atomic_write"]
+
+
+@contextmanager
+def atomic_write(path, mode: str = "wb", encoding: str | None = None):
+    """``with atomic_write(path) as f: ...`` writes ``path`` all at once or not at all.
+
+    On an exception inside the block the temporary file is removed and ``path`` is
+    left as it was."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)       # mkstemp makes it private; use the usual mode
+        with os.fdopen(fd, mode, encoding=encoding) as f:
+            yield f
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
