@@ -3,8 +3,8 @@
 This is the ONLY module in nanotie that imports cupy (a test enforces it). Every op
 asks ``xp = xp_of(array)`` for the array module that owns its data, so the same code
 runs on both devices (Chainer's ``get_array_module`` pattern). The few places where
-the two libraries differ (scatter-add, FFTs, special functions, random generators)
-are wrapped here and nowhere else.
+the two libraries differ (scatter-add, FFTs, special functions, random generators,
+reuse of freed CPU memory) are wrapped here and nowhere else.
 
 A GPU is used only when three things hold: cupy imports, ``cupy.is_available()`` is
 true, and a tiny allocation works. Otherwise everything silently runs on NumPy, and
@@ -14,6 +14,7 @@ asking for ``"cuda"`` raises a :class:`DeviceError` that says why.
 from __future__ import annotations
 
 import os
+import sys
 from functools import lru_cache
 
 import numpy as np
@@ -223,6 +224,49 @@ def irfft(X, n: int, dtype):
 def fft_size(n: int) -> int:
     """A fast FFT length >= n (the next power of two)."""
     return 1 << max(0, int(n - 1).bit_length())
+
+
+# ------------------------------------------------------------------ CPU memory
+
+
+def keep_freed_memory() -> bool:
+    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back.
+
+    CuPy keeps freed GPU memory in a pool, and the next array of that size reuses it.
+    glibc, which allocates NumPy's arrays on Linux, does not: a block of a few MB is
+    returned to the operating system when it is freed (``munmap``, or a trim of the
+    heap), and the next array is page-faulted back in, 4 KiB at a time, each page
+    zero-filled by the kernel. A training step frees all its activations at its end, so
+    every step paid for all of them again: about 20k page faults and a fifth of the
+    time of a small GPT's step. Two settings make glibc behave like a pool: serve
+    blocks up to 32 MB from the heap (``M_MMAP_THRESHOLD``) and shrink the heap only
+    when more than 1 GB at its top is free (``M_TRIM_THRESHOLD``). The price: the
+    process keeps the memory of its peak until it exits.
+
+    It changes the whole process, so nanotie never calls it on import: the training
+    loop (:func:`nanotie.train.train`) and the benchmarks do, and
+    ``NANOTIE_KEEP_FREED_MEMORY=0`` turns it off. Returns whether the settings are in
+    effect (never off Linux/glibc).
+    """
+    global KEPT_FREED_MEMORY
+    if KEPT_FREED_MEMORY:
+        return True
+    if not sys.platform.startswith("linux") or \
+            os.environ.get("NANOTIE_KEEP_FREED_MEMORY", "1").strip() == "0":
+        return False
+    import ctypes
+
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt      # glibc only (not musl, macOS)
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3         # from glibc's <malloc.h>
+    KEPT_FREED_MEMORY = bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(
+        mallopt(m_trim_threshold, 1 << 30))
+    return KEPT_FREED_MEMORY
+
+
+KEPT_FREED_MEMORY = False   # set by keep_freed_memory()
 
 
 # ------------------------------------------------------------- random generators

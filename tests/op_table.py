@@ -188,6 +188,18 @@ def softmax_ref(x, axis):
     return e / e.sum(axis=axis, keepdims=True)
 
 
+def attention_ref(q, k, v, mask=None, scale=None):
+    """softmax(q k^T * scale + mask) v, with an additive float mask."""
+    scale = 1 / np.sqrt(q.shape[-1]) if scale is None else scale
+    s = scale * q @ np.swapaxes(k, -1, -2)
+    return softmax_ref(s if mask is None else s + mask, -1) @ v
+
+
+def causal_mask_ref(n_q, n_k):
+    """0 where query i may see key j (j <= i), -inf above the diagonal."""
+    return np.where(np.tril(np.ones((n_q, n_k), dtype=bool)), 0.0, -np.inf)
+
+
 def cross_entropy_ref(z, t, reduction="mean", ignore_index=-100):
     """-log softmax(z)[t] per position (class axis last); ignored positions drop out."""
     logp = z - logsumexp_ref(z, axis=-1, keepdims=True)
@@ -527,6 +539,22 @@ CASES = [
          [arg(2, 5, sample=normal(30.0))], lambda x: softmax_ref(x, -1)),
     case("softmax_0d", lambda lib, x: F(lib).softmax(x, dim=0), [arg()],
          lambda x: np.ones(())),
+    # Attention: a GPT's causal case; a float mask that gets a gradient (a learned bias),
+    # with more keys than queries; a boolean mask and broadcast batch axes.
+    case("sdpa_causal",
+         lambda lib, q, k, v: F(lib).scaled_dot_product_attention(q, k, v, is_causal=True),
+         [arg(2, 3, 4), arg(2, 3, 4), arg(2, 3, 5)],
+         lambda q, k, v: attention_ref(q, k, v, causal_mask_ref(3, 3))),
+    case("sdpa_float_mask_grad",
+         lambda lib, q, k, v, m: F(lib).scaled_dot_product_attention(q, k, v, attn_mask=m),
+         [arg(2, 2, 4), arg(2, 5, 4), arg(2, 5, 3), arg(2, 5)], attention_ref),
+    case("sdpa_bool_mask_broadcast_scale",
+         lambda lib, q, k, v, m: F(lib).scaled_dot_product_attention(q, k, v, attn_mask=m,
+                                                                     scale=0.3),
+         [arg(2, 2, 3, 4), arg(2, 1, 4, 4), arg(1, 4, 2),
+          const([[True, False, True, False], [True] * 4, [False, True, True, False]],
+                dtype=bool)],
+         lambda q, k, v, m: attention_ref(q, k, v, np.where(m, 0.0, -np.inf), 0.3)),
     case("log_softmax", lambda lib, x: F(lib).log_softmax(x, dim=1), [arg(2, 3, 4)],
          lambda x: x - logsumexp_ref(x, axis=1, keepdims=True)),
     case("cross_entropy_mean", lambda lib, z, t: F(lib).cross_entropy(z, t),
@@ -555,6 +583,8 @@ CASES = [
          gelu_ref),
     case("gelu_tanh", lambda lib, x: F(lib).gelu(x, approximate="tanh"),
          [arg(3, 4, sample=normal(2.0))], lambda x: gelu_ref(x, "tanh")),
+    case("silu", lambda lib, x: F(lib).silu(x), [arg(3, 4, sample=normal(2.0))],
+         lambda x: x / (1 + np.exp(-x))),
     case("layer_norm_affine", lambda lib, x, w, b: F(lib).layer_norm(x, (4,), w, b),
          [arg(2, 3, 4), arg(4), arg(4)], lambda x, w, b: layer_norm_ref(x, 1, w, b)),
     case("layer_norm_plain", lambda lib, x: F(lib).layer_norm(x, (4,)), [arg(3, 4)],

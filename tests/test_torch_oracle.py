@@ -16,7 +16,7 @@ TORCH_DTYPES = {np.float64: torch.float64, np.float32: torch.float32}
 FLOAT32_CASES = ["matmul_shared_weight", "einsum_attention_scores", "softmax_last",
                  "logsumexp_dim", "cross_entropy_mean", "layer_norm_affine", "rms_norm_weight",
                  "gelu_exact", "fftconv_broadcast", "embedding_repeated_ids",
-                 "getitem_int_array_repeats", "pow_tensor_tensor", "linear_bias"]
+                 "getitem_int_array_repeats", "pow_tensor_tensor", "linear_bias", "sdpa_causal"]
 
 
 def run_torch(case, arrays, dtype, upstream):

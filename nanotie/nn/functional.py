@@ -1,16 +1,23 @@
 """Neural-network functions.
 
 Most are COMPOSITES: built from the primitive ops, with no backward of their own, so
-their gradients come for free from the engine (log_softmax, rms_norm, dropout, linear,
-mse_loss). A few are FUSED primitives with a hand-written backward, because the
+their gradients come for free from the engine (log_softmax, rms_norm, dropout,
+mse_loss, silu). A few are FUSED primitives with a hand-written backward, because the
 composite would be slow or unstable on a transformer's largest activations (softmax,
-gelu, cross_entropy, layer_norm, fftconv). Every one is
-gradient-checked in the test suite.
+gelu, cross_entropy, layer_norm, linear, scaled_dot_product_attention, fftconv). Every
+one is gradient-checked in the test suite.
+
+The fused ops make each large array once and then update it in place (``a *= b``,
+``xp.exp(a, out=a)``) where the composite would make a new array per step: a fresh
+array costs a pass over memory AND, for arrays of a few MB, a page fault per 4 KiB
+page when the operating system hands the memory over.
 """
 
 from __future__ import annotations
 
 import math
+
+import numpy as np
 
 from .. import backend
 from ..autograd import ShapeError, Tensor, check_same_device, make_result, unbroadcast
@@ -19,8 +26,8 @@ from ..ops import embedding, logsumexp, mean, pad, relu, sigmoid, tanh
 from ..ops._common import normalize_dim
 
 __all__ = ["softmax", "log_softmax", "cross_entropy", "gelu", "layer_norm", "rms_norm",
-           "dropout", "linear", "fftconv", "mse_loss", "embedding", "pad", "relu",
-           "sigmoid", "tanh"]
+           "dropout", "linear", "scaled_dot_product_attention", "fftconv", "mse_loss",
+           "silu", "embedding", "pad", "relu", "sigmoid", "tanh"]
 
 
 # ------------------------------------------------------------------- composites
@@ -50,10 +57,9 @@ def dropout(x: Tensor, p: float = 0.5, training: bool = True) -> Tensor:
     return x * Tensor(keep.astype(x.dtype) * (1.0 / (1.0 - p)))
 
 
-def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
-    """y = x W^T + b, with W of shape (out, in) as in PyTorch."""
-    y = x @ weight.T
-    return y + bias if bias is not None else y
+def silu(x: Tensor) -> Tensor:
+    """SiLU (swish): x * sigmoid(x), the gate of a SwiGLU feed-forward layer."""
+    return x * sigmoid(x)
 
 
 def mse_loss(x: Tensor, target) -> Tensor:
@@ -85,15 +91,106 @@ def softmax(x: Tensor, dim: int = -1) -> Tensor:
     axis = normalize_dim(dim, x.ndim, "softmax") if x.ndim else None
     xd = x.data
     xp = xp_of(xd)
-    y = xp.exp(xd - xd.max(axis=axis, keepdims=True))
+    # The one new array (asarray: NumPy turns a 0-d result into a scalar); then in place.
+    y = xp.asarray(xd - xd.max(axis=axis, keepdims=True))
+    xp.exp(y, out=y)
     y /= y.sum(axis=axis, keepdims=True)
 
     def backward(g):
         gx = g * y
-        gx -= y * gx.sum(axis=axis, keepdims=True)      # y * (g - sum(g * y))
+        s = gx.sum(axis=axis, keepdims=True)            # sum(g * y)
+        gx -= y * s                                     # y * (g - sum(g * y))
         return (gx,)
 
     return make_result("softmax", y, (x,), backward)
+
+
+def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn_mask=None,
+                                 dropout_p: float = 0.0, is_causal: bool = False,
+                                 scale: float | None = None) -> Tensor:
+    """Attention, fused: softmax(q k^T * scale + mask) v, with PyTorch's name and arguments.
+
+    ``query`` (..., Tq, E), ``key`` (..., Tk, E), ``value`` (..., Tk, Ev) -> (..., Tq, Ev);
+    the leading (batch, head) axes broadcast. ``scale`` defaults to 1/sqrt(E).
+    ``attn_mask`` is added to the scores (a float mask: 0 where a query may look, -inf
+    where it may not); a boolean mask marks with True the keys a query may attend to
+    (PyTorch's convention). ``is_causal`` lets query i see the keys j <= i. With
+    ``dropout_p`` > 0 the attention weights are dropped and rescaled as by ``dropout``.
+
+    With S = scale q k^T + mask, P = softmax(S) (row by row), O = P v and G = dL/dO:
+
+        dv = P^T G,   dP = G v^T,   dS = P * (dP - rowsum(dP * P)),
+        dq = scale dS k,   dk = scale dS^T q,   dmask = dS
+
+    and rowsum(dP * P) = rowsum(G * O) (expand dP = G v^T and O = P v; it holds with
+    dropout too), which reads (Tq, Ev) arrays instead of (Tq, Tk) ones (FlashAttention's
+    trick). As a composite
+    (mul, matmul, add, softmax, matmul) every step would make a new (..., Tq, Tk) array,
+    the largest of a transformer; fused, the scores are made once and turned into P in
+    place.
+    """
+    query, key, value = (t if isinstance(t, Tensor) else Tensor(t) for t in (query, key, value))
+    check_same_device("scaled_dot_product_attention", query, key, value, attn_mask)
+    q, k, v = query.data, key.data, value.data
+    if q.ndim < 2 or k.ndim < 2 or v.ndim < 2 or q.shape[-1] != k.shape[-1] \
+            or k.shape[-2] != v.shape[-2]:
+        raise ShapeError(f"scaled_dot_product_attention: query {query.shape}, key "
+                         f"{key.shape} and value {value.shape} do not fit: need (..., Tq, E), "
+                         "(..., Tk, E) and (..., Tk, Ev)")
+    if not 0.0 <= dropout_p < 1.0:
+        raise ValueError(f"scaled_dot_product_attention: dropout_p must be in [0, 1), got "
+                         f"{dropout_p}")
+    if is_causal and attn_mask is not None:
+        raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
+    xp = xp_of(q)
+    if scale is None:
+        scale = 1.0 / math.sqrt(q.shape[-1])
+    n_q, n_k = q.shape[-2], k.shape[-2]
+    mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
+    if is_causal:
+        mask = xp.triu(xp.full((n_q, n_k), -math.inf, dtype=q.dtype), k=1)
+    elif mask is not None and mask.dtype == bool:
+        mask = xp.where(mask, 0.0, -math.inf).astype(q.dtype)
+
+    q_scaled = q * scale                         # scale q (Tq x E), not S (Tq x Tk)
+    p = q_scaled @ k.swapaxes(-1, -2)            # (..., Tq, Tk): the one large new array
+    if mask is not None:
+        if np.broadcast_shapes(p.shape, mask.shape) == p.shape:
+            p += mask
+        else:                                    # a mask with more batch axes than q, k
+            p = p + mask
+    p -= p.max(axis=-1, keepdims=True)
+    xp.exp(p, out=p)
+    # Row sums as a matrix-vector product: BLAS, faster than .sum(axis=-1).
+    p /= (p @ xp.ones(n_k, dtype=p.dtype))[..., None]   # P = softmax(S)
+    if dropout_p > 0.0:
+        keep = backend.rand(p.shape, p.dtype, query.device) >= dropout_p
+        p_used = p * keep
+        p_used *= 1.0 / (1.0 - dropout_p)
+    else:
+        p_used = p
+    out = p_used @ v                             # (..., Tq, Ev)
+    mask_grad = isinstance(attn_mask, Tensor) and attn_mask.requires_grad
+
+    def backward(g):
+        gq = gk = gv = None
+        if value.requires_grad:
+            gv = p_used.swapaxes(-1, -2) @ g                    # P^T G
+        ds = g @ v.swapaxes(-1, -2)                             # dP, then dS in place
+        if dropout_p > 0.0:
+            ds *= keep
+            ds *= 1.0 / (1.0 - dropout_p)
+        ds -= xp.einsum("...ij,...ij->...i", g, out)[..., None]  # dP - rowsum(G * O)
+        ds *= p
+        if query.requires_grad:
+            gq = ds @ k
+            gq *= scale
+        if key.requires_grad:
+            gk = ds.swapaxes(-1, -2) @ q_scaled
+        return gq, gk, gv, (ds if mask_grad else None)
+
+    return make_result("scaled_dot_product_attention", out, (query, key, value, attn_mask),
+                       backward)
 
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
@@ -136,20 +233,21 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         t *= _GELU_C
         t += 1.0
         t *= xd
-        t *= _SQRT_2_OVER_PI
-        t = xp.tanh(t)                                       # tanh(u)
+        t *= _SQRT_2_OVER_PI                                 # u
+        xp.tanh(t, out=t)                                    # t = tanh(u)
         out = t + 1.0
         out *= xd
         out *= 0.5
 
         def backward(g):
-            du = xd * xd
-            du *= 3 * _GELU_C
-            du += 1.0
-            du *= _SQRT_2_OVER_PI                            # du/dx
-            dx = 1.0 - t * t                                 # 1 - t^2
-            dx *= du
+            dx = xd * xd
+            dx *= 3 * _GELU_C
+            dx += 1.0
             dx *= xd
+            dx *= _SQRT_2_OVER_PI                            # x du/dx
+            sech2 = t * t
+            xp.subtract(1.0, sech2, out=sech2)               # 1 - t^2
+            dx *= sech2
             dx += t
             dx += 1.0
             dx *= 0.5
@@ -157,6 +255,53 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
             return (dx,)
 
     return make_result("gelu", out, (x,), backward)
+
+
+def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
+    """y = x W^T + b, with W of shape (out, in) as in PyTorch.
+
+    Fused (one op instead of a transpose, a matmul and an add): the rows of x, seen as
+    an (N, in) matrix, make ONE matrix product, and the bias is added in place. With
+    G = dL/dy as an (N, out) matrix:
+
+        dx = G W,   dW = G^T x,   db = sum of the rows of G
+    """
+    x, weight = (t if isinstance(t, Tensor) else Tensor(t) for t in (x, weight))
+    bias = bias if bias is None or isinstance(bias, Tensor) else Tensor(bias)
+    check_same_device("linear", x, weight, bias)
+    xd, w = x.data, weight.data
+    if w.ndim != 2 or xd.ndim == 0 or xd.shape[-1] != w.shape[1]:
+        raise ShapeError(f"linear: input of shape {x.shape} does not fit a weight of shape "
+                         f"{weight.shape}: the weight must be (out_features, "
+                         f"{xd.shape[-1] if xd.ndim else '?'})")
+    n_out, n_in = w.shape
+    if bias is not None and bias.shape != (n_out,):
+        raise ShapeError(f"linear: bias of shape {bias.shape} does not fit a weight of "
+                         f"shape {weight.shape}: it must be ({n_out},)")
+    xp = xp_of(xd)
+    x2 = xd.reshape(-1, n_in)                                # (N, in)
+    y = x2 @ w.T                                             # (N, out), a new array
+    if bias is not None:
+        b = bias.data
+        if y.dtype == np.result_type(y.dtype, b.dtype):
+            y += b
+        else:                                                # a wider bias: promote
+            y = y + b
+    out = y.reshape(xd.shape[:-1] + (n_out,))
+
+    def backward(g):
+        g2 = g.reshape(-1, n_out)                            # (N, out)
+        gx = gw = gb = None
+        if x.requires_grad:
+            gx = (g2 @ w).reshape(xd.shape)
+        if weight.requires_grad:
+            gw = g2.T @ x2                                   # (out, in)
+        if bias is not None and bias.requires_grad:
+            # The column sums as a vector-matrix product: BLAS runs it on all threads.
+            gb = xp.ones(g2.shape[0], dtype=g2.dtype) @ g2
+        return gx, gw, gb
+
+    return make_result("linear", out, (x, weight, bias), backward)
 
 
 def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
@@ -261,7 +406,7 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         if weight is not None and weight.requires_grad:
             gw = xp.einsum("ij,ij->j", g2, xhat).reshape(norm_shape)  # sum_rows g * xhat
         if bias is not None and bias.requires_grad:
-            gb = g2.sum(axis=0).reshape(norm_shape)
+            gb = (xp.ones(rows, dtype=g2.dtype) @ g2).reshape(norm_shape)  # BLAS column sums
         if x.requires_grad:
             # dxhat = g * w in a new array (never g itself), which becomes gx in place.
             # It keeps x's shape: a reshaped view would cost a copy at a leaf.
