@@ -7,9 +7,12 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
+from . import backend
 from .papers import REGISTRY
+from .report import summary_table
 
 
 class UsageError(Exception):
@@ -44,13 +47,21 @@ def _reproduce(args) -> int:
         print("No experiments are registered yet; nothing to reproduce.")
         return 0
     if args.device == "cuda":
-        from . import backend
-
         if not backend.cuda_available():
             raise UsageError("--device cuda: " + backend._cupy_status()[1])
+    device = args.device or backend.default_device()
+    profile = "full" if args.full else "quick"
+    rows = []
     for name in args.names or list(REGISTRY):
-        REGISTRY[name].run(quick=not args.full, out_dir=args.out / name, seed=args.seed,
-                           device=args.device or "cpu")
+        print(f"== {name} ({profile} profile, {device}) ==", flush=True)
+        start = time.perf_counter()
+        results = REGISTRY[name].run(quick=not args.full, out_dir=args.out / name,
+                                     seed=args.seed, device=device)
+        summary = dict(results.get("summary", {}))
+        summary["time"] = f"{time.perf_counter() - start:.0f} s"
+        rows.append((name, summary))
+        print(f"   wrote {args.out / name}/report.md, results.json and plots", flush=True)
+    print("\nSummary:\n" + summary_table(rows))
     return 0
 
 

@@ -4,7 +4,9 @@
 # cupy, pytest and torch are used. Logs go to $OUT (or ./gpu-logs).
 #   1. the whole test suite (device-parametrized tests run their CUDA cases);
 #   2. the device tests again with NANOTIE_DEVICE=cuda (new tensors default to the GPU);
-#   3. the op benchmark on CuPy against PyTorch CUDA.
+#   3. the op benchmark on CuPy against PyTorch CUDA;
+#   4. the GPT training-step benchmark on CuPy against NumPy and PyTorch CUDA;
+#   5. the `gpt` experiment's quick profile on the GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 out="${OUT:-gpu-logs}"; mkdir -p "$out"
@@ -27,4 +29,12 @@ if [ -f benchmarks/bench_ops.py ]; then
   "$py" benchmarks/bench_ops.py --device cuda --json "$out/bench_ops_cuda.json" 2>&1 \
     | tee "$out/bench_ops_cuda.txt" || status=1
 fi
+echo "== 4. training-step benchmark on the GPU =="
+if [ -f benchmarks/bench_train_step.py ]; then
+  "$py" benchmarks/bench_train_step.py --device cuda --json "$out/bench_train_step_cuda.json" \
+    2>&1 | tee "$out/bench_train_step_cuda.txt" || status=1
+fi
+echo "== 5. the gpt experiment (quick) on the GPU =="
+"$py" -m nanotie reproduce gpt --device cuda --out "$out/runs" 2>&1 \
+  | tee "$out/reproduce_gpt_cuda.txt" || status=1
 exit $status

@@ -210,6 +210,9 @@ def run_cli(*args):
 @pytest.mark.parametrize("args, words", [
     (("reproduce", "nosuch"), ["unknown experiment", "nosuch"]),
     (("bogus",), ["invalid choice", "bogus"]),
+    (("reproduce", "--seed", "x"), ["--seed", "invalid int value"]),
+    (("reproduce", "--device", "tpu"), ["--device", "invalid choice"]),
+    (("reproduce", "--full", "gpt", "--bogus"), ["unrecognized arguments", "--bogus"]),
 ])
 def test_cli_usage_errors_are_one_line_without_traceback(args, words):
     result = run_cli(*args)
@@ -226,6 +229,15 @@ def test_cli_list_exits_zero():
     result = run_cli("list")
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stderr
+    assert "gpt" in result.stdout
+
+
+@pytest.mark.skipif(nt.cuda_available(), reason="needs a machine without CUDA")
+def test_cli_device_cuda_without_a_gpu_is_a_usage_error():
+    result = run_cli("reproduce", "gpt", "--device", "cuda")
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    assert result.stderr.startswith("nanotie: error: --device cuda")
 
 
 def test_cli_reproduce_with_nothing_registered(monkeypatch, capsys):

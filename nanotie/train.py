@@ -1,0 +1,245 @@
+"""The one training loop: batches, AdamW, schedule, clipping, evaluation, checkpoints.
+
+Every experiment trains through :func:`train`, so the things that are easy to get
+subtly wrong are written once:
+
+* the learning rate follows :func:`~nanotie.nn.optim.cosine_schedule` (warmup, then
+  cosine decay) and gradients are clipped to a global norm;
+* every ``eval_interval`` steps the model is evaluated on held-out data, in nats per
+  token and in bits per byte (``bpb = loss * tokens / (bytes * ln 2)``);
+* a checkpoint is ONE ``.npz`` file (no pickle) holding the model, the optimizer,
+  the batch sampler, the dropout generator and the history. It is written to a
+  temporary file and renamed, so a crash never leaves half a checkpoint. Resuming
+  from it continues the run exactly: on the CPU, the same seed and data give
+  bitwise-identical weights whether or not the run was interrupted.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import numpy as np
+
+from . import backend
+from .autograd import no_grad
+from .data import BatchSampler, iter_eval_batches
+from .files import atomic_write
+from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
+
+__all__ = ["TrainConfig", "History", "train", "evaluate", "save_checkpoint",
+           "load_checkpoint", "CheckpointError"]
+
+
+@dataclass
+class TrainConfig:
+    steps: int = 1000             # optimizer steps in the whole run
+    batch_size: int = 16          # sequences per step (B)
+    block_size: int | None = None # tokens per sequence (T); None: the model's context
+    lr: float = 3e-3              # peak learning rate
+    min_lr_ratio: float = 0.1     # the cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 50        # linear warmup from ~0 to lr
+    weight_decay: float = 0.1     # AdamW decay on matrices (not on biases and gains)
+    betas: tuple = (0.9, 0.95)    # AdamW moment decay rates
+    grad_clip: float = 1.0        # max global gradient norm (0: no clipping)
+    eval_interval: int = 100      # evaluate every this many steps (and at the end)
+    eval_batches: int = 8         # validation batches per evaluation
+    checkpoint_interval: int = 0  # also checkpoint every this many steps (0: end only)
+    seed: int = 0                 # batch order and dropout
+
+    def __post_init__(self):
+        for name in ("steps", "batch_size", "eval_interval", "eval_batches"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
+            raise ValueError("TrainConfig: need lr > 0, 0 <= min_lr_ratio <= 1 and "
+                             "warmup_steps >= 0")
+        self.betas = tuple(self.betas)
+
+
+@dataclass
+class History:
+    """What happened during training, for plots and reports."""
+
+    step: list = field(default_factory=list)         # 1, 2, ... (one per optimizer step)
+    train_loss: list = field(default_factory=list)   # nats per token, on that step's batch
+    lr: list = field(default_factory=list)
+    grad_norm: list = field(default_factory=list)    # before clipping
+    eval_step: list = field(default_factory=list)
+    val_loss: list = field(default_factory=list)     # nats per token
+    val_bpb: list = field(default_factory=list)      # bits per byte
+    seconds: float = 0.0                             # training wall-clock time
+
+    def arrays(self) -> dict:
+        out = {f.name: np.asarray(getattr(self, f.name), dtype=np.float64)
+               for f in fields(self)}
+        return out
+
+    @classmethod
+    def from_arrays(cls, arrays: dict) -> "History":
+        h = cls()
+        for f in fields(cls):
+            value = np.asarray(arrays[f.name])
+            setattr(h, f.name, float(value) if f.name == "seconds" else value.tolist())
+        h.step = [int(s) for s in h.step]
+        h.eval_step = [int(s) for s in h.eval_step]
+        return h
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be resumed: missing, malformed, or from another run."""
+
+
+def default_loss(model, x, y):
+    """Next-token cross-entropy of a model whose forward returns ``(logits, loss)``."""
+    return model(x, y)[1]
+
+
+def evaluate(model, data, block_size: int, batch_size: int, max_batches: int | None = None,
+             loss_fn=default_loss) -> float:
+    """Mean loss (nats per token) over consecutive windows of ``data``, in eval mode."""
+    was_training = model.training
+    model.eval()
+    total, count = 0.0, 0
+    device = _device_of(model)
+    try:
+        with no_grad():
+            for x, y in iter_eval_batches(data, block_size, batch_size, max_batches):
+                x, y = backend.to_device(x, device), backend.to_device(y, device)
+                total += float(loss_fn(model, x, y).item()) * y.size
+                count += y.size
+    finally:
+        model.train(was_training)
+    return total / count
+
+
+def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
+          bytes_per_token: float = 1.0, loss_fn=default_loss, progress: bool | None = None,
+          desc: str = "train") -> History:
+    """Train ``model`` on ``train_data`` (1-D token ids); return the :class:`History`.
+
+    ``checkpoint`` (a path) makes the run resumable: if the file exists the run
+    continues from it (a finished run returns at once: that is the cache), and it is
+    rewritten at the end and every ``checkpoint_interval`` steps. ``bytes_per_token``
+    converts the validation loss to bits per byte (1 for the byte tokenizer).
+    ``progress``: a tqdm bar (None: only when stderr is a terminal).
+    """
+    from tqdm.auto import tqdm
+
+    backend.keep_freed_memory()     # reuse freed activation memory (see its docstring)
+    cfg = config
+    block = cfg.block_size or model.config.context
+    device = _device_of(model)
+    opt = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed)
+    history = History()
+    backend.manual_seed(cfg.seed)
+    if checkpoint is not None and Path(checkpoint).exists():
+        history = load_checkpoint(checkpoint, model, opt, sampler, cfg)
+    start = len(history.step)
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not show,
+               dynamic_ncols=True, leave=False)
+    t0 = time.perf_counter() - history.seconds
+    model.train()
+    for step in range(start, cfg.steps):
+        lr = cosine_schedule(step, cfg.lr, cfg.steps, cfg.warmup_steps,
+                             cfg.lr * cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = sampler.sample()
+        loss = loss_fn(model, backend.to_device(x, device), backend.to_device(y, device))
+        opt.zero_grad()
+        loss.backward()
+        norm = clip_grad_norm(opt.parameters(), cfg.grad_clip) if cfg.grad_clip else math.nan
+        opt.step()
+        history.step.append(step + 1)
+        history.train_loss.append(float(loss.item()))
+        history.lr.append(lr)
+        history.grad_norm.append(norm)
+        done = step + 1 == cfg.steps
+        if (step + 1) % cfg.eval_interval == 0 or done:
+            val = evaluate(model, val_data, block, cfg.batch_size, cfg.eval_batches, loss_fn)
+            history.eval_step.append(step + 1)
+            history.val_loss.append(val)
+            history.val_bpb.append(val * bytes_per_token / math.log(2))
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}", val_bpb=f"{history.val_bpb[-1]:.3f}")
+        elif step % 10 == 0:
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
+        bar.update(1)
+        history.seconds = time.perf_counter() - t0
+        if checkpoint is not None and (done or (
+                cfg.checkpoint_interval and (step + 1) % cfg.checkpoint_interval == 0)):
+            save_checkpoint(checkpoint, model, opt, sampler, history, cfg)
+    bar.close()
+    return history
+
+
+def _device_of(model) -> str:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else backend.default_device()
+
+
+# ------------------------------------------------------------------ checkpoints
+
+
+def save_checkpoint(path, model, optimizer, sampler, history: History,
+                    config: TrainConfig) -> None:
+    """Write everything a resume needs to ``path`` atomically (temp file + rename)."""
+    arrays = {"meta/config": np.array(json.dumps(asdict(config), sort_keys=True))}
+    arrays.update({f"model/{k}": v for k, v in model.state_dict().items()})
+    arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
+    arrays.update({f"sampler/{k}": np.asarray(v) for k, v in sampler.state_dict().items()})
+    arrays.update({f"history/{k}": v for k, v in history.arrays().items()})
+    rng = backend.generator(_device_of(model))
+    if hasattr(rng, "bit_generator"):      # NumPy's generator; CuPy's is not saved
+        arrays["rng/state"] = np.array(json.dumps(rng.bit_generator.state))
+    with atomic_write(path) as f:           # a crash never leaves half a checkpoint
+        np.savez(f, **arrays)
+
+
+def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> History:
+    """Restore a :func:`save_checkpoint` file into the given objects.
+
+    Everything is read and checked before anything changes: a checkpoint from a run
+    with another configuration or model raises :class:`CheckpointError`."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: z[k] for k in z.files}
+    except Exception as exc:          # a truncated or foreign file
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    groups = {}
+    for key, value in arrays.items():
+        head, _, rest = key.partition("/")
+        groups.setdefault(head, {})[rest] = value
+    missing = {"meta", "model", "optim", "sampler", "history"} - set(groups)
+    if missing:
+        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}")
+    saved = json.loads(str(groups["meta"]["config"]))
+    now = json.loads(json.dumps(asdict(config), sort_keys=True))
+    diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
+            for k in now if saved.get(k) != now[k]]
+    if diff:
+        raise CheckpointError(f"checkpoint {path} was made with another TrainConfig "
+                              "(delete it or restore the settings):\n  - " + "\n  - ".join(diff))
+    try:
+        history = History.from_arrays(groups["history"])
+    except KeyError as exc:
+        raise CheckpointError(f"checkpoint {path}: history lacks {exc}") from None
+    # The model first: its load_state_dict checks everything before changing anything.
+    snapshot = model.state_dict()
+    try:
+        model.load_state_dict(groups["model"])
+        optimizer.load_state_dict(groups["optim"])
+        sampler.load_state_dict(groups["sampler"])
+    except (ValueError, KeyError) as exc:
+        model.load_state_dict(snapshot)
+        raise CheckpointError(f"checkpoint {path} does not fit: {exc}") from None
+    if "rng" in groups:
+        backend.generator(_device_of(model)).bit_generator.state = json.loads(
+            str(groups["rng"]["state"]))
+    return history

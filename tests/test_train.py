@@ -1,0 +1,197 @@
+"""The training loop: exact resume, the checkpoint cache, atomic and validated
+checkpoints, evaluation, and that training actually learns."""
+
+from __future__ import annotations
+
+import math
+import os
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie import data, nn
+from nanotie import train as T
+
+TINY = dict(vocab_size=256, context=16, d_model=16, n_layer=2, n_head=2)
+
+
+@pytest.fixture(scope="module")
+def splits():
+    ids = np.frombuffer(data.prose_corpus(60_000), dtype=np.uint8)
+    return data.train_val_split(ids, 0.2)
+
+
+def make_model(seed=0, dropout=0.1):
+    nt.manual_seed(seed)
+    return nn.GPT(nn.GPTConfig(**TINY, dropout=dropout))
+
+
+def config(**overrides):
+    base = dict(steps=10, batch_size=4, warmup_steps=2, eval_interval=4, eval_batches=2)
+    return T.TrainConfig(**{**base, **overrides})
+
+
+def arrays(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def same_arrays(a, b):
+    return a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+
+
+class Interrupt(Exception):
+    pass
+
+
+def stop_after(n):
+    """A loss function that raises on the n-th training call (a simulated crash)."""
+    calls = [0]
+
+    def loss_fn(model, x, y):
+        if model.training:
+            calls[0] += 1
+            if calls[0] == n:
+                raise Interrupt
+        return model(x, y)[1]
+    return loss_fn
+
+
+def test_resume_after_a_crash_is_bitwise_identical(splits, tmp_path):
+    train_ids, val_ids = splits
+    cfg = config(checkpoint_interval=3)
+    straight = make_model()
+    h1 = T.train(straight, train_ids, val_ids, cfg, progress=False)
+
+    ck = tmp_path / "run.npz"
+    with pytest.raises(Interrupt):
+        T.train(make_model(), train_ids, val_ids, cfg, checkpoint=ck, progress=False,
+                loss_fn=stop_after(8))          # dies during step 8; step 6 was saved
+    resumed = make_model(seed=99)               # other init and generator: all must be restored
+    h2 = T.train(resumed, train_ids, val_ids, cfg, checkpoint=ck, progress=False)
+
+    assert same_arrays(arrays(straight), arrays(resumed))
+    assert h1.train_loss == h2.train_loss and h1.val_bpb == h2.val_bpb
+    assert h2.step == list(range(1, cfg.steps + 1))
+
+
+def test_a_finished_checkpoint_is_a_cache(splits, tmp_path):
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    first = make_model()
+    h1 = T.train(first, train_ids, val_ids, config(), checkpoint=ck, progress=False)
+
+    def must_not_train(model, x, y):
+        raise AssertionError("a finished run must not train again")
+    again = make_model(seed=5)
+    h2 = T.train(again, train_ids, val_ids, config(), checkpoint=ck, progress=False,
+                 loss_fn=must_not_train)
+    assert same_arrays(arrays(first), arrays(again))
+    assert h2.val_loss == h1.val_loss
+
+
+def test_checkpoint_from_other_settings_is_refused_and_changes_nothing(splits, tmp_path):
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    model = make_model(seed=3)
+    before = arrays(model)
+    with pytest.raises(T.CheckpointError) as err:
+        T.train(model, train_ids, val_ids, config(lr=1e-4, batch_size=2), checkpoint=ck,
+                progress=False)
+    assert "lr" in str(err.value) and "batch_size" in str(err.value)
+    assert same_arrays(before, arrays(model))
+
+
+def test_checkpoint_for_another_model_is_refused_and_changes_nothing(splits, tmp_path):
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    nt.manual_seed(0)
+    other = nn.GPT(nn.GPTConfig(**{**TINY, "d_model": 8}))
+    before = arrays(other)
+    with pytest.raises(T.CheckpointError, match="shape"):
+        T.train(other, train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    assert same_arrays(before, arrays(other))
+
+
+def test_truncated_checkpoint_is_a_clear_error(splits, tmp_path):
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    ck.write_bytes(ck.read_bytes()[:200])
+    model = make_model()
+    before = arrays(model)
+    with pytest.raises(T.CheckpointError, match="cannot read checkpoint"):
+        T.train(model, train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    assert same_arrays(before, arrays(model))
+
+
+def test_a_failed_save_keeps_the_old_checkpoint(splits, tmp_path, monkeypatch):
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    old = ck.read_bytes()
+
+    def broken_savez(f, **arrays):
+        f.write(b"half a checkpoint")
+        raise OSError("disk full")
+    monkeypatch.setattr(T.np, "savez", broken_savez)
+    with pytest.raises(OSError, match="disk full"):
+        T.train(make_model(), train_ids, val_ids, config(steps=12), checkpoint=tmp_path / "b.npz",
+                progress=False)
+    files = sorted(p.name for p in tmp_path.iterdir())
+    assert files == ["run.npz"], "a failed save must leave no file behind"
+    assert ck.read_bytes() == old
+
+
+def test_training_learns_and_the_history_is_complete(splits):
+    train_ids, val_ids = splits
+    cfg = config(steps=40, batch_size=8, lr=1e-2, eval_interval=10, eval_batches=4)
+    model = make_model(dropout=0.0)
+    h = T.train(model, train_ids, val_ids, cfg, progress=False)
+    assert h.step == list(range(1, 41)) and h.eval_step == [10, 20, 30, 40]
+    assert len(h.train_loss) == len(h.lr) == len(h.grad_norm) == 40
+    # bits per byte is the loss in bits for the byte tokenizer
+    assert np.allclose(h.val_bpb, np.array(h.val_loss) / math.log(2))
+    # uniform guessing over 256 bytes is 8 bits; 40 steps must beat it clearly
+    assert h.val_bpb[-1] < h.val_bpb[0] and h.val_bpb[-1] < 6.0
+    # warmup rises, then the cosine decays to lr * min_lr_ratio
+    assert h.lr[0] < h.lr[1] and math.isclose(h.lr[1], max(h.lr))
+    assert h.lr[-1] < h.lr[10] and math.isclose(min(h.lr), h.lr[-1])
+
+
+def test_evaluate_is_deterministic_and_leaves_the_mode(splits):
+    _, val_ids = splits
+    model = make_model()
+    model.train()
+    a = T.evaluate(model, val_ids, 16, 4, max_batches=3)
+    b = T.evaluate(model, val_ids, 16, 4, max_batches=3)
+    assert a == b and model.training
+    assert 0 < a < 10
+
+
+def test_progress_bar_is_quiet_when_asked(splits, capsys):
+    train_ids, val_ids = splits
+    T.train(make_model(), train_ids, val_ids, config(steps=2), progress=False)
+    captured = capsys.readouterr()
+    assert captured.err == "" and captured.out == ""
+
+
+def test_bad_train_config_is_a_clear_error():
+    with pytest.raises(ValueError, match="steps"):
+        T.TrainConfig(steps=0)
+    with pytest.raises(ValueError, match="lr"):
+        T.TrainConfig(lr=-1.0)
+
+
+def test_no_pickle_in_checkpoints(splits, tmp_path):
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(steps=2), checkpoint=ck, progress=False)
+    with np.load(ck, allow_pickle=False) as z:     # raises if anything needs pickle
+        assert all(z[k].dtype != object for k in z.files)
+    assert not [p for p in os.listdir(tmp_path) if p.endswith(".tmp")]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert ck.stat().st_mode & 0o777 == 0o666 & ~umask, "the usual file mode, not private"
