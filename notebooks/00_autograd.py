@@ -666,5 +666,5 @@ print("Exercise 2: softplus backward passes gradcheck")
 # * Gradient checks need a *random* upstream gradient and central differences in
 #   float64; an all-ones upstream would have let a transposed gradient through.
 #
-# Next: `01_nn`, where these tensors become modules, and tying becomes one aliasing
+# Next: `01_nn_and_tying`, where these tensors become modules, and tying becomes one aliasing
 # line.
