@@ -49,7 +49,10 @@ def _reproduce(args) -> int:
     if args.device == "cuda":
         if not backend.cuda_available():
             raise UsageError("--device cuda: " + backend._cupy_status()[1])
-    device = args.device or backend.default_device()
+    try:
+        device = args.device or backend.default_device()
+    except backend.DeviceError as exc:          # NANOTIE_DEVICE names an unusable device
+        raise UsageError(f"$NANOTIE_DEVICE: {exc}") from None
     profile = "full" if args.full else "quick"
     rows = []
     for name in args.names or list(REGISTRY):

@@ -240,6 +240,16 @@ def test_cli_device_cuda_without_a_gpu_is_a_usage_error():
     assert result.stderr.startswith("nanotie: error: --device cuda")
 
 
+@pytest.mark.skipif(nt.cuda_available(), reason="needs a machine without CUDA")
+def test_cli_nanotie_device_cuda_without_a_gpu_is_a_usage_error(monkeypatch, capsys):
+    from nanotie import cli
+
+    monkeypatch.setenv("NANOTIE_DEVICE", "cuda")
+    assert cli.main(["reproduce", "gpt"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nanotie: error: $NANOTIE_DEVICE")
+
+
 def test_cli_reproduce_with_nothing_registered(monkeypatch, capsys):
     """In-process, with an empty registry, so it stays fast once papers register."""
     from nanotie import cli
