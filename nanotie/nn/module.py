@@ -23,6 +23,7 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
+from ..ops._common import parse_to_args
 
 __all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "count_parameters",
            "tied_parameters", "tie_report", "StateDictError", "TIES_KEY"]
@@ -206,14 +207,7 @@ class Module:
     def to(self, *args, **kwargs) -> "Module":
         """Move (``"cuda"``/``"cpu"``) or cast (``np.float64``) every Parameter and buffer
         IN PLACE: each keeps its identity, so ties survive the move."""
-        device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
-        if kwargs:
-            raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
-        for a in args:
-            if isinstance(a, str):
-                device = a
-            else:
-                dtype = a
+        device, dtype = parse_to_args(args, kwargs)
         if device is not None:
             backend.check_device(device)
         tensors = list(self.parameters()) + [b for _, b in self.named_buffers()]

@@ -10,6 +10,7 @@ from .elementwise import (abs, add, cast, clamp, cos, div, eq, erf, exp, ge, gt,
                           lt, maximum, minimum, mul, ne, neg, pow, rdiv, relu, rpow, rsub,
                           sigmoid, sin, sqrt, sub, tanh, to_device, where)
 from .indexing import embedding, getitem
+from ._common import parse_to_args
 from .linalg import einsum, matmul
 from .movement import (T, cat, expand, flatten, pad, permute, reshape, squeeze, stack,
                        transpose, unsqueeze)
@@ -32,15 +33,7 @@ def _to(self, *args, **kwargs):
     """``t.to("cuda")``, ``t.to(np.float64)`` or ``t.to(device, dtype)``."""
     import numpy as np
 
-    device = kwargs.pop("device", None)
-    dtype = kwargs.pop("dtype", None)
-    if kwargs:
-        raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
-    for a in args:
-        if isinstance(a, str):
-            device = a
-        else:
-            dtype = a
+    device, dtype = parse_to_args(args, kwargs)
     out = self
     if dtype is not None:
         out = cast(out, np.dtype(dtype))

@@ -75,3 +75,18 @@ def normalize_dim(dim: int, ndim: int, op: str, new_axis: bool = False) -> int:
         raise IndexError(f"{op}: dim {dim} is out of range for a tensor with {ndim} dims"
                          + (f" (a new axis goes at {-n}..{n - 1})" if new_axis else ""))
     return dim % n
+
+
+def parse_to_args(args, kwargs) -> tuple:
+    """``(device, dtype)`` from the arguments of ``.to(...)``, as PyTorch reads them:
+    a string is a device, anything else a dtype, and both may be given by keyword."""
+    kwargs = dict(kwargs)
+    device, dtype = kwargs.pop("device", None), kwargs.pop("dtype", None)
+    if kwargs:
+        raise TypeError(f"to(): unexpected arguments {sorted(kwargs)}")
+    for a in args:
+        if isinstance(a, str):
+            device = a
+        else:
+            dtype = a
+    return device, dtype
