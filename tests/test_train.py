@@ -79,7 +79,9 @@ def test_resume_after_a_crash_is_bitwise_identical(splits, tmp_path):
 @pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")
 def test_resume_on_the_gpu(splits, tmp_path):
     """On CuPy the dropout generator is not saved, so without dropout a resumed run
-    matches the straight one (to float32 rounding: GPU kernels may sum in any order)."""
+    matches the straight one up to rounding: GPU kernels (atomic adds) may sum in any
+    order, and Adam's g / sqrt(v) can turn a rounding difference in a near-zero
+    gradient into a step of up to lr. So each array is compared as a whole."""
     train_ids, val_ids = splits
     cfg = config(checkpoint_interval=3)
     straight = make_model(dropout=0.0).to("cuda")
@@ -95,7 +97,7 @@ def test_resume_on_the_gpu(splits, tmp_path):
     assert a.keys() == b.keys()
     for k in a:
         if a[k].dtype.kind == "f":
-            np.testing.assert_allclose(a[k], b[k], rtol=1e-4, atol=1e-6, err_msg=k)
+            assert np.linalg.norm(a[k] - b[k]) <= 1e-3 * np.linalg.norm(a[k]) + 1e-5, k
 
 
 def test_a_finished_checkpoint_is_a_cache(splits, tmp_path):
