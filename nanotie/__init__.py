@@ -15,7 +15,7 @@ from .ops import (abs, add, amax, amin, cat, clamp, cos, div, einsum, embedding,
                   maximum, mean, min, minimum, mul, ne, neg, pad, permute, pow, relu,
                   reshape, sigmoid, sin, sqrt, squeeze, stack, sub, sum, tanh, transpose,
                   unsqueeze, where)
-from .gradcheck import GradcheckError, gradcheck  # noqa: E402  (needs the ops bound)
+from .gradcheck import GradcheckError, gradcheck, gradcheck_module  # noqa: E402  (ops bound)
 from . import nn  # noqa: E402
 
 __version__ = "0.1.0"
@@ -80,7 +80,8 @@ def ones_like(t: Tensor, requires_grad=False) -> Tensor:
 
 __all__ = [
     "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
-    "is_anomaly_enabled", "manual_seed", "gradcheck", "GradcheckError", "nn", "backend",
+    "is_anomaly_enabled", "manual_seed", "gradcheck", "gradcheck_module", "GradcheckError",
+    "nn", "backend",
     "ShapeError", "AnomalyError", "DeviceError", "cuda_available",
     "zeros", "ones", "full", "randn", "rand", "randint", "arange", "zeros_like",
     "ones_like", "float32", "float64", "int64", "bool_",

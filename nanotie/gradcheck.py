@@ -25,7 +25,8 @@ import numpy as np
 from . import backend
 from .autograd import Tensor, no_grad
 
-__all__ = ["gradcheck", "gradcheck_report", "GradcheckError", "ArgResult"]
+__all__ = ["gradcheck", "gradcheck_module", "gradcheck_report", "GradcheckError",
+           "ArgResult"]
 
 
 class GradcheckError(AssertionError):
@@ -104,36 +105,43 @@ def gradcheck_report(fn, inputs, *, eps: float = 1e-6, atol: float = 1e-5,
                                      note="no gradient reached this argument (is it used, "
                                           "and does every op on its path record a graph?)"))
             continue
-        analytic = backend.asnumpy(x.grad)
-        if x.data.size <= max_elements:
-            numeric = np.empty(x.shape)
-            flat = x.data.reshape(-1)   # a view: perturbing it perturbs x
-            for k in range(flat.size):
-                old = flat[k].item()
-                flat[k] = old + eps
-                plus = loss()
-                flat[k] = old - eps
-                minus = loss()
-                flat[k] = old
-                numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
-            results.append(_compare(res, "elementwise", analytic, numeric, atol, rtol))
-        else:
-            a_vals, n_vals = [], []
-            for _ in range(n_directions):
-                v = rng.standard_normal(x.shape)
-                v /= np.linalg.norm(v)
-                vd = xp.asarray(v)
-                old = x.data.copy()
-                x.data += eps * vd
-                plus = loss()
-                x.data[...] = old - eps * vd
-                minus = loss()
-                x.data[...] = old
-                a_vals.append(float((analytic * v).sum()))
-                n_vals.append((plus - minus) / (2 * eps))
-            results.append(_compare(res, "directional", np.array(a_vals), np.array(n_vals),
-                                    atol, rtol))
+        results.append(_check_array(res, x.data, backend.asnumpy(x.grad), loss, eps, atol,
+                                    rtol, max_elements, n_directions, rng))
     return results
+
+
+def _check_array(res: dict, data, analytic, loss, eps, atol, rtol, max_elements,
+                 n_directions, rng) -> ArgResult:
+    """Central differences of ``loss()`` while ``data`` (an array the loss reads) is
+    perturbed IN PLACE and restored: every element if it is small, else a few random
+    unit directions v, compared with analytic . v."""
+    xp = backend.xp_of(data)
+    if data.size <= max_elements:
+        numeric = np.empty(data.shape)
+        flat = data.reshape(-1)   # a view: perturbing it perturbs the array
+        for k in range(flat.size):
+            old = flat[k].item()
+            flat[k] = old + eps
+            plus = loss()
+            flat[k] = old - eps
+            minus = loss()
+            flat[k] = old
+            numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+        return _compare(res, "elementwise", analytic, numeric, atol, rtol)
+    a_vals, n_vals = [], []
+    for _ in range(n_directions):
+        v = rng.standard_normal(data.shape)
+        v /= np.linalg.norm(v)
+        vd = xp.asarray(v)
+        old = data.copy()
+        data += eps * vd
+        plus = loss()
+        data[...] = old - eps * vd
+        minus = loss()
+        data[...] = old
+        a_vals.append(float((analytic * v).sum()))
+        n_vals.append((plus - minus) / (2 * eps))
+    return _compare(res, "directional", np.array(a_vals), np.array(n_vals), atol, rtol)
 
 
 def _compare(res, mode, analytic, numeric, atol, rtol) -> ArgResult:
@@ -160,10 +168,57 @@ def gradcheck(fn, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: float 
     results = gradcheck_report(fn, inputs, eps=eps, atol=atol, rtol=rtol,
                                max_elements=max_elements, n_directions=n_directions,
                                seed=seed)
+    return _verdict(results, name or getattr(fn, "__name__", "fn"), atol, rtol,
+                    raise_exception)
+
+
+def _verdict(results, label, atol, rtol, raise_exception) -> bool:
     failed = [r for r in results if not r.passed]
     if failed and raise_exception:
-        label = name or getattr(fn, "__name__", "fn")
         lines = "\n  ".join(r.describe() for r in failed)
         raise GradcheckError(f"gradcheck failed for {label!r}:\n  {lines}\n"
                              f"(tolerance: |analytic - numeric| <= {atol} + {rtol} * |numeric|)")
     return not failed
+
+
+def gradcheck_module(model, loss_fn, *, eps: float = 1e-6, atol: float = 1e-5,
+                     rtol: float = 1e-3, max_elements: int = 64, n_directions: int = 2,
+                     seed: int = 0, name: str | None = None,
+                     raise_exception: bool = True) -> bool:
+    """Check the gradients of a model's OWN Parameters against central differences.
+
+    ``loss_fn()`` takes no arguments and returns a scalar loss computed with ``model``
+    (a closure over the model and a batch). :func:`gradcheck` copies its inputs, which
+    a model cannot take; this perturbs each Parameter's array IN PLACE and restores
+    it. A tied Parameter is checked once, against its summed gradient. The model must
+    be float64 (``model.double()``) and the loss deterministic (no dropout). Failures
+    name the parameter's path, e.g. ``wte.weight``.
+    """
+    named = [(path, p) for path, p in model.named_parameters() if p.requires_grad]
+    if not named:
+        raise ValueError("gradcheck_module: the model has no parameter that requires grad")
+    if any(p.dtype != np.float64 for _, p in named):
+        raise TypeError("gradcheck_module: the model must be float64; call model.double()")
+    for _, p in named:
+        p.grad = None
+    out = loss_fn()
+    if not isinstance(out, Tensor) or out.data.size != 1:
+        raise TypeError("gradcheck_module: loss_fn() must return a scalar Tensor")
+    out.backward()
+
+    def loss() -> float:
+        with no_grad():
+            return float(loss_fn().item())
+
+    rng = np.random.default_rng(seed)
+    results = []
+    for i, (path, p) in enumerate(named):
+        res = dict(position=i, name=path, shape=tuple(p.shape))
+        if p.grad is None:
+            results.append(ArgResult(**res, mode="-", passed=False, max_abs_err=float("inf"),
+                                     worst_index=None, analytic=None, numeric=None,
+                                     note="no gradient reached this parameter"))
+            continue
+        results.append(_check_array(res, p.data, backend.asnumpy(p.grad), loss, eps, atol,
+                                    rtol, max_elements, n_directions, rng))
+    return _verdict(results, name or type(model).__name__, atol, rtol, raise_exception)

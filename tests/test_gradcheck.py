@@ -179,3 +179,60 @@ def test_only_inputs_that_require_grad_are_checked():
     const = nt.tensor(np.arange(3.0))
     results = gradcheck_report(lambda a, c: a * c, [leaf(3), const])
     assert [r.name for r in results] == ["a"] and results[0].passed
+
+
+# ------------------------------------------------------- a model's own parameters
+
+
+def _tiny_gpt(**overrides):
+    from nanotie.nn import GPT, GPTConfig
+
+    nt.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=7, context=4, d_model=4, n_layer=1, n_head=2,
+                          **overrides)).double()
+    rng = np.random.default_rng(0)
+    for p in model.parameters():            # away from GPT-2's tiny init
+        p.data = p.data + rng.normal(0.0, 0.3, p.shape)
+    idx, tgt = rng.integers(0, 7, (2, 4)), rng.integers(0, 7, (2, 4))
+    return model, lambda: model(idx, tgt)[1]
+
+
+@pytest.mark.parametrize("tie", [True, False])
+def test_gradcheck_module_passes_for_the_gpt_and_restores_its_weights(tie):
+    model, loss_fn = _tiny_gpt(tie_embeddings=tie)
+    before = {k: v.copy() for k, v in model.state_dict().items()}
+    assert nt.gradcheck_module(model, loss_fn)
+    after = model.state_dict()
+    assert all(np.array_equal(before[k], after[k]) for k in before)
+
+
+def test_gradcheck_module_names_the_parameter_whose_gradient_is_wrong():
+    from nanotie.nn import Linear, Module
+
+    class Doubler(Module):
+        """y = 2 (x W^T) with a backward that forgets the 2 for W only."""
+
+        def __init__(self):
+            super().__init__()
+            self.good = Linear(3, 3)
+            self.bad = Linear(3, 1)
+
+        def forward(self, x):
+            h = self.good(x)
+            w = self.bad.weight
+            y = make_result("twice", 2 * w.data, (w,), lambda g: (g,))   # wrong: 2 g
+            return (h @ y.T).sum()
+
+    nt.manual_seed(0)
+    model = Doubler().double()
+    x = nt.tensor(np.random.default_rng(0).normal(size=(2, 3)))
+    with pytest.raises(nt.GradcheckError, match="bad.weight"):
+        nt.gradcheck_module(model, lambda: model(x))
+    assert not nt.gradcheck_module(model, lambda: model(x), raise_exception=False)
+
+
+def test_gradcheck_module_needs_float64():
+    model, loss_fn = _tiny_gpt()
+    model.float()
+    with pytest.raises(TypeError, match="float64"):
+        nt.gradcheck_module(model, loss_fn)
