@@ -307,6 +307,15 @@ for _ in range(3):
 assert gpt.lm_head.weight is W                             # still tied, of course
 
 # %% [markdown]
+# `nanotie.gradcheck_module` runs such checks on every Parameter of a model, in place:
+# element by element for small ones, along random directions for large ones, each
+# tied Parameter once. Papers' tests use it.
+
+# %%
+assert nanotie.gradcheck_module(gpt, lambda: gpt(idx, tgt)[1])
+print("gradcheck_module passed on", len(list(gpt.parameters())), "unique parameters")
+
+# %% [markdown]
 # ## 5. One optimizer step moves a tied weight once
 #
 # An optimizer that listed the tied matrix twice would update it twice per step.
