@@ -133,7 +133,10 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
 
     backend.keep_freed_memory()     # reuse freed activation memory (see its docstring)
     cfg = config
-    block = cfg.block_size or model.config.context
+    block = cfg.block_size or getattr(getattr(model, "config", None), "context", None)
+    if block is None:
+        raise ValueError("train: set TrainConfig.block_size; this model has no "
+                         "config.context to take the sequence length from")
     device = _device_of(model)
     opt = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
     sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed)
@@ -168,7 +171,8 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
             history.eval_step.append(step + 1)
             history.val_loss.append(val)
             history.val_bpb.append(val * bytes_per_token / math.log(2))
-            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}", val_bpb=f"{history.val_bpb[-1]:.3f}")
+            bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
+                            val_bpb=f"{history.val_bpb[-1]:.3f}")
         elif step % 10 == 0:
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
         bar.update(1)

@@ -203,6 +203,24 @@ def test_progress_bar_is_quiet_when_asked(splits, capsys):
     assert captured.err == "" and captured.out == ""
 
 
+def test_a_model_without_a_context_needs_a_block_size(splits):
+    train_ids, val_ids = splits
+
+    class Bigram(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.table = nn.Embedding(256, 256)
+
+        def forward(self, x, y):
+            logits = self.table(x)
+            return logits, nn.functional.cross_entropy(logits, y)
+
+    with pytest.raises(ValueError, match="block_size"):
+        T.train(Bigram(), train_ids, val_ids, config(steps=2), progress=False)
+    h = T.train(Bigram(), train_ids, val_ids, config(steps=2, block_size=8), progress=False)
+    assert h.step == [1, 2]
+
+
 def test_bad_train_config_is_a_clear_error():
     with pytest.raises(ValueError, match="steps"):
         T.TrainConfig(steps=0)
