@@ -46,6 +46,8 @@ def _reproduce(args) -> int:
     if not REGISTRY:
         print("No experiments are registered yet; nothing to reproduce.")
         return 0
+    if args.out.exists() and not args.out.is_dir():
+        raise UsageError(f"--out {args.out}: exists and is not a folder")
     if args.device == "cuda":
         if not backend.cuda_available():
             raise UsageError("--device cuda: " + backend._cupy_status()[1])
@@ -84,3 +86,6 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"nanotie: error: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:      # checkpoints are atomic: a rerun resumes from the last
+        print("nanotie: interrupted", file=sys.stderr)
+        return 130

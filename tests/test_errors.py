@@ -213,6 +213,7 @@ def run_cli(*args):
     (("reproduce", "--seed", "x"), ["--seed", "invalid int value"]),
     (("reproduce", "--device", "tpu"), ["--device", "invalid choice"]),
     (("reproduce", "--full", "gpt", "--bogus"), ["unrecognized arguments", "--bogus"]),
+    (("reproduce", "gpt", "--out", __file__), ["--out", "not a folder"]),
 ])
 def test_cli_usage_errors_are_one_line_without_traceback(args, words):
     result = run_cli(*args)
