@@ -24,14 +24,15 @@ from ...report import plot_losses, write_report, write_results
 from ...train import TrainConfig, evaluate, train
 
 # The quick profile trains for about a minute on 2 CPU cores; --full for longer.
+# Checkpoints every few hundred steps: an interrupted run resumes where it stopped.
 PROFILES = {
     "quick": (GPTConfig(vocab_size=256, context=64, d_model=128, n_layer=4, n_head=4),
               TrainConfig(steps=500, batch_size=32, lr=3e-3, warmup_steps=50,
-                          eval_interval=50, eval_batches=8)),
+                          eval_interval=50, eval_batches=8, checkpoint_interval=100)),
     "full": (GPTConfig(vocab_size=256, context=128, d_model=192, n_layer=6, n_head=6,
                        dropout=0.1),
              TrainConfig(steps=3000, batch_size=32, lr=2e-3, warmup_steps=100,
-                         eval_interval=250, eval_batches=32)),
+                         eval_interval=250, eval_batches=32, checkpoint_interval=250)),
 }
 
 
