@@ -76,9 +76,9 @@ class History:
     seconds: float = 0.0                             # training wall-clock time
 
     def arrays(self) -> dict:
-        out = {f.name: np.asarray(getattr(self, f.name), dtype=np.float64)
-               for f in fields(self)}
-        return out
+        """Every field as a float64 array, for the checkpoint."""
+        return {f.name: np.asarray(getattr(self, f.name), dtype=np.float64)
+                for f in fields(self)}
 
     @classmethod
     def from_arrays(cls, arrays: dict) -> "History":

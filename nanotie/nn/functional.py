@@ -124,10 +124,9 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
 
     and rowsum(dP * P) = rowsum(G * O) (expand dP = G v^T and O = P v; it holds with
     dropout too), which reads (Tq, Ev) arrays instead of (Tq, Tk) ones (FlashAttention's
-    trick). As a composite
-    (mul, matmul, add, softmax, matmul) every step would make a new (..., Tq, Tk) array,
-    the largest of a transformer; fused, the scores are made once and turned into P in
-    place.
+    trick). As a composite (mul, matmul, add, softmax, matmul) every step would make a
+    new (..., Tq, Tk) array, the largest of a transformer; fused, the scores are made
+    once and turned into P in place.
     """
     query, key, value = (t if isinstance(t, Tensor) else Tensor(t) for t in (query, key, value))
     check_same_device("scaled_dot_product_attention", query, key, value, attn_mask)

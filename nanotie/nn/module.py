@@ -240,15 +240,19 @@ class Module:
         out = OrderedDict()
         for name, p in self.named_parameters():
             out[name] = backend.asnumpy(p.data).copy()
-        for mpath, module in self.named_modules(remove_duplicate=False):
-            for name, b in module._buffers.items():
-                path = f"{mpath}.{name}" if mpath else name
-                if name in module._persistent and b is not None and path not in out:
-                    out[path] = backend.asnumpy(b.data).copy()
+        for path, b in self._persistent_buffers().items():
+            out[path] = backend.asnumpy(b.data).copy()
         ties = [f"{alias}={name}" for name, aliases in _alias_table(self).items()
                 for alias in aliases]
         out[TIES_KEY] = np.array(ties, dtype=np.str_)
         return out
+
+    def _persistent_buffers(self) -> dict:
+        """path -> buffer, for the buffers that ``state_dict`` saves."""
+        return {f"{mpath}.{name}" if mpath else name: b
+                for mpath, module in self.named_modules(remove_duplicate=False)
+                for name, b in module._buffers.items()
+                if name in module._persistent and b is not None}
 
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
         """Copy the values of a :meth:`state_dict` into this model, restoring ties.
@@ -260,11 +264,7 @@ class Module:
         state = dict(state_dict)
         ties = _parse_ties(state.pop(TIES_KEY, np.array([], dtype=np.str_)))
         params = dict(self.named_parameters(remove_duplicate=False))   # every path
-        buffers = {}
-        for mpath, module in self.named_modules(remove_duplicate=False):
-            for name, b in module._buffers.items():
-                if name in module._persistent and b is not None:
-                    buffers[f"{mpath}.{name}" if mpath else name] = b
+        buffers = self._persistent_buffers()
         problems = []
         if isinstance(ties, str):
             problems.append(ties)

@@ -78,9 +78,7 @@ class _LayerKV:
 def _causal_mask(t_query: int, t_key: int, offset: int, xp, dtype):
     """(T_q, T_k) additive mask: 0 where query i (at position offset+i) may see key j
     (j <= offset+i), -inf above that diagonal."""
-    mask = xp.zeros((t_query, t_key), dtype=dtype)
-    mask[xp.triu(xp.ones((t_query, t_key), dtype=bool), k=1 + offset)] = -np.inf
-    return mask
+    return xp.triu(xp.full((t_query, t_key), -np.inf, dtype=dtype), k=1 + offset)
 
 
 class CausalSelfAttention(Module):
@@ -94,7 +92,7 @@ class CausalSelfAttention(Module):
         self.n_head, self.d_head = n_head, d_model // n_head
         self.qkv = Linear(d_model, 3 * d_model, bias)
         self.proj = Linear(d_model, d_model, bias)
-        self.attn_drop = Dropout(dropout)      # its p is applied inside the fused attention
+        self.attn_dropout = dropout            # applied to the weights inside the fused op
         self.resid_drop = Dropout(dropout)
 
     def forward(self, x: Tensor, kv: _LayerKV | None = None) -> Tensor:
@@ -112,7 +110,7 @@ class CausalSelfAttention(Module):
         # math and its backward); attention weights are dropped while training.
         mask = _causal_mask(T, k.shape[2], offset, backend.xp_of(x.data), x.dtype)
         y = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=mask, dropout_p=self.attn_drop.p if self.training else 0.0,
+            q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0,
             scale=1.0 / math.sqrt(hd))                                       # (B, H, T, hd)
         y = y.permute(0, 2, 1, 3).reshape(B, T, C)                           # (B, T, C)
         return self.resid_drop(self.proj(y))
