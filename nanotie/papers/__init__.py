@@ -35,3 +35,5 @@ def register(name: str, title: str, module: str) -> None:
 
 register("gpt", "baseline byte-level GPT on English prose (tied embeddings)",
          "nanotie.papers.gpt.experiment")
+register("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM",
+         "nanotie.papers.trellis.experiment")

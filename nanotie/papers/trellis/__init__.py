@@ -1,0 +1,66 @@
+"""Trellis Networks for Sequence Modeling.
+
+Shaojie Bai, J. Zico Kolter, Vladlen Koltun, ICLR 2019, arXiv:1810.06682.
+
+The idea. A TrellisNet is a temporal convolutional network whose weights are TIED
+ACROSS DEPTH: every level applies the same kernel-2 causal convolution, and the input
+sequence x is injected again at every level. Because a level reads the level below
+at times t-1 and t exactly like one recurrent step reads h_{t-1} and x_t, an
+M-truncated recurrent network is a TrellisNet of M levels with a particular sparse
+weight matrix; a TrellisNet with a dense one generalises it, and trains like a
+convolution (all time steps of a level at once). More levels cost no parameters.
+
+The tie (one Parameter object serves every level i = 0..L-1):
+
+    zhat^(i+1)_t = W1x x_{t-d} + W2x x_t + W1h z^(i)_{t-d} + W2h z^(i)_t + b   (same W, b for all i)
+    (i, o, g, f) = (sigma, sigma, tanh, sigma)(zhat^(i+1)_t split into four H-blocks)
+    c^(i+1)_t = f * c^(i)_{t-d} + i * g,      z^(i+1)_t = o * tanh(c^(i+1)_t)
+
+so dL/dW = sum over levels i of dL/dW|_level i, the engine's tying sum. The input part
+W1x x_{t-d} + W2x x_t + b is computed once and re-injected at every level.
+
+Files, read in this order:
+
+* :mod:`.trellisnet` -- :class:`TrellisConfig`, :class:`TrellisNet` (the shared
+  convolution, gates, dilation, history repackaging, locked dropout, weight norm,
+  auxiliary outputs) and :class:`UntiedTCN` (one hook overridden: a convolution per level).
+* :mod:`.lstm` -- a plain stacked :class:`LSTM` and the brute-force :func:`truncated_lstm`.
+* :mod:`.convert` -- :func:`from_lstm`, the block-sparse weights that make a truncated
+  LSTM a TrellisNet.
+* :mod:`.models` -- a byte-level language model head (tied embedding/decoder, auxiliary
+  loss through the same decoder) and the adding problem.
+* :mod:`.experiment` -- the miniature reproduction (``python -m nanotie reproduce trellis``).
+
+Differences from the paper (and its reference code):
+
+* Multi-layer conversion with biases is not exact. Slot l >= 2 at level 1 sees a zero
+  input and turns it into the state of its bias alone, so upper layers start one step
+  early on a zero input; :func:`truncated_lstm` with ``staircase=True`` computes that
+  exactly, and with zero biases in layers 2..L the conversion is exact (tested both ways).
+* Kernel size 2 only. No DropConnect on the t-1 weights, no embedding dropout, no
+  mixture of softmaxes; the LM and adding experiments train without dropout.
+* The language model trains on random windows from a zero state (train()'s sampler);
+  history repackaging is implemented and tested (segments of a converted LSTM
+  reproduce the full LSTM), but not used in training.
+* The embedding starts ~ N(0, 0.3^2) instead of U(-0.1, 0.1): with the small byte
+  models here, the reference init stayed on the unigram plateau for hundreds of steps.
+  On the adding problem the convolutions start ~ N(0, 0.3^2), not N(0, 0.01^2), for
+  the same reason; the LM keeps the reference's 0.01.
+* Auxiliary outputs are collected every ``aux_every`` levels below the top (the top
+  level is the main output); the loss averages their cross-entropies.
+* The LSTM has one bias per layer (PyTorch has two, b_ih + b_hh, which only add) and
+  orders its gates i, o, g, f like the TrellisNet (PyTorch: i, f, g, o).
+* The experiments are miniatures (a few hundred steps on Python's own help text and a
+  generated adding problem); none of the paper's benchmark numbers are reproduced.
+"""
+
+from .convert import from_lstm, trellis_blocks
+from .lstm import LSTM, LSTMConfig, LSTMLayer, truncated_lstm
+from .models import AddingRegressor, LMConfig, SequenceLM, adding_problem
+from .trellisnet import (SeqOutput, SharedConv, TrellisConfig, TrellisNet, UntiedTCN,
+                         locked_dropout, shift_right, trellis_parameters)
+
+__all__ = ["TrellisConfig", "TrellisNet", "UntiedTCN", "SharedConv", "SeqOutput",
+           "locked_dropout", "shift_right", "trellis_parameters", "LSTMConfig", "LSTM",
+           "LSTMLayer", "truncated_lstm", "from_lstm", "trellis_blocks", "LMConfig",
+           "SequenceLM", "AddingRegressor", "adding_problem"]

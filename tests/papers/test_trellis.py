@@ -1,0 +1,403 @@
+"""TrellisNet: the spec's five properties, the LSTM it generalises, and the experiment.
+
+1. LSTM -> TrellisNet matches the M-truncated LSTM in float64 (one layer with biases;
+   several layers without; the bias caveat of several layers, tested as a known and
+   exactly explained difference).
+2. The parameter count does not depend on the number of levels.
+3. Causality and the receptive field.
+4. The cached W·x equals one convolution over [x; z] at every level.
+5. Gradient checks; the shared weights' gradient is the sum over levels.
+"""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie.autograd import Tensor
+from nanotie.gradcheck import gradcheck, gradcheck_module
+from nanotie.nn import count_parameters
+from nanotie.papers.trellis import (LSTM, LMConfig, LSTMConfig, SequenceLM, TrellisConfig,
+                                    TrellisNet, UntiedTCN, adding_problem, from_lstm,
+                                    locked_dropout, trellis_parameters, truncated_lstm)
+from nanotie.papers.trellis import experiment
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
+
+
+def seq(shape, seed=0, device="cpu"):
+    return Tensor(np.random.default_rng(seed).standard_normal(shape)).to(device)
+
+
+def random_lstm(n_in, sizes, bias=True, seed=0, device="cpu"):
+    nt.manual_seed(seed)
+    return LSTM(LSTMConfig(n_in, sizes, bias)).double().to(device)
+
+
+def perturb(model, scale=0.3, seed=0):
+    """Move every parameter away from its (small) init so that nothing is near zero."""
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.data = p.data + rng.normal(0.0, scale, p.shape).astype(p.dtype)
+    return model
+
+
+def tiny_trellis(levels=3, dilations=None, weight_norm=False, n_in=3, n_hid=2, n_out=2,
+                 seed=0, cls=TrellisNet):
+    nt.manual_seed(seed)
+    cfg = TrellisConfig(n_in=n_in, n_hid=n_hid, n_out=n_out, n_levels=levels,
+                        dilations=dilations, weight_norm=weight_norm)
+    return perturb(cls(cfg).double(), seed=seed)
+
+
+# ------------------------------------------------------- 1. the equivalence
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("M", [1, 3, 5])
+def test_one_layer_lstm_with_biases_is_exactly_a_trellisnet(device, M):
+    lstm = random_lstm(4, (6,), bias=True, device=device)
+    x = seq((2, 9, 4), device=device)
+    net = from_lstm(lstm, M)
+    assert net.config.n_levels == M and net.config.hidden == 6
+    got, want = net(x).out.numpy(), truncated_lstm(lstm, x, M).numpy()
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-13)
+    # The truncation matters: for t >= M the full LSTM says something else.
+    if M < 9:
+        assert np.abs(lstm(x).out.numpy()[:, M:] - got[:, M:]).max() > 1e-6
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_deep_lstm_without_biases_is_exactly_a_trellisnet(device):
+    lstm = random_lstm(3, (5, 4, 2), bias=False, device=device)
+    x = seq((2, 10, 3), seed=1, device=device)
+    M = 4
+    net = from_lstm(lstm, M)
+    assert net.config.n_levels == M + 3 - 1
+    assert (net.config.n_hid, net.config.n_out) == (9, 2)
+    np.testing.assert_allclose(net(x).out.numpy(), truncated_lstm(lstm, x, M).numpy(),
+                               rtol=0, atol=1e-13)
+
+
+def test_converted_weights_have_the_block_sparse_structure():
+    lstm = random_lstm(3, (5, 4), bias=True)
+    net = from_lstm(lstm, 2)
+    wx, wh = net.conv.weight_x.numpy(), net.conv.weight_h.numpy()
+    H, n = 9, 3
+    assert not wx[:, :n].any()                      # W1x = 0: no x_{t-1}
+    W1h, W2h = wh[:, :H], wh[:, H:]
+    for q in range(4):                              # gate groups i, o, g, f
+        rows1, rows2 = slice(q * H, q * H + 5), slice(q * H + 5, q * H + 9)
+        assert not W1h[rows1, 5:].any() and not W1h[rows2, :5].any()   # block diagonal
+        assert not W2h[rows1].any() and not W2h[rows2, 5:].any()       # sub-diagonal only
+        assert not wx[rows2].any()                  # x_t feeds layer 1 only
+        np.testing.assert_array_equal(W2h[rows2, :5],
+                                      lstm.layers[1].weight_ih.numpy()[q * 4:(q + 1) * 4])
+
+
+def test_deep_lstm_with_biases_differs_in_the_documented_way():
+    """Known difference: with biases, upper layers start one step early on a zero input.
+    The plain truncated LSTM disagrees; the "staircase" reference agrees exactly; and
+    with zero biases above layer 1 the conversion is exact again."""
+    lstm = random_lstm(3, (5, 4), bias=True, seed=2)
+    x = seq((2, 10, 3), seed=2)
+    M = 4
+    got = from_lstm(lstm, M)(x).out.numpy()
+    plain = truncated_lstm(lstm, x, M).numpy()
+    assert np.abs(got - plain).max() > 1e-4
+    # Before the window fills (t < M) nothing is truncated and all layers agree.
+    np.testing.assert_allclose(got[:, :M], plain[:, :M], rtol=0, atol=1e-13)
+    np.testing.assert_allclose(got, truncated_lstm(lstm, x, M, staircase=True).numpy(),
+                               rtol=0, atol=1e-13)
+    lstm.layers[1].bias.data[:] = 0.0
+    np.testing.assert_allclose(from_lstm(lstm, M)(x).out.numpy(),
+                               truncated_lstm(lstm, x, M).numpy(), rtol=0, atol=1e-13)
+
+
+def test_history_repackaging_turns_segments_into_the_full_lstm():
+    """Segments no longer than M, each started from the last top-level (h, c) of the one
+    before, reproduce the UNtruncated one-layer LSTM; without history they do not."""
+    lstm = random_lstm(3, (5,), seed=3)
+    x = seq((2, 14, 3), seed=3)
+    net = from_lstm(lstm, 5)
+    full = lstm(x).out.numpy()
+    history, outs = None, []
+    for start, stop in ((0, 5), (5, 9), (9, 14)):
+        step = net(x[:, start:stop], history)
+        history = step.history
+        outs.append(step.out.numpy())
+    np.testing.assert_allclose(np.concatenate(outs, 1), full, rtol=0, atol=1e-13)
+    assert np.abs(net(x[:, 5:9]).out.numpy() - full[:, 5:9]).max() > 1e-4
+
+
+def test_zero_history_is_no_history():
+    net = tiny_trellis(dilations=(1, 2, 1))
+    x = seq((2, 6, 3))
+    H = net.config.hidden
+    zero = Tensor(np.zeros((2, H)))
+    np.testing.assert_array_equal(net(x, (zero, zero)).out.numpy(), net(x).out.numpy())
+
+
+# ------------------------------------------------ 2. parameters and levels
+
+
+@pytest.mark.parametrize("weight_norm", [False, True])
+def test_parameter_count_does_not_depend_on_the_number_of_levels(weight_norm):
+    counts = {L: count_parameters(TrellisNet(TrellisConfig(n_in=5, n_hid=4, n_out=3,
+                                                           n_levels=L,
+                                                           weight_norm=weight_norm)))
+              for L in (1, 2, 7, 30)}
+    assert len(set(counts.values())) == 1
+    cfg = TrellisConfig(n_in=5, n_hid=4, n_out=3, weight_norm=weight_norm)
+    assert counts[1] == trellis_parameters(cfg)
+    untied = {L: count_parameters(UntiedTCN(TrellisConfig(n_in=5, n_hid=4, n_out=3,
+                                                          n_levels=L)))
+              for L in (1, 2, 7)}
+    assert untied[7] == 7 * untied[1] and untied[2] == 2 * untied[1]
+
+
+# -------------------------------------------- 3. causality and receptive field
+
+
+@pytest.mark.parametrize("dilations", [None, (1, 2, 1)])
+def test_causality_and_receptive_field(dilations):
+    """Output at t depends on x_{t-R+1..t} only, R = 1 + sum of dilations (W1x taps
+    x_{t-d} at every level), and on each of them."""
+    net = tiny_trellis(levels=3, dilations=dilations)
+    R = net.config.receptive_field()
+    T, t = 12, 8
+    x = seq((1, T, 3), seed=5).numpy()
+    base = net(Tensor(x)).out.numpy()[0, t]
+    rng = np.random.default_rng(6)
+    for s in range(T):
+        moved = x.copy()
+        moved[0, s] += rng.normal(size=3)
+        changed = np.abs(net(Tensor(moved)).out.numpy()[0, t] - base).max() > 1e-9
+        assert changed == (t - R + 1 <= s <= t), (s, R)
+
+
+def test_converted_lstm_has_receptive_field_exactly_M():
+    """With W1x = 0 (a converted LSTM), M levels see exactly M inputs, as the spec says."""
+    lstm = random_lstm(2, (3,), seed=7)
+    net = from_lstm(lstm, 4)
+    x = seq((1, 10, 2), seed=7).numpy()
+    t = 8
+    base = net(Tensor(x)).out.numpy()[0, t]
+    for s in range(10):
+        moved = x.copy()
+        moved[0, s] += 1.0
+        changed = np.abs(net(Tensor(moved)).out.numpy()[0, t] - base).max() > 1e-9
+        assert changed == (t - 4 + 1 <= s <= t), s
+
+
+# --------------------------------------------- 4. the cached input injection
+
+
+@pytest.mark.parametrize("weight_norm", [False, True])
+def test_cached_input_injection_equals_one_convolution_over_x_and_z(weight_norm):
+    net = tiny_trellis(levels=4, dilations=(1, 2, 1, 3), weight_norm=weight_norm)
+    x = seq((2, 9, 3), seed=8)
+    H = net.config.hidden
+    hist = (seq((2, H), seed=9), seq((2, H), seed=10))
+    cached = net(x, hist).out
+    concat = net.forward_concat(x, hist)
+    np.testing.assert_allclose(cached.numpy(), concat.numpy(), rtol=0, atol=1e-13)
+    w = np.random.default_rng(1).standard_normal(cached.shape)
+    cached.backward(w)
+    g1 = [p.grad.copy() for p in net.parameters()]
+    net.zero_grad()
+    concat.backward(w)
+    for a, p in zip(g1, net.parameters()):
+        np.testing.assert_allclose(a, p.grad, rtol=1e-10, atol=1e-13)
+
+
+# ----------------------------------------------------------- 5. gradients
+
+
+def test_gradcheck_tiny_trellisnet_with_dilation_history_and_weight_norm():
+    net = tiny_trellis(levels=3, dilations=(1, 2, 1), weight_norm=True)
+    net.config.aux_every = 1
+    x = seq((2, 5, 3), seed=11)
+    H = net.config.hidden
+    h0, c0 = seq((2, H), seed=12), seq((2, H), seed=13)
+    w = Tensor(np.random.default_rng(14).standard_normal((2, 5, 2)))
+    wa = Tensor(np.random.default_rng(15).standard_normal((2, 5, 2)))
+
+    def loss():
+        res = net(x, (h0, c0))
+        return (res.out * w).sum() + sum((a * wa).sum() for a in res.aux) + res.history[1].sum()
+
+    gradcheck_module(net, loss, max_elements=512)
+    # Inputs and the history too.
+    x.requires_grad_(True)
+    h0.requires_grad_(True)
+    c0.requires_grad_(True)
+    gradcheck(lambda x, h, c: net(x, (h, c)).out, [x, h0, c0])
+
+
+def test_shared_gradient_is_the_sum_over_levels():
+    """An untied TCN whose levels hold equal copies of the shared weights computes the
+    same function; the tied gradient is the sum of its per-level gradients."""
+    tied = tiny_trellis(levels=4, dilations=(1, 1, 2, 1))
+    untied = UntiedTCN(tied.config).double()
+    for conv in untied.convs:
+        for name in ("weight_x", "weight_h", "bias"):
+            getattr(conv, name).data = getattr(tied.conv, name).data.copy()
+    x = seq((2, 7, 3), seed=16)
+    w = np.random.default_rng(17).standard_normal((2, 7, 2))
+    out_t, out_u = tied(x).out, untied(x).out
+    np.testing.assert_allclose(out_t.numpy(), out_u.numpy(), rtol=0, atol=1e-14)
+    out_t.backward(w)
+    out_u.backward(w)
+    for name in ("weight_x", "weight_h", "bias"):
+        per_level = [getattr(c, name).grad for c in untied.convs]
+        # Every level contributes (W_h of level 0 reads z^(0) = 0, so it gets nothing).
+        first = 1 if name == "weight_h" else 0
+        assert all(np.abs(g).max() > 0 for g in per_level[first:])
+        np.testing.assert_allclose(getattr(tied.conv, name).grad, sum(per_level),
+                                   rtol=1e-10, atol=1e-14)
+
+
+def test_gradcheck_lstm():
+    lstm = perturb(random_lstm(3, (3, 2), seed=18), scale=0.2)
+    x = seq((2, 4, 3), seed=19)
+    w = Tensor(np.random.default_rng(20).standard_normal((2, 4, 2)))
+    gradcheck_module(lstm, lambda: (lstm(x).out * w).sum(), max_elements=512)
+
+
+# ------------------------------------------------------------ the pieces
+
+
+def test_lstm_matches_pytorch():
+    torch = pytest.importorskip("torch")
+    lstm = random_lstm(3, (4,), seed=21)
+    ref = torch.nn.LSTM(3, 4, batch_first=True).double()
+    layer = lstm.layers[0]
+    perm = np.r_[0:4, 12:16, 8:12, 4:8]      # ours i, o, g, f from PyTorch's i, f, g, o
+    with torch.no_grad():
+        ref.weight_ih_l0.copy_(torch.from_numpy(layer.weight_ih.numpy()[np.argsort(perm)]))
+        ref.weight_hh_l0.copy_(torch.from_numpy(layer.weight_hh.numpy()[np.argsort(perm)]))
+        ref.bias_ih_l0.copy_(torch.from_numpy(layer.bias.numpy()[np.argsort(perm)]))
+        ref.bias_hh_l0.zero_()
+    x = seq((2, 6, 3), seed=22)
+    want = ref(torch.from_numpy(x.numpy()))[0].detach().numpy()
+    np.testing.assert_allclose(lstm(x).out.numpy(), want, rtol=1e-10, atol=1e-12)
+
+
+def test_locked_dropout_uses_one_mask_for_all_time_steps():
+    nt.manual_seed(0)
+    x = Tensor(np.ones((4, 10, 8)))
+    y = locked_dropout(x, 0.5, training=True).numpy()
+    assert (y == y[:, :1]).all()                       # same mask at every t
+    assert set(np.unique(y)) == {0.0, 2.0}             # kept values scaled by 1/(1-p)
+    assert locked_dropout(x, 0.5, training=False) is x
+
+
+def test_dropout_is_active_only_in_training_and_shares_its_mask_across_levels():
+    net = tiny_trellis(levels=3)
+    net.config.dropout_h = 0.5
+    x = seq((2, 5, 3), seed=23)
+    net.eval()
+    a, b = net(x).out.numpy(), net(x).out.numpy()
+    np.testing.assert_array_equal(a, b)
+    net.train()
+    assert np.abs(net(x).out.numpy() - a).max() > 0
+
+
+def test_language_model_ties_decoder_and_uses_the_auxiliary_loss():
+    nt.manual_seed(0)
+    core = TrellisNet(TrellisConfig(n_in=8, n_hid=4, n_out=8, n_levels=4, aux_every=2))
+    lm = SequenceLM(LMConfig(d_embed=8, context=6, aux_weight=0.5), core, 8)
+    assert lm.decoder.weight is lm.embedding.weight
+    idx = np.random.default_rng(0).integers(0, 256, (2, 6))
+    tgt = np.random.default_rng(1).integers(0, 256, (2, 6))
+    logits, loss = lm(idx, tgt)
+    assert logits.shape == (2, 6, 256) and len(core(lm.embedding(idx)).aux) == 1
+    lm.config.aux_weight = 0.0
+    _, plain = lm(idx, tgt)
+    assert loss.item() > plain.item()
+    with pytest.raises(ValueError, match="n_out"):
+        SequenceLM(LMConfig(d_embed=8), core, 5)
+
+
+def test_adding_problem_targets_are_the_sum_of_the_two_marked_values():
+    x, y = adding_problem(64, 10, np.random.default_rng(0))
+    assert x.shape == (64, 10, 2) and y.shape == (64,)
+    marks = x[..., 1]
+    assert (marks.sum(1) == 2).all()
+    assert (marks[:, :5].sum(1) == 1).all() and (marks[:, 5:].sum(1) == 1).all()
+    np.testing.assert_allclose((x[..., 0] * marks).sum(1), y, rtol=1e-6)
+
+
+@pytest.mark.parametrize("field, value", [("n_levels", 0), ("n_hid", -1),
+                                          ("dropout_h", 1.0), ("aux_every", -1)])
+def test_config_names_the_bad_field(field, value):
+    with pytest.raises(ValueError, match=field):
+        TrellisConfig(**{field: value})
+    with pytest.raises(ValueError, match="dilations"):
+        TrellisConfig(n_levels=3, dilations=(1, 2))
+    with pytest.raises(ValueError, match="hidden_sizes"):
+        LSTMConfig(3, ())
+
+
+def test_loss_decreases_when_training_a_tiny_trellis_lm():
+    from nanotie.nn.optim import AdamW
+    nt.manual_seed(0)
+    core = TrellisNet(TrellisConfig(n_in=8, n_hid=8, n_out=8, n_levels=3, init_std=0.1))
+    lm = SequenceLM(LMConfig(d_embed=8, context=8), core, 8)
+    data = np.frombuffer(b"abcabcabcabcabcabcabcabcabcabc", dtype=np.uint8).astype(np.int64)
+    x, y = data[None, :-1], data[None, 1:]
+    opt = AdamW(list(lm.parameters()), lr=3e-2)
+    first = None
+    for _ in range(40):
+        _, loss = lm(x, y)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert loss.item() < 0.3 * first
+
+
+# ----------------------------------------------------------- the experiment
+
+
+TINY = experiment.Profile(
+    context=8, d_embed=4, hidden=8, levels=2, depths=(1, 2),
+    lm_train=experiment.TrainConfig(steps=3, batch_size=2, warmup_steps=1, eval_interval=2,
+                                    eval_batches=1, weight_decay=0.0),
+    final_eval_batches=1, adding_T=6, adding_dilations=(1, 2), adding_hidden=10,
+    adding_steps=3, adding_batch=4, adding_eval=8)
+
+
+def test_experiment_writes_report_results_and_plots(monkeypatch, tmp_path):
+    monkeypatch.setitem(experiment.PROFILES, "quick", TINY)
+    res = experiment.run(quick=True, out_dir=tmp_path / "trellis")
+    for name in ("report.md", "results.json", "lm_loss.png", "depth.png", "adding.png",
+                 "equivalence.png"):
+        assert (tmp_path / "trellis" / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "trellis" / "results.json").read_text())
+    eq = saved["equivalence"]
+    assert eq["one layer, biases"]["max_abs_diff"] < 1e-12
+    assert eq["two layers, no biases"]["max_abs_diff"] < 1e-12
+    assert eq["two layers, biases"]["max_abs_diff_staircase"] < 1e-12
+    assert eq["repackaged segments vs full LSTM"]["max_abs_diff"] < 1e-12
+    sweep = saved["depth_sweep"]["trellis"]
+    assert len({r["core_parameters"] for r in sweep}) == 1          # depth costs nothing
+    assert set(saved["lm"]) == {"TrellisNet", "LSTM", "untied TCN"}
+    assert all(0 < r["val_bpb"] < 9 for r in saved["lm"].values())
+    assert set(res["summary"]) and len(saved["adding"]) == 4
+
+
+@pytest.mark.slow
+def test_quick_profile_claims(tmp_path):
+    res = experiment.run(quick=True, out_dir=tmp_path / "trellis")
+    # Every LM beats the unigram model; the dilated TrellisNet solves the adding problem
+    # better than predicting the mean, and better than its undilated self.
+    assert all(r["val_bpb"] < res["unigram_bpb"] for r in res["lm"].values())
+    add = res["adding"]
+    assert add["TrellisNet (dilated)"]["final_mse"] < 0.5 / 6
+    assert add["TrellisNet (dilated)"]["final_mse"] < add["TrellisNet, no dilation"]["final_mse"]
