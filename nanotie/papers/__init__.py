@@ -37,3 +37,5 @@ register("gpt", "baseline byte-level GPT on English prose (tied embeddings)",
          "nanotie.papers.gpt.experiment")
 register("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM",
          "nanotie.papers.trellis.experiment")
+register("dynamic-tying", "a Q-learning agent ties layers during training (Hay & Wolf)",
+         "nanotie.papers.dynamic_tying.experiment")

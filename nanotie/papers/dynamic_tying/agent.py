@@ -1,0 +1,129 @@
+"""The Q-learning agent that picks, layer by layer, whether to train or to copy.
+
+Action space. Layer i >= 1 has i + 1 actions: a < i copies layer a, a = i trains. So
+the action IS the new s_i. One network scores every layer's actions at once:
+
+    Q(s) = W_2 relu(W_1 s + b_1) + b_2,     s in Z^L as floats,  Q(s) in R^{L(L+1)/2}
+
+and layer i's Q-values are the slice of length i + 1 that starts at i(i+1)/2
+(layer 0 owns one unused entry, so the slices tile the output exactly).
+
+Learning (one decision = one TD step, as in the authors' code):
+
+    a   = argmax_a Q(s)[slice_i]         with probability 1 - eps, else uniform
+    y   = clip(r, -c, c) + gamma * max_a' Q(s')[slice_i]       (no gradient through y)
+    loss = (Q(s)[slice_i][a] - y)^2                            one AdamW step
+    eps <- max(eps * decay, eps_min)                           after every episode
+
+The reward r is minus the perplexity of the language model on a random training
+batch, after the action and a few LM steps.
+
+There is no replay buffer and no target network, as in the authors' code. Both slot
+in without touching the rest: a target network is a lagged copy of ``self.q`` used in
+:meth:`TyingAgent.td_target` instead of ``self.q`` (refreshed every N updates with
+``load_state_dict``); a replay buffer stores the tuples (s, i, a, r, s') that
+:meth:`TyingAgent.update` receives and replays random minibatches of them through
+:meth:`TyingAgent.td_loss`.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ... import backend
+from ...autograd import Tensor, no_grad
+from ...nn import Linear, Module
+from ...nn.optim import AdamW
+from ...ops import relu
+
+__all__ = ["q_output_size", "action_offset", "n_actions", "QNetwork", "TyingAgent"]
+
+
+def q_output_size(n_layer: int) -> int:
+    """L(L+1)/2: the Q-values of all layers' actions, side by side."""
+    return n_layer * (n_layer + 1) // 2
+
+
+def action_offset(layer: int) -> int:
+    """Where layer i's Q-values start: 0 + 1 + ... + i = i(i+1)/2."""
+    return layer * (layer + 1) // 2
+
+
+def n_actions(layer: int) -> int:
+    """Layer i chooses among i + 1 actions: copy 0, ..., copy i-1, train."""
+    return layer + 1
+
+
+class QNetwork(Module):
+    """Linear(L, hidden) -> ReLU -> Linear(hidden, L(L+1)/2): state in, Q-values out."""
+
+    def __init__(self, n_layer: int, hidden: int = 128):
+        super().__init__()
+        self.n_layer = n_layer
+        self.fc1 = Linear(n_layer, hidden)
+        self.fc2 = Linear(hidden, q_output_size(n_layer))
+
+    def forward(self, state) -> Tensor:
+        xp = backend.xp_of(self.fc1.weight.data)
+        s = Tensor(xp.asarray(state, dtype=self.fc1.weight.dtype))      # (L,)
+        return self.fc2(relu(self.fc1(s)))                               # (L(L+1)/2,)
+
+    def layer_slice(self, layer: int) -> slice:
+        return slice(action_offset(layer), action_offset(layer) + n_actions(layer))
+
+
+class TyingAgent:
+    """epsilon-greedy Q-learning over tying states (see the module docstring).
+
+    Its numbers come from a :class:`~nanotie.papers.dynamic_tying.DynamicTyingConfig`
+    (``q_hidden``, ``q_lr``, ``q_weight_decay``, ``gamma``, ``epsilon_*``,
+    ``reward_clip``). ``seed`` drives the exploration coin and the random actions."""
+
+    def __init__(self, n_layer: int, config, seed: int = 0, device: str = "cpu"):
+        self.config = config
+        self.q = QNetwork(n_layer, config.q_hidden).to(device)
+        # PyTorch's AdamW defaults with the authors' weight decay, as in their code.
+        self.optimizer = AdamW(self.q.parameters(), lr=config.q_lr, betas=(0.9, 0.999),
+                               weight_decay=config.q_weight_decay)
+        self.epsilon = config.epsilon_start
+        self.rng = np.random.default_rng(seed)
+
+    def q_values(self, state, layer: int) -> np.ndarray:
+        """Layer i's i + 1 Q-values at ``state`` (no graph)."""
+        with no_grad():
+            q = self.q(state)
+        return backend.asnumpy(q.data[self.q.layer_slice(layer)]).astype(np.float64)
+
+    def act(self, state, layer: int) -> int:
+        """epsilon-greedy: a uniform action with probability eps, else the best one."""
+        if self.rng.random() < self.epsilon:
+            return int(self.rng.integers(0, n_actions(layer)))
+        return int(np.argmax(self.q_values(state, layer)))
+
+    def td_target(self, reward: float, next_state, layer: int) -> float:
+        """y = clip(r) + gamma max_a' Q(s')[slice_i]. (A target network goes here.)"""
+        c = self.config.reward_clip
+        return float(np.clip(reward, -c, c)) + self.config.gamma * float(
+            self.q_values(next_state, layer).max())
+
+    def td_loss(self, state, layer: int, action: int, target: float) -> Tensor:
+        """(Q(s)[slice_i][a] - y)^2, with a graph into the Q-network."""
+        q = self.q(state)[action_offset(layer) + action]
+        diff = q - target
+        return diff * diff
+
+    def update(self, state, layer: int, action: int, reward: float, next_state) -> float:
+        """One TD step on the transition (s, i, a, r, s'); returns the squared TD error."""
+        if not 0 <= action < n_actions(layer):
+            raise ValueError(f"TyingAgent.update: layer {layer} has actions 0..{layer}, "
+                             f"got {action}")
+        loss = self.td_loss(state, layer, action, self.td_target(reward, next_state, layer))
+        self.optimizer.zero_grad()
+        loss.backward()
+        self.optimizer.step()
+        return float(loss.item())
+
+    def end_episode(self) -> float:
+        """eps <- max(eps * decay, eps_min); returns the new eps."""
+        self.epsilon = max(self.epsilon * self.config.epsilon_decay, self.config.epsilon_min)
+        return self.epsilon

@@ -1,0 +1,147 @@
+"""Training with an agent in the loop: episodes of decisions, each followed by a few
+language-model steps.
+
+The language-model step is the house loop's (:func:`nanotie.train.train`): the same
+AdamW groups, warmup + cosine schedule, gradient clipping, batches and evaluations.
+Without an agent (``agent=None``) the tying state never changes and the run is
+exactly what ``train`` would do, which the tests check bit for bit; that is how the
+vanilla baseline runs, so both models see the same batches at the same learning
+rates. With an agent, each decision re-wires the layers, then
+:func:`~nanotie.papers.dynamic_tying.tying.sync_optimizer` drops the Adam moments of
+layers that became copies and starts fresh ones for layers that were untied.
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from dataclasses import dataclass, field
+
+from ... import backend
+from ...autograd import no_grad
+from ...data import BatchSampler
+from ...nn import count_parameters
+from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
+from ...train import History, TrainConfig, evaluate
+from .tying import (independent_layers, optimizer_state_bytes, sync_optimizer,
+                    with_action)
+
+__all__ = ["DynamicRun", "train_dynamic", "reward_of"]
+
+
+@dataclass
+class DynamicRun:
+    """What a run recorded, besides the usual :class:`~nanotie.train.History`."""
+
+    history: History = field(default_factory=History)
+    trainable: list = field(default_factory=list)        # per LM step, after the step
+    optimizer_bytes: list = field(default_factory=list)  # per LM step, after the step
+    episode_epsilon: list = field(default_factory=list)  # eps used during each episode
+    episode_independent: list = field(default_factory=list)  # #{s_i = i} at episode end
+    episode_state: list = field(default_factory=list)    # s at the end of each episode
+    decisions: list = field(default_factory=list)        # dicts: episode, layer, action,
+    #                                                       state, reward, td_loss
+
+
+def reward_of(model, x, y) -> float:
+    """r = -exp(mean CE) = minus the perplexity on one batch, in eval mode (no dropout,
+    no graph); the agent clips it."""
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            loss = float(model(x, y)[1].item())
+    finally:
+        model.train(was_training)
+    return -math.exp(min(loss, 50.0))        # exp(50) is already far past any clip
+
+
+def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent=None,
+                  progress: bool | None = None, desc: str = "dynamic tying") -> DynamicRun:
+    """Train ``model`` (a :class:`DynamicTiedGPT`) for ``config.steps`` LM steps.
+
+    ``tying`` is a :class:`DynamicTyingConfig`. With an ``agent`` (a
+    :class:`TyingAgent`), the steps are grouped into episodes of L - 1 decisions with
+    ``tying.lm_steps_per_decision`` steps each, so ``config.steps`` must be a multiple
+    of (L - 1) * k. Without one, the model keeps its tying state throughout."""
+    from tqdm.auto import tqdm
+
+    backend.keep_freed_memory()
+    cfg, k = config, tying.lm_steps_per_decision
+    L = model.config.n_layer
+    per_episode = (L - 1) * k
+    if agent is not None and (L < 2 or cfg.steps % per_episode):
+        raise ValueError(f"train_dynamic: steps={cfg.steps} must be a multiple of (n_layer - "
+                         f"1) * lm_steps_per_decision = {per_episode} (n_layer >= 2)")
+    block = cfg.block_size or model.config.context
+    device = next(iter(model.parameters())).device
+    opt = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed)
+    # The rewards' batches come from a sampler of their own, so the LM batches are the
+    # same as in a run without an agent.
+    reward_sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed + 1)
+    backend.manual_seed(cfg.seed)
+    run = DynamicRun()
+    h = run.history
+    show = sys.stderr.isatty() if progress is None else progress
+    bar = tqdm(total=cfg.steps, desc=desc, disable=not show, dynamic_ncols=True, leave=False)
+    t0 = time.perf_counter()
+    model.train()
+
+    def lm_step(step: int) -> None:            # train()'s step, line for line
+        lr = cosine_schedule(step, cfg.lr, cfg.steps, cfg.warmup_steps,
+                             cfg.lr * cfg.min_lr_ratio)
+        for g in opt.param_groups:
+            g["lr"] = lr
+        x, y = sampler.sample()
+        loss = model(backend.to_device(x, device), backend.to_device(y, device))[1]
+        opt.zero_grad()
+        loss.backward()
+        norm = clip_grad_norm(opt.parameters(), cfg.grad_clip) if cfg.grad_clip else math.nan
+        opt.step()
+        h.step.append(step + 1)
+        h.train_loss.append(float(loss.item()))
+        h.lr.append(lr)
+        h.grad_norm.append(norm)
+        run.trainable.append(count_parameters(model))
+        run.optimizer_bytes.append(optimizer_state_bytes(opt))
+        if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.steps:
+            val = evaluate(model, val_data, block, cfg.batch_size, cfg.eval_batches)
+            h.eval_step.append(step + 1)
+            h.val_loss.append(val)
+            h.val_bpb.append(val / math.log(2))
+            bar.set_postfix(loss=f"{h.train_loss[-1]:.3f}", val_bpb=f"{h.val_bpb[-1]:.3f}",
+                            layers=independent_layers(model.tying_state))
+        bar.update(1)
+        h.seconds = time.perf_counter() - t0
+
+    if agent is None:
+        for step in range(cfg.steps):
+            lm_step(step)
+        bar.close()
+        return run
+
+    step = 0
+    for episode in range(cfg.steps // per_episode):
+        run.episode_epsilon.append(agent.epsilon)
+        for layer in range(1, L):
+            state = model.tying_state
+            action = agent.act(state, layer)
+            next_state = model.set_tying(with_action(state, layer, action))
+            sync_optimizer(opt, model)           # tied layers lose their Adam moments
+            for _ in range(k):
+                lm_step(step)
+                step += 1
+            x, y = reward_sampler.sample()
+            reward = reward_of(model, backend.to_device(x, device),
+                               backend.to_device(y, device))
+            td = agent.update(state, layer, action, reward, next_state)
+            run.decisions.append({"episode": episode, "layer": layer, "action": action,
+                                  "state": list(next_state), "reward": reward,
+                                  "td_loss": td})
+        agent.end_episode()
+        run.episode_independent.append(independent_layers(model.tying_state))
+        run.episode_state.append(list(model.tying_state))
+    bar.close()
+    return run
