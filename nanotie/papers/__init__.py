@@ -35,6 +35,8 @@ def register(name: str, title: str, module: str) -> None:
 
 register("gpt", "baseline byte-level GPT on English prose (tied embeddings)",
          "nanotie.papers.gpt.experiment")
+register("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters",
+         "nanotie.papers.hyena.experiment")
 register("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM",
          "nanotie.papers.trellis.experiment")
 register("dynamic-tying", "a Q-learning agent ties layers during training (Hay & Wolf)",

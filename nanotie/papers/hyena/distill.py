@@ -1,0 +1,565 @@
+"""Distilling a long convolution filter into a small modal state-space model.
+
+Laughing Hyena (Massaroli et al., 2023, arXiv:2310.18780, Section 3). A trained Hyena
+filter h_0..h_{L-1} is replaced by the impulse response of an order-d linear system in
+modal (diagonal) form,
+
+    ĥ_0 = D,        ĥ_t = Re Σ_k R_k λ_k^(t-1)      (t = 1..L-1)
+
+so that generation can run it as a recurrence with O(d) state (``recurrence.py``)
+instead of re-convolving the whole past at every token. Everything here is filter-level
+NumPy/SciPy mathematics on float64 arrays; a model's filters are distilled one by one.
+
+The recipe, one function per step:
+
+1. **Hankel analysis** (:func:`hankel_matrix`, :func:`hankel_singular_values`). The
+   Hankel matrix of the Markov parameters, H_ij = h_{1+i+j}. An order-d system has
+   h_{1+i+j} = C A^i A^j B, so H = (observability) x (controllability) has rank <= d:
+   the number of significant singular values of H is the state size the filter needs.
+2. **Lower bound** (:func:`error_lower_bound`). H is linear in h and each h_t appears
+   in at most n = min(rows, cols) entries, so ||H(e)||_2 <= ||H(e)||_F <= sqrt(n) ||e||_2.
+   With Eckart–Young (rank H(ĥ) <= d): for ANY order-d system
+
+       ||h - ĥ||_2 >= ||H(h) - H(ĥ)||_2 / sqrt(n) >= σ_{d+1}(H(h)) / sqrt(n).
+
+3. **Initialisation by Ho–Kalman / ERA** (:func:`era`). With H = U Σ V^T truncated to d,
+   O = U_d Σ_d^{1/2}, Q = Σ_d^{1/2} V_d^T, and H↑ the Hankel matrix shifted by one step:
+
+       A = Σ_d^{-1/2} U_d^T H↑ V_d Σ_d^{-1/2},   B = Q[:, 0],   C = O[0, :],   D = h_0
+
+   then A = W diag(λ) W^{-1} gives poles λ and residues R = (C W) ⊙ (W^{-1} B).
+4. **Modal refinement** (:func:`refine`): first the optimal residues for the ERA poles
+   (a linear least-squares problem), then (λ, R) jointly by
+   ``scipy.optimize.least_squares`` on Σ_t (ĥ_t - h_t)², with |λ| < max_radius < 1
+   built into the parametrisation (λ = ρmax·sigmoid(z)·e^{iθ}). A refinement that
+   ends worse than its start is thrown away.
+5. **Order selection** (:func:`distill_filter`): the smallest d whose relative error
+   ||h - ĥ|| / ||h|| meets a tolerance (a bisection; orders that the lower bound
+   already rules out are skipped without fitting), or one fixed order for all filters.
+
+Real conjugate pairs. A real A has real eigenvalues and complex-conjugate pairs. A pair
+(λ, λ̄) with residues (R, R̄) contributes R λ^t + R̄ λ̄^t = Re(2 R λ^t), so we keep only
+the member with Im λ > 0 and double its residue: K complex modes hold d real states
+(real pole: 1, complex pole: 2), and Re(·) makes the impulse response exactly real.
+
+The direct term. h_0 multiplies the current input only, so it is not part of the
+dynamics: it is matched exactly by D and never enters the Hankel matrix. The Hyena
+skip term Dskip (y = h * u + Dskip u) has the same role, so a model folds it in as
+D = h_0 + Dskip (:meth:`ModalFilterBank.recurrence` takes ``skip``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import scipy.linalg
+import scipy.optimize
+import scipy.special
+
+from nanotie import backend
+from nanotie.papers.hyena.recurrence import ModalRecurrence, modal_impulse_response, mode_powers
+
+__all__ = [
+    "DistillConfig", "ModalFit", "ModalFilterBank", "hankel_matrix",
+    "hankel_singular_values", "error_lower_bound", "era", "fit_residues", "refine",
+    "distill_filter", "distill_filters", "order_sweep", "modal_impulse_response",
+]
+
+
+@dataclass
+class DistillConfig:
+    order: int | None = None     # fixed real state size for every filter; None: select by tol
+    tol: float = 1e-2            # relative l2 error ||h - ĥ|| / ||h|| to reach (order=None)
+    max_order: int = 16          # largest real state size tried when selecting by tol
+    refine: bool = True          # modal least-squares refinement after ERA
+    max_radius: float = 1 - 1e-6  # |λ| <= max_radius < 1: the poles stay stable
+    max_nfev: int = 100          # function evaluations per least_squares refinement
+
+    def __post_init__(self):
+        if self.order is not None and (not isinstance(self.order, (int, np.integer))
+                                       or self.order < 0):
+            raise ValueError(f"DistillConfig.order must be None or an int >= 0, "
+                             f"got {self.order!r}")
+        if not self.tol > 0:
+            raise ValueError(f"DistillConfig.tol must be > 0, got {self.tol!r}")
+        if not (isinstance(self.max_order, (int, np.integer)) and self.max_order >= 0):
+            raise ValueError(f"DistillConfig.max_order must be an int >= 0, "
+                             f"got {self.max_order!r}")
+        if not 0 < self.max_radius < 1:
+            raise ValueError(f"DistillConfig.max_radius must be in (0, 1), "
+                             f"got {self.max_radius!r}")
+        if not self.max_nfev >= 1:
+            raise ValueError(f"DistillConfig.max_nfev must be >= 1, got {self.max_nfev!r}")
+
+
+def _as_filter(h, name: str = "h", ndim=(1,)) -> np.ndarray:
+    """A float64 NumPy copy of a filter (from the GPU too), validated."""
+    h = np.asarray(backend.asnumpy(h), dtype=np.float64)
+    if h.ndim not in ndim:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ndim))} dimension(s), "
+                         f"got shape {h.shape}")
+    if h.shape[-1] < 4:
+        raise ValueError(f"{name} must have length >= 4 (got {h.shape[-1]}): the "
+                         "Hankel matrix needs a few Markov parameters")
+    if not np.all(np.isfinite(h)):
+        raise ValueError(f"{name} contains NaN or inf")
+    return h
+
+
+# ---------------------------------------------------------------- 1. Hankel analysis
+
+
+def _hankel_shape(length: int) -> tuple[int, int]:
+    """(m, k) with m + k = length - 1, m <= k: H uses h_1..h_{L-2}, so that its shift
+    H↑ (h_2..h_{L-1}) still fits inside the filter."""
+    m = (length - 1) // 2
+    return m, length - 1 - m
+
+
+def hankel_matrix(h, shift: int = 0) -> np.ndarray:
+    """H_ij = h_{1+shift+i+j} for i < m, j < k (m + k = L - 1): (m, k).
+
+    shift=0 is the Hankel matrix of the filter, shift=1 the shifted one ERA needs.
+    """
+    h = _as_filter(h)
+    if shift not in (0, 1):
+        raise ValueError(f"hankel_matrix: shift must be 0 or 1, got {shift}")
+    m, k = _hankel_shape(h.shape[-1])
+    markov = h[1 + shift:]                                  # h_{1+shift}, ...
+    return scipy.linalg.hankel(markov[:m], markov[m - 1:m + k - 1])
+
+
+def hankel_singular_values(h) -> np.ndarray:
+    """σ_1 >= σ_2 >= ... of the Hankel matrix: (n,) for h (L,), (C, n) for h (C, L)."""
+    h = _as_filter(h, ndim=(1, 2))
+    if h.ndim == 2:
+        return np.stack([hankel_singular_values(row) for row in h])
+    return scipy.linalg.svdvals(hankel_matrix(h))
+
+
+def error_lower_bound(h, order, sigma=None):
+    """σ_{d+1} / sqrt(n): no order-d system gets closer to h in l2 (see module doc).
+
+    ``order`` is an int or an array of ints; ``sigma`` reuses precomputed singular
+    values. n = min(rows, cols) of the Hankel matrix = (L - 1) // 2. Orders >= n give 0.
+    """
+    h = _as_filter(h)
+    sigma = hankel_singular_values(h) if sigma is None else np.asarray(sigma)
+    n = _hankel_shape(h.shape[-1])[0]
+    d = np.asarray(order)
+    padded = np.concatenate([sigma, [0.0]])
+    bound = padded[np.minimum(d, len(sigma))] / np.sqrt(n)   # σ_{d+1} is sigma[d]
+    return float(bound) if bound.ndim == 0 else bound
+
+
+# ----------------------------------------------------------------- a fitted filter
+
+
+@dataclass
+class ModalFit:
+    """One distilled filter: ĥ_0 = direct, ĥ_t = Re Σ_k residues_k poles_k^(t-1)."""
+
+    poles: np.ndarray         # (K,) complex; Im λ >= 0 (one member per conjugate pair)
+    residues: np.ndarray      # (K,) complex; real for a real pole, doubled for a pair
+    direct: float             # D = h_0
+    error: float = np.nan     # ||h - ĥ||_2 over t = 0..L-1
+    norm: float = np.nan      # ||h||_2
+    bound: float = np.nan     # σ_{d+1}/sqrt(n): no order-d fit can do better
+    era_error: float = np.nan  # the error of the ERA start, before refinement
+    method: str = "era"       # which candidate won: era, residues, refined, warm
+
+    @property
+    def order(self) -> int:
+        """The real state size d: 1 per real pole, 2 per complex pole (a pair)."""
+        return int(np.sum(np.where(self.poles.imag == 0, 1, 2)))
+
+    @property
+    def rel_error(self) -> float:
+        return self.error / self.norm if self.norm > 0 else 0.0
+
+    def impulse_response(self, length: int) -> np.ndarray:
+        return modal_impulse_response(self.poles, self.residues, self.direct, length)
+
+
+def _canonical(poles, residues):
+    """Real poles get real residues; complex ones keep Im λ > 0 (conjugate if needed)."""
+    poles = np.asarray(poles, dtype=np.complex128).copy()
+    residues = np.asarray(residues, dtype=np.complex128).copy()
+    lower = poles.imag < 0
+    poles[lower], residues[lower] = poles[lower].conj(), residues[lower].conj()
+    real = poles.imag == 0
+    residues[real] = residues[real].real
+    return poles, residues
+
+
+def _score(fit: ModalFit, h: np.ndarray, method: str, bound: float) -> ModalFit:
+    """Fill in the error of ``fit`` against ``h``."""
+    err = float(np.linalg.norm(h - fit.impulse_response(len(h))))
+    return replace(fit, error=err, norm=float(np.linalg.norm(h)), bound=bound,
+                   method=method)
+
+
+# ------------------------------------------------------------------- 3. ERA start
+
+
+@dataclass
+class _HankelSVD:
+    """The SVD of H and the shifted H↑ of one filter, shared by every order."""
+
+    h: np.ndarray
+    U: np.ndarray = field(init=False)
+    sigma: np.ndarray = field(init=False)
+    Vt: np.ndarray = field(init=False)
+    H_up: np.ndarray = field(init=False)
+
+    def __post_init__(self):
+        self.U, self.sigma, self.Vt = scipy.linalg.svd(hankel_matrix(self.h),
+                                                       full_matrices=False)
+        self.H_up = hankel_matrix(self.h, shift=1)
+
+    @property
+    def rank(self) -> int:
+        """Numerical rank: singular values above the usual SVD round-off threshold."""
+        if self.sigma.size == 0 or self.sigma[0] == 0:
+            return 0
+        tol = self.sigma[0] * max(self.U.shape[0], self.Vt.shape[1]) * np.finfo(float).eps
+        return int(np.sum(self.sigma > tol))
+
+
+def era(h, order: int, max_radius: float = 1 - 1e-6, _svd: _HankelSVD | None = None
+        ) -> ModalFit:
+    """Ho–Kalman / ERA realisation of order d (capped at the numerical rank of H).
+
+    Returns a :class:`ModalFit` with its error filled in. Poles that ERA puts on or
+    outside the unit circle (it can, on a finite filter) are pulled inside to
+    ``max_radius``, keeping their angle.
+    """
+    h = _as_filter(h)
+    svd = _svd if _svd is not None else _HankelSVD(h)
+    d = min(int(order), svd.rank)
+    bound = error_lower_bound(h, d, svd.sigma)
+    if d == 0:
+        empty = np.zeros(0, dtype=np.complex128)
+        return _score(ModalFit(empty, empty.copy(), float(h[0])), h, "era", bound)
+    root = np.sqrt(svd.sigma[:d])                              # Σ_d^{1/2}
+    U_d, V_d = svd.U[:, :d], svd.Vt[:d].T                      # (m, d), (k, d)
+    A = (U_d.T @ svd.H_up @ V_d) / root[:, None] / root[None, :]  # (d, d)
+    B = root * svd.Vt[:d, 0]                                   # first column of Q
+    C = svd.U[0, :d] * root                                    # first row of O
+    lam, W = scipy.linalg.eig(A)                               # A = W diag(λ) W^{-1}
+    R = (C @ W) * scipy.linalg.solve(W, B.astype(np.complex128))
+    # Keep one member of each conjugate pair with a doubled residue (module doc).
+    keep = lam.imag >= 0
+    R = np.where(lam.imag > 0, 2 * R, R)
+    poles, residues = _canonical(lam[keep], R[keep])
+    radius = np.abs(poles)
+    outside = radius > max_radius
+    poles[outside] *= max_radius / radius[outside]
+    return _score(ModalFit(poles, residues, float(h[0])), h, "era", bound)
+
+
+# ------------------------------------------------------------- 4. modal refinement
+
+
+def _mode_powers(poles, length: int):
+    """P[k, p] = λ_k^p and P1[k, p] = λ_k^(p-1) (0 at p = 0), p = 0..length-2."""
+    p = np.arange(length - 1)
+    P = mode_powers(poles, length - 1)                        # (K, L-1)
+    P1 = np.concatenate([np.zeros((len(poles), 1), P.dtype), P[:, :-1]], axis=1)
+    return p, P, P1
+
+
+def fit_residues(h, poles) -> np.ndarray:
+    """The residues minimising ||h - ĥ||_2 for fixed poles (linear least squares).
+
+    ĥ_t = Σ_real r_k λ_k^(t-1) + Σ_pairs (Re R_k · Re λ_k^(t-1) - Im R_k · Im λ_k^(t-1)),
+    a linear model in (r, Re R, Im R): a Vandermonde-type least-squares problem.
+    """
+    h = _as_filter(h)
+    poles = np.asarray(poles, dtype=np.complex128)
+    if poles.size == 0:
+        return poles.copy()
+    real = poles.imag == 0
+    _, P, _ = _mode_powers(poles, len(h))
+    columns = np.concatenate([P[real].real, P[~real].real, -P[~real].imag]).T
+    coef = scipy.linalg.lstsq(columns, h[1:])[0]
+    nr, nc = int(real.sum()), int((~real).sum())
+    residues = np.zeros(len(poles), dtype=np.complex128)
+    residues[real] = coef[:nr]
+    residues[~real] = coef[nr:nr + nc] + 1j * coef[nr + nc:]
+    return residues
+
+
+# Stability by construction: the optimiser moves unconstrained numbers z, and the
+# poles are  a = ρmax·tanh(z)  (real)  and  λ = ρmax·sigmoid(z)·e^{iθ}  (complex), so
+# |λ| < ρmax < 1 at every step. Without box constraints, scipy can use MINPACK's
+# Levenberg–Marquardt ("lm"), which is fast on these small dense problems.
+
+
+def _pack(fit: ModalFit, max_radius: float):
+    """Parameters for least_squares: [z_a, r] for the real modes (a = ρmax tanh z_a,
+    residue r), then [z_ρ, θ, Re R, Im R] for the complex ones (ρ = ρmax sigmoid z_ρ)."""
+    real = fit.poles.imag == 0
+    a, r = fit.poles[real].real, fit.residues[real].real
+    lam, R = fit.poles[~real], fit.residues[~real]
+    edge = 1e-12
+    z_a = np.arctanh(np.clip(a / max_radius, -1 + edge, 1 - edge))
+    q = np.clip(np.abs(lam) / max_radius, edge, 1 - edge)
+    z_rho = np.log(q) - np.log1p(-q)                           # logit
+    x = np.concatenate([z_a, r, z_rho, np.angle(lam), R.real, R.imag])
+    return x, int(real.sum()), int((~real).sum())
+
+
+def _unpack(x, nr: int, nc: int, max_radius: float):
+    """Poles and residues from the parameters (see :func:`_pack`)."""
+    z_a, r = x[:nr], x[nr:2 * nr]
+    z_rho, theta, Rre, Rim = (x[2 * nr + i * nc: 2 * nr + (i + 1) * nc] for i in range(4))
+    rho = max_radius * scipy.special.expit(z_rho)             # ρmax sigmoid(z)
+    poles = np.concatenate([max_radius * np.tanh(z_a) + 0j, rho * np.exp(1j * theta)])
+    residues = np.concatenate([r + 0j, Rre + 1j * Rim])
+    return poles, residues
+
+
+def _residual_and_jacobian(x, h, nr: int, nc: int, max_radius: float,
+                           jacobian: bool = True):
+    """e_t = ĥ_t - h_t for t = 1..L-1, and de/dx (L-1, len(x)), analytically.
+
+    real mode  r a^p:          d/dr = a^p,  d/da = r p a^(p-1)
+    pair  Re(R λ^p), λ = ρe^{iθ}: d/dReR = Re λ^p,  d/dImR = -Im λ^p,
+                               d/dρ = Re(R p λ^(p-1) e^{iθ}),  d/dθ = Re(i p R λ^p)
+    and the chain rule through the pole maps:
+        da/dz_a = ρmax (1 - tanh² z_a),   dρ/dz_ρ = ρ (1 - ρ/ρmax).
+    """
+    poles, residues = _unpack(x, nr, nc, max_radius)
+    p, P, P1 = _mode_powers(poles, len(h))
+    e = np.real(np.sum(residues[:, None] * P, axis=0)) - h[1:]   # no BLAS: tiny
+    if not jacobian:
+        return e, None
+    a, rho = poles[:nr].real, np.abs(poles[nr:])
+    Pr, P1r, R = P[:nr].real, P1[:nr].real, residues[:nr].real
+    Pc, P1c, Rc = P[nr:], P1[nr:], residues[nr:]
+    unit = np.exp(1j * x[2 * nr + nc: 2 * nr + 2 * nc])[:, None]  # e^{iθ}
+    da_dz = (max_radius - a * a / max_radius)[:, None]
+    drho_dz = (rho * (1 - rho / max_radius))[:, None]
+    J = np.concatenate([
+        R[:, None] * p * P1r * da_dz,                          # d/dz_a
+        Pr,                                                    # d/dr
+        np.real(Rc[:, None] * p * P1c * unit) * drho_dz,       # d/dz_ρ
+        np.real(1j * p * Rc[:, None] * Pc),                    # d/dθ
+        Pc.real,                                               # d/dRe R
+        -Pc.imag,                                              # d/dIm R
+    ]).T
+    return e, J
+
+
+def refine(h, start: ModalFit, max_radius: float = 1 - 1e-6, max_nfev: int = 100
+           ) -> ModalFit:
+    """Modal refinement of ``start`` (e.g. an ERA fit): the best of
+
+    * ``start`` itself,
+    * the optimal residues for its poles (:func:`fit_residues`),
+    * ``scipy.optimize.least_squares`` on poles and residues together, from the
+      better of those two, with |λ| < max_radius by construction (see :func:`_pack`).
+
+    So the result is never worse than its start, and the number of real and complex
+    modes, hence the order, does not change.
+    """
+    h = _as_filter(h)
+    start = _score(start, h, start.method, start.bound)
+    best = start
+    if start.poles.size == 0:
+        return replace(best, era_error=start.error)
+    # The optimal residues for the start's poles.
+    candidate = replace(start, residues=fit_residues(h, start.poles))
+    candidate = _score(candidate, h, "residues", start.bound)
+    if candidate.error < best.error:
+        best = candidate
+    # Joint nonlinear least squares on poles and residues.
+    x0, nr, nc = _pack(best, max_radius)
+
+    def fun(x):
+        return _residual_and_jacobian(x, h, nr, nc, max_radius, jacobian=False)[0]
+
+    def jac(x):
+        return _residual_and_jacobian(x, h, nr, nc, max_radius)[1]
+
+    method = "lm" if len(h) - 1 >= len(x0) else "trf"   # lm needs residuals >= params
+    result = scipy.optimize.least_squares(fun, x0, jac=jac, method=method,
+                                          x_scale="jac", max_nfev=max_nfev)
+    poles, residues = _canonical(*_unpack(result.x, nr, nc, max_radius))
+    candidate = _score(ModalFit(poles, residues, float(h[0])), h, "refined",
+                       start.bound)
+    if np.all(np.abs(poles) < 1) and candidate.error < best.error:
+        best = candidate
+    return replace(best, era_error=start.error)
+
+
+# ------------------------------------------------------------ 5. order selection
+
+
+def _pad_with_real_mode(fit: ModalFit) -> ModalFit:
+    """The same impulse response as an order d+1 system: one extra real mode, R = 0."""
+    return replace(fit, poles=np.append(fit.poles, 0.0 + 0j),
+                   residues=np.append(fit.residues, 0.0 + 0j), method="warm")
+
+
+def _iter_orders(h, orders, cfg: DistillConfig, svd: _HankelSVD):
+    """Yield one fit per order in ``orders`` (ascending), each ERA + refinement.
+
+    When the fit from ERA ends worse than the previous order's fit, that previous fit
+    plus idle real modes (R = 0: same error, higher order) is refined too, and the
+    better one kept. So along a sweep the error never rises with the order.
+    """
+    previous = None
+    for d in orders:
+        fit = era(h, d, cfg.max_radius, _svd=svd)
+        fit = refine(h, fit, cfg.max_radius, cfg.max_nfev) if cfg.refine else \
+            replace(fit, era_error=fit.error)
+        if previous is not None and previous.error < fit.error:
+            warm = previous
+            while warm.order < min(int(d), svd.rank):
+                warm = _pad_with_real_mode(warm)
+            if cfg.refine:
+                warm = refine(h, warm, cfg.max_radius, cfg.max_nfev)
+            if warm.error < fit.error:
+                fit = replace(warm, bound=fit.bound, era_error=fit.era_error,
+                              method="warm")
+        yield fit
+        previous = fit
+
+
+def order_sweep(h, orders, config: DistillConfig | None = None, **overrides
+                ) -> list[ModalFit]:
+    """Distil ``h`` (L,) at every order in ``orders`` (ascending ints): one
+    :class:`ModalFit` per order, with errors that never rise with the order."""
+    cfg = replace(config or DistillConfig(), **overrides)
+    h = _as_filter(h)
+    orders = [int(d) for d in orders]
+    if orders != sorted(orders) or (orders and orders[0] < 0):
+        raise ValueError(f"order_sweep: orders must be ascending ints >= 0, got {orders}")
+    return list(_iter_orders(h, orders, cfg, _HankelSVD(h)))
+
+
+def distill_filter(h, config: DistillConfig | None = None, **overrides) -> ModalFit:
+    """Distil one filter h (L,) into a modal system.
+
+    config.order set: that order (capped at the rank of the Hankel matrix).
+
+    Otherwise the smallest order d <= config.max_order whose refined fit has
+    rel_error <= config.tol, found by bisection (this assumes the error falls with the
+    order, which it does up to the quirks of a local optimiser):
+
+    * orders whose lower bound is already above tol·||h|| are ruled out unfitted;
+    * the first order at which plain ERA meets tol is an upper end (refinement is
+      never worse than ERA), found cheaply since ERA costs one small eigenproblem;
+    * then bisect between the two with ERA + refinement.
+
+    If no order meets tol, the fit at max_order is returned (check ``fit.rel_error``).
+    """
+    cfg = replace(config or DistillConfig(), **overrides)
+    h = _as_filter(h)
+    svd = _HankelSVD(h)
+    if cfg.order is not None:
+        return next(_iter_orders(h, [cfg.order], cfg, svd))
+    target = cfg.tol * float(np.linalg.norm(h))
+    max_order = min(cfg.max_order, svd.rank)
+    orders = np.arange(max_order + 1)
+    possible = orders[error_lower_bound(h, orders, svd.sigma) <= target]
+    lo = int(possible[0]) if possible.size else max_order
+    hi = next((d for d in range(lo, max_order + 1)
+               if era(h, d, cfg.max_radius, _svd=svd).error <= target), max_order)
+    best = next(_iter_orders(h, [hi], cfg, svd))
+    while lo < hi:
+        mid = (lo + hi) // 2
+        fit = next(_iter_orders(h, [mid], cfg, svd))
+        if fit.error <= target:
+            hi, best = mid, fit
+        else:
+            lo = mid + 1
+    return best
+
+
+# ------------------------------------------------------------------- a filter bank
+
+
+@dataclass
+class ModalFilterBank:
+    """Distilled filters for C channels (or heads), padded to K modes each.
+
+    Padding modes have λ = 0 and R = 0 and do nothing. ``fits`` keeps the per-filter
+    results (errors, bounds, ERA errors) for reports.
+    """
+
+    poles: np.ndarray        # (C, K) complex128
+    residues: np.ndarray     # (C, K) complex128
+    direct: np.ndarray       # (C,) float64: h_0 of each filter
+    length: int              # L, the filter length that was distilled
+    fits: list = field(default_factory=list, repr=False)  # C ModalFit
+
+    @classmethod
+    def from_fits(cls, fits: list[ModalFit], length: int) -> "ModalFilterBank":
+        K = max([len(f.poles) for f in fits] + [1])
+        poles = np.zeros((len(fits), K), dtype=np.complex128)
+        residues = np.zeros_like(poles)
+        for c, f in enumerate(fits):
+            poles[c, :len(f.poles)] = f.poles
+            residues[c, :len(f.residues)] = f.residues
+        direct = np.array([f.direct for f in fits], dtype=np.float64)
+        return cls(poles, residues, direct, int(length), list(fits))
+
+    @property
+    def orders(self) -> np.ndarray:
+        """(C,) real state size of each filter."""
+        return np.array([f.order for f in self.fits])
+
+    @property
+    def errors(self) -> np.ndarray:
+        return np.array([f.error for f in self.fits])
+
+    @property
+    def rel_errors(self) -> np.ndarray:
+        return np.array([f.rel_error for f in self.fits])
+
+    @property
+    def bounds(self) -> np.ndarray:
+        return np.array([f.bound for f in self.fits])
+
+    def impulse_response(self, length: int | None = None) -> np.ndarray:
+        """ĥ (C, length), float64 (length defaults to the distilled length L)."""
+        return modal_impulse_response(self.poles, self.residues, self.direct,
+                                      self.length if length is None else length)
+
+    def recurrence(self, skip=None, trailing_dims: int = 0, dtype=np.float64,
+                   device: str = "cpu") -> ModalRecurrence:
+        """A :class:`ModalRecurrence` for this bank, ready to run.
+
+        skip: optional (C,) term added to the direct term (Hyena's Dskip: ĥ_0 + Dskip).
+        trailing_dims: singleton axes after the channel axis, so that one filter per
+            head broadcasts over the head's channels (MultiHyena: 2, for u (B, M, N, N)).
+        dtype: the real dtype of the inputs (float32 -> complex64 state).
+        """
+        direct = self.direct if skip is None else \
+            self.direct + np.asarray(backend.asnumpy(skip), np.float64).reshape(-1)
+        cdtype = np.result_type(dtype, np.complex64)
+        shape = (len(self.direct),) + (1,) * trailing_dims
+        arrays = (self.poles.reshape(shape + (-1,)).astype(cdtype),
+                  self.residues.reshape(shape + (-1,)).astype(cdtype),
+                  direct.reshape(shape).astype(dtype))
+        return ModalRecurrence(*(backend.to_device(a, device) for a in arrays))
+
+
+def distill_filters(h, config: DistillConfig | None = None, progress: bool = False,
+                    desc: str = "distill", **overrides) -> ModalFilterBank:
+    """Distil every row of h (C, L) (or one filter (L,)) into a :class:`ModalFilterBank`.
+
+    Works on a copy in float64 NumPy whatever the device and dtype of ``h``.
+    """
+    cfg = replace(config or DistillConfig(), **overrides)
+    h = _as_filter(h, ndim=(1, 2))
+    rows = h[None] if h.ndim == 1 else h
+    from tqdm.auto import tqdm
+
+    fits = [distill_filter(row, cfg)
+            for row in tqdm(rows, desc=desc, disable=not progress, leave=False)]
+    return ModalFilterBank.from_fits(fits, rows.shape[-1])

@@ -1,0 +1,217 @@
+"""A distilled Hyena LM: every long filter replaced by a small modal SSM.
+
+``distill(model, order=None, tol=1e-2)`` distils each long filter of a trained
+:class:`~nanotie.papers.hyena.model.HyenaLM` (Hyena or MultiHyena) with
+:func:`~nanotie.papers.hyena.distill.distill_filters` and returns a
+:class:`DistilledHyenaLM` that SHARES every other Parameter with the original:
+
+    original                         distilled
+    wte (= lm_head), ln_f            the same objects
+    blocks[i].ln1, ln2, mlp          the same objects
+    blocks[i].attn.in_proj, short,   the same objects, inside a new operator
+        out_proj, dskip
+    blocks[i].attn.filter            gone: ĥ_t = Re Σ_k R_k λ_k^(t-1) (poles and
+                                     residues, plain arrays, not trained)
+
+So the distilled model is the original with one step swapped, as a tied model is
+the untied one with two weights made one. Training the original further moves the
+distilled model's shared weights too; only its filters stay where they were.
+
+Two forms of the same model (``generate.py`` has the second):
+
+* parallel, ``model(idx)``: the operators run their usual code (``project``, the
+  gates, ``F.fftconv``) with the modal filters ĥ in place of the implicit ones;
+* recurrent, ``model(idx, cache=state)``: each operator carries a short-conv cache
+  and a complex modal state, and a new token costs O(1) (see ``generate.py``).
+
+Distillation runs on float64 NumPy/SciPy copies of the filters, wherever the model
+lives; the result runs on the model's device and dtype.
+"""
+
+from __future__ import annotations
+
+from ...autograd import Tensor, no_grad
+from ...backend import to_device
+from ...nn.module import Module, ModuleList
+from ...nn.transformer import Block
+from .distill import DistillConfig, ModalFilterBank, distill_filters
+from .model import HyenaLM
+from .operator import HyenaOperator, MultiHyenaOperator
+
+__all__ = ["distill", "DistilledHyenaLM", "DistilledHyena", "DistilledMultiHyena",
+           "distilled_operator", "banks_at_order"]
+
+
+class _ModalFilters:
+    """What a distilled operator adds to its parent class: filters from a
+    :class:`ModalFilterBank` instead of the implicit MLP, and a recurrent form.
+
+    The parent's ``long_conv`` reads ``self.filters(L)`` and adds ``Dskip . w``, so
+    the parallel form needs no other change."""
+
+    bank: ModalFilterBank
+
+    def _share(self, op: HyenaOperator, bank: ModalFilterBank) -> None:
+        """Take every part of ``op`` but its implicit filter (the same objects)."""
+        Module.__init__(self)
+        if len(bank.direct) != op.n_filters:
+            raise ValueError(f"{type(self).__name__}: the bank has {len(bank.direct)} "
+                             f"filters, the operator {op.n_filters}")
+        self.d_model, self.max_len = op.d_model, op.max_len
+        self.in_proj, self.short, self.out_proj = op.in_proj, op.short, op.out_proj
+        self.dskip = op.dskip                         # Step 4's skip: shared, not folded
+        self.bank = bank                              # poles, residues, ĥ_0 (NumPy)
+        self._filter_cache = {}
+        self.train(op.training)
+
+    def filters(self, length: int) -> Tensor:
+        """ĥ (n_filters, L) on the operator's device, in its dtype (a constant)."""
+        weight = self.in_proj.weight
+        key = (length, weight.dtype, weight.device)
+        if key not in self._filter_cache:
+            h = self.bank.impulse_response(length).astype(weight.dtype)   # (C, L)
+            self._filter_cache[key] = Tensor(to_device(h, weight.device))
+        return self._filter_cache[key]
+
+    @property
+    def trailing_dims(self) -> int:
+        """Axes of a filter's input after the filter axis: 0 for Hyena's (B, D, L)
+        gate, 2 for MultiHyena's (B, M, N, N, L) outer products."""
+        return 0
+
+    def recurrence(self):
+        """The bank as a :class:`~nanotie.papers.hyena.recurrence.ModalRecurrence`
+        with Dskip folded into the direct term (D = ĥ_0 + Dskip), on the operator's
+        device and in its precision (float32 -> complex64 state)."""
+        weight = self.in_proj.weight
+        return self.bank.recurrence(skip=self.dskip_array(), trailing_dims=self.trailing_dims,
+                                    dtype=weight.dtype, device=weight.device)
+
+    def forward(self, u: Tensor, kv=None) -> Tensor:     # (B, L, D) -> (B, L, D)
+        """Parallel form without a cache; with one (a
+        :class:`~nanotie.papers.hyena.generate.MixerCache`), the recurrent form."""
+        if kv is None:
+            return super().forward(u)
+        from .generate import mixer_forward      # generate.py builds on this module
+        return mixer_forward(self, u, kv)
+
+
+class DistilledHyena(_ModalFilters, HyenaOperator):
+    """A :class:`HyenaOperator` whose D long filters are modal SSMs."""
+
+    def __init__(self, op: HyenaOperator, bank: ModalFilterBank):
+        self._share(op, bank)
+
+
+class DistilledMultiHyena(_ModalFilters, MultiHyenaOperator):
+    """A :class:`MultiHyenaOperator` whose M long filters (one per head) are modal
+    SSMs; each head's state is shared by its N² channels' filter, not its values."""
+
+    def __init__(self, op: MultiHyenaOperator, bank: ModalFilterBank):
+        self._share(op, bank)
+        self.n_head = op.n_head
+
+    @property
+    def trailing_dims(self) -> int:
+        return 2
+
+
+def distilled_operator(op: HyenaOperator, bank: ModalFilterBank) -> HyenaOperator:
+    """The distilled twin of ``op`` (sharing its projections, short conv and Dskip)."""
+    if isinstance(op, _ModalFilters):
+        raise TypeError("distilled_operator: the operator is already distilled")
+    if isinstance(op, MultiHyenaOperator):
+        return DistilledMultiHyena(op, bank)
+    if isinstance(op, HyenaOperator):
+        return DistilledHyena(op, bank)
+    raise TypeError(f"distilled_operator: expected a Hyena operator, got {type(op).__name__}")
+
+
+class DistilledHyenaLM(HyenaLM):
+    """A :class:`HyenaLM` built from another one's modules, with distilled mixers.
+
+    ``forward(idx, targets, cache=None)`` is the GPT's. With a cache from
+    :func:`~nanotie.papers.hyena.generate.init_state` it runs recurrently, and
+    :meth:`generate` uses that to spend O(1) work per new token.
+    """
+
+    def __init__(self, model: HyenaLM, banks: list):
+        """``banks``: one :class:`ModalFilterBank` per layer, for ``model.mixers()``."""
+        Module.__init__(self)                       # nothing new is initialised
+        if len(banks) != model.config.n_layer:
+            raise ValueError(f"DistilledHyenaLM: {len(banks)} filter banks for "
+                             f"{model.config.n_layer} layers")
+        self.config = model.config
+        self.wte, self.drop = model.wte, model.drop
+        self.blocks = ModuleList(_distilled_block(b, bank)
+                                 for b, bank in zip(model.blocks, banks))
+        self.ln_f, self.lm_head = model.ln_f, model.lm_head   # the tie comes along
+        self.train(model.training)
+
+    @property
+    def banks(self) -> list:
+        """The per-layer :class:`ModalFilterBank` (orders, errors, bounds per filter)."""
+        return [op.bank for op in self.mixers()]
+
+    def embed(self, idx, pos_offset: int = 0) -> Tensor:
+        """Token embeddings. No length check here: a modal filter is defined for every
+        t, so the recurrent form may run past the context (the parallel form still
+        stops there, in the operators)."""
+        return self.drop(self.wte(idx))
+
+    def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
+                 top_k: int | None = None, seed: int | None = None, use_cache: bool = True):
+        """GPT.generate's options. ``use_cache=True``: prefill the prompt in one pass,
+        then one O(1) recurrent step per token (:func:`generate.generate`);
+        False: re-run the parallel form over the context at every token, as Hyena does."""
+        if not use_cache:
+            return super().generate(idx, max_new_tokens, temperature, top_k, seed)
+        from .generate import generate
+        return generate(self, idx, max_new_tokens, temperature, top_k, seed)
+
+
+def _distilled_block(block: Block, bank: ModalFilterBank) -> Block:
+    """A Block holding the same norms and MLP, and the distilled twin of its mixer."""
+    new = Block.__new__(Block)
+    Module.__init__(new)
+    new.ln1, new.ln2, new.mlp = block.ln1, block.ln2, block.mlp
+    new.attn = distilled_operator(block.attn, bank)
+    new.train(block.training)
+    return new
+
+
+def distill(model: HyenaLM, order: int | None = None, tol: float = 1e-2, *,
+            max_order: int = 16, length: int | None = None, refine: bool = True,
+            config: DistillConfig | None = None, progress: bool = False
+            ) -> DistilledHyenaLM:
+    """Distil every long filter of ``model`` and return the distilled model.
+
+    order: one real state size for every filter; None selects, per filter, the
+        smallest order <= max_order whose relative l2 error meets ``tol``.
+    length: how many taps of each filter to fit (default: all, the context). A
+        shorter fit is faster; the modal filter still runs at every length.
+    refine: modal least-squares refinement after ERA (slower, better).
+    config: a full :class:`DistillConfig` instead (then order, tol, max_order and
+        refine are ignored).
+    """
+    if not isinstance(model, HyenaLM) or isinstance(model, DistilledHyenaLM):
+        raise TypeError(f"distill: expected a (not yet distilled) HyenaLM, got "
+                        f"{type(model).__name__}")
+    cfg = config or DistillConfig(order=order, tol=tol, max_order=max_order, refine=refine)
+    if length is not None and not 4 <= length <= model.config.context:
+        raise ValueError(f"distill: length must be in [4, {model.config.context}], got {length}")
+    banks = []
+    with no_grad():
+        for i, op in enumerate(model.mixers()):
+            h = op.filter_array(length)                  # (n_filters, L) float64 NumPy
+            banks.append(distill_filters(h, cfg, progress=progress,
+                                         desc=f"distil layer {i + 1}"))
+    return DistilledHyenaLM(model, banks)
+
+
+def banks_at_order(fits_per_layer: list, index: int, length: int) -> list:
+    """Per-layer banks from order sweeps: ``fits_per_layer[i][c]`` is the list of
+    :class:`ModalFit` of filter c of layer i along a sweep; take entry ``index``."""
+    return [ModalFilterBank.from_fits([fits[index] for fits in layer], length)
+            for layer in fits_per_layer]
+

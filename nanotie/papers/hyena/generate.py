@@ -1,0 +1,176 @@
+"""Generation with O(1) work per token: a distilled Hyena LM run as a recurrence.
+
+Laughing Hyena, Section 3 ("O(1) generation"). A Hyena operator needs two kinds of
+memory of the past, and after distillation both have a fixed size:
+
+* the SHORT conv (K taps, K = 3) reads the last K-1 projected inputs: a cache of
+  (B, 3D, K-1) numbers, shifted by one column per token;
+* the LONG conv is now a modal SSM: a complex state of K_m modes per filter input
+  channel, (B, D, K_m) for Hyena and (B, M, N, N, K_m) for MultiHyena (one set of
+  poles per head, applied to each of the head's N² outer-product channels).
+
+One token through one operator (u_t (B, D); the equations of ``operator.py`` with
+time fixed; ``rec`` is the layer's ModalRecurrence, D_k = ĥ_0 + Dskip folded in):
+
+    z_t        = in_proj(u_t)                                 # Step 1      (B, 3D)
+    z~_t       = b + Σ_j W[:, j] window[:, j]                 # Step 2, window = [cache, z_t]
+    q, k, v    = split(z~_t)
+    w_t        = k . v                (Hyena)                 # Step 3      (B, D)
+               = k_t v_t^T per head   (MultiHyena)            #             (B, M, N, N)
+    y_t        = Re Σ_k R_k s_{t-1,k} + D w_t ;  s_t = λ . s_{t-1} + w_t     # Step 4
+    out_t      = out_proj(q . y_t)    (Hyena)                 # Step 5
+               = out_proj(q_t^T y_t)  per head (MultiHyena)
+
+Nothing in it depends on t: the cost of a token is the same at position 10 and at
+position 10 000. A PREFILL runs the same steps on a whole prompt at once: the short
+conv over [cache, prompt], and ``ModalRecurrence.prefill`` for the outputs (one FFT)
+and the final state (a contraction with powers of λ), with no loop over tokens.
+
+The rest of the network (embedding, norms, MLPs, head) is position-wise, so the LM
+runs one position at a time through the GPT's own ``forward(idx, cache=state)``:
+each Block passes its layer's :class:`MixerCache` to its mixer as GPT blocks pass a
+KV cache to attention.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ... import backend
+from ...autograd import Tensor, no_grad
+from ...nn.transformer import _sample
+from .operator import MultiHyenaOperator
+
+__all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "mixer_forward",
+           "generate"]
+
+
+@dataclass
+class MixerCache:
+    """One operator's memory of the past: O(1) in the sequence length."""
+
+    rec: object       # the layer's ModalRecurrence (Dskip folded into its direct term)
+    window: object    # (B, 3D, K-1): the last K-1 in_proj outputs, zeros at the start
+    state: object     # (B, D, K_m) or (B, M, N, N, K_m) complex: the modal state s_{t-1}
+
+
+@dataclass
+class RecurrentState:
+    """What a distilled LM carries between calls of ``forward(idx, cache=state)``;
+    ``layers`` and ``length`` are the names ``GPT.forward`` reads (as a KVCache's)."""
+
+    layers: list      # one MixerCache per block
+    length: int = 0   # tokens consumed so far
+
+    def numbers(self) -> int:
+        """How many numbers the state holds (complex counted once): constant in t."""
+        return sum(c.window.size + c.state.size for c in self.layers)
+
+
+def init_cache(op, batch: int) -> MixerCache:
+    """The empty cache of one distilled operator for ``batch`` sequences (zeros:
+    nothing seen yet, which is also what the parallel form's zero padding means)."""
+    if not hasattr(op, "recurrence"):
+        raise TypeError(f"init_cache: {type(op).__name__} has no recurrent form; "
+                        "distil the model first (distilled.distill)")
+    weight = op.short.weight.data                                 # (3D, K)
+    xp = backend.xp_of(weight)
+    window = xp.zeros((batch, weight.shape[0], weight.shape[1] - 1), weight.dtype)
+    rec = op.recurrence()
+    return MixerCache(rec, window, rec.init_state(_gate_shape(op, batch)))
+
+
+def init_state(model, batch: int) -> RecurrentState:
+    """The empty state of a distilled LM for ``batch`` sequences."""
+    return RecurrentState([init_cache(op, batch) for op in model.mixers()])
+
+
+def _gate_shape(op, batch: int) -> tuple:
+    """The shape of one time step of the long convolution's input."""
+    if isinstance(op, MultiHyenaOperator):
+        N = op.d_model // op.n_head
+        return (batch, op.n_head, N, N)
+    return (batch, op.d_model)
+
+
+def mixer_forward(op, u: Tensor, cache: MixerCache) -> Tensor:
+    """The recurrent form of a distilled operator on a chunk u (B, T, D): T = 1 is
+    one O(1) step, T > 1 a prefill. Continues from ``cache`` and updates it.
+    For generation only: no gradients flow through it."""
+    D = op.d_model
+    B, T, _ = u.shape
+    with no_grad():
+        z = op.in_proj(u).data.swapaxes(1, 2)                     # Step 1: (B, 3D, T)
+        z = _short_conv_continue(z, op.short, cache)              # Step 2: (B, 3D, T)
+        q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]           # each (B, D, T)
+        if isinstance(op, MultiHyenaOperator):
+            M = op.n_head
+            q, k, v = (a.reshape(B, M, D // M, T) for a in (q, k, v))  # (B, M, N, T)
+            w = k[:, :, :, None] * v[:, :, None]                  # Step 3: k_t v_t^T (B, M, N, N, T)
+            s = _long_conv_continue(w, cache)                     # Step 4
+            y = (q[:, :, :, None] * s).sum(axis=2)                # q_t^T s_t  (B, M, N, T)
+            y = y.reshape(B, D, T)
+        else:
+            w = k * v                                             # Step 3: (B, D, T)
+            y = q * _long_conv_continue(w, cache)                 # Steps 4-5 gate
+        return op.out_proj(Tensor(y.swapaxes(1, 2)))              # Step 5: (B, T, D)
+
+
+def _short_conv_continue(z, short, cache: MixerCache):
+    """The causal short conv of ``short_conv``, continued from the cached window:
+    y[:, c, t] = b[c] + Σ_j W[c, j] x[:, c, t - (K-1) + j], the missing past read from
+    the cache instead of zero padding. Shifts the window by T columns."""
+    W, b = short.weight.data, short.bias.data                     # (3D, K), (3D,)
+    K, T = W.shape[1], z.shape[-1]
+    xp = backend.xp_of(z)
+    window = xp.concatenate([cache.window, z], axis=-1)           # (B, 3D, K-1+T)
+    y = window[..., 0:T] * W[:, 0:1]
+    for j in range(1, K):
+        y = y + window[..., j:j + T] * W[:, j:j + 1]
+    cache.window = window[..., T:]                                # the last K-1 columns
+    return y + b[:, None]
+
+
+def _long_conv_continue(w, cache: MixerCache):
+    """h * w + Dskip . w with the modal filters, continued from the cached state."""
+    if w.shape[-1] == 1:                                          # one token: O(1)
+        y, cache.state = cache.rec.step(w[..., 0], cache.state)
+        return y[..., None]
+    y, cache.state = cache.rec.prefill(w, cache.state)            # a prompt: one pass
+    return y
+
+
+def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,
+             top_k: int | None = None, seed: int | None = None) -> np.ndarray:
+    """Continue each row of ``idx`` (B, T) by ``max_new_tokens`` tokens, with a
+    distilled LM run recurrently: the prompt is prefilled in one pass, then each new
+    token is one step of the whole network on one position.
+
+    Options as ``GPT.generate``: ``temperature`` divides the logits (0 = greedy),
+    ``top_k`` keeps the k largest, ``seed`` fixes the sampling. With the same logits
+    it draws the same tokens as ``GPT.generate``. The state never grows, so unlike a
+    KV cache it is not limited to the context: past it the filters keep decaying.
+    """
+    if temperature < 0:
+        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    rng = np.random.default_rng(seed)
+    out = np.asarray(backend.asnumpy(idx.data if isinstance(idx, Tensor) else idx),
+                     dtype=np.int64)
+    if out.ndim != 2 or out.shape[1] == 0:
+        raise ValueError(f"generate: expected a prompt of shape (B, T>0), got {out.shape}")
+    was_training = model.training
+    model.eval()
+    try:
+        with no_grad():
+            state = init_state(model, out.shape[0])
+            logits, _ = model(out, cache=state)                   # the prefill
+            for i in range(max_new_tokens):
+                nxt = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)
+                out = np.concatenate([out, nxt[:, None]], axis=1)
+                if i + 1 < max_new_tokens:
+                    logits, _ = model(nxt[:, None], cache=state)  # one O(1) step
+    finally:
+        model.train(was_training)
+    return out

@@ -1,0 +1,288 @@
+"""Laughing Hyena distillation at the level of one filter: the Hankel analysis, the
+lower bound, ERA, modal refinement, order selection, and the modal recurrence.
+
+Filters are synthetic: exact low-order systems (whose answer is known), and
+"implicit-like" filters (a sine MLP of positional features times a decay window,
+the shape of a Hyena filter), whose answer is not.
+"""
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie import backend, tensor
+from nanotie.nn import functional as F
+from nanotie.papers.hyena import distill as ds
+from nanotie.papers.hyena import recurrence as rc
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
+
+
+def implicit_like(seed: int, length: int = 128, decay: float = 8.0) -> np.ndarray:
+    """A Hyena-shaped filter: sine MLP of [t, cos, -sin] features, times exp(-decay t)."""
+    rng = np.random.default_rng(seed)
+    t, tau = np.linspace(0, 1, length), np.arange(length)
+    bands = np.arange(1, 4)[:, None]
+    pe = np.concatenate([t[None], np.cos(2 * np.pi * bands * tau / length),
+                         -np.sin(2 * np.pi * bands * tau / length)])      # (7, L)
+    z = np.sin(rng.standard_normal((16, 7)) @ pe)
+    z = np.sin(rng.standard_normal((16, 16)) / 4 @ z)
+    return (rng.standard_normal(16) / 4 @ z) * np.exp(-decay * t)
+
+
+def random_modal(seed: int, n_real: int, n_pairs: int, radius=(0.5, 0.95)):
+    """A random stable modal system with n_real real poles and n_pairs complex pairs."""
+    rng = np.random.default_rng(seed)
+    real = rng.uniform(*radius, n_real) * rng.choice([-1, 1], n_real)
+    pairs = rng.uniform(*radius, n_pairs) * np.exp(1j * rng.uniform(0.2, 2.9, n_pairs))
+    poles = np.concatenate([real + 0j, pairs])
+    residues = np.concatenate([rng.standard_normal(n_real) + 0j,
+                               rng.standard_normal(n_pairs) + 1j * rng.standard_normal(n_pairs)])
+    return poles, residues, float(rng.standard_normal())
+
+
+def direct_causal_conv(u: np.ndarray, h: np.ndarray) -> np.ndarray:
+    """y[..., t] = sum_{s<=t} h[..., s] u[..., t-s], by a plain loop over lags."""
+    y = np.zeros(np.broadcast_shapes(u.shape, h.shape))
+    for s in range(u.shape[-1]):
+        y[..., s:] += h[..., s:s + 1] * u[..., :u.shape[-1] - s]
+    return y
+
+
+# ------------------------------------------------------------- the modal recurrence
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_recurrence_reproduces_the_fft_convolution_of_its_own_filter(device):
+    """Spec property: running y_t = Re(R·s_{t-1}) + D u_t, s_t = λ s_{t-1} + u_t token
+    by token gives the causal convolution with ĥ, to ~1e-12 in float64."""
+    poles, residues, direct = zip(*(random_modal(s, 2, 3) for s in range(3)))
+    bank = ds.ModalFilterBank(np.stack(poles), np.stack(residues), np.array(direct), 64)
+    rec = bank.recurrence(device=device)
+    u = np.random.default_rng(0).standard_normal((2, 3, 96))               # (B, C, T)
+    h = bank.impulse_response(96)                                           # (C, T)
+    reference = F.fftconv(tensor(u), tensor(h)).numpy()
+    np.testing.assert_allclose(reference, direct_causal_conv(u, h), atol=1e-12)
+
+    u_dev = backend.to_device(u, device)
+    state, outputs = rec.init_state(u.shape[:-1]), []
+    for t in range(u.shape[-1]):
+        y, state = rec.step(u_dev[..., t], state)
+        outputs.append(backend.asnumpy(y))
+    scale = np.abs(reference).max()
+    assert np.abs(np.stack(outputs, -1) - reference).max() <= 1e-12 * scale
+    assert np.abs(backend.asnumpy(rec.forward(u_dev)) - reference).max() <= 1e-12 * scale
+
+
+@pytest.mark.parametrize("split", [0, 1, 37, 120])
+def test_prefill_then_steps_equals_one_pass(split, monkeypatch):
+    """A prompt of `split` tokens prefilled at once (in several chunks), then the rest
+    token by token, gives the same outputs as the parallel form on the whole sequence."""
+    monkeypatch.setattr(rc, "_PREFILL_BLOCK", 4 * 5 * 3 * 16)  # force chunks of 16 steps
+    poles, residues, direct = zip(*(random_modal(s, 1, 2) for s in range(4)))
+    bank = ds.ModalFilterBank(np.stack(poles), np.stack(residues), np.array(direct), 64)
+    rec = bank.recurrence(skip=np.array([0.5, -1.0, 0.0, 2.0]))
+    u = np.random.default_rng(1).standard_normal((5, 4, 120))
+    full = rec.forward(u)
+    y, state = rec.prefill(u[..., :split])
+    outputs = [y]
+    for t in range(split, u.shape[-1]):
+        y_t, state = rec.step(u[..., t], state)
+        outputs.append(y_t[..., None])
+    np.testing.assert_allclose(np.concatenate(outputs, -1), full, rtol=0, atol=1e-11)
+
+
+def test_prefill_continues_from_a_state():
+    """prefill(b, state=prefill(a)[1]) leaves the same state as prefill(a ++ b), and
+    its outputs are the last len(b) outputs of a ++ b (the past's share included)."""
+    poles, residues, direct = random_modal(3, 2, 2)
+    rec = ds.ModalFilterBank(poles[None], residues[None], np.array([direct]), 8).recurrence()
+    u = np.random.default_rng(2).standard_normal((3, 1, 50))
+    y_all, s_all = rec.prefill(u)
+    _, s_a = rec.prefill(u[..., :20])
+    y_b, s_ab = rec.prefill(u[..., 20:], state=s_a)
+    np.testing.assert_allclose(s_ab, s_all, atol=1e-12)
+    np.testing.assert_allclose(y_b, y_all[..., 20:], atol=1e-12)
+    np.testing.assert_allclose(y_all, direct_causal_conv(u, rec.impulse_response(50)),
+                               atol=1e-12)
+
+
+def test_one_filter_per_head_broadcasts_over_the_heads_channels():
+    """MultiHyena layout: a (M,) bank with trailing_dims=2 runs on u (B, M, N, N, T),
+    and each head's N² channels see that head's filter."""
+    M, N, T = 2, 3, 40
+    poles, residues, direct = zip(*(random_modal(s, 1, 1) for s in range(M)))
+    bank = ds.ModalFilterBank(np.stack(poles), np.stack(residues), np.array(direct), T)
+    rec = bank.recurrence(trailing_dims=2)
+    u = np.random.default_rng(3).standard_normal((2, M, N, N, T))
+    reference = direct_causal_conv(u, bank.impulse_response(T)[:, None, None, :])
+    state = rec.init_state(u.shape[:-1])
+    assert state.shape == (2, M, N, N, rec.n_modes)
+    outputs = []
+    for t in range(T):
+        y, state = rec.step(u[..., t], state)
+        outputs.append(y)
+    np.testing.assert_allclose(np.stack(outputs, -1), reference, atol=1e-12)
+    np.testing.assert_allclose(rec.prefill(u)[0], reference, atol=1e-12)
+
+
+def test_float32_recurrence_uses_a_complex64_state():
+    poles, residues, direct = random_modal(4, 1, 1)
+    rec = ds.ModalFilterBank(poles[None], residues[None], np.array([direct]), 8) \
+        .recurrence(dtype=np.float32)
+    y, state = rec.step(np.ones((2, 1), np.float32), rec.init_state((2, 1)))
+    assert state.dtype == np.complex64 and y.dtype == np.float32
+
+
+# --------------------------------------------------------- Hankel matrix and bound
+
+
+def test_hankel_rank_is_the_state_size():
+    """H_ij = h_{1+i+j} of an order-d system has exactly d nonzero singular values."""
+    for n_real, n_pairs in [(1, 0), (0, 2), (3, 1)]:
+        poles, residues, direct = random_modal(5, n_real, n_pairs)
+        h = ds.modal_impulse_response(poles, residues, direct, 100)
+        H = ds.hankel_matrix(h)
+        assert H[2, 5] == h[1 + 2 + 5] and H.shape == (49, 50)
+        sigma = ds.hankel_singular_values(h)
+        d = n_real + 2 * n_pairs
+        assert sigma[d - 1] > 1e-8 * sigma[0] and sigma[d] < 1e-11 * sigma[0]
+
+
+def test_lower_bound_holds_for_arbitrary_order_d_systems():
+    """The bound σ_{d+1}/sqrt(n) is about ANY order-d system, not only our fits: random
+    order-d modal systems never get closer to the filter than it says."""
+    h = implicit_like(0)
+    sigma = ds.hankel_singular_values(h)
+    for d in [1, 2, 4, 6]:
+        bound = ds.error_lower_bound(h, d, sigma)
+        assert bound > 0
+        for trial in range(20):
+            poles, _, _ = random_modal(100 * d + trial, d % 2, d // 2, radius=(0.3, 0.99))
+            # the best residues for these poles make the system as close as it gets
+            residues = ds.fit_residues(h, poles)
+            h_hat = ds.modal_impulse_response(poles, residues, h[0], len(h))
+            assert np.linalg.norm(h - h_hat) >= bound
+
+
+# ------------------------------------------------ ERA, refinement, order selection
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_error_respects_bound_falls_with_order_and_refinement_helps(seed):
+    """Spec property: at every order the achieved error is >= σ_{d+1}/sqrt(n); the error
+    falls as d grows; least-squares refinement is never worse than its ERA start."""
+    h = implicit_like(seed, decay=4.0 + 4 * seed)
+    orders = list(range(0, 11))
+    fits = ds.order_sweep(h, orders)
+    errors = np.array([f.error for f in fits])
+    bounds = np.array([f.bound for f in fits])
+    assert np.all(errors >= bounds)
+    assert np.all(np.diff(errors) <= 1e-12 * errors[0])
+    assert errors[-1] < 0.2 * errors[1]
+    for f, d in zip(fits, orders):
+        assert f.order == d
+        assert f.error <= f.era_error * (1 + 1e-12)
+    # and refinement earns its keep somewhere along the sweep
+    assert any(f.error < 0.9 * f.era_error for f in fits)
+
+
+@pytest.mark.parametrize("n_real,n_pairs", [(1, 0), (0, 1), (2, 2), (1, 3)])
+def test_exact_low_order_system_is_recovered_at_its_true_order(n_real, n_pairs):
+    """Spec property: a filter that IS an order-d SSM is recovered to near machine
+    precision at order d, and order selection with a tiny tolerance picks exactly d."""
+    poles, residues, direct = random_modal(10 + n_real + 7 * n_pairs, n_real, n_pairs)
+    h = ds.modal_impulse_response(poles, residues, direct, 128)
+    d = n_real + 2 * n_pairs
+    fit = ds.distill_filter(h, order=d)
+    assert fit.order == d
+    assert fit.rel_error < 1e-10
+    assert np.abs(np.sort_complex(fit.poles) - np.sort_complex(
+        np.where(poles.imag < 0, poles.conj(), poles))).max() < 1e-8
+    chosen = ds.distill_filter(h, tol=1e-9, max_order=d + 4)
+    assert chosen.order == d and chosen.rel_error <= 1e-9
+
+
+def test_order_selection_picks_the_smallest_order_meeting_tol():
+    """The chosen order meets tol; one order less, fitted the same way, does not; and
+    the lower bound alone rules out every order below the first one it allows."""
+    h = implicit_like(3)
+    tol = 0.05
+    fit = ds.distill_filter(h, tol=tol, max_order=12)
+    assert fit.rel_error <= tol
+    assert ds.distill_filter(h, order=fit.order - 1).rel_error > tol
+    ruled_out = ds.error_lower_bound(h, np.arange(fit.order)) > tol * np.linalg.norm(h)
+    assert ruled_out[:2].all()
+
+
+def test_poles_are_stable_even_when_era_is_not():
+    """Spec property: |λ| < 1. A growing filter makes ERA find a pole outside the unit
+    circle; the fit keeps its poles inside anyway (and so does every fit of a bank)."""
+    t = np.arange(64)
+    growing = 1.02 ** t * np.cos(0.3 * t)
+    assert np.abs(np.linalg.eigvals(_era_matrix(growing, 2))).max() > 1
+    for h in [growing, implicit_like(4), implicit_like(5, decay=1.0)]:
+        for d in [1, 2, 5]:
+            fit = ds.distill_filter(h, order=d)
+            assert np.all(np.abs(fit.poles) < 1)
+    bank = ds.distill_filters(np.stack([implicit_like(s) for s in range(3)]), tol=0.1)
+    assert np.all(np.abs(bank.poles) < 1)
+
+
+def _era_matrix(h, d):
+    """ERA's A = Σ^{-1/2} U^T H↑ V Σ^{-1/2}, written out independently of ds.era."""
+    U, s, Vt = np.linalg.svd(ds.hankel_matrix(h))
+    root = np.sqrt(s[:d])
+    return (U[:, :d].T @ ds.hankel_matrix(h, shift=1) @ Vt[:d].T) / np.outer(root, root)
+
+
+def test_conjugate_pairs_give_a_real_impulse_response():
+    """ERA keeps one pole per conjugate pair (Im λ > 0) with a doubled residue; the
+    result matches the full realisation C A^(t-1) B, which is real."""
+    h = implicit_like(6)
+    d = 6
+    fit = ds.era(h, d)
+    assert np.all(fit.poles.imag >= 0) and fit.order == d
+    A = _era_matrix(h, d)
+    U, s, Vt = np.linalg.svd(ds.hankel_matrix(h))
+    B, C = np.sqrt(s[:d]) * Vt[:d, 0], U[0, :d] * np.sqrt(s[:d])
+    markov = [C @ np.linalg.matrix_power(A, t - 1) @ B for t in range(1, len(h))]
+    np.testing.assert_allclose(fit.impulse_response(len(h))[1:], markov, atol=1e-10)
+
+
+def test_modal_least_squares_jacobian_matches_finite_differences():
+    """The hand-written Jacobian of the refinement residual, against central
+    differences in float64 (a random direction and every coordinate)."""
+    h = implicit_like(7, length=40)
+    fit = ds.era(h, 5)
+    rmax = 0.999
+    x, nr, nc = ds._pack(fit, rmax)
+    assert nr > 0 and nc > 0
+    x = x + 0.01 * np.random.default_rng(8).standard_normal(x.shape)
+    _, J = ds._residual_and_jacobian(x, h, nr, nc, rmax)
+    eps = 1e-6
+    for i in range(len(x)):
+        step = np.zeros_like(x)
+        step[i] = eps
+        numeric = (ds._residual_and_jacobian(x + step, h, nr, nc, rmax)[0]
+                   - ds._residual_and_jacobian(x - step, h, nr, nc, rmax)[0]) / (2 * eps)
+        np.testing.assert_allclose(J[:, i], numeric, atol=1e-6,
+                                   err_msg=f"Jacobian column {i} (nr={nr}, nc={nc})")
+
+
+def test_bank_pads_modes_and_selects_orders_per_filter():
+    """Filters of different orders share one K; padding modes do nothing."""
+    rows = [ds.modal_impulse_response(*random_modal(20 + i, i, 1), 64) for i in range(3)]
+    bank = ds.distill_filters(np.stack(rows), tol=1e-9, max_order=8)
+    assert list(bank.orders) == [2, 3, 4]
+    assert bank.poles.shape == (3, 3)
+    np.testing.assert_allclose(bank.impulse_response(), np.stack(rows), atol=1e-9)
+
+
+def test_config_validation_names_the_field():
+    for bad in [dict(order=-1), dict(tol=0.0), dict(max_radius=1.0), dict(max_order=-2)]:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ds.DistillConfig(**bad)
+    with pytest.raises(ValueError, match="length"):
+        ds.distill_filter(np.ones(3))

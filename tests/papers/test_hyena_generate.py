@@ -1,0 +1,330 @@
+"""Distilled Hyena LMs: sharing with the original, the parallel and recurrent forms,
+O(1) generation, the throughput steppers and the experiment's distillation section.
+
+Models are tiny and random (the properties do not depend on training); the
+equivalences are checked in float64.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie import Tensor, backend
+from nanotie.autograd import no_grad
+from nanotie.gradcheck import gradcheck_module
+from nanotie.nn import count_parameters
+from nanotie.papers.hyena import distill as ds
+from nanotie.papers.hyena import experiment
+from nanotie.papers.hyena import generate as gen
+from nanotie.papers.hyena import throughput as tp
+from nanotie.papers.hyena.distill_experiment import DistillStudy, distillation_section
+from nanotie.papers.hyena.distilled import DistilledMultiHyena, distill, distilled_operator
+from nanotie.papers.hyena.model import HyenaConfig, HyenaLM
+from nanotie.papers.hyena.operator import MultiHyenaOperator, linear_attention_with_decay
+from nanotie.report import write_results
+from nanotie.train import TrainConfig
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
+MIXERS = ["hyena", "multihyena"]
+SMALL = dict(filter_width=16, filter_emb_dim=5, filter_inner=1)
+
+
+def lm(mixer="hyena", context=32, d_model=16, n_layer=2, n_head=4, seed=0, double=True):
+    backend.manual_seed(seed)
+    model = HyenaLM(HyenaConfig(context=context, d_model=d_model, n_layer=n_layer,
+                                n_head=n_head, mixer=mixer, **SMALL))
+    return model.double() if double else model
+
+
+def tokens(shape, seed=1, vocab=256):
+    return np.random.default_rng(seed).integers(0, vocab, shape)
+
+
+def logits_of(model, idx, cache=None):
+    with no_grad():
+        return backend.asnumpy(model(idx, cache=cache)[0].data)
+
+
+# ---------------------------------------------------------------- sharing, quality
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_distilled_model_shares_every_parameter_but_the_implicit_filters(mixer):
+    model = lm(mixer)
+    distilled = distill(model, order=4)
+    original = {id(p): name for name, p in model.named_parameters()}
+    kept = {id(p) for p in distilled.parameters()}
+    assert kept <= set(original)                              # nothing new to train
+    dropped = {original[i] for i in set(original) - kept}
+    filters = {f"blocks.{i}.attn.filter.{n}" for i, op in enumerate(model.mixers())
+               for n, _ in op.filter.named_parameters()}
+    assert dropped == filters                                 # exactly the implicit filters
+    assert distilled.lm_head.weight is distilled.wte.weight is model.wte.weight
+    for op, dop in zip(model.mixers(), distilled.mixers()):
+        assert dop.dskip is op.dskip and dop.short is op.short and dop.in_proj is op.in_proj
+    assert count_parameters(distilled) == count_parameters(model) - sum(
+        count_parameters(op.filter) for op in model.mixers())
+    # Aliasing, not copying: a change to a shared weight shows up in the distilled model.
+    idx = tokens((1, 12))
+    before = logits_of(distilled, idx)
+    model.blocks[0].mlp.fc.weight.data *= 2
+    assert np.abs(logits_of(distilled, idx) - before).max() > 1e-6
+
+
+def test_distilled_model_trains_its_shared_weights_and_saves_them_once():
+    """The parallel form is differentiable: gradients reach every shared weight (a
+    float64 central-difference check). Its state_dict holds the shared weights, the
+    tie saved once, and loads back into the original model's distilled twin."""
+    model = lm("multihyena", context=12, d_model=8, n_layer=1, n_head=2)
+    distilled = distill(model, order=2)
+    idx, tgt = tokens((2, 12)), tokens((2, 12), seed=2)
+    assert gradcheck_module(distilled, lambda: distilled(idx, tgt)[1], max_elements=16)
+    state = distilled.state_dict()
+    assert "lm_head.weight" not in state and "wte.weight" in state
+    assert not any(".filter." in key for key in state)
+    other = distill(lm("multihyena", context=12, d_model=8, n_layer=1, n_head=2, seed=5),
+                    order=2)
+    other.load_state_dict(state)
+    assert other.lm_head.weight is other.wte.weight
+    np.testing.assert_array_equal(other.wte.weight.numpy(), distilled.wte.weight.numpy())
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_distilled_model_matches_the_original_better_as_the_order_grows(mixer):
+    """The distilled LM's logits approach the original's as the order grows, and at
+    the highest order they are close (relative to the logits' spread)."""
+    model = lm(mixer)
+    idx = tokens((2, 32))
+    reference = logits_of(model, idx)
+    gaps = []
+    for order in (1, 4, 14):
+        distilled = distill(model, order=order)
+        gaps.append(np.abs(logits_of(distilled, idx) - reference).max())
+    assert gaps[0] > gaps[1] > gaps[2]
+    assert gaps[-1] < 1e-3 * reference.std()
+
+
+def test_distilled_filters_are_the_banks_impulse_responses():
+    model = lm("multihyena")
+    distilled = distill(model, tol=1e-3, max_order=8)
+    for op, dop in zip(model.mixers(), distilled.mixers()):
+        np.testing.assert_allclose(dop.filter_array(), dop.bank.impulse_response(),
+                                   atol=1e-12)
+        assert dop.filter_array().shape == op.filter_array().shape
+        # h_0 is kept exactly (the direct term), whatever the order
+        np.testing.assert_allclose(dop.filter_array()[:, 0], op.filter_array()[:, 0])
+
+
+def test_distill_validates_its_arguments():
+    model = lm()
+    with pytest.raises(ValueError, match="length"):
+        distill(model, order=2, length=3)
+    with pytest.raises(TypeError, match="HyenaLM"):
+        distill(distill(model, order=2), order=2)
+    with pytest.raises(TypeError, match="distil"):
+        gen.init_state(model, 1)                    # an undistilled model has no recurrence
+
+
+# ------------------------------------------------- the parallel and recurrent forms
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("mixer", MIXERS)
+@pytest.mark.parametrize("split", [1, 9])
+def test_prefill_plus_steps_equals_the_parallel_forward(mixer, split, device):
+    """Spec property: token-by-token generation (a prefill of the first `split`
+    tokens, then one step per token) gives the logits of the parallel forward of the
+    distilled model on the same sequence (float64)."""
+    distilled = distill(lm(mixer), order=6).to(device)
+    idx = tokens((3, 32))
+    parallel = logits_of(distilled, idx)
+    state = gen.init_state(distilled, 3)
+    pieces = [logits_of(distilled, idx[:, :split], state)]
+    for t in range(split, idx.shape[1]):
+        pieces.append(logits_of(distilled, idx[:, t:t + 1], state))
+    assert state.length == idx.shape[1]
+    recurrent = np.concatenate(pieces, axis=1)
+    assert np.abs(recurrent - parallel).max() <= 1e-10 * np.abs(parallel).max()
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_a_prompt_can_be_prefilled_in_chunks(mixer):
+    """A prefill continues from a state: three chunks give the parallel logits."""
+    distilled = distill(lm(mixer), order=4)
+    idx = tokens((2, 30))
+    parallel = logits_of(distilled, idx)
+    state = gen.init_state(distilled, 2)
+    pieces = [logits_of(distilled, idx[:, a:b], state) for a, b in [(0, 7), (7, 8), (8, 30)]]
+    np.testing.assert_allclose(np.concatenate(pieces, 1), parallel, rtol=0,
+                               atol=1e-10 * np.abs(parallel).max())
+
+
+def test_multihyena_recurrence_with_one_pole_is_linear_attention_with_decay():
+    """Spec property (MultiHyena's recurrent form): with the single-pole filter
+    h_t = lam^t, the distilled operator's per-head state steps reproduce the
+    independent linear-attention-with-decay reference of ``operator.py``."""
+    B, L, D, M, lam = 2, 20, 12, 3, 0.8
+    backend.manual_seed(3)
+    op = MultiHyenaOperator(D, L, M, **SMALL).double()
+    # h_0 = 1 (the direct term), h_t = R lam^(t-1) with R = lam, for every head.
+    bank = ds.ModalFilterBank(np.full((M, 1), lam + 0j), np.full((M, 1), lam + 0j),
+                              np.ones(M), L)
+    dop = distilled_operator(op, bank)
+    assert isinstance(dop, DistilledMultiHyena)
+    u = Tensor(np.random.default_rng(4).standard_normal((B, L, D)))
+    cache = gen.init_cache(dop, B)
+    with no_grad():
+        steps = [dop(u[:, t:t + 1], cache).numpy() for t in range(L)]
+        q, k, v = (backend.asnumpy(a.data).reshape(B, M, D // M, L) for a in op.project(u))
+        y = linear_attention_with_decay(q, k, v, lam, op.dskip_array())     # (B, M, N, L)
+        reference = op.out_proj(Tensor(y.reshape(B, D, L).swapaxes(1, 2))).numpy()
+        parallel = dop(u).numpy()
+    np.testing.assert_allclose(np.concatenate(steps, 1), reference, atol=1e-12)
+    np.testing.assert_allclose(parallel, reference, atol=1e-12)
+
+
+def test_float32_model_runs_a_complex64_state_and_agrees_with_its_parallel_form():
+    distilled = distill(lm("hyena", double=False), order=4)
+    idx = tokens((1, 24))
+    parallel = logits_of(distilled, idx)
+    state = gen.init_state(distilled, 1)
+    assert state.layers[0].state.dtype == np.complex64
+    pieces = [logits_of(distilled, idx[:, :5], state)]
+    pieces += [logits_of(distilled, idx[:, t:t + 1], state) for t in range(5, 24)]
+    recurrent = np.concatenate(pieces, 1)
+    assert recurrent.dtype == np.float32
+    assert np.abs(recurrent - parallel).max() <= 1e-4 * np.abs(parallel).max()
+
+
+# ------------------------------------------------------------------- generation
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+def test_generate_greedy_and_sampled_match_the_parallel_model(mixer):
+    """generate() has GPT.generate's options: greedy (temperature 0) and seeded
+    top-k sampling pick the same tokens as re-running the parallel model (whose
+    logits agree to round-off), and top_k=1 is greedy."""
+    distilled = distill(lm(mixer), order=6)
+    prompt = tokens((2, 5))
+    greedy = distilled.generate(prompt, 20, temperature=0)
+    assert greedy.shape == (2, 25) and np.array_equal(greedy[:, :5], prompt)
+    np.testing.assert_array_equal(greedy, distilled.generate(prompt, 20, temperature=0,
+                                                             use_cache=False))
+    sampled = distilled.generate(prompt, 20, temperature=1.0, top_k=50, seed=7)
+    np.testing.assert_array_equal(sampled, distilled.generate(
+        prompt, 20, temperature=1.0, top_k=50, seed=7, use_cache=False))
+    np.testing.assert_array_equal(sampled, gen.generate(distilled, prompt, 20, 1.0, 50, 7))
+    assert not np.array_equal(sampled, greedy)
+    np.testing.assert_array_equal(distilled.generate(prompt, 20, top_k=1, seed=3), greedy)
+    with pytest.raises(ValueError, match="temperature"):
+        distilled.generate(prompt, 2, temperature=-1)
+    with pytest.raises(ValueError, match="prompt"):
+        distilled.generate(np.zeros((2, 0), np.int64), 2)
+
+
+def test_the_state_does_not_grow_and_generation_runs_past_the_context():
+    """Spec property (O(1) memory per token): the recurrent state holds the same
+    numbers after 3 tokens and after 300; the filters' length no longer limits
+    generation (the modal filters are defined for every t)."""
+    distilled = distill(lm("multihyena", context=16), order=4)
+    state = gen.init_state(distilled, 1)
+    logits_of(distilled, tokens((1, 3)), state)
+    size = state.numbers()
+    shapes = [(c.window.shape, c.state.shape) for c in state.layers]
+    for t in range(297):
+        logits_of(distilled, tokens((1, 1), seed=t), state)
+    assert state.numbers() == size and state.length == 300
+    assert [(c.window.shape, c.state.shape) for c in state.layers] == shapes
+    out = distilled.generate(tokens((1, 4)), 40, seed=0)
+    assert out.shape == (1, 44)
+    with pytest.raises(ValueError):            # the parallel form stops at the context
+        logits_of(distilled, tokens((1, 20)))
+
+
+@pytest.mark.slow
+def test_per_token_time_does_not_grow_with_context():
+    """Spec property 6, timed: the median step at context 4096 is within 2x of the
+    step at context 64 (the recurrence's work is the same; the margin is for noise)."""
+    base = HyenaConfig(d_model=32, n_layer=2, n_head=4, **SMALL)
+    model = tp.generation_models(base, 4096, order=8, kinds=("distilled_hyena",))
+    stepper = tp.stepper_for("distilled_hyena", model["distilled_hyena"])
+    short = tp.per_token_seconds(stepper, tokens((1, 64)), 50)["median"]
+    long = tp.per_token_seconds(stepper, tokens((1, 4096)), 50)["median"]
+    assert long < 2 * short
+
+
+# ------------------------------------------------------------ throughput steppers
+
+
+def test_the_steppers_generate_what_the_models_generate():
+    """The timed steppers do real work: each one's greedy tokens are the model's own
+    greedy continuation (and the chunked KV prefill equals the unchunked one)."""
+    base = HyenaConfig(d_model=16, n_layer=1, n_head=4, **SMALL)
+    models = tp.generation_models(base, 64, order=4, fit_length=32)
+    assert set(models) == set(tp.KINDS)
+    prompt = tokens((1, 40))
+    for kind, model in models.items():
+        model = model.double()
+        stepper = tp.stepper_for(kind, model)
+        if isinstance(stepper, tp.KVCacheStepper):
+            stepper.chunk = 16                              # 40 tokens in 3 chunks
+        produced = []
+        with no_grad():
+            stepper.prefill(prompt)
+            for _ in range(4):
+                stepper.step()
+                last = stepper.window[:, -1] if kind == "hyena_recompute" else stepper.last
+                produced.append(int(last[0]))
+        # Hyena's first step makes token 40; the others made it in their prefill.
+        first = 40 if kind == "hyena_recompute" else 41
+        expected = model.generate(prompt, first - 36, temperature=0)[0, first:]
+        assert produced == list(expected), kind
+        timing = tp.per_token_seconds(stepper, prompt, n_tokens=2, warmup=0)
+        assert timing["median"] > 0 and timing["n"] == 2
+
+
+# ------------------------------------------------------------------- experiment
+
+
+TINY = experiment.Profile(
+    model=HyenaConfig(context=24, d_model=8, n_layer=1, n_head=2, **SMALL),
+    train=TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=2),
+    recall=experiment.PROFILES["quick"].recall,
+    recall_model=HyenaConfig(d_model=8, n_layer=1, n_head=2, **SMALL),
+    recall_train=TrainConfig(steps=2, batch_size=4, warmup_steps=1, eval_interval=2,
+                             eval_batches=1),
+    n_recall_train=20, n_recall_val=5)
+
+
+def test_distillation_section_writes_its_figures_and_numbers(tmp_path):
+    study = DistillStudy(orders=(1, 2, 4), contexts=(16, 32), steps=2, recompute_steps=1)
+    ctx = experiment.Context(True, 0, "cpu", tmp_path, tmp_path / "cache", TINY)
+    t0 = time.perf_counter()
+    res, md, summary = distillation_section(study)(ctx)
+    assert time.perf_counter() - t0 < 60
+    r = res["distill"]
+    for name in r["figures"].values():
+        assert (tmp_path / name).stat().st_size > 0 and name in md
+    for name in ("hyena", "multihyena"):
+        m = r["models"][name]
+        err, bound = np.array(m["rel_error"]), np.array(m["rel_bound"])
+        n_filters = sum(op.n_filters for op in ctx.models("lm")[name][0].mixers())
+        assert err.shape == (n_filters, 3) == bound.shape
+        assert np.all(err >= bound)                          # the bound holds, every filter
+        assert np.all(np.diff(err, axis=1) <= 1e-12)         # and the error falls with d
+        assert np.all(err <= np.array(m["rel_era_error"]) * (1 + 1e-12))
+        assert all(0 < b < 9 for b in m["bpb"]["by_order"] + [m["bpb"]["original"]])
+    for kind in tp.KINDS:
+        assert r["throughput"][kind]["context"] == [16, 32]
+        assert all(t > 0 for t in r["throughput"][kind]["tokens_per_second"])
+    assert set(r["goals"]) == {"flatness", "vs_hyena_recompute", "vs_kv_cache",
+                               "error_over_bound"}
+    assert len(summary) == 1
+    saved = json.loads(write_results(tmp_path, res).read_text())   # JSON-ready
+    assert saved["distill"]["orders"] == [1, 2, 4]
