@@ -1,6 +1,9 @@
-"""The command line: ``python -m nanotie reproduce [NAME ...]`` and ``python -m nanotie list``.
+"""The command line: ``python -m nanotie reproduce [NAME ...]``, ``python -m nanotie list``
+and ``python -m nanotie exercise {list,start,check}``.
 
 A usage error prints one line to stderr and exits with status 2, never a traceback.
+``exercise check`` exits 0 when the learner's file passes, 1 when it fails or cannot
+be loaded (a syntax error, say: reported in a line or two, with the line of the file).
 """
 
 from __future__ import annotations
@@ -26,7 +29,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m nanotie", description="nanotie: weight tying, in miniature")
-    sub = p.add_subparsers(dest="command", metavar="{reproduce,list}")
+    sub = p.add_subparsers(dest="command", metavar="{reproduce,list,exercise}")
     r = sub.add_parser("reproduce", help="run the papers' miniature reproductions")
     r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
     r.add_argument("--full", action="store_true", help="the longer profile instead of quick")
@@ -35,6 +38,19 @@ def _parser() -> argparse.ArgumentParser:
                    help="where to run (default: $NANOTIE_DEVICE or cpu)")
     r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     sub.add_parser("list", help="list the registered experiments")
+    e = sub.add_parser("exercise", help="gradient-checked exercises: list, start, check")
+    esub = e.add_subparsers(dest="action", metavar="{list,start,check}")
+    esub.add_parser("list", help="list the exercises")
+    st = esub.add_parser("start", help="write an exercise's stub file to fill in")
+    st.add_argument("number", type=int, metavar="N", help="the exercise's number")
+    st.add_argument("--dir", type=Path, default=Path("."),
+                    help="folder for the stub (default: the current one)")
+    st.add_argument("--force", action="store_true",
+                    help="replace the file if it exists (your work in it is lost)")
+    ch = esub.add_parser("check", help="check your solution to an exercise")
+    ch.add_argument("number", type=int, metavar="N", help="the exercise's number")
+    ch.add_argument("file", type=Path, nargs="?", metavar="FILE",
+                    help="your file (default: the stub's name, exNN_<name>.py, here)")
     return p
 
 
@@ -70,11 +86,69 @@ def _reproduce(args) -> int:
     return 0
 
 
+def _exercise(args) -> int:
+    from . import exercises
+    from .exercises.files import LearnerFileError, StubExistsError, load_function, write_stub
+
+    if args.action is None:
+        raise UsageError("exercise: say what to do: list, start N or check N [FILE]")
+    if args.action == "list":
+        for ex in exercises.REGISTRY.values():
+            try:
+                title = ex.title
+            except Exception as exc:         # noqa: BLE001  (one broken module: say so)
+                title = f"(cannot be loaded: {type(exc).__name__}: {exc})"
+            print(f"{ex.number:3d}  {title:42s} {ex.stub_filename}")
+        print("\nStart one with: python -m nanotie exercise start N")
+        return 0
+    try:
+        ex = exercises.get(args.number)
+    except KeyError:
+        known = ", ".join(map(str, sorted(exercises.REGISTRY)))
+        raise UsageError(f"no exercise {args.number} (known: {known}; see: python -m "
+                         f"nanotie exercise list)") from None
+    if args.action == "start":
+        if args.dir.exists() and not args.dir.is_dir():
+            raise UsageError(f"--dir {args.dir}: exists and is not a folder")
+        try:
+            path = write_stub(ex, args.dir, force=args.force)
+        except StubExistsError as exc:
+            raise UsageError(str(exc)) from None
+        except OSError as exc:
+            raise UsageError(f"cannot write the stub: {exc}") from None
+        print(f"Wrote {path}: exercise {ex.number}, {ex.title}.\n"
+              f"Fill in `{ex.function}` (its docstring gives the math), then run:\n"
+              f"    python -m nanotie exercise check {ex.number} {path}")
+        return 0
+    path = args.file or Path(ex.stub_filename)
+    if not path.exists():
+        hint = ("" if args.file else
+                f"; write it with: python -m nanotie exercise start {ex.number}")
+        raise UsageError(f"{path}: no such file{hint}")
+    if not path.is_file():
+        raise UsageError(f"{path}: not a file")
+    try:
+        fn = load_function(path, ex.function)
+    except LearnerFileError as exc:          # their file is broken: a failed attempt
+        print(f"nanotie: cannot check: {exc}", file=sys.stderr)
+        return 1
+    try:
+        result = ex.check(fn)
+    except Exception as exc:                 # noqa: BLE001  (a checker bug: still one line)
+        print(f"nanotie: the checker for exercise {ex.number} stopped: "
+              f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    print(result.report())
+    return 0 if result.passed else 1
+
+
 def main(argv=None) -> int:
     try:
         args = _parser().parse_args(argv)
         if args.command == "reproduce":
             return _reproduce(args)
+        if args.command == "exercise":
+            return _exercise(args)
         if args.command == "list":
             if not REGISTRY:
                 print("No experiments are registered yet.")

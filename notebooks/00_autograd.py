@@ -337,7 +337,12 @@ print("s.grad[:, 0] =", np.round(s.grad[:, 0], 4))
 #    (`keepdims=True`).
 #
 # The cell below holds a reference solution so the notebook runs. Delete its body and
-# write your own; the next cell checks it against the engine on several shapes.
+# write your own; the next cell checks it with exercise 1's checker, the same one as
+# `python -m nanotie exercise check 1` (see `python -m nanotie exercise list`). It
+# compares your sums with the engine's on several shapes, then makes your function
+# the backward of a broadcast and runs `nanotie.gradcheck` on it. A wrong answer gets
+# a message that names the mistake, e.g. "they differ only by an axis of size 1. Did
+# a sum or mean drop an axis? Pass keepdims=True".
 
 # %%
 # ---- EXERCISE 1: your code here -------------------------------------------------
@@ -354,18 +359,29 @@ def my_unbroadcast(grad, shape):
 
 
 # %%
-# Check: the input's .grad that the engine computes must equal my_unbroadcast(G).
-cases = [((3,), (4, 3)), ((4, 1), (4, 3)), ((1, 3), (2, 4, 3)), ((2, 1, 3), (2, 5, 3)),
-         ((), (2, 3)), ((1,), (3, 1, 2)), ((4, 3), (4, 3))]
-for in_shape, out_shape in cases:
-    p = leaf(rng.standard_normal(in_shape))
-    q = p + np.zeros(out_shape)                          # broadcast p up to out_shape
-    G_case = rng.standard_normal(out_shape)
-    q.backward(G_case)
-    mine = my_unbroadcast(G_case, in_shape)
-    assert mine.shape == in_shape, f"{in_shape} <- {out_shape}: got shape {mine.shape}"
-    assert np.allclose(mine, p.grad), f"{in_shape} <- {out_shape}: wrong values"
-print(f"Exercise 1: my_unbroadcast matches the engine on all {len(cases)} cases")
+from nanotie import exercises
+
+ex1 = exercises.get(1).check(my_unbroadcast)
+print(ex1.report())
+ex1.raise_if_failed()
+
+# %% [markdown]
+# Here is what the checker says about a typical slip, a sum over a size-1 axis
+# without `keepdims=True`:
+
+# %%
+def unbroadcast_without_keepdims(grad, shape):
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis)                  # the axis disappears
+    return grad
+
+
+slip = exercises.get(1).check(unbroadcast_without_keepdims)
+print(slip.report())
+assert not slip.passed and "keepdims=True" in slip.message
 
 # %% [markdown]
 # ## 5. Matmul's backward: $G B^\top$ and $A^\top G$
@@ -667,4 +683,5 @@ print("Exercise 2: softplus backward passes gradcheck")
 #   float64; an all-ones upstream would have let a transposed gradient through.
 #
 # Next: `01_nn_and_tying`, where these tensors become modules, and tying becomes one aliasing
-# line.
+# line. More exercises, each with a checker that says what is wrong: the matmul,
+# softmax-cross-entropy and layer_norm backwards (`python -m nanotie exercise list`).

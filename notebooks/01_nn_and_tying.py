@@ -35,7 +35,8 @@
 # 6. **Checkpoints** store a tied weight once and restore the tie on load.
 # 7. **Training** a small byte-level GPT with a tied embedding on English prose, with
 #    a plot and a sample.
-# 8. **An exercise**: share one transformer block between two layers.
+# 8. **An exercise**: share one transformer block between two layers. (A first one,
+#    in section 3, writes a tied gradient by hand.)
 #
 # Set `NANOTIE_QUICK=1` for a fast run (the test suite does). Training in section 7
 # then takes seconds; without it, a few minutes.
@@ -232,6 +233,52 @@ print(f"rows {unused} were never looked up: only the head trains them")
 # The second assert shows why tying helps rare tokens. A row that never appears as
 # an input still gets a gradient from the output side, on every step.
 #
+# ### Exercise 1: the tied gradient by hand
+#
+# Write `my_tied_lm`: the same model in plain NumPy, forward and backward, with its one matrix
+# $E$ used twice: $h = \tanh(E[\text{ids}])$, logits $= h E^\top$, the mean
+# cross-entropy. `backward(g)` must return $\partial L/\partial E$ = the lookup's
+# part + the head's part. The lookup's part is a scatter-add: a token that occurs
+# twice in `ids` is two uses of its row (`np.add.at`).
+#
+# The check is exercise 5's checker, the same as `python -m nanotie exercise check 5`.
+# It compares your loss and gradient with the engine's and runs `nanotie.gradcheck`;
+# if your gradient holds only one use's part, or averages the two, it says so. As
+# elsewhere, a reference solution is filled in: replace it with yours.
+
+# %%
+# ---- EXERCISE 1: your code here ----------------------------------------------------
+def my_tied_lm(E, ids, targets):
+    # reference solution (replace it with yours)
+    n = len(ids)
+    h = np.tanh(E[ids])                                   # use 1: the lookup, (N, D)
+    logits = h @ E.T                                      # use 2: the head, (N, V)
+    z = logits - logits.max(axis=1, keepdims=True)
+    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    loss = -np.log(probs[np.arange(n), targets]).mean()
+
+    def backward(g):
+        dlogits = probs.copy()
+        dlogits[np.arange(n), targets] -= 1.0
+        dlogits *= g / n                                  # (N, V)
+        head_part = dlogits.T @ h                         # (V, D)
+        dx = (dlogits @ E) * (1 - h ** 2)                 # (N, D)
+        lookup_part = np.zeros_like(E)
+        np.add.at(lookup_part, ids, dx)                   # repeated ids add up
+        return (lookup_part + head_part,)                 # the tied weight: a sum
+
+    return loss, backward
+# -------------------------------------------------------------------------------------
+
+
+# %%
+from nanotie import exercises
+
+ex1 = exercises.get(5).check(my_tied_lm)
+print(ex1.report())
+ex1.raise_if_failed()
+
+# %% [markdown]
 # ## 4. A gradient check of a tiny tied GPT
 #
 # `nanotie.nn.GPT` ties its output head to its token embedding with
@@ -473,7 +520,7 @@ assert out.shape == (1, len(prompt) + (120 if QUICK else 400))
 assert sample.startswith(prompt)
 
 # %% [markdown]
-# ## 8. Exercise: share one block between two layers
+# ## 8. Exercise 2: share one block between two layers
 #
 # Tying is not limited to embeddings. Layer sharing (ALBERT, Universal Transformers,
 # and several of the papers in this library) reuses one transformer block at several
@@ -493,7 +540,7 @@ assert sample.startswith(prompt)
 # As in notebook 00, a reference solution is filled in; replace it with yours.
 
 # %%
-# ---- EXERCISE: your code here ------------------------------------------------------
+# ---- EXERCISE 2: your code here ----------------------------------------------------
 def share_first_block(model):
     # reference solution (replace it with yours)
     for i in range(1, len(model.blocks)):
@@ -529,7 +576,7 @@ for name, p in shared.blocks[0].named_parameters():
     summed = sum(dict(b.named_parameters())[name].grad for b in twin.blocks)
     assert np.allclose(p.grad, summed, rtol=1e-10, atol=1e-14), name
 print(tie_report(shared).splitlines()[0])
-print(f"Exercise: one block serves {ex_cfg.n_layer} layers; {block_size:,} parameters "
+print(f"Exercise 2: one block serves {ex_cfg.n_layer} layers; {block_size:,} parameters "
       f"instead of {ex_cfg.n_layer * block_size:,}, and its gradient is the sum over layers")
 
 # %% [markdown]

@@ -214,16 +214,28 @@ plt.show()
 #
 # ## 6. Exercise: the converter's weights
 #
-# Write `my_trellis_weights(lstm)` for a ONE-layer LSTM with $r$ units: return
-# `(weight_x, weight_h, bias)` of shapes $(4r, 2 n_{in})$, $(4r, 2r)$, $(4r,)$, with the
-# tap-$(t-1)$ columns first in each matrix. The gates are already in the same order
-# (i, o, g, f) in both models. A solution is filled in: replace it with yours.
+# This is exercise 12 (`python -m nanotie exercise start 12` writes the same task to a
+# file). Write `trellis_weights(w_ih, w_hh, b)` for a ONE-layer LSTM with $H$ units
+# and $I$ inputs, given as PyTorch stores it: gates in the order i, f, g, o, shapes
+# $(4H, I)$, $(4H, H)$, $(4H,)$. Return the TrellisNet's `(weight_x, weight_h, bias)`
+# of shapes $(4H, 2I)$, $(4H, 2H)$, $(4H,)$, in its layout: the tap-$(t-1)$ columns
+# first in each matrix, gates in the order i, o, g, f.
+#
+# The cell below holds a reference solution so the notebook runs: delete its body and
+# write your own. The next cell runs exercise 12's checker, the same one as
+# `python -m nanotie exercise check 12`: it builds $M$-level TrellisNets with your
+# weights ($M$ = 1, 2, 5) and compares them with `truncated_lstm` to float64
+# precision, then with the library's converter. A wrong answer gets a message naming
+# the mistake: a tap off by one step in time, the input weights on the $z$ path, the
+# bias counted twice, the gates left in PyTorch's order.
 
 # %%
-# ---- EXERCISE: your code here ------------------------------------------------------
-def my_trellis_weights(lstm):
-    layer = lstm.layers[0]
-    w_ih, w_hh, b = layer.weight_ih.numpy(), layer.weight_hh.numpy(), layer.bias.numpy()
+# ---- EXERCISE 12: your code here ---------------------------------------------------
+def trellis_weights(w_ih, w_hh, b):
+    H = w_hh.shape[1]
+    # reference solution (replace it with yours)
+    rows = np.concatenate([np.arange(q * H, (q + 1) * H) for q in (0, 3, 2, 1)])
+    w_ih, w_hh, b = w_ih[rows], w_hh[rows], b[rows]            # i, f, g, o -> i, o, g, f
     weight_x = np.concatenate([np.zeros_like(w_ih), w_ih], axis=1)    # [W1x | W2x] = [0 | W_ih]
     weight_h = np.concatenate([w_hh, np.zeros_like(w_hh)], axis=1)    # [W1h | W2h] = [W_hh | 0]
     return weight_x, weight_h, b.copy()
@@ -231,11 +243,39 @@ def my_trellis_weights(lstm):
 
 
 # %%
+from nanotie import exercises
+
+ex12 = exercises.get(12)
+result = ex12.check(trellis_weights)
+print(result.report())
+result.raise_if_failed()
+
+# %% [markdown]
+# Your weights on the LSTM of section 3 (its weights handed over in PyTorch's order):
+# the TrellisNet they make is the $M$-truncated LSTM, to rounding.
+
+# %%
 mine = TrellisNet(TrellisConfig(n_in=5, n_hid=0, n_out=8, n_levels=M)).double()
 for param, value in zip((mine.conv.weight_x, mine.conv.weight_h, mine.conv.bias),
-                        my_trellis_weights(lstm1)):
+                        trellis_weights(*ex12.module.pytorch_weights(lstm1.layers[0]))):
     assert param.shape == value.shape, (param.shape, value.shape)
     param.data = value
 err = np.abs(mine(x).out.numpy() - truncated_lstm(lstm1, x, M).numpy()).max()
 print(f"your TrellisNet vs the {M}-truncated LSTM: {err:.1e}")
-assert err < 1e-12, "the outputs differ: check which tap (t-1 or t) each LSTM matrix goes to"
+assert err < 1e-12
+
+# %% [markdown]
+# What the checker says about a typical slip: $W_{hh}$ on the $z_t$ tap, as if the
+# recurrence read the current step. One level cannot tell (a single LSTM step from the
+# zero state never uses $W_{hh}$); two levels can.
+
+# %%
+def w_hh_on_the_current_tap(w_ih, w_hh, b):
+    weight_x, weight_h, bias = trellis_weights(w_ih, w_hh, b)
+    H = w_hh.shape[1]
+    return weight_x, np.concatenate([weight_h[:, H:], weight_h[:, :H]], axis=1), bias
+
+
+slip = ex12.check(w_hh_on_the_current_tap)
+print(slip.report())
+assert not slip.passed and "z_{t-1} tap" in slip.message and "With M = 1 it matched" in slip.message

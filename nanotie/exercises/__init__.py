@@ -1,0 +1,132 @@
+"""Gradient-checked exercises: write a forward and a backward, get told what is wrong.
+
+    python -m nanotie exercise list              the exercises, numbered
+    python -m nanotie exercise start 2           writes ex02_matmul_backward.py (a stub)
+    python -m nanotie exercise check 2           runs the checker on that file
+
+From Python (a notebook, say)::
+
+    from nanotie import exercises
+    ex = exercises.get(2)
+    ex.check(my_matmul).raise_if_failed()
+
+Each checker compares the learner's forward and backward with the library's own op,
+and runs :func:`nanotie.gradcheck` (central differences, float64, a random upstream
+gradient) on the learner's backward. When something is wrong it says what, in words
+a learner can act on ("the gradient for `b` has the shape of b.T: did you
+transpose?"); :mod:`.diagnose` holds those explanations, :mod:`.checking` the
+toolkit a ``check`` is built from.
+
+Adding an exercise
+------------------
+One module here, ``nanotie/exercises/<name>.py``, that defines:
+
+    TITLE      one line, shown by ``exercise list``
+    GOAL       what the learner takes away, a sentence or two
+    FUNCTION   the name of the function the learner writes, e.g. "matmul"
+    STUB       the learner's starting file: imports, then ``def FUNCTION(...)`` with
+               a docstring that states the task and the math, and a body to fill
+               in (``...`` placeholders or ``raise NotImplementedError``), so that
+               checking the stub as it is says "not written yet". No solution in it.
+    reference  the solution: a function with the stub's signature, self-contained
+               (it may use only what STUB imports), so it can be pasted into the stub
+    check(fn) -> CheckResult     built with :class:`.checking.Checker`; an op
+               exercise (``fn(*arrays) -> (out, backward)``) compares with the
+               library's op and ends with ``expect_gradcheck``; a formula exercise
+               (a count, a bound) compares values, with ``diagnose`` for the message
+    MISTAKES   at least two :class:`Planted` wrong answers of the kinds learners
+               write, each with words its failure message must contain; the test
+               suite runs them all (tests/test_exercises.py)
+
+and one ``register(N, "<name>")`` line below. Nothing else changes: the CLI, the
+stub writer and the tests find it through the registry.
+"""
+
+from __future__ import annotations
+
+import importlib
+from dataclasses import dataclass
+
+from .checking import CheckResult, Checker, ExerciseFailed, Mistake
+
+__all__ = ["REGISTRY", "Exercise", "Planted", "register", "get", "CheckResult", "Checker",
+           "ExerciseFailed", "Mistake"]
+
+
+@dataclass(frozen=True)
+class Exercise:
+    number: int          # what the CLI calls it
+    name: str            # module name under nanotie/exercises/, e.g. "matmul_backward"
+
+    @property
+    def module(self):
+        """The exercise module, imported on first use."""
+        return importlib.import_module(f"{__name__}.{self.name}")
+
+    @property
+    def title(self) -> str:
+        return self.module.TITLE
+
+    @property
+    def goal(self) -> str:
+        return self.module.GOAL
+
+    @property
+    def function(self) -> str:
+        return self.module.FUNCTION
+
+    @property
+    def stub_filename(self) -> str:
+        return f"ex{self.number:02d}_{self.name}.py"
+
+    @property
+    def reference(self):
+        return self.module.reference
+
+    def check(self, fn) -> CheckResult:
+        """Run this exercise's checker on ``fn``."""
+        return self.module.check(fn)
+
+
+@dataclass(frozen=True)
+class Planted:
+    """A wrong answer of a kind learners write, for the tests: ``fn`` must fail the
+    check, with every string in ``expect`` in the message."""
+
+    description: str     # the mistake, e.g. "returns the gradient of b transposed"
+    fn: object           # a function with the stub's signature
+    expect: tuple        # words the failure message must contain
+
+
+REGISTRY: dict[int, Exercise] = {}
+
+
+def register(number: int, name: str) -> None:
+    if number in REGISTRY:
+        raise ValueError(f"exercise {number} is registered twice ({REGISTRY[number].name!r}"
+                         f" and {name!r})")
+    REGISTRY[number] = Exercise(number, name)
+
+
+def get(number: int) -> Exercise:
+    """The exercise with this number; KeyError naming the known ones otherwise."""
+    if number not in REGISTRY:
+        raise KeyError(f"no exercise {number} (known: {', '.join(map(str, sorted(REGISTRY)))})")
+    return REGISTRY[number]
+
+
+# The engine and tying.
+register(1, "unbroadcast")
+register(2, "matmul_backward")
+register(3, "cross_entropy_backward")
+register(4, "layer_norm_backward")
+register(5, "tied_gradient")
+# The papers, one each as it lands: replace the anchor line with its register(...) line.
+# <register 6: tied-lora exercise here>
+# <register 7: headless (CWT) exercise here>
+register(8, "fftconv_backward")
+register(9, "modal_step")
+register(10, "hankel_bound")
+# <register 11: stlm exercise here>
+register(12, "trellis_weights")
+register(13, "tying_memory")

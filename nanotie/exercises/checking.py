@@ -1,0 +1,297 @@
+"""The checking toolkit every exercise's ``check(fn)`` is built from.
+
+A check is a few named steps, run in order, inside a :class:`Checker`::
+
+    def check(fn) -> CheckResult:
+        with Checker(f"Exercise 2: {TITLE}") as c:
+            with c.step("the forward equals a @ b"):
+                c.case = "a (3, 4), b (4, 5)"          # shown with a failure
+                out, backward = c.forward(fn, a, b, what="matmul(a, b)")
+                c.expect_array(out, a @ b, "matmul(a, b)")
+            with c.step("the backward matches the engine"):
+                grads = c.call(backward, g, what="backward(g)")
+                c.expect_grads(grads, {"a": grad_a, "b": grad_b})
+            with c.step("finite differences agree (nanotie.gradcheck)"):
+                c.expect_gradcheck(learner_op(fn, "matmul"), leaves(a, b))
+        return c.result
+
+The first step that finds a mistake stops the check, so a learner sees one problem
+at a time, stated in words they can act on (see :mod:`.diagnose`). The learner's
+code runs only through :meth:`Checker.call` and :meth:`Checker.expect_gradcheck`,
+which turn an exception in it into a message with the line of their file, instead of
+a traceback.
+
+Learner ops follow the library's primitive style (``make_result`` in autograd.py):
+on raw float64 NumPy arrays, ``fn(*inputs) -> (out, backward)`` where
+``backward(g)`` RETURNS one gradient per input. :func:`learner_op` wraps such a
+function as a nanotie op, so :func:`nanotie.gradcheck` can compare its backward
+with finite differences, and :func:`engine_reference` runs the library's own op for
+the correct forward and gradients.
+"""
+
+from __future__ import annotations
+
+import textwrap
+import traceback
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ..autograd import Tensor, make_result
+from ..gradcheck import gradcheck_report
+from .diagnose import for_or_of, explain_shape, explain_values
+
+_PACKAGE_DIR = Path(__file__).resolve().parent.parent     # nanotie/
+
+
+class Mistake(Exception):
+    """A problem in the learner's answer; the message is written for the learner."""
+
+
+class ExerciseFailed(AssertionError):
+    """Raised by :meth:`CheckResult.raise_if_failed`; the message is the report."""
+
+
+class _Stop(Exception):
+    """Ends a check after its first failing step."""
+
+
+@dataclass
+class CheckResult:
+    """What a check found: the steps that passed, and the first problem, if any."""
+
+    title: str
+    passed_steps: list = field(default_factory=list)
+    failed_step: str | None = None
+    message: str | None = None        # what is wrong, for the learner
+
+    @property
+    def passed(self) -> bool:
+        return self.message is None
+
+    def __bool__(self) -> bool:
+        return self.passed
+
+    def report(self) -> str:
+        lines = [self.title]
+        lines += [f"  ok    {s}" for s in self.passed_steps]
+        if self.passed:
+            lines.append(f"Passed: all {len(self.passed_steps)} checks.")
+        else:
+            lines.append(f"  FAIL  {self.failed_step}")
+            for paragraph in self.message.splitlines():
+                lines += textwrap.wrap(paragraph, 88, initial_indent=" " * 8,
+                                       subsequent_indent=" " * 8) or [""]
+            lines.append("Not passed yet: fix this one, then check again.")
+        return "\n".join(lines)
+
+    def raise_if_failed(self) -> "CheckResult":
+        """For notebooks: ``check(fn).raise_if_failed()`` stops the cell with the report."""
+        if not self.passed:
+            raise ExerciseFailed(self.report())
+        return self
+
+
+class Checker:
+    """Runs a check's steps; collects the result in ``self.result``."""
+
+    def __init__(self, title: str):
+        self.result = CheckResult(title)
+        self.case = None      # set to describe the inputs being checked; shown on failure
+
+    def __enter__(self) -> "Checker":
+        return self
+
+    def __exit__(self, kind, exc, tb) -> bool:
+        return kind is _Stop                     # swallow only the early stop
+
+    @contextmanager
+    def step(self, name: str):
+        """One named check; a :class:`Mistake` inside it fails the whole check."""
+        self.case = None
+        try:
+            yield
+        except Mistake as m:
+            where = f"\n(checked on: {self.case})" if self.case else ""
+            self.result.failed_step, self.result.message = name, str(m) + where
+            raise _Stop from None
+        self.result.passed_steps.append(name)
+
+    # ------------------------------------------------------- the learner's code
+
+    def call(self, fn, *args, what: str, **kwargs):
+        """``fn(*args, **kwargs)``, with array arguments copied (so the learner cannot
+        change the checker's data). An exception in it becomes a :class:`Mistake`;
+        NumPy's overflow warnings are silenced (a NaN in the answer is diagnosed)."""
+        args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
+        try:
+            with np.errstate(all="ignore"):
+                return fn(*args, **kwargs)
+        except NotImplementedError:
+            raise Mistake(f"`{what}` is not written yet: replace `raise "
+                          f"NotImplementedError` with your code.") from None
+        except Exception as exc:                 # noqa: BLE001  (any error in their code)
+            raise Mistake(describe_exception(exc, what)) from None
+
+    def unpack(self, value, n: int, what: str, names: str) -> tuple:
+        """``value`` must be a tuple/list of ``n`` items (e.g. ``(out, backward)``)."""
+        if not isinstance(value, (tuple, list)) or len(value) != n:
+            got = (f"a {type(value).__name__} of length {len(value)}"
+                   if isinstance(value, (tuple, list)) else f"a {type(value).__name__}")
+            raise Mistake(f"`{what}` must return a tuple of {n}: ({names}); it returned "
+                          f"{got}.")
+        return tuple(value)
+
+    def forward(self, fn, *args, what: str, **kwargs) -> tuple:
+        """Call a learner op ``fn(*args) -> (out, backward)``; return the pair."""
+        out, backward = self.unpack(self.call(fn, *args, what=what, **kwargs), 2, what,
+                                    "out, backward")
+        if not callable(backward):
+            raise Mistake(f"`{what}` must return (out, backward) with backward a function "
+                          f"of the upstream gradient g; the second item is a "
+                          f"{type(backward).__name__}.")
+        return out, backward
+
+    # ---------------------------------------------------------------- comparing
+
+    def expect_shape(self, got, shape: tuple, name: str, what: str = "output") -> np.ndarray:
+        """``got`` must be an array of this shape (values are not looked at)."""
+        arr = self._as_array(got, shape, name, what)
+        msg = explain_shape(name, arr.shape, tuple(shape), what)
+        if msg:
+            raise Mistake(msg)
+        return arr
+
+    def _as_array(self, got, shape, name, what) -> np.ndarray:
+        if got is Ellipsis:
+            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is still `...`: that part "
+                          f"is not written yet.")
+        if got is None:
+            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is None. Return an array of "
+                          f"shape {tuple(shape)}.")
+        if isinstance(got, Tensor):
+            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is a nanotie Tensor; this "
+                          f"exercise works on plain NumPy arrays (use np. functions).")
+        try:
+            return np.asarray(got, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is a {type(got).__name__}, "
+                          f"not an array of numbers.") from None
+
+    def expect_array(self, got, want, name: str, what: str = "output", **hints) -> np.ndarray:
+        """``got`` must be an array with ``want``'s shape and values. ``hints`` go to
+        :func:`.diagnose.explain_values` (uses, parts, factors, known)."""
+        want = np.asarray(want)
+        arr = self._as_array(got, want.shape, name, what)
+        msg = explain_shape(name, arr.shape, want.shape, what)
+        if msg is None:
+            msg = explain_values(name, arr, want, what=what, **hints)
+        if msg:
+            raise Mistake(msg)
+        return arr
+
+    def expect_grads(self, grads, wants: dict, hints: dict | None = None) -> None:
+        """``grads`` (what backward returned) against ``wants`` = {input name: correct
+        gradient}, in order. ``hints`` = {input name: dict of explain_values hints}."""
+        names = list(wants)
+        if not isinstance(grads, (tuple, list)):
+            grads = (grads,)                     # a bare array: one gradient
+        if len(grads) != len(names):
+            raise Mistake(f"backward must return a tuple of {len(names)} gradient(s), one "
+                          f"per input ({', '.join(names)}); it returned {len(grads)}.")
+        for name, got in zip(names, grads):
+            self.expect_array(got, wants[name], name, "gradient", **(hints or {}).get(name, {}))
+
+    def expect_gradcheck(self, op, inputs) -> None:
+        """Central differences (nanotie.gradcheck, float64, random upstream gradient)
+        must agree with the backward that ``op`` records."""
+        try:
+            with np.errstate(all="ignore"):
+                results = gradcheck_report(op, inputs)
+        except Mistake:
+            raise
+        except Exception as exc:                 # noqa: BLE001
+            raise Mistake(describe_exception(exc, "your function, under gradcheck")) from None
+        bad = [r for r in results if not r.passed]
+        if bad:
+            raise Mistake("finite differences disagree with your backward:\n"
+                          + "\n".join(r.describe() for r in bad))
+
+
+def describe_exception(exc: BaseException, what: str, quote: bool = True) -> str:
+    """One or two lines: what raised, where in the learner's file, and a hint."""
+    text = (f"`{what}`" if quote else what) + f" raised {type(exc).__name__}: {exc}"
+    hint = _exception_hint(exc)
+    return text + where_in_learner_code(exc) + ("\n" + hint if hint else "")
+
+
+def where_in_learner_code(exc: BaseException) -> str:
+    """" (file.py, line 12: the code)" for the innermost frame of the exception that
+    is neither nanotie's nor NumPy's; "" when there is none."""
+    for frame in reversed(traceback.extract_tb(exc.__traceback__)):
+        path = Path(frame.filename)
+        if _PACKAGE_DIR not in path.resolve().parents and "numpy" not in path.parts:
+            return f" ({path.name}, line {frame.lineno}: {(frame.line or '').strip()})"
+    return ""
+
+
+def _exception_hint(exc: BaseException) -> str:
+    msg = str(exc)
+    if "could not be broadcast" in msg:
+        return ("Hint: two arrays' shapes do not line up. A sum or mean over an axis "
+                "drops that axis; keep it with keepdims=True so the result broadcasts "
+                "back against the array it came from.")
+    if "matmul" in msg and ("mismatch" in msg or "aligned" in msg):
+        return ("Hint: the inner sizes of a matrix product disagree. Write down each "
+                "operand's shape; one of them probably needs a transpose (.T or "
+                "swapaxes(-1, -2)).")
+    if isinstance(exc, NameError):
+        return "Hint: is an import missing at the top of your file (import numpy as np)?"
+    return ""
+
+
+# --------------------------------------------------------- ops from learner code
+
+def learner_op(fn, name: str, outputs: list | None = None):
+    """Wrap ``fn(*arrays) -> (out, backward)`` as a nanotie op on Tensors, for gradcheck.
+
+    Tensor arguments reach ``fn`` as their arrays, others unchanged. Each call of
+    the returned op appends ``fn``'s raw output pair to ``outputs`` if given.
+    """
+    def op(*inputs):
+        arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        result = fn(*arrays)
+        if outputs is not None:
+            outputs.append(result)
+        out, backward = result
+        out = np.asarray(out, dtype=np.float64)
+
+        def grads(g):
+            gs = backward(g)
+            gs = gs if isinstance(gs, (tuple, list)) else (gs,)
+            return tuple(None if gr is None else np.asarray(gr, dtype=np.float64)
+                         for gr in gs)
+
+        return make_result(name, out, tuple(inputs), grads)
+
+    op.__name__ = name
+    return op
+
+
+def engine_reference(op, arrays: list, upstream) -> tuple:
+    """Run the library's ``op`` on float64 Tensors made from the float ``arrays``
+    (other arguments, such as integer ids, pass through) and backpropagate
+    ``upstream``; return (out array, grads), with None for the non-Tensor arguments."""
+    tensors = leaves(*arrays)
+    out = op(*tensors)
+    out.backward(np.asarray(upstream, dtype=np.float64))
+    grads = [t.grad if isinstance(t, Tensor) else None for t in tensors]
+    return out.data, grads
+
+
+def leaves(*arrays) -> list:
+    """float64 Tensors that require a gradient (integer arrays pass through)."""
+    return [Tensor(np.array(a, dtype=np.float64), requires_grad=True)
+            if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]

@@ -1,0 +1,231 @@
+"""Exercise 3: the softmax-cross-entropy backward, with an ignored (padding) id.
+
+    loss_i = logsumexp(z_i) - z_i[y_i]             (one row i per position)
+    loss   = sum over counted rows of loss_i / n_counted
+    dloss/dz_i = (softmax(z_i) - onehot(y_i)) / n_counted     for counted rows, else 0
+
+Rows whose target is ``ignore_index`` (padding) are not counted. The checker
+compares with ``nanotie.nn.functional.cross_entropy``.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn import functional as F
+from . import Planted
+from .checking import Checker, CheckResult, Mistake, engine_reference, learner_op, leaves
+
+TITLE = "The softmax-cross-entropy backward"
+GOAL = ("Show that the gradient of softmax followed by cross-entropy is softmax minus "
+        "one-hot, compute the loss without overflow, and leave padding positions out of "
+        "both the mean and the gradient.")
+FUNCTION = "cross_entropy"
+
+STUB = '''
+import numpy as np
+
+
+def cross_entropy(logits, target, ignore_index=-100):
+    """Mean softmax cross-entropy over the rows whose target is not ignore_index.
+
+    logits: (N, C) float array, one row of class scores z_i per position
+    target: (N,) int array of class ids; rows with target == ignore_index are
+            padding: they add nothing to the loss and are not counted in the mean
+
+    Return (loss, backward): loss is a float (or a 0-d array), and backward(g) takes
+    the upstream gradient g (a scalar, dL/dloss) and returns (grad_logits,), (N, C).
+
+        loss_i = log(sum_c exp(z_ic)) - z_i[y_i]       subtract max_c z_ic first, so
+                                                       exp never overflows
+        loss   = (sum of loss_i over counted rows) / n_counted
+
+        dloss/dz_i = (softmax(z_i) - onehot(y_i)) / n_counted    for a counted row
+                   = 0                                            for a padding row
+    and grad_logits = g * dloss/dz.
+    """
+    loss = ...  # your forward
+
+    def backward(g):
+        grad_logits = ...  # your code
+        return (grad_logits,)
+
+    return loss, backward
+'''
+
+
+def reference(logits, target, ignore_index=-100):
+    """The solution."""
+    valid = target != ignore_index                        # (N,) counted rows
+    n = max(int(valid.sum()), 1)
+    z = logits - logits.max(axis=1, keepdims=True)        # (N, C), max 0 per row
+    e = np.exp(z)
+    probs = e / e.sum(axis=1, keepdims=True)              # softmax
+    safe = np.where(valid, target, 0)                     # any id for padding rows
+    rows = np.arange(len(target))
+    losses = np.log(e.sum(axis=1)) - z[rows, safe]        # (N,)
+    loss = (losses * valid).sum() / n
+
+    def backward(g):
+        grad = probs.copy()
+        grad[rows, safe] -= 1.0                           # softmax - onehot
+        return (grad * (valid[:, None] * (g / n)),)
+
+    return loss, backward
+
+
+def _cases(rng):
+    """(logits, target, ignore_index): padding as -100 (the default), padding as id
+    0 (the id is an argument), and logits near 1000 (a naive exp overflows)."""
+    z1 = rng.standard_normal((6, 5))
+    t1 = np.array([1, 0, -100, 4, 4, -100])
+    z2 = rng.standard_normal((7, 4))
+    t2 = np.array([0, 2, 3, 0, 1, 0, 2])
+    z3 = 1000.0 + 30.0 * rng.standard_normal((4, 6))
+    t3 = np.array([5, 0, 2, 2])
+    return [(z1, t1, None), (z2, t2, 0), (z3, t3, None)]
+
+
+def _describe(z, t, ii):
+    return (f"logits {z.shape} (values near {round(float(z.mean()))}), target "
+            f"{t.tolist()}, ignore_index={-100 if ii is None else ii}"
+            + ("" if ii is not None else " (the default)"))
+
+
+def _call_kwargs(ii):
+    return {} if ii is None else {"ignore_index": ii}
+
+
+def _mean_loss(z, t, counted):
+    """Mean cross-entropy over the rows in ``counted`` (a wrong choice of rows gives a
+    recognisable wrong loss)."""
+    z = z - z.max(axis=1, keepdims=True)
+    safe = np.where(counted, t, 0)
+    losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(t)), safe]
+    return (losses * counted).sum() / max(int(counted.sum()), 1)
+
+
+def check(fn) -> CheckResult:
+    rng = np.random.default_rng(2)
+    cases = _cases(rng)
+    g = 1.7                                               # not 1: a missing g shows
+    with Checker(f"Exercise 3: {TITLE}") as c:
+        with c.step("the loss matches nanotie's cross_entropy (padding left out, no "
+                    "overflow)"):
+            for z, t, ii in cases:
+                c.case = _describe(z, t, ii)
+                ignore = -100 if ii is None else ii
+                loss, _ = c.forward(fn, z, t, what="cross_entropy(logits, target)",
+                                    **_call_kwargs(ii))
+                valid = t != ignore
+                known = []
+                if ignore != -100:
+                    known.append((_mean_loss(z, t, t != -100),
+                                  f"you left out the rows whose target is -100, but this "
+                                  f"call passes ignore_index={ignore}: use the "
+                                  f"ignore_index argument, not a fixed id."))
+                want = F.cross_entropy(leaves(z)[0], t, ignore_index=ignore).data
+                c.expect_array(loss, want, "cross_entropy(logits, target)", "output", known=known, factors={
+                    valid.sum() / len(t): f"you divided by N = {len(t)}, all the rows; "
+                    f"divide by the number of counted rows ({int(valid.sum())})."})
+        with c.step("the backward matches the engine: (softmax - onehot) / n_counted, "
+                    "zero on padding rows"):
+            for z, t, ii in cases:
+                c.case = _describe(z, t, ii)
+                ignore = -100 if ii is None else ii
+                _, (want, _) = engine_reference(
+                    lambda x, y: F.cross_entropy(x, y, ignore_index=ignore), [z, t], g)
+                _, backward = c.forward(fn, z, t, what="cross_entropy(logits, target)",
+                                        **_call_kwargs(ii))
+                grads = c.call(backward, np.float64(g), what="backward(g)")
+                got = grads[0] if isinstance(grads, (tuple, list)) and len(grads) == 1 else grads
+                if isinstance(got, np.ndarray) and got.shape == z.shape:
+                    _check_padding_rows(got, want, t, ignore)
+                c.expect_grads(grads, {"logits": want}, hints={"logits": {
+                    "factors": {1.0 / g: "you ignored the upstream gradient g; multiply "
+                                         "by it (the chain rule).",
+                                (t != ignore).sum() / len(t): "you divided by N, all the "
+                                "rows; divide by the number of counted rows."},
+                    "known": [(_softmax_only(z, t, ignore, g), "you forgot to subtract "
+                               "the one-hot of the target: dloss/dz_i = softmax(z_i) - "
+                               "onehot(y_i).")]}})
+        with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
+            for z, t, ii in cases[:2]:                     # (gradcheck's eps is too
+                c.case = _describe(z, t, ii)               #  small for logits ~1000)
+                op = learner_op(lambda x, y: fn(x, y, **_call_kwargs(ii)), "cross_entropy")
+                c.expect_gradcheck(op, leaves(z) + [t])
+    return c.result
+
+
+def _check_padding_rows(got, want, t, ignore):
+    """The wrong-pad-id mistakes, named: padding rows must get zero gradient, and
+    counted rows must not."""
+    pad = t == ignore
+    leaked = [i for i in np.flatnonzero(pad) if np.any(got[i] != 0)]
+    if leaked:
+        raise Mistake(f"rows {leaked} have target == ignore_index ({ignore}): they are "
+                      f"padding and must get a zero gradient, but yours is not zero there.")
+    dropped = [i for i in np.flatnonzero(~pad) if not np.any(got[i]) and np.any(want[i])]
+    if dropped:
+        raise Mistake(f"rows {dropped} (targets {sorted(set(t[dropped].tolist()))}) got a "
+                      f"zero gradient, but only rows with target == ignore_index "
+                      f"({ignore}) are padding: did you ignore the wrong id?")
+
+
+def _softmax_only(z, t, ignore, g):
+    z = z - z.max(axis=1, keepdims=True)
+    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+    valid = t != ignore
+    return p * valid[:, None] * (g / max(int(valid.sum()), 1))
+
+
+# ------------------------------------------------ wrong answers, for the tests
+
+def _fixed_pad_id(logits, target, ignore_index=-100):
+    return reference(logits, target, -100)                # ignores the argument
+
+
+def _mean_over_all_rows(logits, target, ignore_index=-100):
+    loss, backward = reference(logits, target, ignore_index)
+    n_valid, n = int((target != ignore_index).sum()), len(target)
+    return loss * n_valid / n, lambda g: (backward(g)[0] * n_valid / n,)
+
+
+def _no_max_subtraction(logits, target, ignore_index=-100):
+    valid = target != ignore_index
+    n = int(valid.sum())
+    e = np.exp(logits)                                    # overflows near 1000
+    probs = e / e.sum(axis=1, keepdims=True)
+    rows, safe = np.arange(len(target)), np.where(valid, target, 0)
+    loss = ((np.log(e.sum(axis=1)) - logits[rows, safe]) * valid).sum() / n
+
+    def backward(g):
+        grad = probs.copy()
+        grad[rows, safe] -= 1.0
+        return (grad * (valid[:, None] * (g / n)),)
+
+    return loss, backward
+
+
+def _no_onehot(logits, target, ignore_index=-100):
+    loss, _ = reference(logits, target, ignore_index)
+    valid = target != ignore_index
+    n = int(valid.sum())
+
+    def backward(g):
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        return (probs * (valid[:, None] * (g / n)),)
+
+    return loss, backward
+
+
+MISTAKES = [
+    Planted("always ignores -100, whatever ignore_index says", _fixed_pad_id,
+            ("ignore_index",)),
+    Planted("divides by all N rows, padding included", _mean_over_all_rows,
+            ("divided by N", "counted rows")),
+    Planted("exp without subtracting the row max", _no_max_subtraction,
+            ("overflow", "subtract the max")),
+    Planted("softmax without the one-hot subtraction", _no_onehot, ("one-hot",)),
+]

@@ -1,0 +1,216 @@
+"""Diagnosis: turn "your answer is wrong" into "here is what is wrong".
+
+Each function compares a learner's array with the correct one and returns a sentence
+a learner can act on, or None when nothing is wrong. They recognise the mistakes
+people really make when they write a backward pass by hand:
+
+    the shape of w.T                      a transposed gradient
+    extra leading axes                    a broadcast (batch) axis left unsummed
+    a size-1 axis stretched to n          a broadcast size-1 axis left unsummed
+    the same numbers, one size-1 axis     a reduction without keepdim
+        more or fewer
+    c times the right answer              a missing 1/N, a mean instead of a sum, the
+                                          upstream gradient ignored; c = 1/k for a
+                                          weight used k times: the uses were not summed
+    one use's part of a tied gradient     a missing sum over tied uses
+    output at t moves with input at t+1   a causal off-by-one (see explain_causality)
+
+The checks are plain NumPy on float64 arrays. Only :func:`dependency` and
+:func:`explain_causality` call a function: the one they are given, once per input
+position.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+RTOL, ATOL = 1e-6, 1e-9          # agreement with the reference, both in float64
+
+
+def close(got, want, rtol: float = RTOL, atol: float = ATOL) -> bool:
+    """Same shape and the same values, up to float64 rounding."""
+    got, want = np.asarray(got), np.asarray(want)
+    return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol))
+
+
+def for_or_of(what: str) -> str:
+    """"your gradient FOR `w`", but "your output OF `matmul(a, b)`"."""
+    return "for" if what == "gradient" else "of"
+
+
+def _swap_last(shape: tuple) -> tuple:
+    return shape[:-2] + (shape[-1], shape[-2])
+
+
+def explain_shape(name: str, got: tuple, want: tuple, what: str = "gradient") -> str | None:
+    """Why the ``what`` (a "gradient" or an "output") for ``name`` came out with shape
+    ``got`` instead of ``want``; None if the shapes agree.
+
+    A gradient always has the shape of its input: dL/dw holds one number per entry
+    of w. Each wrong shape below has a typical cause.
+    """
+    got, want = tuple(got), tuple(want)
+    if got == want:
+        return None
+    grad = what == "gradient"
+    head = (f"your {what} {for_or_of(what)} `{name}` has shape {got}, but "
+            + (f"`{name}` has shape {want}" if grad else f"it should have shape {want}"))
+    if len(got) == len(want) >= 2 and got == _swap_last(want):
+        return (f"{head}: " + (f"the shape of {name}.T. " if grad else "the transpose. ")
+                + f"Did you transpose? Write the product so that its shape comes out as "
+                  f"{want}.")
+    if [n for n in got if n != 1] == [n for n in want if n != 1]:
+        return (f"{head}: they differ only by an axis of size 1. Did a sum or mean drop "
+                f"an axis? Pass keepdims=True (or reshape to {want}).")
+    if grad and len(got) > len(want):
+        extra = len(got) - len(want)
+        tail = got[extra:]
+        if all(w in (t, 1) for t, w in zip(tail, want)):
+            return (f"{head}: the leading axes {got[:extra]} come from broadcasting, "
+                    f"where the same `{name}` was used for every entry along them. Its "
+                    f"gradient is the SUM over those uses: sum the leading "
+                    f"{'axis' if extra == 1 else f'{extra} axes'} away"
+                    + (" (and the stretched size-1 axes, with keepdims=True)."
+                       if tail != want else "."))
+    if grad and len(got) == len(want) and all(w in (g, 1) for g, w in zip(got, want)):
+        axes = [i for i, (g, w) in enumerate(zip(got, want)) if w == 1 and g != 1]
+        return (f"{head}: axis {', '.join(map(str, axes))} has size 1 in `{name}`, which "
+                f"broadcasting stretched, so `{name}` was used once per entry along it. "
+                f"Its gradient is the SUM over those uses: sum over "
+                f"{'that axis' if len(axes) == 1 else 'those axes'} with keepdims=True.")
+    return f"{head}." + (" A gradient always has the shape of its input." if grad else "")
+
+
+def best_scale(got, want) -> float:
+    """The c that makes c * want closest to got (least squares)."""
+    denom = float((want * want).sum())
+    return float((got * want).sum()) / denom if denom > 0 else float("nan")
+
+
+def explain_values(name: str, got, want, *, uses: int | None = None,
+                   parts: dict | None = None, factors: dict | None = None,
+                   known: list | None = None, what: str = "gradient") -> str | None:
+    """Why ``got`` (already the right shape) differs from ``want``, or None if it doesn't.
+
+    uses     the number of times ``name`` is used (a tied weight): a gradient 1/uses
+             of the right one means the uses were averaged or only one was taken.
+    parts    {use name: that use's gradient} for a tied weight; the correct gradient
+             is their sum, and a learner's that equals some of them misses the rest.
+    factors  {scale: explanation} for scale factors this exercise can produce, e.g.
+             {1 / g: "you ignored the upstream gradient g"}.
+    known    [(wrong array, explanation)]: answers of recognised wrong formulas.
+    """
+    got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
+    if close(got, want):
+        return None
+    if not np.all(np.isfinite(got)):
+        where = tuple(int(i) for i in np.argwhere(~np.isfinite(got))[0])
+        holds = f"is {got[where]}" if got.ndim == 0 else f"holds {got[where]} at index {where}"
+        return (f"your {what} {for_or_of(what)} `{name}` {holds}. Look for "
+                f"an overflowing exp (subtract the max first), a division by zero, or a "
+                f"log of 0.")
+    for wrong, explanation in known or []:
+        if close(got, wrong):
+            return f"your {what} {for_or_of(what)} `{name}` is wrong: {explanation}"
+    if got.ndim >= 2 and got.shape[-1] == got.shape[-2] and close(got, want.swapaxes(-1, -2)):
+        return (f"your {what} {for_or_of(what)} `{name}` is the TRANSPOSE of the right one (the shapes "
+                f"agree only because the matrix is square). Did you transpose?")
+    if parts:
+        msg = _explain_parts(name, got, parts)
+        if msg:
+            return msg
+    if not np.any(got):
+        return (f"your {what} {for_or_of(what)} `{name}` is all zeros: no gradient reaches it. Is it "
+                f"used in the forward pass, and does your backward return its part?")
+    c = best_scale(got, want)
+    if np.isfinite(c) and close(got, c * want, rtol=1e-5, atol=1e-8):
+        msg = _explain_scale(name, c, uses, factors or {}, what)
+        if msg:
+            return msg
+    i = np.unravel_index(int(np.argmax(np.abs(got - want))), got.shape)
+    i = tuple(int(j) for j in i)
+    return (f"your {what} {for_or_of(what)} `{name}` is wrong: at index {i} it is {got[i]:.6g}, the "
+            f"correct value is {want[i]:.6g} (largest error {np.abs(got - want).max():.2e}).")
+
+
+def _explain_scale(name, c, uses, factors, what) -> str | None:
+    def near(x):
+        return np.isclose(c, x, rtol=1e-5, atol=0)
+
+    for value, explanation in factors.items():
+        if near(value):
+            return f"your {what} {for_or_of(what)} `{name}` is {c:.4g} times the correct one: {explanation}"
+    if uses and uses > 1 and near(1.0 / uses):
+        return (f"your {what} {for_or_of(what)} `{name}` is off by a factor of {uses}, the number of "
+                f"times `{name}` is used. Is the tied weight's gradient SUMMED over its "
+                f"{uses} uses (not averaged, not taken from one of them)?")
+    if uses and uses > 1 and near(uses):
+        return (f"your {what} {for_or_of(what)} `{name}` is {uses} times too large ({uses} is the "
+                f"number of its uses): is one use's gradient counted {uses} times?")
+    if near(-1.0):
+        return (f"your {what} {for_or_of(what)} `{name}` has the wrong sign: it is exactly minus the "
+                f"correct one.")
+    return (f"your {what} {for_or_of(what)} `{name}` is {c:.4g} times the correct one: a scale factor "
+            f"is missing or extra (a 1/N from a mean? the upstream gradient g?).")
+
+
+def _explain_parts(name, got, parts: dict) -> str | None:
+    """Does ``got`` equal the sum of SOME of a tied weight's per-use gradients?"""
+    names = list(parts)
+    n = len(names)
+    for mask in range(1, 2 ** n - 1):               # every non-empty proper subset
+        chosen = [names[i] for i in range(n) if mask >> i & 1]
+        if close(got, sum(parts[k] for k in chosen)):
+            missing = [k for k in names if k not in chosen]
+            return (f"your gradient for `{name}` holds only the part from "
+                    f"{' + '.join(chosen)}, and misses {' + '.join(missing)}. `{name}` is "
+                    f"tied: one array used in {n} places, so its gradient is the SUM of "
+                    f"the gradients of all its uses ({' + '.join(names)}).")
+    return None
+
+
+def dependency(fn, x, axis: int = -1, eps: float = 1e-3, tol: float = 1e-9):
+    """D[s, t] = True when output position s changes as input position t is nudged.
+
+    ``fn`` maps a float64 array to an array with the same length along ``axis``; all
+    other axes are summed over. The cost is one call per input position.
+    """
+    x = np.array(x, dtype=np.float64)
+    base = np.moveaxis(np.asarray(fn(x.copy()), dtype=np.float64), axis, -1)
+    length = x.shape[axis]
+    dep = np.zeros((base.shape[-1], length), dtype=bool)
+    for t in range(length):
+        nudged = x.copy()
+        np.moveaxis(nudged, axis, -1)[..., t] += eps
+        out = np.moveaxis(np.asarray(fn(nudged), dtype=np.float64), axis, -1)
+        change = np.abs(out - base).reshape(-1, base.shape[-1]).max(axis=0)   # (S,)
+        dep[:, t] = change > tol
+    return dep
+
+
+def explain_causality(fn, x, axis: int = -1, what: str = "output",
+                      include_present: bool = True) -> str | None:
+    """Is ``fn`` causal along ``axis``? Output t may use inputs 0..t (with
+    ``include_present=False``: 0..t-1 only, as in next-step prediction)."""
+    dep = dependency(fn, x, axis)
+    s_len, t_len = dep.shape
+    shift = 0 if include_present else 1
+    future = [(s, t) for s in range(s_len) for t in range(t_len) if t > s - shift and dep[s, t]]
+    if future:
+        s, t = max(future, key=lambda st: (st[1] - st[0], -st[0]))   # the farthest look
+        ahead = t - s + shift
+        if ahead == 1:
+            return (f"the {what} at t={s} depends on the input at t={t}, "
+                    f"{'one step after it' if include_present else 'the present step'}: "
+                    f"an off-by-one in the causal shift or mask (a future value leaks in).")
+        return (f"the {what} at t={s} depends on the input at t={t}, {t - s} steps after "
+                f"it: the computation is not causal (is the mask, padding or shift the "
+                f"right way round?).")
+    present = [s for s in range(min(s_len, t_len)) if s >= shift]
+    if present and not any(dep[s, s - shift] for s in present):
+        lagging = [s for s in present if s - shift - 1 >= 0 and dep[s, s - shift - 1]]
+        if lagging:
+            return (f"the {what} at t never depends on the input at t"
+                    f"{'' if include_present else '-1'}, only on earlier steps: shifted "
+                    f"one step too far (an off-by-one in the causal shift).")
+    return None

@@ -1,0 +1,236 @@
+"""Exercise 8: the causal FFT convolution and its backward (Hyena's long convolution).
+
+Hyena mixes tokens with a filter as long as the sequence, applied causally:
+
+    y[t] = sum_{s=0}^{t} h[s] u[t - s]                        (t = 0..L-1)
+
+Directly that is O(L^2); by FFT it is O(L log L), because a product of spectra is a
+CIRCULAR convolution. Zero-padding both signals to n >= L + Lh - 1 makes the
+circular convolution equal the linear one: the wrapped-around terms land on zeros.
+
+The backward follows from the chain rule on the sum above. Each u[r] is used by
+every output t >= r (with h[t - r]), each h[s] by every output t >= s (with
+u[t - s]), so with g = dL/dy:
+
+    dL/du[r] = sum_t g[t] h[t - r]        dL/dh[s] = sum_t g[t] u[t - s]
+
+Both are CORRELATIONS with g (a convolution with the signal reversed in time). In
+the Fourier domain a correlation is a product with the complex conjugate:
+IFFT(G * conj(H)), cropped to L. A filter shared by a batch is used by every batch
+row, so its gradient is the sum over the batch. The library's op is
+``nanotie.nn.functional.fftconv`` (paper: ``nanotie.papers.hyena``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..nn import functional as F
+from . import Planted
+from .checking import Checker, CheckResult, Mistake, engine_reference, learner_op, leaves
+from .diagnose import explain_causality
+
+TITLE = "Hyena: the causal FFT convolution backward"
+GOAL = ("Compute Hyena's long causal convolution by FFT, with the zero padding that stops "
+        "the circular wrap-around, and derive its backward: two correlations, IFFT(G * "
+        "conj(H)) and IFFT(G * conj(U)), with the filter's gradient summed over the batch.")
+FUNCTION = "fftconv"
+
+STUB = '''
+import numpy as np
+
+
+def fftconv(u, h):
+    """The causal convolution y = h * u along the last axis, by FFT, and its backward.
+
+    u: (..., L)   the signal, e.g. (B, D, L): a batch of D channels
+    h: (..., Lh)  the filter, Lh <= L, e.g. (D, L): ONE filter per channel, shared by
+                  every batch row (its leading axes broadcast against u's)
+
+        y[..., t] = sum_{s=0}^{t} h[..., s] * u[..., t - s]         (..., L)
+
+    By FFT: U = np.fft.rfft(u, n), H = np.fft.rfft(h, n), y = np.fft.irfft(U * H, n)
+    cropped to the first L steps. The product of spectra is a CIRCULAR convolution:
+    pad to n >= L + Lh - 1 (rfft(x, n) pads with zeros) or the end of the sequence
+    wraps around onto its start, and y[t] sees inputs after t.
+
+    Return (y, backward); backward(g) takes g = dL/dy, shaped like y, and returns
+    (grad_u, grad_h), shaped like u and h. From the sum above:
+
+        grad_u[r] = sum_t g[t] h[t - r]   = irfft(G * conj(H), n)[..., :L]
+        grad_h[s] = sum_t g[t] u[t - s]   = irfft(G * conj(U), n)[..., :Lh]
+
+    with G = rfft(g, n): correlations, a product with the complex CONJUGATE. h is
+    used by every batch row, so grad_h is the SUM over the axes that broadcasting
+    added (or stretched from size 1) to reach y's shape.
+    """
+    y = ...  # your forward
+
+    def backward(g):
+        grad_u = ...  # your code
+        grad_h = ...  # your code
+        return grad_u, grad_h
+
+    return y, backward
+'''
+
+
+def reference(u, h):
+    """The solution."""
+    L, Lh = u.shape[-1], h.shape[-1]
+    n = L + Lh - 1                                        # no wrap-around
+    U, H = np.fft.rfft(u, n), np.fft.rfft(h, n)
+    y = np.fft.irfft(U * H, n)[..., :L]                   # (..., L)
+
+    def to_shape(grad, shape):
+        """Sum a gradient over the axes that broadcasting added or stretched."""
+        while grad.ndim > len(shape):
+            grad = grad.sum(axis=0)
+        for axis, size in enumerate(shape):
+            if size == 1 and grad.shape[axis] != 1:
+                grad = grad.sum(axis=axis, keepdims=True)
+        return grad
+
+    def backward(g):
+        G = np.fft.rfft(g, n)
+        grad_u = np.fft.irfft(G * np.conj(H), n)[..., :L]      # correlation with h
+        grad_h = np.fft.irfft(G * np.conj(U), n)[..., :Lh]     # correlation with u
+        return to_shape(grad_u, u.shape), to_shape(grad_h, h.shape)
+
+    return y, backward
+
+
+# (u's shape, h's shape): one channel, a batch sharing one filter per channel with a
+# shorter filter, and a size-1 channel axis stretched over D channels
+CASES = [((9,), (9,)), ((2, 3, 8), (3, 5)), ((2, 3, 7), (1, 7))]
+
+
+def _wrong_backwards(u, h, g):
+    """Gradients of recognised wrong backwards, with what went wrong."""
+    L, Lh = u.shape[-1], h.shape[-1]
+    n = L + Lh - 1
+    U, H, G = np.fft.rfft(u, n), np.fft.rfft(h, n), np.fft.rfft(g, n)
+    flip = ("the backward CONVOLVES g with the signal instead of correlating: y[t] uses "
+            "u[t - s], so dL/du[r] = sum_t g[t] h[t - r] runs FORWARD in t from r. In "
+            "the Fourier domain that is a product with the complex conjugate, G * "
+            "conj(H) (not G * H).")
+    conv_u = np.fft.irfft(G * H, n)[..., :L]
+    conv_h = np.fft.irfft(G * U, n)[..., :Lh]
+    circ = ("the backward wraps around: computed with n = L (no zero padding), the "
+            "correlation's end comes back onto its start. Pad to n >= L + Lh - 1.")
+    circ_u = np.fft.irfft(np.fft.rfft(g, L) * np.conj(np.fft.rfft(h, L)), L)[..., :L]
+    circ_h = np.fft.irfft(np.fft.rfft(g, L) * np.conj(np.fft.rfft(u, L)), L)[..., :Lh]
+    return {"u": [(_sum_to(conv_u, u.shape), flip), (_sum_to(circ_u, u.shape), circ)],
+            "h": [(_sum_to(conv_h, h.shape), flip), (_sum_to(circ_h, h.shape), circ)]}
+
+
+def _sum_to(grad, shape):
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, size in enumerate(shape):
+        if size == 1 and grad.shape[axis] != 1:
+            grad = grad.sum(axis=axis, keepdims=True)
+    return grad
+
+
+def check(fn) -> CheckResult:
+    rng = np.random.default_rng(8)
+    data = [(rng.standard_normal(su), rng.standard_normal(sh)) for su, sh in CASES]
+    with Checker(f"Exercise 8: {TITLE}") as c:
+        with c.step("the output has u's shape"):
+            for u, h in data:
+                c.case = f"u {u.shape}, h {h.shape}"
+                y, _ = c.forward(fn, u, h, what="fftconv(u, h)")
+                c.expect_shape(y, u.shape, "fftconv(u, h)")
+        with c.step("the output at t depends on the inputs 0..t only (causal, no wrap)"):
+            for u, h in data:
+                c.case = f"u {u.shape}, h {h.shape}"
+
+                def forward(v, h=h):
+                    return np.asarray(c.forward(fn, v, h, what="fftconv(u, h)")[0],
+                                      dtype=np.float64)
+
+                msg = explain_causality(forward, u)
+                if msg and "not causal" in msg:
+                    msg += (" An FFT product is a CIRCULAR convolution: without zero "
+                            "padding to n >= L + Lh - 1, the end of the sequence wraps "
+                            "around onto its start.")
+                if msg:
+                    raise Mistake(msg)
+        with c.step("the forward equals nanotie.nn.functional.fftconv"):
+            for u, h in data:
+                c.case = f"u {u.shape}, h {h.shape}"
+                y, _ = c.forward(fn, u, h, what="fftconv(u, h)")
+                c.expect_array(y, engine_reference(F.fftconv, [u, h], np.zeros(u.shape))[0],
+                               "fftconv(u, h)")
+        with c.step("the backward matches the engine's gradients, dL/du and dL/dh"):
+            for u, h in data:
+                c.case = f"u {u.shape}, h {h.shape}"
+                g = rng.standard_normal(u.shape)
+                _, (gu, gh) = engine_reference(F.fftconv, [u, h], g)
+                _, backward = c.forward(fn, u, h, what="fftconv(u, h)")
+                grads = c.call(backward, g, what="backward(g)")
+                known = _wrong_backwards(u, h, g)
+                uses = u.size // h.size
+                c.expect_grads(grads, {"u": gu, "h": gh}, hints={
+                    "u": {"known": known["u"]},
+                    "h": {"known": known["h"], "factors": {1.0 / uses: (
+                        f"each filter is used by {uses} rows of u; its gradient is the "
+                        f"SUM over them, not the mean.")} if uses > 1 else {}}})
+        with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
+            for u, h in data:
+                c.case = f"u {u.shape}, h {h.shape}"
+                c.expect_gradcheck(learner_op(fn, "fftconv"), leaves(u, h))
+    return c.result
+
+
+# ------------------------------------------------ wrong answers, for the tests
+
+def _no_padding(u, h):
+    L = u.shape[-1]
+    y = np.fft.irfft(np.fft.rfft(u, L) * np.fft.rfft(h, L), L)       # circular: wraps
+    return y, reference(u, h)[1]
+
+
+def _shifted_output(u, h):
+    L, Lh = u.shape[-1], h.shape[-1]
+    n = L + Lh
+    y = np.fft.irfft(np.fft.rfft(u, n) * np.fft.rfft(h, n), n)[..., 1:L + 1]   # one late
+    return y, reference(u, h)[1]
+
+
+def _grad_h_not_summed(u, h):
+    y, backward = reference(u, h)
+    L, Lh = u.shape[-1], h.shape[-1]
+    n = L + Lh - 1
+
+    def wrong(g):
+        G = np.fft.rfft(g, n)
+        grad_h = np.fft.irfft(G * np.conj(np.fft.rfft(u, n)), n)[..., :Lh]   # (B, D, Lh)
+        return backward(g)[0], grad_h
+
+    return y, wrong
+
+
+def _convolution_in_backward(u, h):
+    y, backward = reference(u, h)
+    L, Lh = u.shape[-1], h.shape[-1]
+    n = L + Lh - 1
+
+    def wrong(g):
+        G = np.fft.rfft(g, n)
+        grad_u = np.fft.irfft(G * np.fft.rfft(h, n), n)[..., :L]            # no conj
+        return _sum_to(grad_u, u.shape), backward(g)[1]
+
+    return y, wrong
+
+
+MISTAKES = [
+    Planted("no zero padding: the circular convolution wraps around", _no_padding,
+            ("not causal", "padding")),
+    Planted("the output cropped one step late: a causal off-by-one", _shifted_output,
+            ("one step after it", "off-by-one")),
+    Planted("grad_h keeps the batch axis", _grad_h_not_summed, ("leading axes", "SUM")),
+    Planted("grad_u convolves instead of correlating (no conj)", _convolution_in_backward,
+            ("CONVOLVES", "conj")),
+]

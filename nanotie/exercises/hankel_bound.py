@@ -1,0 +1,168 @@
+"""Exercise 10: the Hankel lower bound on a distillation's error (Hyena distillation).
+
+How small a recurrence can stand in for a long filter h_0..h_{L-1}? Put the Markov
+parameters h_1, h_2, ... in a Hankel matrix (constant along anti-diagonals):
+
+    H_ij = h_{1+i+j},     i < m, j < k,     m = (L - 1) // 2,  k = L - 1 - m
+
+The impulse response of an order-d system has h_{1+i+j} = C A^i A^j B, so its Hankel
+matrix has rank <= d. H is linear in the filter, and each h_t sits in at most
+n = min(m, k) = m entries, so ||H(e)||_2 <= sqrt(n) ||e||_2; with Eckart-Young, for ANY
+order-d system h_hat,
+
+    ||h - h_hat||_2 >= sigma_{d+1}(H(h)) / sqrt(n).
+
+h_0 is the direct term D, matched exactly, so it is not in H. The library's version
+is ``nanotie.papers.hyena.distill`` (``hankel_matrix``, ``error_lower_bound``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..papers.hyena.distill import error_lower_bound, hankel_matrix
+from . import Planted
+from .checking import Checker, CheckResult
+
+TITLE = "Hyena distillation: the Hankel bound"
+GOAL = ("Build the Hankel matrix of a filter's Markov parameters and read off, from its "
+        "singular values, the smallest error any order-d recurrence can reach: "
+        "sigma_{d+1} / sqrt(n).")
+FUNCTION = "hankel_bound"
+
+STUB = '''
+import numpy as np
+
+
+def hankel_bound(h, d):
+    """The Hankel matrix of the filter h, and the lower bound on the error of any
+    order-d system: returns (H, bound).
+
+    h: (L,) float, the filter h_0 .. h_{L-1};  d: int >= 0, the state size
+
+    1. H, of shape (m, k) with m = (L - 1) // 2 and k = L - 1 - m:
+
+           H[i, j] = h[1 + i + j]
+
+       h_0 is the direct term D (matched exactly by the recurrence), so it is NOT in H.
+
+    2. The singular values sigma_1 >= sigma_2 >= ... of H (np.linalg.svd(H,
+       compute_uv=False), largest first), and with n = min(m, k):
+
+           bound = sigma_{d+1} / sqrt(n)        (0 when d >= n)
+
+       Mind the indexing: sigma_{d+1}, the largest one an order-d system cannot
+       match, is sigma[d] in a 0-based array.
+    """
+    H = ...      # your code
+    bound = ...  # your code
+    return H, bound
+'''
+
+
+def reference(h, d):
+    """The solution."""
+    L = len(h)
+    m = (L - 1) // 2
+    k = L - 1 - m
+    i, j = np.arange(m)[:, None], np.arange(k)[None, :]
+    H = h[1 + i + j]                                      # (m, k), from h_1
+    sigma = np.linalg.svd(H, compute_uv=False)            # largest first
+    n = min(m, k)
+    bound = sigma[d] / np.sqrt(n) if d < n else 0.0       # sigma_{d+1}
+    return H, bound
+
+
+def _filters(rng):
+    """A few filters: decaying oscillations plus a little noise, odd and even L."""
+    out = []
+    for L in (16, 21):
+        t = np.arange(L)
+        h = (0.9 ** t * np.cos(0.7 * t) + 0.5 * 0.6 ** t * np.sin(1.9 * t)
+             + 0.05 * rng.standard_normal(L))
+        h[0] = 2.0                                        # a large direct term
+        out.append(h)
+    return out
+
+
+ORDERS = (0, 1, 3, 5)
+
+
+def _wrong_matrices(h):
+    m = (len(h) - 1) // 2
+    k = len(h) - 1 - m
+    i, j = np.arange(m)[:, None], np.arange(k)[None, :]
+    return [(h[i + j], "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term "
+                       "D, which the recurrence matches exactly, so it stays out of H "
+                       "(a system's h_0 is not C A^i A^j B).")]
+
+
+def _wrong_bounds(h, d):
+    sigma = np.linalg.svd(hankel_matrix(h), compute_uv=False)
+    n = len(sigma)
+    padded = np.concatenate([sigma, [0.0]])
+    known = [(padded[min(d, n)],
+              f"it is sigma_{d + 1} without the 1/sqrt(n): the bound is "
+              f"sigma_{d + 1} / sqrt(n), with n = min(m, k) = {n}, the most entries of H "
+              f"any one h_t sits in.")]
+    if d >= 1:
+        known.append((padded[min(d - 1, n)] / np.sqrt(n),
+                      f"it uses sigma_{d} (sigma[{d - 1}]); an order-{d} system can "
+                      f"match the largest {d} singular value(s), so the bound is the next "
+                      f"one, "
+                      f"sigma_{d + 1} = sigma[{d}] in a 0-based array."))
+    return known
+
+
+def check(fn) -> CheckResult:
+    rng = np.random.default_rng(10)
+    filters = _filters(rng)
+    with Checker(f"Exercise 10: {TITLE}") as c:
+        with c.step("H[i, j] = h[1 + i + j], shape ((L-1)//2, L-1-(L-1)//2)"):
+            for h in filters:
+                c.case = f"h of length {len(h)}"
+                out = c.unpack(c.call(fn, h, 2, what="hankel_bound(h, d)"), 2,
+                               "hankel_bound(h, d)", "H, bound")
+                c.expect_array(out[0], hankel_matrix(h), "H", known=_wrong_matrices(h))
+        with c.step(f"bound = sigma_(d+1) / sqrt(n), as distill.error_lower_bound "
+                    f"(d in {ORDERS} and d = n)"):
+            for h in filters:
+                n = (len(h) - 1) // 2
+                for d in ORDERS + (n,):
+                    c.case = f"h of length {len(h)}, d = {d}"
+                    _, bound = c.unpack(c.call(fn, h, d, what="hankel_bound(h, d)"), 2,
+                                        "hankel_bound(h, d)", "H, bound")
+                    c.expect_array(bound, error_lower_bound(h, d), "bound",
+                                   known=_wrong_bounds(h, d))
+    return c.result
+
+
+# ------------------------------------------------ wrong answers, for the tests
+
+def _with_h0(h, d):
+    L = len(h)
+    m = (L - 1) // 2
+    i, j = np.arange(m)[:, None], np.arange(L - 1 - m)[None, :]
+    H = h[i + j]                                          # starts at h_0
+    sigma = np.linalg.svd(H, compute_uv=False)
+    return H, (sigma[d] / np.sqrt(m) if d < m else 0.0)
+
+
+def _sigma_d(h, d):
+    H, _ = reference(h, d)
+    sigma = np.linalg.svd(H, compute_uv=False)
+    n = min(H.shape)
+    return H, (sigma[d - 1] / np.sqrt(n) if 0 < d <= n else sigma[0] / np.sqrt(n))
+
+
+def _no_sqrt_n(h, d):
+    H, _ = reference(h, d)
+    sigma = np.linalg.svd(H, compute_uv=False)
+    return H, (sigma[d] if d < len(sigma) else 0.0)
+
+
+MISTAKES = [
+    Planted("H includes h_0", _with_h0, ("starts at h_0", "direct term")),
+    Planted("sigma_d instead of sigma_{d+1}", _sigma_d, ("uses sigma_1 (sigma[0])", "sigma_2 = sigma[1]")),
+    Planted("the 1/sqrt(n) forgotten", _no_sqrt_n, ("without the 1/sqrt(n)",)),
+]

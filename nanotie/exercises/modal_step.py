@@ -1,0 +1,227 @@
+"""Exercise 9: one step of the modal recurrence (Hyena distillation).
+
+A distilled Hyena filter is the impulse response of a small diagonal system with
+complex poles lambda_k, residues R_k and a direct term D:
+
+    h_0 = D,        h_t = Re sum_k R_k lambda_k^(t-1)          (t >= 1)
+
+Convolving with it is the same as running, one token at a time,
+
+    y_t = Re sum_k R_k s_{t-1,k} + D u_t        read the state, then ...
+    s_t = lambda * s_{t-1} + u_t                ... update it       (s_{-1} = 0)
+
+since unrolling gives s_{t-1} = sum_{j>=1} lambda^(j-1) u_{t-j}. Generation then
+costs O(K) per token instead of a convolution over the whole past. The state is
+complex (a complex pole holds a conjugate pair of real states); only the output is
+real. The convention is ``nanotie.papers.hyena.recurrence`` (``ModalRecurrence``);
+the check runs the learner's step over a sequence and compares with the FFT
+convolution of the impulse response (``ModalRecurrence.forward``).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..papers.hyena.recurrence import ModalRecurrence, modal_impulse_response
+from . import Planted
+from .checking import Checker, CheckResult, Mistake
+from .diagnose import close
+
+TITLE = "Hyena distillation: one modal step"
+GOAL = ("Run a distilled long-convolution filter as a recurrence: read the complex state "
+        "for the output (real part, plus the direct term), then update it, and see the "
+        "token-by-token outputs equal the FFT convolution with the filter's impulse "
+        "response.")
+FUNCTION = "modal_step"
+
+STUB = '''
+import numpy as np
+
+
+def modal_step(u_t, state, poles, residues, direct):
+    """One token of the modal recurrence: returns (y_t, new_state).
+
+    u_t:      (C,) real, this token's input, one number per channel
+    state:    (C, K) complex, s_{t-1} (zeros before the first token)
+    poles:    (C, K) complex, lambda_k, |lambda_k| < 1
+    residues: (C, K) complex, R_k
+    direct:   (C,) real, D (the filter's h_0)
+
+    In this order (the output reads the state BEFORE this token's update):
+
+        y_t = Re( sum_k R_k s_{t-1,k} ) + D u_t        (C,)    real
+        s_t = lambda * s_{t-1} + u_t                   (C, K)  complex
+
+    Keep the state complex: only y_t is real (np.real of the sum over k, axis=-1).
+    u_t[..., None] broadcasts the input over the K modes.
+    Run over u_0, u_1, ... from a zero state, the outputs equal the causal
+    convolution of u with h_0 = D, h_t = Re sum_k R_k lambda_k^(t-1).
+    """
+    y_t = ...        # your code
+    new_state = ...  # your code
+    return y_t, new_state
+'''
+
+
+def reference(u_t, state, poles, residues, direct):
+    """The solution."""
+    y_t = np.real(np.sum(residues * state, axis=-1)) + direct * u_t   # read s_{t-1}
+    new_state = poles * state + u_t[..., None]                        # then update
+    return y_t, new_state
+
+
+def _system(rng, channels: int, modes: int):
+    """Random stable poles (|lambda| in [0.5, 0.95]), residues, direct terms."""
+    radius = rng.uniform(0.5, 0.95, (channels, modes))
+    angle = rng.uniform(0.2, 2.5, (channels, modes))
+    poles = radius * np.exp(1j * angle)
+    residues = rng.standard_normal((channels, modes)) + 1j * rng.standard_normal((channels, modes))
+    direct = rng.standard_normal(channels)
+    return poles, residues, direct
+
+
+def _array(got, shape, name, complex_ok: bool) -> np.ndarray:
+    """The learner's ``got`` as an array of ``shape`` (complex allowed if complex_ok)."""
+    if got is Ellipsis:
+        raise Mistake(f"`{name}` is still `...`: that part is not written yet.")
+    if got is None:
+        raise Mistake(f"`{name}` is None. Return an array of shape {shape}.")
+    arr = np.asarray(got)
+    if arr.dtype.kind not in "biufc":
+        raise Mistake(f"`{name}` is a {type(got).__name__}, not an array of numbers.")
+    if arr.shape != tuple(shape):
+        hint = (" Sum over the modes (axis=-1) for the output." if name == "y_t" else
+                " Broadcast u_t over the modes with u_t[..., None].")
+        raise Mistake(f"`{name}` has shape {arr.shape}, but it should have shape "
+                      f"{tuple(shape)}.{hint}")
+    arr = arr.astype(np.complex128 if complex_ok or np.iscomplexobj(arr) else np.float64)
+    if np.iscomplexobj(arr) and not complex_ok:
+        if np.allclose(arr.imag, 0):
+            return arr.real
+        raise Mistake(f"`{name}` is complex, but the output is real: take np.real of "
+                      f"the sum over the modes.")
+    return arr
+
+
+def _explain_output(y, want, known, name="y_t") -> str | None:
+    if close(y, want):
+        return None
+    for wrong, why in known:
+        if close(y, wrong):
+            return f"`{name}` is wrong: {why}"
+    i = int(np.argmax(np.abs(y - want).reshape(-1)))
+    return (f"`{name}` is wrong: at index {np.unravel_index(i, y.shape)} it is "
+            f"{y.reshape(-1)[i]:.6g}, the correct value is {want.reshape(-1)[i]:.6g}.")
+
+
+def _wrong_outputs(u_t, state, poles, residues, direct):
+    """Outputs of recognised wrong steps, with what went wrong."""
+    after = poles * state + u_t[..., None]
+    return [
+        (np.real(np.sum(residues * after, axis=-1)) + direct * u_t,
+         "it reads the state AFTER this token's update, an off-by-one in time: y_t "
+         "uses s_{t-1} (the past only) and D u_t for the present. Compute y_t first, "
+         "then the new state."),
+        (np.real(np.sum(residues * after, axis=-1)),
+         "it reads the state AFTER this token's update (an off-by-one in time: y_t "
+         "uses s_{t-1}) and misses the direct term D u_t."),
+        (np.real(np.sum(residues * state, axis=-1)),
+         "the direct term D u_t is missing: h_0 = D is the filter's weight on the "
+         "present input, which the state (the past) does not hold."),
+        (np.sum(residues.real * state.real, axis=-1) + direct * u_t,
+         "it multiplies the real parts, Re(R) Re(s), but Re(R s) = Re(R) Re(s) - "
+         "Im(R) Im(s): take the real part AFTER the complex product."),
+    ]
+
+
+def _wrong_states(u_t, state, poles):
+    right = poles * state + u_t[..., None]
+    return [
+        (np.real(right), "the new state is real: the real part was taken too early. "
+                         "The state must stay complex (a complex pole rotates it); only "
+                         "the output y_t takes np.real."),
+        (poles * state, "the input u_t is not added to the state."),
+        (poles * (state + u_t[..., None]), "u_t is multiplied by lambda: s_t = lambda "
+                                           "s_{t-1} + u_t adds the input after the "
+                                           "decay, with weight 1."),
+    ]
+
+
+def _run(c, fn, u, poles, residues, direct):
+    """The learner's step over u (C, T) from a zero state: (y (C, T), final state)."""
+    C, T = u.shape
+    state = np.zeros(poles.shape, dtype=np.complex128)
+    ys = []
+    for t in range(T):
+        out = c.unpack(c.call(fn, u[:, t], state, poles, residues, direct,
+                              what="modal_step(u_t, state, poles, residues, direct)"),
+                       2, "modal_step(...)", "y_t, new_state")
+        ys.append(_array(out[0], (C,), "y_t", complex_ok=False))
+        state = _array(out[1], poles.shape, "new_state", complex_ok=True)
+    return np.stack(ys, axis=-1), state
+
+
+def check(fn) -> CheckResult:
+    rng = np.random.default_rng(9)
+    poles, residues, direct = _system(rng, 3, 2)
+    state = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))
+    u_t = rng.standard_normal(3)
+    u = rng.standard_normal((3, 12))
+    what = "modal_step(u_t, state, poles, residues, direct)"
+    with Checker(f"Exercise 9: {TITLE}") as c:
+        with c.step("one step from a nonzero state: y_t and s_t as ModalRecurrence.step"):
+            c.case = "C = 3 channels, K = 2 complex modes, a random complex state"
+            rec = ModalRecurrence(poles, residues, direct)
+            want_y, want_s = rec.step(u_t, state)
+            out = c.unpack(c.call(fn, u_t, state, poles, residues, direct, what=what), 2,
+                           what, "y_t, new_state")
+            y = _array(out[0], want_y.shape, "y_t", complex_ok=False)
+            s = _array(out[1], want_s.shape, "new_state", complex_ok=True)
+            msg = _explain_output(y, want_y, _wrong_outputs(u_t, state, poles, residues,
+                                                            direct))
+            if msg:
+                raise Mistake(msg)
+            msg = _explain_output(s, want_s, _wrong_states(u_t, state, poles), "new_state")
+            if msg:
+                raise Mistake(msg)
+        with c.step("token by token from s = 0, the outputs equal the FFT convolution "
+                    "with the impulse response"):
+            c.case = f"u of shape {u.shape} (C, T), 2 modes per channel"
+            rec = ModalRecurrence(poles, residues, direct)
+            ys, final = _run(c, fn, u, poles, residues, direct)
+            h = modal_impulse_response(poles, residues, direct, u.shape[-1])
+            msg = _explain_output(ys, rec.forward(u), [], "the outputs y")
+            if msg:
+                raise Mistake(msg + f"\nThe filter is h_0 = D, h_t = Re sum_k R_k "
+                              f"lambda_k^(t-1); here h[0, :4] = {np.round(h[0, :4], 4)}.")
+            _, want_final = rec.prefill(u)
+            msg = _explain_output(final, want_final, [], "the final state")
+            if msg:
+                raise Mistake(msg)
+    return c.result
+
+
+# ------------------------------------------------ wrong answers, for the tests
+
+def _real_state(u_t, state, poles, residues, direct):
+    y_t = np.real(np.sum(residues * state, axis=-1)) + direct * u_t
+    return y_t, np.real(poles * state) + u_t[..., None]              # too early
+
+
+def _read_after_update(u_t, state, poles, residues, direct):
+    new_state = poles * state + u_t[..., None]
+    return np.real(np.sum(residues * new_state, axis=-1)) + direct * u_t, new_state
+
+
+def _no_direct_term(u_t, state, poles, residues, direct):
+    new_state = poles * state + u_t[..., None]
+    return np.real(np.sum(residues * state, axis=-1)), new_state
+
+
+MISTAKES = [
+    Planted("np.real on the state: the real part taken too early", _real_state,
+            ("real part was taken too early",)),
+    Planted("the output reads the state after the update", _read_after_update,
+            ("AFTER", "off-by-one in time")),
+    Planted("y_t without D u_t", _no_direct_term, ("direct term", "missing")),
+]

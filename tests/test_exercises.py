@@ -1,0 +1,302 @@
+"""The exercises: every checker passes its reference, fails the wrong answers learners
+write with a message that names the mistake, and the CLI round trip works.
+
+The tests run over the registry, so an exercise added later is covered as soon as
+its ``register(...)`` line exists (including its MISTAKES).
+"""
+
+from __future__ import annotations
+
+import inspect
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from nanotie import cli, exercises
+from nanotie.exercises import Planted
+from nanotie.exercises.checking import ExerciseFailed
+from nanotie.exercises.diagnose import explain_causality, explain_shape, explain_values
+from nanotie.exercises.files import LearnerFileError, load_function, stub_text
+
+EXERCISES = list(exercises.REGISTRY.values())
+IDS = [f"{ex.number}-{ex.name}" for ex in EXERCISES]
+PLANTED = [(ex, m) for ex in EXERCISES for m in ex.module.MISTAKES]
+PLANTED_IDS = [f"{ex.number}-{m.fn.__name__.strip('_')}" for ex, m in PLANTED]
+
+
+def flat(text: str) -> str:
+    """The report with its line wrapping undone, to search for phrases."""
+    return " ".join(text.split())
+
+
+def solution_source(ex) -> str:
+    """The reference solution's source, renamed to the function the stub asks for."""
+    src = textwrap.dedent(inspect.getsource(ex.reference))
+    return src.replace("def reference(", f"def {ex.function}(", 1)
+
+
+# ------------------------------------------------------------- the exercises
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_module_provides_the_exercise_api(ex):
+    mod = ex.module
+    for attr in ("TITLE", "GOAL", "FUNCTION", "STUB", "reference", "check", "MISTAKES"):
+        assert hasattr(mod, attr), f"{mod.__name__} lacks {attr}"
+    assert f"def {mod.FUNCTION}(" in mod.STUB
+    assert len(mod.MISTAKES) >= 2, f"{mod.__name__}: plant at least two wrong answers"
+    assert all(isinstance(m, Planted) and m.expect for m in mod.MISTAKES)
+    assert (list(inspect.signature(mod.reference).parameters)
+            == list(inspect.signature(_stub_function(ex)).parameters))
+
+
+def _stub_function(ex):
+    namespace = {}
+    exec(compile(stub_text(ex), ex.stub_filename, "exec"), namespace)
+    return namespace[ex.function]
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_checker_passes_the_reference(ex):
+    result = ex.check(ex.reference)
+    assert result.passed, result.report()
+    assert result.passed_steps and result.failed_step is None
+    assert result.report().endswith(f"Passed: all {len(result.passed_steps)} checks.")
+
+
+@pytest.mark.parametrize("ex, mistake", PLANTED, ids=PLANTED_IDS)
+def test_checker_fails_a_planted_mistake_and_names_it(ex, mistake):
+    result = ex.check(mistake.fn)
+    assert not result.passed, f"{mistake.description}: passed the check"
+    for words in mistake.expect:
+        assert words in result.message, (f"{mistake.description}: the message should "
+                                          f"say {words!r}:\n{result.report()}")
+    assert "FAIL" in result.report() and "Traceback" not in result.report()
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_the_stub_is_unsolved_and_says_so(ex):
+    result = ex.check(_stub_function(ex))
+    assert not result.passed
+    assert "not written yet" in result.message
+    assert solution_source(ex).split('"""')[-1].strip() not in ex.module.STUB
+
+
+@pytest.mark.parametrize("number", [1, 2, 3, 4, 5])
+def test_engine_exercises_end_with_a_gradient_check(number):
+    steps = exercises.get(number).check(exercises.get(number).reference).passed_steps
+    assert "nanotie.gradcheck" in steps[-1]
+
+
+def test_raise_if_failed_carries_the_report():
+    ex = exercises.get(2)
+    bad = ex.module.MISTAKES[0].fn
+    with pytest.raises(ExerciseFailed, match="transpose"):
+        ex.check(bad).raise_if_failed()
+    assert ex.check(ex.reference).raise_if_failed().passed
+
+
+# A few mistakes written the way a learner would, in a file, not in the library.
+
+def test_a_mean_over_tied_uses_is_reported_as_a_factor_of_the_uses():
+    ex = exercises.get(5)
+
+    def tied_lm(E, ids, targets):
+        loss, backward = ex.reference(E, ids, targets)
+        return loss, lambda g: (backward(g)[0] * 0.5,)
+
+    msg = ex.check(tied_lm).message
+    assert "factor of 2" in msg and "number of times `E` is used" in msg
+
+
+def test_an_error_in_learner_code_points_at_their_line(tmp_path):
+    path = tmp_path / "mine.py"
+    path.write_text("import numpy as np\n\n\ndef matmul(a, b):\n"
+                    "    out = a @ b\n\n    def backward(g):\n"
+                    "        return g @ b, a.T @ g\n\n    return out, backward\n")
+    result = exercises.get(2).check(load_function(path, "matmul"))
+    assert not result.passed
+    assert "mine.py, line 8" in result.message and "transpose" in result.message
+
+
+def test_wrong_return_forms_are_named():
+    ex = exercises.get(2)
+
+    def only_grad_a(a, b):
+        return a @ b, lambda g: g @ b.T               # forgot grad_b
+
+    assert "tuple of 2 gradient(s)" in ex.check(only_grad_a).message
+
+    def just_the_output(a, b):
+        return a @ b
+
+    assert "(out, backward)" in ex.check(just_the_output).message
+
+
+def test_ignoring_upstream_gradient_is_named():
+    ex = exercises.get(3)
+
+    def cross_entropy(logits, target, ignore_index=-100):
+        loss, backward = ex.reference(logits, target, ignore_index)
+        return loss, lambda g: backward(1.0)
+
+    assert "upstream gradient g" in ex.check(cross_entropy).message
+
+
+# ------------------------------------------------------------ the diagnoses
+
+
+@pytest.mark.parametrize("got, want, words", [
+    ((5, 4), (4, 5), "shape of w.T"),
+    ((2, 3, 5, 4), (2, 3, 4, 5), "shape of w.T"),
+    ((8, 3), (3,), "leading axes (8,)"),
+    ((2, 4, 3), (1, 3), "stretched size-1 axes"),
+    ((4, 3), (4, 1), "axis 1 has size 1"),
+    ((4,), (4, 1), "keepdims=True"),
+    ((1, 6), (6,), "keepdims=True"),
+    ((7,), (3,), "always has the shape of its input"),
+])
+def test_explain_shape_names_the_cause(got, want, words):
+    msg = explain_shape("w", got, want)
+    assert msg and words in msg
+    assert explain_shape("w", want, want) is None
+
+
+def test_explain_values_scale_transpose_and_parts():
+    rng = np.random.default_rng(0)
+    want = rng.standard_normal((3, 3))
+    assert explain_values("w", want, want) is None
+    assert "TRANSPOSE" in explain_values("w", want.T, want)
+    assert "factor of 3" in explain_values("w", want / 3, want, uses=3)
+    assert "wrong sign" in explain_values("w", -want, want)
+    parts = {"use A": rng.standard_normal((3, 3)), "use B": rng.standard_normal((3, 3))}
+    msg = explain_values("w", parts["use B"], parts["use A"] + parts["use B"], parts=parts)
+    assert "misses use A" in msg and "SUM" in msg
+    worst = want.copy()
+    worst[1, 2] += 1.0
+    assert "index (1, 2)" in explain_values("w", worst, want)
+
+
+def _conv(x, shift):
+    """out[t] = sum_k h[k] x[t - k - shift]: causal for shift >= 0; shift = -1 leaks."""
+    h = np.array([0.5, -1.0, 0.25])
+    out = np.zeros_like(x)
+    for t in range(len(x)):
+        for k in range(len(h)):
+            s = t - k - shift
+            if 0 <= s < len(x):
+                out[t] += h[k] * x[s]
+    return out
+
+
+def test_explain_causality_finds_leaks_and_off_by_one():
+    x = np.random.default_rng(1).standard_normal(8)
+    assert explain_causality(lambda v: _conv(v, 0), x) is None
+    leak = explain_causality(lambda v: _conv(v, -1), x)
+    assert leak and "one step after it" in leak and "off-by-one" in leak
+    assert "not causal" in explain_causality(lambda v: v[::-1].copy(), x)
+    late = explain_causality(lambda v: _conv(v, 1), x)
+    assert late and "one step too far" in late
+    # next-step prediction: output t may use inputs before t only
+    assert explain_causality(lambda v: _conv(v, 1), x, include_present=False) is None
+    assert "present step" in explain_causality(lambda v: _conv(v, 0), x,
+                                               include_present=False)
+
+
+# --------------------------------------------------------------------- CLI
+
+
+def test_cli_round_trip_every_exercise(tmp_path, capsys):
+    """start writes the stub; the stub fails; filled in with the reference, it passes."""
+    for ex in EXERCISES:
+        assert cli.main(["exercise", "start", str(ex.number), "--dir", str(tmp_path)]) == 0
+        path = tmp_path / ex.stub_filename
+        assert f"exercise check {ex.number}" in capsys.readouterr().out
+        assert cli.main(["exercise", "check", str(ex.number), str(path)]) == 1
+        assert "not written yet" in flat(capsys.readouterr().out)
+        path.write_text(path.read_text() + "\n\n" + solution_source(ex))
+        assert cli.main(["exercise", "check", str(ex.number), str(path)]) == 0, \
+            capsys.readouterr().out
+        assert "Passed" in capsys.readouterr().out
+
+
+def test_cli_check_defaults_to_the_stub_name_here(tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    ex = exercises.get(1)
+    assert cli.main(["exercise", "start", "1"]) == 0
+    (tmp_path / ex.stub_filename).write_text("import numpy as np\n\n" + solution_source(ex))
+    assert cli.main(["exercise", "check", "1"]) == 0
+    assert "Passed" in capsys.readouterr().out
+
+
+def test_cli_start_refuses_to_overwrite_without_force(tmp_path, capsys):
+    ex = exercises.get(2)
+    path = tmp_path / ex.stub_filename
+    path.write_text("# my work\n")
+    assert cli.main(["exercise", "start", "2", "--dir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "already exists" in err[0] and "--force" in err[0]
+    assert path.read_text() == "# my work\n"
+    assert cli.main(["exercise", "start", "2", "--dir", str(tmp_path), "--force"]) == 0
+    assert f"def {ex.function}(" in path.read_text()
+
+
+WRONG_MATMUL = """\
+import numpy as np
+
+
+def matmul(a, b):
+    out = a @ b
+
+    def backward(g):
+        return g @ b.T, g.swapaxes(-1, -2) @ a
+
+    return out, backward
+"""
+
+
+@pytest.mark.parametrize("source, code, words", [
+    (WRONG_MATMUL, 1, ["FAIL", "the shape of b.T", "Did you transpose?"]),
+    ("import numpy as np\ndef matmul(a, b)\n    return a\n", 1,
+     ["cannot check", "line 2", "def matmul(a, b)"]),
+    ("import numpyy\n", 1, ["cannot check", "ModuleNotFoundError", "line 1"]),
+    ("def mat_mul(a, b):\n    return a\n", 1, ["defines no function `matmul`", "mat_mul"]),
+    (None, 2, ["no such file"]),
+])
+def test_cli_check_wrong_missing_or_broken_files(tmp_path, capsys, source, code, words):
+    path = tmp_path / "answer.py"
+    if source is not None:
+        path.write_text(source)
+    assert cli.main(["exercise", "check", "2", str(path)]) == code
+    captured = capsys.readouterr()
+    text = flat(captured.out + captured.err)
+    assert "Traceback" not in text
+    for w in words:
+        assert w in text, text
+    if code == 2 or source != WRONG_MATMUL:        # errors: a line or two on stderr
+        assert 1 <= len(captured.err.strip().splitlines()) <= 2 and not captured.out
+
+
+@pytest.mark.parametrize("args, words", [
+    (["exercise"], "list, start N or check N"),
+    (["exercise", "start", "99"], "no exercise 99"),
+    (["exercise", "check", "x"], "invalid int value"),
+    (["exercise", "frobnicate"], "invalid choice"),
+])
+def test_cli_exercise_usage_errors_are_one_line(capsys, args, words):
+    assert cli.main(args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("nanotie: error:") and words in err[0]
+
+
+def test_cli_exercise_list_and_load_errors():
+    result = subprocess.run([sys.executable, "-m", "nanotie", "exercise", "list"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    for ex in EXERCISES:
+        assert ex.title in result.stdout and ex.stub_filename in result.stdout
+    with pytest.raises(LearnerFileError, match="no such file"):
+        load_function("/nonexistent/answer.py", "matmul")
