@@ -126,7 +126,8 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
     ``checkpoint`` (a path) makes the run resumable: if the file exists the run
     continues from it (a finished run returns at once: that is the cache), and it is
     rewritten at the end and every ``checkpoint_interval`` steps. ``bytes_per_token``
-    converts the validation loss to bits per byte (1 for the byte tokenizer).
+    (the mean bytes a token stands for: 1 for the byte tokenizer, about 3-4 for a BPE)
+    converts the validation loss to bits per byte, loss / (bytes_per_token ln 2).
     ``progress``: a tqdm bar (None: only when stderr is a terminal).
     """
     from tqdm.auto import tqdm
@@ -170,7 +171,7 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
             val = evaluate(model, val_data, block, cfg.batch_size, cfg.eval_batches, loss_fn)
             history.eval_step.append(step + 1)
             history.val_loss.append(val)
-            history.val_bpb.append(val * bytes_per_token / math.log(2))
+            history.val_bpb.append(val / (bytes_per_token * math.log(2)))   # nats/token -> bits/byte
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
                             val_bpb=f"{history.val_bpb[-1]:.3f}")
         elif step % 10 == 0:

@@ -186,6 +186,16 @@ def test_training_learns_and_the_history_is_complete(splits):
     assert h.lr[-1] < h.lr[10] and math.isclose(min(h.lr), h.lr[-1])
 
 
+def test_bits_per_byte_divides_by_the_bytes_a_token_stands_for(splits):
+    """A token that stands for 4 bytes spreads its loss over 4 bytes: the bits per
+    byte are a quarter of the bits per token, not four times them."""
+    train_ids, val_ids = splits
+    cfg = config(steps=4, batch_size=4, eval_interval=2, eval_batches=2)
+    h = T.train(make_model(), train_ids, val_ids, cfg, bytes_per_token=4.0, progress=False)
+    bits_per_token = np.array(h.val_loss) / math.log(2)
+    assert np.allclose(h.val_bpb, bits_per_token / 4.0)
+
+
 def test_evaluate_is_deterministic_and_leaves_the_mode(splits):
     _, val_ids = splits
     model = make_model()
