@@ -37,6 +37,8 @@ register("gpt", "baseline byte-level GPT on English prose (tied embeddings)",
          "nanotie.papers.gpt.experiment")
 register("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters",
          "nanotie.papers.hyena.experiment")
+register("stlm", "Super Tiny LMs: byte-level pooling, embedding tying, FFN sharing",
+         "nanotie.papers.stlm.experiment")
 register("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM",
          "nanotie.papers.trellis.experiment")
 register("dynamic-tying", "a Q-learning agent ties layers during training (Hay & Wolf)",

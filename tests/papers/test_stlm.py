@@ -1,0 +1,406 @@
+"""Super Tiny Language Models: the spec's six properties, the analytic parameter count
+against built models, and the experiment's outputs (tiny profile)."""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie import data
+from nanotie.gradcheck import gradcheck_module
+from nanotie.nn import count_parameters, tied_parameters
+from nanotie.nn import functional as F
+from nanotie.papers import REGISTRY
+from nanotie.papers.stlm import (EOT, PAD, PAPER_FIGURES, STLM, ByteWindows, STLMConfig,
+                                 byte_cross_entropy, measured_split, millions,
+                                 paper_configs, parameter_budget)
+from nanotie.papers.stlm import experiment
+from nanotie.train import TrainConfig, evaluate
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
+
+SMALL = dict(vocab_size=23, context=8, d_model=16, n_layer=3, n_head=2, byte_window=5,
+             byte_dim=8, byte_heads=2)
+TOKEN = dict(embedder="token")
+BYTE = dict(embedder="byte", tie_embeddings=False)
+
+
+def small(**overrides) -> STLMConfig:
+    return STLMConfig(**{**SMALL, **overrides})
+
+
+def build(cfg, seed=0, dtype=np.float64, device="cpu", jitter=0.3):
+    """A model in float64 with its weights moved away from the tiny GPT-2 init, so that
+    every parameter (gains included) visibly matters."""
+    nt.manual_seed(seed)
+    model = STLM(cfg).to(dtype)
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.data = p.data + rng.normal(0.0, jitter, p.shape).astype(dtype)
+    return model.to(device)
+
+
+def untie_copy(model, cfg):
+    """The same values as ``model`` in a model with NO ties: each use of a shared
+    Parameter gets its own copy."""
+    every = dict(model.named_parameters(remove_duplicate=False))
+    copy = STLM(cfg).to(np.float64)
+    state = {k: np.array(nt.backend.asnumpy(p.data)) for k, p in every.items()}
+    state["__ties__"] = np.array([], dtype=np.str_)
+    copy.load_state_dict(state)
+    assert tied_parameters(copy) == {}
+    return copy
+
+
+# ------------------------------------------------------- 1. parameter accounting
+
+
+def test_the_formula_reproduces_the_papers_figures_without_building():
+    b = {name: parameter_budget(cfg) for name, cfg in paper_configs().items()}
+    assert millions(b["tied"]["total"]) == PAPER_FIGURES["tied"]
+    assert millions(b["untied"]["total"]) == PAPER_FIGURES["untied"]
+    assert millions(b["tied + FFN sharing"]["total"]) == PAPER_FIGURES["tied + FFN sharing"]
+    assert millions(b["tied"]["embedding+head"]) == PAPER_FIGURES["embedding (tied)"]
+    byte = b["byte-level"]["embedding+head"]
+    assert millions(byte) == PAPER_FIGURES["byte embedder + decoder"]
+    tied, untied = b["tied"]["embedding+head"], b["untied"]["embedding+head"]
+    assert f"{100 * (1 - byte / tied):.1f}%" == PAPER_FIGURES["fewer than tied"]
+    assert f"{100 * (1 - byte / untied):.1f}%" == PAPER_FIGURES["fewer than untied"]
+    # The relations behind the figures: untying adds one V x d table, sharing removes
+    # (L - 1) FFNs, and the core is the same whatever the embedder.
+    cfg = paper_configs()["tied"]
+    assert b["untied"]["total"] - b["tied"]["total"] == cfg.vocab_size * cfg.d_model
+    one_ffn = b["tied"]["ffn"] // cfg.n_layer
+    assert b["tied"]["total"] - b["tied + FFN sharing"]["total"] == (cfg.n_layer - 1) * one_ffn
+    assert b["byte-level"]["core"] == b["tied"]["core"]
+
+
+def test_the_paper_config_cannot_be_built_with_grouped_query_attention():
+    with pytest.raises(ValueError, match="n_kv_head"):
+        STLM(replace(paper_configs()["tied"], n_layer=1, vocab_size=10, d_model=32,
+                     n_head=4, n_kv_head=2, ffn_hidden=8, context=4))
+
+
+@pytest.mark.parametrize("overrides", [
+    dict(TOKEN, tie_embeddings=True),
+    dict(TOKEN, tie_embeddings=False),
+    dict(TOKEN, share_ffn=True, ffn_hidden=24),
+    dict(TOKEN, ffn="mlp", norm="layer", bias=True, learned_positions=False),
+    dict(BYTE),
+    dict(BYTE, share_ffn=True),
+    dict(BYTE, ffn="mlp", norm="layer", bias=True, ffn_hidden=40, n_layer=2),
+    dict(BYTE, learned_positions=False, share_ffn=True, ffn="swiglu", bias=True),
+], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_the_formula_equals_the_built_models_unique_count(overrides):
+    cfg = small(**overrides)
+    nt.manual_seed(0)
+    model = STLM(cfg)
+    budget, split = parameter_budget(cfg), measured_split(model)
+    assert count_parameters(model) == budget["total"] == split["total"]
+    assert split["embedding+head"] == budget["embedding+head"]
+    unique = {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}
+    assert sum(p.numel() for p in unique.values()) == budget["total"]
+
+
+def test_at_small_sizes_the_byte_path_can_be_larger_than_the_table():
+    """The 90-95% saving is a large-vocabulary effect: the byte path's size does not
+    depend on V, the table's grows with it."""
+    byte = parameter_budget(small(**BYTE))["embedding+head"]
+    tiny_vocab = parameter_budget(small(vocab_size=23))["embedding+head"]
+    big_vocab = parameter_budget(small(vocab_size=50257))["embedding+head"]
+    assert byte > tiny_vocab and byte < big_vocab / 10
+
+
+# -------------------------------------------------- 2. embedding / head tying
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_tied_embedding_is_one_array_whose_gradient_sums_both_uses(device):
+    cfg = small()
+    tied = build(cfg)
+    assert tied.lm_head.weight is tied.wte.weight
+    assert tied_parameters(tied)["wte.weight"] == ["wte.weight", "lm_head.weight"]
+    untied = untie_copy(tied, replace(cfg, tie_embeddings=False)).to(device)
+    tied = tied.to(device)
+    assert tied.lm_head.weight is tied.wte.weight          # to() keeps the tie
+    rng = np.random.default_rng(1)
+    x, y = rng.integers(0, cfg.vocab_size, (2, 2, cfg.context))
+    tied(x, y)[1].backward()
+    untied(x, y)[1].backward()
+    as_np = nt.backend.asnumpy
+    emb, head = as_np(untied.wte.weight.grad), as_np(untied.lm_head.weight.grad)
+    np.testing.assert_allclose(as_np(tied.wte.weight.grad), emb + head, rtol=1e-9,
+                               atol=1e-12)
+    assert np.abs(emb).max() > 1e-6 and np.abs(head).max() > 1e-6   # both uses count
+
+
+# ------------------------------------------------------------- 3. FFN sharing
+
+
+@pytest.mark.parametrize("embedder", [TOKEN, BYTE], ids=["token", "byte"])
+def test_ffn_sharing_is_one_object_and_drops_l_minus_one_ffns(embedder):
+    cfg = small(**embedder)
+    nt.manual_seed(0)
+    plain, shared = STLM(cfg), STLM(replace(cfg, share_ffn=True))
+    ffn = shared.blocks[0].mlp
+    assert all(b.mlp is ffn for b in shared.blocks)
+    attns = {id(b.attn) for b in shared.blocks} | {id(b.ln1) for b in shared.blocks}
+    assert len(attns) == 2 * cfg.n_layer                   # attention, norms per layer
+    one_ffn = sum(p.numel() for p in ffn.parameters())
+    assert count_parameters(plain) - count_parameters(shared) == (cfg.n_layer - 1) * one_ffn
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_shared_ffns_gradient_is_the_sum_over_layers(device):
+    cfg = small(share_ffn=True, tie_embeddings=False)
+    shared = build(cfg, seed=3)
+    unshared = untie_copy(shared, replace(cfg, share_ffn=False)).to(device)
+    shared = shared.to(device)
+    x, y = np.random.default_rng(4).integers(0, cfg.vocab_size, (2, 2, cfg.context))
+    shared(x, y)[1].backward()
+    unshared(x, y)[1].backward()
+    as_np = nt.backend.asnumpy
+    for name, p in shared.blocks[0].mlp.named_parameters():
+        per_layer = [as_np(dict(b.mlp.named_parameters())[name].grad)
+                     for b in unshared.blocks]
+        np.testing.assert_allclose(as_np(p.grad), sum(per_layer), rtol=1e-9, atol=1e-12,
+                                   err_msg=name)
+        assert min(np.abs(g).max() for g in per_layer) > 1e-8, name
+
+
+# ------------------------------------------------------------ 4. pooling locality
+
+
+def test_changing_one_tokens_bytes_changes_only_its_pooled_vector_and_later_outputs():
+    cfg = small(**BYTE, learned_positions=True)
+    model = build(cfg, seed=5)
+    rng = np.random.default_rng(6)
+    W, T, s = cfg.byte_window, cfg.context, 4
+    x = rng.integers(0, 258, (2, T, W))
+    x2 = x.copy()
+    x2[:, s] = rng.integers(0, 256, (2, W))                # new bytes for token s only
+    with nt.no_grad():
+        pooled, pooled2 = model.byte_embedder(x).numpy(), model.byte_embedder(x2).numpy()
+        out, out2 = model(x)[0].numpy(), model(x2)[0].numpy()
+    changed = np.abs(pooled - pooled2).max(axis=(0, 2)) > 0          # per token
+    assert changed.tolist() == [t == s for t in range(T)]
+    np.testing.assert_array_equal(out[:, :s], out2[:, :s])            # causal: before s
+    assert all(np.abs(out[:, t] - out2[:, t]).max() > 1e-9 for t in range(s, T))
+
+
+def test_byte_attention_looks_both_ways_within_a_token():
+    """Slot 0 of a token sees its last slot (non-causal), unlike the core."""
+    cfg = small(**BYTE)
+    model = build(cfg, seed=7)
+    x = np.random.default_rng(8).integers(0, 256, (1, 1, cfg.byte_window))
+    x2 = x.copy()
+    x2[..., -1] = (x2[..., -1] + 1) % 256
+    block = model.byte_embedder.blocks[0]
+    emb = model.byte_embedder.byte_emb
+    with nt.no_grad():
+        h, h2 = (block.attn(emb(w).reshape(1, cfg.byte_window, cfg.byte_dim)).numpy()
+                 for w in (x, x2))
+    assert np.abs(h[0, 0] - h2[0, 0]).max() > 1e-9
+
+
+def test_the_byte_model_passes_a_gradient_check():
+    cfg = small(**BYTE, n_layer=1, context=3, byte_window=3, byte_dim=4, byte_heads=2,
+                d_model=8, ffn_hidden=6)
+    model = build(cfg, seed=9)
+    rng = np.random.default_rng(10)
+    x = rng.integers(0, 258, (2, 3, 3))
+    y = np.where(rng.random((2, 3, 3)) < 0.3, PAD, rng.integers(0, 258, (2, 3, 3)))
+    assert gradcheck_module(model, lambda: model(x, y)[1], max_elements=12,
+                            name="STLM byte-level")
+
+
+# ---------------------------------------------------------- 5. byte round trip
+
+
+@pytest.fixture(scope="module")
+def windows():
+    corpus = data.prose_corpus(60_000)
+    return ByteWindows(data.BPETokenizer.train(corpus, 400), window=12), corpus
+
+
+@pytest.mark.parametrize("text", ["Hello, world!", "The  quick brown fox\njumps.",
+                                  "caf\u00e9 \u2014 na\u00efve \U0001f600", "", "a"])
+def test_text_survives_tokens_to_windows_and_back(windows, text):
+    bw, _ = windows
+    wins = bw.encode(text)
+    assert wins.shape == (len(bw.tokenizer.encode(text)), 12)
+    assert bw.truncation_rate(bw.tokenizer.encode(text)) == 0
+    assert bw.decode_bytes(wins).decode("utf-8") == text
+    with_end = bw.encode(text, eot=True)
+    assert with_end[-1, 0] == EOT and (with_end[-1, 1:] == PAD).all()
+    assert bw.decode_bytes(np.concatenate([with_end, bw.encode("junk")])) == text.encode()
+
+
+def test_truncation_loses_exactly_the_bytes_beyond_the_window(windows):
+    bw, corpus = windows
+    ids = bw.tokenizer.encode(corpus)
+    restored = bw.decode_bytes(bw(ids))
+    long_tokens = bw.full[ids] > bw.window
+    if not long_tokens.any():                 # the round trip is exact
+        assert restored == corpus and bw.truncation_rate(ids) == 0
+    else:
+        lost = int((bw.full[ids] - bw.window)[long_tokens].sum())
+        assert len(restored) == len(corpus) - lost
+        assert bw.lost_byte_rate(ids) == pytest.approx(lost / len(corpus))
+        assert bw.truncation_rate(ids) == pytest.approx(long_tokens.mean())
+    # A window wide enough for the longest token always round-trips.
+    wide = ByteWindows(bw.tokenizer, window=int(bw.full.max()))
+    assert wide.decode_bytes(wide(ids)) == corpus and wide.truncation_rate(ids) == 0
+
+
+def test_windows_follow_the_ids_device_and_shape(windows):
+    bw, _ = windows
+    ids = np.array([[3, 100], [257 % bw.tokenizer.vocab_size, 5]])
+    assert bw(ids).shape == (2, 2, 12)
+    np.testing.assert_array_equal(bw(ids)[0, 1], bw.table[100])
+
+
+# ------------------------------------------------------------- 6. pad ignored
+
+
+def test_the_loss_ignores_the_pad_and_only_the_pad():
+    rng = np.random.default_rng(11)
+    B, T, W = 2, 3, 5
+    targets = rng.integers(0, 256, (B, T, W))
+    targets[..., 3:] = PAD                       # short tokens: two pad slots each
+    targets[0, 0, 1] = EOT                       # an end of text must be scored
+    logits = nt.tensor(rng.standard_normal((B, T, W, 258)), requires_grad=True)
+    loss = byte_cross_entropy(logits, targets)
+    loss.backward()
+    pad = targets == PAD
+    # The pad slots get no gradient; every other slot does.
+    assert np.abs(logits.grad[pad]).max() == 0
+    assert (np.abs(logits.grad[~pad]).max(axis=-1) > 0).all()
+    # The loss is the mean over the non-pad slots alone.
+    ref = F.cross_entropy(nt.tensor(logits.numpy()[~pad]), targets[~pad])
+    assert loss.item() == pytest.approx(ref.item(), rel=1e-12)
+    # Changing the logits at pad slots changes nothing; at the EOT slot it does.
+    moved = logits.numpy().copy()
+    moved[pad] += rng.standard_normal(moved[pad].shape) * 5
+    assert byte_cross_entropy(nt.tensor(moved), targets).item() == pytest.approx(
+        loss.item(), rel=1e-12)
+    moved[0, 0, 1, EOT] += 3.0                  # the target class at the EOT slot
+    assert byte_cross_entropy(nt.tensor(moved), targets).item() != pytest.approx(
+        loss.item(), rel=1e-9)
+    # Ignoring EOT instead (the authors' id) would give another loss.
+    wrong = F.cross_entropy(logits, targets, ignore_index=EOT)
+    assert wrong.item() != pytest.approx(loss.item(), rel=1e-6)
+
+
+# ----------------------------------------------------------------- config
+
+
+@pytest.mark.parametrize("bad, field", [
+    (dict(ffn="relu"), "ffn"), (dict(norm="batch"), "norm"), (dict(embedder="char"),
+                                                              "embedder"),
+    (dict(d_model=15), "d_model"), (dict(byte_dim=6, byte_heads=4), "byte_dim"),
+    (dict(n_layer=0), "n_layer"), (dict(embedder="byte", tie_embeddings=True),
+                                   "tie_embeddings"),
+    (dict(n_kv_head=3, n_head=2), "n_kv_head"), (dict(ffn_hidden=0), "ffn_hidden")])
+def test_bad_configs_name_the_field(bad, field):
+    with pytest.raises(ValueError, match=field):
+        small(**bad)
+
+
+def test_byte_model_rejects_token_ids_and_sampling():
+    model = build(small(**BYTE))
+    with pytest.raises(ValueError, match="byte windows"):
+        model(np.zeros((1, 4), dtype=np.int64))
+    with pytest.raises(NotImplementedError, match="pads"):
+        model.generate(np.zeros((1, 1), dtype=np.int64), 2)
+
+
+# ------------------------------------------------------------ the experiment
+
+
+def test_the_length_code_is_a_distribution(windows):
+    bw, corpus = windows
+    nats = experiment.length_code(bw, bw.tokenizer.encode(corpus))
+    assert nats.shape == (bw.window + 1,) and nats[0] == np.inf
+    assert np.exp(-nats[1:]).sum() == pytest.approx(1.0)
+
+
+def test_heldout_bpb_agrees_with_the_training_loop_and_scores_the_same_bytes(windows):
+    bw, corpus = windows
+    ids = bw.tokenizer.encode(corpus[:4000])
+    wide = ByteWindows(bw.tokenizer, window=int(bw.full[ids].max()))   # truncates nothing
+    cfg = small(vocab_size=bw.tokenizer.vocab_size, byte_window=wide.window)
+    token_model, byte_model = build(cfg, jitter=0.0), build(replace(cfg, **BYTE), jitter=0.0)
+    nats = experiment.length_code(wide, ids)
+    t = experiment.heldout_bpb(token_model, ids, wide, nats, batch_size=8)
+    b = experiment.heldout_bpb(byte_model, ids, wide, nats, batch_size=8)
+    assert t["bpb"] == pytest.approx(t["bpb_all_tokens"], rel=1e-12)
+    assert (t["tokens"], t["bytes"]) == (b["tokens"], b["bytes"])
+    assert b["bpb"] > b["bpb_bytes_only"] and b["bpb_all_tokens"] is None
+    n = (len(ids) - 1) // cfg.context * cfg.context          # the targets scored
+    loss = evaluate(token_model, ids, cfg.context, 8)        # nats per token
+    assert t["bytes"] == wide.full[ids[1:n + 1]].sum()
+    assert t["bpb"] == pytest.approx(loss * n / (t["bytes"] * math.log(2)), rel=1e-9)
+    # With the narrow window the truncated tokens drop out of the score.
+    narrow = experiment.heldout_bpb(token_model, ids, bw, nats, batch_size=8)
+    assert narrow["bytes"] < t["bytes"] or bw.truncation_rate(ids[1:n + 1]) == 0
+
+
+TINY_PROFILE = (STLMConfig(vocab_size=300, context=8, d_model=16, n_layer=2, n_head=2,
+                           ffn_hidden=24, byte_window=6, byte_dim=8, byte_heads=2),
+                TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=2,
+                            eval_batches=2))
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(experiment.PROFILES, "quick", TINY_PROFILE)
+    real = experiment.prepare_data
+    monkeypatch.setattr(experiment, "prepare_data",
+                        lambda v, w, max_bytes=None: real(v, w, max_bytes=40_000))
+
+
+def test_stlm_writes_results_report_and_plots_and_reuses_its_cache(tiny, tmp_path):
+    res = experiment.run(quick=True, out_dir=tmp_path / "stlm")
+    for name in ("report.md", "results.json", "params_vs_bpb.png", "loss.png"):
+        assert (tmp_path / "stlm" / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "stlm" / "results.json").read_text())
+    assert list(saved["variants"]) == list(experiment.VARIANTS)
+    for name, v in saved["variants"].items():
+        assert v["parameters"] == v["analytic_parameters"] == v["counted_parameters"], name
+        assert math.isfinite(v["val_bpb"]) and v["val_bpb"] > 0, name
+        if "byte" in name:        # the length code only adds bits
+            assert v["val_bpb"] > v["val_bpb_bytes_only"], name
+        else:
+            assert v["val_bpb"] == v["val_bpb_bytes_only"], name
+    a, b, c, d, e = saved["variants"].values()
+    assert a["parameters"] - b["parameters"] == 300 * 16
+    assert b["parameters"] - c["parameters"] == d["parameters"] - e["parameters"] > 0
+    assert saved["paper_counts"]["formula"] == saved["paper_counts"]["paper"]
+    assert 0 <= saved["data"]["truncation_rate_val"] < 1
+    assert set(res["summary"]) == {"bpb a/b/c/d/e", "emb+head cut", "truncated"}
+    assert f"{b['val_bpb']:.3f}" in (tmp_path / "stlm" / "report.md").read_text()
+    assert "stlm" in REGISTRY and len(list((tmp_path / "cache").glob("stlm-*.npz"))) == 5
+
+    again = experiment.run(quick=True, out_dir=tmp_path / "stlm")
+    for name, v in res["variants"].items():    # loaded, not retrained
+        assert again["variants"][name]["train_seconds"] == v["train_seconds"], name
+        assert again["variants"][name]["val_bpb"] == v["val_bpb"], name
+
+
+@pytest.mark.slow
+def test_quick_profile_byte_path_is_smaller_and_all_models_learn(tmp_path):
+    from nanotie.papers.gpt.experiment import corpus_splits, unigram_bpb
+
+    res = experiment.run(quick=True, out_dir=tmp_path / "stlm")
+    a, b, c, d, e = res["variants"].values()
+    assert d["embedding+head"] < b["embedding+head"] < a["embedding+head"]
+    unigram = unigram_bpb(*corpus_splits())          # a context-free byte model
+    assert all(x["val_bpb_all_tokens"] < unigram - 1.0 for x in (a, b, c))
+    assert all(x["val_bpb_bytes_only"] < unigram for x in (d, e))
