@@ -35,6 +35,8 @@ def register(name: str, title: str, module: str) -> None:
 
 register("gpt", "baseline byte-level GPT on English prose (tied embeddings)",
          "nanotie.papers.gpt.experiment")
+register("headless", "headless LMs: contrastive weight tying vs a softmax head",
+         "nanotie.papers.headless.experiment")
 register("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters",
          "nanotie.papers.hyena.experiment")
 register("stlm", "Super Tiny LMs: byte-level pooling, embedding tying, FFN sharing",

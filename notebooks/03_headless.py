@@ -1,0 +1,326 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Headless language models: Contrastive Weight Tying
+#
+# Godey, de la Clergerie and Sagot (ICLR 2024, arXiv:2309.08351) take the output
+# layer off a language model. Instead of a softmax over the whole vocabulary, the
+# model is trained so that its output $o_k$ at a target position lands close to the
+# **input** embedding $e(x_k)$ of the token it should predict, and far from the
+# input embeddings of the other targets in the batch. The input embedding matrix
+# $E$ is the only "output layer": that is the tie.
+#
+# The plan:
+#
+# 1. **The cost argument**: a $K \times K$ score matrix instead of $K \times V$.
+# 2. **The loss**, Eq. 3, and three facts about it that the tests also check.
+# 3. **Why the gradient flows into $E$ from both sides**, and what detaching the
+#    targets would lose.
+# 4. **A gradient check** of a whole headless GPT.
+# 5. **The miniature experiment**: throughput, bits per byte with the $E^\top$ head
+#    and with a fine-tuned head, a downstream probe, and the plots.
+# 6. **An exercise**: write the CWT loss yourself, checked against the library's and
+#    by `gradcheck`.
+#
+# Set `NANOTIE_QUICK=1` for a fast run (the test suite does): section 5 then runs a
+# smoke-sized profile in seconds that shows nothing; without it, the quick profile
+# (about a minute or two on a laptop CPU).
+
+# %%
+import math
+import os
+import tempfile
+import time
+
+import matplotlib.pyplot as plt
+import numpy as np
+
+import nanotie
+from nanotie import Tensor
+from nanotie.gradcheck import gradcheck, gradcheck_module
+from nanotie.nn import functional as F
+from nanotie.ops import embedding, logsumexp
+from nanotie.papers.headless import HeadlessConfig, HeadlessGPT, cwt_loss, experiment
+
+QUICK = os.environ.get("NANOTIE_QUICK") == "1"
+rng = np.random.default_rng(0)
+f64 = np.float64
+print("quick mode:", QUICK)
+
+# %% [markdown]
+# ## 1. The cost argument
+#
+# Take a batch of $B$ sequences of $T$ tokens: $K = BT$ target positions, hidden
+# size $D$, vocabulary $V$. A softmax head computes all $K \times V$ logits
+# $o_k \cdot e(v)$, one matrix product of $K D V$ multiply-adds (and two more of the
+# same size in the backward pass), then a softmax over $K V$ numbers. CWT scores each
+# output only against the $K$ targets of the batch: $K \times K$ scores, $K^2 D$
+# multiply-adds. With $K = 1024$ and $V = 8192$ that is 8 times fewer:
+
+# %%
+B, T, D, V = 16, 64, 128, 8192
+K = B * T
+softmax_head = K * D * V
+cwt_scores = K * K * D
+print(f"K = {K}: softmax head {softmax_head / 1e6:.0f} M multiply-adds, "
+      f"CWT {cwt_scores / 1e6:.0f} M  (x{softmax_head / cwt_scores:.0f})")
+assert softmax_head / cwt_scores == V / K
+
+# %% [markdown]
+# The gain depends on $V / K$ only: CWT's cost does not grow with the vocabulary at
+# all, and it grows with the batch. The batch is also where the negatives come
+# from, so the paper recommends batches of 128 sequences or more.
+#
+# Here are the two losses timed on their own, forward and backward (the whole
+# training step, with the transformer body, comes in section 5):
+
+# %%
+def time_loss(fn, *inputs, repeats=3):
+    best = math.inf
+    for _ in range(repeats):
+        for x in inputs:
+            x.grad = None
+        t0 = time.perf_counter()
+        fn(*inputs).backward()
+        best = min(best, time.perf_counter() - t0)
+    return best
+
+
+O = Tensor(rng.normal(size=(K, D)).astype(np.float32), requires_grad=True)
+E = Tensor(rng.normal(size=(V, D)).astype(np.float32) * 0.1, requires_grad=True)
+targets = rng.integers(0, V, K)
+t_ce = time_loss(lambda o, e: F.cross_entropy(o @ e.T, targets), O, E)
+t_cwt = time_loss(lambda o, e: cwt_loss(o, embedding(e, targets)), O, E)
+print(f"softmax head + CE: {t_ce * 1e3:.0f} ms   CWT: {t_cwt * 1e3:.0f} ms")
+
+# %% [markdown]
+# ## 2. The loss
+#
+# With $S$ the target positions of the batch and $\tau$ a temperature (1 in the
+# paper: raw dot products, no projection):
+#
+# $$
+# \mathcal{L}_{CWT} = -\frac{1}{K}\sum_{k \in S}
+#   \log \frac{\exp(o_k \cdot e(x_k) / \tau)}{\sum_{m \in S} \exp(o_k \cdot e(x_m)/\tau)}
+# $$
+#
+# Stack the outputs into $O$ ($K \times D$) and the target embeddings into
+# $T_E$ ($K \times D$, row $k$ is $e(x_k)$). Then the loss is plain softmax
+# cross-entropy over the rows of $O T_E^\top / \tau$ with the right answer on the
+# **diagonal**. nanotie writes it from engine ops, a matrix product, a
+# `logsumexp` and a row-wise dot product:
+
+# %%
+import inspect
+
+print(inspect.getsource(cwt_loss).split('"""')[-1])
+
+# %%
+o, t = rng.normal(size=(7, 4)), rng.normal(size=(7, 4))
+ours = cwt_loss(Tensor(o), Tensor(t)).item()
+diagonal_ce = F.cross_entropy(Tensor(o @ t.T), np.arange(7)).item()
+print(ours, diagonal_ce)
+assert abs(ours - diagonal_ce) < 1e-12
+
+# %% [markdown]
+# **Every id once = the tied softmax.** If $S$ holds every vocabulary id exactly
+# once, the denominator runs over the whole vocabulary and CWT *is* the
+# cross-entropy of the tied head $o E^\top$:
+
+# %%
+Vs, Ds = 6, 3
+E_small = rng.normal(size=(Vs, Ds))
+O_small = rng.normal(size=(Vs, Ds))
+perm = rng.permutation(Vs)
+cwt = cwt_loss(Tensor(O_small), embedding(Tensor(E_small), perm)).item()
+tied = F.cross_entropy(Tensor(O_small @ E_small.T), perm).item()
+print(cwt, tied)
+assert abs(cwt - tied) < 1e-12
+
+# %% [markdown]
+# **Duplicates are kept.** In a real batch a frequent token is the target at many
+# positions. CWT does not de-duplicate: if $x_k$ occurs $m_k$ times in $S$, the
+# denominator holds $m_k$ copies of the positive score, so the probability of "the
+# right answer" is at most $1/m_k$ and the loss at $k$ is at least $\log m_k$, however
+# good the model. A perfect model (orthonormal embeddings, $o_k$ a large multiple of
+# $e(x_k)$) reaches exactly that floor:
+
+# %%
+ids = np.array([0, 0, 0, 1, 2, 2])
+per_position = cwt_loss(Tensor(40.0 * np.eye(3)[ids]), embedding(Tensor(np.eye(3)), ids),
+                        reduction="none").numpy()
+m = np.bincount(ids)[ids]
+print("loss per position:", per_position.round(4), "\nlog m_k:          ", np.log(m).round(4))
+assert np.allclose(per_position, np.log(m), atol=1e-12)
+
+random_E, random_O = rng.normal(size=(3, 4)), rng.normal(size=(6, 4))
+assert (cwt_loss(Tensor(random_O), embedding(Tensor(random_E), ids),
+                 reduction="none").numpy() >= np.log(m) - 1e-12).all()
+
+# %% [markdown]
+# ## 3. The gradient flows into $E$ from both sides
+#
+# A headless GPT reads $E$ twice: the lookup $E[\text{inputs}]$ that feeds the
+# network, and the lookup $E[\text{targets}]$ that the outputs are scored against.
+# Both are reads of the SAME Parameter, so the engine adds their gradients (the one
+# `+` of notebook 00). `HeadlessGPT` is nanotie's GPT with one hook changed: `head`
+# stops at the final norm and returns the outputs $o$, and `forward` scores them
+# against `wte(targets)`, not detached.
+#
+# Which rows of $E$ get gradient? Use ids 0-3 as inputs, 4-6 only as targets, and
+# never touch 7-11:
+
+# %%
+nanotie.manual_seed(0)
+cfg = HeadlessConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2)
+model = HeadlessGPT(cfg).to(f64)
+x = rng.integers(0, 4, (2, 8))
+y = rng.integers(4, 7, (2, 8))
+_, loss = model(x, y)
+loss.backward()
+row_norms = np.abs(model.wte.weight.grad).sum(axis=1)
+print("gradient per row of E:", row_norms.round(5))
+assert (row_norms[:7] > 0).all() and (row_norms[7:] == 0).all()
+
+# %% [markdown]
+# Rows 4-6 learn only because the targets are not detached. A softmax head, for
+# contrast, pushes gradient into all $V$ rows at every step (every id is in every
+# denominator), which is the other half of its cost.
+#
+# The tied gradient is the sum of the two uses. We check it by scoring against a
+# separate COPY of $E$, so the two parts land in two places:
+
+# %%
+tied_grad = model.wte.weight.grad.copy()
+model.zero_grad()
+E_copy = Tensor(model.wte.weight.data.copy(), requires_grad=True)
+outputs, _ = model(x)
+cwt_loss(outputs.reshape(-1, 8), embedding(E_copy, y).reshape(-1, 8)).backward()
+input_side, target_side = model.wte.weight.grad, E_copy.grad
+assert np.allclose(tied_grad, input_side + target_side, atol=1e-14)
+print("input side reaches rows", np.flatnonzero(np.abs(input_side).sum(1)),
+      "\ntarget side reaches rows", np.flatnonzero(np.abs(target_side).sum(1)))
+
+# %% [markdown]
+# ## 4. A gradient check
+#
+# The whole headless GPT, in float64, with repeated target ids and $\tau = 0.7$,
+# against central differences (`gradcheck_module` perturbs every parameter,
+# including the tied $E$):
+
+# %%
+nanotie.manual_seed(1)
+check_model = HeadlessGPT(HeadlessConfig(vocab_size=12, context=8, d_model=8, n_layer=1,
+                                         n_head=2, temperature=0.7)).to(f64)
+for p in check_model.parameters():
+    p.data = p.data + rng.normal(0, 0.2, p.shape)
+xc, yc = rng.integers(0, 12, (2, 6)), rng.integers(0, 4, (2, 6))
+assert gradcheck_module(check_model, lambda: check_model(xc, yc)[1])
+print("gradcheck passed")
+
+# %% [markdown]
+# ## 5. The miniature experiment
+#
+# `nanotie.papers.headless.experiment` trains two causal GPTs with the same shapes,
+# initial weights and batches on Python's help text with a BPE vocabulary of 4096
+# ids: one with the tied softmax head (CE), one headless (CWT). Then:
+#
+# * **throughput**: the training step of each, timed side by side;
+# * **bits per byte** of CE, of CWT read through the zero-shot head $o E^\top$, and of
+#   CWT with an UNTIED head cloned from $E$ and fine-tuned briefly with CE
+#   (`lm_from_headless(model, "clone")`): the paper's Table 3 pattern;
+# * **a probe**: a linear classifier on frozen features (which help topic a passage
+#   comes from), for CE, CWT and an untrained model;
+# * **tokens/s against V**.
+#
+# Section 5 is the same as `python -m nanotie reproduce headless`.
+
+# %%
+out_dir = tempfile.mkdtemp()
+profile = experiment.SMOKE if QUICK else None
+results = experiment.run(quick=True, out_dir=os.path.join(out_dir, "headless"),
+                         profile=profile)
+bpb = results["val_bpb"]
+for name, value in bpb.items():
+    print(f"{name:15s} {value:.3f} bits per byte")
+print(f"tokens/s: CE {results['tokens_per_second']['ce']:,.0f}, "
+      f"CWT {results['tokens_per_second']['cwt']:,.0f} "
+      f"(x{results['throughput_ratio']:.2f})")
+print("probe test accuracy:", {k: round(results["probe"][k]["test_accuracy"], 3)
+                               for k in ("ce", "cwt", "untrained")})
+
+# %% [markdown]
+# Getting an LM back: the cloned head starts as $E$ and is a separate Parameter,
+# and a short CE fine-tune brings it well below the zero-shot head. That is the
+# paper's Table 3 pattern (LAMBADA, Pythia-70M: 18.26% with $E^\top$, 22.2% after
+# fine-tuning the head):
+
+# %%
+assert bpb["cwt_finetuned"] < bpb["cwt_zero_shot"]
+assert results["parameters"]["cwt_finetuned"] == (results["parameters"]["cwt"]
+                                                  + results["vocab_size"]
+                                                  * results["model"]["d_model"])
+
+# %%
+fig, axes = plt.subplots(1, 2, figsize=(12, 4))
+for ax, name in zip(axes, results["plots"]):
+    ax.imshow(plt.imread(os.path.join(out_dir, "headless", name)))
+    ax.axis("off")
+plt.tight_layout()
+plt.show()
+
+# %% [markdown]
+# Read the plots with the report in `report.md` next to them. Left: validation bits
+# per byte against training compute; the CWT curve is read through $E^\top$, and the
+# fine-tuning curve starts where CWT pretraining stopped. Right: tokens per second
+# against $V$. The softmax step slows down as $V$ grows; the CWT step does not
+# depend on $V$ except through the embedding's gradient and AdamW update, which
+# both models share.
+
+# %% [markdown]
+# ## 6. Exercise: the CWT loss by hand
+#
+# Write `my_cwt_loss(O, T, tau)` with engine ops (`@`, `.T`, `logsumexp`, `*`,
+# `.sum`, `.mean`): `O` and `T` are (K, D) Tensors, row k of `T` is the positive of
+# row k of `O`, every other row a negative. The check compares it with the library's
+# `cwt_loss` and runs `gradcheck` with repeated ids. A reference solution is filled
+# in: replace it with yours.
+
+# %%
+# ---- EXERCISE: your code here ---------------------------------------------------------
+def my_cwt_loss(O, T, tau=1.0):
+    # reference solution (replace it with yours)
+    scores = O @ T.T / tau                              # (K, K)
+    return (logsumexp(scores, dim=-1) - (O * T).sum(dim=-1) / tau).mean()
+# ----------------------------------------------------------------------------------------
+
+
+# %%
+ex_ids = np.array([0, 1, 1, 2, 0, 3, 1])                # repeated targets
+ex_E = Tensor(rng.normal(size=(4, 5)), requires_grad=True)
+ex_O = Tensor(rng.normal(size=(7, 5)), requires_grad=True)
+for tau in (1.0, 0.5):
+    mine = my_cwt_loss(ex_O, embedding(ex_E, ex_ids), tau).item()
+    ref = cwt_loss(ex_O, embedding(ex_E, ex_ids), tau).item()
+    assert abs(mine - ref) < 1e-10, (tau, mine, ref)
+    assert gradcheck(lambda o, e: my_cwt_loss(o, embedding(e, ex_ids), tau), [ex_O, ex_E])
+print("exercise: values match the library and gradcheck passes")
+
+# %% [markdown]
+# What to take away: CWT keeps the tie but drops the $V$-sized product. $E$ still
+# serves as input and as output, and its gradient is still the sum of the two uses;
+# only the set of outputs it is compared against changes, from the whole vocabulary
+# to the targets of the batch.

@@ -1,0 +1,433 @@
+"""Headless LMs / Contrastive Weight Tying: the spec's properties, as tests.
+
+1. CWT is cross-entropy over O T^T / tau with the labels on the diagonal.
+2. With every vocabulary id exactly once in S, CWT equals the tied softmax loss.
+3. With duplicates, the loss at a position is at least log m_k.
+4. Gradient routing into E: rows used only as targets get gradient, absent rows none,
+   and E's gradient is the sum of its input-side and target-side uses.
+5. Gradient checks (float64, repeated ids).
+6. The MLM masking statistics, on a large sample.
+Plus: the LM read-outs (E^T head, cloned head, head-only fine-tuning), the
+bidirectional encoder, the probe, and the experiment's outputs on a tiny profile.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie import Tensor
+from nanotie.gradcheck import gradcheck, gradcheck_module
+from nanotie.nn import GPT, GPTConfig, count_parameters
+from nanotie.nn import functional as F
+from nanotie.nn.optim import AdamW
+from nanotie.ops import embedding
+from nanotie.papers import REGISTRY
+from nanotie.papers.headless import (HeadlessConfig, HeadlessGPT, cwt_loss,
+                                     freeze_all_but_head, lm_from_headless)
+from nanotie.papers.headless.mlm import (IGNORE_INDEX, MaskedLM, MaskingConfig,
+                                         mask_tokens, mlm_loss_fn)
+from nanotie.papers.headless.probe import linear_probe, topic_passages
+from nanotie.train import TrainConfig
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
+f64 = np.float64
+
+
+def small_config(**overrides) -> HeadlessConfig:
+    cfg = dict(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2)
+    return HeadlessConfig(**{**cfg, **overrides})
+
+
+def perturbed(model, seed=0, scale=0.3):
+    """Move the weights away from the near-zero GPT-2 init (float64)."""
+    model.to(f64)
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.data = p.data + rng.normal(0.0, scale, p.shape)
+    return model
+
+
+def np_cwt(o, t, tau=1.0):
+    """The per-position CWT loss written directly in NumPy, Eq. 3."""
+    s = o @ t.T / tau
+    m = s.max(axis=1, keepdims=True)
+    lse = (m + np.log(np.exp(s - m).sum(axis=1, keepdims=True)))[:, 0]
+    return lse - np.diag(s)
+
+
+# ------------------------------------------------------------- 1. diagonal CE
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("tau", [1.0, 0.37])
+def test_cwt_is_cross_entropy_with_diagonal_labels(device, tau):
+    rng = np.random.default_rng(0)
+    K, D = 9, 5
+    o, t = rng.normal(size=(K, D)), rng.normal(size=(K, D))
+    O, T = Tensor(o, device=device), Tensor(t, device=device)
+    ours = cwt_loss(O, T, tau).item()
+    diag_ce = F.cross_entropy(O @ T.T / tau, nt.backend.xp_for(device).arange(K)).item()
+    np.testing.assert_allclose(ours, diag_ce, rtol=1e-12)
+    np.testing.assert_allclose(ours, np_cwt(o, t, tau).mean(), rtol=1e-12)
+    per_k = cwt_loss(O, T, tau, reduction="none")
+    assert per_k.shape == (K,)
+    np.testing.assert_allclose(per_k.numpy(), np_cwt(o, t, tau), rtol=1e-12)
+
+
+# ------------------------------------------------ 2. every id once = tied softmax
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_every_vocabulary_id_once_gives_the_tied_softmax_loss(device):
+    rng = np.random.default_rng(1)
+    V, D = 10, 6
+    E = Tensor(rng.normal(size=(V, D)), device=device)
+    O = Tensor(rng.normal(size=(V, D)), device=device)
+    ids = rng.permutation(V)                            # S holds each id exactly once
+    ours = cwt_loss(O, embedding(E, ids)).item()
+    tied = F.cross_entropy(O @ E.T, nt.backend.xp_for(device).asarray(ids)).item()
+    np.testing.assert_allclose(ours, tied, rtol=1e-12)
+    # With one id missing from S the two differ (the check above could not pass by luck).
+    ours_short = cwt_loss(O[:-1], embedding(E, ids[:-1])).item()
+    tied_short = F.cross_entropy(O[:-1] @ E.T,
+                                 nt.backend.xp_for(device).asarray(ids[:-1])).item()
+    assert abs(ours_short - tied_short) > 1e-3
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_headless_gpt_with_each_id_once_matches_its_zero_shot_lm(device):
+    """Model level: the HeadlessGPT's loss on a window whose targets are a permutation
+    of the vocabulary equals the CE loss of the tied GPT built from its weights."""
+    nt.manual_seed(0)
+    model = perturbed(HeadlessGPT(small_config(vocab_size=8))).to(device)
+    rng = np.random.default_rng(2)
+    x, y = rng.integers(0, 8, (1, 8)), rng.permutation(8)[None]
+    _, loss = model(x, y)
+    lm = lm_from_headless(model, "tied")
+    assert lm.lm_head.weight is lm.wte.weight
+    np.testing.assert_allclose(loss.item(), lm(x, y)[1].item(), rtol=1e-10)
+
+
+# ------------------------------------------------------- 3. duplicates: log m_k
+
+
+def test_each_position_loss_is_at_least_log_of_its_target_count():
+    rng = np.random.default_rng(3)
+    for trial in range(20):
+        V, K, D = 5, 16, 4
+        E = Tensor(rng.normal(size=(V, D)) * rng.uniform(0.1, 5))
+        O = Tensor(rng.normal(size=(K, D)) * rng.uniform(0.1, 5))
+        ids = rng.integers(0, V, K)
+        losses = cwt_loss(O, embedding(E, ids), reduction="none").numpy()
+        m = np.bincount(ids, minlength=V)[ids]                 # m_k, count of x_k in S
+        assert (losses >= np.log(m) - 1e-12).all(), trial
+
+
+def test_the_log_m_bound_is_reached_by_a_perfect_model():
+    """Orthonormal embeddings and o_k = c e(x_k) with c large: every copy of the right
+    token scores c, the others 0, so the loss at k tends to log m_k."""
+    V, K = 4, 10
+    E = Tensor(np.eye(V))
+    ids = np.array([0, 0, 0, 1, 1, 2, 3, 3, 3, 3])
+    O = Tensor(50.0 * np.eye(V)[ids])
+    losses = cwt_loss(O, embedding(E, ids), reduction="none").numpy()
+    m = np.bincount(ids, minlength=V)[ids]
+    np.testing.assert_allclose(losses, np.log(m), atol=1e-15 + 1e-12)
+    assert K == len(ids)
+
+
+# ------------------------------------------------------ 4. gradient routing into E
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_rows_used_only_as_targets_get_gradient_and_absent_rows_get_none(device):
+    nt.manual_seed(0)
+    model = perturbed(HeadlessGPT(small_config())).to(device)
+    rng = np.random.default_rng(4)
+    x = rng.integers(0, 4, (2, 8))                      # inputs: ids 0..3
+    y = rng.integers(4, 7, (2, 8))                      # targets only: ids 4..6
+    _, loss = model(x, y)                               # ids 7..11: absent
+    loss.backward()
+    g = np.abs(nt.backend.asnumpy(model.wte.weight.grad)).sum(axis=1)
+    assert (g[0:4] > 0).all() and (g[4:7] > 0).all()
+    assert (g[7:] == 0).all()
+    # The softmax head, for contrast, sends gradient to EVERY row.
+    nt.manual_seed(0)
+    ce = perturbed(GPT(GPTConfig(**{k: getattr(model.config, k) for k in
+                                    ("vocab_size", "context", "d_model", "n_layer",
+                                     "n_head")}))).to(device)
+    ce(x, y)[1].backward()
+    assert (np.abs(nt.backend.asnumpy(ce.wte.weight.grad)).sum(axis=1) > 0).all()
+
+
+def test_embedding_gradient_is_the_sum_of_input_and_target_uses():
+    """Targets are NOT detached: E's gradient equals the gradient with E as inputs
+    only plus the gradient with E as targets only (two separate copies)."""
+    nt.manual_seed(0)
+    model = perturbed(HeadlessGPT(small_config()))
+    rng = np.random.default_rng(5)
+    x, y = rng.integers(0, 12, (2, 8)), rng.integers(0, 12, (2, 8))
+    model(x, y)[1].backward()
+    tied_grad = model.wte.weight.grad.copy()
+
+    model.zero_grad()
+    target_copy = Tensor(model.wte.weight.data.copy(), requires_grad=True)
+    outputs, _ = model(x)
+    loss = cwt_loss(outputs.reshape(-1, 8), embedding(target_copy, y).reshape(-1, 8))
+    loss.backward()
+    input_side, target_side = model.wte.weight.grad, target_copy.grad
+    assert np.abs(target_side).max() > 1e-3             # the target side matters
+    np.testing.assert_allclose(tied_grad, input_side + target_side, rtol=1e-10, atol=1e-12)
+
+
+# --------------------------------------------------------------- 5. gradchecks
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_gradcheck_cwt_loss_with_repeated_ids(tau):
+    rng = np.random.default_rng(6)
+    V, K, D = 6, 11, 4
+    ids = rng.integers(0, V, K)
+    assert len(set(ids.tolist())) < K                   # repeats present
+    O = Tensor(rng.normal(size=(K, D)), requires_grad=True)
+    E = Tensor(rng.normal(size=(V, D)), requires_grad=True)
+    gradcheck(lambda o, e: cwt_loss(o, embedding(e, ids), tau, reduction="none"), [O, E])
+    gradcheck(lambda o, e: cwt_loss(o, embedding(e, ids), tau), [O, E])
+
+
+def test_gradcheck_headless_gpt_end_to_end():
+    nt.manual_seed(0)
+    model = perturbed(HeadlessGPT(small_config(temperature=0.8)), scale=0.2)
+    rng = np.random.default_rng(7)
+    x, y = rng.integers(0, 12, (2, 6)), rng.integers(0, 5, (2, 6))   # repeated targets
+    gradcheck_module(model, lambda: model(x, y)[1])
+
+
+def test_gradcheck_masked_lm_cwt():
+    nt.manual_seed(0)
+    model = perturbed(MaskedLM(small_config(vocab_size=13)), scale=0.2)
+    rng = np.random.default_rng(8)
+    inputs, labels = mask_tokens(rng.integers(0, 12, (2, 8)), 12, 12,
+                                 MaskingConfig(select_prob=0.5), rng)
+    assert (labels != IGNORE_INDEX).sum() >= 2
+    gradcheck_module(model, lambda: model(inputs, labels)[1])
+
+
+# ------------------------------------------------------------ 6. MLM masking
+
+
+def test_masking_statistics_on_a_large_sample():
+    rng = np.random.default_rng(9)
+    n_vocab, mask_id = 1000, 1000
+    ids = rng.integers(0, n_vocab, (400, 500))                    # 200k positions
+    inputs, labels = mask_tokens(ids, mask_id, n_vocab, rng=rng)
+    selected = labels != IGNORE_INDEX
+    n_sel = selected.sum()
+    # Binomial standard errors are about 0.0008 (selection) and 0.002 (the splits).
+    assert abs(selected.mean() - 0.15) < 0.005
+    masked = inputs == mask_id
+    assert not (masked & ~selected).any()                         # only S is touched
+    assert (inputs[~selected] == ids[~selected]).all()
+    assert (labels[selected] == ids[selected]).all()
+    assert abs(masked[selected].mean() - 0.8) < 0.01
+    kept = selected & (inputs == ids)
+    replaced = selected & ~masked & (inputs != ids)
+    # A random replacement hits the original id with probability 1/n_vocab.
+    assert abs(replaced.sum() / n_sel - 0.1 * (1 - 1 / n_vocab)) < 0.008
+    assert abs(kept.sum() / n_sel - (0.1 + 0.1 / n_vocab)) < 0.008
+    assert inputs[replaced].max() < n_vocab
+
+
+def test_masking_config_rejects_impossible_shares():
+    with pytest.raises(ValueError, match="mask_prob"):
+        MaskingConfig(mask_prob=0.95, random_prob=0.1)
+    with pytest.raises(ValueError, match="select_prob"):
+        MaskingConfig(select_prob=1.5)
+
+
+def test_masked_lm_is_bidirectional_and_scores_only_selected_positions():
+    nt.manual_seed(0)
+    model = perturbed(MaskedLM(small_config(vocab_size=13)))
+    rng = np.random.default_rng(10)
+    x = rng.integers(0, 12, (1, 8))
+    x2 = x.copy()
+    x2[0, -1] = (x2[0, -1] + 1) % 12                        # change the LAST token
+    out1, _ = model(x)
+    out2, _ = model(x2)
+    assert np.abs(out1.numpy()[0, 0] - out2.numpy()[0, 0]).max() > 1e-6   # position 0 sees it
+    labels = np.full((1, 8), IGNORE_INDEX)
+    labels[0, [1, 4]] = [3, 3]                              # a duplicated target
+    _, loss = model(x, labels)
+    o = out1.numpy()[0, [1, 4]]
+    t = model.wte.weight.numpy()[[3, 3]]
+    np.testing.assert_allclose(loss.item(), np_cwt(o, t).mean(), rtol=1e-10)
+    ce = MaskedLM(small_config(vocab_size=13), objective="ce").to(f64)
+    ce.load_state_dict(model.state_dict())
+    logits, ce_loss = ce(x, labels)
+    assert logits.shape == (1, 8, 13)
+    expected = F.cross_entropy(logits[0, [1, 4]], np.array([3, 3])).item()
+    np.testing.assert_allclose(ce_loss.item(), expected, rtol=1e-10)
+
+
+def test_mlm_training_reduces_the_masked_loss():
+    nt.manual_seed(0)
+    model = MaskedLM(small_config(vocab_size=13, context=16, d_model=16))
+    text = np.tile(np.arange(12), 20)                       # a learnable pattern
+    loss_fn = mlm_loss_fn(MaskingConfig(select_prob=0.3), seed=0)
+    opt = AdamW(model.parameters(), lr=1e-2)
+    rng = np.random.default_rng(0)
+    losses = []
+    for _ in range(100):
+        starts = rng.integers(0, len(text) - 17, 8)
+        x = np.stack([text[s:s + 16] for s in starts])
+        loss = loss_fn(model, x, None)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(loss.item())
+    # CWT starts slowly from GPT-2's small init (all scores near 0); half a nat is
+    # far beyond the step-to-step noise.
+    assert np.mean(losses[-10:]) < np.mean(losses[:10]) - 0.5
+
+
+# ----------------------------------------------------------- getting an LM back
+
+
+@pytest.mark.parametrize("tau", [1.0, 0.5])
+def test_zero_shot_head_scores_outputs_against_the_input_embedding(tau):
+    nt.manual_seed(0)
+    model = perturbed(HeadlessGPT(small_config(temperature=tau)))
+    x = np.random.default_rng(11).integers(0, 12, (2, 8))
+    outputs, _ = model(x)
+    logits, _ = lm_from_headless(model, "tied")(x)
+    expected = outputs.numpy() @ model.wte.weight.numpy().T / tau
+    np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-10, atol=1e-12)
+
+
+def test_cloned_head_is_a_separate_parameter_and_head_only_tuning_keeps_the_body():
+    nt.manual_seed(0)
+    model = perturbed(HeadlessGPT(small_config()))
+    lm = lm_from_headless(model, "clone")
+    assert lm.lm_head.weight is not lm.wte.weight
+    np.testing.assert_array_equal(lm.lm_head.weight.numpy(), lm.wte.weight.numpy())
+    assert count_parameters(lm) == count_parameters(model) + 12 * 8
+    with pytest.raises(ValueError, match="tied"):
+        freeze_all_but_head(lm_from_headless(model, "tied"))
+    freeze_all_but_head(lm)
+    before = {k: v.copy() for k, v in lm.state_dict().items()}
+    opt = AdamW([p for p in lm.parameters() if p.requires_grad], lr=1e-2)
+    rng = np.random.default_rng(12)
+    loss = lm(rng.integers(0, 12, (2, 8)), rng.integers(0, 12, (2, 8)))[1]
+    loss.backward()
+    opt.step()
+    after = lm.state_dict()
+    changed = [k for k in before if k != "__ties__" and not np.array_equal(before[k], after[k])]
+    assert changed == ["lm_head.weight"]
+    # The headless model itself was copied, not shared.
+    assert model.wte.weight is not lm.wte.weight
+
+
+def test_configs_and_loss_reject_bad_arguments():
+    with pytest.raises(ValueError, match="tie_embeddings"):
+        small_config(tie_embeddings=False)
+    with pytest.raises(ValueError, match="temperature"):
+        small_config(temperature=0.0)
+    with pytest.raises(ValueError, match="outputs"):
+        cwt_loss(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 5))))
+    with pytest.raises(TypeError, match="HeadlessConfig"):
+        HeadlessGPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2))
+    with pytest.raises(ValueError, match="head"):
+        lm_from_headless(HeadlessGPT(small_config()), "other")
+    untied = GPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2,
+                           tie_embeddings=False))
+    with pytest.raises(ValueError, match="not tied"):
+        lm_from_headless(untied, "clone")
+
+
+# ------------------------------------------------------------------- the probe
+
+
+def test_linear_probe_separates_informative_features_and_not_noise():
+    rng = np.random.default_rng(13)
+    n, classes, d = 200, 4, 16
+    y_train, y_test = rng.integers(0, classes, n), rng.integers(0, classes, n)
+    centers = rng.normal(size=(classes, d)) * 3
+    good = linear_probe(centers[y_train] + rng.normal(size=(n, d)), y_train,
+                        centers[y_test] + rng.normal(size=(n, d)), y_test, steps=150)
+    noise = linear_probe(rng.normal(size=(n, d)), y_train, rng.normal(size=(n, d)), y_test,
+                         steps=150)
+    assert good["test_accuracy"] > 0.9
+    assert noise["test_accuracy"] < 0.45
+
+
+def test_topic_passages_are_balanced_and_train_and_test_do_not_share_windows():
+    from nanotie import data
+
+    tok = data.BPETokenizer.train(data.prose_corpus(60_000), 400)
+    xtr, ytr, xte, yte = topic_passages(tok, window=16, per_class=20)
+    assert xtr.shape[1] == xte.shape[1] == 16
+    assert set(np.bincount(ytr)) == {10} and set(np.bincount(yte)) == {10}
+    train_rows = {r.tobytes() for r in xtr}
+    assert not any(r.tobytes() in train_rows for r in xte)
+
+
+# -------------------------------------------------------------- the experiment
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    from nanotie.papers.headless import experiment
+
+    monkeypatch.setitem(experiment.PROFILES, "quick", experiment.Profile(
+        vocab_size=300, model=GPTConfig(context=16, d_model=16, n_layer=1, n_head=2),
+        pretrain=TrainConfig(steps=6, batch_size=4, warmup_steps=1, eval_interval=3,
+                             eval_batches=2),
+        finetune=TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=2,
+                             eval_batches=2),
+        sweep=(300, 600), sweep_steps=1, sweep_repeats=1, probe_window=8,
+        probe_per_class=6, probe_steps=20, final_eval_batches=2))
+    return experiment
+
+
+def test_experiment_writes_its_outputs_and_reuses_the_cache(tiny, tmp_path):
+    first = tiny.run(quick=True, out_dir=tmp_path / "headless")
+    for name in ("report.md", "results.json", "loss_vs_compute.png",
+                 "throughput_vs_vocab.png"):
+        assert (tmp_path / "headless" / name).stat().st_size > 0, name
+    saved = json.loads((tmp_path / "headless" / "results.json").read_text())
+    assert set(saved["val_bpb"]) == {"ce", "cwt_zero_shot", "cwt_finetuned", "cwt_head_only",
+                                     "ce_finetuned"}
+    assert all(0 < v < 20 for v in saved["val_bpb"].values())
+    assert saved["parameters"]["ce"] == saved["parameters"]["cwt"]
+    assert saved["parameters"]["cwt_finetuned"] == saved["parameters"]["cwt"] + 300 * 16
+    assert [r["vocab_size"] for r in saved["throughput_vs_vocab"]] == [300, 600]
+    assert math.isclose(saved["throughput_ratio"],
+                        saved["step_seconds"]["ce"] / saved["step_seconds"]["cwt"])
+    assert len(first["summary"]) >= 2
+    report = (tmp_path / "headless" / "report.md").read_text()
+    assert f"{first['val_bpb']['ce']:.3f}" in report
+    assert len(list((tmp_path / "cache").glob("headless-*.npz"))) == 2
+    second = tiny.run(quick=True, out_dir=tmp_path / "headless")
+    assert second["train_wall_seconds"]["ce"] == first["train_wall_seconds"]["ce"]
+    assert second["val_bpb"]["cwt_zero_shot"] == first["val_bpb"]["cwt_zero_shot"]
+
+
+def test_headless_is_registered():
+    assert REGISTRY["headless"].module == "nanotie.papers.headless.experiment"
+
+
+@pytest.mark.slow
+def test_quick_profile_shows_the_papers_patterns(tmp_path):
+    from nanotie.papers.headless import experiment
+
+    r = experiment.run(quick=True, out_dir=tmp_path / "headless")
+    b = r["val_bpb"]
+    assert b["cwt_finetuned"] < b["cwt_zero_shot"]            # Table 3: E^T head is worse
+    assert r["throughput_vs_vocab"][-1]["ratio"] > 1.0        # CWT ahead at the largest V
+    assert r["probe"]["cwt"]["test_accuracy"] > r["probe"]["untrained"]["test_accuracy"]
