@@ -368,9 +368,19 @@ for ctx in contexts:
 # ## 7 · Exercise: one step of the modal recurrence
 #
 # Fill in `my_step` so that it advances the modal state by one token and returns the
-# output, for a bank of filters (u_t has shape (B, C); the state (B, C, K)). The
-# check cell runs it over a whole sequence and compares with the FFT convolution.
-# Mind the order: the output reads the state *before* the update.
+# output: `my_step(u_t, state, poles, residues, direct) -> (y_t, new_state)`, with
+# u_t of shape (C,), the complex state, poles and residues (C, K), the direct term
+# (C,). Written with broadcasting (`u_t[..., None]`, sums over `axis=-1`), the same
+# function also runs a batch (u_t (B, C), state (B, C, K)).
+# Mind the order: the output reads the state *before* the update, and the state stays
+# complex (only y_t takes the real part).
+#
+# The next cell checks it with exercise 9's checker, the same one as
+# `python -m nanotie exercise check 9`: one step from a random complex state against
+# `ModalRecurrence.step`, then a whole sequence from s = 0 against the FFT
+# convolution with the impulse response. A wrong answer gets a message that names the
+# mistake (e.g. "it reads the state AFTER this token's update, an off-by-one in
+# time"). The cell after it runs your step on this notebook's distilled bank.
 #
 # As in the other notebooks, a reference solution is filled in; replace it with yours.
 
@@ -384,6 +394,13 @@ def my_step(u_t, state, poles, residues, direct):
     return y_t, state
 # -------------------------------------------------------------------------------------
 
+
+# %%
+from nanotie import exercises
+
+ex9 = exercises.get(9).check(my_step)
+print(ex9.report())
+ex9.raise_if_failed()
 
 # %%
 state = np.zeros((4, len(filters), bank.poles.shape[1]), dtype=complex)

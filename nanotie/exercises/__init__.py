@@ -127,6 +127,6 @@ register(5, "tied_gradient")
 register(8, "fftconv_backward")
 register(9, "modal_step")
 register(10, "hankel_bound")
-# <register 11: stlm exercise here>
+register(11, "stlm_budget")
 register(12, "trellis_weights")
 register(13, "tying_memory")

@@ -1,0 +1,414 @@
+"""Exercise 11: the parameter budget of a Super Tiny Language Model (STLM).
+
+Where do a small language model's parameters go? With d the width, L the layers,
+V the vocabulary, h the FFN width and T the context (``nanotie.papers.stlm.params``
+has the full formula, ``parameter_budget``):
+
+    token embedding     V d           the head: V d more, or NOTHING when tied
+    attention           L (d (d + 2 d_kv) + d^2)        d_kv = d n_kv_head / n_head
+    FFN                 L 2 d h (GELU MLP) or L 3 d h (SwiGLU); ONE FFN when shared
+    norms               (2 L + 1) d  (gain; LayerNorm with bias: 2 d, gain and offset)
+    positions           T d when learned, 0 for RoPE
+    biases              o per Linear i -> o when bias=True
+
+A tie is one array used in several places, counted once: the tied head adds nothing,
+a shared FFN is one FFN however many layers call it. The byte-level model replaces
+the (V, d) tables with a byte embedder and decoder whose size does not depend on V.
+
+The check compares the learner's count with ``count_parameters`` of the BUILT model
+(unique trainable arrays) at small sizes, and with the formula at the paper's sizes:
+55.89M tied, 81.62M untied, 34.66M tied with FFN sharing, 2.56M for the byte
+embedder and decoder.
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from functools import lru_cache
+from itertools import combinations
+
+import numpy as np
+
+from ..nn import count_parameters
+from ..papers.stlm.model import STLM, STLMConfig
+from ..papers.stlm.params import (PAPER_FIGURES, ffn_width, measured_split, millions,
+                                  paper_configs, parameter_budget)
+from . import Planted
+from .checking import Checker, CheckResult, Mistake
+
+TITLE = "STLM: the parameter budget"
+GOAL = ("Count where a small language model's parameters go, and see the ties at work: "
+        "a tied head and a shared FFN are one array each, counted once. Your count must "
+        "match the built model's unique parameters and the paper's 55.89M / 81.62M / "
+        "34.66M, and show the byte-level embedder's 2.56M against a 25.73M table.")
+FUNCTION = "stlm_budget"
+
+STUB = '''
+from nanotie.papers.stlm import ffn_width
+
+
+def stlm_budget(config):
+    """The unique trainable parameters of STLM(config): returns (total, embedding_head).
+
+    config: an STLMConfig. The fields that matter:
+        vocab_size V, context T, d_model d, n_layer L, n_head, n_kv_head,
+        ffn ("mlp" or "swiglu"), norm ("layer" or "rms"), bias, learned_positions,
+        embedder ("token" or "byte"), tie_embeddings, share_ffn,
+        byte_window W and byte_dim c (the byte-level model only)
+
+    An array used in several places (a TIE) is one array: count it once.
+
+    Linear i -> o    i * o weights, plus o biases when config.bias
+    norm of width n  RMSNorm ("rms"): a gain, n.  LayerNorm ("layer"): a gain and,
+                     when config.bias, an offset: 2 n
+
+    The core (either embedder):
+        positions    a (T, d) table wpe when learned_positions; none otherwise (RoPE)
+        attention    per layer: qkv Linear d -> d + 2 d_kv and out Linear d -> d,
+                     d_kv = d * n_kv_head // n_head  (n_kv_head None means n_head)
+        FFN          per layer, h = ffn_width(config):
+                       "mlp"     Linear d -> h, Linear h -> d
+                       "swiglu"  Linear d -> h twice (gate, up), Linear h -> d
+                     with share_ffn, all L layers use ONE FFN
+        norms        two per layer and a final one: 2 L + 1 norms of width d
+
+    embedding_head (the position table wpe is NOT part of it: it is the core's):
+        "token"  the table wte (V, d), no bias; the head lm_head is another (V, d)
+                 unless tie_embeddings, when lm_head IS wte
+        "byte"   (tie_embeddings is False) a byte embedder plus a byte decoder, built
+                 of byte blocks  B(i, o, f) = 2 norms of width i
+                                   + attention at width i (qkv i -> 3 i, out i -> i)
+                                   + Linear i -> f + Linear f -> o
+                 embedder  258 c (byte table) + W c (slot positions)
+                           + B(c, 2 c, 4 c) + B(2 c, d, 8 c)
+                 decoder   Linear d -> W c (no bias) + W c (slot positions)
+                           + 2 blocks B(c, c, 4 c) + Linear c -> 258 (no bias)
+
+    total = embedding_head + positions + attention + FFN + norms (ints)
+    """
+    total = ...            # your code
+    embedding_head = ...   # your code
+    return total, embedding_head
+'''
+
+
+def reference(config):
+    """The solution."""
+    d, L, V, T = config.d_model, config.n_layer, config.vocab_size, config.context
+
+    def linear(i, o, bias=config.bias):
+        return i * o + (o if bias else 0)
+
+    def norm(n):
+        return 2 * n if config.norm == "layer" and config.bias else n
+
+    def attention(n, n_head, n_kv_head):
+        d_kv = n * n_kv_head // n_head
+        return linear(n, n + 2 * d_kv) + linear(n, n)           # qkv, out
+
+    h = ffn_width(config)
+    ffn = (2 if config.ffn == "swiglu" else 1) * linear(d, h) + linear(h, d)
+    positions = T * d if config.learned_positions else 0
+    core = (positions + L * attention(d, config.n_head, config.n_kv_head or config.n_head)
+            + (1 if config.share_ffn else L) * ffn              # shared: one FFN
+            + (2 * L + 1) * norm(d))
+    if config.embedder == "token":
+        embedding_head = V * d if config.tie_embeddings else 2 * V * d   # tied: one table
+    else:
+        c, W = config.byte_dim, config.byte_window
+
+        def block(i, o, f):
+            return 2 * norm(i) + attention(i, 1, 1) + linear(i, f) + linear(f, o)
+
+        embedder = 258 * c + W * c + block(c, 2 * c, 4 * c) + block(2 * c, d, 8 * c)
+        decoder = (linear(d, W * c, bias=False) + W * c + 2 * block(c, c, 4 * c)
+                   + linear(c, 258, bias=False))
+        embedding_head = embedder + decoder
+    return core + embedding_head, embedding_head
+
+
+# Small models to build and count, one per kind of tie and layer choice.
+TOKEN_CASES = {
+    "GPT-2-like, tied": dict(vocab_size=97, context=16, d_model=24, n_layer=3, n_head=4,
+                             ffn="mlp", norm="layer", bias=True),
+    "GPT-2-like, tied + FFN sharing": dict(vocab_size=97, context=16, d_model=24,
+                                           n_layer=3, n_head=4, ffn="mlp", norm="layer",
+                                           bias=True, share_ffn=True),
+    "SwiGLU/RMSNorm, untied, no positions": dict(vocab_size=89, context=12, d_model=32,
+                                                 n_layer=4, n_head=4,
+                                                 learned_positions=False,
+                                                 tie_embeddings=False),
+    "SwiGLU/RMSNorm with biases, tied + FFN sharing": dict(
+        vocab_size=71, context=10, d_model=16, n_layer=2, n_head=2, ffn_hidden=40,
+        bias=True, share_ffn=True),
+}
+BYTE_CASES = {
+    "byte-level, LayerNorm with biases": dict(
+        vocab_size=50, context=8, d_model=24, n_layer=2, n_head=2, ffn="mlp",
+        norm="layer", bias=True, embedder="byte", tie_embeddings=False, byte_window=5,
+        byte_dim=8, byte_heads=2),
+    "byte-level, the paper's layers, FFN sharing": dict(
+        vocab_size=50, context=8, d_model=16, n_layer=3, n_head=2, embedder="byte",
+        tie_embeddings=False, share_ffn=True, byte_window=4, byte_dim=8, byte_heads=2),
+}
+PAPER_CASES = ("tied", "untied", "tied + FFN sharing")
+PAPER_BYTE = "byte-level"
+
+
+@lru_cache(maxsize=None)
+def measured(kind: str, name: str) -> tuple:
+    """(total, embedding_head) of the BUILT small model: its unique parameters."""
+    config = STLMConfig(**(TOKEN_CASES if kind == "token" else BYTE_CASES)[name])
+    model = STLM(config)
+    total, split = count_parameters(model), measured_split(model)
+    budget = parameter_budget(config)
+    if (total, split["embedding+head"]) != (budget["total"], budget["embedding+head"]):
+        raise RuntimeError(f"{name}: the built model ({total}, {split['embedding+head']}) "
+                           f"and parameter_budget ({budget['total']}, "
+                           f"{budget['embedding+head']}) disagree")
+    return total, split["embedding+head"]
+
+
+# ------------------------------------------------------------------ diagnosis
+
+def _slips(cfg: STLMConfig) -> list:
+    """Recognised wrong counts for ``cfg``: [(delta total, delta embedding_head, why)],
+    where ``delta`` is the wrong count minus the right one."""
+    b = parameter_budget(cfg)
+    d, L, V, T = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.context
+    token = cfg.embedder == "token"
+    h = ffn_width(cfg)
+    n_ffn = 1 if cfg.share_ffn else L
+    one_ffn = b["ffn"] // n_ffn
+    layer_norm = cfg.norm == "layer"
+    slips = []
+
+    def delta(**changes):
+        wrong = parameter_budget(replace(cfg, **changes))
+        return wrong["total"] - b["total"], wrong["embedding+head"] - b["embedding+head"]
+
+    if token and cfg.tie_embeddings:
+        slips.append((V * d, V * d,
+                      "it counts the LM head separately (the untied model's count). "
+                      "With tie_embeddings=True the head IS the token embedding wte: one "
+                      "(V, d) array used twice, counted once."))
+    if token and not cfg.tie_embeddings:
+        slips.append((-V * d, -V * d,
+                      "the head is missing: with tie_embeddings=False the model has a "
+                      "head lm_head of its own, another V * d."))
+    if not token:
+        slips.append((V * d, V * d,
+                      "it counts a (V, d) token table, but the byte-level model has "
+                      "none: its embedding and head are the byte embedder and decoder, "
+                      "whose size does not depend on V."))
+    if cfg.share_ffn:
+        slips.append(((L - 1) * one_ffn, 0,
+                      f"it counts the shared FFN once per layer. With share_ffn=True "
+                      f"all {L} layers use ONE FFN object, so it is counted once: "
+                      f"{L - 1} FFNs too many."))
+    elif L > 1:
+        slips.append((-(L - 1) * one_ffn, 0,
+                      f"it counts one FFN, but without share_ffn each of the {L} layers "
+                      f"has its own."))
+    if cfg.bias:
+        dt, de = delta(bias=False)
+        offsets = delta(norm="rms") if layer_norm else (0, 0)
+        slips.append((dt, de,
+                      "the biases are missing: with bias=True each Linear i -> o has o "
+                      "biases" + (" and each LayerNorm an offset as wide as its gain."
+                                  if layer_norm else ".")))
+        if layer_norm:
+            slips.append((offsets[0], offsets[1],
+                          "the LayerNorm offsets are missing: with bias=True a LayerNorm "
+                          "has a gain AND an offset, twice its width."))
+            slips.append((dt - offsets[0], de - offsets[1],
+                          "the Linear layers' biases are missing: with bias=True each "
+                          "Linear i -> o has o biases."))
+    if not layer_norm or not cfg.bias:
+        slips.append((b["norms"], 0,
+                      "it counts an offset in every norm, but " +
+                      ("RMSNorm has a gain only." if not layer_norm else
+                       "a LayerNorm without bias has a gain only.")))
+    norm_unit = 2 if layer_norm and cfg.bias else 1
+    byte_norms = 0 if token else 10 * cfg.byte_dim * norm_unit   # 6 of width c, 2 of 2c
+    slips.append((-b["norms"], 0,
+                  f"the norms are missing: two per layer (before attention and before "
+                  f"the FFN) and a final one, {2 * L + 1} norms of width d."))
+    if not token:
+        slips.append((-byte_norms, -byte_norms,
+                      "the byte blocks' norms are missing: each block B(i, o, f) has 2 "
+                      "norms of width i."))
+        slips.append((-b["norms"] - byte_norms, -byte_norms,
+                      "the norms are missing, in the core (2 L + 1 of width d) and in "
+                      "every byte block (2 of width i)."))
+    if cfg.learned_positions:
+        slips.append((-T * d, 0,
+                      "the position embedding is missing: learned_positions=True gives a "
+                      "(T, d) table wpe, T * d parameters."))
+        slips.append((0, T * d,
+                      "embedding_head includes the position table wpe, but wpe belongs to "
+                      "the core: embedding_head is wte (and an untied lm_head), or the "
+                      "byte embedder and decoder."))
+    else:
+        slips.append((T * d, 0,
+                      "it counts a position table, but with learned_positions=False "
+                      "(RoPE, as in the paper) positions have no parameters."))
+    if cfg.n_kv_head not in (None, cfg.n_head):
+        dt, _ = delta(n_kv_head=None)
+        slips.append((dt, 0,
+                      f"it gives keys and values full width, but they have n_kv_head = "
+                      f"{cfg.n_kv_head} of the {cfg.n_head} heads (grouped-query "
+                      f"attention): d_kv = d * n_kv_head // n_head, qkv is d -> d + 2 d_kv."))
+    one_matrix = d * h + (h if cfg.bias else 0)
+    if cfg.ffn == "swiglu":
+        slips.append((-n_ffn * one_matrix, 0,
+                      "the SwiGLU FFN has THREE matrices: gate and up (d -> h each) and "
+                      "down (h -> d)."))
+    else:
+        slips.append((n_ffn * one_matrix, 0,
+                      "a GELU MLP (ffn='mlp') has TWO matrices, d -> h and h -> d; the "
+                      "gate is SwiGLU's."))
+    if not token:
+        c, W = cfg.byte_dim, cfg.byte_window
+        decoder_block = (2 * c * norm_unit + 12 * c * c           # B(c, c, 4c): norms,
+                         + (9 * c if cfg.bias else 0))             # 4c^2 attn, 8c^2 FFN
+        slips.append((-decoder_block, -decoder_block,
+                      "a byte block is missing: the decoder has TWO blocks B(c, c, 4 c)."))
+        slips.append((-W * c, -W * c,
+                      "a slot-position table is missing: the embedder and the decoder "
+                      "each have their own (W, c) table."))
+    return slips
+
+
+def _number(got, name: str) -> int:
+    """The learner's count as an int, or a Mistake saying what it is instead."""
+    if got is Ellipsis:
+        raise Mistake(f"`{name}` is still `...`: that part is not written yet.")
+    if got is None:
+        raise Mistake(f"`{name}` is None. Return the count, an int.")
+    if isinstance(got, str):
+        raise Mistake(f"`{name}` is the string {got!r}; return the count as an int "
+                      f"(use millions(n) only to print it).")
+    try:
+        value = float(np.asarray(got).item())
+    except (TypeError, ValueError):
+        raise Mistake(f"`{name}` is a {type(got).__name__}, not a number.") from None
+    if not np.isfinite(value) or value != round(value):
+        raise Mistake(f"`{name}` is {value!r}, but a count is a whole number.")
+    return int(round(value))
+
+
+def _explain(name: str, got: int, want: int, slips: list, which: int, parts: dict) -> str:
+    """Why ``got`` is not ``want``: a recognised slip (or two), or the parts to compare."""
+    diff = got - want
+    single = [(s[which], s[2]) for s in slips if s[which]]
+    for d, why in single:
+        if d == diff:
+            return f"your `{name}` is {got:,}, the correct count is {want:,}: {why}"
+    for (d1, why1), (d2, why2) in combinations(single, 2):
+        if d1 + d2 == diff:
+            return (f"your `{name}` is {got:,}, the correct count is {want:,}. Two slips: "
+                    f"(1) {why1} (2) {why2}")
+    shown = ", ".join(f"{k} {v:,}" for k, v in parts.items())
+    return (f"your `{name}` is {got:,}, the correct count is {want:,} ({diff:+,}). It is "
+            f"not one of the usual slips; compare your parts with the right ones: {shown}.")
+
+
+def _parts(cfg: STLMConfig) -> dict:
+    b = parameter_budget(cfg)
+    if cfg.embedder == "byte":
+        return {"byte embedder": b["embedding"], "byte decoder": b["head"],
+                "positions": b["positions"], "attention": b["attention"], "FFN": b["ffn"],
+                "norms": b["norms"]}
+    return {"wte": b["embedding"], "lm_head": b["head"], "positions": b["positions"],
+            "attention": b["attention"], "FFN": b["ffn"], "norms": b["norms"]}
+
+
+def _describe(cfg: STLMConfig) -> str:
+    text = (f"V={cfg.vocab_size}, T={cfg.context}, d={cfg.d_model}, L={cfg.n_layer}, "
+            f"n_head={cfg.n_head}, n_kv_head={cfg.n_kv_head}, ffn={cfg.ffn!r} "
+            f"(h={ffn_width(cfg)}), norm={cfg.norm!r}, bias={cfg.bias}, "
+            f"learned_positions={cfg.learned_positions}, embedder={cfg.embedder!r}, "
+            f"tie_embeddings={cfg.tie_embeddings}, share_ffn={cfg.share_ffn}")
+    if cfg.embedder == "byte":
+        text += f", W={cfg.byte_window}, c={cfg.byte_dim}"
+    return text
+
+
+WHAT = "stlm_budget(config)"
+
+
+def _expect(c: Checker, fn, cfg: STLMConfig, want: tuple, label: str, paper: str = "") -> None:
+    """The learner's (total, embedding_head) for ``cfg`` must equal ``want``."""
+    c.case = f"{label}: {_describe(cfg)}"
+    out = c.unpack(c.call(fn, replace(cfg), what=WHAT), 2, WHAT, "total, embedding_head")
+    got = (_number(out[0], "total"), _number(out[1], "embedding_head"))
+    slips, parts = _slips(cfg), _parts(cfg)
+    for which, name in ((0, "total"), (1, "embedding_head")):
+        if got[which] != want[which]:
+            raise Mistake(_explain(name, got[which], want[which], slips, which, parts)
+                          + (f" (The paper: {paper}.)" if paper and which == 0 else ""))
+
+
+def check(fn) -> CheckResult:
+    configs = paper_configs()
+    with Checker(f"Exercise 11: {TITLE}") as c:
+        with c.step(f"small token-level models: total and embedding_head equal the built "
+                    f"STLM's unique parameters ({len(TOKEN_CASES)} models)"):
+            for name, fields in TOKEN_CASES.items():
+                _expect(c, fn, STLMConfig(**fields), measured("token", name), name)
+        with c.step("the paper's sizes: 55.89M tied, 81.62M untied, 34.66M tied + FFN "
+                    "sharing (parameter_budget)"):
+            for name in PAPER_CASES:
+                b = parameter_budget(configs[name])
+                _expect(c, fn, configs[name], (b["total"], b["embedding+head"]),
+                        f"the paper, {name}", PAPER_FIGURES[name])
+        with c.step(f"byte-level models: the built ones ({len(BYTE_CASES)}), and the "
+                    f"paper's byte embedder + decoder of 2.56M"):
+            for name, fields in BYTE_CASES.items():
+                _expect(c, fn, STLMConfig(**fields), measured("byte", name), name)
+            b = parameter_budget(configs[PAPER_BYTE])
+            _expect(c, fn, configs[PAPER_BYTE], (b["total"], b["embedding+head"]),
+                    "the paper, byte-level", f"byte embedder + decoder "
+                    f"{PAPER_FIGURES['byte embedder + decoder']} = "
+                    f"{millions(b['embedding+head'])}")
+    return c.result
+
+
+# ------------------------------------------------ wrong answers, for the tests
+
+def _tied_head_counted_twice(config):
+    if config.embedder == "token":
+        config = replace(config, tie_embeddings=False)    # "the head is a layer too"
+    return reference(config)
+
+
+def _shared_ffn_per_layer(config):
+    return reference(replace(config, share_ffn=False))    # one FFN per layer, always
+
+
+def _no_biases(config):
+    return reference(replace(config, bias=False))         # biases never counted
+
+
+def _no_norms(config):
+    total, embedding_head = reference(config)
+    d, L = config.d_model, config.n_layer
+    return total - (2 * L + 1) * d * (2 if config.norm == "layer" and config.bias else 1), \
+        embedding_head
+
+
+def _no_position_embedding(config):
+    return reference(replace(config, learned_positions=False))
+
+
+MISTAKES = [
+    Planted("the tied head counted separately (the untied count)", _tied_head_counted_twice,
+            ("counts the LM head separately", "IS the token embedding")),
+    Planted("the shared FFN counted once per layer", _shared_ffn_per_layer,
+            ("shared FFN once per layer", "counted once")),
+    Planted("biases forgotten", _no_biases, ("biases are missing",)),
+    Planted("norms forgotten", _no_norms, ("norms are missing",)),
+    Planted("the position embedding forgotten", _no_position_embedding,
+            ("position embedding is missing",)),
+]
