@@ -50,9 +50,9 @@ import numpy as np
 
 import nanotie
 from nanotie import Tensor
-from nanotie.gradcheck import gradcheck, gradcheck_module
+from nanotie.gradcheck import gradcheck_module
 from nanotie.nn import functional as F
-from nanotie.ops import embedding, logsumexp
+from nanotie.ops import embedding
 from nanotie.papers.headless import HeadlessConfig, HeadlessGPT, cwt_loss, experiment
 
 QUICK = os.environ.get("NANOTIE_QUICK") == "1"
@@ -293,31 +293,69 @@ plt.show()
 # %% [markdown]
 # ## 6. Exercise: the CWT loss by hand
 #
-# Write `my_cwt_loss(O, T, tau)` with engine ops (`@`, `.T`, `logsumexp`, `*`,
-# `.sum`, `.mean`): `O` and `T` are (K, D) Tensors, row k of `T` is the positive of
-# row k of `O`, every other row a negative. The check compares it with the library's
-# `cwt_loss` and runs `gradcheck` with repeated ids. A reference solution is filled
-# in: replace it with yours.
+# Write the loss and its backward yourself, in plain NumPy, as an op: `my_cwt_loss(O,
+# E_targets, temperature)` returns `(loss, backward)`, and `backward(g)` returns the
+# gradients for `O` and `E_targets`. `O` and `E_targets` are (K, D) arrays, row k of
+# `E_targets` the positive of row k of `O` (duplicates kept). With $S = O
+# E_{\text{targets}}^\top / \tau$, $P$ the softmax of each row of $S$ and $g$ the
+# upstream gradient:
+#
+# $$
+# dS = g\,(P - I)/K, \qquad
+# \frac{\partial L}{\partial O} = dS\,E_{\text{targets}} / \tau, \qquad
+# \frac{\partial L}{\partial E_{\text{targets}}} = dS^\top O / \tau .
+# $$
+#
+# The last one is section 3 in a formula: the targets are not detached, so each
+# $e_j$ gets $-o_j$ from its own positive (the $-I$) and $p_{kj}\,o_k$ from every
+# row's denominator (the $P$).
+#
+# It is exercise 7 of `python -m nanotie exercise list`, and the next cell checks it
+# with the same checker as `python -m nanotie exercise check 7`: the loss against
+# the library's `cwt_loss` (repeated targets, and scores near 2000 where an exp
+# without the max subtracted overflows), the backward against the engine's
+# gradients, and `nanotie.gradcheck` through the embedding lookup with repeated ids.
+# A reference solution is filled in so the notebook runs: replace it with yours.
 
 # %%
-# ---- EXERCISE: your code here ---------------------------------------------------------
-def my_cwt_loss(O, T, tau=1.0):
+# ---- EXERCISE 7: your code here ---------------------------------------------------------
+def my_cwt_loss(O, E_targets, temperature=1.0):
     # reference solution (replace it with yours)
-    scores = O @ T.T / tau                              # (K, K)
-    return (logsumexp(scores, dim=-1) - (O * T).sum(dim=-1) / tau).mean()
+    K = O.shape[0]
+    S = O @ E_targets.T / temperature                   # (K, K), positives on the diagonal
+    Z = S - S.max(axis=1, keepdims=True)                # no overflow
+    P = np.exp(Z) / np.exp(Z).sum(axis=1, keepdims=True)
+    loss = (np.log(np.exp(Z).sum(axis=1)) - np.diag(Z)).mean()
+
+    def backward(g):
+        dS = g * (P - np.eye(K)) / K                    # (K, K)
+        return dS @ E_targets / temperature, dS.T @ O / temperature
+
+    return loss, backward
 # ----------------------------------------------------------------------------------------
 
 
 # %%
-ex_ids = np.array([0, 1, 1, 2, 0, 3, 1])                # repeated targets
-ex_E = Tensor(rng.normal(size=(4, 5)), requires_grad=True)
-ex_O = Tensor(rng.normal(size=(7, 5)), requires_grad=True)
-for tau in (1.0, 0.5):
-    mine = my_cwt_loss(ex_O, embedding(ex_E, ex_ids), tau).item()
-    ref = cwt_loss(ex_O, embedding(ex_E, ex_ids), tau).item()
-    assert abs(mine - ref) < 1e-10, (tau, mine, ref)
-    assert gradcheck(lambda o, e: my_cwt_loss(o, embedding(e, ex_ids), tau), [ex_O, ex_E])
-print("exercise: values match the library and gradcheck passes")
+from nanotie import exercises
+
+ex7 = exercises.get(7).check(my_cwt_loss)
+print(ex7.report())
+ex7.raise_if_failed()
+
+# %% [markdown]
+# Here is what the checker says about the slip section 3 warns against: keeping only
+# the positive term's gradient for the targets, as if the negatives were constants.
+
+# %%
+def cwt_with_detached_negatives(O, E_targets, temperature=1.0):
+    loss, backward = my_cwt_loss(O, E_targets, temperature)
+    K = O.shape[0]
+    return loss, lambda g: (backward(g)[0], -g * O / (K * temperature))
+
+
+slip = exercises.get(7).check(cwt_with_detached_negatives)
+print(slip.report())
+assert not slip.passed and "only the positive term" in slip.message
 
 # %% [markdown]
 # What to take away: CWT keeps the tie but drops the $V$-sized product. $E$ still

@@ -123,7 +123,7 @@ register(4, "layer_norm_backward")
 register(5, "tied_gradient")
 # The papers, one each as it lands: replace the anchor line with its register(...) line.
 # <register 6: tied-lora exercise here>
-# <register 7: headless (CWT) exercise here>
+register(7, "cwt_loss")
 register(8, "fftconv_backward")
 register(9, "modal_step")
 register(10, "hankel_bound")
