@@ -1,0 +1,390 @@
+"""Tied-LoRA: the six properties of the spec, and the experiment's outputs.
+
+1. The closed-form trainable count equals the model's unique trainable arrays, for
+   every configuration and several (L, d, r); at the paper's scale it gives the
+   spec's numbers.
+2. Untied with u, v frozen at 1 is LoRA (alpha = r); tied frozen A, B with trained
+   u, v is peft's VeRA forward, given the same arrays.
+3. Merged weights give the adapter path's outputs; unmerge restores the weights.
+4. The tied A's and B's gradients are the sums of an untied copy's per-layer
+   gradients, and match finite differences (float64).
+5. Whenever v or B starts at zero, the adapted model starts as the base model.
+6. Frozen parts get no gradient, no update and no optimizer state.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+import nanotie as nt
+from nanotie.gradcheck import gradcheck_module
+from nanotie.nn import GPT, GPTConfig, count_parameters, tied_parameters
+from nanotie.nn.optim import AdamW, param_groups
+from nanotie.papers import REGISTRY
+from nanotie.papers import tied_lora as tl
+from nanotie.papers.gpt import experiment as gpt_experiment
+from nanotie.papers.tied_lora import experiment
+from nanotie.train import TrainConfig, train
+
+DEVICES = ["cpu", pytest.param("cuda", marks=[
+    pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
+V = 13
+
+
+def base_model(n_layer=3, d_model=8, n_head=2, dtype=np.float64, device="cpu", seed=0):
+    """A small GPT whose weights are away from the near-zero GPT-2 init."""
+    nt.manual_seed(seed)
+    model = GPT(GPTConfig(vocab_size=V, context=8, d_model=d_model, n_layer=n_layer,
+                          n_head=n_head)).to(dtype)
+    rng = np.random.default_rng(seed)
+    for p in model.parameters():
+        p.data = p.data + rng.normal(0.0, 0.3, p.shape).astype(dtype)
+    return model.to(device)
+
+
+def adapted(config, seed=0, randomize=False, **kw):
+    """``(base, model)``: a base GPT and a copy of it with ``config``'s adapters. With
+    ``randomize``, every adapter array gets random values so the update is not zero."""
+    base = base_model(seed=seed, **kw)
+    model = base_model(seed=seed, **kw)
+    nt.manual_seed(seed + 1)
+    tl.attach(model, config)
+    if randomize:
+        rng = np.random.default_rng(seed + 2)
+        for ad in tl.adapters(model):
+            for p in (ad.A, ad.B, ad.u, ad.v):     # tied A, B get new values each time:
+                p.data = p.data * 0 + rng.normal(0, 0.5, p.shape).astype(p.dtype)
+    return base, model
+
+
+def tokens(seed=1, B=2, T=8):
+    rng = np.random.default_rng(seed)
+    return rng.integers(0, V, (B, T)), rng.integers(0, V, (B, T))
+
+
+def logits(model, x):
+    with nt.no_grad():
+        return model(x)[0].numpy()
+
+
+# ------------------------------------------------------------ 1. parameter counts
+
+
+@pytest.mark.parametrize("L,d,r", [(1, 4, 1), (2, 8, 3), (3, 12, 4)])
+def test_formula_equals_unique_trainable_count_for_every_configuration(L, d, r):
+    for config in tl.all_configurations(r):
+        _, model = adapted(config, n_layer=L, d_model=d)
+        assert count_parameters(model) == tl.trainable_count(config, L, d), config.key
+
+
+def test_tying_divides_the_trained_matrices_by_the_number_of_layers():
+    L, d, r = 3, 8, 2
+    _, lora = adapted(tl.TiedLoRAConfig.from_key("LoRA", r), n_layer=L, d_model=d)
+    _, tl5 = adapted(tl.TiedLoRAConfig.from_key("TL5", r), n_layer=L, d_model=d)
+    assert count_parameters(lora) == L * count_parameters(tl5)
+    ties = tied_parameters(tl5)
+    assert {"blocks.0.attn.qkv.A", "blocks.0.attn.qkv.B"} <= set(ties)
+    assert len(ties["blocks.0.attn.qkv.A"]) == L
+    assert not any(name.startswith("blocks.0.attn.qkv") for name in tied_parameters(lora))
+
+
+def test_counts_at_the_papers_scale_match_the_spec():
+    # L = 32 layers, d = 4096, r = 8 (LLaMA-2 7B), without building a model.
+    L, d, r = 32, 4096, 8
+
+    def count(key):
+        return tl.trainable_count(tl.TiedLoRAConfig.from_key(key, r), L, d)
+
+    assert count("LoRA") == 4_194_304
+    assert count("TL5") == 131_072
+    assert count("VeRA-style") == 393_472
+    assert count("TL6") == 524_544
+    assert round(100 * count("TL6") / count("LoRA"), 3) == 12.506
+    # the spec's other lattice points, as formulas: Lr, 3Ld, dr + L(r+3d), 3dr + L(r+3d)
+    assert count("tied:u") == L * r
+    assert count("tied:v") == 3 * L * d
+    assert count("tied:Auv") == d * r + L * (r + 3 * d)
+    assert count("tied:Buv") == 3 * d * r + L * (r + 3 * d)
+
+
+def test_the_lattice_is_lora_plus_every_tied_configuration():
+    configs = tl.lattice(4)
+    keys = [c.key for c in configs]
+    assert len(keys) == len(set(keys)) == 16
+    assert keys[0] == "untied:AB" and all(k.startswith("tied:") for k in keys[1:])
+    assert {c.name for c in configs} >= set(tl.PRESETS)
+    assert len({c.key for c in tl.all_configurations(4)}) == 30
+    assert all(c.rank == 4 for c in configs)
+
+
+@pytest.mark.parametrize("kwargs,field", [
+    (dict(rank=0), "rank"),
+    (dict(train_A=False, train_B=False, train_u=False, train_v=False), "nothing"),
+])
+def test_bad_configurations_are_refused_with_a_clear_message(kwargs, field):
+    with pytest.raises(ValueError, match=field):
+        tl.TiedLoRAConfig(**kwargs)
+    with pytest.raises(ValueError, match="preset"):
+        tl.TiedLoRAConfig.from_key("TL9")
+
+
+# --------------------------------------------------------- 2. LoRA and VeRA corners
+
+
+def _numpy_qkv(ad, x):
+    """The base projection of an adapter's input, in NumPy."""
+    return x @ ad.base.weight.numpy().T + ad.base.bias.numpy()
+
+
+def test_untied_with_u_v_frozen_at_one_is_lora_with_alpha_equal_to_r():
+    config = tl.TiedLoRAConfig.from_key("LoRA", 3)
+    _, model = adapted(config, randomize=True)
+    rng = np.random.default_rng(5)
+    for ad in tl.adapters(model):
+        ad.u.data[...] = 1.0                       # the LoRA corner: u = v = 1, frozen
+        ad.v.data[...] = 1.0
+        assert not ad.u.requires_grad and not ad.v.requires_grad
+        x = rng.normal(size=(2, 5, 8))
+        A, B = ad.A.numpy(), ad.B.numpy()
+        alpha, r = 3, 3                            # LoRA: W x + (alpha / r) B A x
+        want = _numpy_qkv(ad, x) + (alpha / r) * x @ (B @ A).T
+        np.testing.assert_allclose(ad(nt.tensor(x)).numpy(), want, rtol=1e-12, atol=1e-12)
+    As = [ad.A for ad in tl.adapters(model)]
+    assert all(a is not b for a, b in zip(As, As[1:]))   # untied: one A per layer
+
+
+def test_lora_starts_with_b_zero_and_frozen_unit_scales():
+    _, model = adapted(tl.TiedLoRAConfig.from_key("LoRA", 2))
+    for ad in tl.adapters(model):
+        assert ad.A.requires_grad and ad.B.requires_grad
+        assert not ad.B.numpy().any() and ad.A.numpy().std() > 0.3
+        assert (ad.u.numpy() == 1).all() and (ad.v.numpy() == 1).all()
+
+
+def test_tied_frozen_a_b_with_trained_u_v_is_the_peft_vera_forward():
+    config = tl.TiedLoRAConfig.from_key("VeRA-style", 4)
+    _, model = adapted(config, randomize=True)
+    ads = tl.adapters(model)
+    assert all(ad.A is ads[0].A and ad.B is ads[0].B for ad in ads)   # shared
+    assert not ads[0].A.requires_grad and not ads[0].B.requires_grad  # frozen
+    vera_A, vera_B = ads[0].A.numpy(), ads[0].B.numpy()               # (r, in), (out, r)
+    rng = np.random.default_rng(6)
+    for ad in ads:
+        lambda_d, lambda_b = ad.u.numpy(), ad.v.numpy()
+        x = rng.normal(size=(7, 8))
+        # peft: base(x) + lambda_b * (B @ (lambda_d * (A @ x))), one column x at a time
+        want = np.stack([_numpy_qkv(ad, xi) + lambda_b * (vera_B @ (lambda_d * (vera_A @ xi)))
+                         for xi in x])
+        np.testing.assert_allclose(ad(nt.tensor(x)).numpy(), want, rtol=1e-12, atol=1e-12)
+
+
+# ------------------------------------------------------------------- 3. merging
+
+
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("key", ["LoRA", "TL5", "TL6", "VeRA-style", "tied:Bu"])
+def test_merged_weights_give_the_adapter_paths_output(key, device):
+    dtype = np.float64 if device == "cpu" else np.float32
+    _, model = adapted(tl.TiedLoRAConfig.from_key(key, 3), randomize=True, device=device,
+                       dtype=dtype)
+    x, _ = tokens()
+    before = logits(model, x)
+    weights = [ad.base.weight.numpy().copy() for ad in tl.adapters(model)]
+    tl.merge(model)
+    # The merged model is a plain GPT: load the merged weights into one and compare.
+    plain = GPT(model.config).to(dtype).to(device)
+    state = {k.replace(".qkv.base.", ".qkv."): v for k, v in model.state_dict().items()
+             if not k.endswith((".A", ".B", ".u", ".v"))}
+    state["__ties__"] = np.array([t for t in state["__ties__"] if "qkv" not in t])
+    plain.load_state_dict(state)
+    tol = dict(rtol=1e-10, atol=1e-10) if dtype == np.float64 else dict(rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(logits(model, x), before, **tol)
+    np.testing.assert_allclose(logits(plain, x), before, **tol)
+    assert any(np.abs(w - ad.base.weight.numpy()).max() > 1e-3
+               for w, ad in zip(weights, tl.adapters(model)))        # W did change
+    tl.unmerge(model)
+    for w, ad in zip(weights, tl.adapters(model)):
+        np.testing.assert_allclose(ad.base.weight.numpy(), w, **tol)
+    np.testing.assert_allclose(logits(model, x), before, **tol)
+
+
+# ------------------------------------------------------- 4. the tied gradient sum
+
+
+def test_tied_a_and_b_gradients_are_the_sum_of_untied_per_layer_gradients():
+    r = 2
+    _, tied = adapted(tl.TiedLoRAConfig.from_key("TL6", r), randomize=True)
+    _, untied = adapted(tl.TiedLoRAConfig(r, tie_AB=False), randomize=True)
+    for t, u in zip(tl.adapters(tied), tl.adapters(untied)):   # equal copies of A, B
+        for name in "ABuv":
+            getattr(u, name).data = getattr(t, name).data.copy()
+    x, y = tokens()
+    np.testing.assert_allclose(logits(untied, x), logits(tied, x), rtol=1e-12, atol=1e-12)
+    for model in (tied, untied):
+        model.zero_grad()
+        model(x, y)[1].backward()
+    ads_t, ads_u = tl.adapters(tied), tl.adapters(untied)
+    for name in "AB":
+        per_layer = [getattr(ad, name).grad for ad in ads_u]
+        assert all(np.abs(g).max() > 0 for g in per_layer)
+        np.testing.assert_allclose(getattr(ads_t[0], name).grad, sum(per_layer),
+                                   rtol=1e-10, atol=1e-12)
+    for t, u in zip(ads_t, ads_u):                  # u and v are per layer in both
+        np.testing.assert_allclose(t.u.grad, u.u.grad, rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(t.v.grad, u.v.grad, rtol=1e-10, atol=1e-12)
+
+
+def test_tied_adapter_gradients_match_finite_differences():
+    _, model = adapted(tl.TiedLoRAConfig.from_key("TL6", 2), randomize=True)
+    x, y = tokens()
+    assert gradcheck_module(model, lambda: model(x, y)[1], name="TL6 GPT")
+
+
+# ----------------------------------------------------------------- 5. zero start
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_adapted_model_starts_as_the_base_whenever_v_or_b_starts_at_zero(device):
+    dtype = np.float64 if device == "cpu" else np.float32
+    x, _ = tokens()
+    seen = {True: 0, False: 0}
+    for config in tl.all_configurations(3):
+        base, model = adapted(config, device=device, dtype=dtype)
+        seen[config.zero_start] += 1
+        if config.zero_start:
+            assert tl.update_is_zero(model), config.key
+            np.testing.assert_array_equal(logits(model, x), logits(base, x))
+        else:                # v and B frozen: nothing starts at zero (see the docstring)
+            assert not (config.train_v or config.train_B)
+            assert not tl.update_is_zero(model)
+            assert np.abs(logits(model, x) - logits(base, x)).max() > 1e-3
+    assert seen == {True: 24, False: 6}
+
+
+# ----------------------------------------------------- 6. frozen parts stay frozen
+
+
+@pytest.mark.parametrize("key", ["LoRA", "TL5", "TL6", "VeRA-style", "tied:Av"])
+def test_frozen_parts_get_no_gradient_no_update_and_no_optimizer_state(key):
+    config = tl.TiedLoRAConfig.from_key(key, 2)
+    _, model = adapted(config)
+    named = dict(model.named_parameters())
+    frozen = {n for n, p in named.items() if not p.requires_grad}
+    trained = set(named) - frozen
+    assert trained and all(".qkv." in n for n in trained)
+    before = {n: p.numpy().copy() for n, p in named.items()}
+    opt = AdamW(param_groups(model, 0.01), lr=1e-2)     # as the training loop builds it
+    assert {id(p) for p in opt.parameters()} == {id(named[n]) for n in trained}
+    x, y = tokens()
+    for _ in range(2):
+        opt.zero_grad()
+        model(x, y)[1].backward()
+        assert all(named[n].grad is None for n in frozen)
+        opt.step()
+    assert all(id(named[n]) not in opt.state for n in frozen)
+    assert all(set(opt.state[id(named[n])]) == {"step", "m", "v"} for n in trained)
+    for n in frozen:
+        np.testing.assert_array_equal(named[n].numpy(), before[n], err_msg=n)
+    assert any(not np.array_equal(named[n].numpy(), before[n]) for n in trained)
+
+
+def test_the_training_loop_leaves_the_base_model_untouched():
+    _, model = adapted(tl.TiedLoRAConfig.from_key("TL6", 2), dtype=np.float32)
+    frozen = {n: p.numpy().copy() for n, p in model.named_parameters() if not p.requires_grad}
+    ids = np.random.default_rng(0).integers(0, V, 400)
+    train(model, ids, ids, TrainConfig(steps=3, batch_size=2, warmup_steps=1,
+                                       eval_interval=3, eval_batches=1), progress=False)
+    for n, p in model.named_parameters():
+        if n in frozen:
+            np.testing.assert_array_equal(p.numpy(), frozen[n], err_msg=n)
+    assert not tl.update_is_zero(model)
+
+
+def test_state_dict_saves_the_tied_pair_once_and_restores_the_tie():
+    config = tl.TiedLoRAConfig.from_key("TL6", 2)
+    _, model = adapted(config, randomize=True)
+    state = model.state_dict()
+    assert "blocks.0.attn.qkv.A" in state and "blocks.1.attn.qkv.A" not in state
+    _, fresh = adapted(config, seed=3)
+    fresh.load_state_dict(state)
+    ads = tl.adapters(fresh)
+    assert all(ad.A is ads[0].A for ad in ads)
+    x, _ = tokens()
+    np.testing.assert_array_equal(logits(fresh, x), logits(model, x))
+
+
+def test_attach_refuses_a_model_that_already_has_adapters():
+    _, model = adapted(tl.TiedLoRAConfig())
+    with pytest.raises(ValueError, match="already"):
+        tl.attach(model, tl.TiedLoRAConfig())
+
+
+# ------------------------------------------------------------------ the experiment
+
+TINY_BASE = (GPTConfig(context=16, d_model=16, n_layer=2, n_head=2),
+             TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=4,
+                         eval_batches=1))
+TINY_SWEEP = experiment.SweepProfile(ranks=(1, 2), steps=2, batch_size=2, block_size=16,
+                                     warmup_steps=1, eval_batches=1, code_bytes=20_000)
+
+
+@pytest.fixture
+def tiny(monkeypatch):
+    monkeypatch.setitem(gpt_experiment.PROFILES, "quick", TINY_BASE)
+    monkeypatch.setitem(experiment.PROFILES, "quick", TINY_SWEEP)
+
+
+def test_experiment_writes_the_table_plot_and_results(tiny, tmp_path):
+    results = experiment.run(quick=True, out_dir=tmp_path / "tied-lora")
+    out = tmp_path / "tied-lora"
+    for name in ("report.md", "results.json", "loss_vs_params.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    rows = saved["rows"]
+    assert len(rows) == 16 * len(TINY_SWEEP.ranks)
+    assert all(r["trainable"] == r["formula"] for r in rows)
+    assert all(np.isfinite(r["val_bpb"]) and r["seconds"] > 0 for r in rows)
+    for f in saved["findings"]:
+        assert f["tl5_is_1_over_L"]
+        assert f["tl6_pct_of_lora"] > f["tl5_pct_of_lora"]
+    lora = [r for r in rows if r["config"] == "LoRA"]
+    assert all(r["pct_of_lora"] == 100.0 for r in lora)
+    report = (out / "report.md").read_text()
+    assert "| r | configuration |" in report and "TL6" in report
+    assert set(results["summary"]) and (tmp_path / "cache").is_dir()
+
+
+def test_a_sweep_runs_only_the_chosen_configurations():
+    nt.manual_seed(0)
+    base = GPT(TINY_BASE[0])
+    profile = replace(TINY_SWEEP, ranks=(2,), configs=("TL6", "tied:Bu"))
+    rows = experiment.sweep(base, profile, progress=False)
+    assert [r["key"] for r in rows] == ["tied:ABuv", "tied:Bu"]
+    assert [r["config"] for r in rows] == ["TL6", "tied:Bu"]
+
+
+def test_experiment_is_registered():
+    assert REGISTRY["tied-lora"].module == "nanotie.papers.tied_lora.experiment"
+
+
+def test_sweep_profile_validates_its_fields():
+    with pytest.raises(ValueError, match="ranks"):
+        experiment.SweepProfile(ranks=(0,))
+    with pytest.raises(ValueError, match="steps"):
+        experiment.SweepProfile(steps=0)
+    with pytest.raises(ValueError, match="preset"):
+        experiment.SweepProfile(configs=("TL9",))
+    with pytest.raises(ValueError, match="lattice"):
+        experiment.SweepProfile(configs=("untied:uv",))
+
+
+@pytest.mark.slow
+def test_quick_profile_lora_and_tl6_improve_on_the_frozen_base(tmp_path):
+    results = experiment.run(quick=True, out_dir=tmp_path / "tied-lora")
+    for row in results["rows"]:
+        if row["config"] in ("LoRA", "TL6"):
+            assert row["val_bpb"] < results["base_code_val_bpb"], row
