@@ -37,7 +37,8 @@ register("gpt", "baseline byte-level GPT on English prose (tied embeddings)",
          "nanotie.papers.gpt.experiment")
 register("tied-lora", "Tied-LoRA: one shared low-rank pair plus per-layer scales",
          "nanotie.papers.tied_lora.experiment")
-register("headless", "headless LMs: contrastive weight tying vs a softmax head", "nanotie.papers.headless.experiment")
+register("headless", "headless LMs: contrastive weight tying vs a softmax head",
+         "nanotie.papers.headless.experiment")
 register("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters",
          "nanotie.papers.hyena.experiment")
 register("stlm", "Super Tiny LMs: byte-level pooling, embedding tying, FFN sharing",
