@@ -40,7 +40,8 @@
 # 4. **Zero start, merge, frozen parts.**
 # 5. **The miniature experiment**: a prose-trained GPT adapted to Python code with
 #    every configuration.
-# 6. **Exercise**: write the parameter-count formula.
+# 6. **Exercises**: write the parameter-count formula, then the tied adapter's
+#    forward and backward (checked by `python -m nanotie exercise check 6`).
 #
 # `NANOTIE_QUICK=1` (the test suite sets it) trains a tiny base model and a short sweep.
 
@@ -332,3 +333,77 @@ paper = {"LoRA": 4_194_304, "TL5": 131_072, "VeRA-style": 393_472, "TL6": 524_54
 for key, want in paper.items():
     assert my_count(tl.TiedLoRAConfig.from_key(key, 8), 32, 4096) == want, key
 print("my_count matches every built model and the paper-scale numbers")
+
+# %% [markdown]
+# ## 7. Exercise: the tied adapter, forward and backward
+#
+# Now write the adapter itself as an op, in plain NumPy, for all L layers at once:
+# `my_tied_lora(X, A, B, u, v)` with the inputs of the L layers stacked as X (L, N, d),
+# ONE A (r, d) and ONE B (3d, r), and the per-layer scales stacked as u (L, r) and
+# v (L, 3d). Leave the frozen base weight out and return the update
+#
+# $$\delta_l = \big((x_l A^\top) \odot u_l\big) B^\top \odot v_l
+# = \operatorname{diag}(v_l)\, B \operatorname{diag}(u_l)\, A\, x_l
+# \quad\text{for every row } x_l,$$
+#
+# with a `backward(g)` that returns the gradients for X, A, B, u and v. The lesson of
+# section 3 in code: A and B are tied, so their gradients are SUMS over the layers
+# (and the rows); u and v belong to one layer each, so theirs keep the layer axis.
+#
+# The next cell checks it with exercise 6's checker, the same one as
+# `python -m nanotie exercise check 6` (`python -m nanotie exercise start 6` writes a
+# stub with the math). It compares your output with L `TiedLoRALinear` adapters
+# holding the same A and B, your A and B gradients with the sums over layers of an
+# untied twin's, and runs `nanotie.gradcheck` in float64 with a random upstream
+# gradient. A reference solution is filled in: replace it with yours.
+
+# %%
+# ---- EXERCISE 6: your code here --------------------------------------------------------
+def my_tied_lora(X, A, B, u, v):
+    # reference solution (replace it with yours)
+    P = X @ A.T                                   # (L, N, r)
+    H = P * u[:, None, :]                         # diag(u_l) A x        (L, N, r)
+    Y = H @ B.T                                   # (L, N, 3d)
+    out = Y * v[:, None, :]                       # diag(v_l) B H        (L, N, 3d)
+
+    def backward(g):
+        dY = g * v[:, None, :]
+        dH = dY @ B
+        dP = dH * u[:, None, :]
+        grad_X = dP @ A                                   # (L, N, d)
+        grad_A = np.einsum("lnr,lnd->rd", dP, X)          # tied: sum over layers, rows
+        grad_B = np.einsum("lno,lnr->or", dY, H)          # tied: sum over layers, rows
+        grad_u = (dH * P).sum(axis=1)                     # per layer: rows only (L, r)
+        grad_v = (g * Y).sum(axis=1)                      # per layer: rows only (L, 3d)
+        return grad_X, grad_A, grad_B, grad_u, grad_v
+
+    return out, backward
+# ----------------------------------------------------------------------------------------
+
+
+# %%
+from nanotie import exercises
+
+ex6 = exercises.get(6).check(my_tied_lora)
+print(ex6.report())
+ex6.raise_if_failed()
+
+# %% [markdown]
+# What the checker says about the slip this notebook is about: the tied A's and B's
+# gradients taken from one layer (the last), as if A and B were that layer's own.
+
+# %%
+def tied_grads_from_last_layer(X, A, B, u, v):
+    out, backward = my_tied_lora(X, A, B, u, v)
+
+    def wrong(g):
+        grad_X, _, _, grad_u, grad_v = backward(g)
+        _, grad_A, grad_B, _, _ = my_tied_lora(X[-1:], A, B, u[-1:], v[-1:])[1](g[-1:])
+        return grad_X, grad_A, grad_B, grad_u, grad_v
+
+    return out, wrong
+
+
+slip = exercises.get(6).check(tied_grads_from_last_layer)
+print(slip.report())
+assert not slip.passed and "SUM" in slip.message and "misses" in slip.message

@@ -122,7 +122,7 @@ register(3, "cross_entropy_backward")
 register(4, "layer_norm_backward")
 register(5, "tied_gradient")
 # The papers, one each as it lands: replace the anchor line with its register(...) line.
-# <register 6: tied-lora exercise here>
+register(6, "tied_lora_adapter")
 register(7, "cwt_loss")
 register(8, "fftconv_backward")
 register(9, "modal_step")
