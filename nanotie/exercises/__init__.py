@@ -121,7 +121,7 @@ register(2, "matmul_backward")
 register(3, "cross_entropy_backward")
 register(4, "layer_norm_backward")
 register(5, "tied_gradient")
-# The papers, one each as it lands: replace the anchor line with its register(...) line.
+# The papers, in the order of `python -m nanotie list`.
 register(6, "tied_lora_adapter")
 register(7, "cwt_loss")
 register(8, "fftconv_backward")
