@@ -60,17 +60,33 @@ def smooth(values, window: int = 20) -> np.ndarray:
     return (c[end] - c[start]) / (end - start)
 
 
+def pyplot():
+    """matplotlib's pyplot on the Agg backend: figures go to files, never to a window."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def save_figure(fig, path) -> Path:
+    """Lay ``fig`` out, write it to ``path`` as a PNG (making the folder) and close it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    pyplot().close(fig)
+    return path
+
+
 def plot_losses(runs: dict, path, title: str, metric: str = "val_bpb",
                 ylabel: str = "bits per byte") -> Path:
     """Training curves of one or more runs: ``{label: History}``.
 
     Left: the training loss (smoothed) against the step. Right: the validation
     ``metric`` at each evaluation."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for label, h in runs.items():
         line, = ax1.plot(h.step, smooth(h.train_loss), label=label)
@@ -81,12 +97,7 @@ def plot_losses(runs: dict, path, title: str, metric: str = "val_bpb",
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def summary_table(rows: list) -> str:

@@ -22,7 +22,7 @@ import numpy as np
 from ... import backend
 from ...nn import GPTConfig, count_parameters
 from ...nn.optim import AdamW, param_groups
-from ...report import plot_losses, write_report, write_results
+from ...report import plot_losses, pyplot, save_figure, write_report, write_results
 from ...train import TrainConfig, evaluate
 from ..gpt.experiment import corpus_splits, unigram_bpb
 from . import DynamicTyingConfig
@@ -206,17 +206,8 @@ perplexity", drastically fewer trainable parameters, up to 10x less training mem
 """
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_independent(runs, n_layer, path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
     for label, r in runs.items():
         if r["mode"] == "vanilla":
@@ -233,14 +224,11 @@ def _plot_independent(runs, n_layer, path) -> Path:
     ax2.set(ylabel="exploration epsilon (grey)", ylim=(0, 1.05))
     ax.legend(loc="lower left", fontsize=8)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _plot_memory(runs, path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
     for label, r in runs.items():
         steps = np.arange(1, len(r["trainable_curve"]) + 1)
@@ -252,17 +240,14 @@ def _plot_memory(runs, path) -> Path:
         a.grid(alpha=0.3)
         a.legend(fontsize=8)
         a.set_ylim(bottom=0)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _plot_pattern(r, n_layer, path, label) -> Path:
     """Left: the final pattern, row i = layer, a dot at the column of the layer whose
     weights it uses (the diagonal: trains), a ring at the agent's literal choice s_i
     when that is a copy of a copy. Right: s_i at the end of every episode."""
-    plt = _plt()
+    plt = pyplot()
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8),
                                  gridspec_kw={"width_ratios": [1, 2]})
     grid = np.zeros((n_layer, n_layer))
@@ -286,10 +271,7 @@ def _plot_pattern(r, n_layer, path, label) -> Path:
     a2.set(xlabel="episode", ylabel="layer i", yticks=range(n_layer),
            title="s_i at each episode's end (T: trains)")
     fig.colorbar(im, ax=a2, label="s_i (layer copied)")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ import numpy as np
 from ... import backend, data
 from ...nn import GPT, GPTConfig, count_parameters
 from ...nn import functional as F
-from ...report import write_report, write_results
+from ...report import pyplot, save_figure, write_report, write_results
 from ...train import TrainConfig, evaluate, train
 from . import HeadlessGPT, freeze_all_but_head, lm_from_headless
 from .probe import (PROBE_TOPICS, effective_rank, linear_probe, pooled_features,
@@ -315,19 +315,10 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
 # ---------------------------------------------------------------------- plots
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
 def _plot_compute(path, h_ce, h_cwt, h_ft, h_ce_ft, c_ce, c_cwt, c_ft, c_ce_ft) -> Path:
     from ...report import smooth
 
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     line, = ax1.plot(c_ce, h_ce.val_bpb, "o-", label="CE (tied softmax head)")
     ax1.plot([c_ce[-1]] + c_ce_ft, [h_ce.val_bpb[-1]] + h_ce_ft.val_bpb, "o--",
@@ -346,14 +337,11 @@ def _plot_compute(path, h_ce, h_cwt, h_ft, h_ce_ft, c_ce, c_cwt, c_ft, c_ce_ft) 
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 def _plot_sweep(path, sweep, V) -> Path:
-    plt = _plt()
+    plt = pyplot()
     vs = [r["vocab_size"] for r in sweep]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     ax1.plot(vs, [r["ce_tokens_per_s"] for r in sweep], "o-", label="CE (softmax over V)")
@@ -372,10 +360,7 @@ def _plot_sweep(path, sweep, V) -> Path:
         ax.set_xticks(vs, [str(v) for v in vs])
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    return save_figure(fig, path)
 
 
 # --------------------------------------------------------------------- report

@@ -28,6 +28,7 @@ from pathlib import Path
 import numpy as np
 
 from ...autograd import no_grad
+from ...report import pyplot, save_figure
 from ...train import evaluate
 from ..gpt.experiment import corpus_splits
 from .distill import DistillConfig, ModalFilterBank, distill_filters, \
@@ -96,8 +97,9 @@ def sweep_model(model, orders, progress=None) -> dict:
     for i, op in enumerate(ops):
         h = op.filter_array()                                     # (C, L) float64
         sigma.append(hankel_singular_values(h))
-        rows = tqdm(h, desc=f"distil layer {i + 1}/{len(ops)}", disable=progress is False,
-                    leave=False)
+        # progress None: a bar only on a terminal, like train()'s
+        rows = tqdm(h, desc=f"distil layer {i + 1}/{len(ops)}", leave=False,
+                    disable=None if progress is None else not progress)
         fits.append([order_sweep(row, orders, cfg) for row in rows])
     return {"fits": fits, "sigma": sigma, "length": ops[0].max_len}
 
@@ -149,23 +151,6 @@ def measure_throughput(base, study: DistillStudy, seed: int = 0, kinds=KINDS) ->
 # ------------------------------------------------------------------------- plots
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
-def _save(fig, path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    _plt().close(fig)
-    return path
-
-
 def _plain_ticks(ax, axis: str, values) -> None:
     """Ticks at ``values`` with plain labels, and no minor labels, on a log axis."""
     from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
@@ -181,7 +166,7 @@ def plot_hankel(sigma: dict, path, n_show: int = 5) -> Path:
     """Normalised Hankel singular values of a few first-layer filters per model (from
     channel 0, the slowest-decaying window, to the last, the fastest), and the
     median over every filter of the model."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(sigma), figsize=(5.2 * len(sigma), 3.6), squeeze=False)
     for ax, (name, layers) in zip(axes[0], sigma.items()):
         s = layers[0] / np.maximum(layers[0][:, :1], 1e-300)          # (C, n)
@@ -195,13 +180,13 @@ def plot_hankel(sigma: dict, path, n_show: int = 5) -> Path:
                ylabel="σ_i / σ_1")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_errors(errors: dict, orders, path) -> Path:
     """Relative l2 error against order for EVERY filter (thin lines) and its lower
     bound (thin dashed), with the medians in bold."""
-    plt = _plt()
+    plt = pyplot()
     fig, axes = plt.subplots(1, len(errors), figsize=(5.2 * len(errors), 3.8), squeeze=False,
                              sharey=True)
     for ax, (name, e) in zip(axes[0], errors.items()):
@@ -220,13 +205,13 @@ def plot_errors(errors: dict, orders, path) -> Path:
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     axes[0][0].set(ylabel="relative ℓ2 error ‖h − ĥ‖ / ‖h‖")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_bpb(bpb: dict, orders, path) -> Path:
     """Held-out bits per byte of the distilled LMs against the order, with the
     undistilled model as a horizontal line."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6, 3.8))
     for i, (name, r) in enumerate(bpb.items()):
         line, = ax.plot(orders, r["by_order"], "o-", color=f"C{i}",
@@ -242,12 +227,12 @@ def plot_bpb(bpb: dict, orders, path) -> Path:
     _plain_ticks(ax, "x", orders)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_throughput(tp: dict, path) -> Path:
     """Generated tokens per second against the context length (log-log)."""
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 4))
     for kind, r in tp.items():
         ax.loglog(r["context"], r["tokens_per_second"], "o-", label=KIND_LABELS[kind])
@@ -257,7 +242,7 @@ def plot_throughput(tp: dict, path) -> Path:
     _plain_ticks(ax, "x", contexts)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 # ----------------------------------------------------------------------- section
@@ -333,7 +318,7 @@ def _run(ctx, study: DistillStudy):
     res["figures"] = {k: p.name for k, p in figures.items()}
     res["goals"] = _goals(tp, res["models"])
     md = _markdown(ctx, study, res, figures)
-    summary = {"distilled speed-up @L": _speedup_summary(tp)}
+    summary = {"distilled speed-up": _speedup_summary(tp)}
     return {"distill": res}, md, summary
 
 

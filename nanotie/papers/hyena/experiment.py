@@ -28,7 +28,7 @@ import numpy as np
 
 from ... import backend, data
 from ...nn import GPT, GPTConfig, count_parameters
-from ...report import plot_losses, write_report, write_results
+from ...report import plot_losses, pyplot, save_figure, write_report, write_results
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import corpus_splits, unigram_bpb
 from .distill_experiment import distillation
@@ -326,10 +326,7 @@ shapes the filter and the window bounds how far back it reaches.
 
 def plot_filters(models: dict, path, n_show: int = 4) -> Path:
     """A row per model: a few first-layer filters (scaled), and log |h| with windows."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.3 * len(models)), squeeze=False)
     for (name, model), (ax1, ax2) in zip(models.items(), axes):
@@ -348,12 +345,7 @@ def plot_filters(models: dict, path, n_show: int = 4) -> Path:
         ax1.legend(fontsize=8)
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # A section: ctx -> (results to merge, a Markdown part of the report, summary figures).

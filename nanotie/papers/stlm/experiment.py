@@ -39,7 +39,7 @@ from ... import backend, data
 from ...autograd import no_grad
 from ...nn import functional as F
 from ...nn.module import count_parameters
-from ...report import plot_losses, write_report, write_results
+from ...report import plot_losses, pyplot, save_figure, write_report, write_results
 from ...train import TrainConfig, default_loss, train
 from .byte_windows import ByteWindows
 from .model import STLM, STLMConfig, byte_cross_entropy
@@ -237,10 +237,7 @@ def plot_params_vs_bpb(variants: dict, path, title: str) -> Path:
     """Held-out bits per byte against parameters: total (left), embedding+head (right).
 
     Byte-level models show the fair figure (filled) and the bytes-only one (hollow)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 4), sharey=True)
     for ax, key, xlabel in ((axes[0], "parameters", "parameters (unique, total)"),
@@ -261,12 +258,7 @@ def plot_params_vs_bpb(variants: dict, path, title: str) -> Path:
     axes[1].legend(fontsize=8, title="hollow: bytes only, no length code",
                    title_fontsize=7)
     fig.suptitle(title)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # ------------------------------------------------------------------------ run

@@ -25,7 +25,7 @@ from pathlib import Path
 
 from ... import backend, data
 from ...nn import GPT, count_parameters
-from ...report import write_report, write_results
+from ...report import pyplot, save_figure, write_report, write_results
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import pretrained_gpt
 from . import PRESETS, TiedLoRAConfig, attach, lattice, trainable_count
@@ -136,10 +136,7 @@ def plot_sweep(rows: list, base_bpb: float, path, title: str) -> Path:
 
     The corners without a zero start can land far above the rest; they are listed
     in a box instead of stretching the axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     markers = {"LoRA": "s", "TL5": "^", "TL6": "*", "VeRA-style": "D"}
     ranks = sorted({r["rank"] for r in rows})
@@ -177,12 +174,7 @@ def plot_sweep(rows: list, base_bpb: float, path, title: str) -> Path:
            title=title)
     ax.grid(alpha=0.3, which="both")
     ax.legend(fontsize=8, ncol=2, loc="center right")
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def _table(rows: list) -> str:

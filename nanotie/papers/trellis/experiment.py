@@ -29,7 +29,7 @@ from ...autograd import Tensor, no_grad
 from ...nn import count_parameters
 from ...nn import functional as F
 from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
-from ...report import plot_losses, write_report, write_results
+from ...report import plot_losses, pyplot, save_figure, write_report, write_results
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import corpus_splits, unigram_bpb
 from .convert import from_lstm
@@ -246,16 +246,8 @@ def adding_suite(prof: Profile, seed: int, device: str, progress=None) -> dict:
 # ------------------------------------------------------------------ plots
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    return plt
-
-
 def plot_depth(sweep: dict, path: Path, title: str) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     for kind, style in (("trellis", "o-"), ("tcn", "s--")):
         rows = sweep[kind]
@@ -274,14 +266,11 @@ def plot_depth(sweep: dict, path: Path, title: str) -> Path:
         ax.grid(alpha=0.3)
         ax.legend()
     fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_adding(adding: dict, path: Path, title: str) -> Path:
-    plt = _plt()
+    plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for name, res in adding.items():
         ax.plot(res["curve"]["step"], res["curve"]["mse"], "o-", label=name)
@@ -289,14 +278,11 @@ def plot_adding(adding: dict, path: Path, title: str) -> Path:
     ax.set(yscale="log", xlabel="step", ylabel="held-out MSE", title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 def plot_equivalence(eq: dict, path: Path) -> Path:
-    plt = _plt()
+    plt = pyplot()
     names = list(eq)
     vals = [max(eq[n]["max_abs_diff"], 1e-300) for n in names]
     fig, ax = plt.subplots(figsize=(7.5, 3.2))
@@ -309,10 +295,7 @@ def plot_equivalence(eq: dict, path: Path) -> Path:
            xlabel="max |TrellisNet - truncated LSTM| (0 drawn at 1e-20)",
            title="LSTM -> TrellisNet, float64")
     ax.legend(fontsize=8, loc="lower right")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return save_figure(fig, path)
 
 
 # -------------------------------------------------------------------- run
