@@ -93,12 +93,16 @@ def _exercise(args) -> int:
     if args.action is None:
         raise UsageError("exercise: say what to do: list, start N or check N [FILE]")
     if args.action == "list":
+        rows = []
         for ex in exercises.REGISTRY.values():
             try:
                 title = ex.title
             except Exception as exc:         # noqa: BLE001  (one broken module: say so)
                 title = f"(cannot be loaded: {type(exc).__name__}: {exc})"
-            print(f"{ex.number:3d}  {title:42s} {ex.stub_filename}")
+            rows.append((ex.number, title, ex.stub_filename))
+        width = max(len(title) for _, title, _ in rows)
+        for number, title, filename in rows:
+            print(f"{number:3d}  {title:{width}s}  {filename}")
         print("\nStart one with: python -m nanotie exercise start N")
         return 0
     try:
