@@ -290,6 +290,22 @@ def generator(device: str):
     return _generators[device]
 
 
+def random_state():
+    """A snapshot of the seed and of the NumPy generator, for :func:`restore_random_state`
+    (code that must not move the user's random stream, like an exercise check)."""
+    cpu = _generators.get("cpu")
+    return _seed, (None if cpu is None else cpu.bit_generator.state)
+
+
+def restore_random_state(snapshot) -> None:
+    """Put the seed and the NumPy generator back as :func:`random_state` found them."""
+    global _seed
+    _seed, cpu_state = snapshot
+    _generators.pop("cpu", None)          # recreated from the seed on first use ...
+    if cpu_state is not None:
+        generator("cpu").bit_generator.state = cpu_state     # ... or where it stood
+
+
 def randn(shape, dtype, device: str):
     """Standard normal samples."""
     g = generator(device)

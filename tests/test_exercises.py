@@ -15,6 +15,7 @@ import textwrap
 import numpy as np
 import pytest
 
+import nanotie as nt
 from nanotie import cli, exercises
 from nanotie.exercises import Planted
 from nanotie.exercises.checking import ExerciseFailed
@@ -89,6 +90,18 @@ def test_the_stub_is_unsolved_and_says_so(ex):
 def test_engine_exercises_end_with_a_gradient_check(number):
     steps = exercises.get(number).check(exercises.get(number).reference).passed_steps
     assert "nanotie.gradcheck" in steps[-1]
+
+
+@pytest.mark.parametrize("number", [12, 13])     # these checkers build seeded models
+def test_a_check_leaves_the_random_stream_where_it_was(number):
+    ex = exercises.get(number)
+    nt.manual_seed(7)
+    nt.randn(3)                                   # the stream has moved once
+    expected = nt.randn(5).numpy()
+    nt.manual_seed(7)
+    nt.randn(3)
+    assert ex.check(ex.reference).passed
+    assert np.array_equal(nt.randn(5).numpy(), expected)
 
 
 def test_raise_if_failed_carries_the_report():

@@ -47,6 +47,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 
+from .. import backend
 from .checking import CheckResult, Checker, ExerciseFailed, Mistake
 
 __all__ = ["REGISTRY", "Exercise", "Planted", "register", "get", "CheckResult", "Checker",
@@ -84,8 +85,14 @@ class Exercise:
         return self.module.reference
 
     def check(self, fn) -> CheckResult:
-        """Run this exercise's checker on ``fn``."""
-        return self.module.check(fn)
+        """Run this exercise's checker on ``fn``. Checkers that build models draw from
+        nanotie's seeded generator; it is put back afterwards, so checking an answer in
+        a notebook does not change what the following cells compute."""
+        saved = backend.random_state()
+        try:
+            return self.module.check(fn)
+        finally:
+            backend.restore_random_state(saved)
 
 
 @dataclass(frozen=True)
