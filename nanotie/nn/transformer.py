@@ -213,13 +213,7 @@ class GPT(Module):
         all but the k largest are dropped before sampling. The KV cache makes each
         step cost one token's work; when the sequence outgrows the context, the
         model re-reads the last ``context`` tokens."""
-        if temperature < 0:
-            raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
-        rng = np.random.default_rng(seed)
-        out = np.asarray(backend.asnumpy(idx.data if isinstance(idx, Tensor) else idx),
-                         dtype=np.int64)
-        if out.ndim != 2 or out.shape[1] == 0:
-            raise ValueError(f"generate: expected a prompt of shape (B, T>0), got {out.shape}")
+        out, rng = _start_generation(idx, temperature, seed)
         was_training = self.training
         self.eval()
         context, cache = self.config.context, None
@@ -236,6 +230,18 @@ class GPT(Module):
         finally:
             self.train(was_training)
         return out
+
+
+def _start_generation(idx, temperature: float, seed) -> tuple:
+    """The prompt as a (B, T) int64 NumPy array and the sampling generator, after
+    checking the arguments every ``generate`` shares."""
+    if temperature < 0:
+        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
+    out = np.asarray(backend.asnumpy(idx.data if isinstance(idx, Tensor) else idx),
+                     dtype=np.int64)
+    if out.ndim != 2 or out.shape[1] == 0:
+        raise ValueError(f"generate: expected a prompt of shape (B, T>0), got {out.shape}")
+    return out, np.random.default_rng(seed)
 
 
 def _sample(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:

@@ -40,7 +40,7 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Tensor, no_grad
-from ...nn.transformer import _sample
+from ...nn.transformer import _sample, _start_generation
 from .operator import MultiHyenaOperator
 
 __all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "mixer_forward",
@@ -153,13 +153,7 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,
     it draws the same tokens as ``GPT.generate``. The state never grows, so unlike a
     KV cache it is not limited to the context: past it the filters keep decaying.
     """
-    if temperature < 0:
-        raise ValueError(f"generate: temperature must be >= 0, got {temperature}")
-    rng = np.random.default_rng(seed)
-    out = np.asarray(backend.asnumpy(idx.data if isinstance(idx, Tensor) else idx),
-                     dtype=np.int64)
-    if out.ndim != 2 or out.shape[1] == 0:
-        raise ValueError(f"generate: expected a prompt of shape (B, T>0), got {out.shape}")
+    out, rng = _start_generation(idx, temperature, seed)
     was_training = model.training
     model.eval()
     try:
