@@ -137,3 +137,13 @@ def compare(contenders: dict, *, repeats: int = 7, warmup: int = 2,
     return {name: Timing(median=statistics.median(ts), min=min(ts), repeats=repeats,
                          number=numbers[name], times=ts)
             for name, ts in times.items()}
+
+
+def markdown_table(header, rows, text_columns: int = 1) -> str:
+    """A Markdown table; the first ``text_columns`` columns left-aligned, the rest
+    (numbers) right-aligned."""
+    lines = ["| " + " | ".join(header) + " |",
+             "|" + "|".join("---" if i < text_columns else "---:"
+                            for i in range(len(header))) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)

@@ -51,17 +51,10 @@ from nanotie.papers.hyena.experiment import PROFILES  # noqa: E402
 from nanotie.papers.hyena.throughput import (KINDS, LABELS, generation_models,  # noqa: E402
                                              stepper_for, time_steps)
 
-from _timing import blas_threads  # noqa: E402
+from _timing import blas_threads, markdown_table  # noqa: E402
 
 FULL_CONTEXTS = (256, 512, 1024, 2048, 4096, 8192, 16384)
 QUICK_CONTEXTS = (256, 1024, 4096)
-
-
-def _markdown(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---" if i == 0 else "---:" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
 
 
 def main(argv=None) -> int:
@@ -128,13 +121,13 @@ def main(argv=None) -> int:
     print("\nPer-token time (ms, median) and tokens/s:\n")
     rows = [[LABELS[k]] + [f"{1e3 * s:.3f} ({1 / s:,.0f}/s)" for s in results[k]["seconds"]]
             for k in KINDS]
-    print(_markdown(["model"] + [f"L = {L}" for L in contexts], rows))
+    print(markdown_table(["model"] + [f"L = {L}" for L in contexts], rows))
 
     dist = results["distilled_hyena"]["seconds"]
     ratios = {k: [s / d for s, d in zip(results[k]["seconds"], dist)]
               for k in ("hyena_recompute", "transformer_kv", "distilled_multihyena")}
     print("\nHow many times faster the distilled Hyena makes a token:\n")
-    print(_markdown(["vs"] + [f"L = {L}" for L in contexts],
+    print(markdown_table(["vs"] + [f"L = {L}" for L in contexts],
                     [[LABELS[k]] + [f"{r:.2f}x" for r in ratios[k]] for k in ratios]))
 
     at = 4096 if 4096 in contexts else contexts[-1]
@@ -150,7 +143,7 @@ def main(argv=None) -> int:
     ]
     print("\nGoals (measured here; the paper's GPU figures at 1.3B were 1.5x over Hyena "
           "and 10x over Transformers):\n")
-    print(_markdown(["goal", "target", "measured", "met"],
+    print(markdown_table(["goal", "target", "measured", "met"],
                     [[g, t, m, "yes" if ok else "no"] for g, t, m, ok in goals]))
     if contexts[0] != 256 or contexts[-1] != 16384:
         print(f"\n(the flatness target spans 256 to 16384; this run covered "

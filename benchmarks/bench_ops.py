@@ -60,7 +60,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # nanotie from 
 import nanotie as nt  # noqa: E402
 from nanotie.nn import functional as F  # noqa: E402
 
-from _timing import blas_threads, compare, match_torch_threads  # noqa: E402
+from _timing import blas_threads, compare, markdown_table, match_torch_threads  # noqa: E402
 
 OPS = ("matmul", "cross_entropy", "layer_norm", "fftconv")
 
@@ -275,13 +275,6 @@ def overhead_steps(torch, n_pairs: int = 8, shape=(4, 4)):
 # --------------------------------------------------------------------- reporting
 
 
-def _markdown(header, rows) -> str:
-    lines = ["| " + " | ".join(header) + " |",
-             "|" + "|".join("---:" if i >= 2 else "---" for i in range(len(header))) + "|"]
-    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
-    return "\n".join(lines)
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -356,10 +349,11 @@ def main(argv=None) -> int:
               file=sys.stderr, flush=True)
 
     if results:
-        print(_markdown(["op", "size", "nanotie ms", "torch ms", "ratio nanotie/torch"],
-                        [(r["op"], r["size"], f"{r['nanotie_ms']:.3f}", f"{r['torch_ms']:.3f}",
-                          f"{r['ratio']:.2f}" + ("" if r["check"] == "ok" else " (!)"))
-                         for r in results]))
+        print(markdown_table(["op", "size", "nanotie ms", "torch ms", "ratio nanotie/torch"],
+                             [(r["op"], r["size"], f"{r['nanotie_ms']:.3f}",
+                               f"{r['torch_ms']:.3f}",
+                               f"{r['ratio']:.2f}" + ("" if r["check"] == "ok" else " (!)"))
+                              for r in results], text_columns=2))
         bad = [r for r in results if r["check"] != "ok"]
         for r in bad:
             print(f"(!) {r['op']} {r['size']}: {r['check']}")
@@ -374,12 +368,12 @@ def main(argv=None) -> int:
                         ratio_vs_torch=us["nanotie"] / us["torch"])
         print(f"\nPer-op overhead: a chain of {n_ops} tiny (4, 4) mul/add ops, forward + "
               "backward, time per op")
-        print(_markdown(["contender", "what", "us per op", "ratio to nanotie"], [
+        print(markdown_table(["contender", "what", "us per op", "ratio to nanotie"], [
             ("nanotie", "Tensor ops, engine backward", f"{us['nanotie']:.2f}", "1.00"),
             ("numpy", "same arithmetic by hand, no graph", f"{us['numpy']:.2f}",
              f"{us['numpy'] / us['nanotie']:.2f}"),
             ("torch", "autograd", f"{us['torch']:.2f}", f"{us['torch'] / us['nanotie']:.2f}"),
-        ]))
+        ], text_columns=2))
         print(f"nanotie/numpy = {overhead['ratio_vs_numpy']:.1f}x, "
               f"nanotie/torch = {overhead['ratio_vs_torch']:.2f}x")
 
