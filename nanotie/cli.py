@@ -14,7 +14,9 @@ import time
 from pathlib import Path
 
 from . import backend
+from .files import unwritable
 from .papers import REGISTRY
+from .protocol import Runner, dask_executor
 from .report import summary_table
 
 
@@ -33,10 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run the papers' miniature reproductions")
     r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
     r.add_argument("--full", action="store_true", help="the longer profile instead of quick")
-    r.add_argument("--out", type=Path, default=Path("runs"), help="output folder (default: runs)")
+    r.add_argument("--out", default="runs", help="output folder (default: runs)")
     r.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="where to run (default: $NANOTIE_DEVICE or cpu)")
-    r.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    r.add_argument("--seed", type=int, default=0,
+                   help="first random seed; each configuration runs seeds SEED, SEED+1, ... "
+                        "(default: 0)")
+    r.add_argument("--workers", type=int, default=None, metavar="N",
+                   help="worker processes for independent runs (default: one per core; "
+                        "1: in this process)")
+    r.add_argument("--scheduler", default=None, metavar="ADDRESS",
+                   help="run on the Dask cluster whose scheduler is at ADDRESS "
+                        "(needs the cluster extra)")
     sub.add_parser("list", help="list the registered experiments")
     e = sub.add_parser("exercise", help="gradient-checked exercises: list, start, check")
     esub = e.add_subparsers(dest="action", metavar="{list,start,check}")
@@ -62,6 +72,15 @@ def _reproduce(args) -> int:
     if not REGISTRY:
         print("No experiments are registered yet; nothing to reproduce.")
         return 0
+    if not args.out.strip():
+        raise UsageError("--out: give a folder name, e.g. --out runs")
+    args.out = Path(args.out)
+    if args.seed < 0:
+        raise UsageError(f"--seed {args.seed}: seeds are integers >= 0")
+    if args.workers is not None and args.workers < 1:
+        raise UsageError(f"--workers {args.workers}: need at least 1")
+    if args.workers is not None and args.scheduler:
+        raise UsageError("--workers and --scheduler: give one (the cluster has its own)")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a folder")
     if args.device == "cuda":
@@ -71,19 +90,42 @@ def _reproduce(args) -> int:
         device = args.device or backend.default_device()
     except backend.DeviceError as exc:          # NANOTIE_DEVICE names an unusable device
         raise UsageError(f"$NANOTIE_DEVICE: {exc}") from None
+    names = args.names or list(REGISTRY)
+    for folder in [args.out / "cache"] + [args.out / n for n in names]:
+        problem = unwritable(folder)       # found now, not after minutes of training
+        if problem:
+            raise UsageError(f"--out {args.out}: {problem}")
     profile = "full" if args.full else "quick"
+    runner = _runner(args, device)
     rows = []
-    for name in args.names or list(REGISTRY):
-        print(f"== {name} ({profile} profile, {device}) ==", flush=True)
-        start = time.perf_counter()
-        results = REGISTRY[name].run(quick=not args.full, out_dir=args.out / name,
-                                     seed=args.seed, device=device)
-        summary = dict(results.get("summary", {}))
-        summary["time"] = f"{time.perf_counter() - start:.0f} s"
-        rows.append((name, summary))
-        print(f"   wrote {args.out / name}/report.md, results.json and plots", flush=True)
+    try:
+        for name in names:
+            print(f"== {name} ({profile} profile, {device}) ==", flush=True)
+            start = time.perf_counter()
+            results = REGISTRY[name].run(quick=not args.full, out_dir=args.out / name,
+                                         seed=args.seed, device=device, runner=runner)
+            summary = dict(results.get("summary", {}))
+            summary["time"] = f"{time.perf_counter() - start:.0f} s"
+            rows.append((name, summary))
+            print(f"   wrote {args.out / name}/report.md, results.json and plots", flush=True)
+    finally:
+        runner.close()
     print("\nSummary:\n" + summary_table(rows))
     return 0
+
+
+def _runner(args, device: str) -> Runner:
+    """Where the runs go: a Dask cluster (--scheduler), or a local process pool."""
+    cache = args.out / "cache" / "runs"
+    if args.scheduler:
+        try:
+            executor = dask_executor(args.scheduler)
+        except RuntimeError as exc:
+            raise UsageError(f"--scheduler: {exc}") from None
+        except OSError as exc:
+            raise UsageError(f"--scheduler {args.scheduler}: cannot connect ({exc})") from None
+        return Runner(cache, executor, device)
+    return Runner.local(cache, args.workers, device)
 
 
 def _exercise(args) -> int:

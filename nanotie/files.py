@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write"]
+__all__ = ["atomic_write", "unwritable"]
 
 
 @contextmanager
@@ -37,3 +37,20 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def unwritable(folder) -> str | None:
+    """Why files cannot be written in ``folder`` (made if missing), or None if they can.
+
+    Checked by writing and removing a probe file, the only test that also catches a
+    read-only mount or a full disk."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder) as f:
+            f.write(b"probe")
+            f.flush()
+            os.fsync(f.fileno())
+    except OSError as exc:
+        return f"cannot write in {folder}: {exc.strerror or exc}"
+    return None

@@ -14,7 +14,8 @@ import numpy as np
 
 from .files import atomic_write
 
-__all__ = ["write_results", "write_report", "plot_losses", "summary_table", "smooth"]
+__all__ = ["write_results", "write_report", "plot_losses", "summary_table", "smooth",
+           "spread_table", "plot_spread", "claim_section", "tuning_table"]
 
 
 def _plain(value):
@@ -107,3 +108,76 @@ def summary_table(rows: list) -> str:
         figures = "  ".join(f"{k} {v}" for k, v in summary.items())
         lines.append(f"  {name:14s} {figures}")
     return "\n".join(lines)
+
+
+# ----------------------------------------------------------- figures over seeds
+
+
+def spread_table(rows, columns, digits: int = 3, seeds_of: str | None = None) -> str:
+    """A Markdown table of per-seed figures: ``rows`` is ``[(label, {column: Spread or
+    text})]``; each Spread prints as ``mean ± std``. ``seeds_of`` names the column whose
+    every seed value is listed in a last column (so no figure hides behind a mean)."""
+    head = ["configuration"] + list(columns) + ([f"{seeds_of}, each seed"] if seeds_of else [])
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for label, cells in rows:
+        out = [label]
+        for c in columns:
+            v = cells.get(c, "")
+            out.append(v.format(digits) if hasattr(v, "format") and hasattr(v, "std")
+                       else str(v))
+        if seeds_of:
+            v = cells.get(seeds_of)
+            out.append(v.seeds(digits) if hasattr(v, "seeds") else "")
+        lines.append("| " + " | ".join(out) + " |")
+    return "\n".join(lines) + "\n\n*mean ± sample standard deviation over seeds*"
+
+
+def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "val",
+                 digits: int = 3) -> str:
+    """The tuning grid of :func:`nanotie.protocol.choose`: every point's mean validation
+    figure, the chosen one in bold."""
+    lines = [f"| method | {setting}: validation {metric} (mean over seeds) |", "|---|---|"]
+    for method, c in choice.items():
+        cells = []
+        for s, sp in c["grid"].items():
+            text = f"{s:g}: {sp.mean:.{digits}f}" if isinstance(s, float) else f"{s}: {sp.mean:.{digits}f}"
+            cells.append(f"**{text}**" if s == c["best"] else text)
+        lines.append(f"| {method} | " + ", ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def claim_section(claim: str, where: str, verdicts, note: str = "") -> str:
+    """The paper's claim (with where it is in the paper) and the verdict(s) on it.
+
+    ``verdicts``: ``[(what was compared, Verdict)]``."""
+    lines = [f"**The paper's claim** ({where}): {claim}", ""]
+    for what, v in verdicts:
+        lines.append(f"- {what}: {v}")
+    if note:
+        lines += ["", note]
+    return "\n".join(lines)
+
+
+def plot_spread(groups: dict, path, title: str, ylabel: str) -> Path:
+    """Bars of the mean over seeds with error bars (min to max), every seed as a dot.
+
+    ``groups``: ``{label: Spread}``."""
+    plt = pyplot()
+    labels = list(groups)
+    fig, ax = plt.subplots(figsize=(max(4.0, 1.1 * len(labels) + 1.5), 3.6))
+    for i, label in enumerate(labels):
+        sp = groups[label]
+        ax.bar(i, sp.mean, color=f"C{i % 10}", alpha=0.6)
+        ax.errorbar(i, sp.mean, yerr=[[sp.mean - sp.min], [sp.max - sp.mean]], color="k",
+                    capsize=5)
+        ax.plot([i] * sp.n, sp.values, "k.", ms=6)
+    lo = min(sp.min for sp in groups.values())
+    hi = max(sp.max for sp in groups.values())
+    pad = 0.15 * (hi - lo) if hi > lo else 0.05 * abs(hi) + 1e-3
+    ax.set_ylim(lo - 3 * pad, hi + pad)
+    ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right")
+    ax.set(ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3, axis="y")
+    ax.text(0.99, 0.98, "bar: mean; whiskers: min-max; dots: seeds", transform=ax.transAxes,
+            ha="right", va="top", fontsize=7)
+    return save_figure(fig, path)

@@ -1,7 +1,8 @@
 """The registry of miniature reproductions: experiment name -> entry point.
 
-Each entry names the module whose ``run(quick, out_dir, seed, device)`` reproduces
-one claim; ``python -m nanotie reproduce`` runs them in this order. The module is
+Each entry names the module whose ``run(quick, out_dir, seed, device, runner)``
+reproduces one claim (``runner``: a :class:`nanotie.protocol.Runner` that executes,
+caches and parallelises its independent runs); ``python -m nanotie reproduce`` runs them in this order. The module is
 imported only when the experiment runs, so ``python -m nanotie list`` stays instant.
 """
 
@@ -17,11 +18,13 @@ class Experiment:
     title: str          # one line for `python -m nanotie list`
     module: str         # dotted path of the module that defines run()
 
-    def run(self, quick: bool, out_dir, seed: int = 0, device: str = "cpu") -> dict:
+    def run(self, quick: bool, out_dir, seed: int = 0, device: str = "cpu",
+            runner=None) -> dict:
         """Run the experiment; it writes report.md, results.json and plots to out_dir
         and returns its results (with a ``summary`` of headline figures)."""
         return importlib.import_module(self.module).run(quick=quick, out_dir=out_dir,
-                                                       seed=seed, device=device)
+                                                       seed=seed, device=device,
+                                                       runner=runner)
 
 
 REGISTRY: dict[str, Experiment] = {}

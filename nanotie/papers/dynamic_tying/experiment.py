@@ -104,7 +104,7 @@ def _run_one(label, model_cfg, train_cfg, tying_cfg, state, agent, train_ids, va
 
 
 def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
-        device: str = "cpu", profile: dict | None = None) -> dict:
+        device: str = "cpu", profile: dict | None = None, runner=None) -> dict:
     """Both runs, the plots, report.md and results.json. ``profile`` (a dict shaped
     like the entries of PROFILES) replaces the quick/full one, e.g. in a notebook."""
     out_dir = Path(out_dir)

@@ -73,7 +73,8 @@ def pretrained_gpt(quick: bool = True, seed: int = 0, device: str = "cpu",
     return model, history
 
 
-def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cpu") -> dict:
+def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cpu",
+        runner=None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

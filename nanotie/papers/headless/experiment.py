@@ -160,7 +160,7 @@ def _interp(x_at: float, xs, ys) -> float:
 
 
 def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
-        device: str = "cpu", profile: Profile | None = None) -> dict:
+        device: str = "cpu", profile: Profile | None = None, runner=None) -> dict:
     """Run the experiment and write report.md, results.json and two plots to
     ``out_dir``. ``profile`` overrides the quick/full choice (e.g. :data:`SMOKE`)."""
     out_dir = Path(out_dir)

@@ -353,7 +353,7 @@ SECTIONS = [language_modelling, associative_recall, filters, distillation]
 
 
 def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "cpu",
-        profile: Profile | None = None) -> dict:
+        profile: Profile | None = None, runner=None) -> dict:
     """Every section in turn; writes report.md, results.json and the figures to
     ``out_dir`` and returns the results (``profile`` overrides quick/full)."""
     out_dir = Path(out_dir)

@@ -264,7 +264,8 @@ def plot_params_vs_bpb(variants: dict, path, title: str) -> Path:
 # ------------------------------------------------------------------------ run
 
 
-def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "cpu") -> dict:
+def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "cpu",
+        runner=None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

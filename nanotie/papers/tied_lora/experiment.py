@@ -225,7 +225,7 @@ def _load_average():
 
 
 def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0,
-        device: str = "cpu") -> dict:
+        device: str = "cpu", runner=None) -> dict:
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()

@@ -302,7 +302,7 @@ def plot_equivalence(eq: dict, path: Path) -> Path:
 
 
 def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str = "cpu",
-        progress=None) -> dict:
+        progress=None, runner=None) -> dict:
     prof = PROFILES["quick" if quick else "full"]
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,469 @@
+"""One protocol for every reproduction: splits, runs, seeds, tuning and verdicts.
+
+A miniature reproduction is evidence only if a learner can tell its result from noise.
+Every experiment in nanotie follows the same five rules, written once here:
+
+1. **Three disjoint splits.** A corpus is cut into contiguous pieces, train | val | test
+   (:func:`split`). Settings are chosen on ``val`` only; ``test`` is only reported.
+2. **A run** is a function, its settings and a seed (:class:`Run`); it returns a dict of
+   figures, ``{"val": {...}, "test": {...}, ...}``. Runs are independent, so
+   :func:`run_many` executes them on any ``concurrent.futures.Executor`` (a local process
+   pool by default, a Dask cluster's executor for big sweeps), each with its BLAS pinned
+   to one thread. A one-thread run gives the same bits wherever it runs, so a parallel
+   sweep is bitwise equal to the same runs done one after another.
+3. **Cache and resume.** Each finished run is stored under ``<out>/cache/runs/`` keyed by
+   its function, settings, seed, device and the experiment's ``version`` (bumped when
+   its code changes results); the corpus enters through the settings (its hash). A rerun
+   is instant and an interrupted sweep resumes where it stopped. An unreadable entry is
+   reported in one line and recomputed.
+4. **Tuning and seeds.** :func:`choose` picks, per method, the setting with the best mean
+   validation figure; it never looks at ``test``. Reported figures are the mean and the
+   sample standard deviation over seeds, with every seed's value (:class:`Spread`).
+5. **Verdicts.** :func:`verdict` turns two methods' per-seed figures into *holds*, *does
+   not hold* or *within noise*: the gap between the means must exceed the seed spread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib
+import json
+import math
+import os
+import sys
+import time
+from concurrent.futures import Executor, ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from .files import atomic_write
+
+__all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
+           "local_executor", "dask_executor", "choose", "Spread", "spread", "verdict",
+           "Verdict", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE", "default_workers"]
+
+
+# ------------------------------------------------------------------------ splits
+
+
+@dataclass(frozen=True)
+class Splits:
+    """Three contiguous, non-overlapping pieces of one token sequence."""
+
+    train: np.ndarray      # the first 1 - val - test of the sequence
+    val: np.ndarray        # the next piece: used only to choose settings
+    test: np.ndarray       # the last piece: used only to report
+
+    @property
+    def sizes(self) -> dict:
+        return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
+
+
+def split(ids, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
+    """Cut ``ids`` (bytes or a 1-D integer array) into train | val | test, in that order.
+
+    Contiguous pieces, no shuffling: windows drawn from shuffled splits would overlap
+    across them and leak training text into the figures. Each piece is a copy.
+    """
+    if isinstance(ids, (bytes, bytearray, memoryview)):
+        ids = np.frombuffer(bytes(ids), dtype=np.uint8)
+    ids = np.asarray(ids)
+    if ids.ndim != 1:
+        raise ValueError(f"split: expected a 1-D sequence of ids, got shape {ids.shape}")
+    if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
+        raise ValueError(f"split: need 0 < val_fraction, 0 < test_fraction and "
+                         f"val + test < 1; got {val_fraction} and {test_fraction}")
+    n = len(ids)
+    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
+    n_train = n - n_val - n_test
+    if min(n_train, n_val, n_test) < 1:
+        raise ValueError(f"split: {n} ids give {n_train} / {n_val} / {n_test} for train / "
+                         "val / test; every split must be non-empty")
+    return Splits(ids[:n_train].copy(), ids[n_train:n_train + n_val].copy(),
+                  ids[n_train + n_val:].copy())
+
+
+def corpus_hash(*arrays) -> str:
+    """A short hash of the data a run reads: put it in the run's settings, so that
+    another corpus (another Python's help text, say) never hits a stale cache entry."""
+    h = hashlib.sha256()
+    for a in arrays:
+        a = np.ascontiguousarray(a)
+        h.update(str((a.dtype.str, a.shape)).encode())
+        h.update(a.tobytes())
+    return h.hexdigest()[:16]
+
+
+# -------------------------------------------------------------------------- runs
+
+
+@dataclass(frozen=True)
+class Run:
+    """One independent unit of work: ``fn(settings, seed, device) -> figures``.
+
+    ``fn`` is named as ``"package.module:function"`` so that any worker process, on this
+    machine or another, can import it. ``settings`` must be JSON-serialisable: they
+    key the cache. ``label`` is what the progress line calls the run."""
+
+    fn: str
+    settings: dict
+    seed: int = 0
+    device: str = "cpu"
+    version: int = 1          # bump when the function's code changes its results
+    label: str = ""
+
+    def key(self) -> str:
+        """A digest of everything that decides the run's figures."""
+        spec = json.dumps({"fn": self.fn, "settings": self.settings, "seed": self.seed,
+                           "device": self.device, "version": self.version},
+                          sort_keys=True, default=str)
+        return hashlib.sha256(spec.encode()).hexdigest()[:20]
+
+    def describe(self) -> str:
+        return f"{self.label or self.fn.rpartition(':')[2]} seed {self.seed}"
+
+
+@dataclass
+class RunResult:
+    run: Run
+    figures: dict             # what fn returned
+    seconds: float            # wall-clock time of the computation (not of the cache hit)
+    cached: bool = False
+
+
+def _resolve(name: str):
+    module, _, fn = name.partition(":")
+    return getattr(importlib.import_module(module), fn)
+
+
+def _execute(run: Run) -> tuple[dict, float]:
+    """Run one ``Run`` with BLAS pinned to one thread (in whatever process this is)."""
+    from threadpoolctl import threadpool_limits
+
+    fn = _resolve(run.fn)
+    t0 = time.perf_counter()
+    with threadpool_limits(limits=1):
+        figures = fn(dict(run.settings), run.seed, run.device)
+    if not isinstance(figures, dict):
+        raise TypeError(f"{run.fn} returned {type(figures).__name__}; a run returns a dict")
+    return _plain(figures), time.perf_counter() - t0
+
+
+def _plain(value):
+    """JSON-friendly copies of NumPy scalars and arrays (NaN kept as float NaN)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return _plain(value.tolist())
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+# ------------------------------------------------------------------------- cache
+
+
+def _cache_file(cache_dir: Path, run: Run) -> Path:
+    stem = run.fn.rpartition(":")[2]
+    return cache_dir / f"{stem}-{run.key()}.json"
+
+
+def _load_cached(path: Path, run: Run) -> RunResult | None:
+    """The cached result of ``run``, or None. A broken entry is reported and ignored."""
+    if not path.exists():
+        return None
+    try:
+        entry = json.loads(path.read_text(encoding="utf-8"))
+        if entry["key"] != run.key():
+            raise ValueError("it belongs to another run")
+        return RunResult(run, entry["figures"], float(entry["seconds"]), cached=True)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        print(f"nanotie: cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "
+              "recomputing it", file=sys.stderr, flush=True)
+        return None
+
+
+def _store(path: Path, result: RunResult) -> None:
+    entry = {"key": result.run.key(), "fn": result.run.fn, "settings": result.run.settings,
+             "seed": result.run.seed, "device": result.run.device,
+             "version": result.run.version, "seconds": result.seconds,
+             "figures": result.figures}
+    with atomic_write(path, "w", encoding="utf-8") as f:   # never half an entry
+        json.dump(entry, f, default=str)
+
+
+# ---------------------------------------------------------------------- executors
+
+
+def default_workers() -> int:
+    """One worker per core this process may use."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:                    # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def local_executor(workers: int | None = None) -> Executor | None:
+    """A process pool of ``workers`` processes (None: one per core); 1 gives None, which
+    :func:`run_many` takes to mean "in this process, one run after another"."""
+    workers = default_workers() if workers is None else workers
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    if workers == 1:
+        return None
+    import multiprocessing
+
+    # "spawn": a fresh interpreter per worker, never a fork of a process whose BLAS
+    # threads are running (which can deadlock).
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+
+
+def dask_executor(address: str) -> Executor:
+    """The ``concurrent.futures`` executor of the Dask cluster at ``address`` (needs the
+    ``cluster`` extra: ``pip install -e ".[cluster]"``)."""
+    try:
+        from distributed import Client
+    except ImportError:
+        raise RuntimeError("a Dask scheduler needs the cluster extra: "
+                           "pip install -e \".[cluster]\"") from None
+    return Client(address).get_executor()
+
+
+def _progress(total: int, desc: str, progress):
+    """A tqdm bar on a terminal; otherwise None (the caller prints one line per run)."""
+    show = sys.stderr.isatty() if progress is None else progress
+    if not show or total == 0:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True, leave=False)
+
+
+def _headline(figures: dict) -> str:
+    """A few validation figures for the one-line progress report."""
+    val = figures.get("val") if isinstance(figures, dict) else None
+    if not isinstance(val, dict):
+        return ""
+    parts = [f"val {k} {v:.4g}" for k, v in list(val.items())[:2]
+             if isinstance(v, (int, float)) and not isinstance(v, bool)]
+    return ", ".join(parts)
+
+
+def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=None,
+             desc: str = "runs") -> list[RunResult]:
+    """Execute ``runs`` and return their results in the same order.
+
+    Cached runs are loaded; the others go to ``executor`` (None: this process, one after
+    another), and each is cached the moment it finishes, so an interrupted sweep
+    resumes where it stopped. Every run computes with BLAS pinned to one thread, so
+    the figures do not depend on the executor. ``progress``: a bar over runs (None:
+    only on a terminal; off a terminal, one line per finished run on stderr).
+    """
+    runs = list(runs)
+    cache_dir = None if cache_dir is None else Path(cache_dir)
+    results: list[RunResult | None] = [None] * len(runs)
+    todo = []
+    for i, run in enumerate(runs):
+        hit = _load_cached(_cache_file(cache_dir, run), run) if cache_dir else None
+        if hit is not None:
+            results[i] = hit
+        else:
+            todo.append(i)
+    bar = _progress(len(runs), desc, progress)
+    lines = bar is None and (progress is None or progress)
+    if bar is not None:
+        bar.update(len(runs) - len(todo))
+    done = len(runs) - len(todo)
+
+    def finish(i, figures, seconds):
+        nonlocal done
+        results[i] = RunResult(runs[i], figures, seconds)
+        if cache_dir is not None:
+            _store(_cache_file(cache_dir, runs[i]), results[i])
+        done += 1
+        if bar is not None:
+            bar.update(1)
+        elif lines:
+            head = _headline(figures)
+            print(f"  [{done}/{len(runs)}] {desc}: {runs[i].describe()} "
+                  f"({seconds:.0f} s){': ' + head if head else ''}", file=sys.stderr,
+                  flush=True)
+
+    try:
+        if executor is None:
+            for i in todo:
+                finish(i, *_execute(runs[i]))
+        else:
+            from concurrent.futures import as_completed
+
+            futures = {executor.submit(_execute, runs[i]): i for i in todo}
+            try:
+                for fut in as_completed(futures):
+                    finish(futures[fut], *fut.result())
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                raise
+    finally:
+        if bar is not None:
+            bar.close()
+    return results
+
+
+@dataclass
+class Runner:
+    """How an experiment's runs are executed: where they are cached, on which executor,
+    on which device, and with or without a progress bar. The CLI builds one and passes it
+    to every experiment; ``Runner()`` runs in this process without a cache."""
+
+    cache_dir: Path | None = None
+    executor: Executor | None = None
+    device: str = "cpu"
+    progress: bool | None = None
+    owned: list = field(default_factory=list, repr=False)   # executors to shut down
+
+    @classmethod
+    def local(cls, cache_dir=None, workers: int | None = None, device: str = "cpu",
+              progress=None) -> "Runner":
+        """Runs on a local process pool of ``workers`` (None: one per core; on a GPU
+        one, since the processes would share it)."""
+        if workers is None and device != "cpu":
+            workers = 1
+        ex = local_executor(workers)
+        return cls(cache_dir, ex, device, progress, [ex] if ex is not None else [])
+
+    def map(self, runs, desc: str = "runs") -> list[RunResult]:
+        return run_many(runs, self.cache_dir, self.executor, self.progress, desc)
+
+    def close(self) -> None:
+        for ex in self.owned:
+            ex.shutdown(wait=True, cancel_futures=True)
+        self.owned.clear()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# ------------------------------------------------------------------ seeds, tuning
+
+
+@dataclass(frozen=True)
+class Spread:
+    """Figures of one configuration over seeds: mean, sample std, min, max, each value."""
+
+    mean: float
+    std: float            # sample standard deviation (n - 1); 0 for one seed
+    min: float
+    max: float
+    values: tuple
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def range(self) -> float:
+        return self.max - self.min
+
+    def __str__(self) -> str:
+        return self.format()
+
+    def format(self, digits: int = 3) -> str:
+        """``mean ± std`` (the sample standard deviation over n seeds)."""
+        if self.n == 1:
+            return f"{self.mean:.{digits}f} (1 seed)"
+        return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+    def seeds(self, digits: int = 3) -> str:
+        return ", ".join(f"{v:.{digits}f}" for v in self.values)
+
+    def as_dict(self) -> dict:
+        return {"mean": self.mean, "std": self.std, "min": self.min, "max": self.max,
+                "n": self.n, "values": list(self.values)}
+
+
+def spread(values) -> Spread:
+    """The :class:`Spread` of per-seed figures."""
+    v = np.asarray([float(x) for x in values], dtype=np.float64)
+    if v.size == 0:
+        raise ValueError("spread: no values")
+    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    return Spread(float(v.mean()), std, float(v.min()), float(v.max()), tuple(v.tolist()))
+
+
+def choose(results, method, setting, metric: str, lower_is_better: bool = True) -> dict:
+    """Per method, the setting whose mean VALIDATION ``metric`` over seeds is best.
+
+    ``results``: :class:`RunResult` s; ``method(run)`` and ``setting(run)`` name a run's
+    method and its tuned setting (e.g. ``lambda r: r.settings["lr"]``). Only
+    ``figures["val"][metric]`` is read: the test split never decides anything. Returns
+    ``{method: {"best": setting, "grid": {setting: Spread}}}``.
+    """
+    table: dict = {}
+    for r in results:
+        val = r.figures["val"][metric]
+        table.setdefault(method(r.run), {}).setdefault(setting(r.run), []).append(val)
+    out = {}
+    for m, by_setting in table.items():
+        grid = {s: spread(v) for s, v in by_setting.items()}
+        sign = 1.0 if lower_is_better else -1.0
+        best = min(grid, key=lambda s: sign * grid[s].mean)
+        out[m] = {"best": best, "grid": grid}
+    return out
+
+
+# ------------------------------------------------------------------------ verdicts
+
+HOLDS = "holds"
+DOES_NOT_HOLD = "does not hold"
+WITHIN_NOISE = "within noise"
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str          # HOLDS, DOES_NOT_HOLD or WITHIN_NOISE
+    gap: float            # how much better A is than B (positive: A better), plus margin
+    noise: float          # the larger of the two seed ranges (max - min)
+    reason: str
+
+    def __str__(self) -> str:
+        return f"**{self.outcome}**: {self.reason}"
+
+
+def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
+            names: tuple = ("A", "B")) -> Verdict:
+    """Does the claim "A is at least as good as B, give or take ``margin``" hold?
+
+    ``a`` and ``b`` are per-seed figures. Let ``gap`` be how much better A's mean is
+    than B's (sign-corrected so that positive favours A) plus ``margin``, and ``noise``
+    the larger of the two groups' ranges (max - min over seeds). Then
+
+    * ``gap >  noise``: **holds**;
+    * ``gap < -noise``: **does not hold**;
+    * otherwise: **within noise** (the seeds disagree more than the methods do).
+
+    ``margin = 0`` tests "A beats B"; a positive margin tests "A is no worse than B by
+    more than margin" (a claim of parity, as in "matches with fewer parameters").
+    With one seed each the range is 0, so any gap decides: run more seeds.
+    """
+    sa, sb = spread(a), spread(b)
+    better = (sb.mean - sa.mean) if lower_is_better else (sa.mean - sb.mean)
+    gap = better + margin
+    noise = max(sa.range, sb.range)
+    na, nb = names
+    how = "lower" if lower_is_better else "higher"
+    detail = (f"{na} {sa.mean:.4g} vs {nb} {sb.mean:.4g} ({how} is better"
+              f"{f', margin {margin:.3g}' if margin else ''}): gap {gap:+.3g}, "
+              f"seed spread {noise:.3g} (n = {sa.n}, {sb.n})")
+    if gap > noise:
+        return Verdict(HOLDS, gap, noise, detail)
+    if gap < -noise:
+        return Verdict(DOES_NOT_HOLD, gap, noise, detail)
+    return Verdict(WITHIN_NOISE, gap, noise, detail)

@@ -1,0 +1,213 @@
+"""The experiment protocol: disjoint splits, selection blind to the test split,
+parallel = sequential, cache and resume, the verdict rule, a Dask cluster."""
+
+import os
+
+import numpy as np
+import pytest
+
+from nanotie import protocol as P
+
+FIT = "protocol_runs:fit"
+
+
+# ------------------------------------------------------------------ splits
+
+
+@pytest.mark.parametrize("n,val,test", [(1000, 0.1, 0.1), (37, 0.2, 0.3), (10, 0.1, 0.1)])
+def test_splits_are_disjoint_and_cover_the_sequence(n, val, test):
+    ids = np.arange(n)                       # every id marks its position
+    s = P.split(ids, val, test)
+    parts = [set(s.train), set(s.val), set(s.test)]
+    assert all(parts), "every split is non-empty"
+    assert not (parts[0] & parts[1]) and not (parts[0] & parts[2]) and not (parts[1] & parts[2])
+    assert np.array_equal(np.concatenate([s.train, s.val, s.test]), ids)
+    assert s.train.max() < s.val.min() and s.val.max() < s.test.min()   # contiguous, in order
+
+
+def test_split_of_bytes_and_copies():
+    data = bytes(range(200))
+    s = P.split(data)
+    assert s.train.dtype == np.uint8 and sum(s.sizes.values()) == 200
+    ids = np.arange(50)
+    s = P.split(ids)
+    s.train[0] = 99
+    assert ids[0] == 0
+
+
+@pytest.mark.parametrize("val,test", [(0, 0.1), (0.5, 0.5), (0.1, -0.1)])
+def test_split_refuses_bad_fractions(val, test):
+    with pytest.raises(ValueError, match="split"):
+        P.split(np.arange(100), val, test)
+
+
+def test_split_refuses_too_short():
+    with pytest.raises(ValueError, match="non-empty"):
+        P.split(np.arange(3), 0.1, 0.1)
+
+
+# ------------------------------------------------------------------ selection
+
+
+class _NoTest(dict):
+    """Figures whose test split must never be read."""
+
+    def __getitem__(self, key):
+        if key == "test":
+            raise AssertionError("selection read the test split")
+        return super().__getitem__(key)
+
+    def get(self, key, default=None):
+        if key == "test":
+            raise AssertionError("selection read the test split")
+        return super().get(key, default)
+
+
+def _result(method, lr, seed, val, test):
+    run = P.Run(FIT, {"method": method, "lr": lr}, seed)
+    return P.RunResult(run, _NoTest(val={"bpb": val}, test={"bpb": test}), 0.0)
+
+
+def test_choose_picks_best_mean_validation_and_never_reads_test():
+    results = [_result("a", 1e-3, 0, 3.0, 0.0), _result("a", 1e-3, 1, 3.2, 0.0),
+               _result("a", 3e-3, 0, 2.9, 9.9), _result("a", 3e-3, 1, 3.0, 9.9),
+               _result("b", 1e-3, 0, 5.0, 0.0), _result("b", 3e-3, 0, 4.0, 0.0)]
+    c = P.choose(results, lambda r: r.settings["method"], lambda r: r.settings["lr"], "bpb")
+    assert c["a"]["best"] == 3e-3 and c["b"]["best"] == 3e-3
+    assert c["a"]["grid"][1e-3].values == (3.0, 3.2)
+    hi = P.choose(results, lambda r: r.settings["method"], lambda r: r.settings["lr"], "bpb",
+                  lower_is_better=False)
+    assert hi["a"]["best"] == 1e-3 and hi["b"]["best"] == 1e-3
+
+
+# ------------------------------------------------------------------ spread, verdict
+
+
+def test_spread_is_sample_std_and_keeps_every_value():
+    s = P.spread([1.0, 2.0, 4.0])
+    assert s.mean == pytest.approx(7 / 3) and s.n == 3
+    assert s.std == pytest.approx(np.std([1, 2, 4], ddof=1))
+    assert (s.min, s.max, s.values) == (1.0, 4.0, (1.0, 2.0, 4.0))
+    assert P.spread([5.0]).std == 0.0
+    with pytest.raises(ValueError):
+        P.spread([])
+
+
+@pytest.mark.parametrize("a,b,lower,margin,outcome", [
+    ([1.0, 1.1], [2.0, 2.1], True, 0.0, P.HOLDS),            # A clearly lower
+    ([2.0, 2.1], [1.0, 1.1], True, 0.0, P.DOES_NOT_HOLD),    # A clearly higher
+    ([1.0, 1.5], [1.2, 1.3], True, 0.0, P.WITHIN_NOISE),     # gap 0 < range 0.5
+    ([1.0, 1.1], [1.05, 1.15], True, 0.0, P.WITHIN_NOISE),   # gap 0.05 < range 0.1
+    ([2.0, 2.1], [1.0, 1.1], False, 0.0, P.HOLDS),           # higher is better
+    ([1.3, 1.31], [1.0, 1.01], True, 0.5, P.HOLDS),          # parity within a margin
+    ([1.3, 1.31], [1.0, 1.01], True, 0.1, P.DOES_NOT_HOLD),  # worse by more than the margin
+    ([1.0], [1.2], True, 0.0, P.HOLDS),                      # one seed: no spread to hide in
+])
+def test_verdict_rule(a, b, lower, margin, outcome):
+    v = P.verdict(a, b, lower_is_better=lower, margin=margin, names=("X", "Y"))
+    assert v.outcome == outcome
+    assert v.noise == pytest.approx(max(np.ptp(a), np.ptp(b)))
+    assert "X" in v.reason and "Y" in v.reason and outcome in str(v)
+
+
+def test_verdict_is_antisymmetric_when_clear():
+    a, b = [1.0, 1.1], [2.0, 2.2]
+    assert P.verdict(a, b).outcome == P.HOLDS
+    assert P.verdict(b, a).outcome == P.DOES_NOT_HOLD
+
+
+# ------------------------------------------------------------------ runs
+
+
+def _runs(tmp_path=None, seeds=(0, 1, 2), lrs=(0.05, 0.1), **extra):
+    log = {"log": str(tmp_path / "log.txt")} if tmp_path else {}
+    return [P.Run(FIT, {"lr": lr, **log, **extra}, s, label=f"lr {lr}")
+            for lr in lrs for s in seeds]
+
+
+def _core(results):
+    return [(r.figures["val"], r.figures["test"], r.figures["w"]) for r in results]
+
+
+def test_parallel_equals_sequential_bitwise():
+    runs = _runs()
+    seq = P.run_many(runs, progress=False)
+    with P.Runner.local(workers=2, progress=False) as runner:
+        par = runner.map(runs)
+    assert _core(seq) == _core(par)          # exact equality of every float
+    assert {r.figures["pid"] for r in par} != {os.getpid()}   # really other processes
+
+
+def test_cache_makes_a_rerun_instant_and_keys_on_settings(tmp_path):
+    runs = _runs(tmp_path, seeds=(0, 1), lrs=(0.1,))
+    first = P.run_many(runs, tmp_path / "cache", progress=False)
+    again = P.run_many(runs, tmp_path / "cache", progress=False)
+    assert _core(first) == _core(again) and all(r.cached for r in again)
+    assert len((tmp_path / "log.txt").read_text().splitlines()) == 2     # ran once each
+    other = [P.Run(r.fn, r.settings, r.seed, version=2) for r in runs]   # code changed
+    P.run_many(other, tmp_path / "cache", progress=False)
+    assert len((tmp_path / "log.txt").read_text().splitlines()) == 4
+
+
+def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
+    flag = tmp_path / "interrupt"
+    flag.touch()
+    log = tmp_path / "log.txt"
+    runs = [P.Run(FIT, {"lr": 0.1, "log": str(log), "stop_at_seed_2_while": str(flag)}, s)
+            for s in range(4)]
+    with pytest.raises(KeyboardInterrupt):
+        P.run_many(runs, tmp_path / "cache", progress=False)
+    assert len(list((tmp_path / "cache").glob("*.json"))) == 2      # seeds 0 and 1 kept
+    flag.unlink()
+    log.write_text("")
+    res = P.run_many(runs, tmp_path / "cache", progress=False)
+    assert [r.cached for r in res] == [True, True, False, False]
+    assert sorted(line.split()[0] for line in log.read_text().splitlines()) == ["2", "3"]
+    assert _core(res) == _core(P.run_many(runs, progress=False))
+
+
+@pytest.mark.parametrize("content", [b"", b"{not json", b'{"key": "other", "figures": {}}',
+                                     b"\x00\xff garbage"])
+def test_corrupt_cache_entry_is_reported_and_recomputed(tmp_path, capsys, content):
+    runs = _runs(tmp_path, seeds=(0,), lrs=(0.1,))
+    good = P.run_many(runs, tmp_path / "cache", progress=False)
+    (entry,) = (tmp_path / "cache").glob("*.json")
+    entry.write_bytes(content)
+    capsys.readouterr()
+    again = P.run_many(runs, tmp_path / "cache", progress=False)
+    err = capsys.readouterr().err
+    assert str(entry) in err and "recomputing" in err and len(err.strip().splitlines()) == 1
+    assert not again[0].cached and _core(again) == _core(good)
+    assert P.run_many(runs, tmp_path / "cache", progress=False)[0].cached   # repaired
+
+
+def test_progress_lines_off_a_terminal(capsys):
+    P.run_many(_runs(seeds=(0, 1), lrs=(0.1,)), progress=None, desc="demo")
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2 and err[-1].startswith("  [2/2] demo: lr 0.1 seed 1")
+    assert "val mse" in err[-1]
+
+
+def test_a_run_must_return_a_dict():
+    with pytest.raises(TypeError, match="returns a dict"):
+        P.run_many([P.Run("protocol_runs:not_a_dict", {}, 0)], progress=False)
+
+
+def test_local_executor_validates_workers():
+    assert P.local_executor(1) is None
+    with pytest.raises(ValueError):
+        P.local_executor(0)
+
+
+def test_dask_local_cluster_runs_two_runs():
+    distributed = pytest.importorskip("distributed")
+    runs = _runs(seeds=(0, 1), lrs=(0.1,))
+    seq = P.run_many(runs, progress=False)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                  dashboard_address=None) as cluster:
+        executor = P.dask_executor(cluster.scheduler_address)
+        try:
+            res = P.run_many(runs, executor=executor, progress=False)
+        finally:
+            executor._client.close()
+    assert _core(res) == _core(seq)
