@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import backend, data
+from ... import backend, data, protocol
 from ...nn import GPT, GPTConfig, count_parameters, tie_report
 from ...report import plot_losses, write_report, write_results
 from ...train import TrainConfig, evaluate, train
@@ -39,6 +39,12 @@ PROFILES = {
 def corpus_splits():
     """The prose corpus as byte ids, split 90/10 (the last tenth is validation)."""
     return data.train_val_split(data.prose_corpus(), val_fraction=0.1)
+
+
+def prose_splits() -> protocol.Splits:
+    """The prose corpus as byte ids, cut 80 / 10 / 10 into train | val | test: the
+    split every prose experiment uses (settings are chosen on val, test is reported)."""
+    return protocol.split(data.prose_corpus(), val_fraction=0.1, test_fraction=0.1)
 
 
 def unigram_bpb(train_ids: np.ndarray, val_ids: np.ndarray) -> float:
