@@ -31,7 +31,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m nanotie", description="nanotie: weight tying, in miniature")
-    sub = p.add_subparsers(dest="command", metavar="{reproduce,list,exercise}")
+    sub = p.add_subparsers(dest="command", metavar="{reproduce,list,pages,exercise}")
     r = sub.add_parser("reproduce", help="run the papers' miniature reproductions")
     r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
     r.add_argument("--full", action="store_true", help="the longer profile instead of quick")
@@ -48,6 +48,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="run on the Dask cluster whose scheduler is at ADDRESS "
                         "(needs the cluster extra)")
     sub.add_parser("list", help="list the registered experiments")
+    pg = sub.add_parser("pages", help="regenerate the papers' results pages from runs")
+    pg.add_argument("--from", dest="runs", type=Path, default=Path("runs"),
+                    help="the reproduce output folder (default: runs)")
+    pg.add_argument("--full-from", dest="full_runs", type=Path, default=None,
+                    help="a --full reproduce output folder to add to each page")
     e = sub.add_parser("exercise", help="gradient-checked exercises: list, start, check")
     esub = e.add_subparsers(dest="action", metavar="{list,start,check}")
     esub.add_parser("list", help="list the exercises")
@@ -195,6 +200,17 @@ def main(argv=None) -> int:
             return _reproduce(args)
         if args.command == "exercise":
             return _exercise(args)
+        if args.command == "pages":
+            from .pages import write_pages
+            try:
+                written = write_pages(args.runs, args.full_runs)
+            except FileNotFoundError as exc:
+                raise UsageError(str(exc)) from None
+            for path in written:
+                print(f"wrote {path}")
+            if not written:
+                print(f"no finished reproduction in {args.runs}; nothing written")
+            return 0
         if args.command == "list":
             if not REGISTRY:
                 print("No experiments are registered yet.")

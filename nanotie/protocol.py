@@ -222,15 +222,16 @@ def local_executor(workers: int | None = None) -> Executor | None:
     return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
 
 
-def dask_executor(address: str) -> Executor:
+def dask_executor(address: str, timeout: float = 10.0) -> Executor:
     """The ``concurrent.futures`` executor of the Dask cluster at ``address`` (needs the
-    ``cluster`` extra: ``pip install -e ".[cluster]"``)."""
+    ``cluster`` extra: ``pip install -e ".[cluster]"``). An unreachable scheduler
+    raises ``OSError`` after ``timeout`` seconds."""
     try:
         from distributed import Client
     except ImportError:
         raise RuntimeError("a Dask scheduler needs the cluster extra: "
                            "pip install -e \".[cluster]\"") from None
-    return Client(address).get_executor()
+    return Client(address, timeout=timeout).get_executor()
 
 
 def _progress(total: int, desc: str, progress):

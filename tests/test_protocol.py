@@ -211,3 +211,40 @@ def test_dask_local_cluster_runs_two_runs():
         finally:
             executor._client.close()
     assert _core(res) == _core(seq)
+
+
+def test_unreachable_scheduler_is_an_oserror():
+    pytest.importorskip("distributed")
+    with pytest.raises(OSError):
+        P.dask_executor("tcp://127.0.0.1:1", timeout=0.5)
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["--workers", "0"], "--workers 0"),
+    (["--workers", "2", "--scheduler", "tcp://x:1"], "give one"),
+    (["--seed", "-1"], "--seed -1"),
+    (["--out", ""], "--out"),
+    (["--scheduler", "tcp://127.0.0.1:1"], "cannot connect"),
+])
+def test_cli_protocol_options_fail_in_one_line(argv, message, tmp_path, capsys, monkeypatch):
+    from nanotie import cli
+
+    def refuse(address):
+        raise OSError("timed out")
+
+    monkeypatch.setattr(cli, "dask_executor", refuse)
+    if "--out" not in argv:
+        argv = argv + ["--out", str(tmp_path / "o")]
+    assert cli.main(["reproduce", "gpt"] + argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_cli_finds_an_unwritable_out_before_training(tmp_path, capsys):
+    from nanotie import cli
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")                   # a folder below a file cannot be made
+    assert cli.main(["reproduce", "gpt", "--out", str(blocker / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "cannot write" in err[0]
