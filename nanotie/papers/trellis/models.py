@@ -65,11 +65,11 @@ class SequenceLM(Module):
         logits = self.decoder(h.out)                                  # (B, T, V)
         if targets is None:
             return logits, None
-        V = self.config.vocab_size
-        loss = F.cross_entropy(logits.reshape(-1, V), np.asarray(targets).reshape(-1))
+        # targets stay where they are (a NumPy or CuPy array, or a Tensor): cross_entropy
+        # takes (B, T, V) logits and (B, T) ids, so nothing is copied to the host.
+        loss = F.cross_entropy(logits, targets)
         if self.config.aux_weight > 0 and h.aux:
-            aux = sum(F.cross_entropy(self.decoder(a).reshape(-1, V),
-                                      np.asarray(targets).reshape(-1)) for a in h.aux)
+            aux = sum(F.cross_entropy(self.decoder(a), targets) for a in h.aux)
             loss = loss + aux * (self.config.aux_weight / len(h.aux))
         return logits, loss
 
