@@ -166,6 +166,98 @@ def test_lower_bound_holds_for_arbitrary_order_d_systems():
             assert np.linalg.norm(h - h_hat) >= bound
 
 
+def test_tight_bound_holds_for_arbitrary_order_d_systems_and_beats_the_loose_one():
+    """max_m sqrt(Σ_{i>d} σ_i(H_m)²)/sqrt(m) is also about ANY order-d system (random
+    poles with their best residues never get closer), and it is never below
+    σ_{d+1}/sqrt(n): it is the tighter of the two."""
+    for seed in range(2):
+        h = implicit_like(seed, length=96, decay=5.0)
+        sigma = ds.hankel_singular_values(h)
+        orders = np.array([1, 2, 3, 4, 6, 9])
+        tight = ds.tight_lower_bound(h, orders)
+        assert tight.shape == orders.shape
+        assert np.all(tight >= ds.error_lower_bound(h, orders, sigma))
+        for d, bound in zip(orders, tight):
+            for trial in range(15):
+                poles, _, _ = random_modal(1000 * seed + 100 * d + trial, d % 2, d // 2,
+                                           radius=(0.3, 0.99))
+                residues = ds.fit_residues(h, poles)
+                h_hat = ds.modal_impulse_response(poles, residues, h[0], len(h))
+                assert np.linalg.norm(h - h_hat) >= bound
+
+
+def test_tight_bound_is_exact_at_order_zero_and_vanishes_at_the_true_order():
+    """Order 0 can only match h_0, so the best error is ||h_1..h_{L-1}|| and the bound
+    must equal it; a filter that is an order-d system has a zero bound at d."""
+    h = implicit_like(3)
+    assert ds.tight_lower_bound(h, 0) == pytest.approx(np.linalg.norm(h[1:]), rel=1e-12)
+    poles, residues, direct = random_modal(4, 1, 2)
+    exact = ds.modal_impulse_response(poles, residues, direct, 80)
+    assert ds.tight_lower_bound(exact, 5) < 1e-9 * np.linalg.norm(exact)
+    assert ds.tight_lower_bound(exact, 4) > 1e-6 * np.linalg.norm(exact)
+
+
+def test_hankel_norm_ratio_is_at_least_one_for_order_d_fits():
+    """||H(h) - H(ĥ)||_2 / σ_{d+1} >= 1 for every order-d ĥ (Eckart–Young): for the
+    sweep's own fits and for random order-d systems."""
+    h = implicit_like(1)
+    orders = [1, 2, 4, 8]
+    for d, fit in zip(orders, ds.order_sweep(h, orders)):
+        assert ds.hankel_norm_ratio(h, fit.impulse_response(len(h)), d) >= 1.0
+        poles, _, _ = random_modal(7 + d, d % 2, d // 2)
+        h_hat = ds.modal_impulse_response(poles, ds.fit_residues(h, poles), h[0], len(h))
+        assert ds.hankel_norm_ratio(h, h_hat, d) >= 1.0
+    with pytest.raises(ValueError, match="differ"):
+        ds.hankel_norm_ratio(h, h[:-1], 2)
+
+
+# ---------------------------------------------------------- balanced truncation
+
+
+def test_fir_realisation_has_the_filter_as_impulse_response():
+    h = implicit_like(2, length=40)
+    A, B, C, D = ds.fir_realisation(h)
+    x, out = np.zeros(len(B)), []
+    for t in range(60):                                      # impulse in, past the end
+        u = 1.0 if t == 0 else 0.0
+        out.append(C @ x + D * u)
+        x = A @ x + B * u
+    np.testing.assert_allclose(out[:40], h, atol=1e-15)
+    np.testing.assert_allclose(out[40:], 0.0, atol=0)
+
+
+def test_balanced_truncation_hankel_singular_values_and_error_bound():
+    """The Gramians' Hankel singular values sqrt(eig(PQ)) equal the SVD of the FIR's
+    (zero-padded) Hankel matrix, and the truncated model's l2 error is within the
+    textbook H-infinity bound 2 Σ_{i>d} σ_i at every order."""
+    import scipy.linalg
+
+    for seed in range(3):
+        h = implicit_like(seed, length=64, decay=3.0 + 3 * seed)
+        hsv = scipy.linalg.svdvals(scipy.linalg.hankel(h[1:]))   # zeros below the anti-diagonal
+        A, B, C, _ = ds.fir_realisation(h)
+        P, Q = ds.gramians(A, B, C)
+        np.testing.assert_allclose(np.sort(np.sqrt(np.abs(np.linalg.eigvals(P @ Q))))[::-1],
+                                   hsv, rtol=1e-8, atol=1e-10 * hsv[0])
+        for d in [1, 2, 4, 8, 12]:
+            fit = ds.balanced_truncation(h, d)
+            assert fit.order == d
+            assert np.all(np.abs(fit.poles) < 1)
+            assert fit.error <= 2 * hsv[d:].sum() * (1 + 1e-9)
+
+
+def test_modal_fit_is_never_worse_than_balanced_truncation_or_era():
+    """At every order of a sweep, the refined modal fit is at least as good as
+    balanced truncation (whose error each fit records) and as its ERA start."""
+    for seed in range(3):
+        h = implicit_like(seed, decay=4.0 + 2 * seed)
+        for d, fit in zip([1, 2, 4, 8, 16], ds.order_sweep(h, [1, 2, 4, 8, 16])):
+            assert fit.bt_error == pytest.approx(ds.balanced_truncation(h, d).error)
+            assert fit.error <= fit.bt_error * (1 + 1e-12)
+            assert fit.error <= fit.era_error * (1 + 1e-12)
+            assert fit.error >= fit.tight_bound
+
+
 # ------------------------------------------------ ERA, refinement, order selection
 
 
