@@ -222,11 +222,12 @@ def test_gradcheck_masked_lm_cwt():
 # ------------------------------------------------------------ 6. MLM masking
 
 
-def test_masking_statistics_on_a_large_sample():
+def test_bert_masking_statistics_on_a_large_sample():
     rng = np.random.default_rng(9)
     n_vocab, mask_id = 1000, 1000
     ids = rng.integers(0, n_vocab, (400, 500))                    # 200k positions
-    inputs, labels = mask_tokens(ids, mask_id, n_vocab, rng=rng)
+    inputs, labels = mask_tokens(ids, mask_id, n_vocab, MaskingConfig(recipe="bert"),
+                                 rng=rng)
     selected = labels != IGNORE_INDEX
     n_sel = selected.sum()
     # Binomial standard errors are about 0.0008 (selection) and 0.002 (the splits).
@@ -244,11 +245,45 @@ def test_masking_statistics_on_a_large_sample():
     assert inputs[replaced].max() < n_vocab
 
 
+@pytest.mark.parametrize("T", [20, 64, 128])
+def test_authors_masking_statistics_on_a_large_sample(T):
+    """Their code: 10% of ALL positions randomised first, then exactly ceil(15% T)
+    picked per row, 80% of the picked masked; labels are the original ids."""
+    rng = np.random.default_rng(11)
+    n_vocab, mask_id = 1000, 1000
+    ids = rng.integers(0, n_vocab, (200_000 // T, T))
+    inputs, labels = mask_tokens(ids, mask_id, n_vocab, rng=rng)    # the default recipe
+    selected = labels != IGNORE_INDEX
+    k = math.ceil(round(0.15 * T, 9))
+    assert (selected.sum(axis=1) == k).all()                        # exactly k per row
+    assert (labels[selected] == ids[selected]).all()
+    masked = inputs == mask_id
+    assert not (masked & ~selected).any()
+    assert abs(masked[selected].mean() - 0.8) < 0.01
+    # Outside S a position differs from its id only through the random pass (which
+    # can draw the same id back: probability 1/n_vocab).
+    changed_outside = (inputs != ids)[~selected].mean()
+    assert abs(changed_outside - 0.1 * (1 - 1 / n_vocab)) < 0.005
+    # Inside S, the unmasked 20% carry a random id a tenth of the time.
+    unmasked = selected & ~masked
+    assert abs((inputs != ids)[unmasked].mean() - 0.1) < 0.015
+    assert inputs[~masked].max() < n_vocab
+    # Which positions are picked does not depend on where they sit in the row: each
+    # column's share is k / T within five binomial standard errors.
+    p, rows = k / T, len(ids)
+    assert np.abs(selected.mean(axis=0) - p).max() < 5 * math.sqrt(p * (1 - p) / rows)
+
+
 def test_masking_config_rejects_impossible_shares():
     with pytest.raises(ValueError, match="mask_prob"):
-        MaskingConfig(mask_prob=0.95, random_prob=0.1)
+        MaskingConfig(mask_prob=0.95, random_prob=0.1, recipe="bert")
+    MaskingConfig(mask_prob=0.95, random_prob=0.1)    # authors': two separate draws
     with pytest.raises(ValueError, match="select_prob"):
         MaskingConfig(select_prob=1.5)
+    with pytest.raises(ValueError, match="recipe"):
+        MaskingConfig(recipe="electra")
+    with pytest.raises(ValueError, match="B, T"):
+        mask_tokens(np.arange(10), 10, 10)
 
 
 def test_masked_lm_is_bidirectional_and_scores_only_selected_positions():
@@ -275,15 +310,17 @@ def test_masked_lm_is_bidirectional_and_scores_only_selected_positions():
     np.testing.assert_allclose(ce_loss.item(), expected, rtol=1e-10)
 
 
-def test_mlm_training_reduces_the_masked_loss():
+# The authors' recipe also corrupts 10% of the context, so it learns more slowly.
+@pytest.mark.parametrize("recipe, steps", [("bert", 100), ("authors", 150)])
+def test_mlm_training_reduces_the_masked_loss(recipe, steps):
     nt.manual_seed(0)
     model = MaskedLM(small_config(vocab_size=13, context=16, d_model=16))
     text = np.tile(np.arange(12), 20)                       # a learnable pattern
-    loss_fn = mlm_loss_fn(MaskingConfig(select_prob=0.3), seed=0)
+    loss_fn = mlm_loss_fn(MaskingConfig(select_prob=0.3, recipe=recipe), seed=0)
     opt = AdamW(model.parameters(), lr=1e-2)
     rng = np.random.default_rng(0)
     losses = []
-    for _ in range(100):
+    for _ in range(steps):
         starts = rng.integers(0, len(text) - 17, 8)
         x = np.stack([text[s:s + 16] for s in starts])
         loss = loss_fn(model, x, None)
@@ -297,6 +334,32 @@ def test_mlm_training_reduces_the_masked_loss():
 
 
 # ----------------------------------------------------------- getting an LM back
+
+
+def test_headless_generate_samples_through_the_input_embedding():
+    """The outputs are d-dimensional, the vocabulary is V > d: sampling must score the
+    outputs against E (ids up to V - 1 appear), and give what the E^T language model
+    gives with the same seed."""
+    nt.manual_seed(0)
+    model = perturbed(HeadlessGPT(small_config(vocab_size=50, d_model=8)), scale=1.0)
+    prompt = np.array([[1, 2, 3], [4, 5, 6]])
+    out = model.generate(prompt, 40, temperature=1.0, seed=3)
+    assert out.shape == (2, 43)
+    assert (out[:, :3] == prompt).all()
+    assert out[:, 3:].max() >= 8                       # not confined to the d output slots
+    assert out.max() < 50
+    lm = lm_from_headless(model, "tied")
+    np.testing.assert_array_equal(out, lm.generate(prompt, 40, temperature=1.0, seed=3))
+    greedy = model.generate(prompt, 1, temperature=0)
+    logits, _ = lm(prompt)
+    np.testing.assert_array_equal(greedy[:, -1], logits.numpy()[:, -1].argmax(-1))
+    assert model.training                              # generation leaves the mode alone
+
+
+def test_masked_lm_refuses_to_generate():
+    model = MaskedLM(small_config(vocab_size=13))
+    with pytest.raises(TypeError, match="does not generate"):
+        model.generate(np.array([[1, 2]]), 3)
 
 
 @pytest.mark.parametrize("tau", [1.0, 0.5])

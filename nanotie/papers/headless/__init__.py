@@ -169,6 +169,17 @@ class HeadlessGPT(GPT):
         return outputs, cwt_loss(outputs.reshape(-1, d), target_vectors.reshape(-1, d),
                                  self.config.temperature)
 
+    def generate(self, idx, max_new_tokens: int, **kwargs):
+        """Sample through the zero-shot head, logits = o E^T / tau (Sec. 3.2).
+
+        The forward pass of a headless model returns (B, T, d) outputs, not logits: the
+        GPT's ``generate`` would sample from the d numbers of a hidden state as if they
+        scored d tokens. This one scores the outputs against every row of E instead, by
+        generating with ``lm_from_headless(self, "tied")`` (the same weights, copied).
+        For a fine-tuned head, build ``lm_from_headless(model, "clone")``, train it and
+        generate with that. Keyword arguments are GPT.generate's."""
+        return lm_from_headless(self, "tied").generate(idx, max_new_tokens, **kwargs)
+
 
 # ------------------------------------------------------- getting an LM back (Sec. 3.2)
 

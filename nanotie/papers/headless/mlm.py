@@ -1,9 +1,21 @@
 """The masked-LM variant: a bidirectional encoder trained with CWT on masked positions.
 
-BERT's recipe (Devlin et al. 2019), which the paper keeps for its headless encoders:
-pick 15% of the positions; of those, 80% become the [MASK] token, 10% become a
-random token and 10% stay as they are. The model must recover the ORIGINAL token at
-every picked position, and only there: the picked positions are the set S of Eq. 3.
+Two corruption recipes (:class:`MaskingConfig`, ``recipe``):
+
+* ``"authors"`` (the default; what the authors' code does, ELECTRA-style): first
+  every input position is replaced by a uniform random id with probability 10%; then
+  EXACTLY ceil(15% of T) positions are picked in each row, and 80% of the picked
+  become [MASK] (the other 20% keep whatever the first pass left there, so about 2%
+  of the picked carry a random id). The 10% random ids also corrupt the context
+  outside S, where no loss is taken.
+* ``"bert"`` (Devlin et al. 2019): each position is picked with probability 15%;
+  of the picked, 80% become [MASK], 10% a random id, 10% stay as they are. Nothing
+  outside S is touched.
+
+Either way the model must recover the ORIGINAL token at every picked position, and
+only there: the picked positions are the set S of Eq. 3. (The authors' CE baseline
+takes its labels after the random pass, so about 10% of its picked labels are the
+random ids; nanotie scores the original ids for both objectives.)
 
     L_MLM-CWT = -(1/K) sum_{k in S} log softmax_m (o_k . e(x_m) / tau)[k],  K = |S|
 
@@ -27,40 +39,52 @@ from ...nn import functional as F
 from ...nn.transformer import CausalSelfAttention
 from . import HeadlessConfig, cwt_loss
 
-__all__ = ["MaskingConfig", "mask_tokens", "BidirectionalSelfAttention", "MaskedLM",
+__all__ = ["MaskingConfig", "RECIPES", "mask_tokens", "BidirectionalSelfAttention", "MaskedLM",
            "mlm_loss_fn", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100          # label of the positions outside S (not in the loss)
+
+
+RECIPES = ("authors", "bert")
 
 
 @dataclass
 class MaskingConfig:
     select_prob: float = 0.15   # share of the positions that enter the loss (S)
     mask_prob: float = 0.8      # of the selected: replaced by [MASK]
-    random_prob: float = 0.1    # of the selected: replaced by a uniform random id
-                                # (the remaining 1 - 0.8 - 0.1 = 10% stay unchanged)
+    random_prob: float = 0.1    # "bert": of the selected, replaced by a random id (the
+                                # remaining 1 - 0.8 - 0.1 = 10% stay unchanged);
+                                # "authors": of ALL positions, before the selection
+    recipe: str = "authors"     # "authors" (their code) or "bert" (Devlin et al.)
 
     def __post_init__(self):
+        if self.recipe not in RECIPES:
+            raise ValueError(f"MaskingConfig: recipe must be one of {RECIPES}, got "
+                             f"{self.recipe!r}")
         for name in ("select_prob", "mask_prob", "random_prob"):
             value = getattr(self, name)
             if not 0.0 <= value <= 1.0:
                 raise ValueError(f"MaskingConfig: {name} must be in [0, 1], got {value}")
-        if self.mask_prob + self.random_prob > 1.0:
-            raise ValueError(f"MaskingConfig: mask_prob + random_prob must be <= 1, got "
-                             f"{self.mask_prob} + {self.random_prob}")
+        if self.recipe == "bert" and self.mask_prob + self.random_prob > 1.0:
+            raise ValueError(f"MaskingConfig: with BERT's recipe mask_prob + random_prob "
+                             f"must be <= 1, got {self.mask_prob} + {self.random_prob}")
 
 
 def mask_tokens(ids, mask_id: int, n_random: int, config: MaskingConfig | None = None,
                 rng: np.random.Generator | None = None):
-    """BERT's corruption of a batch of token ids.
+    """Corrupt a (B, T) batch of token ids with ``config.recipe`` (see the module).
 
-    Returns ``(inputs, labels)``: ``inputs`` are ``ids`` with the selected positions
-    corrupted (80% -> ``mask_id``, 10% -> a random id in [0, n_random), 10% kept);
-    ``labels`` hold the original id at the selected positions and ``IGNORE_INDEX``
+    Returns ``(inputs, labels)``: ``inputs`` are the corrupted ids (random ids are
+    drawn from [0, n_random), so never ``mask_id`` when ``n_random <= mask_id``);
+    ``labels`` hold the ORIGINAL id at the selected positions and ``IGNORE_INDEX``
     elsewhere. Both are int64 NumPy arrays of the shape of ``ids``."""
     config = config or MaskingConfig()
     rng = rng if rng is not None else np.random.default_rng()
     ids = np.asarray(ids, dtype=np.int64)
+    if ids.ndim != 2:
+        raise ValueError(f"mask_tokens: expected (B, T) ids, got shape {ids.shape}")
+    if config.recipe == "authors":
+        return _mask_tokens_authors(ids, mask_id, n_random, config, rng)
     selected = rng.random(ids.shape) < config.select_prob          # S
     u = rng.random(ids.shape)                                      # which corruption
     to_mask = selected & (u < config.mask_prob)
@@ -69,6 +93,24 @@ def mask_tokens(ids, mask_id: int, n_random: int, config: MaskingConfig | None =
     inputs = ids.copy()
     inputs[to_mask] = mask_id
     inputs[to_random] = rng.integers(0, n_random, int(to_random.sum()))
+    labels = np.where(selected, ids, IGNORE_INDEX)
+    return inputs, labels
+
+
+def _mask_tokens_authors(ids, mask_id, n_random, config, rng):
+    """The authors' recipe: a 10% random pass over every position, then exactly
+    k = ceil(select_prob T) picked positions per row (the k largest of T uniform
+    draws), 80% of which become [MASK]."""
+    B, T = ids.shape
+    inputs = ids.copy()
+    randomised = rng.random(ids.shape) < config.random_prob         # (B, T), anywhere
+    inputs[randomised] = rng.integers(0, n_random, int(randomised.sum()))
+    k = math.ceil(config.select_prob * T - 1e-9)                    # picked per row
+    order = np.argsort(rng.random(ids.shape), axis=1)[:, :k]        # (B, k) distinct
+    selected = np.zeros(ids.shape, dtype=bool)
+    np.put_along_axis(selected, order, True, axis=1)                # S
+    to_mask = selected & (rng.random(ids.shape) < config.mask_prob)
+    inputs[to_mask] = mask_id
     labels = np.where(selected, ids, IGNORE_INDEX)
     return inputs, labels
 
@@ -111,6 +153,13 @@ class MaskedLM(GPT):
             block.attn = BidirectionalSelfAttention(config.d_model, config.n_head,
                                                     config.dropout, config.bias)
         self.init_weights()                      # GPT-2 init for the new attention weights
+
+    def generate(self, *args, **kwargs):
+        """An encoder sees the whole sequence, future included: it cannot continue one
+        token at a time. Refused with a clear error rather than sampling nonsense."""
+        raise TypeError("MaskedLM.generate: a masked (bidirectional) encoder does not "
+                        "generate left to right; train a causal model (GPT or "
+                        "HeadlessGPT) to generate text")
 
     @property
     def mask_id(self) -> int:
