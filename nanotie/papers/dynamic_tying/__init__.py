@@ -62,13 +62,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from .agent import QNetwork, TyingAgent, action_offset, n_actions, q_output_size
-from .loop import DynamicRun, train_dynamic
+from .agent import (REWARD_NORMS, QNetwork, TyingAgent, action_offset, decay_to_floor,
+                    n_actions, q_output_size)
+from .controls import (FixedSchedule, RandomSchedule, SyntheticReward, chance_train_share,
+                       greedy_train_share)
+from .loop import DynamicRun, held_out_batch, train_dynamic
 from .tying import (MODES, DynamicTiedGPT, independent_layers, optimizer_state_bytes,
-                    root_of, sync_optimizer, trainable_formula, training_memory_bytes,
-                    validate_state, with_action)
+                    root_of, step_peak_bytes, sync_optimizer, trainable_formula,
+                    training_memory_bytes, validate_state, with_action)
 
 __all__ = ["DynamicTyingConfig", "DynamicTiedGPT", "TyingAgent", "QNetwork", "MODES",
+           "RandomSchedule", "FixedSchedule", "SyntheticReward", "greedy_train_share",
+           "chance_train_share", "held_out_batch",
+           "decay_to_floor", "step_peak_bytes",
            "q_output_size", "action_offset", "n_actions", "validate_state", "root_of",
            "independent_layers", "with_action", "trainable_formula", "sync_optimizer",
            "optimizer_state_bytes", "training_memory_bytes", "train_dynamic",
@@ -88,6 +94,9 @@ class DynamicTyingConfig:
     epsilon_decay: float = 0.95       # eps <- eps * decay after every episode
     epsilon_min: float = 0.01         # floor of eps
     reward_clip: float = 10.0         # r = -perplexity, clipped to [-c, c]
+    reward_norm: str = "none"         # "none" (the authors'); "ema": standardised by a
+    #                                   running mean and std (see TyingAgent.shape)
+    reward_ema: float = 0.9           # how slowly that running mean and std forget
 
     def __post_init__(self):
         if self.mode not in MODES:
@@ -110,6 +119,12 @@ class DynamicTyingConfig:
             raise ValueError("DynamicTyingConfig: need 0 <= epsilon_min <= epsilon_start "
                              f"<= 1; got epsilon_min={self.epsilon_min}, epsilon_start="
                              f"{self.epsilon_start}")
+        if self.reward_norm not in REWARD_NORMS:
+            raise ValueError(f"DynamicTyingConfig: reward_norm must be one of "
+                             f"{REWARD_NORMS}, got {self.reward_norm!r}")
+        if not 0 <= self.reward_ema < 1:
+            raise ValueError(f"DynamicTyingConfig: reward_ema must be in [0, 1), got "
+                             f"{self.reward_ema}")
         if not 0 < self.epsilon_decay <= 1:
             raise ValueError("DynamicTyingConfig: epsilon_decay must be in (0, 1], got "
                              f"{self.epsilon_decay}")

@@ -15,8 +15,20 @@ Learning (one decision = one TD step, as in the authors' code):
     loss = (Q(s)[slice_i][a] - y)^2                            one AdamW step
     eps <- max(eps * decay, eps_min)                           after every episode
 
-The reward r is minus the perplexity of the language model on a random training
-batch, after the action and a few LM steps.
+The reward r is minus the perplexity of the language model on one batch, after the
+action and a few LM steps (in the experiment a fixed batch held out from training).
+
+Reward scale. With gamma = 0.99 the fixed point of the TD update is near
+r / (1 - gamma), hundreds of times the reward, while one AdamW step at 1e-3 moves
+Q by about a thousandth: in a few hundred updates the Q-values cannot get near it,
+and the difference the action makes (a small change of perplexity) drowns in the
+reward's size. ``reward_norm="ema"`` (not in the paper) feeds the TD update
+
+    r~ = (r - m) / sqrt(v),      m, v: running mean and variance of the earlier rewards
+
+so the Q-values learn how much better than usual an action is; the authors' raw
+reward is ``reward_norm="none"``. :class:`~.controls.SyntheticReward` tests both on a
+reward whose best policy is known.
 
 There is no replay buffer and no target network, as in the authors' code. Both slot
 in without touching the rest: a target network is a lagged copy of ``self.q`` used in
@@ -28,6 +40,8 @@ in without touching the rest: a target network is a lagged copy of ``self.q`` us
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ... import backend
@@ -36,7 +50,19 @@ from ...nn import Linear, Module
 from ...nn.optim import AdamW
 from ...ops import relu
 
-__all__ = ["q_output_size", "action_offset", "n_actions", "QNetwork", "TyingAgent"]
+__all__ = ["q_output_size", "action_offset", "n_actions", "QNetwork", "TyingAgent",
+           "REWARD_NORMS", "decay_to_floor"]
+
+REWARD_NORMS = ("none", "ema")
+
+
+def decay_to_floor(episodes: int, start: float = 1.0, floor: float = 0.01) -> float:
+    """The per-episode decay d with start * d^episodes = floor: epsilon reaches its
+    floor after ``episodes`` episodes (the authors' 0.95 needs 90)."""
+    if episodes < 1 or not 0 < floor <= start:
+        raise ValueError(f"decay_to_floor: need episodes >= 1 and 0 < floor <= start; got "
+                         f"episodes={episodes}, start={start}, floor={floor}")
+    return (floor / start) ** (1.0 / episodes)
 
 
 def q_output_size(n_layer: int) -> int:
@@ -87,6 +113,30 @@ class TyingAgent:
                                weight_decay=config.q_weight_decay)
         self.epsilon = config.epsilon_start
         self.rng = np.random.default_rng(seed)
+        self.reward_mean, self.reward_var, self.rewards_seen = 0.0, 0.0, 0
+
+    def shape(self, reward: float) -> float:
+        """The reward the TD update sees: clip(r, -c, c), then, with
+        ``reward_norm="ema"``, (r - m) / sqrt(v) with the running mean m and variance v
+        of the rewards before this one (0 for the first two), which then take r in:
+
+            w = max(1 - reward_ema, 1 / n),  m <- m + w (r - m),
+            v <- (1 - w) (v + w (r - m_old)^2)
+
+        (w = 1/n is the exact mean and variance of the first n rewards; later the
+        older rewards fade, so the scale follows a perplexity that keeps falling)."""
+        c = self.config.reward_clip
+        r = float(np.clip(reward, -c, c))
+        if self.config.reward_norm == "none":
+            return r
+        shaped = (r - self.reward_mean) / math.sqrt(self.reward_var) if self.reward_var > 0 \
+            else 0.0
+        self.rewards_seen += 1
+        w = max(1.0 - self.config.reward_ema, 1.0 / self.rewards_seen)
+        delta = r - self.reward_mean
+        self.reward_mean += w * delta
+        self.reward_var = (1.0 - w) * (self.reward_var + w * delta * delta)
+        return shaped
 
     def q_values(self, state, layer: int) -> np.ndarray:
         """Layer i's i + 1 Q-values at ``state`` (no graph)."""
@@ -101,7 +151,9 @@ class TyingAgent:
         return int(np.argmax(self.q_values(state, layer)))
 
     def td_target(self, reward: float, next_state, layer: int) -> float:
-        """y = clip(r) + gamma max_a' Q(s')[slice_i]. (A target network goes here.)"""
+        """y = r + gamma max_a' Q(s')[slice_i], with r the reward as :meth:`shape` gave
+        it (the clip itself is applied here too, so a raw reward may be passed when
+        ``reward_norm="none"``). (A target network goes here.)"""
         c = self.config.reward_clip
         return float(np.clip(reward, -c, c)) + self.config.gamma * float(
             self.q_values(next_state, layer).max())
@@ -117,7 +169,8 @@ class TyingAgent:
         if not 0 <= action < n_actions(layer):
             raise ValueError(f"TyingAgent.update: layer {layer} has actions 0..{layer}, "
                              f"got {action}")
-        loss = self.td_loss(state, layer, action, self.td_target(reward, next_state, layer))
+        target = self.td_target(self.shape(reward), next_state, layer)
+        loss = self.td_loss(state, layer, action, target)
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()

@@ -18,6 +18,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from ... import backend
 from ...autograd import no_grad
 from ...data import BatchSampler
@@ -27,7 +29,7 @@ from ...train import History, TrainConfig, evaluate
 from .tying import (independent_layers, optimizer_state_bytes, sync_optimizer,
                     with_action)
 
-__all__ = ["DynamicRun", "train_dynamic", "reward_of"]
+__all__ = ["DynamicRun", "train_dynamic", "reward_of", "held_out_batch"]
 
 
 @dataclass
@@ -57,14 +59,32 @@ def reward_of(model, x, y) -> float:
     return -math.exp(min(loss, 50.0))        # exp(50) is already far past any clip
 
 
+def held_out_batch(data, block: int, batch_size: int):
+    """One fixed batch: the first ``batch_size`` consecutive windows of ``data``,
+    ``x`` (B, block) and ``y`` = ``x`` shifted by one byte."""
+    need = batch_size * block + 1
+    if len(data) < need:
+        raise ValueError(f"held_out_batch: {batch_size} windows of {block} need {need} ids, "
+                         f"got {len(data)}")
+    ids = np.asarray(data[:need], dtype=np.int64)
+    return ids[:-1].reshape(batch_size, block), ids[1:].reshape(batch_size, block)
+
+
 def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent=None,
-                  progress: bool | None = None, desc: str = "dynamic tying") -> DynamicRun:
+                  progress: bool | None = None, desc: str = "dynamic tying",
+                  reward_data=None) -> DynamicRun:
     """Train ``model`` (a :class:`DynamicTiedGPT`) for ``config.steps`` LM steps.
 
     ``tying`` is a :class:`DynamicTyingConfig`. With an ``agent`` (a
-    :class:`TyingAgent`), the steps are grouped into episodes of L - 1 decisions with
-    ``tying.lm_steps_per_decision`` steps each, so ``config.steps`` must be a multiple
-    of (L - 1) * k. Without one, the model keeps its tying state throughout."""
+    :class:`TyingAgent`, or a control of ``controls.py``), the steps are grouped into
+    episodes of L - 1 decisions with ``tying.lm_steps_per_decision`` steps each, so
+    ``config.steps`` must be a multiple of (L - 1) * k. Without one, the model keeps
+    its tying state throughout.
+
+    The reward: with ``reward_data`` (ids the model never trains on), always the same
+    batch, its first windows (:func:`held_out_batch`), so rewards differ by what the
+    actions and the steps did, not by which text was drawn; without it, a fresh random
+    batch of ``train_data`` each time (the authors' code)."""
     from tqdm.auto import tqdm
 
     backend.keep_freed_memory()
@@ -81,6 +101,7 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
     # The rewards' batches come from a sampler of their own, so the LM batches are the
     # same as in a run without an agent.
     reward_sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed + 1)
+    fixed = None if reward_data is None else held_out_batch(reward_data, block, cfg.batch_size)
     backend.manual_seed(cfg.seed)
     run = DynamicRun()
     h = run.history
@@ -133,7 +154,7 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
             for _ in range(k):
                 lm_step(step)
                 step += 1
-            x, y = reward_sampler.sample()
+            x, y = reward_sampler.sample() if fixed is None else fixed
             reward = reward_of(model, backend.to_device(x, device),
                                backend.to_device(y, device))
             td = agent.update(state, layer, action, reward, next_state)

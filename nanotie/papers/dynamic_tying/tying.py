@@ -35,12 +35,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from ... import backend
 from ...nn import GPT, GPTConfig, Parameter
-from ...nn.optim import Optimizer, param_groups
+from ...nn.optim import AdamW, Optimizer, param_groups
 
 __all__ = ["MODES", "validate_state", "root_of", "independent_layers", "with_action",
            "DynamicTiedGPT", "trainable_formula", "sync_optimizer",
-           "optimizer_state_bytes", "training_memory_bytes"]
+           "optimizer_state_bytes", "training_memory_bytes", "step_peak_bytes"]
 
 MODES = ("official", "shared")
 
@@ -203,3 +204,50 @@ def training_memory_bytes(model, optimizer: Optimizer) -> dict:
     adam = optimizer_state_bytes(optimizer)
     return {"weights": weights, "gradients": grads, "optimizer": adam,
             "total": weights + grads + adam}
+
+
+def step_peak_bytes(model, x, y, weight_decay: float = 0.1) -> dict:
+    """The whole training step's peak memory on the CPU, measured with ``tracemalloc``
+    (which sees every NumPy array): weights + the peak, during one forward, backward
+    and AdamW step, of everything else alive (Adam's moments, the activations kept
+    for backward, the gradients).
+
+    :func:`training_memory_bytes` counts the parameter side only (weights, gradients,
+    Adam): the paper's accounting. At a small width the activations can outweigh it,
+    and a copy does not save its layer's activations (the layer still runs), so the
+    whole step shrinks less than the parameter side. The step uses a fresh optimizer
+    at lr 0, so the weights do not change; after an uncounted warm-up pass, the first
+    step creates Adam's state, the second is measured. ``{"weights", "step", "total"}`` in bytes."""
+    import tracemalloc
+
+    if backend.xp_of(next(iter(model.parameters())).data) is not np:
+        raise ValueError("step_peak_bytes: tracemalloc sees host memory only; measure a "
+                         "model on the CPU")
+    arrays = {}
+    for p in model.parameters():
+        arrays.setdefault(id(p.data), p.data.nbytes)
+    weights = sum(arrays.values())
+    opt = AdamW(param_groups(model, weight_decay), lr=0.0, weight_decay=0.0)
+    was_tracing = tracemalloc.is_tracing()
+    if not was_tracing:
+        tracemalloc.start()
+    try:
+        # A first forward and backward, not counted: the process's first step makes
+        # lasting buffers of its own (caches that outlive the step, not the model's).
+        model(x, y)[1].backward()
+        opt.zero_grad()
+        before = tracemalloc.get_traced_memory()[0]
+        for step in range(2):
+            if step == 1:
+                tracemalloc.reset_peak()
+            loss = model(x, y)[1]
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            del loss
+        peak = tracemalloc.get_traced_memory()[1] - before
+    finally:
+        opt.zero_grad()
+        if not was_tracing:
+            tracemalloc.stop()
+    return {"weights": weights, "step": peak, "total": weights + peak}

@@ -1,0 +1,131 @@
+"""Controls that tell a learned tying policy from chance, and a reward whose best
+policy is known.
+
+A dynamic run changes two things at once: WHICH layers train (the policy) and THAT
+some layers are copies (tying itself). To credit the agent with a result, it must
+beat schedules that tie just as much without learning anything:
+
+* :class:`RandomSchedule`: every decision is a uniform action, the distribution the
+  agent's exploration draws from (copy layer 0, ..., copy layer i-1 or train, each
+  with probability 1 / (i + 1)); it never learns.
+* :class:`FixedSchedule`: a pattern decided in advance, e.g. every layer trains for a
+  warm-up, then every layer is a copy of layer 0.
+
+Both speak the agent's language (``epsilon``, ``act``, ``update``, ``end_episode``), so
+the training loop runs them in the agent's place, with the same decisions, rewards
+and optimizer syncs.
+
+:class:`SyntheticReward` is a stand-in for the language model where the right answer
+is known: each layer that trains lowers the "perplexity" by ``gain``,
+
+    r(s') = -(base - gain * #{i : s'_i = i}) + noise,   noise ~ N(0, noise^2),
+
+so the best policy trains every layer. :func:`greedy_train_share` reads what an agent
+learned: the share of layers whose greedy action at the all-train state is "train"
+(a random schedule: the mean of 1 / (i + 1) over i = 1..L-1).
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+from .agent import n_actions
+from .tying import independent_layers, validate_state, with_action
+
+__all__ = ["RandomSchedule", "FixedSchedule", "SyntheticReward", "greedy_train_share",
+           "chance_train_share"]
+
+
+class RandomSchedule:
+    """Uniform random actions for every decision; no learning (epsilon stays 1)."""
+
+    def __init__(self, seed: int = 0):
+        self.rng = np.random.default_rng(seed)
+        self.epsilon = 1.0
+
+    def act(self, state, layer: int) -> int:
+        return int(self.rng.integers(0, n_actions(layer)))
+
+    def update(self, state, layer, action, reward, next_state) -> float:
+        return math.nan                          # nothing to learn
+
+    def end_episode(self) -> float:
+        return self.epsilon
+
+
+class FixedSchedule:
+    """``before`` for the first ``switch`` episodes, ``after`` from then on.
+
+    The default control of the experiment: every layer trains (``before`` = (0, 1, ...,
+    L-1)) for a warm-up, then every layer is a copy of layer 0 (``after`` = (0, ..., 0)).
+    Each decision sets s_i to the pattern's s_i, so layer by layer, like the agent."""
+
+    def __init__(self, before, after, switch: int):
+        self.before = validate_state(before, len(before))
+        self.after = validate_state(after, len(before))
+        if switch < 0:
+            raise ValueError(f"FixedSchedule: switch must be >= 0 episodes, got {switch}")
+        self.switch, self.episode, self.epsilon = switch, 0, 0.0
+
+    def pattern(self) -> tuple:
+        return self.before if self.episode < self.switch else self.after
+
+    def act(self, state, layer: int) -> int:
+        return self.pattern()[layer]
+
+    def update(self, state, layer, action, reward, next_state) -> float:
+        return math.nan
+
+    def end_episode(self) -> float:
+        self.episode += 1
+        return self.epsilon
+
+
+class SyntheticReward:
+    """r(s') = -(base - gain * #{trained layers of s'}) + noise: training every layer
+    is the best policy, and each trained layer is worth ``gain``."""
+
+    def __init__(self, n_layer: int, base: float = 20.0, gain: float = 1.0,
+                 noise: float = 1.0, seed: int = 0):
+        self.n_layer, self.base, self.gain, self.noise = n_layer, base, gain, noise
+        self.rng = np.random.default_rng(seed)
+
+    def __call__(self, next_state) -> float:
+        mean = -(self.base - self.gain * independent_layers(next_state))
+        return float(mean + self.noise * self.rng.normal())
+
+    def train(self, policy, episodes: int, initial=None) -> list:
+        """``episodes`` episodes of L - 1 decisions each, as the training loop makes
+        them (act, apply, reward, update; end_episode after each). Returns the mean
+        reward of every episode."""
+        L = self.n_layer
+        means = []
+        for _ in range(episodes):
+            state = validate_state((0,) * L if initial is None else initial, L)
+            rewards = []
+            for layer in range(1, L):
+                action = policy.act(state, layer)
+                next_state = with_action(state, layer, action)
+                reward = self(next_state)
+                policy.update(state, layer, action, reward, next_state)
+                rewards.append(reward)
+                state = next_state
+            policy.end_episode()
+            means.append(float(np.mean(rewards)))
+        return means
+
+
+def greedy_train_share(agent, n_layer: int) -> float:
+    """The share of layers 1..L-1 whose greedy action at the all-train state is
+    "train" (action i for layer i)."""
+    state = tuple(range(n_layer))
+    picks = [int(np.argmax(agent.q_values(state, i))) == i for i in range(1, n_layer)]
+    return float(np.mean(picks))
+
+
+def chance_train_share(n_layer: int) -> float:
+    """What :func:`greedy_train_share` expects from a uniform random choice:
+    the mean over i = 1..L-1 of 1 / (i + 1)."""
+    return float(np.mean([1.0 / n_actions(i) for i in range(1, n_layer)]))
