@@ -31,7 +31,7 @@ import numpy as np
 from . import backend
 from .backend import DeviceError, xp_of
 
-__all__ = ["Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled",
+__all__ = ["Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_enabled",
            "detect_anomaly", "is_anomaly_enabled", "ShapeError", "AnomalyError",
            "make_result"]
 
@@ -111,21 +111,45 @@ def _check_finite(array, what: str) -> None:
 # ------------------------------------------------------------------------ Tensor
 
 
+_NUMERIC_KINDS = "biufc"      # bool, int, unsigned, float, complex
+
+
 def _to_array(data, dtype=None, device=None):
-    """Turn Python data or an array into an array on ``device``."""
+    """Turn Python data or an array into an array on ``device``.
+
+    Only numbers become a tensor: strings, None, dicts and other objects raise
+    :class:`TypeError` here, not an obscure error in the first op that meets them."""
     if isinstance(data, Tensor):
         data = data.data
     if device is None:
         device = backend.device_of(data) if hasattr(data, "shape") and not isinstance(
             data, np.generic) else backend.default_device()
     xp = backend.xp_for(device)
-    if dtype is None and not hasattr(data, "dtype"):
-        probe = np.asarray(data)
+    if not hasattr(data, "dtype"):
+        probe = _numeric_probe(data)
         # Python floats become float32 (the default dtype), as in PyTorch.
-        dtype = DEFAULT_DTYPE if probe.dtype.kind == "f" else probe.dtype
+        if dtype is None:
+            dtype = DEFAULT_DTYPE if probe.dtype.kind == "f" else probe.dtype
+    elif data.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"tensor: expected numbers, got an array of dtype {data.dtype}")
     if backend.device_of(data) != device:
         data = backend.to_device(data, device)
     return xp.asarray(data, dtype=dtype)
+
+
+def _numeric_probe(data) -> np.ndarray:
+    """``np.asarray(data)``, refused unless it holds numbers in a rectangular layout."""
+    what = f"type {type(data).__name__}" if not isinstance(data, (list, tuple)) else (
+        f"a {type(data).__name__} of {', '.join(sorted({type(v).__name__ for v in data}))}")
+    try:
+        probe = np.asarray(data)
+    except (TypeError, ValueError) as exc:     # ragged nesting, unconvertible objects
+        raise TypeError(f"tensor: expected numbers (a number, or nested lists of equal "
+                        f"length), got {what}: {exc}") from None
+    if probe.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"tensor: expected numbers (a number, or nested lists of "
+                        f"numbers), got {what}")
+    return probe
 
 
 class Tensor:
@@ -272,12 +296,37 @@ def _is_array(x) -> bool:
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
-    """Make a leaf tensor from Python data or an array.
+    """Make a leaf tensor from Python data or an array: always a COPY, as
+    ``torch.tensor`` does, so editing the array later changes neither the tensor nor
+    its gradients. (``from_numpy(array)`` or ``Tensor(array)`` share the array.)
 
     Python floats become float32 (the default), integers int64. ``device`` defaults to
-    the array's own device, or ``$NANOTIE_DEVICE`` for Python data.
+    the array's own device, or ``$NANOTIE_DEVICE`` for Python data. Anything but
+    numbers (strings, None, dicts, objects) raises :class:`TypeError`.
     """
-    return Tensor(_to_array(data, dtype, device), requires_grad=requires_grad)
+    source = data.data if isinstance(data, Tensor) else data
+    array = _to_array(data, dtype, device)
+    if hasattr(source, "shape") and not isinstance(source, np.generic) and \
+            _may_share(array, source):
+        array = array.copy()
+    return Tensor(array, requires_grad=requires_grad)
+
+
+def from_numpy(array: np.ndarray) -> Tensor:
+    """A leaf tensor that SHARES ``array``'s memory (no copy, as ``torch.from_numpy``):
+    writing into the array changes the tensor, and the other way round."""
+    if not isinstance(array, np.ndarray):
+        raise TypeError(f"from_numpy: expected a NumPy array, got {type(array).__name__}")
+    if array.dtype.kind not in _NUMERIC_KINDS:
+        raise TypeError(f"from_numpy: expected numbers, got an array of dtype {array.dtype}")
+    return Tensor(array)
+
+
+def _may_share(a, b) -> bool:
+    """Could arrays ``a`` and ``b`` overlap in memory? (False across devices.)"""
+    if backend.device_of(a) != backend.device_of(b):
+        return False
+    return bool(xp_of(a).may_share_memory(a, b))
 
 
 # ------------------------------------------------------------- graph recording

@@ -33,7 +33,7 @@ from .files import atomic_write
 from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
 
 __all__ = ["TrainConfig", "History", "train", "evaluate", "save_checkpoint",
-           "load_checkpoint", "CheckpointError"]
+           "load_checkpoint", "CheckpointError", "DamagedCheckpointError"]
 
 
 @dataclass
@@ -59,6 +59,9 @@ class TrainConfig:
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise ValueError("TrainConfig: need lr > 0, 0 <= min_lr_ratio <= 1 and "
                              "warmup_steps >= 0")
+        if not self.grad_clip >= 0:       # a negative norm would flip the gradients
+            raise ValueError(f"TrainConfig: grad_clip must be >= 0 (0: no clipping), got "
+                             f"{self.grad_clip}")
         self.betas = tuple(self.betas)
 
 
@@ -92,7 +95,13 @@ class History:
 
 
 class CheckpointError(ValueError):
-    """A checkpoint that cannot be resumed: missing, malformed, or from another run."""
+    """A checkpoint that cannot be resumed: damaged, or from another run or model.
+    The message is one line that names the file."""
+
+
+class DamagedCheckpointError(CheckpointError):
+    """A checkpoint file that cannot be read at all (empty, truncated, not an .npz, or
+    lacking parts): :func:`train` reports it in one line and trains from scratch."""
 
 
 def default_loss(model, x, y):
@@ -144,7 +153,11 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
     history = History()
     backend.manual_seed(cfg.seed)
     if checkpoint is not None and Path(checkpoint).exists():
-        history = load_checkpoint(checkpoint, model, opt, sampler, cfg)
+        try:
+            history = load_checkpoint(checkpoint, model, opt, sampler, cfg)
+        except DamagedCheckpointError as exc:     # nothing was changed: start afresh
+            print(f"nanotie: {exc}; training from scratch (the file will be replaced)",
+                  file=sys.stderr, flush=True)
     start = len(history.step)
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not show,
@@ -211,31 +224,35 @@ def save_checkpoint(path, model, optimizer, sampler, history: History,
 def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> History:
     """Restore a :func:`save_checkpoint` file into the given objects.
 
-    Everything is read and checked before anything changes: a checkpoint from a run
-    with another configuration or model raises :class:`CheckpointError`."""
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: z[k] for k in z.files}
-    except Exception as exc:          # a truncated or foreign file
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from None
+    Everything is read and checked before anything changes. A file that cannot be
+    read raises :class:`DamagedCheckpointError`; one from a run with another
+    configuration or model raises :class:`CheckpointError`. Both messages are one line
+    naming the file."""
+    arrays = _read_npz(path)
     groups = {}
     for key, value in arrays.items():
         head, _, rest = key.partition("/")
         groups.setdefault(head, {})[rest] = value
     missing = {"meta", "model", "optim", "sampler", "history"} - set(groups)
     if missing:
-        raise CheckpointError(f"checkpoint {path} lacks {sorted(missing)}")
-    saved = json.loads(str(groups["meta"]["config"]))
+        raise DamagedCheckpointError(f"checkpoint {path} is damaged: it lacks "
+                                     f"{', '.join(sorted(missing))}")
+    try:
+        saved = json.loads(str(groups["meta"]["config"]))
+        if not isinstance(saved, dict):
+            raise TypeError(f"the configuration is a {type(saved).__name__}")
+        history = History.from_arrays(groups["history"])
+        rng_state = json.loads(str(groups["rng"]["state"])) if "rng" in groups else None
+    except (KeyError, ValueError, TypeError) as exc:
+        raise DamagedCheckpointError(f"checkpoint {path} is damaged: its configuration or "
+                                     f"history cannot be read ({type(exc).__name__}: "
+                                     f"{_one_line(exc)})") from None
     now = json.loads(json.dumps(asdict(config), sort_keys=True))
     diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
             for k in now if saved.get(k) != now[k]]
     if diff:
         raise CheckpointError(f"checkpoint {path} was made with another TrainConfig "
-                              "(delete it or restore the settings):\n  - " + "\n  - ".join(diff))
-    try:
-        history = History.from_arrays(groups["history"])
-    except KeyError as exc:
-        raise CheckpointError(f"checkpoint {path}: history lacks {exc}") from None
+                              f"({'; '.join(diff)}): delete it or restore the settings")
     # The model first: its load_state_dict checks everything before changing anything.
     snapshot = model.state_dict()
     try:
@@ -244,8 +261,35 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
         sampler.load_state_dict(groups["sampler"])
     except (ValueError, KeyError) as exc:
         model.load_state_dict(snapshot)
-        raise CheckpointError(f"checkpoint {path} does not fit: {exc}") from None
+        raise CheckpointError(f"checkpoint {path} does not fit this model or optimizer "
+                              f"(delete it, or build what it was made for): "
+                              f"{_one_line(exc)}") from None
     rng = backend.generator(_device_of(model))
-    if "rng" in groups and isinstance(rng, np.random.Generator):
-        rng.bit_generator.state = json.loads(str(groups["rng"]["state"]))
+    if rng_state is not None and isinstance(rng, np.random.Generator):
+        rng.bit_generator.state = rng_state
     return history
+
+
+def _read_npz(path) -> dict:
+    """Every array of the .npz at ``path``; :class:`DamagedCheckpointError` (with the
+    likely cause, not NumPy's advice to unpickle) when it cannot be read."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            return {k: z[k] for k in z.files}
+    except Exception as exc:          # noqa: BLE001  (any way a file can be broken)
+        try:
+            head = Path(path).read_bytes()[:4]
+        except OSError:
+            head = None
+        if head == b"":
+            why = "the file is empty"
+        elif head is not None and head[:2] != b"PK":
+            why = "it is not an .npz archive"
+        else:
+            why = f"{type(exc).__name__}: {_one_line(exc)}"
+        raise DamagedCheckpointError(f"checkpoint {path} is damaged ({why})") from None
+
+
+def _one_line(exc: BaseException) -> str:
+    """An exception's message on one line (StateDictError lists problems on several)."""
+    return "; ".join(part.strip(" -") for part in str(exc).splitlines() if part.strip())

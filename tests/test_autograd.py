@@ -372,3 +372,33 @@ def test_tensor_default_dtypes():
     # An array keeps its own dtype; an explicit dtype wins.
     assert nt.tensor(np.zeros(2, dtype=np.float64)).dtype == np.float64
     assert nt.tensor([1, 2], dtype=np.float64).dtype == np.float64
+
+
+# ------------------------------------------------------- tensor() copies its data
+
+
+def test_tensor_copies_an_array_so_later_edits_change_neither_values_nor_grads():
+    """torch.tensor copies; so does nt.tensor: the backward of x * x reads x's values,
+    which must still be the ones the forward used."""
+    a = np.array([1.0, 2.0, 3.0])
+    x = nt.tensor(a, requires_grad=True, dtype=np.float64)
+    y = (x * x).sum()
+    a[:] = 100.0                             # the learner reuses their array
+    y.backward()
+    np.testing.assert_array_equal(x.numpy(), [1.0, 2.0, 3.0])
+    np.testing.assert_array_equal(x.grad, [2.0, 4.0, 6.0])
+    t = nt.tensor([4.0, 5.0])
+    u = nt.tensor(t)                         # from a Tensor: a copy too
+    u.data[0] = -1.0
+    assert t.numpy()[0] == 4.0
+
+
+def test_from_numpy_shares_the_array_as_documented():
+    from nanotie.autograd import from_numpy
+
+    a = np.zeros(3)
+    x = from_numpy(a)
+    a[1] = 7.0
+    assert x.numpy()[1] == 7.0 and x.dtype == a.dtype
+    with pytest.raises(TypeError, match="from_numpy"):
+        from_numpy([1.0, 2.0])

@@ -122,6 +122,52 @@ def test_cross_entropy_needs_integer_targets():
         F.cross_entropy(ones(2, 3), nt.tensor([0.0, 1.0]))
 
 
+@pytest.mark.parametrize("target", [-3, 5, 7])
+def test_cross_entropy_refuses_a_target_outside_the_classes(target):
+    """-3 would score class 2 (NumPy counts from the end), 5 would be NumPy's IndexError."""
+    with pytest.raises(IndexError, match=has_all("cross_entropy", f"target {target}",
+                                                 "5 classes", "0 <= target < 5")):
+        F.cross_entropy(ones(3, 5), nt.tensor([0, target, 1]))
+
+
+def test_cross_entropy_ignore_index_may_lie_outside_the_classes():
+    z = nt.tensor(np.random.default_rng(0).normal(size=(3, 5)))
+    with_pad = F.cross_entropy(z, nt.tensor([1, -100, 4]))
+    without = F.cross_entropy(nt.tensor(z.numpy()[[0, 2]]), nt.tensor([1, 4]))
+    np.testing.assert_allclose(with_pad.item(), without.item(), rtol=1e-12)
+
+
+@pytest.mark.parametrize("x_shape, t_shape", [((4, 1), (4,)), ((4,), (4, 1)), ((3,), ())])
+def test_mse_loss_refuses_shapes_that_would_broadcast(x_shape, t_shape):
+    """(4, 1) against (4,) broadcasts to (4, 4): a mean of 16 differences, not 4."""
+    with pytest.raises(nt.ShapeError, match=has_all("mse_loss", x_shape, t_shape)):
+        F.mse_loss(ones(*x_shape), np.zeros(t_shape))
+
+
+# ---------------------------------------------------------------- construction
+
+
+@pytest.mark.parametrize("data", [["a"], None, {"a": 1}, object(), "text", [None, 1.0],
+                                  [[1.0, 2.0], [3.0]], np.array(["a"]),
+                                  np.array([1, None], dtype=object)],
+                         ids=["list-of-str", "None", "dict", "object", "str", "list-None",
+                              "ragged", "str-array", "object-array"])
+def test_tensor_refuses_what_is_not_numbers(data):
+    with pytest.raises(TypeError, match="tensor: expected numbers"):
+        nt.tensor(data)
+
+
+@pytest.mark.parametrize("widths", [(-5, 0), (0, -4), (-2, -2), (1, -5)])
+def test_pad_refuses_to_crop_more_than_the_axis_holds(widths):
+    with pytest.raises(ValueError, match=has_all("pad", widths, (3,), "would leave")):
+        nt.pad(ones(3), widths)
+
+
+def test_pad_crops_down_to_an_empty_axis_as_pytorch_does():
+    assert nt.pad(ones(3), (-3, 0)).shape == (0,)
+    assert nt.pad(ones(2, 3), (-1, -1)).shape == (2, 1)
+
+
 @pytest.mark.parametrize("call, op", [
     (lambda t: t.sum(dim=2), "sum"),
     (lambda t: t.mean(dim=-3), "mean"),

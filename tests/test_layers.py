@@ -227,3 +227,11 @@ def test_dropout_in_training_zeroes_about_p_and_rescales(p):
 def test_dropout_rejects_bad_p(p):
     with pytest.raises(ValueError, match="p must be in"):
         Dropout(p)
+
+
+@pytest.mark.parametrize("sizes", [(0, 3), (3, 0), (-2, 3), (2.5, 3)])
+def test_linear_refuses_a_size_that_is_not_a_positive_integer(sizes):
+    """Linear(0, 3) was a ZeroDivisionError from the 1/sqrt(in) bound."""
+    with pytest.raises(ValueError, match="Linear: (in|out)_features must be a positive "
+                                         "integer"):
+        Linear(*sizes)

@@ -316,9 +316,12 @@ def test_bad_checkpoint_raises_and_changes_nothing(corrupt):
 
 def test_every_problem_is_listed_at_once_and_no_tie_is_restored():
     """An UNTIED model and a tied checkpoint with four other problems: all four are
-    named (once each), and the valid tie entry is not applied."""
+    named (once each), with the tie that the model's config does not have, and the
+    tie entry is not applied."""
     sd = _good()
     fragments = [f(sd)[0] for f in (_wrong_shape, _wrong_dtype, _missing, _unexpected)]
+    fragments.append("lm_head.weight is tied to wte.weight, but this GPT has "
+                     "tie_embeddings=False")
     nt.manual_seed(5)
     model = GPT(GPTConfig(**CFG, tie_embeddings=False))
     snap = snapshot(model)
@@ -326,7 +329,7 @@ def test_every_problem_is_listed_at_once_and_no_tie_is_restored():
         model.load_state_dict(sd)
     message = str(info.value)
     problems = message.split("\n  - ")[1:]
-    assert len(problems) == 4, message
+    assert len(problems) == 5, message
     for fragment in fragments:
         assert sum(fragment in p for p in problems) == 1, (fragment, message)
     assert_unchanged(model, snap)
@@ -347,3 +350,45 @@ def test_non_strict_load_ignores_unknown_and_missing_keys():
     _wrong_shape(sd)
     with pytest.raises(StateDictError, match="'wpe.weight'"):
         model.load_state_dict(sd, strict=False)
+
+
+@pytest.mark.parametrize("saved_tied", [True, False])
+def test_a_checkpoint_with_the_other_embedding_tie_is_refused(saved_tied):
+    """A tied checkpoint does not tie an untied GPT behind its config's back (nor the
+    reverse): refused, nothing changed, and the message says what to build instead."""
+    nt.manual_seed(0)
+    sd = GPT(GPTConfig(**CFG, tie_embeddings=saved_tied)).state_dict()
+    nt.manual_seed(5)
+    model = GPT(GPTConfig(**CFG, tie_embeddings=not saved_tied))
+    snap = snapshot(model)
+    with pytest.raises(StateDictError, match=f"tie_embeddings={not saved_tied}: build it "
+                                             f"with tie_embeddings={saved_tied}"):
+        model.load_state_dict(sd)
+    assert_unchanged(model, snap)
+    assert model.config.tie_embeddings is (not saved_tied)
+
+
+@pytest.mark.parametrize("saved_tied", [True, False])
+def test_retie_takes_the_checkpoints_tie_and_says_so_in_the_config(saved_tied):
+    nt.manual_seed(0)
+    src = GPT(GPTConfig(**CFG, tie_embeddings=saved_tied))
+    nt.manual_seed(5)
+    model = GPT(GPTConfig(**CFG, tie_embeddings=not saved_tied))
+    model.load_state_dict(src.state_dict(), retie=True)
+    assert model.config.tie_embeddings is saved_tied
+    assert (model.lm_head.weight is model.wte.weight) is saved_tied
+    now = dict(model.named_parameters(remove_duplicate=False))
+    for path, p in src.named_parameters(remove_duplicate=False):
+        np.testing.assert_array_equal(now[path].numpy(), p.numpy())
+
+
+def test_retie_with_another_problem_changes_nothing():
+    sd = _good()                                       # tied
+    _wrong_shape(sd)
+    nt.manual_seed(5)
+    model = GPT(GPTConfig(**CFG, tie_embeddings=False))
+    snap = snapshot(model)
+    with pytest.raises(StateDictError, match="wpe.weight"):
+        model.load_state_dict(sd, retie=True)
+    assert_unchanged(model, snap)
+    assert model.config.tie_embeddings is False

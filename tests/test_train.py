@@ -125,6 +125,7 @@ def test_checkpoint_from_other_settings_is_refused_and_changes_nothing(splits, t
         T.train(model, train_ids, val_ids, config(lr=1e-4, batch_size=2), checkpoint=ck,
                 progress=False)
     assert "lr" in str(err.value) and "batch_size" in str(err.value)
+    assert "\n" not in str(err.value) and str(ck) in str(err.value)     # one line
     assert same_arrays(before, arrays(model))
 
 
@@ -135,20 +136,72 @@ def test_checkpoint_for_another_model_is_refused_and_changes_nothing(splits, tmp
     nt.manual_seed(0)
     other = nn.GPT(nn.GPTConfig(**{**TINY, "d_model": 8}))
     before = arrays(other)
-    with pytest.raises(T.CheckpointError, match="shape"):
+    with pytest.raises(T.CheckpointError, match="shape") as err:
         T.train(other, train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    assert "\n" not in str(err.value) and str(ck) in str(err.value)     # one line
+    assert not isinstance(err.value, T.DamagedCheckpointError)       # kept, not retrained
     assert same_arrays(before, arrays(other))
 
 
-def test_truncated_checkpoint_is_a_clear_error(splits, tmp_path):
+def _garbage(raw):
+    return b"\x93NUMPY this is not a checkpoint" * 7
+
+
+def _truncated(raw):
+    return raw[:200]
+
+
+def _empty(raw):
+    return b""
+
+
+def _lacks_history(raw):
+    """A readable .npz that misses a part."""
+    import io
+    with np.load(io.BytesIO(raw), allow_pickle=False) as z:
+        kept = {k: z[k] for k in z.files if not k.startswith("history/")}
+    buf = io.BytesIO()
+    np.savez(buf, **kept)
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _empty, _lacks_history],
+                         ids=lambda f: f.__name__.strip("_"))
+def test_a_damaged_checkpoint_is_named_in_one_line_and_the_run_retrains(splits, tmp_path,
+                                                                         capsys, damage):
+    """Not a traceback on every rerun until the user finds the file: one line naming
+    it, then the run trains from scratch exactly as without it, and replaces it."""
     train_ids, val_ids = splits
     ck = tmp_path / "run.npz"
-    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
-    ck.write_bytes(ck.read_bytes()[:200])
+    clean = make_model()
+    T.train(clean, train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    capsys.readouterr()
+    ck.write_bytes(damage(ck.read_bytes()))
+    model = make_model()
+    T.train(model, train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and str(ck) in err[0] and "damaged" in err[0], err
+    assert "training from scratch" in err[0] and "allow_pickle" not in err[0]
+    assert same_arrays(arrays(clean), arrays(model))
+
+    def must_not_train(model, x, y):                 # the file is whole again: a cache
+        raise AssertionError("a finished run must not train again")
+    again = make_model(seed=5)
+    T.train(again, train_ids, val_ids, config(), checkpoint=ck, progress=False,
+            loss_fn=must_not_train)
+    assert same_arrays(arrays(clean), arrays(again))
+
+
+def test_load_checkpoint_says_damaged_not_unpickle(splits, tmp_path):
+    ck = tmp_path / "run.npz"
+    ck.write_bytes(_garbage(b""))
     model = make_model()
     before = arrays(model)
-    with pytest.raises(T.CheckpointError, match="cannot read checkpoint"):
-        T.train(model, train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    opt = T.AdamW(model.parameters(), lr=0.1)
+    sampler = data.BatchSampler(splits[0], 16, 4)
+    with pytest.raises(T.DamagedCheckpointError, match="not an .npz archive") as err:
+        T.load_checkpoint(ck, model, opt, sampler, config())
+    assert "\n" not in str(err.value) and str(ck) in str(err.value)
     assert same_arrays(before, arrays(model))
 
 
@@ -236,6 +289,18 @@ def test_bad_train_config_is_a_clear_error():
         T.TrainConfig(steps=0)
     with pytest.raises(ValueError, match="lr"):
         T.TrainConfig(lr=-1.0)
+
+
+@pytest.mark.parametrize("clip", [-1.0, float("nan")])
+def test_a_negative_clip_norm_is_refused_not_a_sign_flip(clip):
+    """max_norm / norm < 0 would multiply every gradient by a negative number."""
+    with pytest.raises(ValueError, match="grad_clip must be >= 0"):
+        T.TrainConfig(grad_clip=clip)
+    p = nn.Parameter(np.ones(3, dtype=np.float32))
+    p.grad = np.full(3, 2.0, dtype=np.float32)
+    with pytest.raises(ValueError, match="max_norm must be >= 0"):
+        nn.optim.clip_grad_norm([p], clip)
+    np.testing.assert_array_equal(p.grad, 2.0)
 
 
 def test_no_pickle_in_checkpoints(splits, tmp_path):

@@ -63,7 +63,17 @@ def silu(x: Tensor) -> Tensor:
 
 
 def mse_loss(x: Tensor, target) -> Tensor:
-    """mean((x - target)^2)."""
+    """mean((x - target)^2), over inputs of ONE shape.
+
+    Shapes that differ are refused, not broadcast: (4, 1) against (4,) would broadcast
+    to (4, 4) and average 16 differences instead of 4 (PyTorch only warns)."""
+    t_shape = getattr(target, "shape", None) if not isinstance(target, (int, float)) else ()
+    if t_shape is None:
+        t_shape = np.shape(target)
+    if tuple(t_shape) != tuple(x.shape):
+        raise ShapeError(f"mse_loss: input shape {x.shape} and target shape "
+                         f"{tuple(t_shape)} differ; they must be the same (reshape one, "
+                         f"e.g. target.reshape({x.shape}))")
     d = x - target
     return mean(d * d)
 
@@ -303,6 +313,17 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return make_result("linear", out, (x, weight, bias), backward)
 
 
+def _check_class_ids(t, valid, n_class: int, ignore_index: int) -> None:
+    """Every counted target must be a class id 0 <= y < C: NumPy would read a negative
+    id from the end of the row (silently scoring another class) and fail on y >= C."""
+    bad = valid & ((t < 0) | (t >= n_class))
+    if bool(bad.any()):
+        first = int(t[bad][0])
+        raise IndexError(f"cross_entropy: target {first} is not a class id for logits with "
+                         f"{n_class} classes (expected 0 <= target < {n_class}, or "
+                         f"ignore_index={ignore_index})")
+
+
 def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
                   reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy from raw logits, fused for speed and stability.
@@ -329,6 +350,7 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
     t = t.reshape(-1)                                        # (M,)
     xp = xp_of(z)
     valid = t != ignore_index
+    _check_class_ids(t, valid, n_class, ignore_index)
     safe_t = xp.where(valid, t, 0)
     rows = xp.arange(z.shape[0])
     zmax = z.max(axis=1)                                     # (M,)

@@ -254,6 +254,11 @@ class Module:
                 for name, b in module._buffers.items()
                 if name in module._persistent and b is not None}
 
+    def _state_dict_problems(self, state: dict, ties: dict) -> list:
+        """What else makes ``state`` (its tie table parsed into ``ties``) unfit for this
+        model, one string per problem; a subclass with rules of its own overrides it."""
+        return []
+
     def load_state_dict(self, state_dict, strict: bool = True) -> None:
         """Copy the values of a :meth:`state_dict` into this model, restoring ties.
 
@@ -308,6 +313,7 @@ class Module:
                                 "but the checkpoint stores them separately")
         if strict:
             problems += [f"missing buffer '{k}'" for k in buffers if k not in state]
+        problems += self._state_dict_problems(state, ties)
         if problems:
             raise StateDictError("load_state_dict: the checkpoint does not fit this "
                                  f"{type(self).__name__}:\n  - " + "\n  - ".join(problems))

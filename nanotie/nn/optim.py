@@ -222,7 +222,10 @@ def clip_grad_norm(params, max_norm: float) -> float:
     """Scale all gradients so their joint L2 norm is at most ``max_norm``.
 
     The norm is sqrt(sum over UNIQUE parameters of |g|^2): a tied weight counts once.
-    Returns the norm before clipping."""
+    Returns the norm before clipping. ``max_norm`` must be >= 0: a negative one would
+    flip every gradient's sign."""
+    if not max_norm >= 0:             # also refuses NaN
+        raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm}")
     grads = [p.grad for p in _unique(params) if p.grad is not None]
     if not grads:
         return 0.0

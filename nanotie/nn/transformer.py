@@ -16,7 +16,7 @@ token's own embedding, and E's gradient sums both uses.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from ..autograd import Tensor, no_grad
 from ..ops import cat
 from . import functional as F
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU
-from .module import Module, ModuleList
+from .module import TIES_KEY, Module, ModuleList, Parameter, _parse_ties
 
 __all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention", "KVCache"]
 
@@ -156,6 +156,38 @@ class GPT(Module):
         if config.tie_embeddings:
             self.lm_head.weight = self.wte.weight        # THE tie: one object, two uses
 
+    def load_state_dict(self, state_dict, strict: bool = True, retie: bool = False) -> None:
+        """:meth:`Module.load_state_dict`, refusing a checkpoint whose embedding tie
+        differs from ``config.tie_embeddings``: a tied checkpoint would otherwise tie an
+        untied GPT silently (its config still saying False), changing what it trains.
+
+        ``retie=True`` takes the checkpoint's tie instead (tying or untying
+        ``lm_head.weight`` and ``wte.weight``) and updates ``self.config`` to match.
+        """
+        state = dict(state_dict)
+        saved_tied = _head_tied_in(state, _parse_ties(state.get(TIES_KEY, [])))
+        if not retie or saved_tied is None or saved_tied == self.config.tie_embeddings:
+            return super().load_state_dict(state, strict)
+        head, config = self.lm_head.weight, self.config
+        self.lm_head.weight = (self.wte.weight if saved_tied else
+                               Parameter(self.wte.weight.data.copy()))   # values: the load's
+        self.config = replace(config, tie_embeddings=saved_tied)
+        try:
+            super().load_state_dict(state, strict)
+        except BaseException:
+            self.lm_head.weight, self.config = head, config     # left as it was
+            raise
+
+    def _state_dict_problems(self, state: dict, ties: dict) -> list:
+        saved_tied = _head_tied_in(state, ties)
+        if saved_tied is None or saved_tied == self.config.tie_embeddings:
+            return []
+        saved = "tied to wte.weight" if saved_tied else "stored separately"
+        return [f"the checkpoint's lm_head.weight is {saved}, but this "
+                f"{type(self).__name__} has tie_embeddings={self.config.tie_embeddings}: build "
+                f"it with tie_embeddings={saved_tied}, or pass retie=True to take the "
+                f"checkpoint's tie"]
+
     def init_weights(self) -> None:
         """GPT-2's initialisation: N(0, 0.02) weights, zero biases, and the residual
         projections scaled by 1/sqrt(2 n_layer) so the residual stream's variance does
@@ -257,3 +289,11 @@ def _sample(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:
     p /= p.sum(axis=-1, keepdims=True)
     u = rng.random((p.shape[0], 1))
     return np.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), p.shape[-1] - 1)
+
+
+def _head_tied_in(state: dict, ties) -> bool | None:
+    """Whether a GPT checkpoint ties ``lm_head.weight`` to ``wte.weight`` (True), stores
+    it separately (False), or holds no head at all (None)."""
+    if isinstance(ties, dict) and ties.get("lm_head.weight") == "wte.weight":
+        return True
+    return False if "lm_head.weight" in state else None

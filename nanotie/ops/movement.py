@@ -145,6 +145,11 @@ def pad(a: Tensor, pad, value: float = 0.0) -> Tensor:
     widths = [(0, 0)] * a.ndim
     for i in range(len(pad) // 2):
         widths[a.ndim - 1 - i] = (pad[2 * i], pad[2 * i + 1])
+    for axis, ((lo, hi), n) in enumerate(zip(widths, a.shape)):
+        if n + lo + hi < 0:          # cropping more than the axis holds: not an empty axis
+            raise ValueError(f"pad: widths ({lo}, {hi}) on axis {axis} of a tensor of shape "
+                             f"{a.shape} would leave {n + lo + hi} entries; negative widths "
+                             f"crop, at most what the axis holds")
     x = a.data
     xp = xp_of(x)
     grow = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
