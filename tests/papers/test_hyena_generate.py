@@ -259,6 +259,73 @@ def test_per_token_time_does_not_grow_with_context():
     assert long < 2 * short
 
 
+# ---------------------------------------------- cached Hyena, preallocated KV cache
+
+
+@pytest.mark.parametrize("mixer", MIXERS)
+@pytest.mark.parametrize("split", [1, 9])
+def test_cached_hyena_steps_equal_the_parallel_forward(mixer, split):
+    """The UNdistilled model with a ConvCache (prefill, then one position per call)
+    gives the logits of its own parallel forward, and keeps O(L) state."""
+    model = lm(mixer)
+    idx = tokens((3, 32))
+    parallel = logits_of(model, idx)
+    state = gen.init_conv_state(model, 3)
+    pieces = [logits_of(model, idx[:, :split], state)]
+    before = state.nbytes()
+    for t in range(split, idx.shape[1]):
+        pieces.append(logits_of(model, idx[:, t:t + 1], state))
+    assert state.length == 32 and all(c.length == 32 for c in state.layers)
+    assert state.nbytes() > before                    # the cache grows with the context
+    cached = np.concatenate(pieces, axis=1)
+    assert np.abs(cached - parallel).max() <= 1e-10 * np.abs(parallel).max()
+    with pytest.raises(ValueError, match="longer than"):
+        logits_of(model, idx[:, :1], state)           # past the filters' length
+
+
+def test_preallocated_kv_cache_equals_the_parallel_gpt_and_grows_in_place():
+    """kv_forward with a PreallocatedKVCache (prefill in chunks, then single steps)
+    gives the GPT's parallel logits, writing into the same buffers each step."""
+    from nanotie.nn import GPT, GPTConfig
+
+    backend.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=256, context=40, d_model=16, n_layer=2, n_head=4)).double()
+    model.eval()
+    idx = tokens((2, 30))
+    parallel = logits_of(model, idx)
+    cache = tp.PreallocatedKVCache(model, 2)
+    buffers = [id(k) for k in cache.k]
+    with no_grad():
+        pieces = [backend.asnumpy(tp.kv_forward(model, idx[:, a:b], cache).data)
+                  for a, b in [(0, 7), (7, 20)]]
+        pieces += [backend.asnumpy(tp.kv_forward(model, idx[:, t:t + 1], cache).data)
+                   for t in range(20, 30)]
+    assert cache.length == 30 and [id(k) for k in cache.k] == buffers
+    assert cache.nbytes() == 2 * 2 * (2 * 4 * 30 * 4) * 8     # layers x (k, v) x filled
+    np.testing.assert_allclose(np.concatenate(pieces, 1), parallel, rtol=0,
+                               atol=1e-10 * np.abs(parallel).max())
+
+
+def test_state_per_sequence_is_constant_only_for_the_distilled_model():
+    """What each stepper keeps per sequence: the distilled state does not grow with
+    the context; the cached Hyena's and the KV cache's grow linearly."""
+    base = HyenaConfig(d_model=16, n_layer=1, n_head=4, **SMALL)
+    models = tp.generation_models(base, 128, order=4, fit_length=32)
+    grows = {}
+    for kind in ("hyena_cached", "transformer_kv", "distilled_hyena"):
+        sizes = []
+        for L in (32, 64, 96):
+            stepper = tp.stepper_for(kind, models[kind])
+            with no_grad():
+                stepper.prefill(tokens((1, L)))
+            sizes.append(stepper.state_bytes())
+        grows[kind] = sizes
+    assert len(set(grows["distilled_hyena"])) == 1
+    for kind in ("hyena_cached", "transformer_kv"):
+        a, b, c = grows[kind]
+        assert b - a == c - b > 0                        # linear in L
+
+
 # ------------------------------------------------------------ throughput steppers
 
 

@@ -22,7 +22,13 @@ time fixed; ``rec`` is the layer's ModalRecurrence, D_k = ĥ_0 + Dskip folded in
                = out_proj(q_t^T y_t)  per head (MultiHyena)
 
 Nothing in it depends on t: the cost of a token is the same at position 10 and at
-position 10 000. A PREFILL runs the same steps on a whole prompt at once: the short
+position 10 000.
+
+The fair baseline is an UNdistilled Hyena that caches like a Transformer does
+(:class:`ConvCache`): it keeps the gated inputs w_0..w_t of every past position, and
+a new token costs one dot product per channel with the filter, y_t = Σ_{s<=t} h_{t-s}
+w_s + Dskip w_t: O(L) time and O(L D) memory per token, like a KV cache, where the
+distilled model needs O(d D) of both. A PREFILL runs the same steps on a whole prompt at once: the short
 conv over [cache, prompt], and ``ModalRecurrence.prefill`` for the outputs (one FFT)
 and the final state (a contraction with powers of λ), with no loop over tokens.
 
@@ -44,7 +50,7 @@ from ...nn.transformer import _sample, _start_generation
 from .operator import MultiHyenaOperator
 
 __all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "mixer_forward",
-           "generate"]
+           "generate", "ConvCache", "init_conv_cache", "init_conv_state", "conv_forward"]
 
 
 @dataclass
@@ -54,6 +60,9 @@ class MixerCache:
     rec: object       # the layer's ModalRecurrence (Dskip folded into its direct term)
     window: object    # (B, 3D, K-1): the last K-1 in_proj outputs, zeros at the start
     state: object     # (B, D, K_m) or (B, M, N, N, K_m) complex: the modal state s_{t-1}
+
+    def nbytes(self) -> int:
+        return int(self.window.nbytes + self.state.nbytes)
 
 
 @dataclass
@@ -67,6 +76,11 @@ class RecurrentState:
     def numbers(self) -> int:
         """How many numbers the state holds (complex counted once): constant in t."""
         return sum(c.window.size + c.state.size for c in self.layers)
+
+    def nbytes(self) -> int:
+        """Bytes this sequence batch's state holds now (a ConvCache: the filled part
+        of its buffer, which grows with the context; a MixerCache: constant)."""
+        return sum(c.nbytes() for c in self.layers)
 
 
 def init_cache(op, batch: int) -> MixerCache:
@@ -140,6 +154,91 @@ def _long_conv_continue(w, cache: MixerCache):
         return y[..., None]
     y, cache.state = cache.rec.prefill(w, cache.state)            # a prompt: one pass
     return y
+
+
+# ------------------------------------------------- the cached (undistilled) Hyena
+
+
+@dataclass
+class ConvCache:
+    """An undistilled operator's memory of the past: the gated inputs of every past
+    position, in a buffer preallocated to the filters' length (O(L) per sequence)."""
+
+    h_rev: object     # (C, L_max): the filters reversed in time, h_rev[:, L_max-1-j] = h_j
+    dskip: object     # (C,)
+    window: object    # (B, 3D, K-1): the last K-1 in_proj outputs
+    gated: object     # (B, C, ..., L_max): w_0, w_1, ... (the unused tail is zeros)
+    length: int = 0   # positions filled
+
+    def nbytes(self) -> int:
+        """Bytes of per-sequence state in use: the window and the filled positions."""
+        return int(self.window.nbytes + self.gated[..., :self.length].nbytes)
+
+
+def init_conv_cache(op, batch: int) -> ConvCache:
+    """The empty cache of one (undistilled) operator for ``batch`` sequences; its
+    filters are materialised once, at the operator's full length."""
+    weight = op.short.weight.data                                 # (3D, K)
+    xp = backend.xp_of(weight)
+    with no_grad():
+        h = op.filters(op.max_len).data                           # (C, L_max)
+    window = xp.zeros((batch, weight.shape[0], weight.shape[1] - 1), weight.dtype)
+    gated = xp.zeros(_gate_shape(op, batch) + (op.max_len,), weight.dtype)
+    return ConvCache(xp.ascontiguousarray(h[:, ::-1]), op.dskip.data, window, gated)
+
+
+def init_conv_state(model, batch: int) -> RecurrentState:
+    """The empty cached state of an undistilled Hyena LM (``model(idx, cache=state)``
+    then runs one position per call, like a GPT with its KV cache)."""
+    return RecurrentState([init_conv_cache(op, batch) for op in model.mixers()])
+
+
+def conv_forward(op, u: Tensor, cache: ConvCache) -> Tensor:
+    """The undistilled operator on a chunk u (B, T, D), continuing from ``cache``:
+    the gated inputs of the chunk are appended to the buffer, and the outputs at the
+    new positions read all of it. T = 1 costs O(L) per channel (a dot product with
+    the filter); a prompt (T > 1) is one FFT convolution. No gradients."""
+    D = op.d_model
+    B, T, _ = u.shape
+    start = cache.length
+    if start + T > cache.gated.shape[-1]:
+        raise ValueError(f"conv_forward: {start + T} positions exceed the filters' "
+                         f"length {cache.gated.shape[-1]}")
+    with no_grad():
+        z = op.in_proj(u).data.swapaxes(1, 2)                     # Step 1: (B, 3D, T)
+        z = _short_conv_continue(z, op.short, cache)              # Step 2
+        q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]           # each (B, D, T)
+        if isinstance(op, MultiHyenaOperator):
+            M = op.n_head
+            q, k, v = (a.reshape(B, M, D // M, T) for a in (q, k, v))
+            w = k[:, :, :, None] * v[:, :, None]                  # Step 3 (B, M, N, N, T)
+        else:
+            w = k * v                                             # Step 3 (B, D, T)
+        cache.gated[..., start:start + T] = w
+        cache.length = start + T
+        s = _cached_long_conv(cache, start, T)                    # Step 4 (.., T)
+        lead = (-1,) + (1,) * (w.ndim - 3) + (1,)
+        s = s + cache.dskip.reshape(lead) * w
+        if isinstance(op, MultiHyenaOperator):
+            y = (q[:, :, :, None] * s).sum(axis=2).reshape(B, D, T)   # q_t^T s_t
+        else:
+            y = q * s                                             # Step 5's gate
+        return op.out_proj(Tensor(y.swapaxes(1, 2)))              # (B, T, D)
+
+
+def _cached_long_conv(cache: ConvCache, start: int, T: int):
+    """(h * w)_t for t in [start, start + T) from the buffered w_0..w_{start+T-1}."""
+    n = start + T
+    L = cache.h_rev.shape[-1]
+    lead = (cache.h_rev.shape[0],) + (1,) * (cache.gated.ndim - 3)
+    if T == 1:      # one position: y_t = Σ_{s<=t} w_s h_{t-s}, a dot product over s
+        h = cache.h_rev[:, L - n:].reshape(lead + (n,))           # h_{t-s} for s = 0..t
+        return (cache.gated[..., :n] * h).sum(axis=-1)[..., None]
+    h = cache.h_rev[:, ::-1][:, :n].reshape(lead + (n,))         # h_0..h_{n-1}
+    size = backend.fft_size(2 * n - 1)
+    w = cache.gated[..., :n]
+    y = backend.irfft(backend.rfft(w, size) * backend.rfft(h, size), size, w.dtype)
+    return y[..., start:n]
 
 
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,

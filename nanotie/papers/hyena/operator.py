@@ -94,8 +94,9 @@ class HyenaOperator(Module):
 
     ``forward(u, kv=None)`` takes and returns (B, L, D), the call signature of
     :class:`~nanotie.nn.transformer.CausalSelfAttention`, so it can stand in a
-    :class:`~nanotie.nn.transformer.Block` as ``block.attn``. There is no KV cache:
-    passing one is an error (recurrent generation needs a distilled filter).
+    :class:`~nanotie.nn.transformer.Block` as ``block.attn``. Its cache, when
+    generating, is a :class:`~nanotie.papers.hyena.generate.ConvCache` of the past
+    gated inputs (O(L) per token; O(1) needs a distilled filter).
 
     For distillation, read the filters as arrays: :meth:`filter_array` gives h
     (n_filters, L) and :meth:`dskip_array` gives Dskip (n_filters,).
@@ -155,8 +156,12 @@ class HyenaOperator(Module):
 
     def forward(self, u: Tensor, kv=None) -> Tensor:         # (B, L, D) -> (B, L, D)
         if kv is not None:
+            from .generate import ConvCache, conv_forward   # generate.py builds on this
+            if isinstance(kv, ConvCache):                    # cached generation: O(L)/token
+                return conv_forward(self, u, kv)
             raise ValueError(f"{type(self).__name__} has no KV cache: generate with "
-                             "use_cache=False (each step re-reads the whole context)")
+                             "use_cache=False (each step re-reads the whole context), or "
+                             "pass the state of generate.init_conv_state")
         y = self.mix(*self.project(u))                       # (B, D, L)
         return self.out_proj(y.transpose(1, 2))              # (B, L, D)
 

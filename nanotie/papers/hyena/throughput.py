@@ -1,25 +1,32 @@
-"""Per-token generation time against context length, three ways.
+"""Per-token generation time (and per-sequence memory) against context length.
 
 Laughing Hyena's practical claim is about generation cost. With a context of L
 tokens already seen, producing ONE more token costs:
 
 * Hyena, recomputing (``HyenaLM.generate``): the whole forward pass over the last L
-  tokens again (FFT convolutions included): O(L log L) per token;
-* a Transformer with a KV cache (``GPT.generate``): the new token's projections,
-  MLP and head, plus attention over L cached keys and values: O(L) per token;
+  tokens again (filter MLP and FFT convolutions included): O(L log L) per token, the
+  naive way;
+* Hyena with a cache (``generate.ConvCache``): the gated inputs of the past are
+  kept, and the new position's convolution output is one dot product per channel:
+  O(L) time and O(L D) memory per token, like a KV cache. The fair baseline;
+* a Transformer with a KV cache (:class:`PreallocatedKVCache`, buffers sized for
+  the whole context and written in place): the new token's projections, MLP and
+  head, plus attention over L cached keys and values: O(L) per token;
 * the distilled Hyena, run recurrently (``generate.py``): one position through the
-  network and one modal step per layer: O(1) per token.
+  network and one modal step per layer: O(1) time and O(d D) memory per token.
 
 Each way is a *stepper*: ``prefill(prompt)`` brings it to a context of L tokens,
-``step()`` makes one more greedy token. :func:`time_steps` times several steppers
-side by side, :func:`per_token_seconds` one. The
-timing does not depend on the weights, so :func:`generation_models` builds untrained
-models of a given shape, long enough for the longest context (a trained miniature
-model's filters are only as long as its training context).
+``step()`` makes one more greedy token, ``state_bytes()`` is what it keeps per
+sequence. :func:`time_steps` times several steppers side by side,
+:func:`per_token_seconds` one. The timing does not depend on the weights, so
+:func:`generation_models` builds untrained models of a given shape, long enough for
+the longest context (a trained miniature model's filters are only as long as its
+training context).
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import fields, replace
@@ -27,18 +34,22 @@ from dataclasses import fields, replace
 import numpy as np
 
 from ... import backend
-from ...autograd import no_grad
-from ...nn.transformer import GPT, GPTConfig, KVCache
+from ...autograd import Tensor, no_grad
+from ...nn import functional as F
+from ...nn.transformer import GPT, GPTConfig
 from .distilled import distill
-from .generate import init_state
+from .generate import init_conv_state, init_state
 from .model import HyenaConfig, HyenaLM
 
-__all__ = ["KINDS", "generation_models", "HyenaRecompute", "KVCacheStepper",
-           "RecurrentStepper", "stepper_for", "time_steps", "per_token_seconds"]
+__all__ = ["KINDS", "generation_models", "HyenaRecompute", "CachedHyenaStepper",
+           "PreallocatedKVCache", "kv_forward", "KVCacheStepper", "RecurrentStepper",
+           "stepper_for", "time_steps", "per_token_seconds"]
 
 # The contenders, in the order the tables show them.
-KINDS = ("hyena_recompute", "transformer_kv", "distilled_hyena", "distilled_multihyena")
-LABELS = {"hyena_recompute": "Hyena (recompute)", "transformer_kv": "Transformer (KV cache)",
+KINDS = ("hyena_recompute", "hyena_cached", "transformer_kv", "distilled_hyena",
+         "distilled_multihyena")
+LABELS = {"hyena_recompute": "Hyena (recompute)", "hyena_cached": "Hyena (cached)",
+          "transformer_kv": "Transformer (KV cache)",
           "distilled_hyena": "distilled Hyena (recurrent)",
           "distilled_multihyena": "distilled MultiHyena (recurrent)"}
 
@@ -63,6 +74,9 @@ def generation_models(base: HyenaConfig, max_context: int, order: int = 16,
                 out[kind] = GPT(replace(cfg, context=max_context + _KV_SLACK))
                 continue
             mixer = "multihyena" if kind.endswith("multihyena") else "hyena"
+            if kind == "hyena_cached" and "hyena_recompute" in out:
+                out[kind] = out["hyena_recompute"]         # the same model, cached
+                continue
             model = HyenaLM(replace(base, mixer=mixer, context=max_context))
             if kind.startswith("distilled"):
                 model = distill(model, order=order, length=min(fit_length, max_context),
@@ -73,7 +87,7 @@ def generation_models(base: HyenaConfig, max_context: int, order: int = 16,
 
 class HyenaRecompute:
     """Hyena as ``HyenaLM.generate`` runs it: each token re-reads the whole context
-    (up to the model's ``context`` tokens)."""
+    (up to the model's ``context`` tokens). The naive way, for scale."""
 
     def __init__(self, model: HyenaLM):
         self.model = model
@@ -87,45 +101,130 @@ class HyenaRecompute:
         self.window = np.concatenate([self.window, nxt[:, None]],
                                      axis=1)[:, -self.model.config.context:]
 
+    def state_bytes(self) -> int:
+        return int(self.window.nbytes)                        # the tokens, re-read
 
-class KVCacheStepper:
-    """A GPT with a KV cache: keys and values of the L past tokens are kept."""
+
+class _GreedyStepper:
+    """Prefill with ``self.forward(prompt)``, then feed back the greedy token."""
+
+    def _take(self, logits) -> None:
+        self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
+
+    def step(self) -> None:
+        self._take(self.forward(self.last[:, None]))          # one position
+
+
+class CachedHyenaStepper(_GreedyStepper):
+    """An undistilled Hyena LM with a :class:`~nanotie.papers.hyena.generate.ConvCache`
+    per layer: O(L) work per token, the same logits as the parallel forward."""
+
+    def __init__(self, model: HyenaLM):
+        self.model = model
+
+    def forward(self, idx):
+        return self.model(idx, cache=self.state)[0]
+
+    def prefill(self, prompt: np.ndarray) -> None:
+        self.state = init_conv_state(self.model, prompt.shape[0])
+        self._take(self.forward(prompt))
+
+    def state_bytes(self) -> int:
+        return self.state.nbytes()
+
+
+class PreallocatedKVCache:
+    """Keys and values of every layer in buffers (B, H, context, hd) allocated once
+    and written in place: a step appends one column, instead of concatenating the
+    whole cache into a new array (what ``nn.transformer.KVCache`` does)."""
+
+    def __init__(self, model: GPT, batch: int):
+        cfg = model.config
+        weight = model.wte.weight.data
+        xp = backend.xp_of(weight)
+        shape = (batch, cfg.n_head, cfg.context, cfg.d_model // cfg.n_head)
+        self.k = [xp.zeros(shape, weight.dtype) for _ in range(cfg.n_layer)]
+        self.v = [xp.zeros(shape, weight.dtype) for _ in range(cfg.n_layer)]
+        self.length = 0                                       # positions filled
+
+    def nbytes(self) -> int:
+        """Bytes in use: the filled positions of every layer's keys and values."""
+        return int(sum(a[:, :, :self.length].nbytes for a in self.k + self.v))
+
+
+def kv_forward(model: GPT, idx, cache: PreallocatedKVCache) -> Tensor:
+    """``model``'s forward pass on idx (B, T), continuing from ``cache`` and writing the
+    new keys and values into it: the GPT's own blocks, with attention reading the
+    buffers' filled part. Returns the logits (B, T, V). No gradients."""
+    xp = backend.xp_of(model.wte.weight.data)
+    idx = Tensor(xp.asarray(idx))
+    B, T = idx.shape
+    start, n = cache.length, cache.length + T
+    if n > cache.k[0].shape[2]:
+        raise ValueError(f"kv_forward: {n} positions exceed the cache's {cache.k[0].shape[2]}")
+    with no_grad():
+        x = model.embed(idx, start)                                        # (B, T, C)
+        C = x.shape[-1]
+        # query i (position start+i) sees keys j <= start+i; one query sees them all
+        mask = None if T == 1 else xp.triu(xp.full((T, n), -np.inf, x.dtype), k=1 + start)
+        for i, block in enumerate(model.blocks):
+            attn = block.attn
+            H, hd = attn.n_head, attn.d_head
+            qkv = attn.qkv(block.ln1(x)).data.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)
+            cache.k[i][:, :, start:n] = qkv[1]                             # in place
+            cache.v[i][:, :, start:n] = qkv[2]
+            y = F.scaled_dot_product_attention(
+                Tensor(qkv[0]), Tensor(cache.k[i][:, :, :n]), Tensor(cache.v[i][:, :, :n]),
+                attn_mask=mask, scale=1.0 / math.sqrt(hd))                 # (B, H, T, hd)
+            x = x + attn.proj(y.permute(0, 2, 1, 3).reshape(B, T, C))
+            x = x + block.mlp(block.ln2(x))
+        cache.length = n
+        return model.head(x)
+
+
+class KVCacheStepper(_GreedyStepper):
+    """A GPT with a preallocated KV cache: keys and values of the L past tokens."""
 
     def __init__(self, model: GPT, chunk: int = 512):
         self.model, self.chunk = model, chunk
 
+    def forward(self, idx):
+        return kv_forward(self.model, idx, self.cache)
+
     def prefill(self, prompt: np.ndarray) -> None:
         """Fill the cache chunk by chunk, so the attention scores of a long prompt
         never need an (L, L) matrix at once."""
-        self.cache = KVCache(self.model.config.n_layer)
+        self.cache = PreallocatedKVCache(self.model, prompt.shape[0])
         for start in range(0, prompt.shape[1], self.chunk):
-            logits, _ = self.model(prompt[:, start:start + self.chunk], cache=self.cache)
-        self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
+            logits = self.forward(prompt[:, start:start + self.chunk])
+        self._take(logits)
 
-    def step(self) -> None:
-        logits, _ = self.model(self.last[:, None], cache=self.cache)   # one position
-        self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
+    def state_bytes(self) -> int:
+        return self.cache.nbytes()
 
 
-class RecurrentStepper:
+class RecurrentStepper(_GreedyStepper):
     """A distilled Hyena LM run as a recurrence: prefill once, then O(1) steps."""
 
     def __init__(self, model):
         self.model = model
 
+    def forward(self, idx):
+        return self.model(idx, cache=self.state)[0]
+
     def prefill(self, prompt: np.ndarray) -> None:
         self.state = init_state(self.model, prompt.shape[0])
-        logits, _ = self.model(prompt, cache=self.state)      # the whole prompt, one pass
-        self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
+        self._take(self.forward(prompt))                      # the whole prompt, one pass
 
-    def step(self) -> None:
-        logits, _ = self.model(self.last[:, None], cache=self.state)
-        self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
+    def state_bytes(self) -> int:
+        return self.state.nbytes()
 
 
 def stepper_for(kind: str, model):
     if kind == "hyena_recompute":
         return HyenaRecompute(model)
+    if kind == "hyena_cached":
+        return CachedHyenaStepper(model)
     if kind == "transformer_kv":
         return KVCacheStepper(model)
     if kind.startswith("distilled"):
