@@ -8,7 +8,8 @@ matrix. The rest of the step (embedding, blocks, AdamW on the same parameters) i
 identical, so the ratio of the two step times shows what the softmax head costs.
 
 The two models are timed INTERLEAVED (CE, CWT, CE, CWT, ...) and the median per-step
-time is kept, so that a burst of load on a shared machine slows both sides.
+time is kept, so that a burst of load on a shared machine slows both sides; each
+round's time is kept too, as one sample of the spread.
 """
 
 from __future__ import annotations
@@ -25,7 +26,8 @@ from ...nn import GPT, GPTConfig
 from ...nn.optim import AdamW, clip_grad_norm, param_groups
 from . import HeadlessConfig, HeadlessGPT
 
-__all__ = ["make_models", "step_function", "time_steps", "throughput_vs_vocab"]
+__all__ = ["make_models", "step_function", "time_steps", "time_steps_each",
+           "throughput_vs_vocab"]
 
 
 def make_models(config: GPTConfig, seed: int = 0, device: str = "cpu"):
@@ -62,6 +64,14 @@ def step_function(model, x, y, lr: float = 1e-3):
 def time_steps(steps: dict, n_steps: int = 3, repeats: int = 3, warmup: int = 1) -> dict:
     """Median seconds per step of each zero-argument step function (name -> fn),
     the contenders interleaved within each of ``repeats`` rounds."""
+    each = time_steps_each(steps, n_steps, repeats, warmup)
+    return {name: statistics.median(ts) for name, ts in each.items()}
+
+
+def time_steps_each(steps: dict, n_steps: int = 3, repeats: int = 3,
+                    warmup: int = 1) -> dict:
+    """Seconds per step of each step function in each of ``repeats`` interleaved
+    rounds: ``{name: [one value per round]}`` (the samples a verdict needs)."""
     for fn in steps.values():
         for _ in range(warmup):
             fn()
@@ -73,7 +83,7 @@ def time_steps(steps: dict, n_steps: int = 3, repeats: int = 3, warmup: int = 1)
             for _ in range(n_steps):
                 fn()
             times[name].append((time.perf_counter() - t0) / n_steps)
-    return {name: statistics.median(ts) for name, ts in times.items()}
+    return times
 
 
 def throughput_vs_vocab(config: GPTConfig, vocab_sizes, batch_size: int,
@@ -95,9 +105,13 @@ def throughput_vs_vocab(config: GPTConfig, vocab_sizes, batch_size: int,
         y = rng.integers(0, V, (batch_size, T))
         steps[("ce", V)] = step_function(ce, x, y)
         steps[("cwt", V)] = step_function(cwt, x, y)
-    t = time_steps(steps, n_steps=n_steps, repeats=repeats)
+    each = time_steps_each(steps, n_steps=n_steps, repeats=repeats)
+    t = {k: statistics.median(v) for k, v in each.items()}
     tokens = batch_size * T
     return [{"vocab_size": int(V), "ce_step_s": t[("ce", V)], "cwt_step_s": t[("cwt", V)],
              "ce_tokens_per_s": tokens / t[("ce", V)],
              "cwt_tokens_per_s": tokens / t[("cwt", V)],
-             "ratio": t[("ce", V)] / t[("cwt", V)]} for V in vocab_sizes]
+             "ratio": t[("ce", V)] / t[("cwt", V)],
+             "ce_tokens_per_s_each": [tokens / x for x in each[("ce", V)]],
+             "cwt_tokens_per_s_each": [tokens / x for x in each[("cwt", V)]]}
+            for V in vocab_sizes]
