@@ -135,7 +135,7 @@ def _runner(args, device: str) -> Runner:
 
 def _exercise(args) -> int:
     from . import exercises
-    from .exercises.files import LearnerFileError, StubExistsError, load_function, write_stub
+    from .exercises.files import StubExistsError, check_file, write_stub
 
     if args.action is None:
         raise UsageError("exercise: say what to do: list, start N or check N [FILE]")
@@ -178,19 +178,12 @@ def _exercise(args) -> int:
         raise UsageError(f"{path}: no such file{hint}")
     if not path.is_file():
         raise UsageError(f"{path}: not a file")
-    try:
-        fn = load_function(path, ex.function)
-    except LearnerFileError as exc:          # their file is broken: a failed attempt
-        print(f"nanotie: cannot check: {exc}", file=sys.stderr)
+    found = check_file(ex, path)             # in a child process, with a time limit
+    if found.problem is not None:            # broken, ended early, too slow: not a pass
+        print(f"nanotie: cannot check: {found.problem}", file=sys.stderr)
         return 1
-    try:
-        result = ex.check(fn)
-    except Exception as exc:                 # noqa: BLE001  (a checker bug: still one line)
-        print(f"nanotie: the checker for exercise {ex.number} stopped: "
-              f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return 1
-    print(result.report())
-    return 0 if result.passed else 1
+    print(found.result.report())
+    return 0 if found.passed else 1
 
 
 def main(argv=None) -> int:

@@ -8,6 +8,7 @@ its ``register(...)`` line exists (including its MISTAKES).
 from __future__ import annotations
 
 import inspect
+import os
 import subprocess
 import sys
 import textwrap
@@ -313,3 +314,135 @@ def test_cli_exercise_list_and_load_errors():
         assert ex.title in result.stdout and ex.stub_filename in result.stdout
     with pytest.raises(LearnerFileError, match="no such file"):
         load_function("/nonexistent/answer.py", "matmul")
+
+
+# ---------------------------------------- a check cannot be fooled, nor hang the grader
+
+RIGHT_MATMUL = """\
+import numpy as np
+
+
+def matmul(a, b):
+    out = a @ b
+
+    def backward(g):
+        {in_backward}
+        ga = g @ np.swapaxes(b, -1, -2)
+        gb = np.swapaxes(a, -1, -2) @ g
+        while gb.ndim > b.ndim:
+            gb = gb.sum(axis=0)
+        return ga, gb
+
+    {in_function}
+    return out, backward
+"""
+
+
+def matmul_file(at_import="", in_function="", in_backward=""):
+    return at_import + "\n" + RIGHT_MATMUL.format(in_function=in_function or "pass",
+                                                  in_backward=in_backward or "pass")
+
+
+@pytest.mark.parametrize("source, words", [
+    (matmul_file(), ["Passed"]),
+    (matmul_file(at_import="import sys; sys.exit(0)"), ["SystemExit", "line 1"]),
+    (matmul_file(at_import="import os; os._exit(0)"), ["ended the check", "exit status 0"]),
+    (matmul_file(in_function="import sys; sys.exit(0)"), ["SystemExit", "sys.exit()"]),
+    (matmul_file(in_function="import os; os._exit(0)"), ["ended the check", "os._exit"]),
+    (matmul_file(in_backward="import sys; sys.exit(0)"), ["backward(g)", "SystemExit"]),
+    (matmul_file(in_backward="import os; os._exit(0)"), ["ended the check"]),
+    (matmul_file(at_import="class Stop(BaseException):\n    pass\nraise Stop('no')"),
+     ["importing answer.py raised Stop: no"]),
+    (matmul_file(in_backward="raise KeyboardInterrupt"), ["interrupted"]),
+], ids=["right", "exit-import", "_exit-import", "exit-function", "_exit-function",
+        "exit-backward", "_exit-backward", "baseexception-import", "ctrl-c-backward"])
+def test_a_check_passes_only_when_the_checker_says_so(tmp_path, capsys, source, words):
+    """A grader goes by the exit status: a file that exits with status 0 (at import, in
+    the function, in the backward) must not pass, and each way says why in a line or
+    two, never a traceback."""
+    path = tmp_path / "answer.py"
+    path.write_text(source)
+    code = cli.main(["exercise", "check", "2", str(path)])
+    captured = capsys.readouterr()
+    text = flat(captured.out + captured.err)
+    assert "Traceback" not in text
+    for w in words:
+        assert w in text, text
+    if words == ["Passed"]:
+        assert code == 0
+        return
+    assert code == 1 and "Passed" not in text
+    if captured.err:
+        assert len(captured.err.strip().splitlines()) <= 2, captured.err
+
+
+def test_an_endless_loop_is_stopped_by_the_time_limit(tmp_path):
+    """In a subprocess, so that a check without a limit fails this test instead of
+    hanging the suite."""
+    path = tmp_path / "answer.py"
+    path.write_text(matmul_file(in_function="while True:\n        pass"))
+    env = {**os.environ, "NANOTIE_CHECK_SECONDS": "2"}
+    result = subprocess.run([sys.executable, "-m", "nanotie", "exercise", "check", "2",
+                             str(path)], capture_output=True, text=True, timeout=60, env=env)
+    assert result.returncode == 1
+    err = result.stderr.strip().splitlines()
+    assert len(err) == 1 and "did not finish within 2 s" in err[0], result.stderr
+
+
+def test_a_baseexception_in_learner_code_is_a_mistake_in_process():
+    class Stop(BaseException):
+        pass
+
+    def matmul(a, b):
+        raise Stop("halt")
+
+    result = exercises.get(2).check(matmul)
+    assert not result.passed and "raised Stop: halt" in result.message
+
+
+# ------------------------------------------------ messages that say what is wrong
+
+
+def test_a_float32_answer_is_told_to_work_in_float64():
+    """Not "1 times the correct one" nor "finite differences disagree": the dtype."""
+    ex = exercises.get(2)
+
+    def matmul(a, b):
+        out, backward = ex.reference(a.astype(np.float32), b.astype(np.float32))
+        return out, lambda g: backward(g.astype(np.float32))
+
+    msg = flat(ex.check(matmul).message)
+    assert "float32" in msg and "work in float64" in msg
+    assert "times the correct one" not in msg
+
+
+def test_a_float32_backward_under_gradcheck_is_told_to_work_in_float64():
+    from nanotie.exercises.checking import Checker, Mistake, learner_op, leaves
+
+    def matmul(a, b):      # float32 inside, float64 out: only gradcheck can see it
+        a32, b32 = a.astype(np.float32), b.astype(np.float32)
+
+        def backward(g):
+            g32 = g.astype(np.float32)
+            return g32 @ b32.T, a32.T @ g32
+        return (a32 @ b32).astype(np.float64), backward
+
+    rng = np.random.default_rng(0)
+    with pytest.raises(Mistake, match="work in float64"):
+        Checker("t").expect_gradcheck(learner_op(matmul, "matmul"),
+                                      leaves(rng.normal(size=(3, 4)), rng.normal(size=(4, 2))))
+
+
+@pytest.mark.parametrize("edit, words", [
+    ("in_backward", ["changed the upstream gradient g IN PLACE", "must only read g"]),
+    ("in_function", ["changed its input `a` IN PLACE"]),
+])
+def test_an_in_place_edit_is_named(tmp_path, edit, words):
+    """A backward that scales g in place (or a forward that shifts its input) gives the
+    right numbers on copies, and wrong ones where the engine shares the array."""
+    code = {"in_backward": "g *= 2.0\n        g /= 3.0", "in_function": "a -= 1.0"}[edit]
+    path = tmp_path / "answer.py"
+    path.write_text(matmul_file(**{edit: code}))
+    msg = flat(exercises.get(2).check(load_function(path, "matmul")).message)
+    for w in words:
+        assert w in msg, msg

@@ -41,7 +41,7 @@ import numpy as np
 
 from ..autograd import Tensor, make_result
 from ..gradcheck import gradcheck_report
-from .diagnose import for_or_of, explain_shape, explain_values
+from .diagnose import close, for_or_of, explain_shape, explain_values
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent     # nanotie/
 
@@ -123,17 +123,27 @@ class Checker:
 
     def call(self, fn, *args, what: str, **kwargs):
         """``fn(*args, **kwargs)``, with array arguments copied (so the learner cannot
-        change the checker's data). An exception in it becomes a :class:`Mistake`;
-        NumPy's overflow warnings are silenced (a NaN in the answer is diagnosed)."""
+        change the checker's data). An exception in it becomes a :class:`Mistake`
+        (any exception, ``sys.exit`` included; only Ctrl-C passes through), and so
+        does an argument changed in place; NumPy's overflow warnings are silenced (a
+        NaN in the answer is diagnosed)."""
+        originals = list(args)
         args = [a.copy() if isinstance(a, np.ndarray) else a for a in args]
         try:
             with np.errstate(all="ignore"):
-                return fn(*args, **kwargs)
+                value = fn(*args, **kwargs)
         except NotImplementedError:
             raise Mistake(f"`{what}` is not written yet: replace `raise "
                           f"NotImplementedError` with your code.") from None
-        except Exception as exc:                 # noqa: BLE001  (any error in their code)
+        except KeyboardInterrupt:
+            raise
+        except BaseException as exc:             # noqa: BLE001  (any error in their code)
             raise Mistake(describe_exception(exc, what)) from None
+        edited = [i for i, (a, b) in enumerate(zip(originals, args))
+                  if isinstance(a, np.ndarray) and not _same_array(a, b)]
+        if edited:
+            raise Mistake(explain_in_place(what, edited[0]))
+        return value
 
     def unpack(self, value, n: int, what: str, names: str) -> tuple:
         """``value`` must be a tuple/list of ``n`` items (e.g. ``(out, backward)``)."""
@@ -188,6 +198,9 @@ class Checker:
         msg = explain_shape(name, arr.shape, want.shape, what)
         if msg is None:
             msg = explain_values(name, arr, want, what=what, **hints)
+        if msg and _low_precision(got):
+            msg = explain_low_precision(name, got.dtype, what, close(
+                arr, want, rtol=1e-3, atol=1e-5) if arr.shape == want.shape else False, msg)
         if msg:
             raise Mistake(msg)
         return arr
@@ -210,11 +223,19 @@ class Checker:
         try:
             with np.errstate(all="ignore"):
                 results = gradcheck_report(op, inputs)
-        except Mistake:
+        except (Mistake, KeyboardInterrupt):
             raise
-        except Exception as exc:                 # noqa: BLE001
+        except BaseException as exc:             # noqa: BLE001  (sys.exit included)
             raise Mistake(describe_exception(exc, "your function, under gradcheck")) from None
         bad = [r for r in results if not r.passed]
+        low = sorted(getattr(op, "low_precision", ()))
+        if bad and low:
+            raise Mistake(f"finite differences disagree with your backward, and your "
+                          f"function computes in {' and '.join(low)} (its output or a "
+                          f"gradient has that dtype). A finite difference divides a tiny "
+                          f"change in the output by a tiny step, which float32's 7 "
+                          f"digits cannot resolve: work in float64, the inputs' dtype "
+                          f"(no np.float32, astype(np.float32) or dtype=np.float32).")
         if bad:
             raise Mistake("finite differences disagree with your backward:\n"
                           + "\n".join(r.describe() for r in bad))
@@ -239,6 +260,9 @@ def where_in_learner_code(exc: BaseException) -> str:
 
 def _exception_hint(exc: BaseException) -> str:
     msg = str(exc)
+    if isinstance(exc, SystemExit):
+        return ("Hint: sys.exit() or exit() ends the check before it can pass; a check "
+                "passes only when the checker says so. Return your answer instead.")
     if "could not be broadcast" in msg:
         return ("Hint: two arrays' shapes do not line up. A sum or mean over an axis "
                 "drops that axis; keep it with keepdims=True so the result broadcasts "
@@ -260,24 +284,78 @@ def learner_op(fn, name: str, outputs: list | None = None):
     Tensor arguments reach ``fn`` as their arrays, others unchanged. Each call of
     the returned op appends ``fn``'s raw output pair to ``outputs`` if given.
     """
+    low_precision = set()      # dtypes below float64 seen in outputs or gradients
+
     def op(*inputs):
         arrays = [x.data if isinstance(x, Tensor) else x for x in inputs]
+        before = [a.copy() if isinstance(a, np.ndarray) else None for a in arrays]
         result = fn(*arrays)
+        _refuse_in_place(name, arrays, before)
         if outputs is not None:
             outputs.append(result)
         out, backward = result
+        if _low_precision(out):
+            low_precision.add(str(out.dtype))
         out = np.asarray(out, dtype=np.float64)
 
         def grads(g):
+            kept = g.copy()
             gs = backward(g)
+            _refuse_in_place("backward", [g], [kept], names="g")
             gs = gs if isinstance(gs, (tuple, list)) else (gs,)
+            low_precision.update(str(gr.dtype) for gr in gs if _low_precision(gr))
             return tuple(None if gr is None else np.asarray(gr, dtype=np.float64)
                          for gr in gs)
 
         return make_result(name, out, tuple(inputs), grads)
 
     op.__name__ = name
+    op.low_precision = low_precision
     return op
+
+
+def _refuse_in_place(what: str, arrays: list, before: list, names: str | None = None):
+    """A :class:`Mistake` if ``fn`` wrote into one of the arrays it was given."""
+    for i, (a, b) in enumerate(zip(arrays, before)):
+        if b is not None and not _same_array(a, b):
+            raise Mistake(explain_in_place(f"{what}({names})" if names else what, i))
+
+
+def _same_array(a, b) -> bool:
+    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
+
+
+def _arg_name(what: str, i: int) -> str:
+    """The i-th parameter named in ``what`` ("matmul(a, b)" -> "b" for i = 1)."""
+    inside = what.partition("(")[2].rpartition(")")[0]
+    names = [n.strip() for n in inside.split(",") if n.strip()]
+    return f"`{names[i]}`" if i < len(names) else f"argument {i + 1}"
+
+
+def explain_in_place(what: str, i: int) -> str:
+    """Why writing into an argument is a mistake, for argument ``i`` of ``what``."""
+    name = _arg_name(what, i)
+    if name == "`g`":
+        return (f"`{what}` changed the upstream gradient g IN PLACE (g *= ..., g -= ..., "
+                f"g[...] = ...). A backward must only read g: the engine may hand the "
+                f"same array to other ops. Compute into a new array (g * w, not g *= w).")
+    return (f"`{what}` changed its input {name} IN PLACE (x -= ..., x[...] = ..., "
+            f"np.exp(x, out=x)). The caller's array, and anything else that holds it, "
+            f"changes too; work on a new array (x = x - m, or x.copy()).")
+
+
+def _low_precision(value) -> bool:
+    return isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind == "f" and \
+        value.dtype.itemsize < 8
+
+
+def explain_low_precision(name: str, dtype, what: str, close_enough: bool, msg: str) -> str:
+    """A float32 (or float16) answer: say so, since the checker compares in float64."""
+    head = (f"your {what} {for_or_of(what)} `{name}` has dtype {dtype}, and the checker "
+            f"compares in float64 (to about 1e-9), which {dtype} cannot reach: work in "
+            f"float64, the inputs' dtype (no np.float32, astype(np.float32) or "
+            f"dtype=np.float32).")
+    return head if close_enough else head + " Apart from that: " + msg
 
 
 def engine_reference(op, arrays: list, upstream) -> tuple:

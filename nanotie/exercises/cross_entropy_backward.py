@@ -96,6 +96,24 @@ def _call_kwargs(ii):
     return {} if ii is None else {"ignore_index": ii}
 
 
+def _padding_counted(z, t, valid):
+    """The losses a learner gets by counting the padding rows (scored as class 0, the
+    usual stand-in id), in the sum, or in the sum and the count."""
+    if valid.all():
+        return []
+    everything = np.ones_like(valid)
+    n, n_pad = int(valid.sum()), int((~valid).sum())
+    summed = _mean_loss(z, np.where(valid, t, 0), everything) * len(t)
+    return [(summed / n, f"padding rows counted: your sum includes the losses of the "
+                         f"{n_pad} rows whose target is ignore_index. Leave them out of the "
+                         f"sum (multiply each row's loss by the mask), not only out of the "
+                         f"count."),
+            (summed / len(t), f"padding rows counted: your loss is the mean over all "
+                              f"N = {len(t)} rows, padding included. Leave the {n_pad} "
+                              f"rows whose target is ignore_index out of the sum and "
+                              f"divide by the {n} counted rows.")]
+
+
 def _mean_loss(z, t, counted):
     """Mean cross-entropy over the rows in ``counted`` (a wrong choice of rows gives a
     recognisable wrong loss)."""
@@ -118,7 +136,7 @@ def check(fn) -> CheckResult:
                 loss, _ = c.forward(fn, z, t, what="cross_entropy(logits, target)",
                                     **_call_kwargs(ii))
                 valid = t != ignore
-                known = []
+                known = _padding_counted(z, t, valid)
                 if ignore != -100:
                     known.append((_mean_loss(z, t, t != -100),
                                   f"you left out the rows whose target is -100, but this "
@@ -220,6 +238,23 @@ def _no_onehot(logits, target, ignore_index=-100):
     return loss, backward
 
 
+def _padding_in_the_sum(logits, target, ignore_index=-100):
+    _, backward = reference(logits, target, ignore_index)
+    valid = target != ignore_index
+    z = logits - logits.max(axis=1, keepdims=True)
+    safe = np.where(valid, target, 0)
+    losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(target)), safe]
+    return losses.sum() / max(int(valid.sum()), 1), backward    # padding not masked
+
+
+def _padding_everywhere(logits, target, ignore_index=-100):
+    _, backward = reference(logits, target, ignore_index)
+    z = logits - logits.max(axis=1, keepdims=True)
+    safe = np.where(target != ignore_index, target, 0)
+    losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(target)), safe]
+    return losses.mean(), backward
+
+
 MISTAKES = [
     Planted("always ignores -100, whatever ignore_index says", _fixed_pad_id,
             ("ignore_index",)),
@@ -228,4 +263,8 @@ MISTAKES = [
     Planted("exp without subtracting the row max", _no_max_subtraction,
             ("overflow", "subtract the max")),
     Planted("softmax without the one-hot subtraction", _no_onehot, ("one-hot",)),
+    Planted("padding rows' losses summed, divided by the counted rows", _padding_in_the_sum,
+            ("padding rows counted", "out of the sum")),
+    Planted("padding rows counted in the sum and the mean", _padding_everywhere,
+            ("padding rows counted", "mean over all")),
 ]

@@ -9,11 +9,17 @@ traceback.
 from __future__ import annotations
 
 import importlib.util
+import multiprocessing
+import os
 import sys
 import textwrap
+from dataclasses import dataclass
 from pathlib import Path
 
-from .checking import describe_exception
+from .checking import CheckResult, describe_exception
+
+CHECK_SECONDS = 60.0     # a check's time limit (the references take well under a second);
+                         # $NANOTIE_CHECK_SECONDS overrides it
 
 
 class LearnerFileError(Exception):
@@ -76,7 +82,9 @@ def load_function(path, name: str):
     sys.modules[module_name] = module        # so dataclasses etc. in their file work
     try:
         spec.loader.exec_module(module)
-    except Exception as exc:                 # noqa: BLE001  (anything their file raises)
+    except KeyboardInterrupt:
+        raise
+    except BaseException as exc:             # noqa: BLE001  (anything, sys.exit included)
         raise LearnerFileError(describe_exception(exc, f"importing {path.name}",
                                                   quote=False)) from None
     finally:
@@ -93,3 +101,88 @@ def load_function(path, name: str):
         raise LearnerFileError(f"{path.name}: `{name}` is a {type(fn).__name__}, not a "
                                f"function")
     return fn
+
+
+# ------------------------------------------------ checking a file in its own process
+
+
+@dataclass
+class FileCheck:
+    """What checking a learner's file found: the checker's own ``result``, or, when
+    the checker never said, a one-line ``problem`` (the file cannot be loaded, it
+    ended the process, it ran out of time)."""
+
+    result: CheckResult | None = None
+    problem: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        return self.result is not None and self.result.passed
+
+
+def check_file(exercise, path, timeout: float | None = None) -> FileCheck:
+    """Load ``path`` and run ``exercise``'s check on its function in a CHILD process,
+    for at most ``timeout`` seconds (default :data:`CHECK_SECONDS`).
+
+    The child is what makes a check impossible to fool by accident: a file that calls
+    ``sys.exit(0)`` or ``os._exit(0)`` (at import, in the function, in the backward),
+    loops forever or raises a ``BaseException`` ends or loses the child, never the
+    grader. A check passes only when the child sends the checker's result back.
+    ``$NANOTIE_CHECK_SECONDS`` sets the default time limit.
+    """
+    if timeout is None:
+        timeout = float(os.environ.get("NANOTIE_CHECK_SECONDS", CHECK_SECONDS))
+    methods = multiprocessing.get_all_start_methods()
+    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_check_in_child, args=(exercise.number, str(path), send),
+                        daemon=True)
+    child.start()
+    send.close()                                 # only the child holds the sending end
+    try:
+        message = receive.recv() if receive.poll(timeout) else "timeout"
+    except EOFError:                             # the child ended without a word
+        message = None
+    finally:
+        receive.close()
+    child.join(2.0)                              # what it does after sending is not ours
+    if child.is_alive():
+        child.kill()
+        child.join()
+    name = Path(path).name
+    if message == "timeout":
+        return FileCheck(problem=f"{name} did not finish within {timeout:g} s (an endless "
+                                 f"loop? a loop that never reaches its end condition?)")
+    if message is None:
+        code = child.exitcode
+        how = (f"exit status {code}: sys.exit() or os._exit() in your code?" if code is not
+               None and code >= 0 else f"killed by signal {-code}")
+        return FileCheck(problem=f"{name} ended the check before the checker said "
+                                 f"anything ({how}); a check passes only when the "
+                                 f"checker says so")
+    kind, payload = message
+    return FileCheck(result=payload) if kind == "result" else FileCheck(problem=payload)
+
+
+def _check_in_child(number: int, path: str, send) -> None:
+    """The child's side of :func:`check_file`: send ("result", CheckResult) or
+    ("problem", one line)."""
+    from . import get
+
+    exercise = get(number)
+    try:
+        fn = load_function(path, exercise.function)
+    except LearnerFileError as exc:
+        send.send(("problem", str(exc)))
+        return
+    try:
+        result = exercise.check(fn)
+    except KeyboardInterrupt:
+        send.send(("problem", "the check was interrupted (KeyboardInterrupt: Ctrl-C, or "
+                              "raised by your code)"))
+        return
+    except BaseException as exc:             # noqa: BLE001  (a checker bug)
+        send.send(("problem", f"the checker for exercise {number} stopped: "
+                              f"{type(exc).__name__}: {exc}"))
+        return
+    send.send(("result", result))
