@@ -321,6 +321,127 @@ def test_byte_model_rejects_token_ids_and_sampling():
         model.generate(np.zeros((1, 1), dtype=np.int64), 2)
 
 
+# --------------------------------------- (f) and (g): the head and the loss
+
+
+SOFTMAX = dict(BYTE, byte_head="softmax")
+
+
+def test_variant_f_reads_byte_windows_and_predicts_tokens():
+    """The byte embedder with an ordinary (d, V) softmax head: windows in, token
+    logits out, the loss is the token cross-entropy, and the count formula knows it."""
+    cfg = small(**SOFTMAX)
+    model = build(cfg, seed=12)
+    assert not hasattr(model, "byte_decoder") and model.predicts_tokens
+    assert count_parameters(model) == parameter_budget(cfg)["total"]
+    assert (parameter_budget(cfg)["head"] == cfg.vocab_size * cfg.d_model
+            == model.lm_head.weight.numel())
+    rng = np.random.default_rng(13)
+    x = rng.integers(0, 258, (2, cfg.context, cfg.byte_window))
+    y = rng.integers(0, cfg.vocab_size, (2, cfg.context))
+    logits, loss = model(x, y)
+    assert logits.shape == (2, cfg.context, cfg.vocab_size)
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, y).item(), rel=1e-12)
+    loss.backward()                                   # the gradient reaches the bytes
+    assert np.abs(model.byte_embedder.byte_emb.weight.grad).max() > 0
+    with pytest.raises(NotImplementedError, match="byte window"):
+        model.generate(np.zeros((1, 1, cfg.byte_window), dtype=np.int64), 2)
+
+
+def test_variant_f_keeps_pooling_local_and_passes_a_gradient_check():
+    cfg = small(**SOFTMAX, n_layer=1, context=3, byte_window=3, byte_dim=4, d_model=8,
+                ffn_hidden=6, vocab_size=7)
+    model = build(cfg, seed=14)
+    rng = np.random.default_rng(15)
+    x = rng.integers(0, 258, (2, 3, 3))
+    x2 = x.copy()
+    x2[:, 1] = rng.integers(0, 256, (2, 3))                 # token 1's bytes only
+    with nt.no_grad():
+        out, out2 = model(x)[0].numpy(), model(x2)[0].numpy()
+    np.testing.assert_array_equal(out[:, :1], out2[:, :1])
+    assert np.abs(out[:, 1:] - out2[:, 1:]).max() > 1e-9
+    y = rng.integers(0, 7, (2, 3))
+    assert gradcheck_module(model, lambda: model(x, y)[1], max_elements=10,
+                            name="STLM variant (f)")
+
+
+def test_the_authors_loss_scores_every_slot_pads_included():
+    cfg = small(**BYTE, byte_loss="all_slots")
+    model = build(cfg, seed=16)
+    rng = np.random.default_rng(17)
+    x = rng.integers(0, 258, (2, cfg.context, cfg.byte_window))
+    y = rng.integers(0, 256, (2, cfg.context, cfg.byte_window))
+    y[..., 2:] = PAD
+    logits, loss = model(x, y)
+    every = F.cross_entropy(logits.reshape(-1, 258), y.reshape(-1))
+    assert loss.item() == pytest.approx(every.item(), rel=1e-12)
+    assert loss.item() != pytest.approx(byte_cross_entropy(logits, y).item(), rel=1e-6)
+    z = nt.tensor(logits.numpy(), requires_grad=True)
+    byte_cross_entropy(z, y, ignore_pad=False).backward()
+    assert (np.abs(z.grad[y == PAD]).max(axis=-1) > 0).all()   # pads are scored
+
+
+@pytest.mark.parametrize("bad, field", [(dict(byte_head="tokens"), "byte_head"),
+                                        (dict(byte_loss="eot"), "byte_loss")])
+def test_bad_head_or_loss_names_the_field(bad, field):
+    with pytest.raises(ValueError, match=field):
+        small(**BYTE, **bad)
+
+
+# ------------------------------------------------- the per-slot marginal ceiling
+
+
+def test_slot_marginals_are_distributions_that_sum_token_probabilities():
+    rng = np.random.default_rng(18)
+    V, W = 40, 4
+    table = rng.integers(0, 6, (V, W))                 # few byte values: many collisions
+    table[:10, 2:] = PAD
+    p = rng.dirichlet(np.ones(V), size=5)              # (N, V)
+    m = experiment.slot_marginals(p, table)            # (N, W, 258)
+    np.testing.assert_allclose(m.sum(axis=-1), 1.0, rtol=1e-12)
+    onehot = np.eye(258)[table]                        # (V, W, 258), brute force
+    np.testing.assert_allclose(m, np.einsum("nv,vwb->nwb", p, onehot), atol=1e-14)
+    # A point mass on one token puts probability 1 on each of its bytes.
+    point = np.zeros((1, V))
+    point[0, 17] = 1.0
+    picked = experiment.slot_marginals(point, table)[0, np.arange(W), table[17]]
+    np.testing.assert_array_equal(picked, 1.0)
+
+
+def test_the_ceiling_is_the_marginals_of_the_models_own_distribution(windows):
+    """heldout_bpb's ceiling equals the per-slot score of the model's softmax pushed
+    through the one-hot byte table, computed here by brute force."""
+    bw, corpus = windows
+    ids = bw.tokenizer.encode(corpus[:1500])
+    cfg = small(vocab_size=bw.tokenizer.vocab_size, byte_window=bw.window, context=8)
+    model = build(cfg, jitter=0.05)
+    nats = experiment.length_code(bw, ids)
+    got = experiment.heldout_bpb(model, ids, bw, nats, batch_size=4, ceiling=True)
+    m_nats = lens = 0.0
+    n_bytes = 0
+    onehot = np.eye(258)[bw.table]                     # (V, W, 258)
+    with nt.no_grad():
+        for x, y in data.iter_eval_batches(ids, cfg.context, 4):
+            p = F.softmax(model(x)[0], dim=-1).numpy()                 # (B, T, V)
+            m = np.einsum("btv,vwc->btwc", p, onehot)                  # (B, T, W, 258)
+            target = bw.table[y]
+            nll = -np.log(np.take_along_axis(m, target[..., None], -1)[..., 0])
+            fit = bw.full[y] <= bw.window
+            m_nats += nll[(target != PAD) & fit[..., None]].sum()
+            lens += nats[bw.kept[y]][fit].sum()
+            n_bytes += bw.full[y][fit].sum()
+    ceiling = got["ceiling"]
+    assert ceiling["bpb_bytes_only"] == pytest.approx(m_nats / (n_bytes * math.log(2)),
+                                                      rel=1e-9)
+    assert ceiling["bpb"] == pytest.approx((m_nats + lens) / (n_bytes * math.log(2)),
+                                           rel=1e-9)
+    assert len(ceiling["bits_per_slot"]) == bw.window
+    # A token head without the ceiling reports none; a byte decoder has per-slot bits.
+    assert "ceiling" not in experiment.heldout_bpb(model, ids, bw, nats, 4)
+    byte = build(replace(cfg, **BYTE), jitter=0.05)
+    assert len(experiment.heldout_bpb(byte, ids, bw, nats, 4)["bits_per_slot"]) == bw.window
+
+
 # ------------------------------------------------------------ the experiment
 
 
@@ -352,55 +473,106 @@ def test_heldout_bpb_agrees_with_the_training_loop_and_scores_the_same_bytes(win
     assert narrow["bytes"] < t["bytes"] or bw.truncation_rate(ids[1:n + 1]) == 0
 
 
-TINY_PROFILE = (STLMConfig(vocab_size=300, context=8, d_model=16, n_layer=2, n_head=2,
-                           ffn_hidden=24, byte_window=6, byte_dim=8, byte_heads=2),
-                TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=2,
-                            eval_batches=2))
+TINY_PROFILE = experiment.Profile(
+    STLMConfig(vocab_size=300, context=8, d_model=16, n_layer=2, n_head=2, ffn_hidden=24,
+               byte_window=6, byte_dim=8, byte_heads=2),
+    TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=2, eval_batches=2),
+    variants=tuple(experiment.VARIANTS), seeds=2,
+    lrs={**{k: (4e-3,) for k in experiment.VARIANTS}, experiment.A: (2e-3, 8e-3)},
+    max_bytes=40_000)
 
 
 @pytest.fixture
 def tiny(monkeypatch):
     monkeypatch.setitem(experiment.PROFILES, "quick", TINY_PROFILE)
-    real = experiment.prepare_data
-    monkeypatch.setattr(experiment, "prepare_data",
-                        lambda v, w, max_bytes=None: real(v, w, max_bytes=40_000))
+
+
+def test_the_runs_are_every_variant_rate_and_seed_with_json_settings():
+    runs = experiment.make_runs(TINY_PROFILE, "c0ffee", seed=5)
+    n_rates = sum(len(TINY_PROFILE.lrs[k]) for k in TINY_PROFILE.variants)
+    assert len(runs) == n_rates * TINY_PROFILE.seeds
+    assert {r.seed for r in runs} == {5, 6}
+    assert len({r.key() for r in runs}) == len(runs)               # none collide
+    for r in runs:
+        assert json.loads(json.dumps(r.settings)) == r.settings     # JSON-able
+        assert r.settings["corpus"] == "c0ffee" and r.version == experiment.VERSION
+        assert r.settings["ceiling"] == (r.settings["variant"] == experiment.A)
+    tuned = experiment.make_runs(TINY_PROFILE, "c0ffee", tune=True)
+    assert len(tuned) == len(experiment.VARIANTS) * len(experiment.LR_GRID) * 2
+
+
+def test_a_run_refuses_another_corpus():
+    run = experiment.make_runs(TINY_PROFILE, "not-this-corpus")[0]
+    with pytest.raises(ValueError, match="corpus"):
+        experiment.stlm_run(run.settings, run.seed, "cpu")
+
+
+def test_the_splits_are_disjoint_and_the_tokenizer_sees_only_train():
+    d = experiment.prepare_data(300, 6, 40_000)
+    s = d["split_bytes"]
+    assert len(s.train) + len(s.val) + len(s.test) == len(data.prose_corpus(40_000))
+    assert s.train.tobytes() + s.val.tobytes() + s.test.tobytes() == data.prose_corpus(40_000)
+    retrained = data.BPETokenizer.train(s.train.tobytes(), 300)
+    assert retrained.vocab == d["tokenizer"].vocab
+    assert d["tokenizer"].decode_bytes(d["test_ids"]) == s.test.tobytes()
 
 
 def test_stlm_writes_results_report_and_plots_and_reuses_its_cache(tiny, tmp_path):
     res = experiment.run(quick=True, out_dir=tmp_path / "stlm")
-    for name in ("report.md", "results.json", "params_vs_bpb.png", "loss.png"):
-        assert (tmp_path / "stlm" / name).stat().st_size > 0, name
-    saved = json.loads((tmp_path / "stlm" / "results.json").read_text())
+    out = tmp_path / "stlm"
+    for name in ("report.md", "results.json", "params_vs_bpb.png", "loss.png",
+                 "bits_per_slot.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
     assert list(saved["variants"]) == list(experiment.VARIANTS)
     for name, v in saved["variants"].items():
         assert v["parameters"] == v["analytic_parameters"] == v["counted_parameters"], name
-        assert math.isfinite(v["val_bpb"]) and v["val_bpb"] > 0, name
-        if "byte" in name:        # the length code only adds bits
-            assert v["val_bpb"] > v["val_bpb_bytes_only"], name
+        assert v["test"]["bpb"]["n"] == 2 and len(v["test"]["bpb"]["values"]) == 2, name
+        assert math.isfinite(v["test"]["bpb"]["mean"]) and v["test"]["bpb"]["mean"] > 0
+        if "byte decoder" in name or name in (experiment.D, experiment.E, experiment.G):
+            # the length code only adds bits; both losses' figures are reported
+            assert v["test"]["bpb"]["mean"] > v["test"]["bpb_bytes_only"]["mean"], name
+            assert "bpb_all_slots" in v["test"] and len(v["bits_per_slot_test"][0]) == 6
         else:
-            assert v["val_bpb"] == v["val_bpb_bytes_only"], name
-    a, b, c, d, e = saved["variants"].values()
+            assert v["test"]["bpb"]["mean"] == v["test"]["bpb_bytes_only"]["mean"], name
+            assert "bpb_all_tokens" in v["test"]
+    a, b, c, d, e, f, g = saved["variants"].values()
     assert a["parameters"] - b["parameters"] == 300 * 16
     assert b["parameters"] - c["parameters"] == d["parameters"] - e["parameters"] > 0
+    assert f["embedding+head"] - a["embedding+head"] // 2 == (
+        parameter_budget(replace(TINY_PROFILE.model, **experiment.VARIANTS[experiment.F_]))
+        ["embedding"])
+    # The tuning grid: (a) tried two rates, judged on val; the chosen one is reported.
+    grid = saved["tuning"][experiment.A]["grid"]
+    assert set(grid) == {"0.002", "0.008"}
+    best = min(grid, key=lambda lr: grid[lr]["mean"])
+    assert saved["tuning"][experiment.A]["best"] == float(best) == a["lr"]
+    ceiling = saved["per_slot_marginal_ceiling"]
+    assert ceiling["test_bpb"]["n"] == 2 and len(ceiling["bits_per_slot_test"][0]) == 6
     assert saved["paper_counts"]["formula"] == saved["paper_counts"]["paper"]
-    assert 0 <= saved["data"]["truncation_rate_val"] < 1
-    assert set(res["summary"]) == {"bpb a/b/c/d/e", "emb+head cut", "truncated"}
-    assert f"{b['val_bpb']:.3f}" in (tmp_path / "stlm" / "report.md").read_text()
-    assert "stlm" in REGISTRY and len(list((tmp_path / "cache").glob("stlm-*.npz"))) == 5
+    assert res["headline"]["verdict"] == "holds"
+    assert set(res["headline"]) == {"claim", "where", "verdict", "figure"}
+    assert 3 <= len(res["summary"]) <= 4
+    report = (out / "report.md").read_text()
+    for words in ("no quality claim", "Differences from the paper", "per-slot marginals",
+                  "bits_per_slot.png", "all slots", "authors' later code"):
+        assert words in report, words
+    assert protocol_cache(tmp_path)
+    again = experiment.run(quick=True, out_dir=out)           # every run from the cache
+    assert again["variants"] == res["variants"]
 
-    again = experiment.run(quick=True, out_dir=tmp_path / "stlm")
-    for name, v in res["variants"].items():    # loaded, not retrained
-        assert again["variants"][name]["train_seconds"] == v["train_seconds"], name
-        assert again["variants"][name]["val_bpb"] == v["val_bpb"], name
+
+def protocol_cache(root) -> int:
+    return len(list((root / "cache" / "runs").glob("stlm_run-*.json")))
 
 
 @pytest.mark.slow
 def test_quick_profile_byte_path_is_smaller_and_all_models_learn(tmp_path):
-    from nanotie.papers.gpt.experiment import corpus_splits, unigram_bpb
-
     res = experiment.run(quick=True, out_dir=tmp_path / "stlm")
-    a, b, c, d, e = res["variants"].values()
-    assert d["embedding+head"] < b["embedding+head"] < a["embedding+head"]
-    unigram = unigram_bpb(*corpus_splits())          # a context-free byte model
-    assert all(x["val_bpb_all_tokens"] < unigram - 1.0 for x in (a, b, c))
-    assert all(x["val_bpb_bytes_only"] < unigram for x in (d, e))
+    v = res["variants"]
+    assert v[experiment.D]["embedding+head"] < v[experiment.B]["embedding+head"]
+    assert v[experiment.B]["embedding+head"] < v[experiment.A]["embedding+head"]
+    unigram = res["unigram_bpb_test"]                       # a context-free byte model
+    for k in (experiment.A, experiment.B, experiment.C, experiment.F_):
+        assert v[k]["test"]["bpb_all_tokens"]["mean"] < unigram - 1.0, k
+    assert v[experiment.D]["test"]["bpb_bytes_only"]["mean"] < unigram

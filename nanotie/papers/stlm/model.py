@@ -48,6 +48,13 @@ class STLMConfig:
     byte_window: int = 12           # W: byte slots per token (the paper: 12)
     byte_dim: int = 128             # c: width of one byte slot (the paper: 128)
     byte_heads: int = 8             # attention heads in the byte blocks (the paper: 8)
+    byte_head: str = "decoder"      # byte embedder only: "decoder" predicts the next
+                                    # token's W bytes (the paper); "softmax" is an
+                                    # ordinary (d, V) head over the BPE tokens, which
+                                    # isolates the decoder (variant (f))
+    byte_loss: str = "pad_ignored"  # byte decoder only: "pad_ignored" scores the bytes
+                                    # alone; "all_slots" scores every slot, pads
+                                    # included (the authors' code)
 
     def __post_init__(self):
         for name in ("vocab_size", "context", "d_model", "n_layer", "n_head",
@@ -56,7 +63,8 @@ class STLMConfig:
                 raise ValueError(f"STLMConfig: {name} must be positive, got "
                                  f"{getattr(self, name)}")
         choices = {"ffn": ("mlp", "swiglu"), "norm": ("layer", "rms"),
-                   "embedder": ("token", "byte")}
+                   "embedder": ("token", "byte"), "byte_head": ("decoder", "softmax"),
+                   "byte_loss": ("pad_ignored", "all_slots")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"STLMConfig: {name} must be one of {allowed}, got "
@@ -209,7 +217,8 @@ class ByteDecoder(Module):
         return self.byte_head(u).reshape(B, T, W, BYTE_VOCAB)          # (B, T, W, 258)
 
 
-def byte_cross_entropy(logits: Tensor, targets, reduction: str = "mean") -> Tensor:
+def byte_cross_entropy(logits: Tensor, targets, reduction: str = "mean",
+                       ignore_pad: bool = True) -> Tensor:
     """Cross-entropy over the byte slots of the next token, PADS IGNORED:
 
         loss = sum_{t,j: y_tj != PAD} -log p_tj(y_tj)  /  #{t,j: y_tj != PAD}
@@ -217,8 +226,13 @@ def byte_cross_entropy(logits: Tensor, targets, reduction: str = "mean") -> Tens
     ``logits`` (B, T, W, 258), ``targets`` (B, T, W). The ignored id is PAD (256); the
     authors' code passes EOT (257) instead, which scores every pad slot and ignores
     the end of text. Since pads are never scored, this loss does not model where a
-    token ends (its length); see the experiment's bits per byte."""
-    return F.cross_entropy(logits, targets, ignore_index=PAD, reduction=reduction)
+    token ends (its length); see the experiment's bits per byte.
+
+    ``ignore_pad=False`` scores every slot, pads included (the mean over all B T W
+    slots): the authors' loss in effect, since their ignored id (EOT) closes a
+    document and is rare. The pads then code the token's length."""
+    return F.cross_entropy(logits, targets, ignore_index=PAD if ignore_pad else -1,
+                           reduction=reduction)
 
 
 # ---------------------------------------------------------------------- model
@@ -230,7 +244,9 @@ class STLM(GPT):
 
     ``forward(x, targets)`` returns ``(logits, loss)``. With ``embedder="token"``, x
     and targets are (B, T) token ids and logits (B, T, V). With ``embedder="byte"``,
-    x and targets are (B, T, W) byte windows and logits (B, T, W, 258)."""
+    x and targets are (B, T, W) byte windows and logits (B, T, W, 258); with
+    ``byte_head="softmax"`` (variant (f)) x is byte windows but targets are (B, T)
+    token ids and logits (B, T, V)."""
 
     def __init__(self, config: STLMConfig):
         if config.n_kv_head not in (None, config.n_head):
@@ -252,7 +268,7 @@ class STLM(GPT):
             for block in self.blocks:
                 block.mlp = _ffn(config)
         self.ln_f = _norm(d, config)
-        if config.embedder == "token":
+        if self.predicts_tokens:
             self.lm_head = Linear(d, config.vocab_size, bias=False)   # (V, d) weight
         else:
             self.byte_decoder = ByteDecoder(config)
@@ -275,6 +291,11 @@ class STLM(GPT):
             if id(p) in saved:
                 p.data = saved[id(p)]
 
+    @property
+    def predicts_tokens(self) -> bool:
+        """True when the head is a softmax over the V BPE tokens (not the byte decoder)."""
+        return self.config.embedder == "token" or self.config.byte_head == "softmax"
+
     # ------------------------------------------------------------------ hooks
     def embed(self, idx, pos_offset: int = 0) -> Tensor:
         """Token ids (B, T) or byte windows (B, T, W) -> (B, T, d)."""
@@ -292,7 +313,7 @@ class STLM(GPT):
         """(B, T, d) -> next-token logits (B, T, V) or next-token byte logits
         (B, T, W, 258)."""
         x = self.ln_f(x)
-        return self.lm_head(x) if self.config.embedder == "token" else self.byte_decoder(x)
+        return self.lm_head(x) if self.predicts_tokens else self.byte_decoder(x)
 
     # ---------------------------------------------------------------- forward
     def forward(self, x, targets=None, cache=None):
@@ -300,7 +321,8 @@ class STLM(GPT):
             return super().forward(x, targets, cache)
         if cache is not None:
             raise ValueError("STLM: the byte-level model has no KV cache")
-        xp = backend.xp_of(self.byte_decoder.proj.weight.data)
+        xp = backend.xp_of(self.wpe.weight.data if self.wpe is not None else
+                           self.byte_embedder.byte_pos.weight.data)
         windows = x.data if isinstance(x, Tensor) else xp.asarray(x)
         if windows.ndim != 3 or windows.shape[-1] != self.config.byte_window:
             raise ValueError(f"STLM: expected byte windows of shape (B, T, "
@@ -309,12 +331,23 @@ class STLM(GPT):
         for i in range(self.config.n_layer):
             h = self.block(i, h)
         logits = self.head(h)
-        loss = None if targets is None else byte_cross_entropy(logits, targets)
+        if targets is None:
+            loss = None
+        elif self.predicts_tokens:                     # (f): targets are token ids (B, T)
+            loss = F.cross_entropy(logits, targets)
+        else:                                          # targets are windows (B, T, W)
+            loss = byte_cross_entropy(logits, targets,
+                                      ignore_pad=self.config.byte_loss == "pad_ignored")
         return logits, loss
 
     def generate(self, idx, *args, **kwargs):
+        if self.config.embedder == "byte" and self.predicts_tokens:
+            raise NotImplementedError(
+                "STLM: sampling from a byte-embedder model is not implemented; each sampled "
+                "token would have to be turned back into its byte window")
         if self.config.embedder == "byte":
             raise NotImplementedError(
-                "STLM: sampling from the byte-level model is not implemented; its decoder "
-                "never learns where a token ends, because the loss ignores the pads")
+                "STLM: sampling from the byte-level model is not implemented; with the "
+                "default loss its decoder never learns where a token ends (the pads are "
+                "ignored)")
         return super().generate(idx, *args, **kwargs)

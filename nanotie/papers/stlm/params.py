@@ -14,6 +14,7 @@ width and W the byte window (biases and LayerNorm offsets left out for brevity;
     byte block (in i, out o, FFN f)     2 i + 4 i^2 + i f + f o
     byte embedder              258 c + W c + block(c, 2c, 4c) + block(2c, d, 8c)
     byte decoder               d W c + W c + 2 block(c, c, 4c) + 258 c
+                                 (or V d for the softmax head of variant (f))
 
 At the paper's sizes (d 512, L 10, h 1536, V 50257, 16 heads with 4 key/value
 heads, c 128, W 12) this gives 55.89M tied, 81.62M untied, 34.66M tied with FFN
@@ -78,7 +79,10 @@ def parameter_budget(cfg: STLMConfig) -> dict:
     else:
         embedding = (BYTE_VOCAB * c + W * c + _byte_block(c, 2 * c, 4 * c, cfg)
                      + _byte_block(2 * c, d, 8 * c, cfg))
-        head = (d * W * c + W * c + 2 * _byte_block(c, c, 4 * c, cfg) + c * BYTE_VOCAB)
+        if cfg.byte_head == "softmax":              # variant (f): an ordinary (d, V) head
+            head = V * d
+        else:
+            head = (d * W * c + W * c + 2 * _byte_block(c, c, 4 * c, cfg) + c * BYTE_VOCAB)
     positions = cfg.context * d if cfg.learned_positions else 0
     attention = L * _attention(d, cfg.n_head, cfg.n_kv_head or cfg.n_head, cfg.bias)
     ffn = (1 if cfg.share_ffn else L) * _ffn(cfg)     # shared: one FFN for all L layers
