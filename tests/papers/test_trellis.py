@@ -366,18 +366,23 @@ def test_loss_decreases_when_training_a_tiny_trellis_lm():
 
 
 TINY = experiment.Profile(
-    context=8, d_embed=4, hidden=8, levels=2, depths=(1, 2),
-    lm_train=experiment.TrainConfig(steps=3, batch_size=2, warmup_steps=1, eval_interval=2,
-                                    eval_batches=1, weight_decay=0.0),
-    final_eval_batches=1, adding_T=6, adding_dilations=(1, 2), adding_hidden=10,
-    adding_steps=3, adding_batch=4, adding_eval=8)
+    context=8, d_embed=4, hidden=8, dilations=(1, 2), depths=(1, 2), lm_steps=3, lm_batch=2,
+    lm_warmup=1, lm_eval_interval=2, eval_batches=1, lm_lrs=(1e-3, 3e-3), seeds=2,
+    adding_T=6, adding_dilations=(1, 2), adding_hidden=10, adding_steps=3, adding_batch=4,
+    adding_lrs=(1e-2, 2e-2), adding_eval=8)
 
 
-def test_experiment_writes_report_results_and_plots(monkeypatch, tmp_path):
+@pytest.fixture
+def tiny_profile(monkeypatch):
     monkeypatch.setitem(experiment.PROFILES, "quick", TINY)
+    return TINY
+
+
+def test_experiment_writes_report_results_plots_and_a_run_cache(tiny_profile, tmp_path,
+                                                                monkeypatch):
     res = experiment.run(quick=True, out_dir=tmp_path / "trellis")
-    for name in ("report.md", "results.json", "lm_loss.png", "depth.png", "adding.png",
-                 "equivalence.png"):
+    for name in ("report.md", "results.json", "lm_loss.png", "lm_test.png", "depth.png",
+                 "adding.png", "equivalence.png"):
         assert (tmp_path / "trellis" / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "trellis" / "results.json").read_text())
     eq = saved["equivalence"]
@@ -388,8 +393,115 @@ def test_experiment_writes_report_results_and_plots(monkeypatch, tmp_path):
     sweep = saved["depth_sweep"]["trellis"]
     assert len({r["core_parameters"] for r in sweep}) == 1          # depth costs nothing
     assert set(saved["lm"]) == {"TrellisNet", "LSTM", "untied TCN"}
-    assert all(0 < r["val_bpb"] < 9 for r in saved["lm"].values())
-    assert set(res["summary"]) and len(saved["adding"]) == 4
+    for r in saved["lm"].values():                                    # every seed, both splits
+        assert r["test_bpb"]["n"] == TINY.seeds and 0 < r["test_bpb"]["mean"] < 9
+        assert r["lr"] in TINY.lm_lrs
+    assert set(saved["lm_tuning"]["TrellisNet"]["grid"]) == {str(lr) for lr in TINY.lm_lrs}
+    assert len(saved["adding"]) == 4 and set(saved["verdicts"]) >= {"lm_vs_lstm", "lm_vs_tcn"}
+    assert set(res["headline"]) == {"claim", "where", "verdict", "figure"}
+    report = (tmp_path / "trellis" / "report.md").read_text()
+    # Each model's receptive field is printed beside its result.
+    assert "| receptive field | test bpb |" in report and "all 8 (recurrent)" in report
+
+    # A rerun reads every run from the cache: no model is trained again.
+    def no_training(*args, **kwargs):
+        raise AssertionError("a rerun retrained a model")
+
+    monkeypatch.setattr(experiment, "train", no_training)
+    monkeypatch.setattr(experiment, "train_adding", no_training)
+    again = experiment.run(quick=True, out_dir=tmp_path / "trellis")
+    assert again["lm"] == res["lm"] and again["headline"] == res["headline"]
+    assert list((tmp_path / "cache" / "runs").glob("lm_run-*.json"))
+
+
+def test_lm_models_see_the_whole_context():
+    """The dilated TrellisNet and TCN of each profile reach back over the whole training
+    window: the first byte of a window moves the prediction at its last position (with
+    dilation 1 and 4 levels they saw 5 bytes of 32)."""
+    for name, prof in experiment.PROFILES.items():
+        assert 1 + sum(prof.dilations) >= prof.context, name
+    prof = experiment.PROFILES["quick"]
+    budget = trellis_parameters(experiment.trellis_config(prof.d_embed, prof.hidden,
+                                                          len(prof.dilations)))
+    x = np.random.default_rng(0).standard_normal((1, prof.context, prof.d_embed))
+    moved = x.copy()
+    moved[0, 0] += 1.0
+    for kind in ("trellis", "tcn"):
+        nt.manual_seed(0)
+        core = perturb(experiment.build_core(kind, prof.d_embed, budget, prof.hidden,
+                                             len(prof.dilations), dilations=prof.dilations))
+        assert experiment.receptive_field(core) >= prof.context
+        last = [core(Tensor(a.astype(np.float32))).out.numpy()[0, -1] for a in (x, moved)]
+        assert np.abs(last[0] - last[1]).max() > 1e-6, kind
+    # The depth sweep: depth L sees 2^L bytes, for the tied and the untied model alike.
+    settings = [experiment.lm_settings(prof, k, L, 1e-3, budget, "c")
+                for L in prof.depths for k in ("trellis", "tcn")]
+    for s in settings:
+        cfg = experiment.trellis_config(4, 8, s["levels"], tuple(s["dilations"]))
+        assert cfg.receptive_field() == 2 ** s["levels"]
+
+
+def test_tuning_reads_val_only_and_the_report_shows_the_test_split(tiny_profile, tmp_path,
+                                                                    monkeypatch):
+    """Make the test figures favour the other rate: the choice must not move."""
+    real = experiment.lm_run
+
+    def skewed(settings, seed, device="cpu"):
+        out = real(settings, seed, device)
+        out["test"]["bpb"] += 10.0 if settings["lr"] == TINY.lm_lrs[0] else -10.0
+        out["val"]["bpb"] += -1.0 if settings["lr"] == TINY.lm_lrs[0] else 1.0
+        return out
+
+    monkeypatch.setattr(experiment, "lm_run", skewed)
+    res = experiment.run(quick=True, out_dir=tmp_path / "trellis")
+    assert all(v["lr"] == TINY.lm_lrs[0] for v in res["lm"].values())
+    assert all(v["test_bpb"]["mean"] > 10 for v in res["lm"].values())
+
+
+def test_adding_control_is_the_mean_predictor_on_the_same_held_out_sets():
+    prof = experiment.Profile(adding_T=12, adding_eval=64)
+    control = experiment.mean_predictor_mse(prof)
+    for name, seed in (("val", 10**6), ("test", 10**6 + 1)):
+        _, y = adding_problem(64, 12, np.random.default_rng(seed))
+        assert control[name] == pytest.approx(float(np.mean((y - 1.0) ** 2)))
+    assert control["val"] != control["test"]            # two different held-out sets
+
+
+def test_equivalence_plot_labels_exact_zeros_as_zero(tmp_path, monkeypatch):
+    texts = []
+    import matplotlib.axes
+
+    real = matplotlib.axes.Axes.text
+
+    def spy(self, x, y, s, *a, **k):
+        texts.append(s)
+        return real(self, x, y, s, *a, **k)
+
+    monkeypatch.setattr(matplotlib.axes.Axes, "text", spy)
+    experiment.plot_equivalence({"exact": {"max_abs_diff": 0.0},
+                                 "rounding": {"max_abs_diff": 3e-17}}, tmp_path / "eq.png")
+    assert any("0 (exact)" in t for t in texts) and not any("e-300" in t for t in texts)
+
+
+def test_notebook_writes_nothing_into_runs(tmp_path):
+    """``NANOTIE_QUICK=1 python notebooks/07_trellisnet.py`` in a folder that holds a
+    real ``runs/trellis`` must leave it alone (it used to overwrite it with a 20-step
+    run still labelled "quick")."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    source = Path(__file__).resolve().parents[2] / "notebooks" / "07_trellisnet.py"
+    runs = tmp_path / "runs" / "trellis"
+    runs.mkdir(parents=True)
+    (runs / "report.md").write_text("a full run's report\n")
+    env = {**os.environ, "NANOTIE_QUICK": "1", "MPLBACKEND": "Agg"}
+    done = subprocess.run([sys.executable, str(source)], cwd=tmp_path, env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert sorted(p.name for p in (tmp_path / "runs").rglob("*")) == ["report.md", "trellis"]
+    assert (runs / "report.md").read_text() == "a full run's report\n"
 
 
 @pytest.mark.slow
@@ -397,7 +509,9 @@ def test_quick_profile_claims(tmp_path):
     res = experiment.run(quick=True, out_dir=tmp_path / "trellis")
     # Every LM beats the unigram model; the dilated TrellisNet solves the adding problem
     # better than predicting the mean, and better than its undilated self.
-    assert all(r["val_bpb"] < res["unigram_bpb"] for r in res["lm"].values())
+    assert all(r["test_bpb"]["max"] < res["unigram_test_bpb"] for r in res["lm"].values())
     add = res["adding"]
-    assert add["TrellisNet (dilated)"]["final_mse"] < 0.5 / 6
-    assert add["TrellisNet (dilated)"]["final_mse"] < add["TrellisNet, no dilation"]["final_mse"]
+    control = res["adding_mean_predictor_mse"]["test"]
+    assert add["TrellisNet (dilated)"]["test_mse"]["max"] < 0.5 * control
+    assert add["TrellisNet (dilated)"]["test_mse"]["max"] < \
+        add["TrellisNet, no dilation"]["test_mse"]["min"]
