@@ -9,6 +9,11 @@ state, the training loop, and the experiment's outputs.
    finite differences;
 4. s = 0 everywhere is one block applied L times;
 5. the epsilon schedule and one TD update against a hand computation on 3 layers.
+
+Then the controls that tell a learned policy from chance (a random schedule, a fixed
+pattern), the agent against the random schedule on a synthetic reward whose best
+policy is known, the standardised and held-out reward, the whole step's memory next to
+the parameter side, and the experiment (its run cache included).
 """
 
 from __future__ import annotations
@@ -26,11 +31,15 @@ from nanotie.gradcheck import gradcheck_module
 from nanotie.nn import GPT, GPTConfig, count_parameters
 from nanotie.nn.optim import AdamW, param_groups
 from nanotie.papers import REGISTRY
-from nanotie.papers.dynamic_tying import (DynamicTiedGPT, DynamicTyingConfig, QNetwork,
-                                          TyingAgent, action_offset, experiment,
+from nanotie.papers.dynamic_tying import (DynamicTiedGPT, DynamicTyingConfig,
+                                          FixedSchedule, QNetwork, RandomSchedule,
+                                          SyntheticReward, TyingAgent, action_offset,
+                                          chance_train_share, decay_to_floor, experiment,
+                                          greedy_train_share, held_out_batch,
                                           independent_layers, n_actions,
                                           optimizer_state_bytes, q_output_size, root_of,
-                                          sync_optimizer, train_dynamic, trainable_formula,
+                                          step_peak_bytes, sync_optimizer, train_dynamic,
+                                          trainable_formula, training_memory_bytes,
                                           validate_state, with_action)
 from nanotie.train import TrainConfig, train
 
@@ -402,38 +411,214 @@ def test_with_an_agent_every_decision_is_applied_and_recorded():
         train_dynamic(model, tr, va, TrainConfig(steps=6, batch_size=4), tying, agent=agent)
 
 
+# ------------------------------------------------ controls, reward, the synthetic check
+
+
+def test_decay_to_floor_reaches_the_floor_after_exactly_that_many_episodes():
+    agent = TyingAgent(3, DynamicTyingConfig(epsilon_decay=decay_to_floor(7)), seed=0)
+    seen = [agent.end_episode() for _ in range(9)]
+    assert seen[5] > 0.01 and seen[6] == pytest.approx(0.01) and seen[-1] == 0.01
+    with pytest.raises(ValueError, match="episodes"):
+        decay_to_floor(0)
+
+
+def test_standardised_reward_is_the_running_z_score_of_the_earlier_rewards():
+    """While n <= 1 / (1 - reward_ema) the running mean and variance are exact, so
+    the shaped reward is (r_n - mean(r_<n)) / std(r_<n) (population std)."""
+    agent = TyingAgent(3, DynamicTyingConfig(reward_norm="ema", reward_ema=0.9,
+                                             reward_clip=100), seed=0)
+    rewards = np.random.default_rng(3).normal(-40, 5, 8)
+    shaped = [agent.shape(r) for r in rewards]
+    assert shaped[:2] == [0.0, 0.0]                 # no scale yet
+    for n in range(2, 8):
+        earlier = rewards[:n]
+        assert shaped[n] == pytest.approx((rewards[n] - earlier.mean()) / earlier.std(),
+                                          rel=1e-9)
+    raw = TyingAgent(3, DynamicTyingConfig(reward_clip=10), seed=0)
+    assert raw.shape(-12.5) == -10.0 and raw.shape(-3.0) == -3.0      # the authors'
+    with pytest.raises(ValueError, match="reward_norm"):
+        DynamicTyingConfig(reward_norm="zscore")
+
+
+def test_random_schedule_is_uniform_and_never_learns():
+    policy = RandomSchedule(seed=2)
+    picks = np.bincount([policy.act((0, 0, 0, 0), 3) for _ in range(2000)], minlength=4)
+    assert len(picks) == 4 and picks.min() > 400                  # 500 expected each
+    assert math.isnan(policy.update((0, 0, 0, 0), 3, 1, -5.0, (0, 0, 0, 1)))
+    assert policy.end_episode() == 1.0 and policy.epsilon == 1.0
+
+
+def _tiny_loop_run(policy, state, steps=12, reward_data=None):
+    config, _, tying = _tiny_run_configs()
+    tc = TrainConfig(steps=steps, batch_size=4, warmup_steps=2, eval_interval=4,
+                     eval_batches=2)
+    tr, va = train_val_split(prose_corpus(200_000))
+    nt.manual_seed(0)
+    model = DynamicTiedGPT(config, state=state)
+    run = train_dynamic(model, tr, va, tc, tying, agent=policy, progress=False,
+                        reward_data=reward_data)
+    return model, run, config, tc
+
+
+def test_fixed_pattern_trains_every_layer_then_ties_all_to_layer_0():
+    policy = FixedSchedule((0, 1, 2), (0, 0, 0), switch=2)
+    model, run, _, _ = _tiny_loop_run(policy, (0, 1, 2), steps=16)     # 4 episodes
+    assert run.episode_state == [[0, 1, 2], [0, 1, 2], [0, 0, 0], [0, 0, 0]]
+    assert run.trainable[0] > run.trainable[-1] == trainable_formula(model)
+    with pytest.raises(ValueError, match="s_0"):
+        FixedSchedule((1, 1, 2), (0, 0, 0), switch=1)
+
+
+def test_the_reward_comes_from_one_fixed_held_out_batch():
+    """With reward_data, the last decision's reward is the model's final perplexity on
+    the first windows of that data (the model does not change after it)."""
+    held = np.frombuffer(prose_corpus(200_000)[-4_000:], dtype=np.uint8).astype(np.int64)
+    model, run, config, tc = _tiny_loop_run(RandomSchedule(seed=1), (0, 0, 0),
+                                            reward_data=held)
+    x, y = held_out_batch(held, config.context, tc.batch_size)
+    assert x.shape == (tc.batch_size, config.context)
+    np.testing.assert_array_equal(x[:, 1:], y[:, :-1])             # y is x shifted
+    from nanotie.papers.dynamic_tying.loop import reward_of
+    assert run.decisions[-1]["reward"] == reward_of(model, x, y)
+    with pytest.raises(ValueError, match="need"):
+        held_out_batch(held[:10], config.context, tc.batch_size)
+
+
+def test_agent_beats_the_random_schedule_on_a_reward_with_a_known_best_policy():
+    """Every trained layer lowers the synthetic perplexity by 1 (noise 1): "train" is
+    always the right action. After 40 episodes the agent (standardised reward) must
+    choose "train" at the all-train state for more layers than chance does, and its
+    greedy schedule from s = 0 must train more layers than a random one."""
+    L, episodes = 6, 40
+    shares, trained = [], []
+    for seed in range(4):
+        nt.manual_seed(seed)
+        cfg = DynamicTyingConfig(reward_norm="ema", reward_clip=100,
+                                 epsilon_decay=decay_to_floor(25))
+        agent = TyingAgent(L, cfg, seed=seed)
+        SyntheticReward(L, seed=seed + 1).train(agent, episodes)
+        shares.append(greedy_train_share(agent, L))
+        state = (0,) * L
+        for layer in range(1, L):
+            state = with_action(state, layer, int(np.argmax(agent.q_values(state, layer))))
+        trained.append(independent_layers(state))
+    chance = chance_train_share(L)
+    random_trained = 1 + sum(1 / (i + 1) for i in range(1, L))     # E[#trained], uniform
+    assert np.mean(shares) > chance + 0.1, (shares, chance)
+    assert np.mean(trained) > random_trained + 0.5, (trained, random_trained)
+
+
+def test_synthetic_reward_rewards_each_trained_layer_by_its_gain():
+    env = SyntheticReward(4, base=20.0, gain=2.0, noise=0.0)
+    assert env((0, 1, 2, 3)) - env((0, 0, 0, 0)) == pytest.approx(2.0 * 3)
+    means = SyntheticReward(4, noise=0.0).train(FixedSchedule((0, 1, 2, 3), (0, 1, 2, 3),
+                                                             switch=0), 2)
+    assert means == [pytest.approx(-(20 - 3)), pytest.approx(-(20 - 3))]    # 2, 3, 4 trained
+
+
+# ------------------------------------------------------------------ memory, whole
+
+
+def test_whole_step_memory_counts_activations_that_the_parameter_side_leaves_out():
+    config = GPTConfig(vocab_size=64, context=16, d_model=16, n_layer=4, n_head=2)
+    rng = np.random.default_rng(0)
+
+    def measure(state, batch):
+        nt.manual_seed(0)
+        model = DynamicTiedGPT(config, state=state)
+        before = [p.data.copy() for p in model.parameters()]
+        x = rng.integers(0, 64, (batch, 16))
+        whole = step_peak_bytes(model, x, np.roll(x, -1, axis=1))
+        for b, p in zip(before, model.parameters()):
+            np.testing.assert_array_equal(b, p.data)            # lr 0: nothing moved
+        opt = AdamW(param_groups(model, 0.1), lr=0.0)
+        for p in opt.parameters():
+            p.grad = np.zeros_like(p.data)
+        opt.step()
+        return whole, training_memory_bytes(model, opt), trainable_formula(model)
+
+    every, copies = (0, 1, 2, 3), (0, 0, 0, 0)
+    (w_every, p_every, n_every), (w_copies, p_copies, n_copies) = (
+        measure(every, 4), measure(copies, 4))
+    assert w_every["weights"] == 4 * n_every and w_copies["weights"] == 4 * n_copies
+    assert w_every["total"] > p_every["total"] and w_copies["total"] > p_copies["total"]
+    assert w_copies["total"] < w_every["total"]                    # copies still save
+    # a bigger batch: more activations in the whole step, the same parameter side
+    w_big, p_big, _ = measure(every, 16)
+    assert w_big["step"] > w_every["step"] and p_big["total"] == p_every["total"]
+
+
 # ------------------------------------------------------------------ experiment
 
 TINY = dict(model=GPTConfig(vocab_size=256, context=16, d_model=16, n_layer=3, n_head=2),
             train=TrainConfig(steps=8, batch_size=4, warmup_steps=1, eval_interval=4,
                               eval_batches=2),
-            tying=DynamicTyingConfig(lm_steps_per_decision=2),
-            modes=("official", "shared"))
+            tying=DynamicTyingConfig(lm_steps_per_decision=2, reward_norm="ema",
+                                     reward_clip=100.0),
+            modes=("official", "shared"), seeds=2, shared_seeds=1, lrs=(3e-3,),
+            grid_seeds=2, floor_at=0.5, fixed_switch=0.5)
 
 
-def test_experiment_writes_its_report_results_and_plots(monkeypatch, tmp_path):
-    monkeypatch.setitem(experiment.PROFILES, "quick", TINY)
+def test_experiment_writes_its_report_results_and_plots_and_a_rerun_retrains_nothing(
+        tmp_path):
     assert "dynamic-tying" in REGISTRY
-    results = experiment.run(quick=True, out_dir=tmp_path / "dt")
-    for name in ("report.md", "results.json", "loss.png", "independent_layers.png",
-                 "memory.png", "tying_pattern.png"):
-        assert (tmp_path / "dt" / name).stat().st_size > 0, name
-    saved = json.loads((tmp_path / "dt" / "results.json").read_text())
-    assert set(saved["runs"]) == {"vanilla", "dynamic (official)", "dynamic (shared)"}
-    v, d = saved["runs"]["vanilla"], saved["runs"]["dynamic (official)"]
+    out = tmp_path / "dt"
+    results = experiment.run(quick=True, out_dir=out, profile=TINY)
+    for name in ("report.md", "results.json", "test_ppl.png", "val_curves.png",
+                 "independent_layers.png", "memory.png", "tying_pattern.png"):
+        assert (out / name).stat().st_size > 0, name
+    saved = json.loads((out / "results.json").read_text())
+    runs = saved["runs"]
+    assert set(runs) == {"vanilla", "dynamic (official)", "random schedule",
+                         "fixed pattern", "dynamic (shared)"}
+    assert [len(runs[k]) for k in runs] == [2, 2, 2, 2, 1]
+    v, d, f = runs["vanilla"][0], runs["dynamic (official)"][0], runs["fixed pattern"][0]
     assert v["trainable_final"] == count_parameters(GPT(TINY["model"]))
-    assert len(set(v["optimizer_bytes_curve"])) == 1              # vanilla never changes
+    assert f["final_state"] == [0, 0, 0] and f["state_per_episode"][0] == [0, 1, 2]
     assert d["trainable_final"] <= v["trainable_final"]
-    assert len(d["independent_per_episode"]) == saved["episodes"] == 2
-    assert d["val_bpb"] == pytest.approx(d["val_loss_nats"] / math.log(2))
-    assert len(results["summary"]) <= 4
-    assert f"{d['val_ppl']:.3f}" in (tmp_path / "dt" / "report.md").read_text()
+    assert d["epsilon_per_episode"][-1] < d["epsilon_per_episode"][0]
+    assert d["val"]["ppl_best_in_run"] <= d["val"]["ppl_last_in_run"]
+    assert d["test"]["bpb"] == pytest.approx(math.log2(d["test"]["ppl"]))
+    assert d["step_peak"]["total"] > d["param_memory_final"]["total"]
+    for label in ("vanilla", "dynamic (official)", "random schedule", "fixed pattern"):
+        assert sorted(r["seed"] for r in runs[label]) == [0, 1], label
+    assert set(saved["verdicts"]) >= {"dynamic vs vanilla", "dynamic vs random schedule",
+                                      "dynamic vs fixed pattern"}
+    assert all(x["outcome"] in ("holds", "does not hold", "within noise")
+               for x in saved["verdicts"].values())
+    assert set(results["headline"]) == {"claim", "where", "verdict", "figure"}
+    assert 3 <= len(results["summary"]) <= 4
+    report = (out / "report.md").read_text()
+    assert "random schedule" in report and "Differences from the paper" in report
+    assert "sync_optimizer" in report                           # the Adam-state remark
+    # the run cache: a second run loads every run and trains nothing
+    again = experiment.run(quick=True, out_dir=out, profile=TINY)
+    assert all(r["cached"] for rs in again["runs"].values() for r in rs)
+    assert again["table"] == results["table"]
+
+
+def test_the_grid_picks_each_methods_rate_on_val_and_the_controls_take_dynamics(
+        tmp_path):
+    profile = {**TINY, "lrs": (1e-3, 1e-2), "modes": ("official",), "seeds": 2,
+               "grid_seeds": 1}
+    results = experiment.run(quick=True, out_dir=tmp_path / "dt", profile=profile)
+    tuning = results["tuning"]
+    for method in ("vanilla", "dynamic"):
+        grid = tuning[method]["grid"]
+        assert set(grid) == {"0.001", "0.01"}
+        best = min(grid, key=lambda k: grid[k]["mean"])
+        assert tuning[method]["best"] == float(best)
+    lrs = results["learning_rates"]
+    assert lrs["random schedule"] == lrs["fixed pattern"] == lrs["dynamic (official)"] \
+        == tuning["dynamic"]["best"]
+    assert lrs["vanilla"] == tuning["vanilla"]["best"]
 
 
 @pytest.mark.slow
-def test_quick_profile_trains_fewer_parameters_with_less_adam_state(tmp_path):
+def test_quick_profile_trains_fewer_parameters_with_less_memory(tmp_path):
     results = experiment.run(quick=True, out_dir=tmp_path / "dt")
-    v, d = results["runs"]["vanilla"], results["runs"]["dynamic (official)"]
-    assert d["trainable_mean"] < v["trainable_mean"]
-    assert d["optimizer_bytes_mean"] < v["optimizer_bytes_mean"]
-    assert d["val_bpb"] < results["unigram_bpb"]                 # it still learned
+    t = results["table"]
+    v, d = t["vanilla"], t["dynamic (official)"]
+    assert d["trainable_mean"]["mean"] < v["trainable_mean"]["mean"]
+    assert d["param_mb_mean"]["mean"] < v["param_mb_mean"]["mean"]
+    assert d["test_bpb"]["mean"] < results["unigram_bpb"]           # it still learned

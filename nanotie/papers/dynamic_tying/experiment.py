@@ -1,12 +1,26 @@
-"""Vanilla GPT against dynamic layer tying, at the same number of language-model steps.
+"""Vanilla GPT against dynamic layer tying and two controls, at the same number of
+language-model steps, over several seeds.
 
-Both runs train a byte-level GPT on Python's own prose with the same batches, schedule
-and optimizer (the vanilla one through the same loop with no agent, which equals
-:func:`nanotie.train.train` bit for bit). The dynamic run starts with every layer a
-copy of layer 0 and lets the Q-learning agent re-decide each layer once per episode.
-Reported: validation perplexity and bits per byte on the whole split, trainable
-parameters and optimizer-state bytes over training, the training memory at the end,
-the final tying pattern and the number of independent layers per episode.
+The paper's claims (Abstract): dynamic tying "modestly outperforms the baseline
+transformer model with regard to perplexity" with drastically fewer trainable
+parameters, and "the memory consumption during training is up to one order of
+magnitude less". A dynamic run changes which layers train AND how many: to credit the
+agent's policy, it must beat two schedules that tie without learning,
+
+* a random schedule: every decision a uniform action, what the agent's exploration
+  draws from (:class:`~.controls.RandomSchedule`);
+* a fixed pattern: every layer trains for the first third of the episodes, then every
+  layer is a copy of layer 0 (:class:`~.controls.FixedSchedule`).
+
+Every method trains a byte-level GPT on the train split of Python's own prose with the
+same batches, schedule and optimizer; the agent's reward is minus the perplexity on
+one fixed batch held out from the end of the train split. Reported: test perplexity
+(and the best validation perplexity over the run, as the authors' logs show it),
+trainable parameters, the parameter-side training memory (weights + gradients + Adam,
+the paper's accounting) and the whole step's peak memory (tracemalloc: activations
+too), the final tying patterns and the independent layers per episode. A synthetic
+reward with a known best policy checks, at the run's number of episodes, whether the
+agent can learn at all (:class:`~.controls.SyntheticReward`).
 """
 
 from __future__ import annotations
@@ -19,46 +33,76 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import backend
+from ... import backend, protocol
 from ...nn import GPTConfig, count_parameters
 from ...nn.optim import AdamW, param_groups
-from ...report import plot_losses, pyplot, save_figure, write_report, write_results
+from ...report import (claim_section, plot_spread, pyplot, save_figure, spread_table,
+                       tuning_table, write_report, write_results)
 from ...train import TrainConfig, evaluate
-from ..gpt.experiment import corpus_splits, unigram_bpb
+from ..gpt.experiment import prose_splits, unigram_bpb
 from . import DynamicTyingConfig
-from .agent import TyingAgent
-from .loop import train_dynamic
-from .tying import DynamicTiedGPT, root_of, training_memory_bytes
+from .agent import TyingAgent, decay_to_floor
+from .controls import (FixedSchedule, RandomSchedule, SyntheticReward, chance_train_share,
+                       greedy_train_share)
+from .loop import held_out_batch, train_dynamic
+from .tying import DynamicTiedGPT, root_of, step_peak_bytes, training_memory_bytes
+
+VERSION = 1          # bump when a change of code changes a run's figures
 
 # A tiny byte-level model's per-byte perplexity stays above the authors' clip of 10 for
-# the whole run, so every reward would be -10 and the agent could learn nothing; a clip
-# of 100 keeps the reward -perplexity informative at this scale.
+# much of the run, so most rewards would be -10 and the agent could learn nothing; a
+# clip of 100 keeps the reward -perplexity informative at this scale.
 REWARD_CLIP = 100.0
 
+CLAIM_PPL = ("Dynamic layer tying modestly outperforms the baseline transformer in "
+             "perplexity while training drastically fewer parameters.")
+CLAIM_MEMORY = ("The memory consumption during training is up to one order of magnitude "
+                "less than the conventional training method's.")
+WHERE = "Abstract"
+
+METHODS = ("vanilla", "dynamic", "random", "fixed")
+LABELS = {"vanilla": "vanilla", "random": "random schedule", "fixed": "fixed pattern"}
+
 # steps must be a multiple of (n_layer - 1) * lm_steps_per_decision (one episode).
+# ``lrs``: the learning-rate grid judged on validation (one point: no tuning phase).
+# ``floor_at``: the share of the episodes after which epsilon has reached its floor;
+# ``fixed_switch``: the share of the episodes the fixed pattern trains every layer.
 PROFILES = {
-    # About a minute on 2 idle CPU cores: 2 x 360 LM steps, 18 episodes of 5 decisions.
-    "quick": dict(model=GPTConfig(vocab_size=256, context=64, d_model=64, n_layer=6,
+    # About 150 CPU-seconds: 4 methods x 3 seeds x 400 LM steps (20 episodes of 5
+    # decisions). The rate 3e-3 was chosen for both vanilla and dynamic (the controls
+    # take the dynamic run's) on validation by the grid {1e-3, 3e-3, 1e-2} x 2 seeds:
+    #   run(quick=True, profile={**PROFILES["quick"], "lrs": (1e-3, 3e-3, 1e-2)})
+    "quick": dict(model=GPTConfig(vocab_size=256, context=32, d_model=32, n_layer=6,
                                   n_head=4),
-                  train=TrainConfig(steps=360, batch_size=16, lr=3e-3, warmup_steps=36,
-                                    eval_interval=60, eval_batches=8),
+                  train=TrainConfig(steps=400, batch_size=16, lr=3e-3, warmup_steps=40,
+                                    eval_interval=80, eval_batches=8),
                   tying=DynamicTyingConfig(mode="official", lm_steps_per_decision=4,
-                                          reward_clip=REWARD_CLIP),
-                  modes=("official",)),
-    # 8 layers, 80 episodes; also the plain-aliasing ("shared") variant.
-    "full": dict(model=GPTConfig(vocab_size=256, context=128, d_model=128, n_layer=8,
+                                          reward_clip=REWARD_CLIP, reward_norm="ema"),
+                  modes=("official",), seeds=3, lrs=(3e-3,), grid_seeds=2,
+                  floor_at=2 / 3, fixed_switch=1 / 3),
+    # 8 layers, 24 episodes of 7 decisions, 5 seeds, both modes (shared: 3 seeds), and
+    # a learning-rate grid for vanilla and dynamic on 2 seeds; about 2,100 CPU-seconds.
+    "full": dict(model=GPTConfig(vocab_size=256, context=64, d_model=64, n_layer=8,
                                  n_head=4),
-                 train=TrainConfig(steps=2240, batch_size=16, lr=2e-3, warmup_steps=100,
-                                   eval_interval=224, eval_batches=16),
+                 train=TrainConfig(steps=672, batch_size=16, lr=3e-3, warmup_steps=60,
+                                   eval_interval=112, eval_batches=16),
                  tying=DynamicTyingConfig(mode="official", lm_steps_per_decision=4,
-                                          reward_clip=REWARD_CLIP),
-                 modes=("official", "shared")),
+                                          reward_clip=REWARD_CLIP, reward_norm="ema"),
+                 modes=("official", "shared"), seeds=5, shared_seeds=3,
+                 lrs=(1e-3, 3e-3, 1e-2), grid_seeds=2, floor_at=2 / 3, fixed_switch=1 / 3),
 }
 
 
-def _memory(model, train_cfg) -> dict:
-    """Training memory of ``model`` as it stands: an optimizer synced to it, stepped
-    once on zero gradients so its state exists, measures weights + grads + Adam."""
+def _label(method: str, mode: str) -> str:
+    return f"dynamic ({mode})" if method == "dynamic" else LABELS[method]
+
+
+# ---------------------------------------------------------------------- one run
+
+
+def _param_memory(model, train_cfg) -> dict:
+    """Parameter-side training memory of ``model`` as it stands: an optimizer synced to
+    it, stepped once on zero gradients so its state exists: weights + grads + Adam."""
     opt = AdamW(param_groups(model, train_cfg.weight_decay), lr=0.0, weight_decay=0.0)
     for p in opt.parameters():
         p.grad = backend.xp_of(p.data).zeros_like(p.data)
@@ -68,178 +112,508 @@ def _memory(model, train_cfg) -> dict:
     return training_memory_bytes(model, opt)
 
 
-def _run_one(label, model_cfg, train_cfg, tying_cfg, state, agent, train_ids, val_ids,
-             seed, device):
+def _policy(method: str, settings: dict, tying_cfg, n_layer: int, seed: int):
+    """The decision maker of ``method`` and the state the model starts from."""
+    if method == "vanilla":
+        return None, tuple(range(n_layer))
+    if method == "dynamic":
+        return TyingAgent(n_layer, tying_cfg, seed=seed), tying_cfg.initial(n_layer)
+    if method == "random":
+        return RandomSchedule(seed), tying_cfg.initial(n_layer)
+    if method == "fixed":
+        every = tuple(range(n_layer))
+        return FixedSchedule(every, (0,) * n_layer, settings["fixed_switch"]), every
+    raise ValueError(f"dynamic_tying_run: method must be one of {METHODS}, got {method!r}")
+
+
+def dynamic_tying_run(settings: dict, seed: int, device: str) -> dict:
+    """One method, one seed: train, then measure on the val and test splits.
+
+    ``settings``: method, model, train and tying configs (as dicts), the fixed
+    pattern's switch episode, the size of the held-out reward piece and the corpus
+    hash. Returns ``{"val": {...}, "test": {...}, ...}`` with curves and diagnostics."""
+    splits = prose_splits()
+    if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
+        raise ValueError("dynamic_tying_run: the corpus differs from the one the settings "
+                         "were made for")
+    model_cfg = GPTConfig(**settings["model"])
+    train_cfg = TrainConfig(**{**settings["train"], "seed": seed})
+    tying_cfg = DynamicTyingConfig(**settings["tying"])
+    L, T = model_cfg.n_layer, model_cfg.context
+    # The reward's batch is held out: the last ids of the train split, never trained on.
+    n_reward = settings["reward_ids"]
+    lm_ids, reward_ids = splits.train[:-n_reward], splits.train[-n_reward:]
+    method = settings["method"]
+    policy, state = _policy(method, settings, tying_cfg, L, seed)
+
     backend.manual_seed(seed)
     model = DynamicTiedGPT(model_cfg, mode=tying_cfg.mode, state=state).to(device)
-    run = train_dynamic(model, train_ids, val_ids, train_cfg, tying_cfg, agent=agent,
-                        desc=label)
-    val = evaluate(model, val_ids, model_cfg.context, 32)      # all of the split
-    return model, run, {
-        "mode": tying_cfg.mode if agent is not None else "vanilla",
-        "val_loss_nats": val,
-        "val_ppl": math.exp(val),                 # per byte
-        "val_bpb": val / math.log(2),             # one token per byte
-        "train_seconds": run.history.seconds,
+    run = train_dynamic(model, lm_ids, splits.val, train_cfg, tying_cfg, agent=policy,
+                        progress=False, desc=method, reward_data=reward_ids)
+    h = run.history
+    val = evaluate(model, splits.val, T, 32)                  # all of each split
+    test = evaluate(model, splits.test, T, 32)
+    itemsize = next(iter(model.parameters())).data.itemsize
+    # weights (one array per trainable parameter) + gradients + Adam, at every step
+    param_side = [2 * itemsize * n + b for n, b in zip(run.trainable, run.optimizer_bytes)]
+    figures = {
+        "val": {"ppl": math.exp(val), "bpb": val / math.log(2),
+                # over the run's evaluations (the first eval_batches of val), as the
+                # authors' logs report it, beside the last of them
+                "ppl_best_in_run": math.exp(min(h.val_loss)),
+                "ppl_last_in_run": math.exp(h.val_loss[-1])},
+        "test": {"ppl": math.exp(test), "bpb": test / math.log(2)},
+        "method": method, "mode": tying_cfg.mode,
         "trainable_final": count_parameters(model),
         "trainable_mean": float(np.mean(run.trainable)),
-        "optimizer_bytes_final": run.optimizer_bytes[-1],
         "optimizer_bytes_mean": float(np.mean(run.optimizer_bytes)),
-        "optimizer_bytes_peak": int(max(run.optimizer_bytes)),
-        "memory_final": _memory(model, train_cfg),
+        "param_memory_mean": float(np.mean(param_side)),
+        "param_memory_final": _param_memory(model, train_cfg),
         "final_state": list(model.tying_state),
-        "final_roots": [root_of(model.tying_state, i) for i in range(model_cfg.n_layer)],
+        "final_roots": [root_of(model.tying_state, i) for i in range(L)],
         "independent_per_episode": run.episode_independent,
         "epsilon_per_episode": run.episode_epsilon,
         "state_per_episode": run.episode_state,
-        "val_bpb_curve": {"step": run.history.eval_step, "bpb": run.history.val_bpb},
+        "val_bpb_curve": {"step": h.eval_step, "bpb": h.val_bpb},
         "trainable_curve": run.trainable,
-        "optimizer_bytes_curve": run.optimizer_bytes,
-        "decisions": run.decisions,
-        # rewards beyond the clip all look alike to the agent
+        "rewards": [d["reward"] for d in run.decisions],
+        "actions": [[d["layer"], d["action"]] for d in run.decisions],
         "rewards_clipped_fraction": float(np.mean(
-            [abs(dd["reward"]) > tying_cfg.reward_clip for dd in run.decisions]))
+            [abs(d["reward"]) > tying_cfg.reward_clip for d in run.decisions]))
         if run.decisions else None,
+        "train_seconds": h.seconds,
     }
+    if isinstance(policy, TyingAgent):
+        figures["greedy_train_share"] = greedy_train_share(policy, L)
+    # The whole step's peak (host memory only), on the reward batch's shape.
+    figures["step_peak"] = None
+    if device == "cpu":
+        x, y = held_out_batch(reward_ids, T, train_cfg.batch_size)
+        figures["step_peak"] = step_peak_bytes(model, x, y, train_cfg.weight_decay)
+    return figures
+
+
+# --------------------------------------------------------------------- the sweep
+
+
+def _settings(method, mode, lr, profile, corpus, episodes) -> dict:
+    model_cfg, train_cfg = profile["model"], profile["train"]
+    tying = replace(profile["tying"], mode=mode,
+                    epsilon_decay=decay_to_floor(max(1, round(profile["floor_at"] * episodes)),
+                                                 profile["tying"].epsilon_start,
+                                                 profile["tying"].epsilon_min))
+    train = {k: v for k, v in asdict(replace(train_cfg, lr=lr)).items() if k != "seed"}
+    return {"method": method, "model": asdict(model_cfg), "train": train,
+            "tying": asdict(tying), "fixed_switch": round(profile["fixed_switch"] * episodes),
+            "reward_ids": train_cfg.batch_size * model_cfg.context + 1, "corpus": corpus}
+
+
+def _runs(methods_modes, lrs, seeds, profile, corpus, episodes, device) -> list:
+    return [protocol.Run("nanotie.papers.dynamic_tying.experiment:dynamic_tying_run",
+                         _settings(method, mode, lr, profile, corpus, episodes), s,
+                         device=device, version=VERSION,
+                         label=f"{_label(method, mode)} lr {lr:g}")
+            for method, mode in methods_modes for lr in lrs for s in seeds]
+
+
+def synthetic_check(tying_cfg, n_layer: int, episodes: int, seeds) -> dict:
+    """Can the agent learn a reward whose best policy is known (every trained layer
+    is worth 1, noise 1) in the run's number of episodes? The share of layers whose
+    greedy action at the all-train state is "train", per seed, for the authors' raw
+    reward and the standardised one, against chance."""
+    out = {"chance": chance_train_share(n_layer), "episodes": episodes}
+    for norm in ("none", "ema"):
+        shares = []
+        for s in seeds:
+            backend.manual_seed(s)
+            agent = TyingAgent(n_layer, replace(tying_cfg, reward_norm=norm), seed=s)
+            SyntheticReward(n_layer, seed=s + 1000).train(agent, episodes)
+            shares.append(greedy_train_share(agent, n_layer))
+        out[norm] = shares
+    return out
 
 
 def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
         device: str = "cpu", profile: dict | None = None, runner=None) -> dict:
-    """Both runs, the plots, report.md and results.json. ``profile`` (a dict shaped
-    like the entries of PROFILES) replaces the quick/full one, e.g. in a notebook."""
+    """Every method over seeds, the plots, report.md and results.json. ``profile`` (a
+    dict shaped like the entries of PROFILES) replaces the quick/full one, e.g. in a
+    notebook. ``runner``: a :class:`nanotie.protocol.Runner` (None: this process, with
+    the run cache next to ``out_dir``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     name = "quick" if quick else "full"
     profile = profile if profile is not None else PROFILES[name]
-    model_cfg = profile["model"]
-    train_cfg = replace(profile["train"], seed=seed)
+    if runner is None:
+        runner = protocol.Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device)
+    model_cfg, train_cfg = profile["model"], profile["train"]
     L = model_cfg.n_layer
-    train_ids, val_ids = corpus_splits()
+    per_episode = (L - 1) * profile["tying"].lm_steps_per_decision
+    if L < 2 or train_cfg.steps % per_episode:
+        raise ValueError(f"dynamic-tying: steps={train_cfg.steps} must be a multiple of "
+                         f"(n_layer - 1) * lm_steps_per_decision = {per_episode}")
+    episodes = train_cfg.steps // per_episode
+    splits = prose_splits()
+    corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
+    seeds = list(range(seed, seed + profile["seeds"]))
+    main_mode = profile["modes"][0]
+    lrs = tuple(profile["lrs"])
 
-    runs, histories = {}, {}
-    _, vrun, runs["vanilla"] = _run_one("vanilla", model_cfg, train_cfg, profile["tying"],
-                                        tuple(range(L)), None, train_ids, val_ids, seed,
-                                        device)
-    histories["vanilla"] = vrun.history
-    for mode in profile["modes"]:
-        tying_cfg = replace(profile["tying"], mode=mode)
-        label = f"dynamic ({mode})"
-        agent = TyingAgent(L, tying_cfg, seed=seed, device=device)
-        _, drun, runs[label] = _run_one(label, model_cfg, train_cfg, tying_cfg,
-                                        tying_cfg.initial(L), agent, train_ids, val_ids,
-                                        seed, device)
-        histories[label] = drun.history
-    main = f"dynamic ({profile['modes'][0]})"
+    # Phase 1, when there is a grid: vanilla and dynamic at every rate on the first
+    # seeds, judged on val. Without one, everything goes in one sweep.
+    tuned = [("vanilla", main_mode), ("dynamic", main_mode)]
+    lr_of = {"vanilla": lrs[0], "dynamic": lrs[0]}
+    grid = []
+    if len(lrs) > 1:
+        grid = runner.map(_runs(tuned, lrs, seeds[:profile["grid_seeds"]], profile, corpus,
+                                episodes, device), desc="dynamic-tying grid")
+        choice = _choose(grid)
+        lr_of = {m: choice[m]["best"] for m in lr_of}
+    lr_of["random"] = lr_of["fixed"] = lr_of["dynamic"]   # the controls: dynamic's rate
 
-    loss_png = plot_losses(histories, out_dir / "loss.png",
-                           f"{L}-layer byte GPT: vanilla vs dynamic layer tying")
-    ind_png = _plot_independent(runs, L, out_dir / "independent_layers.png")
-    mem_png = _plot_memory(runs, out_dir / "memory.png")
-    pat_png = _plot_pattern(runs[main], L, out_dir / "tying_pattern.png", main)
+    # Phase 2: every method at its rate on every seed (the grid's runs come from the cache).
+    final_runs = []
+    for method in METHODS:
+        final_runs += _runs([(method, main_mode)], [lr_of[method]], seeds, profile, corpus,
+                            episodes, device)
+    for mode in profile["modes"][1:]:
+        n = profile.get("shared_seeds", len(seeds))
+        final_runs += _runs([("dynamic", mode)], [lr_of["dynamic"]], seeds[:n], profile,
+                            corpus, episodes, device)
+    results_list = runner.map(final_runs, desc="dynamic-tying")
+    if len(lrs) == 1:
+        choice = _choose([r for r in results_list
+                          if r.run.settings["method"] in ("vanilla", "dynamic")
+                          and r.run.settings["tying"]["mode"] == main_mode])
 
-    v, d = runs["vanilla"], runs[main]
-    results = {
-        "profile": name if profile is PROFILES.get(name) else "custom",
-        "model": asdict(model_cfg),
-        "train": asdict(train_cfg),
-        "tying": asdict(profile["tying"]),
-        "lm_steps": train_cfg.steps,
-        "episodes": len(d["independent_per_episode"]),
-        "unigram_bpb": unigram_bpb(train_ids, val_ids),
-        "device": device,
-        "runs": runs,
-        "trainable_ratio_final": v["trainable_final"] / d["trainable_final"],
-        "memory_ratio_final": v["memory_final"]["total"] / d["memory_final"]["total"],
-        "optimizer_ratio_mean": v["optimizer_bytes_mean"] / d["optimizer_bytes_mean"],
-        "seconds": time.perf_counter() - t0,
-    }
-    results["summary"] = {
-        "val ppl (vanilla/dyn)": f"{v['val_ppl']:.2f} / {d['val_ppl']:.2f}",
-        "trainable": f"{v['trainable_final']:,} / {d['trainable_final']:,}",
-        "Adam bytes (mean)": f"{v['optimizer_bytes_mean'] / 1e6:.2f} / "
-                             f"{d['optimizer_bytes_mean'] / 1e6:.2f} MB",
-    }
+    groups: dict = {}
+    for r in results_list:
+        label = _label(r.run.settings["method"], r.run.settings["tying"]["mode"])
+        groups.setdefault(label, []).append(r)
+    dyn_tying = DynamicTyingConfig(**groups[_label("dynamic", main_mode)][0]
+                                   .run.settings["tying"])
+    synthetic = synthetic_check(dyn_tying, L, episodes, seeds)
+    results, extra = _summarise(groups, choice, synthetic, profile, name, episodes, seeds,
+                                splits, device, model_cfg, train_cfg, main_mode)
+    results["seconds"] = time.perf_counter() - t0
+    plots = [_plot_test(groups, out_dir / "test_ppl.png"),
+             _plot_curves(groups, out_dir / "val_curves.png"),
+             _plot_independent(groups, L, out_dir / "independent_layers.png"),
+             _plot_memory(groups, out_dir / "memory.png"),
+             _plot_pattern(groups[_label("dynamic", main_mode)][0].figures, L,
+                           out_dir / "tying_pattern.png", _label("dynamic", main_mode))]
     write_results(out_dir, results)
     write_report(out_dir, "Dynamic layer tying (Hay & Wolf, 2024)",
-                 _report_body(results, runs, model_cfg, train_cfg, main, len(train_ids),
-                              len(val_ids), [loss_png, ind_png, mem_png, pat_png]))
+                 _report_body(results, extra, groups, plots))
     return results
 
 
-def _report_body(results, runs, cfg, tcfg, main, n_train, n_val, plots) -> str:
-    rows = "\n".join(
-        f"| {label} | {r['val_ppl']:.3f} | {r['val_bpb']:.3f} | {r['trainable_final']:,} | "
-        f"{r['trainable_mean']:,.0f} | {r['optimizer_bytes_mean'] / 1e6:.3f} | "
-        f"{r['optimizer_bytes_peak'] / 1e6:.3f} | {r['memory_final']['total'] / 1e6:.3f} | "
-        f"{r['train_seconds']:.0f} |"
-        for label, r in runs.items())
-    d = runs[main]
+def _choose(results) -> dict:
+    return protocol.choose(results, method=lambda r: r.settings["method"],
+                           setting=lambda r: r.settings["train"]["lr"], metric="ppl")
+
+
+# ---------------------------------------------------------------- figures, verdicts
+
+
+def _spread_of(rs, get) -> protocol.Spread:
+    return protocol.spread([get(r.figures) for r in rs])
+
+
+def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits,
+               device, model_cfg, train_cfg, main_mode) -> dict:
+    dyn_label = _label("dynamic", main_mode)
+    table = {}
+    for label, rs in groups.items():
+        table[label] = {
+            "test_ppl": _spread_of(rs, lambda f: f["test"]["ppl"]),
+            "test_bpb": _spread_of(rs, lambda f: f["test"]["bpb"]),
+            "val_ppl": _spread_of(rs, lambda f: f["val"]["ppl"]),
+            "val_ppl_best_in_run": _spread_of(rs, lambda f: f["val"]["ppl_best_in_run"]),
+            "val_ppl_last_in_run": _spread_of(rs, lambda f: f["val"]["ppl_last_in_run"]),
+            "trainable_final": _spread_of(rs, lambda f: f["trainable_final"]),
+            "trainable_mean": _spread_of(rs, lambda f: f["trainable_mean"]),
+            "param_mb_final": _spread_of(rs, lambda f: f["param_memory_final"]["total"] / 1e6),
+            "param_mb_mean": _spread_of(rs, lambda f: f["param_memory_mean"] / 1e6),
+        }
+        if all(r.figures["step_peak"] for r in rs):
+            table[label]["step_peak_mb"] = _spread_of(rs, lambda f: f["step_peak"]["total"] / 1e6)
+    ppl = {label: [r.figures["test"]["ppl"] for r in rs] for label, rs in groups.items()}
+    verdicts = {
+        "dynamic vs vanilla": protocol.verdict(ppl[dyn_label], ppl["vanilla"],
+                                               names=(dyn_label, "vanilla")),
+        "dynamic vs random schedule": protocol.verdict(
+            ppl[dyn_label], ppl["random schedule"], names=(dyn_label, "random schedule")),
+        "dynamic vs fixed pattern": protocol.verdict(
+            ppl[dyn_label], ppl["fixed pattern"], names=(dyn_label, "fixed pattern")),
+    }
+    # "up to 10x less": ten times the dynamic run's memory is below the vanilla one's.
+    van, dyn = groups["vanilla"], groups[dyn_label]
+    verdicts["10x less parameter-side memory"] = protocol.verdict(
+        [10 * r.figures["param_memory_final"]["total"] for r in dyn],
+        [r.figures["param_memory_final"]["total"] for r in van],
+        names=(f"10 x {dyn_label}", "vanilla"))
+    if "step_peak_mb" in table[dyn_label] and "step_peak_mb" in table["vanilla"]:
+        verdicts["10x less whole-step memory"] = protocol.verdict(
+            [10 * r.figures["step_peak"]["total"] for r in dyn],
+            [r.figures["step_peak"]["total"] for r in van],
+            names=(f"10 x {dyn_label}", "vanilla"))
+    # The most a state can save: every layer a copy of layer 0.
+    probe = DynamicTiedGPT(model_cfg, state=(0,) * model_cfg.n_layer)
+    bound = (count_parameters(DynamicTiedGPT(model_cfg, state=tuple(range(model_cfg.n_layer))))
+             / count_parameters(probe))
+    ratios = {
+        "param_final": protocol.spread([v.figures["param_memory_final"]["total"]
+                                        / d.figures["param_memory_final"]["total"]
+                                        for v, d in zip(van, dyn)]),
+    }
+    if "step_peak_mb" in table[dyn_label] and "step_peak_mb" in table["vanilla"]:
+        ratios["step_peak"] = protocol.spread([v.figures["step_peak"]["total"]
+                                               / d.figures["step_peak"]["total"]
+                                               for v, d in zip(van, dyn)])
+    t = table
+    results = {
+        "profile": name if profile is PROFILES.get(name) else "custom",
+        "model": asdict(model_cfg), "train": asdict(train_cfg),
+        "tying": groups[dyn_label][0].run.settings["tying"],
+        "episodes": episodes, "seeds": seeds, "splits": splits.sizes,
+        "reward_ids": groups[dyn_label][0].run.settings["reward_ids"],
+        "fixed_switch": groups[dyn_label][0].run.settings["fixed_switch"],
+        "unigram_bpb": unigram_bpb(splits.train, splits.test),
+        "device": device, "version": VERSION,
+        "tuning": {m: {"best": c["best"], "grid": {f"{k:g}": v.as_dict()
+                                                   for k, v in c["grid"].items()}}
+                   for m, c in choice.items()},
+        "learning_rates": {label: rs[0].run.settings["train"]["lr"]
+                           for label, rs in groups.items()},
+        "table": {label: {k: v.as_dict() for k, v in row.items()} for label, row in t.items()},
+        "verdicts": {k: {"outcome": v.outcome, "gap": v.gap, "noise": v.noise,
+                         "reason": v.reason} for k, v in verdicts.items()},
+        "memory_ratio": {k: v.as_dict() for k, v in ratios.items()},
+        "param_ratio_bound": bound,
+        "synthetic": synthetic,
+        "runs": {label: [{"seed": r.run.seed, "seconds": r.seconds, "cached": r.cached,
+                          **r.figures} for r in rs] for label, rs in groups.items()},
+    }
+    step = ratios.get("step_peak")
+    results["summary"] = {
+        "test ppl (van/dyn/rand/fixed)": " / ".join(
+            f"{t[k]['test_ppl'].mean:.2f}" for k in ("vanilla", dyn_label, "random schedule",
+                                                      "fixed pattern")),
+        "dyn vs random": verdicts["dynamic vs random schedule"].outcome,
+        "memory saved (params/step)": f"{ratios['param_final'].mean:.2f}x / "
+                                      + (f"{step.mean:.2f}x" if step else "n/a"),
+    }
+    results["headline"] = {
+        "claim": CLAIM_PPL, "where": WHERE,
+        "verdict": verdicts["dynamic vs vanilla"].outcome,
+        "figure": f"dynamic {t[dyn_label]['test_ppl'].format(2)} vs vanilla "
+                  f"{t['vanilla']['test_ppl'].format(2)} test ppl/byte; random schedule "
+                  f"{t['random schedule']['test_ppl'].format(2)}",
+    }
+    return results, {"table": t, "verdicts": verdicts, "choice": choice, "ratios": ratios}
+
+
+def _report_body(results, extra, groups, plots) -> str:
+    t, verdicts, choice, ratios = (extra["table"], extra["verdicts"], extra["choice"],
+                                   extra["ratios"])
+    cfg, tcfg, tying = results["model"], results["train"], results["tying"]
+    dyn_label = next(k for k in t if k.startswith("dynamic"))
+    cols = ["test_ppl", "test_bpb", "val_ppl_best_in_run", "val_ppl_last_in_run",
+            "trainable_final", "param_mb_final", "param_mb_mean", "step_peak_mb"]
+    rows = [(label, {c: row.get(c, "n/a") for c in cols}) for label, row in t.items()]
+    table = spread_table(rows, cols, digits=3, seeds_of="test_ppl")
+    syn = results["synthetic"]
+    syn_line = (f"at the all-train state after {syn['episodes']} episodes, the share of "
+                f"layers whose greedy action is \"train\" (chance "
+                f"{syn['chance']:.2f}): authors' raw reward "
+                f"{protocol.spread(syn['none']).format(2)} (seeds "
+                f"{', '.join(f'{v:.2f}' for v in syn['none'])}), standardised reward "
+                f"{protocol.spread(syn['ema']).format(2)} (seeds "
+                f"{', '.join(f'{v:.2f}' for v in syn['ema'])})")
+    dyn_runs = groups[dyn_label]
+    share = protocol.spread([r.figures["greedy_train_share"] for r in dyn_runs])
     pattern = ", ".join(f"{i}<-{j}" if j != i else f"{i}:train"
-                        for i, j in enumerate(d["final_state"]))
+                        for i, j in enumerate(dyn_runs[0].figures["final_state"]))
+    clipped = np.mean([r.figures["rewards_clipped_fraction"] for r in dyn_runs])
+    step = ratios.get("step_peak")
     figs = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
+    ppl_section = claim_section(CLAIM_PPL, WHERE, [
+        ("The claim: dynamic against vanilla, test perplexity", verdicts["dynamic vs vanilla"]),
+        ("The control (is it the policy?): dynamic against the random schedule",
+         verdicts["dynamic vs random schedule"]),
+        ("Dynamic against the fixed pattern", verdicts["dynamic vs fixed pattern"]),
+    ])
+    mem_verdicts = [("Parameter side (weights + gradients + Adam, the paper's accounting)",
+                     verdicts["10x less parameter-side memory"])]
+    if "10x less whole-step memory" in verdicts:
+        mem_verdicts.append(("The whole step's peak (tracemalloc: activations included)",
+                             verdicts["10x less whole-step memory"]))
+    mem_section = claim_section(CLAIM_MEMORY, WHERE, mem_verdicts)
+    n_seeds = len(results["seeds"])
     return f"""
-A byte-level GPT ({cfg.n_layer} layers, d_model {cfg.d_model}, {cfg.n_head} heads, context
-{cfg.context}) trained for {tcfg.steps} language-model steps (batch {tcfg.batch_size}) on
-Python's own help text ({n_train:,} bytes to train, the last {n_val:,} to validate), on
-{results['device']}. The dynamic run starts from s = 0 (every layer a copy of layer 0)
-and makes {results['episodes']} episodes of {cfg.n_layer - 1} decisions, each followed by
-{results['tying']['lm_steps_per_decision']} LM steps; both runs see the same batches.
+## Set-up
 
-| run | val ppl (per byte) | val bits/byte | trainable (end) | trainable (mean) | Adam MB (mean) | Adam MB (peak) | train memory MB (end) | train s |
-|---|---|---|---|---|---|---|---|---|
-{rows}
+A byte-level GPT ({cfg['n_layer']} layers, d_model {cfg['d_model']}, {cfg['n_head']} heads,
+context {cfg['context']}) trained for {tcfg['steps']} language-model steps (batch
+{tcfg['batch_size']}, AdamW, warmup + cosine) on Python's own help text, cut into
+train | val | test ({results['splits']['train']:,} / {results['splits']['val']:,} /
+{results['splits']['test']:,} bytes); the last {results['reward_ids']:,} bytes of train are
+held out as the agent's reward batch and never trained on. Settings are chosen on val;
+the figures below are on test. {n_seeds} seeds ({', '.join(map(str, results['seeds']))}) per
+method, the same batches for every method at a given seed, on {results['device']}.
 
-A unigram byte model scores {results['unigram_bpb']:.3f} bits per byte. At the end the
-vanilla model trains {results['trainable_ratio_final']:.2f}x as many parameters and needs
-{results['memory_ratio_final']:.2f}x the training memory (weights + gradients + Adam);
-over the whole run it held {results['optimizer_ratio_mean']:.2f}x the Adam state on
-average.
+- **vanilla**: every layer trains.
+- **{dyn_label}**: starts with every layer a copy of layer 0; {results['episodes']} episodes of
+  {cfg['n_layer'] - 1} decisions, each followed by {tying['lm_steps_per_decision']} LM steps
+  and a reward (minus the perplexity on the held-out batch, clipped to
+  [-{tying['reward_clip']:g}, {tying['reward_clip']:g}], standardised by its running mean
+  and std: `reward_norm="{tying['reward_norm']}"`); epsilon decays by
+  {tying['epsilon_decay']:.3f} per episode and reaches its floor {tying['epsilon_min']:g}
+  within the run; gamma {tying['gamma']:g}.
+- **random schedule** (control): the same decisions and rewards, each action uniform
+  over the layer's choices (what the agent's exploration draws from), no learning.
+- **fixed pattern** (control): every layer trains for the first {results['fixed_switch']}
+  episodes, then every layer is a copy of layer 0.
 
-Final tying pattern of {main}: {pattern}. The rewards of
-{d['rewards_clipped_fraction']:.0%} of its decisions were beyond the clip of
-{results['tying']['reward_clip']:g} (a per-byte perplexity above it), where every action
-looks alike to the agent. The paper's claims, for comparison: "modestly better
-perplexity", drastically fewer trainable parameters, up to 10x less training memory.
+## Results
+
+{table}
+
+A unigram byte model scores {results['unigram_bpb']:.3f} bits per byte on test.
+"best in run" and "last in run" are the validation perplexity at the run's evaluations
+(the first {tcfg['eval_batches']} batches of val; the authors' logs report the best);
+test perplexity is per byte, on the whole split, at the end.
+
+Learning rates (validation perplexity, mean over seeds; the controls use the dynamic
+run's rate):
+
+{tuning_table(choice, metric="ppl")}
+
+{ppl_section}
+
+Is the agent learning? On a synthetic reward where every trained layer lowers the
+perplexity by 1 (noise 1), so that "train" is always right, {syn_line}. In the language
+model runs, the final agents' greedy "train" share at the all-train state is
+{share.format(2)} (chance {syn['chance']:.2f}). Final pattern of {dyn_label}, seed
+{dyn_runs[0].run.seed}: {pattern}. {clipped:.0%} of its rewards were beyond the clip.
+
+What would change the verdicts: a gap larger than the seed spread in the other
+direction with more seeds; longer runs (more episodes) in which the agent can learn;
+the paper's scale, where the perplexity differences between patterns are larger than
+the noise of one held-out batch.
+
+## Memory
+
+{mem_section}
+
+At the end the vanilla model's parameter-side training memory is
+{ratios['param_final'].format(2)} times the dynamic one's, and its whole step's peak
+{step.format(2) if step else 'n/a'} times. With {cfg['n_layer']} layers no state can save more
+than {results['param_ratio_bound']:.2f}x on the parameter side (every layer a copy of
+layer 0, the embeddings still train), so "up to 10x" cannot hold at this depth; and a
+copy still runs, so its activations stay: at this width they are most of the step's
+memory, and the whole step shrinks far less than the parameter side.
+
+## Plots
 
 {figs}
+
+## Differences from the paper
+
+- Scale: a {cfg['n_layer']}-layer byte-level GPT for {tcfg['steps']} steps instead of GPT-2-size
+  models on WikiText/LM1B; the agent sees {results['episodes']} episodes, not hundreds.
+- The reward is standardised by its running mean and std before the TD update (the
+  authors feed the raw clipped reward); on the synthetic reward the raw one leaves the
+  agent at chance within this many episodes (above). The clip is 100, not 10.
+- The reward is computed on one fixed held-out batch, not on a fresh training batch.
+- Epsilon decays fast enough to reach its floor within the run (the authors' 0.95 per
+  episode needs 90 episodes).
+- The authors build the LM optimizer once over all parameters, so their code cannot
+  free the Adam state of a layer that trained and was later tied; nanotie's
+  `sync_optimizer` does. nanotie's memory savings are therefore larger than the
+  authors' code would give.
+- Untying clones the weights (the authors' layer keeps aliasing its former source).
 """
 
 
-def _plot_independent(runs, n_layer, path) -> Path:
+# ------------------------------------------------------------------------- plots
+
+
+def _colors(groups) -> dict:
+    return {label: f"C{i}" for i, label in enumerate(groups)}
+
+
+def _plot_test(groups, path) -> Path:
+    sp = {label: protocol.spread([r.figures["test"]["ppl"] for r in rs])
+          for label, rs in groups.items()}
+    return plot_spread(sp, path, "test perplexity per byte (lower is better)",
+                       "perplexity per byte")
+
+
+def _plot_curves(groups, path) -> Path:
+    """Validation bits per byte during training: mean over seeds, min-max band."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for label, rs in groups.items():
+        step = rs[0].figures["val_bpb_curve"]["step"]
+        v = np.array([r.figures["val_bpb_curve"]["bpb"] for r in rs])       # (seeds, evals)
+        line, = ax.plot(step, v.mean(0), "o-", ms=3, label=f"{label} (n={len(rs)})")
+        ax.fill_between(step, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="LM step", ylabel="val bits per byte", title="validation during training "
+           "(band: min-max over seeds)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return save_figure(fig, path)
+
+
+def _plot_independent(groups, n_layer, path) -> Path:
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.5, 3.6))
-    for label, r in runs.items():
-        if r["mode"] == "vanilla":
+    eps = None
+    for label, rs in groups.items():
+        ind = np.array([r.figures["independent_per_episode"] for r in rs], dtype=float)
+        if ind.size == 0:                             # vanilla: no episodes
             continue
-        ep = np.arange(1, len(r["independent_per_episode"]) + 1)
-        ax.step(ep, r["independent_per_episode"], where="mid", label=label)
+        ep = np.arange(1, ind.shape[1] + 1)
+        ax.errorbar(ep, ind.mean(0), yerr=ind.std(0, ddof=1) if len(rs) > 1 else None,
+                    capsize=2, label=label, drawstyle="steps-mid")
+        if label.startswith("dynamic"):
+            eps = rs[0].figures["epsilon_per_episode"]
     ax.axhline(n_layer, color="gray", ls="--", lw=1, label="vanilla (all layers train)")
     ax.set(xlabel="episode", ylabel="independent layers at episode end",
-           ylim=(0, n_layer + 0.5), title="Layers the agent keeps training")
-    first = next(r for r in runs.values() if r["mode"] != "vanilla")
-    ax2 = ax.twinx()
-    ax2.plot(np.arange(1, len(first["epsilon_per_episode"]) + 1),
-             first["epsilon_per_episode"], color="k", alpha=0.35, lw=1)
-    ax2.set(ylabel="exploration epsilon (grey)", ylim=(0, 1.05))
-    ax.legend(loc="lower left", fontsize=8)
+           ylim=(0, n_layer + 0.5), title="Layers that train (mean ± std over seeds)")
+    if eps:
+        ax2 = ax.twinx()
+        ax2.plot(np.arange(1, len(eps) + 1), eps, color="k", alpha=0.35, lw=1)
+        ax2.set(ylabel="agent's epsilon (grey)", ylim=(0, 1.05))
+    ax.legend(loc="lower left", fontsize=7)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
 
 
-def _plot_memory(runs, path) -> Path:
+def _plot_memory(groups, path) -> Path:
+    """Parameter-side memory at the end and the whole step's peak, with spread."""
     plt = pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for label, r in runs.items():
-        steps = np.arange(1, len(r["trainable_curve"]) + 1)
-        a1.plot(steps, r["trainable_curve"], label=label)
-        a2.plot(steps, np.asarray(r["optimizer_bytes_curve"]) / 1e6, label=label)
-    a1.set(xlabel="LM step", ylabel="trainable parameters", title="trainable parameters")
-    a2.set(xlabel="LM step", ylabel="MB", title="AdamW state (m, v, step)")
-    for a in (a1, a2):
-        a.grid(alpha=0.3)
-        a.legend(fontsize=8)
-        a.set_ylim(bottom=0)
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
+    labels = list(groups)
+    for ax, key, title in ((axes[0], "param", "weights + gradients + Adam (end)"),
+                           (axes[1], "step", "whole step's peak (tracemalloc)")):
+        for i, label in enumerate(labels):
+            rs = groups[label]
+            if key == "param":
+                v = [r.figures["param_memory_final"]["total"] / 1e6 for r in rs]
+            elif all(r.figures["step_peak"] for r in rs):
+                v = [r.figures["step_peak"]["total"] / 1e6 for r in rs]
+            else:
+                continue
+            sp = protocol.spread(v)
+            ax.bar(i, sp.mean, color=f"C{i}", alpha=0.6)
+            ax.errorbar(i, sp.mean, yerr=[[sp.mean - sp.min], [sp.max - sp.mean]],
+                        color="k", capsize=4)
+        ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
+        ax.set(ylabel="MB", title=title)
+        ax.grid(alpha=0.3, axis="y")
     return save_figure(fig, path)
 
 
