@@ -15,9 +15,11 @@ from pathlib import Path
 
 from . import backend
 from .files import unwritable
+from .nn.module import StateDictError
 from .papers import REGISTRY
 from .protocol import Runner, dask_executor
 from .report import summary_table
+from .train import CheckpointError
 
 
 class UsageError(Exception):
@@ -215,6 +217,17 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"nanotie: error: {exc}", file=sys.stderr)
         return 2
+    except (CheckpointError, StateDictError) as exc:   # a cached file made for another run
+        print(f"nanotie: error: {_one_line(exc)}", file=sys.stderr)
+        return 1
+    except OSError as exc:         # a full disk, a folder that became read-only: writes
+        where = f"{exc.filename}: " if exc.filename else ""     # are atomic, none is half
+        print(f"nanotie: error: cannot write {where}{exc.strerror or exc}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:      # checkpoints are atomic: a rerun resumes from the last
         print("nanotie: interrupted", file=sys.stderr)
         return 130
+
+
+def _one_line(exc: BaseException) -> str:
+    return "; ".join(part.strip(" -") for part in str(exc).splitlines() if part.strip())

@@ -72,12 +72,17 @@ def pyplot():
 
 
 def save_figure(fig, path) -> Path:
-    """Lay ``fig`` out, write it to ``path`` as a PNG (making the folder) and close it."""
+    """Lay ``fig`` out, write it to ``path`` as a PNG (making the folder) and close it.
+
+    Written atomically (:func:`~nanotie.files.atomic_write`): an interrupted or failed
+    save leaves the old plot, or none, never half a PNG."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    pyplot().close(fig)
+    try:
+        fig.tight_layout()
+        with atomic_write(path) as f:
+            fig.savefig(f, format="png", dpi=110)
+    finally:
+        pyplot().close(fig)
     return path
 
 

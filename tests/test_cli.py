@@ -1,0 +1,172 @@
+"""The command line never loses work and never answers with a traceback.
+
+Usage errors (a negative seed, an empty --out, an output folder that cannot be
+written) are found before any training; a failure during a run (a full disk, a
+cached checkpoint from another run) ends in one line; a damaged checkpoint is named
+and retrained. Experiments here are small fakes registered for the test, so nothing
+trains for long.
+"""
+
+from __future__ import annotations
+
+import errno
+
+import numpy as np
+import pytest
+
+from nanotie import cli, data, files, nn, report
+from nanotie import train as T
+
+
+class Fake:
+    """A registry entry whose run() records that it was called, then does ``action``."""
+
+    def __init__(self, action=None):
+        self.name, self.title, self.calls, self.action = "fake", "a fake experiment", [], action
+
+    def run(self, quick, out_dir, seed=0, device="cpu", runner=None):
+        self.calls.append(out_dir)
+        if self.action:
+            self.action(out_dir)
+        return {"summary": {"result": "ok"}}
+
+
+@pytest.fixture
+def fake(monkeypatch):
+    entry = Fake()
+    monkeypatch.setattr(cli, "REGISTRY", {"fake": entry})
+    return entry
+
+
+def one_error_line(capsys) -> str:
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Traceback" not in err[0], err
+    assert err[0].startswith("nanotie: error:")
+    return err[0]
+
+
+# ------------------------------------------------------ found before any training
+
+
+def test_a_negative_seed_is_a_usage_error_before_anything_is_written(fake, tmp_path,
+                                                                     capsys):
+    out = tmp_path / "o"
+    assert cli.main(["reproduce", "--seed", "-1", "--out", str(out)]) == 2
+    assert "--seed -1" in one_error_line(capsys)
+    assert not fake.calls and not out.exists()
+
+
+@pytest.mark.parametrize("out", ["", "   "])
+def test_an_empty_out_is_a_usage_error_not_the_current_folder(fake, tmp_path, monkeypatch,
+                                                              capsys, out):
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["reproduce", "--out", out]) == 2
+    assert "--out" in one_error_line(capsys)
+    assert not fake.calls and list(tmp_path.iterdir()) == []
+
+
+def test_an_unwritable_experiment_folder_is_found_before_training(fake, tmp_path, capsys):
+    """``o/fake`` cannot be written (here a file stands where the folder goes: the suite
+    runs as root, which ignores chmod): one line naming it, and the run never starts."""
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "fake").write_text("not a folder")
+    assert cli.main(["reproduce", "--out", str(out)]) == 2
+    line = one_error_line(capsys)
+    assert "cannot write" in line and str(out / "fake") in line
+    assert not fake.calls
+
+
+def test_a_full_disk_is_found_before_training(fake, tmp_path, monkeypatch, capsys):
+    def no_space(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device")
+    monkeypatch.setattr(files.tempfile, "TemporaryFile", no_space)
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 2
+    assert "No space left on device" in one_error_line(capsys)
+    assert not fake.calls
+
+
+# ------------------------------------------------------------ failures during a run
+
+
+def test_a_disk_that_fills_during_a_run_ends_in_one_line(fake, tmp_path, capsys):
+    def fill(out_dir):
+        raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "report.md"))
+    fake.action = fill
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    line = one_error_line(capsys)
+    assert "No space left on device" in line and "report.md" in line
+
+
+def test_a_checkpoint_from_another_run_ends_in_one_line(fake, tmp_path, capsys):
+    def clash(out_dir):
+        raise T.CheckpointError(f"checkpoint {out_dir}/x.npz was made with another "
+                                "TrainConfig (lr: checkpoint 0.01, now 0.02): delete it or "
+                                "restore the settings")
+    fake.action = clash
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    line = one_error_line(capsys)
+    assert "x.npz" in line and "delete it" in line
+
+
+def test_a_state_dict_that_does_not_fit_ends_in_one_line(fake, tmp_path, capsys):
+    def misfit(out_dir):
+        raise nn.StateDictError("load_state_dict: the checkpoint does not fit this GPT:\n"
+                                "  - 'wpe.weight': checkpoint shape (9, 8) != model shape "
+                                "(8, 8)\n  - missing key 'ln_f.bias'")
+    fake.action = misfit
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    line = one_error_line(capsys)
+    assert "wpe.weight" in line and "ln_f.bias" in line
+
+
+def test_a_damaged_cached_checkpoint_is_named_and_retrained(fake, tmp_path, capsys):
+    """The real training loop under the CLI: an empty .npz left in the cache (a disk
+    that filled, say) is named in one line, the run trains, and the rerun is clean."""
+    ids = np.frombuffer(data.prose_corpus(20_000), dtype=np.uint8)
+
+    def tiny_run(out_dir):
+        model = nn.GPT(nn.GPTConfig(vocab_size=256, context=8, d_model=8, n_layer=1,
+                                    n_head=2))
+        cfg = T.TrainConfig(steps=2, batch_size=2, warmup_steps=1, eval_interval=2,
+                            eval_batches=1)
+        T.train(model, ids[:15_000], ids[15_000:], cfg, checkpoint=out_dir / "ck.npz",
+                progress=False)
+    fake.action = tiny_run
+    out = tmp_path / "o"
+    (out / "fake").mkdir(parents=True)
+    (out / "fake" / "ck.npz").write_bytes(b"")
+    assert cli.main(["reproduce", "--out", str(out)]) == 0
+    err = [line for line in capsys.readouterr().err.splitlines() if "ck.npz" in line]
+    assert len(err) == 1 and "empty" in err[0] and "training from scratch" in err[0]
+    assert cli.main(["reproduce", "--out", str(out)]) == 0
+    assert "ck.npz" not in capsys.readouterr().err
+
+
+# --------------------------------------------------------- plots are written whole
+
+
+def test_a_failed_plot_save_leaves_the_old_png_and_no_partial_file(tmp_path):
+    plt = report.pyplot()
+    path = tmp_path / "plot.png"
+    fig, ax = plt.subplots()
+    ax.plot([0, 1], [1, 0])
+    report.save_figure(fig, path)
+    old = path.read_bytes()
+    assert old.startswith(b"\x89PNG")
+
+    fig, ax = plt.subplots()
+
+    def half_then_full_disk(target, **kwargs):
+        if hasattr(target, "write"):
+            target.write(b"\x89PNG half")
+        else:
+            with open(target, "wb") as f:
+                f.write(b"\x89PNG half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+    fig.savefig = half_then_full_disk
+    with pytest.raises(OSError):
+        report.save_figure(fig, path)
+    assert path.read_bytes() == old
+    assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
+    assert fig.number not in plt.get_fignums()        # closed even when it failed
