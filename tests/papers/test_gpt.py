@@ -1,12 +1,14 @@
-"""The `gpt` experiment: its outputs, its checkpoint cache, and (slow) its claim."""
+"""The `gpt` experiment: seeds with spread, the run cache and the weight checkpoints,
+the learning-rate grid judged on val, and (slow) its sanity check."""
 
 from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
-from nanotie import cli
+from nanotie import cli, data
 from nanotie.nn import GPTConfig
 from nanotie.papers import REGISTRY
 from nanotie.papers.gpt import experiment
@@ -22,40 +24,79 @@ def tiny(monkeypatch):
     monkeypatch.setitem(experiment.PROFILES, "quick", TINY_PROFILE)
 
 
-def test_gpt_writes_report_results_and_plot_and_reuses_its_cache(tiny, tmp_path):
-    first = experiment.run(quick=True, out_dir=tmp_path / "gpt")
+def test_gpt_reports_test_bpb_over_seeds_against_the_unigram_model(tiny, tmp_path):
+    first = experiment.run(quick=True, out_dir=tmp_path / "gpt", seed=3)
     for name in ("report.md", "results.json", "loss.png"):
         assert (tmp_path / "gpt" / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "gpt" / "results.json").read_text())
-    assert saved["val_bpb"] == first["val_bpb"] and 0 < first["val_bpb"] < 8.5
-    assert saved["steps"] == TINY_PROFILE[1].steps
-    assert len(first["sample"]) > 0 and "val bpb" in first["summary"]
+    assert saved["seeds"] == [3, 4] and saved["test_bpb"]["n"] == 2
+    assert saved["test_bpb"]["values"] == [r["test"]["bpb"] for r in first["runs"]]
+    assert all(0 < v < 8.5 for v in saved["test_bpb"]["values"])
+    assert all(r["steps"] == TINY_PROFILE[1].steps for r in saved["runs"])
     assert saved["parameters_if_untied"] - saved["parameters"] == 256 * 16
-    assert f"{first['val_bpb']:.3f}" in (tmp_path / "gpt" / "report.md").read_text()
-    cached = list((tmp_path / "cache").glob("gpt-quick-*.npz"))
-    assert len(cached) == 1
+    splits = experiment.prose_splits()
+    assert saved["unigram_bpb"]["test"] == experiment.unigram_bpb(splits.train, splits.test)
+    assert saved["verdict"]["outcome"] == first["headline"]["verdict"]
+    assert set(first["headline"]) == {"claim", "where", "verdict", "figure"}
+    report = (tmp_path / "gpt" / "report.md").read_text()
+    assert f"{first['test_bpb']['mean']:.3f}" in report and "each seed" in report
+    assert len(list((tmp_path / "cache").glob("gpt-quick-*.npz"))) == 2   # one per seed
 
-    second = experiment.run(quick=True, out_dir=tmp_path / "gpt")
-    # Loaded, not retrained: the recorded training time comes from the cache.
-    assert second["train_seconds"] == first["train_seconds"]
-    assert second["val_bpb"] == first["val_bpb"]
+    second = experiment.run(quick=True, out_dir=tmp_path / "gpt", seed=3)
+    assert all(r["cached"] for r in second["runs"])
+    assert second["test_bpb"] == first["test_bpb"]
 
 
-def test_the_cache_key_changes_with_the_settings(tiny, tmp_path):
-    experiment.run(quick=True, out_dir=tmp_path / "gpt", seed=0)
-    experiment.run(quick=True, out_dir=tmp_path / "gpt", seed=1)
-    assert len(list((tmp_path / "cache").glob("gpt-quick-*.npz"))) == 2
+def test_pretrained_gpt_loads_the_runs_checkpoint_instead_of_training(tiny, tmp_path):
+    results = experiment.run(quick=True, out_dir=tmp_path / "gpt")
+    model, history = experiment.pretrained_gpt(quick=True, seed=1, cache_dir=tmp_path / "cache")
+    seed1 = [r for r in results["runs"] if r["seed"] == 1][0]
+    assert history.seconds == seed1["train_seconds"]       # recorded, not retrained
+    splits = experiment.prose_splits()
+    from nanotie.train import evaluate
+    bpb = evaluate(model, splits.test, model.config.context, 32) / np.log(2)
+    assert bpb == pytest.approx(seed1["test"]["bpb"], rel=1e-6)
+
+
+def test_the_rate_is_chosen_on_val_and_the_other_seeds_train_at_it(tiny, tmp_path):
+    grid = (1e-3, 1e-2)
+    results = experiment.run(quick=True, out_dir=tmp_path / "gpt", lr_grid=grid)
+    tuning = results["tuning"]
+    assert set(tuning) == {str(lr) for lr in grid}
+    assert results["lr"] == float(min(tuning, key=lambda lr: tuning[lr]["mean"]))
+    at_best = [r for r in results["runs"] if r["lr"] == results["lr"]]
+    assert sorted(r["seed"] for r in at_best) == [0, 1]
+    assert results["test_bpb"]["values"] == [r["test"]["bpb"] for r in at_best]
+    with pytest.raises(ValueError, match="lr_grid"):
+        experiment.run(quick=True, out_dir=tmp_path / "gpt", lr_grid=(0.0,))
+
+
+def test_the_shared_prose_splits_are_disjoint_and_cover_the_corpus():
+    splits = experiment.prose_splits()
+    whole = np.frombuffer(data.prose_corpus(), dtype=np.uint8)
+    np.testing.assert_array_equal(np.concatenate([splits.train, splits.val, splits.test]),
+                                  whole)
+    train_ids, val_ids = experiment.corpus_splits()           # the older 90 / 10 cut
+    assert len(val_ids) == round(0.1 * len(whole)) and len(train_ids) + len(val_ids) == len(whole)
+
+
+def test_unigram_bpb_is_the_cross_entropy_of_smoothed_byte_counts():
+    train_ids = np.array([0] * 254 + [1] * 2)       # counts + 1: 255, 3, then 1 x 254
+    val_ids = np.array([1, 1])
+    assert experiment.unigram_bpb(train_ids, val_ids) == pytest.approx(-np.log2(3 / 512))
+    assert experiment.unigram_bpb(train_ids, np.array([0])) < 1.1
 
 
 def test_cli_runs_registered_experiments_and_prints_a_summary(tiny, tmp_path, capsys):
     assert "gpt" in REGISTRY
-    assert cli.main(["reproduce", "gpt", "--out", str(tmp_path)]) == 0
+    assert cli.main(["reproduce", "gpt", "--out", str(tmp_path), "--workers", "1"]) == 0
     out = capsys.readouterr().out
-    assert "Summary" in out and "gpt" in out and "val bpb" in out
+    assert "Summary" in out and "gpt" in out and "test bpb" in out
     assert (tmp_path / "gpt" / "report.md").exists()
 
 
 @pytest.mark.slow
 def test_quick_profile_beats_the_unigram_baseline_by_a_bit_per_byte(tmp_path):
     results = experiment.run(quick=True, out_dir=tmp_path / "gpt")
-    assert results["val_bpb"] < results["unigram_bpb"] - 1.0
+    assert results["verdict"]["outcome"] == "holds"
+    assert max(results["test_bpb"]["values"]) < results["unigram_bpb"]["test"] - 1.0

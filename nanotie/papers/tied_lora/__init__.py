@@ -33,22 +33,37 @@ Because the update is linear in x, it can be folded into the weight for inferenc
 (:func:`merge`): W_qkv,l + diag(v_l) B diag(u_l) A gives the same outputs, and
 :func:`unmerge` subtracts it again.
 
-Initialisation (the authors' code, as the spec describes it): A ~ N(0, 1); B ~ N(0, 1)
-unless it is trained while v is frozen (LoRA, TL5), then B = 0 as in LoRA; u = 1;
+Initialisation. The paper does not give one, and its authors' code does not settle
+it: NVIDIA NeMo's tied LoRA (``ParallelLinearAdapterWeightTying``) shares A and B
+across layers but gives each layer a zero-initialised position embedding instead of
+the u and v vectors, and its LoRA draws A at a small scale with B = 0. nanotie
+follows LoRA's scale, so that the optimizer can move the random parts::
+
+    A ~ N(0, 1/d)    B ~ N(0, 1/r)    (fan-in scaled: A x and B h are O(1) per entry)
+
+B = 0 instead when it is trained while v is frozen (LoRA, TL5), as in LoRA; u = 1;
 v = 0 when trained, 1 when frozen. The update is therefore zero at step 0 whenever v
-or B starts at zero, and the adapted model starts as the base model.
+or B starts at zero, and the adapted model starts as the base model. Why the scale
+matters: Adam moves every entry by about the learning rate per step, whatever the
+gradient's size. From N(0, 1) a few hundred steps at 1e-3 change A and B by a few
+percent, so they stay where they started (TL6 behaves like the VeRA-style corner,
+whose A and B are frozen); from N(0, 1/d) the same steps move them by tens of percent.
+``attach(..., zero="B")`` starts TL6 at B = 0, u = v = 1 instead (the experiment's
+sensitivity row).
 
 Differences from the paper:
 
 * The base model is nanotie's small byte-level GPT pretrained on English prose, adapted
   to Python source code (language modelling, bits per byte), not GPT-2B or LLaMA-2 7B
   on SQuAD, summarisation, NLI, translation and GSM8K.
-* With L = 4 layers (6 in ``--full``) instead of 32, tying saves a factor 4, not 32:
-  TL5 is 1/4 of LoRA and TL6 a larger share of LoRA than the paper's 12.5%. The
-  tests check the paper-scale counts from the same formula.
+* With L = 8 layers instead of 32, tying saves a factor 8, not 32: TL5 is 1/8 of LoRA
+  and TL6, 4 d r + L (r + 3 d), about 22% of LoRA at d = 64, r = 8 (the paper's 12.5%
+  at L = 32). The saving is bounded by L; the tests check the paper-scale counts from
+  the same formula.
 * The paper names its tied configurations TL1-TL6 (Table 1). Only TL5 and TL6 (and the
-  LoRA and VeRA corners) are named here; the others could not be matched to their
-  tuples with certainty, so they go by the parts they train (e.g. ``tied:Bu``). The
+  LoRA and VeRA corners) are named here: their tuples are confirmed by the paper's
+  counts (TL5 about 131K, TL6 12.5% of LoRA at L = 32). TL1-TL4's exact tuples are
+  unconfirmed, so those configurations go by the parts they train (e.g. ``tied:Bu``). The
   whole lattice is enumerated: :func:`lattice` gives LoRA and the fifteen tied
   configurations that train something; :func:`all_configurations` adds the untied
   ones for the parameter-count tests.
@@ -56,11 +71,13 @@ Differences from the paper:
   the authors' initialisation nothing in them starts at zero, so the adapted model
   starts away from the base model (:attr:`TiedLoRAConfig.zero_start` is False).
   They are kept and trained like the others, and the report flags them.
-* The VeRA-style corner starts u = 1 (the authors' Tied-LoRA code); peft's VeRA starts
-  its lambda_d (our u) at 0.1 and scales Kaiming-uniform A, B. With v = 0 both start
-  at the base model, and given the same arrays their forwards agree (tested).
-* One learning rate for every configuration (the paper tunes it per method), no
-  dropout on the adapter path, alpha = r (no extra scaling), as in the paper.
+* The initialisation is LoRA's scale, not the authors' (unconfirmed; see above).
+  The VeRA-style corner starts u = 1; peft's VeRA starts its lambda_d (our u) at 0.1
+  and draws A, B Kaiming-uniform. With v = 0 both start at the base model, and given
+  the same arrays their forwards agree (tested).
+* No dropout on the adapter path, alpha = r (no extra scaling), as in the paper. Each
+  configuration gets its own learning rate, chosen on a validation split (the
+  experiment).
 """
 
 from __future__ import annotations
@@ -75,8 +92,8 @@ from ...nn.layers import Linear
 from ...nn.module import Module, Parameter
 
 __all__ = ["TiedLoRAConfig", "PRESETS", "lattice", "all_configurations",
-           "trainable_count", "TiedLoRALinear", "attach", "adapters", "merge", "unmerge",
-           "update_is_zero"]
+           "trainable_count", "TiedLoRALinear", "zero_part", "attach", "adapters", "merge",
+           "unmerge", "update_is_zero"]
 
 
 # ------------------------------------------------------------------ the config
@@ -219,34 +236,57 @@ class TiedLoRALinear(Module):
         return f"TiedLoRALinear(d={d}, out={out}, r={self.A.shape[0]}, merged={self.merged})"
 
 
-def _init_parts(config: TiedLoRAConfig, d_in: int, d_out: int, dtype, device, xp):
-    """Fresh A, B (random or zero, see the module docstring) as Parameters."""
+def _init_parts(config: TiedLoRAConfig, zero: str, d_in: int, d_out: int, dtype, device,
+                xp):
+    """Fresh A (r, d) ~ N(0, 1/d) and B (3d, r) ~ N(0, 1/r), or B = 0 when ``zero`` is
+    "B" (see the module docstring), as Parameters."""
     r = config.rank
-    A = Parameter(backend.randn((r, d_in), dtype, device), requires_grad=config.train_A)
-    if config.train_B and not config.train_v:     # LoRA, TL5: B = 0 gives the zero start
+    A = Parameter(backend.randn((r, d_in), dtype, device) / d_in ** 0.5,
+                  requires_grad=config.train_A)
+    if zero == "B":                     # LoRA, TL5 (or TL6 with zero="B"): B = 0
         B = Parameter(xp.zeros((d_out, r), dtype=dtype), requires_grad=True)
     else:
-        B = Parameter(backend.randn((d_out, r), dtype, device), requires_grad=config.train_B)
+        B = Parameter(backend.randn((d_out, r), dtype, device) / r ** 0.5,
+                      requires_grad=config.train_B)
     return A, B
 
 
-def attach(model, config: TiedLoRAConfig):
+def zero_part(config: TiedLoRAConfig, zero: str | None = None) -> str | None:
+    """Which part starts at zero, so that the update starts at zero: ``"v"`` (v = 0,
+    B random), ``"B"`` (B = 0, v = 1), or None (a corner with v and B frozen).
+
+    ``zero=None`` picks the default: v when it is trained, else B when it is trained."""
+    if zero is None:
+        return "v" if config.train_v else ("B" if config.train_B else None)
+    if zero not in ("v", "B"):
+        raise ValueError(f"zero must be 'v', 'B' or None, got {zero!r}")
+    if not getattr(config, f"train_{zero}"):
+        raise ValueError(f"zero={zero!r}: {config.name} does not train {zero}, so starting "
+                         "it at zero would leave it there")
+    return zero
+
+
+def attach(model, config: TiedLoRAConfig, zero: str | None = None):
     """Freeze ``model`` (a nanotie GPT) and wrap every block's ``attn.qkv`` in a
     :class:`TiedLoRALinear`. Returns the model (changed in place).
 
-    Tied: ONE A and ONE B Parameter object, assigned to every layer's adapter."""
+    Tied: ONE A and ONE B Parameter object, assigned to every layer's adapter.
+    ``zero``: the part that starts at zero ("v" or "B"; None: the default of
+    :func:`zero_part`); the other scale vectors start at 1."""
     if any(isinstance(b.attn.qkv, TiedLoRALinear) for b in model.blocks):
         raise ValueError("attach: this model already has adapters")
+    zero = zero_part(config, zero)
     model.requires_grad_(False)                      # the base model is frozen
     first = model.blocks[0].attn.qkv
     d_out, d_in = first.weight.shape
     dtype, device = first.weight.dtype, first.weight.device
     xp = backend.xp_of(first.weight.data)
-    shared = _init_parts(config, d_in, d_out, dtype, device, xp) if config.tie_AB else None
+    shared = (_init_parts(config, zero, d_in, d_out, dtype, device, xp)
+              if config.tie_AB else None)
     for block in model.blocks:
-        A, B = shared or _init_parts(config, d_in, d_out, dtype, device, xp)
+        A, B = shared or _init_parts(config, zero, d_in, d_out, dtype, device, xp)
         u = Parameter(xp.ones((config.rank,), dtype=dtype), requires_grad=config.train_u)
-        v = Parameter(xp.full((d_out,), 0.0 if config.train_v else 1.0, dtype=dtype),
+        v = Parameter(xp.full((d_out,), 0.0 if zero == "v" else 1.0, dtype=dtype),
                       requires_grad=config.train_v)
         block.attn.qkv = TiedLoRALinear(block.attn.qkv, A, B, u, v)
     return model
