@@ -183,6 +183,7 @@ class FakeCupy(_Namespace):
     """Enough of ``cupy`` for nanotie's backend, on NumPy, with CuPy's boundary."""
 
     ndarray = DeviceArray
+    __name__ = "cupy"             # code that keys caches by xp.__name__ must see two names
 
     def __init__(self):
         super().__init__(np)
@@ -306,3 +307,110 @@ def test_trellis_adding_problem_trains_on_the_device(fake_gpu):
     res = experiment.train_adding(core, prof, seed=0, device="cuda", desc="adding",
                                   progress=False)
     assert np.isfinite(res["final_mse"])
+
+
+def _tiny_gpt_config(cls=None, **extra):
+    from nanotie.nn.transformer import GPTConfig
+
+    cls = cls or GPTConfig
+    return cls(context=8, d_model=16, n_layer=2, n_head=2, **extra)
+
+
+def test_gpt_trains_on_the_device(fake_gpu):
+    import nanotie as nt
+    from nanotie.nn.transformer import GPT
+
+    nt.manual_seed(0)
+    model = GPT(_tiny_gpt_config()).to("cuda")
+    assert np.isfinite(_train_steps(model, _byte_ids(), 8).val_bpb[0])
+
+
+def test_headless_cwt_trains_on_the_device(fake_gpu):
+    import nanotie as nt
+    from nanotie.papers.headless import HeadlessConfig, HeadlessGPT
+    from nanotie.papers.headless.experiment import zero_shot_loss
+    from nanotie.train import TrainConfig, train
+
+    nt.manual_seed(0)
+    model = HeadlessGPT(_tiny_gpt_config(HeadlessConfig)).to("cuda")
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, eval_interval=2,
+                      eval_batches=1, weight_decay=0.0, block_size=8)
+    h = train(model, _byte_ids(), _byte_ids(), cfg, loss_fn=zero_shot_loss, progress=False)
+    assert np.isfinite(h.val_bpb[0])
+
+
+def test_headless_masked_lm_trains_on_the_device(fake_gpu):
+    import nanotie as nt
+    from nanotie.papers.headless import HeadlessConfig
+    from nanotie.papers.headless.mlm import MaskedLM, mlm_loss_fn
+    from nanotie.train import TrainConfig, train
+
+    nt.manual_seed(0)
+    model = MaskedLM(_tiny_gpt_config(HeadlessConfig), objective="cwt").to("cuda")
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, eval_interval=2,
+                      eval_batches=1, weight_decay=0.0, block_size=8)
+    h = train(model, _byte_ids(), _byte_ids(), cfg, loss_fn=mlm_loss_fn(), progress=False)
+    assert np.isfinite(h.val_loss[0])
+
+
+@pytest.mark.parametrize("mixer", ["hyena", "multihyena"])
+def test_hyena_trains_on_the_device(fake_gpu, mixer):
+    import nanotie as nt
+    from nanotie.papers.hyena import HyenaConfig, HyenaLM
+
+    nt.manual_seed(0)
+    model = HyenaLM(_tiny_gpt_config(HyenaConfig, mixer=mixer, filter_width=8,
+                                     filter_emb_dim=5)).to("cuda")
+    assert np.isfinite(_train_steps(model, _byte_ids(), 8).val_bpb[0])
+
+
+@pytest.mark.parametrize("variant", [
+    dict(embedder="token"),
+    dict(embedder="byte", byte_head="decoder", tie_embeddings=False),
+    dict(embedder="byte", byte_head="softmax", tie_embeddings=False)])
+def test_stlm_trains_on_the_device(fake_gpu, variant):
+    import nanotie as nt
+    from nanotie import data
+    from nanotie.papers.stlm import STLM, ByteWindows, STLMConfig
+    from nanotie.papers.stlm.experiment import loss_fn_for
+    from nanotie.train import TrainConfig, train
+
+    text = bytes(_byte_ids().astype(np.uint8))
+    tok = data.BPETokenizer.train(text, 270)
+    ids = tok.encode(text)
+    nt.manual_seed(0)
+    model = STLM(STLMConfig(vocab_size=tok.vocab_size, context=8, d_model=16, n_layer=2,
+                            n_head=2, byte_window=4, byte_dim=8, byte_heads=2,
+                            **variant)).to("cuda")
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, eval_interval=2,
+                      eval_batches=1, weight_decay=0.0, block_size=8)
+    h = train(model, ids, ids, cfg, loss_fn=loss_fn_for(model, ByteWindows(tok, 4)),
+              progress=False)
+    assert np.isfinite(h.val_loss[0])
+
+
+def test_tied_lora_trains_on_the_device(fake_gpu):
+    import nanotie as nt
+    from nanotie.nn.transformer import GPT
+    from nanotie.papers.tied_lora import TiedLoRAConfig, attach
+
+    nt.manual_seed(0)
+    model = attach(GPT(_tiny_gpt_config()).to("cuda"), TiedLoRAConfig(rank=2))
+    assert np.isfinite(_train_steps(model, _byte_ids(), 8).val_bpb[0])
+
+
+def test_dynamic_tying_trains_on_the_device(fake_gpu):
+    import nanotie as nt
+    from nanotie.papers.dynamic_tying import DynamicTiedGPT, DynamicTyingConfig, TyingAgent
+    from nanotie.papers.dynamic_tying.loop import train_dynamic
+    from nanotie.train import TrainConfig
+
+    nt.manual_seed(0)
+    tying = DynamicTyingConfig(lm_steps_per_decision=1, q_hidden=8)
+    model = DynamicTiedGPT(_tiny_gpt_config()).to("cuda")
+    agent = TyingAgent(2, tying, seed=0, device="cuda")
+    cfg = TrainConfig(steps=2, batch_size=2, lr=1e-3, warmup_steps=1, eval_interval=2,
+                      eval_batches=1, weight_decay=0.0, block_size=8)
+    run = train_dynamic(model, _byte_ids(), _byte_ids(), cfg, tying, agent=agent,
+                        progress=False)
+    assert run is not None
