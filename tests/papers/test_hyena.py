@@ -17,6 +17,7 @@ from nanotie.papers.hyena import (HyenaConfig, HyenaLM, HyenaOperator, ImplicitF
                                   MultiHyenaOperator, decay_rates, linear_attention_with_decay,
                                   short_conv)
 from nanotie.papers.hyena import experiment
+from nanotie.papers.hyena.distill_experiment import DistillStudy
 from nanotie.papers.hyena.recall import (IGNORE, RecallConfig, episode_stream,
                                          recall_episodes)
 from nanotie.data import iter_eval_batches
@@ -344,47 +345,66 @@ TINY = experiment.Profile(
     recall_model=HyenaConfig(d_model=8, n_layer=1, n_head=2, **SMALL),
     recall_train=TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=2,
                              eval_batches=2),
-    n_recall_train=40, n_recall_val=10)
+    n_recall_train=40, n_recall_val=10, n_recall_test=10,
+    study=DistillStudy(orders=(1, 2, 4), contexts=(16, 32), steps=2, rounds=1,
+                       eval_batches=2))
 
 
-@pytest.fixture
-def tiny(monkeypatch):
-    monkeypatch.setitem(experiment.PROFILES, "quick", TINY)
-
-
-def test_trained_models_are_cached_and_comparable(tiny, tmp_path):
-    models = experiment.trained_models(True, 0, "cpu", tmp_path / "cache")
-    assert set(models) == set(experiment.MODELS)
-    for name, (model, history) in models.items():
-        assert history.step[-1] == TINY.train.steps, name
-    assert len(list((tmp_path / "cache").glob("hyena-lm-*.npz"))) == 3
-    again = experiment.trained_models(True, 0, "cpu", tmp_path / "cache")
+def test_run_follows_the_protocol_and_a_rerun_comes_from_the_cache(tmp_path):
+    results = experiment.run(out_dir=tmp_path / "hyena", profile=TINY)
+    out = tmp_path / "hyena"
+    for name in ["report.md", "results.json", *results["figures"].values()]:
+        assert (out / name).stat().st_size > 0, name
+    report = (out / "report.md").read_text()
+    for name in results["figures"].values():
+        assert f"]({name})" in report                    # relative links to its PNGs
+    saved = json.loads((out / "results.json").read_text())
+    assert saved["seeds"] == [0, 1]
     for name in experiment.MODELS:
-        assert again[name][1].seconds == models[name][1].seconds        # loaded, not retrained
-        np.testing.assert_array_equal(again[name][0].wte.weight.numpy(),
-                                      models[name][0].wte.weight.numpy())
-    assert models["transformer"][0].config.__class__ is GPTConfig
-    assert models["multihyena"][0].mixers()[0].n_filters == TINY.model.n_head
-
-
-def test_run_writes_report_results_and_figures(tiny, tmp_path):
-    results = experiment.run(quick=True, out_dir=tmp_path / "hyena")
-    for name in ("report.md", "results.json", "loss.png", "recall_loss.png", "filters.png"):
-        assert (tmp_path / "hyena" / name).stat().st_size > 0, name
-    saved = json.loads((tmp_path / "hyena" / "results.json").read_text())
-    for name in experiment.MODELS:
-        assert 0 < saved["lm"][name]["val_bpb"] < 9
-        assert 0 <= saved["recall"][name]["accuracy"] <= 1
-    d, m, n_layer = TINY.model.d_model, TINY.model.n_head, TINY.model.n_layer
-    assert saved["filters"]["hyena"]["filters"] == d * n_layer
-    assert saved["filters"]["multihyena"]["filters"] == m * n_layer
+        assert len(saved["lm"][name]["test_bpb"]["values"]) == 2          # every seed
+        assert 0 < saved["lm"][name]["test_bpb"]["mean"] < 9
+        assert 0 <= saved["recall"][name]["test_acc"]["mean"] <= 1
+    d, m = TINY.model.d_model, TINY.model.n_head
+    assert saved["filters"]["hyena"]["filters"] == d
+    assert saved["filters"]["multihyena"]["filters"] == m
     assert saved["filters"]["transformer"]["filters"] == 0
-    assert 2 <= len(results["summary"]) <= 4
+    assert 3 <= len(results["summary"]) <= 4
+    assert set(results["headline"]) == {"claim", "where", "verdict", "figure"}
+    assert results["headline"]["verdict"] in ("holds", "does not hold", "within noise")
+    entries = sorted((tmp_path / "cache" / "runs").glob("*.json"))
+    assert len(entries) == 2 * 3 * 2 + 1                   # LM and recall runs, timing
+    # A rerun reads every run from the cache: the same figures, no training.
+    again = experiment.run(out_dir=tmp_path / "hyena", profile=TINY)
+    assert again["lm"] == results["lm"] and again["recall"] == results["recall"]
+    assert sorted((tmp_path / "cache" / "runs").glob("*.json")) == entries
+
+
+def test_recall_splits_are_disjoint_generators_and_lm_run_checks_its_corpus():
+    """Each seed's train, val and test episodes come from three generators that no
+    other seed's split reuses (seed 1's training set is not seed 0's test set)."""
+    d0, d1 = experiment.recall_data(TINY, seed=0), experiment.recall_data(TINY, seed=1)
+    assert not np.array_equal(d0["x_val"], d0["x_test"])
+    assert not np.array_equal(d1["x_train"][:10], d0["x_test"])
+    assert not np.array_equal(d1["x_train"][:10], d0["x_val"])
+    with pytest.raises(ValueError, match="corpus differs"):
+        experiment.lm_run({"corpus": "not-this-one", "model": "hyena"}, 0, "cpu")
+
+
+def test_param_groups_exempt_the_implicit_filters_from_weight_decay():
+    model = lm("multihyena")
+    decay, rest = model.param_groups(0.1)
+    assert decay["weight_decay"] == 0.1 and rest["weight_decay"] == 0.0
+    ids = [id(p) for g in (decay, rest) for p in g["params"]]
+    assert sorted(ids) == sorted(id(p) for p in model.parameters())     # each once
+    filters = {id(p) for op in model.mixers() for p in op.filter.parameters()}
+    assert filters and filters <= {id(p) for p in rest["params"]}
+    assert any(p.ndim >= 2 for p in rest["params"])                     # filter matrices
+    assert id(model.wte.weight) in {id(p) for p in decay["params"]}
 
 
 @pytest.mark.slow
 def test_quick_profile_models_learn_prose_and_recall(tmp_path):
     results = experiment.run(quick=True, out_dir=tmp_path / "hyena")
     for name in experiment.MODELS:
-        assert results["lm"][name]["val_bpb"] < results["unigram_bpb"] - 0.5, name
-        assert results["recall"][name]["accuracy"] > 2 * results["recall_chance"], name
+        assert results["lm"][name]["test_bpb"]["mean"] < results["unigram_test_bpb"] - 0.5, name
+        assert results["recall"][name]["test_acc"]["mean"] > 2 * results["recall_chance"], name

@@ -1,23 +1,22 @@
-"""Transformer vs Hyena vs MultiHyena: prose, associative recall, and the filters.
+"""Transformer vs Hyena vs MultiHyena: prose, associative recall, and distillation.
 
 Three models of about the same size and the same skeleton (nanotie's GPT; only the
-mixer in each block differs) are trained twice: as byte-level language models on
-the prose corpus, and on the synthetic associative-recall task. The report gives
-held-out bits per byte, recall accuracy, the number of long filters each needs
-(MultiHyena: M per layer, Hyena: D), the loss curves, and plots of learned filters
-and their decay.
+mixer in each block differs) are trained twice, over several seeds: as byte-level
+language models on the prose corpus (train | val | test, ``gpt.prose_splits``), and
+on the synthetic associative-recall task (three disjoint sets of episodes). Inside
+each Hyena and MultiHyena LM run, every long filter is distilled (Laughing Hyena:
+ERA, balanced truncation and the modal fit at several orders, against two lower
+bounds) and the distilled LMs are scored on the test split. A last run times
+generation per token against the context length, with the state each model keeps.
 
-Building on it. :func:`trained_models` returns the trained models, each loaded from
-the checkpoint cache under ``<out>/../cache`` when it is there (as ``pretrained_gpt``
-does), and the report is a list of sections, :data:`SECTIONS`: functions
-``section(ctx) -> (results, markdown, summary)`` that share one :class:`Context`
-(which trains or loads each set of models once). A further study of the same
-models, such as distilling their filters, is one more section appended to the list.
+Every unit of work is a :class:`nanotie.protocol.Run` of a module-level function
+(:func:`lm_run`, :func:`recall_run`, :func:`throughput_run`), so the runs go to any
+executor, are cached under ``<out>/../cache/runs/`` and a rerun is instant. The
+report states each claim with its place in the paper and a verdict over seeds.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import time
@@ -26,18 +25,24 @@ from pathlib import Path
 
 import numpy as np
 
-from ... import backend, data
+from ... import backend, data, protocol
 from ...nn import GPT, GPTConfig, count_parameters
-from ...report import plot_losses, pyplot, save_figure, write_report, write_results
+from ...report import (claim_section, plot_spread, pyplot, save_figure, smooth, spread_table,
+                       tuning_table, write_report, write_results)
 from ...train import TrainConfig, evaluate, train
-from ..gpt.experiment import corpus_splits, unigram_bpb
-from .distill_experiment import distillation
+from ..gpt.experiment import prose_splits, unigram_bpb
+from .distill_experiment import (NAMES as DISTILLED_NAMES, STUDIES, DistillStudy,
+                                 distill_study, measure_throughput, plot_bpb, plot_errors,
+                                 plot_hankel, plot_throughput)
 from .model import HyenaConfig, HyenaLM
-from .operator import HyenaOperator
 from .recall import RecallConfig, episode_stream, recall_accuracy, recall_episodes, recall_loss
+from .throughput import LABELS as KIND_LABELS
 
-__all__ = ["MODELS", "Profile", "PROFILES", "model_config", "build_model", "trained_models",
-           "Context", "SECTIONS", "run"]
+__all__ = ["MODELS", "Profile", "PROFILES", "VERSION", "model_config", "build_model",
+           "lm_run", "recall_run", "throughput_run", "recall_data", "energy_length", "run"]
+
+# Bump when a change of the code changes the figures of a run (the cache key).
+VERSION = 1
 
 MODELS = ("transformer", "hyena", "multihyena")
 LABELS = {"transformer": "Transformer", "hyena": "Hyena", "multihyena": "MultiHyena"}
@@ -48,7 +53,8 @@ class Profile:
     """The settings of one profile. ``model`` is the LM shape shared by the three
     models (the Transformer reads its GPTConfig fields; ``n_head`` is both its
     attention heads and MultiHyena's M); ``recall_model`` is the same for the recall
-    task, whose vocabulary and length come from ``recall``."""
+    task, whose vocabulary and length come from ``recall``. ``lr_grid``: learning
+    rates tried per model and task, chosen on validation (one rate: no tuning)."""
 
     model: HyenaConfig
     train: TrainConfig
@@ -56,33 +62,41 @@ class Profile:
     recall_model: HyenaConfig
     recall_train: TrainConfig
     n_recall_train: int = 20_000   # distinct training episodes
-    n_recall_val: int = 1_000      # held-out episodes for the accuracy
+    n_recall_val: int = 1_000      # held-out episodes to choose settings on
+    n_recall_test: int = 1_000     # held-out episodes to report
+    seeds: int = 2                 # seeds per configuration: seed, seed + 1, ...
+    lr_grid: tuple = ()            # LM learning rates to tune over (empty: train.lr)
+    recall_lr_grid: tuple = ()     # the same for recall (empty: recall_train.lr)
+    study: DistillStudy = field(default_factory=DistillStudy)
 
 
-# The quick profile trains six small models in about a minute on 2 idle CPU cores.
+# The quick profile: 2 seeds x (3 LMs + 3 recall models) + one timing run, about
+# 150 CPU-seconds in all. Its learning rates are not tuned (no budget for a grid):
+# 3e-3 is the rate the full profile's grid is centred on; run --full for the sweep.
 # The recall models use the reference code's filter defaults for synthetic tasks
 # (emb_dim 3, omega 1); the LMs its language-modelling ones (33, 14).
 PROFILES = {
     "quick": Profile(
         model=HyenaConfig(context=64, d_model=64, n_layer=2, n_head=8, filter_width=32),
-        train=TrainConfig(steps=300, batch_size=16, lr=3e-3, warmup_steps=30,
+        train=TrainConfig(steps=250, batch_size=16, lr=3e-3, warmup_steps=25,
                           eval_interval=50, eval_batches=4),
         recall=RecallConfig(n_keys=8, n_values=8, n_pairs=4, n_queries=4),
         recall_model=HyenaConfig(d_model=64, n_layer=2, n_head=8, filter_width=32,
                                  filter_emb_dim=3, filter_omega=1.0),
-        recall_train=TrainConfig(steps=600, batch_size=32, lr=3e-3, warmup_steps=30,
-                                 weight_decay=0.0, eval_interval=50, eval_batches=4)),
+        recall_train=TrainConfig(steps=400, batch_size=32, lr=3e-3, warmup_steps=30,
+                                 weight_decay=0.0, eval_interval=100, eval_batches=4),
+        seeds=2, study=STUDIES["quick"]),
     "full": Profile(
         model=HyenaConfig(context=128, d_model=128, n_layer=4, n_head=16, filter_width=64),
         train=TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup_steps=100,
-                          eval_interval=200, eval_batches=16, checkpoint_interval=200),
+                          eval_interval=200, eval_batches=16),
         recall=RecallConfig(n_keys=16, n_values=16, n_pairs=8, n_queries=8),
         recall_model=HyenaConfig(d_model=128, n_layer=2, n_head=16, filter_width=64,
                                  filter_emb_dim=3, filter_omega=1.0),
         recall_train=TrainConfig(steps=2000, batch_size=32, lr=2e-3, warmup_steps=100,
-                                 weight_decay=0.0, eval_interval=200, eval_batches=8,
-                                 checkpoint_interval=200),
-        n_recall_train=50_000),
+                                 weight_decay=0.0, eval_interval=200, eval_batches=8),
+        n_recall_train=50_000, seeds=5, lr_grid=(1e-3, 2e-3, 4e-3),
+        recall_lr_grid=(1e-3, 2e-3, 4e-3), study=STUDIES["full"]),
 }
 
 
@@ -99,177 +113,15 @@ def build_model(name: str, config):
     return GPT(config) if name == "transformer" else HyenaLM(config)
 
 
-def _cache_path(cache_dir, task: str, name: str, profile: str, model_cfg, train_cfg,
-                content: bytes, seed: int) -> Path:
-    key = json.dumps({"model": asdict(model_cfg), "train": asdict(train_cfg), "seed": seed,
-                      "name": name, "data": hashlib.sha256(content).hexdigest()},
-                     sort_keys=True)
-    digest = hashlib.sha256(key.encode()).hexdigest()[:12]
-    return Path(cache_dir) / f"hyena-{task}-{name}-{profile}-{digest}.npz"
+def _train_config(settings: dict, seed: int) -> TrainConfig:
+    d = dict(settings["train"])
+    d["betas"] = tuple(d["betas"])                  # JSON made it a list
+    return TrainConfig(**{**d, "seed": seed})
 
 
-def recall_data(profile: Profile, seed: int) -> dict:
-    """Training and held-out episodes of the recall task (the held-out ones come from
-    another generator, so none is seen in training)."""
-    rc = profile.recall
-    x_train, y_train = recall_episodes(rc, profile.n_recall_train, seed=2 * seed)
-    x_val, y_val = recall_episodes(rc, profile.n_recall_val, seed=2 * seed + 1)
-    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val}
-
-
-def trained_models(quick: bool = True, seed: int = 0, device: str = "cpu",
-                   cache_dir="runs/cache", task: str = "lm", progress=None,
-                   profile: Profile | None = None) -> dict:
-    """``{name: (model, history)}`` for the Transformer, Hyena and MultiHyena, trained
-    on ``task`` ("lm": bytes of prose; "recall": associative recall), each from the
-    same seed. A finished checkpoint in ``cache_dir`` is loaded instead of training.
-    ``profile`` overrides the quick/full settings (a notebook uses a smaller one).
-
-    For the Hyena models, ``model.mixers()`` lists the operators, and each gives its
-    filters as ``op.filter_array(L)`` (n_filters, L) and ``op.dskip_array()``."""
-    if task not in ("lm", "recall"):
-        raise ValueError(f"trained_models: task must be 'lm' or 'recall', got {task!r}")
-    name_of_profile = "custom" if profile is not None else "quick" if quick else "full"
-    profile = profile or PROFILES[name_of_profile]
-    if task == "lm":
-        base, train_cfg = profile.model, profile.train
-        train_ids, val_ids = corpus_splits()
-        content, loss_fn = train_ids.tobytes(), None
-    else:
-        rc = profile.recall
-        base = replace(profile.recall_model, vocab_size=rc.vocab_size, context=rc.seq_len)
-        train_cfg = replace(profile.recall_train, block_size=rc.seq_len)
-        d = recall_data(profile, seed)
-        train_ids = episode_stream(profile.n_recall_train, rc.seq_len)
-        val_ids = episode_stream(profile.n_recall_val, rc.seq_len)
-        content = d["x_train"].tobytes() + d["x_val"].tobytes()
-        loss_fn = recall_loss(np.concatenate([d["x_train"], d["x_val"]]),
-                              np.concatenate([d["y_train"], d["y_val"]]))
-        val_ids = val_ids + profile.n_recall_train   # the held-out episodes' numbers
-    train_cfg = replace(train_cfg, seed=seed)
-    out = {}
-    for name in MODELS:
-        cfg = model_config(name, base)
-        path = _cache_path(cache_dir, task, name, name_of_profile, cfg, train_cfg, content,
-                           seed)
-        backend.manual_seed(seed)
-        model = build_model(name, cfg).to(device)
-        kwargs = {} if loss_fn is None else {"loss_fn": loss_fn}
-        history = train(model, train_ids, val_ids, train_cfg, checkpoint=path,
-                        progress=progress, desc=f"{name} ({task}, {name_of_profile})",
-                        **kwargs)
-        out[name] = (model, history)
-    return out
-
-
-@dataclass
-class Context:
-    """What the sections share: the settings, and each task's models, trained or
-    loaded once on first use."""
-
-    quick: bool
-    seed: int
-    device: str
-    out_dir: Path
-    cache_dir: Path
-    custom: Profile | None = None         # instead of PROFILES["quick"/"full"]
-    _models: dict = field(default_factory=dict)
-
-    @property
-    def profile(self) -> Profile:
-        return self.custom or PROFILES["quick" if self.quick else "full"]
-
-    def models(self, task: str) -> dict:
-        if task not in self._models:
-            self._models[task] = trained_models(self.quick, self.seed, self.device,
-                                                self.cache_dir, task, profile=self.custom)
-        return self._models[task]
-
-
-# -------------------------------------------------------------------- sections
-
-
-def _fmt(values: dict, spec: str = ".3f") -> str:
-    return " / ".join(format(values[name], spec) for name in MODELS)
-
-
-def language_modelling(ctx: Context):
-    """Held-out bits per byte on prose, parameter counts, curves, a sample each."""
-    models = ctx.models("lm")
-    train_ids, val_ids = corpus_splits()
-    res = {}
-    for name, (model, history) in models.items():
-        # The curve estimates the loss on a prefix of the split; this is all of it.
-        loss = evaluate(model, val_ids, model.config.context, 32)
-        sample = model.generate(data.ByteTokenizer().encode("The ")[None], 120,
-                                temperature=0.8, top_k=40, seed=ctx.seed)
-        res[name] = {"val_bpb": loss / math.log(2), "parameters": count_parameters(model),
-                     "train_seconds": history.seconds, "steps": history.step[-1],
-                     "val_bpb_curve": {"step": history.eval_step, "bpb": history.val_bpb},
-                     "sample": data.ByteTokenizer().decode(sample[0])}
-    baseline = unigram_bpb(train_ids, val_ids)
-    plot = plot_losses({LABELS[n]: h for n, (_, h) in models.items()},
-                       ctx.out_dir / "loss.png", "Byte-level LMs on pydoc prose")
-    cfg = ctx.profile.model
-    rows = "\n".join(f"| {LABELS[n]} | **{r['val_bpb']:.3f}** | {r['parameters']:,} | "
-                     f"{r['train_seconds']:.0f} s |" for n, r in res.items())
-    samples = "\n\n".join(f"{LABELS[n]}:\n```\n{r['sample']}\n```" for n, r in res.items())
-    md = f"""
-## Language modelling (bytes of prose)
-
-{cfg.n_layer} layers, d_model {cfg.d_model}, context {cfg.context}, {ctx.profile.train.steps}
-steps of {ctx.profile.train.batch_size} sequences; the same blocks, MLPs and tied
-embedding in all three, only the mixer differs (attention has a learned position
-embedding; the Hyena filters encode position). Bits per byte on all of the held-out
-split; a unigram byte model scores {baseline:.3f}.
-
-| model | val bits per byte | parameters | training |
-|---|---|---|---|
-{rows}
-
-![loss curves]({plot.name})
-
-Samples (temperature 0.8, top-k 40, prompt 'The '):
-
-{samples}
-"""
-    summary = {"bpb T/H/MH": _fmt({n: r["val_bpb"] for n, r in res.items()})}
-    return {"lm": res, "unigram_bpb": baseline}, md, summary
-
-
-def associative_recall(ctx: Context):
-    """Accuracy on held-out recall episodes."""
-    models = ctx.models("recall")
-    profile = ctx.profile
-    d = recall_data(profile, ctx.seed)
-    chance = 1.0 / profile.recall.n_values
-    res = {name: {"accuracy": recall_accuracy(model, d["x_val"], d["y_val"]),
-                  "parameters": count_parameters(model), "train_seconds": history.seconds}
-           for name, (model, history) in models.items()}
-    plot = plot_losses({LABELS[n]: h for n, (_, h) in models.items()},
-                       ctx.out_dir / "recall_loss.png", "Associative recall",
-                       metric="val_loss", ylabel="nats per answer")
-    rc = profile.recall
-    rows = "\n".join(f"| {LABELS[n]} | **{r['accuracy']:.3f}** | {r['parameters']:,} |"
-                     for n, r in res.items())
-    md = f"""
-## Associative recall
-
-Each episode binds {rc.n_pairs} of {rc.n_keys} keys to values (of {rc.n_values}), then
-asks for {rc.n_queries} of them: `k1 v1 ... k{rc.n_pairs} v{rc.n_pairs} q1 a1 ...`
-({rc.seq_len} tokens); only the answers are scored. Bindings are fresh in every
-episode, so the model must look them up in its context. {profile.n_recall_train:,}
-training episodes, {profile.recall_train.steps} steps; accuracy on
-{profile.n_recall_val:,} held-out episodes (chance {chance:.3f}).
-
-| model | accuracy | parameters |
-|---|---|---|
-{rows}
-
-![recall loss curves]({plot.name})
-"""
-    summary = {"recall T/H/MH": _fmt({n: r["accuracy"] for n, r in res.items()}, ".2f")}
-    return {"recall": res, "recall_chance": chance}, md, summary
+def _model(settings: dict, seed: int, device: str, base: HyenaConfig):
+    backend.manual_seed(seed)
+    return build_model(settings["model"], model_config(settings["model"], base)).to(device)
 
 
 def energy_length(h: np.ndarray, fraction: float = 0.9) -> np.ndarray:
@@ -279,66 +131,129 @@ def energy_length(h: np.ndarray, fraction: float = 0.9) -> np.ndarray:
     return 1 + (cum < fraction * cum[..., -1:]).sum(axis=-1)
 
 
-def filters(ctx: Context):
-    """Filter counts, and plots of the learned LM filters and their decay."""
-    models = ctx.models("lm")
-    res = {}
-    for name, (model, _) in models.items():
-        ops = model.mixers() if isinstance(model, HyenaLM) else []
-        res[name] = {"filters": sum(op.n_filters for op in ops),
-                     "filters_per_layer": [op.n_filters for op in ops],
-                     "filter_parameters": sum(count_parameters(op.filter) + op.dskip.numel()
-                                              for op in ops),
-                     "mixer_parameters": sum(count_parameters(b.attn) for b in model.blocks)}
-        if ops:
-            lengths = np.concatenate([energy_length(op.filter_array()) for op in ops])
-            res[name]["median_90pct_energy_taps"] = float(np.median(lengths))
-    plot = plot_filters({n: models[n][0] for n in ("hyena", "multihyena")},
-                        ctx.out_dir / "filters.png")
-    cfg = ctx.profile.model
-    rows = "\n".join(
-        f"| {LABELS[n]} | {r['filters']} | {r['filter_parameters']:,} | "
-        f"{r['mixer_parameters']:,} | "
-        f"{format(r['median_90pct_energy_taps'], '.0f') if r['filters'] else '-'} |"
-        for n, r in res.items())
-    md = f"""
-## Filters
-
-Long filters per model ({cfg.n_layer} layers, D = {cfg.d_model}, M = {cfg.n_head} heads):
-Hyena learns one per channel, MultiHyena one per head, shared by the head's
-{(cfg.d_model // cfg.n_head) ** 2} outer-product channels. The last column is the
-median number of taps that hold 90% of a filter's energy (of {cfg.context}).
-
-| model | long filters | filter + Dskip parameters | mixer parameters | 90% energy within |
-|---|---|---|---|---|
-{rows}
-
-![learned filters]({plot.name})
-
-Left: a few learned filters of the first layer, from the slowest-decaying channel
-(the decay window's) to the fastest, each scaled to its largest tap. Right: their
-magnitude on a log scale with the decay window exp(-t |delta_c|) dashed: the MLP
-shapes the filter and the window bounds how far back it reaches.
-"""
-    summary = {"filters H/MH": f"{res['hyena']['filters']} / {res['multihyena']['filters']}"}
-    return {"filters": res}, md, summary
+def _filter_figures(model, n_show: int = 4) -> dict:
+    """Filter counts and a few first-layer filters with their decay windows."""
+    ops = model.mixers() if isinstance(model, HyenaLM) else []
+    out = {"filters": sum(op.n_filters for op in ops),
+           "filter_parameters": sum(count_parameters(op.filter) + op.dskip.numel()
+                                    for op in ops),
+           "mixer_parameters": sum(count_parameters(b.attn) for b in model.blocks)}
+    if ops:
+        h = ops[0].filter_array()                                            # (C, L)
+        window = backend.asnumpy(ops[0].filter.window.data).T                # (C, L)
+        show = np.unique(np.linspace(0, len(h) - 1, n_show).round().astype(int))
+        out["median_90pct_energy_taps"] = float(np.median(np.concatenate(
+            [energy_length(op.filter_array()) for op in ops])))
+        out["layer1"] = {"index": show.tolist(), "h": h[show].tolist(),
+                         "window": window[show].tolist()}
+    return out
 
 
-def plot_filters(models: dict, path, n_show: int = 4) -> Path:
-    """A row per model: a few first-layer filters (scaled), and log |h| with windows."""
+# ------------------------------------------------------------------------- runs
+
+
+def lm_run(settings: dict, seed: int, device: str) -> dict:
+    """Train one LM on the prose train split; bits per byte on val and test.
+
+    settings: ``model`` (a name of MODELS), ``shape`` (HyenaConfig fields),
+    ``train`` (TrainConfig fields), ``corpus`` (its hash), and ``distill`` (a
+    DistillStudy's settings, or None): then every filter of a Hyena model is
+    distilled too, and the distilled LMs are scored on the test split."""
+    splits = prose_splits()
+    if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
+        raise ValueError("lm_run: the prose corpus differs from the one in the settings")
+    base = HyenaConfig(**settings["shape"])
+    model = _model(settings, seed, device, base)
+    history = train(model, splits.train, splits.val, _train_config(settings, seed),
+                    progress=False)
+    context = model.config.context
+    out = {"val": {"bpb": evaluate(model, splits.val, context, 32) / math.log(2)},
+           "test": {"bpb": evaluate(model, splits.test, context, 32) / math.log(2)},
+           "parameters": count_parameters(model), "train_seconds": history.seconds,
+           "curve": {"step": history.step, "train_loss": smooth(history.train_loss).tolist(),
+                     "eval_step": history.eval_step, "val_bpb": history.val_bpb},
+           "sample": data.ByteTokenizer().decode(model.generate(
+               data.ByteTokenizer().encode("The ")[None], 80, temperature=0.8, top_k=40,
+               seed=seed)[0]),
+           "filters": _filter_figures(model)}
+    if settings.get("distill") and isinstance(model, HyenaLM):
+        out["distill"] = distill_study(model, splits.test, DistillStudy(**settings["distill"]))
+    return out
+
+
+def recall_data(profile: Profile, seed: int) -> dict:
+    """Training, validation and test episodes of the recall task, each from its own
+    generator (so no held-out episode is a training one but by chance)."""
+    rc = profile.recall
+    x_train, y_train = recall_episodes(rc, profile.n_recall_train, seed=3 * seed)
+    x_val, y_val = recall_episodes(rc, profile.n_recall_val, seed=3 * seed + 1)
+    x_test, y_test = recall_episodes(rc, profile.n_recall_test, seed=3 * seed + 2)
+    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
+            "x_test": x_test, "y_test": y_test}
+
+
+def recall_run(settings: dict, seed: int, device: str) -> dict:
+    """Train one model on associative recall; answer accuracy on val and test.
+
+    settings: ``model``, ``shape``, ``train`` as for :func:`lm_run`, ``recall``
+    (RecallConfig fields) and ``n`` (episodes per split: train, val, test)."""
+    rc = RecallConfig(**settings["recall"])
+    n_train, n_val, n_test = settings["n"]
+    profile = Profile(None, None, rc, None, None, n_train, n_val, n_test)
+    d = recall_data(profile, seed)
+    base = replace(HyenaConfig(**settings["shape"]), vocab_size=rc.vocab_size,
+                   context=rc.seq_len)
+    model = _model(settings, seed, device, base)
+    cfg = replace(_train_config(settings, seed), block_size=rc.seq_len)
+    loss_fn = recall_loss(np.concatenate([d["x_train"], d["x_val"]]),
+                          np.concatenate([d["y_train"], d["y_val"]]))
+    history = train(model, episode_stream(n_train, rc.seq_len),
+                    episode_stream(n_val, rc.seq_len) + n_train, cfg, loss_fn=loss_fn,
+                    progress=False)
+    return {"val": {"accuracy": recall_accuracy(model, d["x_val"], d["y_val"])},
+            "test": {"accuracy": recall_accuracy(model, d["x_test"], d["y_test"])},
+            "parameters": count_parameters(model), "train_seconds": history.seconds,
+            "curve": {"eval_step": history.eval_step, "val_loss": history.val_loss}}
+
+
+def throughput_run(settings: dict, seed: int, device: str) -> dict:
+    """Per-token generation time and per-sequence state against the context, for
+    untrained models of the LM shape (``throughput.py``); BLAS on one thread."""
+    study = DistillStudy(**settings["study"])
+    base = HyenaConfig(**settings["shape"])
+    return {"throughput": measure_throughput(base, study, seed)}
+
+
+# ------------------------------------------------------------------------ plots
+
+
+def plot_curves(results: dict, key: str, ylabel: str, title: str, path) -> Path:
+    """Validation curves of the first seed of each model (``results[name]`` a list
+    of RunResult over seeds): mean over seeds with a min-max band."""
     plt = pyplot()
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    for name, rs in results.items():
+        steps = rs[0].figures["curve"]["eval_step"]
+        ys = np.array([r.figures["curve"][key] for r in rs])          # (seeds, evals)
+        line, = ax.plot(steps, ys.mean(0), "o-", ms=3, label=LABELS[name])
+        ax.fill_between(steps, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+    ax.set(xlabel="step", ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    return save_figure(fig, path)
 
-    fig, axes = plt.subplots(len(models), 2, figsize=(10, 3.3 * len(models)), squeeze=False)
-    for (name, model), (ax1, ax2) in zip(models.items(), axes):
-        op: HyenaOperator = model.mixers()[0]
-        h = op.filter_array()                                    # (C, L)
-        window = backend.asnumpy(op.filter.window.data).T        # (C, L)
-        show = np.unique(np.linspace(0, op.n_filters - 1, n_show).round().astype(int))
-        for c in show:
-            line, = ax1.plot(h[c] / (np.abs(h[c]).max() + 1e-30), label=f"filter {c}")
-            ax2.semilogy(np.abs(h[c]) + 1e-12, color=line.get_color())
-            ax2.semilogy(window[c] * np.abs(h[c]).max(), "--", color=line.get_color(),
-                         alpha=0.6)
+
+def plot_filters(figures: dict, path) -> Path:
+    """A row per Hyena model: a few first-layer filters (scaled), and log |h| with
+    the decay window (dashed). ``figures``: {name: lm_run()['filters']}."""
+    plt = pyplot()
+    fig, axes = plt.subplots(len(figures), 2, figsize=(10, 3.3 * len(figures)), squeeze=False)
+    for (name, f), (ax1, ax2) in zip(figures.items(), axes):
+        for c, h, w in zip(f["layer1"]["index"], f["layer1"]["h"], f["layer1"]["window"]):
+            h, w = np.asarray(h), np.asarray(w)
+            line, = ax1.plot(h / (np.abs(h).max() + 1e-30), label=f"filter {c}")
+            ax2.semilogy(np.abs(h) + 1e-12, color=line.get_color())
+            ax2.semilogy(w * np.abs(h).max(), "--", color=line.get_color(), alpha=0.6)
         ax1.set(title=f"{LABELS[name]}: layer-1 filters h_c(t) (scaled)", xlabel="t (taps)")
         ax2.set(title=f"{LABELS[name]}: |h_c(t)| and the decay window (dashed)",
                 xlabel="t (taps)")
@@ -348,34 +263,446 @@ def plot_filters(models: dict, path, n_show: int = 4) -> Path:
     return save_figure(fig, path)
 
 
-# A section: ctx -> (results to merge, a Markdown part of the report, summary figures).
-SECTIONS = [language_modelling, associative_recall, filters, distillation]
+# -------------------------------------------------------------------------- run
+
+
+def _settings(profile: Profile, corpus: str, quick: bool) -> dict:
+    """The runs' settings, by kind."""
+    lm = {"shape": asdict(profile.model), "train": asdict(profile.train), "corpus": corpus}
+    rc = profile.recall
+    recall = {"shape": asdict(profile.recall_model), "train": asdict(profile.recall_train),
+              "recall": asdict(rc), "n": [profile.n_recall_train, profile.n_recall_val,
+                                          profile.n_recall_test]}
+    tp = {"shape": asdict(profile.model), "study": profile.study.settings()}
+    return {"lm": lm, "recall": recall, "throughput": tp}
+
+
+def _with_lr(settings: dict, lr: float) -> dict:
+    return {**settings, "train": {**settings["train"], "lr": lr}}
+
+
+def _lm_runs(base: dict, profile: Profile, seeds, lrs, distill: bool) -> list:
+    study = profile.study.settings() if distill else None
+    return [protocol.Run(f"{__name__}:lm_run",
+                         {**_with_lr(base, lr), "model": name,
+                          "distill": study if name != "transformer" else None},
+                         s, version=VERSION, label=f"LM {name} lr {lr:g}")
+            for name in MODELS for lr in lrs for s in seeds]
+
+
+def _recall_runs(base: dict, seeds, lrs) -> list:
+    return [protocol.Run(f"{__name__}:recall_run", {**_with_lr(base, lr), "model": name},
+                         s, version=VERSION, label=f"recall {name} lr {lr:g}")
+            for name in MODELS for lr in lrs for s in seeds]
+
+
+def _by_model(results, lr_of: dict) -> dict:
+    """{name: [RunResult per seed]} at each model's chosen learning rate."""
+    out = {}
+    for r in results:
+        name = r.run.settings["model"]
+        if r.run.settings["train"]["lr"] == lr_of[name]:
+            out.setdefault(name, []).append(r)
+    return out
 
 
 def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "cpu",
-        profile: Profile | None = None, runner=None) -> dict:
-    """Every section in turn; writes report.md, results.json and the figures to
-    ``out_dir`` and returns the results (``profile`` overrides quick/full)."""
+        runner=None, profile: Profile | None = None) -> dict:
+    """Train, distil and time; write report.md, results.json and the figures to
+    ``out_dir`` and return the results (``profile`` overrides quick/full)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    ctx = Context(quick, seed, device, out_dir, out_dir.parent / "cache", profile)
-    results = {"profile": "custom" if profile else "quick" if quick else "full",
-               "device": device, "seed": seed}
-    parts, summary = [], {}
-    for section in SECTIONS:
-        res, md, figures = section(ctx)
-        results.update(res)
-        parts.append(md.strip())
-        summary.update(figures)
+    name_of_profile = "custom" if profile is not None else "quick" if quick else "full"
+    profile = profile or PROFILES[name_of_profile]
+    own = runner is None
+    if own:
+        runner = protocol.Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device)
+    splits = prose_splits()
+    corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
+    base = _settings(profile, corpus, quick)
+    seeds = list(range(seed, seed + profile.seeds))
+    lm_lrs = list(profile.lr_grid) or [profile.train.lr]
+    rc_lrs = list(profile.recall_lr_grid) or [profile.recall_train.lr]
+    tuned = len(lm_lrs) > 1
+    # Phase 1: every independent run at once (the distillation rides along with the
+    # Hyena LM runs when there is no grid to choose from first).
+    runs = (_lm_runs(base["lm"], profile, seeds, lm_lrs, distill=not tuned)
+            + _recall_runs(base["recall"], seeds, rc_lrs)
+            + [protocol.Run(f"{__name__}:throughput_run", base["throughput"], seed,
+                            version=VERSION, label="generation timing")])
+    results = runner.map(runs, desc="hyena")
+    n_lm, n_rc = len(MODELS) * len(lm_lrs) * len(seeds), len(MODELS) * len(rc_lrs) * len(seeds)
+    lm_res, rc_res, tp_res = results[:n_lm], results[n_lm:n_lm + n_rc], results[-1]
+    lm_choice = protocol.choose(lm_res, method=lambda r: r.settings["model"],
+                                setting=lambda r: r.settings["train"]["lr"], metric="bpb")
+    rc_choice = protocol.choose(rc_res, method=lambda r: r.settings["model"],
+                                setting=lambda r: r.settings["train"]["lr"],
+                                metric="accuracy", lower_is_better=False)
+    lm_by = _by_model(lm_res, {n: c["best"] for n, c in lm_choice.items()})
+    if tuned:   # Phase 2: distil the Hyena models trained at their chosen rates
+        lm_by = {n: rs for n, rs in lm_by.items()}
+        phase2 = [protocol.Run(f"{__name__}:lm_run",
+                               {**_with_lr(base["lm"], lm_choice[n]["best"]), "model": n,
+                                "distill": profile.study.settings()},
+                               s, version=VERSION, label=f"LM {n} distilled")
+                  for n in DISTILLED_NAMES for s in seeds]
+        for r in runner.map(phase2, desc="hyena distillation"):
+            lm_by[r.run.settings["model"]] = [x for x in lm_by[r.run.settings["model"]]
+                                              if x.run.seed != r.run.seed] + [r]
+    rc_by = _by_model(rc_res, {n: c["best"] for n, c in rc_choice.items()})
+    if own:
+        runner.close()
+    results = _report(out_dir, profile, name_of_profile, device, seeds, splits,
+                      lm_by, rc_by, tp_res.figures["throughput"], lm_choice, rc_choice,
+                      tuned)
     results["seconds"] = time.perf_counter() - t0
-    results["summary"] = summary
     write_results(out_dir, results)
-    write_report(out_dir, "Hyena and MultiHyena vs a Transformer",
-                 f"Profile `{results['profile']}` on {device}, seed {seed}; "
-                 f"{results['seconds']:.0f} s in all (training included unless cached)."
-                 "\n\n" + "\n\n".join(parts))
     return results
+
+
+# ----------------------------------------------------------------------- report
+
+
+def _spread_of(rs, *keys) -> protocol.Spread:
+    def get(f):
+        for k in keys:
+            f = f[k]
+        return f
+    return protocol.spread([get(r.figures) for r in rs])
+
+
+def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_by, tp,
+            lm_choice, rc_choice, tuned) -> dict:
+    lm = {n: {"test_bpb": _spread_of(rs, "test", "bpb"), "val_bpb": _spread_of(rs, "val", "bpb"),
+              "parameters": rs[0].figures["parameters"]} for n, rs in lm_by.items()}
+    rc = {n: {"test_acc": _spread_of(rs, "test", "accuracy"),
+              "val_acc": _spread_of(rs, "val", "accuracy"),
+              "parameters": rs[0].figures["parameters"]} for n, rs in rc_by.items()}
+    unigram = unigram_bpb(splits.train, splits.test)
+    chance = 1.0 / profile.recall.n_values
+    study = profile.study
+    orders = list(study.orders)
+    dist = {n: [r.figures["distill"] for r in lm_by[n]] for n in DISTILLED_NAMES}
+
+    def over_seeds(name, fn):
+        return protocol.spread([fn(d) for d in dist[name]])
+
+    bpb = {n: {"original": over_seeds(n, lambda d: d["bpb"]["original"]),
+               "order_0": over_seeds(n, lambda d: d["bpb"]["order_0"]),
+               "chosen": over_seeds(n, lambda d: d["bpb"]["chosen"]),
+               "by_order": [over_seeds(n, lambda d, i=i: d["bpb"]["by_order"][i])
+                            for i in range(len(orders))]} for n in DISTILLED_NAMES}
+    top = orders[-1]
+
+    # ----- verdicts
+    v_mh_h = protocol.verdict(lm["multihyena"]["test_bpb"].values, lm["hyena"]["test_bpb"].values,
+                              names=("MultiHyena", "Hyena"))
+    v_mh_t = protocol.verdict(lm["multihyena"]["test_bpb"].values,
+                              lm["transformer"]["test_bpb"].values,
+                              names=("MultiHyena", "Transformer"))
+    margin = 0.01
+    v_dist = {n: protocol.verdict(bpb[n]["by_order"][-1].values, bpb[n]["original"].values,
+                                  margin=margin, names=(f"distilled {DISTILLED_NAMES[n]} d={top}",
+                                                        "original"))
+              for n in DISTILLED_NAMES}
+    v_ctrl = {n: protocol.verdict(bpb[n]["original"].values, bpb[n]["order_0"].values,
+                                  names=("original", "d = 0 control"))
+              for n in DISTILLED_NAMES}
+    v_recall = protocol.verdict(rc["hyena"]["test_acc"].values, rc["transformer"]["test_acc"].values,
+                                lower_is_better=False, margin=0.05,
+                                names=("Hyena", "Transformer"))
+    at = 4096 if 4096 in tp["distilled_hyena"]["context"] else tp["distilled_hyena"]["context"][-1]
+    i_at = tp["distilled_hyena"]["context"].index(at)
+
+    def speedup(kind):
+        return tp[kind]["seconds"][i_at] / tp["distilled_hyena"]["seconds"][i_at]
+
+    # ----- figures
+    plots = {
+        "loss": plot_curves(lm_by, "val_bpb", "validation bits per byte",
+                            "Byte-level LMs on pydoc prose", out_dir / "loss.png"),
+        "recall_loss": plot_curves(rc_by, "val_loss", "validation nats per answer",
+                                   "Associative recall", out_dir / "recall_loss.png"),
+        "spread": plot_spread({LABELS[n]: lm[n]["test_bpb"] for n in MODELS},
+                              out_dir / "test_bpb.png", "Test bits per byte over seeds",
+                              "bits per byte"),
+        "filters": plot_filters({n: lm_by[n][0].figures["filters"] for n in DISTILLED_NAMES},
+                                out_dir / "filters.png"),
+        "hankel": plot_hankel({n: dist[n][0] for n in DISTILLED_NAMES},
+                              out_dir / "distill_hankel.png"),
+        "error_vs_order": plot_errors({n: dist[n][0] for n in DISTILLED_NAMES},
+                                      out_dir / "distill_error_vs_order.png"),
+        "bpb_vs_order": plot_bpb(bpb, orders, out_dir / "distill_bpb.png"),
+        "throughput": plot_throughput(tp, out_dir / "distill_throughput.png"),
+    }
+
+    def med(n, key, sub=None):   # a per-order median figure, mean over seeds
+        vals = np.array([(d[key] if sub is None else d[key][sub]) for d in dist[n]], float)
+        return np.nanmean(vals, axis=0)
+
+    # ----- tables
+    lm_rows = [(LABELS[n], {"test bpb": lm[n]["test_bpb"], "val bpb": lm[n]["val_bpb"],
+                            "parameters": f"{lm[n]['parameters']:,}"}) for n in MODELS]
+    rc_rows = [(LABELS[n], {"test accuracy": rc[n]["test_acc"], "val accuracy": rc[n]["val_acc"],
+                            "parameters": f"{rc[n]['parameters']:,}"}) for n in MODELS]
+    fil = {n: lm_by[n][0].figures["filters"] for n in MODELS}
+    fil_rows = "\n".join(
+        f"| {LABELS[n]} | {f['filters']} | {f['filter_parameters']:,} | {f['mixer_parameters']:,} | "
+        f"{format(f['median_90pct_energy_taps'], '.0f') if f['filters'] else '-'} |"
+        for n, f in fil.items())
+    head = " | ".join(f"d = {d}" for d in orders)
+    sep = "---|" * len(orders)
+    err_rows = []
+    for n in DISTILLED_NAMES:
+        for m, label in (("era", "ERA"), ("balanced", "balanced truncation"), ("modal", "modal fit")):
+            err_rows.append(f"| {DISTILLED_NAMES[n]} | {label} | "
+                            + " | ".join(f"{x:.3g}" for x in med(n, "median_rel_error", m)) + " |")
+        for b, label in (("tight", "tight bound"), ("loose", "loose bound σ_(d+1)/√n")):
+            err_rows.append(f"| {DISTILLED_NAMES[n]} | {label} | "
+                            + " | ".join(f"{x:.3g}" for x in med(n, "median_rel_bound", b)) + " |")
+    ratio_rows = []
+    for n in DISTILLED_NAMES:
+        for key, label in (("fit_over_tight", "modal fit / tight bound"),
+                           ("fit_over_loose", "modal fit / loose bound"),
+                           ("tight_over_loose", "tight / loose bound"),
+                           ("hankel_ratio", "‖H(h) − H(ĥ)‖₂ / σ_(d+1)")):
+            ratio_rows.append(f"| {DISTILLED_NAMES[n]} | {label} | "
+                              + " | ".join(f"{x:.2f}" for x in med(n, key)) + " |")
+    bpb_rows = "\n".join(
+        f"| {DISTILLED_NAMES[n]} | {bpb[n]['original']} | {bpb[n]['order_0']} | "
+        + " | ".join(str(s) for s in bpb[n]["by_order"])
+        + f" | {bpb[n]['chosen']} (mean d {np.mean([d['bpb']['chosen_mean_order'] for d in dist[n]]):.1f}) |"
+        for n in DISTILLED_NAMES)
+    bpb_seeds = "\n".join(
+        f"| {DISTILLED_NAMES[n]} | original: {bpb[n]['original'].seeds()}; d = {top}: "
+        f"{bpb[n]['by_order'][-1].seeds()}; d = 0: {bpb[n]['order_0'].seeds()} |"
+        for n in DISTILLED_NAMES)
+    contexts = tp["distilled_hyena"]["context"]
+    tp_rows = "\n".join(f"| {KIND_LABELS[k]} | " + " | ".join(
+        f"{1e3 * s:.3f} ms, {b / 1024:,.0f} KiB" if k != "hyena_recompute" else f"{1e3 * s:.3f} ms"
+        for s, b in zip(tp[k]["seconds"], tp[k]["state_bytes"])) + " |" for k in tp)
+    goal_fit = {n: med(n, "fit_over_tight") for n in DISTILLED_NAMES}
+    small = [i for i, d in enumerate(orders) if d <= 8]
+    cfg, rcfg = profile.model, profile.recall
+    tc = profile.train
+    checks = {n: {"bound_holds": all(d["bound_holds"] for d in dist[n]),
+                  "hankel_ratio_min": min(d["hankel_ratio_min"] for d in dist[n]),
+                  "modal_over_balanced_max": max(d["modal_over_balanced_max"] for d in dist[n])}
+              for n in DISTILLED_NAMES}
+    tuning = ""
+    if tuned:
+        tuning = ("\n### Tuning (validation split)\n\n" + tuning_table(lm_choice, metric="bpb")
+                  + "\n\n" + tuning_table(rc_choice, metric="accuracy") + "\n")
+    else:
+        tuning = (f"\nLearning rates are not tuned in the `{name_of_profile}` profile (no "
+                  f"budget for a grid): LM {tc.lr:g}, recall {profile.recall_train.lr:g} for "
+                  "every model. The full profile (`--full`) tunes each model over "
+                  f"{list(PROFILES['full'].lr_grid)} on the validation split.\n")
+    md = f"""
+Profile `{name_of_profile}` on {device}; seeds {seeds[0]}..{seeds[-1]} ({len(seeds)} per
+configuration). Every figure is reported on a TEST split that nothing was chosen on.
+
+## Claims and verdicts
+
+{claim_section("MultiHyena (filters tied across the channels of a head) reaches a lower "
+               "pretraining loss than Hyena and than a Transformer of the same size.",
+               "Laughing Hyena, Sec. 5.1 (pretraining on The Pile)",
+               [("MultiHyena vs Hyena, test bits per byte", v_mh_h),
+                ("MultiHyena vs Transformer, test bits per byte", v_mh_t)])}
+
+{claim_section("Distilling the long filters into small modal SSMs keeps the model's "
+               "quality while generation becomes O(1) per token.",
+               "Laughing Hyena, abstract and Sec. 5.2-5.3",
+               [(f"{DISTILLED_NAMES[n]} distilled at d = {top} vs the original, within "
+                 f"{margin} bits per byte", v_dist[n]) for n in DISTILLED_NAMES]
+               + [(f"control: {DISTILLED_NAMES[n]}'s long filters matter (original vs d = 0)",
+                   v_ctrl[n]) for n in DISTILLED_NAMES])}
+
+{claim_section("Hyena matches attention on associative recall.",
+               "Hyena Hierarchy (Poli et al., arXiv 2302.10866), Sec. 4.1",
+               [("Hyena vs Transformer, test accuracy, within 0.05", v_recall)])}
+
+The distilled models' generation speed (the paper's 1.5x over Hyena and 10x over
+Transformers at 1.3B, abstract and Sec. 5.4) is measured below, one timing run, at
+L = {at}: {speedup('hyena_cached'):.2f}x faster per token than the cached Hyena,
+{speedup('transformer_kv'):.2f}x than the KV-cache Transformer,
+{speedup('hyena_recompute'):.0f}x than Hyena recomputing. The full benchmark
+(`python benchmarks/bench_generation.py --out docs/results/hyena`, contexts to 16384)
+writes `docs/results/hyena/generation.md`.
+
+What would change the verdicts: more seeds narrow the spread (a "within noise" may
+become either); the full profile's larger models and tuned learning rates may move
+the LM order; a distilled model at a lower order would show where quality starts to go.
+
+## Language modelling (bytes of prose)
+
+{cfg.n_layer} layers, d_model {cfg.d_model}, context {cfg.context}, {tc.steps} steps of
+{tc.batch_size} sequences, AdamW lr {tc.lr:g} (weight decay {tc.weight_decay:g}); the same blocks,
+MLPs and tied embedding in all three, only the mixer differs. Splits (bytes): train
+{len(splits.train):,}, val {len(splits.val):,}, test {len(splits.test):,}. Bits per byte on all of
+the split; a unigram byte model scores {unigram:.3f} on test.
+
+{spread_table(lm_rows, ["test bpb", "val bpb", "parameters"], seeds_of="test bpb")}
+{tuning}
+![test bits per byte]({plots['spread'].name})
+
+![loss curves]({plots['loss'].name})
+
+Sample of the first seed's models (temperature 0.8, top-k 40, prompt 'The '):
+
+""" + "\n\n".join(f"{LABELS[n]}:\n```\n{lm_by[n][0].figures['sample']}\n```" for n in MODELS) + f"""
+
+## Associative recall
+
+Each episode binds {rcfg.n_pairs} of {rcfg.n_keys} keys to values (of {rcfg.n_values}), then
+asks for {rcfg.n_queries} of them ({rcfg.seq_len} tokens); only the answers are scored.
+{profile.n_recall_train:,} training episodes, {profile.recall_train.steps} steps; accuracy on
+{profile.n_recall_val:,} validation and {profile.n_recall_test:,} test episodes, each set drawn by its
+own generator (chance {chance:.3f}).
+
+{spread_table(rc_rows, ["test accuracy", "val accuracy", "parameters"], seeds_of="test accuracy")}
+
+![recall loss curves]({plots['recall_loss'].name})
+
+## Filters
+
+Hyena learns one long filter per channel, MultiHyena one per head, shared by the
+head's {(cfg.d_model // cfg.n_head) ** 2} outer-product channels. The last column is the median
+number of taps that hold 90% of a filter's energy (of {cfg.context}).
+
+| model | long filters | filter + Dskip parameters | mixer parameters | 90% energy within |
+|---|---|---|---|---|
+{fil_rows}
+
+![learned filters]({plots['filters'].name})
+
+## Distillation (Laughing Hyena)
+
+Every long filter of every trained Hyena and MultiHyena LM (each seed) is distilled
+at each order d of {orders} (real state size) by three methods: ERA (Ho-Kalman on
+the Hankel SVD), balanced truncation (Lyapunov Gramians of the filter's FIR
+realisation, the textbook model-order reduction), and the modal fit (least squares
+on poles and residues from the better of those starts). Two lower bounds hold for
+ANY order-d system: the loose σ_(d+1)/√n and the tight
+max_m √(Σ_(i>d) σ_i(H_m)²)/√m (the m-row Hankel block of an order-d system has rank
+≤ d and holds each tap at most m times).
+
+![Hankel spectra]({plots['hankel'].name})
+
+Median relative ℓ2 error ‖h − ĥ‖/‖h‖ over every filter (mean over seeds):
+
+| model | method | {head} |
+|---|---|{sep}
+""" + "\n".join(err_rows) + f"""
+
+Medians of the ratios (mean over seeds); the Hankel-norm ratio is ≥ 1 for any
+order-d fit (Eckart-Young), 1 being the best possible in that norm:
+
+| model | ratio | {head} |
+|---|---|{sep}
+""" + "\n".join(ratio_rows) + f"""
+
+![error vs order]({plots['error_vs_order'].name})
+
+Checks on every filter of every seed: the modal fit is never below the tight bound,
+the tight bound never below the loose one: {', '.join(f"{DISTILLED_NAMES[n]} {'yes' if c['bound_holds'] else 'NO'}" for n, c in checks.items())};
+the smallest Hankel-norm ratio: {', '.join(f"{DISTILLED_NAMES[n]} {c['hankel_ratio_min']:.3f}" for n, c in checks.items())};
+the largest modal / balanced-truncation error: {', '.join(f"{DISTILLED_NAMES[n]} {c['modal_over_balanced_max']:.3f}" for n, c in checks.items())}
+(≤ 1: the modal fit is never worse). Goal fit / tight bound ≤ 2 at d ≤ 8:
+{', '.join(f"{DISTILLED_NAMES[n]} " + " / ".join(f"{goal_fit[n][i]:.2f}" for i in small) for n in DISTILLED_NAMES)}
+(d = {', '.join(str(orders[i]) for i in small)}).
+
+**Quality after distillation**: test bits per byte on the test split's first
+{study.eval_batches * study.eval_batch} windows of {cfg.context} bytes (the same windows for every
+variant), undistilled vs every filter at order d, vs each filter at the smallest
+swept order with relative error ≤ {study.tol:g} (last column), and the control d = 0
+(only ĥ_0 and Dskip: no memory of the past).
+
+| model | original | d = 0 (control) | {head} | order per filter |
+|---|---|---|{sep}---|
+{bpb_rows}
+
+*mean ± sample standard deviation over seeds*; every seed:
+
+| model | values |
+|---|---|
+{bpb_seeds}
+
+![bits per byte vs order]({plots['bpb_vs_order'].name})
+
+## Generation: time and memory per token
+
+Untrained models of the LM's shape (the time of a step does not depend on the
+weights), batch 1, greedy, BLAS on one thread; the distilled models at order
+{study.throughput_order}. Each cell: ms per token (median of {study.rounds} interleaved rounds)
+and the state kept per sequence after the prompt. Hyena recompute re-runs the whole
+forward pass per token; the cached Hyena keeps the gated inputs (O(L) per token,
+like the KV cache); the distilled models step their modal states (O(1)).
+
+| model | {' | '.join(f'L = {L}' for L in contexts)} |
+|---|{'---|' * len(contexts)}
+{tp_rows}
+
+![throughput]({plots['throughput'].name})
+
+## Differences from the paper
+
+- Byte-level miniatures (2 layers, d_model {cfg.d_model}, context {cfg.context}) on Python's own
+  docs, not 1.3B models on The Pile; CPU timing in NumPy, not GPU kernels.
+- AdamW's weight decay ({tc.weight_decay:g}) reaches the implicit filters' MLP matrices too:
+  ``train()`` has one rule for every model (matrices decay). The reference gives the
+  filter parameters no weight decay and their own learning rate;
+  ``HyenaLM.param_groups`` gives that grouping, which ``train()`` does not read yet.
+- The filters' positional features are a fixed buffer; the reference trains them at
+  a tiny learning rate.
+- Distillation orders are swept per model, not chosen per layer from the logits'
+  error; the distilled models are scored on part of the test split.
+"""
+    lm_fig = (f"MH {lm['multihyena']['test_bpb']} vs H {lm['hyena']['test_bpb']} vs "
+              f"T {lm['transformer']['test_bpb']} test bpb")
+    headline = {"claim": "A Hyena LM distilled into small modal SSMs keeps its quality "
+                         "and generates in O(1) per token.",
+                "where": "Laughing Hyena, abstract, Sec. 5.2-5.4",
+                "verdict": v_dist["hyena"].outcome,
+                "figure": f"Hyena d={top} {bpb['hyena']['by_order'][-1]} vs original "
+                          f"{bpb['hyena']['original']} test bpb; "
+                          f"{speedup('hyena_cached'):.1f}x cached Hyena @{at}"}
+    summary = {"test bpb T/H/MH": " / ".join(f"{lm[n]['test_bpb'].mean:.3f}" for n in MODELS),
+               "recall T/H/MH": " / ".join(f"{rc[n]['test_acc'].mean:.2f}" for n in MODELS),
+               f"distilled d={top}": f"{bpb['hyena']['by_order'][-1].mean:.3f} vs "
+                                     f"{bpb['hyena']['original'].mean:.3f}",
+               f"speed-up @{at}": f"{speedup('hyena_cached'):.1f}x cached H, "
+                                  f"{speedup('transformer_kv'):.1f}x KV"}
+    write_report(out_dir, "Hyena, MultiHyena and their distillation (Laughing Hyena)", md)
+    return {
+        "profile": name_of_profile, "device": device, "seeds": seeds,
+        "splits": splits.sizes, "unigram_test_bpb": unigram, "recall_chance": chance,
+        "lm": {n: {k: (v.as_dict() if isinstance(v, protocol.Spread) else v)
+                   for k, v in lm[n].items()} for n in MODELS},
+        "recall": {n: {k: (v.as_dict() if isinstance(v, protocol.Spread) else v)
+                       for k, v in rc[n].items()} for n in MODELS},
+        "filters": fil,
+        "tuning": {"lm": {n: {"best": c["best"], "grid": {str(k): v.as_dict()
+                                                         for k, v in c["grid"].items()}}
+                          for n, c in lm_choice.items()},
+                   "recall": {n: {"best": c["best"], "grid": {str(k): v.as_dict()
+                                                             for k, v in c["grid"].items()}}
+                              for n, c in rc_choice.items()}},
+        "distill": {"orders": orders, "per_seed": dist,
+                    "bpb": {n: {k: ([s.as_dict() for s in v] if isinstance(v, list)
+                                    else v.as_dict()) for k, v in b.items()}
+                            for n, b in bpb.items()},
+                    "checks": checks},
+        "throughput": tp, "throughput_context": at,
+        "speedup": {k: speedup(k) for k in tp},
+        "verdicts": {"multihyena_vs_hyena": str(v_mh_h), "multihyena_vs_transformer": str(v_mh_t),
+                     "distilled": {n: str(v) for n, v in v_dist.items()},
+                     "control": {n: str(v) for n, v in v_ctrl.items()},
+                     "recall": str(v_recall)},
+        "figures": {k: p.name for k, p in plots.items()},
+        "summary": summary, "headline": headline,
+    }
 
 
 if __name__ == "__main__":
