@@ -79,7 +79,8 @@ def match_torch_threads(torch, n: int) -> int:
 
 class Timing(dict):
     """Per-iteration seconds of one contender: ``median``, ``min``, ``repeats``,
-    ``number`` (loop count per repeat) and the raw ``times``."""
+    ``number`` (loop count per repeat) and the raw ``times``; ``cpu_median`` and
+    ``cpu_times`` are the same for the process's CPU time (user + sys, all its threads)."""
 
 
 def _autorange(fn, min_time: float, max_number: int = 1_000_000) -> int:
@@ -107,12 +108,19 @@ def compare(contenders: dict, *, repeats: int = 7, warmup: int = 2,
     collection triggered by one side is not billed to the other. With ``settle`` > 0,
     each timed block starts after a pause of that many seconds and one untimed call.
     Returns name -> :class:`Timing`.
+
+    Besides the wall clock, each repeat reads the process's CPU time (user + sys over
+    all its threads, ``time.process_time``). On a machine shared with busy neighbours
+    the wall clock counts the time a thread waited for a core and the CPU time does
+    not; for one thread the CPU time is the cost of the work itself, for several it
+    adds the time their threads spent spinning while waiting for one another.
     """
     for fn in contenders.values():
         for _ in range(warmup):
             fn()
     numbers = {name: _autorange(fn, min_time) for name, fn in contenders.items()}
     times = {name: [] for name in contenders}
+    cpu_times = {name: [] for name in contenders}
     gc_was_enabled = gc.isenabled()
     gc.collect()
     gc.disable()
@@ -126,16 +134,19 @@ def compare(contenders: dict, *, repeats: int = 7, warmup: int = 2,
                     # machine that steals cores), then wake our own with one call.
                     time.sleep(settle)
                     fn()
-                t0 = time.perf_counter()
+                c0, t0 = time.process_time(), time.perf_counter()
                 for _ in range(n):
                     fn()
                 times[name].append((time.perf_counter() - t0) / n)
+                cpu_times[name].append((time.process_time() - c0) / n)
             gc.collect()   # between rounds, outside the timed region
     finally:
         if gc_was_enabled:
             gc.enable()
     return {name: Timing(median=statistics.median(ts), min=min(ts), repeats=repeats,
-                         number=numbers[name], times=ts)
+                         number=numbers[name], times=ts,
+                         cpu_median=statistics.median(cpu_times[name]),
+                         cpu_times=cpu_times[name])
             for name, ts in times.items()}
 
 

@@ -28,6 +28,13 @@ Two PyTorch attentions are timed:
 * ``torch-sdpa``  ``F.scaled_dot_product_attention(q, k, v, is_causal=True)``, the
                   fused kernel a PyTorch user would reach for
 
+and one more nanotie:
+
+* ``nanotie-plain`` nanotie with its CPU speed switch off (``nanotie.backend.set_cpu_threads(1)``,
+                  or ``NANOTIE_THREADS=1`` for a whole process): the plain NumPy code, whose
+                  only threads are BLAS's; ``nanotie-plain / nanotie`` is what the switch
+                  (``backend.parallel_rows``) saves. ``--no-plain`` skips it.
+
 Before timing, one step of each model from identical weights is compared: the loss,
 every gradient and every weight after the AdamW step must agree (a mismatch is
 printed and makes the exit status 1), and every nanotie array must still be float32.
@@ -45,6 +52,10 @@ header says whether it is on, and ``NANOTIE_KEEP_FREED_MEMORY=0`` turns it off f
 Reading the output: times are the MEDIAN per-step time over interleaved repeats (each
 side pays for noise from the neighbours alike); the ratio nanotie / torch below 1
 means nanotie is faster. On a shared machine expect ratios to move by 10% between runs.
+The header gives the CPU model and the load average: with more runnable processes than
+cores the wall clock of a multi-threaded step measures the neighbours more than the
+step, so each row also has the median CPU time (user + sys of all the process's threads,
+which leaves out the time spent waiting for a core but counts threads that spin).
 
 ``--profile`` then runs a few nanotie steps under cProfile and prints the functions
 with the most own time and the most cumulative time, and the time per primitive op,
@@ -135,6 +146,31 @@ def nanotie_step_fn(model, opt, idx, targets, device: str):
         return loss
 
     return step
+
+
+def plain_numpy(step):
+    """``step`` with nanotie's CPU speed switch off (``backend.set_cpu_threads(1)``): the
+    plain NumPy code, whose only threads are BLAS's. The same process and weights, so the
+    switch's gain is measured side by side with the rest."""
+    def plain_step():
+        nt.backend.set_cpu_threads(1)
+        try:
+            return step()
+        finally:
+            nt.backend.set_cpu_threads(None)
+
+    return plain_step
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
 
 
 def torch_gpt(torch, sdpa: bool):
@@ -458,6 +494,9 @@ def main(argv=None) -> int:
                              "library's worker threads stop spinning (default 0.2)")
     parser.add_argument("--no-sdpa", action="store_true",
                         help="skip the PyTorch model with scaled_dot_product_attention")
+    parser.add_argument("--no-plain", action="store_true",
+                        help="skip nanotie-plain, nanotie with the CPU speed switch off "
+                             "(nanotie.backend.set_cpu_threads(1))")
     parser.add_argument("--profile", action="store_true",
                         help="also profile nanotie's step and print where the time goes")
     parser.add_argument("--profile-steps", type=int, default=5,
@@ -486,8 +525,11 @@ def main(argv=None) -> int:
 
     print(f"nanotie {nt.__version__} (NumPy {np.__version__}) vs PyTorch {torch.__version__}, "
           f"float32, Python {platform.python_version()}, device {device}")
+    load = os.getloadavg() if hasattr(os, "getloadavg") else None
+    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average "
+          f"{'n/a' if load is None else ', '.join(f'{x:.2f}' for x in load)}")
     print(f"threads: {threads} for NumPy's BLAS ({how}), torch.get_num_threads() = "
-          f"{torch_threads}")
+          f"{torch_threads}, nanotie.backend.cpu_threads() = {nt.backend.cpu_threads()}")
     print(f"glibc keeps freed memory for reuse (nanotie.backend.keep_freed_memory): "
           f"{nt.backend.keep_freed_memory()}")
     print(f"model: GPT {CONFIG}, batch {BATCH} x {CONFIG['context']}, AdamW lr {LR}, "
@@ -498,6 +540,10 @@ def main(argv=None) -> int:
     contenders, checks = {}, {}
     model, opt, idx, targets = nanotie_setup(device)
     contenders["nanotie"] = nanotie_step_fn(model, opt, idx, targets, device)
+    if device == "cpu" and not args.no_plain:
+        plain_model, plain_opt, _, _ = nanotie_setup(device)
+        contenders["nanotie-plain"] = plain_numpy(
+            nanotie_step_fn(plain_model, plain_opt, idx, targets, device))
     if torch_device is not None:
         variants = [("torch", False)] + ([] if args.no_sdpa else [("torch-sdpa", True)])
         for name, sdpa in variants:
@@ -516,15 +562,20 @@ def main(argv=None) -> int:
         rows.append(dict(contender=name, median_ms=timing["median"] * 1e3,
                          min_ms=timing["min"] * 1e3,
                          ratio=t["nanotie"]["median"] / timing["median"],
+                         cpu_median_ms=timing["cpu_median"] * 1e3,
+                         cpu_ratio=t["nanotie"]["cpu_median"] / timing["cpu_median"],
                          steps_per_repeat=timing["number"],
-                         times_ms=[x * 1e3 for x in timing["times"]]))
-    print("| contender | median ms/step | min ms/step | nanotie / this |")
-    print("|---|---:|---:|---:|")
+                         times_ms=[x * 1e3 for x in timing["times"]],
+                         cpu_times_ms=[x * 1e3 for x in timing["cpu_times"]]))
+    print("| contender | median ms/step | min ms/step | nanotie / this | median CPU ms/step "
+          "| nanotie / this (CPU) |")
+    print("|---|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['contender']} | {r['median_ms']:.1f} | {r['min_ms']:.1f} | "
-              f"{r['ratio']:.2f} |")
+              f"{r['ratio']:.2f} | {r['cpu_median_ms']:.1f} | {r['cpu_ratio']:.2f} |")
     headline = t["nanotie"]["median"] / t[base]["median"]
-    print(f"\nnanotie / {base} = {headline:.2f}x per training step")
+    print(f"\nnanotie / {base} = {headline:.2f}x per training step (wall clock; CPU time "
+          f"{t['nanotie']['cpu_median'] / t[base]['cpu_median']:.2f}x)")
     for name, verdict in checks.items():
         if verdict != "ok":
             print(f"(!) {name}: {verdict}")
@@ -537,6 +588,10 @@ def main(argv=None) -> int:
         report = dict(
             meta=dict(nanotie=nt.__version__, numpy=np.__version__, torch=torch.__version__,
                       python=platform.python_version(), machine=platform.machine(),
+                      cpu=cpu_name(), logical_cores=os.cpu_count(),
+                      load_average_start=load,
+                      load_average_end=os.getloadavg() if hasattr(os, "getloadavg") else None,
+                      nanotie_cpu_threads=nt.backend.cpu_threads(),
                       threads=threads, threads_how=how, torch_threads=torch_threads,
                       kept_freed_memory=nt.backend.KEPT_FREED_MEMORY,
                       dtype="float32", device=device, config=CONFIG, batch=BATCH, lr=LR,

@@ -226,6 +226,109 @@ def fft_size(n: int) -> int:
     return 1 << max(0, int(n - 1).bit_length())
 
 
+# ----------------------------------------------------- CPU threads: the speed switch
+
+# NumPy runs every elementwise pass (a ufunc, a reduction) on ONE core, and a stack of
+# small matrix products (attention's (B, H) batch of T x hd @ hd x T) goes to BLAS one
+# product at a time, each too small for BLAS's own threads to pay off. parallel_rows()
+# splits such work into contiguous blocks of rows, one per thread of a small pool: NumPy
+# releases the GIL inside ufuncs, reductions and BLAS calls, so the blocks really run at
+# once. The fused ops that use it (gelu, layer_norm, scaled_dot_product_attention in
+# nn/functional.py) write their formula once, as work on a block of rows; with one
+# thread that work is called once on all the rows, which is the plain NumPy version.
+# What it saves on a 2-core machine is measured in benchmarks/README.md.
+#
+# The switch: ``NANOTIE_THREADS=1`` (the environment) or ``set_cpu_threads(1)`` (in the
+# process) turns it off. By default it uses as many threads as NumPy's BLAS may use
+# right now (threadpoolctl's current limit), so a run that the protocol pins to one BLAS
+# thread per process (nanotie/protocol.py) runs the plain code, and never more threads
+# than ``NANOTIE_THREADS``. CuPy arrays never take this path.
+
+_THREADS_OVERRIDE = None   # set_cpu_threads(n): n threads, whatever BLAS's limit
+_POOL = None               # the ThreadPoolExecutor, made on first use
+
+
+def set_cpu_threads(n: int | None) -> None:
+    """Use ``n`` threads for large CPU array passes from now on (1: off, the plain NumPy
+    code); ``None`` goes back to the default (BLAS's current limit, capped by
+    ``$NANOTIE_THREADS``). Values and gradients do not depend on it."""
+    global _THREADS_OVERRIDE
+    if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
+        raise ValueError(f"set_cpu_threads: n must be a positive int or None, got {n!r}")
+    _THREADS_OVERRIDE = n
+
+
+@lru_cache(maxsize=1)
+def _blas_controllers() -> tuple:
+    """threadpoolctl's handles on the BLAS libraries NumPy loaded (found once)."""
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:
+        return ()
+    return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
+
+
+def cpu_threads() -> int:
+    """How many threads :func:`parallel_rows` uses now (1 means the switch is off)."""
+    if _THREADS_OVERRIDE is not None:
+        return _THREADS_OVERRIDE
+    env = os.environ.get("NANOTIE_THREADS", "").strip()
+    cap = int(env) if env.isdigit() and int(env) > 0 else None
+    blas = _blas_controllers()
+    n = min(c.num_threads for c in blas) if blas else _cpu_threads()
+    return max(1, min(n, cap) if cap else n)
+
+
+def _pool(workers: int):
+    global _POOL
+    if _POOL is None or _POOL._max_workers < workers:
+        from concurrent.futures import ThreadPoolExecutor
+
+        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanotie")
+    return _POOL
+
+
+def _forget_pool():                 # a forked child inherits no running threads
+    global _POOL
+    _POOL = None
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_pool)
+
+
+def parallel_rows(work, n_rows: int, xp=np, min_rows: int = 1) -> None:
+    """Call ``work(rows)`` on slices ``rows`` that cover ``range(n_rows)`` once each.
+
+    With :func:`cpu_threads` = 1 (the switch off), on CuPy (``xp`` not NumPy), or with
+    fewer than ``2 min_rows`` rows, it is the one call ``work(slice(0, n_rows))``.
+    Otherwise the rows are cut into one contiguous block per thread and the blocks run
+    at once; ``work`` must then only write the rows it is given (into arrays made
+    before the call) and draw no random numbers. Meanwhile BLAS is held to one thread,
+    so that the blocks' matrix products do not queue for BLAS's own pool.
+    """
+    threads = min(cpu_threads(), n_rows // max(1, min_rows)) if xp is np else 1
+    if threads <= 1:
+        work(slice(0, n_rows))
+        return
+    edges = [n_rows * i // threads for i in range(threads + 1)]
+    blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    blas = _blas_controllers()
+    before = [c.num_threads for c in blas]
+    for c in blas:
+        c.set_num_threads(1)
+    try:
+        futures = [_pool(threads - 1).submit(work, rows) for rows in blocks[1:]]
+        try:
+            work(blocks[0])                       # this thread takes the first block
+        finally:
+            for f in futures:
+                f.result()                        # waits; re-raises a block's error
+    finally:
+        for c, n in zip(blas, before):
+            c.set_num_threads(n)
+
+
 # ------------------------------------------------------------------ CPU memory
 
 

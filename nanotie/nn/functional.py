@@ -162,50 +162,88 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
         mask = xp.where(mask, 0.0, -math.inf).astype(q.dtype)
 
     q_scaled = q * scale                         # scale q (Tq x E), not S (Tq x Tk)
-    p = q_scaled @ k.swapaxes(-1, -2)            # (..., Tq, Tk): the one large new array
-    if mask is not None:
-        if np.broadcast_shapes(p.shape, mask.shape) == p.shape:
-            p += mask
-        else:                                    # a mask with more batch axes than q, k
-            p = p + mask
-    p -= p.max(axis=-1, keepdims=True)
-    xp.exp(p, out=p)
-    # Row sums as a matrix-vector product: BLAS, faster than .sum(axis=-1).
-    p /= (p @ xp.ones(n_k, dtype=p.dtype))[..., None]   # P = softmax(S)
+    batch = np.broadcast_shapes(q.shape[:-2], k.shape[:-2], v.shape[:-2],
+                                () if mask is None else mask.shape[:-2])
+    # P (..., Tq, Tk) is the one large new array: made once, turned into softmax in place.
+    p = xp.empty(batch + (n_q, n_k), dtype=xp.result_type(q_scaled.dtype, k.dtype))
+    out = xp.empty(batch + (n_q, v.shape[-1]), dtype=xp.result_type(p.dtype, v.dtype))
     if dropout_p > 0.0:
         keep = backend.rand(p.shape, p.dtype, query.device) >= dropout_p
-        p_used = p * keep
-        p_used *= 1.0 / (1.0 - dropout_p)
+        p_used = xp.empty_like(p)                # P with dropped weights, rescaled
     else:
         p_used = p
-    out = p_used @ v                             # (..., Tq, Ev)
+    ones = xp.ones(n_k, dtype=p.dtype)
+
+    def rows_of(a, rows):       # a's block of batch rows, or all of a where it broadcasts
+        return a[rows] if a.ndim == p.ndim and a.shape[0] == p.shape[0] else a
+
+    # The work on a block of batch rows (the (B, H) stack of products is cut along B, so
+    # that backend.parallel_rows can run the blocks on several cores; see the switch).
+    def forward(rows):
+        s = p[rows]
+        xp.matmul(rows_of(q_scaled, rows), rows_of(k, rows).swapaxes(-1, -2), out=s)
+        if mask is not None:
+            s += rows_of(mask, rows)                           # S = scale q k^T + mask
+        s -= s.max(axis=-1, keepdims=True)
+        xp.exp(s, out=s)
+        s /= (s @ ones)[..., None]          # P = softmax(S); row sums by BLAS, not .sum
+        if dropout_p > 0.0:
+            xp.multiply(s, keep[rows], out=p_used[rows])
+            p_used[rows] *= 1.0 / (1.0 - dropout_p)
+        xp.matmul(p_used[rows], rows_of(v, rows), out=out[rows])   # O = P v
+
+    _attention_blocks(forward, batch, xp)
     mask_grad = isinstance(attn_mask, Tensor) and attn_mask.requires_grad
 
     def backward(g):
-        gq = gk = gv = None
-        if value.requires_grad:
-            gv = p_used.swapaxes(-1, -2) @ g                    # P^T G
-        ds = g @ v.swapaxes(-1, -2)                             # dP, then dS in place
-        if dropout_p > 0.0:
-            ds *= keep
-            ds *= 1.0 / (1.0 - dropout_p)
-        ds -= xp.einsum("...ij,...ij->...i", g, out)[..., None]  # dP - rowsum(G * O)
-        ds *= p
-        if query.requires_grad:
-            gq = ds @ k
-            gq *= scale
-        if key.requires_grad:
-            gk = ds.swapaxes(-1, -2) @ q_scaled
-        return gq, gk, gv, (ds if mask_grad else None)
+        ds_dtype = xp.result_type(g.dtype, v.dtype)
+        gq = xp.empty(batch + q.shape[-2:], dtype=xp.result_type(ds_dtype, k.dtype)) \
+            if query.requires_grad else None
+        gk = xp.empty(batch + k.shape[-2:], dtype=xp.result_type(ds_dtype, q.dtype)) \
+            if key.requires_grad else None
+        gv = xp.empty(batch + v.shape[-2:], dtype=xp.result_type(p.dtype, g.dtype)) \
+            if value.requires_grad else None
+        ds_all = xp.empty(p.shape, dtype=ds_dtype) if mask_grad else None
+
+        def grad(rows):
+            g_rows = g[rows]
+            if gv is not None:
+                xp.matmul(p_used[rows].swapaxes(-1, -2), g_rows, out=gv[rows])   # P^T G
+            ds = xp.matmul(g_rows, rows_of(v, rows).swapaxes(-1, -2),             # dP, then
+                           out=None if ds_all is None else ds_all[rows])        # dS in place
+            if dropout_p > 0.0:
+                ds *= keep[rows]
+                ds *= 1.0 / (1.0 - dropout_p)
+            ds -= xp.einsum("...ij,...ij->...i", g_rows, out[rows])[..., None]  # - rowsum(G*O)
+            ds *= p[rows]
+            if gq is not None:
+                xp.matmul(ds, rows_of(k, rows), out=gq[rows])
+                gq[rows] *= scale
+            if gk is not None:
+                xp.matmul(ds.swapaxes(-1, -2), rows_of(q_scaled, rows), out=gk[rows])
+
+        _attention_blocks(grad, batch, xp)
+        return gq, gk, gv, ds_all
 
     return make_result("scaled_dot_product_attention", out, (query, key, value, attn_mask),
                        backward)
+
+
+def _attention_blocks(work, batch: tuple, xp) -> None:
+    """Run ``work`` on blocks of the first batch axis (in parallel where the switch in
+    ``backend.parallel_rows`` allows), or once on everything when there is no batch axis."""
+    if batch:
+        backend.parallel_rows(work, batch[0], xp)
+    else:
+        work(Ellipsis)
 
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_C = 0.044715          # the cubic coefficient of GELU's tanh approximation
+_MIN_BLOCK = 1 << 16        # elements: smaller blocks cost more to hand to a thread than
+                            # they save (see backend.parallel_rows)
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -219,40 +257,53 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         GELU(x) ~= x/2 (1 + t),   d/dx = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 c x^2)
 
     Fused (as a composite it is about eight ops on the widest activation of an MLP).
+    Each pass works on a block of the flattened elements, in place, so that the blocks
+    can run on several cores at once (``backend.parallel_rows``, the speed switch).
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
-    xd = x.data
-    xp = xp_of(xd)
-    if approximate == "none":
-        cdf = backend.erf(xd * _SQRT_HALF).astype(xd.dtype, copy=False)
-        cdf += 1.0
-        cdf *= 0.5                                           # Phi(x)
-        out = xd * cdf
+    xp = xp_of(x.data)
+    xd = xp.ascontiguousarray(x.data if x.dtype.kind in "fc" else x.data.astype("float64"))
+    n = xd.size
+    out = xp.empty_like(xd)
+    kept = xp.empty_like(xd)             # Phi(x), or t = tanh(u): what backward reuses
+    flat_x, flat_out, flat_kept = xd.reshape(-1), out.reshape(-1), kept.reshape(-1)
 
-        def backward(g):
-            dx = xp.exp(xd * xd * -0.5)
-            dx *= xd
+    if approximate == "none":
+        def forward(part):
+            xs, cdf, y = flat_x[part], flat_kept[part], flat_out[part]
+            cdf[...] = backend.erf(xs * _SQRT_HALF)
+            cdf += 1.0
+            cdf *= 0.5                                       # Phi(x)
+            xp.multiply(xs, cdf, out=y)
+
+        def derivative(part, dx):
+            xs, cdf = flat_x[part], flat_kept[part]
+            xp.multiply(xs, xs, out=dx)
+            dx *= -0.5
+            xp.exp(dx, out=dx)
+            dx *= xs
             dx *= _INV_SQRT_2PI                              # x phi(x)
             dx += cdf
-            dx *= g
-            return (dx,)
     else:
-        t = xd * xd
-        t *= _GELU_C
-        t += 1.0
-        t *= xd
-        t *= _SQRT_2_OVER_PI                                 # u
-        xp.tanh(t, out=t)                                    # t = tanh(u)
-        out = t + 1.0
-        out *= xd
-        out *= 0.5
+        def forward(part):
+            xs, t, y = flat_x[part], flat_kept[part], flat_out[part]
+            xp.multiply(xs, xs, out=t)
+            t *= _GELU_C
+            t += 1.0
+            t *= xs
+            t *= _SQRT_2_OVER_PI                             # u
+            xp.tanh(t, out=t)                                # t = tanh(u)
+            xp.add(t, 1.0, out=y)
+            y *= xs
+            y *= 0.5
 
-        def backward(g):
-            dx = xd * xd
+        def derivative(part, dx):
+            xs, t = flat_x[part], flat_kept[part]
+            xp.multiply(xs, xs, out=dx)
             dx *= 3 * _GELU_C
             dx += 1.0
-            dx *= xd
+            dx *= xs
             dx *= _SQRT_2_OVER_PI                            # x du/dx
             sech2 = t * t
             xp.subtract(1.0, sech2, out=sech2)               # 1 - t^2
@@ -260,8 +311,20 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
             dx += t
             dx += 1.0
             dx *= 0.5
-            dx *= g
-            return (dx,)
+
+    backend.parallel_rows(forward, n, xp, min_rows=_MIN_BLOCK)
+
+    def backward(g):
+        flat_g = xp.ascontiguousarray(g).reshape(-1)
+        dx = xp.empty_like(xd)
+        flat_dx = dx.reshape(-1)
+
+        def chain(part):                                     # dL/dx = g * GELU'(x)
+            derivative(part, flat_dx[part])
+            flat_dx[part] *= flat_g[part]
+
+        backend.parallel_rows(chain, n, xp, min_rows=_MIN_BLOCK)
+        return (dx,)
 
     return make_result("gelu", out, (x,), backward)
 
