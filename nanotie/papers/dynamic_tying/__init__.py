@@ -30,7 +30,7 @@ decisions with language-model steps is in ``loop.py``::
             a = eps-greedy argmax Q(s)[i(i+1)/2 : i(i+1)/2 + i + 1]
             s' = s with s_i = a; re-wire the layers; sync the optimizer's state
             k language-model steps
-            r = -exp(CE on a random training batch), clipped to [-10, 10]
+            r = -exp(CE on one batch), clipped to [-10, 10] (optionally standardised)
             one TD step on (Q(s)[.., a] - (r + 0.99 max Q(s')[slice_i]))^2
             s = s'
 
@@ -42,20 +42,37 @@ Differences from the paper:
   the values it computed with, and fresh (zero) Adam moments.
 * A copy of a copy follows the root of its chain (the layer that trains), also when
   an intermediate layer changes later; the state still records the agent's choice j.
-* Reward and decisions as in the authors' code (one TD step per decision, reward on a
-  training batch in eval mode, the Q-values of layer i's slice at s' in the target),
-  but with ``lm_steps_per_decision`` language-model steps per decision (their code
-  uses 10 in the version we read; the spec says 4): a parameter here.
+* Decisions as in the authors' code (one TD step per decision, the reward in eval
+  mode, the Q-values of layer i's slice at s' in the target), with
+  ``lm_steps_per_decision`` language-model steps per decision (their code uses 10 in
+  the version we read; the spec says 4): a parameter here.
+* The reward batch: the authors draw a fresh random training batch for every reward;
+  ``train_dynamic(..., reward_data=...)`` uses one fixed batch held out from training
+  instead (the experiment does), so that rewards differ by what the actions did.
+* The reward's scale: ``reward_norm="ema"`` (the experiment's choice; "none" is the
+  authors') standardises the clipped reward by its running mean and std. With
+  gamma = 0.99 and the raw reward, the Q-values stay far from their fixed point
+  r / (1 - gamma) within a few hundred updates, and on a synthetic reward whose best
+  policy is known the agent stays at chance (``controls.SyntheticReward``).
+* The reward clip: the config's default is the authors' [-10, 10], but the experiment
+  uses [-100, 100]. A tiny byte-level model's per-byte perplexity stays above 10 for
+  much of the run, so with the official clip most rewards are -10 and all actions
+  look alike to the agent.
+* Exploration: the authors' eps decays by 0.95 per episode and needs 90 episodes to
+  reach its floor; the experiment picks the decay (``decay_to_floor``) so that it
+  reaches the floor two thirds into its few dozen episodes.
+* Adam state: the authors build the LM optimizer once over all parameters, so their
+  code cannot free the Adam state of a layer that trained and was later tied;
+  :func:`sync_optimizer` does, so nanotie's memory savings are larger than the
+  authors' code would give.
 * Scale: a 6-layer byte-level GPT on Python's own help text for a few hundred steps,
   with the house schedule (warmup + cosine, AdamW, clipping), instead of GPT-2-size
   models on WikiText/LM1B with a constant 1e-4 learning rate. The agent therefore
-  sees a few dozen episodes, not hundreds; its epsilon is still far from its floor.
-* The reward clip: the config's default is the authors' [-10, 10], but the experiment
-  uses [-100, 100]. A tiny byte-level model's per-byte perplexity stays above 10 for
-  the whole run, so with the official clip every reward is -10 and all actions look
-  alike to the agent.
-* Both runs use the same number of language-model steps and the same batches; the
-  dynamic run additionally spends one forward pass per decision on the reward.
+  sees a few dozen episodes, not hundreds.
+* Controls the paper does not run: a random schedule and a fixed pattern
+  (``controls.py``), which tie as much as the agent without learning.
+* All runs use the same number of language-model steps and the same batches; the
+  tying runs additionally spend one forward pass per decision on the reward.
 """
 
 from __future__ import annotations
