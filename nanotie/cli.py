@@ -230,4 +230,6 @@ def main(argv=None) -> int:
 
 
 def _one_line(exc: BaseException) -> str:
-    return "; ".join(part.strip(" -") for part in str(exc).splitlines() if part.strip())
+    parts = [part.strip(" -") for part in str(exc).splitlines() if part.strip()]
+    return "".join(p + ("" if i == len(parts) - 1 else " " if p.endswith(":") else "; ")
+                   for i, p in enumerate(parts))

@@ -292,4 +292,6 @@ def _read_npz(path) -> dict:
 
 def _one_line(exc: BaseException) -> str:
     """An exception's message on one line (StateDictError lists problems on several)."""
-    return "; ".join(part.strip(" -") for part in str(exc).splitlines() if part.strip())
+    parts = [part.strip(" -") for part in str(exc).splitlines() if part.strip()]
+    return "".join(p + ("" if i == len(parts) - 1 else " " if p.endswith(":") else "; ")
+                   for i, p in enumerate(parts))
