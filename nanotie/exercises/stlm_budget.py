@@ -141,6 +141,8 @@ TOKEN_CASES = {
     "SwiGLU/RMSNorm with biases, tied + FFN sharing": dict(
         vocab_size=71, context=10, d_model=16, n_layer=2, n_head=2, ffn_hidden=40,
         bias=True, share_ffn=True),
+    "SwiGLU/RMSNorm, grouped-query attention (8 query, 2 key/value heads)": dict(
+        vocab_size=61, context=8, d_model=32, n_layer=2, n_head=8, n_kv_head=2),
 }
 BYTE_CASES = {
     "byte-level, LayerNorm with biases": dict(

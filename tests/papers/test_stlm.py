@@ -81,10 +81,46 @@ def test_the_formula_reproduces_the_papers_figures_without_building():
     assert b["byte-level"]["core"] == b["tied"]["core"]
 
 
-def test_the_paper_config_cannot_be_built_with_grouped_query_attention():
-    with pytest.raises(ValueError, match="n_kv_head"):
-        STLM(replace(paper_configs()["tied"], n_layer=1, vocab_size=10, d_model=32,
-                     n_head=4, n_kv_head=2, ffn_hidden=8, context=4))
+def test_the_paper_config_builds_with_grouped_query_attention():
+    """The paper's 16 query heads sharing 4 key/value heads, at a small width."""
+    cfg = replace(paper_configs()["tied"], n_layer=2, vocab_size=50, d_model=64,
+                  ffn_hidden=32, context=8)
+    nt.manual_seed(0)
+    model = STLM(cfg)
+    assert model.blocks[0].attn.qkv.fused.weight.shape == (64 + 2 * 16, 64)
+    assert count_parameters(model) == parameter_budget(cfg)["total"]
+    assert model(np.zeros((1, 3), dtype=np.int64))[0].shape == (1, 3, 50)
+
+
+def test_grouped_query_attention_is_attention_with_tied_key_value_heads():
+    """GQA equals full attention whose key/value heads are copies (g(h) = h // 2 here),
+    and a shared head's gradient is the sum of its copies' gradients."""
+    gqa_cfg = small(n_head=4, n_kv_head=2, n_layer=1, tie_embeddings=False)
+    gqa = build(gqa_cfg, seed=19)
+    mha = build(replace(gqa_cfg, n_kv_head=None), seed=19)
+    W = gqa.blocks[0].attn.qkv.fused.weight.data            # (d + 2 d_kv, d)
+    d, hd = gqa_cfg.d_model, gqa_cfg.d_model // 4
+    heads = np.arange(4) // 2                                # kv head of each query head
+    rows = lambda base: np.concatenate([base + g * hd + np.arange(hd) for g in heads])
+    full = np.concatenate([W[:d], W[rows(d)], W[rows(d + 2 * hd)]])   # (3 d, d)
+    state = {k: np.array(p.data) for k, p in gqa.named_parameters()}
+    del state["blocks.0.attn.qkv.fused.weight"]
+    state["blocks.0.attn.qkv.weight"] = full
+    state["__ties__"] = np.array([], dtype=np.str_)
+    mha.load_state_dict(state)
+    x, y = np.random.default_rng(20).integers(0, gqa_cfg.vocab_size, (2, 2, 6))
+    lg, lm = gqa(x, y)[1], mha(x, y)[1]
+    assert lg.item() == pytest.approx(lm.item(), rel=1e-12)
+    lg.backward()
+    lm.backward()
+    g_gqa, g_mha = gqa.blocks[0].attn.qkv.fused.weight.grad, mha.blocks[0].attn.qkv.weight.grad
+    np.testing.assert_allclose(g_gqa[:d], g_mha[:d], rtol=1e-9, atol=1e-12)
+    for part in (1, 2):                                      # keys, then values
+        for g in range(2):
+            shared = g_gqa[d + (part - 1) * 2 * hd + g * hd:][:hd]
+            copies = [g_mha[part * d + h * hd:][:hd] for h in range(4) if heads[h] == g]
+            np.testing.assert_allclose(shared, sum(copies), rtol=1e-9, atol=1e-12)
+            assert min(np.abs(c).max() for c in copies) > 1e-8
 
 
 @pytest.mark.parametrize("overrides", [
@@ -96,6 +132,8 @@ def test_the_paper_config_cannot_be_built_with_grouped_query_attention():
     dict(BYTE, share_ffn=True),
     dict(BYTE, ffn="mlp", norm="layer", bias=True, ffn_hidden=40, n_layer=2),
     dict(BYTE, learned_positions=False, share_ffn=True, ffn="swiglu", bias=True),
+    dict(TOKEN, n_head=4, n_kv_head=2, bias=True),
+    dict(BYTE, n_head=4, n_kv_head=1, byte_head="softmax"),
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_the_formula_equals_the_built_models_unique_count(overrides):
     cfg = small(**overrides)

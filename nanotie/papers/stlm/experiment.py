@@ -490,9 +490,9 @@ DIFFERENCES = """\
   in the embedder and 2 in the decoder, core hidden size 512. Their later code (hidden
   768, 4 + 7 byte blocks) gives 5.77M for the byte path, about 85% / 92.5% fewer. The
   formula and the built models here follow the first.
-- **Grouped-query attention** (16 query heads sharing 4 key/value heads) is in the
-  analytic count only: nanotie's attention has one key/value head per query head, and
-  `STLM` refuses `n_kv_head != n_head`. The miniatures use full multi-head attention.
+- **Grouped-query attention** (16 query heads sharing 4 key/value heads) is built
+  (`GroupedQKV`: each key/value head is a tie among the query heads that read it) and
+  counted; the miniatures use full multi-head attention.
 - **Positions.** nanotie adds the in-token byte positions once (e + P); the authors'
   code adds `x + pos_encoder(x)`, i.e. 2x + P. The core uses learned positions
   instead of the paper's RoPE (which has no parameters).

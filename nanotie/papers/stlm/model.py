@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
+
 from ... import backend
 from ...autograd import Tensor
 from ...nn import functional as F
@@ -23,7 +25,8 @@ from ...nn.transformer import GPT, Block, CausalSelfAttention, GPTConfig
 from .byte_windows import BYTE_VOCAB, PAD
 
 __all__ = ["STLMConfig", "STLM", "ByteBlock", "ByteEmbedder", "ByteDecoder",
-           "ByteSelfAttention", "ProjectingMLP", "share_ffn", "byte_cross_entropy"]
+           "ByteSelfAttention", "ProjectingMLP", "GroupedQKV", "share_ffn",
+           "byte_cross_entropy"]
 
 
 @dataclass
@@ -33,8 +36,8 @@ class STLMConfig:
     d_model: int = 64               # core width d (the paper: 512)
     n_layer: int = 4                # core blocks L (the paper: 10)
     n_head: int = 4                 # core attention heads (the paper: 16)
-    n_kv_head: int | None = None    # key/value heads, None = n_head; the paper's 4
-                                    # (grouped-query attention) is analytic-count only
+    n_kv_head: int | None = None    # key/value heads, None = n_head; the paper's 4:
+                                    # grouped-query attention (GroupedQKV)
     ffn: str = "swiglu"             # "swiglu" (the paper) or "mlp" (GELU)
     ffn_hidden: int | None = None   # FFN width; None: the layer's default (paper: 1536)
     norm: str = "rms"               # "rms" (the paper) or "layer"
@@ -113,6 +116,35 @@ def share_ffn(blocks) -> None:
     """
     for i in range(1, len(blocks)):
         blocks[i].mlp = blocks[0].mlp          # THE tie: one object, L uses
+
+
+class GroupedQKV(Module):
+    """The fused q, k, v projection of grouped-query attention (the paper's 16 query
+    heads sharing 4 key/value heads), shaped so that nanotie's attention runs as is.
+
+    With H query heads, G key/value heads and head width hd = d / H, the weights map
+    d -> d + 2 d_kv (d_kv = G hd): queries for every head, keys and values for G heads
+    only. The output repeats each key/value head for the H / G query heads that read
+    it, giving the (..., 3 d) that CausalSelfAttention splits into q, k, v:
+
+        q_h = x Wq_h,   k_h = x Wk_{g(h)},   v_h = x Wv_{g(h)},   g(h) = h // (H / G)
+
+    Query heads sharing a key/value head is a tie like the others: the repeat is a
+    gather, whose backward sums the H / G gradients into the one shared head."""
+
+    def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = False):
+        super().__init__()
+        hd, group = d_model // n_head, n_head // n_kv_head
+        self.d_kv = hd * n_kv_head
+        self.fused = Linear(d_model, d_model + 2 * self.d_kv, bias)   # (d, d + 2 d_kv)
+        col = np.arange(d_model)                       # query column: head col // hd
+        kv_col = (col // hd // group) * hd + col % hd  # its key/value column
+        self.index = np.concatenate([col, d_model + kv_col,
+                                     d_model + self.d_kv + kv_col])     # (3 d,)
+
+    def forward(self, x: Tensor) -> Tensor:              # (..., d) -> (..., 3 d)
+        y = self.fused(x)                                # (..., d + 2 d_kv)
+        return y[..., backend.xp_of(y.data).asarray(self.index)]
 
 
 # --------------------------------------------------------------- byte blocks
@@ -249,11 +281,6 @@ class STLM(GPT):
     token ids and logits (B, T, V)."""
 
     def __init__(self, config: STLMConfig):
-        if config.n_kv_head not in (None, config.n_head):
-            raise ValueError(f"STLM: n_kv_head={config.n_kv_head} != n_head="
-                             f"{config.n_head}: nanotie's attention has one key/value "
-                             "head per query head (grouped-query attention is counted "
-                             "analytically only)")
         Module.__init__(self)               # GPT's pieces, built here with our sizes
         self.config = config
         d = config.d_model
@@ -267,6 +294,9 @@ class STLM(GPT):
         if config.ffn_hidden is not None:   # Block builds its FFN at the default width
             for block in self.blocks:
                 block.mlp = _ffn(config)
+        if config.n_kv_head not in (None, config.n_head):     # grouped-query attention
+            for block in self.blocks:
+                block.attn.qkv = GroupedQKV(d, config.n_head, config.n_kv_head, config.bias)
         self.ln_f = _norm(d, config)
         if self.predicts_tokens:
             self.lm_head = Linear(d, config.vocab_size, bias=False)   # (V, d) weight
