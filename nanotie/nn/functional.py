@@ -467,22 +467,34 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     n = math.prod(norm_shape)
     rows = math.prod(shape[:xd.ndim - len(dims)])
     # Work on x as (rows, n), one row per normalized slice. A row mean is a
-    # matrix-vector product with a vector of 1/n, which BLAS runs on all threads
-    # (.mean(axis=-1) uses one), and a row mean of a product is a row-wise dot
-    # (einsum), which makes no temporary array. Large temporaries are what this op
-    # costs, so each full-size array below is made once and then updated in place.
+    # matrix-vector product with a vector of 1/n (BLAS, faster than .mean(axis=-1)), and
+    # a row mean of a product is a row-wise dot (einsum), which makes no temporary array.
+    # Large temporaries are what this op costs, so each full-size array below is made
+    # once and then filled in place, a block of rows at a time: the blocks can run on
+    # several cores at once (backend.parallel_rows, the speed switch).
     x2 = xd.reshape(rows, n)
     mean_vec = xp.full(n, 1.0 / max(n, 1), dtype=xd.dtype)   # (n,)
-    xhat = x2 - (x2 @ mean_vec)[:, None]                     # x - mu, (rows, n)
-    var = xp.einsum("ij,ij->i", xhat, xhat) / n              # mean((x - mu)^2), (rows,)
-    rstd = 1.0 / xp.sqrt(var + eps)
-    xhat *= rstd[:, None]
-    out = xhat.reshape(shape)                                # (..., *normalized_shape)
-    out = out * weight.data if weight is not None else out.copy()
-    if bias is not None:
-        out += bias.data
+    w = None if weight is None else weight.data.reshape(n)
+    b = None if bias is None else bias.data.reshape(n)
+    xhat = xp.empty((rows, n), dtype=xd.dtype)
+    rstd = xp.empty(rows, dtype=xd.dtype)                    # 1 / sqrt(var + eps)
+    out_dtype = xp.result_type(xd.dtype, *(a.dtype for a in (w, b) if a is not None))
+    out = xp.empty(shape, dtype=out_dtype)                   # (..., *normalized_shape)
 
-    stat_shape = shape[:xd.ndim - len(dims)] + (1,) * len(dims)  # a row's stats, broadcast
+    def forward(r):
+        xh, y = xhat[r], out.reshape(rows, n)[r]
+        xp.subtract(x2[r], (x2[r] @ mean_vec)[:, None], out=xh)   # x - mu
+        var = xp.einsum("ij,ij->i", xh, xh) / n                   # mean((x - mu)^2)
+        rstd[r] = 1.0 / xp.sqrt(var + eps)
+        xh *= rstd[r][:, None]                                    # xhat
+        if w is not None:
+            xp.multiply(xh, w, out=y)
+        else:
+            y[...] = xh
+        if b is not None:
+            y += b
+
+    backend.parallel_rows(forward, rows, xp, min_rows=_MIN_BLOCK // max(n, 1))
 
     def backward(g):
         g2 = g.reshape(rows, n)
@@ -492,15 +504,23 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         if bias is not None and bias.requires_grad:
             gb = (xp.ones(rows, dtype=g2.dtype) @ g2).reshape(norm_shape)  # BLAS column sums
         if x.requires_grad:
-            # dxhat = g * w in a new array (never g itself), which becomes gx in place.
-            # It keeps x's shape: a reshaped view would cost a copy at a leaf.
-            gx = g * weight.data if weight is not None else g.copy()
-            dxhat = gx.reshape(rows, n)                        # only read below
-            m1 = dxhat @ mean_vec                              # mean(dxhat), (rows,)
-            m2 = xp.einsum("ij,ij->i", dxhat, xhat) / n        # mean(dxhat * xhat)
-            gx -= m1.reshape(stat_shape)
-            gx -= xhat.reshape(shape) * m2.reshape(stat_shape)
-            gx *= rstd.reshape(stat_shape)
+            # A new array in x's shape (a reshaped view would cost a copy at a leaf),
+            # filled with dxhat = g * w and turned into gx in place.
+            gx = xp.empty(shape, dtype=xp.result_type(g.dtype, out_dtype))
+
+            def grad(r):
+                d = gx.reshape(rows, n)[r]
+                if w is not None:
+                    xp.multiply(g2[r], w, out=d)                    # dxhat
+                else:
+                    d[...] = g2[r]
+                m1 = d @ mean_vec                                   # mean(dxhat)
+                m2 = xp.einsum("ij,ij->i", d, xhat[r]) / n          # mean(dxhat * xhat)
+                d -= m1[:, None]
+                d -= xhat[r] * m2[:, None]
+                d *= rstd[r][:, None]
+
+            backend.parallel_rows(grad, rows, xp, min_rows=_MIN_BLOCK // max(n, 1))
         return gx, gw, gb
 
     return make_result("layer_norm", out, (x, weight, bias), backward)

@@ -209,13 +209,20 @@ class AdamW(Optimizer):
         cast = p.dtype.type
         if group["weight_decay"]:
             p.data *= cast(1.0 - lr * group["weight_decay"])
+        # One scratch array, updated in place, instead of a new array per operation.
         m *= cast(b1)
-        m += cast(1.0 - b1) * grad
+        buf = grad * cast(1.0 - b1)
+        m += buf                                             # m = b1 m + (1 - b1) g
         v *= cast(b2)
-        v += cast(1.0 - b2) * (grad * grad)
-        denom = xp.sqrt(v) * cast(1.0 / math.sqrt(1.0 - b2 ** t))
-        denom += cast(group["eps"])
-        p.data -= cast(lr / (1.0 - b1 ** t)) * (m / denom)
+        xp.multiply(grad, grad, out=buf)
+        buf *= cast(1.0 - b2)
+        v += buf                                             # v = b2 v + (1 - b2) g^2
+        xp.sqrt(v, out=buf)
+        buf *= cast(1.0 / math.sqrt(1.0 - b2 ** t))
+        buf += cast(group["eps"])                            # sqrt(v / (1 - b2^t)) + eps
+        xp.divide(m, buf, out=buf)
+        buf *= cast(lr / (1.0 - b1 ** t))
+        p.data -= buf
 
 
 def clip_grad_norm(params, max_norm: float) -> float:
