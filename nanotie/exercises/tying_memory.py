@@ -16,6 +16,10 @@ The two modes of ``nanotie.papers.dynamic_tying`` differ in the root's gradient
 mode a copy holds new Parameter objects with ``requires_grad=False`` around the
 root's arrays, in "shared" mode it holds the root's Parameters themselves. The check
 builds the real ``DynamicTiedGPT``, takes one AdamW step, and measures.
+
+This is the parameter side of training memory, the paper's accounting. A training
+step also holds the activations kept for backward, and a copy does not save those
+(the layer still runs): ``dynamic_tying.step_peak_bytes`` measures the whole step.
 """
 
 from __future__ import annotations

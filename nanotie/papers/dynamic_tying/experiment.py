@@ -419,10 +419,18 @@ def _report_body(results, extra, groups, plots) -> str:
                                    extra["ratios"])
     cfg, tcfg, tying = results["model"], results["train"], results["tying"]
     dyn_label = next(k for k in t if k.startswith("dynamic"))
-    cols = ["test_ppl", "test_bpb", "val_ppl_best_in_run", "val_ppl_last_in_run",
-            "trainable_final", "param_mb_final", "param_mb_mean", "step_peak_mb"]
-    rows = [(label, {c: row.get(c, "n/a") for c in cols}) for label, row in t.items()]
-    table = spread_table(rows, cols, digits=3, seeds_of="test_ppl")
+    cols = {"test_ppl": "test ppl", "test_bpb": "test bits/byte",
+            "val_ppl_best_in_run": "val ppl, best in run",
+            "val_ppl_last_in_run": "val ppl, last in run",
+            "trainable_final": "trainable (end)", "param_mb_final": "params+grads+Adam MB (end)",
+            "param_mb_mean": "params+grads+Adam MB (mean)",
+            "step_peak_mb": "whole step MB (peak)"}
+    rows = [(label, {name: row.get(key, "n/a") for key, name in cols.items()})
+            for label, row in t.items()]
+    for (label, cells), row in zip(rows, t.values()):      # whole parameters
+        sp = row["trainable_final"]
+        cells["trainable (end)"] = f"{sp.mean:,.0f} ± {sp.std:,.0f}"
+    table = spread_table(rows, list(cols.values()), digits=3, seeds_of="test ppl")
     syn = results["synthetic"]
     syn_line = (f"at the all-train state after {syn['episodes']} episodes, the share of "
                 f"layers whose greedy action is \"train\" (chance "
