@@ -78,9 +78,25 @@ __all__ = [
     "DistillConfig", "ModalFit", "ModalFilterBank", "hankel_matrix",
     "hankel_singular_values", "error_lower_bound", "tight_lower_bound",
     "hankel_norm_ratio", "fir_realisation", "gramians", "balanced_truncation",
-    "era", "fit_residues", "refine",
+    "era", "fit_residues", "refine", "one_blas_thread",
     "distill_filter", "distill_filters", "order_sweep", "modal_impulse_response",
 ]
+
+
+def one_blas_thread(fn):
+    """Run ``fn`` with NumPy's BLAS on one thread. The products here are small (a few
+    dozen rows), where more threads cannot help, and on a machine with other work
+    running OpenBLAS's waiting threads stall them: one np.convolve at L = 16384 took
+    over 60 s with 2 threads and 0.18 s with one."""
+    import functools
+
+    @functools.wraps(fn)
+    def pinned(*args, **kwargs):
+        from threadpoolctl import threadpool_limits
+
+        with threadpool_limits(limits=1, user_api="blas"):
+            return fn(*args, **kwargs)
+    return pinned
 
 
 @dataclass
@@ -609,6 +625,7 @@ def _iter_orders(h, orders, cfg: DistillConfig, svd: _HankelSVD,
         previous = fit
 
 
+@one_blas_thread
 def order_sweep(h, orders, config: DistillConfig | None = None, balanced: bool = True,
                 **overrides) -> list[ModalFit]:
     """Distil ``h`` (L,) at every order in ``orders`` (ascending ints): one
@@ -732,6 +749,7 @@ class ModalFilterBank:
         return ModalRecurrence(*(backend.to_device(a, device) for a in arrays))
 
 
+@one_blas_thread
 def distill_filters(h, config: DistillConfig | None = None, progress: bool = False,
                     desc: str = "distill", **overrides) -> ModalFilterBank:
     """Distil every row of h (C, L) (or one filter (L,)) into a :class:`ModalFilterBank`.

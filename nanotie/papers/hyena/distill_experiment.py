@@ -29,7 +29,7 @@ from ...autograd import no_grad
 from ...report import pyplot, save_figure
 from ...train import evaluate
 from .distill import DistillConfig, ModalFilterBank, distill_filters, \
-    hankel_norm_ratio, hankel_singular_values, order_sweep
+    hankel_norm_ratio, hankel_singular_values, one_blas_thread, order_sweep
 from .distilled import DistilledHyenaLM, banks_at_order
 from .throughput import KINDS, LABELS as KIND_LABELS, generation_models, stepper_for, \
     time_steps
@@ -113,6 +113,7 @@ def _bpb(model, ids, study: DistillStudy) -> float:
                     max_batches=study.eval_batches) / math.log(2)
 
 
+@one_blas_thread
 def distill_study(model, test_ids, study: DistillStudy) -> dict:
     """Distil every filter of ``model`` at every order of the study; JSON-able figures.
 
@@ -181,6 +182,7 @@ def distill_study(model, test_ids, study: DistillStudy) -> dict:
     }
 
 
+@one_blas_thread
 def measure_throughput(base, study: DistillStudy, seed: int = 0, kinds=KINDS) -> dict:
     """Per-token seconds and per-sequence state bytes for each kind at each context,
     with untrained models of ``base``'s shape: each prefilled once, then timed side

@@ -37,6 +37,7 @@ from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn import functional as F
 from ...nn.transformer import GPT, GPTConfig
+from .distill import one_blas_thread
 from .distilled import distill
 from .generate import init_conv_state, init_state
 from .model import HyenaConfig, HyenaLM
@@ -54,6 +55,7 @@ LABELS = {"hyena_recompute": "Hyena (recompute)", "hyena_cached": "Hyena (cached
           "distilled_multihyena": "distilled MultiHyena (recurrent)"}
 
 _KV_SLACK = 2048   # the Transformer's context beyond the longest prompt: room for steps
+_STEP_SLACK = 256  # the same for the Hyena models (their filters are this much longer)
 
 
 def generation_models(base: HyenaConfig, max_context: int, order: int = 16,
@@ -77,7 +79,9 @@ def generation_models(base: HyenaConfig, max_context: int, order: int = 16,
             if kind == "hyena_cached" and "hyena_recompute" in out:
                 out[kind] = out["hyena_recompute"]         # the same model, cached
                 continue
-            model = HyenaLM(replace(base, mixer=mixer, context=max_context))
+            # room for the timed steps past the longest prompt (the cached Hyena's
+            # buffer and the filters end at the context)
+            model = HyenaLM(replace(base, mixer=mixer, context=max_context + _STEP_SLACK))
             if kind.startswith("distilled"):
                 model = distill(model, order=order, length=min(fit_length, max_context),
                                 refine=False)
@@ -232,6 +236,7 @@ def stepper_for(kind: str, model):
     raise ValueError(f"stepper_for: unknown kind {kind!r}; expected one of {KINDS}")
 
 
+@one_blas_thread
 def time_steps(steppers: dict, steps: int, rounds: int, recompute_steps: int = 1) -> dict:
     """Per-token seconds of each (already prefilled) stepper, ``name -> stepper``.
 
@@ -257,6 +262,7 @@ def time_steps(steppers: dict, steps: int, rounds: int, recompute_steps: int = 1
             for name, r in per_round.items()}
 
 
+@one_blas_thread
 def per_token_seconds(stepper, prompt: np.ndarray, n_tokens: int = 16, warmup: int = 2
                       ) -> dict:
     """Prefill ``prompt`` (B, L), then time ``n_tokens`` single steps (after
