@@ -443,42 +443,89 @@ def test_topic_passages_are_balanced_and_train_and_test_do_not_share_windows():
 # -------------------------------------------------------------- the experiment
 
 
-@pytest.fixture
-def tiny(monkeypatch):
+def tiny_profile(**overrides):
     from nanotie.papers.headless import experiment
 
-    monkeypatch.setitem(experiment.PROFILES, "quick", experiment.Profile(
+    return experiment.Profile(**{**dict(
         vocab_size=300, model=GPTConfig(context=16, d_model=16, n_layer=1, n_head=2),
-        pretrain=TrainConfig(steps=6, batch_size=4, warmup_steps=1, eval_interval=3,
-                             eval_batches=2),
-        finetune=TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=2,
-                             eval_batches=2),
-        sweep=(300, 600), sweep_steps=1, sweep_repeats=1, probe_window=8,
-        probe_per_class=6, probe_steps=20, final_eval_batches=2))
-    return experiment
+        batch_size=4, epochs=0.01, lrs=(2e-3, 8e-3), seeds=2, curve_points=2,
+        curve_batches=2, finetune_fraction=0.3, ft_lrs=(4e-5, 1e-3), sweep=(300, 600),
+        sweep_steps=1, sweep_repeats=2, probe_window=8, probe_per_class=6, probe_steps=20,
+        final_eval_batches=2), **overrides})
 
 
-def test_experiment_writes_its_outputs_and_reuses_the_cache(tiny, tmp_path):
-    first = tiny.run(quick=True, out_dir=tmp_path / "headless")
+def test_pretraining_is_at_most_the_profiles_epochs():
+    from nanotie.papers.headless import experiment
+
+    for epochs in (0.5, 1.0):
+        prof = tiny_profile(epochs=epochs)
+        steps = experiment.pretrain_steps(prof, 10_000)
+        assert steps * prof.batch_size * prof.model.context <= epochs * 10_000
+        assert (steps + 1) * prof.batch_size * prof.model.context > epochs * 10_000
+    quick = experiment.PROFILES["quick"]
+    _, ids, _, _ = experiment.corpus(quick.vocab_size)
+    steps = experiment.pretrain_steps(quick, len(ids["train"]))
+    assert steps * quick.batch_size * quick.model.context <= len(ids["train"])
+
+
+def test_profile_rejects_bad_settings():
+    with pytest.raises(ValueError, match="grid_seeds"):
+        tiny_profile(seeds=1, grid_seeds=2)
+    with pytest.raises(ValueError, match="epochs"):
+        tiny_profile(epochs=0)
+    with pytest.raises(ValueError, match="learning-rate"):
+        tiny_profile(ft_lrs=())
+
+
+def test_corpus_splits_are_disjoint_and_the_tokenizer_sees_only_train():
+    from nanotie.papers.headless import experiment
+
+    tok, ids, bpt, digest = experiment.corpus(300)
+    assert set(ids) == {"train", "val", "test"}
+    assert all(len(v) > 0 for v in ids.values()) and all(b > 1 for b in bpt.values())
+    from nanotie import data, protocol
+
+    retrained = data.BPETokenizer.train(
+        protocol.split(data.prose_corpus(), 0.1, 0.1).train.tobytes(), 300)
+    assert retrained.merges == tok.merges
+
+
+def test_experiment_writes_its_outputs_and_reuses_the_cache(tmp_path):
+    from nanotie.papers.headless import experiment
+
+    prof = tiny_profile(mlm_steps=2, mlm_lrs=(2e-3,))
+    first = experiment.run(quick=True, out_dir=tmp_path / "headless", profile=prof)
     for name in ("report.md", "results.json", "loss_vs_compute.png",
-                 "throughput_vs_vocab.png"):
+                 "throughput_vs_vocab.png", "test_bpb.png"):
         assert (tmp_path / "headless" / name).stat().st_size > 0, name
     saved = json.loads((tmp_path / "headless" / "results.json").read_text())
-    assert set(saved["val_bpb"]) == {"ce", "cwt_zero_shot", "cwt_finetuned", "cwt_head_only",
-                                     "ce_finetuned"}
-    assert all(0 < v < 20 for v in saved["val_bpb"].values())
-    assert saved["parameters"]["ce"] == saved["parameters"]["cwt"]
-    assert saved["parameters"]["cwt_finetuned"] == saved["parameters"]["cwt"] + 300 * 16
+    assert saved["pretrain"]["epochs"] <= prof.epochs
+    # Each objective's chosen rate is the one with the best validation figure.
+    assert len(saved["tuning"]) >= 3 + 3
+    for method, t in saved["tuning"].items():
+        assert f"{t['best']:g}" == min(t["grid"], key=lambda k: t["grid"][k]["mean"]), method
+    for row in saved["rows"].values():
+        assert row["test_bpb"]["n"] == prof.seeds
+        assert all(0 < v < 20 for v in row["test_bpb"]["values"])
+    p = saved["parameters"]
+    assert p["ce_tied"] == p["cwt"] and p["ce_untied"] == p["cwt"] + 300 * 16
+    assert p["cwt_finetuned"] == p["ce_untied"]          # the cloned head: one more V x d
     assert [r["vocab_size"] for r in saved["throughput_vs_vocab"]] == [300, 600]
-    assert math.isclose(saved["throughput_ratio"],
-                        saved["step_seconds"]["ce"] / saved["step_seconds"]["cwt"])
-    assert len(first["summary"]) >= 2
+    assert all(len(r["ce_tokens_per_s_each"]) == 2 for r in saved["throughput_vs_vocab"])
+    assert {v["outcome"] for v in saved["verdicts"].values()} <= {
+        "holds", "does not hold", "within noise"}
+    assert {o: saved["mlm"]["test_bits"][o]["n"] for o in ("cwt", "ce")} == {
+        "cwt": prof.seeds, "ce": prof.seeds}
+    assert isinstance(first["headline"], list) and len(first["summary"]) >= 3
     report = (tmp_path / "headless" / "report.md").read_text()
-    assert f"{first['val_bpb']['ce']:.3f}" in report
-    assert len(list((tmp_path / "cache").glob("headless-*.npz"))) == 2
-    second = tiny.run(quick=True, out_dir=tmp_path / "headless")
-    assert second["train_wall_seconds"]["ce"] == first["train_wall_seconds"]["ce"]
-    assert second["val_bpb"]["cwt_zero_shot"] == first["val_bpb"]["cwt_zero_shot"]
+    assert "Table 3" in report and "Differences from the paper" in report
+    for row in saved["rows"].values():
+        assert f"{row['test_bpb']['mean']:.3f}" in report
+    assert len(list((tmp_path / "cache" / "headless").glob("*.npz"))) >= 3 * prof.seeds
+    # A second run loads every run from the cache: the same figures, no training.
+    second = experiment.run(quick=True, out_dir=tmp_path / "headless", profile=prof)
+    assert second["rows"] == first["rows"]
+    assert second["throughput_vs_vocab"] == first["throughput_vs_vocab"]
 
 
 def test_headless_is_registered():
@@ -490,7 +537,9 @@ def test_quick_profile_shows_the_papers_patterns(tmp_path):
     from nanotie.papers.headless import experiment
 
     r = experiment.run(quick=True, out_dir=tmp_path / "headless")
-    b = r["val_bpb"]
-    assert b["cwt_finetuned"] < b["cwt_zero_shot"]            # Table 3: E^T head is worse
+    rows = r["rows"]
+    assert (rows[experiment.FT_MODES[("cwt", "whole")]]["test_bpb"]["mean"]
+            < rows["CWT, zero-shot head o E^T"]["test_bpb"]["mean"])   # Table 3: E^T is worse
     assert r["throughput_vs_vocab"][-1]["ratio"] > 1.0        # CWT ahead at the largest V
-    assert r["probe"]["cwt"]["test_accuracy"] > r["probe"]["untrained"]["test_accuracy"]
+    acc = r["probe"]["test_accuracy"]
+    assert acc["cwt"]["mean"] > acc["untrained"]["mean"]
