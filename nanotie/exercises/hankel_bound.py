@@ -12,8 +12,13 @@ order-d system h_hat,
 
     ||h - h_hat||_2 >= sigma_{d+1}(H(h)) / sqrt(n).
 
-h_0 is the direct term D, matched exactly, so it is not in H. The library's version
-is ``nanotie.papers.hyena.distill`` (``hankel_matrix``, ``error_lower_bound``).
+This is a valid l2 corollary of the Hankel-norm statement ||H(h) - H(h_hat)||_2 >=
+sigma_{d+1}, but a loose one (trained Hyena filters sit ~4x above it whatever the
+fitter). Keeping every discarded singular value and the best block height m gives a
+tighter bound, max_m sqrt(sum_{i>d} sigma_i(H_m)^2) / sqrt(m): a next step once this
+one is right. h_0 is the direct term D, matched exactly, so it is not in H. The
+library's versions are in ``nanotie.papers.hyena.distill`` (``hankel_matrix``,
+``error_lower_bound``, ``tight_lower_bound``).
 """
 
 from __future__ import annotations
@@ -24,7 +29,7 @@ from ..papers.hyena.distill import error_lower_bound, hankel_matrix
 from . import Planted
 from .checking import Checker, CheckResult
 
-TITLE = "Hyena distillation: the Hankel bound"
+TITLE = "Hyena distillation: the (loose) Hankel bound"
 GOAL = ("Build the Hankel matrix of a filter's Markov parameters and read off, from its "
         "singular values, the smallest error any order-d recurrence can reach: "
         "sigma_{d+1} / sqrt(n).")
