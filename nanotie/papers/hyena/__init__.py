@@ -46,17 +46,19 @@ Where things are:
     experiment.py  the miniature reproduction (``python -m nanotie reproduce hyena``)
 
 Distillation (Laughing Hyena), one idea per file:
-    distill.py             a filter -> a modal SSM: Hankel SVD, bound, ERA, refinement
+    distill.py             a filter -> a modal SSM: Hankel SVD, two lower bounds, ERA,
+                           balanced truncation, modal refinement
     recurrence.py          the modal recurrence: parallel, prefill, one step
     distilled.py           ``distilled.distill(model, order or tol)``: the LM with modal
                            filters, sharing every other Parameter with the original
                            (``hyena.distill`` is the module of step one, not this function)
-    generate.py            O(1)-per-token generation: short-conv cache + modal state
-    throughput.py          per-token time against context length, three ways
-    distill_experiment.py  the experiment's distillation section
+    generate.py            O(1)-per-token generation: short-conv cache + modal state;
+                           and the cached (undistilled) Hyena, O(L) per token
+    throughput.py          per-token time and state against context length: Hyena
+                           recomputing, cached, a KV-cache Transformer, distilled
+    distill_experiment.py  the experiment's distillation study and its plots
 
-For distillation: ``trained_models(...)`` in experiment.py gives trained LMs;
-``model.mixers()`` lists each layer's operator; ``op.filter_array(L)`` is h as a
+For distillation: ``model.mixers()`` lists each layer's operator; ``op.filter_array(L)`` is h as a
 float64 array (n_filters, L), ``op.dskip_array()`` is Dskip (n_filters,);
 ``op.long_conv(w)`` is the one step to override with a recurrence.
 
@@ -72,15 +74,23 @@ Differences from the paper:
   as the reference LM's initialiser does; the standalone operators use PyTorch's
   default Linear init.
 - Distillation is ERA + modal least squares (``scipy.optimize.least_squares``) per
-  filter, with the order chosen per filter by a relative-error tolerance; the bound
-  is the finite-Hankel Eckart-Young one, sigma_{d+1}/sqrt(n), not the AAK theory.
+  filter (balanced truncation beside them for comparison), with the order chosen per
+  filter by a relative-error tolerance; the bounds are finite-Hankel Eckart-Young
+  ones (sigma_{d+1}/sqrt(n) and the tighter max over block heights), not the AAK
+  theory.
+- AdamW's weight decay reaches the implicit filters' MLP matrices: ``train()``
+  decays every matrix. The reference gives filter parameters no weight decay (and
+  their own learning rate); ``HyenaLM.param_groups`` gives that grouping.
+- The positional features are a fixed buffer; the reference trains them at a tiny
+  learning rate.
 - The distilled models are scored at the training context (64 bytes in the quick
   profile). The recurrent form may run past it (the modal filters are defined for
   every t); the parallel form stops there.
 - Throughput is measured on a CPU, batch 1, with untrained models of the miniature
   LM shape (the time of a step does not depend on the weights; trained filters are
-  only as long as the training context). "Hyena" re-runs its whole forward pass per
-  token, as ``HyenaLM.generate`` does, not just the long convolutions.
+  only as long as the training context). The fair Hyena baseline keeps the gated
+  inputs of the past (``generate.ConvCache``, O(L) per token); the naive one re-runs
+  its whole forward pass per token, as ``HyenaLM.generate`` does.
 """
 
 from .distill import DistillConfig, ModalFilterBank, distill_filter, distill_filters
