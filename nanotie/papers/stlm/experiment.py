@@ -108,9 +108,11 @@ class Profile:
     eval_batch: int = 32                 # windows per batch when scoring val and test
 
 
-# Quick: about 150 CPU-seconds for all runs. The core is paper-shaped in miniature:
+# Quick: about 150 CPU-seconds for all 12 runs. The core is paper-shaped in miniature:
 # SwiGLU FFN of width 3 d, RMSNorm, no biases. --full: bigger, longer, every variant,
-# the whole grid and 5 seeds (about 2 CPU-hours; not run for the current report).
+# the whole grid and 5 seeds: 105 runs, each about 4 x 4 x 10 times a quick run's
+# work (width, tokens per step, steps), tens of CPU-hours in all; meant for a cluster
+# (--scheduler), and not run for the current report.
 PROFILES = {
     "quick": Profile(
         STLMConfig(vocab_size=2048, context=32, d_model=64, n_layer=4, n_head=4,
@@ -664,6 +666,29 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
     return results
 
 
+def _slot_sentence(chosen, unigram) -> str:
+    """What the per-slot table says, in numbers."""
+    if D not in chosen:
+        return ""
+    per = _slot_means([r.figures["bits_per_slot"]["test"] for r in chosen[D]])[0]
+    later = per[1:][np.isfinite(per[1:])]
+    worse = [j + 2 for j, x in enumerate(per[1:]) if np.isfinite(x) and x > unigram]
+    return (f"In (d), slot 1 costs {per[0]:.2f} bits and the later slots {later.mean():.2f} "
+            f"on average; {len(worse)} of them (slots {', '.join(map(str, worse)) or '-'}) "
+            f"score worse than a context-free byte model ({unigram:.2f}): without the "
+            "earlier bytes of its own token, slot j must spread its mass over every token "
+            "the context allows.")
+
+
+def _pooling_sentence(test) -> str:
+    if F_ not in test or D not in test:
+        return ""
+    return (f"(f) puts the same byte embedder in front of an ordinary softmax head: it is "
+            f"{test[F_].mean - test[A].mean:+.3f} bits per byte from (a), where (d) is "
+            f"{test[D].mean - test[A].mean:+.3f}; what separates (d) from (f) is the "
+            "decoder alone.")
+
+
 def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim_verdicts,
             measured, plot, slots, curves, choice) -> str:
     base, tc, dd, paper = profile.model, profile.train, results["data"], results["paper_counts"]
@@ -765,18 +790,15 @@ factorisation alone costs {ceiling.mean - test[A].mean:.2f} bits per byte. Per s
 
 ![bits per slot]({slots.name})
 
-Slots after the first carry most of the cost: without the earlier bytes of the same
-token, slot j must spread its mass over every token the context allows.
+{_slot_sentence(chosen, unigram)}
 
 ### Verdicts on the measurements
 
 {chr(10).join(f'- {w}: {vv}' for w, vv in measured)}
 
-(f) shows that the byte embedder's pooling works as an input layer: with an ordinary
-softmax head it stands where the BPE models stand, so the byte path's loss sits in the
-decoder. What would change these verdicts: more steps (the gaps between the BPE
-variants are small and move with training length), another learning rate, or a decoder
-that predicts a token's bytes one after another.
+{_pooling_sentence(test)} What would change these verdicts: more steps (the gaps
+between the BPE variants are small and move with training length), another learning
+rate, or a decoder that predicts a token's bytes one after another.
 
 ## Tuning
 
