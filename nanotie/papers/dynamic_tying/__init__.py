@@ -53,7 +53,9 @@ Differences from the paper:
   authors') standardises the clipped reward by its running mean and std. With
   gamma = 0.99 and the raw reward, the Q-values stay far from their fixed point
   r / (1 - gamma) within a few hundred updates, and on a synthetic reward whose best
-  policy is known the agent stays at chance (``controls.SyntheticReward``).
+  policy is known (``controls.SyntheticReward``: 6 layers, 20 or 40 episodes, 20
+  seeds) the raw reward leaves the agent's greedy "train" share at chance (0.26
+  against 0.29), the standardised one lifts it to 0.44.
 * The reward clip: the config's default is the authors' [-10, 10], but the experiment
   uses [-100, 100]. A tiny byte-level model's per-byte perplexity stays above 10 for
   much of the run, so with the official clip most rewards are -10 and all actions

@@ -61,6 +61,7 @@ CLAIM_MEMORY = ("The memory consumption during training is up to one order of ma
 WHERE = "Abstract"
 
 METHODS = ("vanilla", "dynamic", "random", "fixed")
+SYNTHETIC_SEEDS = 10     # agents trained on the synthetic reward, per reward scale
 LABELS = {"vanilla": "vanilla", "random": "random schedule", "fixed": "fixed pattern"}
 
 # steps must be a multiple of (n_layer - 1) * lm_steps_per_decision (one episode).
@@ -292,7 +293,8 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
         groups.setdefault(label, []).append(r)
     dyn_tying = DynamicTyingConfig(**groups[_label("dynamic", main_mode)][0]
                                    .run.settings["tying"])
-    synthetic = synthetic_check(dyn_tying, L, episodes, seeds)
+    # cheap (no language model): more seeds than the runs, so chance shows as chance
+    synthetic = synthetic_check(dyn_tying, L, episodes, range(seed, seed + SYNTHETIC_SEEDS))
     results, extra = _summarise(groups, choice, synthetic, profile, name, episodes, seeds,
                                 splits, device, model_cfg, train_cfg, main_mode)
     results["seconds"] = time.perf_counter() - t0
@@ -414,6 +416,15 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
     return results, {"table": t, "verdicts": verdicts, "choice": choice, "ratios": ratios}
 
 
+def _policy_note(v) -> str:
+    if v.outcome == protocol.HOLDS:
+        return ("The agent's schedule beats a random one by more than the seed spread: "
+                "at this scale its choices, not only tying itself, shape the result.")
+    return ("The agent's schedule does not beat a random one by more than the seed spread: "
+            "at this scale the experiment measures what tying costs, not what the "
+            "learned policy buys.")
+
+
 def _report_body(results, extra, groups, plots) -> str:
     t, verdicts, choice, ratios = (extra["table"], extra["verdicts"], extra["choice"],
                                    extra["ratios"])
@@ -434,11 +445,11 @@ def _report_body(results, extra, groups, plots) -> str:
     syn = results["synthetic"]
     syn_line = (f"at the all-train state after {syn['episodes']} episodes, the share of "
                 f"layers whose greedy action is \"train\" (chance "
-                f"{syn['chance']:.2f}): authors' raw reward "
-                f"{protocol.spread(syn['none']).format(2)} (seeds "
-                f"{', '.join(f'{v:.2f}' for v in syn['none'])}), standardised reward "
-                f"{protocol.spread(syn['ema']).format(2)} (seeds "
-                f"{', '.join(f'{v:.2f}' for v in syn['ema'])})")
+                f"{syn['chance']:.2f}; {len(syn['ema'])} agents each): authors' raw reward "
+                f"{protocol.spread(syn['none']).format(2)} (each: "
+                f"{', '.join(f'{v:.1f}' for v in syn['none'])}), standardised reward "
+                f"{protocol.spread(syn['ema']).format(2)} (each: "
+                f"{', '.join(f'{v:.1f}' for v in syn['ema'])})")
     dyn_runs = groups[dyn_label]
     share = protocol.spread([r.figures["greedy_train_share"] for r in dyn_runs])
     pattern = ", ".join(f"{i}<-{j}" if j != i else f"{i}:train"
@@ -451,7 +462,7 @@ def _report_body(results, extra, groups, plots) -> str:
         ("The control (is it the policy?): dynamic against the random schedule",
          verdicts["dynamic vs random schedule"]),
         ("Dynamic against the fixed pattern", verdicts["dynamic vs fixed pattern"]),
-    ])
+    ], note=_policy_note(verdicts["dynamic vs random schedule"]))
     mem_verdicts = [("Parameter side (weights + gradients + Adam, the paper's accounting)",
                      verdicts["10x less parameter-side memory"])]
     if "10x less whole-step memory" in verdicts:
@@ -459,6 +470,10 @@ def _report_body(results, extra, groups, plots) -> str:
                              verdicts["10x less whole-step memory"]))
     mem_section = claim_section(CLAIM_MEMORY, WHERE, mem_verdicts)
     n_seeds = len(results["seeds"])
+    same = all(r.figures["val"]["ppl_best_in_run"] == r.figures["val"]["ppl_last_in_run"]
+               for rs in groups.values() for r in rs)
+    same_note = ("here they are equal in every run: validation was still falling at the "
+                 "end. " if same else "")
     return f"""
 ## Set-up
 
@@ -491,7 +506,7 @@ method, the same batches for every method at a given seed, on {results['device']
 A unigram byte model scores {results['unigram_bpb']:.3f} bits per byte on test.
 "best in run" and "last in run" are the validation perplexity at the run's evaluations
 (the first {tcfg['eval_batches']} batches of val; the authors' logs report the best);
-test perplexity is per byte, on the whole split, at the end.
+{same_note}Test perplexity is per byte, on the whole split, at the end.
 
 Learning rates (validation perplexity, mean over seeds; the controls use the dynamic
 run's rate):
@@ -532,8 +547,8 @@ memory, and the whole step shrinks far less than the parameter side.
 - Scale: a {cfg['n_layer']}-layer byte-level GPT for {tcfg['steps']} steps instead of GPT-2-size
   models on WikiText/LM1B; the agent sees {results['episodes']} episodes, not hundreds.
 - The reward is standardised by its running mean and std before the TD update (the
-  authors feed the raw clipped reward); on the synthetic reward the raw one leaves the
-  agent at chance within this many episodes (above). The clip is 100, not 10.
+  authors feed the raw clipped reward); the synthetic check above compares the two
+  at this many episodes. The clip is 100, not 10.
 - The reward is computed on one fixed held-out batch, not on a fresh training batch.
 - Epsilon decays fast enough to reach its floor within the run (the authors' 0.95 per
   episode needs 90 episodes).
