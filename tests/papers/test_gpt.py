@@ -58,12 +58,15 @@ def test_pretrained_gpt_loads_the_runs_checkpoint_instead_of_training(tiny, tmp_
     assert bpb == pytest.approx(seed1["test"]["bpb"], rel=1e-6)
 
 
-def test_the_rate_is_chosen_on_val_and_the_other_seeds_train_at_it(tiny, tmp_path):
+def test_the_rate_is_chosen_on_val_over_every_seed(tiny, tmp_path):
     grid = (1e-3, 1e-2)
     results = experiment.run(quick=True, out_dir=tmp_path / "gpt", lr_grid=grid)
     tuning = results["tuning"]
     assert set(tuning) == {str(lr) for lr in grid}
     assert results["lr"] == float(min(tuning, key=lambda lr: tuning[lr]["mean"]))
+    for lr in grid:                         # every rate at every seed, judged on val
+        val = sorted(r["val"]["bpb"] for r in results["runs"] if r["lr"] == lr)
+        assert sorted(tuning[str(lr)]["values"]) == val and len(val) == 2
     at_best = [r for r in results["runs"] if r["lr"] == results["lr"]]
     assert sorted(r["seed"] for r in at_best) == [0, 1]
     assert results["test_bpb"]["values"] == [r["test"]["bpb"] for r in at_best]
