@@ -44,8 +44,14 @@ Differences from the paper (and its reference code):
   reproduce the full LSTM), but not used in training.
 * The embedding starts ~ N(0, 0.3^2) instead of U(-0.1, 0.1): with the small byte
   models here, the reference init stayed on the unigram plateau for hundreds of steps.
-  On the adding problem the convolutions start ~ N(0, 0.3^2), not N(0, 0.01^2), for
-  the same reason; the LM keeps the reference's 0.01.
+  The experiments' convolutions start ~ N(0, 0.3^2), not N(0, 0.01^2), for the same
+  reason (``TrellisConfig.init_std`` keeps the reference's 0.01 as its default).
+* The convolution bias starts at zero (the reference: N(0, 0.01^2)).
+* The hidden locked dropout multiplies z inside the levels, not the history (h, c) that
+  fills the left padding of every level.
+* The language model's TrellisNet is dilated (1, 2, 4, ...) so that its receptive field
+  covers the training window, as the LSTM's does; the reference's word- and char-level
+  models use dilation 1 and rely on history repackaging across segments.
 * Auxiliary outputs are collected every ``aux_every`` levels below the top (the top
   level is the main output); the loss averages their cross-entropies.
 * The LSTM has one bias per layer (PyTorch has two, b_ih + b_hh, which only add) and
