@@ -4,6 +4,11 @@
     python -m nanotie exercise start 2           writes ex02_matmul_backward.py (a stub)
     python -m nanotie exercise check 2           runs the checker on that file
 
+``exercise check`` loads the file and runs the checker in a child process with a time
+limit (:func:`.files.check_file`), so the exit status is 0 only when the checker itself
+says the answer passed: a file that calls ``sys.exit(0)`` or ``os._exit(0)``, loops
+forever or raises a ``BaseException`` fails with a one-line reason.
+
 From Python (a notebook, say)::
 
     from nanotie import exercises
