@@ -263,8 +263,9 @@ out_dir = tempfile.mkdtemp()
 profile = experiment.SMOKE if QUICK else None
 results = experiment.run(quick=True, out_dir=os.path.join(out_dir, "headless"),
                          profile=profile)
-print(f"{results['pretrain']['steps']} pretraining steps = "
-      f"{results['pretrain']['epochs']:.2f} epochs; chosen rates {results['pretrain']['chosen_lr']}")
+pre = results["pretrain"]
+print(f"{pre['steps']} pretraining steps = {pre['epochs']:.2f} epochs; "
+      f"chosen rates {pre['chosen_lr']}")
 for name, row in results["rows"].items():
     t = row["test_bpb"]
     print(f"{name:45s} test bpb {t['mean']:.3f} ± {t['std']:.3f}  (seeds: "

@@ -32,7 +32,6 @@ from nanotie.papers.headless import (HeadlessConfig, HeadlessGPT, cwt_loss,
 from nanotie.papers.headless.mlm import (IGNORE_INDEX, MaskedLM, MaskingConfig,
                                          mask_tokens, mlm_loss_fn)
 from nanotie.papers.headless.probe import linear_probe, topic_passages
-from nanotie.train import TrainConfig
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]

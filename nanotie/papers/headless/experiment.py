@@ -729,6 +729,12 @@ def _plot_sweep(path, sweep, V) -> Path:
 # --------------------------------------------------------------------- report
 
 
+def _spread_row(label: str, sp: dict) -> str:
+    """``| label | mean ± std | each value |`` of a Spread stored as a dict."""
+    each = ", ".join(f"{x:.3f}" for x in sp["values"])
+    return f"| {label} | {sp['mean']:.3f} ± {sp['std']:.3f} | {each} |"
+
+
 def _what_would_change(r, verdicts) -> str:
     """The caveats the measured figures call for, as Markdown bullets."""
     rows, pre = r["rows"], r["pretrain"]
@@ -776,9 +782,7 @@ def _write_report(out_dir, r, plots) -> None:
     table = spread_table(rows, ["test bits per byte", "val bits per byte", "rates"],
                          seeds_of="test bits per byte")
     shared = r["shared_rate"]
-    shared_rows = "\n".join(
-        f"| {k} | {v['mean']:.3f} ± {v['std']:.3f} | "
-        f"{', '.join(f'{x:.3f}' for x in v['values'])} |" for k, v in shared.items())
+    shared_rows = "\n".join(_spread_row(k, v) for k, v in shared.items())
     sweep_rows = "\n".join(
         f"| {s['vocab_size']} | {s['ce_tokens_per_s']:,.0f} | {s['cwt_tokens_per_s']:,.0f} | "
         f"x{s['ratio']:.2f} |" for s in r["throughput_vs_vocab"])
@@ -831,8 +835,8 @@ test split (CWT read through E^T), each objective at its own rate chosen on val:
 
 | objective | test bits per masked token | each seed |
 |---|---:|---|
-| CWT | {mb['cwt']['mean']:.3f} ± {mb['cwt']['std']:.3f} | {', '.join(f'{x:.3f}' for x in mb['cwt']['values'])} |
-| CE (tied head) | {mb['ce']['mean']:.3f} ± {mb['ce']['std']:.3f} | {', '.join(f'{x:.3f}' for x in mb['ce']['values'])} |
+{_spread_row("CWT", mb["cwt"])}
+{_spread_row("CE (tied head)", mb["ce"])}
 
 - {v['mlm']}
 """
