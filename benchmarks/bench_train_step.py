@@ -353,7 +353,7 @@ def _primitive_code_table() -> dict:
     return table
 
 
-def matmul_floor(repeats: int = 5) -> float:
+def matmul_floor(repeats: int = 5, timer=time.perf_counter) -> float:
     """Seconds for the matrix products of one step alone, in raw NumPy on the CPU.
 
     The same products as nanotie's step makes, with the same shapes and memory layouts:
@@ -385,33 +385,40 @@ def matmul_floor(repeats: int = 5) -> float:
     products()
     best = float("inf")
     for _ in range(repeats):
-        t0 = time.perf_counter()
+        t0 = timer()
         products()
-        best = min(best, time.perf_counter() - t0)
+        best = min(best, timer() - t0)
     return best
 
 
-def profile_steps(step, n_steps: int, top: int = 25, device: str = "cpu") -> dict:
-    """Run ``n_steps`` nanotie steps under cProfile; print and return the breakdown."""
+def profile_steps(step, n_steps: int, top: int = 25, device: str = "cpu",
+                  clock: str = "wall") -> dict:
+    """Run ``n_steps`` nanotie steps under cProfile; print and return the breakdown.
+
+    ``clock="cpu"`` times with the process's CPU time instead of the wall clock: on a
+    busy machine that leaves out the time spent waiting for a core, but with several
+    threads a function is charged for what the other threads did meanwhile, so use it
+    with one thread (``--threads 1``)."""
     import cProfile
     import io
     import pstats
 
+    timer = time.process_time if clock == "cpu" else time.perf_counter
     step()                                   # warm: optimizer state, caches
-    t0 = time.perf_counter()
+    t0 = timer()
     for _ in range(n_steps):
         step()
-    plain = (time.perf_counter() - t0) / n_steps
-    profiler = cProfile.Profile()
+    plain = (timer() - t0) / n_steps
+    profiler = cProfile.Profile(timer)
     profiler.enable()
-    t0 = time.perf_counter()
+    t0 = timer()
     for _ in range(n_steps):
         step()
-    profiled = (time.perf_counter() - t0) / n_steps
+    profiled = (timer() - t0) / n_steps
     profiler.disable()
 
     stats = pstats.Stats(profiler)
-    print(f"\n## Profile: {n_steps} nanotie steps under cProfile")
+    print(f"\n## Profile: {n_steps} nanotie steps under cProfile, {clock} clock")
     print(f"step time {plain * 1e3:.1f} ms without the profiler, {profiled * 1e3:.1f} ms "
           "with it (the difference is the profiler's per-call cost)")
     for order, what in (("tottime", "own time"), ("cumulative", "cumulative time")):
@@ -464,7 +471,7 @@ def profile_steps(step, n_steps: int, top: int = 25, device: str = "cpu") -> dic
     }
     for part, t in parts.items():
         print(f"| {part} | {t * 1e3:.1f} | {t / total:.1%} |")
-    floor = matmul_floor() if device == "cpu" else None
+    floor = matmul_floor(timer=timer) if device == "cpu" else None
     if floor is not None:
         print(f"\nThe step's matrix products alone (raw NumPy, same shapes and layouts): "
               f"{floor * 1e3:.1f} ms, {floor / plain:.0%} of the {plain * 1e3:.1f} ms step; "
@@ -501,6 +508,9 @@ def main(argv=None) -> int:
                         help="also profile nanotie's step and print where the time goes")
     parser.add_argument("--profile-steps", type=int, default=5,
                         help="steps to run under the profiler (default 5)")
+    parser.add_argument("--profile-clock", choices=["wall", "cpu"], default="wall",
+                        help="cpu: the profile counts CPU time, not waiting for a core "
+                             "(for a busy machine; meant for --threads 1)")
     parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
                         help="cuda: nanotie on CuPy, against PyTorch on CUDA if it can, "
                              "else against nanotie on NumPy")
@@ -582,7 +592,8 @@ def main(argv=None) -> int:
 
     profile = None
     if args.profile:
-        profile = profile_steps(contenders["nanotie"], args.profile_steps, device=device)
+        profile = profile_steps(contenders["nanotie"], args.profile_steps, device=device,
+                                clock=args.profile_clock)
 
     if args.json:
         report = dict(
