@@ -39,7 +39,7 @@ VERSION = 2          # bump when a change here changes the figures of a run
 # full: 5 seeds of a larger model, 3000 steps.
 PROFILES = {
     "quick": (GPTConfig(vocab_size=256, context=64, d_model=64, n_layer=8, n_head=4),
-              TrainConfig(steps=300, batch_size=32, lr=1e-2, warmup_steps=30,
+              TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=30,
                           eval_interval=50, eval_batches=8, checkpoint_interval=100)),
     "full": (GPTConfig(vocab_size=256, context=128, d_model=192, n_layer=8, n_head=6,
                        dropout=0.1),
@@ -48,10 +48,13 @@ PROFILES = {
 }
 SEEDS = {"quick": 2, "full": 5}
 # The learning rates tried on val. The quick profile cannot afford the grid on every
-# run; its rate (PROFILES["quick"], 1e-2) was chosen on val by the grid below, with
+# run; its rate (PROFILES["quick"], 3e-3) was chosen on val by the grid below, each
+# rate at seeds 0 and 1, with
 #   python -c "from nanotie.papers.gpt import experiment as e; \
 #              e.run(quick=True, out_dir='runs-tune/gpt', lr_grid=e.LR_GRID)"
-# which gave validation bpb 3.513 (1e-3), 3.303 (3e-3) and 3.197 (1e-2) at seed 0.
+# Its figures (mean validation bpb over seeds 0 and 1; 1e-2 gave 3.197 and 3.720, so
+# it is unstable here), shown in the quick report:
+QUICK_LR_SWEEP = {1e-3: 3.522, 3e-3: 3.322, 1e-2: 3.458}
 LR_GRID = (1e-3, 3e-3, 1e-2)
 FULL_LR_GRID = (1e-3, 2e-3, 4e-3)
 
@@ -273,11 +276,15 @@ def _report_body(results, choice, runs, check, plot, cfg) -> str:
                          ["val bpb", "test bpb"], seeds_of="test bpb")
     first = runs[0]
     sample = first.figures["sample"]
-    if len(results["lr_grid"]) > 1:
+    if len(results["lr_grid"]) > 1 or results["profile"] != "quick":
         tuning_note = "The learning rate, chosen on val (mean over the seeds):"
     else:
-        tuning_note = ("The learning rate (one rate, chosen on val by the grid in the "
-                       "code's `LR_GRID` comment; validation bpb over the seeds):")
+        sweep = ", ".join(f"**{lr:g}: {v:.3f}**" if lr == results["lr"] else f"{lr:g}: {v:.3f}"
+                          for lr, v in QUICK_LR_SWEEP.items())
+        tuning_note = ("The learning rate was chosen on val by a grid sweep of this profile "
+                       "(the command is next to `LR_GRID` in the code), each rate at seeds 0 "
+                       f"and 1; mean validation bpb: {sweep}. 1e-2 gave 3.197 at one seed "
+                       "and 3.720 at the other. This run, at the chosen rate:")
     claim = claim_section(
         "a byte-level GPT with a tied embedding and output head beats the best "
         "context-free byte model (unigram frequencies counted on the train split) by "
