@@ -8,7 +8,7 @@ import numpy as _np
 
 from . import backend
 from .autograd import (AnomalyError, ShapeError, Tensor, detect_anomaly, enable_grad,
-                       is_anomaly_enabled, is_grad_enabled, no_grad, tensor)
+                       is_anomaly_enabled, is_grad_enabled, no_grad, tensor, from_numpy)
 from .backend import DeviceError, cuda_available, manual_seed
 from .ops import (abs, add, amax, amin, cat, clamp, cos, div, einsum, embedding, eq, erf,
                   exp, expand, flatten, ge, gt, le, log, logsumexp, lt, matmul, max,
@@ -79,7 +79,7 @@ def ones_like(t: Tensor, requires_grad=False) -> Tensor:
 
 
 __all__ = [
-    "Tensor", "tensor", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
+    "Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
     "is_anomaly_enabled", "manual_seed", "gradcheck", "gradcheck_module", "GradcheckError",
     "nn", "backend",
     "ShapeError", "AnomalyError", "DeviceError", "cuda_available",

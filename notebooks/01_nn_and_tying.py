@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -402,7 +402,9 @@ assert tied_lm.head.weight is tied_lm.emb.weight
 # `state_dict()` returns plain NumPy arrays by path. A tied weight is stored **once**,
 # under the first path that reaches it, and the entry `"__ties__"` records the other
 # paths as `"alias=name"`. `load_state_dict` reads that entry and **restores the
-# tie**, even into a model built without it. Everything is a plain array, so
+# tie**. Into a GPT built *without* the tie it refuses by default (the config would
+# say one thing and the weights another); `retie=True` takes the checkpoint's tie and
+# updates the config. Everything is a plain array, so
 # `np.savez` writes it and `np.load(..., allow_pickle=False)` reads it back.
 
 # %%
@@ -421,8 +423,9 @@ fresh = GPT(replace(cfg, tie_embeddings=False)).double()   # built UNTIED
 assert fresh.lm_head.weight is not fresh.wte.weight
 assert count_parameters(fresh) == count_parameters(gpt) + cfg.vocab_size * cfg.d_model
 
-fresh.load_state_dict(loaded)
+fresh.load_state_dict(loaded, retie=True)                  # take the checkpoint's tie
 assert fresh.lm_head.weight is fresh.wte.weight            # the tie is back
+assert fresh.config.tie_embeddings
 assert count_parameters(fresh) == count_parameters(gpt)
 assert np.array_equal(fresh(idx)[0].data, gpt(idx)[0].data)
 print("loaded into an untied GPT: tie restored, same logits")
