@@ -500,7 +500,13 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
                   "hankel_ratio_min": min(d["hankel_ratio_min"] for d in dist[n]),
                   "modal_over_balanced_max": max(d["modal_over_balanced_max"] for d in dist[n])}
               for n in DISTILLED_NAMES}
-    tuning = ""
+
+    def per_model(fmt):
+        return ", ".join(f"{DISTILLED_NAMES[n]} {fmt(c)}" for n, c in checks.items())
+
+    goal_text = ", ".join(f"{DISTILLED_NAMES[n]} " + " / ".join(f"{goal_fit[n][i]:.2f}"
+                                                                for i in small)
+                          for n in DISTILLED_NAMES)
     if tuned:
         tuning = ("\n### Tuning (validation split)\n\n" + tuning_table(lm_choice, metric="bpb")
                   + "\n\n" + tuning_table(rc_choice, metric="accuracy") + "\n")
@@ -618,11 +624,10 @@ order-d fit (Eckart-Young), 1 being the best possible in that norm:
 ![error vs order]({plots['error_vs_order'].name})
 
 Checks on every filter of every seed: the modal fit is never below the tight bound,
-the tight bound never below the loose one: {', '.join(f"{DISTILLED_NAMES[n]} {'yes' if c['bound_holds'] else 'NO'}" for n, c in checks.items())};
-the smallest Hankel-norm ratio: {', '.join(f"{DISTILLED_NAMES[n]} {c['hankel_ratio_min']:.3f}" for n, c in checks.items())};
-the largest modal / balanced-truncation error: {', '.join(f"{DISTILLED_NAMES[n]} {c['modal_over_balanced_max']:.3f}" for n, c in checks.items())}
-(≤ 1: the modal fit is never worse). Goal fit / tight bound ≤ 2 at d ≤ 8:
-{', '.join(f"{DISTILLED_NAMES[n]} " + " / ".join(f"{goal_fit[n][i]:.2f}" for i in small) for n in DISTILLED_NAMES)}
+the tight bound never below the loose one: {per_model(lambda c: 'yes' if c['bound_holds'] else 'NO')};
+the smallest Hankel-norm ratio: {per_model(lambda c: f"{c['hankel_ratio_min']:.3f}")};
+the largest modal / balanced-truncation error: {per_model(lambda c: f"{c['modal_over_balanced_max']:.3f}")}
+(≤ 1: the modal fit is never worse). Goal fit / tight bound ≤ 2 at d ≤ 8: {goal_text}
 (d = {', '.join(str(orders[i]) for i in small)}).
 
 **Quality after distillation**: test bits per byte on the test split's first
