@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import sys
 import time
@@ -200,7 +201,8 @@ def main(argv=None) -> int:
              f"models: d_model {base.d_model}, {base.n_layer} layers, {base.n_head} heads, "
              f"vocab {base.vocab_size}, untrained; distilled at order {args.order} (ERA, "
              f"first 256 taps); timer: {repeats} interleaved rounds of {steps} steps "
-             f"(Hyena recompute: 1), median of round medians")
+             f"(Hyena recompute: 1), median of round medians; load average "
+             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
     print(setup + "\n")
     results = measure(base, contexts, args.order, steps, repeats)
     text = tables(results, contexts)
