@@ -406,7 +406,7 @@ TINY_BASE = (GPTConfig(context=16, d_model=16, n_layer=2, n_head=2),
              TrainConfig(steps=4, batch_size=4, warmup_steps=1, eval_interval=4,
                          eval_batches=1))
 TINY_SWEEP = experiment.SweepProfile(ranks=(2,), steps=2, batch_size=2, block_size=16,
-                                     warmup_steps=1, eval_batches=1, code_bytes=20_000)
+                                     warmup_steps=1, eval_windows=4, code_bytes=20_000)
 
 
 @pytest.fixture
@@ -444,6 +444,8 @@ def test_experiment_tunes_each_configuration_on_val_and_reports_every_seed(tiny,
     assert results["headline"]["verdict"] == saved["verdicts"][0]["outcome"]
     report = (out / "report.md").read_text()
     assert "The paper's claim" in report and "each seed" in report and "What moved" in report
+    lora_gain = [g for g in saved["gains"] if g["config"] == "LoRA"][0]
+    assert lora_gain["share_of_lora"] == pytest.approx(1.0)
     assert (f"{at['TL6']['test_bpb']['mean']:.3f}" in report)
 
 
@@ -478,6 +480,28 @@ def test_movement_reports_relative_change_and_the_rms_reached_from_zero():
     assert "u" not in m and m["mean_abs_v"] == pytest.approx(0.1)
 
 
+def test_evaluation_windows_spread_over_the_whole_split():
+    ids = np.arange(1000)
+    w = experiment.spread_windows(ids, T=16, n=5)
+    assert w.shape == (5, 17)
+    assert w[0, 0] == 0 and w[-1, -1] == 999                   # first and last id
+    assert (np.diff(w, axis=1) == 1).all()                      # each window contiguous
+    assert (np.diff(w[:, 0]) > 16).all()                        # no overlap, spread out
+    with pytest.raises(ValueError, match="window"):
+        experiment.spread_windows(np.arange(10), T=16, n=2)
+
+
+def test_windows_bpb_is_the_models_mean_next_byte_loss_in_bits():
+    nt.manual_seed(0)
+    model = GPT(GPTConfig(vocab_size=V, context=8, d_model=8, n_layer=1, n_head=2))
+    windows = np.random.default_rng(0).integers(0, V, (5, 9))
+    with nt.no_grad():
+        nats = [float(model(w[None, :-1], w[None, 1:])[1].item()) for w in windows]
+    assert experiment.windows_bpb(model, windows, batch_size=2) == pytest.approx(
+        np.mean(nats) / np.log(2), rel=1e-6)
+    assert model.training                                       # train mode restored
+
+
 def test_a_sweep_runs_only_the_chosen_configurations(tiny, tmp_path):
     profile = replace(TINY_SWEEP, configs=("TL6", "tied:Bu"), sensitivity=False, seeds=1)
     runner = experiment.protocol.Runner()
@@ -502,6 +526,8 @@ def test_sweep_profile_validates_its_fields():
         experiment.SweepProfile(seeds=0)
     with pytest.raises(ValueError, match="lrs"):
         experiment.SweepProfile(lrs=(1e-3, -1.0))
+    with pytest.raises(ValueError, match="eval_windows"):
+        experiment.SweepProfile(eval_windows=0)
     with pytest.raises(ValueError, match="preset"):
         experiment.SweepProfile(configs=("TL9",))
     with pytest.raises(ValueError, match="lattice"):

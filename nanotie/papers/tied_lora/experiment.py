@@ -32,12 +32,13 @@ import numpy as np
 from ... import backend, data, protocol
 from ...report import (claim_section, plot_spread, pyplot, save_figure, spread_table,
                        tuning_table, write_report, write_results)
-from ...train import TrainConfig, evaluate, train
+from ...autograd import no_grad
+from ...train import TrainConfig, train
 from ..gpt import experiment as gpt_experiment
 from . import (PRESETS, TiedLoRAConfig, adapters, attach, lattice, trainable_count,
                zero_part)
 
-VERSION = 2          # bump when a change here changes the figures of a run
+VERSION = 3          # bump when a change here changes the figures of a run
 
 SENSITIVITY = "TL6 (B=0 start)"    # TL6 started at B = 0, u = v = 1
 
@@ -53,7 +54,8 @@ class SweepProfile:
     batch_size: int = 8           # sequences per step
     block_size: int = 64          # bytes per sequence
     warmup_steps: int = 10        # linear warmup, then cosine decay to lr / 10
-    eval_batches: int = 16        # val and test: this many batches of batch_size windows
+    eval_windows: int = 256       # val and test: this many windows of block_size bytes,
+                                  # evenly spaced over the split
     code_bytes: int = 600_000     # how much of the code corpus to use
     sensitivity: bool = True      # also run TL6 started at B = 0, u = v = 1
 
@@ -63,7 +65,7 @@ class SweepProfile:
             raise ValueError(f"SweepProfile: ranks must be positive ints, got {self.ranks}")
         if not self.lrs or any(not lr > 0 for lr in self.lrs):
             raise ValueError(f"SweepProfile: lrs must be positive rates, got {self.lrs}")
-        for name in ("seeds", "steps", "batch_size", "block_size", "eval_batches",
+        for name in ("seeds", "steps", "batch_size", "block_size", "eval_windows",
                      "code_bytes"):
             if getattr(self, name) < 1:
                 raise ValueError(f"SweepProfile: {name} must be >= 1, got "
@@ -92,7 +94,7 @@ PROFILES = {
     "quick": SweepProfile(),
     "full": SweepProfile(ranks=(2, 8, 32, 128), configs=None, lrs=(1e-3, 3e-3, 1e-2),
                          seeds=5, steps=400, batch_size=16, block_size=128,
-                         warmup_steps=20, eval_batches=32, code_bytes=2_000_000),
+                         warmup_steps=20, eval_windows=1024, code_bytes=2_000_000),
 }
 
 
@@ -136,37 +138,64 @@ def movement(start: dict, end: dict, trained: str) -> dict:
     return out
 
 
+def spread_windows(ids: np.ndarray, T: int, n: int) -> np.ndarray:
+    """``n`` windows of ``T + 1`` ids (inputs and their next-id targets), evenly spaced
+    from the start to the end of ``ids``: (n, T + 1). A split of source code holds
+    whole files one after another, so a prefix of it would be one or two files."""
+    if len(ids) < T + 1:
+        raise ValueError(f"spread_windows: {len(ids)} ids cannot hold a window of {T + 1}")
+    starts = np.linspace(0, len(ids) - T - 1, n).round().astype(np.int64)      # (n,)
+    return ids[starts[:, None] + np.arange(T + 1)]                              # (n, T+1)
+
+
+def windows_bpb(model, windows: np.ndarray, batch_size: int) -> float:
+    """Mean next-byte loss over the windows, in bits per byte (one token per byte)."""
+    was_training = model.training
+    model.eval()
+    total = 0.0
+    try:
+        with no_grad():
+            for b in range(0, len(windows), batch_size):
+                w = windows[b:b + batch_size].astype(np.int64)
+                x, y = w[:, :-1], w[:, 1:]                                  # (B, T) each
+                total += float(model(x, y)[1].item()) * y.size
+    finally:
+        model.train(was_training)
+    return total / (windows.shape[0] * (windows.shape[1] - 1)) / math.log(2)
+
+
 def adapter_run(settings: dict, seed: int, device: str = "cpu") -> dict:
     """One configuration at one rate and seed: attach the adapters to the frozen base,
-    train them on the code's train split, report bpb on ``eval_batches`` batches of
-    its val and of its test split. ``settings["config"]`` None: the frozen base alone."""
+    train them on the code's train split, report bpb on ``eval_windows`` windows spread
+    over its val split and over its test split. ``settings["config"]`` None: the
+    frozen base alone."""
     base, _ = gpt_experiment.trained_gpt(settings["base"], settings["base_seed"], device)
     splits = code_splits(settings["code_bytes"])
     if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
         raise ValueError("adapter_run: the code corpus of this Python differs from the one "
                          "these settings were made for")
-    T, B, n_eval = settings["block_size"], settings["batch_size"], settings["eval_batches"]
+    T, B, n_eval = settings["block_size"], settings["batch_size"], settings["eval_windows"]
 
-    def bpb(ids):
-        return evaluate(base, ids, T, B, n_eval) / math.log(2)     # one token per byte
+    def figures():
+        return {name: {"bpb": windows_bpb(base, spread_windows(ids, T, n_eval), B)}
+                for name, ids in (("val", splits.val), ("test", splits.test))}
 
     if settings["config"] is None:
-        return {"val": {"bpb": bpb(splits.val)}, "test": {"bpb": bpb(splits.test)}}
+        return figures()
     config = TiedLoRAConfig.from_key(settings["config"], settings["rank"])
     backend.manual_seed(seed)                 # the adapters' random A and B
     attach(base, config, zero=settings["zero"])
     start = _parts(base)
     cfg = TrainConfig(steps=settings["steps"], batch_size=B, block_size=T,
                       lr=settings["lr"], warmup_steps=settings["warmup_steps"],
-                      weight_decay=0.0, eval_interval=settings["steps"],
-                      eval_batches=n_eval, seed=seed)
+                      weight_decay=0.0, eval_interval=settings["steps"], eval_batches=1,
+                      seed=seed)
     history = train(base, splits.train, splits.val, cfg, progress=False)
     n_layer, d = base.config.n_layer, base.config.d_model
     lora = trainable_count(TiedLoRAConfig.from_key("LoRA", config.rank), n_layer, d)
     trainable = sum(int(np.prod(p.shape)) for p in base.parameters() if p.requires_grad)
-    # train() ends with an evaluation on the same val windows as bpb(splits.val)
-    return {"val": {"bpb": history.val_bpb[-1]}, "test": {"bpb": bpb(splits.test)},
-            "trainable": trainable, "formula": trainable_count(config, n_layer, d),
+    return {**figures(), "trainable": trainable,
+            "formula": trainable_count(config, n_layer, d),
             "pct_of_lora": 100.0 * trainable / lora,
             "moved": movement(start, _parts(base), config.trained),
             "train_loss_curve": history.train_loss, "train_seconds": history.seconds}
@@ -180,7 +209,7 @@ def _settings(profile: SweepProfile, base: dict, base_seed: int, corpus: str, ke
     return {"base": base, "base_seed": base_seed, "corpus": corpus, "config": key,
             "rank": rank, "zero": zero, "lr": lr, "steps": profile.steps,
             "batch_size": profile.batch_size, "block_size": profile.block_size,
-            "warmup_steps": profile.warmup_steps, "eval_batches": profile.eval_batches,
+            "warmup_steps": profile.warmup_steps, "eval_windows": profile.eval_windows,
             "code_bytes": profile.code_bytes}
 
 
@@ -392,6 +421,8 @@ def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0, device: str
                    for k, c in raw["choice"].items()},
         "rows": [{**r, "val_bpb": r["val_bpb"].as_dict(), "test_bpb": r["test_bpb"].as_dict()}
                  for r in rows],
+        "gains": [{"config": n, "rank": k, "test_bpb_gain": g, "share_of_lora": sh}
+                  for n, k, g, sh in gains(rows, base_code["test"]["bpb"])],
         "verdicts": [{"what": what, "outcome": v.outcome, "gap": v.gap, "noise": v.noise,
                       "reason": v.reason} for what, v in verdicts],
         "runs": [{"label": r.run.label, "seed": r.run.seed, "cached": r.cached,
@@ -448,12 +479,32 @@ def _movement_note(rows: list) -> str:
                      f"TL6 (lr {r['lr']:g}, v = 0 at the start) and "
                      f"{100 * tl5['moved']['A']['relative']:.1f}% in TL5 (lr {tl5['lr']:g}, "
                      "v = 1 frozen)")
-    figures = ("; ".join(parts) + ". ") if parts else ""
+    figures = ("Measured: " + "; ".join(parts) + ".") if parts else ""
     return ("Under Adam every entry moves by about the learning rate per step, whatever the "
             "size of its gradient: v = 0 at the start blocks the gradients of A, B and u "
-            "only until v's first step, it does not scale their steps down. "
-            f"{figures}The relative change depends on the rate and on the scale a part "
-            "starts at, not on v.")
+            "only until v's first step; it does not scale their steps down. " + figures)
+
+
+def gains(rows: list, base_bpb: float) -> list:
+    """Each configuration's improvement on the frozen base (test bpb), and its share of
+    LoRA's improvement at the same rank: ``[(name, rank, gain, share or None)]``."""
+    lora = {r["rank"]: base_bpb - r["test_bpb"].mean for r in rows if r["config"] == "LoRA"}
+    out = []
+    for r in rows:
+        gain = base_bpb - r["test_bpb"].mean
+        ref = lora.get(r["rank"])
+        out.append((r["config"], r["rank"], gain, gain / ref if ref else None))
+    return out
+
+
+def _edge_note(choice: dict, lrs) -> str:
+    """A warning when a configuration's best rate is at an end of the grid."""
+    edge = sorted({f"{k[0]} r={k[1]}" for k, c in choice.items()
+                   if c["best"] in (min(lrs), max(lrs))})
+    if not edge:
+        return ""
+    return (f"The chosen rate is at an end of the grid for {', '.join(edge)}: a rate "
+            "outside the grid might do better still, for any of them.")
 
 
 def _report_body(results, rows, choice, verdicts, plot, bars, top) -> str:
@@ -491,6 +542,10 @@ def _report_body(results, rows, choice, verdicts, plot, bars, top) -> str:
              "margin (the paper's tasks are scored in accuracy, BLEU or ROUGE, not bits), "
              "with more seeds (the seed spread decides 'within noise'), or with longer "
              "training.")
+    gain_lines = "\n".join(
+        f"- {name} r={rank}: {gain:+.3f} bpb" + (f", {100 * share:.0f}% of LoRA's"
+                                                 if share is not None else "")
+        for name, rank, gain, share in gains(rows, results["base_code_bpb"]["test"]))
     lines = [f"- {r['config']} r={r['rank']}: " + ", ".join(f"{s:.1f} s" for s in
                                                            r["train_seconds"]) for r in rows]
     return f"""
@@ -507,8 +562,8 @@ into contiguous train | val | test pieces of {sizes['train']:,} / {sizes['val']:
 {sizes['test']:,} bytes. Each run adds adapters to the fused qkv projection of all {L}
 layers and trains them for {p['steps']} steps (batch {p['batch_size']} x
 {p['block_size']} bytes, AdamW without weight decay, {p['warmup_steps']} warmup steps then
-cosine decay to a tenth); val and test figures are {p['eval_batches']} batches of
-{p['batch_size']} windows from their split, the same windows for every run. Random A
+cosine decay to a tenth); val and test figures are {p['eval_windows']} windows of
+{p['block_size']} bytes spread evenly over their split, the same windows for every run. Random A
 starts at N(0, 1/d) and random B at N(0, 1/r); B = 0 where B is trained and v frozen
 (LoRA, TL5), v = 0 where v is trained. Each configuration's learning rate is chosen from
 {{{', '.join(f'{lr:g}' for lr in p['lrs'])}}} on the val split at seed
@@ -527,6 +582,13 @@ TL6's rate: it tells the method from its initialisation.
 The learning rates (validation bpb at seed {results['seeds'][0]}; the chosen one in bold):
 
 {tuning}
+
+{_edge_note(choice, p['lrs'])}
+
+How much of LoRA's improvement on the frozen base ({results['base_code_bpb']['test']:.3f}
+test bpb) each configuration recovers, at the same rank:
+
+{gain_lines}
 
 ## What moved
 
