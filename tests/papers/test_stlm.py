@@ -439,6 +439,11 @@ def test_slot_marginals_are_distributions_that_sum_token_probabilities():
     np.testing.assert_allclose(m.sum(axis=-1), 1.0, rtol=1e-12)
     onehot = np.eye(258)[table]                        # (V, W, 258), brute force
     np.testing.assert_allclose(m, np.einsum("nv,vwb->nwb", p, onehot), atol=1e-14)
+    # What a score reads: the entry of each row's own target byte.
+    targets = table[rng.integers(0, V, 5)]
+    np.testing.assert_allclose(experiment.target_marginals(p, table, targets),
+                               np.take_along_axis(m, targets[..., None], -1)[..., 0],
+                               rtol=1e-12)
     # A point mass on one token puts probability 1 on each of its bytes.
     point = np.zeros((1, V))
     point[0, 17] = 1.0
