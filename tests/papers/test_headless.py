@@ -467,6 +467,21 @@ def test_pretraining_is_at_most_the_profiles_epochs():
     assert steps * quick.batch_size * quick.model.context <= len(ids["train"])
 
 
+def test_flops_of_a_step_follow_the_head():
+    """CWT's head scores K targets, CE's head V ids: equal when K = V, and the CE/CWT
+    ratio grows with V; equal compute gives CE fewer steps than CWT + fine-tuning."""
+    from nanotie.papers.headless import experiment
+
+    model = {"d_model": 32, "n_layer": 2, "context": 16}
+    f = experiment.flops_per_token
+    assert f(model, 512, "ce", 512) == f(model, 512, "cwt", 512)
+    ratios = [f(model, V, "ce", 256) / f(model, V, "cwt", 256) for V in (512, 2048, 8192)]
+    assert ratios == sorted(ratios) and ratios[0] > 1
+    eq = experiment.equal_compute_steps(model, 8192, 16, 100, 10)
+    assert 10 < eq["ce_steps"] < 100 + 10
+    assert eq["ce_steps"] == round(100 / eq["flops_ratio"]) + 10
+
+
 def test_profile_rejects_bad_settings():
     with pytest.raises(ValueError, match="grid_seeds"):
         tiny_profile(seeds=1, grid_seeds=2)
@@ -515,6 +530,7 @@ def test_experiment_writes_its_outputs_and_reuses_the_cache(tmp_path):
         "holds", "does not hold", "within noise"}
     assert {o: saved["mlm"]["test_bits"][o]["n"] for o in ("cwt", "ce")} == {
         "cwt": prof.seeds, "ce": prof.seeds}
+    assert saved["rows"][experiment.EQUAL_COMPUTE_ROW]["test_bpb"]["n"] == prof.seeds
     assert isinstance(first["headline"], list) and len(first["summary"]) >= 3
     report = (tmp_path / "headless" / "report.md").read_text()
     assert "Table 3" in report and "Differences from the paper" in report

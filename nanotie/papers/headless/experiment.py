@@ -17,7 +17,9 @@ reported figure is on test, with the spread over seeds. What runs, in order:
    cloned from E and is trained with cross-entropy at a CONSTANT rate, the whole
    model or the head alone (the paper's Table 3); the CE baseline gets the same
    fine-tuning as a control (same steps, same rates). The fine-tuning rate is chosen
-   on val from the authors' 4e-5 and a larger one.
+   on val from the authors' 4e-5 and a larger one. A CE model trained for the FLOPs
+   CWT pretraining and fine-tuning spend (fewer steps) is the paper's "similar
+   compute" comparison.
 4. **A probe** (:func:`probe_run`): a linear classifier on frozen features (which help
    topic a passage comes from) for the CE, CWT and an untrained model.
 5. **Throughput** (:func:`throughput_run`): tokens/s of a CE and a CWT step against
@@ -175,6 +177,35 @@ def pretrain_steps(prof: Profile, n_train_tokens: int) -> int:
     """Optimizer steps of ``prof.epochs`` passes: epochs x tokens / (B T), at least 1."""
     per_step = prof.batch_size * prof.model.context
     return max(1, int(prof.epochs * n_train_tokens // per_step))
+
+
+EQUAL_COMPUTE_ROW = "CE untied, trained for CWT + FT's compute (fewer steps)"
+
+
+def flops_per_token(model: dict, vocab_size: int, objective: str, K: int) -> float:
+    """Training FLOPs per token of the matrix products (3 x the forward pass):
+
+        body:  L (24 d^2 + 4 T d)     qkv, proj, MLP (4d) and the attention products
+        head:  2 d V  (softmax over the vocabulary)   or   2 d K  (CWT: K targets)
+
+    Elementwise work (softmax, norms, AdamW) is left out; it is what the measured step
+    times add."""
+    d, L, T = model["d_model"], model["n_layer"], model["context"]
+    body = L * (24 * d * d + 4 * T * d)
+    head = 2 * d * (K if objective == "cwt" else vocab_size)
+    return 3.0 * (body + head)
+
+
+def equal_compute_steps(model: dict, vocab_size: int, batch_size: int, steps: int,
+                        ft_steps: int) -> dict:
+    """CE steps that cost what CWT pretraining (``steps``) plus a CE fine-tuning of
+    ``ft_steps`` cost, in the FLOPs of :func:`flops_per_token` (the paper compares at
+    "similar compute"): steps x f_cwt / f_ce + ft_steps."""
+    K = batch_size * model["context"]
+    f = {o: flops_per_token(model, vocab_size, o, K) for o in ("ce", "cwt")}
+    ce_steps = max(1, round(steps * f["cwt"] / f["ce"]) + ft_steps)
+    return {"flops_per_token": f, "flops_ratio": f["ce"] / f["cwt"], "ce_steps": ce_steps,
+            "cwt_steps": steps, "ft_steps": ft_steps}
 
 
 # ------------------------------------------------------------------ the losses
@@ -397,10 +428,12 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         "checkpoints": str((out_dir.parent / "cache" / "headless").resolve()),
     }
 
-    def pre(objective, lr, s):
-        return protocol.Run(f"{__name__}:pretrain_run", {**base, "objective": objective,
-                                                         "lr": lr},
-                            s, device=device, version=VERSION, label=_label(objective, lr))
+    def pre(objective, lr, s, n_steps=steps):
+        settings = {**base, "objective": objective, "lr": lr, "steps": n_steps,
+                    "warmup_steps": max(1, int(prof.warmup_fraction * n_steps))}
+        label = _label(objective, lr) + ("" if n_steps == steps else f", {n_steps} steps")
+        return protocol.Run(f"{__name__}:pretrain_run", settings, s, device=device,
+                            version=VERSION, label=label)
 
     # Phase 1: the grid (every objective x rate) and the throughput, in one map.
     thr = protocol.Run(f"{__name__}:throughput_run", {
@@ -415,17 +448,23 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
     choice = protocol.choose(first[1:], method=lambda r: r.settings["objective"],
                              setting=lambda r: r.settings["lr"], metric="bpb")
 
-    # Phase 2: the other seeds at each objective's chosen rate, and at the shared rate.
+    # Phase 2: the other seeds at each objective's chosen rate, and at the shared rate;
+    # and CE trained for the compute CWT pretraining + fine-tuning spends (fewer steps).
+    ft_steps = max(1, round(prof.finetune_fraction * steps))
+    equal = equal_compute_steps(base["model"], V, prof.batch_size, steps, ft_steps)
     wanted = {(o, choice[o]["best"]) for o in OBJECTIVES}
     wanted |= {(o, prof.shared_lr) for o in ("ce_untied", "cwt")}
     done = {(r.run.settings["objective"], r.run.settings["lr"], r.run.seed) for r in first[1:]}
     second = runner.map([pre(o, lr, s) for o, lr in sorted(wanted) for s in seeds
-                         if (o, lr, s) not in done], desc="headless seeds")
+                         if (o, lr, s) not in done]
+                        + [pre("ce_untied", choice["ce_untied"]["best"], s, equal["ce_steps"])
+                           for s in seeds], desc="headless seeds")
+    n_equal = len(seeds)
     pretrain = {(r.run.settings["objective"], r.run.settings["lr"], r.run.seed): r
-                for r in first[1:] + second}
+                for r in first[1:] + second[:len(second) - n_equal]}
+    equal["results"] = second[len(second) - n_equal:]
 
     # Phase 3: fine-tuning (each source, mode and constant rate) and the probe.
-    ft_steps = max(1, round(prof.finetune_fraction * steps))
     specs = {(o, choice[o]["best"], mode) for o, mode in FT_MODES}
     specs |= {(o, prof.shared_lr, "whole") for o in ("ce_untied", "cwt")}
     ft_runs = [protocol.Run(f"{__name__}:finetune_run",
@@ -457,7 +496,8 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         runner.close()
 
     results = _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps,
-                       ft_steps, choice, pretrain, sweep, ft_results, probe_results, mlm)
+                       ft_steps, choice, pretrain, sweep, ft_results, probe_results, mlm,
+                       equal)
     plots = [_plot_compute(out_dir / "loss_vs_compute.png", results),
              _plot_sweep(out_dir / "throughput_vs_vocab.png", sweep, V),
              plot_spread({row: protocol.spread(results["rows"][row]["test_bpb"]["values"])
@@ -494,7 +534,7 @@ def _values(results) -> list:
 
 
 def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_steps,
-             choice, pretrain, sweep, ft_results, probe_results, mlm) -> dict:
+             choice, pretrain, sweep, ft_results, probe_results, mlm, equal) -> dict:
     """Every figure of the experiment, the tuning, the spreads and the verdicts."""
     def at(o, lr):
         return [pretrain[(o, lr, s)] for s in seeds]
@@ -532,6 +572,8 @@ def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_s
         rs, ft_lr = ft_at(o, best[o], mode)
         add(label, rs, f"lr {best[o]:g}, then {ft_steps} steps at {ft_lr:g}")
         ft_rows[(o, mode)] = rs
+    add(EQUAL_COMPUTE_ROW, equal["results"],
+        f"lr {best['ce_untied']:g}, {equal['ce_steps']} steps")
     tuning = {OBJECTIVES[o]: choice[o] for o in OBJECTIVES}
     for (o, lr, mode), c in sorted(ft_choice.items()):
         tuning[f"fine-tuning: {FT_MODES[(o, mode)]} (pretrained at {lr:g})"] = c
@@ -559,6 +601,8 @@ def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_s
         "lm_vs_ce": protocol.verdict(cwt_ft, ce_plain, names=("CWT + FT", "CE untied")),
         "lm_vs_ce_same_ft": protocol.verdict(cwt_ft, ce_ft,
                                              names=("CWT + FT", "CE untied + same FT")),
+        "lm_equal_compute": protocol.verdict(cwt_ft, _values(equal["results"]),
+                                             names=("CWT + FT", "CE untied, equal compute")),
         "lm_shared_rate": protocol.verdict(
             _values(cwt_ft_shared), _values(at("ce_untied", shared)),
             names=(f"CWT + FT at {shared:g}", f"CE untied at {shared:g}")),
@@ -613,6 +657,7 @@ def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_s
                      "chosen_lr": {f"{o} {lr:g} {m}": c["best"]
                                    for (o, lr, m), c in ft_choice.items()}},
         "parameters": params,
+        "equal_compute": {k: v for k, v in equal.items() if k != "results"},
         "rows": rows,
         "shared_rate": {k: v.as_dict() for k, v in shared_rows.items()},
         "shared_rate_finetune_lr": ftlr_shared,
@@ -645,20 +690,20 @@ def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_s
                              values=tuple(v["values"])) for k, v in
           ((k, r["test_bpb"]) for k, r in rows.items())}
     results["_spreads"] = sp
-    lm = verdicts["lm_vs_ce_same_ft"]
+    lm = verdicts["lm_equal_compute"]
     results["summary"] = {
         "CWT/CE tokens/s": f"x{at_V['ratio']:.2f}",
         "test bpb CE / CWT+FT": f"{sp['CE, untied head'].format(2)} / "
                                 f"{sp[FT_MODES[('cwt', 'whole')]].format(2)}",
         "E^T head": f"{sp['CWT, zero-shot head o E^T'].format(2)}",
-        "verdict (LM)": lm.outcome,
+        "verdict (LM, equal compute)": lm.outcome,
     }
     results["headline"] = [
         {"claim": "a headless model with a fine-tuned LM head beats a classical (CE) LM "
                   "trained with similar compute", "where": "abstract; Table 3 (LAMBADA)",
          "verdict": lm.outcome,
-         "figure": f"CWT+FT {sp[FT_MODES[('cwt', 'whole')]].format(3)} vs CE+same FT "
-                   f"{sp[FT_MODES[('ce_untied', 'whole')]].format(3)} test bpb"},
+         "figure": f"CWT+FT {sp[FT_MODES[('cwt', 'whole')]].format(3)} vs CE at equal "
+                   f"compute {sp[EQUAL_COMPUTE_ROW].format(3)} test bpb"},
         {"claim": "CWT trains faster than the softmax objective", "where": "Table 6",
          "verdict": verdicts["throughput"].outcome,
          "figure": f"x{at_V['ratio']:.2f} tokens/s at V = {V} (paper x2.13)"},
@@ -749,9 +794,11 @@ def _what_would_change(r, verdicts) -> str:
         f"{'better' if lm.gap > 0 else 'worse'} than CE given the same fine-tuning, "
         f"against a seed spread of {lm.noise:.3f}; a much larger corpus (still one "
         "pass) is what could change that.",
-        f"- Compute: a CWT step is x{r['throughput_ratio']:.2f} faster here, so at equal "
-        "compute (the paper's framing) CWT could see that many more tokens; with one "
-        "pass over a fixed corpus there are no more tokens to give it.",
+        f"- Compute: a CWT step costs x{r['equal_compute']['flops_ratio']:.2f} fewer "
+        f"matrix FLOPs than a CE step (x{r['throughput_ratio']:.2f} measured), so at equal "
+        f"compute CE gets {r['equal_compute']['ce_steps']} steps. The other way round, "
+        "CWT could see that many more tokens for CE's compute, but one pass over a "
+        "fixed corpus has no more tokens to give it.",
         f"- CWT's negatives are the batch: K = {pre['batch_size'] * r['model']['context']} "
         "targets here. A larger batch gives harder negatives (the paper recommends >= 128 "
         "sequences).",
@@ -799,8 +846,12 @@ def _write_report(out_dir, r, plots) -> None:
         "cross-entropy beats a classical LM trained with similar compute (Pythia-70M on "
         f"LAMBADA: {lam['headless_ft']}% vs {lam['vanilla']}%), while the zero-shot E^T "
         f"head is worse ({lam['headless_E_T']}%)", "abstract; Table 3",
-        [("CWT + fine-tuned head vs CE untied (test bpb; as in the paper, the CE model "
-          "gets no extra steps)", v["lm_vs_ce"]),
+        [("CWT + fine-tuned head vs CE untied trained for the same compute (test bpb; "
+          f"{r['equal_compute']['ce_steps']} CE steps cost what {pre['steps']} CWT steps "
+          f"and {ft['steps']} fine-tuning steps cost, in matrix-product FLOPs)",
+          v["lm_equal_compute"]),
+         ("CWT + fine-tuned head vs CE untied on the same data (as in the paper's table, "
+          "the CE model gets no extra steps)", v["lm_vs_ce"]),
          ("CWT + fine-tuned head vs CE untied given the SAME fine-tuning (the control: "
           "equal tokens)", v["lm_vs_ce_same_ft"]),
          (f"the same at the paper's shared rate {pre['shared_lr']:g} (no tuning)",
