@@ -45,9 +45,12 @@ B = 0 instead when it is trained while v is frozen (LoRA, TL5), as in LoRA; u = 
 v = 0 when trained, 1 when frozen. The update is therefore zero at step 0 whenever v
 or B starts at zero, and the adapted model starts as the base model. Why the scale
 matters: Adam moves every entry by about the learning rate per step, whatever the
-gradient's size. From N(0, 1) a few hundred steps at 1e-3 change A and B by a few
-percent, so they stay where they started (TL6 behaves like the VeRA-style corner,
-whose A and B are frozen); from N(0, 1/d) the same steps move them by tens of percent.
+gradient's size, so a part's relative change is at most about steps x lr / (its RMS).
+From N(0, 1), 60 steps at 1e-3 moved A by under 1%: it stayed where it started, and
+TL6 behaved like the VeRA-style corner, whose A and B are frozen. From N(0, 1/d) (RMS
+1/8 at d = 64) the experiment's 150 steps at 1e-2 move A by about 50-90% of its norm
+(its report's movement table). A zero v does not slow A, B and u down under Adam: it
+only blocks their gradients until v's first step.
 ``attach(..., zero="B")`` starts TL6 at B = 0, u = v = 1 instead (the experiment's
 sensitivity row).
 

@@ -542,6 +542,7 @@ def _report_body(results, rows, choice, verdicts, plot, bars, top) -> str:
              "margin (the paper's tasks are scored in accuracy, BLEU or ROUGE, not bits), "
              "with more seeds (the seed spread decides 'within noise'), or with longer "
              "training.")
+    tl6_share = next((r["pct_of_lora"] for r in rows if r["config"] == "TL6"), float("nan"))
     gain_lines = "\n".join(
         f"- {name} r={rank}: {gain:+.3f} bpb" + (f", {100 * share:.0f}% of LoRA's"
                                                  if share is not None else "")
@@ -604,7 +605,7 @@ from a zero start.
 
 - A byte-level GPT of {L} layers pretrained on prose and adapted to Python source
   (language modelling, bits per byte), not GPT-2B or LLaMA-2 7B on five tasks.
-- L = {L}: TL5 costs 1/{L} of LoRA and TL6 {next((r['pct_of_lora'] for r in rows if r['config'] == 'TL6'), float('nan')):.1f}%, not 1/32 and 12.5%.
+- L = {L}: TL5 costs 1/{L} of LoRA and TL6 {tl6_share:.1f}%, not 1/32 and 12.5%.
 - The initialisation is LoRA's scale; the authors' is not confirmed (see the module
   docstring). TL1-TL4's exact tuples are unconfirmed: those configurations go by the
   parts they train.
