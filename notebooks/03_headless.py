@@ -250,7 +250,9 @@ print("gradcheck passed")
 # * **Table 3's pattern**: bits per byte of CWT read through the zero-shot head
 #   $o E^\top$, and of CWT with an UNTIED head cloned from $E$ and fine-tuned with CE
 #   at a constant rate (`lm_from_headless(model, "clone")`), the whole model or the
-#   head alone; the CE model gets the same fine-tuning as a control;
+#   head alone; the CE model gets the same fine-tuning as a control, and a CE model
+#   trained for the FLOPs CWT pretraining and fine-tuning spend (fewer steps) is the
+#   paper's "similar compute" comparison;
 # * **a probe**: a linear classifier on frozen features (which help topic a passage
 #   comes from), for CE, CWT and an untrained model;
 # * **tokens/s against V**, the two steps timed interleaved.
