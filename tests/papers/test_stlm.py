@@ -460,7 +460,7 @@ def test_the_ceiling_is_the_marginals_of_the_models_own_distribution(windows):
     model = build(cfg, jitter=0.05)
     nats = experiment.length_code(bw, ids)
     got = experiment.heldout_bpb(model, ids, bw, nats, batch_size=4, ceiling=True)
-    m_nats = lens = 0.0
+    m_nats = lens = raw_all = 0.0
     n_bytes = 0
     onehot = np.eye(258)[bw.table]                     # (V, W, 258)
     with nt.no_grad():
@@ -470,7 +470,10 @@ def test_the_ceiling_is_the_marginals_of_the_models_own_distribution(windows):
             target = bw.table[y]
             nll = -np.log(np.take_along_axis(m, target[..., None], -1)[..., 0])
             fit = bw.full[y] <= bw.window
-            m_nats += nll[(target != PAD) & fit[..., None]].sum()
+            with np.errstate(divide="ignore", invalid="ignore"):    # all-pad slots
+                cond = nll + np.log(1 - m[..., PAD])                   # pads ignored
+            m_nats += cond[(target != PAD) & fit[..., None]].sum()
+            raw_all += nll[fit].sum()
             lens += nats[bw.kept[y]][fit].sum()
             n_bytes += bw.full[y][fit].sum()
     ceiling = got["ceiling"]
@@ -478,7 +481,13 @@ def test_the_ceiling_is_the_marginals_of_the_models_own_distribution(windows):
                                                       rel=1e-9)
     assert ceiling["bpb"] == pytest.approx((m_nats + lens) / (n_bytes * math.log(2)),
                                            rel=1e-9)
+    assert ceiling["bpb_all_slots"] == pytest.approx(raw_all / (n_bytes * math.log(2)),
+                                                     rel=1e-9)
     assert len(ceiling["bits_per_slot"]) == bw.window
+    # Dropping the pad mass can only raise a byte's probability.
+    assert all(c <= r + 1e-12 for c, r in zip(ceiling["bits_per_slot"],
+                                              ceiling["bits_per_slot_pads_kept"])
+               if c is not None)
     # A token head without the ceiling reports none; a byte decoder has per-slot bits.
     assert "ceiling" not in experiment.heldout_bpb(model, ids, bw, nats, 4)
     byte = build(replace(cfg, **BYTE), jitter=0.05)
@@ -539,7 +548,7 @@ def test_the_runs_are_every_variant_rate_and_seed_with_json_settings():
     for r in runs:
         assert json.loads(json.dumps(r.settings)) == r.settings     # JSON-able
         assert r.settings["corpus"] == "c0ffee" and r.version == experiment.VERSION
-        assert r.settings["ceiling"] == (r.settings["variant"] == experiment.A)
+        assert bool(r.settings["ceiling"]) == (r.settings["variant"] == experiment.A)
     tuned = experiment.make_runs(TINY_PROFILE, "c0ffee", tune=True)
     assert len(tuned) == len(experiment.VARIANTS) * len(experiment.LR_GRID) * 2
 
