@@ -597,6 +597,23 @@ def test_experiment_writes_its_report_results_and_plots_and_a_rerun_retrains_not
     assert again["table"] == results["table"]
 
 
+def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process():
+    """Workers run different sequences of runs: a run's figures must be a function of
+    its settings and seed alone (the agent's Q-network is seeded too)."""
+    profile = {**TINY, "seeds": 1}
+    splits = experiment.prose_splits()
+    corpus = experiment.protocol.corpus_hash(splits.train, splits.val, splits.test)
+    run = experiment._runs([("dynamic", "official")], [3e-3], [0], profile, corpus, 2,
+                           "cpu")[0]
+    first = experiment.dynamic_tying_run(dict(run.settings), 0, "cpu")
+    nt.manual_seed(123)
+    np.random.default_rng(5).normal(size=10)
+    nt.randn(7)                                # move nanotie's random stream on
+    second = experiment.dynamic_tying_run(dict(run.settings), 0, "cpu")
+    assert first["val"] == second["val"] and first["rewards"] == second["rewards"]
+    assert first["actions"] == second["actions"]
+
+
 def test_the_grid_picks_each_methods_rate_on_val_and_the_controls_take_dynamics(
         tmp_path):
     profile = {**TINY, "lrs": (1e-3, 1e-2), "modes": ("official",), "seeds": 2,

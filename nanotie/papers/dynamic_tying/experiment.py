@@ -47,7 +47,7 @@ from .controls import (FixedSchedule, RandomSchedule, SyntheticReward, chance_tr
 from .loop import held_out_batch, train_dynamic
 from .tying import DynamicTiedGPT, root_of, step_peak_bytes, training_memory_bytes
 
-VERSION = 1          # bump when a change of code changes a run's figures
+VERSION = 2          # bump when a change of code changes a run's figures
 
 # A tiny byte-level model's per-byte perplexity stays above the authors' clip of 10 for
 # much of the run, so most rewards would be -10 and the agent could learn nothing; a
@@ -159,9 +159,12 @@ def dynamic_tying_run(settings: dict, seed: int, device: str) -> dict:
     n_reward = settings["reward_ids"]
     lm_ids, reward_ids = splits.train[:-n_reward], splits.train[-n_reward:]
     method = settings["method"]
+    # Seed before the agent too: its Q-network's initial weights come from nanotie's
+    # random stream, which must not depend on what this process ran before.
+    backend.manual_seed(seed)
     policy, state = _policy(method, settings, tying_cfg, L, seed)
 
-    backend.manual_seed(seed)
+    backend.manual_seed(seed)                   # the same initial model for every method
     model = DynamicTiedGPT(model_cfg, mode=tying_cfg.mode, state=state).to(device)
     run = train_dynamic(model, lm_ids, splits.val, train_cfg, tying_cfg, agent=policy,
                         progress=False, desc=method, reward_data=reward_ids)
