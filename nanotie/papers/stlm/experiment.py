@@ -381,15 +381,20 @@ def make_runs(profile: Profile, corpus: str, seed: int = 0, device: str = "cpu",
 
 def compare(profile: Profile, seed: int = 0, device: str = "cpu", runner=None,
             tune: bool = False) -> dict:
-    """Run every configuration of ``profile``; choose each variant's rate on val.
+    """Run every configuration of ``profile``; choose each variant's rate on val (bpb;
+    for (g), trained with the every-slot loss, its every-slot figure).
 
     Returns ``{"data": prepared data, "results": [RunResult], "choice": protocol.choose
     output, "chosen": {label: [RunResult of the chosen rate, one per seed]}}``."""
     d = prepare_data(profile.model.vocab_size, profile.model.byte_window, profile.max_bytes)
     runner = protocol.Runner(device=device) if runner is None else runner
     results = runner.map(make_runs(profile, d["corpus"], seed, device, tune), desc="stlm")
-    choice = protocol.choose(results, method=lambda r: r.settings["variant"],
-                             setting=lambda r: r.settings["train"]["lr"], metric="bpb")
+    choice = {}
+    for label in profile.variants:      # (g) is judged on the figure its loss optimises
+        choice.update(protocol.choose(
+            [r for r in results if r.run.settings["variant"] == label],
+            method=lambda r: r.settings["variant"], setting=lambda r: r.settings["train"]["lr"],
+            metric="bpb_all_slots" if label == G else "bpb"))
     chosen = {label: [r for r in results if r.run.settings["variant"] == label
                       and r.run.settings["train"]["lr"] == choice[label]["best"]]
               for label in profile.variants}
@@ -848,6 +853,8 @@ rate, or a decoder that predicts a token's bytes one after another.
 {tuned}
 
 {tuning_table(choice, metric="bpb")}
+
+(g) is judged on its every-slot figure, the one its loss optimises; the others on bpb.
 
 ## Parameters at this size
 
