@@ -208,3 +208,10 @@ def test_gpt_training_step_same_with_switch_on():
                                    err_msg=f"gradient of {name}")
         np.testing.assert_allclose(w_on[name], w_off[name], rtol=1e-5, atol=1e-7,
                                    err_msg=f"{name} after AdamW")
+
+
+@pytest.mark.parametrize("bias", [True, False])
+def test_linear_same_with_switch_on(bias, blocks_seen):
+    x, w = _randn(4, 300, 96), _randn(160, 96, seed=1)       # N = 1200 rows, out 160
+    b = _randn(160, seed=2) if bias else None
+    _assert_same(lambda x, w, *b: F.linear(x, w, *b), [x, w, b], blocks_seen)

@@ -244,6 +244,7 @@ _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_C = 0.044715          # the cubic coefficient of GELU's tanh approximation
 _MIN_BLOCK = 1 << 16        # elements: smaller blocks cost more to hand to a thread than
                             # they save (see backend.parallel_rows)
+_MIN_PRODUCT = 1 << 20      # the same for a block of a matrix product, in multiply-adds
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -352,7 +353,12 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
                          f"shape {weight.shape}: it must be ({n_out},)")
     xp = xp_of(xd)
     x2 = xd.reshape(-1, n_in)                                # (N, in)
-    y = x2 @ w.T                                             # (N, out), a new array
+    n_rows = x2.shape[0]
+    y = xp.empty((n_rows, n_out), dtype=xp.result_type(x2.dtype, w.dtype))   # (N, out)
+    # Each product is cut into blocks of output rows (backend.parallel_rows, the speed
+    # switch); with the switch off, one block: y = x W^T in one call.
+    backend.parallel_rows(lambda rows: xp.matmul(x2[rows], w.T, out=y[rows]), n_rows, xp,
+                          min_rows=_MIN_PRODUCT // max(1, n_in * n_out))
     if bias is not None:
         b = bias.data
         if y.dtype == np.result_type(y.dtype, b.dtype):
@@ -365,9 +371,14 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         g2 = g.reshape(-1, n_out)                            # (N, out)
         gx = gw = gb = None
         if x.requires_grad:
-            gx = (g2 @ w).reshape(xd.shape)
-        if weight.requires_grad:
-            gw = g2.T @ x2                                   # (out, in)
+            gx = xp.empty((n_rows, n_in), dtype=xp.result_type(g2.dtype, w.dtype))
+            backend.parallel_rows(lambda rows: xp.matmul(g2[rows], w, out=gx[rows]),
+                                  n_rows, xp, min_rows=_MIN_PRODUCT // max(1, n_in * n_out))
+            gx = gx.reshape(xd.shape)                        # G W
+        if weight.requires_grad:                             # G^T x, (out, in), cut by rows
+            gw = xp.empty((n_out, n_in), dtype=xp.result_type(g2.dtype, x2.dtype))
+            backend.parallel_rows(lambda rows: xp.matmul(g2[:, rows].T, x2, out=gw[rows]),
+                                  n_out, xp, min_rows=_MIN_PRODUCT // max(1, n_rows * n_in))
         if bias is not None and bias.requires_grad:
             # The column sums as a vector-matrix product: BLAS runs it on all threads.
             gb = xp.ones(g2.shape[0], dtype=g2.dtype) @ g2
