@@ -148,7 +148,10 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
         raise ValueError("train: set TrainConfig.block_size; this model has no "
                          "config.context to take the sequence length from")
     device = _device_of(model)
-    opt = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
+    # A model may say which of its matrices decay (Hyena keeps its filters undecayed).
+    groups = (model.param_groups(cfg.weight_decay) if hasattr(model, "param_groups")
+              else param_groups(model, cfg.weight_decay))
+    opt = AdamW(groups, lr=cfg.lr, betas=cfg.betas)
     sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed)
     history = History()
     backend.manual_seed(cfg.seed)

@@ -78,9 +78,9 @@ Differences from the paper:
   filter by a relative-error tolerance; the bounds are finite-Hankel Eckart-Young
   ones (sigma_{d+1}/sqrt(n) and the tighter max over block heights), not the AAK
   theory.
-- AdamW's weight decay reaches the implicit filters' MLP matrices: ``train()``
-  decays every matrix. The reference gives filter parameters no weight decay (and
-  their own learning rate); ``HyenaLM.param_groups`` gives that grouping.
+- Like the reference, the implicit filters' MLP gets no weight decay
+  (``HyenaLM.param_groups``, which ``train()`` uses); unlike it, the filters share
+  the model's learning rate (the reference gives them their own).
 - The positional features are a fixed buffer; the reference trains them at a tiny
   learning rate.
 - The distilled models are scored at the training context (64 bytes in the quick
