@@ -375,13 +375,22 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
             backend.parallel_rows(lambda rows: xp.matmul(g2[rows], w, out=gx[rows]),
                                   n_rows, xp, min_rows=_MIN_PRODUCT // max(1, n_in * n_out))
             gx = gx.reshape(xd.shape)                        # G W
-        if weight.requires_grad:                             # G^T x, (out, in), cut by rows
+        if weight.requires_grad:
             gw = xp.empty((n_out, n_in), dtype=xp.result_type(g2.dtype, x2.dtype))
-            backend.parallel_rows(lambda rows: xp.matmul(g2[:, rows].T, x2, out=gw[rows]),
-                                  n_out, xp, min_rows=_MIN_PRODUCT // max(1, n_rows * n_in))
         if bias is not None and bias.requires_grad:
-            # The column sums as a vector-matrix product: BLAS runs it on all threads.
-            gb = xp.ones(g2.shape[0], dtype=g2.dtype) @ g2
+            gb = xp.empty(n_out, dtype=g2.dtype)
+            ones = xp.ones(n_rows, dtype=g2.dtype)
+
+        def weight_grads(rows):                              # a block of output features
+            g_rows = g2[:, rows]
+            if gw is not None:
+                xp.matmul(g_rows.T, x2, out=gw[rows])        # G^T x, (out, in)
+            if gb is not None:                               # column sums of G, by BLAS
+                xp.matmul(ones, g_rows, out=gb[rows])
+
+        if gw is not None or gb is not None:
+            backend.parallel_rows(weight_grads, n_out, xp,
+                                  min_rows=_MIN_PRODUCT // max(1, n_rows * n_in))
         return gx, gw, gb
 
     return make_result("linear", out, (x, weight, bias), backward)
