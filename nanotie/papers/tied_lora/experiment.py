@@ -497,10 +497,15 @@ def gains(rows: list, base_bpb: float) -> list:
     return out
 
 
+def _label(method: tuple) -> str:
+    """``("tied:ABuv", 8)`` -> ``"TL6 r=8"`` (the paper's name where it has one)."""
+    key, rank = method
+    return f"{TiedLoRAConfig.from_key(key).name} r={rank}"
+
+
 def _edge_note(choice: dict, lrs) -> str:
     """A warning when a configuration's best rate is at an end of the grid."""
-    edge = sorted({f"{k[0]} r={k[1]}" for k, c in choice.items()
-                   if c["best"] in (min(lrs), max(lrs))})
+    edge = [_label(k) for k, c in choice.items() if c["best"] in (min(lrs), max(lrs))]
     if not edge:
         return ""
     return (f"The chosen rate is at an end of the grid for {', '.join(edge)}: a rate "
@@ -527,7 +532,7 @@ def _report_body(results, rows, choice, verdicts, plot, bars, top) -> str:
         moves.append(f"| {r['config']} (r = {r['rank']}) | "
                      + " | ".join(format_movement(m, part) for part in "ABuv")
                      + f" | {m['mean_abs_v']:.3g} |")
-    tuning = tuning_table({f"{k[0]} r={k[1]}": c for k, c in choice.items()}, metric="bpb")
+    tuning = tuning_table({_label(k): c for k, c in choice.items()}, metric="bpb")
     share6 = 100 * trainable_count(TiedLoRAConfig.from_key("TL6", 8), 32, 4096) / \
         trainable_count(TiedLoRAConfig.from_key("LoRA", 8), 32, 4096)
     claim = claim_section(
