@@ -450,6 +450,10 @@ def plot_params_vs_bpb(chosen: dict, path, title: str) -> Path:
                 ax.plot([x, x], [sp.mean, only.mean], ":", color=color)
             ax.annotate(label[:3], (x, sp.mean), textcoords="offset points",
                         xytext=(6, 4) if i % 2 else (6, -12))
+        if A in chosen and "ceiling" in chosen[A][0].figures:
+            ceiling = np.mean([r.figures["ceiling"]["test"]["bpb"] for r in chosen[A]])
+            ax.axhline(ceiling, color="gray", ls="--", lw=1,
+                       label="per-slot marginals of (a), pads ignored")
         ax.set(xscale="log", xlabel=xlabel)
         ax.grid(alpha=0.3, which="both")
     axes[0].set_ylabel("test bits per byte (lower is better)")
