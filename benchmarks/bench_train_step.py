@@ -5,6 +5,8 @@ Run it from the repository root (PyTorch must be installed; it is the yardstick)
     python benchmarks/bench_train_step.py              # the full run, 1-2 minutes
     python benchmarks/bench_train_step.py --quick      # a short smoke run
     python benchmarks/bench_train_step.py --profile    # ... and where nanotie's time goes
+    python benchmarks/bench_train_step.py --threads 1 --profile --profile-clock cpu
+                                                       # the same on a busy machine
     python benchmarks/bench_train_step.py --threads 1 --json out.json
 
 What is timed: ONE training step of a small GPT, the configuration of the papers'
