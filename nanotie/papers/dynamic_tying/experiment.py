@@ -69,7 +69,7 @@ LABELS = {"vanilla": "vanilla", "random": "random schedule", "fixed": "fixed pat
 # ``floor_at``: the share of the episodes after which epsilon has reached its floor;
 # ``fixed_switch``: the share of the episodes the fixed pattern trains every layer.
 PROFILES = {
-    # About 110 CPU-seconds: 4 methods x 3 seeds x 400 LM steps (20 episodes of 5
+    # About 115 CPU-seconds: 4 methods x 3 seeds x 400 LM steps (20 episodes of 5
     # decisions). The rates (the controls take the dynamic run's) were chosen on
     # validation by the grid in QUICK_GRID below.
     "quick": dict(model=GPTConfig(vocab_size=256, context=32, d_model=32, n_layer=6,
@@ -82,9 +82,9 @@ PROFILES = {
                   rates={"vanilla": 1e-2, "dynamic": 3e-3},
                   floor_at=2 / 3, fixed_switch=1 / 3),
     # 8 layers, 20 episodes of 7 decisions, 5 seeds, both modes (shared: 3 seeds), and
-    # a learning-rate grid for vanilla and dynamic on 2 seeds: 31 runs of about 63
-    # CPU-seconds (a vanilla run of 672 steps measured 75), so about 16 minutes on 2
-    # idle cores with 2 workers.
+    # a learning-rate grid for vanilla and dynamic on 2 seeds: 31 runs (9 vanilla at
+    # 56 CPU-seconds, 22 with tying at 48, measured one thread each), about 1,560
+    # CPU-seconds: 13 minutes on 2 idle cores with 2 workers.
     "full": dict(model=GPTConfig(vocab_size=256, context=64, d_model=64, n_layer=8,
                                  n_head=4),
                  train=TrainConfig(steps=560, batch_size=16, lr=3e-3, warmup_steps=50,
