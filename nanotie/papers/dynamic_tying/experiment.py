@@ -599,10 +599,6 @@ memory, and the whole step shrinks far less than the parameter side.
 # ------------------------------------------------------------------------- plots
 
 
-def _colors(groups) -> dict:
-    return {label: f"C{i}" for i, label in enumerate(groups)}
-
-
 def _plot_test(groups, path) -> Path:
     sp = {label: protocol.spread([r.figures["test"]["ppl"] for r in rs])
           for label, rs in groups.items()}

@@ -217,7 +217,8 @@ def step_peak_bytes(model, x, y, weight_decay: float = 0.1) -> dict:
     and a copy does not save its layer's activations (the layer still runs), so the
     whole step shrinks less than the parameter side. The step uses a fresh optimizer
     at lr 0, so the weights do not change; after an uncounted warm-up pass, the first
-    step creates Adam's state, the second is measured. ``{"weights", "step", "total"}`` in bytes."""
+    step creates Adam's state, the second is measured. Returns ``{"weights", "step",
+    "total"}`` in bytes."""
     import tracemalloc
 
     if backend.xp_of(next(iter(model.parameters())).data) is not np:
