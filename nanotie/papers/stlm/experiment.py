@@ -517,7 +517,7 @@ def plot_curves(chosen: dict, path, title: str) -> Path:
                      fmt="o-", color=f"C{i}", capsize=3, label=label[:3])
     ax1.set(xlabel="step", ylabel="train loss (smoothed)", title="training loss: nats per "
             "token, per byte (d, e), per slot (g)")
-    ax2.set(xlabel="step", ylabel="bits per byte (bytes only for byte decoders)",
+    ax2.set(xlabel="step", ylabel="bits per byte ((d): bytes only, (g): every slot)",
             title="validation, on a prefix of val\n(the tables score all of test)")
     for ax in (ax1, ax2):
         ax.grid(alpha=0.3)
