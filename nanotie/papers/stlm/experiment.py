@@ -122,7 +122,8 @@ class Profile:
     eval_batch: int = 32                 # windows per batch when scoring val and test
 
 
-# Quick: about 150 CPU-seconds for all 12 runs. The core is paper-shaped in miniature:
+# Quick: 12 runs, 160 CPU-seconds in all (measured with --workers 1 on a loaded
+# 2-core machine: `python -m nanotie reproduce stlm --workers 1`). The core is paper-shaped in miniature:
 # SwiGLU FFN of width 3 d, RMSNorm, no biases. --full: bigger, longer, every variant,
 # the whole grid and 5 seeds: 105 runs, each about 4 x 4 x 10 times a quick run's
 # work (width, tokens per step, steps), tens of CPU-hours in all; meant for a cluster
