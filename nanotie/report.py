@@ -151,11 +151,13 @@ def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "va
     return "\n".join(lines)
 
 
-def claim_section(claim: str, where: str, verdicts, note: str = "") -> str:
+def claim_section(claim: str, where: str, verdicts, note: str = "",
+                  label: str = "The paper's claim") -> str:
     """The paper's claim (with where it is in the paper) and the verdict(s) on it.
 
-    ``verdicts``: ``[(what was compared, Verdict)]``."""
-    lines = [f"**The paper's claim** ({where}): {claim}", ""]
+    ``verdicts``: ``[(what was compared, Verdict)]``; ``label`` names what is judged
+    (a baseline's sanity check is not a paper's claim)."""
+    lines = [f"**{label}** ({where}): {claim}", ""]
     for what, v in verdicts:
         lines.append(f"- {what}: {v}")
     if note:

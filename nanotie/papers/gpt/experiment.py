@@ -289,14 +289,15 @@ def _report_body(results, choice, runs, check, plot, cfg) -> str:
         "a byte-level GPT with a tied embedding and output head beats the best "
         "context-free byte model (unigram frequencies counted on the train split) by "
         "more than 1 bit per byte on the test split. The GPT is the base model that "
-        "Tied-LoRA adapts; this is a sanity check, not a paper's claim.",
+        "Tied-LoRA adapts; this is not a paper's claim.",
         "baseline, no paper; the tie is Press & Wolf (2017), arXiv:1608.05859",
         [("GPT vs unigram, test bpb, margin 1 bit", check)],
         note="It would not hold if training diverged or the model saw no context; an "
              "untied control (Press & Wolf's claim that the tie lowers perplexity) is not "
              "run: at 256 bytes the tie shares only "
              f"{cfg.vocab_size * cfg.d_model:,} of the model's "
-             f"{results['parameters_if_untied']:,} weights.")
+             f"{results['parameters_if_untied']:,} weights.",
+        label="The sanity check")
     return f"""
 {claim}
 
