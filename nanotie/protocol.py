@@ -39,6 +39,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_write
+from .report import _plain
 
 __all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
            "local_executor", "dask_executor", "choose", "Spread", "spread", "verdict",
@@ -148,20 +149,7 @@ def _execute(run: Run) -> tuple[dict, float]:
         figures = fn(dict(run.settings), run.seed, run.device)
     if not isinstance(figures, dict):
         raise TypeError(f"{run.fn} returned {type(figures).__name__}; a run returns a dict")
-    return _plain(figures), time.perf_counter() - t0
-
-
-def _plain(value):
-    """JSON-friendly copies of NumPy scalars and arrays (NaN kept as float NaN)."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
-    if isinstance(value, np.generic):
-        return value.item()
-    return value
+    return _plain(figures, nan_as_null=False), time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------- cache

@@ -18,17 +18,18 @@ __all__ = ["write_results", "write_report", "plot_losses", "summary_table", "smo
            "spread_table", "plot_spread", "claim_section", "tuning_table"]
 
 
-def _plain(value):
-    """JSON-friendly copies of NumPy scalars and arrays (NaN becomes null)."""
+def _plain(value, nan_as_null: bool = True):
+    """JSON-friendly copies of NumPy scalars and arrays (NaN becomes null unless
+    ``nan_as_null`` is False: the run cache keeps NaN, so figures read back the same)."""
     if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
+        return {str(k): _plain(v, nan_as_null) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
+        return [_plain(v, nan_as_null) for v in value]
     if isinstance(value, np.ndarray):
-        return _plain(value.tolist())
+        return _plain(value.tolist(), nan_as_null)
     if isinstance(value, np.generic):
         value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
+    if nan_as_null and isinstance(value, float) and not math.isfinite(value):
         return None
     return value
 
