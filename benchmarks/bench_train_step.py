@@ -32,10 +32,11 @@ Two PyTorch attentions are timed:
 
 and one more nanotie:
 
-* ``nanotie-plain`` nanotie with its CPU speed switch off (``nanotie.backend.set_cpu_threads(1)``,
-                  or ``NANOTIE_THREADS=1`` for a whole process): the plain NumPy code, whose
-                  only threads are BLAS's; ``nanotie-plain / nanotie`` is what the switch
-                  (``backend.parallel_rows``) saves. ``--no-plain`` skips it.
+* ``nanotie-switch`` nanotie with its CPU speed switch on (``backend.set_cpu_threads(N)``
+                  for N threads, or ``NANOTIE_THREADS=N`` for a whole process; off by
+                  default): ``backend.parallel_rows`` splits large passes over a thread
+                  pool. It helps on a busy machine and not on an idle one; timed
+                  only with more than one thread. ``--no-plain`` skips it.
 
 Before timing, one step of each model from identical weights is compared: the loss,
 every gradient and every weight after the AdamW step must agree (a mismatch is
@@ -150,18 +151,18 @@ def nanotie_step_fn(model, opt, idx, targets, device: str):
     return step
 
 
-def plain_numpy(step):
-    """``step`` with nanotie's CPU speed switch off (``backend.set_cpu_threads(1)``): the
-    plain NumPy code, whose only threads are BLAS's. The same process and weights, so the
-    switch's gain is measured side by side with the rest."""
-    def plain_step():
-        nt.backend.set_cpu_threads(1)
+def with_switch(step, threads: int):
+    """``step`` with nanotie's CPU speed switch on at ``threads`` threads
+    (``backend.set_cpu_threads``; off by default). The same process and weights, so the
+    switch's gain or loss is measured side by side with the rest."""
+    def switched_step():
+        nt.backend.set_cpu_threads(threads)
         try:
             return step()
         finally:
             nt.backend.set_cpu_threads(None)
 
-    return plain_step
+    return switched_step
 
 
 def cpu_name() -> str:
@@ -504,8 +505,8 @@ def main(argv=None) -> int:
     parser.add_argument("--no-sdpa", action="store_true",
                         help="skip the PyTorch model with scaled_dot_product_attention")
     parser.add_argument("--no-plain", action="store_true",
-                        help="skip nanotie-plain, nanotie with the CPU speed switch off "
-                             "(nanotie.backend.set_cpu_threads(1))")
+                        help="skip nanotie-switch, nanotie with the CPU speed switch on "
+                             "(nanotie.backend.set_cpu_threads(N))")
     parser.add_argument("--profile", action="store_true",
                         help="also profile nanotie's step and print where the time goes")
     parser.add_argument("--profile-steps", type=int, default=5,
@@ -552,10 +553,11 @@ def main(argv=None) -> int:
     contenders, checks = {}, {}
     model, opt, idx, targets = nanotie_setup(device)
     contenders["nanotie"] = nanotie_step_fn(model, opt, idx, targets, device)
-    if device == "cpu" and not args.no_plain:
-        plain_model, plain_opt, _, _ = nanotie_setup(device)
-        contenders["nanotie-plain"] = plain_numpy(
-            nanotie_step_fn(plain_model, plain_opt, idx, targets, device))
+    threads_now = threads
+    if device == "cpu" and not args.no_plain and threads_now > 1:
+        sw_model, sw_opt, _, _ = nanotie_setup(device)
+        contenders["nanotie-switch"] = with_switch(
+            nanotie_step_fn(sw_model, sw_opt, idx, targets, device), threads_now)
     if torch_device is not None:
         variants = [("torch", False)] + ([] if args.no_sdpa else [("torch-sdpa", True)])
         for name, sdpa in variants:

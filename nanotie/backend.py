@@ -238,11 +238,13 @@ def fft_size(n: int) -> int:
 # thread that work is called once on all the rows, which is the plain NumPy version.
 # What it saves on a 2-core machine is measured in benchmarks/README.md.
 #
-# The switch: ``NANOTIE_THREADS=1`` (the environment) or ``set_cpu_threads(1)`` (in the
-# process) turns it off. By default it uses as many threads as NumPy's BLAS may use
-# right now (threadpoolctl's current limit), so a run that the protocol pins to one BLAS
-# thread per process (nanotie/protocol.py) runs the plain code, and never more threads
-# than ``NANOTIE_THREADS``. CuPy arrays never take this path.
+# The switch is OFF by default: on an idle 2-core machine the plain code was faster
+# (benchmarks/README.md: a step took 1.3x longer with it on), while with other processes
+# competing for the cores it was 2-5x faster, because BLAS's own threads stop spinning
+# for a core. ``NANOTIE_THREADS=N`` (the environment) or ``set_cpu_threads(N)`` (in the
+# process) turns it on with N threads; the environment's N is capped by BLAS's current
+# limit (threadpoolctl), so a run that the protocol pins to one BLAS thread per process
+# (nanotie/protocol.py) always runs the plain code. CuPy arrays never take this path.
 
 _THREADS_OVERRIDE = None   # set_cpu_threads(n): n threads, whatever BLAS's limit
 _POOL = None               # the ThreadPoolExecutor, made on first use
@@ -250,8 +252,8 @@ _POOL = None               # the ThreadPoolExecutor, made on first use
 
 def set_cpu_threads(n: int | None) -> None:
     """Use ``n`` threads for large CPU array passes from now on (1: off, the plain NumPy
-    code); ``None`` goes back to the default (BLAS's current limit, capped by
-    ``$NANOTIE_THREADS``). Values and gradients do not depend on it."""
+    code); ``None`` goes back to the default (``$NANOTIE_THREADS`` capped by BLAS's
+    current limit; off when unset). Values and gradients do not depend on it."""
     global _THREADS_OVERRIDE
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"set_cpu_threads: n must be a positive int or None, got {n!r}")
@@ -269,14 +271,17 @@ def _blas_controllers() -> tuple:
 
 
 def cpu_threads() -> int:
-    """How many threads :func:`parallel_rows` uses now (1 means the switch is off)."""
+    """How many threads :func:`parallel_rows` uses now (1 means the switch is off, the
+    default): ``set_cpu_threads(n)`` if called, else ``$NANOTIE_THREADS`` capped by
+    BLAS's current thread limit, else 1."""
     if _THREADS_OVERRIDE is not None:
         return _THREADS_OVERRIDE
     env = os.environ.get("NANOTIE_THREADS", "").strip()
-    cap = int(env) if env.isdigit() and int(env) > 0 else None
+    if not (env.isdigit() and int(env) > 0):
+        return 1
     blas = _blas_controllers()
     n = min(c.num_threads for c in blas) if blas else _cpu_threads()
-    return max(1, min(n, cap) if cap else n)
+    return max(1, min(n, int(env)))
 
 
 def _pool(workers: int):

@@ -107,10 +107,13 @@ def test_a_block_error_reaches_the_caller_and_blas_threads_come_back():
 def test_switch_follows_blas_limit_and_environment(monkeypatch):
     if not backend._blas_controllers():
         pytest.skip("threadpoolctl sees no BLAS library")
-    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):   # as protocol runs
-        assert backend.cpu_threads() == 1
     with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
+        assert backend.cpu_threads() == 1                              # off by default
+        monkeypatch.setenv("NANOTIE_THREADS", "2")                     # the on switch
         assert backend.cpu_threads() == 2
+    with threadpoolctl.threadpool_limits(limits=1, user_api="blas"):   # as protocol runs
+        assert backend.cpu_threads() == 1                              # capped by BLAS
+    with threadpoolctl.threadpool_limits(limits=2, user_api="blas"):
         monkeypatch.setenv("NANOTIE_THREADS", "1")                     # the off switch
         assert backend.cpu_threads() == 1
         backend.set_cpu_threads(3)                  # an explicit choice in the process wins
