@@ -60,11 +60,22 @@ def _section(name: str, run_dir: Path, profile: str, root: Path, page: Path) -> 
 
     when = _dt.datetime.fromtimestamp((run_dir / "results.json").stat().st_mtime,
                                       _dt.timezone.utc).strftime("%Y-%m-%d")
-    body = _IMAGE.sub(relink, text)
-    body = re.sub(r"^# ", "## ", body, count=1, flags=re.M)     # the page has its own title
+    body = _demote(_IMAGE.sub(relink, text))       # the page has its own title
     flag = "" if profile == "quick" else " --full"
-    return (f"*The {profile} profile, run on {when} with `python -m nanotie reproduce "
+    return (f"## The {profile} profile\n\n*Run on {when} with `python -m nanotie reproduce "
             f"{name}{flag}`; device {results.get('device', 'cpu')}.*\n\n{body.strip()}\n")
+
+
+def _demote(markdown: str, levels: int = 2) -> str:
+    """Every heading ``levels`` deeper (``#`` -> ``###``), outside fenced code blocks."""
+    out, fenced = [], False
+    for line in markdown.splitlines():
+        if line.lstrip().startswith("```"):
+            fenced = not fenced
+        elif not fenced and re.match(r"#{1,4} ", line):
+            line = "#" * levels + line
+        out.append(line)
+    return "\n".join(out)
 
 
 def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:

@@ -12,7 +12,7 @@ def _fake_run(runs, name, headline):
     d = runs / name
     d.mkdir(parents=True)
     (d / "report.md").write_text(f"# {name} report\n\nA table.\n\n![curve](loss.png)\n"
-                                 "![gone](missing.png)\n")
+                                 "![gone](missing.png)\n\n## Set-up\n\n```\n# a comment\n```\n")
     (d / "loss.png").write_bytes(b"\x89PNG fake")
     (d / "results.json").write_text(json.dumps({"headline": headline, "device": "cpu"}))
 
@@ -36,7 +36,8 @@ def test_pages_copy_reports_relink_plots_and_rewrite_the_table(tmp_path, checkou
     page = checkout / "nanotie" / "papers" / "stlm" / "README.md"
     assert page in written and (checkout / "README.md") in written
     text = page.read_text()
-    assert "## stlm report" in text and "quick profile" in text
+    assert "\n## The quick profile" in text and "\n### stlm report" in text
+    assert "\n#### Set-up" in text and "\n# a comment" in text   # code blocks untouched
     assert "![curve](../../../docs/results/stlm/quick/loss.png)" in text
     assert (page.parent / "../../../docs/results/stlm/quick/loss.png").resolve().exists()
     assert "![gone](missing.png)" in text            # a missing plot is left as it was

@@ -147,9 +147,10 @@ def _assert_same(fn, arrays, blocks_seen):
     assert len({start for start, _, _ in blocks_seen}) > 1, "the switch did not split the work"
     for i, (a, b) in enumerate(zip(off, on)):
         assert a.shape == b.shape and a.dtype == b.dtype, f"output {i}: {a.shape} vs {b.shape}"
-        # Elementwise work and row-wise products give the same bits; a sum that BLAS
-        # makes over a block of columns (linear's bias gradient) may round differently.
-        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-7,
+        # Elementwise work gives the same bits; a float32 sum that BLAS makes (linear's
+        # weight and bias gradients) may be blocked and ordered otherwise with another
+        # thread count, so it may round differently: relative to the largest entry.
+        np.testing.assert_allclose(b, a, rtol=1e-5, atol=1e-6 * float(np.abs(a).max()),
                                    err_msg=f"output {i} differs with the switch on")
 
 
