@@ -43,7 +43,7 @@ from .report import _plain
 
 __all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
            "local_executor", "dask_executor", "choose", "Spread", "spread", "verdict",
-           "Verdict", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE", "default_workers"]
+           "Verdict", "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE", "default_workers"]
 
 
 # ------------------------------------------------------------------------ splits
@@ -132,6 +132,11 @@ class RunResult:
     figures: dict             # what fn returned
     seconds: float            # wall-clock time of the computation (not of the cache hit)
     cached: bool = False
+
+    def record(self, **extra) -> dict:
+        """One line of ``results.json``'s list of runs."""
+        return {"label": self.run.label, "seed": self.run.seed, "cached": self.cached,
+                "seconds": self.seconds, **extra}
 
 
 def _resolve(name: str):
@@ -340,6 +345,18 @@ class Runner:
         self.close()
 
 
+def open_runner(out_dir, device: str = "cpu", runner: Runner | None = None,
+                **runner_kw) -> tuple[Path, Runner]:
+    """An experiment's start: make ``out_dir``, and when no runner is given, the
+    in-process one with its run cache beside it (``<out_dir>/../cache/runs``)."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    if runner is None:
+        runner = Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device,
+                        **runner_kw)
+    return out_dir, runner
+
+
 # ------------------------------------------------------------------ seeds, tuning
 
 
@@ -424,6 +441,18 @@ class Verdict:
 
     def __str__(self) -> str:
         return f"**{self.outcome}**: {self.reason}"
+
+    def as_dict(self) -> dict:
+        return {"outcome": self.outcome, "gap": self.gap, "noise": self.noise,
+                "reason": self.reason}
+
+
+def verdict_dicts(verdicts):
+    """``results.json``'s copy of verdicts: a ``{key: Verdict}`` dict or a list of
+    ``(what, Verdict)`` pairs, with each Verdict as a dict."""
+    if isinstance(verdicts, dict):
+        return {k: v.as_dict() for k, v in verdicts.items()}
+    return [{"what": what, **v.as_dict()} for what, v in verdicts]
 
 
 def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,

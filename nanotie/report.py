@@ -14,7 +14,7 @@ import numpy as np
 
 from .files import atomic_write
 
-__all__ = ["write_results", "write_report", "plot_losses", "summary_table", "smooth",
+__all__ = ["write_results", "write_report", "publish", "headline", "plot_losses", "summary_table", "smooth",
            "spread_table", "plot_spread", "claim_section", "tuning_table"]
 
 
@@ -51,6 +51,21 @@ def write_report(out_dir, title: str, body: str) -> Path:
     path = Path(out_dir) / "report.md"
     _write_text(path, f"# {title}\n\n{body.strip()}\n")
     return path
+
+
+def publish(out_dir, title: str, results: dict, body: str) -> dict:
+    """Write an experiment's ``results.json`` and ``report.md``; return ``results``."""
+    write_results(out_dir, results)
+    write_report(out_dir, title, body)
+    return results
+
+
+def headline(claim: str, where: str, verdict, figure: str) -> dict:
+    """The top README's row for an experiment: the paper's claim, where the paper makes
+    it, the verdict here (a :class:`~nanotie.protocol.Verdict` or its outcome) and the
+    figure that decides it."""
+    return {"claim": claim, "where": where,
+            "verdict": getattr(verdict, "outcome", verdict), "figure": figure}
 
 
 def smooth(values, window: int = 20) -> np.ndarray:

@@ -248,3 +248,28 @@ def test_cli_finds_an_unwritable_out_before_training(tmp_path, capsys):
     assert cli.main(["reproduce", "gpt", "--out", str(blocker / "o")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "cannot write" in err[0]
+
+
+def test_open_runner_makes_the_folder_and_caches_beside_it(tmp_path):
+    out, runner = P.open_runner(tmp_path / "exp" / "name")
+    assert out.is_dir() and runner.cache_dir == tmp_path / "exp" / "cache" / "runs"
+    given = P.Runner()
+    assert P.open_runner(tmp_path / "other", runner=given)[1] is given
+
+
+def test_verdict_records_keep_the_shape_they_are_given():
+    v = P.verdict([1.0, 1.1], [2.0, 2.1])
+    listed = P.verdict_dicts([("claim", v)])
+    assert listed == [{"what": "claim", "outcome": v.outcome, "gap": v.gap,
+                       "noise": v.noise, "reason": v.reason}]
+    assert "what" not in P.verdict_dicts({"k": v})["k"]
+
+
+def test_publish_writes_results_and_report(tmp_path):
+    from nanotie import report
+    results = {"figure": np.float64(1.5), "headline": report.headline(
+        "c", "Sec. 1", P.verdict([1.0], [2.0]), "1.5 vs 2")}
+    assert report.publish(tmp_path, "Title", results, "body") is results
+    import json
+    assert json.loads((tmp_path / "results.json").read_text())["headline"]["verdict"] == P.HOLDS
+    assert (tmp_path / "report.md").read_text().startswith("# Title\n\nbody")
