@@ -6,16 +6,9 @@ closure. The closure receives the gradient of the loss with respect to the op's
 output and RETURNS one gradient per input (``None`` for inputs that need none).
 
 :meth:`Tensor.backward` walks the graph from the loss back to the leaves in reverse
-topological order. The engine alone
-
-* un-broadcasts each returned gradient to its input's shape (summing the axes that
-  broadcasting added or stretched),
-* SUMS the gradients that arrive at a tensor used more than once, and
-* stores the result in ``.grad`` of leaves that require it.
-
-That sum is the whole story of weight tying: a Parameter used in two places (say an
-embedding matrix that is also the output head) is one node with two outgoing edges,
-so by the multivariable chain rule dL/dW = dL/dW|use 1 + dL/dW|use 2.
+topological order. The engine alone un-broadcasts each returned gradient to its
+input's shape, SUMS the gradients that arrive at a tensor used more than once
+(:func:`accumulate`, the tying sum), and stores the result in the leaves' ``.grad``.
 
 The primitive ops live in :mod:`nanotie.ops`; they are written against this module's
 :func:`make_result`, which records the graph.
@@ -33,7 +26,7 @@ from .backend import DeviceError, xp_of
 
 __all__ = ["Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_enabled",
            "detect_anomaly", "is_anomaly_enabled", "ShapeError", "AnomalyError",
-           "make_result"]
+           "make_result", "accumulate", "check_same_device", "unbroadcast", "DeviceError"]
 
 DEFAULT_DTYPE = np.float32
 
@@ -57,53 +50,44 @@ class _Modes(threading.local):
 _modes = _Modes()
 
 
-def is_grad_enabled() -> bool:
-    return _modes.grad_enabled
-
-
 @contextlib.contextmanager
-def _grad_mode(enabled: bool):
-    previous = _modes.grad_enabled
-    _modes.grad_enabled = enabled
+def _set_mode(name: str, value: bool):
+    previous = getattr(_modes, name)
+    setattr(_modes, name, value)
     try:
         yield
     finally:
-        _modes.grad_enabled = previous
+        setattr(_modes, name, previous)
 
 
 def no_grad():
     """Context manager (or decorator) in which ops record no graph."""
-    return _grad_mode(False)
+    return _set_mode("grad_enabled", False)
 
 
 def enable_grad():
     """Context manager that turns graph recording back on inside ``no_grad``."""
-    return _grad_mode(True)
+    return _set_mode("grad_enabled", True)
+
+
+def detect_anomaly():
+    """Check every op's forward output and every backward gradient for NaN/inf: the
+    first one raises :class:`AnomalyError` naming the op. A debugging aid (it scans
+    every array), off by default."""
+    return _set_mode("anomaly", True)
+
+
+def is_grad_enabled() -> bool:
+    return _modes.grad_enabled
 
 
 def is_anomaly_enabled() -> bool:
     return _modes.anomaly
 
 
-@contextlib.contextmanager
-def detect_anomaly():
-    """Check every op's forward output and every backward gradient for NaN/inf.
-
-    The first non-finite value raises :class:`AnomalyError` naming the op that made
-    it, in the forward or the backward pass. It costs a scan of each array, so it is
-    a debugging aid, off by default.
-    """
-    previous = _modes.anomaly
-    _modes.anomaly = True
-    try:
-        yield
-    finally:
-        _modes.anomaly = previous
-
-
 def _check_finite(array, what: str) -> None:
-    if array.dtype.kind in "fc" and not bool(xp_of(array).isfinite(array).all()):
-        xp = xp_of(array)
+    xp = xp_of(array)
+    if array.dtype.kind in "fc" and not bool(xp.isfinite(array).all()):
         kind = "nan" if bool(xp.isnan(array).any()) else "inf"
         raise AnomalyError(f"anomaly detected: {what} produced {kind}")
 
@@ -111,45 +95,33 @@ def _check_finite(array, what: str) -> None:
 # ------------------------------------------------------------------------ Tensor
 
 
-_NUMERIC_KINDS = "biufc"      # bool, int, unsigned, float, complex
-
-
 def _to_array(data, dtype=None, device=None):
-    """Turn Python data or an array into an array on ``device``.
-
-    Only numbers become a tensor: strings, None, dicts and other objects raise
-    :class:`TypeError` here, not an obscure error in the first op that meets them."""
+    """Python data or an array as an array on ``device``. Only numbers become a tensor:
+    strings, None, dicts and ragged lists raise :class:`TypeError` here, not an obscure
+    error in the first op that meets them."""
     if isinstance(data, Tensor):
         data = data.data
-    if device is None:
-        device = backend.device_of(data) if hasattr(data, "shape") and not isinstance(
-            data, np.generic) else backend.default_device()
-    xp = backend.xp_for(device)
+    is_array = hasattr(data, "dtype") and not isinstance(data, np.generic)
+    device = device or (backend.device_of(data) if is_array else backend.default_device())
     if not hasattr(data, "dtype"):
-        probe = _numeric_probe(data)
-        # Python floats become float32 (the default dtype), as in PyTorch.
-        if dtype is None:
+        what = (f"a {type(data).__name__} of "
+                f"{', '.join(sorted({type(v).__name__ for v in data}))}"
+                if isinstance(data, (list, tuple)) else f"type {type(data).__name__}")
+        try:
+            probe = np.asarray(data)
+        except (TypeError, ValueError) as exc:     # ragged nesting, unconvertible objects
+            raise TypeError(f"tensor: expected numbers (a number, or nested lists of equal "
+                            f"length), got {what}: {exc}") from None
+        if probe.dtype.kind not in "biufc":
+            raise TypeError(f"tensor: expected numbers (a number, or nested lists of "
+                            f"numbers), got {what}")
+        if dtype is None:       # Python floats become float32 (the default), as in PyTorch
             dtype = DEFAULT_DTYPE if probe.dtype.kind == "f" else probe.dtype
-    elif data.dtype.kind not in _NUMERIC_KINDS:
+    elif data.dtype.kind not in "biufc":
         raise TypeError(f"tensor: expected numbers, got an array of dtype {data.dtype}")
     if backend.device_of(data) != device:
         data = backend.to_device(data, device)
-    return xp.asarray(data, dtype=dtype)
-
-
-def _numeric_probe(data) -> np.ndarray:
-    """``np.asarray(data)``, refused unless it holds numbers in a rectangular layout."""
-    what = f"type {type(data).__name__}" if not isinstance(data, (list, tuple)) else (
-        f"a {type(data).__name__} of {', '.join(sorted({type(v).__name__ for v in data}))}")
-    try:
-        probe = np.asarray(data)
-    except (TypeError, ValueError) as exc:     # ragged nesting, unconvertible objects
-        raise TypeError(f"tensor: expected numbers (a number, or nested lists of equal "
-                        f"length), got {what}: {exc}") from None
-    if probe.dtype.kind not in _NUMERIC_KINDS:
-        raise TypeError(f"tensor: expected numbers (a number, or nested lists of "
-                        f"numbers), got {what}")
-    return probe
+    return backend.xp_for(device).asarray(data, dtype=dtype)
 
 
 class Tensor:
@@ -164,43 +136,23 @@ class Tensor:
     __array_priority__ = 1000  # ``ndarray + Tensor`` defers to Tensor.__radd__
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
-        self.data = data if _is_array(data) and dtype is None and device is None \
+        is_array = type(data) is np.ndarray or backend.is_cupy_array(data)
+        self.data = data if is_array and dtype is None and device is None \
             else _to_array(data, dtype, device)
         self.grad = None
-        self._parents = ()
-        self._backward = None
-        self._op = None
-        self._retain = False
+        self._parents, self._backward, self._op, self._retain = (), None, None, False
         self.requires_grad = False
         if requires_grad:
             self.requires_grad_(True)
 
     # ------------------------------------------------------------ basic facts
-    @property
-    def shape(self) -> tuple:
-        return self.data.shape
-
-    @property
-    def dtype(self):
-        return self.data.dtype
-
-    @property
-    def ndim(self) -> int:
-        return self.data.ndim
-
-    @property
-    def device(self) -> str:
-        return backend.device_of(self.data)
-
-    @property
-    def is_leaf(self) -> bool:
-        """True for tensors made by the user, not by an op that recorded a graph."""
-        return self._op is None
-
-    @property
-    def grad_fn(self):
-        """The name of the op that made this tensor (None for a leaf)."""
-        return self._op
+    shape = property(lambda self: self.data.shape)
+    dtype = property(lambda self: self.data.dtype)
+    ndim = property(lambda self: self.data.ndim)
+    device = property(lambda self: backend.device_of(self.data))
+    is_leaf = property(lambda self: self._op is None,
+                       doc="True for tensors made by the user, not by an op that recorded a graph.")
+    grad_fn = property(lambda self: self._op, doc="The name of the op that made this tensor.")
 
     def size(self, dim=None):
         return self.shape if dim is None else self.shape[dim]
@@ -218,8 +170,7 @@ class Tensor:
         extra = f", grad_fn={self._op}" if self._op else (
             ", requires_grad=True" if self.requires_grad else "")
         dev = "" if self.device == "cpu" else ", device='cuda'"
-        body = np.array2string(backend.asnumpy(self.data), precision=4, separator=", ",
-                               prefix="tensor(")
+        body = np.array2string(self.numpy(), precision=4, separator=", ", prefix="tensor(")
         return f"tensor({body}, dtype={self.dtype}{dev}{extra})"
 
     # -------------------------------------------------------- conversions
@@ -279,20 +230,13 @@ class Tensor:
                     "the implicit gradient 1")
             seed = xp.ones(self.shape, dtype=self.dtype)
         else:
-            seed = grad.data if isinstance(grad, Tensor) else grad
-            # No copy: backward rules only read their gradient, and _run_backward
-            # copies the caller's array before a leaf could keep it as its .grad.
-            seed = xp.asarray(seed, dtype=self.dtype)
+            seed = xp.asarray(grad.data if isinstance(grad, Tensor) else grad, dtype=self.dtype)
             if seed.shape != self.shape:
                 raise ShapeError(f"backward(): gradient of shape {seed.shape} does not match "
                                  f"the tensor's shape {self.shape}")
         _run_backward(self, seed, retain_graph)
 
-    # Movement, arithmetic and reduction methods are attached by nanotie.ops.methods.
-
-
-def _is_array(x) -> bool:
-    return type(x) is np.ndarray or backend.is_cupy_array(x)
+    # Movement, arithmetic and reduction methods are attached by nanotie.ops.
 
 
 def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor:
@@ -307,7 +251,8 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     source = data.data if isinstance(data, Tensor) else data
     array = _to_array(data, dtype, device)
     if hasattr(source, "shape") and not isinstance(source, np.generic) and \
-            _may_share(array, source):
+            backend.device_of(array) == backend.device_of(source) and \
+            xp_of(array).may_share_memory(array, source):
         array = array.copy()
     return Tensor(array, requires_grad=requires_grad)
 
@@ -317,16 +262,17 @@ def from_numpy(array: np.ndarray) -> Tensor:
     writing into the array changes the tensor, and the other way round."""
     if not isinstance(array, np.ndarray):
         raise TypeError(f"from_numpy: expected a NumPy array, got {type(array).__name__}")
-    if array.dtype.kind not in _NUMERIC_KINDS:
+    if array.dtype.kind not in "biufc":
         raise TypeError(f"from_numpy: expected numbers, got an array of dtype {array.dtype}")
     return Tensor(array)
 
 
-def _may_share(a, b) -> bool:
-    """Could arrays ``a`` and ``b`` overlap in memory? (False across devices.)"""
-    if backend.device_of(a) != backend.device_of(b):
-        return False
-    return bool(xp_of(a).may_share_memory(a, b))
+def check_same_device(op: str, *tensors) -> None:
+    """Raise a clear error when an op's tensor inputs live on different devices."""
+    devices = {t.device for t in tensors if isinstance(t, Tensor)}
+    if len(devices) > 1:
+        raise DeviceError(f"{op}: inputs are on different devices ({', '.join(sorted(devices))}); "
+                          "move them to one device first with .to(device)")
 
 
 # ------------------------------------------------------------- graph recording
@@ -337,22 +283,13 @@ def make_result(op: str, data, parents: tuple, backward) -> Tensor:
 
     ``parents`` lists the op's inputs in the order ``backward`` returns their
     gradients; entries that are not Tensors (Python scalars, None) get none.
-    ``backward`` may update arrays it makes itself in place, but must only READ the
-    gradient it is given: that array may be the caller's, or another node's too.
+    ``backward`` must only READ the gradient it is given (it may be the caller's).
     """
-    if isinstance(data, np.generic):   # NumPy reductions return scalars, not arrays
-        data = np.asarray(data)
-    out = Tensor(data)
-    if _modes.anomaly:
-        _check_finite(data, f"the forward pass of '{op}'")
-    if _modes.grad_enabled:
-        for p in parents:
-            if isinstance(p, Tensor) and p.requires_grad:
-                out.requires_grad = True
-                out._op = op
-                out._parents = parents
-                out._backward = backward
-                break
+    out = Tensor(np.asarray(data) if isinstance(data, np.generic) else data)  # NumPy
+    if _modes.anomaly:                                  # reductions return scalars
+        _check_finite(out.data, f"the forward pass of '{op}'")
+    if _modes.grad_enabled and any(isinstance(p, Tensor) and p.requires_grad for p in parents):
+        out.requires_grad, out._op, out._parents, out._backward = True, op, parents, backward
     return out
 
 
@@ -368,29 +305,30 @@ def unbroadcast(grad, shape: tuple):
     if extra > 0:
         grad = grad.sum(axis=tuple(range(extra)))
     axes = tuple(i for i, n in enumerate(shape) if n == 1 and grad.shape[i] != 1)
-    if axes:
-        grad = grad.sum(axis=axes, keepdims=True)
-    return grad
+    return grad.sum(axis=axes, keepdims=True) if axes else grad
+
+
+def accumulate(grads: dict, node: Tensor, g) -> None:
+    """THE TYING SUM. A tensor used in k places (a tied weight, a value read twice) is
+    one node with k outgoing edges, so by the multivariable chain rule its gradient is
+    the SUM of the k gradients: dL/dW = dL/dW|use 1 + ... + dL/dW|use k. This one
+    ``+`` is what makes weight tying correct."""
+    grads[node] = grads[node] + g if node in grads else g
 
 
 def _topological_order(root: Tensor) -> list:
-    """Nodes that need a gradient, each after all the nodes that consume it."""
-    order, visited = [], set()
-    stack = [(root, False)]
+    """Nodes that need a gradient, root first, each before every node it consumes."""
+    order, visited, stack = [], set(), [(root, False)]
     while stack:  # iterative DFS: deep graphs do not hit Python's recursion limit
         node, expanded = stack.pop()
         if expanded:
             order.append(node)
-            continue
-        if id(node) in visited:
-            continue
-        visited.add(id(node))
-        stack.append((node, True))
-        for p in node._parents:
-            if isinstance(p, Tensor) and p.requires_grad and id(p) not in visited:
-                stack.append((p, False))
-    order.reverse()  # root first
-    return order
+        elif node not in visited:
+            visited.add(node)
+            stack.append((node, True))
+            stack += [(p, False) for p in node._parents
+                      if isinstance(p, Tensor) and p.requires_grad and p not in visited]
+    return order[::-1]
 
 
 def _freed_backward(*_):
@@ -399,64 +337,25 @@ def _freed_backward(*_):
 
 
 def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
-    grads = {id(root): seed}   # id(node) -> accumulated dL/dnode
-    owned = set()              # ids of nodes whose grad array the engine made itself
-    # ids of arrays a leaf must not keep as they are: those already handed to a leaf in
-    # this pass, and the seed, which may be the caller's own array.
-    leaf_arrays = {id(seed)}
-    anomaly = _modes.anomaly
+    grads = {root: seed}                  # node -> dL/dnode, summed over its uses
     for node in _topological_order(root):
-        g = grads.pop(id(node), None)
+        g = grads.pop(node, None)
         if g is None:
             continue
-        if node._backward is None:          # a leaf
-            _store_leaf_grad(node, g, leaf_arrays)
-            continue
-        if node._retain:
+        leaf = node._backward is None
+        if leaf or node._retain:
+            # A stored gradient is a COPY: g may be the caller's array, a view, or the
+            # very array another leaf gets; .grad must be the tensor's own to update.
             node.grad = g.copy() if node.grad is None else node.grad + g
-        parent_grads = node._backward(g)
+        if leaf:
+            continue
+        parents, parent_grads = node._parents, node._backward(g)
         if not retain_graph:
-            node._backward = _freed_backward
-            parents, node._parents = node._parents, ()
-        else:
-            parents = node._parents
+            node._backward, node._parents = _freed_backward, ()
         for i, (p, pg) in enumerate(zip(parents, parent_grads)):
             if pg is None or not isinstance(p, Tensor) or not p.requires_grad:
                 continue
-            if anomaly:
+            if _modes.anomaly:
                 _check_finite(pg, f"the backward pass of '{node._op}' (gradient for input {i})")
-            pg = unbroadcast(pg, p.shape)
-            if pg.dtype != p.dtype:      # an op mixing dtypes: float32 inputs keep float32 grads
-                pg = pg.astype(p.dtype)
-            key = id(p)
-            if key not in grads:
-                grads[key] = pg
-            elif key in owned:
-                grads[key] += pg     # the tying sum, in place in an array we own
-            else:
-                grads[key] = grads[key] + pg  # the tying sum: a tensor used twice
-                owned.add(key)
-
-
-def _store_leaf_grad(leaf: Tensor, g, leaf_arrays: set) -> None:
-    """Accumulate into ``leaf.grad``, copying ``g`` if anything else could alias it."""
-    if leaf.grad is not None:
-        leaf.grad += g   # gradients accumulate across backward calls; .grad is ours alone
-        return
-    shared = (id(g) in leaf_arrays or not g.flags.owndata
-              or not getattr(g.flags, "writeable", True))
-    if shared:
-        g = g.copy()
-    leaf_arrays.add(id(g))
-    leaf.grad = g
-
-
-def check_same_device(op: str, *tensors) -> None:
-    """Raise a clear error when an op's tensor inputs live on different devices."""
-    devices = {t.device for t in tensors if isinstance(t, Tensor)}
-    if len(devices) > 1:
-        raise DeviceError(f"{op}: inputs are on different devices ({', '.join(sorted(devices))}); "
-                          "move them to one device first with .to(device)")
-
-
-__all__ += ["check_same_device", "unbroadcast", "DeviceError"]
+            pg = unbroadcast(pg, p.shape).astype(p.dtype, copy=False)  # float32 stays float32
+            accumulate(grads, p, pg)
