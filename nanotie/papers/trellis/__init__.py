@@ -1,6 +1,8 @@
 """Trellis Networks for Sequence Modeling.
 
 Shaojie Bai, J. Zico Kolter, Vladlen Koltun, ICLR 2019, arXiv:1810.06682.
+The mechanism is :meth:`.trellisnet.TrellisNet.forward`: the recurrence below, one
+convolution tied across depth.
 
 The idea. A TrellisNet is a temporal convolutional network whose weights are TIED
 ACROSS DEPTH: every level applies the same kernel-2 causal convolution, and the input
@@ -19,17 +21,10 @@ The tie (one Parameter object serves every level i = 0..L-1):
 so dL/dW = sum over levels i of dL/dW|_level i, the engine's tying sum. The input part
 W1x x_{t-d} + W2x x_t + b is computed once and re-injected at every level.
 
-Files, read in this order:
-
-* :mod:`.trellisnet` -- :class:`TrellisConfig`, :class:`TrellisNet` (the shared
-  convolution, gates, dilation, history repackaging, locked dropout, weight norm,
-  auxiliary outputs) and :class:`UntiedTCN` (one hook overridden: a convolution per level).
-* :mod:`.lstm` -- a plain stacked :class:`LSTM` and the brute-force :func:`truncated_lstm`.
-* :mod:`.convert` -- :func:`from_lstm`, the block-sparse weights that make a truncated
-  LSTM a TrellisNet.
-* :mod:`.models` -- a byte-level language model head (tied embedding/decoder, auxiliary
-  loss through the same decoder) and the adding problem.
-* :mod:`.experiment` -- the miniature reproduction (``python -m nanotie reproduce trellis``).
+Then :mod:`.lstm` (a stacked :class:`LSTM`, the brute-force :func:`truncated_lstm`),
+:mod:`.convert` (:func:`from_lstm`: the block-sparse weights that make a truncated LSTM
+a TrellisNet), :mod:`.models` (a byte-level LM with a tied decoder and auxiliary loss,
+the adding problem) and :mod:`.experiment` (``python -m nanotie reproduce trellis``).
 
 Differences from the paper (and its reference code):
 
@@ -63,10 +58,10 @@ Differences from the paper (and its reference code):
 from .convert import from_lstm, trellis_blocks
 from .lstm import LSTM, LSTMConfig, LSTMLayer, truncated_lstm
 from .models import AddingRegressor, LMConfig, SequenceLM, adding_problem
-from .trellisnet import (SeqOutput, SharedConv, TrellisConfig, TrellisNet, UntiedTCN,
-                         locked_dropout, shift_right, trellis_parameters)
+from .trellisnet import (SeqOutput, TrellisConfig, TrellisConv, TrellisNet, UntiedTCN,
+                         gated_activation, locked_dropout, shift_right, trellis_parameters)
 
-__all__ = ["TrellisConfig", "TrellisNet", "UntiedTCN", "SharedConv", "SeqOutput",
-           "locked_dropout", "shift_right", "trellis_parameters", "LSTMConfig", "LSTM",
-           "LSTMLayer", "truncated_lstm", "from_lstm", "trellis_blocks", "LMConfig",
-           "SequenceLM", "AddingRegressor", "adding_problem"]
+__all__ = ["TrellisNet", "UntiedTCN", "TrellisConv", "TrellisConfig", "SeqOutput",
+           "gated_activation", "locked_dropout", "shift_right", "trellis_parameters",
+           "LSTMConfig", "LSTM", "LSTMLayer", "truncated_lstm", "from_lstm", "trellis_blocks",
+           "LMConfig", "SequenceLM", "AddingRegressor", "adding_problem"]

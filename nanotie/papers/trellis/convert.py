@@ -72,8 +72,6 @@ def trellis_blocks(lstm: LSTM):
 def from_lstm(lstm: LSTM, M: int) -> TrellisNet:
     """A TrellisNet that computes the M-truncated ``lstm`` (exactly for one layer, and
     for several layers whose upper biases are zero; see the module docstring)."""
-    if M < 1:
-        raise ValueError(f"from_lstm: the truncation M must be >= 1, got {M}")
     sizes = lstm.config.hidden_sizes
     L = len(sizes)
     w_x, w_h, b = trellis_blocks(lstm)

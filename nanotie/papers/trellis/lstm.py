@@ -33,16 +33,6 @@ class LSTMConfig:
     hidden_sizes: tuple = (64,)    # r_l of each layer, bottom first
     bias: bool = True              # one bias vector b per layer (PyTorch has two: b_ih + b_hh)
 
-    def __post_init__(self):
-        if isinstance(self.hidden_sizes, int):
-            self.hidden_sizes = (self.hidden_sizes,)
-        self.hidden_sizes = tuple(int(r) for r in self.hidden_sizes)
-        if self.input_size < 1:
-            raise ValueError(f"LSTMConfig: input_size must be >= 1, got {self.input_size}")
-        if not self.hidden_sizes or min(self.hidden_sizes) < 1:
-            raise ValueError(f"LSTMConfig: hidden_sizes needs one size >= 1 per layer, got "
-                             f"{self.hidden_sizes}")
-
 
 class LSTMLayer(Module):
     """One LSTM layer; weights ~ U(-1/sqrt(r), 1/sqrt(r)) as in PyTorch."""

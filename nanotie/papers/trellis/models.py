@@ -33,15 +33,6 @@ class LMConfig:
     embed_std: float = 0.3     # embedding ~ N(0, embed_std^2); the reference's U(-0.1, 0.1)
                                # left small byte models on the unigram plateau for long
 
-    def __post_init__(self):
-        for name in ("vocab_size", "d_embed", "context"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"LMConfig: {name} must be >= 1, got {getattr(self, name)}")
-        if self.embed_std <= 0:
-            raise ValueError(f"LMConfig: embed_std must be > 0, got {self.embed_std}")
-        if self.aux_weight < 0:
-            raise ValueError(f"LMConfig: aux_weight must be >= 0, got {self.aux_weight}")
-
 
 class SequenceLM(Module):
     """bytes (B, T) -> logits (B, T, V); ``forward(idx, targets=None) -> (logits, loss)``."""

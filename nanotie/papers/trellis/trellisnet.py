@@ -1,11 +1,11 @@
-"""The TrellisNet: one kernel-2 causal convolution shared by every level.
+"""The TrellisNet: one kernel-2 causal convolution W shared by every level.
 
-Each level reads the input sequence x (injected again) and the previous level's
-hidden sequence z, applies THE SAME convolution, and a gated LSTM-style activation:
+Each level reads the input sequence x (injected again) and the level below, z^(i),
+and applies THE SAME convolution and an LSTM-style gate, z^(i+1) = f(W * [x; z^(i)]):
 
-    zhat_t = W1x x_{t-d} + W2x x_t + W1h z_{t-d} + W2h z_t + b       (4H outputs)
+    zhat_t = W1x x_{t-d} + W2x x_t + W1h z^(i)_{t-d} + W2h z^(i)_t + b       (4H outputs)
     i, o, g, f = sigma(zhat[0:H]), sigma(zhat[H:2H]), tanh(zhat[2H:3H]), sigma(zhat[3H:4H])
-    c'_t = f * c_{t-d} + i * g        z'_t = o * tanh(c'_t)
+    c^(i+1)_t = f * c^(i)_{t-d} + i * g        z^(i+1)_t = o * tanh(c^(i+1)_t)
 
 with d the level's dilation (1 by default). H = n_hid + n_out; z and c start at zero
 (level 0) and the output is the last n_out channels of the top level's z. The input
@@ -28,8 +28,150 @@ from ...nn import functional as F
 from ...nn.layers import init_normal, init_zeros
 from ...ops import cat, pad, sigmoid, sqrt, tanh
 
-__all__ = ["TrellisConfig", "TrellisNet", "UntiedTCN", "SharedConv", "SeqOutput",
-           "locked_dropout", "shift_right", "trellis_parameters"]
+__all__ = ["TrellisNet", "UntiedTCN", "TrellisConv", "TrellisConfig", "SeqOutput",
+           "gated_activation", "locked_dropout", "shift_right", "trellis_parameters"]
+
+
+class TrellisNet(Module):
+    """A TrellisNet sequence core: x (B, T, n_in) -> :class:`SeqOutput`.
+
+    ``forward(x, history=None)``: ``history`` = (h, c), each (B, H), the top level's
+    last state of the previous segment. It fills the left padding of EVERY level
+    (the reference's repackaging); None means zeros.
+    """
+
+    def __init__(self, config: TrellisConfig, dtype=None, device=None):
+        super().__init__()
+        self.config = config
+        self.conv = TrellisConv(config, dtype, device)    # ONE convolution for all levels
+
+    def conv_at(self, level: int) -> TrellisConv:
+        """The convolution of ``level``: the same object at every level."""
+        return self.conv
+
+    def forward(self, x: Tensor, history=None) -> SeqOutput:
+        cfg, H = self.config, self.config.hidden
+        h_hist, c_hist = history if history is not None else (None, None)
+        x = locked_dropout(x, cfg.dropout_in, self.training)
+        drop_h = self.hidden_dropout(x)             # one mask for z at every level and step
+        injected = self.injections(x)                # W_x * [x_{t-d}; x_t] + b, per level
+        z = c = Tensor(backend.xp_of(x.data).zeros((*x.shape[:2], H), dtype=x.dtype))
+        aux = []
+        for level, d in enumerate(cfg.level_dilations()):
+            conv = self.conv_at(level)                # the tie: the same W at every level
+            zhat = injected[level] + conv.hidden_term(drop_h(z), d, h_hist)   # (B, T, 4H)
+            z, c = gated_activation(zhat, shift_right(c, d, c_hist))   # z^(i+1), c^(i+1)
+            if cfg.aux_every and (level + 1) % cfg.aux_every == 0 and level + 1 < cfg.n_levels:
+                aux.append(z[..., H - cfg.n_out:])
+        out = locked_dropout(z[..., H - cfg.n_out:], cfg.dropout_out, self.training)
+        return SeqOutput(out, (z[:, -1], c[:, -1]), aux)       # history: (B, H) each
+
+    def injections(self, x: Tensor) -> list:
+        """The input part W1x x_{t-d} + W2x x_t + b of every level. It does not depend
+        on z, so each (convolution, dilation) computes it once: the TrellisNet once per
+        dilation, the untied TCN once per level."""
+        done, out = {}, []
+        for level, d in enumerate(self.config.level_dilations()):
+            conv = self.conv_at(level)
+            if (id(conv), d) not in done:
+                done[id(conv), d] = conv.input_term(x, d)
+            out.append(done[id(conv), d])
+        return out
+
+    def hidden_dropout(self, x: Tensor):
+        """z -> z * m with one locked-dropout mask m (B, 1, H) for every level."""
+        p = self.config.dropout_h
+        if not self.training or p == 0:
+            return lambda z: z
+        mask = locked_mask(x.shape[0], self.config.hidden, p, x)
+        return lambda z: z * mask
+
+    def forward_concat(self, x: Tensor, history=None) -> Tensor:
+        """The textbook form, for checking the cached W·x: at every level one convolution
+        over the concatenated [x; z] with W = [W_x | W_h], nothing cached. Returns
+        the output (B, T, n_out); no dropout."""
+        cfg, H, n = self.config, self.config.hidden, self.config.n_in
+        h_hist, c_hist = history if history is not None else (None, None)
+        z = c = Tensor(backend.xp_of(x.data).zeros((*x.shape[:2], H), dtype=x.dtype))
+        for level, d in enumerate(cfg.level_dilations()):
+            conv = self.conv_at(level)
+            w_x, w_h = conv.weights()
+            # Columns of W ordered as the taps [x_{t-d}, z_{t-d}, x_t, z_t].
+            w = cat([w_x[:, :n], w_h[:, :H], w_x[:, n:], w_h[:, H:]], dim=1)
+            prev = cat([shift_right(x, d), shift_right(z, d, h_hist)], dim=-1)
+            zhat = F.linear(cat([prev, x, z], dim=-1), w, conv.bias)      # (B, T, 4H)
+            z, c = gated_activation(zhat, shift_right(c, d, c_hist))
+        return z[..., H - cfg.n_out:]
+
+
+def gated_activation(zhat: Tensor, c_prev: Tensor) -> tuple:
+    """LSTM-style gates in the order i, o, g, f; returns (z, c) of the next level."""
+    H = zhat.shape[-1] // 4
+    i = sigmoid(zhat[..., 0:H])
+    o = sigmoid(zhat[..., H:2 * H])
+    g = tanh(zhat[..., 2 * H:3 * H])
+    f = sigmoid(zhat[..., 3 * H:4 * H])
+    c = f * c_prev + i * g                # c^(i+1)_t = f * c^(i)_{t-d} + i * g
+    return o * tanh(c), c                 # z^(i+1)_t = o * tanh(c^(i+1)_t)
+
+
+class UntiedTCN(TrellisNet):
+    """The same architecture with a SEPARATE convolution per level: a plain gated TCN
+    with input injection. Its parameter count grows linearly with the depth."""
+
+    def __init__(self, config: TrellisConfig, dtype=None, device=None):
+        Module.__init__(self)
+        self.config = config
+        self.convs = ModuleList([TrellisConv(config, dtype, device)
+                                 for _ in range(config.n_levels)])
+
+    def conv_at(self, level: int) -> TrellisConv:
+        return self.convs[level]
+
+
+class TrellisConv(Module):
+    """The kernel-2 causal convolution over [x; z] with 4H output channels.
+
+    Stored as two matrices whose columns are the two taps, t - d then t:
+    ``weight_x`` (4H, 2 n_in) = [W1x | W2x] and ``weight_h`` (4H, 2H) = [W1h | W2h].
+    With weight norm, each is g * v / ||v|| row by row (Salimans & Kingma, 2016), with
+    the gain g starting at ||v|| so that the initial weight is v.
+    """
+
+    def __init__(self, config: TrellisConfig, dtype=None, device=None):
+        super().__init__()
+        H4, n_in, H = 4 * config.hidden, config.n_in, config.hidden
+        self.weight_x = init_normal((H4, 2 * n_in), config.init_std, dtype, device)
+        self.weight_h = init_normal((H4, 2 * H), config.init_std, dtype, device)
+        self.bias = init_zeros((H4,), dtype, device)
+        self.weight_norm = config.weight_norm
+        if self.weight_norm:
+            self.gain_x = init_zeros((H4,), dtype, device)
+            self.gain_h = init_zeros((H4,), dtype, device)
+            self.gain_x.data = _row_norm(self.weight_x).data.copy()
+            self.gain_h.data = _row_norm(self.weight_h).data.copy()
+
+    def _normed(self, v: Tensor, gain_name: str) -> Tensor:
+        if not self.weight_norm:
+            return v
+        return v * (getattr(self, gain_name) / _row_norm(v)).reshape(-1, 1)
+
+    def weights(self) -> tuple:
+        """The effective (W_x, W_h): the stored matrices, or their weight-normed forms."""
+        return self._normed(self.weight_x, "gain_x"), self._normed(self.weight_h, "gain_h")
+
+    def input_term(self, x: Tensor, d: int) -> Tensor:
+        """W1x x_{t-d} + W2x x_t + b: (B, T, n_in) -> (B, T, 4H)."""
+        taps = cat([shift_right(x, d), x], dim=-1)            # (B, T, 2 n_in)
+        return F.linear(taps, self._normed(self.weight_x, "gain_x"), self.bias)
+
+    def hidden_term(self, z: Tensor, d: int, h_hist=None) -> Tensor:
+        """W1h z_{t-d} + W2h z_t: (B, T, H) -> (B, T, 4H)."""
+        taps = cat([shift_right(z, d, h_hist), z], dim=-1)    # (B, T, 2H)
+        return F.linear(taps, self._normed(self.weight_h, "gain_h"))
+
+
+# ------------------------------------------------------- configuration, helpers
 
 
 @dataclass
@@ -47,24 +189,9 @@ class TrellisConfig:
     init_std: float = 0.01         # convolution weights ~ N(0, init_std^2), as the reference
 
     def __post_init__(self):
-        for name in ("n_in", "n_out", "n_levels"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrellisConfig: {name} must be >= 1, got {getattr(self, name)}")
-        if self.n_hid < 0:
-            raise ValueError(f"TrellisConfig: n_hid must be >= 0, got {self.n_hid}")
-        if self.dilations is not None:
-            self.dilations = tuple(int(d) for d in self.dilations)
-            if len(self.dilations) != self.n_levels:
-                raise ValueError(f"TrellisConfig: dilations has {len(self.dilations)} entries, "
-                                 f"n_levels is {self.n_levels}; give one per level")
-            if min(self.dilations) < 1:
-                raise ValueError(f"TrellisConfig: dilations must be >= 1, got {self.dilations}")
-        for name in ("dropout_in", "dropout_h", "dropout_out"):
-            if not 0.0 <= getattr(self, name) < 1.0:
-                raise ValueError(f"TrellisConfig: {name} must be in [0, 1), got "
-                                 f"{getattr(self, name)}")
-        if self.aux_every < 0:
-            raise ValueError(f"TrellisConfig: aux_every must be >= 0, got {self.aux_every}")
+        if self.dilations is not None and len(self.dilations) != self.n_levels:
+            raise ValueError(f"TrellisConfig: dilations has {len(self.dilations)} entries, "
+                             f"n_levels is {self.n_levels}; give one per level")
 
     @property
     def hidden(self) -> int:
@@ -88,17 +215,17 @@ class SeqOutput(NamedTuple):
     aux: list
 
 
-# --------------------------------------------------------------------- helpers
+def locked_mask(batch: int, channels: int, p: float, like: Tensor) -> Tensor:
+    """A variational dropout mask (B, 1, C): 0 or 1 / (1 - p), the SAME at every step."""
+    keep = backend.rand((batch, 1, channels), like.dtype, like.device) >= p
+    return Tensor(keep.astype(like.dtype) * (1.0 / (1.0 - p)))
 
 
 def locked_dropout(x: Tensor, p: float, training: bool) -> Tensor:
-    """Variational dropout: one mask per sequence and channel, the SAME at every time
-    step: x (B, T, C) * m (B, 1, C) / (1 - p)."""
+    """Variational dropout: x (B, T, C) * m (B, 1, C), one mask per sequence and channel."""
     if not training or p == 0.0:
         return x
-    B, _, C = x.shape
-    keep = backend.rand((B, 1, C), x.dtype, x.device) >= p
-    return x * Tensor(keep.astype(x.dtype) * (1.0 / (1.0 - p)))
+    return x * locked_mask(x.shape[0], x.shape[2], p, x)
 
 
 def shift_right(x: Tensor, d: int, fill: Tensor | None = None) -> Tensor:
@@ -117,150 +244,8 @@ def _row_norm(v: Tensor) -> Tensor:
     return sqrt((v * v).sum(dim=1))
 
 
-class SharedConv(Module):
-    """The kernel-2 causal convolution over [x; z] with 4H output channels.
-
-    Stored as two matrices whose columns are the two taps, t - d then t:
-    ``weight_x`` (4H, 2 n_in) = [W1x | W2x] and ``weight_h`` (4H, 2H) = [W1h | W2h].
-    With weight norm, each is g * v / ||v|| row by row (Salimans & Kingma, 2016), with
-    the gain g starting at ||v|| so that the initial weight is v.
-    """
-
-    def __init__(self, config: TrellisConfig, dtype=None, device=None):
-        super().__init__()
-        H4, n_in, H = 4 * config.hidden, config.n_in, config.hidden
-        self.weight_x = init_normal((H4, 2 * n_in), config.init_std, dtype, device)
-        self.weight_h = init_normal((H4, 2 * H), config.init_std, dtype, device)
-        self.bias = init_zeros((H4,), dtype, device)
-        self.weight_norm = config.weight_norm
-        if self.weight_norm:
-            self.gain_x = init_zeros((H4,), dtype, device)
-            self.gain_h = init_zeros((H4,), dtype, device)
-            self.gain_x.data = _row_norm(self.weight_x).data.copy()
-            self.gain_h.data = _row_norm(self.weight_h).data.copy()
-
-    def weights(self) -> tuple:
-        """The effective (W_x, W_h): the stored matrices, or their weight-normed forms."""
-        if not self.weight_norm:
-            return self.weight_x, self.weight_h
-        wx = self.weight_x * (self.gain_x / _row_norm(self.weight_x)).reshape(-1, 1)
-        wh = self.weight_h * (self.gain_h / _row_norm(self.weight_h)).reshape(-1, 1)
-        return wx, wh
-
-    def input_term(self, x: Tensor, d: int, w_x: Tensor) -> Tensor:
-        """W1x x_{t-d} + W2x x_t + b: (B, T, n_in) -> (B, T, 4H)."""
-        taps = cat([shift_right(x, d), x], dim=-1)          # (B, T, 2 n_in)
-        return F.linear(taps, w_x, self.bias)
-
-    def hidden_term(self, z: Tensor, d: int, w_h: Tensor, h_hist=None) -> Tensor:
-        """W1h z_{t-d} + W2h z_t: (B, T, H) -> (B, T, 4H)."""
-        taps = cat([shift_right(z, d, h_hist), z], dim=-1)  # (B, T, 2H)
-        return F.linear(taps, w_h)
-
-
-# ------------------------------------------------------------------- the model
-
-
-class TrellisNet(Module):
-    """A TrellisNet sequence core: x (B, T, n_in) -> :class:`SeqOutput`.
-
-    ``forward(x, history=None)``: ``history`` = (h, c), each (B, H), the top level's
-    last state of the previous segment. It fills the left padding of EVERY level
-    (the reference's repackaging); None means zeros.
-    """
-
-    def __init__(self, config: TrellisConfig, dtype=None, device=None):
-        super().__init__()
-        self.config = config
-        self.conv = SharedConv(config, dtype, device)     # ONE convolution for all levels
-
-    def conv_at(self, level: int) -> SharedConv:
-        """The convolution of ``level``: the same object at every level. This is the tie."""
-        return self.conv
-
-    def forward(self, x: Tensor, history=None) -> SeqOutput:
-        cfg = self.config
-        B, T, _ = x.shape
-        H, n_out = cfg.hidden, cfg.n_out
-        h_hist, c_hist = history if history is not None else (None, None)
-        x = locked_dropout(x, cfg.dropout_in, self.training)
-        xp = backend.xp_of(x.data)
-        z = Tensor(xp.zeros((B, T, H), dtype=x.dtype))      # level 0: z = c = 0
-        c = Tensor(xp.zeros((B, T, H), dtype=x.dtype))
-        # One locked-dropout mask for z, shared by every level and time step.
-        keep_h = None
-        if self.training and cfg.dropout_h > 0:
-            keep = backend.rand((B, 1, H), x.dtype, x.device) >= cfg.dropout_h
-            keep_h = Tensor(keep.astype(x.dtype) / (1.0 - cfg.dropout_h))
-        injected = {}        # (id(conv), d) -> W·x + b, computed once
-        aux = []
-        for level, d in enumerate(cfg.level_dilations()):
-            conv = self.conv_at(level)
-            w_x, w_h = conv.weights()
-            key = (id(conv), d)
-            if key not in injected:
-                injected[key] = conv.input_term(x, d, w_x)     # input injection
-            z_in = z * keep_h if keep_h is not None else z
-            zhat = injected[key] + conv.hidden_term(z_in, d, w_h, h_hist)   # (B, T, 4H)
-            z, c = self.gated_activation(zhat, shift_right(c, d, c_hist))
-            if cfg.aux_every and (level + 1) % cfg.aux_every == 0 and level + 1 < cfg.n_levels:
-                aux.append(z[..., H - n_out:])
-        out = locked_dropout(z[..., H - n_out:], cfg.dropout_out, self.training)
-        new_history = (z[:, -1], c[:, -1])                  # (B, H) each
-        return SeqOutput(out, new_history, aux)
-
-    @staticmethod
-    def gated_activation(zhat: Tensor, c_prev: Tensor) -> tuple:
-        """LSTM-style gates in the order i, o, g, f; returns (z, c) of the next level."""
-        H = zhat.shape[-1] // 4
-        i = sigmoid(zhat[..., 0:H])
-        o = sigmoid(zhat[..., H:2 * H])
-        g = tanh(zhat[..., 2 * H:3 * H])
-        f = sigmoid(zhat[..., 3 * H:4 * H])
-        c = f * c_prev + i * g                # c^(i+1)_t = f * c^(i)_{t-d} + i * g
-        return o * tanh(c), c                 # z^(i+1)_t = o * tanh(c^(i+1)_t)
-
-    def forward_concat(self, x: Tensor, history=None) -> Tensor:
-        """The textbook form, for checking the cached W·x: at every level one convolution
-        over the concatenated [x; z] with W = [W_x | W_h], nothing cached. Returns
-        the output (B, T, n_out); no dropout."""
-        cfg = self.config
-        B, T, _ = x.shape
-        H = cfg.hidden
-        h_hist, c_hist = history if history is not None else (None, None)
-        xp = backend.xp_of(x.data)
-        z = Tensor(xp.zeros((B, T, H), dtype=x.dtype))
-        c = Tensor(xp.zeros((B, T, H), dtype=x.dtype))
-        for level, d in enumerate(cfg.level_dilations()):
-            conv = self.conv_at(level)
-            w_x, w_h = conv.weights()
-            n = cfg.n_in
-            # Columns of W ordered as the taps [x_{t-d}, z_{t-d}, x_t, z_t].
-            w = cat([w_x[:, :n], w_h[:, :H], w_x[:, n:], w_h[:, H:]], dim=1)
-            xz = cat([x, z], dim=-1)                                    # (B, T, n_in + H)
-            prev = cat([shift_right(x, d), shift_right(z, d, h_hist)], dim=-1)
-            zhat = F.linear(cat([prev, xz], dim=-1), w, conv.bias)      # (B, T, 4H)
-            z, c = self.gated_activation(zhat, shift_right(c, d, c_hist))
-        return z[..., H - cfg.n_out:]
-
-
-class UntiedTCN(TrellisNet):
-    """The same architecture with a SEPARATE convolution per level: a plain gated TCN
-    with input injection. Its parameter count grows linearly with the depth."""
-
-    def __init__(self, config: TrellisConfig, dtype=None, device=None):
-        Module.__init__(self)
-        self.config = config
-        self.convs = ModuleList([SharedConv(config, dtype, device)
-                                 for _ in range(config.n_levels)])
-
-    def conv_at(self, level: int) -> SharedConv:
-        return self.convs[level]
-
-
 def trellis_parameters(config: TrellisConfig) -> int:
     """Parameters of one TrellisNet core: 4H (2 n_in + 2H + 1), plus 8H gains with
     weight norm; independent of n_levels."""
     H = config.hidden
     return 4 * H * (2 * config.n_in + 2 * H + 1) + (8 * H if config.weight_norm else 0)
-
