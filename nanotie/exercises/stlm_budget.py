@@ -30,7 +30,7 @@ from itertools import combinations
 import numpy as np
 
 from ..nn import count_parameters
-from ..papers.stlm.model import STLM, STLMConfig
+from ..papers.stlm import STLM, STLMConfig
 from ..papers.stlm.params import (PAPER_FIGURES, ffn_width, measured_split, millions,
                                   paper_configs, parameter_budget)
 from . import Planted

@@ -347,8 +347,9 @@ def test_the_loss_ignores_the_pad_and_only_the_pad():
                                    "tie_embeddings"),
     (dict(n_kv_head=3, n_head=2), "n_kv_head"), (dict(ffn_hidden=0), "ffn_hidden")])
 def test_bad_configs_name_the_field(bad, field):
+    """Names and head counts are refused by the config; sizes by the layers they build."""
     with pytest.raises(ValueError, match=field):
-        small(**bad)
+        STLM(small(**bad))
 
 
 def test_byte_model_rejects_token_ids_and_sampling():

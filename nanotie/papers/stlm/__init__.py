@@ -67,11 +67,214 @@ Differences from the paper:
   HellaSwag, MMLU) are not reproduced.
 """
 
+from __future__ import annotations
+
+from ... import backend
+from ...autograd import Tensor
+from ...nn import functional as F
+from ...nn.layers import Dropout, Embedding, Linear
+from ...nn.module import Module, ModuleList
+from ...nn.transformer import GPT, Block
 from .byte_windows import BYTE_VOCAB, EOT, PAD, ByteWindows
-from .model import (STLM, ByteBlock, ByteDecoder, ByteEmbedder, ByteSelfAttention,
-                    GroupedQKV, ProjectingMLP, STLMConfig, byte_cross_entropy, share_ffn)
+from .layers import (ByteBlock, ByteSelfAttention, GroupedQKV, ProjectingMLP, STLMConfig,
+                     ffn, norm)
 from .params import (PAPER_BASE, PAPER_FIGURES, ffn_width, measured_split, millions,
                      paper_configs, parameter_budget)
+
+
+class STLM(GPT):
+    """A super tiny language model: nanotie's GPT core between a token or byte-level
+    embedder and head, with embedding/head tying and FFN sharing as options.
+
+        x      = embed(windows)          # byte windows -> pooled token vectors   (B, T, d)
+        x      = block(i, x)             # the causal core, nanotie's Block       (B, T, d)
+        logits = head(x)                 # -> ALL W bytes of the next token       (B, T, W, 258)
+
+    It overrides GPT's ``embed`` and ``head`` hooks. ``forward(x, targets)`` returns
+    ``(logits, loss)``. With ``embedder="token"`` it is an ordinary GPT (tied or not),
+    the baselines (a)-(c): x and targets are (B, T) token ids, logits (B, T, V). With
+    ``embedder="byte"``, x and targets are (B, T, W) byte windows and logits
+    (B, T, W, 258); with ``byte_head="softmax"`` (variant (f)) x is byte windows but
+    targets are (B, T) token ids and logits (B, T, V)."""
+
+    def __init__(self, config: STLMConfig):
+        Module.__init__(self)               # GPT's pieces, built here with our sizes
+        self.config = config
+        d = config.d_model
+        if config.embedder == "token":
+            self.wte = Embedding(config.vocab_size, d)               # (V, d)
+        else:
+            self.byte_embedder = ByteEmbedder(config)
+        self.wpe = Embedding(config.context, d) if config.learned_positions else None
+        self.drop = Dropout(config.dropout)
+        core = config.gpt_config()          # GPTConfig checks the core's sizes
+        self.blocks = ModuleList(Block(core) for _ in range(config.n_layer))
+        if config.ffn_hidden is not None:   # Block builds its FFN at the default width
+            for block in self.blocks:
+                block.mlp = ffn(config)
+        if config.n_kv_head not in (None, config.n_head):     # grouped-query attention
+            for block in self.blocks:
+                block.attn.qkv = GroupedQKV(d, config.n_head, config.n_kv_head, config.bias)
+        self.ln_f = norm(d, config)
+        if self.predicts_tokens:
+            self.lm_head = Linear(d, config.vocab_size, bias=False)   # (V, d) weight
+        else:
+            self.byte_decoder = ByteDecoder(config)
+        self.init_weights()
+        if config.embedder == "token" and config.tie_embeddings:
+            self.lm_head.weight = self.wte.weight   # tie 1: one (V, d) array, two uses
+        if config.share_ffn:
+            share_ffn(self.blocks)                  # tie 2: one FFN, L uses
+
+    @property
+    def predicts_tokens(self) -> bool:
+        """True when the head is a softmax over the V BPE tokens (not the byte decoder)."""
+        return self.config.embedder == "token" or self.config.byte_head == "softmax"
+
+    def embed(self, idx, pos_offset: int = 0) -> Tensor:
+        """Token ids (B, T) or byte windows (B, T, W) -> (B, T, d)."""
+        T = idx.shape[1]
+        if pos_offset + T > self.config.context:
+            raise ValueError(f"STLM: sequence of {pos_offset + T} tokens is longer than "
+                             f"the context of {self.config.context}")
+        x = self.wte(idx) if self.config.embedder == "token" else self.byte_embedder(idx)
+        if self.wpe is not None:
+            xp = backend.xp_of(self.wpe.weight.data)
+            x = x + self.wpe(xp.arange(pos_offset, pos_offset + T))
+        return self.drop(x)
+
+    def head(self, x: Tensor) -> Tensor:
+        """(B, T, d) -> next-token logits (B, T, V) or its bytes' logits (B, T, W, 258)."""
+        x = self.ln_f(x)
+        return self.lm_head(x) if self.predicts_tokens else self.byte_decoder(x)
+
+    def forward(self, x, targets=None, cache=None):
+        if self.config.embedder == "token":
+            return super().forward(x, targets, cache)
+        if cache is not None:
+            raise ValueError("STLM: the byte-level model has no KV cache")
+        xp = backend.xp_of(self.byte_embedder.byte_pos.weight.data)
+        windows = x.data if isinstance(x, Tensor) else xp.asarray(x)
+        if windows.ndim != 3 or windows.shape[-1] != self.config.byte_window:
+            raise ValueError(f"STLM: expected byte windows of shape (B, T, "
+                             f"{self.config.byte_window}), got {windows.shape}")
+        h = self.embed(windows)
+        for i in range(self.config.n_layer):
+            h = self.block(i, h)
+        logits = self.head(h)
+        if targets is None:
+            return logits, None
+        if self.predicts_tokens:                       # (f): targets are token ids (B, T)
+            return logits, F.cross_entropy(logits, targets)
+        return logits, byte_cross_entropy(             # targets are windows (B, T, W)
+            logits, targets, ignore_pad=self.config.byte_loss == "pad_ignored")
+
+    def generate(self, idx, *args, **kwargs):
+        if self.config.embedder == "byte":
+            raise NotImplementedError(
+                "STLM: sampling from a byte-level model is not implemented; each sampled "
+                "token would have to be turned back into its byte window, and with the "
+                "default loss the decoder never learns where a token ends (the pads are "
+                "ignored)")
+        return super().generate(idx, *args, **kwargs)
+
+    def init_weights(self) -> None:
+        """GPT-2's N(0, 0.02) initialisation for the core and the token table; the
+        byte path keeps its layers' PyTorch defaults. (Its blocks end in a
+        width-changing FFN with no residual, so small weights would shrink the pooled
+        vectors layer after layer; in a short run it trained measurably slower.)"""
+        byte_path = [p for name, p in self.named_parameters()
+                     if name.startswith(("byte_embedder.", "byte_decoder."))]
+        saved = [p.data.copy() for p in byte_path]
+        super().init_weights()
+        for p, data in zip(byte_path, saved):
+            p.data = data
+
+
+def share_ffn(blocks) -> None:
+    """FFN sharing: every block's feed-forward network IS block 0's, one object.
+
+    Attention and norms stay per layer. The FFN's gradient is then the sum over the
+    L layers that use it, and the model holds (L - 1) FFNs fewer:
+
+        params(shared) = params(unshared) - (L - 1) * params(FFN)
+    """
+    for i in range(1, len(blocks)):
+        blocks[i].mlp = blocks[0].mlp          # THE tie: one object, L uses
+
+
+class ByteEmbedder(Module):
+    """Token windows (B, T, W) -> one vector per token (B, T, d):
+
+        e_{t,j} = E_byte[b_{t,j}] + P[j]                  byte + in-token position
+        h_t     = blocks(e_{t,1..W})                      c -> 2c -> d, within token t
+        x_t     = (1/W) sum_j h_{t,j}                     mean pooling over the slots
+
+    x_t depends on token t's bytes only: pooling never mixes tokens."""
+
+    def __init__(self, config: STLMConfig):
+        super().__init__()
+        c, d, W = config.byte_dim, config.d_model, config.byte_window
+        self.window = W
+        self.byte_emb = Embedding(BYTE_VOCAB, c)          # (258, c)
+        self.byte_pos = Embedding(W, c)                   # (W, c)
+        self.blocks = ModuleList([ByteBlock(c, 2 * c, 4 * c, config),
+                                  ByteBlock(2 * c, d, 8 * c, config)])
+
+    def forward(self, windows) -> Tensor:
+        B, T, W = windows.shape
+        slots = backend.xp_of(self.byte_pos.weight.data).arange(W)
+        x = self.byte_emb(windows) + self.byte_pos(slots)  # (B, T, W, c)
+        x = x.reshape(B * T, W, x.shape[-1])               # each token on its own
+        for block in self.blocks:
+            x = block(x)                                   # (B*T, W, c) -> (B*T, W, d)
+        return x.mean(dim=1).reshape(B, T, x.shape[-1])    # pool: (B, T, d)
+
+
+class ByteDecoder(Module):
+    """Core output (B, T, d) -> logits over the 258 byte ids for ALL W byte slots of
+    the NEXT token at once (B, T, W, 258):
+
+        u_t      = reshape(h_t A, (W, c)) + P            A: (d, W c)
+        logits_t = blocks(u_t) B_out                     B_out: (c, 258)
+    """
+
+    def __init__(self, config: STLMConfig):
+        super().__init__()
+        c, d, W = config.byte_dim, config.d_model, config.byte_window
+        self.window, self.byte_dim = W, c
+        self.proj = Linear(d, W * c, bias=False)
+        self.byte_pos = Embedding(W, c)
+        self.blocks = ModuleList([ByteBlock(c, c, 4 * c, config) for _ in range(2)])
+        self.byte_head = Linear(c, BYTE_VOCAB, bias=False)
+
+    def forward(self, h: Tensor) -> Tensor:
+        B, T, _ = h.shape
+        W, c = self.window, self.byte_dim
+        slots = backend.xp_of(self.byte_pos.weight.data).arange(W)
+        u = self.proj(h).reshape(B * T, W, c) + self.byte_pos(slots)    # (B*T, W, c)
+        for block in self.blocks:
+            u = block(u)
+        return self.byte_head(u).reshape(B, T, W, BYTE_VOCAB)          # (B, T, W, 258)
+
+
+def byte_cross_entropy(logits: Tensor, targets, reduction: str = "mean",
+                       ignore_pad: bool = True) -> Tensor:
+    """Cross-entropy over the byte slots of the next token, PADS IGNORED:
+
+        loss = sum_{t,j: y_tj != PAD} -log p_tj(y_tj)  /  #{t,j: y_tj != PAD}
+
+    ``logits`` (B, T, W, 258), ``targets`` (B, T, W). The ignored id is PAD (256); the
+    authors' code passes EOT (257) instead, which scores every pad slot and ignores
+    the end of text. Since pads are never scored, this loss does not model where a
+    token ends (its length); see the experiment's bits per byte.
+
+    ``ignore_pad=False`` scores every slot, pads included (the mean over all B T W
+    slots): the authors' loss in effect, since their ignored id (EOT) closes a
+    document and is rare. The pads then code the token's length."""
+    return F.cross_entropy(logits, targets, ignore_index=PAD if ignore_pad else -1,
+                           reduction=reduction)
+
 
 __all__ = ["PAD", "EOT", "BYTE_VOCAB", "ByteWindows", "STLMConfig", "STLM", "ByteBlock",
            "ByteEmbedder", "ByteDecoder", "ByteSelfAttention", "ProjectingMLP", "GroupedQKV",

@@ -66,7 +66,7 @@ from ...report import (claim_section, pyplot, save_figure, smooth, spread_table,
                        tuning_table, write_report, write_results)
 from ...train import TrainConfig, default_loss, train
 from .byte_windows import BYTE_VOCAB, PAD, ByteWindows
-from .model import STLM, STLMConfig, byte_cross_entropy
+from . import STLM, STLMConfig, byte_cross_entropy
 from .params import (PAPER_FIGURES, measured_split, millions, paper_configs,
                      parameter_budget)
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 from dataclasses import replace
 
 from .byte_windows import BYTE_VOCAB
-from .model import STLMConfig
+from .layers import STLMConfig
 
 __all__ = ["parameter_budget", "ffn_width", "measured_split", "PAPER_BASE",
            "paper_configs", "PAPER_FIGURES", "millions"]
