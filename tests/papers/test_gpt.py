@@ -47,9 +47,10 @@ def test_gpt_reports_test_bpb_over_seeds_against_the_unigram_model(tiny, tmp_pat
     assert second["test_bpb"] == first["test_bpb"]
 
 
-def test_pretrained_gpt_loads_the_runs_checkpoint_instead_of_training(tiny, tmp_path):
+def test_trained_gpt_loads_the_runs_checkpoint_instead_of_training(tiny, tmp_path):
     results = experiment.run(quick=True, out_dir=tmp_path / "gpt")
-    model, history = experiment.pretrained_gpt(quick=True, seed=1, cache_dir=tmp_path / "cache")
+    settings = experiment.base_settings(quick=True, cache_dir=tmp_path / "cache")
+    model, history = experiment.trained_gpt(settings, seed=1)
     seed1 = [r for r in results["runs"] if r["seed"] == 1][0]
     assert history.seconds == seed1["train_seconds"]       # recorded, not retrained
     splits = experiment.prose_splits()
@@ -79,8 +80,6 @@ def test_the_shared_prose_splits_are_disjoint_and_cover_the_corpus():
     whole = np.frombuffer(data.prose_corpus(), dtype=np.uint8)
     np.testing.assert_array_equal(np.concatenate([splits.train, splits.val, splits.test]),
                                   whole)
-    train_ids, val_ids = experiment.corpus_splits()           # the older 90 / 10 cut
-    assert len(val_ids) == round(0.1 * len(whole)) and len(train_ids) + len(val_ids) == len(whole)
 
 
 def test_unigram_bpb_is_the_cross_entropy_of_smoothed_byte_counts():

@@ -9,7 +9,7 @@ Protocol (:mod:`nanotie.protocol`): the prose is cut 80 / 10 / 10 into train | v
 test (:func:`prose_splits`); each seed is one :func:`gpt_run`; the learning rate is
 chosen on val (see ``LR_GRID``); the report gives test figures as mean ± std over seeds
 with every seed's value. A run also writes its trained weights to a checkpoint keyed by
-its settings (:func:`pretrained_gpt` loads it), so that Tied-LoRA's runs load the base
+its settings (:func:`trained_gpt` loads it), so that Tied-LoRA's runs load the base
 instead of training it again.
 """
 
@@ -19,7 +19,6 @@ import hashlib
 import json
 import math
 import platform
-import time
 from dataclasses import asdict
 from pathlib import Path
 
@@ -27,8 +26,8 @@ import numpy as np
 
 from ... import backend, data, protocol
 from ...nn import GPT, GPTConfig, count_parameters, tie_report
-from ...report import (claim_section, pyplot, save_figure, spread_table, tuning_table,
-                       write_report, write_results)
+from ...report import (claim_section, headline, publish, pyplot, save_figure, spread_table,
+                       tuning_table)
 from ...train import TrainConfig, evaluate, train
 
 VERSION = 2          # bump when a change here changes the figures of a run
@@ -57,10 +56,6 @@ SEEDS = {"quick": 2, "full": 5}
 QUICK_LR_SWEEP = {1e-3: 3.522, 3e-3: 3.322, 1e-2: 3.458}
 LR_GRID = (1e-3, 3e-3, 1e-2)
 FULL_LR_GRID = (1e-3, 2e-3, 4e-3)
-
-def corpus_splits():
-    """The prose corpus as byte ids, split 90/10 (the last tenth is validation)."""
-    return data.train_val_split(data.prose_corpus(), val_fraction=0.1)
 
 
 def prose_splits() -> protocol.Splits:
@@ -97,13 +92,10 @@ def base_settings(quick: bool = True, cache_dir="runs/cache", lr: float | None =
             "checkpoint_dir": str(cache_dir)}
 
 
-def _checkpoint_path(settings: dict, seed: int) -> Path | None:
+def _checkpoint_path(settings: dict, seed: int) -> Path:
     """``<checkpoint_dir>/gpt-<profile>-<digest>.npz``, keyed by everything that decides
-    the weights (the folder itself is not part of the key); None without a folder."""
-    if not settings.get("checkpoint_dir"):
-        return None
-    key = {k: settings[k] for k in ("model", "train", "corpus")}
-    key["seed"] = seed
+    the weights (the folder itself is not part of the key)."""
+    key = {**{k: settings[k] for k in ("model", "train", "corpus")}, "seed": seed}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(settings["checkpoint_dir"]) / f"gpt-{settings['profile']}-{digest}.npz"
 
@@ -111,28 +103,20 @@ def _checkpoint_path(settings: dict, seed: int) -> Path | None:
 def trained_gpt(settings: dict, seed: int, device: str = "cpu", progress=False):
     """The GPT of ``settings`` trained with ``seed`` on the prose train split, and its
     :class:`~nanotie.train.History`: loaded from its checkpoint when there, trained (and
-    checkpointed) otherwise. The curve evaluates on a prefix of the val split."""
+    checkpointed) otherwise. This is the base model that Tied-LoRA adapts. The curve
+    evaluates on a prefix of the val split."""
     splits = prose_splits()
     if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
         raise ValueError("trained_gpt: the prose corpus of this Python differs from the "
                          "one these settings were made for")
     cfg = TrainConfig(**{**settings["train"], "seed": seed})
     path = _checkpoint_path(settings, seed)
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     backend.manual_seed(seed)
     model = GPT(GPTConfig(**settings["model"])).to(device)
     history = train(model, splits.train, splits.val, cfg, checkpoint=path,
                     progress=progress, desc=f"gpt ({settings['profile']}, seed {seed})")
     return model, history
-
-
-def pretrained_gpt(quick: bool = True, seed: int = 0, device: str = "cpu",
-                   cache_dir="runs/cache", progress=None):
-    """The trained baseline ``(model, history)`` of a profile and seed: loaded from the
-    checkpoint in ``cache_dir`` if there, trained (and checkpointed) otherwise. This is
-    the base model that Tied-LoRA adapts."""
-    return trained_gpt(base_settings(quick, cache_dir), seed, device, progress)
 
 
 def gpt_run(settings: dict, seed: int, device: str = "cpu") -> dict:
@@ -171,49 +155,41 @@ def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cp
     unigram byte model. ``lr_grid``: learning rates to try, each at every seed; the
     one with the best mean val bpb is reported. None: the profile's rate (the quick
     profile) or ``FULL_LR_GRID`` (the full one)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    cache_dir = out_dir.parent / "cache"
-    if runner is None:
-        runner = protocol.Runner(cache_dir=cache_dir / "runs", device=device)
-    t0 = time.perf_counter()
+    out_dir, runner = protocol.open_runner(out_dir, device, runner)
     profile = "quick" if quick else "full"
-    n_seeds = SEEDS[profile]
-    seeds = [seed + i for i in range(n_seeds)]
+    seeds = [seed + i for i in range(SEEDS[profile])]
     grid = tuple(lr_grid) if lr_grid is not None else (
         (PROFILES[profile][1].lr,) if quick else FULL_LR_GRID)
     if not grid or any(lr <= 0 for lr in grid):
         raise ValueError(f"gpt: lr_grid must hold positive rates, got {grid}")
 
-    def one(lr, s):
-        return protocol.Run("nanotie.papers.gpt.experiment:gpt_run",
-                            base_settings(quick, cache_dir, lr), s, device=device,
-                            version=VERSION, label=f"gpt lr {lr:g}")
-
     # One phase: every rate of the grid at every seed; the rate with the best mean
     # validation bpb over the seeds is reported.
-    every = runner.map([one(lr, s) for lr in grid for s in seeds], desc="gpt")
+    every = runner.map([protocol.Run("nanotie.papers.gpt.experiment:gpt_run",
+                                     base_settings(quick, out_dir.parent / "cache", lr), s,
+                                     device=device, version=VERSION, label=f"gpt lr {lr:g}")
+                        for lr in grid for s in seeds], desc="gpt")
     choice = protocol.choose(every, method=lambda r: "GPT (tied)",
                              setting=lambda r: r.settings["train"]["lr"], metric="bpb")
     best = choice["GPT (tied)"]["best"]
-    results_at_best = [r for r in every if r.run.settings["train"]["lr"] == best]
+    at_best = [r for r in every if r.run.settings["train"]["lr"] == best]
 
     splits = prose_splits()
     unigram = {"val": unigram_bpb(splits.train, splits.val),
                "test": unigram_bpb(splits.train, splits.test)}
-    test = protocol.spread([r.figures["test"]["bpb"] for r in results_at_best])
-    val = protocol.spread([r.figures["val"]["bpb"] for r in results_at_best])
+    test = protocol.spread([r.figures["test"]["bpb"] for r in at_best])
+    val = protocol.spread([r.figures["val"]["bpb"] for r in at_best])
     # The sanity check: better than the context-free model by more than 1 bit per byte.
     check = protocol.verdict(test.values, [unigram["test"]], lower_is_better=True,
                              margin=-1.0, names=("GPT", "unigram"))
-    model_cfg = GPTConfig(**results_at_best[0].run.settings["model"])
-    params = results_at_best[0].figures["parameters"]
-    plot = plot_curves(results_at_best, unigram["val"], out_dir / "loss.png",
+    model_cfg = GPTConfig(**at_best[0].run.settings["model"])
+    params = at_best[0].figures["parameters"]
+    plot = plot_curves(at_best, unigram["val"], out_dir / "loss.png",
                        "Byte-level GPT on pydoc prose (validation prefix)")
     results = {
         "profile": profile,
         "model": asdict(model_cfg),
-        "train": results_at_best[0].run.settings["train"],
+        "train": at_best[0].run.settings["train"],
         "parameters": params,
         "parameters_if_untied": params + model_cfg.vocab_size * model_cfg.d_model,
         "seeds": seeds,
@@ -223,30 +199,22 @@ def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cp
         "val_bpb": val.as_dict(),
         "test_bpb": test.as_dict(),
         "unigram_bpb": unigram,
-        "verdict": {"outcome": check.outcome, "gap": check.gap, "noise": check.noise,
-                    "reason": check.reason},
-        "runs": [{"seed": r.run.seed, "lr": r.run.settings["train"]["lr"],
-                  "cached": r.cached, "seconds": r.seconds, **r.figures} for r in every],
+        "verdict": check.as_dict(),
+        "runs": [r.record(lr=r.run.settings["train"]["lr"], **r.figures) for r in every],
         "split_bytes": splits.sizes,
         "python": platform.python_version(),   # the corpus is this Python's own help text
         "device": device,
-        "seconds": time.perf_counter() - t0,
+        "summary": {"test bpb": test.format(3), "unigram": f"{unigram['test']:.3f}",
+                    "params": f"{params:,}"},
+        "headline": headline(
+            "a byte-level GPT with a tied embedding and head (the base that Tied-LoRA "
+            "adapts) beats a context-free byte model by more than 1 bit per byte (a "
+            "sanity check, not a paper's claim)",
+            "baseline; the tie is Press & Wolf (2017)", check,
+            f"GPT {test.format(3)} vs unigram {unigram['test']:.3f} test bpb"),
     }
-    results["summary"] = {"test bpb": test.format(3),
-                          "unigram": f"{unigram['test']:.3f}",
-                          "params": f"{params:,}"}
-    results["headline"] = {
-        "claim": "a byte-level GPT with a tied embedding and head (the base that "
-                 "Tied-LoRA adapts) beats a context-free byte model by more than 1 bit "
-                 "per byte (a sanity check, not a paper's claim)",
-        "where": "baseline; the tie is Press & Wolf (2017)",
-        "verdict": check.outcome,
-        "figure": f"GPT {test.format(3)} vs unigram {unigram['test']:.3f} test bpb",
-    }
-    write_results(out_dir, results)
-    write_report(out_dir, "Baseline GPT (tied embeddings)",
-                 _report_body(results, choice, results_at_best, check, plot, model_cfg))
-    return results
+    return publish(out_dir, "Baseline GPT (tied embeddings)", results,
+                   _report_body(results, choice, at_best, check, plot, model_cfg))
 
 
 def plot_curves(results, unigram_val: float, path, title: str) -> Path:

@@ -7,9 +7,10 @@ The idea. LoRA adapts a frozen weight W by adding a low-rank product B A, traine
 layer. Tied-LoRA TIES the low-rank pair across layers: ONE A and ONE B serve every
 layer, and each layer l keeps only two cheap scaling vectors, u_l (length r) and
 v_l (length 3d). Each of A, B, u, v can be trained or frozen, which gives a lattice
-of configurations, from LoRA itself (untied, A and B trained) to the VeRA-style corner
-(tied random A and B, frozen; only u and v trained). The paper's favourite, TL6,
-trains all four and matches LoRA with about 13% of its parameters at L = 32 layers.
+of configurations (:mod:`.lattice`), from LoRA itself (untied, A and B trained) to the
+VeRA-style corner (tied random A and B, frozen; only u and v trained). The paper's
+favourite, TL6, trains all four and matches LoRA with about 13% of its parameters at
+L = 32 layers.
 
 The adapter sits on the fused query/key/value projection (d -> 3d) of every attention
 layer. For layer l and an input x of width d::
@@ -85,120 +86,16 @@ Differences from the paper:
 
 from __future__ import annotations
 
-import itertools
-from dataclasses import dataclass
-
 from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn import functional as F
 from ...nn.layers import Linear
 from ...nn.module import Module, Parameter
+from .lattice import PRESETS, TiedLoRAConfig, all_configurations, lattice, trainable_count
 
-__all__ = ["TiedLoRAConfig", "PRESETS", "lattice", "all_configurations",
-           "trainable_count", "TiedLoRALinear", "zero_part", "attach", "adapters", "merge",
-           "unmerge", "update_is_zero"]
-
-
-# ------------------------------------------------------------------ the config
-
-
-@dataclass(frozen=True)
-class TiedLoRAConfig:
-    """One point of the lattice: (tie_AB, train_A, train_B, train_u, train_v) and a rank.
-
-    The default is TL6: tied A and B, everything trained."""
-
-    rank: int = 8            # r, the inner width of B A
-    tie_AB: bool = True      # ONE A and ONE B shared by every layer (else one per layer)
-    train_A: bool = True     # A (r, d) is trained; frozen, it stays at its random start
-    train_B: bool = True     # B (3d, r) is trained
-    train_u: bool = True     # the per-layer scale u_l (r,) is trained; frozen, u_l = 1
-    train_v: bool = True     # the per-layer scale v_l (3d,) is trained; frozen, v_l = 1
-
-    def __post_init__(self):
-        if not isinstance(self.rank, int) or self.rank < 1:
-            raise ValueError(f"TiedLoRAConfig: rank must be a positive int, got {self.rank!r}")
-        if not (self.train_A or self.train_B or self.train_u or self.train_v):
-            raise ValueError("TiedLoRAConfig: train_A, train_B, train_u and train_v are all "
-                             "False, so nothing would be trained; train at least one")
-
-    @property
-    def trained(self) -> str:
-        """The trained parts as letters, e.g. ``"ABuv"``."""
-        return "".join(part for part in "ABuv" if getattr(self, f"train_{part}"))
-
-    @property
-    def key(self) -> str:
-        """A name for any configuration, e.g. ``"tied:ABuv"`` or ``"untied:AB"``."""
-        return f"{'tied' if self.tie_AB else 'untied'}:{self.trained}"
-
-    @property
-    def name(self) -> str:
-        """The paper's name where it has one (LoRA, TL5, TL6, VeRA-style), else the key."""
-        for name, key in PRESETS.items():
-            if key == self.key:
-                return name
-        return self.key
-
-    @property
-    def zero_start(self) -> bool:
-        """Whether the update diag(v) B diag(u) A is zero at step 0: it is when v is
-        trained (v = 0) or B is trained while v is frozen (B = 0)."""
-        return self.train_v or self.train_B
-
-    @classmethod
-    def from_key(cls, key: str, rank: int = 8) -> "TiedLoRAConfig":
-        """The configuration of a preset name ("TL6") or a key ("tied:Bu")."""
-        key = PRESETS.get(key, key)
-        tie, sep, parts = key.partition(":")
-        if not sep or tie not in ("tied", "untied") or set(parts) - set("ABuv"):
-            raise ValueError(f"TiedLoRAConfig.from_key: {key!r} is neither a preset "
-                             f"({', '.join(PRESETS)}) nor of the form 'tied:ABuv'")
-        return cls(rank=rank, tie_AB=tie == "tied",
-                   **{f"train_{p}": p in parts for p in "ABuv"})
-
-
-# The named corners of the lattice: the paper's names for them.
-PRESETS = {
-    "LoRA": "untied:AB",       # LoRA with alpha = r: u and v frozen at 1
-    "TL5": "tied:AB",          # tying alone: 1/L of LoRA's parameters
-    "TL6": "tied:ABuv",        # the paper's pick: tied A, B plus trained u, v
-    "VeRA-style": "tied:uv",   # random frozen A, B; only the scaling vectors train
-}
-
-
-def all_configurations(rank: int = 8) -> list:
-    """Every configuration that trains something: 2 (tie) x 15 (non-empty subsets of
-    A, B, u, v) = 30."""
-    return [TiedLoRAConfig(rank, tie, *train)
-            for tie in (True, False)
-            for train in itertools.product((True, False), repeat=4) if any(train)]
-
-
-def lattice(rank: int = 8) -> list:
-    """The paper's sweep: LoRA and the 15 tied configurations, most trainable first.
-
-    Untied configurations other than LoRA are left out, as in the paper: untying
-    FROZEN random matrices adds no trainable parameter, and untied trained A or B
-    is LoRA's territory."""
-    configs = [TiedLoRAConfig.from_key("LoRA", rank)]
-    configs += [c for c in all_configurations(rank) if c.tie_AB]
-    return configs
-
-
-def trainable_count(config: TiedLoRAConfig, n_layer: int, d_model: int) -> int:
-    """The closed-form count of the trainable scalars that the adapters add:
-
-        copies * (train_A d r + train_B 3 d r) + L (train_u r + train_v 3 d)
-
-    with copies = 1 when A, B are tied and L otherwise."""
-    L, d, r = n_layer, d_model, config.rank
-    copies = 1 if config.tie_AB else L
-    return (copies * (config.train_A * d * r + config.train_B * 3 * d * r)
-            + L * (config.train_u * r + config.train_v * 3 * d))
-
-
-# ----------------------------------------------------------------- the adapter
+__all__ = ["TiedLoRALinear", "attach", "zero_part", "adapters", "merge", "unmerge",
+           "update_is_zero", "TiedLoRAConfig", "PRESETS", "lattice", "all_configurations",
+           "trainable_count"]
 
 
 class TiedLoRALinear(Module):
@@ -210,22 +107,10 @@ class TiedLoRALinear(Module):
     def __init__(self, base: Linear, A: Parameter, B: Parameter, u: Parameter,
                  v: Parameter):
         super().__init__()
-        d_out, d_in = base.weight.shape
-        r = A.shape[0]
-        for name, t, want in (("A", A, (r, d_in)), ("B", B, (d_out, r)), ("u", u, (r,)),
-                              ("v", v, (d_out,))):
-            if t.shape != want:
-                raise ValueError(f"TiedLoRALinear: {name} has shape {t.shape}, expected "
-                                 f"{want} for a base Linear of weight {base.weight.shape}")
         self.base = base       # W_qkv,l and its bias: frozen
         self.A, self.B = A, B  # (r, d), (3d, r): tied = the same objects in every layer
         self.u, self.v = u, v  # (r,), (3d,): per layer
         self.merged = False    # True while the update is folded into base.weight
-
-    def delta_weight(self) -> Tensor:
-        """diag(v) B diag(u) A, the (3d, d) update that :func:`merge` folds into W."""
-        scaled_B = self.v.reshape(-1, 1) * self.B * self.u     # diag(v) B diag(u) (3d, r)
-        return scaled_B @ self.A                               # (3d, d)
 
     def forward(self, x: Tensor) -> Tensor:                # (B, T, d) -> (B, T, 3d)
         y = self.base(x)                                   # W x + b          (B, T, 3d)
@@ -234,24 +119,49 @@ class TiedLoRALinear(Module):
         h = F.linear(x, self.A) * self.u                   # diag(u) A x      (B, T, r)
         return y + F.linear(h, self.B) * self.v            # + diag(v) B h    (Eq. 1)
 
+    def delta_weight(self) -> Tensor:
+        """diag(v) B diag(u) A, the (3d, d) update that :func:`merge` folds into W."""
+        scaled_B = self.v.reshape(-1, 1) * self.B * self.u     # diag(v) B diag(u) (3d, r)
+        return scaled_B @ self.A                               # (3d, d)
+
     def __repr__(self):
         out, d = self.base.weight.shape
         return f"TiedLoRALinear(d={d}, out={out}, r={self.A.shape[0]}, merged={self.merged})"
 
 
-def _init_parts(config: TiedLoRAConfig, zero: str, d_in: int, d_out: int, dtype, device,
-                xp):
-    """Fresh A (r, d) ~ N(0, 1/d) and B (3d, r) ~ N(0, 1/r), or B = 0 when ``zero`` is
-    "B" (see the module docstring), as Parameters."""
-    r = config.rank
-    A = Parameter(backend.randn((r, d_in), dtype, device) / d_in ** 0.5,
-                  requires_grad=config.train_A)
-    if zero == "B":                     # LoRA, TL5 (or TL6 with zero="B"): B = 0
-        B = Parameter(xp.zeros((d_out, r), dtype=dtype), requires_grad=True)
-    else:
-        B = Parameter(backend.randn((d_out, r), dtype, device) / r ** 0.5,
+def attach(model, config: TiedLoRAConfig, zero: str | None = None):
+    """Freeze ``model`` (a nanotie GPT) and wrap every block's ``attn.qkv`` in a
+    :class:`TiedLoRALinear`. Returns the model (changed in place).
+
+    Tied: ONE A and ONE B Parameter object, assigned to every layer's adapter.
+    ``zero``: the part that starts at zero ("v" or "B"; None: the default of
+    :func:`zero_part`); the other scale vectors start at 1."""
+    if any(isinstance(b.attn.qkv, TiedLoRALinear) for b in model.blocks):
+        raise ValueError("attach: this model already has adapters")
+    zero = zero_part(config, zero)
+    model.requires_grad_(False)                      # the base model is frozen
+    weight = model.blocks[0].attn.qkv.weight
+    d_out, d_in = weight.shape
+    xp, r = backend.xp_of(weight.data), config.rank
+
+    def fresh_A_B():
+        """A (r, d) ~ N(0, 1/d), B (3d, r) ~ N(0, 1/r), or B = 0 when ``zero`` is "B"."""
+        A = Parameter(backend.randn((r, d_in), weight.dtype, weight.device) / d_in ** 0.5,
+                      requires_grad=config.train_A)
+        if zero == "B":                     # LoRA, TL5 (or TL6 with zero="B"): B = 0
+            return A, Parameter(xp.zeros((d_out, r), dtype=weight.dtype))
+        B = Parameter(backend.randn((d_out, r), weight.dtype, weight.device) / r ** 0.5,
                       requires_grad=config.train_B)
-    return A, B
+        return A, B
+
+    shared = fresh_A_B() if config.tie_AB else None
+    for block in model.blocks:
+        A, B = shared or fresh_A_B()        # tie: every layer reuses the SAME A and B
+        u = Parameter(xp.ones((r,), dtype=weight.dtype), requires_grad=config.train_u)
+        v = Parameter(xp.full((d_out,), 0.0 if zero == "v" else 1.0, dtype=weight.dtype),
+                      requires_grad=config.train_v)
+        block.attn.qkv = TiedLoRALinear(block.attn.qkv, A, B, u, v)
+    return model
 
 
 def zero_part(config: TiedLoRAConfig, zero: str | None = None) -> str | None:
@@ -267,32 +177,6 @@ def zero_part(config: TiedLoRAConfig, zero: str | None = None) -> str | None:
         raise ValueError(f"zero={zero!r}: {config.name} does not train {zero}, so starting "
                          "it at zero would leave it there")
     return zero
-
-
-def attach(model, config: TiedLoRAConfig, zero: str | None = None):
-    """Freeze ``model`` (a nanotie GPT) and wrap every block's ``attn.qkv`` in a
-    :class:`TiedLoRALinear`. Returns the model (changed in place).
-
-    Tied: ONE A and ONE B Parameter object, assigned to every layer's adapter.
-    ``zero``: the part that starts at zero ("v" or "B"; None: the default of
-    :func:`zero_part`); the other scale vectors start at 1."""
-    if any(isinstance(b.attn.qkv, TiedLoRALinear) for b in model.blocks):
-        raise ValueError("attach: this model already has adapters")
-    zero = zero_part(config, zero)
-    model.requires_grad_(False)                      # the base model is frozen
-    first = model.blocks[0].attn.qkv
-    d_out, d_in = first.weight.shape
-    dtype, device = first.weight.dtype, first.weight.device
-    xp = backend.xp_of(first.weight.data)
-    shared = (_init_parts(config, zero, d_in, d_out, dtype, device, xp)
-              if config.tie_AB else None)
-    for block in model.blocks:
-        A, B = shared or _init_parts(config, zero, d_in, d_out, dtype, device, xp)
-        u = Parameter(xp.ones((config.rank,), dtype=dtype), requires_grad=config.train_u)
-        v = Parameter(xp.full((d_out,), 0.0 if zero == "v" else 1.0, dtype=dtype),
-                      requires_grad=config.train_v)
-        block.attn.qkv = TiedLoRALinear(block.attn.qkv, A, B, u, v)
-    return model
 
 
 def adapters(model) -> list:
