@@ -6,7 +6,7 @@
 #       extension: .py
 #       format_name: percent
 #       format_version: '1.3'
-#       jupytext_version: 1.19.6
+#       jupytext_version: 1.19.7
 #   kernelspec:
 #     display_name: Python 3
 #     language: python
@@ -336,50 +336,31 @@ print("s.grad[:, 0] =", np.round(s.grad[:, 0], 4))
 # 2. an input axis of size 1 that was stretched: sum over it, keeping the axis
 #    (`keepdims=True`).
 #
-# The cell below holds a reference solution so the notebook runs. Delete its body and
-# write your own; the next cell checks it with exercise 1's checker, the same one as
-# `python -m nanotie exercise check 1` (see `python -m nanotie exercise list`). It
-# compares your sums with the engine's on several shapes, then makes your function
-# the backward of a broadcast and runs `nanotie.gradcheck` on it. A wrong answer gets
-# a message that names the mistake, e.g. "they differ only by an axis of size 1. Did
-# a sum or mean drop an axis? Pass keepdims=True".
+# Write it in the cell below; the next cell checks it with exercise 1's checker, the
+# same one as `python -m nanotie exercise check 1` (see `python -m nanotie exercise
+# list`). It compares your sums with the engine's on several shapes, then makes your
+# function the backward of a broadcast and runs `nanotie.gradcheck` on it. A wrong
+# answer gets a message that names the mistake; one not written yet is reported, and
+# the notebook goes on.
 
 # %%
 # ---- EXERCISE 1: your code here -------------------------------------------------
 def my_unbroadcast(grad, shape):
-    shape = tuple(shape)
-    # reference solution (replace it with yours)
-    while grad.ndim > len(shape):                       # rule 1: added leading axes
-        grad = grad.sum(axis=0)
-    for axis, n in enumerate(shape):                    # rule 2: stretched size-1 axes
-        if n == 1 and grad.shape[axis] != 1:
-            grad = grad.sum(axis=axis, keepdims=True)
-    return grad
-# ---------------------------------------------------------------------------------
+    # Sum the leading axes away (rule 1), then each stretched size-1 axis (rule 2).
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
-ex1 = exercises.get(1).check(my_unbroadcast)
-print(ex1.report())
-ex1.raise_if_failed()
+my_unbroadcast = exercises.get(1).check_in_notebook(my_unbroadcast)
 
 # %% [markdown]
 # Here is what the checker says about a typical slip, a sum over a size-1 axis
 # without `keepdims=True`:
 
 # %%
-def unbroadcast_without_keepdims(grad, shape):
-    while grad.ndim > len(shape):
-        grad = grad.sum(axis=0)
-    for axis, n in enumerate(shape):
-        if n == 1 and grad.shape[axis] != 1:
-            grad = grad.sum(axis=axis)                  # the axis disappears
-    return grad
-
-
-slip = exercises.get(1).check(unbroadcast_without_keepdims)
+slip = exercises.get(1).check(exercises.get(1).mistake("keepdims"))
 print(slip.report())
 assert not slip.passed and "keepdims=True" in slip.message
 
@@ -627,23 +608,22 @@ assert central_err.min() < one_sided_err.min()
 # $a$). Write the backward: given the upstream gradient `g`, return a tuple with the
 # gradient for `a`. Keep it stable too: $1/(1 + e^{-a})$ overflows for very negative
 # $a$; the identity $\sigma(a) = \tfrac12\bigl(1 + \tanh(a/2)\bigr)$ never does. Use
-# `xp` (NumPy, or CuPy on a GPU) rather than `np`, as the library's ops do.
-#
-# As before, a reference solution is filled in; replace it with yours.
+# `xp = nanotie.backend.xp_of(a)` (NumPy, or CuPy on a GPU) rather than `np`, as the
+# library's ops do. The cell after yours makes it the backward of a new op, `softplus`.
+
+# %%
+# ---- EXERCISE 2: your code here -------------------------------------------------
+def softplus_backward(a, g):
+    # Return (dL/da,) for out = softplus(a), given g = dL/dout (a and g are arrays).
+    raise NotImplementedError
+
 
 # %%
 def softplus(a):
     """softplus(a) = log(1 + e^a).  d/da = sigmoid(a)."""
     xp = nanotie.backend.xp_of(a.data)
-    out = xp.logaddexp(0, a.data)
-
-    # ---- EXERCISE 2: your code here ---------------------------------------------
-    def backward(g):
-        sig = 0.5 * (1 + xp.tanh(0.5 * a.data))   # reference solution: sigmoid(a)
-        return (g * sig,)
-    # -------------------------------------------------------------------------------
-
-    return make_result("softplus", out, (a,), backward)
+    return make_result("softplus", xp.logaddexp(0, a.data), (a,),
+                       lambda g: softplus_backward(a.data, g))
 
 
 # %% [markdown]
@@ -652,21 +632,22 @@ def softplus(a):
 # gradients at extreme inputs.
 
 # %%
-a = leaf(rng.standard_normal((4, 5)) * 3)
-scale = leaf(rng.standard_normal(5))
-assert nanotie.gradcheck(softplus, [a], name="softplus")
-assert nanotie.gradcheck(lambda a, s: softplus(a * s).sum(dim=0), [a, scale],
-                         name="softplus composite")
+with exercises.skip_if_unwritten("softplus_backward"):
+    a = leaf(rng.standard_normal((4, 5)) * 3)
+    scale = leaf(rng.standard_normal(5))
+    assert nanotie.gradcheck(softplus, [a], name="softplus")
+    assert nanotie.gradcheck(lambda a, s: softplus(a * s).sum(dim=0), [a, scale],
+                             name="softplus composite")
 
-a.zero_grad()
-softplus(a).sum().backward()
-assert np.allclose(a.grad, nanotie.sigmoid(a).data)
+    a.zero_grad()
+    softplus(a).sum().backward()
+    assert np.allclose(a.grad, nanotie.sigmoid(a).data)
 
-extreme = leaf([-1000.0, -30.0, 0.0, 30.0, 1000.0])
-softplus(extreme).sum().backward()
-assert np.all(np.isfinite(extreme.grad))
-assert np.allclose(extreme.grad, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-12)
-print("Exercise 2: softplus backward passes gradcheck")
+    extreme = leaf([-1000.0, -30.0, 0.0, 30.0, 1000.0])
+    softplus(extreme).sum().backward()
+    assert np.all(np.isfinite(extreme.grad))
+    assert np.allclose(extreme.grad, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-12)
+    print("Exercise 2: softplus backward passes gradcheck")
 
 # %% [markdown]
 # ## What we saw

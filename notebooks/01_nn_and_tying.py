@@ -243,40 +243,19 @@ print(f"rows {unused} were never looked up: only the head trains them")
 #
 # The check is exercise 5's checker, the same as `python -m nanotie exercise check 5`.
 # It compares your loss and gradient with the engine's and runs `nanotie.gradcheck`;
-# if your gradient holds only one use's part, or averages the two, it says so. As
-# elsewhere, a reference solution is filled in: replace it with yours.
+# if your gradient holds only one use's part, or averages the two, it says so.
 
 # %%
 # ---- EXERCISE 1: your code here ----------------------------------------------------
 def my_tied_lm(E, ids, targets):
-    # reference solution (replace it with yours)
-    n = len(ids)
-    h = np.tanh(E[ids])                                   # use 1: the lookup, (N, D)
-    logits = h @ E.T                                      # use 2: the head, (N, V)
-    z = logits - logits.max(axis=1, keepdims=True)
-    probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    loss = -np.log(probs[np.arange(n), targets]).mean()
-
-    def backward(g):
-        dlogits = probs.copy()
-        dlogits[np.arange(n), targets] -= 1.0
-        dlogits *= g / n                                  # (N, V)
-        head_part = dlogits.T @ h                         # (V, D)
-        dx = (dlogits @ E) * (1 - h ** 2)                 # (N, D)
-        lookup_part = np.zeros_like(E)
-        np.add.at(lookup_part, ids, dx)                   # repeated ids add up
-        return (lookup_part + head_part,)                 # the tied weight: a sum
-
-    return loss, backward
-# -------------------------------------------------------------------------------------
+    # Return (loss, backward), with backward(g) -> (dL/dE,): the lookup's part + the head's.
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
-ex1 = exercises.get(5).check(my_tied_lm)
-print(ex1.report())
-ex1.raise_if_failed()
+my_tied_lm = exercises.get(5).check_in_notebook(my_tied_lm)
 
 # %% [markdown]
 # ## 4. A gradient check of a tiny tied GPT
@@ -540,16 +519,11 @@ assert sample.startswith(prompt)
 #   untied twin (same values in every block), as in section 3;
 # * the loss is unchanged by sharing when every block held the same values anyway.
 #
-# As in notebook 00, a reference solution is filled in; replace it with yours.
-
 # %%
 # ---- EXERCISE 2: your code here ----------------------------------------------------
 def share_first_block(model):
-    # reference solution (replace it with yours)
-    for i in range(1, len(model.blocks)):
-        model.blocks[i] = model.blocks[0]
-    return model
-# -------------------------------------------------------------------------------------
+    # Make every slot of model.blocks hold model.blocks[0]; return the model.
+    raise NotImplementedError
 
 
 # %%
@@ -565,22 +539,22 @@ for i in range(1, ex_cfg.n_layer):                        # ... with equal value
 shared = GPT(ex_cfg).double()
 shared.load_state_dict(twin.state_dict())                 # same values everywhere
 block_size = count_parameters(shared.blocks[0])
-shared = share_first_block(shared)
+with exercises.skip_if_unwritten("share_first_block"):
+    shared = share_first_block(shared)
+    assert all(b is shared.blocks[0] for b in shared.blocks)
+    assert count_parameters(twin) - count_parameters(shared) == (ex_cfg.n_layer - 1) * block_size
 
-assert all(b is shared.blocks[0] for b in shared.blocks)
-assert count_parameters(twin) - count_parameters(shared) == (ex_cfg.n_layer - 1) * block_size
-
-loss_twin = twin(idx, tgt)[1]
-loss_shared = shared(idx, tgt)[1]
-assert math.isclose(loss_twin.item(), loss_shared.item(), rel_tol=1e-12)
-loss_twin.backward()
-loss_shared.backward()
-for name, p in shared.blocks[0].named_parameters():
-    summed = sum(dict(b.named_parameters())[name].grad for b in twin.blocks)
-    assert np.allclose(p.grad, summed, rtol=1e-10, atol=1e-14), name
-print(tie_report(shared).splitlines()[0])
-print(f"Exercise 2: one block serves {ex_cfg.n_layer} layers; {block_size:,} parameters "
-      f"instead of {ex_cfg.n_layer * block_size:,}, and its gradient is the sum over layers")
+    loss_twin = twin(idx, tgt)[1]
+    loss_shared = shared(idx, tgt)[1]
+    assert math.isclose(loss_twin.item(), loss_shared.item(), rel_tol=1e-12)
+    loss_twin.backward()
+    loss_shared.backward()
+    for name, p in shared.blocks[0].named_parameters():
+        summed = sum(dict(b.named_parameters())[name].grad for b in twin.blocks)
+        assert np.allclose(p.grad, summed, rtol=1e-10, atol=1e-14), name
+    print(tie_report(shared).splitlines()[0])
+    print(f"Exercise 2: one block serves {ex_cfg.n_layer} layers; {block_size:,} parameters "
+          f"instead of {ex_cfg.n_layer * block_size:,}, and its gradient is the sum over layers")
 
 # %% [markdown]
 # ## What we saw

@@ -113,6 +113,29 @@ def test_raise_if_failed_carries_the_report():
     assert ex.check(ex.reference).raise_if_failed().passed
 
 
+def test_check_in_notebook_reports_an_unwritten_answer_and_stands_in_the_reference(capsys):
+    ex = exercises.get(1)
+
+    def my_unbroadcast(grad, shape):
+        raise NotImplementedError
+
+    assert ex.check_in_notebook(my_unbroadcast) is ex.reference
+    assert "not written yet" in flat(capsys.readouterr().out)
+    assert ex.check_in_notebook(ex.reference) is ex.reference
+    assert "Passed" in capsys.readouterr().out
+    with pytest.raises(ExerciseFailed, match="keepdims=True"):
+        ex.check_in_notebook(ex.mistake("keepdims"))
+
+
+def test_skip_if_unwritten_stops_only_an_unwritten_answer(capsys):
+    with exercises.skip_if_unwritten("share_first_block"):
+        raise NotImplementedError
+    assert "`share_first_block` is not written yet" in capsys.readouterr().out
+    with pytest.raises(AssertionError):
+        with exercises.skip_if_unwritten("share_first_block"):
+            raise AssertionError("a wrong answer still fails")
+
+
 # A few mistakes written the way a learner would, in a file, not in the library.
 
 def test_a_mean_over_tied_uses_is_reported_as_a_factor_of_the_uses():

@@ -9,11 +9,14 @@ limit (:func:`.files.check_file`), so the exit status is 0 only when the checker
 says the answer passed: a file that calls ``sys.exit(0)`` or ``os._exit(0)``, loops
 forever or raises a ``BaseException`` fails with a one-line reason.
 
-From Python (a notebook, say)::
+From Python::
 
     from nanotie import exercises
-    ex = exercises.get(2)
-    ex.check(my_matmul).raise_if_failed()
+    exercises.get(2).check(my_matmul).raise_if_failed()
+
+A notebook's check cell calls ``my_matmul = exercises.get(2).check_in_notebook(my_matmul)``
+instead: an answer not written yet is reported, not raised, and the cells below run on
+the reference solution, so that a notebook run unchanged reaches its end.
 
 Each checker compares the learner's forward and backward with the library's own op,
 and runs :func:`nanotie.gradcheck` (central differences, float64, a random upstream
@@ -50,13 +53,14 @@ stub writer and the tests find it through the registry.
 from __future__ import annotations
 
 import importlib
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .. import backend
 from .checking import CheckResult, Checker, ExerciseFailed, Mistake
 
-__all__ = ["REGISTRY", "Exercise", "Planted", "register", "get", "CheckResult", "Checker",
-           "ExerciseFailed", "Mistake"]
+__all__ = ["REGISTRY", "Exercise", "Planted", "register", "get", "skip_if_unwritten",
+           "CheckResult", "Checker", "ExerciseFailed", "Mistake"]
 
 
 @dataclass(frozen=True)
@@ -99,6 +103,27 @@ class Exercise:
         finally:
             backend.restore_random_state(saved)
 
+    def check_in_notebook(self, fn):
+        """Check ``fn`` and print the report; return the function the cells below use.
+
+        A wrong answer stops the notebook with the report (:class:`ExerciseFailed`). An
+        answer not written yet does not: the report says so, and the reference solution
+        stands in for it, so a notebook run unchanged still reaches its end."""
+        result = self.check(fn)
+        unwritten = not result.passed and "not written yet" in result.message
+        if not (result.passed or unwritten):
+            raise ExerciseFailed(result.report())
+        print(result.report())
+        if unwritten:
+            print("(Until yours passes, the cells below use the reference solution.)")
+            return self.reference
+        return fn
+
+    def mistake(self, words: str):
+        """The planted wrong answer whose description contains ``words``: a notebook
+        shows what the checker says about it without printing code near the answer."""
+        return next(m.fn for m in self.module.MISTAKES if words in m.description)
+
 
 @dataclass(frozen=True)
 class Planted:
@@ -108,6 +133,18 @@ class Planted:
     description: str     # the mistake, e.g. "returns the gradient of b transposed"
     fn: object           # a function with the stub's signature
     expect: tuple        # words the failure message must contain
+
+
+@contextmanager
+def skip_if_unwritten(name: str):
+    """For a notebook's own exercise: the check cell runs under ``with
+    skip_if_unwritten("my_fn"):``, and an answer that still raises NotImplementedError
+    is reported in a line instead of stopping the notebook."""
+    try:
+        yield
+    except NotImplementedError:
+        print(f"`{name}` is not written yet: replace `raise NotImplementedError` in the "
+              f"cell above with your code, then run this cell again.")
 
 
 REGISTRY: dict[int, Exercise] = {}

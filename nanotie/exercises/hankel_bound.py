@@ -17,7 +17,7 @@ sigma_{d+1}, but a loose one (trained Hyena filters sit ~4x above it whatever th
 fitter). Keeping every discarded singular value and the best block height m gives a
 tighter bound, max_m sqrt(sum_{i>d} sigma_i(H_m)^2) / sqrt(m): a next step once this
 one is right. h_0 is the direct term D, matched exactly, so it is not in H. The
-library's versions are in ``nanotie.papers.hyena.distill`` (``hankel_matrix``,
+library's versions are in ``nanotie.papers.distillery.reduction`` (``hankel_matrix``,
 ``error_lower_bound``, ``tight_lower_bound``).
 """
 
@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..papers.hyena.distill import error_lower_bound, hankel_matrix
+from ..papers.distillery.reduction import error_lower_bound, hankel_matrix
 from . import Planted
 from .checking import Checker, CheckResult
 

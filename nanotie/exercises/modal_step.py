@@ -13,7 +13,7 @@ Convolving with it is the same as running, one token at a time,
 since unrolling gives s_{t-1} = sum_{j>=1} lambda^(j-1) u_{t-j}. Generation then
 costs O(K) per token instead of a convolution over the whole past. The state is
 complex (a complex pole holds a conjugate pair of real states); only the output is
-real. The convention is ``nanotie.papers.hyena.recurrence`` (``ModalRecurrence``);
+real. The convention is ``nanotie.papers.distillery.recurrence`` (``ModalRecurrence``);
 the check runs the learner's step over a sequence and compares with the FFT
 convolution of the impulse response (``ModalRecurrence.forward``).
 """
@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..papers.hyena.recurrence import ModalRecurrence, modal_impulse_response
+from ..papers.distillery.recurrence import ModalRecurrence, modal_impulse_response
 from . import Planted
 from .checking import Checker, CheckResult, Mistake
 from .diagnose import close
