@@ -482,15 +482,6 @@ def test_flops_of_a_step_follow_the_head():
     assert eq["ce_steps"] == round(100 / eq["flops_ratio"]) + 10
 
 
-def test_profile_rejects_bad_settings():
-    with pytest.raises(ValueError, match="grid_seeds"):
-        tiny_profile(seeds=1, grid_seeds=2)
-    with pytest.raises(ValueError, match="epochs"):
-        tiny_profile(epochs=0)
-    with pytest.raises(ValueError, match="learning-rate"):
-        tiny_profile(ft_lrs=())
-
-
 def test_corpus_splits_are_disjoint_and_the_tokenizer_sees_only_train():
     from nanotie.papers.headless import experiment
 

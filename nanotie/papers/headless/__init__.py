@@ -74,39 +74,8 @@ from ...nn import GPT, GPTConfig
 from ...nn.module import TIES_KEY
 from ...ops import logsumexp
 
-__all__ = ["HeadlessConfig", "cwt_loss", "cwt_logits", "HeadlessGPT", "lm_from_headless",
+__all__ = ["cwt_loss", "HeadlessGPT", "HeadlessConfig", "lm_from_headless",
            "freeze_all_but_head"]
-
-
-@dataclass
-class HeadlessConfig(GPTConfig):
-    """A GPT configuration plus the temperature of the contrastive loss.
-
-    ``tie_embeddings`` must stay True: the input embedding is the only output layer
-    (the ``lm_head`` attribute of the model is the embedding itself, never a new
-    matrix)."""
-
-    temperature: float = 1.0      # tau in Eq. 3; the paper uses 1 (raw dot products)
-
-    def __post_init__(self):
-        super().__post_init__()
-        if not self.tie_embeddings:
-            raise ValueError("HeadlessConfig: tie_embeddings must be True: the input "
-                             "embedding is the only output layer of a headless model")
-        if not self.temperature > 0:
-            raise ValueError(f"HeadlessConfig: temperature must be > 0, got "
-                             f"{self.temperature}")
-
-
-# ------------------------------------------------------------------------ the loss
-
-
-def cwt_logits(outputs: Tensor, targets: Tensor, temperature: float = 1.0) -> Tensor:
-    """The K x K score matrix: row k holds o_k . e(x_m) / tau for every target m in S.
-
-    ``outputs`` (K, D) are the o_k, ``targets`` (K, D) the e(x_k), in the same order,
-    so the positive of row k sits on the diagonal."""
-    return outputs @ targets.T / temperature                      # (K, K)
 
 
 def cwt_loss(outputs: Tensor, targets: Tensor, temperature: float = 1.0,
@@ -132,17 +101,10 @@ def cwt_loss(outputs: Tensor, targets: Tensor, temperature: float = 1.0,
     if outputs.ndim != 2 or outputs.shape != targets.shape:
         raise ValueError(f"cwt_loss: outputs {outputs.shape} and targets {targets.shape} "
                          "must both be (K, D), row k of targets the positive of row k")
-    if not temperature > 0:
-        raise ValueError(f"cwt_loss: temperature must be > 0, got {temperature}")
-    if reduction not in ("mean", "none"):
-        raise ValueError(f"cwt_loss: reduction must be 'mean' or 'none', got {reduction!r}")
-    scores = cwt_logits(outputs, targets, temperature)           # (K, K)
+    scores = outputs @ targets.T / temperature                    # (K, K): o_k . e(x_m) / tau
     positive = (outputs * targets).sum(dim=-1) / temperature      # (K,) the diagonal
     losses = logsumexp(scores, dim=-1) - positive                 # (K,) Eq. 3, per k
     return losses.mean() if reduction == "mean" else losses
-
-
-# ----------------------------------------------------------------------- the model
 
 
 class HeadlessGPT(GPT):
@@ -170,20 +132,39 @@ class HeadlessGPT(GPT):
         if targets is None:
             return outputs, None
         d = self.config.d_model
-        target_vectors = self.wte(targets)                      # (B, T, d): E again, NOT detached
+        target_vectors = self.wte(targets)      # (B, T, d) the tie: E again, NOT detached
         return outputs, cwt_loss(outputs.reshape(-1, d), target_vectors.reshape(-1, d),
                                  self.config.temperature)
 
     def generate(self, idx, max_new_tokens: int, **kwargs):
         """Sample through the zero-shot head, logits = o E^T / tau (Sec. 3.2).
 
-        The forward pass of a headless model returns (B, T, d) outputs, not logits: the
-        GPT's ``generate`` would sample from the d numbers of a hidden state as if they
-        scored d tokens. This one scores the outputs against every row of E instead, by
-        generating with ``lm_from_headless(self, "tied")`` (the same weights, copied).
-        For a fine-tuned head, build ``lm_from_headless(model, "clone")``, train it and
-        generate with that. Keyword arguments are GPT.generate's."""
+        The forward pass returns (B, T, d) outputs, not logits: GPT's ``generate`` would
+        sample from the d numbers of a hidden state as if they scored d tokens. This
+        one generates with ``lm_from_headless(self, "tied")`` (the same weights,
+        copied); for a fine-tuned head, build ``lm_from_headless(model, "clone")``,
+        train it and generate with that. Keyword arguments are GPT.generate's."""
         return lm_from_headless(self, "tied").generate(idx, max_new_tokens, **kwargs)
+
+
+@dataclass
+class HeadlessConfig(GPTConfig):
+    """A GPT configuration plus the temperature of the contrastive loss.
+
+    ``tie_embeddings`` must stay True: the input embedding is the only output layer
+    (the ``lm_head`` attribute of the model is the embedding itself, never a new
+    matrix)."""
+
+    temperature: float = 1.0      # tau in Eq. 3; the paper uses 1 (raw dot products)
+
+    def __post_init__(self):
+        super().__post_init__()
+        if not self.tie_embeddings:
+            raise ValueError("HeadlessConfig: tie_embeddings must be True: the input "
+                             "embedding is the only output layer of a headless model")
+        if not self.temperature > 0:
+            raise ValueError(f"HeadlessConfig: temperature must be > 0, got "
+                             f"{self.temperature}")
 
 
 # ------------------------------------------------------- getting an LM back (Sec. 3.2)

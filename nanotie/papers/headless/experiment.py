@@ -45,11 +45,11 @@ from pathlib import Path
 import numpy as np
 
 from ... import backend, data, protocol
+from ...autograd import no_grad
 from ...nn import GPT, GPTConfig, count_parameters
 from ...nn import functional as F
-from ...report import (claim_section, plot_spread, pyplot, save_figure, spread_table,
-                       tuning_table, write_report, write_results)
-from ...autograd import no_grad
+from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
+                       spread_table, tuning_table)
 from ...train import TrainConfig, default_loss, evaluate, train
 from . import HeadlessConfig, HeadlessGPT, freeze_all_but_head, lm_from_headless
 from .probe import (PROBE_TOPICS, effective_rank, linear_probe, pooled_features,
@@ -106,22 +106,6 @@ class Profile:
     final_eval_batches: int | None = None   # None: all of val and test
     mlm_steps: int = 0                 # > 0: also train masked LMs (CWT vs CE)
     mlm_lrs: tuple = (1e-3, 2e-3, 4e-3)
-
-    def __post_init__(self):
-        if self.vocab_size < 257:
-            raise ValueError(f"Profile: vocab_size must exceed 256, got {self.vocab_size}")
-        if any(v < 2 for v in self.sweep):
-            raise ValueError(f"Profile: sweep vocabulary sizes must be >= 2, got {self.sweep}")
-        if not 0 < self.epochs:
-            raise ValueError(f"Profile: epochs must be > 0, got {self.epochs}")
-        if not self.lrs or not self.ft_lrs or min(self.lrs + self.ft_lrs) <= 0:
-            raise ValueError("Profile: the learning-rate grids must be non-empty and > 0")
-        for name in ("seeds", "grid_seeds", "sweep_steps", "sweep_repeats", "probe_window",
-                     "probe_per_class", "probe_steps", "curve_points", "curve_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"Profile: {name} must be >= 1, got {getattr(self, name)}")
-        if self.grid_seeds > self.seeds:
-            raise ValueError(f"Profile: grid_seeds ({self.grid_seeds}) > seeds ({self.seeds})")
 
 
 PROFILES = {
@@ -245,8 +229,6 @@ def build_model(objective: str, settings: dict, V: int, seed: int, device: str):
     backend.manual_seed(seed)
     if objective == "cwt":
         return HeadlessGPT(HeadlessConfig(**_model_config(settings, V))).to(device)
-    if objective not in ("ce_untied", "ce_tied"):
-        raise ValueError(f"unknown objective {objective!r}; one of {sorted(OBJECTIVES)}")
     tied = objective == "ce_tied"
     return GPT(GPTConfig(**_model_config(settings, V, tie_embeddings=tied))).to(device)
 
@@ -278,16 +260,11 @@ def _bpb(lm, settings: dict, split: str) -> float:
     return nats / (bpt[split] * math.log(2))
 
 
-def as_language_model(model):
-    """A model whose forward gives logits: a headless model through its E^T head."""
-    return lm_from_headless(model, "tied") if isinstance(model, HeadlessGPT) else model
-
-
 def pretrain_run(settings: dict, seed: int, device: str) -> dict:
     """Pretrain one objective at one learning rate; bits per byte on val and test
     (a headless model through its zero-shot head o E^T)."""
     model, h = pretrained(settings, seed, device)
-    lm = as_language_model(model)
+    lm = lm_from_headless(model, "tied") if settings["objective"] == "cwt" else model
     _, ids, _, _ = corpus(settings["vocab_size"])
     tokens = settings["steps"] * settings["batch_size"] * settings["model"]["context"]
     return {"val": {"bpb": _bpb(lm, settings, "val")},
@@ -307,15 +284,11 @@ def finetune_run(settings: dict, seed: int, device: str) -> dict:
     that head alone. A CE source (untied) is trained further as it is: the control
     that sees the same extra tokens."""
     src = settings["source"]
-    model, _ = pretrained(src, seed, device)
+    lm, _ = pretrained(src, seed, device)
     if src["objective"] == "cwt":
-        lm = lm_from_headless(model, "clone")
+        lm = lm_from_headless(lm, "clone")
         if settings["mode"] == "head":
             freeze_all_but_head(lm)
-    elif settings["mode"] == "whole":
-        lm = model
-    else:
-        raise ValueError(f"finetune_run: mode {settings['mode']!r} needs a headless source")
     _, ids, bpt, _ = corpus(src["vocab_size"])
     steps = settings["steps"]
     cfg = TrainConfig(steps=steps, batch_size=src["batch_size"], lr=settings["lr"],
@@ -399,20 +372,12 @@ def mlm_run(settings: dict, seed: int, device: str) -> dict:
 # ----------------------------------------------------------------------- run
 
 
-def _label(objective: str, lr: float) -> str:
-    return f"{objective} lr {lr:g}"
-
-
 def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         device: str = "cpu", profile: Profile | None = None, runner=None) -> dict:
     """Run the experiment and write report.md, results.json and the plots to
     ``out_dir``. ``profile`` overrides the quick/full choice (e.g. :data:`SMOKE`)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    owned = runner is None
-    if owned:
-        runner = protocol.Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device)
+    out_dir, runner = protocol.open_runner(out_dir, device, runner)
     prof = profile or PROFILES["quick" if quick else "full"]
     tok, ids, bpt, digest = corpus(prof.vocab_size)
     V = tok.vocab_size
@@ -428,76 +393,69 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         "checkpoints": str((out_dir.parent / "cache" / "headless").resolve()),
     }
 
+    def run_of(fn, settings, s, label):
+        return protocol.Run(f"{__name__}:{fn}", settings, s, device=device, version=VERSION,
+                            label=label)
+
     def pre(objective, lr, s, n_steps=steps):
         settings = {**base, "objective": objective, "lr": lr, "steps": n_steps,
                     "warmup_steps": max(1, int(prof.warmup_fraction * n_steps))}
-        label = _label(objective, lr) + ("" if n_steps == steps else f", {n_steps} steps")
-        return protocol.Run(f"{__name__}:pretrain_run", settings, s, device=device,
-                            version=VERSION, label=label)
+        label = f"{objective} lr {lr:g}" + ("" if n_steps == steps else f", {n_steps} steps")
+        return run_of("pretrain_run", settings, s, label)
 
     # Phase 1: the grid (every objective x rate) and the throughput, in one map.
-    thr = protocol.Run(f"{__name__}:throughput_run", {
+    thr = run_of("throughput_run", {
         "vocab_size": V, "model": base["model"], "sweep": sorted(set(prof.sweep) | {V}),
         "batch_size": prof.batch_size, "steps": prof.sweep_steps,
-        "repeats": prof.sweep_repeats}, seed, device=device, version=VERSION,
-        label="throughput vs V")
+        "repeats": prof.sweep_repeats}, seed, "throughput vs V")
     grid = [pre(o, lr, s) for s in seeds[:prof.grid_seeds] for o in OBJECTIVES
             for lr in prof.lrs]
     first = runner.map([thr] + grid, desc="headless pretraining grid")
     sweep = first[0].figures["sweep"]
     choice = protocol.choose(first[1:], method=lambda r: r.settings["objective"],
                              setting=lambda r: r.settings["lr"], metric="bpb")
+    best = {o: choice[o]["best"] for o in OBJECTIVES}
 
     # Phase 2: the other seeds at each objective's chosen rate, and at the shared rate;
     # and CE trained for the compute CWT pretraining + fine-tuning spends (fewer steps).
     ft_steps = max(1, round(prof.finetune_fraction * steps))
     equal = equal_compute_steps(base["model"], V, prof.batch_size, steps, ft_steps)
-    wanted = {(o, choice[o]["best"]) for o in OBJECTIVES}
+    wanted = {(o, best[o]) for o in OBJECTIVES}
     wanted |= {(o, prof.shared_lr) for o in ("ce_untied", "cwt")}
     done = {(r.run.settings["objective"], r.run.settings["lr"], r.run.seed) for r in first[1:]}
-    second = runner.map([pre(o, lr, s) for o, lr in sorted(wanted) for s in seeds
-                         if (o, lr, s) not in done]
-                        + [pre("ce_untied", choice["ce_untied"]["best"], s, equal["ce_steps"])
-                           for s in seeds], desc="headless seeds")
-    n_equal = len(seeds)
+    more = [pre(o, lr, s) for o, lr in sorted(wanted) for s in seeds if (o, lr, s) not in done]
+    second = runner.map(more + [pre("ce_untied", best["ce_untied"], s, equal["ce_steps"])
+                                for s in seeds], desc="headless seeds")
     pretrain = {(r.run.settings["objective"], r.run.settings["lr"], r.run.seed): r
-                for r in first[1:] + second[:len(second) - n_equal]}
-    equal["results"] = second[len(second) - n_equal:]
+                for r in first[1:] + second[:len(more)]}
+    equal_results = second[len(more):]
 
     # Phase 3: fine-tuning (each source, mode and constant rate) and the probe.
-    specs = {(o, choice[o]["best"], mode) for o, mode in FT_MODES}
+    specs = {(o, best[o], mode) for o, mode in FT_MODES}
     specs |= {(o, prof.shared_lr, "whole") for o in ("ce_untied", "cwt")}
-    ft_runs = [protocol.Run(f"{__name__}:finetune_run",
-                            {"source": pretrain[(o, lr_src, s)].run.settings, "mode": mode,
-                             "lr": ft_lr, "steps": ft_steps}, s, device=device,
-                            version=VERSION,
-                            label=f"{o} lr {lr_src:g} + {mode} FT lr {ft_lr:g}")
+    ft_runs = [run_of("finetune_run", {"source": pretrain[(o, lr_src, s)].run.settings,
+                                       "mode": mode, "lr": ft_lr, "steps": ft_steps},
+                      s, f"{o} lr {lr_src:g} + {mode} FT lr {ft_lr:g}")
                for o, lr_src, mode in sorted(specs) for s in seeds for ft_lr in prof.ft_lrs]
-    probe_runs = [protocol.Run(f"{__name__}:probe_run", {
+    probe_runs = [run_of("probe_run", {
         "vocab_size": V, "window": min(prof.probe_window, prof.model.context),
         "per_class": prof.probe_per_class, "steps": prof.probe_steps,
-        "sources": {o: pretrain[(o, choice[o]["best"], s)].run.settings
-                    for o in ("ce_untied", "cwt")}}, s, device=device, version=VERSION,
-        label="probe") for s in seeds]
+        "sources": {o: pretrain[(o, best[o], s)].run.settings
+                    for o in ("ce_untied", "cwt")}}, s, "probe") for s in seeds]
     third = runner.map(ft_runs + probe_runs, desc="headless fine-tuning and probe")
-    ft_results, probe_results = third[:len(ft_runs)], third[len(ft_runs):]
 
-    # Optional: masked LMs (--full).
-    mlm = None
-    if prof.mlm_steps:
-        mlm_runs = [protocol.Run(f"{__name__}:mlm_run", {
-            "vocab_size": V, "model": base["model"], "batch_size": prof.batch_size,
-            "steps": prof.mlm_steps, "lr": lr, "objective": o, "corpus": digest,
-            "final_eval_batches": prof.final_eval_batches}, s, device=device,
-            version=VERSION, label=f"MLM {o} lr {lr:g}")
-            for o in ("cwt", "ce") for lr in prof.mlm_lrs for s in seeds]
-        mlm = runner.map(mlm_runs, desc="headless masked LMs")
-    if owned:
-        runner.close()
+    # --full: masked LMs.
+    mlm = runner.map([run_of("mlm_run", {
+        "vocab_size": V, "model": base["model"], "batch_size": prof.batch_size,
+        "steps": prof.mlm_steps, "lr": lr, "objective": o, "corpus": digest,
+        "final_eval_batches": prof.final_eval_batches}, s, f"MLM {o} lr {lr:g}")
+        for o in ("cwt", "ce") for lr in prof.mlm_lrs for s in seeds],
+        desc="headless masked LMs") if prof.mlm_steps else None
 
-    results = _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps,
-                       ft_steps, choice, pretrain, sweep, ft_results, probe_results, mlm,
-                       equal)
+    results, tuning, verdicts = _collect(
+        prof, "custom" if profile else "quick" if quick else "full", device, seeds, V, ids,
+        bpt, steps, ft_steps, choice, pretrain, sweep, third[:len(ft_runs)],
+        third[len(ft_runs):], mlm, equal, equal_results)
     plots = [_plot_compute(out_dir / "loss_vs_compute.png", results),
              _plot_sweep(out_dir / "throughput_vs_vocab.png", sweep, V),
              plot_spread({row: protocol.spread(results["rows"][row]["test_bpb"]["values"])
@@ -506,21 +464,15 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
                          "test bits per byte")]
     results["plots"] = [p.name for p in plots]
     results["seconds"] = time.perf_counter() - t_start
-    _write_report(out_dir, results, plots)      # and results.json
-    return results
+    return publish(out_dir, "Headless language models (Contrastive Weight Tying)", results,
+                   _report(results, tuning, verdicts, plots))
 
 
 # ------------------------------------------------------------------- figures
 
 
-def _mlm_figures(mlm_out):
-    if mlm_out is None:
-        return None
-    v = mlm_out["verdict"]
-    return {"steps": mlm_out["steps"], "choice": mlm_out["choice"],
-            "test_bits": mlm_out["test_bits"],
-            "verdict": {"outcome": v.outcome, "gap": v.gap, "noise": v.noise,
-                        "reason": v.reason}}
+def _values(results) -> list:
+    return [r.figures["test"]["bpb"] for r in results]
 
 
 def _ratios(point: dict) -> list:
@@ -529,13 +481,14 @@ def _ratios(point: dict) -> list:
                                   point["ce_tokens_per_s_each"])]
 
 
-def _values(results) -> list:
-    return [r.figures["test"]["bpb"] for r in results]
+def _tuning_dict(choice: dict) -> dict:
+    return {m: {"best": c["best"], "grid": {f"{k:g}": v.as_dict() for k, v in c["grid"].items()}}
+            for m, c in choice.items()}
 
 
-def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_steps,
-             choice, pretrain, sweep, ft_results, probe_results, mlm, equal) -> dict:
-    """Every figure of the experiment, the tuning, the spreads and the verdicts."""
+def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, choice,
+             pretrain, sweep, ft_results, probe_results, mlm, equal, equal_results):
+    """Every figure of the experiment; returns ``(results, tuning, verdicts)``."""
     def at(o, lr):
         return [pretrain[(o, lr, s)] for s in seeds]
 
@@ -545,83 +498,72 @@ def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_s
     for r in ft_results:
         src = r.run.settings["source"]
         ft_by.setdefault((src["objective"], src["lr"], r.run.settings["mode"]), []).append(r)
-    ft_choice = {}
-    for (o, lr, mode), rs in ft_by.items():
-        ft_choice[(o, lr, mode)] = protocol.choose(rs, method=lambda r: "ft",
-                                                   setting=lambda r: r.settings["lr"],
-                                                   metric="bpb")["ft"]
+    ft_choice = {key: protocol.choose(rs, method=lambda r: "ft", metric="bpb",
+                                      setting=lambda r: r.settings["lr"])["ft"]
+                 for key, rs in ft_by.items()}
 
     def ft_at(o, lr, mode):
         c = ft_choice[(o, lr, mode)]
         rs = [r for r in ft_by[(o, lr, mode)] if r.run.settings["lr"] == c["best"]]
         return sorted(rs, key=lambda r: r.run.seed), c["best"]
 
-    rows = {}
+    rows, test = {}, {}
 
-    def add(name, rs, note=""):
-        rows[name] = {"test_bpb": protocol.spread(_values(rs)).as_dict(),
+    def add(name, rs, note):
+        test[name] = protocol.spread(_values(rs))
+        rows[name] = {"test_bpb": test[name].as_dict(),
                       "val_bpb": protocol.spread([r.figures["val"]["bpb"]
                                                   for r in rs]).as_dict(), "note": note}
 
-    add("CE, untied head", at("ce_untied", best["ce_untied"]),
-        f"lr {best['ce_untied']:g}")
+    add("CE, untied head", at("ce_untied", best["ce_untied"]), f"lr {best['ce_untied']:g}")
     add("CE, tied head", at("ce_tied", best["ce_tied"]), f"lr {best['ce_tied']:g}")
     add("CWT, zero-shot head o E^T", at("cwt", best["cwt"]), f"lr {best['cwt']:g}")
     ft_rows = {}
     for (o, mode), label in FT_MODES.items():
-        rs, ft_lr = ft_at(o, best[o], mode)
-        add(label, rs, f"lr {best[o]:g}, then {ft_steps} steps at {ft_lr:g}")
-        ft_rows[(o, mode)] = rs
-    add(EQUAL_COMPUTE_ROW, equal["results"],
-        f"lr {best['ce_untied']:g}, {equal['ce_steps']} steps")
+        ft_rows[(o, mode)], ft_lr = ft_at(o, best[o], mode)
+        add(label, ft_rows[(o, mode)], f"lr {best[o]:g}, then {ft_steps} steps at {ft_lr:g}")
+    add(EQUAL_COMPUTE_ROW, equal_results, f"lr {best['ce_untied']:g}, {equal['ce_steps']} steps")
     tuning = {OBJECTIVES[o]: choice[o] for o in OBJECTIVES}
     for (o, lr, mode), c in sorted(ft_choice.items()):
         tuning[f"fine-tuning: {FT_MODES[(o, mode)]} (pretrained at {lr:g})"] = c
 
-    # Shared rate (the paper's one rate for both objectives).
+    # The paper's one rate for both objectives, untuned.
     shared = prof.shared_lr
     cwt_ft_shared, ftlr_shared = ft_at("cwt", shared, "whole")
     shared_rows = {
-        "CE, untied head": protocol.spread(_values(at("ce_untied", shared))),
-        "CWT, zero-shot head o E^T": protocol.spread(_values(at("cwt", shared))),
-        "CWT + cloned head, whole model fine-tuned": protocol.spread(_values(cwt_ft_shared)),
-        "CE untied + the same fine-tuning (control)": protocol.spread(
-            _values(ft_at("ce_untied", shared, "whole")[0])),
+        "CE, untied head": at("ce_untied", shared),
+        "CWT, zero-shot head o E^T": at("cwt", shared),
+        "CWT + cloned head, whole model fine-tuned": cwt_ft_shared,
+        "CE untied + the same fine-tuning (control)": ft_at("ce_untied", shared, "whole")[0],
     }
 
-    # Verdicts.
     cwt_ft = _values(ft_rows[("cwt", "whole")])
-    ce_plain = _values(at("ce_untied", best["ce_untied"]))
-    ce_ft = _values(ft_rows[("ce_untied", "whole")])
-    zero_shot = _values(at("cwt", best["cwt"]))
     at_V = next(r for r in sweep if r["vocab_size"] == V)
     probe = {k: protocol.spread([r.figures["test"][k] for r in probe_results])
              for k in ("ce_untied", "cwt", "untrained")}
+    verdict = protocol.verdict
     verdicts = {
-        "lm_vs_ce": protocol.verdict(cwt_ft, ce_plain, names=("CWT + FT", "CE untied")),
-        "lm_vs_ce_same_ft": protocol.verdict(cwt_ft, ce_ft,
-                                             names=("CWT + FT", "CE untied + same FT")),
-        "lm_equal_compute": protocol.verdict(cwt_ft, _values(equal["results"]),
-                                             names=("CWT + FT", "CE untied, equal compute")),
-        "lm_shared_rate": protocol.verdict(
-            _values(cwt_ft_shared), _values(at("ce_untied", shared)),
-            names=(f"CWT + FT at {shared:g}", f"CE untied at {shared:g}")),
-        "zero_shot_worse": protocol.verdict(cwt_ft, zero_shot,
-                                            names=("CWT + FT", "CWT with E^T")),
+        "lm_vs_ce": verdict(cwt_ft, _values(at("ce_untied", best["ce_untied"])),
+                            names=("CWT + FT", "CE untied")),
+        "lm_vs_ce_same_ft": verdict(cwt_ft, _values(ft_rows[("ce_untied", "whole")]),
+                                    names=("CWT + FT", "CE untied + same FT")),
+        "lm_equal_compute": verdict(cwt_ft, _values(equal_results),
+                                    names=("CWT + FT", "CE untied, equal compute")),
+        "lm_shared_rate": verdict(_values(cwt_ft_shared), _values(at("ce_untied", shared)),
+                                  names=(f"CWT + FT at {shared:g}", f"CE untied at {shared:g}")),
+        "zero_shot_worse": verdict(cwt_ft, _values(at("cwt", best["cwt"])),
+                                   names=("CWT + FT", "CWT with E^T")),
         # Paired: each round times both steps back to back, so their ratio cancels the
         # load the round ran under; parity (1.0) is the other side.
-        "throughput": protocol.verdict(_ratios(at_V), [1.0], lower_is_better=False,
-                                       names=("CWT/CE tokens/s", "parity")),
-        "throughput_largest_V": protocol.verdict(_ratios(sweep[-1]), [1.0],
-                                                 lower_is_better=False,
-                                                 names=("CWT/CE tokens/s", "parity")),
-        "probe": protocol.verdict(probe["cwt"].values, probe["ce_untied"].values,
-                                  lower_is_better=False,
-                                  names=("CWT probe accuracy", "CE probe accuracy")),
-        "probe_above_floor": protocol.verdict(probe["cwt"].values,
-                                              probe["untrained"].values,
-                                              lower_is_better=False,
-                                              names=("CWT probe", "untrained probe")),
+        "throughput": verdict(_ratios(at_V), [1.0], lower_is_better=False,
+                              names=("CWT/CE tokens/s", "parity")),
+        "throughput_largest_V": verdict(_ratios(sweep[-1]), [1.0], lower_is_better=False,
+                                        names=("CWT/CE tokens/s", "parity")),
+        "probe": verdict(probe["cwt"].values, probe["ce_untied"].values, lower_is_better=False,
+                         names=("CWT probe accuracy", "CE probe accuracy")),
+        "probe_above_floor": verdict(probe["cwt"].values, probe["untrained"].values,
+                                     lower_is_better=False,
+                                     names=("CWT probe", "untrained probe")),
     }
     mlm_out = None
     if mlm:
@@ -630,40 +572,34 @@ def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_s
         bits = {o: [r.figures["test"]["bits"] for r in mlm
                     if r.run.settings["objective"] == o
                     and r.run.settings["lr"] == mlm_choice[o]["best"]] for o in ("cwt", "ce")}
-        mlm_out = {"steps": prof.mlm_steps,
-                   "choice": {o: {"best": c["best"], "grid": {str(k): v.as_dict()
-                                                              for k, v in c["grid"].items()}}
-                              for o, c in mlm_choice.items()},
-                   "test_bits": {o: protocol.spread(v).as_dict() for o, v in bits.items()},
-                   "verdict": protocol.verdict(bits["cwt"], bits["ce"],
-                                               names=("MLM CWT", "MLM CE")),
-                   "tuning": mlm_choice}
+        verdicts["mlm"] = verdict(bits["cwt"], bits["ce"], names=("MLM CWT", "MLM CE"))
         tuning.update({f"masked LM, {o}": c for o, c in mlm_choice.items()})
-        verdicts["mlm"] = mlm_out["verdict"]
+        mlm_out = {"steps": prof.mlm_steps, "choice": _tuning_dict(mlm_choice),
+                   "test_bits": {o: protocol.spread(v).as_dict() for o, v in bits.items()},
+                   "verdict": verdicts["mlm"].as_dict()}
 
     params = {o: pretrain[(o, best[o], seeds[0])].figures["parameters"] for o in OBJECTIVES}
     params["cwt_finetuned"] = ft_rows[("cwt", "whole")][0].figures["parameters"]
-    one = pretrain[("cwt", best["cwt"], seeds[0])].figures
+    p0 = probe_results[0].figures
+    ft_name, lm = FT_MODES[("cwt", "whole")], verdicts["lm_equal_compute"]
     results = {
-        "profile": "custom" if profile else "quick" if quick else "full",
-        "device": device, "seeds": seeds, "vocab_size": V,
+        "profile": profile_name, "device": device, "seeds": seeds, "vocab_size": V,
         "model": asdict(prof.model) | {"vocab_size": V},
         "tokens": {k: len(v) for k, v in ids.items()},
         "bytes_per_token": bpt,
         "pretrain": {"steps": steps, "batch_size": prof.batch_size,
-                     "epochs": one["epochs"], "lrs": list(prof.lrs),
-                     "chosen_lr": best, "shared_lr": shared},
+                     "epochs": pretrain[("cwt", best["cwt"], seeds[0])].figures["epochs"],
+                     "lrs": list(prof.lrs), "chosen_lr": best, "shared_lr": shared},
         "finetune": {"steps": ft_steps, "lrs": list(prof.ft_lrs), "schedule": "constant",
                      "chosen_lr": {f"{o} {lr:g} {m}": c["best"]
                                    for (o, lr, m), c in ft_choice.items()}},
         "parameters": params,
-        "equal_compute": {k: v for k, v in equal.items() if k != "results"},
+        "equal_compute": equal,
         "rows": rows,
-        "shared_rate": {k: v.as_dict() for k, v in shared_rows.items()},
+        "shared_rate": {k: protocol.spread(_values(rs)).as_dict()
+                        for k, rs in shared_rows.items()},
         "shared_rate_finetune_lr": ftlr_shared,
-        "tuning": {m: {"best": c["best"], "grid": {f"{k:g}": v.as_dict()
-                                                   for k, v in c["grid"].items()}}
-                   for m, c in tuning.items()},
+        "tuning": _tuning_dict(tuning),
         "throughput_vs_vocab": sweep,
         "throughput_ratio": at_V["ratio"],
         "tokens_per_second": {"ce": at_V["ce_tokens_per_s"], "cwt": at_V["cwt_tokens_per_s"]},
@@ -673,44 +609,29 @@ def _collect(prof, quick, profile, device, seed, seeds, V, ids, bpt, steps, ft_s
                   "effective_rank": {k: protocol.spread(
                       [r.figures["effective_rank"][k] for r in probe_results]).as_dict()
                       for k in probe},
-                  "n_train": probe_results[0].figures["n_train"],
-                  "n_test": probe_results[0].figures["n_test"],
-                  "classes": probe_results[0].figures["classes"]},
+                  "n_train": p0["n_train"], "n_test": p0["n_test"], "classes": p0["classes"]},
         "unigram_bpb": unigram_bpb(ids["train"], ids["test"], V, bpt["test"]),
         "curves": {o: [{"seed": s, **pretrain[(o, best[o], s)].figures["curve"]}
                        for s in seeds] for o in OBJECTIVES},
-        "verdicts": {k: {"outcome": v.outcome, "gap": v.gap, "noise": v.noise,
-                         "reason": v.reason} for k, v in verdicts.items()},
-        "mlm": _mlm_figures(mlm_out),
+        "verdicts": protocol.verdict_dicts(verdicts),
+        "mlm": mlm_out,
         "paper": PAPER,
+        "summary": {
+            "CWT/CE tokens/s": f"x{at_V['ratio']:.2f}",
+            "test bpb CE / CWT+FT": f"{test['CE, untied head'].format(2)} / "
+                                    f"{test[ft_name].format(2)}",
+            "E^T head": f"{test['CWT, zero-shot head o E^T'].format(2)}",
+            "verdict (LM, equal compute)": lm.outcome},
+        "headline": [
+            headline("a headless model with a fine-tuned LM head beats a classical (CE) LM "
+                     "trained with similar compute", "abstract; Table 3 (LAMBADA)", lm,
+                     f"CWT+FT {test[ft_name].format(3)} vs CE at equal compute "
+                     f"{test[EQUAL_COMPUTE_ROW].format(3)} test bpb"),
+            headline("CWT trains faster than the softmax objective", "Table 6",
+                     verdicts["throughput"],
+                     f"x{at_V['ratio']:.2f} tokens/s at V = {V} (paper x2.13)")],
     }
-    results["_tuning"] = tuning                   # for the report (dropped before writing)
-    results["_verdicts"] = verdicts
-    sp = {k: protocol.Spread(**{f: v[f] for f in ("mean", "std", "min", "max")},
-                             values=tuple(v["values"])) for k, v in
-          ((k, r["test_bpb"]) for k, r in rows.items())}
-    results["_spreads"] = sp
-    lm = verdicts["lm_equal_compute"]
-    results["summary"] = {
-        "CWT/CE tokens/s": f"x{at_V['ratio']:.2f}",
-        "test bpb CE / CWT+FT": f"{sp['CE, untied head'].format(2)} / "
-                                f"{sp[FT_MODES[('cwt', 'whole')]].format(2)}",
-        "E^T head": f"{sp['CWT, zero-shot head o E^T'].format(2)}",
-        "verdict (LM, equal compute)": lm.outcome,
-    }
-    results["headline"] = [
-        {"claim": "a headless model with a fine-tuned LM head beats a classical (CE) LM "
-                  "trained with similar compute", "where": "abstract; Table 3 (LAMBADA)",
-         "verdict": lm.outcome,
-         "figure": f"CWT+FT {sp[FT_MODES[('cwt', 'whole')]].format(3)} vs CE at equal "
-                   f"compute {sp[EQUAL_COMPUTE_ROW].format(3)} test bpb"},
-        {"claim": "CWT trains faster than the softmax objective", "where": "Table 6",
-         "verdict": verdicts["throughput"].outcome,
-         "figure": f"x{at_V['ratio']:.2f} tokens/s at V = {V} (paper x2.13)"},
-    ]
-    return results
-
-
+    return results, tuning, verdicts
 # ---------------------------------------------------------------------- plots
 
 
@@ -774,10 +695,15 @@ def _plot_sweep(path, sweep, V) -> Path:
 # --------------------------------------------------------------------- report
 
 
-def _spread_row(label: str, sp: dict) -> str:
-    """``| label | mean ± std | each value |`` of a Spread stored as a dict."""
-    each = ", ".join(f"{x:.3f}" for x in sp["values"])
-    return f"| {label} | {sp['mean']:.3f} ± {sp['std']:.3f} | {each} |"
+def _spread(d: dict) -> protocol.Spread:
+    """A Spread back from its ``as_dict()`` copy in the results."""
+    return protocol.Spread(d["mean"], d["std"], d["min"], d["max"], tuple(d["values"]))
+
+
+def _seed_table(rows: dict, column: str) -> str:
+    """A table of ``{label: Spread dict}`` with every seed listed."""
+    return spread_table([(k, {column: _spread(v)}) for k, v in rows.items()], [column],
+                        seeds_of=column)
 
 
 def _what_would_change(r, verdicts) -> str:
@@ -813,34 +739,25 @@ def _what_would_change(r, verdicts) -> str:
     return "\n".join(lines)
 
 
-def _write_report(out_dir, r, plots) -> None:
-    tuning, verdicts, sp = r.pop("_tuning"), r.pop("_verdicts"), r.pop("_spreads")
-    write_results(out_dir, r)                  # without the report-only objects
-    m, pre, ft, V = r["model"], r["pretrain"], r["finetune"], r["vocab_size"]
-    K = pre["batch_size"] * m["context"]
+def _report(r, tuning, v, plots) -> str:
+    m, pre, ft, V, p = r["model"], r["pretrain"], r["finetune"], r["vocab_size"], r["probe"]
     lam, glue = PAPER["table3_lambada"], PAPER["table6_glue"]
-    rows = [(name, {"test bits per byte": sp[name], "val bits per byte":
-                    protocol.Spread(**{f: row["val_bpb"][f] for f in
-                                       ("mean", "std", "min", "max")},
-                                    values=tuple(row["val_bpb"]["values"])),
-                    "rates": row["note"]}) for name, row in r["rows"].items()]
-    rows.append(("a unigram model of the same tokens (no context), for scale",
-                 {"test bits per byte": f"{r['unigram_bpb']:.3f}"}))
-    table = spread_table(rows, ["test bits per byte", "val bits per byte", "rates"],
-                         seeds_of="test bits per byte")
-    shared = r["shared_rate"]
-    shared_rows = "\n".join(_spread_row(k, v) for k, v in shared.items())
+    table = spread_table(
+        [(name, {"test bits per byte": _spread(row["test_bpb"]),
+                 "val bits per byte": _spread(row["val_bpb"]), "rates": row["note"]})
+         for name, row in r["rows"].items()]
+        + [("a unigram model of the same tokens (no context), for scale",
+            {"test bits per byte": f"{r['unigram_bpb']:.3f}"})],
+        ["test bits per byte", "val bits per byte", "rates"], seeds_of="test bits per byte")
     sweep_rows = "\n".join(
         f"| {s['vocab_size']} | {s['ce_tokens_per_s']:,.0f} | {s['cwt_tokens_per_s']:,.0f} | "
         f"x{s['ratio']:.2f} |" for s in r["throughput_vs_vocab"])
-    p = r["probe"]
-    probe_rows = "\n".join(
-        f"| {label} | {p['test_accuracy'][k]['mean']:.3f} ± {p['test_accuracy'][k]['std']:.3f}"
-        f" | {', '.join(f'{x:.3f}' for x in p['test_accuracy'][k]['values'])} | "
-        f"{p['effective_rank'][k]['mean']:.1f} |"
-        for k, label in (("ce_untied", "CE model (untied)"), ("cwt", "CWT model"),
-                         ("untrained", "untrained model (floor)")))
-    v = verdicts
+    probe_table = spread_table(
+        [(label, {"test accuracy": _spread(p["test_accuracy"][k]),
+                  "effective rank": f"{p['effective_rank'][k]['mean']:.1f}"})
+         for k, label in (("ce_untied", "CE model (untied)"), ("cwt", "CWT model"),
+                          ("untrained", "untrained model (floor)"))],
+        ["test accuracy", "effective rank"], seeds_of="test accuracy")
     lm_claim = claim_section(
         "a headless model whose LM head is cloned from E and briefly fine-tuned with "
         "cross-entropy beats a classical LM trained with similar compute (Pythia-70M on "
@@ -868,14 +785,10 @@ def _write_report(out_dir, r, plots) -> None:
     probe_claim = claim_section(
         f"headless ENCODERS fine-tuned on GLUE beat vanilla ones (BERT-small: CE "
         f"{glue['ce']}, CWT {glue['cwt']}). The paper makes this claim for masked "
-        "encoders; the probe below is a causal stand-in, not a test of it",
-        "Table 6",
+        "encoders; the probe below is a causal stand-in, not a test of it", "Table 6",
         [("linear topic probe on frozen CWT vs CE features", v["probe"]),
          ("the control: CWT features vs an untrained model's", v["probe_above_floor"])])
-    mlm_text = ""
-    if r["mlm"]:
-        mb = r["mlm"]["test_bits"]
-        mlm_text = f"""
+    mlm_text = "" if not r["mlm"] else f"""
 ## Masked LMs (--full)
 
 The paper's encoders are masked LMs (its GLUE claim, Table 6, is about them). This
@@ -884,14 +797,12 @@ encoders, {r['mlm']['steps']} steps, the authors' corruption (10% random pass, t
 exactly ceil(15% T) picked per row, 80% of them masked); bits per masked token on the
 test split (CWT read through E^T), each objective at its own rate chosen on val:
 
-| objective | test bits per masked token | each seed |
-|---|---:|---|
-{_spread_row("CWT", mb["cwt"])}
-{_spread_row("CE (tied head)", mb["ce"])}
+{_seed_table({"CWT": r["mlm"]["test_bits"]["cwt"], "CE (tied head)":
+              r["mlm"]["test_bits"]["ce"]}, "test bits per masked token")}
 
 - {v['mlm']}
 """
-    write_report(out_dir, "Headless language models (Contrastive Weight Tying)", f"""
+    return f"""
 {lm_claim}
 
 ## Set-up
@@ -907,8 +818,8 @@ Each objective's rate is chosen on val from {', '.join(f'{x:g}' for x in pre['lr
 (grid on seed {r['seeds'][0]}); then seeds {', '.join(map(str, r['seeds']))} at that rate.
 Fine-tuning: {ft['steps']} steps at a CONSTANT rate chosen on val from
 {', '.join(f'{x:g}' for x in ft['lrs'])} ({PAPER['finetune_lr']:g} is the authors'). CWT
-uses the K = {K} targets of the batch as negatives, tau = 1. Figures are bits per byte
-on the **test** split (all of it), mean ± sample std over {len(r['seeds'])} seeds.
+uses the K = {pre['batch_size'] * m['context']} targets of the batch as negatives, tau = 1.
+Figures are bits per byte on the **test** split (all of it), over {len(r['seeds'])} seeds.
 
 ## Language modelling (Table 3's pattern)
 
@@ -919,9 +830,7 @@ on the **test** split (all of it), mean ± sample std over {len(r['seeds'])} see
 At the paper's shared rate ({pre['shared_lr']:g} for both objectives, no tuning; fine-tuning
 at {r['shared_rate_finetune_lr']:g}):
 
-| model | test bits per byte | each seed |
-|---|---:|---|
-{shared_rows}
+{_seed_table(r["shared_rate"], "test bits per byte")}
 
 ![loss vs compute]({plots[0].name})
 
@@ -952,13 +861,11 @@ mean-pooled final hidden states; {p['n_train']} training and {p['n_test']} test 
 chance is {1 / p['classes']:.3f}. Effective rank: exp of the entropy of the features'
 normalised squared singular values (how many directions they use).
 
-| features from | test accuracy | each seed | effective rank |
-|---|---:|---|---:|
-{probe_rows}
+{probe_table}
 {mlm_text}
 ## What would change the verdicts
 
-{_what_would_change(r, verdicts)}
+{_what_would_change(r, v)}
 
 ## Differences from the paper
 
@@ -973,4 +880,4 @@ normalised squared singular values (how many directions they use).
 - Causal targets: the K = B T positions of y (the paper: outputs[:, :-1] vs
   inputs[:, 1:]); negatives from one optimizer step's batch.
 - The probe replaces GLUE and LAMBADA; the masked LMs are trained only in `--full`.
-""")
+"""
