@@ -1,25 +1,20 @@
-"""The TrellisNet in miniature: the equivalence, a byte-level LM, the adding problem,
-and quality against depth at a fixed parameter count.
+"""The TrellisNet in miniature (``python -m nanotie reproduce trellis``).
 
-1. **Equivalence.** Random LSTMs (float64) converted by :func:`from_lstm` against the
-   brute-force M-truncated LSTM: one layer with biases, two layers without, two layers
-   with biases (the documented caveat, and its exact "staircase" explanation), and
-   history repackaging over segments no longer than M against the full LSTM.
+1. **Equivalence.** Random float64 LSTMs converted by :func:`from_lstm` against the
+   brute-force M-truncated LSTM (one layer with biases, two layers without, two with:
+   the documented caveat and its exact "staircase" explanation), and history
+   repackaging over segments no longer than M against the full LSTM.
 2. **Byte-level LM** on Python's own prose: TrellisNet, a two-layer LSTM and an untied
-   TCN (separate weights per level), at about the same parameter count, in bits per byte.
-   The TrellisNet and the TCN are dilated so that their receptive field covers the
-   training window, as the LSTM's does.
-3. **Adding problem**, generated on the fly: TrellisNet with dilations, the untied TCN,
-   the LSTM, and a TrellisNet without dilation whose receptive field is too short.
+   TCN at about the same parameter count, in bits per byte; the TrellisNet and the TCN
+   are dilated so that their receptive field covers the training window.
+3. **Adding problem**: TrellisNet with dilations, the untied TCN, the LSTM, and a
+   TrellisNet without dilation whose receptive field is too short.
 4. **Depth at a fixed parameter count**: TrellisNets of every depth have the same
-   parameters; the untied TCN with the same budget must get narrower as it deepens.
-   Depth L has receptive field 2^L for both, so they are compared depth by depth.
+   parameters; the untied TCN must get narrower. Depth L sees 2^L inputs in both.
 
-Every figure follows :mod:`nanotie.protocol`: train | val | test splits of the prose
-corpus (and separate val and test sets of adding problems), learning rates chosen per
-model on val, test figures over seeds with their spread, a verdict per claim. Each
-training run is a :class:`~nanotie.protocol.Run` (:func:`lm_run`, :func:`adding_run`),
-cached under ``<out>/../cache/runs``, so a rerun reads them instead of retraining.
+Every figure follows :mod:`nanotie.protocol`: train | val | test splits, rates chosen
+per model on val, test figures over seeds with their spread, a verdict per claim. Each
+training run (:func:`lm_run`, :func:`adding_run`) is cached under ``<out>/../cache/runs``.
 """
 
 from __future__ import annotations
@@ -38,8 +33,8 @@ from ...autograd import Tensor, no_grad
 from ...nn import count_parameters
 from ...nn import functional as F
 from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
-from ...report import (claim_section, plot_spread, pyplot, save_figure, spread_table,
-                       tuning_table, write_report, write_results)
+from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
+                       spread_table, tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import prose_splits, unigram_bpb
 from .convert import from_lstm
@@ -135,9 +130,7 @@ def build_core(kind: str, n_in: int, budget: int, H: int, levels: int, dilations
         width = max(tcn_width(budget, n_in, levels), n_out)
         return UntiedTCN(trellis_config(n_in, width, levels, dilations, n_out, init_std),
                          device=device)
-    if kind == "lstm":
-        return LSTM(LSTMConfig(n_in, lstm_sizes(budget, n_in, n_out)), device=device)
-    raise ValueError(f"build_core: kind must be 'trellis', 'tcn' or 'lstm', got {kind!r}")
+    return LSTM(LSTMConfig(n_in, lstm_sizes(budget, n_in, n_out)), device=device)
 
 
 def describe(core) -> str:
@@ -146,8 +139,7 @@ def describe(core) -> str:
     cfg = core.config
     kind = "untied TCN" if isinstance(core, UntiedTCN) else "TrellisNet"
     dil = "" if cfg.dilations is None else f", dilations {cfg.dilations}"
-    levels = f"{cfg.n_levels} level{'s' if cfg.n_levels != 1 else ''}"
-    return f"{kind}, H {cfg.hidden}, {levels}{dil}"
+    return f"{kind}, H {cfg.hidden}, {cfg.n_levels} level{'s' * (cfg.n_levels != 1)}{dil}"
 
 
 # ---------------------------------------------------------- 1. equivalence
@@ -335,93 +327,6 @@ def mean_predictor_mse(prof: Profile) -> dict:
     return out
 
 
-# ------------------------------------------------------------------ plots
-
-
-def plot_lm_curves(curves: dict, path: Path, title: str) -> Path:
-    """``{label: [figures of each seed]}``: train loss (mean over seeds) and the
-    validation curve with min-max bars over seeds."""
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, runs in curves.items():
-        steps = runs[0]["train_loss"]["step"]
-        loss = np.mean([r["train_loss"]["loss"] for r in runs], axis=0)
-        line, = ax1.plot(steps, loss, label=label)
-        vs = np.array([r["curve"]["val_bpb"] for r in runs])
-        ax2.errorbar(runs[0]["curve"]["step"], vs.mean(0),
-                     yerr=[vs.mean(0) - vs.min(0), vs.max(0) - vs.mean(0)], fmt="o-",
-                     capsize=3, color=line.get_color(), label=label)
-    ax1.set(xlabel="step", ylabel="train loss (nats/byte)", title="training (mean over seeds)")
-    ax2.set(xlabel="step", ylabel="validation bits per byte",
-            title="validation (the table's windows; bars: seed min-max)")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    return save_figure(fig, path)
-
-
-def plot_depth(sweep: dict, path: Path, title: str) -> Path:
-    """``sweep[kind]`` rows: levels, receptive_field, core_parameters, test (a Spread)."""
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for kind, style in (("trellis", "o-"), ("tcn", "s--")):
-        rows = sweep[kind]
-        label = "TrellisNet (tied across depth)" if kind == "trellis" else "untied TCN"
-        lv = [r["levels"] for r in rows]
-        sp = [protocol.spread(r["test_values"]) for r in rows]
-        ax1.errorbar(lv, [x.mean for x in sp], yerr=[[x.mean - x.min for x in sp],
-                                                   [x.max - x.mean for x in sp]],
-                     fmt=style, capsize=3, label=label)
-        ax2.plot(lv, [r["core_parameters"] for r in rows], style, label=label)
-    ax1.set(xlabel="levels (receptive field 2^levels)", ylabel="test bits per byte",
-            title="quality against depth (bars: min-max over seeds)")
-    ax2.set(xlabel="levels", ylabel="core parameters", title="parameters (the budget is fixed)")
-    for ax in (ax1, ax2):
-        ax.set_xticks([r["levels"] for r in sweep["trellis"]])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    fig.suptitle(title)
-    return save_figure(fig, path)
-
-
-def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
-    """``adding[name]``: the figures of each seed; mean held-out curve, min-max bars."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for name, runs in adding.items():
-        m = np.array([r["curve"]["mse"] for r in runs])
-        ax.errorbar(runs[0]["curve"]["step"], m.mean(0),
-                    yerr=[m.mean(0) - m.min(0), m.max(0) - m.mean(0)], fmt="o-", capsize=3,
-                    label=name)
-    ax.axhline(control, color="gray", ls=":", label=f"predict the mean ({control:.3f})")
-    ax.set(yscale="log", xlabel="step", ylabel="validation MSE", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
-
-
-ZERO_AT = 1e-20       # where an exact zero is drawn on the log axis
-
-
-def plot_equivalence(eq: dict, path: Path) -> Path:
-    plt = pyplot()
-    names = list(eq)
-    vals = [eq[n]["max_abs_diff"] for n in names]
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
-    bars = ax.barh(range(len(names)), [max(v, ZERO_AT) for v in vals], color="tab:blue")
-    for bar, v in zip(bars, vals):
-        text = " 0 (exact)" if v == 0 else f" {v:.1e}"
-        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2, text, va="center",
-                fontsize=8)
-    ax.axvline(np.finfo(np.float64).eps, color="gray", ls=":", label="float64 epsilon")
-    ax.set(xscale="log", yticks=range(len(names)), yticklabels=names,
-           xlabel=f"max |TrellisNet - truncated LSTM| (0 drawn at {ZERO_AT:.0e})",
-           title="LSTM -> TrellisNet, float64")
-    ax.legend(fontsize=8, loc="lower right")
-    return save_figure(fig, path)
-
-
 # -------------------------------------------------------------------- run
 
 LM_NAMES = {"trellis": "TrellisNet", "lstm": "LSTM", "tcn": "untied TCN"}
@@ -433,14 +338,9 @@ WHERE = "abstract; Sec. 5, character-level Penn Treebank"
 def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str = "cpu",
         progress=None, runner=None) -> dict:
     prof = PROFILES["quick" if quick else "full"]
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if runner is None:
-        runner = protocol.Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device,
-                                 progress=progress)
+    out_dir, runner = protocol.open_runner(out_dir, device, runner, progress=progress)
     t0 = time.perf_counter()
     eq = equivalence_demo(seed)
-
     splits = prose_splits()
     corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
     main_levels = len(prof.dilations)
@@ -460,33 +360,24 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
                             version=VERSION, label=f"adding {name} lr {lr:g}")
 
     # Phase 1: every model x rate x seed of the main LM comparison and of the adding
-    # problem, in one map so that all workers stay busy.
+    # problem, in one map so that all workers stay busy; rates chosen on val.
     lm_runs = [lm(k, main_levels, lr, s) for k in LM_NAMES for lr in prof.lm_lrs for s in seeds]
     add_runs = [add(n, lr, s) for n in ADDING_MODELS for lr in prof.adding_lrs for s in seeds]
     first = runner.map(lm_runs + add_runs, desc="trellis")
     lm_res, add_res = first[:len(lm_runs)], first[len(lm_runs):]
-    lm_choice = protocol.choose(lm_res, method=lambda r: LM_NAMES[r.settings["kind"]],
-                                setting=lambda r: r.settings["lr"], metric="bpb")
-    add_choice = protocol.choose(add_res, method=lambda r: r.settings["name"],
-                                 setting=lambda r: r.settings["lr"], metric="mse")
-
-    def at_best(results, choice, name_of):
-        return [r for r in results if r.run.settings["lr"] == choice[name_of(r.run)]["best"]]
-
-    main = {}
-    for r in at_best(lm_res, lm_choice, lambda run: LM_NAMES[run.settings["kind"]]):
-        main.setdefault(LM_NAMES[r.run.settings["kind"]], []).append(r.figures)
-    adding = {}
-    for r in at_best(add_res, add_choice, lambda run: run.settings["name"]):
-        adding.setdefault(r.run.settings["name"], []).append(r.figures)
+    lm_name, add_name = (lambda run: LM_NAMES[run.settings["kind"]]), (lambda run: run.settings["name"])
+    lm_choice = protocol.choose(lm_res, method=lm_name, setting=lambda r: r.settings["lr"],
+                                metric="bpb")
+    add_choice = protocol.choose(add_res, method=add_name, setting=lambda r: r.settings["lr"],
+                                 metric="mse")
+    main, adding = _at_best(lm_res, lm_choice, lm_name), _at_best(add_res, add_choice, add_name)
 
     # Phase 2: the depth sweep at each kind's chosen rate (the main depth is phase 1's).
     lr_of = {k: lm_choice[LM_NAMES[k]]["best"] for k in ("trellis", "tcn")}
     sweep_runs = [lm(k, L, lr_of[k], s) for L in prof.depths if L != main_levels
                   for k in ("trellis", "tcn") if not (k == "tcn" and L == 1) for s in seeds]
-    second = runner.map(sweep_runs, desc="trellis depth") if sweep_runs else []
     by_depth = {}
-    for r in second:
+    for r in runner.map(sweep_runs, desc="trellis depth") if sweep_runs else []:
         by_depth.setdefault((r.run.settings["kind"], r.run.settings["levels"]), []).append(
             r.figures)
     for k in ("trellis", "tcn"):
@@ -499,8 +390,8 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     lm_test = {k: protocol.spread([f["test"]["bpb"] for f in v]) for k, v in main.items()}
     lm_val = {k: protocol.spread([f["val"]["bpb"] for f in v]) for k, v in main.items()}
     add_test = {k: protocol.spread([f["test"]["mse"] for f in v]) for k, v in adding.items()}
-    baseline = unigram_bpb(splits.train, splits.test)
     control = mean_predictor_mse(prof)
+    best_add = add_test["TrellisNet (dilated)"].values
     verdicts = {
         "lm_vs_lstm": protocol.verdict(lm_test["TrellisNet"].values, lm_test["LSTM"].values,
                                        names=("TrellisNet", "LSTM")),
@@ -513,15 +404,11 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
             verdicts[f"depth_{t['levels']}"] = protocol.verdict(
                 t["test_values"], c["test_values"], names=(f"TrellisNet L={t['levels']}",
                                                            f"untied TCN L={c['levels']}"))
-    verdicts["adding_vs_mean"] = protocol.verdict(
-        add_test["TrellisNet (dilated)"].values, [control["test"]] * 2,
-        names=("TrellisNet (dilated)", "predict the mean"))
-    verdicts["adding_vs_undilated"] = protocol.verdict(
-        add_test["TrellisNet (dilated)"].values, add_test["TrellisNet, no dilation"].values,
-        names=("TrellisNet (dilated)", "TrellisNet, no dilation"))
-    verdicts["adding_vs_lstm"] = protocol.verdict(
-        add_test["TrellisNet (dilated)"].values, add_test["LSTM"].values,
-        names=("TrellisNet (dilated)", "LSTM"))
+    for key, other, values in (("adding_vs_mean", "predict the mean", [control["test"]] * 2),
+                               ("adding_vs_undilated", "TrellisNet, no dilation",
+                                add_test["TrellisNet, no dilation"].values),
+                               ("adding_vs_lstm", "LSTM", add_test["LSTM"].values)):
+        verdicts[key] = protocol.verdict(best_add, values, names=("TrellisNet (dilated)", other))
 
     plots = {
         "lm": plot_lm_curves({f"{k} (RF {rf_text(v[0]['receptive_field'], prof.context)}, "
@@ -537,15 +424,9 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
                                  "Byte-level LM, test split", "test bits per byte"),
     }
     lm_outcome = (verdicts["lm_vs_lstm"].outcome, verdicts["lm_vs_tcn"].outcome)
-    headline_verdict = (lm_outcome[0] if lm_outcome[0] == lm_outcome[1] else
-                        f"vs LSTM: {lm_outcome[0]}; vs TCN: {lm_outcome[1]}")
     results = {
-        "profile": "quick" if quick else "full",
-        "settings": asdict(prof),
-        "version": VERSION,
-        "splits": splits.sizes,
-        "seeds": seeds,
-        "equivalence": eq,
+        "profile": "quick" if quick else "full", "settings": asdict(prof), "version": VERSION,
+        "splits": splits.sizes, "seeds": seeds, "equivalence": eq,
         "lm": {k: {"model": v[0]["model"], "receptive_field": v[0]["receptive_field"],
                    "parameters": v[0]["parameters"], "lr": lm_choice[k]["best"],
                    "val_bpb": lm_val[k].as_dict(), "test_bpb": lm_test[k].as_dict(),
@@ -553,7 +434,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
                for k, v in main.items()},
         "lm_tuning": _tuning_json(lm_choice),
         "lm_budget_core_parameters": budget,
-        "unigram_test_bpb": baseline,
+        "unigram_test_bpb": unigram_bpb(splits.train, splits.test),
         "depth_sweep": sweep,
         "adding": {k: {"model": v[0]["model"], "receptive_field": v[0]["receptive_field"],
                        "parameters": v[0]["parameters"], "lr": add_choice[k]["best"],
@@ -563,28 +444,33 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
                    for k, v in adding.items()},
         "adding_tuning": _tuning_json(add_choice),
         "adding_mean_predictor_mse": control,
-        "verdicts": {k: {"outcome": v.outcome, "gap": v.gap, "noise": v.noise,
-                         "reason": v.reason} for k, v in verdicts.items()},
+        "verdicts": protocol.verdict_dicts(verdicts),
         "device": device,
         "seconds": time.perf_counter() - t0,
+        "summary": {
+            "test bpb trellis/lstm/tcn": "/".join(f"{lm_test[k].mean:.3f}"
+                                                  for k in LM_NAMES.values()),
+            "vs LSTM": lm_outcome[0],
+            "equiv max err": f"{eq['one layer, biases']['max_abs_diff']:.0e}",
+            "adding trellis": add_test["TrellisNet (dilated)"].format(4)},
+        "headline": headline(
+            CLAIM, WHERE, lm_outcome[0] if lm_outcome[0] == lm_outcome[1] else
+            f"vs LSTM: {lm_outcome[0]}; vs TCN: {lm_outcome[1]}",
+            f"TrellisNet {lm_test['TrellisNet'].format(3)} vs LSTM "
+            f"{lm_test['LSTM'].format(3)} vs TCN {lm_test['untied TCN'].format(3)} test bpb"),
     }
-    results["summary"] = {
-        "test bpb trellis/lstm/tcn": "/".join(f"{lm_test[k].mean:.3f}" for k in LM_NAMES.values()),
-        "vs LSTM": lm_outcome[0],
-        "equiv max err": f"{eq['one layer, biases']['max_abs_diff']:.0e}",
-        "adding trellis": add_test["TrellisNet (dilated)"].format(4),
-    }
-    results["headline"] = {
-        "claim": CLAIM, "where": WHERE, "verdict": headline_verdict,
-        "figure": (f"TrellisNet {lm_test['TrellisNet'].format(3)} vs LSTM "
-                   f"{lm_test['LSTM'].format(3)} vs TCN {lm_test['untied TCN'].format(3)} "
-                   "test bpb"),
-    }
-    write_results(out_dir, results)
-    write_report(out_dir, "Trellis Networks (tied across depth)",
-                 _report(results, prof, plots, lm_test, lm_choice, add_test, add_choice,
-                         sweep, verdicts))
-    return results
+    return publish(out_dir, "Trellis Networks (tied across depth)", results,
+                   _report(results, prof, plots, lm_test, lm_choice, add_test, add_choice,
+                           sweep, verdicts))
+
+
+def _at_best(results, choice, name_of) -> dict:
+    """``{name: [figures of each seed]}`` of the runs at each name's chosen rate."""
+    out = {}
+    for r in results:
+        if r.run.settings["lr"] == choice[name_of(r.run)]["best"]:
+            out.setdefault(name_of(r.run), []).append(r.figures)
+    return out
 
 
 def _depth_row(levels: int, figures: list) -> dict:
@@ -756,6 +642,87 @@ validation MSE at the end, predicting the mean scores 0.192 on that 512-sequence
 - The adding problem replaces the paper's sequential MNIST / CIFAR stress tests.
 """
 
+
+# ------------------------------------------------------------------ plots
+
+
+def _mean_minmax(values):
+    """The mean over seeds (axis 0) and error bars down to the min and up to the max."""
+    v = np.asarray(values, dtype=np.float64)
+    return v.mean(0), [v.mean(0) - v.min(0), v.max(0) - v.mean(0)]
+
+
+def _finish(fig, axes, path: Path, title: str | None = None) -> Path:
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
+
+
+def plot_lm_curves(curves: dict, path: Path, title: str) -> Path:
+    """``{label: [figures of each seed]}``: train loss (mean over seeds) and the
+    validation curve with min-max bars over seeds."""
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(10, 3.8))
+    for label, runs in curves.items():
+        loss = np.mean([r["train_loss"]["loss"] for r in runs], axis=0)
+        line, = ax1.plot(runs[0]["train_loss"]["step"], loss, label=label)
+        mean, bars = _mean_minmax([r["curve"]["val_bpb"] for r in runs])
+        ax2.errorbar(runs[0]["curve"]["step"], mean, yerr=bars, fmt="o-", capsize=3,
+                     color=line.get_color(), label=label)
+    ax1.set(xlabel="step", ylabel="train loss (nats/byte)", title="training (mean over seeds)")
+    ax2.set(xlabel="step", ylabel="validation bits per byte",
+            title="validation (the table's windows; bars: seed min-max)")
+    return _finish(fig, (ax1, ax2), path, title)
+
+
+def plot_depth(sweep: dict, path: Path, title: str) -> Path:
+    """``sweep[kind]`` rows: levels, receptive_field, core_parameters, test_values."""
+    fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(10, 3.8))
+    for kind, style in (("trellis", "o-"), ("tcn", "s--")):
+        rows = sweep[kind]
+        label = "TrellisNet (tied across depth)" if kind == "trellis" else "untied TCN"
+        levels = [r["levels"] for r in rows]
+        mean, bars = _mean_minmax(np.array([r["test_values"] for r in rows]).T)
+        ax1.errorbar(levels, mean, yerr=bars, fmt=style, capsize=3, label=label)
+        ax2.plot(levels, [r["core_parameters"] for r in rows], style, label=label)
+    ax1.set(xlabel="levels (receptive field 2^levels)", ylabel="test bits per byte",
+            title="quality against depth (bars: min-max over seeds)")
+    ax2.set(xlabel="levels", ylabel="core parameters", title="parameters (the budget is fixed)")
+    for ax in (ax1, ax2):
+        ax.set_xticks([r["levels"] for r in sweep["trellis"]])
+    return _finish(fig, (ax1, ax2), path, title)
+
+
+def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
+    """``adding[name]``: the figures of each seed; mean held-out curve, min-max bars."""
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.8))
+    for name, runs in adding.items():
+        mean, bars = _mean_minmax([r["curve"]["mse"] for r in runs])
+        ax.errorbar(runs[0]["curve"]["step"], mean, yerr=bars, fmt="o-", capsize=3, label=name)
+    ax.axhline(control, color="gray", ls=":", label=f"predict the mean ({control:.3f})")
+    ax.set(yscale="log", xlabel="step", ylabel="validation MSE", title=title)
+    return _finish(fig, [ax], path)
+
+
+ZERO_AT = 1e-20       # where an exact zero is drawn on the log axis
+
+
+def plot_equivalence(eq: dict, path: Path) -> Path:
+    names = list(eq)
+    vals = [eq[n]["max_abs_diff"] for n in names]
+    fig, ax = pyplot().subplots(figsize=(7.5, 3.2))
+    bars = ax.barh(range(len(names)), [max(v, ZERO_AT) for v in vals], color="tab:blue")
+    for bar, v in zip(bars, vals):
+        ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
+                " 0 (exact)" if v == 0 else f" {v:.1e}", va="center", fontsize=8)
+    ax.axvline(np.finfo(np.float64).eps, color="gray", ls=":", label="float64 epsilon")
+    ax.set(xscale="log", yticks=range(len(names)), yticklabels=names,
+           xlabel=f"max |TrellisNet - truncated LSTM| (0 drawn at {ZERO_AT:.0e})",
+           title="LSTM -> TrellisNet, float64")
+    ax.legend(fontsize=8, loc="lower right")
+    return save_figure(fig, path)
 
 if __name__ == "__main__":
     print(json.dumps(run()["summary"], indent=2))
