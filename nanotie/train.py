@@ -1,16 +1,15 @@
 """The one training loop: batches, AdamW, schedule, clipping, evaluation, checkpoints.
 
-Every experiment trains through :func:`train`, so the things that are easy to get
-subtly wrong are written once:
+Every experiment trains through :func:`train_step` (and most through :func:`train`),
+so the things that are easy to get subtly wrong are written once:
 
 * the learning rate follows :func:`~nanotie.nn.optim.cosine_schedule` (warmup, then
   cosine decay) and gradients are clipped to a global norm;
 * every ``eval_interval`` steps the model is evaluated on held-out data, in nats per
   token and in bits per byte (``bpb = loss * tokens / (bytes * ln 2)``);
 * a checkpoint is ONE ``.npz`` file (no pickle) holding the model, the optimizer,
-  the batch sampler, the dropout generator and the history. It is written to a
-  temporary file and renamed, so a crash never leaves half a checkpoint. Resuming
-  from it continues the run exactly: on the CPU, the same seed and data give
+  the batch sampler, the dropout generator and the history, written atomically.
+  Resuming from it continues the run exactly: on the CPU, the same seed and data give
   bitwise-identical weights whether or not the run was interrupted. (On a GPU the
   dropout generator is not saved, and kernels may round differently.)
 """
@@ -32,7 +31,7 @@ from .data import BatchSampler, iter_eval_batches
 from .files import atomic_write
 from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
 
-__all__ = ["TrainConfig", "History", "train", "evaluate", "save_checkpoint",
+__all__ = ["TrainConfig", "History", "train", "train_step", "evaluate", "save_checkpoint",
            "load_checkpoint", "CheckpointError", "DamagedCheckpointError"]
 
 
@@ -53,9 +52,9 @@ class TrainConfig:
     seed: int = 0                 # batch order and dropout
 
     def __post_init__(self):
-        for name in ("steps", "batch_size", "eval_interval", "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"TrainConfig: {name} must be >= 1, got {getattr(self, name)}")
+        if min(self.steps, self.batch_size, self.eval_interval, self.eval_batches) < 1:
+            raise ValueError("TrainConfig: steps, batch_size, eval_interval and eval_batches "
+                             "must be >= 1")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise ValueError("TrainConfig: need lr > 0, 0 <= min_lr_ratio <= 1 and "
                              "warmup_steps >= 0")
@@ -78,21 +77,6 @@ class History:
     val_bpb: list = field(default_factory=list)      # bits per byte
     seconds: float = 0.0                             # training wall-clock time
 
-    def arrays(self) -> dict:
-        """Every field as a float64 array, for the checkpoint."""
-        return {f.name: np.asarray(getattr(self, f.name), dtype=np.float64)
-                for f in fields(self)}
-
-    @classmethod
-    def from_arrays(cls, arrays: dict) -> "History":
-        h = cls()
-        for f in fields(cls):
-            value = np.asarray(arrays[f.name])
-            setattr(h, f.name, float(value) if f.name == "seconds" else value.tolist())
-        h.step = [int(s) for s in h.step]
-        h.eval_step = [int(s) for s in h.eval_step]
-        return h
-
 
 class CheckpointError(ValueError):
     """A checkpoint that cannot be resumed: damaged, or from another run or model.
@@ -107,6 +91,11 @@ class DamagedCheckpointError(CheckpointError):
 def default_loss(model, x, y):
     """Next-token cross-entropy of a model whose forward returns ``(logits, loss)``."""
     return model(x, y)[1]
+
+
+def _device_of(model) -> str:
+    p = next(iter(model.parameters()), None)
+    return p.device if p is not None else backend.default_device()
 
 
 def evaluate(model, data, block_size: int, batch_size: int, max_batches: int | None = None,
@@ -127,6 +116,54 @@ def evaluate(model, data, block_size: int, batch_size: int, max_batches: int | N
     return total / count
 
 
+def setup(model, train_data, config: TrainConfig) -> tuple:
+    """The optimizer (AdamW; matrices decay, vectors do not) and the batch sampler of a
+    run, with the dropout generator seeded: ``(optimizer, sampler)``."""
+    backend.keep_freed_memory()     # reuse freed activation memory (see its docstring)
+    cfg = config
+    block = cfg.block_size or getattr(getattr(model, "config", None), "context", None)
+    if block is None:
+        raise ValueError("train: set TrainConfig.block_size; this model has no "
+                         "config.context to take the sequence length from")
+    # A model may say which of its matrices decay (Hyena keeps its filters undecayed).
+    groups = (model.param_groups(cfg.weight_decay) if hasattr(model, "param_groups")
+              else param_groups(model, cfg.weight_decay))
+    opt = AdamW(groups, lr=cfg.lr, betas=cfg.betas)
+    sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed)
+    backend.manual_seed(cfg.seed)
+    return opt, sampler
+
+
+def train_step(model, opt, sampler, step: int, config: TrainConfig, history: History,
+               val_data, loss_fn=default_loss, bytes_per_token: float = 1.0) -> bool:
+    """Optimizer step ``step`` (from 0) on one batch of ``sampler``, recorded in
+    ``history``: set the scheduled rate, backward, clip, step. Every ``eval_interval``
+    steps and at the last one, evaluate on ``val_data``; return whether it did."""
+    cfg = config
+    lr = cosine_schedule(step, cfg.lr, cfg.steps, cfg.warmup_steps, cfg.lr * cfg.min_lr_ratio)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    device = _device_of(model)
+    x, y = sampler.sample()
+    loss = loss_fn(model, backend.to_device(x, device), backend.to_device(y, device))
+    opt.zero_grad()
+    loss.backward()
+    norm = clip_grad_norm(opt.parameters(), cfg.grad_clip) if cfg.grad_clip else math.nan
+    opt.step()
+    history.step.append(step + 1)
+    history.train_loss.append(float(loss.item()))
+    history.lr.append(lr)
+    history.grad_norm.append(norm)
+    if (step + 1) % cfg.eval_interval and step + 1 != cfg.steps:
+        return False
+    val = evaluate(model, val_data, sampler.block_size, cfg.batch_size, cfg.eval_batches,
+                   loss_fn)
+    history.eval_step.append(step + 1)
+    history.val_loss.append(val)
+    history.val_bpb.append(val / (bytes_per_token * math.log(2)))   # nats/token -> bits/byte
+    return True
+
+
 def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
           bytes_per_token: float = 1.0, loss_fn=default_loss, progress: bool | None = None,
           desc: str = "train") -> History:
@@ -141,20 +178,9 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
     """
     from tqdm.auto import tqdm
 
-    backend.keep_freed_memory()     # reuse freed activation memory (see its docstring)
     cfg = config
-    block = cfg.block_size or getattr(getattr(model, "config", None), "context", None)
-    if block is None:
-        raise ValueError("train: set TrainConfig.block_size; this model has no "
-                         "config.context to take the sequence length from")
-    device = _device_of(model)
-    # A model may say which of its matrices decay (Hyena keeps its filters undecayed).
-    groups = (model.param_groups(cfg.weight_decay) if hasattr(model, "param_groups")
-              else param_groups(model, cfg.weight_decay))
-    opt = AdamW(groups, lr=cfg.lr, betas=cfg.betas)
-    sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed)
+    opt, sampler = setup(model, train_data, cfg)
     history = History()
-    backend.manual_seed(cfg.seed)
     if checkpoint is not None and Path(checkpoint).exists():
         try:
             history = load_checkpoint(checkpoint, model, opt, sampler, cfg)
@@ -168,42 +194,19 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
     t0 = time.perf_counter() - history.seconds
     model.train()
     for step in range(start, cfg.steps):
-        lr = cosine_schedule(step, cfg.lr, cfg.steps, cfg.warmup_steps,
-                             cfg.lr * cfg.min_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x, y = sampler.sample()
-        loss = loss_fn(model, backend.to_device(x, device), backend.to_device(y, device))
-        opt.zero_grad()
-        loss.backward()
-        norm = clip_grad_norm(opt.parameters(), cfg.grad_clip) if cfg.grad_clip else math.nan
-        opt.step()
-        history.step.append(step + 1)
-        history.train_loss.append(float(loss.item()))
-        history.lr.append(lr)
-        history.grad_norm.append(norm)
-        done = step + 1 == cfg.steps
-        if (step + 1) % cfg.eval_interval == 0 or done:
-            val = evaluate(model, val_data, block, cfg.batch_size, cfg.eval_batches, loss_fn)
-            history.eval_step.append(step + 1)
-            history.val_loss.append(val)
-            history.val_bpb.append(val / (bytes_per_token * math.log(2)))   # nats/token -> bits/byte
+        if train_step(model, opt, sampler, step, cfg, history, val_data, loss_fn,
+                      bytes_per_token):
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}",
                             val_bpb=f"{history.val_bpb[-1]:.3f}")
         elif step % 10 == 0:
             bar.set_postfix(loss=f"{history.train_loss[-1]:.3f}")
         bar.update(1)
         history.seconds = time.perf_counter() - t0
-        if checkpoint is not None and (done or (
+        if checkpoint is not None and (step + 1 == cfg.steps or (
                 cfg.checkpoint_interval and (step + 1) % cfg.checkpoint_interval == 0)):
             save_checkpoint(checkpoint, model, opt, sampler, history, cfg)
     bar.close()
     return history
-
-
-def _device_of(model) -> str:
-    p = next(iter(model.parameters()), None)
-    return p.device if p is not None else backend.default_device()
 
 
 # ------------------------------------------------------------------ checkpoints
@@ -216,12 +219,20 @@ def save_checkpoint(path, model, optimizer, sampler, history: History,
     arrays.update({f"model/{k}": v for k, v in model.state_dict().items()})
     arrays.update({f"optim/{k}": v for k, v in optimizer.state_dict().items()})
     arrays.update({f"sampler/{k}": np.asarray(v) for k, v in sampler.state_dict().items()})
-    arrays.update({f"history/{k}": v for k, v in history.arrays().items()})
+    arrays.update({f"history/{f.name}": np.asarray(getattr(history, f.name), dtype=np.float64)
+                   for f in fields(History)})
     rng = backend.generator(_device_of(model))
     if isinstance(rng, np.random.Generator):   # dropout's; CuPy's state is not saved
         arrays["rng/state"] = np.array(json.dumps(rng.bit_generator.state))
     with atomic_write(path) as f:           # a crash never leaves half a checkpoint
         np.savez(f, **arrays)
+
+
+def _history_from(arrays: dict) -> History:
+    h = History(**{f.name: np.asarray(arrays[f.name]).tolist() for f in fields(History)})
+    h.step, h.eval_step = [int(s) for s in h.step], [int(s) for s in h.eval_step]
+    h.seconds = float(h.seconds)
+    return h
 
 
 def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> History:
@@ -231,9 +242,8 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
     read raises :class:`DamagedCheckpointError`; one from a run with another
     configuration or model raises :class:`CheckpointError`. Both messages are one line
     naming the file."""
-    arrays = _read_npz(path)
     groups = {}
-    for key, value in arrays.items():
+    for key, value in _read_npz(path).items():
         head, _, rest = key.partition("/")
         groups.setdefault(head, {})[rest] = value
     missing = {"meta", "model", "optim", "sampler", "history"} - set(groups)
@@ -244,7 +254,7 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
         saved = json.loads(str(groups["meta"]["config"]))
         if not isinstance(saved, dict):
             raise TypeError(f"the configuration is a {type(saved).__name__}")
-        history = History.from_arrays(groups["history"])
+        history = _history_from(groups["history"])
         rng_state = json.loads(str(groups["rng"]["state"])) if "rng" in groups else None
     except (KeyError, ValueError, TypeError) as exc:
         raise DamagedCheckpointError(f"checkpoint {path} is damaged: its configuration or "
@@ -256,9 +266,8 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
     if diff:
         raise CheckpointError(f"checkpoint {path} was made with another TrainConfig "
                               f"({'; '.join(diff)}): delete it or restore the settings")
-    # The model first: its load_state_dict checks everything before changing anything.
-    snapshot = model.state_dict()
-    try:
+    snapshot = model.state_dict()   # model.load_state_dict changes nothing on a misfit,
+    try:                            # but the optimizer or sampler may refuse after it
         model.load_state_dict(groups["model"])
         optimizer.load_state_dict(groups["optim"])
         sampler.load_state_dict(groups["sampler"])
@@ -280,16 +289,10 @@ def _read_npz(path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as exc:          # noqa: BLE001  (any way a file can be broken)
-        try:
-            head = Path(path).read_bytes()[:4]
-        except OSError:
-            head = None
-        if head == b"":
-            why = "the file is empty"
-        elif head is not None and head[:2] != b"PK":
-            why = "it is not an .npz archive"
-        else:
-            why = f"{type(exc).__name__}: {_one_line(exc)}"
+        head = Path(path).read_bytes()[:4] if Path(path).is_file() else None
+        why = ("the file is empty" if head == b"" else "it is not an .npz archive"
+               if head is not None and head[:2] != b"PK" else
+               f"{type(exc).__name__}: {_one_line(exc)}")
         raise DamagedCheckpointError(f"checkpoint {path} is damaged ({why})") from None
 
 

@@ -1,8 +1,8 @@
 """Training with an agent in the loop: episodes of decisions, each followed by a few
 language-model steps.
 
-The language-model step is the house loop's (:func:`nanotie.train.train`): the same
-AdamW groups, warmup + cosine schedule, gradient clipping, batches and evaluations.
+The language-model step is the house loop's (:func:`nanotie.train.train_step`): the
+same AdamW groups, warmup + cosine schedule, gradient clipping, batches and evaluations.
 Without an agent (``agent=None``) the tying state never changes and the run is
 exactly what ``train`` would do, which the tests check bit for bit; that is how the
 vanilla baseline runs, so both models see the same batches at the same learning
@@ -24,8 +24,7 @@ from ... import backend
 from ...autograd import no_grad
 from ...data import BatchSampler
 from ...nn import count_parameters
-from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
-from ...train import History, TrainConfig, evaluate
+from ...train import History, TrainConfig, setup, train_step
 from .tying import (independent_layers, optimizer_state_bytes, sync_optimizer,
                     with_action)
 
@@ -87,22 +86,18 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
     batch of ``train_data`` each time (the authors' code)."""
     from tqdm.auto import tqdm
 
-    backend.keep_freed_memory()
     cfg, k = config, tying.lm_steps_per_decision
     L = model.config.n_layer
     per_episode = (L - 1) * k
     if agent is not None and (L < 2 or cfg.steps % per_episode):
         raise ValueError(f"train_dynamic: steps={cfg.steps} must be a multiple of (n_layer - "
                          f"1) * lm_steps_per_decision = {per_episode} (n_layer >= 2)")
-    block = cfg.block_size or model.config.context
-    device = next(iter(model.parameters())).device
-    opt = AdamW(param_groups(model, cfg.weight_decay), lr=cfg.lr, betas=cfg.betas)
-    sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed)
+    opt, sampler = setup(model, train_data, cfg)       # train()'s optimizer and batches
+    block, device = sampler.block_size, next(iter(model.parameters())).device
     # The rewards' batches come from a sampler of their own, so the LM batches are the
     # same as in a run without an agent.
     reward_sampler = BatchSampler(train_data, block, cfg.batch_size, seed=cfg.seed + 1)
     fixed = None if reward_data is None else held_out_batch(reward_data, block, cfg.batch_size)
-    backend.manual_seed(cfg.seed)
     run = DynamicRun()
     h = run.history
     show = sys.stderr.isatty() if progress is None else progress
@@ -110,30 +105,12 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
     t0 = time.perf_counter()
     model.train()
 
-    def lm_step(step: int) -> None:            # train()'s step, line for line
-        lr = cosine_schedule(step, cfg.lr, cfg.steps, cfg.warmup_steps,
-                             cfg.lr * cfg.min_lr_ratio)
-        for g in opt.param_groups:
-            g["lr"] = lr
-        x, y = sampler.sample()
-        loss = model(backend.to_device(x, device), backend.to_device(y, device))[1]
-        opt.zero_grad()
-        loss.backward()
-        norm = clip_grad_norm(opt.parameters(), cfg.grad_clip) if cfg.grad_clip else math.nan
-        opt.step()
-        h.step.append(step + 1)
-        h.train_loss.append(float(loss.item()))
-        h.lr.append(lr)
-        h.grad_norm.append(norm)
-        run.trainable.append(count_parameters(model))
-        run.optimizer_bytes.append(optimizer_state_bytes(opt))
-        if (step + 1) % cfg.eval_interval == 0 or step + 1 == cfg.steps:
-            val = evaluate(model, val_data, block, cfg.batch_size, cfg.eval_batches)
-            h.eval_step.append(step + 1)
-            h.val_loss.append(val)
-            h.val_bpb.append(val / math.log(2))
+    def lm_step(step: int) -> None:            # train()'s step, and what tying changes
+        if train_step(model, opt, sampler, step, cfg, h, val_data):
             bar.set_postfix(loss=f"{h.train_loss[-1]:.3f}", val_bpb=f"{h.val_bpb[-1]:.3f}",
                             layers=independent_layers(model.tying_state))
+        run.trainable.append(count_parameters(model))
+        run.optimizer_bytes.append(optimizer_state_bytes(opt))
         bar.update(1)
         h.seconds = time.perf_counter() - t0
 
