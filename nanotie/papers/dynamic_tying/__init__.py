@@ -1,6 +1,8 @@
 """Dynamic Layer Tying for Parameter-Efficient Transformers.
 
 Tamir David Hay and Lior Wolf, ICLR 2024, arXiv:2401.12819.
+The mechanism is :meth:`.tying.DynamicTiedGPT.set_tying`: it re-wires the layers to a
+tying state, copies as the root's array (no gradient) or as its very Parameter.
 
 The idea. While a transformer trains, a reinforcement-learning agent keeps deciding,
 for every layer i, whether that layer trains on its own or becomes a copy of an
@@ -88,7 +90,7 @@ from .controls import (FixedSchedule, RandomSchedule, SyntheticReward, chance_tr
 from .loop import DynamicRun, held_out_batch, train_dynamic
 from .tying import (MODES, DynamicTiedGPT, independent_layers, optimizer_state_bytes,
                     root_of, step_peak_bytes, sync_optimizer, trainable_formula,
-                    training_memory_bytes, validate_state, with_action)
+                    training_memory_bytes, validate_state, weight_bytes, with_action)
 
 __all__ = ["DynamicTyingConfig", "DynamicTiedGPT", "TyingAgent", "QNetwork", "MODES",
            "RandomSchedule", "FixedSchedule", "SyntheticReward", "greedy_train_share",
@@ -96,7 +98,7 @@ __all__ = ["DynamicTyingConfig", "DynamicTiedGPT", "TyingAgent", "QNetwork", "MO
            "decay_to_floor", "step_peak_bytes",
            "q_output_size", "action_offset", "n_actions", "validate_state", "root_of",
            "independent_layers", "with_action", "trainable_formula", "sync_optimizer",
-           "optimizer_state_bytes", "training_memory_bytes", "train_dynamic",
+           "optimizer_state_bytes", "weight_bytes", "training_memory_bytes", "train_dynamic",
            "DynamicRun"]
 
 
@@ -118,35 +120,11 @@ class DynamicTyingConfig:
     reward_ema: float = 0.9           # how slowly that running mean and std forget
 
     def __post_init__(self):
-        if self.mode not in MODES:
-            raise ValueError(f"DynamicTyingConfig: mode must be one of {MODES}, got "
-                             f"{self.mode!r}")
-        if self.initial_state not in ("zeros", "independent"):
-            raise ValueError("DynamicTyingConfig: initial_state must be 'zeros' or "
-                             f"'independent', got {self.initial_state!r}")
-        for name in ("lm_steps_per_decision", "q_hidden"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DynamicTyingConfig: {name} must be >= 1, got "
-                                 f"{getattr(self, name)}")
-        if self.q_lr <= 0 or self.q_weight_decay < 0 or self.reward_clip <= 0:
-            raise ValueError("DynamicTyingConfig: need q_lr > 0, q_weight_decay >= 0 and "
-                             f"reward_clip > 0; got q_lr={self.q_lr}, q_weight_decay="
-                             f"{self.q_weight_decay}, reward_clip={self.reward_clip}")
-        if not 0 <= self.gamma <= 1:
-            raise ValueError(f"DynamicTyingConfig: gamma must be in [0, 1], got {self.gamma}")
-        if not 0 <= self.epsilon_min <= self.epsilon_start <= 1:
-            raise ValueError("DynamicTyingConfig: need 0 <= epsilon_min <= epsilon_start "
-                             f"<= 1; got epsilon_min={self.epsilon_min}, epsilon_start="
-                             f"{self.epsilon_start}")
-        if self.reward_norm not in REWARD_NORMS:
-            raise ValueError(f"DynamicTyingConfig: reward_norm must be one of "
-                             f"{REWARD_NORMS}, got {self.reward_norm!r}")
-        if not 0 <= self.reward_ema < 1:
-            raise ValueError(f"DynamicTyingConfig: reward_ema must be in [0, 1), got "
-                             f"{self.reward_ema}")
-        if not 0 < self.epsilon_decay <= 1:
-            raise ValueError("DynamicTyingConfig: epsilon_decay must be in (0, 1], got "
-                             f"{self.epsilon_decay}")
+        for name, allowed in (("mode", MODES), ("initial_state", ("zeros", "independent")),
+                              ("reward_norm", REWARD_NORMS)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"DynamicTyingConfig: {name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
 
     def initial(self, n_layer: int) -> tuple:
         """The tying state training starts from."""

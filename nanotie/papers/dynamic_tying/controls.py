@@ -65,8 +65,6 @@ class FixedSchedule:
     def __init__(self, before, after, switch: int):
         self.before = validate_state(before, len(before))
         self.after = validate_state(after, len(before))
-        if switch < 0:
-            raise ValueError(f"FixedSchedule: switch must be >= 0 episodes, got {switch}")
         self.switch, self.episode, self.epsilon = switch, 0, 0.0
 
     def pattern(self) -> tuple:

@@ -1,4 +1,4 @@
-"""The tying state s and a GPT whose layers follow it.
+"""The mechanism: a GPT whose layers follow a tying state s (``set_tying`` below).
 
 State. ``s`` is a tuple of L ints with s_0 = 0 and s_i <= i:
 
@@ -41,47 +41,10 @@ from ...nn.optim import AdamW, Optimizer, param_groups
 
 __all__ = ["MODES", "validate_state", "root_of", "independent_layers", "with_action",
            "DynamicTiedGPT", "trainable_formula", "sync_optimizer",
-           "optimizer_state_bytes", "training_memory_bytes", "step_peak_bytes"]
+           "optimizer_state_bytes", "weight_bytes", "training_memory_bytes",
+           "step_peak_bytes"]
 
 MODES = ("official", "shared")
-
-
-def validate_state(state, n_layer: int) -> tuple:
-    """``state`` as a tuple of ints, after checking s_0 = 0 and 0 <= s_i <= i."""
-    s = tuple(int(v) for v in np.asarray(state).reshape(-1))
-    if len(s) != n_layer:
-        raise ValueError(f"tying state {s} has {len(s)} entries, expected n_layer={n_layer}")
-    if s[0] != 0:
-        raise ValueError(f"tying state {s}: s_0 must be 0 (layer 0 has no earlier layer "
-                         "to copy)")
-    bad = [i for i, v in enumerate(s) if not 0 <= v <= i]
-    if bad:
-        raise ValueError(f"tying state {s}: need 0 <= s_i <= i, violated at layer(s) {bad}")
-    return s
-
-
-def root_of(state, i: int) -> int:
-    """The independent layer whose weights layer i computes with: follow s_i -> s_{s_i}
-    -> ... until s_k = k."""
-    while state[i] != i:
-        i = state[i]
-    return i
-
-
-def independent_layers(state) -> int:
-    """#{i : s_i = i}, the layers that train."""
-    return sum(int(v == i) for i, v in enumerate(state))
-
-
-def with_action(state, layer: int, action: int) -> tuple:
-    """The state after the agent's action for ``layer``: s_layer <- action (an action
-    a < layer means "copy layer a", a = layer means "train")."""
-    if not 1 <= layer < len(state) or not 0 <= action <= layer:
-        raise ValueError(f"with_action: layer {layer} allows actions 0..{layer}, got "
-                         f"{action} (layers 1..{len(state) - 1} choose)")
-    s = list(state)
-    s[layer] = action
-    return tuple(s)
 
 
 class DynamicTiedGPT(GPT):
@@ -130,9 +93,9 @@ class DynamicTiedGPT(GPT):
                 _, src = self._slot(root, mpath, name)
                 if self.mode == "shared":
                     if p is not src:
-                        setattr(module, name, src)            # plain tying: one object
+                        setattr(module, name, src)     # the tie: the root's Parameter itself
                 elif p.data is not src.data or p.requires_grad:
-                    # official: the same array, but a Parameter the engine skips
+                    # the tie (official): the root's array, in a Parameter the engine skips
                     setattr(module, name, Parameter(src.data, requires_grad=False))
         self.tying_state = new
         return new
@@ -153,6 +116,44 @@ class DynamicTiedGPT(GPT):
     def block_parameter_count(self) -> int:
         """P_block: the scalars of one transformer block."""
         return sum(p.numel() for p in self.blocks[0].parameters())
+
+
+def validate_state(state, n_layer: int) -> tuple:
+    """``state`` as a tuple of ints, after checking s_0 = 0 and 0 <= s_i <= i."""
+    s = tuple(int(v) for v in np.asarray(state).reshape(-1))
+    if len(s) != n_layer:
+        raise ValueError(f"tying state {s} has {len(s)} entries, expected n_layer={n_layer}")
+    if s[0] != 0:
+        raise ValueError(f"tying state {s}: s_0 must be 0 (layer 0 has no earlier layer "
+                         "to copy)")
+    bad = [i for i, v in enumerate(s) if not 0 <= v <= i]
+    if bad:
+        raise ValueError(f"tying state {s}: need 0 <= s_i <= i, violated at layer(s) {bad}")
+    return s
+
+
+def root_of(state, i: int) -> int:
+    """The independent layer whose weights layer i computes with: follow s_i -> s_{s_i}
+    -> ... until s_k = k."""
+    while state[i] != i:
+        i = state[i]
+    return i
+
+
+def independent_layers(state) -> int:
+    """#{i : s_i = i}, the layers that train."""
+    return sum(int(v == i) for i, v in enumerate(state))
+
+
+def with_action(state, layer: int, action: int) -> tuple:
+    """The state after the agent's action for ``layer``: s_layer <- action (an action
+    a < layer means "copy layer a", a = layer means "train")."""
+    if not 1 <= layer < len(state) or not 0 <= action <= layer:
+        raise ValueError(f"with_action: layer {layer} allows actions 0..{layer}, got "
+                         f"{action} (layers 1..{len(state) - 1} choose)")
+    s = list(state)
+    s[layer] = action
+    return tuple(s)
 
 
 def trainable_formula(model: DynamicTiedGPT) -> int:
@@ -178,9 +179,6 @@ def sync_optimizer(optimizer: Optimizer, model) -> None:
     no Adam moments. State is keyed by ``id(param)``: the old Parameters are still held
     by the old group lists while we compute the new ones, so no new Parameter can reuse
     a dropped one's id and inherit its moments by accident."""
-    if len(optimizer.param_groups) != 2:
-        raise ValueError("sync_optimizer: expected the two groups of param_groups(model, "
-                         f"wd), got {len(optimizer.param_groups)} group(s)")
     fresh = param_groups(model, 0.0)              # only the split matters here
     for group, new in zip(optimizer.param_groups, fresh):
         group["params"] = new["params"]
@@ -193,13 +191,15 @@ def optimizer_state_bytes(optimizer: Optimizer) -> int:
     return sum(int(v.nbytes) for st in optimizer.state.values() for v in st.values())
 
 
+def weight_bytes(model) -> int:
+    """Bytes of the model's unique weight arrays (copies that share an array count once)."""
+    return sum({id(p.data): p.data.nbytes for p in model.parameters()}.values())
+
+
 def training_memory_bytes(model, optimizer: Optimizer) -> dict:
     """Weights (unique arrays: copies that share an array count once), gradients (one
     per trainable Parameter) and optimizer state, in bytes."""
-    arrays = {}
-    for p in model.parameters():
-        arrays.setdefault(id(p.data), p.data.nbytes)
-    weights = sum(arrays.values())
+    weights = weight_bytes(model)
     grads = sum(p.data.nbytes for p in model.parameters() if p.requires_grad)
     adam = optimizer_state_bytes(optimizer)
     return {"weights": weights, "gradients": grads, "optimizer": adam,
@@ -224,10 +224,7 @@ def step_peak_bytes(model, x, y, weight_decay: float = 0.1) -> dict:
     if backend.xp_of(next(iter(model.parameters())).data) is not np:
         raise ValueError("step_peak_bytes: tracemalloc sees host memory only; measure a "
                          "model on the CPU")
-    arrays = {}
-    for p in model.parameters():
-        arrays.setdefault(id(p.data), p.data.nbytes)
-    weights = sum(arrays.values())
+    weights = weight_bytes(model)
     opt = AdamW(param_groups(model, weight_decay), lr=0.0, weight_decay=0.0)
     was_tracing = tracemalloc.is_tracing()
     if not was_tracing:
