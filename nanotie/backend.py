@@ -3,12 +3,12 @@
 This is the ONLY module in nanotie that imports cupy (a test enforces it). Every op
 asks ``xp = xp_of(array)`` for the array module that owns its data, so the same code
 runs on both devices (Chainer's ``get_array_module`` pattern). The few places where
-the two libraries differ (scatter-add, FFTs, special functions, random generators,
-reuse of freed CPU memory) are wrapped here and nowhere else.
+the two libraries differ (scatter-add, FFTs, special functions, random generators)
+are wrapped here and nowhere else, with the two CPU speed settings (threads, memory).
 
-A GPU is used only when three things hold: cupy imports, ``cupy.is_available()`` is
-true, and a tiny allocation works. Otherwise everything silently runs on NumPy, and
-asking for ``"cuda"`` raises a :class:`DeviceError` that says why.
+A GPU is used only when cupy imports, ``cupy.is_available()`` is true, and a tiny
+allocation works. Otherwise everything runs on NumPy, and asking for ``"cuda"`` raises
+a :class:`DeviceError` that says why.
 """
 
 from __future__ import annotations
@@ -87,16 +87,13 @@ def device_of(array) -> str:
 
 
 def xp_of(*arrays):
-    """The array module (numpy or cupy) that owns ``arrays``.
-
-    Arguments that are not arrays (Python scalars, None) are ignored. Arrays from both
-    devices raise a :class:`DeviceError`.
-    """
+    """The array module (numpy or cupy) that owns ``arrays``; Python scalars and None
+    are ignored. Arrays from both devices raise a :class:`DeviceError`."""
     found = None
     for a in arrays:
         if a is None or isinstance(a, (int, float, bool, np.generic)):
             continue
-        mod = np if type(a) is np.ndarray or not is_cupy_array(a) else _cupy_status()[0]
+        mod = np if device_of(a) == "cpu" else _cupy_status()[0]
         if found is not None and mod is not found:
             raise DeviceError("arrays on different devices (cpu and cuda) were mixed; "
                               "move them to one device first with .to(device)")
@@ -104,20 +101,19 @@ def xp_of(*arrays):
     return found if found is not None else np
 
 
+def xp_for(device: str):
+    """The array module for a device name."""
+    return _require_cupy() if check_device(device) == "cuda" else np
+
+
 def to_device(array, device: str):
     """Return ``array`` on ``device``; no copy when it is already there."""
-    check_device(device)
-    if device == "cpu":
-        return asnumpy(array)
-    cupy = _require_cupy()
-    return cupy.asarray(array)
+    return asnumpy(array) if check_device(device) == "cpu" else _require_cupy().asarray(array)
 
 
 def asnumpy(array) -> np.ndarray:
     """A NumPy array with the same values (copies from the GPU if needed)."""
-    if is_cupy_array(array):
-        return array.get()
-    return np.asarray(array)
+    return array.get() if is_cupy_array(array) else np.asarray(array)
 
 
 def synchronize(device: str = "cuda") -> None:
@@ -125,11 +121,6 @@ def synchronize(device: str = "cuda") -> None:
     GPU kernels run asynchronously, so a timer must call this before reading the clock."""
     if device == "cuda":
         _require_cupy().cuda.Device().synchronize()
-
-
-def xp_for(device: str):
-    """The array module for a device name."""
-    return _require_cupy() if check_device(device) == "cuda" else np
 
 
 # ------------------------------------------------- the places the libraries differ
@@ -142,51 +133,41 @@ def scatter_add(target, index, values):
     wins), which is exactly the embedding-backward case: a token that appears twice
     must receive both gradients.
     """
-    xp = xp_of(target)
-    if xp is np:
-        if isinstance(index, np.ndarray) and index.ndim == 1 and target.ndim == 2 \
-                and np.issubdtype(index.dtype, np.integer) and values.ndim == 2:
-            _scatter_rows_numpy(target, index, values)
-        else:
-            np.add.at(target, index, values)
-    else:
+    if xp_of(target) is not np:
         cupy = _cupy_status()[0]
         if hasattr(cupy.add, "at"):       # CuPy >= 13; cupyx.scatter_add is deprecated
             cupy.add.at(target, index, values)
         else:
             import cupyx
-
             cupyx.scatter_add(target, index, values)
+    elif isinstance(index, np.ndarray) and index.ndim == 1 and target.ndim == 2 \
+            and np.issubdtype(index.dtype, np.integer) and values.ndim == 2:
+        # Rows: a sparse (V, N) one-hot matrix times values (N, D) is the same sum as
+        # np.add.at, in one compiled loop (about 3x faster for embeddings).
+        import scipy.sparse
+
+        n = index.shape[0]
+        index = np.where(index < 0, index + target.shape[0], index)
+        onehot = scipy.sparse.csr_matrix((np.ones(n, dtype=values.dtype),
+                                          (index, np.arange(n))), shape=(target.shape[0], n))
+        target += onehot @ values
+    else:
+        np.add.at(target, index, values)
     return target
-
-
-def _scatter_rows_numpy(target, index, values):
-    # A row scatter as a sparse (V, N) one-hot matrix times values (N, D): the same
-    # sum as np.add.at, done in one compiled loop (about 3x faster for embeddings).
-    import scipy.sparse
-
-    n = index.shape[0]
-    index = np.where(index < 0, index + target.shape[0], index)
-    onehot = scipy.sparse.csr_matrix(
-        (np.ones(n, dtype=values.dtype), (index, np.arange(n))), shape=(target.shape[0], n))
-    target += onehot @ values
 
 
 def erf(x):
     """The error function, elementwise, on either device."""
     if xp_of(x) is np:
         import scipy.special
-
         return scipy.special.erf(x)
     import cupyx.scipy.special
-
     return cupyx.scipy.special.erf(x)
 
 
 def _cpu_threads() -> int:
-    """Threads for CPU FFTs: as many as NumPy's BLAS (OpenBLAS or MKL) starts with,
-    from the first of these variables that is set, else every core this process
-    may run on."""
+    """Threads for CPU FFTs: as many as NumPy's BLAS starts with (the first of these
+    variables that is set), else every core this process may run on."""
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
         if value.isdigit() and int(value) > 0:
@@ -195,9 +176,8 @@ def _cpu_threads() -> int:
         os.cpu_count() or 1)
 
 
-# On the CPU, FFTs go through scipy.fft rather than numpy.fft: it zero-pads to ``n``
-# several times faster and can split a batch of transforms over threads (``workers``).
-# It must only ever see NumPy arrays; CuPy arrays use cupy.fft.
+# CPU FFTs go through scipy.fft, not numpy.fft: it zero-pads to ``n`` several times
+# faster and splits a batch of transforms over threads (``workers``).
 _FFT_WORKERS = _cpu_threads()
 
 
@@ -205,7 +185,6 @@ def rfft(x, n: int):
     """Real FFT of length ``n`` along the last axis; float32 stays complex64."""
     if xp_of(x) is np:
         import scipy.fft
-
         return scipy.fft.rfft(x, n=n, axis=-1, workers=_FFT_WORKERS)
     return xp_of(x).fft.rfft(x, n=n, axis=-1)
 
@@ -214,11 +193,10 @@ def irfft(X, n: int, dtype):
     """Inverse of :func:`rfft`, cast back to the real ``dtype`` of the inputs."""
     if xp_of(X) is np:
         import scipy.fft
-
         out = scipy.fft.irfft(X, n=n, axis=-1, workers=_FFT_WORKERS)
     else:
         out = xp_of(X).fft.irfft(X, n=n, axis=-1)
-    return out if out.dtype == dtype else out.astype(dtype)
+    return out.astype(dtype, copy=False)
 
 
 def fft_size(n: int) -> int:
@@ -228,32 +206,22 @@ def fft_size(n: int) -> int:
 
 # ----------------------------------------------------- CPU threads: the speed switch
 
-# NumPy runs every elementwise pass (a ufunc, a reduction) on ONE core, and a stack of
-# small matrix products (attention's (B, H) batch of T x hd @ hd x T) goes to BLAS one
-# product at a time, each too small for BLAS's own threads to pay off. parallel_rows()
-# splits such work into contiguous blocks of rows, one per thread of a small pool: NumPy
-# releases the GIL inside ufuncs, reductions and BLAS calls, so the blocks really run at
-# once. The fused ops that use it (gelu, layer_norm, scaled_dot_product_attention in
-# nn/functional.py) write their formula once, as work on a block of rows; with one
-# thread that work is called once on all the rows, which is the plain NumPy version.
-# What it saves on a 2-core machine is measured in benchmarks/README.md.
-#
-# The switch is OFF by default: on an idle 2-core machine the plain code was faster
-# (benchmarks/README.md: a step took 1.3x longer with it on), while with other processes
-# competing for the cores it was 2-5x faster, because BLAS's own threads stop spinning
-# for a core. ``NANOTIE_THREADS=N`` (the environment) or ``set_cpu_threads(N)`` (in the
-# process) turns it on with N threads; the environment's N is capped by BLAS's current
-# limit (threadpoolctl), so a run that the protocol pins to one BLAS thread per process
-# (nanotie/protocol.py) always runs the plain code. CuPy arrays never take this path.
+# NumPy runs each elementwise pass on ONE core, and a stack of small matrix products
+# (attention's (B, H) batch) goes to BLAS one product at a time. parallel_rows() cuts
+# such work into contiguous blocks of rows, one per thread (NumPy releases the GIL in
+# ufuncs and BLAS). The fused ops that use it (linear, gelu, layer_norm, attention)
+# write their formula once, as work on a block of rows; with one thread it is one call
+# on all the rows: the plain NumPy code, and the default. On a 2-core machine it made a
+# step 1.3x slower when idle, 2-5x faster when busy (benchmarks/README.md), so it is
+# opt-in: ``NANOTIE_THREADS=N`` (capped by BLAS's thread limit) or ``set_cpu_threads(N)``.
 
 _THREADS_OVERRIDE = None   # set_cpu_threads(n): n threads, whatever BLAS's limit
 _POOL = None               # the ThreadPoolExecutor, made on first use
 
 
 def set_cpu_threads(n: int | None) -> None:
-    """Use ``n`` threads for large CPU array passes from now on (1: off, the plain NumPy
-    code); ``None`` goes back to the default (``$NANOTIE_THREADS`` capped by BLAS's
-    current limit; off when unset). Values and gradients do not depend on it."""
+    """Use ``n`` threads for large CPU array passes from now on (1: off); ``None`` goes
+    back to the default. Values and gradients do not depend on it."""
     global _THREADS_OVERRIDE
     if n is not None and (isinstance(n, bool) or not isinstance(n, int) or n < 1):
         raise ValueError(f"set_cpu_threads: n must be a positive int or None, got {n!r}")
@@ -271,9 +239,8 @@ def _blas_controllers() -> tuple:
 
 
 def cpu_threads() -> int:
-    """How many threads :func:`parallel_rows` uses now (1 means the switch is off, the
-    default): ``set_cpu_threads(n)`` if called, else ``$NANOTIE_THREADS`` capped by
-    BLAS's current thread limit, else 1."""
+    """How many threads :func:`parallel_rows` uses now: ``set_cpu_threads(n)`` if called,
+    else ``$NANOTIE_THREADS`` capped by BLAS's current thread limit, else 1 (off)."""
     if _THREADS_OVERRIDE is not None:
         return _THREADS_OVERRIDE
     env = os.environ.get("NANOTIE_THREADS", "").strip()
@@ -282,15 +249,6 @@ def cpu_threads() -> int:
     blas = _blas_controllers()
     n = min(c.num_threads for c in blas) if blas else _cpu_threads()
     return max(1, min(n, int(env)))
-
-
-def _pool(workers: int):
-    global _POOL
-    if _POOL is None or _POOL._max_workers < workers:
-        from concurrent.futures import ThreadPoolExecutor
-
-        _POOL = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="nanotie")
-    return _POOL
 
 
 def _forget_pool():                 # a forked child inherits no running threads
@@ -305,25 +263,27 @@ if hasattr(os, "register_at_fork"):
 def parallel_rows(work, n_rows: int, xp=np, min_rows: int = 1) -> None:
     """Call ``work(rows)`` on slices ``rows`` that cover ``range(n_rows)`` once each.
 
-    With :func:`cpu_threads` = 1 (the switch off), on CuPy (``xp`` not NumPy), or with
-    fewer than ``2 min_rows`` rows, it is the one call ``work(slice(0, n_rows))``.
-    Otherwise the rows are cut into one contiguous block per thread and the blocks run
-    at once; ``work`` must then only write the rows it is given (into arrays made
-    before the call) and draw no random numbers. Meanwhile BLAS is held to one thread,
-    so that the blocks' matrix products do not queue for BLAS's own pool.
+    With the switch off, on CuPy, or with fewer than ``2 min_rows`` rows, it is the
+    one call ``work(slice(0, n_rows))``. Otherwise one contiguous block per thread runs
+    at once; ``work`` must then only write its own rows (of arrays made before the call)
+    and draw no random numbers. Meanwhile BLAS is held to one thread.
     """
+    global _POOL
     threads = min(cpu_threads(), n_rows // max(1, min_rows)) if xp is np else 1
     if threads <= 1:
         work(slice(0, n_rows))
         return
     edges = [n_rows * i // threads for i in range(threads + 1)]
     blocks = [slice(a, b) for a, b in zip(edges[:-1], edges[1:])]
+    if _POOL is None or _POOL._max_workers < threads - 1:
+        from concurrent.futures import ThreadPoolExecutor
+        _POOL = ThreadPoolExecutor(max_workers=threads - 1, thread_name_prefix="nanotie")
     blas = _blas_controllers()
     before = [c.num_threads for c in blas]
     for c in blas:
         c.set_num_threads(1)
     try:
-        futures = [_pool(threads - 1).submit(work, rows) for rows in blocks[1:]]
+        futures = [_POOL.submit(work, rows) for rows in blocks[1:]]
         try:
             work(blocks[0])                       # this thread takes the first block
         finally:
@@ -336,32 +296,25 @@ def parallel_rows(work, n_rows: int, xp=np, min_rows: int = 1) -> None:
 
 # ------------------------------------------------------------------ CPU memory
 
+KEPT_FREED_MEMORY = False   # set by keep_freed_memory()
+
 
 def keep_freed_memory() -> bool:
-    """Ask glibc's malloc to keep freed memory for reuse instead of handing it back.
+    """Ask glibc's malloc to keep freed memory for reuse, as CuPy's pool does on a GPU.
 
-    CuPy keeps freed GPU memory in a pool, and the next array of that size reuses it.
-    glibc, which allocates NumPy's arrays on Linux, does not: a block of a few MB is
-    returned to the operating system when it is freed (``munmap``, or a trim of the
-    heap), and the next array is page-faulted back in, 4 KiB at a time, each page
-    zero-filled by the kernel. A training step frees all its activations at its end, so
-    every step paid for all of them again: about 20k page faults and a fifth of the
-    time of a small GPT's step. Two settings make glibc behave like a pool: serve
-    blocks up to 32 MB from the heap (``M_MMAP_THRESHOLD``) and shrink the heap only
-    when more than 1 GB at its top is free (``M_TRIM_THRESHOLD``). The price: the
-    process keeps the memory of its peak until it exits.
-
-    It changes the whole process, so nanotie never calls it on import: the training
-    loop (:func:`nanotie.train.train`) and the benchmarks do, and
-    ``NANOTIE_KEEP_FREED_MEMORY=0`` turns it off. Returns whether the settings are in
-    effect (never off Linux/glibc).
+    glibc hands a freed block of a few MB back to the operating system, and the next
+    array of that size is page-faulted back in, 4 KiB at a time: a training step frees
+    all its activations, so each step paid about 20k page faults (a fifth of a small
+    GPT's step). Serving blocks up to 32 MB from the heap (``M_MMAP_THRESHOLD``) and
+    trimming it only past 1 GB free (``M_TRIM_THRESHOLD``) stops that; the process then
+    keeps the memory of its peak. It changes the whole process, so only the training
+    loop and the benchmarks call it; ``NANOTIE_KEEP_FREED_MEMORY=0`` turns it off.
+    Returns whether the settings are in effect (never off Linux/glibc).
     """
     global KEPT_FREED_MEMORY
-    if KEPT_FREED_MEMORY:
-        return True
-    if not sys.platform.startswith("linux") or \
+    if KEPT_FREED_MEMORY or not sys.platform.startswith("linux") or \
             os.environ.get("NANOTIE_KEEP_FREED_MEMORY", "1").strip() == "0":
-        return False
+        return KEPT_FREED_MEMORY
     import ctypes
 
     try:
@@ -372,9 +325,6 @@ def keep_freed_memory() -> bool:
     KEPT_FREED_MEMORY = bool(mallopt(m_mmap_threshold, 32 << 20)) and bool(
         mallopt(m_trim_threshold, 1 << 30))
     return KEPT_FREED_MEMORY
-
-
-KEPT_FREED_MEMORY = False   # set by keep_freed_memory()
 
 
 # ------------------------------------------------------------- random generators
@@ -393,8 +343,7 @@ def manual_seed(seed: int) -> None:
 def generator(device: str):
     """The seeded generator of ``device`` (created on first use after a seed)."""
     if device not in _generators:
-        xp = xp_for(device)
-        _generators[device] = xp.random.default_rng(_seed)
+        _generators[device] = xp_for(device).random.default_rng(_seed)
     return _generators[device]
 
 
@@ -414,18 +363,22 @@ def restore_random_state(snapshot) -> None:
         generator("cpu").bit_generator.state = cpu_state     # ... or where it stood
 
 
+def _sample(draw, shape, dtype):
+    """``draw(size, dtype)`` in ``dtype``; the generators draw float32 and float64 only."""
+    dtype = np.dtype(dtype)
+    if dtype in (np.float32, np.float64):
+        return draw(size=tuple(shape), dtype=dtype)
+    return draw(size=tuple(shape)).astype(dtype)
+
+
 def randn(shape, dtype, device: str):
     """Standard normal samples."""
-    g = generator(device)
-    return g.standard_normal(size=tuple(shape), dtype=np.dtype(dtype)) if np.dtype(dtype) in (
-        np.float32, np.float64) else g.standard_normal(size=tuple(shape)).astype(dtype)
+    return _sample(generator(device).standard_normal, shape, dtype)
 
 
 def rand(shape, dtype, device: str):
     """Uniform samples in [0, 1)."""
-    g = generator(device)
-    return g.random(size=tuple(shape), dtype=np.dtype(dtype)) if np.dtype(dtype) in (
-        np.float32, np.float64) else g.random(size=tuple(shape)).astype(dtype)
+    return _sample(generator(device).random, shape, dtype)
 
 
 def randint(low: int, high: int, shape, device: str):
