@@ -1,26 +1,16 @@
 """Vanilla GPT against dynamic layer tying and two controls, at the same number of
-language-model steps, over several seeds.
+language-model steps, over several seeds (``python -m nanotie reproduce dynamic-tying``).
 
 The paper's claims (Abstract): dynamic tying "modestly outperforms the baseline
 transformer model with regard to perplexity" with drastically fewer trainable
 parameters, and "the memory consumption during training is up to one order of
 magnitude less". A dynamic run changes which layers train AND how many: to credit the
-agent's policy, it must beat two schedules that tie without learning,
-
-* a random schedule: every decision a uniform action, what the agent's exploration
-  draws from (:class:`~.controls.RandomSchedule`);
-* a fixed pattern: every layer trains for the first third of the episodes, then every
-  layer is a copy of layer 0 (:class:`~.controls.FixedSchedule`).
-
-Every method trains a byte-level GPT on the train split of Python's own prose with the
-same batches, schedule and optimizer; the agent's reward is minus the perplexity on
-one fixed batch held out from the end of the train split. Reported: test perplexity
-(and the best validation perplexity over the run, as the authors' logs show it),
-trainable parameters, the parameter-side training memory (weights + gradients + Adam,
-the paper's accounting) and the whole step's peak memory (tracemalloc: activations
-too), the final tying patterns and the independent layers per episode. A synthetic
-reward with a known best policy checks, at the run's number of episodes, whether the
-agent can learn at all (:class:`~.controls.SyntheticReward`).
+agent's policy, it must beat two schedules that tie without learning, a random
+schedule and a fixed pattern (:mod:`.controls`). Every method trains a byte-level GPT
+on Python's own prose with the same batches, schedule and optimizer; the agent's
+reward is minus the perplexity on one batch held out from the end of the train split.
+A synthetic reward with a known best policy checks whether the agent can learn at all
+in the run's number of episodes.
 """
 
 from __future__ import annotations
@@ -36,8 +26,8 @@ import numpy as np
 from ... import backend, protocol
 from ...nn import GPTConfig, count_parameters
 from ...nn.optim import AdamW, param_groups
-from ...report import (claim_section, plot_spread, pyplot, save_figure, spread_table,
-                       tuning_table, write_report, write_results)
+from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
+                       spread_table, tuning_table)
 from ...train import TrainConfig, evaluate
 from ..gpt.experiment import prose_splits, unigram_bpb
 from . import DynamicTyingConfig
@@ -135,10 +125,8 @@ def _policy(method: str, settings: dict, tying_cfg, n_layer: int, seed: int):
         return TyingAgent(n_layer, tying_cfg, seed=seed), tying_cfg.initial(n_layer)
     if method == "random":
         return RandomSchedule(seed), tying_cfg.initial(n_layer)
-    if method == "fixed":
-        every = tuple(range(n_layer))
-        return FixedSchedule(every, (0,) * n_layer, settings["fixed_switch"]), every
-    raise ValueError(f"dynamic_tying_run: method must be one of {METHODS}, got {method!r}")
+    every = tuple(range(n_layer))                    # "fixed"
+    return FixedSchedule(every, (0,) * n_layer, settings["fixed_switch"]), every
 
 
 def dynamic_tying_run(settings: dict, seed: int, device: str) -> dict:
@@ -257,13 +245,10 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     dict shaped like the entries of PROFILES) replaces the quick/full one, e.g. in a
     notebook. ``runner``: a :class:`nanotie.protocol.Runner` (None: this process, with
     the run cache next to ``out_dir``)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir, runner = protocol.open_runner(out_dir, device, runner)
     t0 = time.perf_counter()
     name = "quick" if quick else "full"
     profile = profile if profile is not None else PROFILES[name]
-    if runner is None:
-        runner = protocol.Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device)
     model_cfg, train_cfg = profile["model"], profile["train"]
     L = model_cfg.n_layer
     per_episode = (L - 1) * profile["tying"].lm_steps_per_decision
@@ -322,10 +307,8 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
              _plot_memory(groups, out_dir / "memory.png"),
              _plot_pattern(groups[_label("dynamic", main_mode)][0].figures, L,
                            out_dir / "tying_pattern.png", _label("dynamic", main_mode))]
-    write_results(out_dir, results)
-    write_report(out_dir, "Dynamic layer tying (Hay & Wolf, 2024)",
-                 _report_body(results, extra, groups, plots))
-    return results
+    return publish(out_dir, "Dynamic layer tying (Hay & Wolf, 2024)", results,
+                   _report_body(results, extra, groups, plots))
 
 
 def _choose(results) -> dict:
@@ -336,45 +319,39 @@ def _choose(results) -> dict:
 # ---------------------------------------------------------------- figures, verdicts
 
 
-def _spread_of(rs, get) -> protocol.Spread:
-    return protocol.spread([get(r.figures) for r in rs])
+# The table's columns: a figure of one run, its spread over seeds per method.
+COLUMNS = {
+    "test_ppl": lambda f: f["test"]["ppl"],
+    "test_bpb": lambda f: f["test"]["bpb"],
+    "val_ppl": lambda f: f["val"]["ppl"],
+    "val_ppl_best_in_run": lambda f: f["val"]["ppl_best_in_run"],
+    "val_ppl_last_in_run": lambda f: f["val"]["ppl_last_in_run"],
+    "trainable_final": lambda f: f["trainable_final"],
+    "trainable_mean": lambda f: f["trainable_mean"],
+    "param_mb_final": lambda f: f["param_memory_final"]["total"] / 1e6,
+    "param_mb_mean": lambda f: f["param_memory_mean"] / 1e6,
+    "step_peak_mb": lambda f: f["step_peak"]["total"] / 1e6,     # CPU runs only
+}
 
 
 def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits,
                device, model_cfg, train_cfg, main_mode) -> dict:
     dyn_label = _label("dynamic", main_mode)
-    table = {}
-    for label, rs in groups.items():
-        table[label] = {
-            "test_ppl": _spread_of(rs, lambda f: f["test"]["ppl"]),
-            "test_bpb": _spread_of(rs, lambda f: f["test"]["bpb"]),
-            "val_ppl": _spread_of(rs, lambda f: f["val"]["ppl"]),
-            "val_ppl_best_in_run": _spread_of(rs, lambda f: f["val"]["ppl_best_in_run"]),
-            "val_ppl_last_in_run": _spread_of(rs, lambda f: f["val"]["ppl_last_in_run"]),
-            "trainable_final": _spread_of(rs, lambda f: f["trainable_final"]),
-            "trainable_mean": _spread_of(rs, lambda f: f["trainable_mean"]),
-            "param_mb_final": _spread_of(rs, lambda f: f["param_memory_final"]["total"] / 1e6),
-            "param_mb_mean": _spread_of(rs, lambda f: f["param_memory_mean"] / 1e6),
-        }
-        if all(r.figures["step_peak"] for r in rs):
-            table[label]["step_peak_mb"] = _spread_of(rs, lambda f: f["step_peak"]["total"] / 1e6)
+    table = {label: {key: protocol.spread([get(r.figures) for r in rs])
+                     for key, get in COLUMNS.items()
+                     if key != "step_peak_mb" or all(r.figures["step_peak"] for r in rs)}
+             for label, rs in groups.items()}
     ppl = {label: [r.figures["test"]["ppl"] for r in rs] for label, rs in groups.items()}
-    verdicts = {
-        "dynamic vs vanilla": protocol.verdict(ppl[dyn_label], ppl["vanilla"],
-                                               names=(dyn_label, "vanilla")),
-        "dynamic vs random schedule": protocol.verdict(
-            ppl[dyn_label], ppl["random schedule"], names=(dyn_label, "random schedule")),
-        "dynamic vs fixed pattern": protocol.verdict(
-            ppl[dyn_label], ppl["fixed pattern"], names=(dyn_label, "fixed pattern")),
-    }
+    verdicts = {f"dynamic vs {other}": protocol.verdict(ppl[dyn_label], ppl[other],
+                                                       names=(dyn_label, other))
+                for other in ("vanilla", "random schedule", "fixed pattern")}
+    # Memory saved: the per-seed ratio vanilla / dynamic (the step's peak: CPU runs only).
     van, dyn = groups["vanilla"], groups[dyn_label]
-    ratios = {"param_final": protocol.spread([v.figures["param_memory_final"]["total"]
-                                              / d.figures["param_memory_final"]["total"]
-                                              for v, d in zip(van, dyn)])}
-    if "step_peak_mb" in table[dyn_label] and "step_peak_mb" in table["vanilla"]:
-        ratios["step_peak"] = protocol.spread([v.figures["step_peak"]["total"]
-                                               / d.figures["step_peak"]["total"]
-                                               for v, d in zip(van, dyn)])
+    ratios = {key: protocol.spread([total(v.figures) / total(d.figures) for v, d in zip(van, dyn)])
+              for key, column, total in (
+                  ("param_final", "param_mb_final", lambda f: f["param_memory_final"]["total"]),
+                  ("step_peak", "step_peak_mb", lambda f: f["step_peak"]["total"]))
+              if column in table[dyn_label] and column in table["vanilla"]}
     # "up to 10x less": the per-seed ratio vanilla / dynamic against 10 (the spread
     # judged is the ratios' own, not that of memory figures scaled by ten).
     for key, what in (("param_final", "parameter-side"), ("step_peak", "whole-step")):
@@ -403,8 +380,7 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
         "learning_rates": {label: rs[0].run.settings["train"]["lr"]
                            for label, rs in groups.items()},
         "table": {label: {k: v.as_dict() for k, v in row.items()} for label, row in t.items()},
-        "verdicts": {k: {"outcome": v.outcome, "gap": v.gap, "noise": v.noise,
-                         "reason": v.reason} for k, v in verdicts.items()},
+        "verdicts": protocol.verdict_dicts(verdicts),
         "memory_ratio": {k: v.as_dict() for k, v in ratios.items()},
         "param_ratio_bound": bound,
         "synthetic": synthetic,
@@ -420,13 +396,11 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
         "memory saved (params/step)": f"{ratios['param_final'].mean:.2f}x / "
                                       + (f"{step.mean:.2f}x" if step else "n/a"),
     }
-    results["headline"] = {
-        "claim": CLAIM_PPL, "where": WHERE,
-        "verdict": verdicts["dynamic vs vanilla"].outcome,
-        "figure": f"dynamic {t[dyn_label]['test_ppl'].format(2)} vs vanilla "
-                  f"{t['vanilla']['test_ppl'].format(2)} test ppl/byte; random schedule "
-                  f"{t['random schedule']['test_ppl'].format(2)}",
-    }
+    results["headline"] = headline(
+        CLAIM_PPL, WHERE, verdicts["dynamic vs vanilla"],
+        f"dynamic {t[dyn_label]['test_ppl'].format(2)} vs vanilla "
+        f"{t['vanilla']['test_ppl'].format(2)} test ppl/byte; random schedule "
+        f"{t['random schedule']['test_ppl'].format(2)}")
     return results, {"table": t, "verdicts": verdicts, "choice": choice, "ratios": ratios}
 
 
