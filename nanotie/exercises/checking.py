@@ -164,6 +164,11 @@ class Checker:
                           f"{type(backward).__name__}.")
         return out, backward
 
+    def gradients(self, fn, *args, g, what: str, **kwargs):
+        """What the learner op's ``backward(g)`` returns, after its forward on ``args``."""
+        _, backward = self.forward(fn, *args, what=what, **kwargs)
+        return self.call(backward, g, what="backward(g)")
+
     # ---------------------------------------------------------------- comparing
 
     def expect_shape(self, got, shape: tuple, name: str, what: str = "output") -> np.ndarray:
@@ -356,6 +361,20 @@ def explain_low_precision(name: str, dtype, what: str, close_enough: bool, msg: 
             f"float64, the inputs' dtype (no np.float32, astype(np.float32) or "
             f"dtype=np.float32).")
     return head if close_enough else head + " Apart from that: " + msg
+
+
+def softmax_rows(z):
+    """softmax over the last axis, the max subtracted first so exp cannot overflow."""
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def xent_rows(z, targets):
+    """Each row's cross-entropy, logsumexp(z_i) - z_i[t_i], (N,); max subtracted first.
+    The references write it out (a learner's file has only NumPy); the wrong answers
+    and the diagnoses built on it use this one."""
+    z = z - z.max(axis=-1, keepdims=True)
+    return np.log(np.exp(z).sum(axis=-1)) - z[np.arange(len(z)), targets]
 
 
 def engine_reference(op, arrays: list, upstream) -> tuple:

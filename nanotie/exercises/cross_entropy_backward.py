@@ -14,7 +14,8 @@ import numpy as np
 
 from ..nn import functional as F
 from . import Planted
-from .checking import Checker, CheckResult, Mistake, engine_reference, learner_op, leaves
+from .checking import (Checker, CheckResult, Mistake, engine_reference, learner_op, leaves,
+                       softmax_rows, xent_rows)
 
 TITLE = "The softmax-cross-entropy backward"
 GOAL = ("Show that the gradient of softmax followed by cross-entropy is softmax minus "
@@ -92,70 +93,53 @@ def _describe(z, t, ii):
             + ("" if ii is not None else " (the default)"))
 
 
-def _call_kwargs(ii):
-    return {} if ii is None else {"ignore_index": ii}
-
-
-def _padding_counted(z, t, valid):
-    """The losses a learner gets by counting the padding rows (scored as class 0, the
-    usual stand-in id), in the sum, or in the sum and the count."""
-    if valid.all():
-        return []
-    everything = np.ones_like(valid)
-    n, n_pad = int(valid.sum()), int((~valid).sum())
-    summed = _mean_loss(z, np.where(valid, t, 0), everything) * len(t)
-    return [(summed / n, f"padding rows counted: your sum includes the losses of the "
-                         f"{n_pad} rows whose target is ignore_index. Leave them out of the "
-                         f"sum (multiply each row's loss by the mask), not only out of the "
-                         f"count."),
-            (summed / len(t), f"padding rows counted: your loss is the mean over all "
-                              f"N = {len(t)} rows, padding included. Leave the {n_pad} "
-                              f"rows whose target is ignore_index out of the sum and "
-                              f"divide by the {n} counted rows.")]
-
-
-def _mean_loss(z, t, counted):
-    """Mean cross-entropy over the rows in ``counted`` (a wrong choice of rows gives a
-    recognisable wrong loss)."""
-    z = z - z.max(axis=1, keepdims=True)
-    safe = np.where(counted, t, 0)
-    losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(t)), safe]
-    return (losses * counted).sum() / max(int(counted.sum()), 1)
+def _known_losses(z, t, ignore):
+    """Losses of recognised wrong forwards (the planted ones below), with what went wrong."""
+    n, n_pad = int((t != ignore).sum()), int((t == ignore).sum())
+    known = []
+    if n_pad:
+        known += [(_padding_in_the_sum(z, t, ignore)[0],
+                   f"padding rows counted: your sum includes the losses of the {n_pad} rows "
+                   f"whose target is ignore_index. Leave them out of the sum (multiply each "
+                   f"row's loss by the mask), not only out of the count."),
+                  (_padding_everywhere(z, t, ignore)[0],
+                   f"padding rows counted: your loss is the mean over all N = {len(t)} rows, "
+                   f"padding included. Leave the {n_pad} rows whose target is ignore_index "
+                   f"out of the sum and divide by the {n} counted rows.")]
+    if ignore != -100:
+        known.append((_fixed_pad_id(z, t, ignore)[0],
+                      f"you left out the rows whose target is -100, but this call passes "
+                      f"ignore_index={ignore}: use the ignore_index argument, not a fixed id."))
+    return known
 
 
 def check(fn) -> CheckResult:
     rng = np.random.default_rng(2)
     cases = _cases(rng)
     g = 1.7                                               # not 1: a missing g shows
+    what = "cross_entropy(logits, target)"
     with Checker(f"Exercise 3: {TITLE}") as c:
         with c.step("the loss matches nanotie's cross_entropy (padding left out, no "
                     "overflow)"):
             for z, t, ii in cases:
                 c.case = _describe(z, t, ii)
                 ignore = -100 if ii is None else ii
-                loss, _ = c.forward(fn, z, t, what="cross_entropy(logits, target)",
-                                    **_call_kwargs(ii))
-                valid = t != ignore
-                known = _padding_counted(z, t, valid)
-                if ignore != -100:
-                    known.append((_mean_loss(z, t, t != -100),
-                                  f"you left out the rows whose target is -100, but this "
-                                  f"call passes ignore_index={ignore}: use the "
-                                  f"ignore_index argument, not a fixed id."))
+                kwargs = {} if ii is None else {"ignore_index": ii}
+                loss, _ = c.forward(fn, z, t, what=what, **kwargs)
                 want = F.cross_entropy(leaves(z)[0], t, ignore_index=ignore).data
-                c.expect_array(loss, want, "cross_entropy(logits, target)", "output", known=known, factors={
-                    valid.sum() / len(t): f"you divided by N = {len(t)}, all the rows; "
-                    f"divide by the number of counted rows ({int(valid.sum())})."})
+                n = int((t != ignore).sum())
+                c.expect_array(loss, want, what, known=_known_losses(z, t, ignore), factors={
+                    n / len(t): f"you divided by N = {len(t)}, all the rows; divide by the "
+                                f"number of counted rows ({n})."})
         with c.step("the backward matches the engine: (softmax - onehot) / n_counted, "
                     "zero on padding rows"):
             for z, t, ii in cases:
                 c.case = _describe(z, t, ii)
                 ignore = -100 if ii is None else ii
+                kwargs = {} if ii is None else {"ignore_index": ii}
                 _, (want, _) = engine_reference(
                     lambda x, y: F.cross_entropy(x, y, ignore_index=ignore), [z, t], g)
-                _, backward = c.forward(fn, z, t, what="cross_entropy(logits, target)",
-                                        **_call_kwargs(ii))
-                grads = c.call(backward, np.float64(g), what="backward(g)")
+                grads = c.gradients(fn, z, t, g=np.float64(g), what=what, **kwargs)
                 got = grads[0] if isinstance(grads, (tuple, list)) and len(grads) == 1 else grads
                 if isinstance(got, np.ndarray) and got.shape == z.shape:
                     _check_padding_rows(got, want, t, ignore)
@@ -164,13 +148,14 @@ def check(fn) -> CheckResult:
                                          "by it (the chain rule).",
                                 (t != ignore).sum() / len(t): "you divided by N, all the "
                                 "rows; divide by the number of counted rows."},
-                    "known": [(_softmax_only(z, t, ignore, g), "you forgot to subtract "
+                    "known": [(_no_onehot(z, t, ignore)[1](g)[0], "you forgot to subtract "
                                "the one-hot of the target: dloss/dz_i = softmax(z_i) - "
                                "onehot(y_i).")]}})
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
             for z, t, ii in cases[:2]:                     # (gradcheck's eps is too
                 c.case = _describe(z, t, ii)               #  small for logits ~1000)
-                op = learner_op(lambda x, y: fn(x, y, **_call_kwargs(ii)), "cross_entropy")
+                kwargs = {} if ii is None else {"ignore_index": ii}
+                op = learner_op(lambda x, y: fn(x, y, **kwargs), "cross_entropy")
                 c.expect_gradcheck(op, leaves(z) + [t])
     return c.result
 
@@ -190,13 +175,6 @@ def _check_padding_rows(got, want, t, ignore):
                       f"({ignore}) are padding: did you ignore the wrong id?")
 
 
-def _softmax_only(z, t, ignore, g):
-    z = z - z.max(axis=1, keepdims=True)
-    p = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-    valid = t != ignore
-    return p * valid[:, None] * (g / max(int(valid.sum()), 1))
-
-
 # ------------------------------------------------ wrong answers, for the tests
 
 def _fixed_pad_id(logits, target, ignore_index=-100):
@@ -211,48 +189,28 @@ def _mean_over_all_rows(logits, target, ignore_index=-100):
 
 def _no_max_subtraction(logits, target, ignore_index=-100):
     valid = target != ignore_index
-    n = int(valid.sum())
-    e = np.exp(logits)                                    # overflows near 1000
-    probs = e / e.sum(axis=1, keepdims=True)
     rows, safe = np.arange(len(target)), np.where(valid, target, 0)
-    loss = ((np.log(e.sum(axis=1)) - logits[rows, safe]) * valid).sum() / n
-
-    def backward(g):
-        grad = probs.copy()
-        grad[rows, safe] -= 1.0
-        return (grad * (valid[:, None] * (g / n)),)
-
-    return loss, backward
+    losses = np.log(np.exp(logits).sum(axis=1)) - logits[rows, safe]    # overflows near 1000
+    return (losses * valid).sum() / valid.sum(), reference(logits, target, ignore_index)[1]
 
 
 def _no_onehot(logits, target, ignore_index=-100):
-    loss, _ = reference(logits, target, ignore_index)
     valid = target != ignore_index
-    n = int(valid.sum())
-
-    def backward(g):
-        z = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        return (probs * (valid[:, None] * (g / n)),)
-
-    return loss, backward
+    scale = valid[:, None] / max(int(valid.sum()), 1)
+    return (reference(logits, target, ignore_index)[0],
+            lambda g: (softmax_rows(logits) * scale * g,))            # softmax alone
 
 
 def _padding_in_the_sum(logits, target, ignore_index=-100):
-    _, backward = reference(logits, target, ignore_index)
     valid = target != ignore_index
-    z = logits - logits.max(axis=1, keepdims=True)
-    safe = np.where(valid, target, 0)
-    losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(target)), safe]
-    return losses.sum() / max(int(valid.sum()), 1), backward    # padding not masked
+    losses = xent_rows(logits, np.where(valid, target, 0))
+    return (losses.sum() / max(int(valid.sum()), 1),                  # padding not masked
+            reference(logits, target, ignore_index)[1])
 
 
 def _padding_everywhere(logits, target, ignore_index=-100):
-    _, backward = reference(logits, target, ignore_index)
-    z = logits - logits.max(axis=1, keepdims=True)
-    safe = np.where(target != ignore_index, target, 0)
-    losses = np.log(np.exp(z).sum(axis=1)) - z[np.arange(len(target)), safe]
-    return losses.mean(), backward
+    losses = xent_rows(logits, np.where(target != ignore_index, target, 0))
+    return losses.mean(), reference(logits, target, ignore_index)[1]
 
 
 MISTAKES = [

@@ -29,7 +29,8 @@ import numpy as np
 from .. import ops
 from ..papers.headless import cwt_loss as library_cwt_loss
 from . import Planted
-from .checking import Checker, CheckResult, Mistake, engine_reference, learner_op, leaves
+from .checking import (Checker, CheckResult, Mistake, engine_reference, learner_op, leaves,
+                       softmax_rows)
 
 TITLE = "Headless LMs: the Contrastive Weight Tying loss"
 GOAL = ("Write the CWT loss, cross-entropy over a K x K score matrix of outputs against "
@@ -112,28 +113,18 @@ def _describe(O, E, ids, tau):
             f"(repeats kept), temperature={tau}, scores up to {np.abs(S).max():.0f}")
 
 
-def _softmax_rows(S):
-    Z = np.exp(S - S.max(axis=1, keepdims=True))
-    return Z / Z.sum(axis=1, keepdims=True)
-
-
 def _wrong_losses(O, T, tau):
     """Losses of recognised wrong forwards, with what went wrong."""
-    S = O @ T.T / tau
-    K = len(S)
-    off = np.where(np.eye(K, dtype=bool), -np.inf, S)     # the diagonal left out
-    top = off.max(axis=1, keepdims=True)
-    no_positive = (np.log(np.exp(off - top).sum(axis=1)) + top[:, 0] - np.diag(S)).mean()
-    return [(no_positive, "the positive is left out of the denominator. Eq. 3 divides "
-                          "exp(S[k, k]) by the sum over ALL targets j of exp(S[k, j]), "
-                          "j = k included, so each loss_k is a softmax cross-entropy and "
-                          "is >= 0.")]
+    return [(_positive_not_in_denominator(O, T, tau)[0],
+             "the positive is left out of the denominator. Eq. 3 divides exp(S[k, k]) by "
+             "the sum over ALL targets j of exp(S[k, j]), j = k included, so each loss_k "
+             "is a softmax cross-entropy and is >= 0.")]
 
 
 def _wrong_grads(O, T, tau, g):
     """Gradients of recognised wrong backwards, for (O, E_targets), with what went wrong."""
     K = len(O)
-    P = _softmax_rows(O @ T.T / tau)
+    P = softmax_rows(O @ T.T / tau)
     scale = g / (K * tau)
     detached = ("it is all zeros: the targets are treated as detached (constants). In "
                 "a headless model they are NOT detached: E_targets are rows of the "
@@ -151,7 +142,7 @@ def _wrong_grads(O, T, tau, g):
                   "runs along each ROW of O E^T (axis=1): building E O^T, or softmaxing "
                   "over axis 0, or swapping dS and dS.T in the two products, gives this. "
                   "grad_O = dS @ E_targets / tau, grad_E_targets = dS.T @ O / tau.")
-    P_wrong = _softmax_rows(T @ O.T / tau)                # the transposed scores
+    P_wrong = softmax_rows(T @ O.T / tau)                 # the transposed scores
     dS_wrong = scale * tau * (P_wrong - np.eye(K))
     dS = scale * tau * (P - np.eye(K))
     return {
@@ -185,9 +176,8 @@ def check(fn) -> CheckResult:
                 T = E[ids]
                 _, (gO, gT) = engine_reference(
                     lambda o, t: library_cwt_loss(o, t, tau), [O, T], g)
-                _, backward = c.forward(fn, O, T, tau,
-                                        what="cwt_loss(O, E_targets, temperature)")
-                grads = c.call(backward, np.float64(g), what="backward(g)")
+                grads = c.gradients(fn, O, T, tau, g=np.float64(g),
+                                    what="cwt_loss(O, E_targets, temperature)")
                 if isinstance(grads, (tuple, list)) and len(grads) == 2 and grads[1] is None:
                     raise Mistake("your gradient for `E_targets` is None: the targets "
                                   "are treated as detached (constants). In a headless "
@@ -250,31 +240,20 @@ def _positive_not_in_denominator(O, E_targets, temperature=1.0):
 
 
 def _no_max_subtraction(O, E_targets, temperature=1.0):
-    K = O.shape[0]
     S = O @ E_targets.T / temperature
-    expS = np.exp(S)                                      # overflows for scores ~1000
-    P = expS / expS.sum(axis=1, keepdims=True)
-    loss = (np.log(expS.sum(axis=1)) - np.diag(S)).mean()
-
-    def backward(g):
-        dS = g * (P - np.eye(K)) / K
-        return dS @ E_targets / temperature, dS.T @ O / temperature
-
-    return loss, backward
+    loss = (np.log(np.exp(S).sum(axis=1)) - np.diag(S)).mean()    # overflows, scores ~1000
+    return loss, reference(O, E_targets, temperature)[1]
 
 
 def _transposed_scores_in_backward(O, E_targets, temperature=1.0):
-    loss, _ = reference(O, E_targets, temperature)
     K = O.shape[0]
 
     def backward(g):
-        S = E_targets @ O.T / temperature                 # E O^T: should be O E^T
-        expZ = np.exp(S - S.max(axis=1, keepdims=True))
-        P = expZ / expZ.sum(axis=1, keepdims=True)
+        P = softmax_rows(E_targets @ O.T / temperature)   # E O^T: should be O E^T
         dS = g * (P - np.eye(K)) / K
         return dS @ E_targets / temperature, dS.T @ O / temperature
 
-    return loss, backward
+    return reference(O, E_targets, temperature)[0], backward
 
 
 def _sum_not_mean(O, E_targets, temperature=1.0):

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from ..autograd import unbroadcast
 from ..nn import functional as F
 from . import Planted
 from .checking import Checker, CheckResult, Mistake, engine_reference, learner_op, leaves
@@ -38,6 +39,8 @@ FUNCTION = "fftconv"
 
 STUB = '''
 import numpy as np
+
+from nanotie.autograd import unbroadcast    # exercise 1: sums a gradient to a shape
 
 
 def fftconv(u, h):
@@ -62,7 +65,7 @@ def fftconv(u, h):
 
     with G = rfft(g, n): correlations, a product with the complex CONJUGATE. h is
     used by every batch row, so grad_h is the SUM over the axes that broadcasting
-    added (or stretched from size 1) to reach y's shape.
+    added (or stretched from size 1) to reach y's shape: unbroadcast(grad, h.shape).
     """
     y = ...  # your forward
 
@@ -82,20 +85,11 @@ def reference(u, h):
     U, H = np.fft.rfft(u, n), np.fft.rfft(h, n)
     y = np.fft.irfft(U * H, n)[..., :L]                   # (..., L)
 
-    def to_shape(grad, shape):
-        """Sum a gradient over the axes that broadcasting added or stretched."""
-        while grad.ndim > len(shape):
-            grad = grad.sum(axis=0)
-        for axis, size in enumerate(shape):
-            if size == 1 and grad.shape[axis] != 1:
-                grad = grad.sum(axis=axis, keepdims=True)
-        return grad
-
     def backward(g):
         G = np.fft.rfft(g, n)
         grad_u = np.fft.irfft(G * np.conj(H), n)[..., :L]      # correlation with h
         grad_h = np.fft.irfft(G * np.conj(U), n)[..., :Lh]     # correlation with u
-        return to_shape(grad_u, u.shape), to_shape(grad_h, h.shape)
+        return unbroadcast(grad_u, u.shape), unbroadcast(grad_h, h.shape)  # sum the batch
 
     return y, backward
 
@@ -120,17 +114,8 @@ def _wrong_backwards(u, h, g):
             "correlation's end comes back onto its start. Pad to n >= L + Lh - 1.")
     circ_u = np.fft.irfft(np.fft.rfft(g, L) * np.conj(np.fft.rfft(h, L)), L)[..., :L]
     circ_h = np.fft.irfft(np.fft.rfft(g, L) * np.conj(np.fft.rfft(u, L)), L)[..., :Lh]
-    return {"u": [(_sum_to(conv_u, u.shape), flip), (_sum_to(circ_u, u.shape), circ)],
-            "h": [(_sum_to(conv_h, h.shape), flip), (_sum_to(circ_h, h.shape), circ)]}
-
-
-def _sum_to(grad, shape):
-    while grad.ndim > len(shape):
-        grad = grad.sum(axis=0)
-    for axis, size in enumerate(shape):
-        if size == 1 and grad.shape[axis] != 1:
-            grad = grad.sum(axis=axis, keepdims=True)
-    return grad
+    return {"u": [(unbroadcast(conv_u, u.shape), flip), (unbroadcast(circ_u, u.shape), circ)],
+            "h": [(unbroadcast(conv_h, h.shape), flip), (unbroadcast(circ_h, h.shape), circ)]}
 
 
 def check(fn) -> CheckResult:
@@ -168,8 +153,7 @@ def check(fn) -> CheckResult:
                 c.case = f"u {u.shape}, h {h.shape}"
                 g = rng.standard_normal(u.shape)
                 _, (gu, gh) = engine_reference(F.fftconv, [u, h], g)
-                _, backward = c.forward(fn, u, h, what="fftconv(u, h)")
-                grads = c.call(backward, g, what="backward(g)")
+                grads = c.gradients(fn, u, h, g=g, what="fftconv(u, h)")
                 known = _wrong_backwards(u, h, g)
                 uses = u.size // h.size
                 c.expect_grads(grads, {"u": gu, "h": gh}, hints={
@@ -220,7 +204,7 @@ def _convolution_in_backward(u, h):
     def wrong(g):
         G = np.fft.rfft(g, n)
         grad_u = np.fft.irfft(G * np.fft.rfft(h, n), n)[..., :L]            # no conj
-        return _sum_to(grad_u, u.shape), backward(g)[1]
+        return unbroadcast(grad_u, u.shape), backward(g)[1]
 
     return y, wrong
 

@@ -146,8 +146,7 @@ def check(fn) -> CheckResult:
                 g = rng.standard_normal(x.shape)
                 _, (gx, gw, gb) = engine_reference(
                     lambda x, w, b: F.layer_norm(x, (x.shape[-1],), w, b), [x, w, b], g)
-                _, backward = c.forward(fn, x, w, b, what="layer_norm(x, weight, bias)")
-                grads = c.call(backward, g, what="backward(g)")
+                grads = c.gradients(fn, x, w, b, g=g, what="layer_norm(x, weight, bias)")
                 n_rows = x.size // x.shape[-1]
                 mean_not_sum = {1.0 / n_rows: f"the weight and bias are used by all "
                                 f"{n_rows} rows; SUM their gradients over the rows, "

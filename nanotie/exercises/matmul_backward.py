@@ -87,8 +87,7 @@ def check(fn) -> CheckResult:
                 c.case = f"a {a.shape}, b {b.shape}"
                 g = rng.standard_normal(a.shape[:-1] + b.shape[-1:])
                 _, (ga, gb) = engine_reference(ops.matmul, [a, b], g)
-                _, backward = c.forward(fn, a, b, what="matmul(a, b)")
-                grads = c.call(backward, g, what="backward(g)")
+                grads = c.gradients(fn, a, b, g=g, what="matmul(a, b)")
                 batch = a.size // (a.shape[-2] * a.shape[-1])
                 c.expect_grads(grads, {"a": ga, "b": gb}, hints={"b": {"factors": {
                     1.0 / batch: f"b is used by each of the {batch} matrices in the batch; "

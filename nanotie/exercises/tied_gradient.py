@@ -23,7 +23,8 @@ import numpy as np
 from .. import ops
 from ..nn import functional as F
 from . import Planted
-from .checking import Checker, CheckResult, engine_reference, learner_op, leaves
+from .checking import (Checker, CheckResult, engine_reference, learner_op, leaves,
+                       softmax_rows)
 
 TITLE = "The tied gradient is a sum"
 GOAL = ("Write the backward of a model whose embedding is also its output head, and see "
@@ -109,22 +110,21 @@ def _parts(E, ids, targets, g):
     return {"the lookup E[ids]": g_in, "the head h @ E.T": g_out}
 
 
+def _dlogits(E, ids, targets, g):
+    """h (N, D) and dL/dlogits (N, V): what the wrong backwards below build on."""
+    h = np.tanh(E[ids])
+    d = softmax_rows(h @ E.T)
+    d[np.arange(len(ids)), targets] -= 1.0
+    return h, d * g / len(ids)
+
+
 def _recognised(E, ids, targets, g, parts):
     """Gradients of recognised wrong backwards, with what went wrong."""
     head = parts["the head h @ E.T"]
-    n = len(ids)
-    h = np.tanh(E[ids])
-    logits = h @ E.T
-    p = np.exp(logits - logits.max(1, keepdims=True))
-    p /= p.sum(1, keepdims=True)
-    p[np.arange(n), targets] -= 1.0
-    dx = ((p * g / n) @ E) * (1 - h ** 2)
-    lost = np.zeros_like(E)
-    lost[ids] += dx                                      # repeated ids: one write wins
-    known = [(lost + head, "rows of ids that occur more than once got the gradient of "
-                           "only one occurrence: `grad[ids] += dx` does not add repeated "
-                           "indices. Use np.add.at(grad, ids, dx); each occurrence is a "
-                           "use of that row, and uses add.")]
+    known = [(_fancy_index_add(E, ids, targets)[1](g)[0],
+              "rows of ids that occur more than once got the gradient of only one "
+              "occurrence: `grad[ids] += dx` does not add repeated indices. Use "
+              "np.add.at(grad, ids, dx); each occurrence is a use of that row, and uses add.")]
     if E.shape[0] == E.shape[1]:
         known.append((parts["the lookup E[ids]"] + head.T,
                       "the head's part is transposed: for logits = h @ E.T it is "
@@ -149,8 +149,8 @@ def check(fn) -> CheckResult:
                 _, (want, _, _) = engine_reference(lambda E, i, t: _model(E, E, i, t),
                                                    [E, ids, targets], g)
                 parts = _parts(E, ids, targets, g)
-                _, backward = c.forward(fn, E, ids, targets, what="tied_lm(E, ids, targets)")
-                grads = c.call(backward, np.float64(g), what="backward(g)")
+                grads = c.gradients(fn, E, ids, targets, g=np.float64(g),
+                                    what="tied_lm(E, ids, targets)")
                 c.expect_grads(grads, {"E": want}, hints={"E": {
                     "uses": 2, "parts": parts,
                     "known": _recognised(E, ids, targets, g, parts),
@@ -166,18 +166,11 @@ def check(fn) -> CheckResult:
 # ------------------------------------------------ wrong answers, for the tests
 
 def _head_only(E, ids, targets):
-    loss, backward = reference(E, ids, targets)
-    h = np.tanh(E[ids])
-    n = len(ids)
-
     def wrong(g):
-        logits = h @ E.T
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        p[np.arange(n), targets] -= 1.0
-        return ((p * g / n).T @ h,)                       # the lookup's part is missing
+        h, dlogits = _dlogits(E, ids, targets, g)
+        return (dlogits.T @ h,)                           # the lookup's part is missing
 
-    return loss, wrong
+    return reference(E, ids, targets)[0], wrong
 
 
 def _averaged_uses(E, ids, targets):
@@ -186,21 +179,13 @@ def _averaged_uses(E, ids, targets):
 
 
 def _fancy_index_add(E, ids, targets):
-    loss, backward = reference(E, ids, targets)
-    h = np.tanh(E[ids])
-    n = len(ids)
-
     def wrong(g):
-        logits = h @ E.T
-        p = np.exp(logits - logits.max(1, keepdims=True))
-        p /= p.sum(1, keepdims=True)
-        p[np.arange(n), targets] -= 1.0
-        dlogits = p * g / n
+        h, dlogits = _dlogits(E, ids, targets, g)
         grad = dlogits.T @ h
         grad[ids] += (dlogits @ E) * (1 - h ** 2)         # repeated ids: not summed
         return (grad,)
 
-    return loss, wrong
+    return reference(E, ids, targets)[0], wrong
 
 
 MISTAKES = [

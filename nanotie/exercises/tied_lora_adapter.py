@@ -265,37 +265,35 @@ def check(fn) -> CheckResult:
                 want = _tied(*leaves(X, A, B, u, v)).data
                 c.expect_array(out, want, "tied_lora(X, A, B, u, v)",
                                known=_wrong_outputs(X, A, B, u, v))
+        mine = []                                         # the learner's, per case
         with c.step("the backward returns five gradients; grad_X is the engine's"):
             for (X, A, B, u, v), g in zip(cases, upstream):
                 c.case = _describe(X, A, B, u, v)
-                _, grads = engine_reference(_tied, [X, A, B, u, v], g)
                 _, backward = _forward(c, fn, X, A, B, u, v)
-                mine = c.call(backward, g, what="backward(g)")
-                mine = mine if isinstance(mine, (tuple, list)) else (mine,)
-                if len(mine) != 5:
+                grads = c.call(backward, g, what="backward(g)")
+                grads = grads if isinstance(grads, (tuple, list)) else (grads,)
+                if len(grads) != 5:
                     raise Mistake(f"backward must return a tuple of 5 gradients, one per "
-                                  f"input (X, A, B, u, v); it returned {len(mine)}.")
-                c.expect_array(mine[0], grads[0], "X", "gradient",
+                                  f"input (X, A, B, u, v); it returned {len(grads)}.")
+                _, want = engine_reference(_tied, [X, A, B, u, v], g)
+                c.expect_array(grads[0], want[0], "X", "gradient",
                                known=_wrong_grads(X, A, B, u, v, g)["X"])
+                mine.append(grads)
         with c.step("the per-layer u and v: gradients summed over rows, one row per layer"):
-            for (X, A, B, u, v), g in zip(cases, upstream):
+            for (X, A, B, u, v), g, grads in zip(cases, upstream, mine):
                 c.case = _describe(X, A, B, u, v)
-                _, grads = engine_reference(_tied, [X, A, B, u, v], g)
-                _, backward = _forward(c, fn, X, A, B, u, v)
-                mine = c.call(backward, g, what="backward(g)")
+                _, want = engine_reference(_tied, [X, A, B, u, v], g)
                 wrong = _wrong_grads(X, A, B, u, v, g)
-                _expect_per_layer(c, mine[3], grads[3], "u", "r", wrong["u"])
-                _expect_per_layer(c, mine[4], grads[4], "v", "3d", wrong["v"])
+                _expect_per_layer(c, grads[3], want[3], "u", "r", wrong["u"])
+                _expect_per_layer(c, grads[4], want[4], "v", "3d", wrong["v"])
         with c.step("the tied A and B: gradients are the SUMS over layers of an untied "
                     "twin's per-layer gradients"):
-            for (X, A, B, u, v), g in zip(cases, upstream):
+            for (X, A, B, u, v), g, grads in zip(cases, upstream, mine):
                 c.case = _describe(X, A, B, u, v) + "; the twin holds a copy of A and B per layer"
                 parts_A, parts_B = _untied_parts(X, A, B, u, v, g)
-                _, backward = _forward(c, fn, X, A, B, u, v)
-                mine = c.call(backward, g, what="backward(g)")
                 wrong = _wrong_grads(X, A, B, u, v, g)
-                _expect_tied(c, mine[1], parts_A, "A", X.shape[1], wrong["A"])
-                _expect_tied(c, mine[2], parts_B, "B", X.shape[1], wrong["B"])
+                _expect_tied(c, grads[1], parts_A, "A", X.shape[1], wrong["A"])
+                _expect_tied(c, grads[2], parts_B, "B", X.shape[1], wrong["B"])
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
             for X, A, B, u, v in cases:
                 c.case = _describe(X, A, B, u, v)
