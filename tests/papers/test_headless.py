@@ -273,12 +273,7 @@ def test_authors_masking_statistics_on_a_large_sample(T):
     assert np.abs(selected.mean(axis=0) - p).max() < 5 * math.sqrt(p * (1 - p) / rows)
 
 
-def test_masking_config_rejects_impossible_shares():
-    with pytest.raises(ValueError, match="mask_prob"):
-        MaskingConfig(mask_prob=0.95, random_prob=0.1, recipe="bert")
-    MaskingConfig(mask_prob=0.95, random_prob=0.1)    # authors': two separate draws
-    with pytest.raises(ValueError, match="select_prob"):
-        MaskingConfig(select_prob=1.5)
+def test_masking_rejects_an_unknown_recipe_and_ids_that_are_not_a_batch():
     with pytest.raises(ValueError, match="recipe"):
         MaskingConfig(recipe="electra")
     with pytest.raises(ValueError, match="B, T"):

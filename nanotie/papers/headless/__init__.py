@@ -34,10 +34,8 @@ Getting a language model back (Sec. 3.2, Table 3): the zero-shot head o E^T / ta
 clone of E and fine-tuned with cross-entropy (``head="clone"``), with the whole
 model or the head alone (:func:`freeze_all_but_head`, the "probe").
 
-Here: :func:`cwt_loss` (the loss, a composite of engine ops), :class:`HeadlessGPT`
-(nanotie's GPT whose ``head`` hook stops at the final norm), :func:`lm_from_headless`;
-the masked-LM variant lives in :mod:`.mlm`, the linear probe in :mod:`.probe`, the
-throughput measurement in :mod:`.throughput`.
+Elsewhere: the masked-LM variant in :mod:`.mlm`, the linear probe in :mod:`.probe`,
+the throughput measurement in :mod:`.throughput`.
 
 Differences from the paper:
 
@@ -56,11 +54,8 @@ Differences from the paper:
   fine-tuning as a control.
 * The paper's CE baseline (Pythia) has an UNTIED output layer: the experiment reports
   it untied, and nanotie's tied GPT as a second row.
-* The masked-LM variant (:mod:`.mlm`) corrupts as the authors' code does (a 10%
-  random pass over every position, then exactly ceil(15% T) picked per row, 80% of
-  them masked; BERT's 80/10/10 on a 15% Bernoulli pick is the other recipe); the
-  masked LMs are trained in ``--full`` only. The quick profile's stand-in for GLUE is
-  a linear probe of the causal models' features.
+* The masked-LM variant (:mod:`.mlm`) corrupts as the authors' code does; the masked
+  LMs are trained in ``--full`` only.
 * Throughput is measured on a 2-core CPU with NumPy (the paper: GPUs), for one
   model shape; the ratio depends on the share of the head in the step.
 """

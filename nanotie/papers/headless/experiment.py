@@ -1,35 +1,22 @@
 """Headless vs softmax language modelling on Python's help text, in miniature.
 
-The experiment follows nanotie's protocol (:mod:`nanotie.protocol`): the prose corpus
-is cut 80 / 10 / 10 into train | val | test, every setting is chosen on val, every
-reported figure is on test, with the spread over seeds. What runs, in order:
+Under nanotie's protocol (:mod:`nanotie.protocol`: train | val | test, every setting
+chosen on val, every figure on test, spread over seeds), on a BPE of a few thousand ids:
 
-1. A byte-level BPE with a vocabulary of a few thousand ids is trained on the
-   training split (so that the softmax over V costs something).
-2. **Pretraining** (:func:`pretrain_run`), at most one pass over the training split,
-   as in the paper: a GPT with an UNTIED softmax head and cross-entropy (the paper's
-   baseline, Pythia), the same GPT with a TIED head, and a headless GPT with CWT.
-   Phase 1: every objective at every learning rate of a small grid (seed ``seed``),
-   plus the throughput measurement. The rate of each objective is chosen on val
-   (CWT read through its zero-shot head o E^T). Phase 2: the other seeds at each
-   objective's chosen rate, and at the paper's shared rate (1e-3 for both).
-3. **Fine-tuning** (:func:`finetune_run`): the headless model gets an untied head
-   cloned from E and is trained with cross-entropy at a CONSTANT rate, the whole
-   model or the head alone (the paper's Table 3); the CE baseline gets the same
-   fine-tuning as a control (same steps, same rates). The fine-tuning rate is chosen
-   on val from the authors' 4e-5 and a larger one. A CE model trained for the FLOPs
-   CWT pretraining and fine-tuning spend (fewer steps) is the paper's "similar
-   compute" comparison.
-4. **A probe** (:func:`probe_run`): a linear classifier on frozen features (which help
-   topic a passage comes from) for the CE, CWT and an untrained model.
-5. **Throughput** (:func:`throughput_run`): tokens/s of a CE and a CWT step against
-   the vocabulary size, timed interleaved.
-6. ``--full`` also trains masked LMs (:func:`mlm_run`) with CWT and with CE, and
-   compares their masked-token bits on test.
+1. **Pretraining** (:func:`pretrain_run`), at most one pass, as in the paper: a GPT with
+   an UNTIED softmax head (the paper's baseline, Pythia), the same GPT TIED, and a
+   headless GPT with CWT, each at its rate chosen on val from a small grid (CWT read
+   through its zero-shot head o E^T), and all at the paper's shared rate 1e-3.
+2. **Fine-tuning** (:func:`finetune_run`, Table 3): the headless model gets an untied
+   head cloned from E, trained with cross-entropy at a CONSTANT rate (whole model or
+   head alone); the CE model gets the same fine-tuning as a control; a CE model trained
+   for CWT's FLOPs (fewer steps) is the paper's "similar compute" comparison.
+3. **A probe** (:func:`probe_run`): a linear topic classifier on frozen features.
+4. **Throughput** (:func:`throughput_run`): tokens/s of a CE and a CWT step against V.
+5. ``--full`` also trains masked LMs (:func:`mlm_run`) with CWT and with CE.
 
-Pretrained models are checkpointed under ``<out>/../cache/headless/`` (keyed by their
-settings and seed), so the fine-tuning and probe runs load them; each run's figures
-are cached under ``<out>/../cache/runs/``.
+Pretrained models are checkpointed under ``<out>/../cache/headless/``, so the
+fine-tuning and probe runs load them; run figures are cached in ``<out>/../cache/runs/``.
 """
 
 from __future__ import annotations
@@ -208,14 +195,12 @@ def zero_shot_loss(model: HeadlessGPT, x, y):
 # ------------------------------------------------------------------ the runs
 
 
-def _checkpoint(settings: dict, seed: int, kind: str) -> Path | None:
-    """Where a pretrained model of these settings and seed is kept (None: nowhere)."""
-    folder = settings.get("checkpoints")
-    if not folder:
-        return None
+def _checkpoint(settings: dict, seed: int) -> Path:
+    """Where the pretrained model of these settings and seed is kept."""
     key = json.dumps({k: v for k, v in settings.items() if k != "checkpoints"},
                      sort_keys=True) + f"|{seed}|{VERSION}"
-    return Path(folder) / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:16]}.npz"
+    digest = hashlib.sha256(key.encode()).hexdigest()[:16]
+    return Path(settings["checkpoints"]) / f"{settings['objective']}-{digest}.npz"
 
 
 def _model_config(settings: dict, V: int, **overrides) -> dict:
@@ -246,7 +231,7 @@ def pretrained(settings: dict, seed: int, device: str):
                       eval_batches=settings["curve_batches"], seed=seed)
     loss_fn = zero_shot_loss if settings["objective"] == "cwt" else default_loss
     history = train(model, ids["train"], ids["val"], cfg, bytes_per_token=bpt["val"],
-                    checkpoint=_checkpoint(settings, seed, settings["objective"]),
+                    checkpoint=_checkpoint(settings, seed),
                     loss_fn=loss_fn, progress=False, desc=settings["objective"])
     return model, history
 
@@ -347,9 +332,7 @@ def mlm_run(settings: dict, seed: int, device: str) -> dict:
                       eval_batches=1, seed=seed)
     loss_fn = mlm_loss_fn(MaskingConfig(), seed=seed)
     train(model, ids["train"], ids["val"], cfg, loss_fn=loss_fn, progress=False)
-    reader = MaskedLM(HeadlessConfig(**_model_config(settings, V)), objective="ce")
-    reader.load_state_dict(model.state_dict())                      # E^T head on the same weights
-    reader.to(device)
+    model.objective = "ce"                           # read through the E^T head (tied logits)
 
     def masked_bits(split):
         rng = np.random.default_rng(12345)
@@ -357,11 +340,10 @@ def mlm_run(settings: dict, seed: int, device: str) -> dict:
         for x, _ in data.iter_eval_batches(ids[split], settings["model"]["context"],
                                            settings["batch_size"],
                                            settings.get("final_eval_batches")):
-            inputs, labels = mask_tokens(x, reader.mask_id, reader.mask_id,
-                                         MaskingConfig(), rng)
+            inputs, labels = mask_tokens(x, model.mask_id, model.mask_id, MaskingConfig(), rng)
             with no_grad():
-                _, loss = reader(backend.to_device(inputs, device),
-                                 backend.to_device(labels, device))
+                _, loss = model(backend.to_device(inputs, device),
+                                backend.to_device(labels, device))
             k = int((labels != IGNORE_INDEX).sum())
             total, count = total + float(loss.item()) * k, count + k
         return total / count / math.log(2)
@@ -541,29 +523,30 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
     at_V = next(r for r in sweep if r["vocab_size"] == V)
     probe = {k: protocol.spread([r.figures["test"][k] for r in probe_results])
              for k in ("ce_untied", "cwt", "untrained")}
-    verdict = protocol.verdict
+    def verdict(a, b, name_a, name_b, higher_is_better=False):
+        return protocol.verdict(a, b, lower_is_better=not higher_is_better,
+                                names=(name_a, name_b))
+
     verdicts = {
         "lm_vs_ce": verdict(cwt_ft, _values(at("ce_untied", best["ce_untied"])),
-                            names=("CWT + FT", "CE untied")),
+                            "CWT + FT", "CE untied"),
         "lm_vs_ce_same_ft": verdict(cwt_ft, _values(ft_rows[("ce_untied", "whole")]),
-                                    names=("CWT + FT", "CE untied + same FT")),
+                                    "CWT + FT", "CE untied + same FT"),
         "lm_equal_compute": verdict(cwt_ft, _values(equal_results),
-                                    names=("CWT + FT", "CE untied, equal compute")),
+                                    "CWT + FT", "CE untied, equal compute"),
         "lm_shared_rate": verdict(_values(cwt_ft_shared), _values(at("ce_untied", shared)),
-                                  names=(f"CWT + FT at {shared:g}", f"CE untied at {shared:g}")),
+                                  f"CWT + FT at {shared:g}", f"CE untied at {shared:g}"),
         "zero_shot_worse": verdict(cwt_ft, _values(at("cwt", best["cwt"])),
-                                   names=("CWT + FT", "CWT with E^T")),
+                                   "CWT + FT", "CWT with E^T"),
         # Paired: each round times both steps back to back, so their ratio cancels the
         # load the round ran under; parity (1.0) is the other side.
-        "throughput": verdict(_ratios(at_V), [1.0], lower_is_better=False,
-                              names=("CWT/CE tokens/s", "parity")),
-        "throughput_largest_V": verdict(_ratios(sweep[-1]), [1.0], lower_is_better=False,
-                                        names=("CWT/CE tokens/s", "parity")),
-        "probe": verdict(probe["cwt"].values, probe["ce_untied"].values, lower_is_better=False,
-                         names=("CWT probe accuracy", "CE probe accuracy")),
+        "throughput": verdict(_ratios(at_V), [1.0], "CWT/CE tokens/s", "parity", True),
+        "throughput_largest_V": verdict(_ratios(sweep[-1]), [1.0], "CWT/CE tokens/s",
+                                        "parity", True),
+        "probe": verdict(probe["cwt"].values, probe["ce_untied"].values,
+                         "CWT probe accuracy", "CE probe accuracy", True),
         "probe_above_floor": verdict(probe["cwt"].values, probe["untrained"].values,
-                                     lower_is_better=False,
-                                     names=("CWT probe", "untrained probe")),
+                                     "CWT probe", "untrained probe", True),
     }
     mlm_out = None
     if mlm:
@@ -572,7 +555,7 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
         bits = {o: [r.figures["test"]["bits"] for r in mlm
                     if r.run.settings["objective"] == o
                     and r.run.settings["lr"] == mlm_choice[o]["best"]] for o in ("cwt", "ce")}
-        verdicts["mlm"] = verdict(bits["cwt"], bits["ce"], names=("MLM CWT", "MLM CE"))
+        verdicts["mlm"] = verdict(bits["cwt"], bits["ce"], "MLM CWT", "MLM CE")
         tuning.update({f"masked LM, {o}": c for o, c in mlm_choice.items()})
         mlm_out = {"steps": prof.mlm_steps, "choice": _tuning_dict(mlm_choice),
                    "test_bits": {o: protocol.spread(v).as_dict() for o, v in bits.items()},
@@ -637,32 +620,21 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
 
 def _plot_compute(path, r) -> Path:
     """Validation bits per byte along pretraining against compute (steps x measured
-    step time), every seed; the fine-tuned models' test figures at the end."""
+    step time), every seed (the test figures are in ``test_bpb.png``)."""
     plt = pyplot()
     at_V = next(s for s in r["throughput_vs_vocab"] if s["vocab_size"] == r["vocab_size"])
-    step_s = {"ce_untied": at_V["ce_step_s"], "ce_tied": at_V["ce_step_s"],
-              "cwt": at_V["cwt_step_s"]}
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, ax = plt.subplots(figsize=(6.5, 4))
     for i, (o, label) in enumerate(OBJECTIVES.items()):
+        step_s = at_V["cwt_step_s" if o == "cwt" else "ce_step_s"]
         for j, c in enumerate(r["curves"][o]):
             name = "CWT, read with the E^T head" if o == "cwt" else label
-            ax1.plot(np.asarray(c["step"]) * step_s[o], c["val_bpb"], "o-", color=f"C{i}",
-                     alpha=0.8, ms=3, label=name if j == 0 else None)
-    ax1.set(xlabel="pretraining compute (s = steps x measured step time)",
-            ylabel="validation bits per byte (prefix)",
-            title=f"Pretraining, one line per seed ({r['pretrain']['epochs']:.2f} epochs)")
-    labels = list(r["rows"])
-    for i, name in enumerate(labels):
-        sp = r["rows"][name]["test_bpb"]
-        ax2.errorbar(sp["mean"], i, xerr=[[sp["mean"] - sp["min"]], [sp["max"] - sp["mean"]]],
-                     fmt="o", color=f"C{i}", capsize=4)
-        ax2.plot(sp["values"], [i] * len(sp["values"]), "k.", ms=5)
-    ax2.set_yticks(range(len(labels)), labels, fontsize=7)
-    ax2.invert_yaxis()
-    ax2.set(xlabel="test bits per byte (mean, min-max, each seed)", title="Test split")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-    ax1.legend(fontsize=8)
+            ax.plot(np.asarray(c["step"]) * step_s, c["val_bpb"], "o-", color=f"C{i}",
+                    alpha=0.8, ms=3, label=name if j == 0 else None)
+    ax.set(xlabel="pretraining compute (s = steps x measured step time)",
+           ylabel="validation bits per byte (prefix)",
+           title=f"Pretraining, one line per seed ({r['pretrain']['epochs']:.2f} epochs)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return save_figure(fig, path)
 
 
@@ -873,8 +845,7 @@ normalised squared singular values (how many directions they use).
   {r['tokens']['train'] // 1000}k training tokens, instead of Pythia-70M (LAMBADA) or
   BERT (GLUE) trained on OpenWebText2.
 - Fine-tuning: the authors fine-tune at a constant 4e-5 for thousands of steps; here
-  {ft['steps']} steps, so the rate is chosen on val between theirs and a larger one
-  (chosen: {', '.join(f'{k}: {x:g}' for k, x in ft['chosen_lr'].items())}).
+  {ft['steps']} steps, so the rate is chosen on val between theirs and a larger one.
 - The baseline: Pythia's output layer is untied, so the main CE row is untied; the
   tied CE row is nanotie's usual GPT.
 - Causal targets: the K = B T positions of y (the paper: outputs[:, :-1] vs

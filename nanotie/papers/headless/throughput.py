@@ -26,8 +26,7 @@ from ...nn import GPT, GPTConfig
 from ...nn.optim import AdamW, clip_grad_norm, param_groups
 from . import HeadlessConfig, HeadlessGPT
 
-__all__ = ["make_models", "step_function", "time_steps", "time_steps_each",
-           "throughput_vs_vocab"]
+__all__ = ["make_models", "step_function", "time_steps_each", "throughput_vs_vocab"]
 
 
 def make_models(config: GPTConfig, seed: int = 0, device: str = "cpu"):
@@ -45,8 +44,8 @@ def step_function(model, x, y, lr: float = 1e-3):
     """A zero-argument callable that runs one full training step of ``model`` on the
     batch ``(x, y)``: forward, backward, gradient clipping, AdamW."""
     opt = AdamW(param_groups(model, 0.1), lr=lr, betas=(0.9, 0.95))
-    x, y = backend.to_device(x, model.wte.weight.device), backend.to_device(
-        y, model.wte.weight.device)
+    device = model.wte.weight.device
+    x, y = backend.to_device(x, device), backend.to_device(y, device)
 
     def step():
         _, loss = model(x, y)
@@ -54,18 +53,11 @@ def step_function(model, x, y, lr: float = 1e-3):
         loss.backward()
         clip_grad_norm(opt.parameters(), 1.0)
         opt.step()
-        if model.wte.weight.device != "cpu":
+        if device != "cpu":
             backend.synchronize()                    # GPU work is asynchronous
         return loss
 
     return step
-
-
-def time_steps(steps: dict, n_steps: int = 3, repeats: int = 3, warmup: int = 1) -> dict:
-    """Median seconds per step of each zero-argument step function (name -> fn),
-    the contenders interleaved within each of ``repeats`` rounds."""
-    each = time_steps_each(steps, n_steps, repeats, warmup)
-    return {name: statistics.median(ts) for name, ts in each.items()}
 
 
 def time_steps_each(steps: dict, n_steps: int = 3, repeats: int = 3,
