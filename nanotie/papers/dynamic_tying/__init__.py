@@ -38,10 +38,8 @@ decisions with language-model steps is in ``loop.py``::
 
 Differences from the paper:
 
-* Untying clones. The authors' code turns ``requires_grad`` back on for a layer that
-  stays a view of its former source; the two then share one array that two sets of
-  Adam moments update. Here an untied layer gets fresh Parameters holding a copy of
-  the values it computed with, and fresh (zero) Adam moments.
+* Untying clones: an untied layer gets fresh Parameters holding a copy of its values
+  and fresh Adam moments (the authors' layer keeps aliasing its former source).
 * A copy of a copy follows the root of its chain (the layer that trains), also when
   an intermediate layer changes later; the state still records the agent's choice j.
 * Decisions as in the authors' code (one TD step per decision, the reward in eval
@@ -51,17 +49,13 @@ Differences from the paper:
 * The reward batch: the authors draw a fresh random training batch for every reward;
   ``train_dynamic(..., reward_data=...)`` uses one fixed batch held out from training
   instead (the experiment does), so that rewards differ by what the actions did.
-* The reward's scale: ``reward_norm="ema"`` (the experiment's choice; "none" is the
-  authors') standardises the clipped reward by its running mean and std. With
-  gamma = 0.99 and the raw reward, the Q-values stay far from their fixed point
-  r / (1 - gamma) within a few hundred updates, and on a synthetic reward whose best
-  policy is known (``controls.SyntheticReward``: 6 layers, 20 or 40 episodes, 20
-  seeds) the raw reward leaves the agent's greedy "train" share at chance (0.26
-  against 0.29), the standardised one lifts it to 0.44.
-* The reward clip: the config's default is the authors' [-10, 10], but the experiment
-  uses [-100, 100]. A tiny byte-level model's per-byte perplexity stays above 10 for
-  much of the run, so with the official clip most rewards are -10 and all actions
-  look alike to the agent.
+* The reward's scale: ``reward_norm="ema"`` (the experiment's; "none" is the authors')
+  standardises the clipped reward (see ``agent.py``). On a synthetic reward whose best
+  policy is known (6 layers, 20 or 40 episodes, 20 seeds) the raw reward leaves the
+  greedy "train" share at chance (0.26 against 0.29), the standardised one lifts it
+  to 0.44.
+* The reward clip: the authors' [-10, 10] is the default; the experiment uses
+  [-100, 100], since a tiny byte-level model's perplexity stays above 10 for long.
 * Exploration: the authors' eps decays by 0.95 per episode and needs 90 episodes to
   reach its floor; the experiment picks the decay (``decay_to_floor``) so that it
   reaches the floor two thirds into its few dozen episodes.

@@ -28,10 +28,8 @@ the adding problem) and :mod:`.experiment` (``python -m nanotie reproduce trelli
 
 Differences from the paper (and its reference code):
 
-* Multi-layer conversion with biases is not exact. Slot l >= 2 at level 1 sees a zero
-  input and turns it into the state of its bias alone, so upper layers start one step
-  early on a zero input; :func:`truncated_lstm` with ``staircase=True`` computes that
-  exactly, and with zero biases in layers 2..L the conversion is exact (tested both ways).
+* Multi-layer conversion with biases is not exact: upper layers start one step early
+  on a zero input (see :mod:`.convert`); with zero biases in layers 2..L it is exact.
 * Kernel size 2 only. No DropConnect on the t-1 weights, no embedding dropout, no
   mixture of softmaxes; the LM and adding experiments train without dropout.
 * The language model trains on random windows from a zero state (train()'s sampler);
