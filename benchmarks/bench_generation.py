@@ -21,7 +21,7 @@ does not depend on the weights):
                             token, O(L), like a KV cache. The fair baseline
 * ``transformer_kv``        nanotie's GPT with a preallocated KV cache
 * ``distilled_hyena``       the Hyena LM distilled at a fixed order (ERA), stepping
-                            its modal states (``nanotie.papers.hyena.generate``)
+                            its modal states (``nanotie.papers.distillery.generate``)
 * ``distilled_multihyena``  the same for MultiHyena (one set of poles per head)
 
 Each model is prefilled once per context (not timed), then ``--repeats`` rounds of
@@ -57,8 +57,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # nanotie from 
 import nanotie as nt  # noqa: E402
 from nanotie.autograd import no_grad  # noqa: E402
 from nanotie.papers.hyena.experiment import PROFILES  # noqa: E402
-from nanotie.papers.hyena.throughput import (KINDS, LABELS, generation_models,  # noqa: E402
-                                             stepper_for, time_steps)
+from nanotie.papers.distillery.throughput import (KINDS, LABELS, generation_models,  # noqa: E402
+                                                 stepper_for, time_steps)
 
 from nanotie.report import pyplot, save_figure  # noqa: E402
 

@@ -55,7 +55,7 @@ from nanotie.papers.hyena import (HyenaConfig, HyenaOperator, ImplicitFilter,
                                   MultiHyenaOperator, linear_attention_with_decay,
                                   positional_features)
 from nanotie.papers.hyena import experiment
-from nanotie.papers.hyena.distill_experiment import DistillStudy
+from nanotie.papers.distillery.study import DistillStudy
 from nanotie.papers.hyena.recall import RecallConfig
 from nanotie.train import TrainConfig
 

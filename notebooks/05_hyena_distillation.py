@@ -55,7 +55,7 @@ from threadpoolctl import threadpool_limits
 
 from nanotie import tensor
 from nanotie.nn import functional as F
-from nanotie.papers.hyena import distill as ds
+from nanotie.papers.distillery import reduction as ds
 
 QUICK = os.environ.get("NANOTIE_QUICK") == "1"
 L = 128 if QUICK else 512          # filter length
@@ -490,7 +490,7 @@ print("my_step reproduces the FFT convolution")
 # Now the real thing: the `hyena` experiment trains a Transformer, a Hyena LM and a
 # MultiHyena LM on bytes of prose (over seeds, on train | val | test splits), and
 # inside each Hyena run it distils **every** long filter at several orders
-# (`distill_experiment.distill_study`): ERA, balanced truncation and the modal fit
+# (`distillery.study.distill_study`): ERA, balanced truncation and the modal fit
 # against both bounds, and the distilled LMs scored on the test split.
 # `distilled.distill(model, order=..., tol=...)` does the same for one model: it
 # returns a model that shares every Parameter with the original except the implicit
@@ -505,12 +505,11 @@ from pathlib import Path
 from nanotie import backend, protocol
 from nanotie.papers.gpt.experiment import prose_splits
 from nanotie.papers.hyena import experiment
-from nanotie.papers.hyena import generate as gen
-from nanotie.papers.hyena.distill_experiment import (STUDIES, DistillStudy, distill_study,
-                                                     measure_throughput, plot_bpb,
-                                                     plot_errors, plot_hankel,
-                                                     plot_throughput)
-from nanotie.papers.hyena.distilled import distill
+from nanotie.papers.distillery import generate as gen
+from nanotie.papers.distillery.study import (STUDIES, DistillStudy, distill_study,
+                                             measure_throughput, plot_bpb, plot_errors,
+                                             plot_hankel, plot_throughput)
+from nanotie.papers.distillery.distilled import distill
 from nanotie.papers.hyena.model import HyenaConfig
 from nanotie.train import TrainConfig, train
 

@@ -12,8 +12,8 @@ import pytest
 import nanotie as nt
 from nanotie import backend, tensor
 from nanotie.nn import functional as F
-from nanotie.papers.hyena import distill as ds
-from nanotie.papers.hyena import recurrence as rc
+from nanotie.papers.distillery import reduction as ds
+from nanotie.papers.distillery import recurrence as rc
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
@@ -372,9 +372,6 @@ def test_bank_pads_modes_and_selects_orders_per_filter():
     np.testing.assert_allclose(bank.impulse_response(), np.stack(rows), atol=1e-9)
 
 
-def test_config_validation_names_the_field():
-    for bad in [dict(order=-1), dict(tol=0.0), dict(max_radius=1.0), dict(max_order=-2)]:
-        with pytest.raises(ValueError, match=next(iter(bad))):
-            ds.DistillConfig(**bad)
+def test_a_filter_too_short_for_a_hankel_matrix_is_refused():
     with pytest.raises(ValueError, match="length"):
         ds.distill_filter(np.ones(3))

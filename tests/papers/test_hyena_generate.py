@@ -18,12 +18,12 @@ from nanotie import Tensor, backend
 from nanotie.autograd import no_grad
 from nanotie.gradcheck import gradcheck_module
 from nanotie.nn import count_parameters
-from nanotie.papers.hyena import distill as ds
+from nanotie.papers.distillery import reduction as ds
 from nanotie.papers.hyena import experiment
-from nanotie.papers.hyena import generate as gen
-from nanotie.papers.hyena import throughput as tp
-from nanotie.papers.hyena.distill_experiment import DistillStudy, distill_study
-from nanotie.papers.hyena.distilled import DistilledMultiHyena, distill, distilled_operator
+from nanotie.papers.distillery import generate as gen
+from nanotie.papers.distillery import throughput as tp
+from nanotie.papers.distillery.study import DistillStudy, distill_study
+from nanotie.papers.distillery.distilled import DistilledMultiHyena, distill, distilled_operator
 from nanotie.papers.hyena.model import HyenaConfig, HyenaLM
 from nanotie.papers.hyena.operator import MultiHyenaOperator, linear_attention_with_decay
 from nanotie.report import write_results

@@ -2,7 +2,7 @@
 
 ``distill(model, order=None, tol=1e-2)`` distils each long filter of a trained
 :class:`~nanotie.papers.hyena.model.HyenaLM` (Hyena or MultiHyena) with
-:func:`~nanotie.papers.hyena.distill.distill_filters` and returns a
+:func:`~nanotie.papers.distillery.reduction.distill_filters` and returns a
 :class:`DistilledHyenaLM` that SHARES every other Parameter with the original:
 
     original                         distilled
@@ -34,9 +34,9 @@ from ...autograd import Tensor, no_grad
 from ...backend import to_device
 from ...nn.module import Module, ModuleList
 from ...nn.transformer import Block
-from .distill import DistillConfig, ModalFilterBank, distill_filters
-from .model import HyenaLM
-from .operator import HyenaOperator, MultiHyenaOperator
+from .reduction import DistillConfig, ModalFilterBank, distill_filters
+from ..hyena.model import HyenaLM
+from ..hyena.operator import HyenaOperator, MultiHyenaOperator
 
 __all__ = ["distill", "DistilledHyenaLM", "DistilledHyena", "DistilledMultiHyena",
            "distilled_operator", "banks_at_order"]
@@ -47,18 +47,16 @@ class _ModalFilters:
     :class:`ModalFilterBank` instead of the implicit MLP, and a recurrent form.
 
     The parent's ``long_conv`` reads ``self.filters(L)`` and adds ``Dskip . w``, so
-    the parallel form needs no other change."""
+    the parallel form needs no other change; with a cache (``generate.MixerCache``),
+    the parent's ``forward`` hands the chunk to it: the recurrent form."""
 
     bank: ModalFilterBank
 
     def _share(self, op: HyenaOperator, bank: ModalFilterBank) -> None:
         """Take every part of ``op`` but its implicit filter (the same objects)."""
         Module.__init__(self)
-        if len(bank.direct) != op.n_filters:
-            raise ValueError(f"{type(self).__name__}: the bank has {len(bank.direct)} "
-                             f"filters, the operator {op.n_filters}")
         self.d_model, self.max_len = op.d_model, op.max_len
-        self.in_proj, self.short, self.out_proj = op.in_proj, op.short, op.out_proj
+        self.in_proj, self.short, self.out_proj = op.in_proj, op.short, op.out_proj  # the tie
         self.dskip = op.dskip                         # Step 4's skip: shared, not folded
         self.bank = bank                              # poles, residues, ĥ_0 (NumPy)
         self._filter_cache = {}
@@ -80,20 +78,12 @@ class _ModalFilters:
         return 0
 
     def recurrence(self):
-        """The bank as a :class:`~nanotie.papers.hyena.recurrence.ModalRecurrence`
+        """The bank as a :class:`~nanotie.papers.distillery.recurrence.ModalRecurrence`
         with Dskip folded into the direct term (D = ĥ_0 + Dskip), on the operator's
         device and in its precision (float32 -> complex64 state)."""
         weight = self.in_proj.weight
         return self.bank.recurrence(skip=self.dskip_array(), trailing_dims=self.trailing_dims,
                                     dtype=weight.dtype, device=weight.device)
-
-    def forward(self, u: Tensor, kv=None) -> Tensor:     # (B, L, D) -> (B, L, D)
-        """Parallel form without a cache; with one (a
-        :class:`~nanotie.papers.hyena.generate.MixerCache`), the recurrent form."""
-        if kv is None:
-            return super().forward(u)
-        from .generate import mixer_forward      # generate.py builds on this module
-        return mixer_forward(self, u, kv)
 
 
 class DistilledHyena(_ModalFilters, HyenaOperator):
@@ -118,29 +108,22 @@ class DistilledMultiHyena(_ModalFilters, MultiHyenaOperator):
 
 def distilled_operator(op: HyenaOperator, bank: ModalFilterBank) -> HyenaOperator:
     """The distilled twin of ``op`` (sharing its projections, short conv and Dskip)."""
-    if isinstance(op, _ModalFilters):
-        raise TypeError("distilled_operator: the operator is already distilled")
     if isinstance(op, MultiHyenaOperator):
         return DistilledMultiHyena(op, bank)
-    if isinstance(op, HyenaOperator):
-        return DistilledHyena(op, bank)
-    raise TypeError(f"distilled_operator: expected a Hyena operator, got {type(op).__name__}")
+    return DistilledHyena(op, bank)
 
 
 class DistilledHyenaLM(HyenaLM):
     """A :class:`HyenaLM` built from another one's modules, with distilled mixers.
 
     ``forward(idx, targets, cache=None)`` is the GPT's. With a cache from
-    :func:`~nanotie.papers.hyena.generate.init_state` it runs recurrently, and
+    :func:`~nanotie.papers.distillery.generate.init_state` it runs recurrently, and
     :meth:`generate` uses that to spend O(1) work per new token.
     """
 
     def __init__(self, model: HyenaLM, banks: list):
         """``banks``: one :class:`ModalFilterBank` per layer, for ``model.mixers()``."""
         Module.__init__(self)                       # nothing new is initialised
-        if len(banks) != model.config.n_layer:
-            raise ValueError(f"DistilledHyenaLM: {len(banks)} filter banks for "
-                             f"{model.config.n_layer} layers")
         self.config = model.config
         self.wte, self.drop = model.wte, model.drop
         self.blocks = ModuleList(_distilled_block(b, bank)

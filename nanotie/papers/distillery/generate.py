@@ -47,10 +47,10 @@ import numpy as np
 from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn.transformer import _sample, _start_generation
-from .operator import MultiHyenaOperator
+from ..hyena.operator import MultiHyenaOperator
 
-__all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "mixer_forward",
-           "generate", "ConvCache", "init_conv_cache", "init_conv_state", "conv_forward"]
+__all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "generate", "ConvCache",
+           "init_conv_cache", "init_conv_state"]
 
 
 @dataclass
@@ -64,13 +64,26 @@ class MixerCache:
     def nbytes(self) -> int:
         return int(self.window.nbytes + self.state.nbytes)
 
+    def forward(self, op, u: Tensor) -> Tensor:
+        """The recurrent form of a distilled operator on a chunk u (B, T, D): T = 1 is
+        one O(1) step, T > 1 a prefill. Continues from this cache and updates it.
+        For generation only: no gradients flow through it."""
+        with no_grad():
+            q, w = _gates(op, u, self)                            # Steps 1-3
+            if w.shape[-1] == 1:                                  # Step 4, one token: O(1)
+                y, self.state = self.rec.step(w[..., 0], self.state)
+                y = y[..., None]
+            else:                                                 # a prompt: one pass
+                y, self.state = self.rec.prefill(w, self.state)
+            return _output(op, q, y)                              # Step 5
+
 
 @dataclass
 class RecurrentState:
     """What a distilled LM carries between calls of ``forward(idx, cache=state)``;
     ``layers`` and ``length`` are the names ``GPT.forward`` reads (as a KVCache's)."""
 
-    layers: list      # one MixerCache per block
+    layers: list      # one MixerCache (or ConvCache) per block
     length: int = 0   # tokens consumed so far
 
     def numbers(self) -> int:
@@ -89,16 +102,19 @@ def init_cache(op, batch: int) -> MixerCache:
     if not hasattr(op, "recurrence"):
         raise TypeError(f"init_cache: {type(op).__name__} has no recurrent form; "
                         "distil the model first (distilled.distill)")
-    weight = op.short.weight.data                                 # (3D, K)
-    xp = backend.xp_of(weight)
-    window = xp.zeros((batch, weight.shape[0], weight.shape[1] - 1), weight.dtype)
     rec = op.recurrence()
-    return MixerCache(rec, window, rec.init_state(_gate_shape(op, batch)))
+    return MixerCache(rec, _empty_window(op, batch), rec.init_state(_gate_shape(op, batch)))
 
 
 def init_state(model, batch: int) -> RecurrentState:
     """The empty state of a distilled LM for ``batch`` sequences."""
     return RecurrentState([init_cache(op, batch) for op in model.mixers()])
+
+
+def _empty_window(op, batch: int):
+    weight = op.short.weight.data                                 # (3D, K)
+    return backend.xp_of(weight).zeros((batch, weight.shape[0], weight.shape[1] - 1),
+                                       weight.dtype)
 
 
 def _gate_shape(op, batch: int) -> tuple:
@@ -109,30 +125,32 @@ def _gate_shape(op, batch: int) -> tuple:
     return (batch, op.d_model)
 
 
-def mixer_forward(op, u: Tensor, cache: MixerCache) -> Tensor:
-    """The recurrent form of a distilled operator on a chunk u (B, T, D): T = 1 is
-    one O(1) step, T > 1 a prefill. Continues from ``cache`` and updates it.
-    For generation only: no gradients flow through it."""
+def _gates(op, u: Tensor, cache):
+    """Steps 1-3 on a chunk u (B, T, D), the short conv continued from ``cache``:
+    the outer gate q and the long convolution's input w, as arrays."""
     D = op.d_model
     B, T, _ = u.shape
-    with no_grad():
-        z = op.in_proj(u).data.swapaxes(1, 2)                     # Step 1: (B, 3D, T)
-        z = _short_conv_continue(z, op.short, cache)              # Step 2: (B, 3D, T)
-        q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]           # each (B, D, T)
-        if isinstance(op, MultiHyenaOperator):
-            M = op.n_head
-            q, k, v = (a.reshape(B, M, D // M, T) for a in (q, k, v))  # (B, M, N, T)
-            w = k[:, :, :, None] * v[:, :, None]                  # Step 3: k_t v_t^T (B, M, N, N, T)
-            s = _long_conv_continue(w, cache)                     # Step 4
-            y = (q[:, :, :, None] * s).sum(axis=2)                # q_t^T s_t  (B, M, N, T)
-            y = y.reshape(B, D, T)
-        else:
-            w = k * v                                             # Step 3: (B, D, T)
-            y = q * _long_conv_continue(w, cache)                 # Steps 4-5 gate
-        return op.out_proj(Tensor(y.swapaxes(1, 2)))              # Step 5: (B, T, D)
+    z = op.in_proj(u).data.swapaxes(1, 2)                         # Step 1: (B, 3D, T)
+    z = _short_conv_continue(z, op.short, cache)                  # Step 2: (B, 3D, T)
+    q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]               # each (B, D, T)
+    if isinstance(op, MultiHyenaOperator):
+        M = op.n_head
+        q, k, v = (a.reshape(B, M, D // M, T) for a in (q, k, v))  # (B, M, N, T)
+        return q, k[:, :, :, None] * v[:, :, None]                # Step 3: k_t v_t^T (B, M, N, N, T)
+    return q, k * v                                               # Step 3: (B, D, T)
 
 
-def _short_conv_continue(z, short, cache: MixerCache):
+def _output(op, q, s) -> Tensor:
+    """Step 5 on the long convolution's output s: the outer gate, out_proj."""
+    if isinstance(op, MultiHyenaOperator):
+        B, T = q.shape[0], q.shape[-1]
+        y = (q[:, :, :, None] * s).sum(axis=2).reshape(B, op.d_model, T)  # q_t^T s_t
+    else:
+        y = q * s                                                 # (B, D, T)
+    return op.out_proj(Tensor(y.swapaxes(1, 2)))                  # (B, T, D)
+
+
+def _short_conv_continue(z, short, cache):
     """The causal short conv of ``short_conv``, continued from the cached window:
     y[:, c, t] = b[c] + Σ_j W[c, j] x[:, c, t - (K-1) + j], the missing past read from
     the cache instead of zero padding. Shifts the window by T columns."""
@@ -145,15 +163,6 @@ def _short_conv_continue(z, short, cache: MixerCache):
         y = y + window[..., j:j + T] * W[:, j:j + 1]
     cache.window = window[..., T:]                                # the last K-1 columns
     return y + b[:, None]
-
-
-def _long_conv_continue(w, cache: MixerCache):
-    """h * w + Dskip . w with the modal filters, continued from the cached state."""
-    if w.shape[-1] == 1:                                          # one token: O(1)
-        y, cache.state = cache.rec.step(w[..., 0], cache.state)
-        return y[..., None]
-    y, cache.state = cache.rec.prefill(w, cache.state)            # a prompt: one pass
-    return y
 
 
 # ------------------------------------------------- the cached (undistilled) Hyena
@@ -174,56 +183,40 @@ class ConvCache:
         """Bytes of per-sequence state in use: the window and the filled positions."""
         return int(self.window.nbytes + self.gated[..., :self.length].nbytes)
 
+    def forward(self, op, u: Tensor) -> Tensor:
+        """The undistilled operator on a chunk u (B, T, D), continuing from this cache:
+        the gated inputs of the chunk are appended to the buffer, and the outputs at
+        the new positions read all of it. T = 1 costs O(L) per channel (a dot product
+        with the filter); a prompt (T > 1) is one FFT convolution. No gradients."""
+        start, T = self.length, u.shape[1]
+        if start + T > self.gated.shape[-1]:
+            raise ValueError(f"ConvCache: {start + T} positions exceed the filters' "
+                             f"length {self.gated.shape[-1]}")
+        with no_grad():
+            q, w = _gates(op, u, self)                            # Steps 1-3
+            self.gated[..., start:start + T] = w
+            self.length = start + T
+            s = _cached_long_conv(self, start, T)                 # Step 4 (.., T)
+            lead = (-1,) + (1,) * (w.ndim - 3) + (1,)
+            return _output(op, q, s + self.dskip.reshape(lead) * w)   # Step 5
+
 
 def init_conv_cache(op, batch: int) -> ConvCache:
     """The empty cache of one (undistilled) operator for ``batch`` sequences; its
     filters are materialised once, at the operator's full length."""
-    weight = op.short.weight.data                                 # (3D, K)
+    weight = op.short.weight.data
     xp = backend.xp_of(weight)
     with no_grad():
         h = op.filters(op.max_len).data                           # (C, L_max)
-    window = xp.zeros((batch, weight.shape[0], weight.shape[1] - 1), weight.dtype)
     gated = xp.zeros(_gate_shape(op, batch) + (op.max_len,), weight.dtype)
-    return ConvCache(xp.ascontiguousarray(h[:, ::-1]), op.dskip.data, window, gated)
+    return ConvCache(xp.ascontiguousarray(h[:, ::-1]), op.dskip.data,
+                     _empty_window(op, batch), gated)
 
 
 def init_conv_state(model, batch: int) -> RecurrentState:
     """The empty cached state of an undistilled Hyena LM (``model(idx, cache=state)``
     then runs one position per call, like a GPT with its KV cache)."""
     return RecurrentState([init_conv_cache(op, batch) for op in model.mixers()])
-
-
-def conv_forward(op, u: Tensor, cache: ConvCache) -> Tensor:
-    """The undistilled operator on a chunk u (B, T, D), continuing from ``cache``:
-    the gated inputs of the chunk are appended to the buffer, and the outputs at the
-    new positions read all of it. T = 1 costs O(L) per channel (a dot product with
-    the filter); a prompt (T > 1) is one FFT convolution. No gradients."""
-    D = op.d_model
-    B, T, _ = u.shape
-    start = cache.length
-    if start + T > cache.gated.shape[-1]:
-        raise ValueError(f"conv_forward: {start + T} positions exceed the filters' "
-                         f"length {cache.gated.shape[-1]}")
-    with no_grad():
-        z = op.in_proj(u).data.swapaxes(1, 2)                     # Step 1: (B, 3D, T)
-        z = _short_conv_continue(z, op.short, cache)              # Step 2
-        q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]           # each (B, D, T)
-        if isinstance(op, MultiHyenaOperator):
-            M = op.n_head
-            q, k, v = (a.reshape(B, M, D // M, T) for a in (q, k, v))
-            w = k[:, :, :, None] * v[:, :, None]                  # Step 3 (B, M, N, N, T)
-        else:
-            w = k * v                                             # Step 3 (B, D, T)
-        cache.gated[..., start:start + T] = w
-        cache.length = start + T
-        s = _cached_long_conv(cache, start, T)                    # Step 4 (.., T)
-        lead = (-1,) + (1,) * (w.ndim - 3) + (1,)
-        s = s + cache.dskip.reshape(lead) * w
-        if isinstance(op, MultiHyenaOperator):
-            y = (q[:, :, :, None] * s).sum(axis=2).reshape(B, D, T)   # q_t^T s_t
-        else:
-            y = q * s                                             # Step 5's gate
-        return op.out_proj(Tensor(y.swapaxes(1, 2)))              # (B, T, D)
 
 
 def _cached_long_conv(cache: ConvCache, start: int, T: int):

@@ -71,8 +71,6 @@ def modal_impulse_response(poles, residues, direct, length: int):
     Padding modes (λ = 0, R = 0) contribute nothing, so banks of filters with
     different orders can share one K.
     """
-    if length < 1:
-        raise ValueError(f"modal_impulse_response: length must be >= 1, got {length}")
     xp = xp_of(poles)
     powers = mode_powers(xp.asarray(poles), length - 1)           # λ^(t-1): (..., K, L-1)
     tail = xp.real(xp.sum(residues[..., None] * powers, axis=-2))  # (..., L-1)
@@ -93,14 +91,6 @@ class ModalRecurrence:
     poles: object      # (*channel_shape, K) complex, |λ| < 1
     residues: object   # (*channel_shape, K) complex
     direct: object     # channel_shape, real: ĥ_0 (plus any skip term folded in)
-
-    def __post_init__(self):
-        if self.poles.shape != self.residues.shape:
-            raise ValueError(f"ModalRecurrence: poles {self.poles.shape} and residues "
-                             f"{self.residues.shape} must have the same shape")
-        if self.direct.shape != self.poles.shape[:-1]:
-            raise ValueError(f"ModalRecurrence: direct has shape {self.direct.shape}, "
-                             f"expected the channel shape {self.poles.shape[:-1]}")
 
     @property
     def n_modes(self) -> int:

@@ -28,7 +28,7 @@ import numpy as np
 from ...autograd import no_grad
 from ...report import pyplot, save_figure
 from ...train import evaluate
-from .distill import DistillConfig, ModalFilterBank, distill_filters, \
+from .reduction import DistillConfig, ModalFilterBank, distill_filters, \
     hankel_norm_ratio, hankel_singular_values, one_blas_thread, order_sweep
 from .distilled import DistilledHyenaLM, banks_at_order
 from .throughput import KINDS, LABELS as KIND_LABELS, generation_models, stepper_for, \

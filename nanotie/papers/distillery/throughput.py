@@ -37,10 +37,10 @@ from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn import functional as F
 from ...nn.transformer import GPT, GPTConfig
-from .distill import one_blas_thread
+from .reduction import one_blas_thread
 from .distilled import distill
 from .generate import init_conv_state, init_state
-from .model import HyenaConfig, HyenaLM
+from ..hyena.model import HyenaConfig, HyenaLM
 
 __all__ = ["KINDS", "generation_models", "HyenaRecompute", "CachedHyenaStepper",
            "PreallocatedKVCache", "kv_forward", "KVCacheStepper", "RecurrentStepper",
@@ -120,7 +120,7 @@ class _GreedyStepper:
 
 
 class CachedHyenaStepper(_GreedyStepper):
-    """An undistilled Hyena LM with a :class:`~nanotie.papers.hyena.generate.ConvCache`
+    """An undistilled Hyena LM with a :class:`~nanotie.papers.distillery.generate.ConvCache`
     per layer: O(L) work per token, the same logits as the parallel forward."""
 
     def __init__(self, model: HyenaLM):

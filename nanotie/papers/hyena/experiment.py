@@ -17,7 +17,6 @@ report states each claim with its place in the paper and a verdict over seeds.
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -27,16 +26,16 @@ import numpy as np
 
 from ... import backend, data, protocol
 from ...nn import GPT, GPTConfig, count_parameters
-from ...report import (claim_section, plot_spread, pyplot, save_figure, smooth, spread_table,
-                       tuning_table, write_report, write_results)
+from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
+                       smooth, spread_table, tuning_table)
 from ...train import TrainConfig, evaluate, train
+from ..distillery.study import (NAMES as DISTILLED_NAMES, STUDIES, DistillStudy,
+                                distill_study, measure_throughput, plot_bpb, plot_errors,
+                                plot_hankel, plot_throughput)
+from ..distillery.throughput import LABELS as KIND_LABELS
 from ..gpt.experiment import prose_splits, unigram_bpb
-from .distill_experiment import (NAMES as DISTILLED_NAMES, STUDIES, DistillStudy,
-                                 distill_study, measure_throughput, plot_bpb, plot_errors,
-                                 plot_hankel, plot_throughput)
 from .model import HyenaConfig, HyenaLM
 from .recall import RecallConfig, episode_stream, recall_accuracy, recall_episodes, recall_loss
-from .throughput import LABELS as KIND_LABELS
 
 __all__ = ["MODELS", "Profile", "PROFILES", "VERSION", "model_config", "build_model",
            "lm_run", "recall_run", "throughput_run", "recall_data", "energy_length", "run"]
@@ -266,42 +265,27 @@ def plot_filters(figures: dict, path) -> Path:
 # -------------------------------------------------------------------------- run
 
 
-def _settings(profile: Profile, corpus: str, quick: bool) -> dict:
-    """The runs' settings, by kind."""
-    lm = {"shape": asdict(profile.model), "train": asdict(profile.train), "corpus": corpus}
-    rc = profile.recall
-    recall = {"shape": asdict(profile.recall_model), "train": asdict(profile.recall_train),
-              "recall": asdict(rc), "n": [profile.n_recall_train, profile.n_recall_val,
-                                          profile.n_recall_test]}
-    tp = {"shape": asdict(profile.model), "study": profile.study.settings()}
-    return {"lm": lm, "recall": recall, "throughput": tp}
+def _settings(profile: Profile, corpus: str) -> dict:
+    """The runs' settings, by kind (they key the run cache)."""
+    return {"lm": {"shape": asdict(profile.model), "train": asdict(profile.train),
+                   "corpus": corpus},
+            "recall": {"shape": asdict(profile.recall_model),
+                       "train": asdict(profile.recall_train), "recall": asdict(profile.recall),
+                       "n": [profile.n_recall_train, profile.n_recall_val,
+                             profile.n_recall_test]},
+            "throughput": {"shape": asdict(profile.model), "study": profile.study.settings()}}
 
 
 def _with_lr(settings: dict, lr: float) -> dict:
     return {**settings, "train": {**settings["train"], "lr": lr}}
 
 
-def _lm_runs(base: dict, profile: Profile, seeds, lrs, distill: bool) -> list:
-    study = profile.study.settings() if distill else None
-    return [protocol.Run(f"{__name__}:lm_run",
-                         {**_with_lr(base, lr), "model": name,
-                          "distill": study if name != "transformer" else None},
-                         s, version=VERSION, label=f"LM {name} lr {lr:g}")
-            for name in MODELS for lr in lrs for s in seeds]
-
-
-def _recall_runs(base: dict, seeds, lrs) -> list:
-    return [protocol.Run(f"{__name__}:recall_run", {**_with_lr(base, lr), "model": name},
-                         s, version=VERSION, label=f"recall {name} lr {lr:g}")
-            for name in MODELS for lr in lrs for s in seeds]
-
-
-def _by_model(results, lr_of: dict) -> dict:
+def _by_model(results, choice: dict) -> dict:
     """{name: [RunResult per seed]} at each model's chosen learning rate."""
     out = {}
     for r in results:
         name = r.run.settings["model"]
-        if r.run.settings["train"]["lr"] == lr_of[name]:
+        if r.run.settings["train"]["lr"] == choice[name]["best"]:
             out.setdefault(name, []).append(r)
     return out
 
@@ -310,55 +294,48 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
         runner=None, profile: Profile | None = None) -> dict:
     """Train, distil and time; write report.md, results.json and the figures to
     ``out_dir`` and return the results (``profile`` overrides quick/full)."""
-    out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
+    out_dir, runner = protocol.open_runner(out_dir, device, runner)
     name_of_profile = "custom" if profile is not None else "quick" if quick else "full"
     profile = profile or PROFILES[name_of_profile]
-    own = runner is None
-    if own:
-        runner = protocol.Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device)
     splits = prose_splits()
-    corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
-    base = _settings(profile, corpus, quick)
+    base = _settings(profile, protocol.corpus_hash(splits.train, splits.val, splits.test))
     seeds = list(range(seed, seed + profile.seeds))
     lm_lrs = list(profile.lr_grid) or [profile.train.lr]
     rc_lrs = list(profile.recall_lr_grid) or [profile.recall_train.lr]
     tuned = len(lm_lrs) > 1
+
+    def lm(name, lr, s, distill: bool, label: str) -> protocol.Run:
+        settings = {**_with_lr(base["lm"], lr), "model": name,
+                    "distill": profile.study.settings() if distill else None}
+        return protocol.Run(f"{__name__}:lm_run", settings, s, version=VERSION, label=label)
+
     # Phase 1: every independent run at once (the distillation rides along with the
     # Hyena LM runs when there is no grid to choose from first).
-    runs = (_lm_runs(base["lm"], profile, seeds, lm_lrs, distill=not tuned)
-            + _recall_runs(base["recall"], seeds, rc_lrs)
-            + [protocol.Run(f"{__name__}:throughput_run", base["throughput"], seed,
-                            version=VERSION, label="generation timing")])
-    results = runner.map(runs, desc="hyena")
-    n_lm, n_rc = len(MODELS) * len(lm_lrs) * len(seeds), len(MODELS) * len(rc_lrs) * len(seeds)
-    lm_res, rc_res, tp_res = results[:n_lm], results[n_lm:n_lm + n_rc], results[-1]
+    lm_runs = [lm(n, lr, s, not tuned and n != "transformer", f"LM {n} lr {lr:g}")
+               for n in MODELS for lr in lm_lrs for s in seeds]
+    rc_runs = [protocol.Run(f"{__name__}:recall_run", {**_with_lr(base["recall"], lr),
+                                                       "model": n},
+                            s, version=VERSION, label=f"recall {n} lr {lr:g}")
+               for n in MODELS for lr in rc_lrs for s in seeds]
+    timing = protocol.Run(f"{__name__}:throughput_run", base["throughput"], seed,
+                          version=VERSION, label="generation timing")
+    results = runner.map(lm_runs + rc_runs + [timing], desc="hyena")
+    lm_res, rc_res = results[:len(lm_runs)], results[len(lm_runs):-1]
     lm_choice = protocol.choose(lm_res, method=lambda r: r.settings["model"],
                                 setting=lambda r: r.settings["train"]["lr"], metric="bpb")
     rc_choice = protocol.choose(rc_res, method=lambda r: r.settings["model"],
                                 setting=lambda r: r.settings["train"]["lr"],
                                 metric="accuracy", lower_is_better=False)
-    lm_by = _by_model(lm_res, {n: c["best"] for n, c in lm_choice.items()})
+    lm_by, rc_by = _by_model(lm_res, lm_choice), _by_model(rc_res, rc_choice)
     if tuned:   # Phase 2: distil the Hyena models trained at their chosen rates
-        lm_by = {n: rs for n, rs in lm_by.items()}
-        phase2 = [protocol.Run(f"{__name__}:lm_run",
-                               {**_with_lr(base["lm"], lm_choice[n]["best"]), "model": n,
-                                "distill": profile.study.settings()},
-                               s, version=VERSION, label=f"LM {n} distilled")
+        phase2 = [lm(n, lm_choice[n]["best"], s, True, f"LM {n} distilled")
                   for n in DISTILLED_NAMES for s in seeds]
         for r in runner.map(phase2, desc="hyena distillation"):
-            lm_by[r.run.settings["model"]] = [x for x in lm_by[r.run.settings["model"]]
-                                              if x.run.seed != r.run.seed] + [r]
-    rc_by = _by_model(rc_res, {n: c["best"] for n, c in rc_choice.items()})
-    if own:
-        runner.close()
-    results = _report(out_dir, profile, name_of_profile, device, seeds, splits,
-                      lm_by, rc_by, tp_res.figures["throughput"], lm_choice, rc_choice,
-                      tuned)
-    results["seconds"] = time.perf_counter() - t0
-    write_results(out_dir, results)
-    return results
+            name = r.run.settings["model"]
+            lm_by[name] = [x for x in lm_by[name] if x.run.seed != r.run.seed] + [r]
+    return _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_by,
+                   results[-1].figures["throughput"], lm_choice, rc_choice, tuned, t0)
 
 
 # ----------------------------------------------------------------------- report
@@ -372,8 +349,15 @@ def _spread_of(rs, *keys) -> protocol.Spread:
     return protocol.spread([get(r.figures) for r in rs])
 
 
+def _plain(value):
+    """A Spread (or a list of them) as results.json keeps it."""
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    return value.as_dict() if isinstance(value, protocol.Spread) else value
+
+
 def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_by, tp,
-            lm_choice, rc_choice, tuned) -> dict:
+            lm_choice, rc_choice, tuned, t0) -> dict:
     lm = {n: {"test_bpb": _spread_of(rs, "test", "bpb"), "val_bpb": _spread_of(rs, "val", "bpb"),
               "parameters": rs[0].figures["parameters"]} for n, rs in lm_by.items()}
     rc = {n: {"test_acc": _spread_of(rs, "test", "accuracy"),
@@ -675,10 +659,9 @@ like the KV cache); the distilled models step their modal states (O(1)).
 
 - Byte-level miniatures (2 layers, d_model {cfg.d_model}, context {cfg.context}) on Python's own
   docs, not 1.3B models on The Pile; CPU timing in NumPy, not GPU kernels.
-- AdamW's weight decay ({tc.weight_decay:g}) reaches the implicit filters' MLP matrices too:
-  ``train()`` has one rule for every model (matrices decay). The reference gives the
-  filter parameters no weight decay and their own learning rate;
-  ``HyenaLM.param_groups`` gives that grouping, which ``train()`` does not read yet.
+- Like the reference, the implicit filters' MLP matrices get no weight decay
+  (``HyenaLM.param_groups``, which ``train()`` reads; the other matrices decay by
+  {tc.weight_decay:g}); unlike it, the filters share the model's learning rate.
 - The filters' positional features are a fixed buffer; the reference trains them at
   a tiny learning rate.
 - Distillation orders are swept per model, not chosen per layer from the logits'
@@ -686,39 +669,29 @@ like the KV cache); the distilled models step their modal states (O(1)).
 """
     lm_fig = (f"MH {lm['multihyena']['test_bpb']} vs H {lm['hyena']['test_bpb']} vs "
               f"T {lm['transformer']['test_bpb']} test bpb")
-    headline = {"claim": "A Hyena LM distilled into small modal SSMs keeps its quality "
-                         "and generates in O(1) per token.",
-                "where": "Laughing Hyena, abstract",
-                "verdict": v_dist["hyena"].outcome,
-                "figure": f"Hyena d={top} {bpb['hyena']['by_order'][-1]} vs original "
-                          f"{bpb['hyena']['original']} test bpb; "
-                          f"{speedup('hyena_cached'):.1f}x cached Hyena @{at}"}
+    claim_row = headline("A Hyena LM distilled into small modal SSMs keeps its quality and "
+                    "generates in O(1) per token.", "Laughing Hyena, abstract",
+                    v_dist["hyena"], f"Hyena d={top} {bpb['hyena']['by_order'][-1]} vs "
+                    f"original {bpb['hyena']['original']} test bpb; "
+                    f"{speedup('hyena_cached'):.1f}x cached Hyena @{at}")
     summary = {"test bpb T/H/MH": " / ".join(f"{lm[n]['test_bpb'].mean:.3f}" for n in MODELS),
                "recall T/H/MH": " / ".join(f"{rc[n]['test_acc'].mean:.2f}" for n in MODELS),
                f"distilled d={top}": f"{bpb['hyena']['by_order'][-1].mean:.3f} vs "
                                      f"{bpb['hyena']['original'].mean:.3f}",
                f"speed-up @{at}": f"{speedup('hyena_cached'):.1f}x cached H, "
                                   f"{speedup('transformer_kv'):.1f}x KV"}
-    write_report(out_dir, "Hyena, MultiHyena and their distillation (Laughing Hyena)", md)
-    return {
+    results = {
         "profile": name_of_profile, "device": device, "seeds": seeds,
         "splits": splits.sizes, "unigram_test_bpb": unigram, "recall_chance": chance,
-        "lm": {n: {k: (v.as_dict() if isinstance(v, protocol.Spread) else v)
-                   for k, v in lm[n].items()} for n in MODELS},
-        "recall": {n: {k: (v.as_dict() if isinstance(v, protocol.Spread) else v)
-                       for k, v in rc[n].items()} for n in MODELS},
+        "lm": {n: {k: _plain(v) for k, v in lm[n].items()} for n in MODELS},
+        "recall": {n: {k: _plain(v) for k, v in rc[n].items()} for n in MODELS},
         "filters": fil,
-        "tuning": {"lm": {n: {"best": c["best"], "grid": {str(k): v.as_dict()
+        "tuning": {task: {n: {"best": c["best"], "grid": {str(k): v.as_dict()
                                                          for k, v in c["grid"].items()}}
-                          for n, c in lm_choice.items()},
-                   "recall": {n: {"best": c["best"], "grid": {str(k): v.as_dict()
-                                                             for k, v in c["grid"].items()}}
-                              for n, c in rc_choice.items()}},
-        "distill": {"orders": orders, "per_seed": dist,
-                    "bpb": {n: {k: ([s.as_dict() for s in v] if isinstance(v, list)
-                                    else v.as_dict()) for k, v in b.items()}
-                            for n, b in bpb.items()},
-                    "checks": checks},
+                          for n, c in choice.items()}
+                   for task, choice in (("lm", lm_choice), ("recall", rc_choice))},
+        "distill": {"orders": orders, "per_seed": dist, "checks": checks,
+                    "bpb": {n: {k: _plain(v) for k, v in b.items()} for n, b in bpb.items()}},
         "throughput": tp, "throughput_context": at,
         "speedup": {k: speedup(k) for k in tp},
         "verdicts": {"multihyena_vs_hyena": str(v_mh_h), "multihyena_vs_transformer": str(v_mh_t),
@@ -726,9 +699,11 @@ like the KV cache); the distilled models step their modal states (O(1)).
                      "control": {n: str(v) for n, v in v_ctrl.items()},
                      "recall": str(v_recall)},
         "figures": {k: p.name for k, p in plots.items()},
-        "summary": summary, "headline": headline,
+        "summary": summary, "headline": claim_row, "seconds": time.perf_counter() - t0,
     }
+    return publish(out_dir, "Hyena, MultiHyena and their distillation (Laughing Hyena)",
+                   results, md)
 
 
 if __name__ == "__main__":
-    print(json.dumps(run()["summary"], indent=2))
+    print(run()["summary"])

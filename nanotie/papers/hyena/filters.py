@@ -58,11 +58,6 @@ def decay_rates(channels: int, fast_decay: float = 0.3, slow_decay: float = 1.5,
 
     exp(-t |delta|) reaches ``target`` at t = log(1/target) / |delta|, so the slow
     rate is log(1/target)/slow_decay and the fast one log(1/target)/fast_decay."""
-    if not 0 < fast_decay <= slow_decay:
-        raise ValueError(f"decay_rates: need 0 < fast_decay <= slow_decay, got "
-                         f"fast_decay={fast_decay}, slow_decay={slow_decay}")
-    if not 0 < target < 1:
-        raise ValueError(f"decay_rates: target must lie in (0, 1), got {target}")
     scale = math.log(1.0 / target)
     return np.linspace(scale / slow_decay, scale / fast_decay, channels)   # (C,)
 
@@ -77,11 +72,6 @@ class ImplicitFilter(Module):
                  n_inner: int = 2, omega: float = 1.0, fast_decay: float = 0.3,
                  slow_decay: float = 1.5, target: float = 1e-2, dtype=None, device=None):
         super().__init__()
-        for name, value in (("channels", channels), ("max_len", max_len), ("width", width)):
-            if value < 1:
-                raise ValueError(f"ImplicitFilter: {name} must be positive, got {value}")
-        if n_inner < 0:
-            raise ValueError(f"ImplicitFilter: n_inner must be >= 0, got {n_inner}")
         self.channels, self.max_len = channels, max_len
         dtype = np.dtype(dtype or np.float32)
         device = device or backend.default_device()

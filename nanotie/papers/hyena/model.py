@@ -39,15 +39,6 @@ class HyenaConfig(GPTConfig):
         super().__post_init__()
         if self.mixer not in MIXERS:
             raise ValueError(f"HyenaConfig: mixer must be one of {MIXERS}, got {self.mixer!r}")
-        if self.filter_emb_dim < 3 or self.filter_emb_dim % 2 == 0:
-            raise ValueError(f"HyenaConfig: filter_emb_dim must be odd and >= 3, got "
-                             f"{self.filter_emb_dim}")
-        for name in ("filter_width", "short_kernel"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"HyenaConfig: {name} must be positive, got "
-                                 f"{getattr(self, name)}")
-        if self.filter_inner < 0:
-            raise ValueError(f"HyenaConfig: filter_inner must be >= 0, got {self.filter_inner}")
 
 
 def make_mixer(config: HyenaConfig) -> HyenaOperator:

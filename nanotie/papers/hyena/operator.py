@@ -71,8 +71,6 @@ class ShortConv(Module):
 
     def __init__(self, channels: int, kernel_size: int = 3, dtype=None, device=None):
         super().__init__()
-        if kernel_size < 1:
-            raise ValueError(f"ShortConv: kernel_size must be >= 1, got {kernel_size}")
         self.channels, self.kernel_size = channels, kernel_size
         bound = 1.0 / math.sqrt(kernel_size)
         self.weight = init_uniform((channels, kernel_size), bound, dtype, device)
@@ -95,8 +93,8 @@ class HyenaOperator(Module):
     ``forward(u, kv=None)`` takes and returns (B, L, D), the call signature of
     :class:`~nanotie.nn.transformer.CausalSelfAttention`, so it can stand in a
     :class:`~nanotie.nn.transformer.Block` as ``block.attn``. Its cache, when
-    generating, is a :class:`~nanotie.papers.hyena.generate.ConvCache` of the past
-    gated inputs (O(L) per token; O(1) needs a distilled filter).
+    generating, is one of ``nanotie.papers.distillery.generate`` (``ConvCache``: the
+    past gated inputs, O(L) per token; ``MixerCache``: a distilled filter's state, O(1)).
 
     For distillation, read the filters as arrays: :meth:`filter_array` gives h
     (n_filters, L) and :meth:`dskip_array` gives Dskip (n_filters,).
@@ -146,8 +144,9 @@ class HyenaOperator(Module):
         axis 1. w is (B, n_filters, ..., L); axes between share their slice's filter.
         The step that a distilled model replaces by a recurrence."""
         L = w.shape[-1]
-        lead = (self.n_filters,) + (1,) * (w.ndim - 3)       # broadcast over the "..." axes
-        h = self.filters(L).reshape(lead + (L,))             # (C, 1.., L)
+        # MultiHyena's tie: head m's one filter h^m broadcasts over its N^2 channels.
+        lead = (self.n_filters,) + (1,) * (w.ndim - 3)       # (C, 1.., 1)
+        h = self.filters(L).reshape(lead + (L,))             # the tie: (C, 1.., L)
         return F.fftconv(w, h) + w * self.dskip.reshape(lead + (1,))
 
     def mix(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
@@ -155,13 +154,8 @@ class HyenaOperator(Module):
         return q * self.long_conv(k * v)                     # (B, D, L)
 
     def forward(self, u: Tensor, kv=None) -> Tensor:         # (B, L, D) -> (B, L, D)
-        if kv is not None:
-            from .generate import ConvCache, conv_forward   # generate.py builds on this
-            if isinstance(kv, ConvCache):                    # cached generation: O(L)/token
-                return conv_forward(self, u, kv)
-            raise ValueError(f"{type(self).__name__} has no KV cache: generate with "
-                             "use_cache=False (each step re-reads the whole context), or "
-                             "pass the state of generate.init_conv_state")
+        if kv is not None:          # cached generation: the cache runs the chunk
+            return kv.forward(self, u)
         y = self.mix(*self.project(u))                       # (B, D, L)
         return self.out_proj(y.transpose(1, 2))              # (B, L, D)
 

@@ -40,15 +40,6 @@ class RecallConfig:
     n_pairs: int = 8       # distinct keys bound to values at the start of an episode
     n_queries: int = 8     # keys asked again (distinct while n_queries <= n_pairs)
 
-    def __post_init__(self):
-        for name in ("n_keys", "n_values", "n_pairs", "n_queries"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"RecallConfig: {name} must be positive, got "
-                                 f"{getattr(self, name)}")
-        if self.n_pairs > self.n_keys:
-            raise ValueError(f"RecallConfig: n_pairs={self.n_pairs} distinct keys need "
-                             f"n_keys >= n_pairs, got n_keys={self.n_keys}")
-
     @property
     def seq_len(self) -> int:
         """Tokens per episode: a key and a value per pair and per query."""
