@@ -476,18 +476,18 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
 
     best = {o: choice[o]["best"] for o in OBJECTIVES}
     # Fine-tuning: per (source, mode), the constant rate with the best mean val bpb.
-    ft_by = {}
-    for r in ft_results:
-        src = r.run.settings["source"]
-        ft_by.setdefault((src["objective"], src["lr"], r.run.settings["mode"]), []).append(r)
-    ft_choice = {key: protocol.choose(rs, method=lambda r: "ft", metric="bpb",
-                                      setting=lambda r: r.settings["lr"])["ft"]
-                 for key, rs in ft_by.items()}
+    def ft_key(run):
+        src = run.settings["source"]
+        return src["objective"], src["lr"], run.settings["mode"]
+
+    ft_choice = protocol.choose(ft_results, method=ft_key, setting=lambda r: r.settings["lr"],
+                                metric="bpb")
 
     def ft_at(o, lr, mode):
-        c = ft_choice[(o, lr, mode)]
-        rs = [r for r in ft_by[(o, lr, mode)] if r.run.settings["lr"] == c["best"]]
-        return sorted(rs, key=lambda r: r.run.seed), c["best"]
+        best_lr = ft_choice[(o, lr, mode)]["best"]
+        rs = [r for r in ft_results
+              if ft_key(r.run) == (o, lr, mode) and r.run.settings["lr"] == best_lr]
+        return sorted(rs, key=lambda r: r.run.seed), best_lr
 
     rows, test = {}, {}
 
@@ -615,6 +615,8 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
                      f"x{at_V['ratio']:.2f} tokens/s at V = {V} (paper x2.13)")],
     }
     return results, tuning, verdicts
+
+
 # ---------------------------------------------------------------------- plots
 
 
