@@ -430,26 +430,25 @@ def test_bad_head_or_loss_names_the_field(bad, field):
 # ------------------------------------------------- the per-slot marginal ceiling
 
 
-def test_slot_marginals_are_distributions_that_sum_token_probabilities():
+def test_target_marginals_sum_token_probabilities_into_distributions():
     rng = np.random.default_rng(18)
     V, W = 40, 4
     table = rng.integers(0, 6, (V, W))                 # few byte values: many collisions
     table[:10, 2:] = PAD
     p = rng.dirichlet(np.ones(V), size=5)              # (N, V)
-    m = experiment.slot_marginals(p, table)            # (N, W, 258)
-    np.testing.assert_allclose(m.sum(axis=-1), 1.0, rtol=1e-12)
     onehot = np.eye(258)[table]                        # (V, W, 258), brute force
-    np.testing.assert_allclose(m, np.einsum("nv,vwb->nwb", p, onehot), atol=1e-14)
-    # What a score reads: the entry of each row's own target byte.
-    targets = table[rng.integers(0, V, 5)]
+    m = np.einsum("nv,vwb->nwb", p, onehot)            # every marginal m_j(b)
+    targets = table[rng.integers(0, V, 5)]             # what a score reads
     np.testing.assert_allclose(experiment.target_marginals(p, table, targets),
                                np.take_along_axis(m, targets[..., None], -1)[..., 0],
                                rtol=1e-12)
+    # Over every byte value b, m_j(b) sums to 1 at each slot.
+    every = sum(experiment.target_marginals(p, table, np.full((5, W), b)) for b in range(258))
+    np.testing.assert_allclose(every, 1.0, rtol=1e-12)
     # A point mass on one token puts probability 1 on each of its bytes.
     point = np.zeros((1, V))
     point[0, 17] = 1.0
-    picked = experiment.slot_marginals(point, table)[0, np.arange(W), table[17]]
-    np.testing.assert_array_equal(picked, 1.0)
+    np.testing.assert_array_equal(experiment.target_marginals(point, table, table[17:18]), 1.0)
 
 
 def test_the_ceiling_is_the_marginals_of_the_models_own_distribution(windows):

@@ -34,35 +34,37 @@ claim for the byte-level model: the authors' repository lists that report as in
 progress, and the abstract leaves matching the base models' performance to future
 work. The experiment checks the counts and MEASURES quality.
 
-Which code the counts follow: the authors' code as it was when the paper appeared
-(2 + 2 byte blocks, core hidden 512), which gives the paper's 2.56M. Their later code
-(hidden 768, 4 + 7 byte blocks) gives 5.77M, about 85% / 92.5% fewer.
+Differences from the paper (the results page prints this list):
 
-Differences from the paper:
-
-- The tokenizer is nanotie's own byte-level BPE trained on the prose corpus (a few
-  thousand tokens), not GPT-2's 50,257; nothing is downloaded.
-- Grouped-query attention (16 query, 4 key/value heads) is built (:class:`GroupedQKV`)
-  and counted; the miniatures use full multi-head attention. The core uses learned
-  positions; the paper's RoPE has no parameters and is left out of the count.
-- Byte positions are added once, e_tj = E_byte[b_tj] + P[j]; the authors' code adds
-  ``x + pos_encoder(x)``, i.e. 2 x + P.
-- A final norm sits before the decoder (nanotie's GPT core ends with one).
-- The byte blocks use the tanh approximation of GELU.
-- Tokens become their raw bytes; the authors' code round-trips them through text with
-  replacement characters.
-- The loss ignores PAD (256); the authors' code passes EOT (257) as the ignored id,
-  so it scores every slot, pads included. ``byte_loss="all_slots"`` trains with that
-  loss (variant (g)); the experiment reports both figures.
-- Since the default loss never scores the pads, the byte decoder does not model
-  where a token ends. For a fair bits-per-byte, the experiment adds the cost of coding
-  each token's length with a unigram length model fitted on the training split, and
-  it reports the bytes-only figure beside it.
-- Pooling is a plain mean over all W slots, pads included (pads have an embedding of
-  their own), as in the authors' code; byte blocks use the core's norm and bias
+- **Which code the counts follow.** The paper's figures (55.89M / 81.62M / 34.66M /
+  2.56M) come from the authors' code as it was when the paper appeared: 2 byte blocks
+  in the embedder and 2 in the decoder, core hidden size 512. Their later code (hidden
+  768, 4 + 7 byte blocks) gives 5.77M for the byte path, about 85% / 92.5% fewer. The
+  formula and the built models here follow the first.
+- **Tokenizer**: nanotie's own byte-level BPE trained on the training split (a few
+  thousand tokens), not GPT-2's 50,257; nothing is downloaded. The byte path's saving
+  grows with the vocabulary, so it is smaller here than at the paper's size.
+- **Grouped-query attention** (16 query heads sharing 4 key/value heads) is built
+  (`GroupedQKV`: each key/value head is a tie among the query heads that read it) and
+  counted; the miniatures use full multi-head attention.
+- **Positions.** The byte positions are added once, e_tj = E_byte[b_tj] + P[j]; the
+  authors' code adds `x + pos_encoder(x)`, i.e. 2x + P. The core uses learned
+  positions instead of the paper's RoPE (which has no parameters).
+- **A final norm** sits before the decoder (nanotie's GPT core ends with one).
+- **GELU**: the byte blocks use the tanh approximation.
+- **Raw bytes**: tokens become their raw bytes; the authors' code round-trips them
+  through text with replacement characters.
+- **Pooling** is a plain mean over all W slots, pads included (pads have an embedding
+  of their own), as in the authors' code; the byte blocks use the core's norm and bias
   settings.
-- ``byte_head="softmax"`` (not in the paper) puts an ordinary (d, V) softmax head on
-  the byte embedder: variant (f), which tells the pooling's cost from the decoder's.
+- **The loss**: nanotie ignores the pad id (256), so the byte decoder never models
+  where a token ends; a unigram length code (fitted on the training split) makes bits
+  per byte a complete code, and the bytes-only figure is reported beside it. The
+  authors' code scores every slot, pads included (it passes EOT, 257, as the ignored
+  id): `byte_loss="all_slots"` trains with that loss (variant (g)); both figures are
+  reported for every byte decoder.
+- **Variant (f)**, not in the paper: `byte_head="softmax"` puts an ordinary (d, V)
+  softmax head on the byte embedder, which tells the pooling's cost from the decoder's.
 - The miniature runs are tiny and short; the paper's benchmarks (BLiMP, ARC,
   HellaSwag, MMLU) are not reproduced.
 """
