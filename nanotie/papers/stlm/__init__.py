@@ -29,10 +29,8 @@ The byte-level path (W byte slots per token, byte width c, core width d):
     loss     mean over the NON-PAD slots of the next token: -log p_tj(b_{t+1, j})
 
 What the paper claims is the parameter count (90% / 95% fewer in the embedding and
-head; 81.62M untied, 55.89M tied, 34.66M tied with FFN sharing). It makes no quality
-claim for the byte-level model: the authors' repository lists that report as in
-progress, and the abstract leaves matching the base models' performance to future
-work. The experiment checks the counts and MEASURES quality.
+head; 81.62M untied, 55.89M tied, 34.66M tied with FFN sharing); it makes no quality
+claim for the byte-level model. The experiment checks the counts and MEASURES quality.
 
 Differences from the paper (the results page prints this list):
 

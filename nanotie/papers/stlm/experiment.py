@@ -1,13 +1,10 @@
 """Where do a small model's parameters go, and what does cutting them cost?
 
-What the paper claims is a parameter count: at hidden size 512 with GPT-2's 50,257
-tokens, a byte-level embedder with pooling plus a byte decoder holds 2.56M parameters
-instead of a 25.73M tied (or 51.46M untied) embedding and head, 90% (95%) fewer; tying
-takes the model from 81.62M to 55.89M and FFN sharing to 34.66M. :func:`paper_counts`
-checks these figures with the analytic count, which equals the built models' count
-here. The paper makes no quality claim for the byte-level model (its repository lists
-that report as in progress), so the miniature MEASURES quality, at an equal training
-budget (same steps, batch and context, the same token windows in the same order):
+What the paper claims is a parameter count (:data:`CLAIM`); :func:`paper_counts` checks
+it with the analytic count, which equals the built models' count here. The paper makes
+no quality claim for the byte-level model, so the miniature MEASURES quality, at an
+equal training budget (same steps, batch and context, the same token windows in the
+same order):
 
     (a) BPE tokens, untied embedding and head
     (b) BPE tokens, tied (the head IS the embedding)
@@ -66,6 +63,7 @@ from ...nn.module import count_parameters
 from ...report import claim_section, pyplot, save_figure, smooth, spread_table, tuning_table
 from ...train import TrainConfig, default_loss, train
 from .. import stlm as package
+from ..gpt.experiment import unigram_bpb   # a context-free byte model
 from . import STLM, STLMConfig, byte_cross_entropy
 from .byte_windows import PAD, ByteWindows
 from .params import PAPER_FIGURES, measured_split, millions, paper_configs, parameter_budget
@@ -122,11 +120,9 @@ class Profile:
     eval_batch: int = 32                 # windows per batch when scoring val and test
 
 
-# Quick: 12 runs, about 160 CPU-seconds in all. The core is paper-shaped in miniature:
-# SwiGLU FFN of width 3 d, RMSNorm, no biases. --full: bigger, longer, every variant,
-# the whole grid and 5 seeds: 105 runs, each about 4 x 4 x 10 times a quick run's
-# work (width, tokens per step, steps), tens of CPU-hours in all; meant for a cluster
-# (--scheduler), and not run for the current report.
+# Quick: 12 runs, about 160 CPU-seconds; the core is paper-shaped in miniature (SwiGLU
+# FFN of width 3 d, RMSNorm, no biases). --full: every variant, the whole grid, 5 seeds:
+# 105 runs of about 160 times a quick run's work, for a cluster (--scheduler).
 PROFILES = {
     "quick": Profile(
         STLMConfig(vocab_size=2048, context=32, d_model=64, n_layer=4, n_head=4,
@@ -187,11 +183,8 @@ def loss_fn_for(model: STLM, windows: ByteWindows):
 
 def stlm_run(settings: dict, seed: int, device: str) -> dict:
     """Train one variant with one learning rate and seed; score val and test.
-
-    ``settings``: ``variant`` (a label of VARIANTS), ``model`` and ``train`` (the
-    STLMConfig and TrainConfig fields), ``max_bytes``, ``eval_batch``, ``corpus`` (the
-    hash of the splits it must read) and ``ceiling`` (also score the per-slot marginal
-    ceiling of this model's next-token distribution)."""
+    ``settings`` are :func:`make_runs`'s: the variant's label, its STLMConfig and
+    TrainConfig fields, the corpus's size and hash, and whether to score the ceiling."""
     cfg = STLMConfig(**settings["model"])
     train_cfg = TrainConfig(**{**settings["train"], "betas": tuple(settings["train"]["betas"]),
                                "seed": seed})
@@ -255,10 +248,9 @@ def make_runs(profile: Profile, corpus: str, seed: int = 0, device: str = "cpu",
 def compare(profile: Profile, seed: int = 0, device: str = "cpu", runner=None,
             tune: bool = False) -> dict:
     """Run every configuration of ``profile``; choose each variant's rate on val (bpb;
-    for (g), trained with the every-slot loss, its every-slot figure).
-
-    Returns ``{"data": prepared data, "results": [RunResult], "choice": protocol.choose
-    output, "chosen": {label: [RunResult of the chosen rate, one per seed]}}``."""
+    for (g), trained with the every-slot loss, its every-slot figure). Returns the
+    prepared ``data``, every run's ``results``, the ``choice`` (:func:`protocol.choose`)
+    and the ``chosen`` runs: ``{label: [RunResult of the chosen rate, one per seed]}``."""
     d = prepare_data(profile.model.vocab_size, profile.model.byte_window, profile.max_bytes)
     runner = protocol.Runner(device=device) if runner is None else runner
     results = runner.map(make_runs(profile, d["corpus"], seed, device, tune), desc="stlm")
@@ -490,29 +482,27 @@ Learning rates are chosen on val; every figure below is on the test split
 {spread_table(rows, columns, seeds_of="test bpb")}
 
 "test bpb" is bits per byte over the test tokens that fit the byte window (the same
-bytes for every model). For a byte decoder it includes the cost of coding each token's
-length ({dd['length_code_bits_per_token']:.2f} bits per token on average, under the
-length model itself), which the pad-ignoring loss does not model; "bytes only" leaves
-that out and is not a complete code length. "all slots" scores every slot, pads
-included: the authors' loss, also a complete code. "all tokens" (token heads) also
-scores the {100 * dd['truncation_rate_test']:.2f}% of tokens longer than the window.
-A context-free byte model scores {unigram:.3f} bits per byte.
+bytes for every model); for a byte decoder it includes the cost of coding each token's
+length ({dd['length_code_bits_per_token']:.2f} bits per token on average), which the
+pad-ignoring loss does not model, and "bytes only" leaves it out. "all slots" scores
+every slot, pads included (the authors' loss, also a complete code); "all tokens" also
+scores the tokens longer than the window. A context-free byte model scores
+{unigram:.3f} bits per byte.
 
 ![parameters vs bits per byte]({plots['params'].name})
 
 ### Why the byte path is far behind: the decoder's factorisation
 
 The byte decoder predicts the {W} byte slots of the next token independently given the
-core's state. The last row of the table takes (a)'s trained next-token distribution
-p(v) and pushes it through that factorisation, m_j(b) = sum_v p(v) [byte j of v = b]:
-an estimate of what a factorised decoder could reach if it knew what (a) knows, scored
-as (d) is scored (pads ignored: a byte gets its share of the non-pad mass, plus the
-length code) and, in the all-slots column, as (g) is. For this (a), the factorisation
-alone costs {ceiling.mean - test[A].mean:.2f} bits per byte; (d) lands \
+core's state. The table's last row pushes (a)'s trained next-token distribution p(v)
+through that factorisation, m_j(b) = sum_v p(v) [byte j of v = b]: what a factorised
+decoder could reach if it knew what (a) knows, scored as (d) is (a byte gets its share
+of the non-pad mass, plus the length code) and, under "all slots", as (g) is. The
+factorisation alone costs {ceiling.mean - test[A].mean:.2f} bits per byte; (d) lands \
 {test[D].mean - ceiling.mean:+.2f} from that estimate, so a better-trained core would not
-close much of (d)'s gap to (a): the decoder's factorisation would have to go.
-(d)'s every-slot figure is large because its loss never trains the pad logits. Per
-slot (test, mean over seeds):
+close much of (d)'s gap to (a): the decoder's factorisation would have to go. (d)'s
+every-slot figure is large because its loss never trains the pad logits. Per slot
+(test, mean over seeds):
 
 {slot_table}
 
@@ -528,11 +518,11 @@ the shape is the factorisation's.
 
 {chr(10).join(f'- {w}: {vv}' for w, vv in measured)}
 
-(f) puts the same byte embedder in front of an ordinary softmax head: it is
-{test[F_].mean - test[A].mean:+.3f} bits per byte from (a), where (d) is
-{test[D].mean - test[A].mean:+.3f}; what separates (d) from (f) is the decoder alone.
-What would change these verdicts: more steps (the gaps between the BPE variants are
-small and move with training length), another learning rate, or a decoder that
+(f), the same byte embedder before an ordinary softmax head, is \
+{test[F_].mean - test[A].mean:+.3f} bits per byte from (a)
+where (d) is {test[D].mean - test[A].mean:+.3f}: what separates (d) from (f) is the decoder
+alone. What would change these verdicts: more steps (the gaps between the BPE variants
+are small and move with training length), another learning rate, or a decoder that
 predicts a token's bytes one after another.
 
 ## Tuning
@@ -621,12 +611,9 @@ def heldout_bpb(model, ids, windows: ByteWindows, length_nats: np.ndarray,
     * ``bits_per_slot`` (byte decoder): mean bits at slot j over the targets whose
       byte j is a byte (not a pad);
     * ``ceiling`` (token heads, if asked): the same figures for the per-slot
-      marginals of the model's own next-token distribution (:func:`target_marginals`).
-      As a byte decoder with the pad-ignoring loss would, ``bpb``, ``bpb_bytes_only``
-      and ``bits_per_slot`` score a byte by its share of the non-pad mass,
-      m_j(y_j) / (1 - m_j(PAD)), plus the length code; ``bpb_all_slots`` scores the
-      raw m_j on every slot, pads included (the analog of the authors' loss), and
-      ``bits_per_slot_pads_kept`` the raw m_j at the bytes.
+      marginals of the model's own next-token distribution, each byte scored by its
+      share of the non-pad mass as (d) is (:func:`_marginal_nats`), except
+      ``bpb_all_slots`` and ``bits_per_slot_pads_kept``: the raw m_j, as (g) is.
     """
     cfg = model.config
     tokens_out = model.predicts_tokens
@@ -686,12 +673,6 @@ def heldout_bpb(model, ids, windows: ByteWindows, length_nats: np.ndarray,
                           "bits_per_slot": per_slot(m_slot_nats),
                           "bits_per_slot_pads_kept": per_slot(m_raw_slot_nats)}
     return out
-
-
-def unigram_bpb(train_bytes: np.ndarray, test_bytes: np.ndarray) -> float:
-    """Bits per byte of a context-free byte model (counts on train, add-one)."""
-    counts = np.bincount(train_bytes, minlength=256) + 1.0
-    return float(-np.log2(counts / counts.sum())[test_bytes].mean())
 
 
 def paper_counts() -> dict:
