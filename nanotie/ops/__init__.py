@@ -5,10 +5,12 @@ They are grouped by kind: elementwise, reductions, movement, indexing, linear
 algebra. The fused neural-network primitives live in :mod:`nanotie.nn.functional`.
 """
 
+import numpy as np
+
 from ..autograd import Tensor
 from .elementwise import (abs, add, cast, clamp, cos, div, eq, erf, exp, ge, gt, le, log,
-                          lt, maximum, minimum, mul, ne, neg, pow, rdiv, relu, rpow, rsub,
-                          sigmoid, sin, sqrt, sub, tanh, to_device, where)
+                          lt, maximum, minimum, mul, ne, neg, pow, relu, sigmoid, sin, sqrt,
+                          sub, tanh, to_device, where)
 from .indexing import embedding, getitem
 from ._common import parse_to_args
 from .linalg import einsum, matmul
@@ -31,29 +33,19 @@ min = amin
 
 def _to(self, *args, **kwargs):
     """``t.to("cuda")``, ``t.to(np.float64)`` or ``t.to(device, dtype)``."""
-    import numpy as np
-
     device, dtype = parse_to_args(args, kwargs)
-    out = self
-    if dtype is not None:
-        out = cast(out, np.dtype(dtype))
-    if device is not None:
-        out = to_device(out, device)
-    return out
-
-
-def _view_shape(args):
-    return args[0] if len(args) == 1 and isinstance(args[0], (tuple, list)) else args
+    out = self if dtype is None else cast(self, np.dtype(dtype))
+    return out if device is None else to_device(out, device)
 
 
 # One table: method name -> function. Reading it is the quickest way to learn which
 # Tensor methods exist.
 _METHODS = {
     "__add__": add, "__radd__": lambda a, b: add(b, a),
-    "__sub__": sub, "__rsub__": rsub,
+    "__sub__": sub, "__rsub__": lambda a, b: sub(b, a),
     "__mul__": mul, "__rmul__": lambda a, b: mul(b, a),
-    "__truediv__": div, "__rtruediv__": rdiv,
-    "__pow__": pow, "__rpow__": rpow,
+    "__truediv__": div, "__rtruediv__": lambda a, b: div(b, a),
+    "__pow__": pow, "__rpow__": lambda a, b: pow(b, a),
     "__matmul__": matmul, "__rmatmul__": lambda a, b: matmul(b, a),
     "__neg__": neg,
     "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
@@ -65,8 +57,7 @@ _METHODS = {
     "eq": eq, "ne": ne, "lt": lt, "le": le, "gt": gt, "ge": ge,
     "sum": sum, "mean": mean, "max": amax, "min": amin, "amax": amax, "amin": amin,
     "logsumexp": logsumexp,
-    "reshape": lambda a, *shape: reshape(a, *shape),
-    "view": lambda a, *shape: reshape(a, *_view_shape(shape)),
+    "reshape": reshape, "view": reshape,
     "flatten": flatten, "permute": permute, "transpose": transpose,
     "unsqueeze": unsqueeze, "squeeze": squeeze, "expand": expand,
     "contiguous": lambda a: a,
@@ -80,4 +71,4 @@ for _name, _fn in _METHODS.items():
 Tensor.T = property(T)
 Tensor.mT = property(lambda a: transpose(a, -2, -1))
 # ``==`` and ``!=`` stay identity comparisons so Tensors can be dict keys and set
-# members (the tying bookkeeping relies on it); use ``.eq()``/``.ne()`` for values.
+# members (the engine and the tying bookkeeping rely on it); use ``.eq()``/``.ne()``.

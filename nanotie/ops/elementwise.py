@@ -27,6 +27,10 @@ def _binary(op, a, b, forward):
     return a, b, out
 
 
+def _needs_grad(x) -> bool:
+    return isinstance(x, Tensor) and x.requires_grad
+
+
 # --------------------------------------------------------------------- arithmetic
 
 
@@ -46,12 +50,8 @@ def mul(a, b) -> Tensor:
     """a * b.  d/da = b, d/db = a."""
     a, b, out = _binary("mul", a, b, lambda x, y: x * y)
     x, y = data(a), data(b)
-
-    def backward(g):
-        return (g * y if isinstance(a, Tensor) and a.requires_grad else None,
-                g * x if isinstance(b, Tensor) and b.requires_grad else None)
-
-    return make_result("mul", out, (a, b), backward)
+    return make_result("mul", out, (a, b), lambda g: (g * y if _needs_grad(a) else None,
+                                                      g * x if _needs_grad(b) else None))
 
 
 def div(a, b) -> Tensor:
@@ -61,8 +61,7 @@ def div(a, b) -> Tensor:
 
     def backward(g):
         ga = g / y
-        gb = -ga * out if isinstance(b, Tensor) and b.requires_grad else None  # -g a/b^2
-        return ga, gb
+        return ga, (-ga * out if _needs_grad(b) else None)      # -g a/b^2 = -(g/b) out
 
     return make_result("div", out, (a, b), backward)
 
@@ -74,10 +73,9 @@ def pow(a, b) -> Tensor:
 
     def backward(g):
         ga = gb = None
-        if isinstance(a, Tensor) and a.requires_grad:
-            ga = g * y * x ** (y - 1) if not (isinstance(y, (int, float)) and y == 2) \
-                else g * 2 * x
-        if isinstance(b, Tensor) and b.requires_grad:
+        if _needs_grad(a):
+            ga = g * 2 * x if isinstance(y, (int, float)) and y == 2 else g * y * x ** (y - 1)
+        if _needs_grad(b):
             # math.log for a Python-scalar base: np.log(2.0) is a float64 that would
             # turn a float32 gradient into float64.
             gb = g * out * (math.log(x) if isinstance(x, (int, float)) else xp_of(x).log(x))
@@ -91,28 +89,26 @@ def neg(a: Tensor) -> Tensor:
     return make_result("neg", -a.data, (a,), lambda g: (-g,))
 
 
-def maximum(a, b) -> Tensor:
-    """Elementwise max(a, b). The gradient goes to the larger; ties split it 1/2, 1/2."""
-    a, b, out = _binary("maximum", a, b, lambda x, y: xp_of(x, y).maximum(x, y))
-    return make_result("maximum", out, (a, b), _select_backward(a, b, out))
+def _select(op, pick):
+    def select(a, b) -> Tensor:
+        a, b, out = _binary(op, a, b, lambda x, y: pick(xp_of(x, y), x, y))
+        x, y = data(a), data(b)
+
+        def backward(g):
+            wa, wb = (x == out).astype(g.dtype), (y == out).astype(g.dtype)
+            total = wa + wb                       # 2 where a == b, else 1
+            return g * wa / total, g * wb / total
+
+        return make_result(op, out, (a, b), backward)
+
+    select.__name__ = select.__qualname__ = op
+    select.__doc__ = (f"Elementwise {op}(a, b). The gradient goes to the "
+                      f"{'larger' if op == 'maximum' else 'smaller'}; ties split it 1/2, 1/2.")
+    return select
 
 
-def minimum(a, b) -> Tensor:
-    """Elementwise min(a, b). The gradient goes to the smaller; ties split it 1/2, 1/2."""
-    a, b, out = _binary("minimum", a, b, lambda x, y: xp_of(x, y).minimum(x, y))
-    return make_result("minimum", out, (a, b), _select_backward(a, b, out))
-
-
-def _select_backward(a, b, out):
-    x, y = data(a), data(b)
-
-    def backward(g):
-        wa = (x == out).astype(g.dtype)
-        wb = (y == out).astype(g.dtype)
-        total = wa + wb                       # 2 where a == b, else 1
-        return g * wa / total, g * wb / total
-
-    return backward
+maximum = _select("maximum", lambda xp, x, y: xp.maximum(x, y))
+minimum = _select("minimum", lambda xp, x, y: xp.minimum(x, y))
 
 
 def where(condition, a, b) -> Tensor:
@@ -137,11 +133,8 @@ def clamp(a: Tensor, min=None, max=None) -> Tensor:
     """Clip to [min, max].  d/da = 1 inside the interval (ends included), else 0."""
     if min is None and max is None:
         raise ValueError("clamp: give at least one of min and max")
-    x = a.data
-    xp = xp_of(x)
-    out = xp.clip(x, min, max)
-    if out.dtype != x.dtype:
-        out = out.astype(x.dtype)
+    x, xp = a.data, xp_of(a.data)
+    out = xp.clip(x, min, max).astype(x.dtype, copy=False)
 
     def backward(g):
         keep = xp.ones(x.shape, dtype=bool)
@@ -177,8 +170,7 @@ def sqrt(a: Tensor) -> Tensor:
 
 def abs(a: Tensor) -> Tensor:
     """|a|.  d/da = sign(a) (0 at 0, like PyTorch)."""
-    x = a.data
-    xp = xp_of(x)
+    x, xp = a.data, xp_of(a.data)
     return make_result("abs", xp.abs(x), (a,), lambda g: (g * xp.sign(x),))
 
 
@@ -200,21 +192,18 @@ def sigmoid(a: Tensor) -> Tensor:
 def relu(a: Tensor) -> Tensor:
     """max(a, 0).  d/da = 1 where a > 0, else 0."""
     x = a.data
-    out = xp_of(x).maximum(x, 0)
-    return make_result("relu", out, (a,), lambda g: (g * (x > 0),))
+    return make_result("relu", xp_of(x).maximum(x, 0), (a,), lambda g: (g * (x > 0),))
 
 
 def sin(a: Tensor) -> Tensor:
     """sin(a).  d/da = cos(a)."""
-    x = a.data
-    xp = xp_of(x)
+    x, xp = a.data, xp_of(a.data)
     return make_result("sin", xp.sin(x), (a,), lambda g: (g * xp.cos(x),))
 
 
 def cos(a: Tensor) -> Tensor:
     """cos(a).  d/da = -sin(a)."""
-    x = a.data
-    xp = xp_of(x)
+    x, xp = a.data, xp_of(a.data)
     return make_result("cos", xp.cos(x), (a,), lambda g: (-g * xp.sin(x),))
 
 
@@ -223,53 +212,36 @@ _TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
 
 def erf(a: Tensor) -> Tensor:
     """erf(a) = 2/sqrt(pi) * integral_0^a e^(-t^2) dt.  d/da = 2/sqrt(pi) e^(-a^2)."""
-    x = a.data
-    xp = xp_of(x)
-    out = backend.erf(x)
-    if out.dtype != x.dtype:
-        out = out.astype(x.dtype)
+    x, xp = a.data, xp_of(a.data)
+    out = backend.erf(x).astype(x.dtype, copy=False)
     return make_result("erf", out, (a,), lambda g: (g * _TWO_OVER_SQRT_PI * xp.exp(-x * x),))
 
 
 # ------------------------------------------------------------ comparisons, casts
 
 
-def _compare(op, a, b, fn) -> Tensor:
-    """Comparisons carry no gradient: their output is a boolean constant."""
-    a, b, out = _binary(op, a, b, fn)
-    return Tensor(out)
+def _comparison(op, fn):
+    def compare(a, b) -> Tensor:
+        """A comparison carries no gradient: its output is a boolean constant."""
+        return Tensor(_binary(op, a, b, fn)[2])
+
+    compare.__name__ = compare.__qualname__ = op
+    return compare
 
 
-def lt(a, b):
-    return _compare("lt", a, b, lambda x, y: x < y)
-
-
-def le(a, b):
-    return _compare("le", a, b, lambda x, y: x <= y)
-
-
-def gt(a, b):
-    return _compare("gt", a, b, lambda x, y: x > y)
-
-
-def ge(a, b):
-    return _compare("ge", a, b, lambda x, y: x >= y)
-
-
-def eq(a, b):
-    return _compare("eq", a, b, lambda x, y: x == y)
-
-
-def ne(a, b):
-    return _compare("ne", a, b, lambda x, y: x != y)
+lt = _comparison("lt", lambda x, y: x < y)
+le = _comparison("le", lambda x, y: x <= y)
+gt = _comparison("gt", lambda x, y: x > y)
+ge = _comparison("ge", lambda x, y: x >= y)
+eq = _comparison("eq", lambda x, y: x == y)
+ne = _comparison("ne", lambda x, y: x != y)
 
 
 def cast(a: Tensor, dtype) -> Tensor:
     """The same values in another dtype; the gradient is cast back."""
     if a.dtype == dtype:
         return a
-    src = a.dtype
-    out = a.data.astype(dtype)
+    src, out = a.dtype, a.data.astype(dtype)
     if out.dtype.kind not in "fc":
         return Tensor(out)  # integer/bool results carry no gradient
     return make_result("cast", out, (a,), lambda g: (g.astype(src),))
@@ -279,18 +251,5 @@ def to_device(a: Tensor, device: str) -> Tensor:
     """The same values on another device; the gradient travels back."""
     if a.device == device:
         return a
-    src = a.device
-    out = backend.to_device(a.data, device)
+    src, out = a.device, backend.to_device(a.data, device)
     return make_result("to_device", out, (a,), lambda g: (backend.to_device(g, src),))
-
-
-def rsub(a, b):
-    return sub(b, a)
-
-
-def rdiv(a, b):
-    return div(b, a)
-
-
-def rpow(a, b):
-    return pow(b, a)
