@@ -124,26 +124,24 @@ def gpt_run(settings: dict, seed: int, device: str = "cpu") -> dict:
     val split and ALL of the test split, and a short sample."""
     model, history = trained_gpt(settings, seed, device)
     splits = prose_splits()
-    T = model.config.context
-    bpb = {name: evaluate(model, ids, T, 32) / math.log(2)     # one token per byte
-           for name, ids in (("val", splits.val), ("test", splits.test))}
-    prompt = "The "
-    tok = data.ByteTokenizer()
+    bpb = {name: {"bpb": evaluate(model, ids, model.config.context, 32) / math.log(2)}
+           for name, ids in (("val", splits.val), ("test", splits.test))}   # 1 byte/token
+    prompt, tok = "The ", data.ByteTokenizer()
     sample = model.generate(tok.encode(prompt)[None], 200, temperature=0.8, top_k=40,
                             seed=seed)
-    return {"val": {"bpb": bpb["val"]}, "test": {"bpb": bpb["test"]},
-            "curve": {"step": history.eval_step, "bpb": history.val_bpb},
+    return {**bpb, "curve": {"step": history.eval_step, "bpb": history.val_bpb},
             "steps": history.step[-1], "train_seconds": history.seconds,
             "parameters": count_parameters(model),
             "sample": {"prompt": prompt, "text": tok.decode(sample[0])}}
 
 
-def base_run(quick: bool, seed: int, cache_dir, device: str = "cpu") -> protocol.Run:
-    """The :class:`~nanotie.protocol.Run` of one baseline seed at the profile's rate:
-    the gpt experiment's own run, and the base that Tied-LoRA loads."""
+def base_run(quick: bool, seed: int, cache_dir, device: str = "cpu",
+             lr: float | None = None) -> protocol.Run:
+    """The :class:`~nanotie.protocol.Run` of one baseline seed (at the profile's rate,
+    or ``lr``): the gpt experiment's own run, and the base that Tied-LoRA loads."""
     return protocol.Run("nanotie.papers.gpt.experiment:gpt_run",
-                        base_settings(quick, cache_dir), seed, device=device,
-                        version=VERSION, label="gpt")
+                        base_settings(quick, cache_dir, lr), seed, device=device,
+                        version=VERSION, label="gpt" if lr is None else f"gpt lr {lr:g}")
 
 
 # ------------------------------------------------------------------ experiment
@@ -165,9 +163,7 @@ def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cp
 
     # One phase: every rate of the grid at every seed; the rate with the best mean
     # validation bpb over the seeds is reported.
-    every = runner.map([protocol.Run("nanotie.papers.gpt.experiment:gpt_run",
-                                     base_settings(quick, out_dir.parent / "cache", lr), s,
-                                     device=device, version=VERSION, label=f"gpt lr {lr:g}")
+    every = runner.map([base_run(quick, s, out_dir.parent / "cache", device, lr)
                         for lr in grid for s in seeds], desc="gpt")
     choice = protocol.choose(every, method=lambda r: "GPT (tied)",
                              setting=lambda r: r.settings["train"]["lr"], metric="bpb")
@@ -214,7 +210,7 @@ def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cp
             f"GPT {test.format(3)} vs unigram {unigram['test']:.3f} test bpb"),
     }
     return publish(out_dir, "Baseline GPT (tied embeddings)", results,
-                   _report_body(results, choice, at_best, check, plot, model_cfg))
+                   _report_body(results, choice, at_best, check, plot, model_cfg, val, test))
 
 
 def plot_curves(results, unigram_val: float, path, title: str) -> Path:
@@ -232,11 +228,8 @@ def plot_curves(results, unigram_val: float, path, title: str) -> Path:
     return save_figure(fig, path)
 
 
-def _report_body(results, choice, runs, check, plot, cfg) -> str:
-    test, val = (protocol.spread(results[k]["values"]) for k in ("test_bpb", "val_bpb"))
-    uni = results["unigram_bpb"]
-    t = results["train"]
-    sizes = results["split_bytes"]
+def _report_body(results, choice, runs, check, plot, cfg, val, test) -> str:
+    uni, t, sizes = results["unigram_bpb"], results["train"], results["split_bytes"]
     table = spread_table([("GPT (tied)", {"val bpb": val, "test bpb": test}),
                           ("unigram byte model (no context)",
                            {"val bpb": f"{uni['val']:.3f}", "test bpb": f"{uni['test']:.3f}"}),

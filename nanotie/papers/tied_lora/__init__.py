@@ -23,65 +23,52 @@ Tied means aliasing: every layer's adapter holds the SAME A and B Parameter obje
 so the engine adds up their gradients (dL/dA = sum_l dL/dA_l) and the optimizer
 steps them once. Frozen parts are Parameters with ``requires_grad=False``: they get
 no gradient and, since the training loop hands the optimizer only trainable
-Parameters, no optimizer state. Trainable parameters, with L layers::
-
-    copies * (train_A * d r + train_B * 3 d r) + L * (train_u * r + train_v * 3 d)
-
-with ``copies`` = 1 when A and B are tied, L when they are not. LoRA is 4 L d r,
-TL5 (tied, u and v frozen) 4 d r, TL6 4 d r + L (r + 3 d), VeRA-style L (r + 3 d).
+Parameters, no optimizer state. Trainable parameters with L layers
+(:func:`trainable_count`): LoRA 4 L d r, TL5 (tied, u and v frozen) 4 d r, TL6
+4 d r + L (r + 3 d), VeRA-style L (r + 3 d).
 
 Because the update is linear in x, it can be folded into the weight for inference
 (:func:`merge`): W_qkv,l + diag(v_l) B diag(u_l) A gives the same outputs, and
 :func:`unmerge` subtracts it again.
 
-Initialisation. The paper does not give one, and its authors' code does not settle
-it: NVIDIA NeMo's tied LoRA (``ParallelLinearAdapterWeightTying``) shares A and B
-across layers but gives each layer a zero-initialised position embedding instead of
-the u and v vectors, and its LoRA draws A at a small scale with B = 0. nanotie
-follows LoRA's scale, so that the optimizer can move the random parts::
+Initialisation. Neither the paper nor its authors' code settles it (NVIDIA NeMo's
+tied LoRA, ``ParallelLinearAdapterWeightTying``, gives each layer a zero-initialised
+position embedding instead of u and v; its LoRA draws A small with B = 0). nanotie
+follows LoRA's fan-in scale, so that the optimizer can move the random parts::
 
-    A ~ N(0, 1/d)    B ~ N(0, 1/r)    (fan-in scaled: A x and B h are O(1) per entry)
+    A ~ N(0, 1/d)    B ~ N(0, 1/r)    (A x and B h are O(1) per entry)
 
-B = 0 instead when it is trained while v is frozen (LoRA, TL5), as in LoRA; u = 1;
-v = 0 when trained, 1 when frozen. The update is therefore zero at step 0 whenever v
-or B starts at zero, and the adapted model starts as the base model. Why the scale
-matters: Adam moves every entry by about the learning rate per step, whatever the
-gradient's size, so a part's relative change is at most about steps x lr / (its RMS).
-From N(0, 1), 60 steps at 1e-3 moved A by under 1%: it stayed where it started, and
-TL6 behaved like the VeRA-style corner, whose A and B are frozen. From N(0, 1/d) (RMS
-1/8 at d = 64) the experiment's 150 steps at 1e-2 move A by about 50-90% of its norm
-(its report's movement table). A zero v does not slow A, B and u down under Adam: it
-only blocks their gradients until v's first step.
-``attach(..., zero="B")`` starts TL6 at B = 0, u = v = 1 instead (the experiment's
-sensitivity row).
+B = 0 instead when it is trained while v is frozen (LoRA, TL5); u = 1; v = 0 when
+trained, 1 when frozen. The update is then zero at step 0 whenever v or B starts at
+zero, and the adapted model starts as the base model (``attach(..., zero="B")`` starts
+TL6 at B = 0, u = v = 1 instead: the experiment's sensitivity row). The scale matters
+because Adam moves every entry by about the learning rate per step, whatever the
+gradient: from N(0, 1), 60 steps at 1e-3 moved A by under 1% and TL6 behaved like the
+VeRA-style corner; from N(0, 1/d) the experiment's 150 steps at 1e-2 move A by about
+50-90% of its norm (its report's movement table). A zero v does not slow A, B and u
+down under Adam: it only blocks their gradients until v's first step.
 
 Differences from the paper:
 
-* The base model is nanotie's small byte-level GPT pretrained on English prose, adapted
-  to Python source code (language modelling, bits per byte), not GPT-2B or LLaMA-2 7B
-  on SQuAD, summarisation, NLI, translation and GSM8K.
-* With L = 8 layers instead of 32, tying saves a factor 8, not 32: TL5 is 1/8 of LoRA
-  and TL6, 4 d r + L (r + 3 d), about 22% of LoRA at d = 64, r = 8 (the paper's 12.5%
-  at L = 32). The saving is bounded by L; the tests check the paper-scale counts from
-  the same formula.
-* The paper names its tied configurations TL1-TL6 (Table 1). Only TL5 and TL6 (and the
-  LoRA and VeRA corners) are named here: their tuples are confirmed by the paper's
-  counts (TL5 about 131K, TL6 12.5% of LoRA at L = 32). TL1-TL4's exact tuples are
-  unconfirmed, so those configurations go by the parts they train (e.g. ``tied:Bu``). The
-  whole lattice is enumerated: :func:`lattice` gives LoRA and the fifteen tied
-  configurations that train something; :func:`all_configurations` adds the untied
-  ones for the parameter-count tests.
-* Three tied corners freeze both v and B (``tied:A``, ``tied:u``, ``tied:Au``). With
-  the authors' initialisation nothing in them starts at zero, so the adapted model
-  starts away from the base model (:attr:`TiedLoRAConfig.zero_start` is False).
-  They are kept and trained like the others, and the report flags them.
-* The initialisation is LoRA's scale, not the authors' (unconfirmed; see above).
-  The VeRA-style corner starts u = 1; peft's VeRA starts its lambda_d (our u) at 0.1
-  and draws A, B Kaiming-uniform. With v = 0 both start at the base model, and given
-  the same arrays their forwards agree (tested).
+* A small byte-level GPT pretrained on English prose, adapted to Python source code
+  (bits per byte), not GPT-2B or LLaMA-2 7B on SQuAD, summarisation, NLI, translation
+  and GSM8K.
+* L = 8 layers instead of 32, so tying saves a factor 8, not 32: TL5 is 1/8 of LoRA and
+  TL6 about 22% at d = 64, r = 8 (the paper's 12.5% at L = 32; the tests check the
+  paper-scale counts from the same formula).
+* Only TL5 and TL6 (and the LoRA and VeRA corners) are named: the paper's counts confirm
+  their tuples, not those of TL1-TL4 (Table 1), which go by the parts they train (e.g.
+  ``tied:Bu``). :func:`lattice` enumerates LoRA and the fifteen tied configurations.
+* Three tied corners freeze both v and B (``tied:A``, ``tied:u``, ``tied:Au``): nothing
+  in them starts at zero, so they start away from the base model
+  (:attr:`TiedLoRAConfig.zero_start` is False). They are trained like the others, and
+  the report flags them.
+* LoRA's initialisation scale, not the authors' (unconfirmed). The VeRA-style corner
+  starts u = 1 where peft's VeRA starts lambda_d (our u) at 0.1 with Kaiming-uniform
+  A, B; with v = 0 both start at the base model, and given the same arrays their
+  forwards agree (tested).
 * No dropout on the adapter path, alpha = r (no extra scaling), as in the paper. Each
-  configuration gets its own learning rate, chosen on a validation split (the
-  experiment).
+  configuration gets its own learning rate, chosen on a validation split.
 """
 
 from __future__ import annotations
@@ -193,12 +180,7 @@ def merge(model):
 
     The merged flag is not part of ``state_dict``: save an unmerged model, or a
     checkpoint loaded into freshly attached adapters would add the update twice."""
-    with no_grad():
-        for ad in adapters(model):
-            if not ad.merged:
-                ad.base.weight.data = ad.base.weight.data + ad.delta_weight().data
-                ad.merged = True
-    return model
+    return _fold(model, merged=True)
 
 
 def unmerge(model):
@@ -206,11 +188,16 @@ def unmerge(model):
 
     Defined as long as the adapters' arrays did not change since the merge (they are
     the record of what was added)."""
+    return _fold(model, merged=False)
+
+
+def _fold(model, merged: bool):
     with no_grad():
         for ad in adapters(model):
-            if ad.merged:
-                ad.base.weight.data = ad.base.weight.data - ad.delta_weight().data
-                ad.merged = False
+            if ad.merged != merged:
+                delta = ad.delta_weight().data
+                ad.base.weight.data = ad.base.weight.data + (delta if merged else -delta)
+                ad.merged = merged
     return model
 
 

@@ -1,21 +1,17 @@
 """Adapt a prose-trained GPT to Python code with LoRA and the Tied-LoRA configurations.
 
-The base is seed ``seed``'s model of the ``gpt`` experiment: a byte-level GPT
-pretrained on English prose, loaded from its checkpoint (or trained once, as the gpt
-experiment's own run, before any adapter run starts). It stays frozen. Each run gives
-a fresh copy of it the adapters of one configuration, trains them on the Python
-standard library's source, and reports bits per byte on the code's val and test
-splits, with how far each part of the adapter (A, B, u, v) moved from its start.
+The base is seed ``seed``'s model of the ``gpt`` experiment (a byte-level GPT
+pretrained on English prose, loaded from its checkpoint), frozen. Each run gives a fresh
+copy of it one configuration's adapters, trains them on the Python standard library's
+source, and reports bits per byte on the code's val and test splits (cut 80 / 10 / 10,
+:func:`code_splits`) and how far each part (A, B, u, v) moved from its start.
 
-The protocol (:mod:`nanotie.protocol`):
-
-1. The code is cut 80 / 10 / 10 into train | val | test (:func:`code_splits`).
-2. Phase 1: every configuration at every learning rate of the grid, at the first
-   seed, and the frozen base. Each configuration's rate is chosen on val.
-3. Phase 2: the other seeds at each configuration's chosen rate, and the sensitivity
-   row (TL6 started at B = 0, u = v = 1 instead of v = 0) at TL6's rate.
-4. The report gives test bits per byte as mean ± std over seeds with every seed's value,
-   and verdicts on the paper's claim (TL6 about as good as LoRA) and its controls.
+The protocol (:mod:`nanotie.protocol`): phase 1 runs every configuration at every rate
+of the grid at the first seed, and the frozen base; each configuration's rate is chosen
+on val. Phase 2 runs the other seeds at that rate, and the sensitivity row (TL6 started
+at B = 0, u = v = 1 instead of v = 0) at TL6's rate. The report gives test bits per byte
+over seeds with every seed's value, and verdicts on the paper's claim (TL6 about as
+good as LoRA) and its controls.
 """
 
 from __future__ import annotations
@@ -365,20 +361,6 @@ def format_movement(m: dict, part: str) -> str:
     return f"{100 * rel:.1f}%"
 
 
-def _movement_note(rows: list) -> str:
-    """What the movement table says about the zero start of v, in figures."""
-    at = {(r["config"], r["rank"]): r for r in rows}
-    parts = [f"at r = {rank}, A moved {100 * r['moved']['A']['relative']:.1f}% in TL6 "
-             f"(lr {r['lr']:g}, v = 0 at the start) and "
-             f"{100 * at[('TL5', rank)]['moved']['A']['relative']:.1f}% in TL5 "
-             f"(lr {at[('TL5', rank)]['lr']:g}, v = 1 frozen)"
-             for (name, rank), r in at.items() if name == "TL6" and ("TL5", rank) in at]
-    figures = ("Measured: " + "; ".join(parts) + ".") if parts else ""
-    return ("Under Adam every entry moves by about the learning rate per step, whatever the "
-            "size of its gradient: v = 0 at the start blocks the gradients of A, B and u "
-            "only until v's first step; it does not scale their steps down. " + figures)
-
-
 def _label(method: tuple) -> str:
     """``("tied:ABuv", 8)`` -> ``"TL6 r=8"`` (the paper's name where it has one)."""
     key, rank = method
@@ -473,7 +455,9 @@ from a zero start.
 
 {chr(10).join(moves)}
 
-{_movement_note(rows)}
+Under Adam every entry moves by about the learning rate per step, whatever the size of
+its gradient: v = 0 at the start blocks the gradients of A, B and u only until v's first
+step; it does not scale their steps down (compare A's movement in TL6 and in TL5).
 
 ## Differences from the paper
 
