@@ -348,45 +348,25 @@ plt.show()
 # the library's `cwt_loss` (repeated targets, and scores near 2000 where an exp
 # without the max subtracted overflows), the backward against the engine's
 # gradients, and `nanotie.gradcheck` through the embedding lookup with repeated ids.
-# A reference solution is filled in so the notebook runs: replace it with yours.
 
 # %%
 # ---- EXERCISE 7: your code here ---------------------------------------------------------
 def my_cwt_loss(O, E_targets, temperature=1.0):
-    # reference solution (replace it with yours)
-    K = O.shape[0]
-    S = O @ E_targets.T / temperature                   # (K, K), positives on the diagonal
-    Z = S - S.max(axis=1, keepdims=True)                # no overflow
-    P = np.exp(Z) / np.exp(Z).sum(axis=1, keepdims=True)
-    loss = (np.log(np.exp(Z).sum(axis=1)) - np.diag(Z)).mean()
-
-    def backward(g):
-        dS = g * (P - np.eye(K)) / K                    # (K, K)
-        return dS @ E_targets / temperature, dS.T @ O / temperature
-
-    return loss, backward
-# ----------------------------------------------------------------------------------------
+    # Return (loss, backward), with backward(g) -> (grad_O, grad_E_targets).
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
-ex7 = exercises.get(7).check(my_cwt_loss)
-print(ex7.report())
-ex7.raise_if_failed()
+my_cwt_loss = exercises.get(7).check_in_notebook(my_cwt_loss)
 
 # %% [markdown]
 # Here is what the checker says about the slip section 3 warns against: keeping only
 # the positive term's gradient for the targets, as if the negatives were constants.
 
 # %%
-def cwt_with_detached_negatives(O, E_targets, temperature=1.0):
-    loss, backward = my_cwt_loss(O, E_targets, temperature)
-    K = O.shape[0]
-    return loss, lambda g: (backward(g)[0], -g * O / (K * temperature))
-
-
-slip = exercises.get(7).check(cwt_with_detached_negatives)
+slip = exercises.get(7).check(exercises.get(7).mistake("only the positive term"))
 print(slip.report())
 assert not slip.passed and "only the positive term" in slip.message
 

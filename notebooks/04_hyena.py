@@ -369,53 +369,30 @@ for figure in ("test_bpb.png", "loss.png", "recall_loss.png", "filters.png"):
 # padding $n \ge L + L_h - 1$ so nothing wraps. A filter shared by the batch is used
 # by every batch row, so its gradient is the sum over the batch.
 #
-# A reference solution is filled in: replace it with yours. The next cell checks it
-# with exercise 8's checker, the same one as `python -m nanotie exercise check 8`: it
-# tests that the output is causal, compares forward and gradients with `F.fftconv`,
-# and runs `nanotie.gradcheck` on your backward.
+# The next cell checks it with exercise 8's checker, the same one as `python -m nanotie
+# exercise check 8`: it tests that the output is causal, compares forward and gradients
+# with `F.fftconv`, and runs `nanotie.gradcheck` on your backward.
 
 # %%
 # ---- EXERCISE 8: your code here ----------------------------------------------------
+from nanotie.autograd import unbroadcast    # exercise 1: sums a gradient to a shape
+
+
 def my_fftconv(u, h):
-    # reference solution (replace it with yours)
-    L, Lh = u.shape[-1], h.shape[-1]
-    n = L + Lh - 1                                       # no wrap-around
-    U, H = np.fft.rfft(u, n), np.fft.rfft(h, n)
-    y = np.fft.irfft(U * H, n)[..., :L]
-
-    def backward(g):
-        G = np.fft.rfft(g, n)
-        gu = np.fft.irfft(G * np.conj(H), n)[..., :L]    # sum_t g_t h_{t-r}
-        gh = np.fft.irfft(G * np.conj(U), n)[..., :Lh]   # sum_t g_t u_{t-s}
-        while gh.ndim > h.ndim:                          # h is shared by the batch:
-            gh = gh.sum(axis=0)                          # sum over its uses
-        for axis, size in enumerate(h.shape):
-            if size == 1 and gh.shape[axis] != 1:
-                gh = gh.sum(axis=axis, keepdims=True)
-        return gu, gh
-
-    return y, backward
-# -------------------------------------------------------------------------------------
+    # Return (y, backward), with backward(g) -> (grad_u, grad_h), each shaped like its input.
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
-ex8 = exercises.get(8).check(my_fftconv)
-print(ex8.report())
-ex8.raise_if_failed()
+my_fftconv = exercises.get(8).check_in_notebook(my_fftconv)
 
 # %% [markdown]
 # What the checker says about the commonest slip, an FFT without the zero padding
 # (the product of spectra is then a *circular* convolution):
 
 # %%
-def fftconv_without_padding(u, h):
-    L = u.shape[-1]
-    y = np.fft.irfft(np.fft.rfft(u, L) * np.fft.rfft(h, L), L)      # n = L: wraps
-    return y, my_fftconv(u, h)[1]
-
-
-slip = exercises.get(8).check(fftconv_without_padding)
+slip = exercises.get(8).check(exercises.get(8).mistake("no zero padding"))
 print(slip.report())
 assert not slip.passed and "not causal" in slip.message and "padding" in slip.message

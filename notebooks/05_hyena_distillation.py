@@ -454,26 +454,18 @@ for ctx in contexts:
 # convolution with the impulse response. A wrong answer gets a message that names the
 # mistake (e.g. "it reads the state AFTER this token's update, an off-by-one in
 # time"). The cell after it runs your step on this notebook's distilled bank.
-#
-# As in the other notebooks, a reference solution is filled in; replace it with yours.
 
 # %%
-# ---- EXERCISE: your code here ------------------------------------------------------
+# ---- EXERCISE 9: your code here ------------------------------------------------------
 def my_step(u_t, state, poles, residues, direct):
     """Return (y_t, new_state): y_t = Re Σ_k R_k s_{t-1,k} + D u_t, s_t = λ ⊙ s_{t-1} + u_t."""
-    # reference solution (replace it with yours)
-    y_t = np.real(np.sum(residues * state, axis=-1)) + direct * u_t
-    state = poles * state + u_t[..., None]
-    return y_t, state
-# -------------------------------------------------------------------------------------
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
-ex9 = exercises.get(9).check(my_step)
-print(ex9.report())
-ex9.raise_if_failed()
+my_step = exercises.get(9).check_in_notebook(my_step)
 
 # %%
 state = np.zeros((4, len(filters), bank.poles.shape[1]), dtype=complex)

@@ -356,8 +356,7 @@ assert ceiling["bpb"] > f[A]["test"]["bpb"]     # the factorisation loses inform
 # The next cell checks it with exercise 11's checker, the same one as
 # `python -m nanotie exercise check 11`: first against the *built* small models'
 # `count_parameters`, then at the paper's sizes (55.89M tied, 81.62M untied, 34.66M
-# tied + FFN sharing), then the byte path (2.56M). A solution is filled in so the
-# notebook runs; delete its body and write your own.
+# tied + FFN sharing), then the byte path (2.56M).
 
 # %%
 # ---- EXERCISE 11: your code here --------------------------------------------------
@@ -365,45 +364,14 @@ from nanotie.papers.stlm import ffn_width
 
 
 def my_budget(config):
-    # reference solution (replace it with yours)
-    d, L, V, T = config.d_model, config.n_layer, config.vocab_size, config.context
-
-    def linear(i, o, bias=config.bias):
-        return i * o + (o if bias else 0)
-
-    def norm(n):
-        return 2 * n if config.norm == "layer" and config.bias else n
-
-    def attention(n, n_head, n_kv_head):
-        return linear(n, n + 2 * (n * n_kv_head // n_head)) + linear(n, n)   # qkv, out
-
-    h = ffn_width(config)
-    ffn = (2 if config.ffn == "swiglu" else 1) * linear(d, h) + linear(h, d)
-    core = ((T * d if config.learned_positions else 0)
-            + L * attention(d, config.n_head, config.n_kv_head or config.n_head)
-            + (1 if config.share_ffn else L) * ffn                # shared: ONE FFN
-            + (2 * L + 1) * norm(d))
-    if config.embedder == "token":
-        embedding_head = V * d if config.tie_embeddings else 2 * V * d   # tied: one table
-    else:
-        c, W = config.byte_dim, config.byte_window
-
-        def block(i, o, f):
-            return 2 * norm(i) + attention(i, 1, 1) + linear(i, f) + linear(f, o)
-
-        embedding_head = (258 * c + W * c + block(c, 2 * c, 4 * c) + block(2 * c, d, 8 * c)
-                          + linear(d, W * c, bias=False) + W * c + 2 * block(c, c, 4 * c)
-                          + linear(c, 258, bias=False))
-    return core + embedding_head, embedding_head
-# ------------------------------------------------------------------------------------
+    # Return (total, embedding_head), counting each array once (a tie is one array).
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
-ex11 = exercises.get(11).check(my_budget)
-print(ex11.report())
-ex11.raise_if_failed()
+my_budget = exercises.get(11).check_in_notebook(my_budget)
 
 ex = STLMConfig(vocab_size=300, context=32, d_model=48, n_layer=3, n_head=4, ffn="mlp",
                 norm="layer", bias=True, tie_embeddings=True, share_ffn=True)
@@ -417,12 +385,6 @@ assert my_budget(ex) == (count_parameters(built), measured_split(built)["embeddi
 # layer of its own (the untied model's count):
 
 # %%
-def budget_with_head_counted(config):
-    if config.embedder == "token":
-        config = replace(config, tie_embeddings=False)
-    return my_budget(config)
-
-
-slip = exercises.get(11).check(budget_with_head_counted)
+slip = exercises.get(11).check(exercises.get(11).mistake("tied head counted separately"))
 print(slip.report())
 assert not slip.passed and "head IS the token embedding" in slip.message
