@@ -1,10 +1,5 @@
-"""Exercise 3: the softmax-cross-entropy backward, with an ignored (padding) id.
-
-    loss_i = logsumexp(z_i) - z_i[y_i]             (one row i per position)
-    loss   = sum over counted rows of loss_i / n_counted
-    dloss/dz_i = (softmax(z_i) - onehot(y_i)) / n_counted     for counted rows, else 0
-
-Rows whose target is ``ignore_index`` (padding) are not counted. The checker
+"""Exercise 3: the softmax-cross-entropy backward, softmax - onehot over the counted
+rows, with an ignored (padding) id left out of the mean and the gradient. The checker
 compares with ``nanotie.nn.functional.cross_entropy``.
 """
 

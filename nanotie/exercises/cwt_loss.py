@@ -1,25 +1,11 @@
 """Exercise 7: the Contrastive Weight Tying loss of headless language models.
 
-A headless model has no output head. Its output o_k at target position k is scored
-against the INPUT embeddings of the batch's K targets, e_1..e_K (rows of the
-embedding matrix E, gathered with duplicates kept), with a temperature tau:
-
-    S       = O T^T / tau           (K, K)   S[k, j] = o_k . e_j / tau
-    loss_k  = logsumexp_j S[k, j] - S[k, k]   the positive sits on the diagonal and is
-                                              also in the denominator
-    loss    = mean_k loss_k
-
-It is softmax cross-entropy over the rows of S with the labels on the diagonal, so
-with P = softmax of each row of S and g = dL/dloss:
-
-    dS = g (P - I) / K                               (K, K)
-    dL/dO = dS @ T / tau                             (K, D)
-    dL/dT = dS^T @ O / tau                           (K, D)
-
-T is used twice, as the positive of its own row (the diagonal) and as a negative of
-every row (the denominators); its gradient is the sum of both, and the targets are
-NOT detached: that is how a headless model trains E from the output side. The
-library's op is ``nanotie.papers.headless.cwt_loss``.
+A headless model scores its outputs O against the INPUT embeddings of the batch's K
+targets: softmax cross-entropy over the rows of S = O T^T / tau, labels on the
+diagonal. The targets are used twice, as the positive of their own row and as a
+negative in every row's denominator, and they are NOT detached: that is how a headless
+model trains E from the output side. The library's op is
+``nanotie.papers.headless.cwt_loss``.
 """
 
 from __future__ import annotations

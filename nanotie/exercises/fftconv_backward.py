@@ -1,24 +1,11 @@
 """Exercise 8: the causal FFT convolution and its backward (Hyena's long convolution).
 
-Hyena mixes tokens with a filter as long as the sequence, applied causally:
-
-    y[t] = sum_{s=0}^{t} h[s] u[t - s]                        (t = 0..L-1)
-
-Directly that is O(L^2); by FFT it is O(L log L), because a product of spectra is a
-CIRCULAR convolution. Zero-padding both signals to n >= L + Lh - 1 makes the
-circular convolution equal the linear one: the wrapped-around terms land on zeros.
-
-The backward follows from the chain rule on the sum above. Each u[r] is used by
-every output t >= r (with h[t - r]), each h[s] by every output t >= s (with
-u[t - s]), so with g = dL/dy:
-
-    dL/du[r] = sum_t g[t] h[t - r]        dL/dh[s] = sum_t g[t] u[t - s]
-
-Both are CORRELATIONS with g (a convolution with the signal reversed in time). In
-the Fourier domain a correlation is a product with the complex conjugate:
-IFFT(G * conj(H)), cropped to L. A filter shared by a batch is used by every batch
-row, so its gradient is the sum over the batch. The library's op is
-``nanotie.nn.functional.fftconv`` (paper: ``nanotie.papers.hyena``).
+y[t] = sum_s h[s] u[t - s] costs O(L^2) directly and O(L log L) by FFT, whose product
+of spectra is a CIRCULAR convolution: zero-padding to n >= L + Lh - 1 makes the wrapped
+terms land on zeros. The backward, dL/du[r] = sum_t g[t] h[t - r] and dL/dh[s] =
+sum_t g[t] u[t - s], is a pair of CORRELATIONS: in the Fourier domain, products with a
+complex conjugate. A filter shared by a batch gets its gradient summed over it. The
+library's op is ``nanotie.nn.functional.fftconv``.
 """
 
 from __future__ import annotations

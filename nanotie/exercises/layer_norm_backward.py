@@ -1,15 +1,6 @@
-"""Exercise 4: the layer_norm backward.
-
-    mu = mean(x),  var = mean((x - mu)^2),  xhat = (x - mu) / sqrt(var + eps)
-    y = xhat * w + b                                          (over the last axis)
-
-    dxhat = g * w
-    dx = (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat)) / sqrt(var + eps)
-    dw = sum over rows of g * xhat,   db = sum over rows of g
-
-The two mean terms in dx are there because mu and var depend on x; w and b are used
-by every row, so their gradients are sums over rows. The checker compares with
-``nanotie.nn.functional.layer_norm``.
+"""Exercise 4: the layer_norm backward. The mean and variance depend on x, which adds
+two mean terms to dx; w and b are used by every row, so their gradients are sums over
+rows. The checker compares with ``nanotie.nn.functional.layer_norm``.
 """
 
 from __future__ import annotations

@@ -1,12 +1,6 @@
-"""Exercise 2: the matmul backward.
-
-For C = A B with upstream gradient G = dL/dC:
-
-    dL/dA = G B^T          dL/dB = A^T G   (summed over any batch axes of A)
-
-The shapes alone pin these down: dL/dA must be (M, K), and G B^T is the only
-product of G (M, N) and B (K, N) with that shape. A weight B shared by a batch of
-A's is used once per batch entry, so its gradient is a sum over the batch.
+"""Exercise 2: the matmul backward, dL/dA = G B^T and dL/dB = A^T G (summed over any
+batch axes of A). The shapes alone pin these down, and a weight B shared by a batch
+of A's is used once per batch entry, so its gradient is a sum over the batch.
 """
 
 from __future__ import annotations

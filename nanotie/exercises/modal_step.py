@@ -1,21 +1,11 @@
 """Exercise 9: one step of the modal recurrence (Hyena distillation).
 
-A distilled Hyena filter is the impulse response of a small diagonal system with
-complex poles lambda_k, residues R_k and a direct term D:
-
-    h_0 = D,        h_t = Re sum_k R_k lambda_k^(t-1)          (t >= 1)
-
-Convolving with it is the same as running, one token at a time,
-
-    y_t = Re sum_k R_k s_{t-1,k} + D u_t        read the state, then ...
-    s_t = lambda * s_{t-1} + u_t                ... update it       (s_{-1} = 0)
-
-since unrolling gives s_{t-1} = sum_{j>=1} lambda^(j-1) u_{t-j}. Generation then
-costs O(K) per token instead of a convolution over the whole past. The state is
-complex (a complex pole holds a conjugate pair of real states); only the output is
-real. The convention is ``nanotie.papers.distillery.recurrence`` (``ModalRecurrence``);
-the check runs the learner's step over a sequence and compares with the FFT
-convolution of the impulse response (``ModalRecurrence.forward``).
+A distilled filter h_0 = D, h_t = Re sum_k R_k lambda_k^(t-1) is the impulse response
+of a diagonal system, so convolving with it equals reading a complex state and then
+updating it, one token at a time (unrolled, s_{t-1} = sum_{j>=1} lambda^(j-1) u_{t-j}):
+O(K) per generated token instead of a convolution over the whole past. The check runs
+the learner's step over a sequence and compares with ``ModalRecurrence``
+(``nanotie.papers.distillery.recurrence``) and the FFT convolution.
 """
 
 from __future__ import annotations

@@ -1,24 +1,12 @@
 """Exercise 11: the parameter budget of a Super Tiny Language Model (STLM).
 
-Where do a small language model's parameters go? With d the width, L the layers,
-V the vocabulary, h the FFN width and T the context (``nanotie.papers.stlm.params``
-has the full formula, ``parameter_budget``):
-
-    token embedding     V d           the head: V d more, or NOTHING when tied
-    attention           L (d (d + 2 d_kv) + d^2)        d_kv = d n_kv_head / n_head
-    FFN                 L 2 d h (GELU MLP) or L 3 d h (SwiGLU); ONE FFN when shared
-    norms               (2 L + 1) d  (gain; LayerNorm with bias: 2 d, gain and offset)
-    positions           T d when learned, 0 for RoPE
-    biases              o per Linear i -> o when bias=True
-
-A tie is one array used in several places, counted once: the tied head adds nothing,
-a shared FFN is one FFN however many layers call it. The byte-level model replaces
-the (V, d) tables with a byte embedder and decoder whose size does not depend on V.
-
-The check compares the learner's count with ``count_parameters`` of the BUILT model
-(unique trainable arrays) at small sizes, and with the formula at the paper's sizes:
-55.89M tied, 81.62M untied, 34.66M tied with FFN sharing, 2.56M for the byte
-embedder and decoder.
+Where do a small model's parameters go, and what do its ties save? A tie is one array
+used in several places, counted once: the tied head adds nothing, a shared FFN is one
+FFN however many layers call it, and the byte-level model swaps the (V, d) tables for
+an embedder and decoder whose size does not depend on V. The check compares the
+learner's count with ``count_parameters`` of the BUILT model at small sizes, and with
+``nanotie.papers.stlm.params.parameter_budget`` at the paper's (55.89M tied, 81.62M
+untied, 34.66M tied with FFN sharing, 2.56M for the byte embedder and decoder).
 """
 
 from __future__ import annotations

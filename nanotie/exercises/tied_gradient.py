@@ -1,19 +1,9 @@
 """Exercise 5: the gradient of a tied weight is a sum.
 
-A tiny language model whose embedding matrix E (V, D) is also its output head:
-
-    h      = tanh(E[ids])              use 1: the lookup          (N, D)
-    logits = h @ E.T                   use 2: the head            (N, V)
-    loss   = mean cross-entropy(logits, targets)
-
-E reaches the loss along two paths, so by the multivariable chain rule
-
-    dL/dE = dL/dE|lookup + dL/dE|head
-
-The engine gets this from one ``+`` (autograd.py, "the tying sum"); here the learner
-writes both parts and adds them. Inside the lookup the same rule appears again: a
-token id that occurs twice in ``ids`` is two uses of its row, so its row gradient is
-a sum too (a scatter-add, ``np.add.at``).
+A tiny language model whose embedding matrix E is also its output head reaches the
+loss along two paths, so dL/dE = dL/dE|lookup + dL/dE|head: the engine's one ``+``
+(autograd.py, "the tying sum"), written by hand. Inside the lookup the same rule
+appears again: a token id that occurs twice is two uses of its row (``np.add.at``).
 """
 
 from __future__ import annotations

@@ -1,29 +1,11 @@
 """Exercise 6: the Tied-LoRA adapter as an op, forward and backward.
 
-Tied-LoRA adds to each layer's fused query/key/value projection (d -> 3d) a low-rank
-update built from ONE A (r, d) and ONE B (3d, r) shared by all L layers, and two
-per-layer scales u_l (r,) and v_l (3d,) (Eq. 1 of the paper). Leaving the frozen
-base weight out, the update of layer l on the rows x_l (N, d) is
-
-    p_l     = x_l A^T                          (N, r)
-    h_l     = p_l * u_l        = diag(u_l) A x  per row          (N, r)
-    y_l     = h_l B^T                          (N, 3d)
-    delta_l = y_l * v_l        = diag(v_l) B diag(u_l) A x       (N, 3d)
-
-With G_l = dL/ddelta_l, the chain rule backwards through those four lines:
-
-    dY_l = G_l * v_l            dv_l = sum_n (G_l * y_l)[n]        (3d,)
-    dH_l = dY_l B               dB   = sum_l dY_l^T h_l            (3d, r)
-    dP_l = dH_l * u_l           du_l = sum_n (dH_l * p_l)[n]       (r,)
-    dX_l = dP_l A               dA   = sum_l dP_l^T x_l            (r, d)
-
-A and B are tied: each is used by every layer (and, inside a layer, by every row),
-so their gradients are SUMS over the layers, the sum the engine forms for a
-Parameter that sits in several places (nanotie.papers.tied_lora.attach). u_l and
-v_l belong to one layer each: their gradients are summed over rows only and keep
-the layer axis. The library's adapter is
-:class:`nanotie.papers.tied_lora.TiedLoRALinear`; the check builds L of them around
-the same A and B.
+L layers add diag(v_l) B diag(u_l) A x to their qkv projection, with ONE A and ONE B
+shared by all layers (Eq. 1 of the paper, the frozen base left out). A and B are tied,
+so their gradients are SUMS over the layers, the sum the engine forms for a Parameter
+that sits in several places; u_l and v_l belong to one layer each and keep the layer
+axis. The check builds L :class:`nanotie.papers.tied_lora.TiedLoRALinear` around the
+same A and B, and an untied twin with a copy per layer.
 """
 
 from __future__ import annotations

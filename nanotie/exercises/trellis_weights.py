@@ -1,24 +1,13 @@
 """Exercise 12: the converter's weights (TrellisNet).
 
-A TrellisNet applies ONE kernel-2 causal convolution at every level j, reading the
-input x (injected again at every level) and level j-1's hidden sequence z:
-
-    zhat_t = W1x x_{t-1} + W2x x_t + W1h z_{t-1} + W2h z_t + b           (4H,)
-    i, o, g, f = sigma, sigma, tanh, sigma of the four row blocks of zhat
-    c'_t = f * c_{t-1} + i * g          z'_t = o * tanh(c'_t)
-
-One LSTM step is a_t = W_ih x_t + W_hh h_{t-1} + b followed by the same gates. With
-
-    W1x = 0,   W2x = W_ih,   W1h = W_hh,   W2h = 0,   bias = b
-
-level j at time t is one LSTM step from level j-1 at time t-1, so by induction level
-M at time t is the LSTM run from a zero state over x_{t-M+1..t}: the M-truncated
-LSTM, with the same weights at every depth (the tie). The learner receives the LSTM
-as PyTorch stores it (gates i, f, g, o) and writes the TrellisNet's stored layout,
-``weight_x = [W1x | W2x]`` (4H, 2I), ``weight_h = [W1h | W2h]`` (4H, 2H), ``bias``
-(4H,), gates i, o, g, f: exactly what ``nanotie.papers.trellis.convert.trellis_blocks``
-returns for one layer. The check builds a TrellisNet with the learner's weights and
-compares it with ``truncated_lstm`` in float64, then with the library's converter.
+A TrellisNet applies ONE kernel-2 causal convolution at every level, to the input x and
+the level below's hidden sequence z, then LSTM-style gates. With W_ih on the x_t tap,
+W_hh on the z_{t-1} tap and zeros elsewhere, level j at time t is one LSTM step from
+level j-1 at time t-1, so by induction level M is the LSTM run over the last M inputs:
+the M-truncated LSTM, with the same weights at every depth (the tie). The learner gets
+the LSTM as PyTorch stores it (gates i, f, g, o) and writes the TrellisNet's layout
+(gates i, o, g, f), what ``nanotie.papers.trellis.convert.trellis_blocks`` returns. The
+check builds TrellisNets with those weights and compares them with ``truncated_lstm``.
 """
 
 from __future__ import annotations

@@ -1,25 +1,12 @@
 """Exercise 13: what a tying state costs in training memory (Dynamic Layer Tying).
 
-Dynamic Layer Tying keeps a state s with s_0 = 0, s_i <= i: s_i = i means layer i
-trains, s_i = j < i means it is a copy of layer j. A copy has no gradient and no
-optimizer state, and its weights are the SAME array as its root's, so
-
-    P_train = P_embed + P_final_norm + #{i : s_i = i} * P_block
-
-(the output head tied to the token embedding adds nothing), and training memory
-in float32 is, per trainable parameter,
-
-    4 bytes (weight) + 4 (gradient) + 2 * 4 (Adam's moments m and v) = 16 bytes.
-
-The two modes of ``nanotie.papers.dynamic_tying`` differ in the root's gradient
-(its own use only, or the sum over its copies), not in what is stored: in "official"
-mode a copy holds new Parameter objects with ``requires_grad=False`` around the
-root's arrays, in "shared" mode it holds the root's Parameters themselves. The check
-builds the real ``DynamicTiedGPT``, takes one AdamW step, and measures.
-
-This is the parameter side of training memory, the paper's accounting. A training
-step also holds the activations kept for backward, and a copy does not save those
-(the layer still runs): ``dynamic_tying.step_peak_bytes`` measures the whole step.
+A layer with s_i = j < i is a copy of layer j: no gradient, no optimizer state, and the
+SAME arrays as its root, so only #{i : s_i = i} blocks train, and each trainable float32
+parameter costs 16 bytes (weight, gradient, Adam's m and v). The two modes of
+``nanotie.papers.dynamic_tying`` differ in the root's gradient, not in what is stored.
+The check builds the real ``DynamicTiedGPT``, takes one AdamW step, and measures. This
+is the parameter side of training memory, the paper's accounting; a copy still runs,
+so its activations remain (``dynamic_tying.step_peak_bytes`` measures the whole step).
 """
 
 from __future__ import annotations
