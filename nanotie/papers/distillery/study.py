@@ -57,20 +57,6 @@ class DistillStudy:
     eval_batch: int = 32                  # sequences per batch when scoring the test split
     eval_batches: int = 8                 # batches of the test split scored per distilled model
 
-    def __post_init__(self):
-        if not self.orders or list(self.orders) != sorted(set(self.orders)) or \
-                self.orders[0] < 1:
-            raise ValueError(f"DistillStudy.orders must be ascending distinct ints >= 1, "
-                             f"got {self.orders}")
-        if not self.tol > 0:
-            raise ValueError(f"DistillStudy.tol must be > 0, got {self.tol}")
-        if not self.contexts or min(self.contexts) < 2:
-            raise ValueError(f"DistillStudy.contexts must be lengths >= 2, got {self.contexts}")
-        for name in ("throughput_order", "steps", "recompute_steps", "rounds", "eval_batch",
-                     "eval_batches"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"DistillStudy.{name} must be >= 1, got {getattr(self, name)}")
-
     def settings(self) -> dict:
         """JSON-able, for a run's settings (the cache key)."""
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}

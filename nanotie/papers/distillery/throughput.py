@@ -42,9 +42,8 @@ from .distilled import distill
 from .generate import init_conv_state, init_state
 from ..hyena.model import HyenaConfig, HyenaLM
 
-__all__ = ["KINDS", "generation_models", "HyenaRecompute", "CachedHyenaStepper",
-           "PreallocatedKVCache", "kv_forward", "KVCacheStepper", "RecurrentStepper",
-           "stepper_for", "time_steps", "per_token_seconds"]
+__all__ = ["KINDS", "generation_models", "HyenaRecompute", "CacheStepper", "PreallocatedKVCache",
+           "kv_forward", "KVCacheStepper", "stepper_for", "time_steps", "per_token_seconds"]
 
 # The contenders, in the order the tables show them.
 KINDS = ("hyena_recompute", "hyena_cached", "transformer_kv", "distilled_hyena",
@@ -119,19 +118,21 @@ class _GreedyStepper:
         self._take(self.forward(self.last[:, None]))          # one position
 
 
-class CachedHyenaStepper(_GreedyStepper):
-    """An undistilled Hyena LM with a :class:`~nanotie.papers.distillery.generate.ConvCache`
-    per layer: O(L) work per token, the same logits as the parallel forward."""
+class CacheStepper(_GreedyStepper):
+    """An LM run position by position through a per-layer cache: the undistilled Hyena
+    with :class:`~nanotie.papers.distillery.generate.ConvCache` s (``init_conv_state``,
+    O(L) per token) or the distilled one with its modal states (``init_state``, O(1)
+    per token). Both give the same logits as the parallel forward."""
 
-    def __init__(self, model: HyenaLM):
-        self.model = model
+    def __init__(self, model, init_cache_state):
+        self.model, self.init_cache_state = model, init_cache_state
 
     def forward(self, idx):
         return self.model(idx, cache=self.state)[0]
 
     def prefill(self, prompt: np.ndarray) -> None:
-        self.state = init_conv_state(self.model, prompt.shape[0])
-        self._take(self.forward(prompt))
+        self.state = self.init_cache_state(self.model, prompt.shape[0])
+        self._take(self.forward(prompt))                      # the whole prompt, one pass
 
     def state_bytes(self) -> int:
         return self.state.nbytes()
@@ -207,32 +208,14 @@ class KVCacheStepper(_GreedyStepper):
         return self.cache.nbytes()
 
 
-class RecurrentStepper(_GreedyStepper):
-    """A distilled Hyena LM run as a recurrence: prefill once, then O(1) steps."""
-
-    def __init__(self, model):
-        self.model = model
-
-    def forward(self, idx):
-        return self.model(idx, cache=self.state)[0]
-
-    def prefill(self, prompt: np.ndarray) -> None:
-        self.state = init_state(self.model, prompt.shape[0])
-        self._take(self.forward(prompt))                      # the whole prompt, one pass
-
-    def state_bytes(self) -> int:
-        return self.state.nbytes()
-
-
 def stepper_for(kind: str, model):
+    """The stepper of one of :data:`KINDS` around its model."""
     if kind == "hyena_recompute":
         return HyenaRecompute(model)
-    if kind == "hyena_cached":
-        return CachedHyenaStepper(model)
     if kind == "transformer_kv":
         return KVCacheStepper(model)
-    if kind.startswith("distilled"):
-        return RecurrentStepper(model)
+    if kind in KINDS:
+        return CacheStepper(model, init_conv_state if kind == "hyena_cached" else init_state)
     raise ValueError(f"stepper_for: unknown kind {kind!r}; expected one of {KINDS}")
 
 

@@ -112,12 +112,6 @@ def build_model(name: str, config):
     return GPT(config) if name == "transformer" else HyenaLM(config)
 
 
-def _train_config(settings: dict, seed: int) -> TrainConfig:
-    d = dict(settings["train"])
-    d["betas"] = tuple(d["betas"])                  # JSON made it a list
-    return TrainConfig(**{**d, "seed": seed})
-
-
 def _model(settings: dict, seed: int, device: str, base: HyenaConfig):
     backend.manual_seed(seed)
     return build_model(settings["model"], model_config(settings["model"], base)).to(device)
@@ -163,8 +157,8 @@ def lm_run(settings: dict, seed: int, device: str) -> dict:
         raise ValueError("lm_run: the prose corpus differs from the one in the settings")
     base = HyenaConfig(**settings["shape"])
     model = _model(settings, seed, device, base)
-    history = train(model, splits.train, splits.val, _train_config(settings, seed),
-                    progress=False)
+    history = train(model, splits.train, splits.val,
+                    TrainConfig(**{**settings["train"], "seed": seed}), progress=False)
     context = model.config.context
     out = {"val": {"bpb": evaluate(model, splits.val, context, 32) / math.log(2)},
            "test": {"bpb": evaluate(model, splits.test, context, 32) / math.log(2)},
@@ -203,7 +197,7 @@ def recall_run(settings: dict, seed: int, device: str) -> dict:
     base = replace(HyenaConfig(**settings["shape"]), vocab_size=rc.vocab_size,
                    context=rc.seq_len)
     model = _model(settings, seed, device, base)
-    cfg = replace(_train_config(settings, seed), block_size=rc.seq_len)
+    cfg = TrainConfig(**{**settings["train"], "seed": seed, "block_size": rc.seq_len})
     loss_fn = recall_loss(np.concatenate([d["x_train"], d["x_val"]]),
                           np.concatenate([d["y_train"], d["y_val"]]))
     history = train(model, episode_stream(n_train, rc.seq_len),
@@ -452,22 +446,20 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
         for n, f in fil.items())
     head = " | ".join(f"d = {d}" for d in orders)
     sep = "---|" * len(orders)
-    err_rows = []
-    for n in DISTILLED_NAMES:
-        for m, label in (("era", "ERA"), ("balanced", "balanced truncation"), ("modal", "modal fit")):
-            err_rows.append(f"| {DISTILLED_NAMES[n]} | {label} | "
-                            + " | ".join(f"{x:.3g}" for x in med(n, "median_rel_error", m)) + " |")
-        for b, label in (("tight", "tight bound"), ("loose", "loose bound σ_(d+1)/√n")):
-            err_rows.append(f"| {DISTILLED_NAMES[n]} | {label} | "
-                            + " | ".join(f"{x:.3g}" for x in med(n, "median_rel_bound", b)) + " |")
-    ratio_rows = []
-    for n in DISTILLED_NAMES:
-        for key, label in (("fit_over_tight", "modal fit / tight bound"),
-                           ("fit_over_loose", "modal fit / loose bound"),
-                           ("tight_over_loose", "tight / loose bound"),
-                           ("hankel_ratio", "‖H(h) − H(ĥ)‖₂ / σ_(d+1)")):
-            ratio_rows.append(f"| {DISTILLED_NAMES[n]} | {label} | "
-                              + " | ".join(f"{x:.2f}" for x in med(n, key)) + " |")
+    def order_rows(items, fmt):     # a row per model and figure, a column per order
+        return "\n".join(f"| {DISTILLED_NAMES[n]} | {label} | "
+                         + " | ".join(format(x, fmt) for x in med(n, *key)) + " |"
+                         for n in DISTILLED_NAMES for key, label in items)
+
+    err_rows = order_rows([(("median_rel_error", "era"), "ERA"),
+                           (("median_rel_error", "balanced"), "balanced truncation"),
+                           (("median_rel_error", "modal"), "modal fit"),
+                           (("median_rel_bound", "tight"), "tight bound"),
+                           (("median_rel_bound", "loose"), "loose bound σ_(d+1)/√n")], ".3g")
+    ratio_rows = order_rows([(("fit_over_tight",), "modal fit / tight bound"),
+                             (("fit_over_loose",), "modal fit / loose bound"),
+                             (("tight_over_loose",), "tight / loose bound"),
+                             (("hankel_ratio",), "‖H(h) − H(ĥ)‖₂ / σ_(d+1)")], ".2f")
     bpb_rows = "\n".join(
         f"| {DISTILLED_NAMES[n]} | {bpb[n]['original']} | {bpb[n]['order_0']} | "
         + " | ".join(str(s) for s in bpb[n]["by_order"])
@@ -604,14 +596,14 @@ Median relative ℓ2 error ‖h − ĥ‖/‖h‖ over every filter (mean over s
 
 | model | method | {head} |
 |---|---|{sep}
-""" + "\n".join(err_rows) + f"""
+{err_rows}
 
 Medians of the ratios (mean over seeds); the Hankel-norm ratio is ≥ 1 for any
 order-d fit (Eckart-Young), 1 being the best possible in that norm:
 
 | model | ratio | {head} |
 |---|---|{sep}
-""" + "\n".join(ratio_rows) + f"""
+{ratio_rows}
 
 ![error vs order]({plots['error_vs_order'].name})
 
