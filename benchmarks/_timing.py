@@ -1,4 +1,4 @@
-"""Shared timing helpers for the benchmarks (not part of the library).
+"""Shared timing helpers and scaffolding for the benchmarks (not part of the library).
 
 Two things make a CPU comparison fair and repeatable on a small, shared machine:
 
@@ -16,16 +16,29 @@ Two things make a CPU comparison fair and repeatable on a small, shared machine:
 
 Absolute seconds depend on the machine and its neighbours; read the RATIOS, which
 are measured side by side in one process.
+
+The scaffolding the benchmark scripts share is here too: :func:`parser` (the options
+they all take), :func:`timer_options`, :func:`import_torch`, :func:`machine` and
+:func:`write_json`. Importing this module puts the repository root on ``sys.path``, so
+the scripts run nanotie from the checkout they sit in.
 """
 
 from __future__ import annotations
 
+import argparse
 import gc
+import json
 import os
+import platform
 import statistics
+import sys
 import time
+from pathlib import Path
 
-__all__ = ["blas_threads", "match_torch_threads", "compare", "Timing"]
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # nanotie from a checkout
+
+__all__ = ["blas_threads", "match_torch_threads", "compare", "Timing", "markdown_table",
+           "parser", "timer_options", "import_torch", "machine", "write_json"]
 
 # Environment variables that fix a BLAS / OpenMP pool size, most specific first.
 _THREAD_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
@@ -158,3 +171,82 @@ def markdown_table(header, rows, text_columns: int = 1) -> str:
                             for i in range(len(header))) + "|"]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# ------------------------------------------------------------ the scripts' scaffolding
+
+
+def parser(doc: str, timer: dict, device: str | None = "cuda: nanotie on CuPy"):
+    """The options every benchmark takes: --quick, --json, --threads, --repeats, and
+    --settle and --device where they apply. ``timer`` holds :func:`compare`'s keywords as
+    (full run, --quick) pairs; :func:`timer_options` picks from them."""
+    p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.set_defaults(timer=timer)
+    p.add_argument("--quick", action="store_true",
+                   help="fewer, shorter repeats (a smoke run; noisier ratios)")
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    p.add_argument("--threads", type=int, default=None,
+                   help="BLAS threads, and PyTorch's (default: NumPy's BLAS's)")
+    full, quick = timer["repeats"]
+    p.add_argument("--repeats", type=int, default=None,
+                   help=f"timed repeats (default {full}, or {quick} with --quick)")
+    if "settle" in timer:
+        full, quick = timer["settle"]
+        p.add_argument("--settle", type=float, default=None,
+                       help=f"seconds to pause before each timed block so that the other "
+                            f"library's worker threads stop spinning (default {full}, or "
+                            f"{quick} with --quick; 0 turns it off)")
+    if device:
+        p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help=device)
+    return p
+
+
+def timer_options(args) -> dict:
+    """:func:`compare`'s keywords for the parsed ``args`` (see :func:`parser`)."""
+    chosen = {k: pair[int(bool(args.quick))] for k, pair in args.timer.items()}
+    if args.repeats:
+        chosen["repeats"] = args.repeats
+    if getattr(args, "settle", None) is not None:
+        chosen["settle"] = args.settle
+    return chosen
+
+
+def import_torch(script: str):
+    """PyTorch, the yardstick; without it, say how to install it and exit with status 2."""
+    try:
+        import torch
+    except ImportError:
+        print(f"{script} compares nanotie with PyTorch, which is not installed.\n"
+              "Install the CPU build, e.g. `pip install -e .[torch]`, and run it again.",
+              file=sys.stderr)
+        sys.exit(2)
+    return torch
+
+
+def cpu_name() -> str:
+    """The CPU's model name (Linux), else what ``platform`` knows."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict:
+    """Versions, CPU and load average: the header of a run and the JSON's ``meta``."""
+    import numpy as np
+
+    import nanotie as nt
+
+    return dict(nanotie=nt.__version__, numpy=np.__version__,
+                python=platform.python_version(), machine=platform.machine(),
+                cpu=cpu_name(), logical_cores=os.cpu_count(),
+                load_average=os.getloadavg() if hasattr(os, "getloadavg") else None)
+
+
+def write_json(path, report: dict) -> None:
+    Path(path).write_text(json.dumps(report, indent=2) + "\n")
+    print(f"\nwrote {path}")

@@ -22,29 +22,23 @@ body: for this model (d = 128, 4 layers) the head's matrix products cost d V per
 token against about 12 d^2 per layer, so V = 8192 puts them near the share they have
 in BERT-small (V = 30522, d = 512, 4 layers).
 
-Both models run in the same process and are timed INTERLEAVED (see
-``benchmarks/_timing.py``): trust the ratio column more than the milliseconds,
-which depend on the machine and its neighbours.
+Both models are timed interleaved in one process (``benchmarks/_timing.py``): trust
+the ratio column more than the milliseconds.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 from pathlib import Path
 
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # nanotie from a checkout
+from _timing import blas_threads, compare, machine, parser, timer_options, write_json  # noqa: E402,I001
 
 import nanotie as nt  # noqa: E402
 from nanotie.nn import GPTConfig, count_parameters  # noqa: E402
 from nanotie.papers.headless.throughput import make_models, step_function  # noqa: E402
-
-from _timing import blas_threads, compare  # noqa: E402
 
 VOCABS = (1024, 4096, 8192, 16384)
 MODEL = dict(context=64, d_model=128, n_layer=4, n_head=4)
@@ -61,40 +55,28 @@ def matmul_macs_per_token(V: int, K: int) -> dict:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats (a smoke run; noisier ratios)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--vocab", default=",".join(map(str, VOCABS)),
-                        help="comma-separated vocabulary sizes (default: %(default)s)")
-    parser.add_argument("--batch", type=int, default=BATCH,
-                        help="sequences per step (default: %(default)s)")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="BLAS thread count (default: NumPy's BLAS's)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats (default 7, or 3 with --quick)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu")
-    args = parser.parse_args(argv)
-
+    p = parser(__doc__, dict(repeats=(7, 3), warmup=(2, 1), min_time=(0.5, 0.2),
+                             settle=(0.0, 0.0)), device="cuda: both models on CuPy")
+    p.add_argument("--vocab", default=",".join(map(str, VOCABS)),
+                   help="comma-separated vocabulary sizes (default: %(default)s)")
+    p.add_argument("--batch", type=int, default=BATCH,
+                   help="sequences per step (default: %(default)s)")
+    args = p.parse_args(argv)
     if args.device == "cuda" and not nt.cuda_available():
-        print("--device cuda needs CuPy on a machine with a GPU", file=sys.stderr)
-        return 2
+        p.error("--device cuda needs CuPy on a machine with a GPU")
     try:
         vocabs = [int(v) for v in args.vocab.split(",") if v.strip()]
     except ValueError:
-        print(f"--vocab: expected comma-separated integers, got {args.vocab!r}",
-              file=sys.stderr)
-        return 2
+        p.error(f"--vocab: expected comma-separated integers, got {args.vocab!r}")
     threads, how = blas_threads(limit=args.threads)
     nt.backend.keep_freed_memory()
-    repeats = args.repeats or (3 if args.quick else 7)
-    timer = dict(repeats=repeats, warmup=1 if args.quick else 2,
-                 min_time=0.2 if args.quick else 0.5, settle=0.0)
+    timer = timer_options(args)
+    repeats = timer["repeats"]
     T = MODEL["context"]
     K = args.batch * T
-    print(f"nanotie {nt.__version__} (NumPy {np.__version__}), float32, Python "
-          f"{platform.python_version()}, device {args.device}, {threads} BLAS threads ({how})")
+    meta = machine()
+    print(f"nanotie {meta['nanotie']} (NumPy {meta['numpy']}), float32, Python "
+          f"{meta['python']}, device {args.device}, {threads} BLAS threads ({how})")
     print(f"model: GPT {MODEL}, batch {args.batch} x {T} = {K} target positions per step")
     print(f"timer: median of {repeats} interleaved repeats, each >= {timer['min_time']} s\n")
 
@@ -143,15 +125,10 @@ def main(argv=None) -> int:
     if bad:
         print(f"(!) non-finite loss at V = {bad}")
     if args.json:
-        report = dict(meta=dict(nanotie=nt.__version__, numpy=np.__version__,
-                                python=platform.python_version(),
-                                machine=platform.machine(), threads=threads,
-                                threads_how=how, device=args.device, model=MODEL,
-                                batch=args.batch, quick=args.quick, timer=timer,
-                                statistic="median per-step time over interleaved repeats"),
-                      paper_ratio=PAPER_RATIO, results=rows)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        meta.update(threads=threads, threads_how=how, device=args.device, model=MODEL,
+                    batch=args.batch, quick=args.quick, timer=timer,
+                    statistic="median per-step time over interleaved repeats")
+        write_json(args.json, dict(meta=meta, paper_ratio=PAPER_RATIO, results=rows))
     return 1 if bad else 0
 
 

@@ -40,10 +40,6 @@ comes from that memory). The goals are reported as measured; nothing is asserted
 
 from __future__ import annotations
 
-import argparse
-import json
-import os
-import platform
 import sys
 import time
 from dataclasses import replace
@@ -52,17 +48,14 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # nanotie from a checkout
+from _timing import (blas_threads, machine, markdown_table, parser, timer_options,  # noqa: E402,I001
+                     write_json)
 
-import nanotie as nt  # noqa: E402
 from nanotie.autograd import no_grad  # noqa: E402
-from nanotie.papers.hyena.experiment import PROFILES  # noqa: E402
 from nanotie.papers.distillery.throughput import (KINDS, LABELS, generation_models,  # noqa: E402
-                                                 stepper_for, time_steps)
-
+                                                  stepper_for, time_steps)
+from nanotie.papers.hyena.experiment import PROFILES  # noqa: E402
 from nanotie.report import pyplot, save_figure  # noqa: E402
-
-from _timing import blas_threads, markdown_table  # noqa: E402
 
 FULL_CONTEXTS = (256, 512, 1024, 2048, 4096, 8192, 16384)
 QUICK_CONTEXTS = (256, 1024, 4096)
@@ -166,43 +159,38 @@ def plot(results: dict, out_dir: Path) -> list:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help=f"contexts {QUICK_CONTEXTS} and fewer steps (a short run)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--out", metavar="DIR", default=None,
-                        help="write DIR/generation.md and the two plots (e.g. docs/results/hyena)")
-    parser.add_argument("--contexts", default=None,
-                        help="comma-separated context lengths (overrides the default list)")
-    parser.add_argument("--order", type=int, default=16,
-                        help="real state size of every distilled filter (default 16)")
-    parser.add_argument("--steps", type=int, default=None,
-                        help="timed steps per round (Hyena recompute: 1 per round)")
-    parser.add_argument("--repeats", type=int, default=None, help="interleaved rounds")
-    parser.add_argument("--d-model", type=int, default=None)
-    parser.add_argument("--n-layer", type=int, default=None)
-    parser.add_argument("--threads", type=int, default=1,
-                        help="NumPy's BLAS threads (default 1: more only slow these small "
-                             "products down on a shared machine; needs threadpoolctl)")
-    args = parser.parse_args(argv)
+    p = parser(__doc__, dict(repeats=(5, 3), steps=(16, 8)), device=None)
+    p.set_defaults(threads=1)   # more only slow these small products down when shared
+    p.add_argument("--out", metavar="DIR", default=None,
+                   help="write DIR/generation.md and the two plots (e.g. docs/results/hyena)")
+    p.add_argument("--contexts", default=None,
+                   help=f"comma-separated context lengths (default {FULL_CONTEXTS}, or "
+                        f"{QUICK_CONTEXTS} with --quick)")
+    p.add_argument("--order", type=int, default=16,
+                   help="real state size of every distilled filter (default 16)")
+    p.add_argument("--steps", type=int, default=None,
+                   help="timed steps per round (Hyena recompute: 1 per round)")
+    p.add_argument("--d-model", type=int, default=None)
+    p.add_argument("--n-layer", type=int, default=None)
+    args = p.parse_args(argv)
 
     contexts = tuple(int(c) for c in args.contexts.split(",")) if args.contexts else \
         QUICK_CONTEXTS if args.quick else FULL_CONTEXTS
-    steps = args.steps or (8 if args.quick else 16)
-    repeats = args.repeats or (3 if args.quick else 5)
+    timer = timer_options(args)
+    steps, repeats = args.steps or timer["steps"], timer["repeats"]
     base = PROFILES["quick"].model
     base = replace(base, d_model=args.d_model or base.d_model,
                    n_layer=args.n_layer or base.n_layer)
     threads, how = blas_threads(args.threads)
+    meta = machine()
 
-    setup = (f"nanotie {nt.__version__} (NumPy {np.__version__}), {platform.machine()}, "
-             f"Python {platform.python_version()}; {threads} BLAS thread(s) ({how}); "
+    setup = (f"nanotie {meta['nanotie']} (NumPy {meta['numpy']}), {meta['machine']}, "
+             f"Python {meta['python']}; {threads} BLAS thread(s) ({how}); "
              f"models: d_model {base.d_model}, {base.n_layer} layers, {base.n_head} heads, "
              f"vocab {base.vocab_size}, untrained; distilled at order {args.order} (ERA, "
              f"first 256 taps); timer: {repeats} interleaved rounds of {steps} steps "
              f"(Hyena recompute: 1), median of round medians; load average "
-             f"{os.getloadavg()[0]:.1f} on {os.cpu_count()} cores at the start")
+             f"{meta['load_average'][0]:.1f} on {meta['logical_cores']} cores at the start")
     print(setup + "\n")
     results = measure(base, contexts, args.order, steps, repeats)
     text = tables(results, contexts)
@@ -241,15 +229,13 @@ Goals (the paper's figures, at 1.3B parameters on a GPU, were 1.5x over Hyena an
 """)
         print(f"\nwrote {out / 'generation.md'}, {time_png.name}, {mem_png.name}")
     if args.json:
-        report = {"contexts": list(contexts), "order": args.order, "steps": steps,
-                  "repeats": repeats, "threads": threads,
-                  "model": {"d_model": base.d_model, "n_layer": base.n_layer,
-                            "n_head": base.n_head},
-                  "results": results,
-                  "goals": [{"goal": g, "target": t, "measured": m, "met": ok}
-                            for g, t, m, ok in goals]}
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        write_json(args.json, {
+            "contexts": list(contexts), "order": args.order, "steps": steps,
+            "repeats": repeats, "threads": threads,
+            "model": {"d_model": base.d_model, "n_layer": base.n_layer, "n_head": base.n_head},
+            "results": results,
+            "goals": [{"goal": g, "target": t, "measured": m, "met": ok}
+                      for g, t, m, ok in goals]})
     return 0
 
 

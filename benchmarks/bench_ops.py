@@ -33,21 +33,14 @@ The last table measures the engine's per-op Python overhead: a chain of tiny
 same arithmetic by hand (forward and the chain rule, with no graph) and against
 PyTorch's autograd.
 
-Reading the output: times are the MEDIAN per-iteration time over interleaved
-repeats (see ``benchmarks/_timing.py``); before each timed block the timer pauses
-(``--settle``) so that the idle threads of the library timed just before have
-stopped spinning, which on a 2-core machine would otherwise bill one library for
-the other's threads. The machine may be shared and noisy, so trust the ratio
-columns (nanotie / torch: below 1 means nanotie is faster), which compare runs made
-side by side, more than the absolute milliseconds, and expect ratios to move by
-10-20% from run to run.
+Times are medians over interleaved repeats (``benchmarks/_timing.py``), each timed
+block after a pause (``--settle``) so that the idle threads of the library timed just
+before have stopped spinning. Trust the ratio columns (nanotie / torch: below 1 means
+nanotie is faster) more than the milliseconds; expect them to move by 10-20%.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
-import platform
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -55,54 +48,53 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # nanotie from a checkout
+from _timing import (blas_threads, compare, import_torch, machine, markdown_table,  # noqa: E402,I001
+                     match_torch_threads, parser, timer_options, write_json)
 
 import nanotie as nt  # noqa: E402
 from nanotie.nn import functional as F  # noqa: E402
 
-from _timing import blas_threads, compare, markdown_table, match_torch_threads  # noqa: E402
-
 OPS = ("matmul", "cross_entropy", "layer_norm", "fftconv")
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        print("bench_ops.py compares nanotie with PyTorch, which is not installed.\n"
-              "Install the CPU build, e.g. `pip install -e .[torch]`, and run it again.",
-              file=sys.stderr)
-        sys.exit(2)
-    return torch
 
 
 # ------------------------------------------------------------------------ cases
 
-
-@dataclass
-class Case:
-    """One row of the table: ``build(rng, torch)`` returns the two step functions
-    and a ``check()`` that compares their results."""
-
-    op: str
-    size: str
-    build: object
-
-
 DEVICE = "cpu"   # set by --device; "cuda" runs nanotie on CuPy against torch on CUDA
 
 
+@dataclass
+class Case:
+    """One row of the table: ``arrays(rng)`` draws the inputs (float32 ones become
+    leaves that require a gradient, integer ones stay data); ``ours(*inputs)`` and
+    ``theirs(torch, *inputs)`` compute the op. With ``upstream`` the backward starts
+    from a random gradient shaped like the output, else from the scalar output."""
+
+    op: str
+    size: str
+    arrays: object
+    ours: object
+    theirs: object
+    upstream: bool = True
+
+    def build(self, rng, torch):
+        """The two step functions and a ``check()`` that compares their results."""
+        mine, yours = zip(*(_on_device(a, torch) for a in self.arrays(rng)))
+        mine = [nt.Tensor(a.copy(), requires_grad=a.dtype.kind == "f") for a in mine]
+        yours = [t.requires_grad_() if t.is_floating_point() else t for t in yours]
+        g = tg = None
+        if self.upstream:
+            shape = self.ours(*mine).shape
+            g, tg = _on_device(rng.standard_normal(shape, dtype=np.float32), torch)
+        leaves = [t for t in mine if t.requires_grad]
+        tleaves = [t for t in yours if t.requires_grad]
+        step_ours = _step(lambda: self.ours(*mine), leaves, g, torch)
+        step_theirs = _step(lambda: self.theirs(torch, *yours), tleaves, tg, torch)
+        return step_ours, step_theirs, _checker(leaves, tleaves, step_ours, step_theirs)
+
+
 def _on_device(a, torch):
-    """The same float32 array for both libraries, on DEVICE."""
+    """The same array for both libraries, on DEVICE."""
     return nt.backend.to_device(a, DEVICE), torch.from_numpy(a.copy()).to(DEVICE)
-
-
-def _leaves(arrays, torch):
-    """The same float32 values as nanotie leaves and as torch leaves."""
-    pairs = [_on_device(a, torch) for a in arrays]
-    ours = [nt.Tensor(mine.copy(), requires_grad=True) for mine, _ in pairs]
-    theirs = [t.requires_grad_() for _, t in pairs]
-    return ours, theirs
 
 
 def _sync(torch):
@@ -141,49 +133,8 @@ def _checker(ours, theirs, step_ours, step_theirs, rtol=2e-3):
     return check
 
 
-def _matmul_case(a_shape, b_shape):
-    def build(rng, torch):
-        arrays = [rng.standard_normal(s, dtype=np.float32) for s in (a_shape, b_shape)]
-        g = rng.standard_normal(np.broadcast_shapes(a_shape[:-2], b_shape[:-2])
-                                + (a_shape[-2], b_shape[-1]), dtype=np.float32)
-        (a, b), (ta, tb) = _leaves(arrays, torch)
-        g, tg = _on_device(g, torch)
-        ours = _step(lambda: a @ b, (a, b), g, torch)
-        theirs = _step(lambda: ta @ tb, (ta, tb), tg, torch)
-        return ours, theirs, _checker((a, b), (ta, tb), ours, theirs)
-    size = "x".join(map(str, a_shape)) + " @ " + "x".join(map(str, b_shape))
-    return Case("matmul", size, build)
-
-
-def _cross_entropy_case(n, v):
-    def build(rng, torch):
-        z = rng.standard_normal((n, v), dtype=np.float32) * 3
-        y = rng.integers(0, v, size=n)
-        (a,), (ta,) = _leaves([z], torch)
-        y_ours, y_theirs = _on_device(y, torch)
-        y_ours = nt.Tensor(y_ours)
-        cross_entropy = F.cross_entropy   # looked up once, outside the timed step
-        ours = _step(lambda: cross_entropy(a, y_ours), (a,), None, torch)
-        theirs = _step(lambda: torch.nn.functional.cross_entropy(ta, y_theirs), (ta,), None,
-                       torch)
-        return ours, theirs, _checker((a,), (ta,), ours, theirs)
-    return Case("cross_entropy", f"N={n} V={v}", build)
-
-
-def _layer_norm_case(rows, width):
-    def build(rng, torch):
-        arrays = [rng.standard_normal((rows, width), dtype=np.float32) * 2 + 0.5,
-                  1 + 0.1 * rng.standard_normal(width, dtype=np.float32),
-                  0.1 * rng.standard_normal(width, dtype=np.float32)]
-        g = rng.standard_normal((rows, width), dtype=np.float32)
-        (x, w, b), (tx, tw, tb) = _leaves(arrays, torch)
-        g, tg = _on_device(g, torch)
-        layer_norm = F.layer_norm
-        ours = _step(lambda: layer_norm(x, (width,), w, b), (x, w, b), g, torch)
-        theirs = _step(lambda: torch.nn.functional.layer_norm(tx, (width,), tw, tb),
-                       (tx, tw, tb), tg, torch)
-        return ours, theirs, _checker((x, w, b), (tx, tw, tb), ours, theirs)
-    return Case("layer_norm", f"({rows}, {width})", build)
+def _randn(rng, *shape, scale=1.0, shift=0.0):
+    return rng.standard_normal(shape, dtype=np.float32) * scale + shift
 
 
 def _torch_fftconv(torch, u, h):
@@ -194,32 +145,42 @@ def _torch_fftconv(torch, u, h):
     return y[..., :length]
 
 
-def _fftconv_case(batch, channels, length):
-    def build(rng, torch):
-        arrays = [rng.standard_normal((batch, channels, length), dtype=np.float32),
-                  rng.standard_normal((channels, length), dtype=np.float32) / length]
-        g = rng.standard_normal((batch, channels, length), dtype=np.float32)
-        (u, h), (tu, th) = _leaves(arrays, torch)
-        g, tg = _on_device(g, torch)
-        fftconv = F.fftconv
-        ours = _step(lambda: fftconv(u, h), (u, h), g, torch)
-        theirs = _step(lambda: _torch_fftconv(torch, tu, th), (tu, th), tg, torch)
-        return ours, theirs, _checker((u, h), (tu, th), ours, theirs)
-    return Case("fftconv", f"B={batch} D={channels} L={length}", build)
+def _matmul(a_shape, b_shape):
+    return Case("matmul", "x".join(map(str, a_shape)) + " @ " + "x".join(map(str, b_shape)),
+                lambda rng: [_randn(rng, *a_shape), _randn(rng, *b_shape)],
+                lambda a, b: a @ b, lambda torch, a, b: a @ b)
+
+
+def _cross_entropy(n, v):
+    # The functions are bound here, not looked up inside the timed step.
+    return Case("cross_entropy", f"N={n} V={v}",
+                lambda rng: [_randn(rng, n, v, scale=3), rng.integers(0, v, size=n)],
+                F.cross_entropy, lambda torch, z, y: torch.nn.functional.cross_entropy(z, y),
+                upstream=False)
+
+
+def _layer_norm(rows, width):
+    return Case("layer_norm", f"({rows}, {width})",
+                lambda rng: [_randn(rng, rows, width, scale=2, shift=0.5),
+                             _randn(rng, width, scale=0.1, shift=1.0),
+                             _randn(rng, width, scale=0.1)],
+                lambda x, w, b, ln=F.layer_norm: ln(x, (width,), w, b),
+                lambda torch, x, w, b: torch.nn.functional.layer_norm(x, (width,), w, b))
+
+
+def _fftconv(batch, channels, length):
+    return Case("fftconv", f"B={batch} D={channels} L={length}",
+                lambda rng: [_randn(rng, batch, channels, length),
+                             _randn(rng, channels, length, scale=1 / length)],
+                F.fftconv, _torch_fftconv)
 
 
 def cases() -> list:
-    return [
-        _matmul_case((256, 256), (256, 256)),
-        _matmul_case((1024, 1024), (1024, 1024)),
-        _matmul_case((16, 128, 128), (128, 512)),
-        _cross_entropy_case(2048, 256),
-        _cross_entropy_case(4096, 4096),
-        _layer_norm_case(16 * 128, 128),
-        _layer_norm_case(8 * 512, 1024),
-        _fftconv_case(8, 64, 256),
-        _fftconv_case(4, 256, 2048),
-    ]
+    return [_matmul((256, 256), (256, 256)), _matmul((1024, 1024), (1024, 1024)),
+            _matmul((16, 128, 128), (128, 512)),
+            _cross_entropy(2048, 256), _cross_entropy(4096, 4096),
+            _layer_norm(16 * 128, 128), _layer_norm(8 * 512, 1024),
+            _fftconv(8, 64, 256), _fftconv(4, 256, 2048)]
 
 
 # ---------------------------------------------------------------- per-op overhead
@@ -276,42 +237,29 @@ def overhead_steps(torch, n_pairs: int = 8, shape=(4, 4)):
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer, shorter repeats (a smoke run; noisier ratios)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--ops", default=",".join(OPS),
-                        help=f"comma-separated subset of {', '.join(OPS)}, or 'none' "
-                             "(default: all)")
-    parser.add_argument("--no-overhead", action="store_true",
-                        help="skip the per-op overhead measurement")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="thread count for both libraries (default: NumPy's BLAS's)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats per case (default 9, or 3 with --quick)")
-    parser.add_argument("--settle", type=float, default=None,
-                        help="seconds to pause before each timed block so that the other "
-                             "library's worker threads stop spinning (default 0.2, or 0.05 "
-                             "with --quick; 0 turns it off)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: nanotie on CuPy against PyTorch on CUDA (no overhead "
-                             "table; threads do not apply)")
-    args = parser.parse_args(argv)
+    p = parser(__doc__, dict(repeats=(9, 3), warmup=(3, 1), min_time=(0.1, 0.02),
+                             settle=(0.2, 0.05)),
+               device="cuda: nanotie on CuPy against PyTorch on CUDA (no overhead table; "
+                      "threads do not apply)")
+    p.add_argument("--ops", default=",".join(OPS),
+                   help=f"comma-separated subset of {', '.join(OPS)}, or 'none' "
+                        "(default: all)")
+    p.add_argument("--no-overhead", action="store_true",
+                   help="skip the per-op overhead measurement")
+    args = p.parse_args(argv)
 
     global DEVICE
     DEVICE = args.device
-    torch = _import_torch()
+    torch = import_torch("bench_ops.py")
     if DEVICE == "cuda":
         if not nt.cuda_available() or not torch.cuda.is_available():
-            print("--device cuda needs CuPy and a CUDA build of PyTorch on a machine with "
-                  "a GPU", file=sys.stderr)
-            return 2
+            p.error("--device cuda needs CuPy and a CUDA build of PyTorch on a machine "
+                    "with a GPU")
         args.no_overhead = True
     wanted = [] if args.ops == "none" else [o.strip() for o in args.ops.split(",") if o.strip()]
     unknown = sorted(set(wanted) - set(OPS))
     if unknown:
-        parser.error(f"unknown op(s) {unknown}; choose from {list(OPS)}")
+        p.error(f"unknown op(s) {unknown}; choose from {list(OPS)}")
 
     threads, how = blas_threads(limit=args.threads)
     if args.threads is not None and not how.startswith("threadpoolctl"):
@@ -320,17 +268,14 @@ def main(argv=None) -> int:
     torch_threads = match_torch_threads(torch, threads)
     if args.threads is not None and hasattr(nt.backend, "_FFT_WORKERS"):
         nt.backend._FFT_WORKERS = args.threads   # nanotie's CPU FFTs, to match
-    repeats = args.repeats or (3 if args.quick else 9)
-    settle = args.settle if args.settle is not None else (0.05 if args.quick else 0.2)
-    timer = dict(repeats=repeats, warmup=1 if args.quick else 3,
-                 min_time=0.02 if args.quick else 0.1, settle=settle)
-
-    print(f"nanotie {nt.__version__} (NumPy {np.__version__}) vs PyTorch {torch.__version__}, "
-          f"float32, Python {platform.python_version()}, device {DEVICE}")
+    timer = timer_options(args)
+    meta = machine()
+    print(f"nanotie {meta['nanotie']} (NumPy {meta['numpy']}) vs PyTorch {torch.__version__}, "
+          f"float32, Python {meta['python']}, device {DEVICE}")
     print(f"threads: {threads} for NumPy's BLAS ({how}), torch.get_num_threads() = "
           f"{torch_threads}, scipy.fft workers = {getattr(nt.backend, '_FFT_WORKERS', '?')}")
-    print(f"timer: median of {repeats} interleaved repeats, each >= {timer['min_time']} s, "
-          f"after a {settle} s pause\n")
+    print(f"timer: median of {timer['repeats']} interleaved repeats, each >= "
+          f"{timer['min_time']} s, after a {timer['settle']} s pause\n")
 
     rng = np.random.default_rng(0)
     results = []
@@ -378,15 +323,11 @@ def main(argv=None) -> int:
               f"nanotie/torch = {overhead['ratio_vs_torch']:.2f}x")
 
     if args.json:
-        report = dict(
-            meta=dict(nanotie=nt.__version__, numpy=np.__version__, torch=torch.__version__,
-                      python=platform.python_version(), machine=platform.machine(),
-                      threads=threads, threads_how=how, torch_threads=torch_threads,
-                      dtype="float32", device=DEVICE, quick=args.quick, timer=timer,
-                      statistic="median per-iteration time over interleaved repeats"),
-            results=results, overhead=overhead)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        meta.update(torch=torch.__version__, threads=threads, threads_how=how,
+                    torch_threads=torch_threads, dtype="float32", device=DEVICE,
+                    quick=args.quick, timer=timer,
+                    statistic="median per-iteration time over interleaved repeats")
+        write_json(args.json, dict(meta=meta, results=results, overhead=overhead))
     return 1 if any(r["check"] != "ok" for r in results) else 0
 
 

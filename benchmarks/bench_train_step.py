@@ -42,39 +42,26 @@ Before timing, one step of each model from identical weights is compared: the lo
 every gradient and every weight after the AdamW step must agree (a mismatch is
 printed and makes the exit status 1), and every nanotie array must still be float32.
 
-Threads: PyTorch gets as many as NumPy's BLAS uses (see ``benchmarks/_timing.py``).
-``--threads N`` sets both; without threadpoolctl NumPy's pool size can only be set
-before NumPy is imported, so this script sets ``$OPENBLAS_NUM_THREADS`` (and
-``$MKL_NUM_THREADS``) from ``--threads`` before its imports.
+Threads: PyTorch gets as many as NumPy's BLAS uses; ``--threads N`` sets both (before
+NumPy loads, by ``$OPENBLAS_NUM_THREADS``). Memory: like nanotie's training loop, the
+script asks glibc to keep freed memory for reuse (``backend.keep_freed_memory``), which
+PyTorch then runs under too; ``NANOTIE_KEEP_FREED_MEMORY=0`` turns it off for both.
 
-Memory: on Linux, this script (like nanotie's training loop) asks glibc to keep freed
-memory for reuse (``nanotie.backend.keep_freed_memory``) instead of page-faulting every
-step's activations back in. The setting is process-wide, so PyTorch runs under it too; the
-header says whether it is on, and ``NANOTIE_KEEP_FREED_MEMORY=0`` turns it off for both.
-
-Reading the output: times are the MEDIAN per-step time over interleaved repeats (each
-side pays for noise from the neighbours alike); the ratio nanotie / torch below 1
-means nanotie is faster. On a shared machine expect ratios to move by 10% between runs.
-The header gives the CPU model and the load average: with more runnable processes than
-cores the wall clock of a multi-threaded step measures the neighbours more than the
-step, so each row also has the median CPU time (user + sys of all the process's threads,
-which leaves out the time spent waiting for a core but counts threads that spin).
+Times are medians over interleaved repeats (``benchmarks/_timing.py``); nanotie / torch
+below 1 means nanotie is faster. On a busy machine the wall clock of a multi-threaded
+step measures the neighbours more than the step, so each row also has the median CPU
+time (user + sys of all threads: no waiting for a core, but spinning counts).
 
 ``--profile`` then runs a few nanotie steps under cProfile and prints the functions
 with the most own time and the most cumulative time, and the time per primitive op,
 forward and backward, next to the engine's and the optimizer's share. cProfile adds
 a cost to every Python call, so read the shares, not the absolute times.
 
-``--device cuda`` runs nanotie on CuPy; PyTorch then runs on CUDA too if it can, and
-otherwise the comparison is nanotie on the GPU against nanotie on NumPy.
 """
 
 from __future__ import annotations
 
-import argparse
-import json
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -96,27 +83,15 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # nanotie from a checkout
+from _timing import (blas_threads, compare, import_torch, machine,  # noqa: E402,I001
+                     match_torch_threads, parser, timer_options, write_json)
 
 import nanotie as nt  # noqa: E402
 from nanotie import nn  # noqa: E402
 
-from _timing import blas_threads, compare, match_torch_threads  # noqa: E402
-
 CONFIG = dict(vocab_size=256, context=128, d_model=128, n_layer=4, n_head=4, dropout=0.0,
               tie_embeddings=True)
 BATCH, LR, WEIGHT_DECAY = 16, 3e-4, 0.1
-
-
-def _import_torch():
-    try:
-        import torch
-    except ImportError:
-        print("bench_train_step.py compares nanotie with PyTorch, which is not installed.\n"
-              "Install the CPU build, e.g. `pip install -e .[torch]`, and run it again.",
-              file=sys.stderr)
-        sys.exit(2)
-    return torch
 
 
 # ---------------------------------------------------------------- the two models
@@ -163,17 +138,6 @@ def with_switch(step, threads: int):
             nt.backend.set_cpu_threads(None)
 
     return switched_step
-
-
-def cpu_name() -> str:
-    """The CPU's model name (Linux), else what ``platform`` knows."""
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def torch_gpt(torch, sdpa: bool):
@@ -490,56 +454,40 @@ def profile_steps(step, n_steps: int, top: int = 25, device: str = "cpu",
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true",
-                        help="fewer repeats (a smoke run; noisier ratios)")
-    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="thread count for both libraries (default: NumPy's BLAS's)")
-    parser.add_argument("--repeats", type=int, default=None,
-                        help="timed repeats (default 15, or 3 with --quick)")
-    parser.add_argument("--settle", type=float, default=None,
-                        help="seconds to pause before each timed block so that the other "
-                             "library's worker threads stop spinning (default 0.2)")
-    parser.add_argument("--no-sdpa", action="store_true",
-                        help="skip the PyTorch model with scaled_dot_product_attention")
-    parser.add_argument("--no-plain", action="store_true",
-                        help="skip nanotie-switch, nanotie with the CPU speed switch on "
-                             "(nanotie.backend.set_cpu_threads(N))")
-    parser.add_argument("--profile", action="store_true",
-                        help="also profile nanotie's step and print where the time goes")
-    parser.add_argument("--profile-steps", type=int, default=5,
-                        help="steps to run under the profiler (default 5)")
-    parser.add_argument("--profile-clock", choices=["wall", "cpu"], default="wall",
-                        help="cpu: the profile counts CPU time, not waiting for a core "
-                             "(for a busy machine; meant for --threads 1)")
-    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
-                        help="cuda: nanotie on CuPy, against PyTorch on CUDA if it can, "
-                             "else against nanotie on NumPy")
-    args = parser.parse_args(argv)
+    p = parser(__doc__, dict(repeats=(15, 3), warmup=(3, 1), min_time=(0.2, 0.05),
+                             settle=(0.2, 0.2)),
+               device="cuda: nanotie on CuPy, against PyTorch on CUDA if it can, else "
+                      "against nanotie on NumPy")
+    p.add_argument("--no-sdpa", action="store_true",
+                   help="skip the PyTorch model with scaled_dot_product_attention")
+    p.add_argument("--no-plain", action="store_true",
+                   help="skip nanotie-switch, nanotie with the CPU speed switch on "
+                        "(nanotie.backend.set_cpu_threads(N))")
+    p.add_argument("--profile", action="store_true",
+                   help="also profile nanotie's step and print where the time goes")
+    p.add_argument("--profile-steps", type=int, default=5,
+                   help="steps to run under the profiler (default 5)")
+    p.add_argument("--profile-clock", choices=["wall", "cpu"], default="wall",
+                   help="cpu: the profile counts CPU time, not waiting for a core "
+                        "(for a busy machine; meant for --threads 1)")
+    args = p.parse_args(argv)
 
-    torch = _import_torch()
-    device = args.device
-    torch_device = device
+    torch = import_torch("bench_train_step.py")
+    device = torch_device = args.device
     if device == "cuda":
         if not nt.cuda_available():
-            print("--device cuda needs CuPy on a machine with a GPU", file=sys.stderr)
-            return 2
+            p.error("--device cuda needs CuPy on a machine with a GPU")
         if not torch.cuda.is_available():
             torch_device = None      # compare against nanotie on the CPU instead
 
     threads, how = blas_threads(limit=args.threads)
     torch_threads = match_torch_threads(torch, threads)
-    repeats = args.repeats or (3 if args.quick else 15)
-    settle = args.settle if args.settle is not None else 0.2
-    timer = dict(repeats=repeats, warmup=1 if args.quick else 3,
-                 min_time=0.05 if args.quick else 0.2, settle=settle)
-
-    print(f"nanotie {nt.__version__} (NumPy {np.__version__}) vs PyTorch {torch.__version__}, "
-          f"float32, Python {platform.python_version()}, device {device}")
-    load = os.getloadavg() if hasattr(os, "getloadavg") else None
-    print(f"CPU: {cpu_name()}, {os.cpu_count()} logical cores; load average "
+    timer = timer_options(args)
+    meta = machine()
+    load = meta["load_average"]
+    print(f"nanotie {meta['nanotie']} (NumPy {meta['numpy']}) vs PyTorch {torch.__version__}, "
+          f"float32, Python {meta['python']}, device {device}")
+    print(f"CPU: {meta['cpu']}, {meta['logical_cores']} logical cores; load average "
           f"{'n/a' if load is None else ', '.join(f'{x:.2f}' for x in load)}")
     print(f"threads: {threads} for NumPy's BLAS ({how}), torch.get_num_threads() = "
           f"{torch_threads}, nanotie.backend.cpu_threads() = {nt.backend.cpu_threads()}")
@@ -547,8 +495,8 @@ def main(argv=None) -> int:
           f"{nt.backend.keep_freed_memory()}")
     print(f"model: GPT {CONFIG}, batch {BATCH} x {CONFIG['context']}, AdamW lr {LR}, "
           f"weight decay {WEIGHT_DECAY} on matrices")
-    print(f"timer: median of {repeats} interleaved repeats, each >= {timer['min_time']} s, "
-          f"after a {settle} s pause\n")
+    print(f"timer: median of {timer['repeats']} interleaved repeats, each >= "
+          f"{timer['min_time']} s, after a {timer['settle']} s pause\n")
 
     contenders, checks = {}, {}
     model, opt, idx, targets = nanotie_setup(device)
@@ -600,22 +548,17 @@ def main(argv=None) -> int:
                                 clock=args.profile_clock)
 
     if args.json:
-        report = dict(
-            meta=dict(nanotie=nt.__version__, numpy=np.__version__, torch=torch.__version__,
-                      python=platform.python_version(), machine=platform.machine(),
-                      cpu=cpu_name(), logical_cores=os.cpu_count(),
-                      load_average_start=load,
-                      load_average_end=os.getloadavg() if hasattr(os, "getloadavg") else None,
-                      nanotie_cpu_threads=nt.backend.cpu_threads(),
-                      threads=threads, threads_how=how, torch_threads=torch_threads,
-                      kept_freed_memory=nt.backend.KEPT_FREED_MEMORY,
-                      dtype="float32", device=device, config=CONFIG, batch=BATCH, lr=LR,
-                      weight_decay=WEIGHT_DECAY, quick=args.quick, timer=timer,
-                      statistic="median per-step time over interleaved repeats"),
-            results=rows, headline=dict(baseline=base, ratio=headline), checks=checks,
-            profile=profile)
-        Path(args.json).write_text(json.dumps(report, indent=2) + "\n")
-        print(f"\nwrote {args.json}")
+        meta.update(load_average_start=meta.pop("load_average"),
+                    load_average_end=machine()["load_average"], torch=torch.__version__,
+                    nanotie_cpu_threads=nt.backend.cpu_threads(), threads=threads,
+                    threads_how=how, torch_threads=torch_threads,
+                    kept_freed_memory=nt.backend.KEPT_FREED_MEMORY, dtype="float32",
+                    device=device, config=CONFIG, batch=BATCH, lr=LR,
+                    weight_decay=WEIGHT_DECAY, quick=args.quick, timer=timer,
+                    statistic="median per-step time over interleaved repeats")
+        write_json(args.json, dict(meta=meta, results=rows,
+                                   headline=dict(baseline=base, ratio=headline),
+                                   checks=checks, profile=profile))
     return 1 if any(v != "ok" for v in checks.values()) else 0
 
 
