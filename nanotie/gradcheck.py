@@ -38,7 +38,7 @@ class ArgResult:
     """How one argument fared."""
 
     position: int              # index in the inputs
-    name: str                  # parameter name of fn, if it can be read
+    name: str                  # parameter name of fn (or a model's parameter path)
     shape: tuple
     mode: str                  # "elementwise" or "directional"
     passed: bool
@@ -67,6 +67,22 @@ def _arg_names(fn, n):
     return names[:n] + [f"arg{i}" for i in range(len(names), n)]
 
 
+def _check_arrays(named, loss, what, eps, atol, rtol, max_elements, n_directions, rng):
+    """One :class:`ArgResult` per ``(position, name, tensor)`` after a backward: its
+    ``.grad`` against central differences of ``loss()``."""
+    results = []
+    for i, name, t in named:
+        res = dict(position=i, name=name, shape=tuple(t.shape))
+        if t.grad is None:
+            results.append(ArgResult(**res, mode="-", passed=False, max_abs_err=float("inf"),
+                                     worst_index=None, analytic=None, numeric=None,
+                                     note=f"no gradient reached this {what}"))
+        else:
+            results.append(_check_array(res, t.data, backend.asnumpy(t.grad), loss, eps,
+                                        atol, rtol, max_elements, n_directions, rng))
+    return results
+
+
 def gradcheck_report(fn, inputs, *, eps: float = 1e-6, atol: float = 1e-5,
                      rtol: float = 1e-3, max_elements: int = 512, n_directions: int = 4,
                      seed: int = 0) -> list:
@@ -86,8 +102,7 @@ def gradcheck_report(fn, inputs, *, eps: float = 1e-6, atol: float = 1e-5,
     if out.dtype != np.float64:
         raise TypeError(f"gradcheck: fn returned {out.dtype} from float64 inputs; the "
                         "check needs float64 all the way through")
-    xp = backend.xp_of(out.data)
-    w = xp.asarray(rng.standard_normal(out.shape))          # the random upstream gradient
+    w = backend.xp_of(out.data).asarray(rng.standard_normal(out.shape))  # random upstream
     out.backward(w)
 
     def loss() -> float:
@@ -95,19 +110,9 @@ def gradcheck_report(fn, inputs, *, eps: float = 1e-6, atol: float = 1e-5,
             return float((fn(*xs).data * w).sum())
 
     names = _arg_names(fn, len(inputs))
-    results = []
-    for i in checked:
-        x = xs[i]
-        res = dict(position=i, name=names[i], shape=tuple(x.shape))
-        if x.grad is None:
-            results.append(ArgResult(**res, mode="-", passed=False, max_abs_err=float("inf"),
-                                     worst_index=None, analytic=None, numeric=None,
-                                     note="no gradient reached this argument (is it used, "
-                                          "and does every op on its path record a graph?)"))
-            continue
-        results.append(_check_array(res, x.data, backend.asnumpy(x.grad), loss, eps, atol,
-                                    rtol, max_elements, n_directions, rng))
-    return results
+    return _check_arrays([(i, names[i], xs[i]) for i in checked], loss,
+                         "argument (is it used, and does every op on its path record a "
+                         "graph?)", eps, atol, rtol, max_elements, n_directions, rng)
 
 
 def _check_array(res: dict, data, analytic, loss, eps, atol, rtol, max_elements,
@@ -115,7 +120,6 @@ def _check_array(res: dict, data, analytic, loss, eps, atol, rtol, max_elements,
     """Central differences of ``loss()`` while ``data`` (an array the loss reads) is
     perturbed IN PLACE and restored: every element if it is small, else a few random
     unit directions v, compared with analytic . v."""
-    xp = backend.xp_of(data)
     if data.size <= max_elements:
         numeric = np.empty(data.shape)
         flat = data.reshape(-1)   # a view: perturbing it perturbs the array
@@ -132,8 +136,7 @@ def _check_array(res: dict, data, analytic, loss, eps, atol, rtol, max_elements,
     for _ in range(n_directions):
         v = rng.standard_normal(data.shape)
         v /= np.linalg.norm(v)
-        vd = xp.asarray(v)
-        old = data.copy()
+        vd, old = backend.xp_of(data).asarray(v), data.copy()
         data += eps * vd
         plus = loss()
         data[...] = old - eps * vd
@@ -156,6 +159,15 @@ def _compare(res, mode, analytic, numeric, atol, rtol) -> ArgResult:
                      numeric=float(numeric.reshape(-1)[worst]) if err.size else 0.0)
 
 
+def _verdict(results, label, atol, rtol, raise_exception) -> bool:
+    failed = [r for r in results if not r.passed]
+    if failed and raise_exception:
+        lines = "\n  ".join(r.describe() for r in failed)
+        raise GradcheckError(f"gradcheck failed for {label!r}:\n  {lines}\n"
+                             f"(tolerance: |analytic - numeric| <= {atol} + {rtol} * |numeric|)")
+    return not failed
+
+
 def gradcheck(fn, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: float = 1e-3,
               max_elements: int = 512, n_directions: int = 4, seed: int = 0,
               name: str | None = None, raise_exception: bool = True) -> bool:
@@ -170,15 +182,6 @@ def gradcheck(fn, inputs, *, eps: float = 1e-6, atol: float = 1e-5, rtol: float 
                                seed=seed)
     return _verdict(results, name or getattr(fn, "__name__", "fn"), atol, rtol,
                     raise_exception)
-
-
-def _verdict(results, label, atol, rtol, raise_exception) -> bool:
-    failed = [r for r in results if not r.passed]
-    if failed and raise_exception:
-        lines = "\n  ".join(r.describe() for r in failed)
-        raise GradcheckError(f"gradcheck failed for {label!r}:\n  {lines}\n"
-                             f"(tolerance: |analytic - numeric| <= {atol} + {rtol} * |numeric|)")
-    return not failed
 
 
 def gradcheck_module(model, loss_fn, *, eps: float = 1e-6, atol: float = 1e-5,
@@ -210,15 +213,7 @@ def gradcheck_module(model, loss_fn, *, eps: float = 1e-6, atol: float = 1e-5,
         with no_grad():
             return float(loss_fn().item())
 
-    rng = np.random.default_rng(seed)
-    results = []
-    for i, (path, p) in enumerate(named):
-        res = dict(position=i, name=path, shape=tuple(p.shape))
-        if p.grad is None:
-            results.append(ArgResult(**res, mode="-", passed=False, max_abs_err=float("inf"),
-                                     worst_index=None, analytic=None, numeric=None,
-                                     note="no gradient reached this parameter"))
-            continue
-        results.append(_check_array(res, p.data, backend.asnumpy(p.grad), loss, eps, atol,
-                                    rtol, max_elements, n_directions, rng))
+    results = _check_arrays([(i, path, p) for i, (path, p) in enumerate(named)], loss,
+                            "parameter", eps, atol, rtol, max_elements, n_directions,
+                            np.random.default_rng(seed))
     return _verdict(results, name or type(model).__name__, atol, rtol, raise_exception)

@@ -7,10 +7,10 @@ composite would be slow or unstable on a transformer's largest activations (soft
 gelu, cross_entropy, layer_norm, linear, scaled_dot_product_attention, fftconv). Every
 one is gradient-checked in the test suite.
 
-The fused ops make each large array once and then update it in place (``a *= b``,
-``xp.exp(a, out=a)``) where the composite would make a new array per step: a fresh
-array costs a pass over memory AND, for arrays of a few MB, a page fault per 4 KiB
-page when the operating system hands the memory over.
+Speed, said once: the fused ops make each large array once and update it in place
+(``a *= b``, ``xp.exp(a, out=a)``), which saves a pass over memory per step of the
+formula; and they write the formula as work on a block of rows, which
+``backend.parallel_rows`` (the opt-in speed switch) may run on several cores.
 """
 
 from __future__ import annotations
@@ -67,9 +67,7 @@ def mse_loss(x: Tensor, target) -> Tensor:
 
     Shapes that differ are refused, not broadcast: (4, 1) against (4,) would broadcast
     to (4, 4) and average 16 differences instead of 4 (PyTorch only warns)."""
-    t_shape = getattr(target, "shape", None) if not isinstance(target, (int, float)) else ()
-    if t_shape is None:
-        t_shape = np.shape(target)
+    t_shape = np.shape(target.data if isinstance(target, Tensor) else target)
     if tuple(t_shape) != tuple(x.shape):
         raise ShapeError(f"mse_loss: input shape {x.shape} and target shape "
                          f"{tuple(t_shape)} differ; they must be the same (reshape one, "
@@ -92,16 +90,14 @@ def _trailing_dims(x, normalized_shape, op) -> tuple:
 def softmax(x: Tensor, dim: int = -1) -> Tensor:
     """softmax(x)_i = exp(x_i - m) / sum_j exp(x_j - m), with m = max_j x_j (stable).
 
-    As a composite it is ``exp(x - logsumexp(x))``; it is fused because attention
-    applies it to the largest activation of a transformer, (B, H, T, T). With
-    y = softmax(x), the backward is the Jacobian-vector product
+    Fused (as a composite, ``exp(x - logsumexp(x))``). With y = softmax(x), the backward
+    is the Jacobian-vector product
 
         dL/dx_i = y_i * (g_i - sum_j g_j y_j).
     """
     axis = normalize_dim(dim, x.ndim, "softmax") if x.ndim else None
     xd = x.data
     xp = xp_of(xd)
-    # The one new array (asarray: NumPy turns a 0-d result into a scalar); then in place.
     y = xp.asarray(xd - xd.max(axis=axis, keepdims=True))
     xp.exp(y, out=y)
     y /= y.sum(axis=axis, keepdims=True)
@@ -134,9 +130,8 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
 
     and rowsum(dP * P) = rowsum(G * O) (expand dP = G v^T and O = P v; it holds with
     dropout too), which reads (Tq, Ev) arrays instead of (Tq, Tk) ones (FlashAttention's
-    trick). As a composite (mul, matmul, add, softmax, matmul) every step would make a
-    new (..., Tq, Tk) array, the largest of a transformer; fused, the scores are made
-    once and turned into P in place.
+    trick). Fused, the (..., Tq, Tk) scores, the largest array of a transformer, are
+    made once and turned into P in place, instead of once per op of the composite.
     """
     query, key, value = (t if isinstance(t, Tensor) else Tensor(t) for t in (query, key, value))
     check_same_device("scaled_dot_product_attention", query, key, value, attn_mask)
@@ -152,8 +147,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     if is_causal and attn_mask is not None:
         raise ValueError("scaled_dot_product_attention: give attn_mask or is_causal, not both")
     xp = xp_of(q)
-    if scale is None:
-        scale = 1.0 / math.sqrt(q.shape[-1])
+    scale = 1.0 / math.sqrt(q.shape[-1]) if scale is None else scale
     n_q, n_k = q.shape[-2], k.shape[-2]
     mask = attn_mask.data if isinstance(attn_mask, Tensor) else attn_mask
     if is_causal:
@@ -177,9 +171,7 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
     def rows_of(a, rows):       # a's block of batch rows, or all of a where it broadcasts
         return a[rows] if a.ndim == p.ndim and a.shape[0] == p.shape[0] else a
 
-    # The work on a block of batch rows (the (B, H) stack of products is cut along B, so
-    # that backend.parallel_rows can run the blocks on several cores; see the switch).
-    def forward(rows):
+    def forward(rows):                  # a block of batch rows (the B axis of (B, H))
         s = p[rows]
         xp.matmul(rows_of(q_scaled, rows), rows_of(k, rows).swapaxes(-1, -2), out=s)
         if mask is not None:
@@ -230,21 +222,16 @@ def scaled_dot_product_attention(query: Tensor, key: Tensor, value: Tensor, attn
 
 
 def _attention_blocks(work, batch: tuple, xp) -> None:
-    """Run ``work`` on blocks of the first batch axis (in parallel where the switch in
-    ``backend.parallel_rows`` allows), or once on everything when there is no batch axis."""
-    if batch:
-        backend.parallel_rows(work, batch[0], xp)
-    else:
-        work(Ellipsis)
+    """``work`` on blocks of the first batch axis, or once on all when there is none."""
+    backend.parallel_rows(work, batch[0], xp) if batch else work(Ellipsis)
 
 
 _SQRT_HALF = 1.0 / math.sqrt(2.0)
 _SQRT_2_OVER_PI = math.sqrt(2.0 / math.pi)
 _INV_SQRT_2PI = 1.0 / math.sqrt(2.0 * math.pi)
 _GELU_C = 0.044715          # the cubic coefficient of GELU's tanh approximation
-_MIN_BLOCK = 1 << 16        # elements: smaller blocks cost more to hand to a thread than
-                            # they save (see backend.parallel_rows)
-_MIN_PRODUCT = 1 << 20      # the same for a block of a matrix product, in multiply-adds
+_MIN_BLOCK = 1 << 16        # elements (multiply-adds for a product) below which a block
+_MIN_PRODUCT = 1 << 20      # costs more to hand to a thread than it saves
 
 
 def gelu(x: Tensor, approximate: str = "none") -> Tensor:
@@ -258,8 +245,6 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
         GELU(x) ~= x/2 (1 + t),   d/dx = (1 + t)/2 + x/2 (1 - t^2) sqrt(2/pi) (1 + 3 c x^2)
 
     Fused (as a composite it is about eight ops on the widest activation of an MLP).
-    Each pass works on a block of the flattened elements, in place, so that the blocks
-    can run on several cores at once (``backend.parallel_rows``, the speed switch).
     """
     if approximate not in ("none", "tanh"):
         raise ValueError(f"gelu: approximate must be 'none' or 'tanh', got {approximate!r}")
@@ -333,9 +318,8 @@ def gelu(x: Tensor, approximate: str = "none") -> Tensor:
 def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     """y = x W^T + b, with W of shape (out, in) as in PyTorch.
 
-    Fused (one op instead of a transpose, a matmul and an add): the rows of x, seen as
-    an (N, in) matrix, make ONE matrix product, and the bias is added in place. With
-    G = dL/dy as an (N, out) matrix:
+    Fused: the rows of x, seen as an (N, in) matrix, make ONE matrix product, and the
+    bias is added in place. With G = dL/dy as an (N, out) matrix:
 
         dx = G W,   dW = G^T x,   db = sum of the rows of G
     """
@@ -355,8 +339,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     x2 = xd.reshape(-1, n_in)                                # (N, in)
     n_rows = x2.shape[0]
     y = xp.empty((n_rows, n_out), dtype=xp.result_type(x2.dtype, w.dtype))   # (N, out)
-    # Each product is cut into blocks of output rows (backend.parallel_rows, the speed
-    # switch); with the switch off, one block: y = x W^T in one call.
     backend.parallel_rows(lambda rows: xp.matmul(x2[rows], w.T, out=y[rows]), n_rows, xp,
                           min_rows=_MIN_PRODUCT // max(1, n_in * n_out))
     if bias is not None:
@@ -396,17 +378,6 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     return make_result("linear", out, (x, weight, bias), backward)
 
 
-def _check_class_ids(t, valid, n_class: int, ignore_index: int) -> None:
-    """Every counted target must be a class id 0 <= y < C: NumPy would read a negative
-    id from the end of the row (silently scoring another class) and fail on y >= C."""
-    bad = valid & ((t < 0) | (t >= n_class))
-    if bool(bad.any()):
-        first = int(t[bad][0])
-        raise IndexError(f"cross_entropy: target {first} is not a class id for logits with "
-                         f"{n_class} classes (expected 0 <= target < {n_class}, or "
-                         f"ignore_index={ignore_index})")
-
-
 def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
                   reduction: str = "mean") -> Tensor:
     """Softmax cross-entropy from raw logits, fused for speed and stability.
@@ -433,7 +404,13 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
     t = t.reshape(-1)                                        # (M,)
     xp = xp_of(z)
     valid = t != ignore_index
-    _check_class_ids(t, valid, n_class, ignore_index)
+    # NumPy would read a negative id from the end of the row (silently scoring another
+    # class) and fail on y >= C: every counted target must be 0 <= y < C.
+    bad = valid & ((t < 0) | (t >= n_class))
+    if bool(bad.any()):
+        raise IndexError(f"cross_entropy: target {int(t[bad][0])} is not a class id for "
+                         f"logits with {n_class} classes (expected 0 <= target < "
+                         f"{n_class}, or ignore_index={ignore_index})")
     safe_t = xp.where(valid, t, 0)
     rows = xp.arange(z.shape[0])
     zmax = z.max(axis=1)                                     # (M,)
@@ -461,8 +438,7 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
         # (softmax - onehot(y)) * scale, row by row, in one pass over (M, C):
         p = e * (scale / s)[:, None]                         # softmax = e / s
         p[rows, safe_t] -= scale
-        # Even a reshape to the same shape makes a view, which a leaf must copy.
-        return (p if p.shape == shape else p.reshape(shape)), None
+        return p.reshape(shape), None
 
     return make_result("cross_entropy", out.astype(z.dtype, copy=False), (logits, target),
                        backward)
@@ -486,12 +462,9 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     shape, norm_shape = xd.shape, xd.shape[xd.ndim - len(dims):]
     n = math.prod(norm_shape)
     rows = math.prod(shape[:xd.ndim - len(dims)])
-    # Work on x as (rows, n), one row per normalized slice. A row mean is a
-    # matrix-vector product with a vector of 1/n (BLAS, faster than .mean(axis=-1)), and
-    # a row mean of a product is a row-wise dot (einsum), which makes no temporary array.
-    # Large temporaries are what this op costs, so each full-size array below is made
-    # once and then filled in place, a block of rows at a time: the blocks can run on
-    # several cores at once (backend.parallel_rows, the speed switch).
+    # x as (rows, n), one row per normalized slice. A row mean is a product with a vector
+    # of 1/n (BLAS, faster than .mean), a row mean of a product a row-wise einsum (no
+    # temporary array).
     x2 = xd.reshape(rows, n)
     mean_vec = xp.full(n, 1.0 / max(n, 1), dtype=xd.dtype)   # (n,)
     w = None if weight is None else weight.data.reshape(n)
@@ -524,8 +497,6 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
         if bias is not None and bias.requires_grad:
             gb = (xp.ones(rows, dtype=g2.dtype) @ g2).reshape(norm_shape)  # BLAS column sums
         if x.requires_grad:
-            # A new array in x's shape (a reshaped view would cost a copy at a leaf),
-            # filled with dxhat = g * w and turned into gx in place.
             gx = xp.empty(shape, dtype=xp.result_type(g.dtype, out_dtype))
 
             def grad(r):
