@@ -19,8 +19,6 @@ import numpy as np
 
 from ... import backend
 
-__all__ = ["PAD", "EOT", "BYTE_VOCAB", "ByteWindows"]
-
 PAD = 256            # fills a window after the token's last byte; ignored by the loss
 EOT = 257            # end of text: a window [EOT, PAD, ...] closes a document
 BYTE_VOCAB = 258     # 256 bytes + PAD + EOT
@@ -52,12 +50,9 @@ class ByteWindows:
     def __call__(self, ids):
         """Windows of token ids: (...) -> (..., W), on the device of ``ids``."""
         xp = backend.xp_of(ids)
-        key = xp.__name__
-        if key not in self._device_tables:
-            self._device_tables[key] = xp.asarray(self.table)
-        return self._device_tables[key][ids]
-
-    # ----------------------------------------------------------- text <-> windows
+        if xp.__name__ not in self._device_tables:     # one copy of the table per device
+            self._device_tables[xp.__name__] = xp.asarray(self.table)
+        return self._device_tables[xp.__name__][ids]
 
     def encode(self, text, eot: bool = False) -> np.ndarray:
         """Text -> token windows (N, W); ``eot`` appends an end-of-text window."""
@@ -75,8 +70,6 @@ class ByteWindows:
         if (flat == EOT).any():
             flat = flat[:np.argmax(flat == EOT)]
         return flat[flat != PAD].astype(np.uint8).tobytes()
-
-    # ------------------------------------------------------------------ statistics
 
     def truncation_rate(self, ids) -> float:
         """The fraction of the tokens in ``ids`` longer than the window (0 if none)."""

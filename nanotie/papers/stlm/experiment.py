@@ -449,20 +449,18 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
     cut = results["embedding_head_reduction"]
     return f"""
 {claim_section(CLAIM, WHERE, claim_verdicts, note=(
-    "The claim is a count, so it is checked with the analytic count at the paper's "
-    "configuration, the same formula that equals the unique parameters of every model "
-    "built here (tested). The percentages are exact; the verdict's margin of 0.0005 is "
-    "the paper's rounding to one decimal. The counts would not hold with the authors' "
-    "later code (5.77M for the byte path, about 85% / 92.5% fewer)."))}
+    "The claim is a count, checked with the analytic count at the paper's configuration "
+    "(the formula equals the unique parameters of every model built here, tested); the "
+    "margin of 0.0005 is the paper's rounding to one decimal. The counts would not hold "
+    "with the authors' later code (5.77M for the byte path, about 85% / 92.5% fewer)."))}
 
 | figure | paper | formula | equal |
 |---|---|---|---|
 {paper_rows}
 
-The paper makes **no quality claim** for the byte-level model: its repository lists that
-report as in progress, and the abstract leaves matching the base models' performance to
-future work. The quality figures below are measurements of this miniature, not a test
-of the paper.
+The paper makes **no quality claim** for the byte-level model (its repository lists that
+report as in progress): the quality figures below measure this miniature; they do not
+test the paper.
 
 ## Set-up
 
@@ -600,20 +598,14 @@ def heldout_bpb(model, ids, windows: ByteWindows, length_nats: np.ndarray,
     """Bits per byte on ``ids`` (consecutive windows of the context), every target.
 
     Only the target tokens that FIT the byte window are scored, the same bytes for
-    every model (a byte model never sees what the window cuts off). Keys:
-
-    * ``bpb``: a complete code length: token heads score the token; the byte decoder
-      scores its bytes plus the length code;
-    * ``bpb_bytes_only``: without the length code (token heads: equal to bpb);
-    * ``bpb_all_slots`` (byte decoder): every slot scored, pads included (the authors'
-      loss), which codes the length itself;
-    * ``bpb_all_tokens`` (token heads): every token, truncated or not;
-    * ``bits_per_slot`` (byte decoder): mean bits at slot j over the targets whose
-      byte j is a byte (not a pad);
-    * ``ceiling`` (token heads, if asked): the same figures for the per-slot
-      marginals of the model's own next-token distribution, each byte scored by its
-      share of the non-pad mass as (d) is (:func:`_marginal_nats`), except
-      ``bpb_all_slots`` and ``bits_per_slot_pads_kept``: the raw m_j, as (g) is.
+    every model (a byte model never sees what the window cuts off). Keys: ``bpb`` (a
+    complete code: the byte decoder's includes the length code), ``bpb_bytes_only``
+    (without it), ``bpb_all_slots`` (byte decoder: every slot, pads included),
+    ``bpb_all_tokens`` (token heads: truncated tokens too), ``bits_per_slot`` (byte
+    decoder: mean bits at slot j where byte j is not a pad) and, if asked, ``ceiling``
+    (token heads): the same for the per-slot marginals of the model's own next-token
+    distribution, a byte scored by its share of the non-pad mass as (d) is, except
+    ``bpb_all_slots`` and ``bits_per_slot_pads_kept``: the raw m_j, as (g) is.
     """
     cfg = model.config
     tokens_out = model.predicts_tokens

@@ -20,8 +20,6 @@ from ...nn.layers import MLP, LayerNorm, Linear, RMSNorm, SwiGLU
 from ...nn.module import Module
 from ...nn.transformer import CausalSelfAttention, GPTConfig
 
-__all__ = ["STLMConfig", "ByteBlock", "ByteSelfAttention", "ProjectingMLP", "GroupedQKV"]
-
 _CHOICES = {"ffn": ("mlp", "swiglu"), "norm": ("layer", "rms"), "embedder": ("token", "byte"),
             "byte_head": ("decoder", "softmax"), "byte_loss": ("pad_ignored", "all_slots")}
 

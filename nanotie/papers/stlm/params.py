@@ -29,9 +29,6 @@ from dataclasses import replace
 from .byte_windows import BYTE_VOCAB
 from .layers import STLMConfig
 
-__all__ = ["parameter_budget", "ffn_width", "measured_split", "PAPER_BASE",
-           "paper_configs", "PAPER_FIGURES", "millions"]
-
 
 def _linear(i: int, o: int, bias: bool) -> int:
     return i * o + (o if bias else 0)
