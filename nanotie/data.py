@@ -1,24 +1,18 @@
 """Data: corpora that ship with Python itself, two tokenizers, and batching.
 
 Nothing here downloads anything. The two corpora come with every CPython install:
+``prose``, the English help texts behind ``help("topics")``, and ``code``, the
+standard library's own ``.py`` files.
 
-- ``prose``: the English help texts behind ``help("topics")`` (``pydoc_data.topics``).
-- ``code``: the standard library's own ``.py`` source files.
+:class:`BPETokenizer` is byte-level byte-pair encoding (Sennrich et al. 2016, GPT-2's
+byte-level variant), trained here from scratch: starting from the 256 bytes, it
+repeatedly MERGES the most frequent adjacent pair of ids into a new id. Encoding
+replays the merges, earliest first; every id stands for a byte string, so any bytes
+round-trip exactly. :class:`ByteTokenizer` is the BPE with no merges (one id per byte).
 
-Tokenizers turn bytes into integer ids and back:
-
-- :class:`ByteTokenizer`: one id per byte (vocabulary 256), the simplest exact scheme.
-- :class:`BPETokenizer`: byte-level byte-pair encoding (Sennrich et al. 2016, GPT-2's
-  byte-level variant), trained here from scratch. Training starts from the 256 bytes
-  and repeatedly MERGES the most frequent adjacent pair of ids into a new id, until the
-  vocabulary has the requested size. Encoding replays the merges, earliest first.
-  Because every id stands for a byte string, any bytes round-trip exactly.
-
-Batching: :class:`BatchSampler` draws random (B, T) windows with its own seeded
-generator and can save and restore that generator, so a resumed run sees exactly the
-batches the uninterrupted run would have seen; :func:`iter_eval_batches` walks the
-validation data in order. :func:`bits_per_byte` makes losses comparable across
-tokenizers.
+:class:`BatchSampler` draws random (B, T) windows with its own seeded generator, which
+a checkpoint saves, so a resumed run sees the batches the uninterrupted run would
+have; :func:`iter_eval_batches` walks the validation data in order.
 """
 
 from __future__ import annotations
@@ -45,16 +39,12 @@ __all__ = ["prose_corpus", "code_corpus", "load_corpus", "CORPORA", "train_val_s
 
 
 def prose_corpus(max_bytes: int | None = None) -> bytes:
-    """English prose: the texts of ``pydoc_data.topics.topics`` (Python's own help pages).
-
-    The topics are joined in sorted topic-name order with a blank line between them, so
-    the result is deterministic for a given Python version (about 0.5 MB on 3.11; other
-    versions differ a little). ``max_bytes`` truncates the result.
-    """
+    """English prose: the texts of ``pydoc_data.topics.topics`` (Python's own help
+    pages), in sorted topic order, one blank line apart (about 0.5 MB on Python 3.11)."""
     from pydoc_data.topics import topics
 
     text = "\n\n".join(topics[name] for name in sorted(topics))
-    return _truncate(text.encode("utf-8"), max_bytes)
+    return text.encode("utf-8")[:max_bytes]
 
 
 # Directories of the standard library that are not "ordinary library code": tests,
@@ -64,14 +54,9 @@ _CODE_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "test
 
 
 def code_corpus(max_bytes: int | None = 2_000_000) -> bytes:
-    """Python code: the standard library's own ``.py`` files, up to ``max_bytes``.
-
-    Rule: every ``*.py`` under ``sysconfig.get_paths()["stdlib"]``, skipping the
-    directories in ``_CODE_EXCLUDED_DIRS`` at any depth and files that are not valid
-    UTF-8, sorted by relative POSIX path, each preceded by a ``# file: relpath`` line.
-    The last file is cut at the cap. Deterministic within one Python installation;
-    another Python version has other files and gives other bytes.
-    """
+    """Python code: every valid UTF-8 ``*.py`` of the standard library outside
+    ``_CODE_EXCLUDED_DIRS``, sorted by relative path, each after a ``# file: relpath``
+    line, cut at ``max_bytes`` (deterministic within one Python installation)."""
     root = Path(sysconfig.get_paths()["stdlib"])
     paths = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -92,28 +77,18 @@ def code_corpus(max_bytes: int | None = 2_000_000) -> bytes:
         part = f"# file: {path.relative_to(root).as_posix()}\n".encode("utf-8") + raw
         parts.append(part)
         size += len(part)
-    return _truncate(b"".join(parts), max_bytes)
+    return b"".join(parts)[:max_bytes]
 
 
 CORPORA = {"prose": prose_corpus, "code": code_corpus}
 
 
 def load_corpus(name: str, max_bytes: int | None = None) -> bytes:
-    """The corpus called ``name`` ("prose" or "code") as bytes.
-
-    ``max_bytes`` caps its size; None keeps each corpus's own default.
-    """
+    """The corpus called ``name`` ("prose" or "code") as bytes; ``max_bytes`` caps its
+    size (None: each corpus's own default)."""
     if name not in CORPORA:
         raise ValueError(f"unknown corpus {name!r}: known corpora are {sorted(CORPORA)}")
     return CORPORA[name]() if max_bytes is None else CORPORA[name](max_bytes)
-
-
-def _truncate(data: bytes, max_bytes: int | None) -> bytes:
-    if max_bytes is None:
-        return data
-    if max_bytes < 0:
-        raise ValueError(f"max_bytes must be >= 0 or None, got {max_bytes}")
-    return data[:max_bytes]
 
 
 def train_val_split(data, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
@@ -121,8 +96,8 @@ def train_val_split(data, val_fraction: float = 0.1) -> tuple[np.ndarray, np.nda
 
     The LAST ``val_fraction`` of the sequence is validation, as one contiguous piece and
     without shuffling: random windows drawn from a shuffled split would overlap windows
-    in the other split, leaking training text into the validation loss. Bytes come back
-    as ``np.uint8`` arrays, integer arrays keep their dtype; both are copies.
+    in the other split, leaking training text into the validation loss. Returns copies
+    (bytes as ``np.uint8``; integer arrays keep their dtype).
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
@@ -157,37 +132,6 @@ def _as_bytes(text) -> bytes:
 
 
 # -------------------------------------------------------------------- tokenizers
-
-
-class ByteTokenizer:
-    """One token per byte: id = byte value, vocab_size = 256.
-
-    Text is encoded as UTF-8, so a character outside ASCII takes 2-4 tokens. Decoding
-    to str replaces invalid UTF-8 (e.g. a sequence cut mid-character) with U+FFFD;
-    :meth:`decode_bytes` is always exact.
-    """
-
-    vocab_size = 256
-
-    def encode(self, text: str | bytes) -> np.ndarray:
-        """Token ids (int64, shape (N,)) of a str (as UTF-8) or of bytes."""
-        return np.frombuffer(_as_bytes(text), dtype=np.uint8).astype(np.int64)
-
-    def decode_bytes(self, ids) -> bytes:
-        """The bytes that ``ids`` stand for."""
-        ids = np.asarray(ids, dtype=np.int64).reshape(-1)
-        if ids.size and (ids.min() < 0 or ids.max() >= 256):
-            raise ValueError(f"ByteTokenizer ids must be in [0, 256), got values in "
-                             f"[{ids.min()}, {ids.max()}]")
-        return ids.astype(np.uint8).tobytes()
-
-    def decode(self, ids) -> str:
-        """The text that ``ids`` stand for (invalid UTF-8 becomes U+FFFD)."""
-        return self.decode_bytes(ids).decode("utf-8", errors="replace")
-
-    def tokens(self, text: str | bytes) -> list[bytes]:
-        """How ``text`` splits into tokens: one byte string per token."""
-        return [bytes([b]) for b in _as_bytes(text)]
 
 
 # Pre-tokenization: BPE runs inside each chunk this pattern finds, never across chunks,
@@ -254,7 +198,6 @@ class BPETokenizer:
         """256 byte ids plus one id per merge."""
         return 256 + len(self.merges)
 
-    # ---------------------------------------------------------------- training
 
     @classmethod
     def train(cls, data: str | bytes, vocab_size: int, verbose: bool = False):
@@ -264,12 +207,9 @@ class BPETokenizer:
         ``(a, b)``), so training is deterministic. Stops early, with a smaller vocabulary,
         if no pair is left to merge.
 
-        Speed: the corpus is reduced to its unique chunks with their frequencies; a pair's
-        count is the sum of the frequencies of the chunks it occurs in. A merge only
-        touches the chunks that contain the merged pair (found through an index pair ->
-        chunk ids) and updates the counts of the pairs in them; a max-heap with lazy
-        invalidation finds the best pair. Stale heap entries (counts that have changed
-        since they were pushed) are skipped when popped.
+        Speed: the corpus is reduced to its unique chunks with their frequencies; a merge
+        touches only the chunks that hold the pair (an index pair -> chunks) and a max-heap
+        finds the best pair, skipping entries whose count has changed since.
         """
         if vocab_size < 256:
             raise ValueError(f"vocab_size must be at least 256 (the byte ids), got "
@@ -321,8 +261,6 @@ class BPETokenizer:
                       f"({-neg_count} occurrences)")
         return cls(merges)
 
-    # ------------------------------------------------------------ encode/decode
-
     def _encode_chunk(self, chunk: bytes) -> list[int]:
         # Replay the merges: repeatedly merge the present pair that was learned first.
         ids = list(chunk)
@@ -362,12 +300,8 @@ class BPETokenizer:
         """How ``text`` splits into tokens: one byte string per token."""
         return [self.vocab[i] for i in self.encode(text).tolist()]
 
-    # -------------------------------------------------------------- save/load
-
     def save(self, path) -> None:
-        """Write the merges to a JSON file (atomically: a temp file, then os.replace,
-        so a crash never leaves a half-written tokenizer behind)."""
-        path = Path(path)
+        """Write the merges to a JSON file (atomically)."""
         payload = {"format": self._FORMAT, "version": self._VERSION,
                    "pattern": SPLIT_PATTERN.decode("ascii"),
                    "merges": [list(p) for p in self.merges]}
@@ -401,6 +335,22 @@ class BPETokenizer:
             raise ValueError(f"{path}: {exc}") from None
 
 
+class ByteTokenizer(BPETokenizer):
+    """One token per byte: id = byte value, vocab_size = 256 (a BPE with no merges).
+
+    Text is encoded as UTF-8, so a character outside ASCII takes 2-4 tokens. Decoding
+    to str replaces invalid UTF-8 (e.g. a sequence cut mid-character) with U+FFFD;
+    :meth:`decode_bytes` is always exact.
+    """
+
+    def __init__(self):
+        super().__init__([])
+
+    def encode(self, text: str | bytes) -> np.ndarray:
+        """Token ids (int64, shape (N,)): the bytes themselves, no chunks to look up."""
+        return np.frombuffer(_as_bytes(text), dtype=np.uint8).astype(np.int64)
+
+
 # ---------------------------------------------------------------------- batching
 
 
@@ -417,11 +367,8 @@ def _check_windows(data: np.ndarray, block_size: int, batch_size: int) -> None:
 class BatchSampler:
     """Random next-token batches: ``x`` (B, T) windows of ``data`` and ``y`` = the same
     windows shifted one token later, so ``y[b, t]`` is the token after ``x[b, t]``.
-
     Window starts are uniform on [0, len(data) - T - 1], drawn from the sampler's own
-    ``np.random.Generator(PCG64(seed))``. :meth:`state_dict` / :meth:`load_state_dict`
-    save and restore that generator, so a resumed run draws exactly the batches the
-    uninterrupted run would have drawn.
+    generator, which :meth:`state_dict` saves for an exact resume.
     """
 
     def __init__(self, data, block_size: int, batch_size: int, seed: int = 0):
@@ -442,16 +389,11 @@ class BatchSampler:
     def __iter__(self):
         return self
 
-    def __next__(self):
-        return self.sample()
+    __next__ = sample
 
     def state_dict(self) -> dict:
-        """The sampler's position: plain ints and uint64 arrays only, so the dict can go
-        into ``np.savez`` and come back through ``np.load(allow_pickle=False)``.
-
-        PCG64's state is two 128-bit integers (``state``, ``inc``); each is stored as
-        its (high, low) 64-bit halves.
-        """
+        """The sampler's position as plain ints and uint64 arrays (no pickle in
+        ``np.savez``): PCG64's two 128-bit integers as (high, low) 64-bit halves."""
         s = self.rng.bit_generator.state
         return {"seed": self.seed, "step": self.step, "block_size": self.block_size,
                 "batch_size": self.batch_size,
@@ -508,9 +450,8 @@ def bits_per_byte(loss_nats_per_token: float, n_tokens: int, n_bytes: int) -> fl
 
         bpb = loss * n_tokens / (n_bytes * ln 2)
 
-    where ``loss`` is the mean cross-entropy in nats per token over ``n_tokens`` tokens
-    that encode ``n_bytes`` bytes of text. Total nats / ln 2 = total bits, spread over
-    the bytes. For the byte tokenizer n_tokens == n_bytes, so bpb = loss / ln 2.
+    for a mean loss in nats per token over ``n_tokens`` tokens that encode ``n_bytes``
+    bytes: total nats / ln 2 = total bits, spread over the bytes.
     """
     if n_bytes <= 0 or n_tokens < 0:
         raise ValueError(f"need n_bytes > 0 and n_tokens >= 0, got {n_bytes} and {n_tokens}")
