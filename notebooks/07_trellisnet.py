@@ -229,34 +229,25 @@ plt.show()
 # of shapes $(4H, 2I)$, $(4H, 2H)$, $(4H,)$, in its layout: the tap-$(t-1)$ columns
 # first in each matrix, gates in the order i, o, g, f.
 #
-# The cell below holds a reference solution so the notebook runs: delete its body and
-# write your own. The next cell runs exercise 12's checker, the same one as
-# `python -m nanotie exercise check 12`: it builds $M$-level TrellisNets with your
-# weights ($M$ = 1, 2, 5) and compares them with `truncated_lstm` to float64
-# precision, then with the library's converter. A wrong answer gets a message naming
-# the mistake: a tap off by one step in time, the input weights on the $z$ path, the
-# bias counted twice, the gates left in PyTorch's order.
+# The next cell runs exercise 12's checker, the same one as `python -m nanotie
+# exercise check 12`: it builds $M$-level TrellisNets with your weights ($M$ = 1, 2, 5)
+# and compares them with `truncated_lstm` to float64 precision, then with the library's
+# converter. A wrong answer gets a message naming the mistake: a tap off by one step in
+# time, the input weights on the $z$ path, the bias counted twice, the gates left in
+# PyTorch's order.
 
 # %%
 # ---- EXERCISE 12: your code here ---------------------------------------------------
 def trellis_weights(w_ih, w_hh, b):
-    H = w_hh.shape[1]
-    # reference solution (replace it with yours)
-    rows = np.concatenate([np.arange(q * H, (q + 1) * H) for q in (0, 3, 2, 1)])
-    w_ih, w_hh, b = w_ih[rows], w_hh[rows], b[rows]            # i, f, g, o -> i, o, g, f
-    weight_x = np.concatenate([np.zeros_like(w_ih), w_ih], axis=1)    # [W1x | W2x] = [0 | W_ih]
-    weight_h = np.concatenate([w_hh, np.zeros_like(w_hh)], axis=1)    # [W1h | W2h] = [W_hh | 0]
-    return weight_x, weight_h, b.copy()
-# -------------------------------------------------------------------------------------
+    # Return (weight_x, weight_h, bias): taps [t-1 | t] side by side, gates i, o, g, f.
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
+trellis_weights = exercises.get(12).check_in_notebook(trellis_weights)
 ex12 = exercises.get(12)
-result = ex12.check(trellis_weights)
-print(result.report())
-result.raise_if_failed()
 
 # %% [markdown]
 # Your weights on the LSTM of section 3 (its weights handed over in PyTorch's order):
@@ -278,12 +269,6 @@ assert err < 1e-12
 # zero state never uses $W_{hh}$); two levels can.
 
 # %%
-def w_hh_on_the_current_tap(w_ih, w_hh, b):
-    weight_x, weight_h, bias = trellis_weights(w_ih, w_hh, b)
-    H = w_hh.shape[1]
-    return weight_x, np.concatenate([weight_h[:, H:], weight_h[:, :H]], axis=1), bias
-
-
-slip = ex12.check(w_hh_on_the_current_tap)
+slip = ex12.check(ex12.mistake("W_hh on the z_t tap"))
 print(slip.report())
 assert not slip.passed and "z_{t-1} tap" in slip.message and "With M = 1 it matched" in slip.message

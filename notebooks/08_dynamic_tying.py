@@ -387,33 +387,21 @@ for row in table.values():          # the whole step holds more than the paramet
 # Outside the blocks: `wte` ($Vd$), `wpe` ($Td$), the final LayerNorm, and the head
 # ($Vd$) unless it is tied to `wte`.
 #
-# As elsewhere, a reference solution is filled in: replace it with yours. The next
-# cell checks it with exercise 13's checker, the same one as
+# The next cell checks it with exercise 13's checker, the same one as
 # `python -m nanotie exercise check 13`: it builds real models for several states,
 # configs and both modes, takes one AdamW step, and measures.
 
 # %%
 # ---- EXERCISE 13: your code here -----------------------------------------------------
 def my_tying_memory(config, state, mode):
-    # reference solution (replace it with yours)
-    d, V, T = config.d_model, config.vocab_size, config.context
-    block = 12 * d * d + (13 * d if config.bias else 2 * d)
-    outside = V * d + T * d + (2 * d if config.bias else d)          # wte, wpe, ln_f
-    if not config.tie_embeddings:
-        outside += V * d                                             # an untied head
-    n_train = sum(1 for i, s in enumerate(state) if s == i)          # copies: nothing
-    trainable = outside + n_train * block
-    adam = 2 * 4 * trainable                                         # m and v, float32
-    return trainable, adam, 4 * trainable + 4 * trainable + adam     # + weights, grads
-# ---------------------------------------------------------------------------------------
+    # Return (trainable, adam_bytes, training_bytes), all ints.
+    raise NotImplementedError
 
 
 # %%
 from nanotie import exercises
 
-ex13 = exercises.get(13).check(my_tying_memory)
-print(ex13.report())
-ex13.raise_if_failed()
+my_tying_memory = exercises.get(13).check_in_notebook(my_tying_memory)
 
 # %% [markdown]
 # With the checked function, the cost of this notebook's 6-layer model under a few
