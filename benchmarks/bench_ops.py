@@ -18,15 +18,10 @@ from float32 leaves that require gradients and ending with their ``.grad`` fille
                      PyTorch does the same with ``torch.fft.rfft``/``irfft`` and the
                      same padding n = next power of two >= 2L - 1, inside autograd
 
-PyTorch runs in the same process, on the same float32 data, with as many threads
-as NumPy's BLAS uses (found by threadpoolctl when it is installed, otherwise from
-``$OPENBLAS_NUM_THREADS`` / ``$MKL_NUM_THREADS`` / ``$OMP_NUM_THREADS``, otherwise
-the number of cores this process may use; ``--threads N`` overrides it, and is
-applied to NumPy's BLAS too when threadpoolctl can do so). nanotie's CPU FFTs run on
-scipy.fft with the thread count that ``nanotie.backend`` derives the same way; the
-header line prints it. Before timing, each case checks that both libraries computed
-the same output and gradients (a mismatch is flagged in the table and makes the exit
-status 1).
+PyTorch runs in the same process, on the same float32 data, with as many threads as
+NumPy's BLAS uses (``_timing.blas_threads``; ``--threads N`` sets both, and nanotie's
+scipy.fft workers). Before timing, each case checks that both libraries computed the
+same output and gradients (a mismatch is flagged and makes the exit status 1).
 
 The last table measures the engine's per-op Python overhead: a chain of tiny
 (4, 4) ``mul`` and ``add`` ops, forward and backward, against raw NumPy doing the
