@@ -116,11 +116,10 @@ class Module:
 
     # ------------------------------------------------------------------ walking
     def named_children(self):
-        yield from self._modules.items()
+        return iter(self._modules.items())
 
     def children(self):
-        for _, m in self.named_children():
-            yield m
+        return iter(self._modules.values())
 
     def named_modules(self, prefix: str = "", remove_duplicate: bool = True, _seen=None):
         """(path, module) for this module and every descendant, depth first. A module
@@ -138,8 +137,7 @@ class Module:
                 yield from child.named_modules(path, remove_duplicate, seen)
 
     def modules(self):
-        for _, m in self.named_modules():
-            yield m
+        return (m for _, m in self.named_modules())
 
     def named_parameters(self, prefix: str = "", remove_duplicate: bool = True):
         """(path, Parameter) pairs. Each Parameter comes ONCE, under the first path
@@ -155,8 +153,7 @@ class Module:
 
     def parameters(self):
         """Each Parameter of the tree exactly once (by identity): tied weights once."""
-        for _, p in self.named_parameters():
-            yield p
+        return (p for _, p in self.named_parameters())
 
     def named_buffers(self, prefix: str = ""):
         seen = set()
@@ -165,6 +162,13 @@ class Module:
                 if b is not None and id(b) not in seen:
                     seen.add(id(b))
                     yield (f"{mpath}.{name}" if mpath else name), b
+
+    def _persistent_buffers(self) -> dict:
+        """path -> buffer, for the buffers that ``state_dict`` saves."""
+        return {f"{mpath}.{name}" if mpath else name: b
+                for mpath, module in self.named_modules(remove_duplicate=False)
+                for name, b in module._buffers.items()
+                if name in module._persistent and b is not None}
 
     def get_submodule(self, path: str) -> "Module":
         """The module at a dotted path such as ``"blocks.0.attn"`` ("" is self)."""
@@ -210,15 +214,12 @@ class Module:
         device, dtype = parse_to_args(args, kwargs)
         if device is not None:
             backend.check_device(device)
-        tensors = list(self.parameters()) + [b for _, b in self.named_buffers()]
-        for t in tensors:
+        for t in list(self.parameters()) + [b for _, b in self.named_buffers()]:
             for attr in ("data", "grad"):
                 array = getattr(t, attr)
-                if array is None:
-                    continue
-                if device is not None:
+                if array is not None and device is not None:
                     array = backend.to_device(array, device)
-                if dtype is not None and array.dtype.kind == "f":
+                if array is not None and dtype is not None and array.dtype.kind == "f":
                     array = array.astype(dtype)
                 setattr(t, attr, array)
         return self
@@ -237,22 +238,12 @@ class Module:
         entry ``"__ties__"`` (a string array of ``"alias=path"``) lists its other
         paths. Every value is a plain array, so ``np.savez(f, **model.state_dict())``
         saves it without pickle."""
-        out = OrderedDict()
-        for name, p in self.named_parameters():
-            out[name] = backend.asnumpy(p.data).copy()
-        for path, b in self._persistent_buffers().items():
-            out[path] = backend.asnumpy(b.data).copy()
+        out = OrderedDict((name, backend.asnumpy(t.data).copy()) for name, t in [
+            *self.named_parameters(), *self._persistent_buffers().items()])
         ties = [f"{alias}={name}" for name, aliases in _alias_table(self).items()
                 for alias in aliases]
         out[TIES_KEY] = np.array(ties, dtype=np.str_)
         return out
-
-    def _persistent_buffers(self) -> dict:
-        """path -> buffer, for the buffers that ``state_dict`` saves."""
-        return {f"{mpath}.{name}" if mpath else name: b
-                for mpath, module in self.named_modules(remove_duplicate=False)
-                for name, b in module._buffers.items()
-                if name in module._persistent and b is not None}
 
     def _state_dict_problems(self, state: dict, ties: dict) -> list:
         """What else makes ``state`` (its tie table parsed into ``ties``) unfit for this
@@ -350,6 +341,12 @@ def _parse_ties(array):
     return ties
 
 
+def _checked(module, container: str) -> Module:
+    if not isinstance(module, Module):
+        raise TypeError(f"{container} holds Modules, got {type(module).__name__}")
+    return module
+
+
 class ModuleList(Module):
     """A list of modules, registered as children "0", "1", ...; the same module may
     appear twice (that is layer sharing, a form of tying)."""
@@ -360,9 +357,7 @@ class ModuleList(Module):
             self.append(m)
 
     def append(self, module: Module) -> "ModuleList":
-        if not isinstance(module, Module):
-            raise TypeError(f"ModuleList holds Modules, got {type(module).__name__}")
-        self._modules[str(len(self._modules))] = module
+        self._modules[str(len(self._modules))] = _checked(module, "ModuleList")
         return self
 
     def extend(self, modules) -> "ModuleList":
@@ -375,9 +370,7 @@ class ModuleList(Module):
         return ModuleList(items[i]) if isinstance(i, slice) else items[i]
 
     def __setitem__(self, i: int, module: Module) -> None:
-        if not isinstance(module, Module):
-            raise TypeError(f"ModuleList holds Modules, got {type(module).__name__}")
-        self._modules[str(range(len(self))[i])] = module
+        self._modules[str(range(len(self))[i])] = _checked(module, "ModuleList")
 
     def __len__(self) -> int:
         return len(self._modules)
@@ -398,9 +391,7 @@ class ModuleDict(Module):
         return self._modules[name]
 
     def __setitem__(self, name: str, module: Module) -> None:
-        if not isinstance(module, Module):
-            raise TypeError(f"ModuleDict holds Modules, got {type(module).__name__}")
-        setattr(self, name, module)
+        setattr(self, name, _checked(module, "ModuleDict"))
 
     def __contains__(self, name) -> bool:
         return name in self._modules

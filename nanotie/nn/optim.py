@@ -43,18 +43,14 @@ def param_groups(model: Module, weight_decay: float) -> list:
 class Optimizer:
     """Holds parameter groups (dicts of ``params`` and hyper-parameters) and state."""
 
-    # The per-parameter state entries a subclass keeps (checked when a checkpoint is
-    # loaded); None leaves them unchecked.
-    state_names: tuple | None = None
+    state_names: tuple = ()     # the per-parameter state a subclass keeps
 
     def __init__(self, params, defaults: dict):
         if isinstance(params, Module):
             raise TypeError("pass model.parameters() (or param groups), not the model")
         params = list(params)
-        if params and isinstance(params[0], dict):
-            groups = [dict(g) for g in params]
-        else:
-            groups = [{"params": params}]
+        groups = [dict(g) for g in params] if params and isinstance(params[0], dict) \
+            else [{"params": params}]
         seen = set()
         self.param_groups = []
         for g in groups:
@@ -84,7 +80,7 @@ class Optimizer:
                     self._update(p, p.grad, g, self.state.setdefault(id(p), {}))
 
     def _update(self, p, grad, group, state) -> None:
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} does not define _update()")
 
     # ------------------------------------------------------------- checkpoints
     def state_dict(self) -> dict:
@@ -104,24 +100,20 @@ class Optimizer:
         lrs = np.asarray(state.get("lr", []))
         if lrs.shape != (len(self.param_groups),):
             problems.append(f"'lr' has shape {lrs.shape}, expected ({len(self.param_groups)},)")
-        if "step" not in state:
-            problems.append("missing 'step'")
-        elif np.asarray(state["step"]).shape != ():
-            problems.append(f"'step' has shape {np.asarray(state['step']).shape}, expected ()")
+        step_shape = np.asarray(state["step"]).shape if "step" in state else None
+        if step_shape != ():
+            problems.append("missing 'step'" if step_shape is None else
+                            f"'step' has shape {step_shape}, expected ()")
         for key, value in state.items():
+            index, _, name = key.partition(".")
             if key in ("step", "lr"):
                 continue
-            index, _, name = key.partition(".")
-            if not index.isdigit() or int(index) >= len(params) or not name:
-                problems.append(f"unexpected key '{key}'")
-                continue
-            if self.state_names is not None and name not in self.state_names:
+            if not index.isdigit() or int(index) >= len(params) or name not in self.state_names:
                 problems.append(f"unexpected key '{key}' ({type(self).__name__} keeps "
-                                f"{list(self.state_names)})")
+                                f"{list(self.state_names)} for {len(params)} parameters)")
                 continue
-            p = params[int(index)]
+            p, value = params[int(index)], np.asarray(value)
             names_seen.setdefault(int(index), set()).add(name)
-            value = np.asarray(value)
             want = () if name == "step" else p.shape     # a step count is a scalar
             if value.shape != want:
                 problems.append(f"'{key}': shape {value.shape} != expected shape {want}")
@@ -129,11 +121,9 @@ class Optimizer:
             # counters (0-d) stay on the host; moment arrays go where the parameter is
             new_state.setdefault(id(p), {})[name] = (
                 value.copy() if value.ndim == 0 else backend.to_device(value.copy(), p.device))
-        if self.state_names is not None:
-            for i, names in sorted(names_seen.items()):
-                if names != set(self.state_names):
-                    problems.append(f"parameter {i}: state has {sorted(names)}, expected "
-                                    f"{sorted(self.state_names)}")
+        problems += [f"parameter {i}: state has {sorted(names)}, expected "
+                     f"{sorted(self.state_names)}" for i, names in sorted(names_seen.items())
+                     if names != set(self.state_names)]
         if problems:
             raise ValueError(f"{type(self).__name__}.load_state_dict:\n  - "
                              + "\n  - ".join(problems))
@@ -229,9 +219,8 @@ def clip_grad_norm(params, max_norm: float) -> float:
     """Scale all gradients so their joint L2 norm is at most ``max_norm``.
 
     The norm is sqrt(sum over UNIQUE parameters of |g|^2): a tied weight counts once.
-    Returns the norm before clipping. ``max_norm`` must be >= 0: a negative one would
-    flip every gradient's sign."""
-    if not max_norm >= 0:             # also refuses NaN
+    Returns the norm before clipping."""
+    if not max_norm >= 0:             # a negative one would flip the gradients (and NaN)
         raise ValueError(f"clip_grad_norm: max_norm must be >= 0, got {max_norm}")
     grads = [p.grad for p in _unique(params) if p.grad is not None]
     if not grads:
