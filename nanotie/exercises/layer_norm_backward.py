@@ -87,37 +87,26 @@ def _inputs(rng, shape):
     return x, 1.0 + 0.5 * rng.standard_normal(d), 0.3 * rng.standard_normal(d)
 
 
-def _normalize(x, eps=1e-5, ddof=0):
-    mu = x.mean(axis=-1, keepdims=True)
-    var = ((x - mu) ** 2).sum(axis=-1, keepdims=True) / (x.shape[-1] - ddof)
-    return (x - mu) / np.sqrt(var + eps), var
-
-
 def _forward_mistakes(x, w, b):
     """Outputs of recognised wrong forwards, with what went wrong."""
-    known = [(_normalize(x, ddof=1)[0] * w + b,
-              "the variance divides by D - 1; LayerNorm's divides by D (np.var's "
-              "default, ddof=0).")]
+    xhat_unbiased = (x - x.mean(-1, keepdims=True)) / np.sqrt(
+        x.var(-1, ddof=1, keepdims=True) + 1e-5)
+    known = [(xhat_unbiased * w + b, "the variance divides by D - 1; LayerNorm's divides "
+                                     "by D (np.var's default, ddof=0).")]
     if x.ndim == 2 and x.shape[0] == x.shape[1]:           # no keepdims: (N,) - as a row
-        mu = x.mean(axis=-1)
-        var = ((x - mu) ** 2).mean(axis=-1)
-        known.append((((x - mu) / np.sqrt(var + 1e-5)) * w + b,
+        known.append((_mean_without_keepdims(x, w, b)[0],
                       "a mean over the last axis lost that axis (no keepdims), so it "
                       "was subtracted along the wrong axis. Use keepdims=True."))
     return known
 
 
-def _grad_x_mistakes(x, w, g):
-    xhat, var = _normalize(x)
-    rstd = 1.0 / np.sqrt(var + 1e-5)
-    dxhat = g * w
-
-    def full(d):                   # the right formula, applied to the given dxhat
-        return (d - d.mean(-1, keepdims=True) - xhat * (d * xhat).mean(-1, keepdims=True)) * rstd
-
-    return [(dxhat * rstd, "you treated mu and var as constants, but both depend on x: "
-                           "that adds - mean(dxhat) - xhat * mean(dxhat * xhat)."),
-            (full(g), "the weight is missing: start from dxhat = g * weight.")]
+def _grad_x_mistakes(x, w, b, g):
+    """grad_x of recognised wrong backwards, with what went wrong."""
+    return [(_constant_statistics(x, w, b)[1](g)[0],
+             "you treated mu and var as constants, but both depend on x: that adds "
+             "- mean(dxhat) - xhat * mean(dxhat * xhat)."),
+            (reference(x, np.ones_like(w), b)[1](g)[0],
+             "the weight is missing: start from dxhat = g * weight.")]
 
 
 def check(fn) -> CheckResult:
@@ -143,7 +132,7 @@ def check(fn) -> CheckResult:
                                 f"{n_rows} rows; SUM their gradients over the rows, "
                                 f"don't average."}
                 c.expect_grads(grads, {"x": gx, "weight": gw, "bias": gb}, hints={
-                    "x": {"known": _grad_x_mistakes(x, w, g)},
+                    "x": {"known": _grad_x_mistakes(x, w, b, g)},
                     "weight": {"factors": mean_not_sum}, "bias": {"factors": mean_not_sum}})
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
             for x, w, b in cases[:2]:
