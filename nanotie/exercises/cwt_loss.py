@@ -128,15 +128,14 @@ def _wrong_grads(O, T, tau, g):
                   "runs along each ROW of O E^T (axis=1): building E O^T, or softmaxing "
                   "over axis 0, or swapping dS and dS.T in the two products, gives this. "
                   "grad_O = dS @ E_targets / tau, grad_E_targets = dS.T @ O / tau.")
-    P_wrong = softmax_rows(T @ O.T / tau)                 # the transposed scores
-    dS_wrong = scale * tau * (P_wrong - np.eye(K))
+    wrong_O, wrong_T = _transposed_scores_in_backward(O, T, tau)[1](g)  # E O^T
     dS = scale * tau * (P - np.eye(K))
     return {
-        "O": [(dS_wrong @ T / tau, transposed), (dS.T @ T / tau, transposed)],
+        "O": [(wrong_O, transposed), (dS.T @ T / tau, transposed)],
         "E_targets": [(np.zeros_like(T), detached),
-                      (-scale * O, positive_only),
+                      (_positive_term_only(O, T, tau)[1](g)[1], positive_only),
                       (scale * (P.T @ O), negatives_only),
-                      (dS_wrong.T @ O / tau, transposed), (dS @ O / tau, transposed)],
+                      (wrong_T, transposed), (dS @ O / tau, transposed)],
     }
 
 
