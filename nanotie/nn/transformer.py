@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, replace
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -44,17 +45,17 @@ class GPTConfig:
     norm: str = "layer"           # "layer" (LayerNorm) or "rms" (RMSNorm)
 
     def __post_init__(self):
-        if self.d_model % self.n_head:
-            raise ValueError(f"GPTConfig: d_model={self.d_model} is not divisible by "
-                             f"n_head={self.n_head}")
+        problems = [f"{name} must be positive, got {getattr(self, name)}" for name in
+                    ("vocab_size", "context", "d_model", "n_layer", "n_head")
+                    if getattr(self, name) < 1]
+        if not problems and self.d_model % self.n_head:
+            problems.append(f"d_model={self.d_model} is not divisible by n_head={self.n_head}")
         if self.ffn not in ("mlp", "swiglu"):
-            raise ValueError(f"GPTConfig: ffn must be 'mlp' or 'swiglu', got {self.ffn!r}")
+            problems.append(f"ffn must be 'mlp' or 'swiglu', got {self.ffn!r}")
         if self.norm not in ("layer", "rms"):
-            raise ValueError(f"GPTConfig: norm must be 'layer' or 'rms', got {self.norm!r}")
-        for name in ("vocab_size", "context", "d_model", "n_layer", "n_head"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"GPTConfig: {name} must be positive, got "
-                                 f"{getattr(self, name)}")
+            problems.append(f"norm must be 'layer' or 'rms', got {self.norm!r}")
+        if problems:
+            raise ValueError("GPTConfig: " + "; ".join(problems))
 
 
 class KVCache:
@@ -65,20 +66,9 @@ class KVCache:
     only and appends them: O(T) work per token instead of O(T^2)."""
 
     def __init__(self, n_layer: int):
-        self.layers = [_LayerKV() for _ in range(n_layer)]
+        # per layer: k and v of shape (B, H, T_past, hd), None before the first token
+        self.layers = [SimpleNamespace(k=None, v=None) for _ in range(n_layer)]
         self.length = 0      # tokens already cached (the position offset)
-
-
-class _LayerKV:
-    def __init__(self):
-        self.k = None        # (B, H, T_past, hd)
-        self.v = None
-
-
-def _causal_mask(t_query: int, t_key: int, offset: int, xp, dtype):
-    """(T_q, T_k) additive mask: 0 where query i (at position offset+i) may see key j
-    (j <= offset+i), -inf above that diagonal."""
-    return xp.triu(xp.full((t_query, t_key), -np.inf, dtype=dtype), k=1 + offset)
 
 
 class CausalSelfAttention(Module):
@@ -95,7 +85,7 @@ class CausalSelfAttention(Module):
         self.attn_dropout = dropout            # applied to the weights inside the fused op
         self.resid_drop = Dropout(dropout)
 
-    def forward(self, x: Tensor, kv: _LayerKV | None = None) -> Tensor:
+    def forward(self, x: Tensor, kv=None) -> Tensor:   # kv: this layer's KVCache entry
         B, T, C = x.shape
         H, hd = self.n_head, self.d_head
         qkv = self.qkv(x).reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
@@ -106,9 +96,10 @@ class CausalSelfAttention(Module):
                 offset = kv.k.shape[2]
                 k, v = cat([kv.k, k], dim=2), cat([kv.v, v], dim=2)
             kv.k, kv.v = k.detach(), v.detach()
-        # softmax(q k^T / sqrt(hd) + mask) v, as one fused op (nn/functional.py shows the
-        # math and its backward); attention weights are dropped while training.
-        mask = _causal_mask(T, k.shape[2], offset, backend.xp_of(x.data), x.dtype)
+        # The causal mask (T, T_k): 0 where query i (at offset + i) may see key j, i.e.
+        # j <= offset + i, and -inf above that diagonal.
+        xp = backend.xp_of(x.data)
+        mask = xp.triu(xp.full((T, k.shape[2]), -np.inf, dtype=x.dtype), k=1 + offset)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0,
             scale=1.0 / math.sqrt(hd))                                       # (B, H, T, hd)
@@ -130,7 +121,7 @@ class Block(Module):
         self.ln2 = Norm(config.d_model, **norm_args)
         self.mlp = FFN(config.d_model, dropout=config.dropout, bias=config.bias)
 
-    def forward(self, x: Tensor, kv: _LayerKV | None = None) -> Tensor:  # (B, T, d)
+    def forward(self, x: Tensor, kv=None) -> Tensor:  # (B, T, d)
         x = x + self.attn(self.ln1(x), kv)
         return x + self.mlp(self.ln2(x))
 
