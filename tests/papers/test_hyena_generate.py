@@ -254,8 +254,13 @@ def test_per_token_time_does_not_grow_with_context():
     base = HyenaConfig(d_model=32, n_layer=2, n_head=4, **SMALL)
     model = tp.generation_models(base, 4096, order=8, kinds=("distilled_hyena",))
     stepper = tp.stepper_for("distilled_hyena", model["distilled_hyena"])
-    short = tp.per_token_seconds(stepper, tokens((1, 64)), 50)["median"]
-    long = tp.per_token_seconds(stepper, tokens((1, 4096)), 50)["median"]
+
+    def median_step(prompt):
+        with no_grad():
+            stepper.prefill(prompt)
+        return tp.time_steps({"distilled": stepper}, steps=50, rounds=1)["distilled"]["median"]
+
+    short, long = median_step(tokens((1, 64))), median_step(tokens((1, 4096)))
     assert long < 2 * short
 
 
@@ -352,8 +357,8 @@ def test_the_steppers_generate_what_the_models_generate():
         first = 40 if kind == "hyena_recompute" else 41
         expected = model.generate(prompt, first - 36, temperature=0)[0, first:]
         assert produced == list(expected), kind
-        timing = tp.per_token_seconds(stepper, prompt, n_tokens=2, warmup=0)
-        assert timing["median"] > 0 and timing["n"] == 2
+        timing = tp.time_steps({kind: stepper}, steps=2, rounds=1)[kind]
+        assert timing["median"] > 0 and len(timing["rounds"]) == 1
 
 
 # ------------------------------------------------------------------- experiment

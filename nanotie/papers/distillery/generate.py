@@ -24,13 +24,13 @@ time fixed; ``rec`` is the layer's ModalRecurrence, D_k = ĥ_0 + Dskip folded in
 Nothing in it depends on t: the cost of a token is the same at position 10 and at
 position 10 000.
 
+A PREFILL runs the same steps on a whole prompt at once: the short conv over
+[cache, prompt], and ``ModalRecurrence.prefill`` for the outputs (one FFT) and the
+final state (a contraction with powers of λ), with no loop over tokens.
+
 The fair baseline is an UNdistilled Hyena that caches like a Transformer does
-(:class:`ConvCache`): it keeps the gated inputs w_0..w_t of every past position, and
-a new token costs one dot product per channel with the filter, y_t = Σ_{s<=t} h_{t-s}
-w_s + Dskip w_t: O(L) time and O(L D) memory per token, like a KV cache, where the
-distilled model needs O(d D) of both. A PREFILL runs the same steps on a whole prompt at once: the short
-conv over [cache, prompt], and ``ModalRecurrence.prefill`` for the outputs (one FFT)
-and the final state (a contraction with powers of λ), with no loop over tokens.
+(:class:`ConvCache`): y_t = Σ_{s<=t} h_{t-s} w_s + Dskip w_t over the kept gated
+inputs, O(L) time and O(L D) memory per token where the distilled model needs O(d D).
 
 The rest of the network (embedding, norms, MLPs, head) is position-wise, so the LM
 runs one position at a time through the GPT's own ``forward(idx, cache=state)``:

@@ -1,65 +1,38 @@
-"""Distilling a long convolution filter into a small modal state-space model.
+"""Model-order reduction: a long convolution filter -> a small modal state-space model.
 
-Laughing Hyena (Massaroli et al., 2023, arXiv:2310.18780, Section 3). A trained Hyena
-filter h_0..h_{L-1} is replaced by the impulse response of an order-d linear system in
-modal (diagonal) form,
+Laughing Hyena (arXiv:2310.18780, Section 3). A trained filter h_0..h_{L-1} is
+replaced by the impulse response of an order-d system in modal form (``recurrence.py``),
+ĥ_0 = D, ĥ_t = Re Σ_k R_k λ_k^(t-1). Filter-level NumPy/SciPy on float64 arrays; a
+model's filters are distilled one by one. The recipe, one function per step:
 
-    ĥ_0 = D,        ĥ_t = Re Σ_k R_k λ_k^(t-1)      (t = 1..L-1)
-
-so that generation can run it as a recurrence with O(d) state (``recurrence.py``)
-instead of re-convolving the whole past at every token. Everything here is filter-level
-NumPy/SciPy mathematics on float64 arrays; a model's filters are distilled one by one.
-
-The recipe, one function per step:
-
-1. **Hankel analysis** (:func:`hankel_matrix`, :func:`hankel_singular_values`). The
-   Hankel matrix of the Markov parameters, H_ij = h_{1+i+j}. An order-d system has
+1. **Hankel analysis** (:func:`hankel_matrix`). H_ij = h_{1+i+j}. An order-d system has
    h_{1+i+j} = C A^i A^j B, so H = (observability) x (controllability) has rank <= d:
-   the number of significant singular values of H is the state size the filter needs.
-2. **Lower bounds** (:func:`error_lower_bound`, :func:`tight_lower_bound`). H is
-   linear in h and each h_t appears in at most n = min(rows, cols) entries, so
-   ||H(e)||_2 <= ||H(e)||_F <= sqrt(n) ||e||_2. With Eckart–Young (rank H(ĥ) <= d): for
-   ANY order-d system
-
-       ||h - ĥ||_2 >= ||H(h) - H(ĥ)||_2 / sqrt(n) >= σ_{d+1}(H(h)) / sqrt(n).
-
-   This l2 corollary is loose (trained filters sit ~4x above it whatever the fitter).
-   Using the Frobenius norm and every block height m gives a tighter one,
-
-       ||h - ĥ||_2 >= max_m sqrt(Σ_{i>d} σ_i(H_m(h))²) / sqrt(m),
-
-   and the Hankel-norm statement itself is ||H(h) - H(ĥ)||_2 / σ_{d+1} >= 1
+   the significant singular values of H count the states the filter needs.
+2. **Lower bounds** (:func:`error_lower_bound`, :func:`tight_lower_bound`). H is linear
+   in h and holds each h_t at most n = min(rows, cols) times, so with Eckart–Young, for
+   ANY order-d system ||h - ĥ||_2 >= ||H(h) - H(ĥ)||_2 / sqrt(n) >= σ_{d+1}(H) / sqrt(n).
+   This l2 corollary is loose (trained filters sit ~4x above it whatever the fitter);
+   the Frobenius norm over every block height gives a tighter one, and the
+   Hankel-norm statement itself is ||H(h) - H(ĥ)||_2 / σ_{d+1} >= 1
    (:func:`hankel_norm_ratio`).
-
-3. **Initialisation by Ho–Kalman / ERA** (:func:`era`). With H = U Σ V^T truncated to d,
-   O = U_d Σ_d^{1/2}, Q = Σ_d^{1/2} V_d^T, and H↑ the Hankel matrix shifted by one step:
-
-       A = Σ_d^{-1/2} U_d^T H↑ V_d Σ_d^{-1/2},   B = Q[:, 0],   C = O[0, :],   D = h_0
-
-   then A = W diag(λ) W^{-1} gives poles λ and residues R = (C W) ⊙ (W^{-1} B).
-4. **Modal refinement** (:func:`refine`): first the optimal residues for the ERA poles
-   (a linear least-squares problem), then (λ, R) jointly by
-   ``scipy.optimize.least_squares`` on Σ_t (ĥ_t - h_t)², with |λ| < max_radius < 1
-   built into the parametrisation (λ = ρmax·sigmoid(z)·e^{iθ}). A refinement that
-   ends worse than its start is thrown away.
-4b. **Balanced truncation** (:func:`balanced_truncation`), the textbook model-order
-   reduction, for comparison: realise h exactly as an FIR system of order L-1, solve
-   its two Lyapunov equations for the Gramians, and keep the d best-balanced states.
-   The sweep also refines from the balanced model whenever it beats the refined ERA
-   fit, so the modal fit is never worse than balanced truncation.
+3. **Ho–Kalman / ERA start** (:func:`era`). With H = U Σ V^T truncated to d and H↑ the
+   Hankel matrix shifted by one step, A = Σ_d^{-1/2} U_d^T H↑ V_d Σ_d^{-1/2},
+   B = Σ_d^{1/2} V_d^T[:, 0], C = U_d[0] Σ_d^{1/2}, D = h_0; then A = W diag(λ) W^{-1}
+   gives poles λ and residues R = (C W) ⊙ (W^{-1} B).
+4. **Modal refinement** (:func:`refine`): the optimal residues for those poles (linear
+   least squares), then (λ, R) jointly by ``scipy.optimize.least_squares`` with
+   |λ| < max_radius < 1 built into the parametrisation; never worse than its start.
+   **Balanced truncation** (:func:`balanced_truncation`), the textbook reduction, runs
+   beside it; the sweep refines from it too whenever it is better.
 5. **Order selection** (:func:`distill_filter`): the smallest d whose relative error
-   ||h - ĥ|| / ||h|| meets a tolerance (a bisection; orders that the lower bound
-   already rules out are skipped without fitting), or one fixed order for all filters.
+   meets a tolerance (a bisection that skips the orders a bound rules out), or one
+   fixed order.
 
-Real conjugate pairs. A real A has real eigenvalues and complex-conjugate pairs. A pair
-(λ, λ̄) with residues (R, R̄) contributes R λ^t + R̄ λ̄^t = Re(2 R λ^t), so we keep only
-the member with Im λ > 0 and double its residue: K complex modes hold d real states
-(real pole: 1, complex pole: 2), and Re(·) makes the impulse response exactly real.
-
-The direct term. h_0 multiplies the current input only, so it is not part of the
-dynamics: it is matched exactly by D and never enters the Hankel matrix. The Hyena
-skip term Dskip (y = h * u + Dskip u) has the same role, so a model folds it in as
-D = h_0 + Dskip (:meth:`ModalFilterBank.recurrence` takes ``skip``).
+Conjugate pairs. A pair (λ, λ̄) with residues (R, R̄) contributes Re(2 R λ^t), so only
+the member with Im λ > 0 is kept, with its residue doubled: a real pole is one real
+state, a complex one two. The direct term h_0 touches only the current input: D
+matches it exactly and it never enters H; Hyena's skip Dskip has the same role, so a
+model folds it in as D = h_0 + Dskip (:meth:`ModalFilterBank.recurrence`).
 """
 
 from __future__ import annotations
@@ -74,13 +47,11 @@ import scipy.special
 from nanotie import backend
 from .recurrence import ModalRecurrence, modal_impulse_response, mode_powers
 
-__all__ = [
-    "DistillConfig", "ModalFit", "ModalFilterBank", "hankel_matrix",
-    "hankel_singular_values", "error_lower_bound", "tight_lower_bound",
-    "hankel_norm_ratio", "fir_realisation", "gramians", "balanced_truncation",
-    "era", "fit_residues", "refine", "one_blas_thread",
-    "distill_filter", "distill_filters", "order_sweep", "modal_impulse_response",
-]
+__all__ = ["DistillConfig", "ModalFit", "ModalFilterBank", "hankel_matrix",
+           "hankel_singular_values", "error_lower_bound", "tight_lower_bound",
+           "hankel_norm_ratio", "fir_realisation", "gramians", "balanced_truncation", "era",
+           "fit_residues", "refine", "one_blas_thread", "distill_filter", "distill_filters",
+           "order_sweep", "modal_impulse_response"]
 
 
 def one_blas_thread(fn):

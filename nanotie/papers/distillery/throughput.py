@@ -17,11 +17,9 @@ tokens already seen, producing ONE more token costs:
 
 Each way is a *stepper*: ``prefill(prompt)`` brings it to a context of L tokens,
 ``step()`` makes one more greedy token, ``state_bytes()`` is what it keeps per
-sequence. :func:`time_steps` times several steppers side by side,
-:func:`per_token_seconds` one. The timing does not depend on the weights, so
-:func:`generation_models` builds untrained models of a given shape, long enough for
-the longest context (a trained miniature model's filters are only as long as its
-training context).
+sequence; :func:`time_steps` times steppers side by side. The timing does not depend
+on the weights, so :func:`generation_models` builds untrained models of a given shape,
+long enough for the longest context.
 """
 
 from __future__ import annotations
@@ -43,7 +41,7 @@ from .generate import init_conv_state, init_state
 from ..hyena.model import HyenaConfig, HyenaLM
 
 __all__ = ["KINDS", "generation_models", "HyenaRecompute", "CacheStepper", "PreallocatedKVCache",
-           "kv_forward", "KVCacheStepper", "stepper_for", "time_steps", "per_token_seconds"]
+           "kv_forward", "KVCacheStepper", "stepper_for", "time_steps"]
 
 # The contenders, in the order the tables show them.
 KINDS = ("hyena_recompute", "hyena_cached", "transformer_kv", "distilled_hyena",
@@ -243,24 +241,3 @@ def time_steps(steppers: dict, steps: int, rounds: int, recompute_steps: int = 1
                 per_round[name].append(statistics.median(times))
     return {name: {"median": statistics.median(r), "min": min(r), "rounds": r}
             for name, r in per_round.items()}
-
-
-@one_blas_thread
-def per_token_seconds(stepper, prompt: np.ndarray, n_tokens: int = 16, warmup: int = 2
-                      ) -> dict:
-    """Prefill ``prompt`` (B, L), then time ``n_tokens`` single steps (after
-    ``warmup`` untimed ones). Returns the median and min seconds per step and the
-    prefill's seconds."""
-    with no_grad():
-        t0 = time.perf_counter()
-        stepper.prefill(prompt)
-        prefill = time.perf_counter() - t0
-        for _ in range(warmup):
-            stepper.step()
-        times = []
-        for _ in range(n_tokens):
-            t0 = time.perf_counter()
-            stepper.step()
-            times.append(time.perf_counter() - t0)
-    return {"median": statistics.median(times), "min": min(times), "n": n_tokens,
-            "prefill_seconds": prefill}

@@ -17,15 +17,9 @@ its maximum. MultiHyena splits the channels into M heads and TIES one filter
 across all channels of a head, applied to the outer products k_t v_t^T as linear
 attention does: M filters instead of D, fewer filters to learn and to distill.
 
-The operator (order 2), u (L, D) -> y (L, D); ``.`` is the elementwise product and
-``*`` causal convolution along time:
-
-    x0, x1, v = split(ShortConv_3(u W_in + b_in))         # Steps 1-2: each (L, D)
-    w         = x1 . v                                    # Step 3: inner gate
-    y_lc      = h * w + Dskip . w                         # Step 4: long conv (FFT) + skip
-    y         = (x0 . y_lc) W_out + b_out                 # Step 5: outer gate, out_proj
-
-The tie (MultiHyena, heads m = 1..M of width N = D/M, q, k, v = x0, x1, v):
+The operator, y = out_proj(x0 . (h * (x1 . v) + Dskip . (x1 . v))) with x0, x1, v
+from a projection and a short convolution, is spelled out in ``operator.py``. The tie
+(MultiHyena, heads m = 1..M of width N = D/M, q, k, v = x0, x1, v):
 
     z_t^m    = k_t^m (v_t^m)^T                            # (N, N)
     y_t^m[j] = sum_i q_t^m[i] ((h^m * z^m)_t[i, j] + Dskip_m z_t^m[i, j])
