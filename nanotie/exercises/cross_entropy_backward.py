@@ -71,21 +71,21 @@ def reference(logits, target, ignore_index=-100):
 
 
 def _cases(rng):
-    """(logits, target, ignore_index): padding as -100 (the default), padding as id
-    0 (the id is an argument), and logits near 1000 (a naive exp overflows)."""
+    """(logits, target, ignore_index, the call's keywords): padding as -100 (the
+    default), padding as id 0 (the id is an argument), and logits near 1000 (a naive
+    exp overflows)."""
     z1 = rng.standard_normal((6, 5))
     t1 = np.array([1, 0, -100, 4, 4, -100])
     z2 = rng.standard_normal((7, 4))
     t2 = np.array([0, 2, 3, 0, 1, 0, 2])
     z3 = 1000.0 + 30.0 * rng.standard_normal((4, 6))
     t3 = np.array([5, 0, 2, 2])
-    return [(z1, t1, None), (z2, t2, 0), (z3, t3, None)]
+    return [(z1, t1, -100, {}), (z2, t2, 0, {"ignore_index": 0}), (z3, t3, -100, {})]
 
 
-def _describe(z, t, ii):
+def _describe(z, t, ignore, kwargs):
     return (f"logits {z.shape} (values near {round(float(z.mean()))}), target "
-            f"{t.tolist()}, ignore_index={-100 if ii is None else ii}"
-            + ("" if ii is not None else " (the default)"))
+            f"{t.tolist()}, ignore_index={ignore}" + ("" if kwargs else " (the default)"))
 
 
 def _known_losses(z, t, ignore):
@@ -116,10 +116,8 @@ def check(fn) -> CheckResult:
     with Checker(f"Exercise 3: {TITLE}") as c:
         with c.step("the loss matches nanotie's cross_entropy (padding left out, no "
                     "overflow)"):
-            for z, t, ii in cases:
-                c.case = _describe(z, t, ii)
-                ignore = -100 if ii is None else ii
-                kwargs = {} if ii is None else {"ignore_index": ii}
+            for z, t, ignore, kwargs in cases:
+                c.case = _describe(z, t, ignore, kwargs)
                 loss, _ = c.forward(fn, z, t, what=what, **kwargs)
                 want = F.cross_entropy(leaves(z)[0], t, ignore_index=ignore).data
                 n = int((t != ignore).sum())
@@ -128,10 +126,8 @@ def check(fn) -> CheckResult:
                                 f"number of counted rows ({n})."})
         with c.step("the backward matches the engine: (softmax - onehot) / n_counted, "
                     "zero on padding rows"):
-            for z, t, ii in cases:
-                c.case = _describe(z, t, ii)
-                ignore = -100 if ii is None else ii
-                kwargs = {} if ii is None else {"ignore_index": ii}
+            for z, t, ignore, kwargs in cases:
+                c.case = _describe(z, t, ignore, kwargs)
                 _, (want, _) = engine_reference(
                     lambda x, y: F.cross_entropy(x, y, ignore_index=ignore), [z, t], g)
                 grads = c.gradients(fn, z, t, g=np.float64(g), what=what, **kwargs)
@@ -147,9 +143,8 @@ def check(fn) -> CheckResult:
                                "the one-hot of the target: dloss/dz_i = softmax(z_i) - "
                                "onehot(y_i).")]}})
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
-            for z, t, ii in cases[:2]:                     # (gradcheck's eps is too
-                c.case = _describe(z, t, ii)               #  small for logits ~1000)
-                kwargs = {} if ii is None else {"ignore_index": ii}
+            for z, t, ignore, kwargs in cases[:2]:         # (gradcheck's eps is too
+                c.case = _describe(z, t, ignore, kwargs)   #  small for logits ~1000)
                 op = learner_op(lambda x, y: fn(x, y, **kwargs), "cross_entropy")
                 c.expect_gradcheck(op, leaves(z) + [t])
     return c.result
