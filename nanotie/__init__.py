@@ -27,36 +27,36 @@ bool_ = _np.bool_
 
 
 def _make(fill, shape, dtype, device, requires_grad):
+    """A new leaf made by ``fill(xp, shape, dtype, device)``; ``shape`` as ``*shape`` or
+    one tuple, float32 and ``$NANOTIE_DEVICE`` by default."""
     shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     device = device or backend.default_device()
-    data = fill(backend.xp_for(device), tuple(shape), _np.dtype(dtype or float32))
+    data = fill(backend.xp_for(device), tuple(shape), _np.dtype(dtype or float32), device)
     return Tensor(data, requires_grad=requires_grad)
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _make(lambda xp, s, d: xp.zeros(s, dtype=d), shape, dtype, device, requires_grad)
+    return _make(lambda xp, s, d, _: xp.zeros(s, dtype=d), shape, dtype, device, requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _make(lambda xp, s, d: xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
+    return _make(lambda xp, s, d, _: xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
 
 
 def full(shape, value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _make(lambda xp, s, d: xp.full(s, value, dtype=d), (shape,), dtype, device,
+    return _make(lambda xp, s, d, _: xp.full(s, value, dtype=d), (shape,), dtype, device,
                  requires_grad)
 
 
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples from the device's seeded generator."""
-    device = device or backend.default_device()
-    return _make(lambda xp, s, d: backend.randn(s, d, device), shape, dtype, device,
+    return _make(lambda xp, s, d, dev: backend.randn(s, d, dev), shape, dtype, device,
                  requires_grad)
 
 
 def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Uniform [0, 1) samples from the device's seeded generator."""
-    device = device or backend.default_device()
-    return _make(lambda xp, s, d: backend.rand(s, d, device), shape, dtype, device,
+    return _make(lambda xp, s, d, dev: backend.rand(s, d, dev), shape, dtype, device,
                  requires_grad)
 
 

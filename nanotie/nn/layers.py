@@ -24,25 +24,25 @@ __all__ = ["Linear", "Embedding", "LayerNorm", "RMSNorm", "Dropout", "MLP", "Swi
 
 
 def _new(shape, dtype, device):
-    return np.dtype(dtype or np.float32), device or backend.default_device(), tuple(shape)
+    return tuple(shape), np.dtype(dtype or np.float32), device or backend.default_device()
 
 
 def init_normal(shape, std: float, dtype=None, device=None) -> Parameter:
     """A Parameter with entries ~ N(0, std^2), from the seeded generator."""
-    dtype, device, shape = _new(shape, dtype, device)
+    shape, dtype, device = _new(shape, dtype, device)
     return Parameter(backend.randn(shape, dtype, device) * dtype.type(std))
 
 
 def init_uniform(shape, bound: float, dtype=None, device=None) -> Parameter:
     """A Parameter with entries ~ U(-bound, bound)."""
-    dtype, device, shape = _new(shape, dtype, device)
+    shape, dtype, device = _new(shape, dtype, device)
     u = backend.rand(shape, dtype, device)
     return Parameter(u * dtype.type(2 * bound) - dtype.type(bound))
 
 
 def init_zeros(shape, dtype=None, device=None, value: float = 0.0) -> Parameter:
     """A Parameter filled with ``value`` (zeros by default)."""
-    dtype, device, shape = _new(shape, dtype, device)
+    shape, dtype, device = _new(shape, dtype, device)
     return Parameter(backend.xp_for(device).full(shape, value, dtype=dtype))
 
 

@@ -17,14 +17,9 @@ from ..backend import xp_of
 from ._common import data, operands
 
 
-def _swap(x):
-    return x.swapaxes(-1, -2)
-
-
 def _product(x, y):
-    """``x @ y``, where a batch x (..., M, K) times ONE matrix y (K, N) runs as a single
-    (... * M, K) @ (K, N) GEMM: NumPy would run one smaller GEMM per batch entry,
-    which is 10-25% slower for the sizes of a small transformer's linear layers."""
+    """``x @ y``; a batch x (..., M, K) times ONE matrix y (K, N) runs as one
+    (... * M, K) @ (K, N) GEMM, 10-25% faster than NumPy's GEMM per batch entry."""
     if y.ndim == 2 and x.ndim > 2 and x.flags.c_contiguous:
         return (x.reshape(-1, x.shape[-1]) @ y).reshape(x.shape[:-1] + y.shape[-1:])
     return x @ y
@@ -63,17 +58,15 @@ def matmul(a, b) -> Tensor:
             g2 = g2[..., None]
         ga = gb = None
         if need_a:
-            ga = _product(g2, _swap(y2))                    # (..., M, K)
+            ga = _product(g2, y2.swapaxes(-1, -2))          # (..., M, K)
             if x.ndim == 1:
                 ga = ga[..., 0, :]
         if need_b:
-            if y2.ndim == 2 and x2.ndim > 2:
-                # A weight shared by every batch row: fold the batch into one GEMM
-                # instead of a batch of products summed afterwards.
-                k, n = y2.shape
+            if y2.ndim == 2 and x2.ndim > 2:     # one weight for the whole batch: one
+                k, n = y2.shape                  # GEMM, not a batch of them to sum
                 gb = x2.reshape(-1, k).T @ g2.reshape(-1, n)  # (K, N)
             else:
-                gb = _swap(x2) @ g2                          # (..., K, N)
+                gb = x2.swapaxes(-1, -2) @ g2                # (..., K, N)
             if y.ndim == 1:
                 gb = gb[..., 0]
         return ga, gb

@@ -127,9 +127,9 @@ def stack(tensors, dim: int = 0) -> Tensor:
     tensors = list(tensors)
     if not tensors:
         raise ValueError("stack: expected a non-empty list of tensors")
-    shapes = {t.shape for t in tensors}
-    if len(shapes) > 1:
-        raise ShapeError(f"stack: all tensors need the same shape, got {sorted(shapes)}")
+    if len({t.shape for t in tensors}) > 1:
+        raise ShapeError(f"stack: all tensors need the same shape, got "
+                         f"{sorted({t.shape for t in tensors})}")
     d = normalize_dim(dim, tensors[0].ndim, "stack", new_axis=True)
     return cat([unsqueeze(t, d) for t in tensors], dim=d)
 
@@ -150,15 +150,12 @@ def pad(a: Tensor, pad, value: float = 0.0) -> Tensor:
             raise ValueError(f"pad: widths ({lo}, {hi}) on axis {axis} of a tensor of shape "
                              f"{a.shape} would leave {n + lo + hi} entries; negative widths "
                              f"crop, at most what the axis holds")
-    x = a.data
-    xp = xp_of(x)
-    grow = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]
+    x, xp = a.data, xp_of(a.data)
+    grow = [(max(lo, 0), max(hi, 0)) for lo, hi in widths]     # then negative widths crop
     out = xp.pad(x, grow, mode="constant", constant_values=value) if any(
         lo or hi for lo, hi in grow) else x
-    # Negative widths crop after the growing.
     crop = tuple(slice(max(-lo, 0), n - max(-hi, 0)) for (lo, hi), n in zip(widths, out.shape))
-    out = out[crop]
-    src = x.shape
+    out, src = out[crop], x.shape
 
     def backward(g):
         full = xp.zeros(tuple(n + sum(gw) for n, gw in zip(src, grow)), dtype=g.dtype)
