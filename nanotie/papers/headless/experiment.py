@@ -98,9 +98,8 @@ class Profile:
 PROFILES = {
     # About 140 CPU-seconds in all: 10 + 5 + 22 runs in three phases (measured with
     # `/usr/bin/time python -m nanotie reproduce headless --workers 2`).
-    "quick": Profile(
-        vocab_size=4096, model=GPTConfig(context=64, d_model=64, n_layer=4, n_head=4),
-        sweep_steps=2, sweep_repeats=3),
+    "quick": Profile(vocab_size=4096,
+                     model=GPTConfig(context=64, d_model=64, n_layer=4, n_head=4)),
     # The corpus is the same, so one pass is the same number of steps: --full spends
     # its time on a wider model, five seeds, a grid on two of them, and the masked
     # LMs (estimated 40-50 CPU-minutes; not yet run to the end).
@@ -723,6 +722,7 @@ def _report(r, tuning, v, plots) -> str:
         + [("a unigram model of the same tokens (no context), for scale",
             {"test bits per byte": f"{r['unigram_bpb']:.3f}"})],
         ["test bits per byte", "val bits per byte", "rates"], seeds_of="test bits per byte")
+    rounds = len(r["throughput_vs_vocab"][0]["ce_tokens_per_s_each"])
     sweep_rows = "\n".join(
         f"| {s['vocab_size']} | {s['ce_tokens_per_s']:,.0f} | {s['cwt_tokens_per_s']:,.0f} | "
         f"x{s['ratio']:.2f} |" for s in r["throughput_vs_vocab"])
@@ -820,9 +820,8 @@ at {r['shared_rate_finetune_lr']:g}):
 |---:|---:|---:|---:|
 {sweep_rows}
 
-(median of {len(r['throughput_vs_vocab'][0]['ce_tokens_per_s_each'])} interleaved rounds;
-same model, random ids; measured while the other worker trained, so absolute figures
-are low, but both sides share the load.)
+(median of {rounds} interleaved rounds, random ids, measured while the other
+worker trained: the absolute figures are low, but both sides share the load.)
 
 ![throughput]({plots[1].name})
 

@@ -172,7 +172,7 @@ class MaskedLM(GPT):
         if not bool(picked.any()):               # nothing selected: a zero loss, no NaN
             return out, (out * 0.0).sum()
         outputs = out[picked]                                        # (K, d)
-        targets = self.wte(labels[picked])                           # (K, d), not detached
+        targets = self.wte(labels[picked])             # (K, d) the tie: E again, not detached
         return out, cwt_loss(outputs, targets, self.config.temperature)
 
 
