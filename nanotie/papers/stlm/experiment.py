@@ -308,9 +308,9 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
         "truncation_rate_test": windows.truncation_rate(d["test_ids"]),
         "lost_byte_rate_test": windows.lost_byte_rate(d["test_ids"]),
         "length_code_bits_per_token": float(np.exp(-nats[1:]) @ nats[1:] / math.log(2)),
-        "longest_tokens": [t.decode("utf-8", "replace") for t in sorted(
+        "longest_tokens": [t.decode("utf-8", "replace") for t in sorted(   # ties: by bytes
             {windows.tokenizer.vocab[i] for i in np.flatnonzero(windows.full > windows.window)},
-            key=len, reverse=True)[:5]],
+            key=lambda t: (-len(t), t))[:5]],
     }
     profile_name = f"{name} profile, {tc.steps} steps, {profile.seeds} seeds"
     plots = {"params": plot_params_vs_bpb(chosen, out_dir / "params_vs_bpb.png",
