@@ -39,25 +39,18 @@ the throughput measurement in :mod:`.throughput`.
 
 Differences from the paper:
 
-* Scale: a 4-layer, d=128 GPT on about 100k BPE tokens of Python's own help text
-  instead of Pythia-70M on the Pile or BERT on OpenWebText2; the probe is a topic
-  classifier on frozen features instead of GLUE or LAMBADA.
+* Scale: a 4-layer GPT on about 100k BPE tokens of Python's own help text instead
+  of Pythia-70M on the Pile or BERT on OpenWebText2; a topic probe on frozen features
+  stands in for GLUE and LAMBADA.
 * Causal targets: nanotie's batches are ``(x, y)`` with ``y[:, t] = x[:, t+1]``, so
-  the K = B T target positions are all of ``y``: the paper's ``outputs[:, :-1]`` vs
-  ``inputs[:, 1:]``, plus the one extra next token the window supplies.
-* Negatives come from the whole batch of one optimizer step (no micro-batch split,
-  no gathering across devices).
-* The fine-tuned head is trained for a tenth of the pretraining steps (the authors'
-  config: 20k steps after 143k) at a CONSTANT rate, as theirs; their rate, 4e-5,
-  is meant for thousands of steps, so the experiment chooses the rate on the
-  validation split from 4e-5 and a larger one. The CE model gets the same
-  fine-tuning as a control.
-* The paper's CE baseline (Pythia) has an UNTIED output layer: the experiment reports
-  it untied, and nanotie's tied GPT as a second row.
-* The masked-LM variant (:mod:`.mlm`) corrupts as the authors' code does; the masked
-  LMs are trained in ``--full`` only.
-* Throughput is measured on a 2-core CPU with NumPy (the paper: GPUs), for one
-  model shape; the ratio depends on the share of the head in the step.
+  the K = B T targets are all of ``y`` (the paper: ``outputs[:, :-1]`` vs
+  ``inputs[:, 1:]``); negatives come from one optimizer step's whole batch.
+* The cloned head is fine-tuned for a tenth of the pretraining steps (theirs: 20k
+  after 143k) at a CONSTANT rate chosen on val from their 4e-5 and a larger one; the
+  CE model gets the same fine-tuning as a control. The CE baseline is untied, as
+  Pythia's, with nanotie's tied GPT as a second row.
+* Masked LMs (:mod:`.mlm`) are trained in ``--full`` only; throughput is measured
+  on a CPU with NumPy (the paper: GPUs), for one model shape.
 """
 
 from __future__ import annotations
@@ -132,13 +125,10 @@ class HeadlessGPT(GPT):
                                  self.config.temperature)
 
     def generate(self, idx, max_new_tokens: int, **kwargs):
-        """Sample through the zero-shot head, logits = o E^T / tau (Sec. 3.2).
-
-        The forward pass returns (B, T, d) outputs, not logits: GPT's ``generate`` would
-        sample from the d numbers of a hidden state as if they scored d tokens. This
-        one generates with ``lm_from_headless(self, "tied")`` (the same weights,
-        copied); for a fine-tuned head, build ``lm_from_headless(model, "clone")``,
-        train it and generate with that. Keyword arguments are GPT.generate's."""
+        """Sample through the zero-shot head, logits = o E^T / tau (Sec. 3.2), with
+        ``lm_from_headless(self, "tied")``: GPT's own ``generate`` would read the d
+        numbers of a hidden state as scores of d tokens. Keyword arguments are
+        GPT.generate's; for a fine-tuned head, generate with the cloned LM instead."""
         return lm_from_headless(self, "tied").generate(idx, max_new_tokens, **kwargs)
 
 

@@ -1,22 +1,12 @@
 """Headless vs softmax language modelling on Python's help text, in miniature.
 
-Under nanotie's protocol (:mod:`nanotie.protocol`: train | val | test, every setting
-chosen on val, every figure on test, spread over seeds), on a BPE of a few thousand ids:
-
-1. **Pretraining** (:func:`pretrain_run`), at most one pass, as in the paper: a GPT with
-   an UNTIED softmax head (the paper's baseline, Pythia), the same GPT TIED, and a
-   headless GPT with CWT, each at its rate chosen on val from a small grid (CWT read
-   through its zero-shot head o E^T), and all at the paper's shared rate 1e-3.
-2. **Fine-tuning** (:func:`finetune_run`, Table 3): the headless model gets an untied
-   head cloned from E, trained with cross-entropy at a CONSTANT rate (whole model or
-   head alone); the CE model gets the same fine-tuning as a control; a CE model trained
-   for CWT's FLOPs (fewer steps) is the paper's "similar compute" comparison.
-3. **A probe** (:func:`probe_run`): a linear topic classifier on frozen features.
-4. **Throughput** (:func:`throughput_run`): tokens/s of a CE and a CWT step against V.
-5. ``--full`` also trains masked LMs (:func:`mlm_run`) with CWT and with CE.
-
-Pretrained models are checkpointed under ``<out>/../cache/headless/``, so the
-fine-tuning and probe runs load them; run figures are cached in ``<out>/../cache/runs/``.
+Under nanotie's protocol (train | val | test, every setting chosen on val, every figure
+on test, spread over seeds): pretraining with CE (untied and tied head) and with CWT
+(:func:`pretrain_run`), fine-tuning a cloned head (:func:`finetune_run`, Table 3), a
+linear topic probe (:func:`probe_run`), throughput against V (:func:`throughput_run`),
+and, in ``--full``, masked LMs (:func:`mlm_run`); :func:`run` says in which order.
+Pretrained models are checkpointed under ``<out>/../cache/headless/`` for the runs
+that load them; run figures are cached in ``<out>/../cache/runs/``.
 """
 
 from __future__ import annotations
@@ -50,11 +40,9 @@ PAPER = {
     "table6_throughput_ratio": 2.13,        # BERT-small, CWT vs CE training throughput
     "table6_glue": {"ce": 82.45, "cwt": 83.37},
     "table3_lambada": {"vanilla": 19.52, "headless_E_T": 18.26, "headless_ft": 22.2},
-    # The authors' configs (github.com/NathanGodey/headless-lm, configs/): Pythia-70M
-    # vanilla and headless both pretrain at 1e-3; the LM head is fine-tuned at a
-    # constant 4e-5.
-    "pretrain_lr": 1e-3,
-    "finetune_lr": 4e-5,
+    # The authors' configs (github.com/NathanGodey/headless-lm, configs/), Pythia-70M.
+    "pretrain_lr": 1e-3,        # vanilla and headless alike
+    "finetune_lr": 4e-5,        # the LM head, constant
 }
 
 OBJECTIVES = {

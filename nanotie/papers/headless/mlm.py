@@ -1,28 +1,20 @@
 """The masked-LM variant: a bidirectional encoder trained with CWT on masked positions.
 
-Two corruption recipes (:class:`MaskingConfig`, ``recipe``):
-
-* ``"authors"`` (the default; what the authors' code does, ELECTRA-style): first
-  every input position is replaced by a uniform random id with probability 10%; then
-  EXACTLY ceil(15% of T) positions are picked in each row, and 80% of the picked
-  become [MASK] (the other 20% keep whatever the first pass left there, so about 2%
-  of the picked carry a random id). The 10% random ids also corrupt the context
-  outside S, where no loss is taken.
-* ``"bert"`` (Devlin et al. 2019): each position is picked with probability 15%;
-  of the picked, 80% become [MASK], 10% a random id, 10% stay as they are. Nothing
-  outside S is touched.
-
-Either way the model must recover the ORIGINAL token at every picked position, and
-only there: the picked positions are the set S of Eq. 3. (The authors' CE baseline
-takes its labels after the random pass, so about 10% of its picked labels are the
-random ids; nanotie scores the original ids for both objectives.)
-
     L_MLM-CWT = -(1/K) sum_{k in S} log softmax_m (o_k . e(x_m) / tau)[k],  K = |S|
 
-The encoder is nanotie's GPT with one change: its attention is not causal (every
-position sees the whole sequence). The vocabulary has one more id than the
-tokenizer's, the [MASK] token. Labels follow PyTorch's convention: the original id
-at picked positions, ``ignore_index`` (-100) elsewhere.
+S is the set of positions picked for corruption; the model must recover the ORIGINAL
+token there, and only there. Two recipes pick and corrupt (:class:`MaskingConfig`):
+
+* ``"authors"`` (the default, what the authors' code does): 10% of ALL positions get a
+  uniform random id; then EXACTLY ceil(15% T) positions are picked per row, 80% of
+  them become [MASK], the rest keep what the first pass left. (Their CE baseline takes
+  its labels after the random pass; nanotie scores the original ids for both.)
+* ``"bert"`` (Devlin et al. 2019): each position is picked with probability 15%; of
+  those, 80% become [MASK], 10% a random id, 10% stay. Nothing outside S is touched.
+
+The encoder is nanotie's GPT whose attention is not causal, with one more id than
+the tokenizer, [MASK]. Labels are the original id at picked positions and
+``IGNORE_INDEX`` (-100) elsewhere, as in PyTorch.
 """
 
 from __future__ import annotations
