@@ -681,7 +681,7 @@ class ModalFilterBank:
         direct = self.direct if skip is None else \
             self.direct + np.asarray(backend.asnumpy(skip), np.float64).reshape(-1)
         cdtype = np.result_type(dtype, np.complex64)
-        shape = (len(self.direct),) + (1,) * trailing_dims
+        shape = (len(self.direct),) + (1,) * trailing_dims   # the head tie: broadcast
         arrays = (self.poles.reshape(shape + (-1,)).astype(cdtype),
                   self.residues.reshape(shape + (-1,)).astype(cdtype),
                   direct.reshape(shape).astype(dtype))

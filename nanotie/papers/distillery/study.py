@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass
 
 import numpy as np
 
+from ... import protocol
 from ...autograd import no_grad
 from ...report import pyplot, save_figure
 from ...train import evaluate
@@ -195,6 +196,151 @@ def measure_throughput(base, study: DistillStudy, seed: int = 0, kinds=KINDS) ->
     for kind in kinds:
         out[kind]["tokens_per_second"] = [1 / s for s in out[kind]["seconds"]]
     return out
+
+
+# ------------------------------------------------------------------ over seeds
+
+# A distilled model "keeps its quality" if it loses at most this many bits per byte.
+MARGIN = 0.01
+
+
+def over_seeds(dist: dict, orders) -> dict:
+    """The verdicts of ``dist`` = {name: [distill_study() of each seed]}: test bits per
+    byte as Spreads over seeds (``bpb``), distilled at the largest order vs the original
+    (``distilled``), the d = 0 control (``control``), the smallest order within MARGIN
+    of the original on every seed (``lowest``), and the checks on every filter."""
+    def spread(name, fn):
+        return protocol.spread([fn(d) for d in dist[name]])
+
+    bpb = {n: {"original": spread(n, lambda d: d["bpb"]["original"]),
+               "order_0": spread(n, lambda d: d["bpb"]["order_0"]),
+               "chosen": spread(n, lambda d: d["bpb"]["chosen"]),
+               "by_order": [spread(n, lambda d, i=i: d["bpb"]["by_order"][i])
+                            for i in range(len(orders))]} for n in dist}
+
+    # Distilled and original share their seed (the distilled model IS the trained one
+    # with other filters), so these verdicts judge the per-seed DIFFERENCES against no
+    # difference: the spread between seeds of the models themselves is not noise here.
+    def paired(a, b):
+        return [x - y for x, y in zip(a.values, b.values)]
+
+    def zeros(n):
+        return [0.0] * len(bpb[n]["original"].values)
+
+    lowest = {n: next((d for d, sp in zip(orders, bpb[n]["by_order"])
+                       if max(paired(sp, bpb[n]["original"])) <= MARGIN), None) for n in dist}
+    return {
+        "bpb": bpb,
+        "distilled": {n: protocol.verdict(paired(bpb[n]["by_order"][-1], bpb[n]["original"]),
+                                          zeros(n), margin=MARGIN,
+                                          names=(f"distilled d={orders[-1]} − original",
+                                                 "no change")) for n in dist},
+        "control": {n: protocol.verdict(paired(bpb[n]["original"], bpb[n]["order_0"]),
+                                        zeros(n), names=("original − (d = 0)", "no change"))
+                    for n in dist},
+        "lowest": ", ".join(f"{NAMES[n]} d = {d}" if d is not None else
+                            f"{NAMES[n]} none of {list(orders)}" for n, d in lowest.items()),
+        "checks": {n: {"bound_holds": all(d["bound_holds"] for d in dist[n]),
+                       "hankel_ratio_min": min(d["hankel_ratio_min"] for d in dist[n]),
+                       "modal_over_balanced_max": max(d["modal_over_balanced_max"]
+                                                      for d in dist[n])} for n in dist},
+    }
+
+
+def report_section(dist: dict, seen: dict, study: DistillStudy, context: int, out_dir
+                   ) -> tuple[str, dict]:
+    """The report's distillation section (``seen``: :func:`over_seeds`) and its plots."""
+    orders, bpb, checks = list(study.orders), seen["bpb"], seen["checks"]
+    plots = {"hankel": plot_hankel({n: dist[n][0] for n in dist}, out_dir / "distill_hankel.png"),
+             "error_vs_order": plot_errors({n: dist[n][0] for n in dist},
+                                           out_dir / "distill_error_vs_order.png"),
+             "bpb_vs_order": plot_bpb(bpb, orders, out_dir / "distill_bpb.png")}
+
+    def med(n, key, sub=None):   # a per-order median figure, mean over seeds
+        vals = np.array([(d[key] if sub is None else d[key][sub]) for d in dist[n]], float)
+        return np.nanmean(vals, axis=0)
+
+    def order_rows(items, fmt):  # a row per model and figure, a column per order
+        return "\n".join(f"| {NAMES[n]} | {label} | "
+                         + " | ".join(format(x, fmt) for x in med(n, *key)) + " |"
+                         for n in dist for key, label in items)
+
+    def per_model(fmt):
+        return ", ".join(f"{NAMES[n]} {fmt(c)}" for n, c in checks.items())
+
+    head, sep = " | ".join(f"d = {d}" for d in orders), "---|" * len(orders)
+    small = [i for i, d in enumerate(orders) if d <= 8]
+    goal_text = ", ".join(f"{NAMES[n]} " + " / ".join(f"{med(n, 'fit_over_tight')[i]:.2f}"
+                                                      for i in small) for n in dist)
+    bpb_rows = "\n".join(
+        f"| {NAMES[n]} | {bpb[n]['original']} | {bpb[n]['order_0']} | "
+        + " | ".join(str(s) for s in bpb[n]["by_order"])
+        + f" | {bpb[n]['chosen']} (mean d "
+          f"{np.mean([d['bpb']['chosen_mean_order'] for d in dist[n]]):.1f}) |" for n in dist)
+    bpb_seeds = "\n".join(
+        f"| {NAMES[n]} | original: {bpb[n]['original'].seeds()}; d = {orders[-1]}: "
+        f"{bpb[n]['by_order'][-1].seeds()}; d = 0: {bpb[n]['order_0'].seeds()} |" for n in dist)
+    md = f"""## Distillation (Laughing Hyena)
+
+Every long filter of every trained Hyena and MultiHyena LM (each seed) is distilled
+at each order d of {orders} (real state size) by three methods: ERA (Ho-Kalman on
+the Hankel SVD), balanced truncation (Lyapunov Gramians of the filter's FIR
+realisation, the textbook model-order reduction), and the modal fit (least squares
+on poles and residues from the better of those starts). Two lower bounds hold for
+ANY order-d system: the loose σ_(d+1)/√n and the tight
+max_m √(Σ_(i>d) σ_i(H_m)²)/√m (the m-row Hankel block of an order-d system has rank
+≤ d and holds each tap at most m times).
+
+![Hankel spectra]({plots['hankel'].name})
+
+Median relative ℓ2 error ‖h − ĥ‖/‖h‖ over every filter (mean over seeds):
+
+| model | method | {head} |
+|---|---|{sep}
+{order_rows([(("median_rel_error", "era"), "ERA"),
+             (("median_rel_error", "balanced"), "balanced truncation"),
+             (("median_rel_error", "modal"), "modal fit"),
+             (("median_rel_bound", "tight"), "tight bound"),
+             (("median_rel_bound", "loose"), "loose bound σ_(d+1)/√n")], ".3g")}
+
+Medians of the ratios (mean over seeds); the Hankel-norm ratio is ≥ 1 for any
+order-d fit (Eckart-Young), 1 being the best possible in that norm:
+
+| model | ratio | {head} |
+|---|---|{sep}
+{order_rows([(("fit_over_tight",), "modal fit / tight bound"),
+             (("fit_over_loose",), "modal fit / loose bound"),
+             (("tight_over_loose",), "tight / loose bound"),
+             (("hankel_ratio",), "‖H(h) − H(ĥ)‖₂ / σ_(d+1)")], ".2f")}
+
+![error vs order]({plots['error_vs_order'].name})
+
+Checks on every filter of every seed: the modal fit is never below the tight bound,
+the tight bound never below the loose one: {per_model(lambda c: 'yes' if c['bound_holds'] else 'NO')};
+the smallest Hankel-norm ratio: {per_model(lambda c: f"{c['hankel_ratio_min']:.3f}")};
+the largest modal / balanced-truncation error: {per_model(lambda c: f"{c['modal_over_balanced_max']:.3f}")}
+(≤ 1: the modal fit is never worse). Goal fit / tight bound ≤ 2 at d ≤ 8: {goal_text}
+(d = {', '.join(str(orders[i]) for i in small)}).
+
+**Quality after distillation**: test bits per byte on the test split's first
+{study.eval_batches * study.eval_batch} windows of {context} bytes (the same windows for every
+variant), undistilled vs every filter at order d, vs each filter at the smallest
+swept order with relative error ≤ {study.tol:g} (last column), and the control d = 0
+(only ĥ_0 and Dskip: no memory of the past).
+
+| model | original | d = 0 (control) | {head} | order per filter |
+|---|---|---|{sep}---|
+{bpb_rows}
+
+*mean ± sample standard deviation over seeds*; every seed:
+
+| model | values |
+|---|---|
+{bpb_seeds}
+
+![bits per byte vs order]({plots['bpb_vs_order'].name})
+"""
+    return md, plots
 
 
 # ------------------------------------------------------------------------- plots

@@ -29,9 +29,9 @@ from ...nn import GPT, GPTConfig, count_parameters
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
                        smooth, spread_table, tuning_table)
 from ...train import TrainConfig, evaluate, train
-from ..distillery.study import (NAMES as DISTILLED_NAMES, STUDIES, DistillStudy,
-                                distill_study, measure_throughput, plot_bpb, plot_errors,
-                                plot_hankel, plot_throughput)
+from ..distillery.study import (MARGIN, NAMES as DISTILLED_NAMES, STUDIES, DistillStudy,
+                                distill_study, measure_throughput, over_seeds,
+                                plot_throughput, report_section)
 from ..distillery.throughput import LABELS as KIND_LABELS
 from ..gpt.experiment import prose_splits, unigram_bpb
 from .model import HyenaConfig, HyenaLM
@@ -362,15 +362,8 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
     study = profile.study
     orders = list(study.orders)
     dist = {n: [r.figures["distill"] for r in lm_by[n]] for n in DISTILLED_NAMES}
-
-    def over_seeds(name, fn):
-        return protocol.spread([fn(d) for d in dist[name]])
-
-    bpb = {n: {"original": over_seeds(n, lambda d: d["bpb"]["original"]),
-               "order_0": over_seeds(n, lambda d: d["bpb"]["order_0"]),
-               "chosen": over_seeds(n, lambda d: d["bpb"]["chosen"]),
-               "by_order": [over_seeds(n, lambda d, i=i: d["bpb"]["by_order"][i])
-                            for i in range(len(orders))]} for n in DISTILLED_NAMES}
+    seen = over_seeds(dist, orders)
+    bpb, v_dist, v_ctrl = seen["bpb"], seen["distilled"], seen["control"]
     top = orders[-1]
 
     # ----- verdicts
@@ -379,29 +372,6 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
     v_mh_t = protocol.verdict(lm["multihyena"]["test_bpb"].values,
                               lm["transformer"]["test_bpb"].values,
                               names=("MultiHyena", "Transformer"))
-    # Distilled and original share their seed (the distilled model IS the trained one
-    # with other filters), so these verdicts judge the per-seed DIFFERENCES against no
-    # difference: the spread between seeds of the models themselves is not noise here.
-    margin = 0.01
-
-    def paired(a, b):
-        return [x - y for x, y in zip(a.values, b.values)]
-
-    def zeros(n):
-        return [0.0] * len(bpb[n]["original"].values)
-
-    v_dist = {n: protocol.verdict(paired(bpb[n]["by_order"][-1], bpb[n]["original"]), zeros(n),
-                                  margin=margin, names=(f"distilled d={top} − original",
-                                                        "no change"))
-              for n in DISTILLED_NAMES}
-    lowest = {n: next((d for d, sp in zip(orders, bpb[n]["by_order"])
-                       if max(paired(sp, bpb[n]["original"])) <= margin), None)
-              for n in DISTILLED_NAMES}
-    lowest_text = ", ".join(f"{DISTILLED_NAMES[n]} d = {d}" if d is not None else
-                            f"{DISTILLED_NAMES[n]} none of {orders}" for n, d in lowest.items())
-    v_ctrl = {n: protocol.verdict(paired(bpb[n]["original"], bpb[n]["order_0"]), zeros(n),
-                                  names=("original − (d = 0)", "no change"))
-              for n in DISTILLED_NAMES}
     v_recall = protocol.verdict(rc["hyena"]["test_acc"].values, rc["transformer"]["test_acc"].values,
                                 lower_is_better=False, margin=0.05,
                                 names=("Hyena", "Transformer"))
@@ -422,17 +392,12 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
                               "bits per byte"),
         "filters": plot_filters({n: lm_by[n][0].figures["filters"] for n in DISTILLED_NAMES},
                                 out_dir / "filters.png"),
-        "hankel": plot_hankel({n: dist[n][0] for n in DISTILLED_NAMES},
-                              out_dir / "distill_hankel.png"),
-        "error_vs_order": plot_errors({n: dist[n][0] for n in DISTILLED_NAMES},
-                                      out_dir / "distill_error_vs_order.png"),
-        "bpb_vs_order": plot_bpb(bpb, orders, out_dir / "distill_bpb.png"),
         "throughput": plot_throughput(tp, out_dir / "distill_throughput.png"),
     }
 
-    def med(n, key, sub=None):   # a per-order median figure, mean over seeds
-        vals = np.array([(d[key] if sub is None else d[key][sub]) for d in dist[n]], float)
-        return np.nanmean(vals, axis=0)
+    distill_md, distill_plots = report_section(dist, seen, study, profile.model.context,
+                                               out_dir)
+    plots.update(distill_plots)
 
     # ----- tables
     lm_rows = [(LABELS[n], {"test bpb": lm[n]["test_bpb"], "val bpb": lm[n]["val_bpb"],
@@ -444,50 +409,12 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
         f"| {LABELS[n]} | {f['filters']} | {f['filter_parameters']:,} | {f['mixer_parameters']:,} | "
         f"{format(f['median_90pct_energy_taps'], '.0f') if f['filters'] else '-'} |"
         for n, f in fil.items())
-    head = " | ".join(f"d = {d}" for d in orders)
-    sep = "---|" * len(orders)
-    def order_rows(items, fmt):     # a row per model and figure, a column per order
-        return "\n".join(f"| {DISTILLED_NAMES[n]} | {label} | "
-                         + " | ".join(format(x, fmt) for x in med(n, *key)) + " |"
-                         for n in DISTILLED_NAMES for key, label in items)
-
-    err_rows = order_rows([(("median_rel_error", "era"), "ERA"),
-                           (("median_rel_error", "balanced"), "balanced truncation"),
-                           (("median_rel_error", "modal"), "modal fit"),
-                           (("median_rel_bound", "tight"), "tight bound"),
-                           (("median_rel_bound", "loose"), "loose bound σ_(d+1)/√n")], ".3g")
-    ratio_rows = order_rows([(("fit_over_tight",), "modal fit / tight bound"),
-                             (("fit_over_loose",), "modal fit / loose bound"),
-                             (("tight_over_loose",), "tight / loose bound"),
-                             (("hankel_ratio",), "‖H(h) − H(ĥ)‖₂ / σ_(d+1)")], ".2f")
-    bpb_rows = "\n".join(
-        f"| {DISTILLED_NAMES[n]} | {bpb[n]['original']} | {bpb[n]['order_0']} | "
-        + " | ".join(str(s) for s in bpb[n]["by_order"])
-        + f" | {bpb[n]['chosen']} (mean d {np.mean([d['bpb']['chosen_mean_order'] for d in dist[n]]):.1f}) |"
-        for n in DISTILLED_NAMES)
-    bpb_seeds = "\n".join(
-        f"| {DISTILLED_NAMES[n]} | original: {bpb[n]['original'].seeds()}; d = {top}: "
-        f"{bpb[n]['by_order'][-1].seeds()}; d = 0: {bpb[n]['order_0'].seeds()} |"
-        for n in DISTILLED_NAMES)
     contexts = tp["distilled_hyena"]["context"]
     tp_rows = "\n".join(f"| {KIND_LABELS[k]} | " + " | ".join(
         f"{1e3 * s:.3f} ms, {b / 1024:,.0f} KiB" if k != "hyena_recompute" else f"{1e3 * s:.3f} ms"
         for s, b in zip(tp[k]["seconds"], tp[k]["state_bytes"])) + " |" for k in tp)
-    goal_fit = {n: med(n, "fit_over_tight") for n in DISTILLED_NAMES}
-    small = [i for i, d in enumerate(orders) if d <= 8]
     cfg, rcfg = profile.model, profile.recall
     tc = profile.train
-    checks = {n: {"bound_holds": all(d["bound_holds"] for d in dist[n]),
-                  "hankel_ratio_min": min(d["hankel_ratio_min"] for d in dist[n]),
-                  "modal_over_balanced_max": max(d["modal_over_balanced_max"] for d in dist[n])}
-              for n in DISTILLED_NAMES}
-
-    def per_model(fmt):
-        return ", ".join(f"{DISTILLED_NAMES[n]} {fmt(c)}" for n, c in checks.items())
-
-    goal_text = ", ".join(f"{DISTILLED_NAMES[n]} " + " / ".join(f"{goal_fit[n][i]:.2f}"
-                                                                for i in small)
-                          for n in DISTILLED_NAMES)
     if tuned:
         tuning = ("\n### Tuning (validation split)\n\n" + tuning_table(lm_choice, metric="bpb")
                   + "\n\n" + tuning_table(rc_choice, metric="accuracy") + "\n")
@@ -512,7 +439,7 @@ configuration). Every figure is reported on a TEST split that nothing was chosen
                "quality while generation becomes O(1) per token.",
                "Laughing Hyena, abstract ('without any loss in quality after distillation')",
                [(f"{DISTILLED_NAMES[n]} distilled at d = {top} vs the original, test bits "
-                 f"per byte, no worse by more than {margin} (per-seed differences)", v_dist[n])
+                 f"per byte, no worse by more than {MARGIN} (per-seed differences)", v_dist[n])
                 for n in DISTILLED_NAMES]
                + [(f"control: {DISTILLED_NAMES[n]}'s long filters matter (original better than "
                    "d = 0, no memory of the past; per-seed differences)", v_ctrl[n])
@@ -532,8 +459,8 @@ writes `docs/results/hyena/generation.md`.
 
 What would change the verdicts: more seeds narrow the spread (a "within noise" may
 become either); the full profile's larger models and tuned learning rates may move
-the LM order. The smallest swept order that keeps every seed within {margin} bits per
-byte of the original: {lowest_text}; at this size the filters' long memory is worth
+the LM order. The smallest swept order that keeps every seed within {MARGIN} bits per
+byte of the original: {seen["lowest"]}; at this size the filters' long memory is worth
 only the d = 0 gap, so a larger model with longer context is where distillation
 would be tested harder.
 
@@ -579,59 +506,7 @@ number of taps that hold 90% of a filter's energy (of {cfg.context}).
 
 ![learned filters]({plots['filters'].name})
 
-## Distillation (Laughing Hyena)
-
-Every long filter of every trained Hyena and MultiHyena LM (each seed) is distilled
-at each order d of {orders} (real state size) by three methods: ERA (Ho-Kalman on
-the Hankel SVD), balanced truncation (Lyapunov Gramians of the filter's FIR
-realisation, the textbook model-order reduction), and the modal fit (least squares
-on poles and residues from the better of those starts). Two lower bounds hold for
-ANY order-d system: the loose σ_(d+1)/√n and the tight
-max_m √(Σ_(i>d) σ_i(H_m)²)/√m (the m-row Hankel block of an order-d system has rank
-≤ d and holds each tap at most m times).
-
-![Hankel spectra]({plots['hankel'].name})
-
-Median relative ℓ2 error ‖h − ĥ‖/‖h‖ over every filter (mean over seeds):
-
-| model | method | {head} |
-|---|---|{sep}
-{err_rows}
-
-Medians of the ratios (mean over seeds); the Hankel-norm ratio is ≥ 1 for any
-order-d fit (Eckart-Young), 1 being the best possible in that norm:
-
-| model | ratio | {head} |
-|---|---|{sep}
-{ratio_rows}
-
-![error vs order]({plots['error_vs_order'].name})
-
-Checks on every filter of every seed: the modal fit is never below the tight bound,
-the tight bound never below the loose one: {per_model(lambda c: 'yes' if c['bound_holds'] else 'NO')};
-the smallest Hankel-norm ratio: {per_model(lambda c: f"{c['hankel_ratio_min']:.3f}")};
-the largest modal / balanced-truncation error: {per_model(lambda c: f"{c['modal_over_balanced_max']:.3f}")}
-(≤ 1: the modal fit is never worse). Goal fit / tight bound ≤ 2 at d ≤ 8: {goal_text}
-(d = {', '.join(str(orders[i]) for i in small)}).
-
-**Quality after distillation**: test bits per byte on the test split's first
-{study.eval_batches * study.eval_batch} windows of {cfg.context} bytes (the same windows for every
-variant), undistilled vs every filter at order d, vs each filter at the smallest
-swept order with relative error ≤ {study.tol:g} (last column), and the control d = 0
-(only ĥ_0 and Dskip: no memory of the past).
-
-| model | original | d = 0 (control) | {head} | order per filter |
-|---|---|---|{sep}---|
-{bpb_rows}
-
-*mean ± sample standard deviation over seeds*; every seed:
-
-| model | values |
-|---|---|
-{bpb_seeds}
-
-![bits per byte vs order]({plots['bpb_vs_order'].name})
-
+{distill_md}
 ## Generation: time and memory per token
 
 Untrained models of the LM's shape (the time of a step does not depend on the
@@ -682,7 +557,7 @@ like the KV cache); the distilled models step their modal states (O(1)).
                                                          for k, v in c["grid"].items()}}
                           for n, c in choice.items()}
                    for task, choice in (("lm", lm_choice), ("recall", rc_choice))},
-        "distill": {"orders": orders, "per_seed": dist, "checks": checks,
+        "distill": {"orders": orders, "per_seed": dist, "checks": seen["checks"],
                     "bpb": {n: {k: _plain(v) for k, v in b.items()} for n, b in bpb.items()}},
         "throughput": tp, "throughput_context": at,
         "speedup": {k: speedup(k) for k in tp},

@@ -91,7 +91,7 @@ class ImplicitFilter(Module):
 
     def sine(self, x: Tensor) -> Tensor:
         """sin(omega * x), with omega (W,) broadcast over positions."""
-        return (self.freq * x).sin()
+        return (self.freq * x).sin()                         # the tie: one omega, every layer
 
     def forward(self, length: int) -> Tensor:
         if not 1 <= length <= self.max_len:
