@@ -90,12 +90,11 @@ class STLM(GPT):
         x      = block(i, x)             # the causal core, nanotie's Block       (B, T, d)
         logits = head(x)                 # -> ALL W bytes of the next token       (B, T, W, 258)
 
-    It overrides GPT's ``embed`` and ``head`` hooks. ``forward(x, targets)`` returns
-    ``(logits, loss)``. With ``embedder="token"`` it is an ordinary GPT (tied or not),
-    the baselines (a)-(c): x and targets are (B, T) token ids, logits (B, T, V). With
-    ``embedder="byte"``, x and targets are (B, T, W) byte windows and logits
-    (B, T, W, 258); with ``byte_head="softmax"`` (variant (f)) x is byte windows but
-    targets are (B, T) token ids and logits (B, T, V)."""
+    It overrides GPT's ``embed`` and ``head`` hooks; ``forward(x, targets)`` returns
+    ``(logits, loss)``. With ``embedder="token"`` it is an ordinary GPT (the baselines
+    (a)-(c)): x and targets are (B, T) token ids, logits (B, T, V). With
+    ``embedder="byte"``, x and targets are (B, T, W) byte windows, logits (B, T, W, 258);
+    with ``byte_head="softmax"`` (variant (f)) targets are token ids again."""
 
     def __init__(self, config: STLMConfig):
         Module.__init__(self)               # GPT's pieces, built here with our sizes
@@ -200,7 +199,7 @@ def share_ffn(blocks) -> None:
         params(shared) = params(unshared) - (L - 1) * params(FFN)
     """
     for i in range(1, len(blocks)):
-        blocks[i].mlp = blocks[0].mlp          # THE tie: one object, L uses
+        blocks[i].mlp = blocks[0].mlp          # tie 2: one FFN object, L uses
 
 
 class ByteEmbedder(Module):
