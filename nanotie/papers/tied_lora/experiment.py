@@ -25,6 +25,7 @@ import numpy as np
 
 from ... import backend, data, protocol
 from ...autograd import no_grad
+from ...nn import count_parameters
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
                        spread_table, tuning_table)
 from ...train import TrainConfig, train
@@ -111,7 +112,7 @@ def adapter_run(settings: dict, seed: int, device: str = "cpu") -> dict:
     history = train(base, splits.train, splits.val, cfg, progress=False)
     n_layer, d = base.config.n_layer, base.config.d_model
     lora = trainable_count(TiedLoRAConfig.from_key("LoRA", config.rank), n_layer, d)
-    trainable = sum(int(np.prod(p.shape)) for p in base.parameters() if p.requires_grad)
+    trainable = count_parameters(base)             # unique trainable arrays, tied ones once
     return {**figures(), "trainable": trainable,
             "formula": trainable_count(config, n_layer, d),
             "pct_of_lora": 100.0 * trainable / lora,
