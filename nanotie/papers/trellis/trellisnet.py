@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 from ... import backend
 from ...autograd import Tensor
-from ...nn import Module, ModuleList
+from ...nn import Module, ModuleList, Parameter
 from ...nn import functional as F
 from ...nn.layers import init_normal, init_zeros
 from ...ops import cat, pad, sigmoid, sqrt, tanh
@@ -144,31 +144,24 @@ class TrellisConv(Module):
         self.weight_x = init_normal((H4, 2 * n_in), config.init_std, dtype, device)
         self.weight_h = init_normal((H4, 2 * H), config.init_std, dtype, device)
         self.bias = init_zeros((H4,), dtype, device)
-        self.weight_norm = config.weight_norm
-        if self.weight_norm:
-            self.gain_x = init_zeros((H4,), dtype, device)
-            self.gain_h = init_zeros((H4,), dtype, device)
-            self.gain_x.data = _row_norm(self.weight_x).data.copy()
-            self.gain_h.data = _row_norm(self.weight_h).data.copy()
-
-    def _normed(self, v: Tensor, gain_name: str) -> Tensor:
-        if not self.weight_norm:
-            return v
-        return v * (getattr(self, gain_name) / _row_norm(v)).reshape(-1, 1)
+        self.gain_x = self.gain_h = None                     # weight norm's gains
+        if config.weight_norm:
+            self.gain_x = Parameter(_row_norm(self.weight_x).data.copy())
+            self.gain_h = Parameter(_row_norm(self.weight_h).data.copy())
 
     def weights(self) -> tuple:
         """The effective (W_x, W_h): the stored matrices, or their weight-normed forms."""
-        return self._normed(self.weight_x, "gain_x"), self._normed(self.weight_h, "gain_h")
+        return _normed(self.weight_x, self.gain_x), _normed(self.weight_h, self.gain_h)
 
     def input_term(self, x: Tensor, d: int) -> Tensor:
         """W1x x_{t-d} + W2x x_t + b: (B, T, n_in) -> (B, T, 4H)."""
         taps = cat([shift_right(x, d), x], dim=-1)            # (B, T, 2 n_in)
-        return F.linear(taps, self._normed(self.weight_x, "gain_x"), self.bias)
+        return F.linear(taps, _normed(self.weight_x, self.gain_x), self.bias)
 
     def hidden_term(self, z: Tensor, d: int, h_hist=None) -> Tensor:
         """W1h z_{t-d} + W2h z_t: (B, T, H) -> (B, T, 4H)."""
         taps = cat([shift_right(z, d, h_hist), z], dim=-1)    # (B, T, 2H)
-        return F.linear(taps, self._normed(self.weight_h, "gain_h"))
+        return F.linear(taps, _normed(self.weight_h, self.gain_h))
 
 
 # ------------------------------------------------------- configuration, helpers
@@ -242,6 +235,11 @@ def shift_right(x: Tensor, d: int, fill: Tensor | None = None) -> Tensor:
 def _row_norm(v: Tensor) -> Tensor:
     """||v_r|| for each row r of a matrix: (R, K) -> (R,)."""
     return sqrt((v * v).sum(dim=1))
+
+
+def _normed(v: Tensor, gain: Tensor | None) -> Tensor:
+    """v, or with weight norm g v / ||v|| row by row."""
+    return v if gain is None else v * (gain / _row_norm(v)).reshape(-1, 1)
 
 
 def trellis_parameters(config: TrellisConfig) -> int:
