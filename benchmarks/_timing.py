@@ -35,53 +35,26 @@ import sys
 import time
 from pathlib import Path
 
+import threadpoolctl
+
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # nanotie from a checkout
 
 __all__ = ["blas_threads", "match_torch_threads", "compare", "Timing", "markdown_table",
            "parser", "timer_options", "import_torch", "machine", "write_json"]
 
-# Environment variables that fix a BLAS / OpenMP pool size, most specific first.
-_THREAD_ENV = ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS")
 _LIMITER = None   # the threadpoolctl limiter applied by blas_threads(limit=...), if any
 
 
-def _cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))   # the cores this process may run on
-    except AttributeError:                    # not on Linux
-        return os.cpu_count() or 1
-
-
 def blas_threads(limit: int | None = None) -> tuple[int, str]:
-    """How many threads NumPy's BLAS uses, and how that was found.
-
-    With ``threadpoolctl`` installed, its report of the loaded BLAS libraries is the
-    truth, and ``limit`` (if given) is applied to them for the rest of the process.
-    Without it, OpenBLAS and MKL size their pool from the environment variables above
-    and otherwise use every core the process may run on, so that is what we read;
-    ``limit`` then cannot be applied after NumPy was imported (set
-    ``OPENBLAS_NUM_THREADS`` before starting Python instead).
-    """
-    try:
-        import threadpoolctl
-    except ImportError:
-        threadpoolctl = None
-    if threadpoolctl is not None:
-        if limit is not None:
-            # Called as a function (not in a ``with``), the limit lasts until the
-            # limiter's restore_original_limits(); we keep it for the whole run.
-            global _LIMITER
-            _LIMITER = threadpoolctl.threadpool_limits(limits=int(limit), user_api="blas")
-        pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
-        if pools:
-            n = max(int(p["num_threads"]) for p in pools)
-            names = ", ".join(sorted({p.get("internal_api", "?") for p in pools}))
-            return n, f"threadpoolctl ({names})"
-    for var in _THREAD_ENV:
-        value = os.environ.get(var, "").strip()
-        if value.isdigit() and int(value) > 0:
-            return int(value), f"${var}"
-    return _cores(), "cores available to this process (no thread variable set)"
+    """How many threads NumPy's BLAS uses, and how that was found: threadpoolctl's
+    report of the loaded BLAS libraries (a dependency of nanotie). ``limit``, if given,
+    is applied to them for the rest of the process."""
+    global _LIMITER
+    if limit is not None:   # called as a function, not in a ``with``: the limit lasts
+        _LIMITER = threadpoolctl.threadpool_limits(limits=int(limit), user_api="blas")
+    pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    n = max(int(p["num_threads"]) for p in pools)
+    return n, f"threadpoolctl ({', '.join(sorted({p.get('internal_api', '?') for p in pools}))})"
 
 
 def match_torch_threads(torch, n: int) -> int:

@@ -257,18 +257,15 @@ def main(argv=None) -> int:
         p.error(f"unknown op(s) {unknown}; choose from {list(OPS)}")
 
     threads, how = blas_threads(limit=args.threads)
-    if args.threads is not None and not how.startswith("threadpoolctl"):
-        how = "--threads (NumPy's BLAS left as configured: threadpoolctl is not installed)"
-        threads = args.threads
     torch_threads = match_torch_threads(torch, threads)
-    if args.threads is not None and hasattr(nt.backend, "_FFT_WORKERS"):
+    if args.threads is not None:
         nt.backend._FFT_WORKERS = args.threads   # nanotie's CPU FFTs, to match
     timer = timer_options(args)
     meta = machine()
     print(f"nanotie {meta['nanotie']} (NumPy {meta['numpy']}) vs PyTorch {torch.__version__}, "
           f"float32, Python {meta['python']}, device {DEVICE}")
     print(f"threads: {threads} for NumPy's BLAS ({how}), torch.get_num_threads() = "
-          f"{torch_threads}, scipy.fft workers = {getattr(nt.backend, '_FFT_WORKERS', '?')}")
+          f"{torch_threads}, scipy.fft workers = {nt.backend._FFT_WORKERS}")
     print(f"timer: median of {timer['repeats']} interleaved repeats, each >= "
           f"{timer['min_time']} s, after a {timer['settle']} s pause\n")
 
