@@ -16,28 +16,20 @@ with A = diag(λ), B = 1, C = R (taking the real part). A real pole is one real 
 a complex pole stands for a conjugate pair (its residue already counts both members),
 so it is two real states held in one complex number.
 
-Three ways to compute the same outputs, all here:
+Three ways to the same outputs: :meth:`ModalRecurrence.forward` (parallel, an FFT
+convolution with ĥ, O(T log T)); :meth:`ModalRecurrence.prefill` (a whole prompt and
+the final state in one pass); :meth:`ModalRecurrence.step` (one token, O(K) work per
+channel however long the context: what makes generation O(1) per token).
 
-* :meth:`ModalRecurrence.forward` (parallel): FFT convolution with ĥ, O(T log T).
-* :meth:`ModalRecurrence.prefill`: the same outputs for a whole prompt, plus the final
-  state, computed in one pass (a chunked contraction with powers of λ).
-* :meth:`ModalRecurrence.step` (recurrent): one token, O(K) work per channel however
-  long the context already is. This is what makes generation O(1) per token.
-
-Shapes. Time is the LAST axis of a sequence, as in ``nanotie.nn.functional.fftconv``:
-``u`` is (..., T). The state is (..., K). The arrays ``poles`` and ``residues`` are
-(*channel_shape, K) and ``direct`` is channel_shape, where channel_shape broadcasts
-against the leading axes of ``u``: (D,) for a Hyena operator with u (B, D, T), or
-(M, 1, 1) for MultiHyena with u (B, M, N, N, T) (one filter per head, shared by its N²
-channels).
-
-Everything works on NumPy or CuPy arrays: the module comes from ``xp_of``.
+Shapes. Time is the LAST axis, as in ``nanotie.nn.functional.fftconv``: ``u`` is
+(..., T), the state (..., K); ``poles`` and ``residues`` are (*channel_shape, K) and
+``direct`` channel_shape, which broadcasts against u's leading axes: (D,) for Hyena's
+u (B, D, T), (M, 1, 1) for MultiHyena's u (B, M, N, N, T) (one filter per head).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-
 
 from nanotie import backend
 from nanotie.backend import xp_of

@@ -1,20 +1,13 @@
 """The distillation part of the ``hyena`` experiment: Laughing Hyena in miniature.
 
-For a trained Hyena or MultiHyena LM (inside its own run, see ``experiment.lm_run``):
-
-1. every long filter is distilled at each order of a sweep by three methods side by
-   side: ERA, balanced truncation, and the refined modal fit (``distill.order_sweep``);
-2. every fit is set against two lower bounds that no order-d system can beat: the
-   loose σ_{d+1}/sqrt(n) and the tight max_m sqrt(Σ_{i>d} σ_i(H_m)²)/sqrt(m); and
-   the Hankel-norm ratio ||H(h) - H(ĥ)||_2 / σ_{d+1} (>= 1) is measured;
-3. the distilled LMs (every filter at one order; every filter at the smallest swept
-   order that meets a tolerance; and the d = 0 control, no long memory at all) are
-   scored on the TEST split next to the undistilled model: the quality after
-   distillation.
-
-:func:`distill_study` does all of it for one model and returns JSON-able figures.
-Generation time and memory against the context length (``throughput.py``) is a run
-of its own, :func:`measure_throughput`. The plots and tables live here too.
+For a trained Hyena or MultiHyena LM, :func:`distill_study` distils every long filter
+at each order of a sweep by ERA, balanced truncation and the refined modal fit
+(``reduction.order_sweep``), sets every fit against both lower bounds and the
+Hankel-norm ratio, and scores the distilled LMs (every filter at one order; each at
+the smallest order meeting a tolerance; the d = 0 control) on the TEST split next to
+the original. :func:`measure_throughput` times generation against the context
+(``throughput.py``); :func:`over_seeds` and :func:`report_section` turn the figures of
+every seed into verdicts, tables and plots.
 """
 
 from __future__ import annotations

@@ -9,10 +9,8 @@ ERA, balanced truncation and the modal fit at several orders, against two lower
 bounds) and the distilled LMs are scored on the test split. A last run times
 generation per token against the context length, with the state each model keeps.
 
-Every unit of work is a :class:`nanotie.protocol.Run` of a module-level function
-(:func:`lm_run`, :func:`recall_run`, :func:`throughput_run`), so the runs go to any
-executor, are cached under ``<out>/../cache/runs/`` and a rerun is instant. The
-report states each claim with its place in the paper and a verdict over seeds.
+Each unit of work is a :class:`nanotie.protocol.Run` (:func:`lm_run`,
+:func:`recall_run`, :func:`throughput_run`): run anywhere, cached, a rerun is instant.
 """
 
 from __future__ import annotations
