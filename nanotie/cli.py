@@ -1,5 +1,6 @@
 """The command line: ``python -m nanotie reproduce [NAME ...]``, ``python -m nanotie list``
-and ``python -m nanotie exercise {list,start,check}``.
+``python -m nanotie exercise {list,start,check}`` and ``python -m nanotie site --out site/``
+(the course site, built by docs/_ext/sitebuild.py from a repository checkout).
 
 A usage error prints one line to stderr and exits with status 2, never a traceback.
 ``exercise check`` exits 0 when the learner's file passes, 1 when it fails or cannot
@@ -33,7 +34,7 @@ class _Parser(argparse.ArgumentParser):
 
 def _parser() -> argparse.ArgumentParser:
     p = _Parser(prog="python -m nanotie", description="nanotie: weight tying, in miniature")
-    sub = p.add_subparsers(dest="command", metavar="{reproduce,list,pages,exercise}")
+    sub = p.add_subparsers(dest="command", metavar="{reproduce,list,pages,exercise,site}")
     r = sub.add_parser("reproduce", help="run the papers' miniature reproductions")
     r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
     r.add_argument("--full", action="store_true", help="the longer profile instead of quick")
@@ -68,7 +69,49 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("number", type=int, metavar="N", help="the exercise's number")
     ch.add_argument("file", type=Path, nargs="?", metavar="FILE",
                     help="your file (default: the stub's name, exNN_<name>.py, here)")
+    s = sub.add_parser("site", help="build the course site, offline (needs the docs extra)")
+    s.add_argument("--out", type=Path, default=Path("site"),
+                   help="output folder (default: site); open OUT/index.html")
+    s.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="walkthroughs executed at once, and Sphinx's processes (default: cores)")
+    s.add_argument("--no-cache", action="store_true",
+                   help="execute every walkthrough, even those build/site-cache holds")
+    s.add_argument("--repo-url", default=None, metavar="URL",
+                   help="also link each source line to this public repository, e.g. "
+                        "https://github.com/OWNER/nanotie/blob/main")
+    s.add_argument("--allow-errors", action="store_true",
+                   help="render a walkthrough whose cell fails, with its traceback (drafts)")
     return p
+
+
+def _site(args) -> int:
+    """The builder lives in the repository's docs/, not in the package: find it beside
+    the package (an editable install or a checkout) and run it."""
+    import importlib.util
+
+    builder = Path(__file__).resolve().parent.parent / "docs" / "_ext" / "sitebuild.py"
+    if not builder.exists():
+        raise UsageError(f"site: builds from a repository checkout, and {builder.parent.parent} "
+                         f"is not one; clone the repository, then pip install -e \".[docs]\"")
+    if args.jobs is not None and args.jobs < 1:
+        raise UsageError(f"--jobs {args.jobs}: need at least 1")
+    spec = importlib.util.spec_from_file_location("sitebuild", builder)
+    sitebuild = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(sitebuild)
+    missing = sitebuild.missing_packages()
+    if missing:
+        raise UsageError(f"site: needs the docs extra (missing {', '.join(missing)}): "
+                         f"pip install -e \".[docs]\"")
+    cache = None if args.no_cache else builder.parents[2] / "build" / "site-cache"
+    try:
+        sitebuild.build(args.out, args.jobs, cache, args.repo_url,
+                        allow_errors=args.allow_errors)
+    except sitebuild.SiteError as exc:
+        raise UsageError(str(exc)) from None
+    except RuntimeError as exc:          # a walkthrough failed: its cell and traceback
+        print(f"nanotie: error: {exc}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def _reproduce(args) -> int:
@@ -195,6 +238,8 @@ def main(argv=None) -> int:
             return _reproduce(args)
         if args.command == "exercise":
             return _exercise(args)
+        if args.command == "site":
+            return _site(args)
         if args.command == "pages":
             from .pages import write_pages
             try:
