@@ -301,10 +301,12 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     results, extra = _summarise(groups, choice, synthetic, profile, name, episodes, seeds,
                                 splits, device, model_cfg, train_cfg, main_mode)
     results["seconds"] = time.perf_counter() - t0
-    plots = [_plot_test(groups, out_dir / "test_ppl.png"),
+    plots = [plot_spread({label: row["test_ppl"] for label, row in extra["table"].items()},
+                         out_dir / "test_ppl.png", "test perplexity per byte (lower is better)",
+                         "perplexity per byte"),
              _plot_curves(groups, out_dir / "val_curves.png"),
              _plot_independent(groups, L, out_dir / "independent_layers.png"),
-             _plot_memory(groups, out_dir / "memory.png"),
+             _plot_memory(extra["table"], out_dir / "memory.png"),
              _plot_pattern(groups[_label("dynamic", main_mode)][0].figures, L,
                            out_dir / "tying_pattern.png", _label("dynamic", main_mode))]
     return publish(out_dir, "Dynamic layer tying (Hay & Wolf, 2024)", results,
@@ -568,17 +570,9 @@ memory, and the whole step shrinks far less than the parameter side.
 # ------------------------------------------------------------------------- plots
 
 
-def _plot_test(groups, path) -> Path:
-    sp = {label: protocol.spread([r.figures["test"]["ppl"] for r in rs])
-          for label, rs in groups.items()}
-    return plot_spread(sp, path, "test perplexity per byte (lower is better)",
-                       "perplexity per byte")
-
-
 def _plot_curves(groups, path) -> Path:
     """Validation bits per byte during training: mean over seeds, min-max band."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.8))
     for label, rs in groups.items():
         step = rs[0].figures["val_bpb_curve"]["step"]
         v = np.array([r.figures["val_bpb_curve"]["bpb"] for r in rs])       # (seeds, evals)
@@ -592,8 +586,7 @@ def _plot_curves(groups, path) -> Path:
 
 
 def _plot_independent(groups, n_layer, path) -> Path:
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.5, 3.6))
+    fig, ax = pyplot().subplots(figsize=(6.5, 3.6))
     eps = None
     for label, rs in groups.items():
         ind = np.array([r.figures["independent_per_episode"] for r in rs], dtype=float)
@@ -616,22 +609,15 @@ def _plot_independent(groups, n_layer, path) -> Path:
     return save_figure(fig, path)
 
 
-def _plot_memory(groups, path) -> Path:
+def _plot_memory(table, path) -> Path:
     """Parameter-side memory at the end and the whole step's peak, with spread."""
-    plt = pyplot()
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.6))
-    labels = list(groups)
-    for ax, key, title in ((axes[0], "param", "weights + gradients + Adam (end)"),
-                           (axes[1], "step", "whole step's peak (tracemalloc)")):
-        for i, label in enumerate(labels):
-            rs = groups[label]
-            if key == "param":
-                v = [r.figures["param_memory_final"]["total"] / 1e6 for r in rs]
-            elif all(r.figures["step_peak"] for r in rs):
-                v = [r.figures["step_peak"]["total"] / 1e6 for r in rs]
-            else:
+    fig, axes = pyplot().subplots(1, 2, figsize=(10, 3.6))
+    labels = list(table)
+    for ax, key, title in ((axes[0], "param_mb_final", "weights + gradients + Adam (end)"),
+                           (axes[1], "step_peak_mb", "whole step's peak (tracemalloc)")):
+        for i, sp in enumerate(table[label].get(key) for label in labels):
+            if sp is None:                                  # no peak measured off the CPU
                 continue
-            sp = protocol.spread(v)
             ax.bar(i, sp.mean, color=f"C{i}", alpha=0.6)
             ax.errorbar(i, sp.mean, yerr=[[sp.mean - sp.min], [sp.max - sp.mean]],
                         color="k", capsize=4)
@@ -645,9 +631,8 @@ def _plot_pattern(r, n_layer, path, label) -> Path:
     """Left: the final pattern, row i = layer, a dot at the column of the layer whose
     weights it uses (the diagonal: trains), a ring at the agent's literal choice s_i
     when that is a copy of a copy. Right: s_i at the end of every episode."""
-    plt = pyplot()
-    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.8),
-                                 gridspec_kw={"width_ratios": [1, 2]})
+    fig, (a1, a2) = pyplot().subplots(1, 2, figsize=(10, 3.8),
+                                      gridspec_kw={"width_ratios": [1, 2]})
     grid = np.zeros((n_layer, n_layer))
     for i, root in enumerate(r["final_roots"]):
         grid[i, root] = 1.0

@@ -251,8 +251,7 @@ def train_adding(core, prof: Profile, seed: int, device: str, desc: str, progres
     n_out = core.config.hidden_sizes[-1] if isinstance(core, LSTM) else core.config.n_out
     model = AddingRegressor(core, n_out, device=device)
     rng = np.random.default_rng(seed)
-    held = {name: adding_problem(prof.adding_eval, prof.adding_T, np.random.default_rng(s))
-            for name, s in (("val", 10**6), ("test", 10**6 + 1))}
+    held = held_out_sets(prof)
 
     def mse(name):
         x, y = held[name]
@@ -317,14 +316,16 @@ def adding_run(settings: dict, seed: int, device: str = "cpu") -> dict:
     return train_adding(core, prof, seed, device, s["name"], progress=False, lr=s["lr"])
 
 
+def held_out_sets(prof: Profile) -> dict:
+    """The val and test sets of adding problems, ``{name: (x, y)}``, each from its own seed."""
+    return {name: adding_problem(prof.adding_eval, prof.adding_T, np.random.default_rng(s))
+            for name, s in (("val", 10**6), ("test", 10**6 + 1))}
+
+
 def mean_predictor_mse(prof: Profile) -> dict:
     """MSE of predicting the population mean, 1, on each held-out set: 1/6 on average,
     but a finite set has its own variance (the control every model must beat)."""
-    out = {}
-    for name, s in (("val", 10**6), ("test", 10**6 + 1)):
-        _, y = adding_problem(prof.adding_eval, prof.adding_T, np.random.default_rng(s))
-        out[name] = float(np.mean((y - 1.0) ** 2))
-    return out
+    return {name: float(np.mean((y - 1.0) ** 2)) for name, (_, y) in held_out_sets(prof).items()}
 
 
 # -------------------------------------------------------------------- run
