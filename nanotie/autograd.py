@@ -313,7 +313,7 @@ def accumulate(grads: dict, node: Tensor, g) -> None:
     one node with k outgoing edges, so by the multivariable chain rule its gradient is
     the SUM of the k gradients: dL/dW = dL/dW|use 1 + ... + dL/dW|use k. This one
     ``+`` is what makes weight tying correct."""
-    grads[node] = grads[node] + g if node in grads else g
+    grads[node] = grads[node] + g if node in grads else g      # the tying sum
 
 
 def _topological_order(root: Tensor) -> list:
