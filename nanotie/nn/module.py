@@ -115,9 +115,6 @@ class Module:
         raise NotImplementedError(f"{type(self).__name__} does not define forward()")
 
     # ------------------------------------------------------------------ walking
-    def named_children(self):
-        return iter(self._modules.items())
-
     def children(self):
         return iter(self._modules.values())
 
