@@ -366,7 +366,12 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     add_runs = [add(n, lr, s) for n in ADDING_MODELS for lr in prof.adding_lrs for s in seeds]
     first = runner.map(lm_runs + add_runs, desc="trellis")
     lm_res, add_res = first[:len(lm_runs)], first[len(lm_runs):]
-    lm_name, add_name = (lambda run: LM_NAMES[run.settings["kind"]]), (lambda run: run.settings["name"])
+    def lm_name(run):
+        return LM_NAMES[run.settings["kind"]]
+
+    def add_name(run):
+        return run.settings["name"]
+
     lm_choice = protocol.choose(lm_res, method=lm_name, setting=lambda r: r.settings["lr"],
                                 metric="bpb")
     add_choice = protocol.choose(add_res, method=add_name, setting=lambda r: r.settings["lr"],

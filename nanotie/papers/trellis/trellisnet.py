@@ -55,11 +55,11 @@ class TrellisNet(Module):
         x = locked_dropout(x, cfg.dropout_in, self.training)
         drop_h = self.hidden_dropout(x)             # one mask for z at every level and step
         injected = self.injections(x)                # W_x * [x_{t-d}; x_t] + b, per level
-        z = c = Tensor(backend.xp_of(x.data).zeros((*x.shape[:2], H), dtype=x.dtype))
+        z = c = Tensor(backend.xp_of(x.data).zeros((*x.shape[:2], H), dtype=x.dtype))  # level 0
         aux = []
         for level, d in enumerate(cfg.level_dilations()):
             conv = self.conv_at(level)                # the tie: the same W at every level
-            zhat = injected[level] + conv.hidden_term(drop_h(z), d, h_hist)   # (B, T, 4H)
+            zhat = injected[level] + conv.hidden_term(drop_h(z), d, h_hist)   # W * [x; z^(i)]
             z, c = gated_activation(zhat, shift_right(c, d, c_hist))   # z^(i+1), c^(i+1)
             if cfg.aux_every and (level + 1) % cfg.aux_every == 0 and level + 1 < cfg.n_levels:
                 aux.append(z[..., H - cfg.n_out:])
