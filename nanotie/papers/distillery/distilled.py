@@ -59,6 +59,9 @@ class _ModalFilters:
         self.in_proj, self.short, self.out_proj = op.in_proj, op.short, op.out_proj  # the tie
         self.dskip = op.dskip                         # Step 4's skip: shared, not folded
         self.bank = bank                              # poles, residues, ĥ_0 (NumPy)
+        # axes of a filter's input after the filter axis: the (N, N) outer products of
+        # MultiHyena's heads, none for Hyena's (B, D, L) gate
+        self.trailing_dims = 2 if isinstance(op, MultiHyenaOperator) else 0
         self._filter_cache = {}
         self.train(op.training)
 
@@ -70,12 +73,6 @@ class _ModalFilters:
             h = self.bank.impulse_response(length).astype(weight.dtype)   # (C, L)
             self._filter_cache[key] = Tensor(to_device(h, weight.device))
         return self._filter_cache[key]
-
-    @property
-    def trailing_dims(self) -> int:
-        """Axes of a filter's input after the filter axis: 0 for Hyena's (B, D, L)
-        gate, 2 for MultiHyena's (B, M, N, N, L) outer products."""
-        return 0
 
     def recurrence(self):
         """The bank as a :class:`~nanotie.papers.distillery.recurrence.ModalRecurrence`
@@ -100,10 +97,6 @@ class DistilledMultiHyena(_ModalFilters, MultiHyenaOperator):
     def __init__(self, op: MultiHyenaOperator, bank: ModalFilterBank):
         self._share(op, bank)
         self.n_head = op.n_head
-
-    @property
-    def trailing_dims(self) -> int:
-        return 2
 
 
 def distilled_operator(op: HyenaOperator, bank: ModalFilterBank) -> HyenaOperator:
