@@ -28,11 +28,11 @@ from .distilled import DistilledHyenaLM, banks_at_order
 from .throughput import KINDS, LABELS as KIND_LABELS, generation_models, stepper_for, \
     time_steps
 
-__all__ = ["DistillStudy", "STUDIES", "distill_study", "measure_throughput", "NAMES",
-           "plot_hankel", "plot_errors", "plot_bpb", "plot_throughput"]
+__all__ = ["DistillStudy", "STUDIES", "distill_study", "measure_throughput", "NAMES", "MARGIN",
+           "over_seeds", "report_section", "plot_hankel", "plot_errors", "plot_bpb",
+           "plot_throughput"]
 
-DISTILLED = ("hyena", "multihyena")
-NAMES = {"hyena": "Hyena", "multihyena": "MultiHyena"}
+NAMES = {"hyena": "Hyena", "multihyena": "MultiHyena"}     # the models whose filters distil
 METHODS = ("era", "balanced", "modal")
 METHOD_LABELS = {"era": "ERA", "balanced": "balanced truncation", "modal": "modal fit"}
 
