@@ -233,28 +233,16 @@ def _score(fit: ModalFit, h: np.ndarray, method: str, bound: float) -> ModalFit:
 # ------------------------------------------------------------------- 3. ERA start
 
 
-@dataclass
 class _HankelSVD:
     """The SVD of H and the shifted H↑ of one filter, shared by every order."""
 
-    h: np.ndarray
-    U: np.ndarray = field(init=False)
-    sigma: np.ndarray = field(init=False)
-    Vt: np.ndarray = field(init=False)
-    H_up: np.ndarray = field(init=False)
-
-    def __post_init__(self):
-        self.U, self.sigma, self.Vt = scipy.linalg.svd(hankel_matrix(self.h),
-                                                       full_matrices=False)
-        self.H_up = hankel_matrix(self.h, shift=1)
-
-    @property
-    def rank(self) -> int:
-        """Numerical rank: singular values above the usual SVD round-off threshold."""
-        if self.sigma.size == 0 or self.sigma[0] == 0:
-            return 0
-        tol = self.sigma[0] * max(self.U.shape[0], self.Vt.shape[1]) * np.finfo(float).eps
-        return int(np.sum(self.sigma > tol))
+    def __init__(self, h: np.ndarray):
+        self.U, self.sigma, self.Vt = scipy.linalg.svd(hankel_matrix(h), full_matrices=False)
+        self.H_up = hankel_matrix(h, shift=1)
+        # numerical rank: singular values above the usual SVD round-off threshold
+        tol = self.sigma[0] * max(self.U.shape[0], self.Vt.shape[1]) * np.finfo(float).eps \
+            if self.sigma.size else 0.0
+        self.rank = int(np.sum(self.sigma > tol)) if self.sigma.size and self.sigma[0] else 0
 
 
 def era(h, order: int, max_radius: float = 1 - 1e-6, _svd: _HankelSVD | None = None
@@ -337,30 +325,17 @@ def _psd_factor(M: np.ndarray) -> np.ndarray:
     return V * np.sqrt(np.maximum(w, 0.0))
 
 
-@dataclass
 class _Balanced:
-    """The balancing of one filter's FIR realisation, shared by every order."""
+    """The square-root balancing of one filter's FIR realisation, shared by every order."""
 
-    h: np.ndarray
-    hsv: np.ndarray = field(init=False)      # Hankel singular values, descending
-    T: np.ndarray = field(init=False)        # balancing transform, columns by hsv
-    Ti: np.ndarray = field(init=False)       # its left inverse (rows by hsv)
-
-    def __post_init__(self):
-        A, B, C, _ = fir_realisation(self.h)
-        P, Q = gramians(A, B, C)
-        Lp, Lq = _psd_factor(P), _psd_factor(Q)
-        U, self.hsv, Vt = scipy.linalg.svd(Lq.T @ Lp)          # square-root method
-        self.A, self.B, self.C = A, B, C
-        self.U, self.V = U, Vt.T
-        self.Lp, self.Lq = Lp, Lq
-
-    @property
-    def rank(self) -> int:
-        if self.hsv.size == 0 or self.hsv[0] == 0:
-            return 0
-        tol = self.hsv[0] * len(self.hsv) * np.finfo(float).eps * 1e3
-        return int(np.sum(self.hsv > tol))
+    def __init__(self, h: np.ndarray):
+        self.A, self.B, self.C, _ = fir_realisation(h)
+        P, Q = gramians(self.A, self.B, self.C)
+        self.Lp, self.Lq = _psd_factor(P), _psd_factor(Q)
+        self.U, self.hsv, Vt = scipy.linalg.svd(self.Lq.T @ self.Lp)   # hsv: descending
+        self.V = Vt.T
+        tol = self.hsv[0] * len(self.hsv) * np.finfo(float).eps * 1e3 if self.hsv.size else 0.0
+        self.rank = int(np.sum(self.hsv > tol)) if self.hsv.size and self.hsv[0] else 0
 
 
 def balanced_truncation(h, order: int, max_radius: float = 1 - 1e-6,
