@@ -267,11 +267,9 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     tuned = [("vanilla", main_mode), ("dynamic", main_mode)]
     rates = profile.get("rates", {})          # rates chosen earlier, per method
     lr_of = {m: rates.get(m, lrs[0]) for m in ("vanilla", "dynamic")}
-    grid = []
     if len(lrs) > 1:
-        grid = runner.map(_runs(tuned, lrs, seeds[:profile["grid_seeds"]], profile, corpus,
-                                episodes, device), desc="dynamic-tying grid")
-        choice = _choose(grid)
+        choice = _choose(runner.map(_runs(tuned, lrs, seeds[:profile["grid_seeds"]], profile,
+                                          corpus, episodes, device), desc="dynamic-tying grid"))
         lr_of = {m: choice[m]["best"] for m in lr_of}
     lr_of["random"] = lr_of["fixed"] = lr_of["dynamic"]   # the controls: dynamic's rate
 
