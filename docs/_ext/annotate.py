@@ -27,16 +27,18 @@ from pathlib import Path
 
 from docutils import nodes
 from docutils.parsers.rst import directives
-from docutils.statemachine import StringList
+from docutils.parsers.rst import Parser as RSTParser
+from docutils.utils import new_document
 from pygments import lex
 from pygments.lexers import get_lexer_for_filename, PythonLexer, TextLexer
 from pygments.token import STANDARD_TYPES
 from pygments.util import ClassNotFound
-from sphinx.util.docutils import SphinxDirective
+from sphinx.util.docutils import LoggingReporter, SphinxDirective
 
 from rstify import rstify
 
 TIE = re.compile(r"\b(?:un)?ti(?:e|es|ed|ing)\b", re.IGNORECASE)
+BANNER = re.compile(r"^[-=*~#]{4,}\s*|\s*[-=*~#]{4,}$", re.M)   # "# ---- the tie report"
 SECTION_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
 
 
@@ -47,6 +49,7 @@ class Row:
     doc_lines: list = field(default_factory=list)    # line numbers shown on the left
     code: list = field(default_factory=list)         # line numbers shown on the right
     tie_doc: bool = False
+    blank: list = field(default_factory=list)        # blank lines left out, still anchored
 
 
 def _docstring_spans(tree) -> dict:
@@ -111,6 +114,7 @@ def split_rows(text: str) -> list[Row]:
                 block.append(n)
                 n += 1
             body = "\n".join(re.sub(r"^#+ ?", "", comments[i][0]) for i in block)
+            body = BANNER.sub("", body).strip()
             rows.append(Row(doc=body, kind="comment", doc_lines=block,
                             tie_doc=bool(TIE.search(body))))
             continue
@@ -132,9 +136,11 @@ def split_rows(text: str) -> list[Row]:
             rows.append(Row())
         rows[-1].code.append(n)
         n += 1
-    for row in rows:                   # a trailing blank line belongs to no one
+    for row in rows:                   # blank lines at a row's ends: anchors only
         while row.code and not lines[row.code[-1] - 1].strip():
-            row.code.pop()
+            row.blank.append(row.code.pop())
+        while row.code and not lines[row.code[0] - 1].strip():
+            row.blank.append(row.code.pop(0))
     return rows
 
 
@@ -170,7 +176,7 @@ def _code_html(numbers, hl, ties) -> str:
         cls = "line tie" if n in ties else "line"
         parts.append(f'<span class="{cls}" id="L{n}"><a class="lineno" href="#L{n}">{n}</a>'
                      f'{hl[n - 1]}</span>')
-    return '<div class="sbs-code"><pre>' + "\n".join(parts) + "</pre></div>"
+    return '<div class="sbs-code highlight"><pre>' + "".join(parts) + "</pre></div>"
 
 
 def comment_html(text: str, to_mathml) -> str:
@@ -217,6 +223,14 @@ class AnnotatedSource(SphinxDirective):
     required_arguments = 1
     option_spec = {"plain": directives.flag, "module": directives.unchanged}
 
+    def parse_rst(self, text: str, source: str) -> list:
+        """Docstrings are reST even on a MyST page: parse them with docutils' own parser
+        (roles such as :func: and :math: come from Sphinx, as in autodoc)."""
+        document = new_document(source, self.state.document.settings)
+        document.reporter = LoggingReporter(source)
+        RSTParser().parse(text, document)
+        return list(document.children)
+
     def run(self):
         from mathml import to_mathml
 
@@ -252,15 +266,13 @@ class AnnotatedSource(SphinxDirective):
                 box = nodes.container(classes=classes)
                 doc = nodes.container(classes=["sbs-doc", f"sbs-{row.kind}"]
                                       + (["tie"] if row.tie_doc else []))
-                anchors = "".join(f'<span id="L{n}"></span>' for n in row.doc_lines)
+                anchors = "".join(f'<span id="L{n}"></span>'
+                                  for n in sorted(row.doc_lines + row.blank))
                 if anchors:
                     doc += nodes.raw("", f'<span class="anchors">{anchors}</span>',
                                      format="html")
                 if row.kind == "docstring":
-                    content = StringList(_doc_rst(row.doc), source=str(path))
-                    holder = nodes.Element()
-                    self.state.nested_parse(content, self.content_offset, holder)
-                    doc += holder.children
+                    doc += self.parse_rst("\n".join(_doc_rst(row.doc)), f"{path}:{row.doc_lines[0]}")
                 elif row.kind == "comment":
                     doc += nodes.raw("", comment_html(row.doc, to_mathml), format="html")
                 box += doc

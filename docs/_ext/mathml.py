@@ -23,7 +23,7 @@ _REWRITES = [
     (re.compile(r"\\(?:bigl|bigr|Bigl|Bigr|biggl|biggr|big|Big|bigg|Bigg)(?![a-zA-Z])"), ""),
     (re.compile(r"\\(?:displaystyle|textstyle)(?![a-zA-Z])"), ""),
     (re.compile(r"\\label\{[^}]*\}"), ""),
-    (re.compile(r"\\ "), r"\\;"),           # a control space: a medium space
+    (re.compile(r"(?<!\\)\\(?=\s)"), r"\\;"),   # a control space (\ ): a medium space
 ]
 
 

@@ -58,7 +58,10 @@ def rstify(lines: list[str]) -> list[str]:
         prev = next((l for l in reversed(out) if l.strip()), None)
         prev_blank = bool(out) and not out[-1].strip()
         if prev is not None and not prev_blank:
-            if indent < _indent(prev):
+            if LIST_ITEM.match(line) and not LIST_ITEM.match(prev) and indent >= _indent(prev):
+                out.append("")       # a list right under its sentence: a blank line
+                para_lines = 0
+            elif indent < _indent(prev):
                 out.append("")       # a block quote or definition ends: a blank line
                 para_lines = 0
             elif indent > _indent(prev) and not LIST_ITEM.match(prev) \

@@ -35,6 +35,8 @@ import time
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from rstify import rstify  # noqa: E402  (beside this file)
 DOCS = HERE.parent
 ROOT = DOCS.parent
 IMAGE_SUFFIXES = {".png", ".svg", ".jpg", ".jpeg", ".gif"}
@@ -180,9 +182,14 @@ class Links:
         return re.sub(r"(?<!!)\[([^\]]+)\]\(([^)\s]+)\)", link, text)
 
 
+def html_link(url: str, code: str) -> str:
+    """A link whose text is code, in MyST: raw <a> around a code span (a code span
+    keeps the underscores of __init__.py from reading as emphasis)."""
+    return f'<a href="{url}">`{code}`</a>'
+
+
 def _md_inline(label: str) -> str:
-    import html
-    return re.sub(r"`([^`]+)`", lambda m: f"<code>{html.escape(m.group(1))}</code>", label)
+    return label                  # markdown between raw <a> and </a> stays markdown
 
 
 def demote(markdown: str, by: int = 1) -> str:
@@ -217,7 +224,7 @@ class Stager:
         self.sources[docname] = [(p, line) for p, line in sources]
 
     def source_line(self, docname: str, rel: str, line: int = 1) -> str:
-        return f'<a href="{href(docname, code_doc(rel), f"L{line}")}"><code>{rel}</code></a>'
+        return html_link(href(docname, code_doc(rel), f"L{line}"), rel)
 
     # -- code pages come first: every other page links to them
     def plan_code_pages(self, notebooks):
@@ -249,7 +256,7 @@ class Stager:
             lines += [f"## `{folder}/`", ""]
             for rel in rels:
                 summary = first_line(doc_of(self.root / rel)) if rel.endswith(".py") else ""
-                lines.append(f"- <a href=\"{href('code/index', code_doc(rel))}\"><code>{rel}</code></a>"
+                lines.append(f"- {html_link(href('code/index', code_doc(rel)), rel)}"
                              + (f": {_escape_md(summary)}" if summary else ""))
                 toc.append(code_doc(rel).removeprefix("code/"))
             lines.append("")
@@ -299,15 +306,21 @@ class Stager:
             found.append((counts[pkg.name] < max(counts.values()), nb))
         return [nb for _, nb in sorted(found, key=lambda t: (t[0], t[1].name))]
 
-    def equations(self, nb: Path, limit: int = 6) -> list[str]:
+    def equations(self, nb: Path, limit: int = 8) -> list[str]:
         import jupytext
         paragraphs = []
         for cell in jupytext.read(nb).cells:
             if cell.cell_type != "markdown":
                 continue
-            for para in re.split(r"\n\s*\n", cell.source):
-                if "$$" in para and not para.lstrip().startswith("#"):
-                    paragraphs.append(para.strip())
+            paras = re.split(r"\n\s*\n", cell.source)
+            for i, para in enumerate(paras):
+                if "$$" not in para or para.lstrip().startswith("#"):
+                    continue
+                before = paras[i - 1].strip() if i else ""
+                if before and "$$" not in before and not before.startswith(("#", "|", "```")) \
+                        and before not in paragraphs and len(before) < 600:
+                    paragraphs.append(before)      # the sentence that leads to it
+                paragraphs.append(para.strip())
         return paragraphs[:limit]
 
     def claims(self, readme: str) -> list[str]:
@@ -366,7 +379,7 @@ class Stager:
                 for p in others:
                     rel = p.relative_to(self.root).as_posix()
                     summary = first_line(doc_of(p))
-                    lines.append(f"- <a href=\"{href(docname, code_doc(rel))}\"><code>{p.name}</code></a>"
+                    lines.append(f"- {html_link(href(docname, code_doc(rel)), p.name)}"
                                  + (f": {_escape_md(summary)}" if summary else ""))
                 lines.append("")
             sources = [(init, 1)]
@@ -414,7 +427,8 @@ class Stager:
                       f"python -m nanotie exercise check {number}", "```", ""]
             task = doc_of(path)
             if task:
-                lines += ["The task:", "", "```text", *task.strip("\n").splitlines(), "```", ""]
+                lines += ["The task:", "", "```{eval-rst}", *rstify(task.strip("\n").splitlines()),
+                          "```", ""]
             if facts.get("STUB"):
                 lines += [f"The stub that `exercise start {number}` writes, "
                           f"`ex{number:02d}_{name}.py`:", "",
