@@ -309,9 +309,10 @@ def _primitive_code_table() -> dict:
             if not inspect.isfunction(fn) or fn.__module__ != module.__name__:
                 continue
             code = fn.__code__
-            if "make_result" not in code.co_names and name != "_select_backward":
+            if "make_result" not in code.co_names:
                 continue
-            op = "maximum/minimum" if name == "_select_backward" else name
+            # ops made by one factory share its code object
+            op = {"select": "maximum/minimum", "_extreme": "amax/amin"}.get(code.co_name, name)
             table[key(code)] = (op, "forward")
             for inner in nested(code):
                 if inner.co_name == "backward" or (
