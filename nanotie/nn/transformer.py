@@ -75,7 +75,10 @@ class CausalSelfAttention(Module):
     """softmax(Q K^T / sqrt(hd) + mask) V per head, with one fused projection.
 
     ``qkv`` maps d -> 3d in ONE Linear, so an adapter (Tied-LoRA) can attach to a
-    single weight; its output splits into queries, keys and values."""
+    single weight; its output splits into queries, keys and values. A subclass with
+    ``causal = False`` is a bidirectional encoder's attention (no mask)."""
+
+    causal = True
 
     def __init__(self, d_model: int, n_head: int, dropout: float = 0.0, bias: bool = True):
         super().__init__()
@@ -98,8 +101,10 @@ class CausalSelfAttention(Module):
             kv.k, kv.v = k.detach(), v.detach()
         # The causal mask (T, T_k): 0 where query i (at offset + i) may see key j, i.e.
         # j <= offset + i, and -inf above that diagonal.
-        xp = backend.xp_of(x.data)
-        mask = xp.triu(xp.full((T, k.shape[2]), -np.inf, dtype=x.dtype), k=1 + offset)
+        mask = None
+        if self.causal:
+            xp = backend.xp_of(x.data)
+            mask = xp.triu(xp.full((T, k.shape[2]), -np.inf, dtype=x.dtype), k=1 + offset)
         y = F.scaled_dot_product_attention(
             q, k, v, attn_mask=mask, dropout_p=self.attn_dropout if self.training else 0.0,
             scale=1.0 / math.sqrt(hd))                                       # (B, H, T, hd)

@@ -102,18 +102,9 @@ def _mask_tokens_authors(ids, mask_id, n_random, config, rng):
 
 class BidirectionalSelfAttention(CausalSelfAttention):
     """The same attention with NO mask: softmax(Q K^T / sqrt(hd)) V over the whole
-    sequence. Only ``forward`` changes (no cache: an encoder does not generate)."""
+    sequence (an encoder does not generate, so it never gets a cache)."""
 
-    def forward(self, x: Tensor, kv=None) -> Tensor:
-        B, T, C = x.shape
-        H, hd = self.n_head, self.d_head
-        qkv = self.qkv(x).reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
-        y = F.scaled_dot_product_attention(
-            qkv[0], qkv[1], qkv[2], attn_mask=None,
-            dropout_p=self.attn_dropout if self.training else 0.0,
-            scale=1.0 / math.sqrt(hd))                                      # (B, H, T, hd)
-        y = y.permute(0, 2, 1, 3).reshape(B, T, C)                          # (B, T, C)
-        return self.resid_drop(self.proj(y))
+    causal = False
 
 
 class MaskedLM(GPT):
