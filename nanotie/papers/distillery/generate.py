@@ -1,16 +1,13 @@
 """Generation with O(1) work per token: a distilled Hyena LM run as a recurrence.
 
-Laughing Hyena, Section 3 ("O(1) generation"). A Hyena operator needs two kinds of
-memory of the past, and after distillation both have a fixed size:
+Laughing Hyena, Section 3. A Hyena operator remembers the past in two places, and
+after distillation both have a fixed size: the SHORT conv reads the last K-1 projected
+inputs (a (B, 3D, K-1) window, shifted one column per token), and the LONG conv is a
+modal SSM with a complex state of K_m modes per channel, (B, D, K_m) for Hyena and
+(B, M, N, N, K_m) for MultiHyena (one set of poles per head, for all its N² channels).
 
-* the SHORT conv (K taps, K = 3) reads the last K-1 projected inputs: a cache of
-  (B, 3D, K-1) numbers, shifted by one column per token;
-* the LONG conv is now a modal SSM: a complex state of K_m modes per filter input
-  channel, (B, D, K_m) for Hyena and (B, M, N, N, K_m) for MultiHyena (one set of
-  poles per head, applied to each of the head's N² outer-product channels).
-
-One token through one operator (u_t (B, D); the equations of ``operator.py`` with
-time fixed; ``rec`` is the layer's ModalRecurrence, D_k = ĥ_0 + Dskip folded in):
+One token through one operator (the equations of ``operator.py`` with time fixed;
+``rec`` is the layer's ModalRecurrence, with D = ĥ_0 + Dskip folded in):
 
     z_t        = in_proj(u_t)                                 # Step 1      (B, 3D)
     z~_t       = b + Σ_j W[:, j] window[:, j]                 # Step 2, window = [cache, z_t]
@@ -21,21 +18,14 @@ time fixed; ``rec`` is the layer's ModalRecurrence, D_k = ĥ_0 + Dskip folded in
     out_t      = out_proj(q . y_t)    (Hyena)                 # Step 5
                = out_proj(q_t^T y_t)  per head (MultiHyena)
 
-Nothing in it depends on t: the cost of a token is the same at position 10 and at
-position 10 000.
+Nothing in it depends on t. A PREFILL runs the same steps on a whole prompt at once
+(``ModalRecurrence.prefill``: one FFT and a contraction with powers of λ). The fair
+baseline is an UNdistilled Hyena that caches like a Transformer (:class:`ConvCache`):
+y_t = Σ_{s<=t} h_{t-s} w_s + Dskip w_t over the kept gated inputs, O(L) per token.
 
-A PREFILL runs the same steps on a whole prompt at once: the short conv over
-[cache, prompt], and ``ModalRecurrence.prefill`` for the outputs (one FFT) and the
-final state (a contraction with powers of λ), with no loop over tokens.
-
-The fair baseline is an UNdistilled Hyena that caches like a Transformer does
-(:class:`ConvCache`): y_t = Σ_{s<=t} h_{t-s} w_s + Dskip w_t over the kept gated
-inputs, O(L) time and O(L D) memory per token where the distilled model needs O(d D).
-
-The rest of the network (embedding, norms, MLPs, head) is position-wise, so the LM
-runs one position at a time through the GPT's own ``forward(idx, cache=state)``:
-each Block passes its layer's :class:`MixerCache` to its mixer as GPT blocks pass a
-KV cache to attention.
+The rest of the network is position-wise, so the LM runs through the GPT's own
+``forward(idx, cache=state)``: each Block hands its layer's cache to its mixer, whose
+``forward`` hands the chunk to the cache (``MixerCache.forward``, ``ConvCache.forward``).
 """
 
 from __future__ import annotations

@@ -1,19 +1,16 @@
 """Per-token generation time (and per-sequence memory) against context length.
 
-Laughing Hyena's practical claim is about generation cost. With a context of L
-tokens already seen, producing ONE more token costs:
+Laughing Hyena's practical claim is about generation cost. With L tokens already
+seen, ONE more token costs:
 
-* Hyena, recomputing (``HyenaLM.generate``): the whole forward pass over the last L
-  tokens again (filter MLP and FFT convolutions included): O(L log L) per token, the
-  naive way;
-* Hyena with a cache (``generate.ConvCache``): the gated inputs of the past are
-  kept, and the new position's convolution output is one dot product per channel:
-  O(L) time and O(L D) memory per token, like a KV cache. The fair baseline;
-* a Transformer with a KV cache (:class:`PreallocatedKVCache`, buffers sized for
-  the whole context and written in place): the new token's projections, MLP and
-  head, plus attention over L cached keys and values: O(L) per token;
-* the distilled Hyena, run recurrently (``generate.py``): one position through the
-  network and one modal step per layer: O(1) time and O(d D) memory per token.
+* Hyena recomputing (``HyenaLM.generate``): the whole forward pass over the last L
+  tokens again, O(L log L): the naive way;
+* Hyena with a cache (``generate.ConvCache``): one dot product per channel with the
+  kept gated inputs, O(L) time and O(L D) memory, like a KV cache: the fair baseline;
+* a Transformer with a KV cache (:class:`PreallocatedKVCache`, buffers written in
+  place): attention over L cached keys and values, O(L);
+* the distilled Hyena (``generate.py``): one modal step per layer, O(1) time and
+  O(d D) memory.
 
 Each way is a *stepper*: ``prefill(prompt)`` brings it to a context of L tokens,
 ``step()`` makes one more greedy token, ``state_bytes()`` is what it keeps per

@@ -1,21 +1,18 @@
 """Associative recall: the synthetic task Hyena was designed to solve.
 
-An episode first binds keys to values, then asks for some of the keys again; the
-model must answer each query with the value bound to that key IN THIS EPISODE
-(the bindings are drawn afresh every time, so nothing can be memorised)::
+An episode binds keys to values, then asks for some keys again; the model must answer
+each query with the value bound IN THIS EPISODE (bindings are drawn afresh every time,
+so nothing can be memorised)::
 
     k1 v1 k2 v2 ... kP vP | q1 a1 q2 a2 ... qQ aQ        (a_j is the value of key q_j)
 
-Only the answers are scored: the target at the position of q_j is a_j, every other
-target is ignored (``IGNORE``). Answering needs a lookup over the whole context,
-the job attention does with an induction head and Hyena with its gates around a
-long convolution. Chance accuracy is 1 / n_values.
+Only the answers are scored (every other target is ``IGNORE``); chance is 1 / n_values.
+Answering needs a lookup over the whole context: attention's induction head, Hyena's
+gates around a long convolution.
 
-Training goes through :func:`nanotie.train.train`, whose sampler draws windows of
-a 1-D token stream. Here the stream is :func:`episode_stream`: episode numbers,
-each repeated ``seq_len`` times, so a window's FIRST entry names an episode, and
-:func:`recall_loss` looks that episode up. The sampler, schedule, checkpoints and
-resume all work unchanged.
+Training goes through :func:`nanotie.train.train`, whose sampler draws windows of a
+1-D stream: here :func:`episode_stream`, each episode number repeated ``seq_len``
+times, so a window's first entry names an episode and :func:`recall_loss` looks it up.
 """
 
 from __future__ import annotations
