@@ -26,7 +26,6 @@ from pathlib import Path
 import numpy as np
 
 from . import backend
-from .autograd import no_grad
 from .data import BatchSampler, iter_eval_batches
 from .files import atomic_write
 from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
@@ -101,18 +100,13 @@ def _device_of(model) -> str:
 def evaluate(model, data, block_size: int, batch_size: int, max_batches: int | None = None,
              loss_fn=default_loss) -> float:
     """Mean loss (nats per token) over consecutive windows of ``data``, in eval mode."""
-    was_training = model.training
-    model.eval()
     total, count = 0.0, 0
     device = _device_of(model)
-    try:
-        with no_grad():
-            for x, y in iter_eval_batches(data, block_size, batch_size, max_batches):
-                x, y = backend.to_device(x, device), backend.to_device(y, device)
-                total += float(loss_fn(model, x, y).item()) * y.size
-                count += y.size
-    finally:
-        model.train(was_training)
+    with model.evaluating():
+        for x, y in iter_eval_batches(data, block_size, batch_size, max_batches):
+            x, y = backend.to_device(x, device), backend.to_device(y, device)
+            total += float(loss_fn(model, x, y).item()) * y.size
+            count += y.size
     return total / count
 
 

@@ -392,3 +392,20 @@ def test_retie_with_another_problem_changes_nothing():
         model.load_state_dict(sd, retie=True)
     assert_unchanged(model, snap)
     assert model.config.tie_embeddings is False
+
+
+def test_evaluating_turns_off_dropout_and_the_graph_and_restores_the_mode():
+    from nanotie.nn import Dropout, Linear
+    model = Linear(3, 2)
+    model.drop = Dropout(0.5)
+    x = nt.tensor(np.ones((1, 3)), requires_grad=True)
+    with model.evaluating():
+        assert not model.training and not model.drop.training
+        assert not model(x).requires_grad              # no graph inside the block
+    assert model.training and model.drop.training
+    model.eval()
+    with pytest.raises(RuntimeError):
+        with model.evaluating():
+            raise RuntimeError("inside")
+    assert not model.training                          # the mode it had, even after a raise
+    assert model(x).requires_grad

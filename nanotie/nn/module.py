@@ -18,11 +18,12 @@ is copied; everything else follows from that identity:
 from __future__ import annotations
 
 from collections import OrderedDict
+from contextlib import contextmanager
 
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor
+from ..autograd import Tensor, no_grad
 from ..ops._common import parse_to_args
 
 __all__ = ["Parameter", "Module", "ModuleList", "ModuleDict", "count_parameters",
@@ -190,6 +191,18 @@ class Module:
         for m in self.modules():
             object.__setattr__(m, "training", bool(mode))
         return self
+
+    @contextmanager
+    def evaluating(self):
+        """``with model.evaluating():`` eval mode and no graph inside the block; the
+        mode the model had is restored after it, whatever happens inside."""
+        was_training = self.training
+        self.eval()
+        try:
+            with no_grad():
+                yield self
+        finally:
+            self.train(was_training)
 
     def eval(self) -> "Module":
         """Evaluation mode (dropout off). Returns self."""

@@ -22,7 +22,7 @@ from types import SimpleNamespace
 import numpy as np
 
 from .. import backend
-from ..autograd import Tensor, no_grad
+from ..autograd import Tensor
 from ..ops import cat
 from . import functional as F
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU
@@ -242,21 +242,16 @@ class GPT(Module):
         step cost one token's work; when the sequence outgrows the context, the
         model re-reads the last ``context`` tokens."""
         out, rng = _start_generation(idx, temperature, seed)
-        was_training = self.training
-        self.eval()
         context, cache = self.config.context, None
-        try:
-            with no_grad():
-                for _ in range(max_new_tokens):
-                    if not use_cache or cache is None or cache.length >= context:
-                        cache = KVCache(self.config.n_layer) if use_cache else None
-                        logits, _ = self(out[:, -context:], cache=cache)
-                    else:
-                        logits, _ = self(out[:, -1:], cache=cache)
-                    nxt = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)
-                    out = np.concatenate([out, nxt[:, None]], axis=1)
-        finally:
-            self.train(was_training)
+        with self.evaluating():
+            for _ in range(max_new_tokens):
+                if not use_cache or cache is None or cache.length >= context:
+                    cache = KVCache(self.config.n_layer) if use_cache else None
+                    logits, _ = self(out[:, -context:], cache=cache)
+                else:
+                    logits, _ = self(out[:, -1:], cache=cache)
+                nxt = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)
+                out = np.concatenate([out, nxt[:, None]], axis=1)
         return out
 
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ... import backend
-from ...autograd import no_grad
 from ...data import BatchSampler
 from ...nn import count_parameters
 from ...train import History, TrainConfig, setup, train_step
@@ -48,13 +47,8 @@ class DynamicRun:
 def reward_of(model, x, y) -> float:
     """r = -exp(mean CE) = minus the perplexity on one batch, in eval mode (no dropout,
     no graph); the agent clips it."""
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            loss = float(model(x, y)[1].item())
-    finally:
-        model.train(was_training)
+    with model.evaluating():
+        loss = float(model(x, y)[1].item())
     return -math.exp(min(loss, 50.0))        # exp(50) is already far past any clip
 
 

@@ -79,18 +79,13 @@ def final_hidden_states(model, idx) -> Tensor:
 
 def pooled_features(model, ids, batch_size: int = 64) -> np.ndarray:
     """Mean over positions of the final hidden states: (N, T) ids -> (N, d) float64."""
-    was_training = model.training
-    model.eval()
     device = model.wte.weight.device
     out = []
-    try:
-        with no_grad():
-            for b in range(0, len(ids), batch_size):
-                idx = Tensor(backend.to_device(np.asarray(ids[b:b + batch_size]), device))
-                h = final_hidden_states(model, idx)                     # (B, T, d)
-                out.append(backend.asnumpy(h.data).mean(axis=1))
-    finally:
-        model.train(was_training)
+    with model.evaluating():
+        for b in range(0, len(ids), batch_size):
+            idx = Tensor(backend.to_device(np.asarray(ids[b:b + batch_size]), device))
+            h = final_hidden_states(model, idx)                     # (B, T, d)
+            out.append(backend.asnumpy(h.data).mean(axis=1))
     return np.concatenate(out).astype(np.float64)
 
 

@@ -57,7 +57,6 @@ from pathlib import Path
 import numpy as np
 
 from ... import backend, data, protocol, report
-from ...autograd import no_grad
 from ...nn import functional as F
 from ...nn.module import count_parameters
 from ...report import claim_section, pyplot, save_figure, smooth, spread_table, tuning_table
@@ -614,40 +613,35 @@ def heldout_bpb(model, ids, windows: ByteWindows, length_nats: np.ndarray,
     s = dict(nats=0.0, lens=0.0, all_slots=0.0, all_tokens=0.0, m_nats=0.0, m_all=0.0)
     slot_nats, m_slot_nats, m_raw_slot_nats, slot_n = (np.zeros(W) for _ in range(4))
     n_tok = n_bytes = n_bytes_all = 0
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            for x, y in data.iter_eval_batches(ids, cfg.context, batch_size):
-                fit = windows.full[y] <= W                                   # (B, T)
-                target = windows.table[y]                                    # (B, T, W)
-                scored = (target != PAD) & fit[..., None]                    # (B, T, W)
-                xd, yd = backend.to_device(x, device), backend.to_device(y, device)
-                logits, _ = model(xd if cfg.embedder == "token" else windows(xd))
-                if tokens_out:
-                    per_token = backend.asnumpy(
-                        F.cross_entropy(logits, yd, reduction="none").data)  # (B, T)
-                    if ceiling:
-                        cond, raw = _marginal_nats(logits, target, windows.table)
-                        s["m_nats"] += float(cond[scored].sum())
-                        s["m_all"] += float(raw[fit].sum())
-                        m_slot_nats += (cond * scored).sum(axis=(0, 1))
-                        m_raw_slot_nats += (raw * scored).sum(axis=(0, 1))
-                else:
-                    slots = backend.asnumpy(byte_cross_entropy(
-                        logits, windows(yd), "none", ignore_pad=False).data)  # (B, T, W)
-                    per_token = (slots * (target != PAD)).sum(axis=-1)        # (B, T)
-                    s["all_slots"] += float(slots[fit].sum())
-                    slot_nats += (slots * scored).sum(axis=(0, 1))
-                s["lens"] += float(length_nats[windows.kept[y]][fit].sum())
-                slot_n += scored.sum(axis=(0, 1))
-                s["nats"] += float(per_token[fit].sum())
-                s["all_tokens"] += float(per_token.sum())
-                n_bytes += int(windows.full[y][fit].sum())
-                n_bytes_all += int(windows.full[y].sum())
-                n_tok += int(fit.sum())
-    finally:
-        model.train(was_training)
+    with model.evaluating():
+        for x, y in data.iter_eval_batches(ids, cfg.context, batch_size):
+            fit = windows.full[y] <= W                                   # (B, T)
+            target = windows.table[y]                                    # (B, T, W)
+            scored = (target != PAD) & fit[..., None]                    # (B, T, W)
+            xd, yd = backend.to_device(x, device), backend.to_device(y, device)
+            logits, _ = model(xd if cfg.embedder == "token" else windows(xd))
+            if tokens_out:
+                per_token = backend.asnumpy(
+                    F.cross_entropy(logits, yd, reduction="none").data)  # (B, T)
+                if ceiling:
+                    cond, raw = _marginal_nats(logits, target, windows.table)
+                    s["m_nats"] += float(cond[scored].sum())
+                    s["m_all"] += float(raw[fit].sum())
+                    m_slot_nats += (cond * scored).sum(axis=(0, 1))
+                    m_raw_slot_nats += (raw * scored).sum(axis=(0, 1))
+            else:
+                slots = backend.asnumpy(byte_cross_entropy(
+                    logits, windows(yd), "none", ignore_pad=False).data)  # (B, T, W)
+                per_token = (slots * (target != PAD)).sum(axis=-1)        # (B, T)
+                s["all_slots"] += float(slots[fit].sum())
+                slot_nats += (slots * scored).sum(axis=(0, 1))
+            s["lens"] += float(length_nats[windows.kept[y]][fit].sum())
+            slot_n += scored.sum(axis=(0, 1))
+            s["nats"] += float(per_token[fit].sum())
+            s["all_tokens"] += float(per_token.sum())
+            n_bytes += int(windows.full[y][fit].sum())
+            n_bytes_all += int(windows.full[y].sum())
+            n_tok += int(fit.sum())
 
     def per_slot(nats):
         return [float(n / (k * ln2)) if k else None for n, k in zip(nats, slot_n)]

@@ -24,7 +24,6 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from ... import backend, data, protocol
-from ...autograd import no_grad
 from ...nn import count_parameters
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
                        spread_table, tuning_table)
@@ -132,17 +131,12 @@ def spread_windows(ids: np.ndarray, T: int, n: int) -> np.ndarray:
 
 def windows_bpb(model, windows: np.ndarray, batch_size: int) -> float:
     """Mean next-byte loss over the windows, in bits per byte (one token per byte)."""
-    was_training = model.training
-    model.eval()
     total = 0.0
-    try:
-        with no_grad():
-            for b in range(0, len(windows), batch_size):
-                w = windows[b:b + batch_size].astype(np.int64)
-                x, y = w[:, :-1], w[:, 1:]                                  # (B, T) each
-                total += float(model(x, y)[1].item()) * y.size
-    finally:
-        model.train(was_training)
+    with model.evaluating():
+        for b in range(0, len(windows), batch_size):
+            w = windows[b:b + batch_size].astype(np.int64)
+            x, y = w[:, :-1], w[:, 1:]                                  # (B, T) each
+            total += float(model(x, y)[1].item()) * y.size
     return total / (windows.shape[0] * (windows.shape[1] - 1)) / math.log(2)
 
 
