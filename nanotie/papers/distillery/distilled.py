@@ -13,19 +13,12 @@
     blocks[i].attn.filter            gone: ĥ_t = Re Σ_k R_k λ_k^(t-1) (poles and
                                      residues, plain arrays, not trained)
 
-So the distilled model is the original with one step swapped, as a tied model is
-the untied one with two weights made one. Training the original further moves the
-distilled model's shared weights too; only its filters stay where they were.
-
-Two forms of the same model (``generate.py`` has the second):
-
-* parallel, ``model(idx)``: the operators run their usual code (``project``, the
-  gates, ``F.fftconv``) with the modal filters ĥ in place of the implicit ones;
-* recurrent, ``model(idx, cache=state)``: each operator carries a short-conv cache
-  and a complex modal state, and a new token costs O(1) (see ``generate.py``).
-
-Distillation runs on float64 NumPy/SciPy copies of the filters, wherever the model
-lives; the result runs on the model's device and dtype.
+So the distilled model is the original with one step swapped, as a tied model is the
+untied one with two weights made one: training the original moves the distilled
+model's shared weights too. It runs in parallel, ``model(idx)`` (the operators' own
+code with ĥ in place of the implicit filters), or recurrently, ``model(idx,
+cache=state)`` at O(1) per token (``generate.py``). Distillation works on float64
+copies of the filters; the result runs on the model's device and dtype.
 """
 
 from __future__ import annotations
