@@ -25,6 +25,7 @@ import shutil
 import sys
 import tempfile
 import threading
+import warnings
 from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
@@ -85,8 +86,10 @@ def site(tmp_path_factory):
         return out, json.loads((out / "site.json").read_text())
     out = tmp_path_factory.mktemp("site") / "site"
     before = _runs_listing()
-    manifest = sitebuild.build(out, jobs=os.cpu_count() or 1,
-                               cache=ROOT / "build" / "site-cache", quiet=True)
+    with warnings.catch_warnings():          # the generator's own deprecation notices
+        warnings.simplefilter("ignore")
+        manifest = sitebuild.build(out, jobs=os.cpu_count() or 1,
+                                   cache=ROOT / "build" / "site-cache", quiet=True)
     manifest["runs_changed"] = sorted(set(_runs_listing().items()) - set(before.items()))
     return out, manifest
 
@@ -308,6 +311,18 @@ def test_every_walkthrough_shows_its_plots(site, visited):
     assert sum(info["figures"] for info in manifest["walkthroughs"].values()) > 0
 
 
+@needs_docs
+def test_every_plot_cell_draws(site):
+    """A cell that calls plt.show() (or display(fig)) shows a figure when executed. One
+    that shows none lost its plot: e.g. a library call switched matplotlib away from the
+    notebook's inline backend before it."""
+    _, manifest = site
+    silent = {page: info["silent_plot_cells"] for page, info in manifest["walkthroughs"].items()
+              if info.get("silent_plot_cells")}
+    assert not silent, ("cells that call plt.show() but show no figure (page: cell "
+                        f"indices): {silent}; is matplotlib still on the inline backend?")
+
+
 @needs_browser
 def test_side_by_side_rows_aligned(site, visited):
     _, manifest = site
@@ -355,5 +370,21 @@ def test_screenshots(site, server, browser, tmp_path_factory, capsys):
                 "if (e) { window.scrollTo({top: e.getBoundingClientRect().top + window.scrollY"
                 " - 120, behavior: 'instant'}); }", scroll_to)
         assert browser.save_screenshot(str(folder / name)), f"could not save {name}"
-    with capsys.disabled():
+    with capsys.disabled():     # the reader of the run should know where to look
         print(f"\nsite screenshots ({', '.join(shots)}): {folder}")
+
+
+# ------------------------------------------------------------------ the command
+
+def test_site_command_refuses_a_folder_it_did_not_build(tmp_path, capsys):
+    from nanotie.cli import main
+
+    (tmp_path / "notes.txt").write_text("mine")
+    if missing:
+        assert main(["site", "--out", str(tmp_path)]) == 2
+        assert "pip install -e \".[docs]\"" in capsys.readouterr().err
+        return
+    assert main(["site", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("nanotie: error: --out") and "not a site" in err, err
+    assert (tmp_path / "notes.txt").read_text() == "mine"

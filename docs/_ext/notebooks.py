@@ -39,6 +39,18 @@ def figures(nb) -> int:
                if any(kind in out.get("data", {}) for kind in FIGURE_TYPES))
 
 
+SHOWS = re.compile(r"^\s*(?:plt|fig|figure)\.show\(|^\s*display\(\s*fig", re.M)
+
+
+def silent_plot_cells(nb) -> list[int]:
+    """Code cells that show a figure (``plt.show()``, ``display(fig)``) but whose
+    outputs hold none: a plot the reader was promised and does not see."""
+    return [i for i, cell in enumerate(nb.cells) if cell.cell_type == "code"
+            and SHOWS.search(cell.source)
+            and not any(any(kind in out.get("data", {}) for kind in FIGURE_TYPES)
+                        for out in cell.get("outputs", []))]
+
+
 def _library_digest(root: Path) -> str:
     h = hashlib.sha256()
     for path in sorted((root / "nanotie").rglob("*.py")):
@@ -52,6 +64,19 @@ def _library_digest(root: Path) -> str:
             versions.append(f"{name}=none")
     h.update("|".join(versions).encode())
     return h.hexdigest()
+
+
+def cache_file(cache_dir: Path, source: Path, text: str | None = None, digest: str | None = None,
+               allow_errors: bool = False) -> Path:
+    """Where the executed ``source`` is cached: its name and a hash of everything its
+    outputs depend on. Another runner of the walkthroughs (the notebook tests, say) may
+    store its executed notebook here, if it ran it with the inline backend, in quick
+    mode, and it passed: the site then renders it instead of running it again."""
+    root = source.resolve().parent.parent
+    text = source.read_text() if text is None else text
+    digest = digest or _library_digest(root)
+    key = hashlib.sha256((digest + source.name + text + str(allow_errors)).encode()).hexdigest()
+    return cache_dir / f"{source.stem}-{key[:20]}.ipynb"
 
 
 def _kernel_home() -> Path:
@@ -102,9 +127,7 @@ def execute_all(root: Path, sources: list[Path], dest: Path, jobs: int,
     todo, info = {}, {}
     for source in sources:
         text = source.read_text()
-        key = hashlib.sha256((digest + source.name + text + str(allow_errors)).encode()
-                             ).hexdigest()[:20]
-        cached = cache_dir / f"{source.stem}-{key}.ipynb" if cache_dir else None
+        cached = cache_file(cache_dir, source, text, digest, allow_errors) if cache_dir else None
         if cached and cached.exists():
             (dest / f"{source.stem}.ipynb").write_text(cached.read_text())
             info[source.stem] = {"cached": True, "seconds": 0.0}
@@ -139,4 +162,5 @@ def execute_all(root: Path, sources: list[Path], dest: Path, jobs: int,
     for source in sources:
         nb = nbformat.read(dest / f"{source.stem}.ipynb", as_version=4)
         info[source.stem]["figures"] = figures(nb)
+        info[source.stem]["silent_plot_cells"] = silent_plot_cells(nb)
     return info
