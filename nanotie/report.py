@@ -15,7 +15,7 @@ import numpy as np
 from .files import atomic_write
 
 __all__ = ["write_results", "write_report", "publish", "headline", "plot_losses", "summary_table", "smooth",
-           "spread_table", "plot_spread", "claim_section", "tuning_table"]
+           "spread_table", "plot_spread", "claim_section", "tuning_table", "tuning_record"]
 
 
 def _plain(value, nan_as_null: bool = True):
@@ -156,15 +156,31 @@ def spread_table(rows, columns, digits: int = 3, seeds_of: str | None = None) ->
 def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "val",
                  digits: int = 3) -> str:
     """The tuning grid of :func:`nanotie.protocol.choose`: every point's mean validation
-    figure, the chosen one in bold."""
+    figure, the chosen one in bold, and a warning for a choice at an end of its grid
+    (a setting outside the grid might do better still)."""
     lines = [f"| method | {setting}: validation {metric} (mean over seeds) |", "|---|---|"]
+    edge = []
     for method, c in choice.items():
         cells = []
         for s, sp in c["grid"].items():
             text = f"{s:g}: {sp.mean:.{digits}f}" if isinstance(s, float) else f"{s}: {sp.mean:.{digits}f}"
             cells.append(f"**{text}**" if s == c["best"] else text)
         lines.append(f"| {method} | " + ", ".join(cells) + " |")
+        numeric = all(isinstance(s, (int, float)) for s in c["grid"])
+        if numeric and len(c["grid"]) > 1 and c["best"] in (min(c["grid"]), max(c["grid"])):
+            edge.append(str(method))
+    if edge:
+        lines.append(f"\nChosen at an end of the grid: {', '.join(edge)}. A {setting} "
+                     "outside the grid might do better still, and move the verdicts.")
     return "\n".join(lines)
+
+
+def tuning_record(choice: dict) -> dict:
+    """``results.json``'s copy of :func:`nanotie.protocol.choose`'s output: per method,
+    the chosen setting and every grid point's spread."""
+    return {str(m): {"best": c["best"], "grid": {str(s): sp.as_dict()
+                                                 for s, sp in c["grid"].items()}}
+            for m, c in choice.items()}
 
 
 def claim_section(claim: str, where: str, verdicts, note: str = "",

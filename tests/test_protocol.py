@@ -273,3 +273,15 @@ def test_publish_writes_results_and_report(tmp_path):
     import json
     assert json.loads((tmp_path / "results.json").read_text())["headline"]["verdict"] == P.HOLDS
     assert (tmp_path / "report.md").read_text().startswith("# Title\n\nbody")
+
+
+def test_tuning_table_warns_of_a_choice_at_an_end_of_its_grid():
+    from nanotie import report
+    grid = {1e-3: P.spread([3.0]), 3e-3: P.spread([2.0]), 1e-2: P.spread([2.5])}
+    inside = {"A": {"best": 3e-3, "grid": grid}}
+    assert "end of the grid" not in report.tuning_table(inside)
+    edge = {"A": {"best": 3e-3, "grid": grid}, "B": {"best": 1e-2, "grid": grid}}
+    table = report.tuning_table(edge)
+    assert "**0.01: 2.500**" in table and "end of the grid: B." in table
+    record = report.tuning_record(edge)
+    assert record["B"]["best"] == 1e-2 and record["B"]["grid"]["0.001"]["mean"] == 3.0

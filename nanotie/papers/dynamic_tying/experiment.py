@@ -27,7 +27,7 @@ from ... import backend, protocol
 from ...nn import GPTConfig, count_parameters
 from ...nn.optim import AdamW, param_groups
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_table)
+                       spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate
 from ..gpt.experiment import prose_splits, unigram_bpb
 from . import DynamicTyingConfig
@@ -373,9 +373,7 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
         "fixed_switch": groups[dyn_label][0].run.settings["fixed_switch"],
         "unigram_bpb": unigram_bpb(splits.train, splits.test),
         "device": device, "version": VERSION,
-        "tuning": {m: {"best": c["best"], "grid": {f"{k:g}": v.as_dict()
-                                                   for k, v in c["grid"].items()}}
-                   for m, c in choice.items()},
+        "tuning": tuning_record(choice),
         "earlier_grid": profile.get("earlier_grid") if len(profile["lrs"]) == 1 else None,
         "learning_rates": {label: rs[0].run.settings["train"]["lr"]
                            for label, rs in groups.items()},

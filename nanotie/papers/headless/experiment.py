@@ -26,7 +26,7 @@ from ...autograd import no_grad
 from ...nn import GPT, GPTConfig, count_parameters
 from ...nn import functional as F
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_table)
+                       spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, default_loss, evaluate, train
 from . import HeadlessConfig, HeadlessGPT, freeze_all_but_head, lm_from_headless
 from .probe import (PROBE_TOPICS, effective_rank, linear_probe, pooled_features,
@@ -450,11 +450,6 @@ def _ratios(point: dict) -> list:
                                   point["ce_tokens_per_s_each"])]
 
 
-def _tuning_dict(choice: dict) -> dict:
-    return {m: {"best": c["best"], "grid": {f"{k:g}": v.as_dict() for k, v in c["grid"].items()}}
-            for m, c in choice.items()}
-
-
 def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, choice,
              pretrain, sweep, ft_results, probe_results, mlm, equal, equal_results):
     """Every figure of the experiment; returns ``(results, tuning, verdicts)``."""
@@ -544,7 +539,7 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
                     and r.run.settings["lr"] == mlm_choice[o]["best"]] for o in ("cwt", "ce")}
         verdicts["mlm"] = verdict(bits["cwt"], bits["ce"], "MLM CWT", "MLM CE")
         tuning.update({f"masked LM, {o}": c for o, c in mlm_choice.items()})
-        mlm_out = {"steps": prof.mlm_steps, "choice": _tuning_dict(mlm_choice),
+        mlm_out = {"steps": prof.mlm_steps, "choice": tuning_record(mlm_choice),
                    "test_bits": {o: protocol.spread(v).as_dict() for o, v in bits.items()},
                    "verdict": verdicts["mlm"].as_dict()}
 
@@ -569,7 +564,7 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
         "shared_rate": {k: protocol.spread(_values(rs)).as_dict()
                         for k, rs in shared_rows.items()},
         "shared_rate_finetune_lr": ftlr_shared,
-        "tuning": _tuning_dict(tuning),
+        "tuning": tuning_record(tuning),
         "throughput_vs_vocab": sweep,
         "throughput_ratio": at_V["ratio"],
         "tokens_per_second": {"ce": at_V["ce_tokens_per_s"], "cwt": at_V["cwt_tokens_per_s"]},
@@ -690,10 +685,6 @@ def _what_would_change(r, verdicts) -> str:
         "targets here. A larger batch gives harder negatives (the paper recommends >= 128 "
         "sequences).",
     ]
-    edge = [o for o, lr in pre["chosen_lr"].items() if lr == max(pre["lrs"])]
-    if edge:
-        lines.append(f"- The chosen rate is the largest of the grid for {', '.join(edge)}: "
-                     "a larger one might do better still (`--full` or a wider grid).")
     lines.append("- The throughput ratio is a CPU/NumPy figure for one model shape; it "
                  "grows with V (the table above) and with the share of the head in the "
                  "step.")

@@ -59,7 +59,8 @@ import numpy as np
 from ... import backend, data, protocol, report
 from ...nn import functional as F
 from ...nn.module import count_parameters
-from ...report import claim_section, pyplot, save_figure, smooth, spread_table, tuning_table
+from ...report import (claim_section, pyplot, save_figure, smooth, spread_table,
+                       tuning_record, tuning_table)
 from ...train import TrainConfig, default_loss, train
 from .. import stlm as package
 from ..gpt.experiment import unigram_bpb   # a context-free byte model
@@ -336,9 +337,7 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
         "profile": name, "model": asdict(base), "train": asdict(tc), "device": device,
         "seeds": [seed + i for i in range(profile.seeds)], "data": data_info,
         "variants": variants_out,
-        "tuning": {k: {"best": c["best"], "grid": {str(lr): sp.as_dict()
-                                                   for lr, sp in c["grid"].items()}}
-                   for k, c in choice.items()},
+        "tuning": tuning_record(choice),
         "tuned_here": tune or any(len(profile.lrs.get(k, LR_GRID)) > 1 for k in chosen),
         "quick_sweep": {k: {str(lr): x for lr, x in v.items()} for k, v in QUICK_SWEEP.items()},
         "per_slot_marginal_ceiling": {

@@ -26,7 +26,7 @@ import numpy as np
 from ... import backend, data, protocol
 from ...nn import count_parameters
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_table)
+                       spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, train
 from ..gpt import experiment as gpt_experiment
 from . import PRESETS, TiedLoRAConfig, adapters, attach, lattice, trainable_count, zero_part
@@ -313,10 +313,7 @@ def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0, device: str
         "base_code_bpb": base_code,
         "split_bytes": code_splits(profile.code_bytes).sizes,
         "seeds": raw["seeds"],
-        "tuning": {f"{k[0]} r={k[1]}": {"best": c["best"],
-                                        "grid": {str(lr): sp.as_dict()
-                                                 for lr, sp in c["grid"].items()}}
-                   for k, c in raw["choice"].items()},
+        "tuning": tuning_record({f"{k[0]} r={k[1]}": c for k, c in raw["choice"].items()}),
         "rows": [{**r, "val_bpb": r["val_bpb"].as_dict(), "test_bpb": r["test_bpb"].as_dict()}
                  for r in rows],
         "gains": [{"config": n, "rank": k, "test_bpb_gain": g, "share_of_lora": sh}
@@ -378,9 +375,6 @@ def _report_body(results, rows, choice, verdicts, plot, bars) -> str:
     moves += [f"| {r['config']} (r = {r['rank']}) | "
               + " | ".join(format_movement(r["moved"], part) for part in "ABuv")
               + f" | {r['moved']['mean_abs_v']:.3g} |" for r in rows]
-    edge = [_label(k) for k, c in choice.items() if c["best"] in (min(p["lrs"]), max(p["lrs"]))]
-    edge_note = (f"The chosen rate is at an end of the grid for {', '.join(edge)}: a rate "
-                 "outside the grid might do better still, for any of them." if edge else "")
     share6 = 100 * trainable_count(TiedLoRAConfig.from_key("TL6", 8), 32, 4096) / \
         trainable_count(TiedLoRAConfig.from_key("LoRA", 8), 32, 4096)
     claim = claim_section(
@@ -435,7 +429,6 @@ The learning rates (validation bpb at seed {results['seeds'][0]}; the chosen one
 
 {tuning_table({_label(k): c for k, c in choice.items()}, metric="bpb")}
 
-{edge_note}
 
 How much of LoRA's improvement on the frozen base ({base['test']:.3f}
 test bpb) each configuration recovers, at the same rank:

@@ -34,7 +34,7 @@ from ...nn import count_parameters
 from ...nn import functional as F
 from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_table)
+                       spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import prose_splits, unigram_bpb
 from .convert import from_lstm
@@ -438,7 +438,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
                    "val_bpb": lm_val[k].as_dict(), "test_bpb": lm_test[k].as_dict(),
                    "train_seconds": [f["train_seconds"] for f in v]}
                for k, v in main.items()},
-        "lm_tuning": _tuning_json(lm_choice),
+        "lm_tuning": tuning_record(lm_choice),
         "lm_budget_core_parameters": budget,
         "unigram_test_bpb": unigram_bpb(splits.train, splits.test),
         "depth_sweep": sweep,
@@ -448,7 +448,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
                        "val_mse": protocol.spread([f["val"]["mse"] for f in v]).as_dict(),
                        "curves": [f["curve"] for f in v]}
                    for k, v in adding.items()},
-        "adding_tuning": _tuning_json(add_choice),
+        "adding_tuning": tuning_record(add_choice),
         "adding_mean_predictor_mse": control,
         "verdicts": protocol.verdict_dicts(verdicts),
         "device": device,
@@ -485,21 +485,6 @@ def _depth_row(levels: int, figures: list) -> dict:
             "core_parameters": f["core_parameters"],
             "test_values": [x["test"]["bpb"] for x in figures],
             "val_values": [x["val"]["bpb"] for x in figures]}
-
-
-def _edge_note(choice: dict) -> str:
-    """A warning for each method whose chosen rate is the grid's largest or smallest."""
-    edge = [m for m, c in choice.items()
-            if len(c["grid"]) > 1 and c["best"] in (min(c["grid"]), max(c["grid"]))]
-    if not edge:
-        return ""
-    return (f"\nChosen at an edge of the grid: {', '.join(edge)}. A wider grid could find a "
-            "better rate for them, and move the verdicts.\n")
-
-
-def _tuning_json(choice: dict) -> dict:
-    return {m: {"best": c["best"], "grid": {str(s): sp.as_dict() for s, sp in c["grid"].items()}}
-            for m, c in choice.items()}
 
 
 def _report(r, prof, plots, lm_test, lm_choice, add_test, add_choice, sweep, verdicts) -> str:
@@ -579,7 +564,6 @@ A unigram byte model scores {r['unigram_test_bpb']:.3f} bits per byte on test.
 Learning rates (validation bits per byte, mean over seeds; chosen in bold):
 
 {tuning_table(lm_choice, metric="bpb")}
-{_edge_note(lm_choice)}
 
 ![LM test]({plots['lm_spread'].name})
 
