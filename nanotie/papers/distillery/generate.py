@@ -236,17 +236,12 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,
     KV cache it is not limited to the context: past it the filters keep decaying.
     """
     out, rng = _start_generation(idx, temperature, seed)
-    was_training = model.training
-    model.eval()
-    try:
-        with no_grad():
-            state = init_state(model, out.shape[0])
-            logits, _ = model(out, cache=state)                   # the prefill
-            for i in range(max_new_tokens):
-                nxt = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)
-                out = np.concatenate([out, nxt[:, None]], axis=1)
-                if i + 1 < max_new_tokens:
-                    logits, _ = model(nxt[:, None], cache=state)  # one O(1) step
-    finally:
-        model.train(was_training)
+    with model.evaluating():
+        state = init_state(model, out.shape[0])
+        logits, _ = model(out, cache=state)                   # the prefill
+        for i in range(max_new_tokens):
+            nxt = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)
+            out = np.concatenate([out, nxt[:, None]], axis=1)
+            if i + 1 < max_new_tokens:
+                logits, _ = model(nxt[:, None], cache=state)  # one O(1) step
     return out

@@ -22,7 +22,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from ... import backend
-from ...autograd import no_grad
 
 __all__ = ["RecallConfig", "IGNORE", "recall_episodes", "episode_stream", "recall_loss",
            "recall_accuracy"]
@@ -86,17 +85,12 @@ def recall_loss(x_all: np.ndarray, y_all: np.ndarray):
 
 def recall_accuracy(model, x: np.ndarray, y: np.ndarray, batch_size: int = 256) -> float:
     """The fraction of answers whose arg-max prediction is the bound value."""
-    was_training = model.training
-    model.eval()
     correct = total = 0
-    try:
-        with no_grad():
-            for s in range(0, len(x), batch_size):
-                logits, _ = model(x[s:s + batch_size])
-                pred = backend.asnumpy(logits.data).argmax(axis=-1)      # (b, T)
-                scored = y[s:s + batch_size] != IGNORE
-                correct += int((pred[scored] == y[s:s + batch_size][scored]).sum())
-                total += int(scored.sum())
-    finally:
-        model.train(was_training)
+    with model.evaluating():
+        for s in range(0, len(x), batch_size):
+            logits, _ = model(x[s:s + batch_size])
+            pred = backend.asnumpy(logits.data).argmax(axis=-1)      # (b, T)
+            scored = y[s:s + batch_size] != IGNORE
+            correct += int((pred[scored] == y[s:s + batch_size][scored]).sum())
+            total += int(scored.sum())
     return correct / max(total, 1)
