@@ -346,6 +346,7 @@ def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
         if leaf or node._retain:
             # A stored gradient is a COPY: g may be the caller's array, a view, or the
             # very array another leaf gets; .grad must be the tensor's own to update.
+            # (A second backward() adds to .grad, as in PyTorch: not the tying sum.)
             node.grad = g.copy() if node.grad is None else node.grad + g
         if leaf:
             continue
