@@ -72,6 +72,11 @@ def first_line(text: str) -> str:
     return text.strip().splitlines()[0].strip() if text.strip() else ""
 
 
+def title_of(path: Path, fallback: str) -> str:
+    """A module's title: its docstring's first line, without the full stop."""
+    return first_line(doc_of(path)).rstrip(".") or fallback
+
+
 def has_solution(path: Path) -> bool:
     """An exercise module: it defines ``reference``, the solution the site never shows."""
     try:
@@ -229,6 +234,7 @@ class Stager:
     # -- code pages come first: every other page links to them
     def plan_code_pages(self, notebooks):
         files = library_files(self.root) + notebooks + [self.root / "README.md"]
+        files += [p for p in [self.root / "notebooks" / "README.md"] if p.exists()]
         files += [p / "README.md" for p in self.papers if (p / "README.md").exists()]
         for path in files:
             self.code_pages.add(path.relative_to(self.root).as_posix())
@@ -285,7 +291,7 @@ class Stager:
                          + (f": {teaches}" if teaches else ""))
         lines += ["", "```{toctree}", ":hidden:", "", *[nb.stem for nb in notebooks], "```", ""]
         self.write("walkthroughs/index", "\n".join(lines), [("notebooks/README.md", 1)]
-                   if (self.root / "notebooks/README.md").as_posix() in self.code_pages else [])
+                   if "notebooks/README.md" in self.code_pages else [])
 
     def notebook_blurb(self, nb: Path) -> str:
         """What README.md's notebook table says the walkthrough teaches."""
@@ -342,7 +348,7 @@ class Stager:
             docname = f"papers/{pkg.name}"
             init = (pkg / "__init__.py").relative_to(self.root).as_posix()
             doc = doc_of(pkg / "__init__.py")
-            title = first_line(doc) or pkg.name
+            title = title_of(pkg / "__init__.py", pkg.name)
             lines = [f"# {_escape_md(title)}", ""]
             registered = titles.get(pkg.name)
             if registered:
@@ -481,7 +487,7 @@ class Stager:
             lines.append(f"- [{_escape_md(notebook_title(nb))}](walkthroughs/{nb.stem}.ipynb)")
         lines += ["", "### Papers", ""]
         for pkg in self.papers:
-            lines.append(f"- [{_escape_md(first_line(doc_of(pkg / '__init__.py')) or pkg.name)}]"
+            lines.append(f"- [{_escape_md(title_of(pkg / '__init__.py', pkg.name))}]"
                          f"(papers/{pkg.name}.md)")
         lines += ["", "### And", "",
                   "- [The exercises](exercises.md)", "- [API reference](api/index.md)",

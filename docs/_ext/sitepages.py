@@ -79,8 +79,7 @@ def add_object_links(app, doctree, docname):
             rel = Path(found[0]).resolve().relative_to(root).as_posix()
         except ValueError:
             continue
-        if rel not in {p for pages in site["sources"].values() for p, _ in pages} \
-                and f"code/{rel}" not in site["sources"]:
+        if f"code/{rel}" not in site["sources"]:          # no page for that file
             continue
         url = _href(docname, "code/" + rel, f"L{found[1]}")
         sig += nodes.raw("", f' <a class="viewcode-link" href="{url}">[source]</a>',
