@@ -37,7 +37,7 @@ nb_merge_streams = True
 nb_ipywidgets_js = {}          # no widget script from a CDN
 
 autodoc_member_order = "bysource"
-autodoc_typehints = "description"
+autodoc_typehints = "signature"
 autodoc_default_options = {"members": True, "ignore-module-all": True}
 add_module_names = False
 highlight_language = "none"    # a docstring's literal block is an equation, not Python

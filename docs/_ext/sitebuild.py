@@ -597,7 +597,7 @@ def build(out: Path, jobs: int | None = None, cache: Path | None = None,
             "root": str(root), "sources": stager.sources, "repo_url": repo_url}))
         log(f"rendering {len(stager.pages)} pages with Sphinx")
         t1 = time.perf_counter()
-        status = sys.stdout if not quiet else None
+        status = None          # Sphinx's own progress names the scratch folder: ours says more
         html = Path(tmp) / "html"         # myst-nb writes beside the output folder: tmp
         app = Sphinx(str(src), str(DOCS), str(html), str(Path(tmp) / "doctrees"), "html",
                      status=status, warning=sys.stderr, freshenv=True,
