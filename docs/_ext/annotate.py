@@ -170,11 +170,15 @@ def highlight_lines(text: str, lexer) -> list[str]:
     return out[:len(lines)]
 
 
-def _code_html(numbers, hl, ties) -> str:
+def _code_html(numbers, hl, ties, raw) -> str:
+    """Each line a block with its anchor and number; ``--ind`` (its indentation) lets a
+    long line wrap four columns deeper than it starts."""
     parts = []
     for n in numbers:
         cls = "line tie" if n in ties else "line"
-        parts.append(f'<span class="{cls}" id="L{n}"><a class="lineno" href="#L{n}">{n}</a>'
+        ind = len(raw[n - 1]) - len(raw[n - 1].lstrip(" ")) if n <= len(raw) else 0
+        parts.append(f'<span class="{cls}" id="L{n}" style="--ind:{ind}ch">'
+                     f'<a class="lineno" href="#L{n}">{n}</a>'
                      f'{hl[n - 1]}</span>')
     return '<div class="sbs-code highlight"><pre>' + "".join(parts) + "</pre></div>"
 
@@ -245,9 +249,10 @@ class AnnotatedSource(SphinxDirective):
             lexer = TextLexer(stripnl=False, ensurenl=False)
         if "plain" in self.options or not path.suffix == ".py":
             hl = highlight_lines(text, lexer)
-            listing = _code_html(range(1, len(hl) + 1), hl, set())
+            listing = _code_html(range(1, len(hl) + 1), hl, set(), text.splitlines())
             return [nodes.raw("", f'<div class="listing">{listing}</div>', format="html")]
         hl = highlight_lines(text, PythonLexer(stripnl=False, ensurenl=False))
+        raw = text.splitlines()
         comments = _comment_lines(text)
         rows = split_rows(text)
         table = nodes.container(classes=["sbs"])
@@ -276,7 +281,7 @@ class AnnotatedSource(SphinxDirective):
                 elif row.kind == "comment":
                     doc += nodes.raw("", comment_html(row.doc, to_mathml), format="html")
                 box += doc
-                box += nodes.raw("", _code_html(row.code, hl, ties), format="html")
+                box += nodes.raw("", _code_html(row.code, hl, ties, raw), format="html")
                 table += box
         finally:
             if saved is None:
