@@ -83,7 +83,8 @@ def _kernel_home() -> Path:
     home = Path(tempfile.mkdtemp(prefix="nanotie-site-jupyter-"))
     spec_dir = home / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
-    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}"],
+    spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
+                     "--IPKernelApp.log_level=ERROR"],      # not its loopback-TCP notice
             "display_name": f"nanotie site ({sys.executable})", "language": "python"}
     (spec_dir / "kernel.json").write_text(json.dumps(spec))
     return home
