@@ -610,7 +610,9 @@ def build(out: Path, jobs: int | None = None, cache: Path | None = None,
             shutil.rmtree(out)
         shutil.copytree(html, out)
     manifest = {
-        "pages": sorted(d + ".html" for d in stager.pages),
+        # every page, Sphinx's own (index, search, module index) included
+        "pages": sorted(p.relative_to(out).as_posix() for p in out.rglob("*.html")
+                        if not p.relative_to(out).parts[0].startswith("_")),
         "walkthroughs": {f"walkthroughs/{stem}.html": info for stem, info in executed.items()},
         "papers": [f"papers/{p.name}.html" for p in stager.papers],
         "seconds": {"total": round(time.perf_counter() - start, 1),
