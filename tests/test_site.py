@@ -253,7 +253,7 @@ def _ids(path: Path, cache={}) -> set:
 @needs_browser
 def test_no_broken_links_or_images(site, server, visited):
     out, _ = site
-    broken, checked, external = [], 0, 0
+    broken, checked, external, images = [], 0, 0, 0
     for page, (facts, _) in visited.items():
         page_url = urljoin(server, page)
         for ref in facts["hrefs"] + facts["srcs"] + facts["links"]:
@@ -274,11 +274,11 @@ def test_no_broken_links_or_images(site, server, visited):
                     and unquote(parts.fragment) not in _ids(target):
                 broken.append(f"{page}: {ref} (no such anchor)")
         for src, ok, _ in facts["images"]:
-            checked += 1
+            images += 1
             if not ok:
                 broken.append(f"{page}: image {src} did not load")
-    print(f"{len(visited)} pages, {checked} local links, sources and images checked, "
-          f"{external} external links not followed")
+    print(f"{len(visited)} pages opened; {checked} local links and sources resolved, "
+          f"{images} images loaded; {external} links to other sites not followed")
     assert not broken, f"{len(broken)} broken:\n" + "\n".join(broken[:40])
 
 
