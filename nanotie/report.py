@@ -78,10 +78,12 @@ def smooth(values, window: int = 20) -> np.ndarray:
 
 
 def pyplot():
-    """matplotlib's pyplot on the Agg backend: figures go to files, never to a window."""
+    """matplotlib's pyplot on the Agg backend: figures go to files, never to a window.
+    In a notebook the inline backend stays, so the notebook's own plots still show."""
     import matplotlib
 
-    matplotlib.use("Agg")
+    if "inline" not in matplotlib.get_backend():
+        matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     return plt
