@@ -489,7 +489,7 @@ class Stager:
         for pkg in self.papers:
             lines.append(f"- [{_escape_md(title_of(pkg / '__init__.py', pkg.name))}]"
                          f"(papers/{pkg.name}.md)")
-        lines += ["", "### And", "",
+        lines += ["", "### Exercises and reference", "",
                   "- [The exercises](exercises.md)", "- [API reference](api/index.md)",
                   "- [The source, annotated](code/index.md)", "",
                   "## This site", "",
