@@ -388,3 +388,34 @@ def test_site_command_refuses_a_folder_it_did_not_build(tmp_path, capsys):
     err = capsys.readouterr().err
     assert err.startswith("nanotie: error: --out") and "not a site" in err, err
     assert (tmp_path / "notes.txt").read_text() == "mine"
+
+
+# ----------------------------------------------- plain-text formulas, typeset
+
+
+@needs_docs
+@pytest.mark.parametrize("line,parts", [
+    ("ĥ_t = Re Σ_k R_k λ_k^(t-1)        (t >= 1)",
+     [r"\hat{h}_{t}", r"\sum _{k}", r"\lambda _{k}^{t-1}", r"\geq"]),
+    ("s_t = λ ⊙ s_{t-1} + u_t        (read the state, then update it)",
+     [r"s_{t-1}", r"\odot", r"\text{(read the state, then update it)}"]),
+    ("softmax(Q K^T / sqrt(hd)) V", [r"\mathrm{softmax}", r"K^{T}", r"\sqrt{\mathrm{hd}}"]),
+])
+def test_a_docstring_formula_becomes_tex_that_typesets(line, parts):
+    from latex2mathml.converter import convert
+    from plainmath import formula_line, to_tex
+    tex = to_tex(line)
+    assert formula_line(line) and all(p in tex for p in parts), tex
+    mathml = convert(tex)
+    assert "<math" in mathml and ("<msub" in mathml or "<msup" in mathml), mathml
+
+
+@needs_docs
+def test_only_blocks_of_formulas_are_typeset():
+    from rstify import rstify
+    doc = ["Its impulse response is", "", "    h_t = Re Σ_k R_k λ_k^(t-1)", "",
+           "Shapes:", "", "    x       (B, T, d)   the input", "    mask    (T, T)", "",
+           "A list:", "", "* item one", "  continued here"]
+    out = rstify(doc)
+    assert out.count(".. math::") == 1 and "::" in [l.strip() for l in out]
+    assert "  continued here" in out             # a list's continuation is left alone

@@ -1,11 +1,15 @@
 """Docstrings as reST. nanotie's docstrings are written to be read as plain text, with
 reST's roles and ``::`` blocks where they help; a few plain-text habits are not reST
 (``|x|`` for a norm, ``a*b``, an indented formula right under a sentence). ``rstify``
-makes those read as the author meant, for autodoc and for the annotated source."""
+makes those read as the author meant, for autodoc and for the annotated source: an
+indented block of plain-text formulas is typeset (:mod:`plainmath`), and another
+indented block with formulas or aligned columns keeps its lines as a literal block."""
 
 from __future__ import annotations
 
 import re
+
+from plainmath import MATHY, formula_lines, to_tex
 
 LIST_ITEM = re.compile(r"^\s*([-*+•]|\d+[.)]|[a-z][.)]|:\w[^:]*:)\s")
 EMPHASIS = re.compile(r"(\*\*[^\s*][^*]*?\*\*|\*[^\s*][^*]*?\*)(?=[\s.,;:!?)'\"\]-]|$)")
@@ -40,7 +44,47 @@ def _indent(line: str) -> int:
     return len(line) - len(line.lstrip())
 
 
+def _indented_blocks(lines: list[str]) -> list[str]:
+    """Typeset each indented block of formulas under a sentence (a ``math`` directive per
+    line); keep another indented block with formulas or aligned columns as a literal
+    block. Other lines are left as they are."""
+    out, i, literal = [], 0, None
+    while i < len(lines):
+        line = lines[i]
+        if literal is not None and (not line.strip() or _indent(line) > literal):
+            out.append(line)
+            i += 1
+            continue
+        literal = None
+        prev = next((l for l in reversed(out) if l.strip()), None)
+        if (line.strip() and prev is not None and _indent(line) >= _indent(prev) + 2
+                and not LIST_ITEM.match(prev) and not prev.rstrip().endswith("::")
+                and not prev.lstrip().startswith((".. ", ">>>"))):
+            j = i
+            while j < len(lines) and (not lines[j].strip() or _indent(lines[j]) >= _indent(line)):
+                j += 1
+            while j > i and not lines[j - 1].strip():
+                j -= 1
+            block, pad = lines[i:j], " " * _indent(prev)
+            if formula_lines(block):
+                for formula in (b for b in block if b.strip()):
+                    out += ["", f"{pad}.. math::", "", f"{pad}   {to_tex(formula)}"]
+                out.append("")
+                i = j
+                continue
+            if any(MATHY.search(b) or re.search(r"\S\s{2,}\S", b.strip()) for b in block):
+                out += ["", f"{pad}::", ""] + block + [""]
+                i = j
+                continue
+        if line.rstrip().endswith("::") or line.lstrip().startswith(".. "):
+            literal = _indent(line)
+        out.append(line)
+        i += 1
+    return out
+
+
 def rstify(lines: list[str]) -> list[str]:
+    lines = _indented_blocks(lines)
     out: list[str] = []
     literal_indent = None            # inside a literal block opened by '::'
     para_lines = 0                   # lines in the current paragraph so far
