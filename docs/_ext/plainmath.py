@@ -116,8 +116,8 @@ def _math(text: str) -> str:
             continue
         if ch in SYMBOLS:
             out.append(SYMBOLS[ch] + " ")
-        elif _greek(ch):
-            out.append(_greek(ch) + " ")
+        elif greek := _greek(ch):
+            out.append(greek + " ")
         elif ch in ESCAPE:
             out.append(ESCAPE[ch])
         elif unicodedata.combining(ch):
