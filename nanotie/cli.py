@@ -20,7 +20,7 @@ from .nn.module import StateDictError
 from .papers import REGISTRY
 from .protocol import Runner, dask_executor
 from .report import summary_table
-from .train import CheckpointError
+from .train import CheckpointError, _one_line
 
 
 class UsageError(Exception):
@@ -133,9 +133,8 @@ def _reproduce(args) -> int:
         raise UsageError("--workers and --scheduler: give one (the cluster has its own)")
     if args.out.exists() and not args.out.is_dir():
         raise UsageError(f"--out {args.out}: exists and is not a folder")
-    if args.device == "cuda":
-        if not backend.cuda_available():
-            raise UsageError("--device cuda: " + backend._cupy_status()[1])
+    if args.device == "cuda" and not backend.cuda_available():
+        raise UsageError("--device cuda: " + backend._cupy_status()[1])
     try:
         device = args.device or backend.default_device()
     except backend.DeviceError as exc:          # NANOTIE_DEVICE names an unusable device
@@ -272,9 +271,3 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:      # checkpoints are atomic: a rerun resumes from the last
         print("nanotie: interrupted", file=sys.stderr)
         return 130
-
-
-def _one_line(exc: BaseException) -> str:
-    parts = [part.strip(" -") for part in str(exc).splitlines() if part.strip()]
-    return "".join(p + ("" if i == len(parts) - 1 else " " if p.endswith(":") else "; ")
-                   for i, p in enumerate(parts))
