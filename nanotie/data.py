@@ -200,7 +200,7 @@ class BPETokenizer:
 
 
     @classmethod
-    def train(cls, data: str | bytes, vocab_size: int, verbose: bool = False):
+    def train(cls, data: str | bytes, vocab_size: int):
         """Learn ``vocab_size - 256`` merges from ``data``; return the tokenizer.
 
         Each step merges the most frequent adjacent pair (ties: the smallest pair
@@ -256,9 +256,6 @@ class BPETokenizer:
                     heapq.heappush(heap, (-counts[p], p))
                 else:
                     del counts[p]
-            if verbose:
-                print(f"merge {len(merges)}/{vocab_size - 256}: {pair} -> {new_id} "
-                      f"({-neg_count} occurrences)")
         return cls(merges)
 
     def _encode_chunk(self, chunk: bytes) -> list[int]:

@@ -363,8 +363,7 @@ class ModuleList(Module):
 
     def __init__(self, modules=()):
         super().__init__()
-        for m in modules:
-            self.append(m)
+        self.extend(modules)
 
     def append(self, module: Module) -> "ModuleList":
         self._modules[str(len(self._modules))] = _checked(module, "ModuleList")
