@@ -4,19 +4,10 @@
     python -m nanotie exercise start 2           writes ex02_matmul_backward.py (a stub)
     python -m nanotie exercise check 2           runs the checker on that file
 
-``exercise check`` loads the file and runs the checker in a child process with a time
-limit (:func:`.files.check_file`), so the exit status is 0 only when the checker itself
-says the answer passed: a file that calls ``sys.exit(0)`` or ``os._exit(0)``, loops
-forever or raises a ``BaseException`` fails with a one-line reason.
-
-From Python::
-
-    from nanotie import exercises
-    exercises.get(2).check(my_matmul).raise_if_failed()
-
-A notebook's check cell calls ``my_matmul = exercises.get(2).check_in_notebook(my_matmul)``
-instead: an answer not written yet is reported, not raised, and the cells below run on
-the reference solution, so that a notebook run unchanged reaches its end.
+``exercise check`` runs the checker in a child process with a time limit
+(:func:`.files.check_file`), so the exit status is 0 only when the checker says so.
+From Python, ``exercises.get(2).check(my_matmul).raise_if_failed()``; in a notebook,
+``my_matmul = exercises.get(2).check_in_notebook(my_matmul)``.
 
 Each checker compares the learner's forward and backward with the library's own op,
 and runs :func:`nanotie.gradcheck` (central differences, float64, a random upstream

@@ -41,9 +41,11 @@ import numpy as np
 
 from ..autograd import Tensor, make_result
 from ..gradcheck import gradcheck_report
-from .diagnose import close, for_or_of, explain_shape, explain_values
+from .diagnose import close, explain_shape, explain_values, your
 
 _PACKAGE_DIR = Path(__file__).resolve().parent.parent     # nanotie/
+_FLOAT64 = ("work in float64, the inputs' dtype (no np.float32, astype(np.float32) or "
+            "dtype=np.float32).")
 
 
 class Mistake(Exception):
@@ -136,10 +138,7 @@ class Checker:
             raise
         except BaseException as exc:             # noqa: BLE001  (any error in their code)
             raise Mistake(describe_exception(exc, what)) from None
-        edited = [i for i, (a, b) in enumerate(zip(originals, args))
-                  if isinstance(a, np.ndarray) and not _same_array(a, b)]
-        if edited:
-            raise Mistake(explain_in_place(what, edited[0]))
+        _refuse_in_place(what, args, originals)
         return value
 
     def unpack(self, value, n: int, what: str, names: str) -> tuple:
@@ -177,20 +176,18 @@ class Checker:
         return arr
 
     def _as_array(self, got, shape, name, what) -> np.ndarray:
+        who = your(what, name)
         if got is Ellipsis:
-            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is still `...`: that part "
-                          f"is not written yet.")
+            raise Mistake(f"{who} is still `...`: that part is not written yet.")
         if got is None:
-            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is None. Return an array of "
-                          f"shape {tuple(shape)}.")
+            raise Mistake(f"{who} is None. Return an array of shape {tuple(shape)}.")
         if isinstance(got, Tensor):
-            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is a nanotie Tensor; this "
-                          f"exercise works on plain NumPy arrays (use np. functions).")
+            raise Mistake(f"{who} is a nanotie Tensor; this exercise works on plain NumPy "
+                          f"arrays (use np. functions).")
         try:
             return np.asarray(got, dtype=np.float64)
         except (TypeError, ValueError):
-            raise Mistake(f"your {what} {for_or_of(what)} `{name}` is a {type(got).__name__}, "
-                          f"not an array of numbers.") from None
+            raise Mistake(f"{who} is a {type(got).__name__}, not an array of numbers.") from None
 
     def expect_array(self, got, want, name: str, what: str = "output", **hints) -> np.ndarray:
         """``got`` must be an array with ``want``'s shape and values. ``hints`` go to
@@ -200,9 +197,11 @@ class Checker:
         msg = explain_shape(name, arr.shape, want.shape, what)
         if msg is None:
             msg = explain_values(name, arr, want, what=what, **hints)
-        if msg and _low_precision(got):
-            msg = explain_low_precision(name, got.dtype, what, close(
-                arr, want, rtol=1e-3, atol=1e-5) if arr.shape == want.shape else False, msg)
+        if msg and _low_precision(got):      # the checker compares in float64: say so
+            head = (f"{your(what, name)} has dtype {got.dtype}, and the checker compares in "
+                    f"float64 (to about 1e-9), which {got.dtype} cannot reach: {_FLOAT64}")
+            close_enough = close(arr, want, rtol=1e-3, atol=1e-5)
+            msg = head if close_enough else head + " Apart from that: " + msg
         if msg:
             raise Mistake(msg)
         return arr
@@ -236,28 +235,23 @@ class Checker:
                           f"function computes in {' and '.join(low)} (its output or a "
                           f"gradient has that dtype). A finite difference divides a tiny "
                           f"change in the output by a tiny step, which float32's 7 "
-                          f"digits cannot resolve: work in float64, the inputs' dtype "
-                          f"(no np.float32, astype(np.float32) or dtype=np.float32).")
+                          f"digits cannot resolve: {_FLOAT64}")
         if bad:
             raise Mistake("finite differences disagree with your backward:\n"
                           + "\n".join(r.describe() for r in bad))
 
 
 def describe_exception(exc: BaseException, what: str, quote: bool = True) -> str:
-    """One or two lines: what raised, where in the learner's file, and a hint."""
+    """One or two lines: what raised, where in the learner's file (" (file.py, line 12:
+    the code)", the innermost frame that is neither nanotie's nor NumPy's), and a hint."""
     text = (f"`{what}`" if quote else what) + f" raised {type(exc).__name__}: {exc}"
-    hint = _exception_hint(exc)
-    return text + where_in_learner_code(exc) + ("\n" + hint if hint else "")
-
-
-def where_in_learner_code(exc: BaseException) -> str:
-    """" (file.py, line 12: the code)" for the innermost frame of the exception that
-    is neither nanotie's nor NumPy's; "" when there is none."""
     for frame in reversed(traceback.extract_tb(exc.__traceback__)):
         path = Path(frame.filename)
         if _PACKAGE_DIR not in path.resolve().parents and "numpy" not in path.parts:
-            return f" ({path.name}, line {frame.lineno}: {(frame.line or '').strip()})"
-    return ""
+            text += f" ({path.name}, line {frame.lineno}: {(frame.line or '').strip()})"
+            break
+    hint = _exception_hint(exc)
+    return text + ("\n" + hint if hint else "")
 
 
 def _exception_hint(exc: BaseException) -> str:
@@ -280,12 +274,9 @@ def _exception_hint(exc: BaseException) -> str:
 
 # --------------------------------------------------------- ops from learner code
 
-def learner_op(fn, name: str, outputs: list | None = None):
+def learner_op(fn, name: str):
     """Wrap ``fn(*arrays) -> (out, backward)`` as a nanotie op on Tensors, for gradcheck.
-
-    Tensor arguments reach ``fn`` as their arrays, others unchanged. Each call of
-    the returned op appends ``fn``'s raw output pair to ``outputs`` if given.
-    """
+    Tensor arguments reach ``fn`` as their arrays, others unchanged."""
     low_precision = set()      # dtypes below float64 seen in outputs or gradients
 
     def op(*inputs):
@@ -293,8 +284,6 @@ def learner_op(fn, name: str, outputs: list | None = None):
         before = [a.copy() if isinstance(a, np.ndarray) else None for a in arrays]
         result = fn(*arrays)
         _refuse_in_place(name, arrays, before)
-        if outputs is not None:
-            outputs.append(result)
         out, backward = result
         if _low_precision(out):
             low_precision.add(str(out.dtype))
@@ -303,7 +292,7 @@ def learner_op(fn, name: str, outputs: list | None = None):
         def grads(g):
             kept = g.copy()
             gs = backward(g)
-            _refuse_in_place("backward", [g], [kept], names="g")
+            _refuse_in_place("backward(g)", [g], [kept])
             gs = gs if isinstance(gs, (tuple, list)) else (gs,)
             low_precision.update(str(gr.dtype) for gr in gs if _low_precision(gr))
             return tuple(None if gr is None else np.asarray(gr, dtype=np.float64)
@@ -316,27 +305,21 @@ def learner_op(fn, name: str, outputs: list | None = None):
     return op
 
 
-def _refuse_in_place(what: str, arrays: list, before: list, names: str | None = None):
-    """A :class:`Mistake` if ``fn`` wrote into one of the arrays it was given."""
+def _refuse_in_place(what: str, arrays: list, before: list):
+    """A :class:`Mistake` if the call ``what`` wrote into one of the ``arrays`` it was
+    given (``before``: their copies from before the call; None for a non-array)."""
     for i, (a, b) in enumerate(zip(arrays, before)):
-        if b is not None and not _same_array(a, b):
-            raise Mistake(explain_in_place(f"{what}({names})" if names else what, i))
-
-
-def _same_array(a, b) -> bool:
-    return a.shape == b.shape and bool(np.array_equal(a, b, equal_nan=a.dtype.kind in "fc"))
-
-
-def _arg_name(what: str, i: int) -> str:
-    """The i-th parameter named in ``what`` ("matmul(a, b)" -> "b" for i = 1)."""
-    inside = what.partition("(")[2].rpartition(")")[0]
-    names = [n.strip() for n in inside.split(",") if n.strip()]
-    return f"`{names[i]}`" if i < len(names) else f"argument {i + 1}"
+        if isinstance(b, np.ndarray) and not (a.shape == b.shape and np.array_equal(
+                a, b, equal_nan=a.dtype.kind in "fc")):
+            raise Mistake(explain_in_place(what, i))
 
 
 def explain_in_place(what: str, i: int) -> str:
-    """Why writing into an argument is a mistake, for argument ``i`` of ``what``."""
-    name = _arg_name(what, i)
+    """Why writing into argument ``i`` of ``what`` is a mistake; the argument is named
+    from ``what`` ("matmul(a, b)": i = 1 is `b`)."""
+    inside = what.partition("(")[2].rpartition(")")[0]
+    names = [n.strip() for n in inside.split(",") if n.strip()]
+    name = f"`{names[i]}`" if i < len(names) else f"argument {i + 1}"
     if name == "`g`":
         return (f"`{what}` changed the upstream gradient g IN PLACE (g *= ..., g -= ..., "
                 f"g[...] = ...). A backward must only read g: the engine may hand the "
@@ -349,15 +332,6 @@ def explain_in_place(what: str, i: int) -> str:
 def _low_precision(value) -> bool:
     return isinstance(value, (np.ndarray, np.generic)) and value.dtype.kind == "f" and \
         value.dtype.itemsize < 8
-
-
-def explain_low_precision(name: str, dtype, what: str, close_enough: bool, msg: str) -> str:
-    """A float32 (or float16) answer: say so, since the checker compares in float64."""
-    head = (f"your {what} {for_or_of(what)} `{name}` has dtype {dtype}, and the checker "
-            f"compares in float64 (to about 1e-9), which {dtype} cannot reach: work in "
-            f"float64, the inputs' dtype (no np.float32, astype(np.float32) or "
-            f"dtype=np.float32).")
-    return head if close_enough else head + " Apart from that: " + msg
 
 
 def softmax_rows(z):

@@ -24,22 +24,15 @@ from __future__ import annotations
 
 import numpy as np
 
-RTOL, ATOL = 1e-6, 1e-9          # agreement with the reference, both in float64
-
-
-def close(got, want, rtol: float = RTOL, atol: float = ATOL) -> bool:
-    """Same shape and the same values, up to float64 rounding."""
+def close(got, want, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
+    """Same shape and the same values, up to float64 rounding (both in float64)."""
     got, want = np.asarray(got), np.asarray(want)
     return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol))
 
 
-def for_or_of(what: str) -> str:
+def your(what: str, name: str) -> str:
     """"your gradient FOR `w`", but "your output OF `matmul(a, b)`"."""
-    return "for" if what == "gradient" else "of"
-
-
-def _swap_last(shape: tuple) -> tuple:
-    return shape[:-2] + (shape[-1], shape[-2])
+    return f"your {what} {'for' if what == 'gradient' else 'of'} `{name}`"
 
 
 def explain_shape(name: str, got: tuple, want: tuple, what: str = "gradient") -> str | None:
@@ -53,9 +46,9 @@ def explain_shape(name: str, got: tuple, want: tuple, what: str = "gradient") ->
     if got == want:
         return None
     grad = what == "gradient"
-    head = (f"your {what} {for_or_of(what)} `{name}` has shape {got}, but "
+    head = (f"{your(what, name)} has shape {got}, but "
             + (f"`{name}` has shape {want}" if grad else f"it should have shape {want}"))
-    if len(got) == len(want) >= 2 and got == _swap_last(want):
+    if len(got) == len(want) >= 2 and got == want[:-2] + (want[-1], want[-2]):
         return (f"{head}: " + (f"the shape of {name}.T. " if grad else "the transpose. ")
                 + f"Did you transpose? Write the product so that its shape comes out as "
                   f"{want}.")
@@ -81,12 +74,6 @@ def explain_shape(name: str, got: tuple, want: tuple, what: str = "gradient") ->
     return f"{head}." + (" A gradient always has the shape of its input." if grad else "")
 
 
-def best_scale(got, want) -> float:
-    """The c that makes c * want closest to got (least squares)."""
-    denom = float((want * want).sum())
-    return float((got * want).sum()) / denom if denom > 0 else float("nan")
-
-
 def explain_values(name: str, got, want, *, uses: int | None = None,
                    parts: dict | None = None, factors: dict | None = None,
                    known: list | None = None, what: str = "gradient") -> str | None:
@@ -103,55 +90,51 @@ def explain_values(name: str, got, want, *, uses: int | None = None,
     got, want = np.asarray(got, dtype=np.float64), np.asarray(want, dtype=np.float64)
     if close(got, want):
         return None
+    who = your(what, name)
     if not np.all(np.isfinite(got)):
         where = tuple(int(i) for i in np.argwhere(~np.isfinite(got))[0])
         holds = f"is {got[where]}" if got.ndim == 0 else f"holds {got[where]} at index {where}"
-        return (f"your {what} {for_or_of(what)} `{name}` {holds}. Look for "
-                f"an overflowing exp (subtract the max first), a division by zero, or a "
-                f"log of 0.")
+        return (f"{who} {holds}. Look for an overflowing exp (subtract the max first), a "
+                f"division by zero, or a log of 0.")
     for wrong, explanation in known or []:
         if close(got, wrong):
-            return f"your {what} {for_or_of(what)} `{name}` is wrong: {explanation}"
+            return f"{who} is wrong: {explanation}"
     if got.ndim >= 2 and got.shape[-1] == got.shape[-2] and close(got, want.swapaxes(-1, -2)):
-        return (f"your {what} {for_or_of(what)} `{name}` is the TRANSPOSE of the right one (the shapes "
-                f"agree only because the matrix is square). Did you transpose?")
-    if parts:
-        msg = _explain_parts(name, got, parts)
-        if msg:
-            return msg
+        return (f"{who} is the TRANSPOSE of the right one (the shapes agree only because "
+                f"the matrix is square). Did you transpose?")
+    msg = _explain_parts(name, got, parts) if parts else None
+    if msg:
+        return msg
     if not np.any(got):
-        return (f"your {what} {for_or_of(what)} `{name}` is all zeros: no gradient reaches it. Is it "
-                f"used in the forward pass, and does your backward return its part?")
-    c = best_scale(got, want)
+        return (f"{who} is all zeros: no gradient reaches it. Is it used in the forward "
+                f"pass, and does your backward return its part?")
+    denom = float((want * want).sum())          # c * want closest to got (least squares)
+    c = float((got * want).sum()) / denom if denom > 0 else float("nan")
     if np.isfinite(c) and close(got, c * want, rtol=1e-5, atol=1e-8):
-        msg = _explain_scale(name, c, uses, factors or {}, what)
-        if msg:
-            return msg
-    i = np.unravel_index(int(np.argmax(np.abs(got - want))), got.shape)
-    i = tuple(int(j) for j in i)
-    return (f"your {what} {for_or_of(what)} `{name}` is wrong: at index {i} it is {got[i]:.6g}, the "
-            f"correct value is {want[i]:.6g} (largest error {np.abs(got - want).max():.2e}).")
+        return _explain_scale(who, name, c, uses, factors or {})
+    i = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.abs(got - want))), got.shape))
+    return (f"{who} is wrong: at index {i} it is {got[i]:.6g}, the correct value is "
+            f"{want[i]:.6g} (largest error {np.abs(got - want).max():.2e}).")
 
 
-def _explain_scale(name, c, uses, factors, what) -> str | None:
+def _explain_scale(who, name, c, uses, factors) -> str:
     def near(x):
         return np.isclose(c, x, rtol=1e-5, atol=0)
 
     for value, explanation in factors.items():
         if near(value):
-            return f"your {what} {for_or_of(what)} `{name}` is {c:.4g} times the correct one: {explanation}"
+            return f"{who} is {c:.4g} times the correct one: {explanation}"
     if uses and uses > 1 and near(1.0 / uses):
-        return (f"your {what} {for_or_of(what)} `{name}` is off by a factor of {uses}, the number of "
-                f"times `{name}` is used. Is the tied weight's gradient SUMMED over its "
-                f"{uses} uses (not averaged, not taken from one of them)?")
+        return (f"{who} is off by a factor of {uses}, the number of times `{name}` is used. "
+                f"Is the tied weight's gradient SUMMED over its {uses} uses (not averaged, "
+                f"not taken from one of them)?")
     if uses and uses > 1 and near(uses):
-        return (f"your {what} {for_or_of(what)} `{name}` is {uses} times too large ({uses} is the "
-                f"number of its uses): is one use's gradient counted {uses} times?")
+        return (f"{who} is {uses} times too large ({uses} is the number of its uses): is "
+                f"one use's gradient counted {uses} times?")
     if near(-1.0):
-        return (f"your {what} {for_or_of(what)} `{name}` has the wrong sign: it is exactly minus the "
-                f"correct one.")
-    return (f"your {what} {for_or_of(what)} `{name}` is {c:.4g} times the correct one: a scale factor "
-            f"is missing or extra (a 1/N from a mean? the upstream gradient g?).")
+        return f"{who} has the wrong sign: it is exactly minus the correct one."
+    return (f"{who} is {c:.4g} times the correct one: a scale factor is missing or extra "
+            f"(a 1/N from a mean? the upstream gradient g?).")
 
 
 def _explain_parts(name, got, parts: dict) -> str | None:

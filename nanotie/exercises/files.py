@@ -32,7 +32,7 @@ class StubExistsError(FileExistsError):
 
 def stub_text(exercise) -> str:
     """The starting file: a header saying what to do, then the module's STUB."""
-    goal = "\n".join("    " + line if line else "" for line in _wrap(exercise.goal))
+    goal = textwrap.indent(textwrap.fill(" ".join(exercise.goal.split()), 84), "    ")
     header = (f'"""Exercise {exercise.number}: {exercise.title}\n\n'
               f"Goal:\n{goal}\n\n"
               f"Write `{exercise.function}` below (the docstring gives the math), then "
@@ -41,10 +41,6 @@ def stub_text(exercise) -> str:
               f"{exercise.stub_filename}\n"
               f'"""\n\n')
     return header + exercise.module.STUB.strip("\n") + "\n"
-
-
-def _wrap(text: str, width: int = 84) -> list:
-    return textwrap.wrap(" ".join(text.split()), width)
 
 
 def write_stub(exercise, directory=".", force: bool = False) -> Path:
@@ -171,18 +167,13 @@ def _check_in_child(number: int, path: str, send) -> None:
 
     exercise = get(number)
     try:
-        fn = load_function(path, exercise.function)
+        message = ("result", exercise.check(load_function(path, exercise.function)))
     except LearnerFileError as exc:
-        send.send(("problem", str(exc)))
-        return
-    try:
-        result = exercise.check(fn)
+        message = ("problem", str(exc))
     except KeyboardInterrupt:
-        send.send(("problem", "the check was interrupted (KeyboardInterrupt: Ctrl-C, or "
-                              "raised by your code)"))
-        return
+        message = ("problem", "the check was interrupted (KeyboardInterrupt: Ctrl-C, or "
+                              "raised by your code)")
     except BaseException as exc:             # noqa: BLE001  (a checker bug)
-        send.send(("problem", f"the checker for exercise {number} stopped: "
-                              f"{type(exc).__name__}: {exc}"))
-        return
-    send.send(("result", result))
+        message = ("problem", f"the checker for exercise {number} stopped: "
+                              f"{type(exc).__name__}: {exc}")
+    send.send(message)
