@@ -37,6 +37,7 @@ model folds it in as D = h_0 + Dskip (:meth:`ModalFilterBank.recurrence`).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -59,8 +60,6 @@ def one_blas_thread(fn):
     dozen rows), where more threads cannot help, and on a machine with other work
     running OpenBLAS's waiting threads stall them: one np.convolve at L = 16384 took
     over 60 s with 2 threads and 0.18 s with one."""
-    import functools
-
     @functools.wraps(fn)
     def pinned(*args, **kwargs):
         from threadpoolctl import threadpool_limits
@@ -136,12 +135,6 @@ def error_lower_bound(h, order, sigma=None):
     return float(bound) if bound.ndim == 0 else bound
 
 
-def _tail_energies(sigma: np.ndarray, orders: np.ndarray) -> np.ndarray:
-    """Σ_{i>d} σ_i² for each d in ``orders`` (0 once d reaches the rank)."""
-    tail = np.concatenate([np.cumsum((sigma ** 2)[::-1])[::-1], [0.0]])   # tail[d] = Σ_{i>d}
-    return np.maximum(tail[np.minimum(orders, len(sigma))], 0.0)
-
-
 def tight_lower_bound(h, order):
     """max over block heights m of sqrt(Σ_{i>d} σ_i(H_m)²) / sqrt(m): no order-d system
     gets closer to h in l2. H_m is the m-row Hankel matrix of ALL the Markov
@@ -160,9 +153,9 @@ def tight_lower_bound(h, order):
     markov = h[1:]                                          # h_1 .. h_{L-1}
     best = np.zeros(d.shape)
     for m in range(1, len(h) // 2 + 1):
-        H_m = scipy.linalg.hankel(markov[:m], markov[m - 1:])       # (m, L - m)
-        sigma = scipy.linalg.svdvals(H_m)
-        best = np.maximum(best, np.sqrt(_tail_energies(sigma, d) / m))
+        sigma = scipy.linalg.svdvals(scipy.linalg.hankel(markov[:m], markov[m - 1:]))  # H_m
+        tail = np.concatenate([np.cumsum((sigma ** 2)[::-1])[::-1], [0.0]])   # tail[d] = Σ_{i>d}
+        best = np.maximum(best, np.sqrt(np.maximum(tail[np.minimum(d, len(sigma))], 0.0) / m))
     return float(best) if best.ndim == 0 else best
 
 
@@ -240,9 +233,8 @@ class _HankelSVD:
         self.U, self.sigma, self.Vt = scipy.linalg.svd(hankel_matrix(h), full_matrices=False)
         self.H_up = hankel_matrix(h, shift=1)
         # numerical rank: singular values above the usual SVD round-off threshold
-        tol = self.sigma[0] * max(self.U.shape[0], self.Vt.shape[1]) * np.finfo(float).eps \
-            if self.sigma.size else 0.0
-        self.rank = int(np.sum(self.sigma > tol)) if self.sigma.size and self.sigma[0] else 0
+        tol = self.sigma[0] * max(self.U.shape[0], self.Vt.shape[1]) * np.finfo(float).eps
+        self.rank = int(np.sum(self.sigma > tol))
 
 
 def era(h, order: int, max_radius: float = 1 - 1e-6, _svd: _HankelSVD | None = None
@@ -256,21 +248,17 @@ def era(h, order: int, max_radius: float = 1 - 1e-6, _svd: _HankelSVD | None = N
     h = _as_filter(h)
     svd = _svd if _svd is not None else _HankelSVD(h)
     d = min(int(order), svd.rank)
-    bound = error_lower_bound(h, d, svd.sigma)
-    if d == 0:
-        empty = np.zeros(0, dtype=np.complex128)
-        return _score(ModalFit(empty, empty.copy(), float(h[0])), h, "era", bound)
     root = np.sqrt(svd.sigma[:d])                              # Σ_d^{1/2}
     U_d, V_d = svd.U[:, :d], svd.Vt[:d].T                      # (m, d), (k, d)
     A = (U_d.T @ svd.H_up @ V_d) / root[:, None] / root[None, :]  # (d, d)
     B = root * svd.Vt[:d, 0]                                   # first column of Q
     C = svd.U[0, :d] * root                                    # first row of O
-    poles, residues = _modal_form(A, B, C, max_radius)
-    return _score(ModalFit(poles, residues, float(h[0])), h, "era", bound)
+    return _modal_fit(h, A, B, C, max_radius, "era", error_lower_bound(h, d, svd.sigma))
 
 
-def _modal_form(A, B, C, max_radius: float):
-    """Poles and residues of the state-space system (A, B, C): with A = W diag(λ) W^{-1},
+def _modal_fit(h, A, B, C, max_radius: float, method: str, bound: float) -> ModalFit:
+    """The scored fit of h whose poles and residues are those of the state-space system
+    (A, B, C) (d = 0: no modes): with A = W diag(λ) W^{-1},
     C A^(t-1) B = Σ_k (C W)_k (W^{-1} B)_k λ_k^(t-1). One member of each conjugate pair
     is kept with a doubled residue (module doc); poles on or outside the unit circle
     are pulled inside to ``max_radius``, keeping their angle."""
@@ -282,7 +270,7 @@ def _modal_form(A, B, C, max_radius: float):
     radius = np.abs(poles)
     outside = radius > max_radius
     poles[outside] *= max_radius / radius[outside]
-    return poles, residues
+    return _score(ModalFit(poles, residues, float(h[0])), h, method, bound)
 
 
 # ---------------------------------------------------- 4b. balanced truncation
@@ -334,8 +322,7 @@ class _Balanced:
         self.Lp, self.Lq = _psd_factor(P), _psd_factor(Q)
         self.U, self.hsv, Vt = scipy.linalg.svd(self.Lq.T @ self.Lp)   # hsv: descending
         self.V = Vt.T
-        tol = self.hsv[0] * len(self.hsv) * np.finfo(float).eps * 1e3 if self.hsv.size else 0.0
-        self.rank = int(np.sum(self.hsv > tol)) if self.hsv.size and self.hsv[0] else 0
+        self.rank = int(np.sum(self.hsv > self.hsv[0] * len(self.hsv) * np.finfo(float).eps * 1e3))
 
 
 def balanced_truncation(h, order: int, max_radius: float = 1 - 1e-6,
@@ -355,15 +342,10 @@ def balanced_truncation(h, order: int, max_radius: float = 1 - 1e-6,
     h = _as_filter(h)
     bal = _bal if _bal is not None else _Balanced(h)
     d = min(int(order), bal.rank)
-    if d == 0:
-        empty = np.zeros(0, dtype=np.complex128)
-        return _score(ModalFit(empty, empty.copy(), float(h[0])), h, "balanced", np.nan)
     scale = 1.0 / np.sqrt(bal.hsv[:d])                         # Σ_d^{-1/2}
     T = (bal.Lp @ bal.V[:, :d]) * scale                        # (n, d)
     Ti = scale[:, None] * (bal.U[:, :d].T @ bal.Lq.T)          # (d, n)
-    A, B, C = Ti @ bal.A @ T, Ti @ bal.B, bal.C @ T
-    poles, residues = _modal_form(A, B, C, max_radius)
-    return _score(ModalFit(poles, residues, float(h[0])), h, "balanced", np.nan)
+    return _modal_fit(h, Ti @ bal.A @ T, Ti @ bal.B, bal.C @ T, max_radius, "balanced", np.nan)
 
 
 # ------------------------------------------------------------- 4. modal refinement
@@ -474,14 +456,11 @@ def refine(h, start: ModalFit, max_radius: float = 1 - 1e-6, max_nfev: int = 100
     """
     h = _as_filter(h)
     start = _score(start, h, start.method, start.bound)
-    best = start
     if start.poles.size == 0:
-        return replace(best, era_error=start.error)
-    # The optimal residues for the start's poles.
-    candidate = replace(start, residues=fit_residues(h, start.poles))
-    candidate = _score(candidate, h, "residues", start.bound)
-    if candidate.error < best.error:
-        best = candidate
+        return replace(start, era_error=start.error)
+    optimal = _score(replace(start, residues=fit_residues(h, start.poles)), h, "residues",
+                     start.bound)                      # the optimal residues for its poles
+    best = min(start, optimal, key=lambda f: f.error)  # a tie keeps the start
     # Joint nonlinear least squares on poles and residues.
     x0, nr, nc = _pack(best, max_radius)
 
@@ -495,20 +474,13 @@ def refine(h, start: ModalFit, max_radius: float = 1 - 1e-6, max_nfev: int = 100
     result = scipy.optimize.least_squares(fun, x0, jac=jac, method=method,
                                           x_scale="jac", max_nfev=max_nfev)
     poles, residues = _canonical(*_unpack(result.x, nr, nc, max_radius))
-    candidate = _score(ModalFit(poles, residues, float(h[0])), h, "refined",
-                       start.bound)
+    candidate = _score(ModalFit(poles, residues, float(h[0])), h, "refined", start.bound)
     if np.all(np.abs(poles) < 1) and candidate.error < best.error:
         best = candidate
     return replace(best, era_error=start.error)
 
 
 # ------------------------------------------------------------ 5. order selection
-
-
-def _pad_with_real_mode(fit: ModalFit) -> ModalFit:
-    """The same impulse response as an order d+1 system: one extra real mode, R = 0."""
-    return replace(fit, poles=np.append(fit.poles, 0.0 + 0j),
-                   residues=np.append(fit.residues, 0.0 + 0j), method="warm")
 
 
 def _iter_orders(h, orders, cfg: DistillConfig, svd: _HankelSVD,
@@ -522,25 +494,26 @@ def _iter_orders(h, orders, cfg: DistillConfig, svd: _HankelSVD,
     error is recorded (``bt_error``), and when it beats the fit so far it is refined
     and kept if better, so the result is never worse than balanced truncation.
     """
+    def polish(fit):        # refinement if asked for; era_error is the start's error
+        return refine(h, fit, cfg.max_radius, cfg.max_nfev) if cfg.refine else \
+            replace(fit, era_error=fit.error)
+
     previous = None
     tight = tight_lower_bound(h, np.asarray(orders)) if len(orders) else []
     for d, tight_d in zip(orders, tight):
-        fit = era(h, d, cfg.max_radius, _svd=svd)
-        fit = refine(h, fit, cfg.max_radius, cfg.max_nfev) if cfg.refine else \
-            replace(fit, era_error=fit.error)
+        fit = polish(era(h, d, cfg.max_radius, _svd=svd))
         if previous is not None and previous.error < fit.error:
-            warm = previous
-            while warm.order < min(int(d), svd.rank):
-                warm = _pad_with_real_mode(warm)
-            if cfg.refine:
-                warm = refine(h, warm, cfg.max_radius, cfg.max_nfev)
+            # the same impulse response at this order: idle real modes (λ = 0, R = 0)
+            idle = np.zeros(max(0, min(int(d), svd.rank) - previous.order), np.complex128)
+            warm = polish(replace(previous, poles=np.append(previous.poles, idle),
+                                  residues=np.append(previous.residues, idle)))
             if warm.error < fit.error:
                 fit = replace(warm, bound=fit.bound, era_error=fit.era_error,
                               method="warm")
         if bal is not None:
             bt = balanced_truncation(h, d, cfg.max_radius, _bal=bal)
             if bt.error < fit.error:
-                start = refine(h, bt, cfg.max_radius, cfg.max_nfev) if cfg.refine else bt
+                start = polish(bt)
                 if start.error < fit.error:
                     fit = replace(start, bound=fit.bound, era_error=fit.era_error,
                                   method="balanced")
