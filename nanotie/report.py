@@ -14,8 +14,8 @@ import numpy as np
 
 from .files import atomic_write
 
-__all__ = ["write_results", "write_report", "publish", "headline", "plot_losses", "summary_table", "smooth",
-           "spread_table", "plot_spread", "claim_section", "tuning_table", "tuning_record"]
+__all__ = ["write_results", "publish", "headline", "summary_table", "smooth", "spread_table",
+           "plot_spread", "claim_section", "tuning_table", "tuning_record"]
 
 
 def _plain(value, nan_as_null: bool = True):
@@ -46,17 +46,11 @@ def write_results(out_dir, results: dict) -> Path:
     return path
 
 
-def write_report(out_dir, title: str, body: str) -> Path:
-    """``out_dir/report.md``: a title and a Markdown body."""
-    path = Path(out_dir) / "report.md"
-    _write_text(path, f"# {title}\n\n{body.strip()}\n")
-    return path
-
-
 def publish(out_dir, title: str, results: dict, body: str) -> dict:
-    """Write an experiment's ``results.json`` and ``report.md``; return ``results``."""
+    """Write an experiment's ``results.json`` and ``report.md`` (its title over the
+    Markdown ``body``); return ``results``."""
     write_results(out_dir, results)
-    write_report(out_dir, title, body)
+    _write_text(Path(out_dir) / "report.md", f"# {title}\n\n{body.strip()}\n")
     return results
 
 
@@ -102,26 +96,6 @@ def save_figure(fig, path) -> Path:
     finally:
         pyplot().close(fig)
     return path
-
-
-def plot_losses(runs: dict, path, title: str, metric: str = "val_bpb",
-                ylabel: str = "bits per byte") -> Path:
-    """Training curves of one or more runs: ``{label: History}``.
-
-    Left: the training loss (smoothed) against the step. Right: the validation
-    ``metric`` at each evaluation."""
-    plt = pyplot()
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
-    for label, h in runs.items():
-        line, = ax1.plot(h.step, smooth(h.train_loss), label=label)
-        ax2.plot(h.eval_step, getattr(h, metric), "o-", color=line.get_color(), label=label)
-    ax1.set(xlabel="step", ylabel="train loss (nats/token, smoothed)", title="training")
-    ax2.set(xlabel="step", ylabel=ylabel, title="validation")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend()
-    fig.suptitle(title)
-    return save_figure(fig, path)
 
 
 def summary_table(rows: list) -> str:
