@@ -302,15 +302,13 @@ class Module:
                 problems.append(f"tie '{alias}={name}': shapes {params[alias].shape} and "
                                 f"{params[name].shape} differ in this model")
         # 3. Every parameter of the model must be covered, with the same ties.
-        first_path = {}
-        for path, p in params.items():
-            first_path.setdefault(id(p), path)
-        for path, p in params.items():
-            covered = path in state or path in ties
-            if strict and not covered:
+        first_of = {alias: name for name, aliases in _alias_table(self).items()
+                    for alias in aliases}
+        for path in params:
+            if strict and path not in state and path not in ties:
                 problems.append(f"missing key '{path}'")
-            if path in state and first_path[id(p)] != path and first_path[id(p)] in state:
-                problems.append(f"'{path}' is tied to '{first_path[id(p)]}' in this model, "
+            if path in state and first_of.get(path) in state:
+                problems.append(f"'{path}' is tied to '{first_of[path]}' in this model, "
                                 "but the checkpoint stores them separately")
         if strict:
             problems += [f"missing buffer '{k}'" for k in buffers if k not in state]
