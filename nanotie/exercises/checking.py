@@ -1,19 +1,9 @@
 """The checking toolkit every exercise's ``check(fn)`` is built from.
 
-A check is a few named steps, run in order, inside a :class:`Checker`::
-
-    def check(fn) -> CheckResult:
-        with Checker(f"Exercise 2: {TITLE}") as c:
-            with c.step("the forward equals a @ b"):
-                c.case = "a (3, 4), b (4, 5)"          # shown with a failure
-                out, _ = c.forward(fn, a, b, what="matmul(a, b)")
-                c.expect_array(out, a @ b, "matmul(a, b)")
-            with c.step("the backward matches the engine"):
-                grads = c.gradients(fn, a, b, g=g, what="matmul(a, b)")
-                c.expect_grads(grads, {"a": grad_a, "b": grad_b})
-            with c.step("finite differences agree (nanotie.gradcheck)"):
-                c.expect_gradcheck(learner_op(fn, "matmul"), leaves(a, b))
-        return c.result
+A check is a few named steps, run in order, inside a :class:`Checker`: ``with
+c.step(name):`` blocks that set ``c.case`` (the inputs, shown with a failure), call the
+learner's code through ``c.forward``/``c.gradients`` and compare with ``c.expect_*``
+(:mod:`.matmul_backward`'s ``check`` is a short example).
 
 The first step that finds a mistake stops the check, so a learner sees one problem
 at a time, stated in words they can act on (see :mod:`.diagnose`). The learner's
@@ -21,12 +11,9 @@ code runs only through :meth:`Checker.call` and :meth:`Checker.expect_gradcheck`
 which turn an exception in it into a message with the line of their file, instead of
 a traceback.
 
-Learner ops follow the library's primitive style (``make_result`` in autograd.py):
-on raw float64 NumPy arrays, ``fn(*inputs) -> (out, backward)`` where
-``backward(g)`` RETURNS one gradient per input. :func:`learner_op` wraps such a
-function as a nanotie op, so :func:`nanotie.gradcheck` can compare its backward
-with finite differences, and :func:`engine_reference` runs the library's own op for
-the correct forward and gradients.
+Learner ops follow the library's primitive style (``make_result`` in autograd.py) on
+float64 NumPy arrays: ``fn(*inputs) -> (out, backward)``, ``backward(g)`` RETURNING one
+gradient per input. :func:`engine_reference` runs the library's own op for comparison.
 """
 
 from __future__ import annotations

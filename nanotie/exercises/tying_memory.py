@@ -104,25 +104,24 @@ def measured(config_name: str, state: tuple, mode: str) -> tuple:
     return trainable, adam, training
 
 
-def _parts(config: GPTConfig, state) -> dict:
+def _copies(config: GPTConfig, state) -> tuple:
+    """(how many layers are copies, the scalars of one block)."""
     d = config.d_model
-    return {"block": 12 * d * d + (13 * d if config.bias else 2 * d),
-            "head": config.vocab_size * d, "L": config.n_layer,
-            "independent": independent_layers(state)}
+    return (config.n_layer - independent_layers(state),
+            12 * d * d + (13 * d if config.bias else 2 * d))
 
 
 def _wrong_trainable(config, state, want):
-    p = _parts(config, state)
-    copies = p["L"] - p["independent"]
+    copies, block = _copies(config, state)
     known = []
     if copies:
-        known.append((want + copies * p["block"],
+        known.append((want + copies * block,
                       f"it counts the {copies} copied layer(s) too. A copy (s_i != i) "
                       f"trains nothing: in mode 'official' its Parameters have "
                       f"requires_grad=False, in mode 'shared' they ARE its root's, "
                       f"counted once. Count #{{i : s_i = i}} blocks."))
     if config.tie_embeddings:
-        known.append((want + p["head"],
+        known.append((want + config.vocab_size * config.d_model,
                       "it counts the output head separately, but with tie_embeddings "
                       "the head IS the token embedding wte: one array, counted once."))
     return known
@@ -136,55 +135,54 @@ def _wrong_adam(trainable, want):
 
 
 def _wrong_training(config, state, trainable, want):
-    p = _parts(config, state)
-    copies = (p["L"] - p["independent"]) * p["block"]
+    copies, block = _copies(config, state)
+    copied = copies * block
     return [(want - 4 * trainable, "one of weights, gradients or Adam's moments is "
                                    "missing: training holds all three (4 + 4 + 8 bytes "
                                    "per trainable float32 scalar)."),
-            (want + 4 * copies, "it counts the copies' weights, but a copy computes with "
+            (want + 4 * copied, "it counts the copies' weights, but a copy computes with "
                                 "its root's array: the same memory, stored once."),
-            (want + 8 * copies, "it counts the copies' weights and gradients; a copy "
+            (want + 8 * copied, "it counts the copies' weights and gradients; a copy "
                                 "shares its root's array and has no gradient of its own.")]
 
 
 def check(fn) -> CheckResult:
     runs = [(name, state, mode) for name, state in CASES for mode in MODES]
+    what = "tying_memory(config, state, mode)"
     with Checker(f"Exercise 13: {TITLE}") as c:
         answers = {}
         with c.step(f"trainable equals count_parameters of the real DynamicTiedGPT "
                     f"({len(runs)} state/mode cases)"):
-            for name, state, mode in runs:
-                config = GPTConfig(**CONFIGS[name])
-                c.case = f"{_describe(config)}, state {state}, mode {mode!r}"
-                out = c.unpack(c.call(fn, config, state, mode,
-                                      what="tying_memory(config, state, mode)"), 3,
-                               "tying_memory(config, state, mode)",
-                               "trainable, adam_bytes, training_bytes")
-                answers[name, state, mode] = out
-                want = measured(name, state, mode)[0]
-                c.expect_array(out[0], want, "trainable", what="count",
+            for run in runs:
+                config, state, mode = _case(c, *run)
+                answers[run] = c.unpack(c.call(fn, config, state, mode, what=what), 3, what,
+                                        "trainable, adam_bytes, training_bytes")
+                want = measured(*run)[0]
+                c.expect_array(answers[run][0], want, "trainable", what="count",
                                known=_wrong_trainable(config, state, want))
         with c.step("adam_bytes equals the bytes of AdamW's m and v after a step"):
-            for name, state, mode in runs:
-                c.case = f"{_describe(GPTConfig(**CONFIGS[name]))}, state {state}, mode {mode!r}"
-                trainable, want, _ = measured(name, state, mode)
-                c.expect_array(answers[name, state, mode][1], want, "adam_bytes",
-                               what="count", known=_wrong_adam(trainable, want))
+            for run in runs:
+                _case(c, *run)
+                trainable, want, _ = measured(*run)
+                c.expect_array(answers[run][1], want, "adam_bytes", what="count",
+                               known=_wrong_adam(trainable, want))
         with c.step("training_bytes equals training_memory_bytes' total (weights + "
                     "gradients + m and v)"):
-            for name, state, mode in runs:
-                config = GPTConfig(**CONFIGS[name])
-                c.case = f"{_describe(config)}, state {state}, mode {mode!r}"
-                trainable, _, want = measured(name, state, mode)
-                c.expect_array(answers[name, state, mode][2], want, "training_bytes",
-                               what="count",
+            for run in runs:
+                config, state, _ = _case(c, *run)
+                trainable, _, want = measured(*run)
+                c.expect_array(answers[run][2], want, "training_bytes", what="count",
                                known=_wrong_training(config, state, trainable, want))
     return c.result
 
 
-def _describe(config: GPTConfig) -> str:
-    return (f"V={config.vocab_size}, T={config.context}, d={config.d_model}, "
-            f"L={config.n_layer}, bias={config.bias}, tie_embeddings={config.tie_embeddings}")
+def _case(c: Checker, name: str, state: tuple, mode: str) -> tuple:
+    """(config, state, mode) of one run, described in ``c.case`` for a failure."""
+    config = GPTConfig(**CONFIGS[name])
+    c.case = (f"V={config.vocab_size}, T={config.context}, d={config.d_model}, "
+              f"L={config.n_layer}, bias={config.bias}, tie_embeddings={config.tie_embeddings}"
+              f", state {state}, mode {mode!r}")
+    return config, state, mode
 
 
 # ------------------------------------------------ wrong answers, for the tests
@@ -192,9 +190,8 @@ def _describe(config: GPTConfig) -> str:
 def _copies_trainable_when_official(config, state, mode):
     trainable, _, _ = reference(config, state, mode)
     if mode == "official":                  # "the copies are Parameters, so they count"
-        d = config.d_model
-        block = 12 * d * d + (13 * d if config.bias else 2 * d)
-        trainable += sum(1 for i, s in enumerate(state) if s != i) * block
+        copies, block = _copies(config, state)
+        trainable += copies * block
     return trainable, 8 * trainable, 16 * trainable
 
 
