@@ -25,7 +25,7 @@ import numpy as np
 from ... import backend, data, protocol
 from ...nn import GPT, GPTConfig, count_parameters
 from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       smooth, spread_table, tuning_table)
+                       smooth, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..distillery.study import (MARGIN, NAMES as DISTILLED_NAMES, STUDIES, DistillStudy,
                                 distill_study, measure_throughput, over_seeds,
@@ -157,15 +157,14 @@ def lm_run(settings: dict, seed: int, device: str) -> dict:
     model = _model(settings, seed, device, base)
     history = train(model, splits.train, splits.val,
                     TrainConfig(**{**settings["train"], "seed": seed}), progress=False)
-    context = model.config.context
+    context, tok = model.config.context, data.ByteTokenizer()
     out = {"val": {"bpb": evaluate(model, splits.val, context, 32) / math.log(2)},
            "test": {"bpb": evaluate(model, splits.test, context, 32) / math.log(2)},
            "parameters": count_parameters(model), "train_seconds": history.seconds,
            "curve": {"step": history.step, "train_loss": smooth(history.train_loss).tolist(),
                      "eval_step": history.eval_step, "val_bpb": history.val_bpb},
-           "sample": data.ByteTokenizer().decode(model.generate(
-               data.ByteTokenizer().encode("The ")[None], 80, temperature=0.8, top_k=40,
-               seed=seed)[0]),
+           "sample": tok.decode(model.generate(tok.encode("The ")[None], 80, temperature=0.8,
+                                               top_k=40, seed=seed)[0]),
            "filters": _filter_figures(model)}
     if settings.get("distill") and isinstance(model, HyenaLM):
         out["distill"] = distill_study(model, splits.test, DistillStudy(**settings["distill"]))
@@ -175,12 +174,12 @@ def lm_run(settings: dict, seed: int, device: str) -> dict:
 def recall_data(profile: Profile, seed: int) -> dict:
     """Training, validation and test episodes of the recall task, each from its own
     generator (so no held-out episode is a training one but by chance)."""
-    rc = profile.recall
-    x_train, y_train = recall_episodes(rc, profile.n_recall_train, seed=3 * seed)
-    x_val, y_val = recall_episodes(rc, profile.n_recall_val, seed=3 * seed + 1)
-    x_test, y_test = recall_episodes(rc, profile.n_recall_test, seed=3 * seed + 2)
-    return {"x_train": x_train, "y_train": y_train, "x_val": x_val, "y_val": y_val,
-            "x_test": x_test, "y_test": y_test}
+    sizes = {"train": profile.n_recall_train, "val": profile.n_recall_val,
+             "test": profile.n_recall_test}
+    out = {}
+    for i, (split, n) in enumerate(sizes.items()):
+        out[f"x_{split}"], out[f"y_{split}"] = recall_episodes(profile.recall, n, 3 * seed + i)
+    return out
 
 
 def recall_run(settings: dict, seed: int, device: str) -> dict:
@@ -210,17 +209,16 @@ def recall_run(settings: dict, seed: int, device: str) -> dict:
 def throughput_run(settings: dict, seed: int, device: str) -> dict:
     """Per-token generation time and per-sequence state against the context, for
     untrained models of the LM shape (``throughput.py``); BLAS on one thread."""
-    study = DistillStudy(**settings["study"])
-    base = HyenaConfig(**settings["shape"])
-    return {"throughput": measure_throughput(base, study, seed)}
+    return {"throughput": measure_throughput(HyenaConfig(**settings["shape"]),
+                                             DistillStudy(**settings["study"]), seed)}
 
 
 # ------------------------------------------------------------------------ plots
 
 
 def plot_curves(results: dict, key: str, ylabel: str, title: str, path) -> Path:
-    """Validation curves of the first seed of each model (``results[name]`` a list
-    of RunResult over seeds): mean over seeds with a min-max band."""
+    """Validation curves of each model (``results[name]`` a list of RunResult over
+    seeds): mean over seeds with a min-max band."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(6.4, 3.8))
     for name, rs in results.items():
@@ -272,14 +270,10 @@ def _with_lr(settings: dict, lr: float) -> dict:
     return {**settings, "train": {**settings["train"], "lr": lr}}
 
 
-def _by_model(results, choice: dict) -> dict:
+def _by_model(results, choice: dict, names=MODELS) -> dict:
     """{name: [RunResult per seed]} at each model's chosen learning rate."""
-    out = {}
-    for r in results:
-        name = r.run.settings["model"]
-        if r.run.settings["train"]["lr"] == choice[name]["best"]:
-            out.setdefault(name, []).append(r)
-    return out
+    return {n: [r for r in results if r.run.settings["model"] == n
+                and r.run.settings["train"]["lr"] == choice[n]["best"]] for n in names}
 
 
 def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "cpu",
@@ -297,35 +291,31 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
     rc_lrs = list(profile.recall_lr_grid) or [profile.recall_train.lr]
     tuned = len(lm_lrs) > 1
 
+    def job(kind: str, settings: dict, s: int, label: str) -> protocol.Run:
+        return protocol.Run(f"{__name__}:{kind}_run", settings, s, version=VERSION, label=label)
+
     def lm(name, lr, s, distill: bool, label: str) -> protocol.Run:
-        settings = {**_with_lr(base["lm"], lr), "model": name,
-                    "distill": profile.study.settings() if distill else None}
-        return protocol.Run(f"{__name__}:lm_run", settings, s, version=VERSION, label=label)
+        return job("lm", {**_with_lr(base["lm"], lr), "model": name,
+                          "distill": profile.study.settings() if distill else None}, s, label)
 
     # Phase 1: every independent run at once (the distillation rides along with the
     # Hyena LM runs when there is no grid to choose from first).
     lm_runs = [lm(n, lr, s, not tuned and n != "transformer", f"LM {n} lr {lr:g}")
                for n in MODELS for lr in lm_lrs for s in seeds]
-    rc_runs = [protocol.Run(f"{__name__}:recall_run", {**_with_lr(base["recall"], lr),
-                                                       "model": n},
-                            s, version=VERSION, label=f"recall {n} lr {lr:g}")
-               for n in MODELS for lr in rc_lrs for s in seeds]
-    timing = protocol.Run(f"{__name__}:throughput_run", base["throughput"], seed,
-                          version=VERSION, label="generation timing")
+    rc_runs = [job("recall", {**_with_lr(base["recall"], lr), "model": n}, s,
+                   f"recall {n} lr {lr:g}") for n in MODELS for lr in rc_lrs for s in seeds]
+    timing = job("throughput", base["throughput"], seed, "generation timing")
     results = runner.map(lm_runs + rc_runs + [timing], desc="hyena")
     lm_res, rc_res = results[:len(lm_runs)], results[len(lm_runs):-1]
-    lm_choice = protocol.choose(lm_res, method=lambda r: r.settings["model"],
-                                setting=lambda r: r.settings["train"]["lr"], metric="bpb")
-    rc_choice = protocol.choose(rc_res, method=lambda r: r.settings["model"],
-                                setting=lambda r: r.settings["train"]["lr"],
-                                metric="accuracy", lower_is_better=False)
+    by = dict(method=lambda r: r.settings["model"], setting=lambda r: r.settings["train"]["lr"])
+    lm_choice = protocol.choose(lm_res, **by, metric="bpb")
+    rc_choice = protocol.choose(rc_res, **by, metric="accuracy", lower_is_better=False)
     lm_by, rc_by = _by_model(lm_res, lm_choice), _by_model(rc_res, rc_choice)
     if tuned:   # Phase 2: distil the Hyena models trained at their chosen rates
         phase2 = [lm(n, lm_choice[n]["best"], s, True, f"LM {n} distilled")
                   for n in DISTILLED_NAMES for s in seeds]
-        for r in runner.map(phase2, desc="hyena distillation"):
-            name = r.run.settings["model"]
-            lm_by[name] = [x for x in lm_by[name] if x.run.seed != r.run.seed] + [r]
+        lm_by.update(_by_model(runner.map(phase2, desc="hyena distillation"), lm_choice,
+                               DISTILLED_NAMES))
     return _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_by,
                    results[-1].figures["throughput"], lm_choice, rc_choice, tuned, t0)
 
@@ -333,12 +323,11 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
 # ----------------------------------------------------------------------- report
 
 
-def _spread_of(rs, *keys) -> protocol.Spread:
-    def get(f):
-        for k in keys:
-            f = f[k]
-        return f
-    return protocol.spread([get(r.figures) for r in rs])
+def _figures(by: dict, metric: str, short: str) -> dict:
+    """Per model: the test and val ``metric`` over seeds, and the parameter count."""
+    return {n: {f"{split}_{short}": protocol.spread(r.figures[split][metric] for r in rs)
+                for split in ("test", "val")} | {"parameters": rs[0].figures["parameters"]}
+            for n, rs in by.items()}
 
 
 def _plain(value):
@@ -350,34 +339,26 @@ def _plain(value):
 
 def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_by, tp,
             lm_choice, rc_choice, tuned, t0) -> dict:
-    lm = {n: {"test_bpb": _spread_of(rs, "test", "bpb"), "val_bpb": _spread_of(rs, "val", "bpb"),
-              "parameters": rs[0].figures["parameters"]} for n, rs in lm_by.items()}
-    rc = {n: {"test_acc": _spread_of(rs, "test", "accuracy"),
-              "val_acc": _spread_of(rs, "val", "accuracy"),
-              "parameters": rs[0].figures["parameters"]} for n, rs in rc_by.items()}
+    lm, rc = _figures(lm_by, "bpb", "bpb"), _figures(rc_by, "accuracy", "acc")
     unigram = unigram_bpb(splits.train, splits.test)
     chance = 1.0 / profile.recall.n_values
-    study = profile.study
-    orders = list(study.orders)
+    study, orders = profile.study, list(profile.study.orders)
     dist = {n: [r.figures["distill"] for r in lm_by[n]] for n in DISTILLED_NAMES}
     seen = over_seeds(dist, orders)
     bpb, v_dist, v_ctrl = seen["bpb"], seen["distilled"], seen["control"]
     top = orders[-1]
 
     # ----- verdicts
-    v_mh_h = protocol.verdict(lm["multihyena"]["test_bpb"].values, lm["hyena"]["test_bpb"].values,
-                              names=("MultiHyena", "Hyena"))
-    v_mh_t = protocol.verdict(lm["multihyena"]["test_bpb"].values,
-                              lm["transformer"]["test_bpb"].values,
-                              names=("MultiHyena", "Transformer"))
-    v_recall = protocol.verdict(rc["hyena"]["test_acc"].values, rc["transformer"]["test_acc"].values,
-                                lower_is_better=False, margin=0.05,
-                                names=("Hyena", "Transformer"))
-    at = 4096 if 4096 in tp["distilled_hyena"]["context"] else tp["distilled_hyena"]["context"][-1]
-    i_at = tp["distilled_hyena"]["context"].index(at)
-
-    def speedup(kind):
-        return tp[kind]["seconds"][i_at] / tp["distilled_hyena"]["seconds"][i_at]
+    v_mh_h, v_mh_t = (protocol.verdict(lm["multihyena"]["test_bpb"].values,
+                                       lm[b]["test_bpb"].values, names=("MultiHyena", LABELS[b]))
+                      for b in ("hyena", "transformer"))
+    v_recall = protocol.verdict(rc["hyena"]["test_acc"].values,
+                                rc["transformer"]["test_acc"].values, lower_is_better=False,
+                                margin=0.05, names=("Hyena", "Transformer"))
+    contexts = tp["distilled_hyena"]["context"]
+    at = 4096 if 4096 in contexts else contexts[-1]
+    i_at = contexts.index(at)
+    speedup = {k: tp[k]["seconds"][i_at] / tp["distilled_hyena"]["seconds"][i_at] for k in tp}
 
     # ----- figures
     plots = {
@@ -407,12 +388,10 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
         f"| {LABELS[n]} | {f['filters']} | {f['filter_parameters']:,} | {f['mixer_parameters']:,} | "
         f"{format(f['median_90pct_energy_taps'], '.0f') if f['filters'] else '-'} |"
         for n, f in fil.items())
-    contexts = tp["distilled_hyena"]["context"]
     tp_rows = "\n".join(f"| {KIND_LABELS[k]} | " + " | ".join(
         f"{1e3 * s:.3f} ms, {b / 1024:,.0f} KiB" if k != "hyena_recompute" else f"{1e3 * s:.3f} ms"
         for s, b in zip(tp[k]["seconds"], tp[k]["state_bytes"])) + " |" for k in tp)
-    cfg, rcfg = profile.model, profile.recall
-    tc = profile.train
+    cfg, rcfg, tc = profile.model, profile.recall, profile.train
     if tuned:
         tuning = ("\n### Tuning (validation split)\n\n" + tuning_table(lm_choice, metric="bpb")
                   + "\n\n" + tuning_table(rc_choice, metric="accuracy") + "\n")
@@ -447,28 +426,25 @@ configuration). Every figure is reported on a TEST split that nothing was chosen
                "Hyena Hierarchy (Poli et al., arXiv 2302.10866), abstract (recall tasks)",
                [("Hyena vs Transformer, test accuracy, within 0.05", v_recall)])}
 
-The distilled models' generation speed (the paper's 1.5x over Hyena and 10x over
-Transformers at 1.3B parameters, abstract) is measured below, one timing run, at
-L = {at}: {speedup('hyena_cached'):.2f}x faster per token than the cached Hyena,
-{speedup('transformer_kv'):.2f}x than the KV-cache Transformer,
-{speedup('hyena_recompute'):.0f}x than Hyena recomputing. The full benchmark
-(`python benchmarks/bench_generation.py --out docs/results/hyena`, contexts to 16384)
-writes `docs/results/hyena/generation.md`.
+Generation at L = {at} (one timing run, below; the paper: 1.5x over Hyena, 10x over
+Transformers at 1.3B parameters, abstract): the distilled Hyena is {speedup['hyena_cached']:.2f}x
+faster per token than the cached Hyena, {speedup['transformer_kv']:.2f}x than the KV-cache
+Transformer, {speedup['hyena_recompute']:.0f}x than Hyena recomputing. `python
+benchmarks/bench_generation.py --out docs/results/hyena` times contexts to 16384 (its
+`generation.md`).
 
-What would change the verdicts: more seeds narrow the spread (a "within noise" may
-become either); the full profile's larger models and tuned learning rates may move
-the LM order. The smallest swept order that keeps every seed within {MARGIN} bits per
-byte of the original: {seen["lowest"]}; at this size the filters' long memory is worth
-only the d = 0 gap, so a larger model with longer context is where distillation
-would be tested harder.
+What would change the verdicts: more seeds (a "within noise" may become either); the
+full profile's larger, tuned models (the LM order may move). The smallest swept order
+keeping every seed within {MARGIN} bits per byte of the original: {seen["lowest"]}; at
+this size the filters' long memory is worth only the d = 0 gap, so a larger model with
+longer context would test distillation harder.
 
 ## Language modelling (bytes of prose)
 
 {cfg.n_layer} layers, d_model {cfg.d_model}, context {cfg.context}, {tc.steps} steps of
-{tc.batch_size} sequences, AdamW lr {tc.lr:g} (weight decay {tc.weight_decay:g}); the same blocks,
-MLPs and tied embedding in all three, only the mixer differs. Splits (bytes): train
-{len(splits.train):,}, val {len(splits.val):,}, test {len(splits.test):,}. Bits per byte on all of
-the split; a unigram byte model scores {unigram:.3f} on test.
+{tc.batch_size} sequences, AdamW lr {tc.lr:g} (weight decay {tc.weight_decay:g}); only the mixer
+differs. Splits (bytes, each scored whole): train {len(splits.train):,}, val
+{len(splits.val):,}, test {len(splits.test):,}; a unigram byte model scores {unigram:.3f} on test.
 
 {spread_table(lm_rows, ["test bpb", "val bpb", "parameters"], seeds_of="test bpb")}
 {tuning}
@@ -482,11 +458,11 @@ Sample of the first seed's models (temperature 0.8, top-k 40, prompt 'The '):
 
 ## Associative recall
 
-Each episode binds {rcfg.n_pairs} of {rcfg.n_keys} keys to values (of {rcfg.n_values}), then
-asks for {rcfg.n_queries} of them ({rcfg.seq_len} tokens); only the answers are scored.
-{profile.n_recall_train:,} training episodes, {profile.recall_train.steps} steps; accuracy on
-{profile.n_recall_val:,} validation and {profile.n_recall_test:,} test episodes, each set drawn by its
-own generator (chance {chance:.3f}).
+Each episode binds {rcfg.n_pairs} of {rcfg.n_keys} keys to values (of {rcfg.n_values}), then asks
+for {rcfg.n_queries} of them ({rcfg.seq_len} tokens); only the answers are scored (chance
+{chance:.3f}). {profile.n_recall_train:,} training episodes, {profile.recall_train.steps} steps;
+{profile.n_recall_val:,} val and {profile.n_recall_test:,} test episodes, each set from its own
+generator.
 
 {spread_table(rc_rows, ["test accuracy", "val accuracy", "parameters"], seeds_of="test accuracy")}
 
@@ -507,12 +483,11 @@ number of taps that hold 90% of a filter's energy (of {cfg.context}).
 {distill_md}
 ## Generation: time and memory per token
 
-Untrained models of the LM's shape (the time of a step does not depend on the
-weights), batch 1, greedy, BLAS on one thread; the distilled models at order
-{study.throughput_order}. Each cell: ms per token (median of {study.rounds} interleaved rounds)
-and the state kept per sequence after the prompt. Hyena recompute re-runs the whole
-forward pass per token; the cached Hyena keeps the gated inputs (O(L) per token,
-like the KV cache); the distilled models step their modal states (O(1)).
+Untrained models of the LM's shape (a step's time does not depend on the weights),
+batch 1, greedy, BLAS on one thread, distilled at order {study.throughput_order}. Each cell: ms
+per token (median of {study.rounds} interleaved rounds) and the state kept per sequence. Hyena
+recompute re-runs the whole forward pass per token; the cached Hyena keeps the gated
+inputs (O(L), like the KV cache), the distilled models their modal states (O(1)).
 
 | model | {' | '.join(f'L = {L}' for L in contexts)} |
 |---|{'---|' * len(contexts)}
@@ -522,43 +497,36 @@ like the KV cache); the distilled models step their modal states (O(1)).
 
 ## Differences from the paper
 
-- Byte-level miniatures (2 layers, d_model {cfg.d_model}, context {cfg.context}) on Python's own
-  docs, not 1.3B models on The Pile; CPU timing in NumPy, not GPU kernels.
-- Like the reference, the implicit filters' MLP matrices get no weight decay
-  (``HyenaLM.param_groups``, which ``train()`` reads; the other matrices decay by
-  {tc.weight_decay:g}); unlike it, the filters share the model's learning rate.
-- The filters' positional features are a fixed buffer; the reference trains them at
-  a tiny learning rate.
+- Byte-level miniatures ({cfg.n_layer} layers, d_model {cfg.d_model}, context {cfg.context}) on
+  Python's docs, not 1.3B models on The Pile; CPU timing in NumPy, not GPU kernels.
+- As in the reference, the filters' MLP gets no weight decay (``HyenaLM.param_groups``);
+  unlike it, the filters share the model's learning rate and their positional features
+  are a fixed buffer (the reference trains them at a tiny learning rate).
 - Distillation orders are swept per model, not chosen per layer from the logits'
   error; the distilled models are scored on part of the test split.
 """
-    lm_fig = (f"MH {lm['multihyena']['test_bpb']} vs H {lm['hyena']['test_bpb']} vs "
-              f"T {lm['transformer']['test_bpb']} test bpb")
     claim_row = headline("A Hyena LM distilled into small modal SSMs keeps its quality and "
                     "generates in O(1) per token.", "Laughing Hyena, abstract",
                     v_dist["hyena"], f"Hyena d={top} {bpb['hyena']['by_order'][-1]} vs "
                     f"original {bpb['hyena']['original']} test bpb; "
-                    f"{speedup('hyena_cached'):.1f}x cached Hyena @{at}")
+                    f"{speedup['hyena_cached']:.1f}x cached Hyena @{at}")
     summary = {"test bpb T/H/MH": " / ".join(f"{lm[n]['test_bpb'].mean:.3f}" for n in MODELS),
                "recall T/H/MH": " / ".join(f"{rc[n]['test_acc'].mean:.2f}" for n in MODELS),
                f"distilled d={top}": f"{bpb['hyena']['by_order'][-1].mean:.3f} vs "
                                      f"{bpb['hyena']['original'].mean:.3f}",
-               f"speed-up @{at}": f"{speedup('hyena_cached'):.1f}x cached H, "
-                                  f"{speedup('transformer_kv'):.1f}x KV"}
+               f"speed-up @{at}": f"{speedup['hyena_cached']:.1f}x cached H, "
+                                  f"{speedup['transformer_kv']:.1f}x KV"}
     results = {
         "profile": name_of_profile, "device": device, "seeds": seeds,
         "splits": splits.sizes, "unigram_test_bpb": unigram, "recall_chance": chance,
         "lm": {n: {k: _plain(v) for k, v in lm[n].items()} for n in MODELS},
         "recall": {n: {k: _plain(v) for k, v in rc[n].items()} for n in MODELS},
         "filters": fil,
-        "tuning": {task: {n: {"best": c["best"], "grid": {str(k): v.as_dict()
-                                                         for k, v in c["grid"].items()}}
-                          for n, c in choice.items()}
-                   for task, choice in (("lm", lm_choice), ("recall", rc_choice))},
+        "tuning": {"lm": tuning_record(lm_choice), "recall": tuning_record(rc_choice)},
         "distill": {"orders": orders, "per_seed": dist, "checks": seen["checks"],
                     "bpb": {n: {k: _plain(v) for k, v in b.items()} for n, b in bpb.items()}},
         "throughput": tp, "throughput_context": at,
-        "speedup": {k: speedup(k) for k in tp},
+        "speedup": speedup,
         "verdicts": {"multihyena_vs_hyena": str(v_mh_h), "multihyena_vs_transformer": str(v_mh_t),
                      "distilled": {n: str(v) for n, v in v_dist.items()},
                      "control": {n: str(v) for n, v in v_ctrl.items()},
