@@ -117,12 +117,8 @@ def check(fn) -> CheckResult:
         with c.step("the output at t depends on the inputs 0..t only (causal, no wrap)"):
             for u, h in data:
                 c.case = f"u {u.shape}, h {h.shape}"
-
-                def forward(v, h=h):
-                    return np.asarray(c.forward(fn, v, h, what="fftconv(u, h)")[0],
-                                      dtype=np.float64)
-
-                msg = explain_causality(forward, u)
+                msg = explain_causality(
+                    lambda v, h=h: c.forward(fn, v, h, what="fftconv(u, h)")[0], u)
                 if msg and "not causal" in msg:
                     msg += (" An FFT product is a CIRCULAR convolution: without zero "
                             "padding to n >= L + Lh - 1, the end of the sequence wraps "
@@ -172,28 +168,18 @@ def _shifted_output(u, h):
 
 def _grad_h_not_summed(u, h):
     y, backward = reference(u, h)
-    L, Lh = u.shape[-1], h.shape[-1]
-    n = L + Lh - 1
+    n = u.shape[-1] + h.shape[-1] - 1
 
     def wrong(g):
-        G = np.fft.rfft(g, n)
-        grad_h = np.fft.irfft(G * np.conj(np.fft.rfft(u, n)), n)[..., :Lh]   # (B, D, Lh)
-        return backward(g)[0], grad_h
+        grad_h = np.fft.irfft(np.fft.rfft(g, n) * np.conj(np.fft.rfft(u, n)), n)  # (B, D, n)
+        return backward(g)[0], grad_h[..., :h.shape[-1]]
 
     return y, wrong
 
 
 def _convolution_in_backward(u, h):
     y, backward = reference(u, h)
-    L, Lh = u.shape[-1], h.shape[-1]
-    n = L + Lh - 1
-
-    def wrong(g):
-        G = np.fft.rfft(g, n)
-        grad_u = np.fft.irfft(G * np.fft.rfft(h, n), n)[..., :L]            # no conj
-        return unbroadcast(grad_u, u.shape), backward(g)[1]
-
-    return y, wrong
+    return y, lambda g: (_wrong_backwards(u, h, g)["u"][0][0], backward(g)[1])   # no conj
 
 
 MISTAKES = [
