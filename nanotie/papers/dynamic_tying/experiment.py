@@ -274,10 +274,8 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     lr_of["random"] = lr_of["fixed"] = lr_of["dynamic"]   # the controls: dynamic's rate
 
     # Phase 2: every method at its rate on every seed (the grid's runs come from the cache).
-    final_runs = []
-    for method in METHODS:
-        final_runs += _runs([(method, main_mode)], [lr_of[method]], seeds, profile, corpus,
-                            episodes, device)
+    final_runs = [r for m in METHODS for r in _runs([(m, main_mode)], [lr_of[m]], seeds,
+                                                     profile, corpus, episodes, device)]
     for mode in profile["modes"][1:]:
         n = profile.get("shared_seeds", len(seeds))
         final_runs += _runs([("dynamic", mode)], [lr_of["dynamic"]], seeds[:n], profile,
@@ -337,12 +335,12 @@ COLUMNS = {
 def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits,
                device, model_cfg, train_cfg, main_mode) -> dict:
     dyn_label = _label("dynamic", main_mode)
-    table = {label: {key: protocol.spread([get(r.figures) for r in rs])
-                     for key, get in COLUMNS.items()
-                     if key != "step_peak_mb" or all(r.figures["step_peak"] for r in rs)}
-             for label, rs in groups.items()}
-    ppl = {label: [r.figures["test"]["ppl"] for r in rs] for label, rs in groups.items()}
-    verdicts = {f"dynamic vs {other}": protocol.verdict(ppl[dyn_label], ppl[other],
+    t = {label: {key: protocol.spread([get(r.figures) for r in rs])
+                 for key, get in COLUMNS.items()
+                 if key != "step_peak_mb" or all(r.figures["step_peak"] for r in rs)}
+         for label, rs in groups.items()}
+    verdicts = {f"dynamic vs {other}": protocol.verdict(t[dyn_label]["test_ppl"].values,
+                                                       t[other]["test_ppl"].values,
                                                        names=(dyn_label, other))
                 for other in ("vanilla", "random schedule", "fixed pattern")}
     # Memory saved: the per-seed ratio vanilla / dynamic (the step's peak: CPU runs only).
@@ -351,7 +349,7 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
               for key, column, total in (
                   ("param_final", "param_mb_final", lambda f: f["param_memory_final"]["total"]),
                   ("step_peak", "step_peak_mb", lambda f: f["step_peak"]["total"]))
-              if column in table[dyn_label] and column in table["vanilla"]}
+              if column in t[dyn_label] and column in t["vanilla"]}
     # "up to 10x less": the per-seed ratio vanilla / dynamic against 10 (the spread
     # judged is the ratios' own, not that of memory figures scaled by ten).
     for key, what in (("param_final", "parameter-side"), ("step_peak", "whole-step")):
@@ -363,7 +361,6 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
     probe = DynamicTiedGPT(model_cfg, state=(0,) * model_cfg.n_layer)
     bound = (count_parameters(DynamicTiedGPT(model_cfg, state=tuple(range(model_cfg.n_layer))))
              / count_parameters(probe))
-    t = table
     results = {
         "profile": name if profile is PROFILES.get(name) else "custom",
         "model": asdict(model_cfg), "train": asdict(train_cfg),
@@ -438,27 +435,23 @@ def _report_body(results, extra, groups, plots) -> str:
             "trainable_final": "trainable (end)", "param_mb_final": "params+grads+Adam MB (end)",
             "param_mb_mean": "params+grads+Adam MB (mean)",
             "step_peak_mb": "whole step MB (peak)"}
-    rows = [(label, {name: row.get(key, "n/a") for key, name in cols.items()})
+    whole = "{0.mean:,.0f} ± {0.std:,.0f}"                      # parameters: whole numbers
+    rows = [(label, {**{name: row.get(key, "n/a") for key, name in cols.items()},
+                     "trainable (end)": whole.format(row["trainable_final"])})
             for label, row in t.items()]
-    for (label, cells), row in zip(rows, t.values()):      # whole parameters
-        sp = row["trainable_final"]
-        cells["trainable (end)"] = f"{sp.mean:,.0f} ± {sp.std:,.0f}"
     table = spread_table(rows, list(cols.values()), digits=3, seeds_of="test ppl")
     syn = results["synthetic"]
-    syn_line = (f"at the all-train state after {syn['episodes']} episodes, the share of "
-                f"layers whose greedy action is \"train\" (chance "
-                f"{syn['chance']:.2f}; {len(syn['ema'])} agents each): authors' raw reward "
-                f"{protocol.spread(syn['none']).format(2)} (each: "
-                f"{', '.join(f'{v:.1f}' for v in syn['none'])}), standardised reward "
-                f"{protocol.spread(syn['ema']).format(2)} (each: "
-                f"{', '.join(f'{v:.1f}' for v in syn['ema'])})")
+
+    def shares(norm):
+        each = ", ".join(f"{v:.1f}" for v in syn[norm])
+        return f"{protocol.spread(syn[norm]).format(2)} (each: {each})"
+
     dyn_runs = groups[dyn_label]
     share = protocol.spread([r.figures["greedy_train_share"] for r in dyn_runs])
     pattern = ", ".join(f"{i}<-{j}" if j != i else f"{i}:train"
                         for i, j in enumerate(dyn_runs[0].figures["final_state"]))
     clipped = np.mean([r.figures["rewards_clipped_fraction"] for r in dyn_runs])
     step = ratios.get("step_peak")
-    figs = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     ppl_section = claim_section(CLAIM_PPL, WHERE, [
         ("The claim: dynamic against vanilla, test perplexity", verdicts["dynamic vs vanilla"]),
         ("The control (is it the policy?): dynamic against the random schedule",
@@ -470,8 +463,6 @@ def _report_body(results, extra, groups, plots) -> str:
     if "10x less whole-step memory" in verdicts:
         mem_verdicts.append(("The whole step's peak (tracemalloc: activations included)",
                              verdicts["10x less whole-step memory"]))
-    mem_section = claim_section(CLAIM_MEMORY, WHERE, mem_verdicts)
-    n_seeds = len(results["seeds"])
     same = all(r.figures["val"]["ppl_best_in_run"] == r.figures["val"]["ppl_last_in_run"]
                for rs in groups.values() for r in rs)
     same_note = ("here they are equal in every run: validation was still falling at the "
@@ -484,9 +475,9 @@ context {cfg['context']}) trained for {tcfg['steps']} language-model steps (batc
 {tcfg['batch_size']}, AdamW, warmup + cosine) on Python's own help text, cut into
 train | val | test ({results['splits']['train']:,} / {results['splits']['val']:,} /
 {results['splits']['test']:,} bytes); the last {results['reward_ids']:,} bytes of train are
-held out as the agent's reward batch and never trained on. Settings are chosen on val;
-the figures below are on test. {n_seeds} seeds ({', '.join(map(str, results['seeds']))}) per
-method, the same batches for every method at a given seed, on {results['device']}.
+held out as the agent's reward batch and never trained on. Settings are chosen on val,
+figures are on test; {len(results['seeds'])} seeds ({', '.join(map(str, results['seeds']))})
+per method, the same batches for every method at a given seed, on {results['device']}.
 
 - **vanilla**: every layer trains.
 - **{dyn_label}**: starts with every layer a copy of layer 0; {results['episodes']} episodes of
@@ -519,46 +510,42 @@ run's rate):
 {ppl_section}
 
 Is the agent learning? On a synthetic reward where every trained layer lowers the
-perplexity by 1 (noise 1), so that "train" is always right, {syn_line}. In the language
-model runs, the final agents' greedy "train" share at the all-train state is
-{share.format(2)} (chance {syn['chance']:.2f}). Final pattern of {dyn_label}, seed
+perplexity by 1 (noise 1), so that "train" is always right, the share of layers whose
+greedy action at the all-train state is "train" after {syn['episodes']} episodes (chance
+{syn['chance']:.2f}; {len(syn['ema'])} agents each) is {shares('none')} with the
+authors' raw reward, {shares('ema')} with the standardised one. In the language model
+runs, the final agents' share is {share.format(2)}. Final pattern of {dyn_label}, seed
 {dyn_runs[0].run.seed}: {pattern}. {clipped:.0%} of its rewards were beyond the clip.
 
-What would change the verdicts: a gap larger than the seed spread in the other
-direction with more seeds; longer runs (more episodes) in which the agent can learn;
-the paper's scale, where the perplexity differences between patterns are larger than
-the noise of one held-out batch.
+More seeds, longer runs (more episodes for the agent to learn in) or the paper's scale
+(where patterns differ by more than the noise of one held-out batch) could change the
+verdicts.
 
 ## Memory
 
-{mem_section}
+{claim_section(CLAIM_MEMORY, WHERE, mem_verdicts)}
 
 At the end the vanilla model's parameter-side training memory is
 {ratios['param_final'].format(2)} times the dynamic one's, and its whole step's peak
-{step.format(2) if step else 'n/a'} times. With {cfg['n_layer']} layers no state can save more
+{step.format(2) if step else 'n/a'} times. With {cfg['n_layer']} layers no state saves more
 than {results['param_ratio_bound']:.2f}x on the parameter side (every layer a copy of
 layer 0, the embeddings still train), so "up to 10x" cannot hold at this depth; and a
-copy still runs, so its activations stay: at this width they are most of the step's
-memory, and the whole step shrinks far less than the parameter side.
+copy still runs, so its activations, most of the step's memory at this width, stay.
 
 ## Plots
 
-{figs}
-
+{chr(10).join(f"![{p.stem}]({p.name}){chr(10)}" for p in plots)}
 ## Differences from the paper
 
 - Scale: a {cfg['n_layer']}-layer byte-level GPT for {tcfg['steps']} steps instead of GPT-2-size
   models on WikiText/LM1B; the agent sees {results['episodes']} episodes, not hundreds.
-- The reward is standardised by its running mean and std before the TD update (the
-  authors feed the raw clipped reward); the synthetic check above compares the two
-  at this many episodes. The clip is 100, not 10.
+- The reward is standardised before the TD update (the authors feed the raw clipped
+  reward; the synthetic check above compares the two); the clip is 100, not 10.
 - The reward is computed on one fixed held-out batch, not on a fresh training batch.
-- Epsilon decays fast enough to reach its floor within the run (the authors' 0.95 per
-  episode needs 90 episodes).
+- Epsilon reaches its floor within the run (the authors' 0.95 per episode needs 90).
 - The authors build the LM optimizer once over all parameters, so their code cannot
-  free the Adam state of a layer that trained and was later tied; nanotie's
-  `sync_optimizer` does. nanotie's memory savings are therefore larger than the
-  authors' code would give.
+  free the Adam state of a layer that was later tied; nanotie's `sync_optimizer` does,
+  so its memory savings are larger than the authors' code would give.
 - Untying clones the weights (the authors' layer keeps aliasing its former source).
 """
 

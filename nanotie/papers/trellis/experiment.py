@@ -365,18 +365,8 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     lm_runs = [lm(k, main_levels, lr, s) for k in LM_NAMES for lr in prof.lm_lrs for s in seeds]
     add_runs = [add(n, lr, s) for n in ADDING_MODELS for lr in prof.adding_lrs for s in seeds]
     first = runner.map(lm_runs + add_runs, desc="trellis")
-    lm_res, add_res = first[:len(lm_runs)], first[len(lm_runs):]
-    def lm_name(run):
-        return LM_NAMES[run.settings["kind"]]
-
-    def add_name(run):
-        return run.settings["name"]
-
-    lm_choice = protocol.choose(lm_res, method=lm_name, setting=lambda r: r.settings["lr"],
-                                metric="bpb")
-    add_choice = protocol.choose(add_res, method=add_name, setting=lambda r: r.settings["lr"],
-                                 metric="mse")
-    main, adding = _at_best(lm_res, lm_choice, lm_name), _at_best(add_res, add_choice, add_name)
+    lm_choice, main = _tuned(first[:len(lm_runs)], lambda r: LM_NAMES[r.settings["kind"]], "bpb")
+    add_choice, adding = _tuned(first[len(lm_runs):], lambda r: r.settings["name"], "mse")
 
     # Phase 2: the depth sweep at each kind's chosen rate (the main depth is phase 1's).
     lr_of = {k: lm_choice[LM_NAMES[k]]["best"] for k in ("trellis", "tcn")}
@@ -386,8 +376,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     for r in runner.map(sweep_runs, desc="trellis depth") if sweep_runs else []:
         by_depth.setdefault((r.run.settings["kind"], r.run.settings["levels"]), []).append(
             r.figures)
-    for k in ("trellis", "tcn"):
-        by_depth[(k, main_levels)] = main[LM_NAMES[k]]
+    by_depth.update({(k, main_levels): main[LM_NAMES[k]] for k in ("trellis", "tcn")})
     if ("trellis", 1) in by_depth:   # one level: tied and untied are the same network
         by_depth[("tcn", 1)] = by_depth[("trellis", 1)]
     sweep = {k: [_depth_row(L, by_depth[(k, L)]) for L in prof.depths] for k in ("trellis", "tcn")}
@@ -398,13 +387,9 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     add_test = {k: protocol.spread([f["test"]["mse"] for f in v]) for k, v in adding.items()}
     control = mean_predictor_mse(prof)
     best_add = add_test["TrellisNet (dilated)"].values
-    verdicts = {
-        "lm_vs_lstm": protocol.verdict(lm_test["TrellisNet"].values, lm_test["LSTM"].values,
-                                       names=("TrellisNet", "LSTM")),
-        "lm_vs_tcn": protocol.verdict(lm_test["TrellisNet"].values,
-                                      lm_test["untied TCN"].values,
-                                      names=("TrellisNet", "untied TCN")),
-    }
+    verdicts = {f"lm_vs_{k}": protocol.verdict(lm_test["TrellisNet"].values,
+                                               lm_test[name].values, names=("TrellisNet", name))
+                for k, name in (("lstm", "LSTM"), ("tcn", "untied TCN"))}
     for t, c in zip(sweep["trellis"], sweep["tcn"]):
         if t["levels"] > 1:
             verdicts[f"depth_{t['levels']}"] = protocol.verdict(
@@ -470,13 +455,15 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
                            sweep, verdicts))
 
 
-def _at_best(results, choice, name_of) -> dict:
-    """``{name: [figures of each seed]}`` of the runs at each name's chosen rate."""
-    out = {}
+def _tuned(results, name_of, metric: str) -> tuple:
+    """The rate chosen on val per name, and ``{name: [figures of each seed]}`` at it."""
+    choice = protocol.choose(results, method=name_of, setting=lambda r: r.settings["lr"],
+                             metric=metric)
+    at_best = {}
     for r in results:
         if r.run.settings["lr"] == choice[name_of(r.run)]["best"]:
-            out.setdefault(name_of(r.run), []).append(r.figures)
-    return out
+            at_best.setdefault(name_of(r.run), []).append(r.figures)
+    return choice, at_best
 
 
 def _depth_row(levels: int, figures: list) -> dict:
@@ -520,9 +507,8 @@ reported on test; {n} seeds ({', '.join(map(str, r['seeds']))}) per configuratio
     ("TrellisNet against the untied TCN (the control: the same network without the tie)",
      verdicts["lm_vs_tcn"])],
     note="The paper's models are far larger (13.4M parameters on char-PTB) and regularised; "
-         "this miniature trains ~40k-parameter cores for a few hundred steps, so a verdict "
-         "here speaks of the mechanism at this size, not of the paper's benchmark numbers. "
-         "More steps or seeds could change it either way.")}
+         "a verdict on ~40k-parameter cores after a few hundred steps speaks of the "
+         "mechanism at this size, and more steps or seeds could change it either way.")}
 
 {claim_section("A truncated recurrent network is a TrellisNet with a particular sparse weight "
                "matrix, exactly", "Sec. 4", [])}
@@ -595,40 +581,37 @@ set ({r['adding_mean_predictor_mse']['val']:.4f} on val; 1/6 = 0.167 on average 
 ![adding]({plots['adding'].name})
 
 What was found about models that stay at the mean (probes at T = 16, 400 steps, seed 0;
-validation MSE at the end, predicting the mean scores 0.192 on that 512-sequence set):
+final validation MSE; predicting the mean scores 0.192 on that 512-sequence set):
 
-- **The LSTM** stays at the mean at every setting tried: rate 2e-2 or 5e-3, with or
-  without gradient clipping (0.192 each time). LSTMs are known to sit on a long plateau on
-  this task before they learn it; it is longer than this budget.
+- **The LSTM** stays at the mean (0.192) at rate 2e-2 or 5e-3, with or without gradient
+  clipping: LSTMs sit on a long plateau on this task, longer than this budget.
 - **The TrellisNet** learns with clipping at norm 1 and rate 2e-2 (0.037) or 5e-3 (0.080);
-  without clipping at 2e-2 it is still near the mean at the end (0.161), and with its
-  convolutions started at N(0, 0.1^2) instead of N(0, 0.3^2) it does not leave it (0.189).
-  Initialisation and clipping decide it at this size, more than the rate.
-- **Without dilation** the TrellisNet cannot learn it: its receptive field
-  ({len(prof.adding_dilations) + 1}) is shorter than T, so it never sees the first marked
-  value.
+  without clipping at 2e-2 it ends near the mean (0.161), and with its convolutions
+  started at N(0, 0.1^2) instead of N(0, 0.3^2) it never leaves it (0.189):
+  initialisation and clipping decide it at this size, more than the rate.
+- **Without dilation** its receptive field ({len(prof.adding_dilations) + 1}) is shorter
+  than T, so it never sees the first marked value.
 - **T = 50** (the full profile's length, receptive field 65; batch 32, seed 0). At 600
-  steps every model is still at the mean (0.168 to 0.169 against the set's 0.168): the
-  TrellisNet at rate 1e-2 with or without clipping and at 3e-3, the untied TCN at 1e-2,
-  the LSTM at 3e-3. At 2000 steps the TrellisNet leaves it after about 600 steps at rate
-  3e-3 (0.002 at the end) and after about 1200 at 1e-2 (0.003); the untied TCN after about
-  800 at 1e-2 (0.001); the LSTM at 3e-3 does not (0.168). So the TrellisNet is not unable
-  to learn T = 50: it sits on a plateau whose length grows with the rate, and the earlier
-  full run (batch 64, rate 1e-2, one seed, 2000 steps) stopped before its end. The full
-  profile now chooses the rate on val from 3e-3, 1e-2 and 3e-2, over 5 seeds; its figures
-  are not measured yet.
+  steps every model is at the mean (0.168 to 0.169, the set's 0.168): the TrellisNet at
+  1e-2 with or without clipping and at 3e-3, the untied TCN at 1e-2, the LSTM at 3e-3.
+  At 2000 steps the TrellisNet leaves it after about 600 steps at 3e-3 (0.002 at the
+  end) and about 1200 at 1e-2 (0.003), the untied TCN after about 800 at 1e-2 (0.001);
+  the LSTM at 3e-3 does not (0.168). So the TrellisNet sits on a plateau whose length
+  grows with the rate, and the earlier full run (batch 64, rate 1e-2, one seed, 2000
+  steps) stopped before its end. The full profile now chooses the rate on val from
+  3e-3, 1e-2 and 3e-2 over 5 seeds; its figures are not measured yet.
 
 ## Differences from the paper
 
-- Miniature models (tens of thousands of parameters) and a few hundred steps on Python's
-  help text, not char-PTB; no dropout, DropConnect, weight norm or auxiliary loss in the
-  LM runs (all are implemented and tested).
-- The TCN baseline is the TrellisNet's own gated architecture with a separate convolution
-  per level (the tie removed), not the generic TCN of Bai et al. (2018).
-- The convolution bias starts at zero (the authors: N(0, 0.01)); the hidden dropout is
-  not applied to the history fill of the left padding.
-- The LM trains on random windows from a zero state; history repackaging is implemented
-  and tested (section 1) but not used in training.
+- Miniature models (tens of thousands of parameters), a few hundred steps on Python's
+  help text, not char-PTB; the LM runs use no dropout, DropConnect, weight norm or
+  auxiliary loss (all implemented and tested).
+- The TCN baseline is the TrellisNet's gated architecture with one convolution per
+  level (the tie removed), not the generic TCN of Bai et al. (2018).
+- The convolution bias starts at zero (the authors: N(0, 0.01)); the hidden dropout
+  skips the history fill of the left padding.
+- The LM trains on random windows from a zero state; history repackaging (section 1)
+  is not used in training.
 - The adding problem replaces the paper's sequential MNIST / CIFAR stress tests.
 """
 
