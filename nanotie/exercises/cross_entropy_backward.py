@@ -74,13 +74,10 @@ def _cases(rng):
     """(logits, target, ignore_index, the call's keywords): padding as -100 (the
     default), padding as id 0 (the id is an argument), and logits near 1000 (a naive
     exp overflows)."""
-    z1 = rng.standard_normal((6, 5))
-    t1 = np.array([1, 0, -100, 4, 4, -100])
-    z2 = rng.standard_normal((7, 4))
-    t2 = np.array([0, 2, 3, 0, 1, 0, 2])
-    z3 = 1000.0 + 30.0 * rng.standard_normal((4, 6))
-    t3 = np.array([5, 0, 2, 2])
-    return [(z1, t1, -100, {}), (z2, t2, 0, {"ignore_index": 0}), (z3, t3, -100, {})]
+    return [(rng.standard_normal((6, 5)), np.array([1, 0, -100, 4, 4, -100]), -100, {}),
+            (rng.standard_normal((7, 4)), np.array([0, 2, 3, 0, 1, 0, 2]), 0,
+             {"ignore_index": 0}),
+            (1000.0 + 30.0 * rng.standard_normal((4, 6)), np.array([5, 0, 2, 2]), -100, {})]
 
 
 def _describe(z, t, ignore, kwargs):

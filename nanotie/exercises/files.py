@@ -33,25 +33,21 @@ class StubExistsError(FileExistsError):
 def stub_text(exercise) -> str:
     """The starting file: a header saying what to do, then the module's STUB."""
     goal = textwrap.indent(textwrap.fill(" ".join(exercise.goal.split()), 84), "    ")
-    header = (f'"""Exercise {exercise.number}: {exercise.title}\n\n'
-              f"Goal:\n{goal}\n\n"
+    header = (f'"""Exercise {exercise.number}: {exercise.title}\n\nGoal:\n{goal}\n\n'
               f"Write `{exercise.function}` below (the docstring gives the math), then "
-              f"check it:\n\n"
-              f"    python -m nanotie exercise check {exercise.number} "
-              f"{exercise.stub_filename}\n"
-              f'"""\n\n')
+              f"check it:\n\n    python -m nanotie exercise check {exercise.number} "
+              f'{exercise.stub_filename}\n"""\n\n')
     return header + exercise.module.STUB.strip("\n") + "\n"
 
 
 def write_stub(exercise, directory=".", force: bool = False) -> Path:
     """Write the exercise's stub to ``directory``; refuse to replace an existing file
     unless ``force``. Returns the path written."""
-    directory = Path(directory)
-    path = directory / exercise.stub_filename
+    path = Path(directory) / exercise.stub_filename
     if path.exists() and not force:
         raise StubExistsError(f"{path} already exists and may hold your work; pass "
                               f"--force to replace it with a fresh stub")
-    directory.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(stub_text(exercise))
     return path
 
@@ -124,7 +120,6 @@ def check_file(exercise, path, timeout: float | None = None) -> FileCheck:
     ``sys.exit(0)`` or ``os._exit(0)`` (at import, in the function, in the backward),
     loops forever or raises a ``BaseException`` ends or loses the child, never the
     grader. A check passes only when the child sends the checker's result back.
-    ``$NANOTIE_CHECK_SECONDS`` sets the default time limit.
     """
     if timeout is None:
         timeout = float(os.environ.get("NANOTIE_CHECK_SECONDS", CHECK_SECONDS))

@@ -1,9 +1,5 @@
-"""Exercise 1: un-broadcasting a gradient.
-
-Broadcasting uses one entry of an input many times; the gradient of something used
-many times is the sum of the gradients of its uses. So the backward of broadcasting
-is a SUM over the broadcast axes. The engine does this for every op
-(``nanotie.autograd.unbroadcast``); here the learner writes it.
+"""Exercise 1: un-broadcasting a gradient, a SUM over the broadcast axes, which the
+engine does for every op (``nanotie.autograd.unbroadcast``); here the learner writes it.
 """
 
 from __future__ import annotations
@@ -118,8 +114,7 @@ def _no_keepdims(grad, shape):
 
 
 def _mean_not_sum(grad, shape):
-    n = grad.size // max(int(np.prod(shape)), 1)
-    return reference(grad, shape) / n
+    return reference(grad, shape) / _copies(shape, grad.shape)
 
 
 MISTAKES = [
