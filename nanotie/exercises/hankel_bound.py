@@ -94,12 +94,10 @@ ORDERS = (0, 1, 3, 5)
 
 
 def _wrong_matrices(h):
-    m = (len(h) - 1) // 2
-    k = len(h) - 1 - m
-    i, j = np.arange(m)[:, None], np.arange(k)[None, :]
-    return [(h[i + j], "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term "
-                       "D, which the recurrence matches exactly, so it stays out of H "
-                       "(a system's h_0 is not C A^i A^j B).")]
+    return [(hankel_matrix(h, shift=-1),                  # H[i, j] = h[i + j]
+             "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term D, which "
+             "the recurrence matches exactly, so it stays out of H (a system's h_0 is "
+             "not C A^i A^j B).")]
 
 
 def _wrong_bounds(h, d):
@@ -114,8 +112,7 @@ def _wrong_bounds(h, d):
         known.append((padded[min(d - 1, n)] / np.sqrt(n),
                       f"it uses sigma_{d} (sigma[{d - 1}]); an order-{d} system can "
                       f"match the largest {d} singular value(s), so the bound is the next "
-                      f"one, "
-                      f"sigma_{d + 1} = sigma[{d}] in a 0-based array."))
+                      f"one, sigma_{d + 1} = sigma[{d}] in a 0-based array."))
     return known
 
 
@@ -145,12 +142,9 @@ def check(fn) -> CheckResult:
 # ------------------------------------------------ wrong answers, for the tests
 
 def _with_h0(h, d):
-    L = len(h)
-    m = (L - 1) // 2
-    i, j = np.arange(m)[:, None], np.arange(L - 1 - m)[None, :]
-    H = h[i + j]                                          # starts at h_0
+    H = hankel_matrix(h, shift=-1)                        # starts at h_0
     sigma = np.linalg.svd(H, compute_uv=False)
-    return H, (sigma[d] / np.sqrt(m) if d < m else 0.0)
+    return H, (sigma[d] / np.sqrt(len(sigma)) if d < len(sigma) else 0.0)
 
 
 def _sigma_d(h, d):

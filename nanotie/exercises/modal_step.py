@@ -93,15 +93,18 @@ def _array(got, shape, name, complex_ok: bool) -> np.ndarray:
     return arr
 
 
-def _explain_output(y, want, known, name="y_t") -> str | None:
+def _expect(y, want, name: str, known=(), after: str = "") -> None:
+    """A :class:`Mistake` saying how ``y`` (complex allowed) differs from ``want``,
+    naming a recognised wrong answer of ``known``; ``after`` is added to the message."""
     if close(y, want):
-        return None
+        return
     for wrong, why in known:
         if close(y, wrong):
-            return f"`{name}` is wrong: {why}"
+            raise Mistake(f"`{name}` is wrong: {why}")
     i = int(np.argmax(np.abs(y - want).reshape(-1)))
-    return (f"`{name}` is wrong: at index {np.unravel_index(i, y.shape)} it is "
-            f"{y.reshape(-1)[i]:.6g}, the correct value is {want.reshape(-1)[i]:.6g}.")
+    raise Mistake(f"`{name}` is wrong: at index {np.unravel_index(i, y.shape)} it is "
+                  f"{y.reshape(-1)[i]:.6g}, the correct value is {want.reshape(-1)[i]:.6g}."
+                  + after)
 
 
 def _wrong_outputs(u_t, state, poles, residues, direct):
@@ -158,36 +161,26 @@ def check(fn) -> CheckResult:
     u_t = rng.standard_normal(3)
     u = rng.standard_normal((3, 12))
     what = "modal_step(u_t, state, poles, residues, direct)"
+    rec = ModalRecurrence(poles, residues, direct)
     with Checker(f"Exercise 9: {TITLE}") as c:
         with c.step("one step from a nonzero state: y_t and s_t as ModalRecurrence.step"):
             c.case = "C = 3 channels, K = 2 complex modes, a random complex state"
-            rec = ModalRecurrence(poles, residues, direct)
             want_y, want_s = rec.step(u_t, state)
             out = c.unpack(c.call(fn, u_t, state, poles, residues, direct, what=what), 2,
                            what, "y_t, new_state")
             y = _array(out[0], want_y.shape, "y_t", complex_ok=False)
             s = _array(out[1], want_s.shape, "new_state", complex_ok=True)
-            msg = _explain_output(y, want_y, _wrong_outputs(u_t, state, poles, residues,
-                                                            direct))
-            if msg:
-                raise Mistake(msg)
-            msg = _explain_output(s, want_s, _wrong_states(u_t, state, poles), "new_state")
-            if msg:
-                raise Mistake(msg)
+            _expect(y, want_y, "y_t", _wrong_outputs(u_t, state, poles, residues, direct))
+            _expect(s, want_s, "new_state", _wrong_states(u_t, state, poles))
         with c.step("token by token from s = 0, the outputs equal the FFT convolution "
                     "with the impulse response"):
             c.case = f"u of shape {u.shape} (C, T), 2 modes per channel"
-            rec = ModalRecurrence(poles, residues, direct)
             ys, final = _run(c, fn, u, poles, residues, direct)
             h = modal_impulse_response(poles, residues, direct, u.shape[-1])
-            msg = _explain_output(ys, rec.forward(u), [], "the outputs y")
-            if msg:
-                raise Mistake(msg + f"\nThe filter is h_0 = D, h_t = Re sum_k R_k "
-                              f"lambda_k^(t-1); here h[0, :4] = {np.round(h[0, :4], 4)}.")
-            _, want_final = rec.prefill(u)
-            msg = _explain_output(final, want_final, [], "the final state")
-            if msg:
-                raise Mistake(msg)
+            _expect(ys, rec.forward(u), "the outputs y", after=(
+                f"\nThe filter is h_0 = D, h_t = Re sum_k R_k lambda_k^(t-1); here "
+                f"h[0, :4] = {np.round(h[0, :4], 4)}."))
+            _expect(final, rec.prefill(u)[1], "the final state")
     return c.result
 
 
