@@ -117,17 +117,21 @@ class CacheStepper(_GreedyStepper):
     """An LM run position by position through a per-layer cache: the undistilled Hyena
     with :class:`~nanotie.papers.distillery.generate.ConvCache` s (``init_conv_state``,
     O(L) per token) or the distilled one with its modal states (``init_state``, O(1)
-    per token). Both give the same logits as the parallel forward."""
+    per token). Both give the same logits as the parallel forward. The prompt is
+    prefilled in chunks of ``chunk`` tokens (None: in one pass)."""
 
-    def __init__(self, model, init_cache_state):
-        self.model, self.init_cache_state = model, init_cache_state
+    def __init__(self, model, init_cache_state, chunk: int | None = None):
+        self.model, self.init_cache_state, self.chunk = model, init_cache_state, chunk
 
     def forward(self, idx):
         return self.model(idx, cache=self.state)[0]
 
     def prefill(self, prompt: np.ndarray) -> None:
         self.state = self.init_cache_state(self.model, prompt.shape[0])
-        self._take(self.forward(prompt))                      # the whole prompt, one pass
+        chunk = self.chunk or prompt.shape[1]
+        for start in range(0, prompt.shape[1], chunk):
+            logits = self.forward(prompt[:, start:start + chunk])
+        self._take(logits)
 
     def state_bytes(self) -> int:
         return self.state.nbytes()
@@ -182,25 +186,16 @@ def kv_forward(model: GPT, idx, cache: PreallocatedKVCache) -> Tensor:
         return model.head(x)
 
 
-class KVCacheStepper(_GreedyStepper):
-    """A GPT with a preallocated KV cache: keys and values of the L past tokens."""
+class KVCacheStepper(CacheStepper):
+    """A GPT with a preallocated KV cache: keys and values of the L past tokens. The
+    prompt goes in chunks, so the attention scores of a long prompt never need an
+    (L, L) matrix at once."""
 
     def __init__(self, model: GPT, chunk: int = 512):
-        self.model, self.chunk = model, chunk
+        super().__init__(model, PreallocatedKVCache, chunk)
 
     def forward(self, idx):
-        return kv_forward(self.model, idx, self.cache)
-
-    def prefill(self, prompt: np.ndarray) -> None:
-        """Fill the cache chunk by chunk, so the attention scores of a long prompt
-        never need an (L, L) matrix at once."""
-        self.cache = PreallocatedKVCache(self.model, prompt.shape[0])
-        for start in range(0, prompt.shape[1], self.chunk):
-            logits = self.forward(prompt[:, start:start + self.chunk])
-        self._take(logits)
-
-    def state_bytes(self) -> int:
-        return self.cache.nbytes()
+        return kv_forward(self.model, idx, self.state)
 
 
 def stepper_for(kind: str, model):
