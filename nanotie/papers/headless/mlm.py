@@ -68,36 +68,24 @@ def mask_tokens(ids, mask_id: int, n_random: int, config: MaskingConfig | None =
     ids = np.asarray(ids, dtype=np.int64)
     if ids.ndim != 2:
         raise ValueError(f"mask_tokens: expected (B, T) ids, got shape {ids.shape}")
+    inputs = ids.copy()
     if config.recipe == "authors":
-        return _mask_tokens_authors(ids, mask_id, n_random, config, rng)
-    selected = rng.random(ids.shape) < config.select_prob          # S
-    u = rng.random(ids.shape)                                      # which corruption
-    to_mask = selected & (u < config.mask_prob)
-    to_random = selected & (u >= config.mask_prob) & (u < config.mask_prob +
-                                                      config.random_prob)
-    inputs = ids.copy()
+        randomised = rng.random(ids.shape) < config.random_prob     # (B, T), anywhere
+        inputs[randomised] = rng.integers(0, n_random, int(randomised.sum()))
+        k = math.ceil(config.select_prob * ids.shape[1] - 1e-9)     # picked per row
+        order = np.argsort(rng.random(ids.shape), axis=1)[:, :k]    # (B, k) distinct
+        selected = np.zeros(ids.shape, dtype=bool)
+        np.put_along_axis(selected, order, True, axis=1)            # S
+        to_mask = selected & (rng.random(ids.shape) < config.mask_prob)
+    else:
+        selected = rng.random(ids.shape) < config.select_prob      # S
+        u = rng.random(ids.shape)                                  # which corruption
+        to_mask = selected & (u < config.mask_prob)
+        to_random = selected & (u >= config.mask_prob) & (u < config.mask_prob +
+                                                          config.random_prob)
+        inputs[to_random] = rng.integers(0, n_random, int(to_random.sum()))
     inputs[to_mask] = mask_id
-    inputs[to_random] = rng.integers(0, n_random, int(to_random.sum()))
-    labels = np.where(selected, ids, IGNORE_INDEX)
-    return inputs, labels
-
-
-def _mask_tokens_authors(ids, mask_id, n_random, config, rng):
-    """The authors' recipe: a 10% random pass over every position, then exactly
-    k = ceil(select_prob T) picked positions per row (the k largest of T uniform
-    draws), 80% of which become [MASK]."""
-    B, T = ids.shape
-    inputs = ids.copy()
-    randomised = rng.random(ids.shape) < config.random_prob         # (B, T), anywhere
-    inputs[randomised] = rng.integers(0, n_random, int(randomised.sum()))
-    k = math.ceil(config.select_prob * T - 1e-9)                    # picked per row
-    order = np.argsort(rng.random(ids.shape), axis=1)[:, :k]        # (B, k) distinct
-    selected = np.zeros(ids.shape, dtype=bool)
-    np.put_along_axis(selected, order, True, axis=1)                # S
-    to_mask = selected & (rng.random(ids.shape) < config.mask_prob)
-    inputs[to_mask] = mask_id
-    labels = np.where(selected, ids, IGNORE_INDEX)
-    return inputs, labels
+    return inputs, np.where(selected, ids, IGNORE_INDEX)
 
 
 class BidirectionalSelfAttention(CausalSelfAttention):
