@@ -24,8 +24,8 @@ from ...nn import Linear
 from ...nn import functional as F
 from ...nn.optim import AdamW
 
-__all__ = ["PROBE_TOPICS", "topic_passages", "final_hidden_states", "pooled_features",
-           "linear_probe", "effective_rank"]
+__all__ = ["PROBE_TOPICS", "topic_passages", "pooled_features", "linear_probe",
+           "effective_rank"]
 
 # Eight help topics with no shared passages (checked with 80-byte shingles: pages
 # such as "customization" or "try" are copied inside "specialnames" or "compound",
@@ -63,29 +63,21 @@ def topic_passages(tokenizer, window: int = 32, per_class: int = 96,
         for part, pick in (("test", keep[:n_test]), ("train", keep[n_test:])):
             splits[part][0].append(rows[pick])
             splits[part][1].append(np.full(len(pick), label, dtype=np.int64))
-    x_train, y_train = (np.concatenate(a) for a in splits["train"])
-    x_test, y_test = (np.concatenate(a) for a in splits["test"])
-    return x_train, y_train, x_test, y_test
-
-
-def final_hidden_states(model, idx) -> Tensor:
-    """ln_f of the last block's output, (B, T, d), through the GPT hooks; works for
-    a GPT, a HeadlessGPT and a MaskedLM alike."""
-    x = model.embed(idx)
-    for i in range(model.config.n_layer):
-        x = model.block(i, x)
-    return model.ln_f(x)
+    return tuple(np.concatenate(a) for part in ("train", "test") for a in splits[part])
 
 
 def pooled_features(model, ids, batch_size: int = 64) -> np.ndarray:
-    """Mean over positions of the final hidden states: (N, T) ids -> (N, d) float64."""
+    """Mean over positions of the final hidden states ln_f(x), through the GPT hooks (a
+    GPT, a HeadlessGPT and a MaskedLM alike): (N, T) ids -> (N, d) float64."""
     device = model.wte.weight.device
     out = []
     with model.evaluating():
         for b in range(0, len(ids), batch_size):
             idx = Tensor(backend.to_device(np.asarray(ids[b:b + batch_size]), device))
-            h = final_hidden_states(model, idx)                     # (B, T, d)
-            out.append(backend.asnumpy(h.data).mean(axis=1))
+            x = model.embed(idx)
+            for i in range(model.config.n_layer):
+                x = model.block(i, x)
+            out.append(backend.asnumpy(model.ln_f(x).data).mean(axis=1))   # (B, T, d) -> (B, d)
     return np.concatenate(out).astype(np.float64)
 
 

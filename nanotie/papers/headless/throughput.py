@@ -17,7 +17,7 @@ from __future__ import annotations
 import gc
 import statistics
 import time
-from dataclasses import asdict
+from dataclasses import replace
 
 import numpy as np
 
@@ -60,13 +60,12 @@ def step_function(model, x, y, lr: float = 1e-3):
     return step
 
 
-def time_steps_each(steps: dict, n_steps: int = 3, repeats: int = 3,
-                    warmup: int = 1) -> dict:
+def time_steps_each(steps: dict, n_steps: int = 3, repeats: int = 3) -> dict:
     """Seconds per step of each step function in each of ``repeats`` interleaved
-    rounds: ``{name: [one value per round]}`` (the samples a verdict needs)."""
+    rounds, after one untimed step each: ``{name: [one value per round]}`` (the samples
+    a verdict needs)."""
     for fn in steps.values():
-        for _ in range(warmup):
-            fn()
+        fn()
     times = {name: [] for name in steps}
     gc.collect()
     for _ in range(repeats):
@@ -91,8 +90,7 @@ def throughput_vs_vocab(config: GPTConfig, vocab_sizes, batch_size: int,
     T = config.context
     steps = {}
     for V in vocab_sizes:
-        cfg = GPTConfig(**{**asdict(config), "vocab_size": int(V)})
-        ce, cwt = make_models(cfg, seed, device)
+        ce, cwt = make_models(replace(config, vocab_size=int(V)), seed, device)
         x = rng.integers(0, V, (batch_size, T))
         y = rng.integers(0, V, (batch_size, T))
         steps[("ce", V)] = step_function(ce, x, y)
