@@ -18,18 +18,13 @@ across all channels of a head, applied to the outer products k_t v_t^T as linear
 attention does: M filters instead of D, fewer filters to learn and to distill.
 
 The operator, y = out_proj(x0 . (h * (x1 . v) + Dskip . (x1 . v))) with x0, x1, v
-from a projection and a short convolution, is spelled out in ``operator.py``. The tie
-(MultiHyena, heads m = 1..M of width N = D/M, q, k, v = x0, x1, v):
-
-    z_t^m    = k_t^m (v_t^m)^T                            # (N, N)
-    y_t^m[j] = sum_i q_t^m[i] ((h^m * z^m)_t[i, j] + Dskip_m z_t^m[i, j])
-
-one h^m and one Dskip_m for all N^2 channels of head m. The filter is computed once
-per head and broadcast over the head's channels, so, as for any tied weight, its
-gradient is the sum of what the N^2 channels send back. A second, smaller tie sits
-inside every implicit filter: one vector of sine frequencies omega serves all of
-its sine layers. With the single-pole filter h_t = lam^t, MultiHyena is linear
-attention with decay (``operator.linear_attention_with_decay``).
+from a projection and a short convolution, and MultiHyena's tie (one h^m and one
+Dskip_m per head m) are spelled out in ``operator.py``. The filter is computed once
+per head and broadcast over the head's N^2 channels, so, as for any tied weight, its
+gradient is the sum of what they send back. A second, smaller tie sits inside every
+implicit filter: one vector of sine frequencies omega serves all of its sine layers.
+With the single-pole filter h_t = lam^t, MultiHyena is linear attention with decay
+(``operator.linear_attention_with_decay``).
 
 Where things are:
     operator.py    short_conv, ShortConv, HyenaOperator, MultiHyenaOperator
@@ -55,10 +50,8 @@ Differences from the paper:
   as the reference LM's initialiser does; the standalone operators use PyTorch's
   default Linear init.
 - Like the reference, the implicit filters' MLP gets no weight decay
-  (``HyenaLM.param_groups``, which ``train()`` uses); unlike it, the filters share
-  the model's learning rate (the reference gives them their own).
-- The positional features are a fixed buffer; the reference trains them at a tiny
-  learning rate.
+  (``HyenaLM.param_groups``); unlike it, the filters share the model's learning rate
+  and their positional features are a fixed buffer (the reference trains them).
 """
 
 from .filters import ImplicitFilter, decay_rates, positional_features

@@ -68,8 +68,7 @@ class Profile:
 
 
 # The quick profile: 2 seeds x (3 LMs + 3 recall models) + one timing run, about
-# 150 CPU-seconds in all. Its learning rates are not tuned (no budget for a grid):
-# 3e-3 is the rate the full profile's grid is centred on; run --full for the sweep.
+# 150 CPU-seconds in all, with no learning-rate grid (run --full for the sweep).
 # The recall models use the reference code's filter defaults for synthetic tasks
 # (emb_dim 3, omega 1); the LMs its language-modelling ones (33, 14).
 PROFILES = {

@@ -95,9 +95,6 @@ class HyenaOperator(Module):
     :class:`~nanotie.nn.transformer.Block` as ``block.attn``. Its cache, when
     generating, is one of ``nanotie.papers.distillery.generate`` (``ConvCache``: the
     past gated inputs, O(L) per token; ``MixerCache``: a distilled filter's state, O(1)).
-
-    For distillation, read the filters as arrays: :meth:`filter_array` gives h
-    (n_filters, L) and :meth:`dskip_array` gives Dskip (n_filters,).
     """
 
     def __init__(self, d_model: int, max_len: int, filter_width: int = 64,
