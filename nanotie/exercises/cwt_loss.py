@@ -99,12 +99,13 @@ def _describe(O, E, ids, tau):
             f"(repeats kept), temperature={tau}, scores up to {np.abs(S).max():.0f}")
 
 
-def _wrong_losses(O, T, tau):
-    """Losses of recognised wrong forwards, with what went wrong."""
-    return [(_positive_not_in_denominator(O, T, tau)[0],
-             "the positive is left out of the denominator. Eq. 3 divides exp(S[k, k]) by "
-             "the sum over ALL targets j of exp(S[k, j]), j = k included, so each loss_k "
-             "is a softmax cross-entropy and is >= 0.")]
+_POSITIVE_LEFT_OUT = ("the positive is left out of the denominator. Eq. 3 divides "
+                      "exp(S[k, k]) by the sum over ALL targets j of exp(S[k, j]), j = k "
+                      "included, so each loss_k is a softmax cross-entropy and is >= 0.")
+_DETACHED = ("the targets are treated as detached (constants). In a headless model they "
+             "are NOT detached: E_targets are rows of the input embedding, and the output "
+             "side is how E learns. Each e_j gets -o_j from its own positive and p_kj o_k "
+             "from every row k's denominator: grad_E_targets = dS.T @ O / tau.")
 
 
 def _wrong_grads(O, T, tau, g):
@@ -112,11 +113,6 @@ def _wrong_grads(O, T, tau, g):
     K = len(O)
     P = softmax_rows(O @ T.T / tau)
     scale = g / (K * tau)
-    detached = ("it is all zeros: the targets are treated as detached (constants). In "
-                "a headless model they are NOT detached: E_targets are rows of the "
-                "input embedding, and the output side is how E learns. Each e_j gets "
-                "-o_j from its own positive and p_kj o_k from every row k's denominator: "
-                "grad_E_targets = dS.T @ O / tau.")
     positive_only = ("it holds only the positive term's part, -g o_j / (K tau), as if "
                      "the negatives were detached. e_j is also a negative in every "
                      "row's denominator, which adds sum_k p_kj o_k: grad_E_targets = "
@@ -132,7 +128,7 @@ def _wrong_grads(O, T, tau, g):
     dS = scale * tau * (P - np.eye(K))
     return {
         "O": [(wrong_O, transposed), (dS.T @ T / tau, transposed)],
-        "E_targets": [(np.zeros_like(T), detached),
+        "E_targets": [(np.zeros_like(T), "it is all zeros: " + _DETACHED),
                       (_positive_term_only(O, T, tau)[1](g)[1], positive_only),
                       (scale * (P.T @ O), negatives_only),
                       (wrong_T, transposed), (dS @ O / tau, transposed)],
@@ -151,7 +147,8 @@ def check(fn) -> CheckResult:
                 loss, _ = c.forward(fn, O, T, tau, what="cwt_loss(O, E_targets, temperature)")
                 want = library_cwt_loss(*leaves(O, T), tau).data
                 c.expect_array(loss, want, "cwt_loss(O, E_targets, temperature)", "output",
-                               known=_wrong_losses(O, T, tau), factors={
+                               known=[(_positive_not_in_denominator(O, T, tau)[0],
+                                       _POSITIVE_LEFT_OUT)], factors={
                                    len(O): f"you summed over the K = {len(O)} positions; "
                                            f"the loss is their MEAN (divide by K)."})
         with c.step("the backward matches the engine: grad_O = dS E_targets / tau, "
@@ -164,11 +161,7 @@ def check(fn) -> CheckResult:
                 grads = c.gradients(fn, O, T, tau, g=np.float64(g),
                                     what="cwt_loss(O, E_targets, temperature)")
                 if isinstance(grads, (tuple, list)) and len(grads) == 2 and grads[1] is None:
-                    raise Mistake("your gradient for `E_targets` is None: the targets "
-                                  "are treated as detached (constants). In a headless "
-                                  "model they are NOT detached: E_targets are rows of "
-                                  "the input embedding, and the output side is how E "
-                                  "learns. Return grad_E_targets = dS.T @ O / tau.")
+                    raise Mistake("your gradient for `E_targets` is None: " + _DETACHED)
                 wrong = _wrong_grads(O, T, tau, g)
                 factors = {1.0 / g: "you ignored the upstream gradient g; multiply by it "
                                     "(the chain rule).",
@@ -213,15 +206,8 @@ def _positive_not_in_denominator(O, E_targets, temperature=1.0):
     S = O @ E_targets.T / temperature
     neg = np.where(np.eye(K, dtype=bool), -np.inf, S)     # negatives only
     top = neg.max(axis=1, keepdims=True)
-    expZ = np.exp(neg - top)
-    P = expZ / expZ.sum(axis=1, keepdims=True)
-    loss = (np.log(expZ.sum(axis=1)) + top[:, 0] - np.diag(S)).mean()
-
-    def backward(g):
-        dS = g * (P - np.eye(K)) / K
-        return dS @ E_targets / temperature, dS.T @ O / temperature
-
-    return loss, backward
+    loss = (np.log(np.exp(neg - top).sum(axis=1)) + top[:, 0] - np.diag(S)).mean()
+    return loss, reference(O, E_targets, temperature)[1]  # the forward fails first
 
 
 def _no_max_subtraction(O, E_targets, temperature=1.0):
