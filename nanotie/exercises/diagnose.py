@@ -160,9 +160,8 @@ def dependency(fn, x, axis: int = -1, eps: float = 1e-3, tol: float = 1e-9):
     """
     x = np.array(x, dtype=np.float64)
     base = np.moveaxis(np.asarray(fn(x.copy()), dtype=np.float64), axis, -1)
-    length = x.shape[axis]
-    dep = np.zeros((base.shape[-1], length), dtype=bool)
-    for t in range(length):
+    dep = np.zeros((base.shape[-1], x.shape[axis]), dtype=bool)
+    for t in range(x.shape[axis]):
         nudged = x.copy()
         np.moveaxis(nudged, axis, -1)[..., t] += eps
         out = np.moveaxis(np.asarray(fn(nudged), dtype=np.float64), axis, -1)
@@ -181,8 +180,7 @@ def explain_causality(fn, x, axis: int = -1, what: str = "output",
     future = [(s, t) for s in range(s_len) for t in range(t_len) if t > s - shift and dep[s, t]]
     if future:
         s, t = max(future, key=lambda st: (st[1] - st[0], -st[0]))   # the farthest look
-        ahead = t - s + shift
-        if ahead == 1:
+        if t - s + shift == 1:                                       # one step ahead
             return (f"the {what} at t={s} depends on the input at t={t}, "
                     f"{'one step after it' if include_present else 'the present step'}: "
                     f"an off-by-one in the causal shift or mask (a future value leaks in).")

@@ -1,9 +1,5 @@
-"""Exercise 5: the gradient of a tied weight is a sum.
-
-A tiny language model whose embedding matrix E is also its output head reaches the
-loss along two paths, so dL/dE = dL/dE|lookup + dL/dE|head: the engine's one ``+``
-(autograd.py, "the tying sum"), written by hand. Inside the lookup the same rule
-appears again: a token id that occurs twice is two uses of its row (``np.add.at``).
+"""Exercise 5: the gradient of a tied weight is a sum, dL/dE = dL/dE|lookup + dL/dE|head:
+the engine's one ``+`` (autograd.py, "the tying sum"), written by hand.
 """
 
 from __future__ import annotations
@@ -83,9 +79,9 @@ def reference(E, ids, targets):
 def _cases(rng):
     """(E, ids, targets): V != D with repeated and unused ids, then V == D (where a
     transposed head part has the right shape)."""
-    c1 = (rng.normal(0, 0.7, (7, 4)), np.array([2, 0, 2, 5, 2, 3]), np.array([1, 2, 6, 0, 2, 5]))
-    c2 = (rng.normal(0, 0.7, (5, 5)), np.array([1, 4, 1, 0]), np.array([3, 3, 0, 1]))
-    return [c1, c2]
+    return [(rng.normal(0, 0.7, (7, 4)), np.array([2, 0, 2, 5, 2, 3]),
+             np.array([1, 2, 6, 0, 2, 5])),
+            (rng.normal(0, 0.7, (5, 5)), np.array([1, 4, 1, 0]), np.array([3, 3, 0, 1]))]
 
 
 def _model(E_in, E_out, ids, targets):
