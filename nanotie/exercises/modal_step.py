@@ -140,18 +140,13 @@ def _wrong_states(u_t, state, poles):
     ]
 
 
-def _run(c, fn, u, poles, residues, direct):
-    """The learner's step over u (C, T) from a zero state: (y (C, T), final state)."""
-    C, T = u.shape
-    state = np.zeros(poles.shape, dtype=np.complex128)
-    ys = []
-    for t in range(T):
-        out = c.unpack(c.call(fn, u[:, t], state, poles, residues, direct,
-                              what="modal_step(u_t, state, poles, residues, direct)"),
-                       2, "modal_step(...)", "y_t, new_state")
-        ys.append(_array(out[0], (C,), "y_t", complex_ok=False))
-        state = _array(out[1], poles.shape, "new_state", complex_ok=True)
-    return np.stack(ys, axis=-1), state
+def _step(c, fn, u_t, state, poles, residues, direct):
+    """The learner's (y_t, new_state), of the right shapes and kinds."""
+    what = "modal_step(u_t, state, poles, residues, direct)"
+    y, s = c.unpack(c.call(fn, u_t, state, poles, residues, direct, what=what), 2, what,
+                    "y_t, new_state")
+    return (_array(y, u_t.shape, "y_t", complex_ok=False),
+            _array(s, poles.shape, "new_state", complex_ok=True))
 
 
 def check(fn) -> CheckResult:
@@ -160,24 +155,23 @@ def check(fn) -> CheckResult:
     state = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))
     u_t = rng.standard_normal(3)
     u = rng.standard_normal((3, 12))
-    what = "modal_step(u_t, state, poles, residues, direct)"
     rec = ModalRecurrence(poles, residues, direct)
     with Checker(f"Exercise 9: {TITLE}") as c:
         with c.step("one step from a nonzero state: y_t and s_t as ModalRecurrence.step"):
             c.case = "C = 3 channels, K = 2 complex modes, a random complex state"
             want_y, want_s = rec.step(u_t, state)
-            out = c.unpack(c.call(fn, u_t, state, poles, residues, direct, what=what), 2,
-                           what, "y_t, new_state")
-            y = _array(out[0], want_y.shape, "y_t", complex_ok=False)
-            s = _array(out[1], want_s.shape, "new_state", complex_ok=True)
+            y, s = _step(c, fn, u_t, state, poles, residues, direct)
             _expect(y, want_y, "y_t", _wrong_outputs(u_t, state, poles, residues, direct))
             _expect(s, want_s, "new_state", _wrong_states(u_t, state, poles))
         with c.step("token by token from s = 0, the outputs equal the FFT convolution "
                     "with the impulse response"):
             c.case = f"u of shape {u.shape} (C, T), 2 modes per channel"
-            ys, final = _run(c, fn, u, poles, residues, direct)
+            final, ys = np.zeros(poles.shape, dtype=np.complex128), []    # s_{-1} = 0
+            for t in range(u.shape[1]):
+                y, final = _step(c, fn, u[:, t], final, poles, residues, direct)
+                ys.append(y)
             h = modal_impulse_response(poles, residues, direct, u.shape[-1])
-            _expect(ys, rec.forward(u), "the outputs y", after=(
+            _expect(np.stack(ys, axis=-1), rec.forward(u), "the outputs y", after=(
                 f"\nThe filter is h_0 = D, h_t = Re sum_k R_k lambda_k^(t-1); here "
                 f"h[0, :4] = {np.round(h[0, :4], 4)}."))
             _expect(final, rec.prefill(u)[1], "the final state")
@@ -187,18 +181,17 @@ def check(fn) -> CheckResult:
 # ------------------------------------------------ wrong answers, for the tests
 
 def _real_state(u_t, state, poles, residues, direct):
-    y_t = np.real(np.sum(residues * state, axis=-1)) + direct * u_t
-    return y_t, np.real(poles * state) + u_t[..., None]              # too early
+    y_t, new_state = reference(u_t, state, poles, residues, direct)
+    return y_t, np.real(new_state)                                   # too early
 
 
 def _read_after_update(u_t, state, poles, residues, direct):
-    new_state = poles * state + u_t[..., None]
-    return np.real(np.sum(residues * new_state, axis=-1)) + direct * u_t, new_state
+    _, new_state = reference(u_t, state, poles, residues, direct)
+    return reference(u_t, new_state, poles, residues, direct)[0], new_state
 
 
 def _no_direct_term(u_t, state, poles, residues, direct):
-    new_state = poles * state + u_t[..., None]
-    return np.real(np.sum(residues * state, axis=-1)), new_state
+    return reference(u_t, state, poles, residues, 0 * direct)
 
 
 MISTAKES = [
