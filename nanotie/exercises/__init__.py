@@ -64,16 +64,25 @@ class Exercise:
         """The exercise module, imported on first use."""
         return importlib.import_module(f"{__name__}.{self.name}")
 
-    def __getattr__(self, attr: str):
-        """``title``, ``goal``, ``function`` and ``reference``: the module's TITLE, GOAL,
-        FUNCTION and reference."""
-        if attr not in ("title", "goal", "function", "reference"):
-            raise AttributeError(f"{type(self).__name__!r} object has no attribute {attr!r}")
-        return getattr(self.module, attr if attr == "reference" else attr.upper())
+    @property
+    def title(self) -> str:
+        return self.module.TITLE
+
+    @property
+    def goal(self) -> str:
+        return self.module.GOAL
+
+    @property
+    def function(self) -> str:
+        return self.module.FUNCTION
 
     @property
     def stub_filename(self) -> str:
         return f"ex{self.number:02d}_{self.name}.py"
+
+    @property
+    def reference(self):
+        return self.module.reference
 
     def check(self, fn) -> CheckResult:
         """Run this exercise's checker on ``fn``. Checkers that build models draw from

@@ -181,9 +181,8 @@ class Checker:
         :func:`.diagnose.explain_values` (uses, parts, factors, known)."""
         want = np.asarray(want)
         arr = self._as_array(got, want.shape, name, what)
-        msg = explain_shape(name, arr.shape, want.shape, what)
-        if msg is None:
-            msg = explain_values(name, arr, want, what=what, **hints)
+        msg = (explain_shape(name, arr.shape, want.shape, what)
+               or explain_values(name, arr, want, what=what, **hints))
         if msg and _low_precision(got):      # the checker compares in float64: say so
             head = (f"{your(what, name)} has dtype {got.dtype}, and the checker compares in "
                     f"float64 (to about 1e-9), which {got.dtype} cannot reach: {_FLOAT64}")

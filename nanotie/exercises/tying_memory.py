@@ -1,9 +1,5 @@
 """Exercise 13: what a tying state costs in training memory (Dynamic Layer Tying).
 
-A layer with s_i = j < i is a copy of layer j: no gradient, no optimizer state, and the
-SAME arrays as its root, so only #{i : s_i = i} blocks train, and each trainable float32
-parameter costs 16 bytes (weight, gradient, Adam's m and v). The two modes of
-``nanotie.papers.dynamic_tying`` differ in the root's gradient, not in what is stored.
 The check builds the real ``DynamicTiedGPT``, takes one AdamW step, and measures. This
 is the parameter side of training memory, the paper's accounting; a copy still runs,
 so its activations remain (``dynamic_tying.step_peak_bytes`` measures the whole step).
