@@ -45,7 +45,7 @@ class _ModalFilters:
 
     bank: ModalFilterBank
 
-    def _share(self, op: HyenaOperator, bank: ModalFilterBank) -> None:
+    def __init__(self, op: HyenaOperator, bank: ModalFilterBank):
         """Take every part of ``op`` but its implicit filter (the same objects)."""
         Module.__init__(self)
         self.d_model, self.max_len = op.d_model, op.max_len
@@ -55,6 +55,8 @@ class _ModalFilters:
         # axes of a filter's input after the filter axis: the (N, N) outer products of
         # MultiHyena's heads, none for Hyena's (B, D, L) gate
         self.trailing_dims = 2 if isinstance(op, MultiHyenaOperator) else 0
+        if self.trailing_dims:
+            self.n_head = op.n_head                   # MultiHyena's heads
         self._filter_cache = {}
         self.train(op.training)
 
@@ -79,17 +81,10 @@ class _ModalFilters:
 class DistilledHyena(_ModalFilters, HyenaOperator):
     """A :class:`HyenaOperator` whose D long filters are modal SSMs."""
 
-    def __init__(self, op: HyenaOperator, bank: ModalFilterBank):
-        self._share(op, bank)
-
 
 class DistilledMultiHyena(_ModalFilters, MultiHyenaOperator):
     """A :class:`MultiHyenaOperator` whose M long filters (one per head) are modal
     SSMs; each head's state is shared by its N² channels' filter, not its values."""
-
-    def __init__(self, op: MultiHyenaOperator, bank: ModalFilterBank):
-        self._share(op, bank)
-        self.n_head = op.n_head
 
 
 def distilled_operator(op: HyenaOperator, bank: ModalFilterBank) -> HyenaOperator:
