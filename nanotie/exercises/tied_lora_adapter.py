@@ -128,10 +128,9 @@ def _untied_parts(X, A, B, u, v, g) -> tuple:
         return _adapter_stack(X, copies[:L], copies[L:], u, v)
 
     arrays = [X, u, v] + [A.copy() for _ in range(L)] + [B.copy() for _ in range(L)]
-    _, grads = engine_reference(untied, arrays, g)
-    copies = grads[3:]
-    return ({f"layer {l}": copies[l] for l in range(L)},
-            {f"layer {l}": copies[L + l] for l in range(L)})
+    _, grads = engine_reference(untied, arrays, g)             # X, u, v, the A's, the B's
+    return ({f"layer {l}": grads[3 + l] for l in range(L)},
+            {f"layer {l}": grads[3 + L + l] for l in range(L)})
 
 
 # ------------------------------------------------------------------ the check
@@ -239,6 +238,8 @@ def check(fn) -> CheckResult:
     rng = np.random.default_rng(6)
     cases = [_inputs(rng, s) for s in SHAPES]
     upstream = [rng.standard_normal(X.shape[:2] + (B.shape[0],)) for X, A, B, u, v in cases]
+    wants = [engine_reference(_tied, list(case), g)[1] for case, g in zip(cases, upstream)]
+    wrongs = [_wrong_grads(*case, g) for case, g in zip(cases, upstream)]
     with Checker(f"Exercise 6: {TITLE}") as c:
         with c.step("the forward equals L TiedLoRALinear adapters sharing one A and one B"):
             for X, A, B, u, v in cases:
@@ -249,37 +250,32 @@ def check(fn) -> CheckResult:
                                known=_wrong_outputs(X, A, B, u, v))
         mine = []                                         # the learner's, per case
         with c.step("the backward returns five gradients; grad_X is the engine's"):
-            for (X, A, B, u, v), g in zip(cases, upstream):
-                c.case = _describe(X, A, B, u, v)
-                _, backward = _forward(c, fn, X, A, B, u, v)
-                grads = c.call(backward, g, what="backward(g)")
+            for case, g, want, wrong in zip(cases, upstream, wants, wrongs):
+                c.case = _describe(*case)
+                grads = c.gradients(fn, *case, g=g, what="tied_lora(X, A, B, u, v)")
                 grads = grads if isinstance(grads, (tuple, list)) else (grads,)
                 if len(grads) != 5:
                     raise Mistake(f"backward must return a tuple of 5 gradients, one per "
                                   f"input (X, A, B, u, v); it returned {len(grads)}.")
-                _, want = engine_reference(_tied, [X, A, B, u, v], g)
-                c.expect_array(grads[0], want[0], "X", "gradient",
-                               known=_wrong_grads(X, A, B, u, v, g)["X"])
+                c.expect_array(grads[0], want[0], "X", "gradient", known=wrong["X"])
                 mine.append(grads)
         with c.step("the per-layer u and v: gradients summed over rows, one row per layer"):
-            for (X, A, B, u, v), g, grads in zip(cases, upstream, mine):
-                c.case = _describe(X, A, B, u, v)
-                _, want = engine_reference(_tied, [X, A, B, u, v], g)
-                wrong = _wrong_grads(X, A, B, u, v, g)
+            for case, want, wrong, grads in zip(cases, wants, wrongs, mine):
+                c.case = _describe(*case)
                 _expect_per_layer(c, grads[3], want[3], "u", "r", wrong["u"])
                 _expect_per_layer(c, grads[4], want[4], "v", "3d", wrong["v"])
         with c.step("the tied A and B: gradients are the SUMS over layers of an untied "
                     "twin's per-layer gradients"):
-            for (X, A, B, u, v), g, grads in zip(cases, upstream, mine):
-                c.case = _describe(X, A, B, u, v) + "; the twin holds a copy of A and B per layer"
-                parts_A, parts_B = _untied_parts(X, A, B, u, v, g)
-                wrong = _wrong_grads(X, A, B, u, v, g)
-                _expect_tied(c, grads[1], parts_A, "A", X.shape[1], wrong["A"])
-                _expect_tied(c, grads[2], parts_B, "B", X.shape[1], wrong["B"])
+            for case, g, wrong, grads in zip(cases, upstream, wrongs, mine):
+                c.case = _describe(*case) + "; the twin holds a copy of A and B per layer"
+                parts_A, parts_B = _untied_parts(*case, g)
+                n_rows = case[0].shape[1]
+                _expect_tied(c, grads[1], parts_A, "A", n_rows, wrong["A"])
+                _expect_tied(c, grads[2], parts_B, "B", n_rows, wrong["B"])
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
-            for X, A, B, u, v in cases:
-                c.case = _describe(X, A, B, u, v)
-                c.expect_gradcheck(learner_op(fn, "tied_lora"), leaves(X, A, B, u, v))
+            for case in cases:
+                c.case = _describe(*case)
+                c.expect_gradcheck(learner_op(fn, "tied_lora"), leaves(*case))
     return c.result
 
 
@@ -301,8 +297,7 @@ def _tied_averaged(X, A, B, u, v):
 
     def wrong(g):
         gX, gA, gB, gu, gv = backward(g)
-        L = X.shape[0]
-        return gX, gA / L, gB / L, gu, gv                 # a mean over the layers
+        return gX, gA / len(X), gB / len(X), gu, gv       # a mean over the layers
 
     return out, wrong
 
@@ -329,11 +324,7 @@ def _grad_B_transposed(X, A, B, u, v):
 
 def _u_after_B(X, A, B, u, v):
     out = (X @ A.T) @ B.T * u[:, None, :] * v[:, None, :]  # u meets the 3d-wide output
-
-    def backward(g):
-        return reference(X, A, B, u, v)[1](g)
-
-    return out, backward
+    return out, reference(X, A, B, u, v)[1]
 
 
 def _v_missing_from_grad_B(X, A, B, u, v):
