@@ -1,9 +1,10 @@
 """The registry of miniature reproductions: experiment name -> entry point.
 
-Each entry names the module whose ``run(quick, out_dir, seed, device, runner)``
-reproduces one claim (``runner``: a :class:`nanotie.protocol.Runner` that executes,
-caches and parallelises its independent runs); ``python -m nanotie reproduce`` runs them in this order. The module is
-imported only when the experiment runs, so ``python -m nanotie list`` stays instant.
+Experiment ``name``'s ``run(quick, out_dir, seed, device, runner)`` lives in
+``nanotie.papers.<name, dashes as underscores>.experiment`` and reproduces one claim
+(``runner``: a :class:`nanotie.protocol.Runner` that executes, caches and parallelises
+its independent runs). ``python -m nanotie reproduce`` runs them in this order; a module
+is imported only when its experiment runs, so ``python -m nanotie list`` stays instant.
 """
 
 from __future__ import annotations
@@ -22,31 +23,24 @@ class Experiment:
             runner=None) -> dict:
         """Run the experiment; it writes report.md, results.json and plots to out_dir
         and returns its results (with a ``summary`` of headline figures)."""
-        return importlib.import_module(self.module).run(quick=quick, out_dir=out_dir,
-                                                       seed=seed, device=device,
-                                                       runner=runner)
+        module = importlib.import_module(self.module)
+        return module.run(quick=quick, out_dir=out_dir, seed=seed, device=device, runner=runner)
 
 
 REGISTRY: dict[str, Experiment] = {}
 
 
-def register(name: str, title: str, module: str) -> None:
+def register(name: str, title: str) -> None:
     if name in REGISTRY:
         raise ValueError(f"experiment {name!r} is registered twice")
+    module = f"nanotie.papers.{name.replace('-', '_')}.experiment"
     REGISTRY[name] = Experiment(name, title, module)
 
 
-register("gpt", "baseline byte-level GPT on English prose (tied embeddings)",
-         "nanotie.papers.gpt.experiment")
-register("tied-lora", "Tied-LoRA: one shared low-rank pair plus per-layer scales",
-         "nanotie.papers.tied_lora.experiment")
-register("headless", "headless LMs: contrastive weight tying vs a softmax head",
-         "nanotie.papers.headless.experiment")
-register("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters",
-         "nanotie.papers.hyena.experiment")
-register("stlm", "Super Tiny LMs: byte-level pooling, embedding tying, FFN sharing",
-         "nanotie.papers.stlm.experiment")
-register("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM",
-         "nanotie.papers.trellis.experiment")
-register("dynamic-tying", "a Q-learning agent ties layers during training (Hay & Wolf)",
-         "nanotie.papers.dynamic_tying.experiment")
+register("gpt", "baseline byte-level GPT on English prose (tied embeddings)")
+register("tied-lora", "Tied-LoRA: one shared low-rank pair plus per-layer scales")
+register("headless", "headless LMs: contrastive weight tying vs a softmax head")
+register("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters")
+register("stlm", "Super Tiny LMs: byte-level pooling, embedding tying, FFN sharing")
+register("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM")
+register("dynamic-tying", "a Q-learning agent ties layers during training (Hay & Wolf)")
