@@ -178,29 +178,27 @@ def sweep(profile: SweepProfile, base: dict, runner, seed: int = 0,
     corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
     seeds = [seed + i for i in range(profile.seeds)]
 
-    def run_of(key, rank, lr, s, label, zero=None):
-        settings = {"base": base, "base_seed": seed, "corpus": corpus, "config": key,
-                    "rank": rank, "zero": zero, "lr": lr, "steps": profile.steps,
-                    "batch_size": profile.batch_size, "block_size": profile.block_size,
-                    "warmup_steps": profile.warmup_steps,
+    def run_of(config, lr, s, name=None, zero=None):
+        """The run of ``config`` (None: the frozen base alone) at rate ``lr``, seed ``s``."""
+        settings = {"base": base, "base_seed": seed, "corpus": corpus,
+                    "config": config.key if config else None,
+                    "rank": config.rank if config else None, "zero": zero, "lr": lr,
+                    "steps": profile.steps, "batch_size": profile.batch_size,
+                    "block_size": profile.block_size, "warmup_steps": profile.warmup_steps,
                     "eval_windows": profile.eval_windows, "code_bytes": profile.code_bytes}
+        label = f"{name or config.name} r={config.rank} lr {lr:g}" if config else "frozen base"
         return protocol.Run("nanotie.papers.tied_lora.experiment:adapter_run", settings, s,
                             device=device, version=VERSION, label=label)
 
-    def adapted(config, lr, s, name=None, zero=None):
-        return run_of(config.key, config.rank, lr, s,
-                      f"{name or config.name} r={config.rank} lr {lr:g}", zero)
-
     configs = profile.configurations()
-    grid = [adapted(c, lr, seed) for c in configs for lr in profile.lrs]
-    first = runner.map([run_of(None, None, None, seed, "frozen base")] + grid,
-                       desc="tied-lora")
+    grid = [run_of(c, lr, seed) for c in configs for lr in profile.lrs]
+    first = runner.map([run_of(None, None, seed)] + grid, desc="tied-lora")
     choice = protocol.choose(first[1:], setting=lambda r: r.settings["lr"], metric="bpb",
                              method=lambda r: (r.settings["config"], r.settings["rank"]))
     best = {c: choice[(c.key, c.rank)]["best"] for c in configs}
-    second = [adapted(c, best[c], s) for c in configs for s in seeds[1:]]
+    second = [run_of(c, best[c], s) for c in configs for s in seeds[1:]]
     if profile.sensitivity:
-        second += [adapted(c, best[c], s, SENSITIVITY, zero="B")
+        second += [run_of(c, best[c], s, SENSITIVITY, zero="B")
                    for c in configs if c.key == PRESETS["TL6"] for s in seeds]
     later = runner.map(second, desc="tied-lora") if second else []
     return {"base": first[0].figures, "grid": first[1:], "later": later, "choice": choice,
@@ -210,18 +208,17 @@ def sweep(profile: SweepProfile, base: dict, runner, seed: int = 0,
 def table_rows(raw: dict) -> list:
     """One row per reported configuration (and rank): its chosen rate and every seed's
     figures at that rate."""
+    runs = {}                             # (key, rank, zero, lr) -> its results, by seed
+    for r in sorted(raw["grid"] + raw["later"], key=lambda r: r.run.seed):
+        s = r.run.settings
+        runs.setdefault((s["config"], s["rank"], s["zero"], s["lr"]), []).append(r)
     rows = []
-    sens_keys = {(r.run.settings["config"], r.run.settings["rank"])
-                 for r in raw["later"] if r.run.settings["zero"] == "B"}
     for config in raw["configs"]:
-        k = (config.key, config.rank)
-        best = raw["choice"][k]["best"]
-        variants = [(config.name, None)] + ([(SENSITIVITY, "B")] if k in sens_keys else [])
-        for name, zero in variants:
-            results = sorted((r for r in raw["grid"] + raw["later"]
-                              if (r.run.settings["config"], r.run.settings["rank"]) == k
-                              and r.run.settings["lr"] == best
-                              and r.run.settings["zero"] == zero), key=lambda r: r.run.seed)
+        best = raw["choice"][(config.key, config.rank)]["best"]
+        for name, zero in ((config.name, None), (SENSITIVITY, "B")):
+            results = runs.get((config.key, config.rank, zero, best))
+            if not results:                   # no sensitivity run for this configuration
+                continue
             f0 = results[0].figures
             rows.append({
                 "config": name, "key": config.key, "rank": config.rank, "lr": best,
@@ -383,12 +380,9 @@ def _report_body(results, rows, choice, verdicts, plot, bars) -> str:
         f"a fraction of its trainable parameters ({share6:.1f}% at L = 32, r = 8). Judged "
         "here as parity within a margin of 1% of LoRA's test bits per byte.",
         "Abstract; the results tables, TL6 vs LoRA rows", verdicts,
-        note=f"With L = {L} layers tying saves at most a factor {L} on A and B (the paper's "
-             "L = 32 gives 32), so TL6 costs a larger share of LoRA here than the paper's "
-             "12.5%: the saving is bounded by L. The verdicts would change with another "
-             "margin (the paper's tasks are scored in accuracy, BLEU or ROUGE, not bits), "
-             "with more seeds (the seed spread decides 'within noise'), or with longer "
-             "training.")
+        note="The verdicts would change with another margin (the paper's tasks are scored "
+             "in accuracy, BLEU or ROUGE, not bits), with more seeds (the seed spread "
+             "decides 'within noise'), or with longer training.")
     tl6_share = next((r["pct_of_lora"] for r in rows if r["config"] == "TL6"), float("nan"))
     gain_lines = "\n".join(
         f"- {name} r={rank}: {gain:+.3f} bpb" + (f", {100 * share:.0f}% of LoRA's"
@@ -399,23 +393,20 @@ def _report_body(results, rows, choice, verdicts, plot, bars) -> str:
 
 ## Set-up
 
-The base is seed {results['base_seed']}'s model of the gpt experiment: a byte-level GPT
-({L} layers, d_model {d}) pretrained on English prose (test
-{results['base_prose_bpb']['test']:.3f} bits per byte on prose). It is frozen and scores
-**{base['test']:.3f}** bits per byte on the test split of Python code.
-The code (the first {p['code_bytes']:,} bytes of the standard library's source) is cut
-into contiguous train | val | test pieces of {sizes['train']:,} / {sizes['val']:,} /
-{sizes['test']:,} bytes. Each run adds adapters to the fused qkv projection of all {L}
-layers and trains them for {p['steps']} steps (batch {p['batch_size']} x
-{p['block_size']} bytes, AdamW without weight decay, {p['warmup_steps']} warmup steps then
-cosine decay to a tenth); val and test figures are {p['eval_windows']} windows of
-{p['block_size']} bytes spread evenly over their split, the same windows for every run. Random A
-starts at N(0, 1/d) and random B at N(0, 1/r); B = 0 where B is trained and v frozen
-(LoRA, TL5), v = 0 where v is trained. Each configuration's learning rate is chosen from
-{{{', '.join(f'{lr:g}' for lr in p['lrs'])}}} on the val split at seed
-{results['seeds'][0]}; the reported rows are seeds {', '.join(map(str, results['seeds']))}
-at that rate. **{SENSITIVITY}** is TL6 started at B = 0, u = v = 1 instead of v = 0, at
-TL6's rate: it tells the method from its initialisation.
+The base, seed {results['base_seed']}'s model of the gpt experiment ({L} layers, d_model {d},
+{results['base_prose_bpb']['test']:.3f} test bits per byte on prose), is frozen: it scores
+**{base['test']:.3f}** bits per byte on the test split of Python code (the first
+{p['code_bytes']:,} bytes of the standard library's source, cut into contiguous train |
+val | test pieces of {sizes['train']:,} / {sizes['val']:,} / {sizes['test']:,} bytes).
+Each run adds adapters to the fused qkv projection of all {L} layers and trains them for
+{p['steps']} steps (batch {p['batch_size']} x {p['block_size']} bytes, AdamW without weight
+decay, {p['warmup_steps']} warmup steps then cosine decay to a tenth); val and test figures
+are the same {p['eval_windows']} windows of {p['block_size']} bytes, spread evenly over their
+split. A starts at N(0, 1/d), B at N(0, 1/r), or B = 0 where B is trained and v frozen
+(LoRA, TL5); v = 0 where v is trained. Each configuration's learning rate is chosen from
+{{{', '.join(f'{lr:g}' for lr in p['lrs'])}}} on val at seed {results['seeds'][0]}; the rows
+are seeds {', '.join(map(str, results['seeds']))} at that rate. **{SENSITIVITY}** is TL6
+started at B = 0, u = v = 1 instead of v = 0 (at TL6's rate).
 
 ## Results
 
@@ -430,16 +421,15 @@ The learning rates (validation bpb at seed {results['seeds'][0]}; the chosen one
 {tuning_table({_label(k): c for k, c in choice.items()}, metric="bpb")}
 
 
-How much of LoRA's improvement on the frozen base ({base['test']:.3f}
-test bpb) each configuration recovers, at the same rank:
+Each configuration's test bpb gain on the frozen base, and its share of LoRA's gain at the
+same rank:
 
 {gain_lines}
 
 ## What moved
 
-How far each part of the adapter moved in training (mean over seeds): the relative
-change ||end - start|| / ||start|| of a part that starts random, or the RMS it reached
-from a zero start.
+Mean over seeds: ||end - start|| / ||start|| for a part that starts random, the RMS
+reached for one that starts at zero.
 
 {chr(10).join(moves)}
 
@@ -451,12 +441,12 @@ step; it does not scale their steps down (compare A's movement in TL6 and in TL5
 
 - A byte-level GPT of {L} layers pretrained on prose and adapted to Python source
   (language modelling, bits per byte), not GPT-2B or LLaMA-2 7B on five tasks.
-- L = {L}: TL5 costs 1/{L} of LoRA and TL6 {tl6_share:.1f}%, not 1/32 and 12.5%.
+- L = {L}: tying saves at most a factor {L} on A and B, so TL5 costs 1/{L} of LoRA and
+  TL6 {tl6_share:.1f}%, not 1/32 and 12.5%.
 - The initialisation is LoRA's scale; the authors' is not confirmed (see the module
   docstring). TL1-TL4's exact tuples are unconfirmed: those configurations go by the
   parts they train.
-- {p['steps']} steps per run and {len(results['seeds'])} seeds; the paper trains to
-  convergence.
+- {p['steps']} steps per run and {len(results['seeds'])} seeds; the paper trains to convergence.
 """
 
 
