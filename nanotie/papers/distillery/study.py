@@ -72,9 +72,8 @@ STUDIES = {
 def _chosen_banks(fits: list, tol: float, length: int) -> list:
     """Per filter, the fit at the smallest swept order whose relative error meets
     tol (the largest order if none does), as per-layer banks."""
-    def pick(sweep):
-        return next((f for f in sweep if f.rel_error <= tol), sweep[-1])
-    return [ModalFilterBank.from_fits([pick(s) for s in layer], length) for layer in fits]
+    return [ModalFilterBank.from_fits([next((f for f in s if f.rel_error <= tol), s[-1])
+                                       for s in layer], length) for layer in fits]
 
 
 def _median_finite(values: np.ndarray) -> list:
@@ -202,14 +201,13 @@ def over_seeds(dist: dict, orders) -> dict:
     byte as Spreads over seeds (``bpb``), distilled at the largest order vs the original
     (``distilled``), the d = 0 control (``control``), the smallest order within MARGIN
     of the original on every seed (``lowest``), and the checks on every filter."""
-    def spread(name, fn):
-        return protocol.spread([fn(d) for d in dist[name]])
+    def spread(n, key, i=None):      # one bpb figure of model n over its seeds
+        return protocol.spread([d["bpb"][key] if i is None else d["bpb"][key][i]
+                                for d in dist[n]])
 
-    bpb = {n: {"original": spread(n, lambda d: d["bpb"]["original"]),
-               "order_0": spread(n, lambda d: d["bpb"]["order_0"]),
-               "chosen": spread(n, lambda d: d["bpb"]["chosen"]),
-               "by_order": [spread(n, lambda d, i=i: d["bpb"]["by_order"][i])
-                            for i in range(len(orders))]} for n in dist}
+    bpb = {n: {**{key: spread(n, key) for key in ("original", "order_0", "chosen")},
+               "by_order": [spread(n, "by_order", i) for i in range(len(orders))]}
+           for n in dist}
 
     # Distilled and original share their seed (the distilled model IS the trained one
     # with other filters), so these verdicts judge the per-seed DIFFERENCES against no
@@ -244,9 +242,9 @@ def report_section(dist: dict, seen: dict, study: DistillStudy, context: int, ou
                    ) -> tuple[str, dict]:
     """The report's distillation section (``seen``: :func:`over_seeds`) and its plots."""
     orders, bpb, checks = list(study.orders), seen["bpb"], seen["checks"]
-    plots = {"hankel": plot_hankel({n: dist[n][0] for n in dist}, out_dir / "distill_hankel.png"),
-             "error_vs_order": plot_errors({n: dist[n][0] for n in dist},
-                                           out_dir / "distill_error_vs_order.png"),
+    first = {n: dist[n][0] for n in dist}                       # the plots show seed 0
+    plots = {"hankel": plot_hankel(first, out_dir / "distill_hankel.png"),
+             "error_vs_order": plot_errors(first, out_dir / "distill_error_vs_order.png"),
              "bpb_vs_order": plot_bpb(bpb, orders, out_dir / "distill_bpb.png")}
 
     def med(n, key, sub=None):   # a per-order median figure, mean over seeds
@@ -258,8 +256,9 @@ def report_section(dist: dict, seen: dict, study: DistillStudy, context: int, ou
                          + " | ".join(format(x, fmt) for x in med(n, *key)) + " |"
                          for n in dist for key, label in items)
 
-    def per_model(fmt):
-        return ", ".join(f"{NAMES[n]} {fmt(c)}" for n, c in checks.items())
+    def per_model(key):          # one check for each model: yes / NO, or a ratio
+        return ", ".join(f"{NAMES[n]} " + (("yes" if c[key] else "NO") if key == "bound_holds"
+                                           else f"{c[key]:.3f}") for n, c in checks.items())
 
     head, sep = " | ".join(f"d = {d}" for d in orders), "---|" * len(orders)
     small = [i for i, d in enumerate(orders) if d <= 8]
@@ -276,13 +275,11 @@ def report_section(dist: dict, seen: dict, study: DistillStudy, context: int, ou
     md = f"""## Distillation (Laughing Hyena)
 
 Every long filter of every trained Hyena and MultiHyena LM (each seed) is distilled
-at each order d of {orders} (real state size) by three methods: ERA (Ho-Kalman on
-the Hankel SVD), balanced truncation (Lyapunov Gramians of the filter's FIR
-realisation, the textbook model-order reduction), and the modal fit (least squares
-on poles and residues from the better of those starts). Two lower bounds hold for
-ANY order-d system: the loose σ_(d+1)/√n and the tight
-max_m √(Σ_(i>d) σ_i(H_m)²)/√m (the m-row Hankel block of an order-d system has rank
-≤ d and holds each tap at most m times).
+at each order d of {orders} (real state size) by ERA (Ho-Kalman on the Hankel SVD),
+balanced truncation (the textbook model-order reduction) and the modal fit (least
+squares on poles and residues from the better of those starts). No order-d system
+beats the loose bound σ_(d+1)/√n or the tight max_m √(Σ_(i>d) σ_i(H_m)²)/√m (its
+m-row Hankel block has rank ≤ d and holds each tap at most m times).
 
 ![Hankel spectra]({plots['hankel'].name})
 
@@ -309,17 +306,17 @@ order-d fit (Eckart-Young), 1 being the best possible in that norm:
 ![error vs order]({plots['error_vs_order'].name})
 
 Checks on every filter of every seed: the modal fit is never below the tight bound,
-the tight bound never below the loose one: {per_model(lambda c: 'yes' if c['bound_holds'] else 'NO')};
-the smallest Hankel-norm ratio: {per_model(lambda c: f"{c['hankel_ratio_min']:.3f}")};
-the largest modal / balanced-truncation error: {per_model(lambda c: f"{c['modal_over_balanced_max']:.3f}")}
+the tight bound never below the loose one: {per_model("bound_holds")};
+the smallest Hankel-norm ratio: {per_model("hankel_ratio_min")};
+the largest modal / balanced-truncation error: {per_model("modal_over_balanced_max")}
 (≤ 1: the modal fit is never worse). Goal fit / tight bound ≤ 2 at d ≤ 8: {goal_text}
 (d = {', '.join(str(orders[i]) for i in small)}).
 
 **Quality after distillation**: test bits per byte on the test split's first
-{study.eval_batches * study.eval_batch} windows of {context} bytes (the same windows for every
-variant), undistilled vs every filter at order d, vs each filter at the smallest
-swept order with relative error ≤ {study.tol:g} (last column), and the control d = 0
-(only ĥ_0 and Dskip: no memory of the past).
+{study.eval_batches * study.eval_batch} windows of {context} bytes (the same for every variant):
+undistilled, every filter at order d, each filter at its smallest swept order with
+relative error ≤ {study.tol:g} (last column), and the control d = 0 (only ĥ_0 and
+Dskip: no memory of the past).
 
 | model | original | d = 0 (control) | {head} | order per filter |
 |---|---|---|{sep}---|
@@ -339,15 +336,12 @@ swept order with relative error ≤ {study.tol:g} (last column), and the control
 # ------------------------------------------------------------------------- plots
 
 
-def _plain_ticks(ax, axis: str, values) -> None:
-    """Ticks at ``values`` with plain labels, and no minor labels, on a log axis."""
-    from matplotlib.ticker import FixedLocator, NullFormatter, NullLocator
+def _plain_xticks(ax, values) -> None:
+    """Ticks at ``values`` with plain labels, and no minor ticks, on a log x axis."""
+    from matplotlib.ticker import NullLocator
 
-    target = ax.xaxis if axis == "x" else ax.yaxis
-    target.set_major_locator(FixedLocator(list(values)))
-    target.set_minor_locator(NullLocator())
-    target.set_minor_formatter(NullFormatter())
-    (ax.set_xticklabels if axis == "x" else ax.set_yticklabels)([str(v) for v in values])
+    ax.set_xticks(list(values), [str(v) for v in values])
+    ax.xaxis.set_minor_locator(NullLocator())
 
 
 def plot_hankel(studies: dict, path):
@@ -412,7 +406,7 @@ def plot_bpb(bpb: dict, orders, path):
             ax.axhspan(s.min, s.max, color=color, alpha=0.08)
     ax.set(xlabel="order d (every filter)", ylabel="test bits per byte",
            title="Quality after distillation (mean, min-max over seeds)", xscale="log")
-    _plain_ticks(ax, "x", orders)
+    _plain_xticks(ax, orders)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.2))
     return save_figure(fig, path)
@@ -434,7 +428,7 @@ def plot_throughput(tp: dict, path):
     ax2.set(xlabel="context length L", ylabel="bytes of state per sequence",
             title="Memory per sequence")
     for ax in (ax1, ax2):
-        _plain_ticks(ax, "x", contexts)
+        _plain_xticks(ax, contexts)
         ax.grid(alpha=0.3, which="both")
         ax.legend(fontsize=7)
     return save_figure(fig, path)
