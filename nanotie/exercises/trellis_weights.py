@@ -232,7 +232,10 @@ def _not_a_layout(arrays, data: dict) -> str:
 
 # ----------------------------------------------------------------------- check
 
-def _arrays(c, out, data: dict) -> list:
+def _arrays(c, fn, data: dict) -> list:
+    """Call the learner's function on the case's LSTM; its three arrays, shapes checked."""
+    what = "trellis_weights(w_ih, w_hh, b)"
+    out = c.unpack(c.call(fn, *data["torch"], what=what), 3, what, "weight_x, weight_h, bias")
     I, H = data["I"], data["H"]
     shapes = {"weight_x": (4 * H, 2 * I), "weight_h": (4 * H, 2 * H), "bias": (4 * H,)}
     arrays = []
@@ -265,20 +268,13 @@ def _arrays(c, out, data: dict) -> list:
     return arrays
 
 
-def _call(c, fn, data: dict) -> list:
-    what = "trellis_weights(w_ih, w_hh, b)"
-    out = c.unpack(c.call(fn, *data["torch"], what=what), 3, what,
-                   "weight_x, weight_h, bias")
-    return _arrays(c, out, data)
-
-
 def check(fn) -> CheckResult:
     answers = {}
     with Checker(f"Exercise 12: {TITLE}") as c:
         with c.step("the shapes: weight_x (4H, 2I), weight_h (4H, 2H), bias (4H,)"):
             for name in CASES:
                 c.case = f"an LSTM with {name}, weights in PyTorch's gate order i, f, g, o"
-                answers[name] = _call(c, fn, case(name))
+                answers[name] = _arrays(c, fn, case(name))
         with c.step(f"an M-level TrellisNet with your weights computes the M-truncated "
                     f"LSTM (truncated_lstm), float64, M = {', '.join(map(str, DEPTHS))}"):
             for name in CASES:

@@ -59,14 +59,11 @@ Differences from the paper:
 * Exploration: the authors' eps decays by 0.95 per episode and needs 90 episodes to
   reach its floor; the experiment picks the decay (``decay_to_floor``) so that it
   reaches the floor two thirds into its few dozen episodes.
-* Adam state: the authors build the LM optimizer once over all parameters, so their
-  code cannot free the Adam state of a layer that trained and was later tied;
-  :func:`sync_optimizer` does, so nanotie's memory savings are larger than the
-  authors' code would give.
-* Scale: a 6-layer byte-level GPT on Python's own help text for a few hundred steps,
-  with the house schedule (warmup + cosine, AdamW, clipping), instead of GPT-2-size
-  models on WikiText/LM1B with a constant 1e-4 learning rate. The agent therefore
-  sees a few dozen episodes, not hundreds.
+* Adam state: the authors' LM optimizer keeps the Adam state of a layer that trained
+  and was later tied; :func:`sync_optimizer` frees it, so nanotie saves more memory.
+* Scale: a 6-layer byte-level GPT on Python's own help text for a few hundred steps
+  (warmup + cosine, AdamW, clipping), not GPT-2-size models on WikiText/LM1B at a
+  constant 1e-4, so the agent sees a few dozen episodes, not hundreds.
 * Controls the paper does not run: a random schedule and a fixed pattern
   (``controls.py``), which tie as much as the agent without learning.
 * All runs use the same number of language-model steps and the same batches; the
@@ -88,8 +85,7 @@ from .tying import (MODES, DynamicTiedGPT, independent_layers, optimizer_state_b
 
 __all__ = ["DynamicTyingConfig", "DynamicTiedGPT", "TyingAgent", "QNetwork", "MODES",
            "RandomSchedule", "FixedSchedule", "SyntheticReward", "greedy_train_share",
-           "chance_train_share", "held_out_batch",
-           "decay_to_floor", "step_peak_bytes",
+           "chance_train_share", "held_out_batch", "decay_to_floor", "step_peak_bytes",
            "q_output_size", "action_offset", "n_actions", "validate_state", "root_of",
            "independent_layers", "with_action", "trainable_formula", "sync_optimizer",
            "optimizer_state_bytes", "weight_bytes", "training_memory_bytes", "train_dynamic",

@@ -67,11 +67,8 @@ class FixedSchedule:
         self.after = validate_state(after, len(before))
         self.switch, self.episode, self.epsilon = switch, 0, 0.0
 
-    def pattern(self) -> tuple:
-        return self.before if self.episode < self.switch else self.after
-
     def act(self, state, layer: int) -> int:
-        return self.pattern()[layer]
+        return (self.before if self.episode < self.switch else self.after)[layer]
 
     def update(self, state, layer, action, reward, next_state) -> float:
         return math.nan
@@ -99,9 +96,10 @@ class SyntheticReward:
         them (act, apply, reward, update; end_episode after each). Returns the mean
         reward of every episode."""
         L = self.n_layer
+        initial = validate_state((0,) * L if initial is None else initial, L)
         means = []
         for _ in range(episodes):
-            state = validate_state((0,) * L if initial is None else initial, L)
+            state = initial
             rewards = []
             for layer in range(1, L):
                 action = policy.act(state, layer)

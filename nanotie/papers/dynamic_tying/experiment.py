@@ -616,10 +616,7 @@ def _plot_pattern(r, n_layer, path, label) -> Path:
     when that is a copy of a copy. Right: s_i at the end of every episode."""
     fig, (a1, a2) = pyplot().subplots(1, 2, figsize=(10, 3.8),
                                       gridspec_kw={"width_ratios": [1, 2]})
-    grid = np.zeros((n_layer, n_layer))
-    for i, root in enumerate(r["final_roots"]):
-        grid[i, root] = 1.0
-    a1.imshow(grid, cmap="Blues", vmin=0, vmax=1.3)
+    a1.imshow(np.eye(n_layer)[r["final_roots"]], cmap="Blues", vmin=0, vmax=1.3)   # row i: r(i)
     for i, (s, root) in enumerate(zip(r["final_state"], r["final_roots"])):
         a1.text(root, i, "train" if root == i else "copy", ha="center", va="center",
                 fontsize=7)
@@ -630,10 +627,8 @@ def _plot_pattern(r, n_layer, path, label) -> Path:
     states = np.asarray(r["state_per_episode"]).T                    # (L, episodes)
     im = a2.imshow(states, aspect="auto", cmap="viridis", vmin=0, vmax=n_layer - 1,
                    interpolation="nearest")
-    for e in range(states.shape[1]):
-        for i in range(n_layer):
-            if states[i, e] == i:
-                a2.text(e, i, "T", ha="center", va="center", fontsize=6, color="w")
+    for i, e in zip(*np.nonzero(states == np.arange(n_layer)[:, None])):     # s_i = i
+        a2.text(e, i, "T", ha="center", va="center", fontsize=6, color="w")
     a2.set(xlabel="episode", ylabel="layer i", yticks=range(n_layer),
            title="s_i at each episode's end (T: trains)")
     fig.colorbar(im, ax=a2, label="s_i (layer copied)")

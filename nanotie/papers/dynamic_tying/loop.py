@@ -108,14 +108,8 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
         bar.update(1)
         h.seconds = time.perf_counter() - t0
 
-    if agent is None:
-        for step in range(cfg.steps):
-            lm_step(step)
-        bar.close()
-        return run
-
     step = 0
-    for episode in range(cfg.steps // per_episode):
+    for episode in range(0 if agent is None else cfg.steps // per_episode):
         run.episode_epsilon.append(agent.epsilon)
         for layer in range(1, L):
             state = model.tying_state
@@ -135,5 +129,7 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
         agent.end_episode()
         run.episode_independent.append(independent_layers(model.tying_state))
         run.episode_state.append(list(model.tying_state))
+    for step in range(step, cfg.steps):          # without an agent: every step, untouched
+        lm_step(step)
     bar.close()
     return run

@@ -619,10 +619,11 @@ final validation MSE; predicting the mean scores 0.192 on that 512-sequence set)
 # ------------------------------------------------------------------ plots
 
 
-def _mean_minmax(values):
-    """The mean over seeds (axis 0) and error bars down to the min and up to the max."""
+def _seed_bars(ax, x, values, fmt="o-", **kw):
+    """The mean over seeds (axis 0) with error bars down to the min and up to the max."""
     v = np.asarray(values, dtype=np.float64)
-    return v.mean(0), [v.mean(0) - v.min(0), v.max(0) - v.mean(0)]
+    mean = v.mean(0)
+    ax.errorbar(x, mean, yerr=[mean - v.min(0), v.max(0) - mean], fmt=fmt, capsize=3, **kw)
 
 
 def _finish(fig, axes, path: Path, title: str | None = None) -> Path:
@@ -641,9 +642,8 @@ def plot_lm_curves(curves: dict, path: Path, title: str) -> Path:
     for label, runs in curves.items():
         loss = np.mean([r["train_loss"]["loss"] for r in runs], axis=0)
         line, = ax1.plot(runs[0]["train_loss"]["step"], loss, label=label)
-        mean, bars = _mean_minmax([r["curve"]["val_bpb"] for r in runs])
-        ax2.errorbar(runs[0]["curve"]["step"], mean, yerr=bars, fmt="o-", capsize=3,
-                     color=line.get_color(), label=label)
+        _seed_bars(ax2, runs[0]["curve"]["step"], [r["curve"]["val_bpb"] for r in runs],
+                   color=line.get_color(), label=label)
     ax1.set(xlabel="step", ylabel="train loss (nats/byte)", title="training (mean over seeds)")
     ax2.set(xlabel="step", ylabel="validation bits per byte",
             title="validation (the table's windows; bars: seed min-max)")
@@ -653,13 +653,12 @@ def plot_lm_curves(curves: dict, path: Path, title: str) -> Path:
 def plot_depth(sweep: dict, path: Path, title: str) -> Path:
     """``sweep[kind]`` rows: levels, receptive_field, core_parameters, test_values."""
     fig, (ax1, ax2) = pyplot().subplots(1, 2, figsize=(10, 3.8))
-    for kind, style in (("trellis", "o-"), ("tcn", "s--")):
-        rows = sweep[kind]
-        label = "TrellisNet (tied across depth)" if kind == "trellis" else "untied TCN"
-        levels = [r["levels"] for r in rows]
-        mean, bars = _mean_minmax(np.array([r["test_values"] for r in rows]).T)
-        ax1.errorbar(levels, mean, yerr=bars, fmt=style, capsize=3, label=label)
-        ax2.plot(levels, [r["core_parameters"] for r in rows], style, label=label)
+    for kind, style, label in (("trellis", "o-", "TrellisNet (tied across depth)"),
+                               ("tcn", "s--", "untied TCN")):
+        levels = [r["levels"] for r in sweep[kind]]
+        _seed_bars(ax1, levels, np.array([r["test_values"] for r in sweep[kind]]).T, style,
+                   label=label)
+        ax2.plot(levels, [r["core_parameters"] for r in sweep[kind]], style, label=label)
     ax1.set(xlabel="levels (receptive field 2^levels)", ylabel="test bits per byte",
             title="quality against depth (bars: min-max over seeds)")
     ax2.set(xlabel="levels", ylabel="core parameters", title="parameters (the budget is fixed)")
@@ -672,8 +671,7 @@ def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
     """``adding[name]``: the figures of each seed; mean held-out curve, min-max bars."""
     fig, ax = pyplot().subplots(figsize=(6.5, 3.8))
     for name, runs in adding.items():
-        mean, bars = _mean_minmax([r["curve"]["mse"] for r in runs])
-        ax.errorbar(runs[0]["curve"]["step"], mean, yerr=bars, fmt="o-", capsize=3, label=name)
+        _seed_bars(ax, runs[0]["curve"]["step"], [r["curve"]["mse"] for r in runs], label=name)
     ax.axhline(control, color="gray", ls=":", label=f"predict the mean ({control:.3f})")
     ax.set(yscale="log", xlabel="step", ylabel="validation MSE", title=title)
     return _finish(fig, [ax], path)
