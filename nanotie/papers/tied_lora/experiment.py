@@ -350,12 +350,6 @@ def format_movement(m: dict, part: str) -> str:
     return f"{100 * rel:.1f}%"
 
 
-def _label(method: tuple) -> str:
-    """``("tied:ABuv", 8)`` -> ``"TL6 r=8"`` (the paper's name where it has one)."""
-    key, rank = method
-    return f"{TiedLoRAConfig.from_key(key).name} r={rank}"
-
-
 def _report_body(results, rows, choice, verdicts, plot, bars) -> str:
     p, cfg, sizes = results["sweep"], results["base_model"], results["split_bytes"]
     L, d = cfg["n_layer"], cfg["d_model"]
@@ -388,6 +382,8 @@ def _report_body(results, rows, choice, verdicts, plot, bars) -> str:
         f"- {name} r={rank}: {gain:+.3f} bpb" + (f", {100 * share:.0f}% of LoRA's"
                                                  if share is not None else "")
         for name, rank, gain, share in gains(rows, base["test"]))
+    tuning = tuning_table({f"{TiedLoRAConfig.from_key(key).name} r={rank}": c
+                           for (key, rank), c in choice.items()}, metric="bpb")
     return f"""
 {claim}
 
@@ -418,7 +414,7 @@ started at B = 0, u = v = 1 instead of v = 0 (at TL6's rate).
 
 The learning rates (validation bpb at seed {results['seeds'][0]}; the chosen one in bold):
 
-{tuning_table({_label(k): c for k, c in choice.items()}, metric="bpb")}
+{tuning}
 
 
 Each configuration's test bpb gain on the frozen base, and its share of LoRA's gain at the
@@ -456,14 +452,13 @@ def plot_sweep(rows: list, base_bpb: float, path, title: str):
     line for the frozen base. Corners far above the rest are listed in a box."""
     plt = pyplot()
     markers = {"LoRA": "s", "TL5": "^", "TL6": "*", "VeRA-style": "D", SENSITIVITY: "P"}
-    colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     shown = [r["test_bpb"].mean for r in rows if r["zero_start"]] + [base_bpb]
     pad = 0.1 * (max(shown) - min(shown)) + 1e-3
     low, high = min(shown) - pad, max(shown) + pad
     off_scale = []
     fig, ax = plt.subplots(figsize=(7.5, 4.8))
     for i, rank in enumerate(sorted({r["rank"] for r in rows})):
-        color = colors[i % len(colors)]
+        color = f"C{i}"                   # the colour cycle's i-th (modulo its length)
         for row in (r for r in rows if r["rank"] == rank):
             sp = row["test_bpb"]
             x, y = row["trainable"], sp.mean
