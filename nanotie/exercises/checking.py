@@ -6,10 +6,9 @@ learner's code through ``c.forward``/``c.gradients`` and compare with ``c.expect
 (:mod:`.matmul_backward`'s ``check`` is a short example).
 
 The first step that finds a mistake stops the check, so a learner sees one problem
-at a time, stated in words they can act on (see :mod:`.diagnose`). The learner's
-code runs only through :meth:`Checker.call` and :meth:`Checker.expect_gradcheck`,
-which turn an exception in it into a message with the line of their file, instead of
-a traceback.
+at a time, stated in words they can act on (see :mod:`.diagnose`). Their code runs only
+inside :meth:`Checker.call` and :meth:`Checker.expect_gradcheck`: an error in it
+becomes such a message, with the line of their file, never a traceback.
 
 Learner ops follow the library's primitive style (``make_result`` in autograd.py) on
 float64 NumPy arrays: ``fn(*inputs) -> (out, backward)``, ``backward(g)`` RETURNING one
