@@ -112,7 +112,6 @@ def _wrong_grads(O, T, tau, g):
     """Gradients of recognised wrong backwards, for (O, E_targets), with what went wrong."""
     K = len(O)
     P = softmax_rows(O @ T.T / tau)
-    scale = g / (K * tau)
     positive_only = ("it holds only the positive term's part, -g o_j / (K tau), as if "
                      "the negatives were detached. e_j is also a negative in every "
                      "row's denominator, which adds sum_k p_kj o_k: grad_E_targets = "
@@ -125,12 +124,12 @@ def _wrong_grads(O, T, tau, g):
                   "over axis 0, or swapping dS and dS.T in the two products, gives this. "
                   "grad_O = dS @ E_targets / tau, grad_E_targets = dS.T @ O / tau.")
     wrong_O, wrong_T = _transposed_scores_in_backward(O, T, tau)[1](g)  # E O^T
-    dS = scale * tau * (P - np.eye(K))
+    dS = g * (P - np.eye(K)) / K
     return {
         "O": [(wrong_O, transposed), (dS.T @ T / tau, transposed)],
         "E_targets": [(np.zeros_like(T), "it is all zeros: " + _DETACHED),
                       (_positive_term_only(O, T, tau)[1](g)[1], positive_only),
-                      (scale * (P.T @ O), negatives_only),
+                      (g * (P.T @ O) / (K * tau), negatives_only),
                       (wrong_T, transposed), (dS @ O / tau, transposed)],
     }
 
