@@ -119,10 +119,10 @@ class HeadlessGPT(GPT):
                                  self.config.temperature)
 
     def generate(self, idx, max_new_tokens: int, **kwargs):
-        """Sample through the zero-shot head, logits = o E^T / tau (Sec. 3.2), with
-        ``lm_from_headless(self, "tied")``: GPT's own ``generate`` would read the d
-        numbers of a hidden state as scores of d tokens. Keyword arguments are
-        GPT.generate's; for a fine-tuned head, generate with the cloned LM instead."""
+        """Sample through the zero-shot head, logits = o E^T / tau (Sec. 3.2): GPT's own
+        ``generate`` would read the d numbers of a hidden state as scores of d tokens.
+        Keyword arguments are GPT.generate's; for a fine-tuned head, generate with the
+        cloned LM instead."""
         return lm_from_headless(self, "tied").generate(idx, max_new_tokens, **kwargs)
 
 
@@ -152,8 +152,7 @@ class HeadlessConfig(GPTConfig):
 def lm_from_headless(model: GPT, head: str = "tied") -> GPT:
     """A GPT language model with the headless model's weights (copied).
 
-    ``model`` is a HeadlessGPT, or any GPT with a tied head (then tau = 1): cloning
-    the head of a CE-trained GPT gives the control run of the experiment.
+    ``model`` is a HeadlessGPT, or any GPT with a tied head (then tau = 1).
 
     ``head="tied"``: the zero-shot head, logits = o E^T / tau, a tied GPT.
     ``head="clone"``: an UNTIED head initialised as a copy of E (then fine-tuned with

@@ -11,10 +11,6 @@ token there, and only there. Two recipes pick and corrupt (:class:`MaskingConfig
   its labels after the random pass; nanotie scores the original ids for both.)
 * ``"bert"`` (Devlin et al. 2019): each position is picked with probability 15%; of
   those, 80% become [MASK], 10% a random id, 10% stay. Nothing outside S is touched.
-
-The encoder is nanotie's GPT whose attention is not causal, with one more id than
-the tokenizer, [MASK]. Labels are the original id at picked positions and
-``IGNORE_INDEX`` (-100) elsewhere, as in PyTorch.
 """
 
 from __future__ import annotations
@@ -34,7 +30,7 @@ from . import HeadlessConfig, cwt_loss
 __all__ = ["MaskingConfig", "RECIPES", "mask_tokens", "BidirectionalSelfAttention", "MaskedLM",
            "mlm_loss_fn", "IGNORE_INDEX"]
 
-IGNORE_INDEX = -100          # label of the positions outside S (not in the loss)
+IGNORE_INDEX = -100          # label of the positions outside S (not in the loss), as in PyTorch
 
 
 RECIPES = ("authors", "bert")
@@ -117,8 +113,7 @@ class MaskedLM(GPT):
         self.init_weights()                      # GPT-2 init for the new attention weights
 
     def generate(self, *args, **kwargs):
-        """An encoder sees the whole sequence, future included: it cannot continue one
-        token at a time. Refused with a clear error rather than sampling nonsense."""
+        """Refused: an encoder sees the whole sequence, future included."""
         raise TypeError("MaskedLM.generate: a masked (bidirectional) encoder does not "
                         "generate left to right; train a causal model (GPT or "
                         "HeadlessGPT) to generate text")
