@@ -26,7 +26,7 @@ from ...nn import GPT, GPTConfig
 from ...nn.optim import AdamW, clip_grad_norm, param_groups
 from . import HeadlessConfig, HeadlessGPT
 
-__all__ = ["make_models", "step_function", "time_steps_each", "throughput_vs_vocab"]
+__all__ = ["make_models", "step_function", "throughput_vs_vocab"]
 
 
 def make_models(config: GPTConfig, seed: int = 0, device: str = "cpu"):
@@ -60,32 +60,16 @@ def step_function(model, x, y, lr: float = 1e-3):
     return step
 
 
-def time_steps_each(steps: dict, n_steps: int = 3, repeats: int = 3) -> dict:
-    """Seconds per step of each step function in each of ``repeats`` interleaved
-    rounds, after one untimed step each: ``{name: [one value per round]}`` (the samples
-    a verdict needs)."""
-    for fn in steps.values():
-        fn()
-    times = {name: [] for name in steps}
-    gc.collect()
-    for _ in range(repeats):
-        for name, fn in steps.items():
-            t0 = time.perf_counter()
-            for _ in range(n_steps):
-                fn()
-            times[name].append((time.perf_counter() - t0) / n_steps)
-    return times
-
-
 def throughput_vs_vocab(config: GPTConfig, vocab_sizes, batch_size: int,
                         n_steps: int = 3, repeats: int = 3, seed: int = 0,
                         device: str = "cpu") -> list:
     """Tokens per second of a CE step and a CWT step for each vocabulary size.
 
-    All the models are built first and then timed in the same interleaved rounds
-    (every V and both objectives in each round), so that a change of load on the
-    machine shifts every point alike. The batch is uniform random ids (the cost of a
-    step does not depend on which ids they are). Returns one dict per V."""
+    All the models are built first, take one untimed step, and are then timed in the
+    same ``repeats`` interleaved rounds of ``n_steps`` steps (every V and both
+    objectives in each round), so that a change of load on the machine shifts every
+    point alike. The batch is uniform random ids (the cost of a step does not depend on
+    which ids they are). Returns one dict per V."""
     rng = np.random.default_rng(seed)
     T = config.context
     steps = {}
@@ -95,7 +79,16 @@ def throughput_vs_vocab(config: GPTConfig, vocab_sizes, batch_size: int,
         y = rng.integers(0, V, (batch_size, T))
         steps[("ce", V)] = step_function(ce, x, y)
         steps[("cwt", V)] = step_function(cwt, x, y)
-    each = time_steps_each(steps, n_steps=n_steps, repeats=repeats)
+    for fn in steps.values():
+        fn()
+    each = {k: [] for k in steps}                 # seconds per step, one value per round
+    gc.collect()
+    for _ in range(repeats):
+        for k, fn in steps.items():
+            t0 = time.perf_counter()
+            for _ in range(n_steps):
+                fn()
+            each[k].append((time.perf_counter() - t0) / n_steps)
     t = {k: statistics.median(v) for k, v in each.items()}
     tokens = batch_size * T
     return [{"vocab_size": int(V), "ce_step_s": t[("ce", V)], "cwt_step_s": t[("cwt", V)],
