@@ -94,22 +94,16 @@ def _as_filter(h, name: str = "h", ndim=(1,)) -> np.ndarray:
 # ---------------------------------------------------------------- 1. Hankel analysis
 
 
-def _hankel_shape(length: int) -> tuple[int, int]:
-    """(m, k) with m + k = length - 1, m <= k: H uses h_1..h_{L-2}, so that its shift
-    H↑ (h_2..h_{L-1}) still fits inside the filter."""
-    m = (length - 1) // 2
-    return m, length - 1 - m
-
-
 def hankel_matrix(h, shift: int = 0) -> np.ndarray:
-    """H_ij = h_{1+shift+i+j} for i < m, j < k (m + k = L - 1): (m, k).
+    """H_ij = h_{1+shift+i+j} for i < m = (L - 1) // 2, j < k = L - 1 - m: (m, k).
 
-    shift=0 is the Hankel matrix of the filter, shift=1 the shifted one ERA needs.
+    shift=0 is the Hankel matrix of the filter, shift=1 the shifted one ERA needs:
+    H uses h_1..h_{L-2}, so that its shift H↑ (h_2..h_{L-1}) still fits in the filter.
     """
     h = _as_filter(h)
-    m, k = _hankel_shape(h.shape[-1])
+    m = (len(h) - 1) // 2
     markov = h[1 + shift:]                                  # h_{1+shift}, ...
-    return scipy.linalg.hankel(markov[:m], markov[m - 1:m + k - 1])
+    return scipy.linalg.hankel(markov[:m], markov[m - 1:len(h) - 2])   # k = L - 1 - m
 
 
 def hankel_singular_values(h) -> np.ndarray:
@@ -128,10 +122,8 @@ def error_lower_bound(h, order, sigma=None):
     """
     h = _as_filter(h)
     sigma = hankel_singular_values(h) if sigma is None else np.asarray(sigma)
-    n = _hankel_shape(h.shape[-1])[0]
-    d = np.asarray(order)
-    padded = np.concatenate([sigma, [0.0]])
-    bound = padded[np.minimum(d, len(sigma))] / np.sqrt(n)   # σ_{d+1} is sigma[d]
+    padded = np.concatenate([sigma, [0.0]])                 # σ_{d+1} is sigma[d]
+    bound = padded[np.minimum(np.asarray(order), len(sigma))] / np.sqrt((len(h) - 1) // 2)
     return float(bound) if bound.ndim == 0 else bound
 
 
@@ -239,12 +231,9 @@ class _HankelSVD:
 
 def era(h, order: int, max_radius: float = 1 - 1e-6, _svd: _HankelSVD | None = None
         ) -> ModalFit:
-    """Ho–Kalman / ERA realisation of order d (capped at the numerical rank of H).
-
-    Returns a :class:`ModalFit` with its error filled in. Poles that ERA puts on or
-    outside the unit circle (it can, on a finite filter) are pulled inside to
-    ``max_radius``, keeping their angle.
-    """
+    """Ho–Kalman / ERA realisation of order d (capped at the numerical rank of H), with
+    its error filled in. ERA can put poles on or outside the unit circle on a finite
+    filter: :func:`_modal_fit` pulls them inside."""
     h = _as_filter(h)
     svd = _svd if _svd is not None else _HankelSVD(h)
     d = min(int(order), svd.rank)
@@ -351,14 +340,6 @@ def balanced_truncation(h, order: int, max_radius: float = 1 - 1e-6,
 # ------------------------------------------------------------- 4. modal refinement
 
 
-def _mode_powers(poles, length: int):
-    """P[k, p] = λ_k^p and P1[k, p] = λ_k^(p-1) (0 at p = 0), p = 0..length-2."""
-    p = np.arange(length - 1)
-    P = mode_powers(poles, length - 1)                        # (K, L-1)
-    P1 = np.concatenate([np.zeros((len(poles), 1), P.dtype), P[:, :-1]], axis=1)
-    return p, P, P1
-
-
 def fit_residues(h, poles) -> np.ndarray:
     """The residues minimising ||h - ĥ||_2 for fixed poles (linear least squares).
 
@@ -370,7 +351,7 @@ def fit_residues(h, poles) -> np.ndarray:
     if poles.size == 0:
         return poles.copy()
     real = poles.imag == 0
-    _, P, _ = _mode_powers(poles, len(h))
+    P = mode_powers(poles, len(h) - 1)                         # P[k, p] = λ_k^p: (K, L-1)
     columns = np.concatenate([P[real].real, P[~real].real, -P[~real].imag]).T
     coef = scipy.linalg.lstsq(columns, h[1:])[0]
     nr, nc = int(real.sum()), int((~real).sum())
@@ -421,10 +402,12 @@ def _residual_and_jacobian(x, h, nr: int, nc: int, max_radius: float,
         da/dz_a = ρmax (1 - tanh² z_a),   dρ/dz_ρ = ρ (1 - ρ/ρmax).
     """
     poles, residues = _unpack(x, nr, nc, max_radius)
-    p, P, P1 = _mode_powers(poles, len(h))
+    P = mode_powers(poles, len(h) - 1)                          # λ_k^p: (K, L-1)
     e = np.real(np.sum(residues[:, None] * P, axis=0)) - h[1:]   # no BLAS: tiny
     if not jacobian:
         return e, None
+    p = np.arange(len(h) - 1)
+    P1 = np.concatenate([np.zeros((len(poles), 1), P.dtype), P[:, :-1]], axis=1)  # λ_k^(p-1)
     a, rho = poles[:nr].real, np.abs(poles[nr:])
     Pr, P1r, R = P[:nr].real, P1[:nr].real, residues[:nr].real
     Pc, P1c, Rc = P[nr:], P1[nr:], residues[nr:]
