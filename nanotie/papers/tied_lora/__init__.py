@@ -59,14 +59,12 @@ Differences from the paper:
 * Only TL5 and TL6 (and the LoRA and VeRA corners) are named: the paper's counts confirm
   their tuples, not those of TL1-TL4 (Table 1), which go by the parts they train (e.g.
   ``tied:Bu``). :func:`lattice` enumerates LoRA and the fifteen tied configurations.
-* Three tied corners freeze both v and B (``tied:A``, ``tied:u``, ``tied:Au``): nothing
-  in them starts at zero, so they start away from the base model
-  (:attr:`TiedLoRAConfig.zero_start` is False). They are trained like the others, and
-  the report flags them.
-* LoRA's initialisation scale, not the authors' (unconfirmed). The VeRA-style corner
-  starts u = 1 where peft's VeRA starts lambda_d (our u) at 0.1 with Kaiming-uniform
-  A, B; with v = 0 both start at the base model, and given the same arrays their
-  forwards agree (tested).
+* Three tied corners freeze both v and B (``tied:A``, ``tied:u``, ``tied:Au``), so they
+  start away from the base model (:attr:`TiedLoRAConfig.zero_start` is False); they are
+  trained like the others, and the report flags them.
+* The VeRA-style corner starts u = 1 where peft's VeRA starts lambda_d (our u) at 0.1
+  with Kaiming-uniform A, B; with v = 0 both start at the base model, and given the
+  same arrays their forwards agree (tested).
 * No dropout on the adapter path, alpha = r (no extra scaling), as in the paper. Each
   configuration gets its own learning rate, chosen on a validation split.
 """
