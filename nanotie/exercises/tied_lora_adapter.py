@@ -1,11 +1,8 @@
-"""Exercise 6: the Tied-LoRA adapter as an op, forward and backward.
+"""Exercise 6: the Tied-LoRA adapter as an op, forward and backward (``GOAL``, ``STUB``).
 
-L layers add diag(v_l) B diag(u_l) A x to their qkv projection, with ONE A and ONE B
-shared by all layers (Eq. 1 of the paper, the frozen base left out). A and B are tied,
-so their gradients are SUMS over the layers, the sum the engine forms for a Parameter
-that sits in several places; u_l and v_l belong to one layer each and keep the layer
-axis. The check builds L :class:`nanotie.papers.tied_lora.TiedLoRALinear` around the
-same A and B, and an untied twin with a copy per layer.
+The tied A's and B's gradients are the sum the engine forms for a Parameter that sits
+in several places: the check builds L :class:`nanotie.papers.tied_lora.TiedLoRALinear`
+around the same A and B, and an untied twin with a copy per layer.
 """
 
 from __future__ import annotations
