@@ -33,7 +33,6 @@ __all__ = ["DistillStudy", "STUDIES", "distill_study", "measure_throughput", "NA
            "plot_throughput"]
 
 NAMES = {"hyena": "Hyena", "multihyena": "MultiHyena"}     # the models whose filters distil
-METHODS = ("era", "balanced", "modal")
 METHOD_LABELS = {"era": "ERA", "balanced": "balanced truncation", "modal": "modal fit"}
 
 
@@ -42,7 +41,7 @@ class DistillStudy:
     """The settings of the distillation part."""
 
     orders: tuple = (2, 4, 8, 16)         # real state sizes swept, for every filter
-    tol: float = 1e-2                     # per-filter choice: smallest swept order with rel. error <= tol
+    tol: float = 1e-2                     # per filter: smallest swept order with rel. error <= tol
     contexts: tuple = (256, 1024, 4096)   # prompt lengths for the timing
     throughput_order: int = 16            # state size of the timed distilled models
     steps: int = 8                        # timed tokens per round (recurrent, caches)
@@ -149,7 +148,8 @@ def distill_study(model, test_ids, study: DistillStudy) -> dict:
         "hankel_ratio_min": float(np.nanmin(hankel)),
         "modal_over_balanced_max": float(np.nanmax(_ratio(err, bt))),
         "modal_over_era_max": float(np.nanmax(_ratio(err, era))),
-        "bound_holds": bool(np.all(err >= tight * (1 - 1e-9)) and np.all(tight >= loose * (1 - 1e-9))),
+        "bound_holds": bool(np.all(err >= tight * (1 - 1e-9))
+                            and np.all(tight >= loose * (1 - 1e-9))),
         "rel_error": err / norm, "rel_tight": tight / norm, "rel_loose": loose / norm,
         "chosen_orders_hist": np.bincount(chosen_orders).tolist(),
         "chosen_met_tol": float(np.mean(np.concatenate([b.rel_errors for b in chosen])
@@ -370,12 +370,10 @@ def plot_errors(studies: dict, path):
                              sharey=True)
     for ax, (name, st) in zip(axes[0], studies.items()):
         orders = st["orders"]
-        floor = 1e-8
         for row in np.asarray(st["rel_error"]):
-            ax.semilogy(orders, np.maximum(row, floor), color="C0", alpha=0.08, lw=0.8)
-        for m, style in zip(METHODS, ("^-", "v-", "o-")):
-            ax.semilogy(orders, st["median_rel_error"][m], style, lw=2,
-                        label=f"{METHOD_LABELS[m]} (median)")
+            ax.semilogy(orders, np.maximum(row, 1e-8), color="C0", alpha=0.08, lw=0.8)
+        for (m, label), style in zip(METHOD_LABELS.items(), ("^-", "v-", "o-")):
+            ax.semilogy(orders, st["median_rel_error"][m], style, lw=2, label=f"{label} (median)")
         ax.semilogy(orders, st["median_rel_bound"]["tight"], "s--", color="C3", lw=2,
                     label="tight bound max_m √(Σ_{i>d} σ_i²(H_m)/m)")
         ax.semilogy(orders, st["median_rel_bound"]["loose"], "s:", color="C7", lw=2,
@@ -400,8 +398,8 @@ def plot_bpb(bpb: dict, orders, path):
         yerr = [[s.mean - s.min for s in r["by_order"]], [s.max - s.mean for s in r["by_order"]]]
         ax.errorbar(orders, means, yerr=yerr, fmt="o-", color=color, capsize=4,
                     label=f"{NAMES[name]}, distilled")
-        for key, ls, what in (("original", "--", "original"), ("order_0", ":", "d = 0 control")):
-            s = r[key]
+        for s, ls, what in ((r["original"], "--", "original"),
+                            (r["order_0"], ":", "d = 0 control")):
             ax.axhline(s.mean, color=color, ls=ls, alpha=0.8, label=f"{NAMES[name]}, {what}")
             ax.axhspan(s.min, s.max, color=color, alpha=0.08)
     ax.set(xlabel="order d (every filter)", ylabel="test bits per byte",
