@@ -33,7 +33,7 @@ import os
 import sys
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -239,12 +239,11 @@ def _progress(total: int, desc: str, progress):
 
 def _headline(figures: dict) -> str:
     """A few validation figures for the one-line progress report."""
-    val = figures.get("val") if isinstance(figures, dict) else None
+    val = figures.get("val")
     if not isinstance(val, dict):
         return ""
-    parts = [f"val {k} {v:.4g}" for k, v in list(val.items())[:2]
-             if isinstance(v, (int, float)) and not isinstance(v, bool)]
-    return ", ".join(parts)
+    return ", ".join(f"val {k} {v:.4g}" for k, v in list(val.items())[:2]
+                     if isinstance(v, (int, float)) and not isinstance(v, bool))
 
 
 def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=None,
@@ -378,14 +377,13 @@ class Spread:
     def range(self) -> float:
         return self.max - self.min
 
-    def __str__(self) -> str:
-        return self.format()
-
     def format(self, digits: int = 3) -> str:
         """``mean ± std`` (the sample standard deviation over n seeds)."""
         if self.n == 1:
             return f"{self.mean:.{digits}f} (1 seed)"
         return f"{self.mean:.{digits}f} ± {self.std:.{digits}f}"
+
+    __str__ = format
 
     def seeds(self, digits: int = 3) -> str:
         return ", ".join(f"{v:.{digits}f}" for v in self.values)
@@ -442,9 +440,7 @@ class Verdict:
     def __str__(self) -> str:
         return f"**{self.outcome}**: {self.reason}"
 
-    def as_dict(self) -> dict:
-        return {"outcome": self.outcome, "gap": self.gap, "noise": self.noise,
-                "reason": self.reason}
+    as_dict = asdict      # {"outcome", "gap", "noise", "reason"}
 
 
 def verdict_dicts(verdicts):
