@@ -36,6 +36,7 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Tensor, no_grad
+from ...nn import functional as F
 from ...nn.transformer import _sample, _start_generation
 from ..hyena.operator import MultiHyenaOperator
 
@@ -218,10 +219,7 @@ def _cached_long_conv(cache: ConvCache, start: int, T: int):
         h = cache.h_rev[:, L - n:].reshape(lead + (n,))           # h_{t-s} for s = 0..t
         return (cache.gated[..., :n] * h).sum(axis=-1)[..., None]
     h = cache.h_rev[:, ::-1][:, :n].reshape(lead + (n,))         # h_0..h_{n-1}
-    size = backend.fft_size(2 * n - 1)
-    w = cache.gated[..., :n]
-    y = backend.irfft(backend.rfft(w, size) * backend.rfft(h, size), size, w.dtype)
-    return y[..., start:n]
+    return F.fftconv(Tensor(cache.gated[..., :n]), Tensor(h)).data[..., start:n]
 
 
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,

@@ -31,8 +31,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nanotie import backend
+from nanotie.autograd import Tensor
 from nanotie.backend import xp_of
+from nanotie.nn import functional as F
 
 __all__ = ["mode_powers", "modal_impulse_response", "ModalRecurrence"]
 
@@ -116,17 +117,11 @@ class ModalRecurrence:
     # ------------------------------------------------------------ whole sequences
 
     def forward(self, u):
-        """Parallel form: y = ĥ * u (causal), by FFT. u (..., T) real -> (..., T).
-
-        Zero-padding to n >= 2T - 1 makes the FFT's circular convolution linear.
-        """
-        T = u.shape[-1]
-        if T == 0:
+        """Parallel form: y = ĥ * u (causal), by FFT. u (..., T) real -> (..., T)."""
+        if u.shape[-1] == 0:
             return u.copy()
-        h = self.impulse_response(T).astype(u.dtype, copy=False)    # (*channel, T)
-        n = backend.fft_size(2 * T - 1)
-        Y = backend.rfft(u, n) * backend.rfft(h, n)
-        return backend.irfft(Y, n, u.dtype)[..., :T]
+        h = self.impulse_response(u.shape[-1]).astype(u.dtype, copy=False)  # (*channel, T)
+        return F.fftconv(Tensor(u), Tensor(h)).data
 
     def prefill(self, u, state=None):
         """Run a whole prompt u (..., T) at once: returns (y (..., T), s_{T-1}).
