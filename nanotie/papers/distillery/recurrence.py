@@ -144,13 +144,11 @@ class ModalRecurrence:
         elif state.shape[-1] != self.n_modes:
             raise ValueError(f"prefill: state has {state.shape[-1]} modes, "
                              f"the recurrence has {self.n_modes}")
-        elif T > 0:
+        else:
             # The past's share of the new outputs: y_t += Re Σ_k R_k λ_k^t s_{-1,k}.
             powers = mode_powers(self.poles, T)                         # (*channel, K, T)
             carried = (self.residues * state)[..., None] * powers       # (..., K, T)
             y = y + xp.real(xp.sum(carried, axis=-2)).astype(y.dtype, copy=False)
-        if T == 0:
-            return y, state
         chunk = max(1, min(T, _PREFILL_BLOCK // max(1, self.poles.size)))
         # V: (*channel, chunk, K) with V[..., j, k] = λ_k^(chunk-1-j).
         powers = mode_powers(self.poles, chunk + 1)                     # λ^0..λ^chunk
