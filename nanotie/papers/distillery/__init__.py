@@ -19,12 +19,10 @@ and runs it as a recurrence with a fixed-size state, O(1) time and memory per to
 
     y_t = Re Σ_k R_k s_{t-1,k} + D u_t,        s_t = λ ⊙ s_{t-1} + u_t
 
-The poles and residues come from model-order reduction: the Hankel matrix
-H_ij = h_{1+i+j} has rank <= d for an order-d system, so its singular values say how
-many states a filter needs and bound the error of ANY order-d fit (Eckart–Young);
-ERA (Ho–Kalman) realises a start, balanced truncation is the textbook comparison, and
-a modal least-squares fit refines it. MultiHyena's tie carries over: one set of poles
-per head, stepping a state for each of the head's N² channels.
+The poles and residues come from model-order reduction (``reduction.py``: the Hankel
+singular values bound any order-d fit; ERA starts it, modal least squares refines it,
+balanced truncation is the textbook comparison). MultiHyena's tie carries over: one
+set of poles per head, stepping a state for each of the head's N² channels.
 
 The tie. The distilled LM is the original with one step swapped: it holds the SAME
 embedding (= head), norms, MLPs, projections, short convolutions and Dskip objects,

@@ -164,12 +164,10 @@ def distill(model: HyenaLM, order: int | None = None, tol: float = 1e-2, *,
     cfg = config or DistillConfig(order=order, tol=tol, max_order=max_order, refine=refine)
     if length is not None and not 4 <= length <= model.config.context:
         raise ValueError(f"distill: length must be in [4, {model.config.context}], got {length}")
-    banks = []
-    with no_grad():
-        for i, op in enumerate(model.mixers()):
-            h = op.filter_array(length)                  # (n_filters, L) float64 NumPy
-            banks.append(distill_filters(h, cfg, progress=progress,
-                                         desc=f"distil layer {i + 1}"))
+    with no_grad():                # filter_array: (n_filters, L) float64 NumPy
+        banks = [distill_filters(op.filter_array(length), cfg, progress=progress,
+                                 desc=f"distil layer {i + 1}")
+                 for i, op in enumerate(model.mixers())]
     return DistilledHyenaLM(model, banks)
 
 
