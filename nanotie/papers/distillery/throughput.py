@@ -103,22 +103,12 @@ class HyenaRecompute:
         return int(self.window.nbytes)                        # the tokens, re-read
 
 
-class _GreedyStepper:
-    """Prefill with ``self.forward(prompt)``, then feed back the greedy token."""
-
-    def _take(self, logits) -> None:
-        self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
-
-    def step(self) -> None:
-        self._take(self.forward(self.last[:, None]))          # one position
-
-
-class CacheStepper(_GreedyStepper):
-    """An LM run position by position through a per-layer cache: the undistilled Hyena
-    with :class:`~nanotie.papers.distillery.generate.ConvCache` s (``init_conv_state``,
-    O(L) per token) or the distilled one with its modal states (``init_state``, O(1)
-    per token). Both give the same logits as the parallel forward. The prompt is
-    prefilled in chunks of ``chunk`` tokens (None: in one pass)."""
+class CacheStepper:
+    """An LM run position by position through a per-layer cache, fed back its greedy
+    token: the undistilled Hyena with :class:`~nanotie.papers.distillery.generate.ConvCache`
+    s (``init_conv_state``, O(L) per token) or the distilled one with its modal states
+    (``init_state``, O(1) per token). Both give the same logits as the parallel
+    forward. The prompt is prefilled in chunks of ``chunk`` tokens (None: one pass)."""
 
     def __init__(self, model, init_cache_state, chunk: int | None = None):
         self.model, self.init_cache_state, self.chunk = model, init_cache_state, chunk
@@ -126,12 +116,18 @@ class CacheStepper(_GreedyStepper):
     def forward(self, idx):
         return self.model(idx, cache=self.state)[0]
 
+    def _take(self, logits) -> None:
+        self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
+
     def prefill(self, prompt: np.ndarray) -> None:
         self.state = self.init_cache_state(self.model, prompt.shape[0])
         chunk = self.chunk or prompt.shape[1]
         for start in range(0, prompt.shape[1], chunk):
             logits = self.forward(prompt[:, start:start + chunk])
         self._take(logits)
+
+    def step(self) -> None:
+        self._take(self.forward(self.last[:, None]))          # one position
 
     def state_bytes(self) -> int:
         return self.state.nbytes()
