@@ -299,11 +299,8 @@ def _explain(name: str, got: int, want: int, slips: list, which: int, parts: dic
 
 def _parts(cfg: STLMConfig) -> dict:
     b = parameter_budget(cfg)
-    if cfg.embedder == "byte":
-        return {"byte embedder": b["embedding"], "byte decoder": b["head"],
-                "positions": b["positions"], "attention": b["attention"], "FFN": b["ffn"],
-                "norms": b["norms"]}
-    return {"wte": b["embedding"], "lm_head": b["head"], "positions": b["positions"],
+    emb, head = ("byte embedder", "byte decoder") if cfg.embedder == "byte" else ("wte", "lm_head")
+    return {emb: b["embedding"], head: b["head"], "positions": b["positions"],
             "attention": b["attention"], "FFN": b["ffn"], "norms": b["norms"]}
 
 
@@ -335,6 +332,8 @@ def _expect(c: Checker, fn, cfg: STLMConfig, want: tuple, label: str, paper: str
 
 def check(fn) -> CheckResult:
     configs = paper_configs()
+    budgets = {name: parameter_budget(cfg) for name, cfg in configs.items()}
+    paper = {name: (b["total"], b["embedding+head"]) for name, b in budgets.items()}
     with Checker(f"Exercise 11: {TITLE}") as c:
         with c.step(f"small token-level models: total and embedding_head equal the built "
                     f"STLM's unique parameters ({len(TOKEN_CASES)} models)"):
@@ -343,18 +342,15 @@ def check(fn) -> CheckResult:
         with c.step("the paper's sizes: 55.89M tied, 81.62M untied, 34.66M tied + FFN "
                     "sharing (parameter_budget)"):
             for name in PAPER_CASES:
-                b = parameter_budget(configs[name])
-                _expect(c, fn, configs[name], (b["total"], b["embedding+head"]),
-                        f"the paper, {name}", PAPER_FIGURES[name])
+                _expect(c, fn, configs[name], paper[name], f"the paper, {name}",
+                        PAPER_FIGURES[name])
         with c.step(f"byte-level models: the built ones ({len(BYTE_CASES)}), and the "
                     f"paper's byte embedder + decoder of 2.56M"):
             for name, fields in BYTE_CASES.items():
                 _expect(c, fn, STLMConfig(**fields), measured("byte", name), name)
-            b = parameter_budget(configs[PAPER_BYTE])
-            _expect(c, fn, configs[PAPER_BYTE], (b["total"], b["embedding+head"]),
-                    "the paper, byte-level", f"byte embedder + decoder "
-                    f"{PAPER_FIGURES['byte embedder + decoder']} = "
-                    f"{millions(b['embedding+head'])}")
+            _expect(c, fn, configs[PAPER_BYTE], paper[PAPER_BYTE], "the paper, byte-level",
+                    f"byte embedder + decoder {PAPER_FIGURES['byte embedder + decoder']} = "
+                    f"{millions(paper[PAPER_BYTE][1])}")
     return c.result
 
 
@@ -376,9 +372,7 @@ def _no_biases(config):
 
 def _no_norms(config):
     total, embedding_head = reference(config)
-    d, L = config.d_model, config.n_layer
-    return total - (2 * L + 1) * d * (2 if config.norm == "layer" and config.bias else 1), \
-        embedding_head
+    return total - parameter_budget(config)["norms"], embedding_head   # the core's 2 L + 1
 
 
 def _no_position_embedding(config):
