@@ -70,21 +70,13 @@ def arange(*args, dtype=None, device=None) -> Tensor:
         isinstance(a, int) for a in args) else float32)))
 
 
-def zeros_like(t: Tensor, requires_grad=False) -> Tensor:
-    return zeros(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
-
-
-def ones_like(t: Tensor, requires_grad=False) -> Tensor:
-    return ones(t.shape, dtype=t.dtype, device=t.device, requires_grad=requires_grad)
-
-
 __all__ = [
     "Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
     "is_anomaly_enabled", "manual_seed", "gradcheck", "gradcheck_module", "GradcheckError",
     "nn", "backend",
     "ShapeError", "AnomalyError", "DeviceError", "cuda_available",
-    "zeros", "ones", "full", "randn", "rand", "randint", "arange", "zeros_like",
-    "ones_like", "float32", "float64", "int64", "bool_",
+    "zeros", "ones", "full", "randn", "rand", "randint", "arange", "float32", "float64",
+    "int64", "bool_",
     "abs", "add", "amax", "amin", "cat", "clamp", "cos", "div", "einsum", "embedding",
     "eq", "erf", "exp", "expand", "flatten", "ge", "gt", "le", "log", "logsumexp", "lt",
     "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "ne", "neg", "pad",

@@ -58,11 +58,8 @@ class Module:
     """
 
     def __init__(self):
-        object.__setattr__(self, "_parameters", OrderedDict())
-        object.__setattr__(self, "_buffers", OrderedDict())
-        object.__setattr__(self, "_persistent", set())
-        object.__setattr__(self, "_modules", OrderedDict())
-        object.__setattr__(self, "training", True)
+        self.__dict__.update(_parameters=OrderedDict(), _buffers=OrderedDict(),
+                             _persistent=set(), _modules=OrderedDict(), training=True)
 
     # ------------------------------------------------------------ registration
     def __setattr__(self, name, value):
