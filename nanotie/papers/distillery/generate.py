@@ -127,7 +127,7 @@ def _gates(op, u: Tensor, cache):
     if isinstance(op, MultiHyenaOperator):
         M = op.n_head
         q, k, v = (a.reshape(B, M, D // M, T) for a in (q, k, v))  # (B, M, N, T)
-        return q, k[:, :, :, None] * v[:, :, None]                # Step 3: k_t v_t^T (B, M, N, N, T)
+        return q, k[:, :, :, None] * v[:, :, None]  # Step 3: k_t v_t^T (B, M, N, N, T)
     return q, k * v                                               # Step 3: (B, D, T)
 
 
@@ -235,11 +235,9 @@ def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,
     """
     out, rng = _start_generation(idx, temperature, seed)
     with model.evaluating():
-        state = init_state(model, out.shape[0])
-        logits, _ = model(out, cache=state)                   # the prefill
-        for i in range(max_new_tokens):
-            nxt = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)
-            out = np.concatenate([out, nxt[:, None]], axis=1)
-            if i + 1 < max_new_tokens:
-                logits, _ = model(nxt[:, None], cache=state)  # one O(1) step
+        state, feed = init_state(model, out.shape[0]), out
+        for _ in range(max_new_tokens):
+            logits, _ = model(feed, cache=state)              # the prefill, then O(1) steps
+            feed = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)[:, None]
+            out = np.concatenate([out, feed], axis=1)
     return out
