@@ -287,11 +287,9 @@ Median relative ℓ2 error ‖h − ĥ‖/‖h‖ over every filter (mean over s
 
 | model | method | {head} |
 |---|---|{sep}
-{order_rows([(("median_rel_error", "era"), "ERA"),
-             (("median_rel_error", "balanced"), "balanced truncation"),
-             (("median_rel_error", "modal"), "modal fit"),
-             (("median_rel_bound", "tight"), "tight bound"),
-             (("median_rel_bound", "loose"), "loose bound σ_(d+1)/√n")], ".3g")}
+{order_rows([(("median_rel_error", m), label) for m, label in METHOD_LABELS.items()]
+           + [(("median_rel_bound", "tight"), "tight bound"),
+              (("median_rel_bound", "loose"), "loose bound σ_(d+1)/√n")], ".3g")}
 
 Medians of the ratios (mean over seeds); the Hankel-norm ratio is ≥ 1 for any
 order-d fit (Eckart-Young), 1 being the best possible in that norm:
