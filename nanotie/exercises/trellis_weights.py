@@ -1,13 +1,11 @@
 """Exercise 12: the converter's weights (TrellisNet).
 
-A TrellisNet applies ONE kernel-2 causal convolution at every level, to the input x and
-the level below's hidden sequence z, then LSTM-style gates. With W_ih on the x_t tap,
-W_hh on the z_{t-1} tap and zeros elsewhere, level j at time t is one LSTM step from
-level j-1 at time t-1, so by induction level M is the LSTM run over the last M inputs:
-the M-truncated LSTM, with the same weights at every depth (the tie). The learner gets
-the LSTM as PyTorch stores it (gates i, f, g, o) and writes the TrellisNet's layout
-(gates i, o, g, f), what ``nanotie.papers.trellis.convert.trellis_blocks`` returns. The
-check builds TrellisNets with those weights and compares them with ``truncated_lstm``.
+With W_ih on the x_t tap, W_hh on the z_{t-1} tap and zeros elsewhere, level j at time
+t of a TrellisNet is one LSTM step from level j-1 at time t-1, so level M is the
+M-truncated LSTM, with the same weights at every depth (the tie). The learner turns
+PyTorch's layout (gates i, f, g, o) into the TrellisNet's (i, o, g, f), what
+``nanotie.papers.trellis.convert.trellis_blocks`` returns; the check compares
+TrellisNets built from it with ``truncated_lstm``.
 """
 
 from __future__ import annotations

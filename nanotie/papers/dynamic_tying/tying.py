@@ -49,12 +49,9 @@ MODES = ("official", "shared")
 
 class DynamicTiedGPT(GPT):
     """nanotie's GPT, unchanged in its forward and hooks, whose blocks follow a tying
-    state: :meth:`set_tying` re-wires the blocks' Parameters (nothing else changes).
-
-    ``mode``: "official" (copies share arrays, take no gradient) or "shared" (copies
-    ARE the root's Parameters, gradients add); see the module docstring. The default
-    initial state is all zeros: every layer copies layer 0, a universal transformer.
-    """
+    state: :meth:`set_tying` re-wires the blocks' Parameters, in ``mode`` "official" or
+    "shared" (see the module docstring). The default initial state is all zeros: every
+    layer copies layer 0, a universal transformer."""
 
     def __init__(self, config: GPTConfig, mode: str = "official", state=None):
         if mode not in MODES:
@@ -197,8 +194,8 @@ def weight_bytes(model) -> int:
 
 
 def training_memory_bytes(model, optimizer: Optimizer) -> dict:
-    """Weights (unique arrays: copies that share an array count once), gradients (one
-    per trainable Parameter) and optimizer state, in bytes."""
+    """Weights (:func:`weight_bytes`), gradients (one per trainable Parameter) and
+    optimizer state, in bytes."""
     weights = weight_bytes(model)
     grads = sum(p.data.nbytes for p in model.parameters() if p.requires_grad)
     adam = optimizer_state_bytes(optimizer)
@@ -212,13 +209,11 @@ def step_peak_bytes(model, x, y, weight_decay: float = 0.1) -> dict:
     and AdamW step, of everything else alive (Adam's moments, the activations kept
     for backward, the gradients).
 
-    :func:`training_memory_bytes` counts the parameter side only (weights, gradients,
-    Adam): the paper's accounting. At a small width the activations can outweigh it,
-    and a copy does not save its layer's activations (the layer still runs), so the
-    whole step shrinks less than the parameter side. The step uses a fresh optimizer
-    at lr 0, so the weights do not change; after an uncounted warm-up pass, the first
-    step creates Adam's state, the second is measured. Returns ``{"weights", "step",
-    "total"}`` in bytes."""
+    :func:`training_memory_bytes` counts the parameter side only: the paper's accounting.
+    A copy does not save its layer's activations (the layer still runs), so the whole
+    step shrinks less. The step uses a fresh optimizer at lr 0, so the weights do not
+    change; after an uncounted warm-up pass, the first step creates Adam's state, the
+    second is measured. Returns ``{"weights", "step", "total"}`` in bytes."""
     import tracemalloc
 
     if backend.xp_of(next(iter(model.parameters())).data) is not np:

@@ -32,13 +32,12 @@ Differences from the paper (and its reference code):
   on a zero input (see :mod:`.convert`); with zero biases in layers 2..L it is exact.
 * Kernel size 2 only. No DropConnect on the t-1 weights, no embedding dropout, no
   mixture of softmaxes; the LM and adding experiments train without dropout.
-* The language model trains on random windows from a zero state (train()'s sampler);
-  history repackaging is implemented and tested (segments of a converted LSTM
-  reproduce the full LSTM), but not used in training.
-* The embedding starts ~ N(0, 0.3^2) instead of U(-0.1, 0.1): with the small byte
-  models here, the reference init stayed on the unigram plateau for hundreds of steps.
-  The experiments' convolutions start ~ N(0, 0.3^2), not N(0, 0.01^2), for the same
-  reason (``TrellisConfig.init_std`` keeps the reference's 0.01 as its default).
+* The language model trains on random windows from a zero state; history repackaging
+  is implemented and tested (segments of a converted LSTM reproduce the full LSTM).
+* The embedding starts ~ N(0, 0.3^2) instead of U(-0.1, 0.1), and the experiments'
+  convolutions ~ N(0, 0.3^2) instead of N(0, 0.01^2) (``TrellisConfig.init_std``'s
+  default): with the reference inits the small byte models here stayed on the
+  unigram plateau for hundreds of steps.
 * The convolution bias starts at zero (the reference: N(0, 0.01^2)).
 * The hidden locked dropout multiplies z inside the levels, not the history (h, c) that
   fills the left padding of every level.

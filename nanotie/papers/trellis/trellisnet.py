@@ -37,8 +37,7 @@ class TrellisNet(Module):
 
     ``forward(x, history=None)``: ``history`` = (h, c), each (B, H), the top level's
     last state of the previous segment. It fills the left padding of EVERY level
-    (the reference's repackaging); None means zeros.
-    """
+    (the reference's repackaging); None means zeros."""
 
     def __init__(self, config: TrellisConfig, dtype=None, device=None):
         super().__init__()
@@ -53,13 +52,15 @@ class TrellisNet(Module):
         cfg, H = self.config, self.config.hidden
         h_hist, c_hist = history if history is not None else (None, None)
         x = locked_dropout(x, cfg.dropout_in, self.training)
-        drop_h = self.hidden_dropout(x)             # one mask for z at every level and step
+        drop_h = self.training and cfg.dropout_h > 0
+        mask = locked_mask(x.shape[0], H, cfg.dropout_h, x) if drop_h else None
         injected = self.injections(x)                # W_x * [x_{t-d}; x_t] + b, per level
         z = c = Tensor(backend.xp_of(x.data).zeros((*x.shape[:2], H), dtype=x.dtype))  # level 0
         aux = []
         for level, d in enumerate(cfg.level_dilations()):
             conv = self.conv_at(level)                # the tie: the same W at every level
-            zhat = injected[level] + conv.hidden_term(drop_h(z), d, h_hist)   # W * [x; z^(i)]
+            z_in = z if mask is None else z * mask     # the same mask at every level and step
+            zhat = injected[level] + conv.hidden_term(z_in, d, h_hist)   # W * [x; z^(i)]
             z, c = gated_activation(zhat, shift_right(c, d, c_hist))   # z^(i+1), c^(i+1)
             if cfg.aux_every and (level + 1) % cfg.aux_every == 0 and level + 1 < cfg.n_levels:
                 aux.append(z[..., H - cfg.n_out:])
@@ -77,14 +78,6 @@ class TrellisNet(Module):
                 done[id(conv), d] = conv.input_term(x, d)
             out.append(done[id(conv), d])
         return out
-
-    def hidden_dropout(self, x: Tensor):
-        """z -> z * m with one locked-dropout mask m (B, 1, H) for every level."""
-        p = self.config.dropout_h
-        if not self.training or p == 0:
-            return lambda z: z
-        mask = locked_mask(x.shape[0], self.config.hidden, p, x)
-        return lambda z: z * mask
 
     def forward_concat(self, x: Tensor, history=None) -> Tensor:
         """The textbook form, for checking the cached W·x: at every level one convolution
