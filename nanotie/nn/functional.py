@@ -428,13 +428,8 @@ def cross_entropy(logits: Tensor, target, ignore_index: int = -100,
     shape = logits.shape
 
     def backward(g):
-        if reduction == "mean":
-            scale = valid * (g / n_valid.astype(g.dtype))
-        elif reduction == "sum":
-            scale = valid * g
-        else:
-            scale = valid * g.reshape(-1)
-        scale = scale.astype(e.dtype, copy=False)           # dloss/dloss_i, (M,)
+        g = g.reshape(-1) / n_valid.astype(g.dtype) if reduction == "mean" else g.reshape(-1)
+        scale = (valid * g).astype(e.dtype, copy=False)     # dloss/dloss_i, (M,)
         # (softmax - onehot(y)) * scale, row by row, in one pass over (M, C):
         p = e * (scale / s)[:, None]                         # softmax = e / s
         p[rows, safe_t] -= scale
