@@ -446,16 +446,11 @@ def refine(h, start: ModalFit, max_radius: float = 1 - 1e-6, max_nfev: int = 100
     best = min(start, optimal, key=lambda f: f.error)  # a tie keeps the start
     # Joint nonlinear least squares on poles and residues.
     x0, nr, nc = _pack(best, max_radius)
-
-    def fun(x):
-        return _residual_and_jacobian(x, h, nr, nc, max_radius, jacobian=False)[0]
-
-    def jac(x):
-        return _residual_and_jacobian(x, h, nr, nc, max_radius)[1]
-
-    method = "lm" if len(h) - 1 >= len(x0) else "trf"   # lm needs residuals >= params
-    result = scipy.optimize.least_squares(fun, x0, jac=jac, method=method,
-                                          x_scale="jac", max_nfev=max_nfev)
+    args = (h, nr, nc, max_radius)
+    result = scipy.optimize.least_squares(
+        lambda x: _residual_and_jacobian(x, *args, jacobian=False)[0], x0,
+        jac=lambda x: _residual_and_jacobian(x, *args)[1], x_scale="jac", max_nfev=max_nfev,
+        method="lm" if len(h) - 1 >= len(x0) else "trf")   # lm needs residuals >= params
     poles, residues = _canonical(*_unpack(result.x, nr, nc, max_radius))
     candidate = _score(ModalFit(poles, residues, float(h[0])), h, "refined", start.bound)
     if np.all(np.abs(poles) < 1) and candidate.error < best.error:
