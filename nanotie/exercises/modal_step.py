@@ -1,10 +1,6 @@
-"""Exercise 9: one step of the modal recurrence (Hyena distillation).
-
-A distilled filter h_0 = D, h_t = Re sum_k R_k lambda_k^(t-1) is the impulse response
-of a diagonal system, so convolving with it equals reading a complex state and then
-updating it, one token at a time (unrolled, s_{t-1} = sum_{j>=1} lambda^(j-1) u_{t-j}):
-O(K) per generated token instead of a convolution over the whole past. The check runs
-the learner's step over a sequence and compares with ``ModalRecurrence``
+"""Exercise 9: one step of the modal recurrence (Hyena distillation), O(K) per token
+instead of a convolution over the whole past (s_{t-1} = sum_{j>=1} lambda^(j-1) u_{t-j}).
+The check compares the learner's step over a sequence with ``ModalRecurrence``
 (``nanotie.papers.distillery.recurrence``) and the FFT convolution.
 """
 
