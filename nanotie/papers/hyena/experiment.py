@@ -187,9 +187,8 @@ def recall_run(settings: dict, seed: int, device: str) -> dict:
     settings: ``model``, ``shape``, ``train`` as for :func:`lm_run`, ``recall``
     (RecallConfig fields) and ``n`` (episodes per split: train, val, test)."""
     rc = RecallConfig(**settings["recall"])
-    n_train, n_val, n_test = settings["n"]
-    profile = Profile(None, None, rc, None, None, n_train, n_val, n_test)
-    d = recall_data(profile, seed)
+    n_train, n_val, _ = settings["n"]
+    d = recall_data(Profile(None, None, rc, None, None, *settings["n"]), seed)
     base = replace(HyenaConfig(**settings["shape"]), vocab_size=rc.vocab_size,
                    context=rc.seq_len)
     model = _model(settings, seed, device, base)
@@ -384,8 +383,8 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
                             "parameters": f"{rc[n]['parameters']:,}"}) for n in MODELS]
     fil = {n: lm_by[n][0].figures["filters"] for n in MODELS}
     fil_rows = "\n".join(
-        f"| {LABELS[n]} | {f['filters']} | {f['filter_parameters']:,} | {f['mixer_parameters']:,} | "
-        f"{format(f['median_90pct_energy_taps'], '.0f') if f['filters'] else '-'} |"
+        f"| {LABELS[n]} | {f['filters']} | {f['filter_parameters']:,} | {f['mixer_parameters']:,}"
+        f" | {format(f['median_90pct_energy_taps'], '.0f') if f['filters'] else '-'} |"
         for n, f in fil.items())
     tp_rows = "\n".join(f"| {KIND_LABELS[k]} | " + " | ".join(
         f"{1e3 * s:.3f} ms, {b / 1024:,.0f} KiB" if k != "hyena_recompute" else f"{1e3 * s:.3f} ms"

@@ -35,8 +35,8 @@ import numpy as np
 from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn import functional as F
-from ...nn.layers import Linear, init_uniform
-from ...nn.module import Module, Parameter
+from ...nn.layers import Linear, init_normal, init_uniform
+from ...nn.module import Module
 from ...ops import einsum, pad
 from .filters import ImplicitFilter
 
@@ -80,8 +80,7 @@ class ShortConv(Module):
         """Draw the weight and bias again (a model-wide re-initialisation calls it)."""
         bound = 1.0 / math.sqrt(self.kernel_size)
         for p in (self.weight, self.bias):
-            u = backend.rand(p.shape, p.dtype, p.device)
-            p.data = u * p.dtype.type(2 * bound) - p.dtype.type(bound)
+            p.data = init_uniform(p.shape, bound, p.dtype, p.device).data
 
     def forward(self, x: Tensor) -> Tensor:        # (B, C, L) -> (B, C, L)
         return short_conv(x, self.weight, self.bias)
@@ -106,9 +105,7 @@ class HyenaOperator(Module):
         self.short = ShortConv(3 * d_model, short_kernel, dtype, device)         # Step 2
         self.filter = ImplicitFilter(self.n_filters, max_len, filter_emb_dim, filter_width,
                                      filter_inner, filter_omega, dtype=dtype, device=device)
-        dt = np.dtype(dtype or np.float32)
-        self.dskip = Parameter(backend.randn((self.n_filters,), dt,                # Step 4
-                                             device or backend.default_device()))
+        self.dskip = init_normal((self.n_filters,), 1.0, dtype, device)          # Step 4
         self.out_proj = Linear(d_model, d_model, bias, dtype, device)            # Step 5
 
     @property
@@ -127,8 +124,7 @@ class HyenaOperator(Module):
             raise ValueError(f"{type(self).__name__}: sequence of {u.shape[1]} is longer "
                              f"than the filters' max_len {self.max_len}")
         D = self.d_model
-        z = self.in_proj(u).transpose(1, 2)                  # (B, 3D, L)
-        z = self.short(z)                                    # (B, 3D, L)
+        z = self.short(self.in_proj(u).transpose(1, 2))      # (B, 3D, L)
         return z[:, :D], z[:, D:2 * D], z[:, 2 * D:]         # q=x0, k=x1, v
 
     def filters(self, length: int) -> Tensor:
