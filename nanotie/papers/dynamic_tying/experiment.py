@@ -317,18 +317,21 @@ def _choose(results) -> dict:
 # ---------------------------------------------------------------- figures, verdicts
 
 
-# The table's columns: a figure of one run, its spread over seeds per method.
+# The table's columns: a figure of one run (its spread over seeds per method) and its
+# heading in the report (None: in results.json only).
 COLUMNS = {
-    "test_ppl": lambda f: f["test"]["ppl"],
-    "test_bpb": lambda f: f["test"]["bpb"],
-    "val_ppl": lambda f: f["val"]["ppl"],
-    "val_ppl_best_in_run": lambda f: f["val"]["ppl_best_in_run"],
-    "val_ppl_last_in_run": lambda f: f["val"]["ppl_last_in_run"],
-    "trainable_final": lambda f: f["trainable_final"],
-    "trainable_mean": lambda f: f["trainable_mean"],
-    "param_mb_final": lambda f: f["param_memory_final"]["total"] / 1e6,
-    "param_mb_mean": lambda f: f["param_memory_mean"] / 1e6,
-    "step_peak_mb": lambda f: f["step_peak"]["total"] / 1e6,     # CPU runs only
+    "test_ppl": ("test ppl", lambda f: f["test"]["ppl"]),
+    "test_bpb": ("test bits/byte", lambda f: f["test"]["bpb"]),
+    "val_ppl": (None, lambda f: f["val"]["ppl"]),
+    "val_ppl_best_in_run": ("val ppl, best in run", lambda f: f["val"]["ppl_best_in_run"]),
+    "val_ppl_last_in_run": ("val ppl, last in run", lambda f: f["val"]["ppl_last_in_run"]),
+    "trainable_final": ("trainable (end)", lambda f: f["trainable_final"]),
+    "trainable_mean": (None, lambda f: f["trainable_mean"]),
+    "param_mb_final": ("params+grads+Adam MB (end)",
+                       lambda f: f["param_memory_final"]["total"] / 1e6),
+    "param_mb_mean": ("params+grads+Adam MB (mean)", lambda f: f["param_memory_mean"] / 1e6),
+    "step_peak_mb": ("whole step MB (peak)",                         # CPU runs only
+                     lambda f: f["step_peak"]["total"] / 1e6),
 }
 
 
@@ -336,7 +339,7 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
                device, model_cfg, train_cfg, main_mode) -> dict:
     dyn_label = _label("dynamic", main_mode)
     t = {label: {key: protocol.spread([get(r.figures) for r in rs])
-                 for key, get in COLUMNS.items()
+                 for key, (_, get) in COLUMNS.items()
                  if key != "step_peak_mb" or all(r.figures["step_peak"] for r in rs)}
          for label, rs in groups.items()}
     verdicts = {f"dynamic vs {other}": protocol.verdict(t[dyn_label]["test_ppl"].values,
@@ -429,12 +432,7 @@ def _report_body(results, extra, groups, plots) -> str:
                                    extra["ratios"])
     cfg, tcfg, tying = results["model"], results["train"], results["tying"]
     dyn_label = next(k for k in t if k.startswith("dynamic"))
-    cols = {"test_ppl": "test ppl", "test_bpb": "test bits/byte",
-            "val_ppl_best_in_run": "val ppl, best in run",
-            "val_ppl_last_in_run": "val ppl, last in run",
-            "trainable_final": "trainable (end)", "param_mb_final": "params+grads+Adam MB (end)",
-            "param_mb_mean": "params+grads+Adam MB (mean)",
-            "step_peak_mb": "whole step MB (peak)"}
+    cols = {key: name for key, (name, _) in COLUMNS.items() if name}
     whole = "{0.mean:,.0f} ± {0.std:,.0f}"                      # parameters: whole numbers
     rows = [(label, {**{name: row.get(key, "n/a") for key, name in cols.items()},
                      "trainable (end)": whole.format(row["trainable_final"])})
