@@ -115,8 +115,7 @@ def corpus(vocab_size: int):
 
     Returns ``(tokenizer, {split: ids}, {split: bytes per token}, hash)``."""
     splits = protocol.split(data.prose_corpus(), val_fraction=0.1, test_fraction=0.1)
-    raw = {"train": splits.train.tobytes(), "val": splits.val.tobytes(),
-           "test": splits.test.tobytes()}
+    raw = {k: getattr(splits, k).tobytes() for k in ("train", "val", "test")}
     tok = data.BPETokenizer.train(raw["train"], vocab_size)
     ids = {k: tok.encode(v) for k, v in raw.items()}
     bpt = {k: len(raw[k]) / len(ids[k]) for k in raw}
@@ -223,13 +222,13 @@ def pretrained(settings: dict, seed: int, device: str):
     return model, history
 
 
-def _bpb(lm, settings: dict, split: str) -> float:
-    """Bits per byte of a language model (logits out) on all of a split (or the
-    profile's ``final_eval_batches``)."""
+def _bpb(lm, settings: dict) -> dict:
+    """``{"val": {"bpb": ...}, "test": {"bpb": ...}}``: bits per byte of a language model
+    (logits out) on all of each split (or the profile's ``final_eval_batches``)."""
     _, ids, bpt, _ = corpus(settings["vocab_size"])
-    nats = evaluate(lm, ids[split], lm.config.context, settings["batch_size"],
-                    settings.get("final_eval_batches"))
-    return nats / (bpt[split] * math.log(2))
+    return {split: {"bpb": evaluate(lm, ids[split], lm.config.context, settings["batch_size"],
+                                    settings.get("final_eval_batches"))
+                    / (bpt[split] * math.log(2))} for split in ("val", "test")}
 
 
 def pretrain_run(settings: dict, seed: int, device: str) -> dict:
@@ -237,13 +236,11 @@ def pretrain_run(settings: dict, seed: int, device: str) -> dict:
     (a headless model through its zero-shot head o E^T)."""
     model, h = pretrained(settings, seed, device)
     lm = lm_from_headless(model, "tied") if settings["objective"] == "cwt" else model
-    _, ids, _, _ = corpus(settings["vocab_size"])
     tokens = settings["steps"] * settings["batch_size"] * settings["model"]["context"]
-    return {"val": {"bpb": _bpb(lm, settings, "val")},
-            "test": {"bpb": _bpb(lm, settings, "test")},
+    return {**_bpb(lm, settings),
             "curve": {"step": h.eval_step, "val_bpb": h.val_bpb},
             "train_loss": h.train_loss,
-            "epochs": tokens / len(ids["train"]),
+            "epochs": tokens / len(corpus(settings["vocab_size"])[1]["train"]),
             "parameters": count_parameters(model),
             "train_seconds": h.seconds}
 
@@ -268,8 +265,7 @@ def finetune_run(settings: dict, seed: int, device: str) -> dict:
                       eval_interval=steps, eval_batches=src["curve_batches"],
                       seed=seed + 10_000)                        # other batches than pretraining
     h = train(lm, ids["train"], ids["val"], cfg, bytes_per_token=bpt["val"], progress=False)
-    return {"val": {"bpb": _bpb(lm, src, "val")}, "test": {"bpb": _bpb(lm, src, "test")},
-            "parameters": count_parameters(lm), "train_seconds": h.seconds}
+    return {**_bpb(lm, src), "parameters": count_parameters(lm), "train_seconds": h.seconds}
 
 
 def probe_run(settings: dict, seed: int, device: str) -> dict:
@@ -355,8 +351,7 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
     base = {
         "vocab_size": V, "model": {k: v for k, v in asdict(prof.model).items()
                                    if k != "vocab_size"},
-        "batch_size": prof.batch_size, "steps": steps,
-        "warmup_steps": max(1, int(prof.warmup_fraction * steps)),
+        "batch_size": prof.batch_size,
         "curve_points": prof.curve_points, "curve_batches": prof.curve_batches,
         "final_eval_batches": prof.final_eval_batches, "corpus": digest,
         "checkpoints": str((out_dir.parent / "cache" / "headless").resolve()),
@@ -427,8 +422,8 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         third[len(ft_runs):], mlm, equal, equal_results)
     plots = [_plot_compute(out_dir / "loss_vs_compute.png", results),
              _plot_sweep(out_dir / "throughput_vs_vocab.png", sweep, V),
-             plot_spread({row: protocol.spread(results["rows"][row]["test_bpb"]["values"])
-                          for row in results["rows"]}, out_dir / "test_bpb.png",
+             plot_spread({k: _spread(row["test_bpb"]) for k, row in results["rows"].items()},
+                         out_dir / "test_bpb.png",
                          "Test bits per byte (each method at its chosen rates)",
                          "test bits per byte")]
     results["plots"] = [p.name for p in plots]
@@ -467,9 +462,8 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
 
     def ft_at(o, lr, mode):
         best_lr = ft_choice[(o, lr, mode)]["best"]
-        rs = [r for r in ft_results
-              if ft_key(r.run) == (o, lr, mode) and r.run.settings["lr"] == best_lr]
-        return sorted(rs, key=lambda r: r.run.seed), best_lr
+        return [r for r in ft_results        # in seed order, as they were mapped
+                if ft_key(r.run) == (o, lr, mode) and r.run.settings["lr"] == best_lr], best_lr
 
     rows, test = {}, {}
 
@@ -593,8 +587,8 @@ def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, ch
                      f"CWT+FT {test[ft_name].format(3)} vs CE at equal compute "
                      f"{test[EQUAL_COMPUTE_ROW].format(3)} test bpb"),
             headline("CWT trains faster than the softmax objective", "Table 6",
-                     verdicts["throughput"],
-                     f"x{at_V['ratio']:.2f} tokens/s at V = {V} (paper x2.13)")],
+                     verdicts["throughput"], f"x{at_V['ratio']:.2f} tokens/s at V = {V} "
+                     f"(paper x{PAPER['table6_throughput_ratio']})")],
     }
     return results, tuning, verdicts
 
@@ -653,7 +647,7 @@ def _plot_sweep(path, sweep, V) -> Path:
 
 def _spread(d: dict) -> protocol.Spread:
     """A Spread back from its ``as_dict()`` copy in the results."""
-    return protocol.Spread(d["mean"], d["std"], d["min"], d["max"], tuple(d["values"]))
+    return protocol.spread(d["values"])
 
 
 def _seed_table(rows: dict, column: str) -> str:
@@ -664,31 +658,24 @@ def _seed_table(rows: dict, column: str) -> str:
 
 def _what_would_change(r, verdicts) -> str:
     """The caveats the measured figures call for, as Markdown bullets."""
-    rows, pre = r["rows"], r["pretrain"]
-    ce = rows["CE, untied head"]["test_bpb"]["mean"]
+    pre, ce = r["pretrain"], r["rows"]["CE, untied head"]["test_bpb"]["mean"]
     lm = verdicts["lm_vs_ce_same_ft"]
-    lines = [
+    return "\n".join([
         f"- After {pre['epochs']:.2f} epochs of {r['tokens']['train']:,} tokens the CE model is "
         f"{abs(r['unigram_bpb'] - ce):.3f} bits per byte "
-        f"{'better' if ce < r['unigram_bpb'] else 'worse'} than a unigram model: every "
-        "model here is early in training, where the paper's models have seen billions "
-        f"of tokens in their one pass. CWT + FT is {abs(lm.gap):.3f} bits per byte "
-        f"{'better' if lm.gap > 0 else 'worse'} than CE given the same fine-tuning, "
-        f"against a seed spread of {lm.noise:.3f}; a much larger corpus (still one "
-        "pass) is what could change that.",
-        f"- Compute: a CWT step costs x{r['equal_compute']['flops_ratio']:.2f} fewer "
-        f"matrix FLOPs than a CE step (x{r['throughput_ratio']:.2f} measured), so at equal "
-        f"compute CE gets {r['equal_compute']['ce_steps']} steps. The other way round, "
-        "CWT could see that many more tokens for CE's compute, but one pass over a "
-        "fixed corpus has no more tokens to give it.",
+        f"{'better' if ce < r['unigram_bpb'] else 'worse'} than a unigram model: every model "
+        "here is early in training, where the paper's have seen billions of tokens in their "
+        f"one pass. CWT + FT is {abs(lm.gap):.3f} bits per byte "
+        f"{'better' if lm.gap > 0 else 'worse'} than CE given the same fine-tuning, against a "
+        f"seed spread of {lm.noise:.3f}; a much larger corpus (still one pass) could change that.",
+        f"- Compute: a CWT step costs x{r['equal_compute']['flops_ratio']:.2f} fewer matrix "
+        f"FLOPs than a CE step (x{r['throughput_ratio']:.2f} measured). CWT could see more "
+        "tokens for CE's compute, but one pass over a fixed corpus has no more to give it.",
         f"- CWT's negatives are the batch: K = {pre['batch_size'] * r['model']['context']} "
         "targets here. A larger batch gives harder negatives (the paper recommends >= 128 "
         "sequences).",
-    ]
-    lines.append("- The throughput ratio is a CPU/NumPy figure for one model shape; it "
-                 "grows with V (the table above) and with the share of the head in the "
-                 "step.")
-    return "\n".join(lines)
+        "- The throughput ratio is a CPU/NumPy figure for one model shape; it grows with V "
+        "and with the share of the head in the step."])
 
 
 def _report(r, tuning, v, plots) -> str:
@@ -737,8 +724,7 @@ def _report(r, tuning, v, plots) -> str:
           f"({r['throughput_vs_vocab'][-1]['vocab_size']})", v["throughput_largest_V"])])
     probe_claim = claim_section(
         f"headless ENCODERS fine-tuned on GLUE beat vanilla ones (BERT-small: CE "
-        f"{glue['ce']}, CWT {glue['cwt']}). The paper makes this claim for masked "
-        "encoders; the probe below is a causal stand-in, not a test of it", "Table 6",
+        f"{glue['ce']}, CWT {glue['cwt']}); the causal probe below is no test of it", "Table 6",
         [("linear topic probe on frozen CWT vs CE features", v["probe"]),
          ("the control: CWT features vs an untrained model's", v["probe_above_floor"])])
     mlm_text = "" if not r["mlm"] else f"""
@@ -766,13 +752,12 @@ V = {V} ids trained on the training split ({r['tokens']['train']:,} / {r['tokens
 Causal GPTs of {m['n_layer']} layers, d_model {m['d_model']}, context {m['context']}
 ({r['parameters']['ce_tied']:,} parameters tied or headless, {r['parameters']['ce_untied']:,}
 untied). Pretraining: {pre['steps']} steps of {pre['batch_size']} x {m['context']} tokens =
-**{pre['epochs']:.2f} epochs** (the paper trains in one pass), AdamW, warmup then cosine.
-Each objective's rate is chosen on val from {', '.join(f'{x:g}' for x in pre['lrs'])}
-(grid on seed {r['seeds'][0]}); then seeds {', '.join(map(str, r['seeds']))} at that rate.
-Fine-tuning: {ft['steps']} steps at a CONSTANT rate chosen on val from
-{', '.join(f'{x:g}' for x in ft['lrs'])} ({PAPER['finetune_lr']:g} is the authors'). CWT
-uses the K = {pre['batch_size'] * m['context']} targets of the batch as negatives, tau = 1.
-Figures are bits per byte on the **test** split (all of it), over {len(r['seeds'])} seeds.
+**{pre['epochs']:.2f} epochs**, AdamW, warmup then cosine, at each objective's rate chosen
+on val from {', '.join(f'{x:g}' for x in pre['lrs'])} (grid on seed {r['seeds'][0]}; then
+seeds {', '.join(map(str, r['seeds']))}). Fine-tuning: {ft['steps']} steps at a CONSTANT rate
+chosen on val from {', '.join(f'{x:g}' for x in ft['lrs'])} ({PAPER['finetune_lr']:g} is the
+authors'). CWT's negatives are the K = {pre['batch_size'] * m['context']} targets of the batch,
+tau = 1. Figures are bits per byte on all of the **test** split, over {len(r['seeds'])} seeds.
 
 ## Language modelling (Table 3's pattern)
 
@@ -824,8 +809,8 @@ normalised squared singular values (how many directions they use).
 - Scale: {m['n_layer']} layers, d = {m['d_model']}, one pass over about
   {r['tokens']['train'] // 1000}k training tokens, instead of Pythia-70M (LAMBADA) or
   BERT (GLUE) trained on OpenWebText2.
-- Fine-tuning: the authors fine-tune at a constant 4e-5 for thousands of steps; here
-  {ft['steps']} steps, so the rate is chosen on val between theirs and a larger one.
+- Fine-tuning: the authors' constant 4e-5 runs for thousands of steps; here {ft['steps']}
+  steps, hence the larger rate in the grid.
 - The baseline: Pythia's output layer is untied, so the main CE row is untied; the
   tied CE row is nanotie's usual GPT.
 - Causal targets: the K = B T positions of y (the paper: outputs[:, :-1] vs
