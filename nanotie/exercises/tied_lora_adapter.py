@@ -278,45 +278,40 @@ def check(fn) -> CheckResult:
 
 # ------------------------------------------------ wrong answers, for the tests
 
-def _last_layer_only(X, A, B, u, v):
-    out, backward = reference(X, A, B, u, v)
+def _wrong_backward(change):
+    """A planted answer: the reference's forward, with its backward's five gradients
+    passed through ``change(X, A, B, u, v, g, grads)``."""
+    def planted(X, A, B, u, v):
+        out, backward = reference(X, A, B, u, v)
+        return out, lambda g: change(X, A, B, u, v, g, backward(g))
 
-    def wrong(g):
-        gX, _, _, gu, gv = backward(g)
-        _, gA, gB, _, _ = reference(X[-1:], A, B, u[-1:], v[-1:])[1](g[-1:])
-        return gX, gA, gB, gu, gv                         # the other layers' uses lost
-
-    return out, wrong
-
-
-def _tied_averaged(X, A, B, u, v):
-    out, backward = reference(X, A, B, u, v)
-
-    def wrong(g):
-        gX, gA, gB, gu, gv = backward(g)
-        return gX, gA / len(X), gB / len(X), gu, gv       # a mean over the layers
-
-    return out, wrong
+    planted.__name__ = change.__name__                    # the planted test's name
+    return planted
 
 
-def _per_layer_summed(X, A, B, u, v):
-    out, backward = reference(X, A, B, u, v)
-
-    def wrong(g):
-        gX, gA, gB, gu, gv = backward(g)
-        return gX, gA, gB, gu.sum(axis=0), gv.sum(axis=0)  # u, v treated as tied
-
-    return out, wrong
+@_wrong_backward
+def _last_layer_only(X, A, B, u, v, g, grads):
+    gX, _, _, gu, gv = grads
+    _, gA, gB, _, _ = reference(X[-1:], A, B, u[-1:], v[-1:])[1](g[-1:])
+    return gX, gA, gB, gu, gv                             # the other layers' uses lost
 
 
-def _grad_B_transposed(X, A, B, u, v):
-    out, backward = reference(X, A, B, u, v)
+@_wrong_backward
+def _tied_averaged(X, A, B, u, v, g, grads):
+    gX, gA, gB, gu, gv = grads
+    return gX, gA / len(X), gB / len(X), gu, gv           # a mean over the layers
 
-    def wrong(g):
-        gX, gA, gB, gu, gv = backward(g)
-        return gX, gA, gB.T, gu, gv                        # H^T dY: (r, 3d)
 
-    return out, wrong
+@_wrong_backward
+def _per_layer_summed(X, A, B, u, v, g, grads):
+    gX, gA, gB, gu, gv = grads
+    return gX, gA, gB, gu.sum(axis=0), gv.sum(axis=0)     # u, v treated as tied
+
+
+@_wrong_backward
+def _grad_B_transposed(X, A, B, u, v, g, grads):
+    gX, gA, gB, gu, gv = grads
+    return gX, gA, gB.T, gu, gv                           # H^T dY: (r, 3d)
 
 
 def _u_after_B(X, A, B, u, v):
@@ -324,15 +319,11 @@ def _u_after_B(X, A, B, u, v):
     return out, reference(X, A, B, u, v)[1]
 
 
-def _v_missing_from_grad_B(X, A, B, u, v):
-    out, backward = reference(X, A, B, u, v)
+@_wrong_backward
+def _v_missing_from_grad_B(X, A, B, u, v, g, grads):
+    gX, gA, _, gu, gv = grads
     H = (X @ A.T) * u[:, None, :]
-
-    def wrong(g):
-        gX, gA, _, gu, gv = backward(g)
-        return gX, gA, np.einsum("lno,lnr->or", g, H), gu, gv   # g where g * v belongs
-
-    return out, wrong
+    return gX, gA, np.einsum("lno,lnr->or", g, H), gu, gv   # g where g * v belongs
 
 
 MISTAKES = [
