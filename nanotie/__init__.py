@@ -71,10 +71,10 @@ def arange(*args, dtype=None, device=None) -> Tensor:
 
 
 __all__ = [
-    "Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_enabled", "detect_anomaly",
-    "is_anomaly_enabled", "manual_seed", "gradcheck", "gradcheck_module", "GradcheckError",
-    "nn", "backend",
-    "ShapeError", "AnomalyError", "DeviceError", "cuda_available",
+    "Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_enabled",
+    "detect_anomaly", "is_anomaly_enabled", "manual_seed", "gradcheck", "gradcheck_module",
+    "GradcheckError", "nn", "backend", "ShapeError", "AnomalyError", "DeviceError",
+    "cuda_available",
     "zeros", "ones", "full", "randn", "rand", "randint", "arange", "float32", "float64",
     "int64", "bool_",
     "abs", "add", "amax", "amin", "cat", "clamp", "cos", "div", "einsum", "embedding",

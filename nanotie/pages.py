@@ -93,9 +93,8 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
                  "the mechanism itself is described in this package's docstrings and in "
                  "the notebook.\n",
                  _section(name, quick_dir, "quick", root, page)]
-        full_dir = Path(full_runs) / name if full_runs else None
-        if full_dir is not None and _load(full_dir) is not None:
-            parts.append(_section(name, full_dir, "full", root, page))
+        if full_runs and _load(Path(full_runs) / name) is not None:
+            parts.append(_section(name, Path(full_runs) / name, "full", root, page))
         with atomic_write(page, "w", encoding="utf-8") as f:
             f.write("\n".join(parts))
         written.append(page)
@@ -106,9 +105,8 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
         if START in text and END in text:
             head, rest = text.split(START, 1)
             _, tail = rest.split(END, 1)
-            table = results_table(headlines, root)
             with atomic_write(readme, "w", encoding="utf-8") as f:
-                f.write(f"{head}{START}\n{table}\n{END}{tail}")
+                f.write(f"{head}{START}\n{results_table(headlines, root)}\n{END}{tail}")
             written.append(readme)
     return written
 

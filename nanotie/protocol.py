@@ -42,8 +42,9 @@ from .files import atomic_write
 from .report import _plain
 
 __all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
-           "local_executor", "dask_executor", "choose", "Spread", "spread", "verdict",
-           "Verdict", "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE", "default_workers"]
+           "local_executor", "dask_executor", "default_workers", "choose", "Spread", "spread",
+           "verdict", "Verdict", "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD",
+           "WITHIN_NOISE"]
 
 
 # ------------------------------------------------------------------------ splits

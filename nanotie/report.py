@@ -139,7 +139,7 @@ def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "va
     for method, c in choice.items():
         cells = []
         for s, sp in c["grid"].items():
-            text = f"{s:g}: {sp.mean:.{digits}f}" if isinstance(s, float) else f"{s}: {sp.mean:.{digits}f}"
+            text = f"{format(s, 'g') if isinstance(s, float) else s}: {sp.mean:.{digits}f}"
             cells.append(f"**{text}**" if s == c["best"] else text)
         lines.append(f"| {method} | " + ", ".join(cells) + " |")
         numeric = all(isinstance(s, (int, float)) for s in c["grid"])
