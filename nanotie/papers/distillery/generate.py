@@ -149,9 +149,7 @@ def _short_conv_continue(z, short, cache):
     K, T = W.shape[1], z.shape[-1]
     xp = backend.xp_of(z)
     window = xp.concatenate([cache.window, z], axis=-1)           # (B, 3D, K-1+T)
-    y = window[..., 0:T] * W[:, 0:1]
-    for j in range(1, K):
-        y = y + window[..., j:j + T] * W[:, j:j + 1]
+    y = sum(window[..., j:j + T] * W[:, j:j + 1] for j in range(K))
     cache.window = window[..., T:]                                # the last K-1 columns
     return y + b[:, None]
 

@@ -1,13 +1,9 @@
 """The distillation part of the ``hyena`` experiment: Laughing Hyena in miniature.
 
-For a trained Hyena or MultiHyena LM, :func:`distill_study` distils every long filter
-at each order of a sweep by ERA, balanced truncation and the refined modal fit
-(``reduction.order_sweep``), sets every fit against both lower bounds and the
-Hankel-norm ratio, and scores the distilled LMs (every filter at one order; each at
-the smallest order meeting a tolerance; the d = 0 control) on the TEST split next to
-the original. :func:`measure_throughput` times generation against the context
-(``throughput.py``); :func:`over_seeds` and :func:`report_section` turn the figures of
-every seed into verdicts, tables and plots.
+:func:`distill_study` distils a trained Hyena or MultiHyena LM's filters at every swept
+order and scores the distilled LMs on the TEST split; :func:`measure_throughput` times
+generation against the context (``throughput.py``); :func:`over_seeds` and
+:func:`report_section` turn the figures of every seed into verdicts, tables and plots.
 """
 
 from __future__ import annotations
