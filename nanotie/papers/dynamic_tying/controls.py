@@ -56,11 +56,9 @@ class RandomSchedule:
 
 
 class FixedSchedule:
-    """``before`` for the first ``switch`` episodes, ``after`` from then on.
-
-    The default control of the experiment: every layer trains (``before`` = (0, 1, ...,
-    L-1)) for a warm-up, then every layer is a copy of layer 0 (``after`` = (0, ..., 0)).
-    Each decision sets s_i to the pattern's s_i, so layer by layer, like the agent."""
+    """``before`` for the first ``switch`` episodes, ``after`` from then on (the
+    experiment: (0, 1, ..., L-1), then (0, ..., 0)). Each decision sets s_i to the
+    pattern's s_i, so layer by layer, like the agent."""
 
     def __init__(self, before, after, switch: int):
         self.before = validate_state(before, len(before))
@@ -79,8 +77,7 @@ class FixedSchedule:
 
 
 class SyntheticReward:
-    """r(s') = -(base - gain * #{trained layers of s'}) + noise: training every layer
-    is the best policy, and each trained layer is worth ``gain``."""
+    """The module docstring's r(s'): training every layer is the best policy."""
 
     def __init__(self, n_layer: int, base: float = 20.0, gain: float = 1.0,
                  noise: float = 1.0, seed: int = 0):
