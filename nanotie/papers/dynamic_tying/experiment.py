@@ -450,6 +450,7 @@ def _report_body(results, extra, groups, plots) -> str:
                         for i, j in enumerate(dyn_runs[0].figures["final_state"]))
     clipped = np.mean([r.figures["rewards_clipped_fraction"] for r in dyn_runs])
     step = ratios.get("step_peak")
+    figs = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     ppl_section = claim_section(CLAIM_PPL, WHERE, [
         ("The claim: dynamic against vanilla, test perplexity", verdicts["dynamic vs vanilla"]),
         ("The control (is it the policy?): dynamic against the random schedule",
@@ -532,7 +533,8 @@ copy still runs, so its activations, most of the step's memory at this width, st
 
 ## Plots
 
-{chr(10).join(f"![{p.stem}]({p.name}){chr(10)}" for p in plots)}
+{figs}
+
 ## Differences from the paper
 
 - Scale: a {cfg['n_layer']}-layer byte-level GPT for {tcfg['steps']} steps instead of GPT-2-size
