@@ -28,20 +28,15 @@ The byte-level path (W byte slots per token, byte width c, core width d):
     decode   u_t = reshape(h_t A, (W, c)) + P;  blocks;  logits_tj = u_tj B_out
     loss     mean over the NON-PAD slots of the next token: -log p_tj(b_{t+1, j})
 
-What the paper claims is the parameter count (90% / 95% fewer in the embedding and
-head; 81.62M untied, 55.89M tied, 34.66M tied with FFN sharing); it makes no quality
-claim for the byte-level model. The experiment checks the counts and MEASURES quality.
-
 Differences from the paper (the results page prints this list):
 
 - **Which code the counts follow.** The paper's figures (55.89M / 81.62M / 34.66M /
-  2.56M) come from the authors' code as it was when the paper appeared: 2 byte blocks
-  in the embedder and 2 in the decoder, core hidden size 512. Their later code (hidden
-  768, 4 + 7 byte blocks) gives 5.77M for the byte path, about 85% / 92.5% fewer. The
-  formula and the built models here follow the first.
+  2.56M) come from the authors' code when the paper appeared (2 + 2 byte blocks, core
+  hidden size 512), which the formula and the built models follow. Their later code
+  (hidden 768, 4 + 7 byte blocks) gives 5.77M for the byte path, about 85% / 92.5% fewer.
 - **Tokenizer**: nanotie's own byte-level BPE trained on the training split (a few
-  thousand tokens), not GPT-2's 50,257; nothing is downloaded. The byte path's saving
-  grows with the vocabulary, so it is smaller here than at the paper's size.
+  thousand tokens, nothing downloaded), not GPT-2's 50,257, so the byte path saves less
+  here than at the paper's size.
 - **Grouped-query attention** (16 query heads sharing 4 key/value heads) is built
   (`GroupedQKV`: each key/value head is a tie among the query heads that read it) and
   counted; the miniatures use full multi-head attention.
@@ -57,10 +52,9 @@ Differences from the paper (the results page prints this list):
   settings.
 - **The loss**: nanotie ignores the pad id (256), so the byte decoder never models
   where a token ends; a unigram length code (fitted on the training split) makes bits
-  per byte a complete code, and the bytes-only figure is reported beside it. The
-  authors' code scores every slot, pads included (it passes EOT, 257, as the ignored
-  id): `byte_loss="all_slots"` trains with that loss (variant (g)); both figures are
-  reported for every byte decoder.
+  per byte a complete code, reported beside the bytes-only figure. The authors' code
+  scores every slot, pads included (its ignored id is EOT, 257): `byte_loss="all_slots"`
+  trains with that loss (variant (g)); both figures are reported for every byte decoder.
 - **Variant (f)**, not in the paper: `byte_head="softmax"` puts an ordinary (d, V)
   softmax head on the byte embedder, which tells the pooling's cost from the decoder's.
 - The miniature runs are tiny and short; the paper's benchmarks (BLiMP, ARC,
@@ -263,14 +257,12 @@ def byte_cross_entropy(logits: Tensor, targets, reduction: str = "mean",
 
         loss = sum_{t,j: y_tj != PAD} -log p_tj(y_tj)  /  #{t,j: y_tj != PAD}
 
-    ``logits`` (B, T, W, 258), ``targets`` (B, T, W). The ignored id is PAD (256); the
-    authors' code passes EOT (257) instead, which scores every pad slot and ignores
-    the end of text. Since pads are never scored, this loss does not model where a
-    token ends (its length); see the experiment's bits per byte.
+    ``logits`` (B, T, W, 258), ``targets`` (B, T, W). Since pads are never scored, this
+    loss does not model where a token ends; see the experiment's bits per byte.
 
     ``ignore_pad=False`` scores every slot, pads included (the mean over all B T W
-    slots): the authors' loss in effect, since their ignored id (EOT) closes a
-    document and is rare. The pads then code the token's length."""
+    slots), so the pads code the token's length: the authors' loss in effect, since
+    their ignored id (EOT, 257) only closes a document."""
     return F.cross_entropy(logits, targets, ignore_index=PAD if ignore_pad else -1,
                            reduction=reduction)
 

@@ -57,11 +57,8 @@ class ByteWindows:
     def encode(self, text, eot: bool = False) -> np.ndarray:
         """Text -> token windows (N, W); ``eot`` appends an end-of-text window."""
         windows = self.table[self.tokenizer.encode(text)]
-        if eot:
-            end = np.full((1, self.window), PAD, dtype=np.int64)
-            end[0, 0] = EOT
-            windows = np.concatenate([windows, end])
-        return windows
+        end = np.array([[EOT] + [PAD] * (self.window - 1)], dtype=np.int64)
+        return np.concatenate([windows, end]) if eot else windows
 
     @staticmethod
     def decode_bytes(windows) -> bytes:

@@ -46,13 +46,11 @@ class STLMConfig:
     byte_window: int = 12           # W: byte slots per token (the paper: 12)
     byte_dim: int = 128             # c: width of one byte slot (the paper: 128)
     byte_heads: int = 8             # attention heads in the byte blocks (the paper: 8)
-    byte_head: str = "decoder"      # byte embedder only: "decoder" predicts the next
-                                    # token's W bytes (the paper); "softmax" is an
-                                    # ordinary (d, V) head over the BPE tokens, which
-                                    # isolates the decoder (variant (f))
-    byte_loss: str = "pad_ignored"  # byte decoder only: "pad_ignored" scores the bytes
-                                    # alone; "all_slots" scores every slot, pads
-                                    # included (the authors' code)
+    byte_head: str = "decoder"      # byte embedder only: "decoder" (the paper) predicts
+                                    # the next token's W bytes; "softmax": a (d, V) head
+                                    # over the BPE tokens, isolating the decoder (f)
+    byte_loss: str = "pad_ignored"  # byte decoder only: score the bytes alone, or
+                                    # "all_slots", pads included (the authors' code)
 
     def __post_init__(self):        # the names a learner types, and how heads divide
         for name, allowed in _CHOICES.items():

@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
+from ...nn.module import count_parameters
 from .byte_windows import BYTE_VOCAB
 from .layers import STLMConfig
 
@@ -95,13 +96,10 @@ _EMBEDDING_PARTS = ("wte.", "lm_head.", "byte_embedder.", "byte_decoder.")
 
 def measured_split(model) -> dict:
     """The BUILT model's unique parameters: embedding+head, core and total."""
-    emb = core = 0
-    for name, p in model.named_parameters():          # each Parameter once
-        if name.startswith(_EMBEDDING_PARTS):
-            emb += p.numel()
-        else:
-            core += p.numel()
-    return {"embedding+head": emb, "core": core, "total": emb + core}
+    total = count_parameters(model, trainable_only=False)
+    emb = sum(p.numel() for name, p in model.named_parameters()   # each Parameter once
+              if name.startswith(_EMBEDDING_PARTS))
+    return {"embedding+head": emb, "core": total - emb, "total": total}
 
 
 # The ~50M-class configuration of the paper and the authors' code: hidden 512, 10
