@@ -1,10 +1,9 @@
 """Where do a small model's parameters go, and what does cutting them cost?
 
-What the paper claims is a parameter count (:data:`CLAIM`); :func:`paper_counts` checks
-it with the analytic count, which equals the built models' count here. The paper makes
-no quality claim for the byte-level model, so the miniature MEASURES quality, at an
-equal training budget (same steps, batch and context, the same token windows in the
-same order):
+The paper claims a parameter count (:data:`CLAIM`), checked by :func:`paper_counts`
+with the analytic count (equal to the built models' count). It makes no quality claim
+for the byte-level model, so the miniature MEASURES quality at an equal training
+budget (same steps, batch and context, the same token windows in the same order):
 
     (a) BPE tokens, untied embedding and head
     (b) BPE tokens, tied (the head IS the embedding)
@@ -15,22 +14,20 @@ same order):
     (g) (d) trained with the authors' loss: every slot scored, pads included
 
 The prose corpus that ships with Python is cut 80 / 10 / 10 into train | val | test;
-the BPE tokenizer is trained on the training split only. Learning rates are chosen on
-val, the figures reported on test. Bits per byte is the one fair metric across
-tokenizations:
+the BPE tokenizer is trained on train, learning rates are chosen on val, the figures
+reported on test. Bits per byte is the one fair metric across tokenizations:
 
     token heads:   bpb = sum_t -log p(token_t) / (ln 2 * bytes of those tokens)
     byte decoder:  bpb = (sum -log p(byte) over the predicted bytes
                           + sum_t -log q(len_t)) / (ln 2 * predicted bytes)
 
 The decoder's default loss ignores the pads, so it never says where a token ends; ``q``
-is a unigram model of the window lengths (counted on the training split, add-one),
-and adding its cost makes the figure a true code length. The authors' loss scores the
-pads too, which codes the length inside the model: ``bpb_all_slots`` is that figure.
+is a unigram model of the window lengths (training split, add-one) that makes the
+figure a true code length. The authors' loss scores the pads too: ``bpb_all_slots``.
 
 Why the byte decoder is far behind: it predicts the W byte slots of the next token
-INDEPENDENTLY given the core's state, p(b_1..b_W) = prod_j p_j(b_j). Even a perfect
-next-token distribution p(v) loses information when pushed through that factorisation:
+INDEPENDENTLY given the core's state, p(b_1..b_W) = prod_j p_j(b_j), so even a perfect
+next-token distribution p(v) loses information:
 
     per-slot marginal   m_j(b) = sum_v p(v) [byte j of v = b]       (b may be PAD)
     pads ignored        bpb = (sum_j -log [m_j(y_j) / (1 - m_j(PAD))] + length code)
@@ -38,11 +35,9 @@ next-token distribution p(v) loses information when pushed through that factoris
     pads scored         bpb = sum_j -log m_j(y_j) over all W slots / (ln 2 * bytes)
                                                                      compare with (g)
 
-Scored with the trained BPE model (a)'s own p(v), this "per-slot marginal ceiling"
-estimates what a factorised decoder could reach if it knew what the BPE model knows;
-the gap between it and (a) is the factorisation's, not the training's. Bytes that the
-window cuts off are never predicted and not counted (for every model); their share is
-reported.
+With (a)'s own p(v), this "per-slot marginal ceiling" is what a factorised decoder
+could reach if it knew what the BPE model knows. Bytes that the window cuts off are
+never predicted nor counted (for every model); their share is reported.
 """
 
 from __future__ import annotations
@@ -160,11 +155,10 @@ def prepare_data(vocab_size: int, window: int, max_bytes: int | None = None) -> 
     splits = protocol.split(data.prose_corpus(max_bytes), val_fraction=0.1,
                             test_fraction=0.1)
     tok = data.BPETokenizer.train(splits.train.tobytes(), vocab_size)
-    names = ("train", "val", "test")
-    ids = {name: tok.encode(getattr(splits, name).tobytes()) for name in names}
+    parts = {name: getattr(splits, name) for name in ("train", "val", "test")}
     return {"tokenizer": tok, "windows": ByteWindows(tok, window),
-            **{f"{name}_ids": ids[name] for name in names},
-            "bytes": {name: len(getattr(splits, name)) for name in names},
+            **{f"{name}_ids": tok.encode(part.tobytes()) for name, part in parts.items()},
+            "bytes": {name: len(part) for name, part in parts.items()},
             "split_bytes": splits,
             "corpus": protocol.corpus_hash(splits.train, splits.val, splits.test)}
 
@@ -282,9 +276,8 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
     windows, base, tc = d["windows"], profile.model, profile.train
     test = {k: _spread_of(rs, "bpb") for k, rs in chosen.items()}
     unigram = unigram_bpb(d["split_bytes"].train, d["split_bytes"].test)
-    ceiling = protocol.spread([r.figures["ceiling"]["test"]["bpb"] for r in chosen[A]])
-    ceiling_all = protocol.spread([r.figures["ceiling"]["test"]["bpb_all_slots"]
-                                   for r in chosen[A]])
+    ceiling, ceiling_all = (protocol.spread([r.figures["ceiling"]["test"][k] for r in chosen[A]])
+                            for k in ("bpb", "bpb_all_slots"))
 
     # The paper's claim: parameter counts (exact, no seed noise).
     paper = paper_counts()
@@ -329,9 +322,8 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
         "seeds": [r.run.seed for r in rs],
         "train_seconds": [r.figures["train_seconds"] for r in rs]}
         for label, rs in chosen.items()}
-    outcome = ("holds" if counts_match and all(v.outcome == protocol.HOLDS
-                                               for _, v in claim_verdicts)
-               else "does not hold")
+    holds = counts_match and all(v.outcome == protocol.HOLDS for _, v in claim_verdicts)
+    outcome = "holds" if holds else "does not hold"
     f = paper["formula"]
     results = {
         "profile": name, "model": asdict(base), "train": asdict(tc), "device": device,
@@ -420,7 +412,8 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
     slot_table = "\n".join(
         ["| model | " + " | ".join(f"slot {j + 1}" for j in range(W)) + " |",
          "|" + "---|" * (W + 1)]
-        + [f"| {label} | " + " | ".join(_fmt(s, 2) for s in _slot_means(per)[0]) + " |"
+        + [f"| {label} | " + " | ".join(f"{x:.2f}" if math.isfinite(x) else "-"
+                                        for x in _slot_means(per)[0]) + " |"
            for label, per in slot_rows])
     if results["tuned_here"]:
         tuned = "Every variant tried the grid below on val; the chosen rate is in bold."
@@ -457,69 +450,61 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
 {paper_rows}
 
 The paper makes **no quality claim** for the byte-level model (its repository lists that
-report as in progress): the quality figures below measure this miniature; they do not
-test the paper.
+report as in progress): the quality figures below measure this miniature only.
 
 ## Set-up
 
-{len(chosen)} variants trained for {tc.steps} steps each (batch {tc.batch_size}, context
-{base.context} tokens, the same batches for all), {profile.seeds} seeds each
+{len(chosen)} variants, {tc.steps} steps each (batch {tc.batch_size}, context {base.context} \
+tokens, the same batches for all), {profile.seeds} seeds each \
 ({', '.join(str(s) for s in results['seeds'])}), on the prose that ships with Python, cut
-80 / 10 / 10 into train | val | test ({dd['bytes']['train']:,} / {dd['bytes']['val']:,} /
-{dd['bytes']['test']:,} bytes). A BPE tokenizer of {dd['vocab_size']} tokens is trained on
-the training split ({dd['bytes_per_token_test']:.2f} bytes per token on test). Core:
-d_model {base.d_model}, {base.n_layer} layers, SwiGLU FFN of width {base.ffn_hidden},
-RMSNorm, no biases. Byte path: window {base.byte_window}, byte width {base.byte_dim}.
-Learning rates are chosen on val; every figure below is on the test split
-({v[A]['test']['bpb']['n']} seeds). Device: {results['device']}.
+80 / 10 / 10 into train | val | test ({dd['bytes']['train']:,} / {dd['bytes']['val']:,} / \
+{dd['bytes']['test']:,} bytes); a BPE tokenizer of {dd['vocab_size']} tokens trained on train \
+({dd['bytes_per_token_test']:.2f} bytes per token on test). Core: d_model {base.d_model}, \
+{base.n_layer} layers, SwiGLU FFN of width {base.ffn_hidden}, RMSNorm, no biases. Byte path: \
+window {base.byte_window}, byte width {base.byte_dim}. Rates chosen on val; every figure below
+is on test ({v[A]['test']['bpb']['n']} seeds). Device: {results['device']}.
 
 ## Results
 
 {spread_table(rows, columns, seeds_of="test bpb")}
 
-"test bpb" is bits per byte over the test tokens that fit the byte window (the same
-bytes for every model); for a byte decoder it includes the cost of coding each token's
-length ({dd['length_code_bits_per_token']:.2f} bits per token on average), which the
-pad-ignoring loss does not model, and "bytes only" leaves it out. "all slots" scores
-every slot, pads included (the authors' loss, also a complete code); "all tokens" also
-scores the tokens longer than the window. A context-free byte model scores
-{unigram:.3f} bits per byte.
+"test bpb" scores the test tokens that fit the byte window (the same bytes for every
+model); a byte decoder's includes the length code ({dd['length_code_bits_per_token']:.2f} \
+bits per token on average), which "bytes only" leaves out. "all slots" scores every slot,
+pads included (the authors' loss, also a complete code); "all tokens" adds the tokens
+longer than the window. A context-free byte model scores {unigram:.3f} bits per byte.
 
 ![parameters vs bits per byte]({plots['params'].name})
 
 ### Why the byte path is far behind: the decoder's factorisation
 
 The byte decoder predicts the {W} byte slots of the next token independently given the
-core's state. The table's last row pushes (a)'s trained next-token distribution p(v)
-through that factorisation, m_j(b) = sum_v p(v) [byte j of v = b]: what a factorised
-decoder could reach if it knew what (a) knows, scored as (d) is (a byte gets its share
-of the non-pad mass, plus the length code) and, under "all slots", as (g) is. The
+core's state. The table's last row pushes (a)'s next-token distribution p(v) through that
+factorisation, m_j(b) = sum_v p(v) [byte j of v = b], scored as (d) is (a byte gets its
+share of the non-pad mass, plus the length code) and, under "all slots", as (g) is. The
 factorisation alone costs {ceiling.mean - test[A].mean:.2f} bits per byte; (d) lands \
 {test[D].mean - ceiling.mean:+.2f} from that estimate, so a better-trained core would not
-close much of (d)'s gap to (a): the decoder's factorisation would have to go. (d)'s
-every-slot figure is large because its loss never trains the pad logits. Per slot
-(test, mean over seeds):
+close much of (d)'s gap to (a): the factorisation would have to go. (d)'s every-slot
+figure is large because its loss never trains the pad logits. Per slot (test, mean over
+seeds):
 
 {slot_table}
 
 ![bits per slot]({plots['slots'].name})
 
 In (d), slot 1 costs {per[0]:.2f} bits and the later slots {later.mean():.2f} on average;
-{len(worse)} of them{where} {'scores' if one else 'score'} worse than a context-free byte
-model ({unigram:.2f}): without the earlier bytes of its own token, slot j must spread its
-mass over every token the context allows. The marginals of (a) follow the same profile:
-the shape is the factorisation's.
+{len(worse)} of them{where} {'scores' if one else 'score'} worse than a context-free byte \
+model ({unigram:.2f}): without the earlier bytes of its own token, slot j spreads its mass
+over every token the context allows. The marginals of (a) have the same shape.
 
 ### Verdicts on the measurements
 
 {chr(10).join(f'- {w}: {vv}' for w, vv in measured)}
 
-(f), the same byte embedder before an ordinary softmax head, is \
-{test[F_].mean - test[A].mean:+.3f} bits per byte from (a)
-where (d) is {test[D].mean - test[A].mean:+.3f}: what separates (d) from (f) is the decoder
-alone. What would change these verdicts: more steps (the gaps between the BPE variants
-are small and move with training length), another learning rate, or a decoder that
-predicts a token's bytes one after another.
+(f), the same byte embedder before a softmax head, is {test[F_].mean - test[A].mean:+.3f} \
+bits per byte from (a) where (d) is {test[D].mean - test[A].mean:+.3f}: the decoder alone
+separates them. More steps (the BPE variants' small gaps move with training length),
+another rate, or a decoder that predicts a token's bytes in turn could change these.
 
 ## Tuning
 
@@ -531,15 +516,14 @@ predicts a token's bytes one after another.
 
 ## Parameters at this size
 
-The byte embedder + decoder holds {100 * cut['vs tied']:.1f}% / {100 * cut['vs untied']:.1f}%
-fewer parameters than the tied / untied embedding at this size (the paper: 90.0% /
-95.0% with 50,257 tokens; the byte path does not grow with the vocabulary, the table
-does). FFN sharing removes {v[B]['parameters'] - v[C]['parameters']:,} parameters
-({base.n_layer - 1} FFNs).
+The byte embedder + decoder holds {100 * cut['vs tied']:.1f}% / {100 * cut['vs untied']:.1f}% \
+fewer parameters than the tied / untied embedding here (the paper: 90.0% / 95.0% with
+50,257 tokens; the table grows with the vocabulary, the byte path does not). FFN sharing
+removes {v[B]['parameters'] - v[C]['parameters']:,} parameters ({base.n_layer - 1} FFNs).
 
-**Truncation.** {100 * dd['truncation_rate_test']:.2f}% of the test tokens are longer than
-the {base.byte_window}-byte window and lose their tail, {100 * dd['lost_byte_rate_test']:.2f}%
-of the bytes; those bytes are never predicted and not counted. The longest tokens:
+**Truncation.** {100 * dd['truncation_rate_test']:.2f}% of the test tokens are longer than \
+the {base.byte_window}-byte window and lose their tail, {100 * dd['lost_byte_rate_test']:.2f}% \
+of the bytes, never predicted nor counted. The longest tokens:
 {', '.join(repr(t) for t in dd['longest_tokens'])}.
 
 ![training curves]({plots['curves'].name})
@@ -605,58 +589,56 @@ def heldout_bpb(model, ids, windows: ByteWindows, length_nats: np.ndarray,
     distribution, a byte scored by its share of the non-pad mass as (d) is, except
     ``bpb_all_slots`` and ``bits_per_slot_pads_kept``: the raw m_j, as (g) is.
     """
-    cfg = model.config
-    tokens_out = model.predicts_tokens
+    cfg, tokens_out = model.config, model.predicts_tokens
     device = next(iter(model.parameters())).device
-    W, ln2 = windows.window, math.log(2)
-    s = dict(nats=0.0, lens=0.0, all_slots=0.0, all_tokens=0.0, m_nats=0.0, m_all=0.0)
-    slot_nats, m_slot_nats, m_raw_slot_nats, slot_n = (np.zeros(W) for _ in range(4))
-    n_tok = n_bytes = n_bytes_all = 0
+    s = {}                                       # each figure, summed over the batches
     with model.evaluating():
         for x, y in data.iter_eval_batches(ids, cfg.context, batch_size):
-            fit = windows.full[y] <= W                                   # (B, T)
+            fit = windows.full[y] <= windows.window                      # (B, T)
             target = windows.table[y]                                    # (B, T, W)
             scored = (target != PAD) & fit[..., None]                    # (B, T, W)
             xd, yd = backend.to_device(x, device), backend.to_device(y, device)
             logits, _ = model(xd if cfg.embedder == "token" else windows(xd))
+            batch = {"lens": float(length_nats[windows.kept[y]][fit].sum()),
+                     "slot_n": scored.sum(axis=(0, 1)), "tokens": int(fit.sum()),
+                     "bytes": int(windows.full[y][fit].sum()),
+                     "bytes_all": int(windows.full[y].sum())}
             if tokens_out:
                 per_token = backend.asnumpy(
                     F.cross_entropy(logits, yd, reduction="none").data)  # (B, T)
                 if ceiling:
                     cond, raw = _marginal_nats(logits, target, windows.table)
-                    s["m_nats"] += float(cond[scored].sum())
-                    s["m_all"] += float(raw[fit].sum())
-                    m_slot_nats += (cond * scored).sum(axis=(0, 1))
-                    m_raw_slot_nats += (raw * scored).sum(axis=(0, 1))
+                    batch.update(m_nats=float(cond[scored].sum()), m_all=float(raw[fit].sum()),
+                                 m_slots=(cond * scored).sum(axis=(0, 1)),
+                                 m_raw_slots=(raw * scored).sum(axis=(0, 1)))
             else:
                 slots = backend.asnumpy(byte_cross_entropy(
                     logits, windows(yd), "none", ignore_pad=False).data)  # (B, T, W)
                 per_token = (slots * (target != PAD)).sum(axis=-1)        # (B, T)
-                s["all_slots"] += float(slots[fit].sum())
-                slot_nats += (slots * scored).sum(axis=(0, 1))
-            s["lens"] += float(length_nats[windows.kept[y]][fit].sum())
-            slot_n += scored.sum(axis=(0, 1))
-            s["nats"] += float(per_token[fit].sum())
-            s["all_tokens"] += float(per_token.sum())
-            n_bytes += int(windows.full[y][fit].sum())
-            n_bytes_all += int(windows.full[y].sum())
-            n_tok += int(fit.sum())
+                batch.update(all_slots=float(slots[fit].sum()),   # float32 -> 64, then sum
+                             slots=(slots * scored).sum(axis=(0, 1)).astype(np.float64))
+            batch.update(nats=float(per_token[fit].sum()), all_tokens=float(per_token.sum()))
+            for k, v in batch.items():
+                s[k] = s.get(k, 0) + v
+
+    ln2 = math.log(2)
+    bits = s["bytes"] * ln2                      # nats -> bits per scored byte
 
     def per_slot(nats):
-        return [float(n / (k * ln2)) if k else None for n, k in zip(nats, slot_n)]
+        return [float(n / (k * ln2)) if k else None for n, k in zip(nats, s["slot_n"])]
 
-    out = {"bpb": (s["nats"] + (0.0 if tokens_out else s["lens"])) / (n_bytes * ln2),
-           "bpb_bytes_only": s["nats"] / (n_bytes * ln2),
-           "bpb_all_slots": None if tokens_out else s["all_slots"] / (n_bytes * ln2),
-           "bpb_all_tokens": s["all_tokens"] / (n_bytes_all * ln2) if tokens_out else None,
-           "bits_per_slot": None if tokens_out else per_slot(slot_nats),
-           "tokens": n_tok, "bytes": n_bytes}
+    out = {"bpb": (s["nats"] + (0.0 if tokens_out else s["lens"])) / bits,
+           "bpb_bytes_only": s["nats"] / bits,
+           "bpb_all_slots": None if tokens_out else s["all_slots"] / bits,
+           "bpb_all_tokens": s["all_tokens"] / (s["bytes_all"] * ln2) if tokens_out else None,
+           "bits_per_slot": None if tokens_out else per_slot(s["slots"]),
+           "tokens": s["tokens"], "bytes": s["bytes"]}
     if tokens_out and ceiling:
-        out["ceiling"] = {"bpb": (s["m_nats"] + s["lens"]) / (n_bytes * ln2),
-                          "bpb_bytes_only": s["m_nats"] / (n_bytes * ln2),
-                          "bpb_all_slots": s["m_all"] / (n_bytes * ln2),
-                          "bits_per_slot": per_slot(m_slot_nats),
-                          "bits_per_slot_pads_kept": per_slot(m_raw_slot_nats)}
+        out["ceiling"] = {"bpb": (s["m_nats"] + s["lens"]) / bits,
+                          "bpb_bytes_only": s["m_nats"] / bits,
+                          "bpb_all_slots": s["m_all"] / bits,
+                          "bits_per_slot": per_slot(s["m_slots"]),
+                          "bits_per_slot_pads_kept": per_slot(s["m_raw_slots"])}
     return out
 
 
@@ -664,25 +646,18 @@ def paper_counts() -> dict:
     """The analytic count at the paper's configurations, beside its quoted figures."""
     b = {name: parameter_budget(cfg) for name, cfg in paper_configs().items()}
     byte = b["byte-level"]["embedding+head"]
-    cut_tied = 1 - byte / b["tied"]["embedding+head"]
-    cut_untied = 1 - byte / b["untied"]["embedding+head"]
-    ours = {"tied": millions(b["tied"]["total"]), "untied": millions(b["untied"]["total"]),
-            "tied + FFN sharing": millions(b["tied + FFN sharing"]["total"]),
+    cut = {k: 1 - byte / b[k]["embedding+head"] for k in ("tied", "untied")}
+    ours = {**{k: millions(b[k]["total"]) for k in ("tied", "untied", "tied + FFN sharing")},
             "embedding (tied)": millions(b["tied"]["embedding+head"]),
             "byte embedder + decoder": millions(byte),
-            "fewer than tied": f"{100 * cut_tied:.1f}%",
-            "fewer than untied": f"{100 * cut_untied:.1f}%"}
+            **{f"fewer than {k}": f"{100 * x:.1f}%" for k, x in cut.items()}}
     return {"formula": ours, "paper": dict(PAPER_FIGURES),
             "exact": {name: x["total"] for name, x in b.items()},
-            "cut": {"vs tied": cut_tied, "vs untied": cut_untied}}
+            "cut": {f"vs {k}": x for k, x in cut.items()}}
 
 
 def _spread_of(results, key, split="test"):
     return protocol.spread([r.figures[split][key] for r in results])
-
-
-def _fmt(x, digits=3):
-    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
 
 
 def _slot_means(rows) -> np.ndarray:
@@ -786,13 +761,12 @@ def plot_curves(chosen: dict, path, title: str) -> Path:
 if __name__ == "__main__":
     import argparse
 
-    parser = argparse.ArgumentParser(description="the stlm experiment")
-    parser.add_argument("--full", action="store_true", help="the full profile")
-    parser.add_argument("--tune", action="store_true",
-                        help=f"every variant tries the learning rates {LR_GRID}")
-    parser.add_argument("--out", default="runs/stlm")
-    parser.add_argument("--workers", type=int, default=None)
-    args = parser.parse_args()
+    cli = argparse.ArgumentParser(description="the stlm experiment")
+    cli.add_argument("--full", action="store_true", help="the full profile")
+    cli.add_argument("--tune", action="store_true", help=f"every variant tries {LR_GRID}")
+    cli.add_argument("--out", default="runs/stlm")
+    cli.add_argument("--workers", type=int, default=None)
+    args = cli.parse_args()
     with protocol.Runner.local(Path(args.out).parent / "cache" / "runs", args.workers) as r:
-        print(json.dumps(run(not args.full, args.out, runner=r, tune=args.tune)["summary"],
-                         indent=2))
+        summary = run(not args.full, args.out, runner=r, tune=args.tune)["summary"]
+    print(json.dumps(summary, indent=2))
