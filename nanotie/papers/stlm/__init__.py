@@ -208,7 +208,6 @@ class ByteEmbedder(Module):
     def __init__(self, config: STLMConfig):
         super().__init__()
         c, d, W = config.byte_dim, config.d_model, config.byte_window
-        self.window = W
         self.byte_emb = Embedding(BYTE_VOCAB, c)          # (258, c)
         self.byte_pos = Embedding(W, c)                   # (W, c)
         self.blocks = ModuleList([ByteBlock(c, 2 * c, 4 * c, config),
@@ -235,7 +234,6 @@ class ByteDecoder(Module):
     def __init__(self, config: STLMConfig):
         super().__init__()
         c, d, W = config.byte_dim, config.d_model, config.byte_window
-        self.window, self.byte_dim = W, c
         self.proj = Linear(d, W * c, bias=False)
         self.byte_pos = Embedding(W, c)
         self.blocks = ModuleList([ByteBlock(c, c, 4 * c, config) for _ in range(2)])
@@ -243,7 +241,7 @@ class ByteDecoder(Module):
 
     def forward(self, h: Tensor) -> Tensor:
         B, T, _ = h.shape
-        W, c = self.window, self.byte_dim
+        W, c = self.byte_pos.weight.shape                               # (W, c)
         slots = backend.xp_of(self.byte_pos.weight.data).arange(W)
         u = self.proj(h).reshape(B * T, W, c) + self.byte_pos(slots)    # (B*T, W, c)
         for block in self.blocks:
