@@ -160,7 +160,6 @@ def _slips(cfg: STLMConfig) -> list:
     b = parameter_budget(cfg)
     d, L, V, T = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.context
     token = cfg.embedder == "token"
-    h = ffn_width(cfg)
     n_ffn = 1 if cfg.share_ffn else L
     one_ffn = b["ffn"] // n_ffn
     layer_norm = cfg.norm == "layer"
@@ -242,7 +241,8 @@ def _slips(cfg: STLMConfig) -> list:
                       f"it gives keys and values full width, but they have n_kv_head = "
                       f"{cfg.n_kv_head} of the {cfg.n_head} heads (grouped-query "
                       f"attention): d_kv = d * n_kv_head // n_head, qkv is d -> d + 2 d_kv."))
-    one_matrix = d * h + (h if cfg.bias else 0)
+    h = ffn_width(cfg)
+    one_matrix = d * h + (h if cfg.bias else 0)             # one d -> h Linear of the FFN
     if cfg.ffn == "swiglu":
         slips.append((-n_ffn * one_matrix, 0,
                       "the SwiGLU FFN has THREE matrices: gate and up (d -> h each) and "

@@ -91,14 +91,11 @@ def parameter_budget(cfg: STLMConfig) -> dict:
             "embedding+head": embedding + head, "total": embedding + head + core}
 
 
-_EMBEDDING_PARTS = ("wte.", "lm_head.", "byte_embedder.", "byte_decoder.")
-
-
 def measured_split(model) -> dict:
     """The BUILT model's unique parameters: embedding+head, core and total."""
     total = count_parameters(model, trainable_only=False)
     emb = sum(p.numel() for name, p in model.named_parameters()   # each Parameter once
-              if name.startswith(_EMBEDDING_PARTS))
+              if name.startswith(("wte.", "lm_head.", "byte_embedder.", "byte_decoder.")))
     return {"embedding+head": emb, "core": total - emb, "total": total}
 
 
