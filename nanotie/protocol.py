@@ -252,10 +252,9 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
     """Execute ``runs`` and return their results in the same order.
 
     Cached runs are loaded; the others go to ``executor`` (None: this process, one after
-    another), and each is cached the moment it finishes, so an interrupted sweep
-    resumes where it stopped. Every run computes with BLAS pinned to one thread, so
-    the figures do not depend on the executor. ``progress``: a bar over runs (None:
-    only on a terminal; off a terminal, one line per finished run on stderr).
+    another), and each is cached the moment it finishes (the module's rules 2 and 3).
+    ``progress``: a bar over runs (None: only on a terminal; off a terminal, one line
+    per finished run on stderr).
     """
     runs = list(runs)
     cache_dir = None if cache_dir is None else Path(cache_dir)

@@ -84,10 +84,8 @@ def pyplot():
 
 
 def save_figure(fig, path) -> Path:
-    """Lay ``fig`` out, write it to ``path`` as a PNG (making the folder) and close it.
-
-    Written atomically (:func:`~nanotie.files.atomic_write`): an interrupted or failed
-    save leaves the old plot, or none, never half a PNG."""
+    """Lay ``fig`` out, write it to ``path`` as a PNG (making the folder, atomically:
+    never half a PNG) and close it."""
     path = Path(path)
     try:
         fig.tight_layout()
