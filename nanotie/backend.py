@@ -208,12 +208,10 @@ def fft_size(n: int) -> int:
 
 # NumPy runs each elementwise pass on ONE core, and a stack of small matrix products
 # (attention's (B, H) batch) goes to BLAS one product at a time. parallel_rows() cuts
-# such work into contiguous blocks of rows, one per thread (NumPy releases the GIL in
-# ufuncs and BLAS). The fused ops that use it (linear, gelu, layer_norm, attention)
-# write their formula once, as work on a block of rows; with one thread it is one call
-# on all the rows: the plain NumPy code, and the default. On a 2-core machine it made a
+# such work (linear, gelu, layer_norm, attention) into contiguous blocks of rows, one
+# per thread (NumPy releases the GIL in ufuncs and BLAS). On a 2-core machine it made a
 # step 1.3x slower when idle, 2-5x faster when busy (benchmarks/README.md), so it is
-# opt-in: ``NANOTIE_THREADS=N`` (capped by BLAS's thread limit) or ``set_cpu_threads(N)``.
+# opt-in: ``NANOTIE_THREADS=N`` or ``set_cpu_threads(N)`` (see :func:`cpu_threads`).
 
 _THREADS_OVERRIDE = None   # set_cpu_threads(n): n threads, whatever BLAS's limit
 _POOL = None               # the ThreadPoolExecutor, made on first use
