@@ -104,11 +104,10 @@ class HyenaRecompute:
 
 
 class CacheStepper:
-    """An LM run position by position through a per-layer cache, fed back its greedy
-    token: the undistilled Hyena with :class:`~nanotie.papers.distillery.generate.ConvCache`
-    s (``init_conv_state``, O(L) per token) or the distilled one with its modal states
-    (``init_state``, O(1) per token). Both give the same logits as the parallel
-    forward. The prompt is prefilled in chunks of ``chunk`` tokens (None: one pass)."""
+    """An LM run position by position through a per-layer cache (``init_conv_state``
+    for the cached Hyena, ``init_state`` for a distilled one; the parallel forward's
+    logits either way), fed back its greedy token; the prompt goes in chunks of
+    ``chunk`` tokens (None: one pass)."""
 
     def __init__(self, model, init_cache_state, chunk: int | None = None):
         self.model, self.init_cache_state, self.chunk = model, init_cache_state, chunk
