@@ -373,10 +373,6 @@ class Spread:
     def n(self) -> int:
         return len(self.values)
 
-    @property
-    def range(self) -> float:
-        return self.max - self.min
-
     def format(self, digits: int = 3) -> str:
         """``mean ± std`` (the sample standard deviation over n seeds)."""
         if self.n == 1:
@@ -470,7 +466,7 @@ def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
     sa, sb = spread(a), spread(b)
     better = (sb.mean - sa.mean) if lower_is_better else (sa.mean - sb.mean)
     gap = better + margin
-    noise = max(sa.range, sb.range)
+    noise = max(sa.max - sa.min, sb.max - sb.min)
     na, nb = names
     how = "lower" if lower_is_better else "higher"
     detail = (f"{na} {sa.mean:.4g} vs {nb} {sb.mean:.4g} ({how} is better"
