@@ -75,11 +75,7 @@ def modal_impulse_response(poles, residues, direct, length: int):
 @dataclass(frozen=True)
 class ModalRecurrence:
     """A bank of modal filters ready to run: poles, residues and direct term on one
-    device and in one precision.
-
-    poles, residues: (*channel_shape, K) complex; direct: channel_shape real. See the
-    module docstring for the shape conventions and the recurrence.
-    """
+    device and in one precision (shapes and recurrence: the module docstring)."""
 
     poles: object      # (*channel_shape, K) complex, |λ| < 1
     residues: object   # (*channel_shape, K) complex
