@@ -90,13 +90,6 @@ def _filters(rng):
 ORDERS = (0, 1, 3, 5)
 
 
-def _wrong_matrices(h):
-    return [(hankel_matrix(h, shift=-1),                  # H[i, j] = h[i + j]
-             "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term D, which "
-             "the recurrence matches exactly, so it stays out of H (a system's h_0 is "
-             "not C A^i A^j B).")]
-
-
 def _wrong_bounds(h, d):
     sigma = np.linalg.svd(hankel_matrix(h), compute_uv=False)
     n = len(sigma)
@@ -122,7 +115,11 @@ def check(fn) -> CheckResult:
                 c.case = f"h of length {len(h)}"
                 out = c.unpack(c.call(fn, h, 2, what="hankel_bound(h, d)"), 2,
                                "hankel_bound(h, d)", "H, bound")
-                c.expect_array(out[0], hankel_matrix(h), "H", known=_wrong_matrices(h))
+                c.expect_array(out[0], hankel_matrix(h), "H", known=[(
+                    hankel_matrix(h, shift=-1),               # H[i, j] = h[i + j]
+                    "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term D, "
+                    "which the recurrence matches exactly, so it stays out of H (a "
+                    "system's h_0 is not C A^i A^j B).")])
         with c.step(f"bound = sigma_(d+1) / sqrt(n), as distill.error_lower_bound "
                     f"(d in {ORDERS} and d = n)"):
             for h in filters:
