@@ -91,15 +91,13 @@ ORDERS = (0, 1, 3, 5)
 
 
 def _wrong_bounds(h, d):
-    sigma = np.linalg.svd(hankel_matrix(h), compute_uv=False)
-    n = len(sigma)
-    padded = np.concatenate([sigma, [0.0]])
-    known = [(padded[min(d, n)],
+    n = (len(h) - 1) // 2                                 # min(m, k)
+    known = [(error_lower_bound(h, d) * np.sqrt(n),
               f"it is sigma_{d + 1} without the 1/sqrt(n): the bound is "
               f"sigma_{d + 1} / sqrt(n), with n = min(m, k) = {n}, the most entries of H "
               f"any one h_t sits in.")]
     if d >= 1:
-        known.append((padded[min(d - 1, n)] / np.sqrt(n),
+        known.append((error_lower_bound(h, d - 1),
                       f"it uses sigma_{d} (sigma[{d - 1}]); an order-{d} system can "
                       f"match the largest {d} singular value(s), so the bound is the next "
                       f"one, sigma_{d + 1} = sigma[{d}] in a 0-based array."))
