@@ -58,12 +58,10 @@ def reference(u_t, state, poles, residues, direct):
 
 def _system(rng, channels: int, modes: int):
     """Random stable poles (|lambda| in [0.5, 0.95]), residues, direct terms."""
-    radius = rng.uniform(0.5, 0.95, (channels, modes))
-    angle = rng.uniform(0.2, 2.5, (channels, modes))
-    poles = radius * np.exp(1j * angle)
-    residues = rng.standard_normal((channels, modes)) + 1j * rng.standard_normal((channels, modes))
-    direct = rng.standard_normal(channels)
-    return poles, residues, direct
+    shape = (channels, modes)
+    poles = rng.uniform(0.5, 0.95, shape) * np.exp(1j * rng.uniform(0.2, 2.5, shape))
+    residues = rng.standard_normal(shape) + 1j * rng.standard_normal(shape)
+    return poles, residues, rng.standard_normal(channels)
 
 
 def _array(got, shape, name, complex_ok: bool) -> np.ndarray:
