@@ -142,16 +142,13 @@ def _output(op, q, s) -> Tensor:
 
 
 def _short_conv_continue(z, short, cache):
-    """The causal short conv of ``short_conv``, continued from the cached window:
-    y[:, c, t] = b[c] + Σ_j W[c, j] x[:, c, t - (K-1) + j], the missing past read from
-    the cache instead of zero padding. Shifts the window by T columns."""
-    W, b = short.weight.data, short.bias.data                     # (3D, K), (3D,)
-    K, T = W.shape[1], z.shape[-1]
-    xp = backend.xp_of(z)
-    window = xp.concatenate([cache.window, z], axis=-1)           # (B, 3D, K-1+T)
-    y = sum(window[..., j:j + T] * W[:, j:j + 1] for j in range(K))
+    """The causal short conv (``short``, a ShortConv), continued from the cached window:
+    the missing past is read from the cache instead of zero padding, so only the last T
+    outputs are new. Shifts the window by T columns."""
+    T = z.shape[-1]
+    window = backend.xp_of(z).concatenate([cache.window, z], axis=-1)   # (B, 3D, K-1+T)
     cache.window = window[..., T:]                                # the last K-1 columns
-    return y + b[:, None]
+    return short(Tensor(window)).data[..., -T:]
 
 
 # ------------------------------------------------- the cached (undistilled) Hyena
