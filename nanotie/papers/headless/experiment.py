@@ -189,27 +189,26 @@ def _checkpoint(settings: dict, seed: int) -> Path:
     return Path(settings["checkpoints"]) / f"{settings['objective']}-{digest}.npz"
 
 
-def _model_config(settings: dict, V: int, **overrides) -> dict:
-    return {**settings["model"], "vocab_size": V, **overrides}
+def _model_config(settings: dict, **overrides) -> dict:
+    return {**settings["model"], "vocab_size": settings["vocab_size"], **overrides}
 
 
-def build_model(objective: str, settings: dict, V: int, seed: int, device: str):
+def build_model(objective: str, settings: dict, seed: int, device: str):
     """A fresh model for ``objective`` ("ce_untied", "ce_tied" or "cwt"). Every
     objective draws the body from the same seed, so they start from the same weights
     (the untied head is one more matrix, drawn after them)."""
     backend.manual_seed(seed)
     if objective == "cwt":
-        return HeadlessGPT(HeadlessConfig(**_model_config(settings, V))).to(device)
+        return HeadlessGPT(HeadlessConfig(**_model_config(settings))).to(device)
     tied = objective == "ce_tied"
-    return GPT(GPTConfig(**_model_config(settings, V, tie_embeddings=tied))).to(device)
+    return GPT(GPTConfig(**_model_config(settings, tie_embeddings=tied))).to(device)
 
 
 def pretrained(settings: dict, seed: int, device: str):
     """The pretrained model of ``settings`` and its History: loaded from its
     checkpoint when there (a finished run), trained (and checkpointed) otherwise."""
     _, ids, bpt, _ = corpus(settings["vocab_size"])
-    model = build_model(settings["objective"], settings, settings["vocab_size"], seed,
-                        device)
+    model = build_model(settings["objective"], settings, seed, device)
     steps = settings["steps"]
     cfg = TrainConfig(steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
                       warmup_steps=settings["warmup_steps"],
@@ -271,14 +270,12 @@ def finetune_run(settings: dict, seed: int, device: str) -> dict:
 def probe_run(settings: dict, seed: int, device: str) -> dict:
     """The linear topic probe on frozen features of each pretrained source and of an
     untrained model (the floor); test accuracy and the features' effective rank."""
-    tok, _, _, _ = corpus(settings["vocab_size"])
-    window = settings["window"]
-    xtr, ytr, xte, yte = topic_passages(tok, window, settings["per_class"], seed=seed)
+    tok = corpus(settings["vocab_size"])[0]
+    xtr, ytr, xte, yte = topic_passages(tok, settings["window"], settings["per_class"], seed=seed)
     models = {name: pretrained(src, seed, device)[0]
               for name, src in settings["sources"].items()}
     any_src = next(iter(settings["sources"].values()))
-    models["untrained"] = build_model("ce_tied", any_src, settings["vocab_size"], seed,
-                                      device)
+    models["untrained"] = build_model("ce_tied", any_src, seed, device)
     test, rank, train_acc = {}, {}, {}
     for name, model in models.items():
         f_train, f_test = pooled_features(model, xtr), pooled_features(model, xte)
@@ -292,7 +289,7 @@ def probe_run(settings: dict, seed: int, device: str) -> dict:
 def throughput_run(settings: dict, seed: int, device: str) -> dict:
     """Tokens/s of a CE and a CWT training step for each vocabulary size (interleaved
     timing; every repeat is a sample)."""
-    base = GPTConfig(**_model_config(settings, settings["vocab_size"]))
+    base = GPTConfig(**_model_config(settings))
     sweep = throughput_vs_vocab(base, settings["sweep"], settings["batch_size"],
                                 settings["steps"], settings["repeats"], seed, device)
     return {"val": {}, "test": {}, "sweep": sweep}
@@ -307,7 +304,7 @@ def mlm_run(settings: dict, seed: int, device: str) -> dict:
     _, ids, _, _ = corpus(settings["vocab_size"])
     V = settings["vocab_size"] + 1                                  # + [MASK]
     backend.manual_seed(seed)
-    model = MaskedLM(HeadlessConfig(**_model_config(settings, V)),
+    model = MaskedLM(HeadlessConfig(**_model_config(settings, vocab_size=V)),
                      objective=settings["objective"]).to(device)
     steps = settings["steps"]
     cfg = TrainConfig(steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
@@ -671,9 +668,8 @@ def _what_would_change(r, verdicts) -> str:
         f"- Compute: a CWT step costs x{r['equal_compute']['flops_ratio']:.2f} fewer matrix "
         f"FLOPs than a CE step (x{r['throughput_ratio']:.2f} measured). CWT could see more "
         "tokens for CE's compute, but one pass over a fixed corpus has no more to give it.",
-        f"- CWT's negatives are the batch: K = {pre['batch_size'] * r['model']['context']} "
-        "targets here. A larger batch gives harder negatives (the paper recommends >= 128 "
-        "sequences).",
+        "- CWT's negatives are the batch's targets: a larger batch gives harder negatives "
+        "(the paper recommends >= 128 sequences).",
         "- The throughput ratio is a CPU/NumPy figure for one model shape; it grows with V "
         "and with the share of the head in the step."])
 
@@ -806,14 +802,13 @@ normalised squared singular values (how many directions they use).
 
 ## Differences from the paper
 
-- Scale: {m['n_layer']} layers, d = {m['d_model']}, one pass over about
-  {r['tokens']['train'] // 1000}k training tokens, instead of Pythia-70M (LAMBADA) or
-  BERT (GLUE) trained on OpenWebText2.
+- Scale: {m['n_layer']} layers, d = {m['d_model']}, one pass over {r['tokens']['train'] // 1000}k
+  training tokens, instead of Pythia-70M (LAMBADA) or BERT (GLUE) trained on OpenWebText2.
 - Fine-tuning: the authors' constant 4e-5 runs for thousands of steps; here {ft['steps']}
   steps, hence the larger rate in the grid.
 - The baseline: Pythia's output layer is untied, so the main CE row is untied; the
   tied CE row is nanotie's usual GPT.
 - Causal targets: the K = B T positions of y (the paper: outputs[:, :-1] vs
-  inputs[:, 1:]); negatives from one optimizer step's batch.
+  inputs[:, 1:]), from one optimizer step's batch.
 - The probe replaces GLUE and LAMBADA; the masked LMs are trained only in `--full`.
 """
