@@ -109,8 +109,7 @@ def _param_memory(model, train_cfg) -> dict:
     for p in opt.parameters():
         p.grad = backend.xp_of(p.data).zeros_like(p.data)
     opt.step()
-    for p in opt.parameters():
-        p.grad = None
+    opt.zero_grad()
     return training_memory_bytes(model, opt)
 
 
