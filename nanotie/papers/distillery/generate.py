@@ -117,12 +117,15 @@ def _gate_shape(op, batch: int) -> tuple:
 
 
 def _gates(op, u: Tensor, cache):
-    """Steps 1-3 on a chunk u (B, T, D), the short conv continued from ``cache``:
-    the outer gate q and the long convolution's input w, as arrays."""
+    """Steps 1-3 on a chunk u (B, T, D): the outer gate q and the long convolution's
+    input w, as arrays. The short conv continues from the cached window (the missing
+    past is read from it instead of zero padding), which shifts by T columns."""
     D = op.d_model
     B, T, _ = u.shape
     z = op.in_proj(u).data.swapaxes(1, 2)                         # Step 1: (B, 3D, T)
-    z = _short_conv_continue(z, op.short, cache)                  # Step 2: (B, 3D, T)
+    window = backend.xp_of(z).concatenate([cache.window, z], axis=-1)   # (B, 3D, K-1+T)
+    cache.window = window[..., T:]                                # the last K-1 columns
+    z = op.short(Tensor(window)).data[..., -T:]                   # Step 2: the new T
     q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]               # each (B, D, T)
     if isinstance(op, MultiHyenaOperator):
         M = op.n_head
@@ -139,16 +142,6 @@ def _output(op, q, s) -> Tensor:
     else:
         y = q * s                                                 # (B, D, T)
     return op.out_proj(Tensor(y.swapaxes(1, 2)))                  # (B, T, D)
-
-
-def _short_conv_continue(z, short, cache):
-    """The causal short conv (``short``, a ShortConv), continued from the cached window:
-    the missing past is read from the cache instead of zero padding, so only the last T
-    outputs are new. Shifts the window by T columns."""
-    T = z.shape[-1]
-    window = backend.xp_of(z).concatenate([cache.window, z], axis=-1)   # (B, 3D, K-1+T)
-    cache.window = window[..., T:]                                # the last K-1 columns
-    return short(Tensor(window)).data[..., -T:]
 
 
 # ------------------------------------------------- the cached (undistilled) Hyena
