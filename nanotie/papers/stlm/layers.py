@@ -8,7 +8,6 @@ grouped-query projection of the paper's core.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
@@ -101,15 +100,10 @@ class ProjectingMLP(Module):
 class ByteSelfAttention(CausalSelfAttention):
     """Attention among the W byte slots of ONE token, in both directions (no mask):
     a token's bytes are all known when it is embedded, so slot 0 may look at slot 11.
-    The tokens never mix here: each token is its own sequence of W slots."""
+    The tokens never mix here: each token is its own sequence of W slots, the input
+    (N, W, c) with N = B * T tokens."""
 
-    def forward(self, x: Tensor) -> Tensor:          # (N, W, c), N = B * T tokens
-        N, W, C = x.shape
-        H, hd = self.n_head, self.d_head
-        qkv = self.qkv(x).reshape(N, W, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, N, H, W, hd)
-        y = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2],
-                                           scale=1.0 / math.sqrt(hd))    # (N, H, W, hd)
-        return self.proj(y.permute(0, 2, 1, 3).reshape(N, W, C))         # (N, W, c)
+    causal = False
 
 
 class ByteBlock(Module):
