@@ -198,7 +198,6 @@ class BPETokenizer:
         """256 byte ids plus one id per merge."""
         return 256 + len(self.merges)
 
-
     @classmethod
     def train(cls, data: str | bytes, vocab_size: int):
         """Learn ``vocab_size - 256`` merges from ``data``; return the tokenizer.

@@ -42,8 +42,7 @@ class Parameter(Tensor):
     __slots__ = ()
 
     def __init__(self, data, requires_grad: bool = True):
-        super().__init__(data.data if isinstance(data, Tensor) else data,
-                         requires_grad=requires_grad)
+        super().__init__(data, requires_grad=requires_grad)      # a Tensor shares its array
 
     def __repr__(self) -> str:
         return "Parameter(" + super().__repr__()[len("tensor("):]
