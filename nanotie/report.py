@@ -98,11 +98,8 @@ def save_figure(fig, path) -> Path:
 
 def summary_table(rows: list) -> str:
     """A plain-text table of ``(experiment, {figure: value})`` rows."""
-    lines = []
-    for name, summary in rows:
-        figures = "  ".join(f"{k} {v}" for k, v in summary.items())
-        lines.append(f"  {name:14s} {figures}")
-    return "\n".join(lines)
+    return "\n".join(f"  {name:14s} " + "  ".join(f"{k} {v}" for k, v in summary.items())
+                     for name, summary in rows)
 
 
 # ----------------------------------------------------------- figures over seeds
@@ -163,9 +160,7 @@ def claim_section(claim: str, where: str, verdicts, note: str = "",
 
     ``verdicts``: ``[(what was compared, Verdict)]``; ``label`` names what is judged
     (a baseline's sanity check is not a paper's claim)."""
-    lines = [f"**{label}** ({where}): {claim}", ""]
-    for what, v in verdicts:
-        lines.append(f"- {what}: {v}")
+    lines = [f"**{label}** ({where}): {claim}", ""] + [f"- {what}: {v}" for what, v in verdicts]
     if note:
         lines += ["", note]
     return "\n".join(lines)
