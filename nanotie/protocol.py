@@ -258,14 +258,9 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
     """
     runs = list(runs)
     cache_dir = None if cache_dir is None else Path(cache_dir)
-    results: list[RunResult | None] = [None] * len(runs)
-    todo = []
-    for i, run in enumerate(runs):
-        hit = _load_cached(_cache_file(cache_dir, run), run) if cache_dir else None
-        if hit is not None:
-            results[i] = hit
-        else:
-            todo.append(i)
+    results = [_load_cached(_cache_file(cache_dir, run), run) if cache_dir else None
+               for run in runs]                                # a RunResult, or None: to do
+    todo = [i for i, hit in enumerate(results) if hit is None]
     bar = _progress(len(runs), desc, progress)
     lines = bar is None and (progress is None or progress)
     if bar is not None:
