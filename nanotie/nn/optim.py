@@ -22,14 +22,11 @@ __all__ = ["Optimizer", "SGD", "AdamW", "clip_grad_norm", "cosine_schedule",
 
 
 def _unique(params) -> list:
-    out, seen = [], set()
+    params = list(params)
     for p in params:
         if not isinstance(p, Parameter):
             raise TypeError(f"optimizers take Parameters, got {type(p).__name__}")
-        if id(p) not in seen:           # a tied weight listed twice is stepped once
-            seen.add(id(p))
-            out.append(p)
-    return out
+    return list(dict.fromkeys(params))    # by identity: a tied weight listed twice, once
 
 
 def param_groups(model: Module, weight_decay: float) -> list:
