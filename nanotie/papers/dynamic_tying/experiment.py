@@ -598,8 +598,9 @@ def _plot_memory(table, path) -> Path:
             if sp is None:                                  # no peak measured off the CPU
                 continue
             ax.bar(i, sp.mean, color=f"C{i}", alpha=0.6)
-            ax.errorbar(i, sp.mean, yerr=[[sp.mean - sp.min], [sp.max - sp.mean]],
-                        color="k", capsize=4)
+            # equal seeds can put the mean a rounding error outside [min, max]
+            bars = np.maximum([[sp.mean - sp.min], [sp.max - sp.mean]], 0.0)
+            ax.errorbar(i, sp.mean, yerr=bars, color="k", capsize=4)
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
         ax.set(ylabel="MB", title=title)
         ax.grid(alpha=0.3, axis="y")

@@ -623,7 +623,8 @@ def _seed_bars(ax, x, values, fmt="o-", **kw):
     """The mean over seeds (axis 0) with error bars down to the min and up to the max."""
     v = np.asarray(values, dtype=np.float64)
     mean = v.mean(0)
-    ax.errorbar(x, mean, yerr=[mean - v.min(0), v.max(0) - mean], fmt=fmt, capsize=3, **kw)
+    bars = np.maximum([mean - v.min(0), v.max(0) - mean], 0.0)   # equal seeds: no -1e-16
+    ax.errorbar(x, mean, yerr=bars, fmt=fmt, capsize=3, **kw)
 
 
 def _finish(fig, axes, path: Path, title: str | None = None) -> Path:
