@@ -176,8 +176,9 @@ def plot_spread(groups: dict, path, title: str, ylabel: str) -> Path:
     for i, label in enumerate(labels):
         sp = groups[label]
         ax.bar(i, sp.mean, color=f"C{i % 10}", alpha=0.6)
-        ax.errorbar(i, sp.mean, yerr=[[sp.mean - sp.min], [sp.max - sp.mean]], color="k",
-                    capsize=5)
+        # max(0, .): the mean of equal values can round a hair past them
+        ax.errorbar(i, sp.mean, yerr=[[max(0.0, sp.mean - sp.min)], [max(0.0, sp.max - sp.mean)]],
+                    color="k", capsize=5)
         ax.plot([i] * sp.n, sp.values, "k.", ms=6)
     lo = min(sp.min for sp in groups.values())
     hi = max(sp.max for sp in groups.values())
