@@ -149,18 +149,21 @@ def markdown_table(header, rows, text_columns: int = 1) -> str:
 # ------------------------------------------------------------ the scripts' scaffolding
 
 
-def parser(doc: str, timer: dict, device: str | None = "cuda: nanotie on CuPy"):
-    """The options every benchmark takes: --quick, --json, --threads, --repeats, and
-    --settle and --device where they apply. ``timer`` holds :func:`compare`'s keywords as
-    (full run, --quick) pairs; :func:`timer_options` picks from them."""
+def parser(doc: str, timer: dict, device: str | None = "cuda: nanotie on CuPy",
+           threads: int | None = None):
+    """The options every benchmark takes: --quick, --json, --threads (default
+    ``threads``; None: NumPy's BLAS's), --repeats, and --settle and --device where they
+    apply. ``timer`` holds :func:`compare`'s keywords as (full run, --quick) pairs;
+    :func:`timer_options` picks from them."""
     p = argparse.ArgumentParser(description=doc.split("\n\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.set_defaults(timer=timer)
     p.add_argument("--quick", action="store_true",
                    help="fewer, shorter repeats (a smoke run; noisier ratios)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--threads", type=int, default=None,
-                   help="BLAS threads, and PyTorch's (default: NumPy's BLAS's)")
+    p.add_argument("--threads", type=int, default=threads,
+                   help="BLAS threads, and PyTorch's (default: "
+                        + (f"{threads})" if threads else "NumPy's BLAS's)"))
     full, quick = timer["repeats"]
     p.add_argument("--repeats", type=int, default=None,
                    help=f"timed repeats (default {full}, or {quick} with --quick)")

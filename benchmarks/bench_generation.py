@@ -159,8 +159,8 @@ def plot(results: dict, out_dir: Path) -> list:
 
 
 def main(argv=None) -> int:
-    p = parser(__doc__, dict(repeats=(5, 3), steps=(16, 8)), device=None)
-    p.set_defaults(threads=1)   # more only slow these small products down when shared
+    # one thread: more only slow these small products down when shared
+    p = parser(__doc__, dict(repeats=(5, 3), steps=(16, 8)), device=None, threads=1)
     p.add_argument("--out", metavar="DIR", default=None,
                    help="write DIR/generation.md and the two plots (e.g. docs/results/hyena)")
     p.add_argument("--contexts", default=None,

@@ -36,7 +36,7 @@ and one more nanotie:
                   for N threads, or ``NANOTIE_THREADS=N`` for a whole process; off by
                   default): ``backend.parallel_rows`` splits large passes over a thread
                   pool. It helps on a busy machine and not on an idle one; timed
-                  only with more than one thread. ``--no-plain`` skips it.
+                  only with more than one thread. ``--no-switch`` skips it.
 
 Before timing, one step of each model from identical weights is compared: the loss,
 every gradient and every weight after the AdamW step must agree (a mismatch is
@@ -461,7 +461,7 @@ def main(argv=None) -> int:
                       "against nanotie on NumPy")
     p.add_argument("--no-sdpa", action="store_true",
                    help="skip the PyTorch model with scaled_dot_product_attention")
-    p.add_argument("--no-plain", action="store_true",
+    p.add_argument("--no-switch", "--no-plain", dest="no_switch", action="store_true",
                    help="skip nanotie-switch, nanotie with the CPU speed switch on "
                         "(nanotie.backend.set_cpu_threads(N))")
     p.add_argument("--profile", action="store_true",
@@ -502,11 +502,10 @@ def main(argv=None) -> int:
     contenders, checks = {}, {}
     model, opt, idx, targets = nanotie_setup(device)
     contenders["nanotie"] = nanotie_step_fn(model, opt, idx, targets, device)
-    threads_now = threads
-    if device == "cpu" and not args.no_plain and threads_now > 1:
+    if device == "cpu" and not args.no_switch and threads > 1:
         sw_model, sw_opt, _, _ = nanotie_setup(device)
         contenders["nanotie-switch"] = with_switch(
-            nanotie_step_fn(sw_model, sw_opt, idx, targets, device), threads_now)
+            nanotie_step_fn(sw_model, sw_opt, idx, targets, device), threads)
     if torch_device is not None:
         variants = [("torch", False)] + ([] if args.no_sdpa else [("torch-sdpa", True)])
         for name, sdpa in variants:

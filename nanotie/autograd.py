@@ -285,8 +285,9 @@ def make_result(op: str, data, parents: tuple, backward) -> Tensor:
     gradients; entries that are not Tensors (Python scalars, None) get none.
     ``backward`` must only READ the gradient it is given (it may be the caller's).
     """
-    out = Tensor(np.asarray(data) if isinstance(data, np.generic) else data)  # NumPy
-    if _modes.anomaly:                                  # reductions return scalars
+    # NumPy reductions return scalars (np.generic), not arrays
+    out = Tensor(np.asarray(data) if isinstance(data, np.generic) else data)
+    if _modes.anomaly:
         _check_finite(out.data, f"the forward pass of '{op}'")
     if _modes.grad_enabled and any(isinstance(p, Tensor) and p.requires_grad for p in parents):
         out.requires_grad, out._op, out._parents, out._backward = True, op, parents, backward

@@ -10,6 +10,7 @@ be loaded (a syntax error, say: reported in a line or two, with the line of the 
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from pathlib import Path
@@ -76,9 +77,10 @@ def _parser() -> argparse.ArgumentParser:
                    help="walkthroughs executed at once, and Sphinx's processes (default: cores)")
     s.add_argument("--no-cache", action="store_true",
                    help="execute every walkthrough, even those build/site-cache holds")
-    s.add_argument("--repo-url", default=None, metavar="URL",
+    s.add_argument("--repo-url", default=os.environ.get("NANOTIE_REPO_URL"), metavar="URL",
                    help="also link each source line to this public repository, e.g. "
-                        "https://github.com/OWNER/nanotie/blob/main")
+                        "https://github.com/OWNER/nanotie/blob/main (default: "
+                        "$NANOTIE_REPO_URL, or none)")
     s.add_argument("--allow-errors", action="store_true",
                    help="render a walkthrough whose cell fails, with its traceback (drafts)")
     return p
@@ -91,24 +93,20 @@ def _site(args) -> int:
 
     builder = Path(__file__).resolve().parent.parent / "docs" / "_ext" / "sitebuild.py"
     if not builder.exists():
-        raise UsageError(f"site: builds from a repository checkout, and {builder.parent.parent} "
+        raise UsageError(f"site: builds from a repository checkout, and {builder.parents[2]} "
                          f"is not one; clone the repository, then pip install -e \".[docs]\"")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: need at least 1")
     spec = importlib.util.spec_from_file_location("sitebuild", builder)
     sitebuild = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sitebuild)
-    missing = sitebuild.missing_packages()
-    if missing:
-        raise UsageError(f"site: needs the docs extra (missing {', '.join(missing)}): "
-                         f"pip install -e \".[docs]\"")
     cache = None if args.no_cache else builder.parents[2] / "build" / "site-cache"
     try:
         sitebuild.build(args.out, args.jobs, cache, args.repo_url,
                         allow_errors=args.allow_errors)
     except sitebuild.SiteError as exc:
         raise UsageError(str(exc)) from None
-    except RuntimeError as exc:          # a walkthrough failed: its cell and traceback
+    except sitebuild.NotebookFailed as exc:          # a walkthrough's cell and traceback
         print(f"nanotie: error: {exc}", file=sys.stderr)
         return 1
     return 0

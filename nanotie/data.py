@@ -38,11 +38,17 @@ __all__ = ["prose_corpus", "code_corpus", "load_corpus", "CORPORA", "train_val_s
 # ------------------------------------------------------------------------ corpora
 
 
+def _check_max_bytes(max_bytes) -> None:
+    if max_bytes is not None and max_bytes < 0:     # data[:-3] would cut the end off
+        raise ValueError(f"max_bytes must be >= 0 or None, got {max_bytes}")
+
+
 def prose_corpus(max_bytes: int | None = None) -> bytes:
     """English prose: the texts of ``pydoc_data.topics.topics`` (Python's own help
     pages), in sorted topic order, one blank line apart (about 0.5 MB on Python 3.11)."""
     from pydoc_data.topics import topics
 
+    _check_max_bytes(max_bytes)
     text = "\n\n".join(topics[name] for name in sorted(topics))
     return text.encode("utf-8")[:max_bytes]
 
@@ -57,6 +63,7 @@ def code_corpus(max_bytes: int | None = 2_000_000) -> bytes:
     """Python code: every valid UTF-8 ``*.py`` of the standard library outside
     ``_CODE_EXCLUDED_DIRS``, sorted by relative path, each after a ``# file: relpath``
     line, cut at ``max_bytes`` (deterministic within one Python installation)."""
+    _check_max_bytes(max_bytes)
     root = Path(sysconfig.get_paths()["stdlib"])
     paths = []
     for dirpath, dirnames, filenames in os.walk(root):
@@ -339,7 +346,9 @@ class ByteTokenizer(BPETokenizer):
     :meth:`decode_bytes` is always exact.
     """
 
-    def __init__(self):
+    def __init__(self, merges=()):             # merges: as load() and train() pass them
+        if len(merges):
+            raise ValueError("a ByteTokenizer has no merges; use BPETokenizer")
         super().__init__([])
 
     def encode(self, text: str | bytes) -> np.ndarray:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -15,7 +16,7 @@ import numpy as np
 from .files import atomic_write
 
 __all__ = ["write_results", "publish", "headline", "summary_table", "smooth", "spread_table",
-           "plot_spread", "claim_section", "tuning_table", "tuning_record"]
+           "plot_spread", "minmax_yerr", "claim_section", "tuning_table", "tuning_record"]
 
 
 def _plain(value, nan_as_null: bool = True):
@@ -76,7 +77,7 @@ def pyplot():
     In a notebook the inline backend stays, so the notebook's own plots still show."""
     import matplotlib
 
-    if "inline" not in matplotlib.get_backend():
+    if "ipykernel" not in sys.modules:    # asking for the backend would pick a GUI one
         matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -166,6 +167,13 @@ def claim_section(claim: str, where: str, verdicts, note: str = "",
     return "\n".join(lines)
 
 
+def minmax_yerr(mean, lo, hi) -> np.ndarray:
+    """``errorbar``'s ``yerr`` from ``mean`` down to ``lo`` and up to ``hi``: (2, N), N = 1
+    for scalars. Clipped at 0: the mean of equal values can round a hair past them."""
+    return np.maximum([np.atleast_1d(np.subtract(mean, lo)),
+                       np.atleast_1d(np.subtract(hi, mean))], 0.0)
+
+
 def plot_spread(groups: dict, path, title: str, ylabel: str) -> Path:
     """Bars of the mean over seeds with error bars (min to max), every seed as a dot.
 
@@ -176,9 +184,8 @@ def plot_spread(groups: dict, path, title: str, ylabel: str) -> Path:
     for i, label in enumerate(labels):
         sp = groups[label]
         ax.bar(i, sp.mean, color=f"C{i % 10}", alpha=0.6)
-        # max(0, .): the mean of equal values can round a hair past them
-        ax.errorbar(i, sp.mean, yerr=[[max(0.0, sp.mean - sp.min)], [max(0.0, sp.max - sp.mean)]],
-                    color="k", capsize=5)
+        ax.errorbar(i, sp.mean, yerr=minmax_yerr(sp.mean, sp.min, sp.max), color="k",
+                    capsize=5)
         ax.plot([i] * sp.n, sp.values, "k.", ms=6)
     lo = min(sp.min for sp in groups.values())
     hi = max(sp.max for sp in groups.values())

@@ -30,7 +30,7 @@ from .data import BatchSampler, iter_eval_batches
 from .files import atomic_write
 from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
 
-__all__ = ["TrainConfig", "History", "train", "train_step", "evaluate", "save_checkpoint",
+__all__ = ["TrainConfig", "History", "train", "setup", "train_step", "evaluate", "save_checkpoint",
            "load_checkpoint", "CheckpointError", "DamagedCheckpointError"]
 
 
@@ -51,9 +51,10 @@ class TrainConfig:
     seed: int = 0                 # batch order and dropout
 
     def __post_init__(self):
-        if min(self.steps, self.batch_size, self.eval_interval, self.eval_batches) < 1:
-            raise ValueError("TrainConfig: steps, batch_size, eval_interval and eval_batches "
-                             "must be >= 1")
+        bad = [f"{n}={getattr(self, n)}" for n in ("steps", "batch_size", "eval_interval",
+                                                    "eval_batches") if getattr(self, n) < 1]
+        if bad:
+            raise ValueError(f"TrainConfig: {', '.join(bad)}: each must be >= 1")
         if self.lr <= 0 or not 0 <= self.min_lr_ratio <= 1 or self.warmup_steps < 0:
             raise ValueError("TrainConfig: need lr > 0, 0 <= min_lr_ratio <= 1 and "
                              "warmup_steps >= 0")
@@ -283,10 +284,17 @@ def _read_npz(path) -> dict:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as exc:          # noqa: BLE001  (any way a file can be broken)
-        head = Path(path).read_bytes()[:4] if Path(path).is_file() else None
-        why = ("the file is empty" if head == b"" else "it is not an .npz archive"
-               if head is not None and head[:2] != b"PK" else
-               f"{type(exc).__name__}: {_one_line(exc)}")
+        try:
+            with open(path, "rb") as f:
+                head = f.read(2)
+        except OSError:
+            head = None
+        if head == b"":
+            why = "the file is empty"
+        elif head is not None and head != b"PK":      # every .npz is a zip: "PK..."
+            why = "it is not an .npz archive"
+        else:
+            why = f"{type(exc).__name__}: {_one_line(exc)}"
         raise DamagedCheckpointError(f"checkpoint {path} is damaged ({why})") from None
 
 

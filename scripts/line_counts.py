@@ -28,6 +28,7 @@ AREAS = [   # (name, glob patterns relative to the root)
     ("exercises", ["nanotie/exercises/*.py"]),
     ("notebooks", ["notebooks/*.py"]),
     ("benchmarks", ["benchmarks/*.py"]),
+    ("course site", ["docs/*.py", "docs/_ext/*.py"]),
     ("tests", ["tests/*.py", "tests/*/*.py"]),
 ]
 LIBRARY = "nanotie/*"

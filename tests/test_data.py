@@ -117,6 +117,20 @@ def test_byte_tokenizer_round_trips_bytes(raw):
     assert b"".join(tok.tokens(raw)) == raw
 
 
+def test_byte_tokenizer_saves_loads_and_refuses_merges(tmp_path):
+    ByteTokenizer().save(tmp_path / "byte.json")
+    loaded = ByteTokenizer.load(tmp_path / "byte.json")
+    assert type(loaded) is ByteTokenizer and loaded.vocab_size == 256
+    with pytest.raises(ValueError, match="no merges"):
+        ByteTokenizer([(97, 98)])
+
+
+@pytest.mark.parametrize("corpus", [data.prose_corpus, data.code_corpus])
+def test_a_negative_max_bytes_is_refused_not_cut_from_the_end(corpus):
+    with pytest.raises(ValueError, match="max_bytes"):
+        corpus(-3)
+
+
 def test_byte_tokenizer_rejects_out_of_range_ids():
     with pytest.raises(ValueError, match="256"):
         ByteTokenizer().decode_bytes([65, 256])

@@ -175,7 +175,12 @@ def test_notebook_runs(source: Path, kernel_env, tmp_path):
     assert "not written yet" not in printed, "an exercise ran without its answer"
 
 
-@pytest.mark.parametrize("source", SOURCES[:2], ids=[p.stem for p in SOURCES[:2]])
+# The notebooks with an exercise of their own (the others' are registered exercises,
+# which check_in_notebook replaces by their reference when unwritten).
+UNANSWERED = [s for s in SOURCES if "skip_if_unwritten" in s.read_text()]
+
+
+@pytest.mark.parametrize("source", UNANSWERED, ids=[p.stem for p in UNANSWERED])
 def test_an_unanswered_notebook_says_so_and_runs_to_its_end(source: Path, kernel_env,
                                                              tmp_path):
     """As a learner gets it: every exercise says "not written yet", nothing crashes."""

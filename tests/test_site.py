@@ -220,7 +220,9 @@ def test_nothing_written_into_runs(site):
     _, manifest = site
     assert manifest["walkthroughs"], "no walkthrough was executed"
     # Walkthroughs run in scratch folders: building the site leaves ./runs as it was.
-    changed = manifest.get("runs_changed", [])
+    if "runs_changed" not in manifest:
+        pytest.skip("a prebuilt site ($NANOTIE_SITE_DIR): ./runs was not watched")
+    changed = manifest["runs_changed"]
     assert not changed, f"building the site wrote into ./runs: {changed[:10]}"
 
 
@@ -229,9 +231,8 @@ def test_paper_pages_annotate_their_mechanism(site):
     out, manifest = site
     for page in manifest["papers"]:
         html = (out / page).read_text()
-        assert 'class="sbs docutils container"' in html or 'class="sbs' in html, (
-            f"{page} has no side-by-side source")
-        assert 'id="L1"' in html or re.search(r'id="L\d+"', html), f"{page}: no line anchors"
+        assert 'class="sbs' in html, f"{page} has no side-by-side source"
+        assert re.search(r'id="L\d+"', html), f"{page}: no line anchors"
 
 
 # ------------------------------------------------------------------ in the browser

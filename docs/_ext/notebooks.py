@@ -66,21 +66,16 @@ def _library_digest(root: Path) -> str:
     return h.hexdigest()
 
 
-def cache_file(cache_dir: Path, source: Path, text: str | None = None, digest: str | None = None,
+def cache_file(cache_dir: Path, source: Path, text: str, digest: str,
                allow_errors: bool = False) -> Path:
-    """Where the executed ``source`` is cached: its name and a hash of everything its
-    outputs depend on. Another runner of the walkthroughs (the notebook tests, say) may
-    store its executed notebook here, if it ran it with the inline backend, in quick
-    mode, and it passed: the site then renders it instead of running it again."""
-    root = source.resolve().parent.parent
-    text = source.read_text() if text is None else text
-    digest = digest or _library_digest(root)
+    """Where the executed ``source`` (its jupytext ``text``) is cached: its name and a
+    hash of everything its outputs depend on (``digest``: :func:`_library_digest`)."""
     key = hashlib.sha256((digest + source.name + text + str(allow_errors)).encode()).hexdigest()
     return cache_dir / f"{source.stem}-{key[:20]}.ipynb"
 
 
-def _kernel_home() -> Path:
-    home = Path(tempfile.mkdtemp(prefix="nanotie-site-jupyter-"))
+def _kernel_home(home: Path) -> Path:
+    """A Jupyter folder under ``home`` whose one kernel runs this Python."""
     spec_dir = home / "kernels" / KERNEL_NAME
     spec_dir.mkdir(parents=True)
     spec = {"argv": [sys.executable, "-m", "ipykernel_launcher", "-f", "{connection_file}",
@@ -135,7 +130,7 @@ def execute_all(root: Path, sources: list[Path], dest: Path, jobs: int,
         else:
             todo[source] = (text, cached)
     if todo:
-        home = _kernel_home()
+        home = _kernel_home(dest.parent / "jupyter")     # inside the build's scratch folder
         log(f"executing {len(todo)} walkthrough(s) in quick mode, {jobs} at a time")
         with ProcessPoolExecutor(max_workers=max(1, min(jobs, len(todo)))) as pool:
             futures = {pool.submit(_execute, str(source.relative_to(root)), text, str(home),

@@ -22,7 +22,6 @@ figure count, for the browser test.
 
 from __future__ import annotations
 
-import argparse
 import ast
 import json
 import os
@@ -36,7 +35,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from rstify import rstify  # noqa: E402  (beside this file)
+from notebooks import NotebookFailed  # noqa: E402,F401  (beside this file; for the CLI)
+from rstify import rstify  # noqa: E402
 DOCS = HERE.parent
 ROOT = DOCS.parent
 IMAGE_SUFFIXES = {".png", ".svg", ".jpg", ".jpeg", ".gif"}
@@ -178,9 +178,10 @@ class Links:
                 return label
             line = re.match(r"L(\d+)", anchor or "")
             if rel in self.code_pages:
-                return f'<a href="{href(docname, code_doc(rel), f"L{line.group(1)}" if line else "")}">{_md_inline(label)}</a>'
+                # markdown between raw <a> and </a> stays markdown
+                return f'<a href="{href(docname, code_doc(rel), f"L{line.group(1)}" if line else "")}">{label}</a>'
             if rel in self.paper_docs:
-                return f'<a href="{href(docname, self.paper_docs[rel])}">{_md_inline(label)}</a>'
+                return f'<a href="{href(docname, self.paper_docs[rel])}">{label}</a>'
             return label
 
         text = re.sub(r"!\[([^\]]*)\]\(([^)\s]+)\)", image, text)
@@ -191,10 +192,6 @@ def html_link(url: str, code: str) -> str:
     """A link whose text is code, in MyST: raw <a> around a code span (a code span
     keeps the underscores of __init__.py from reading as emphasis)."""
     return f'<a href="{url}">`{code}`</a>'
-
-
-def _md_inline(label: str) -> str:
-    return label                  # markdown between raw <a> and </a> stays markdown
 
 
 def demote(markdown: str, by: int = 1) -> str:
@@ -257,14 +254,12 @@ class Stager:
                  "Every file the pages link to, with line anchors. Python modules are shown "
                  "side by side: docstrings and comments on the left, the code they explain on "
                  "the right, ties highlighted.", ""]
-        toc = []
         for folder, rels in groups.items():
             lines += [f"## `{folder}/`", ""]
             for rel in rels:
                 summary = first_line(doc_of(self.root / rel)) if rel.endswith(".py") else ""
                 lines.append(f"- {html_link(href('code/index', code_doc(rel)), rel)}"
                              + (f": {_escape_md(summary)}" if summary else ""))
-                toc.append(code_doc(rel).removeprefix("code/"))
             lines.append("")
         self.write("code/index", "\n".join(lines), [("nanotie/__init__.py", 1)])
 
@@ -568,7 +563,6 @@ def build(out: Path, jobs: int | None = None, cache: Path | None = None,
                                               and not (out / "site.json").exists())):
         raise SiteError(f"--out {out}: exists and is not a site this command built; "
                         f"give a new folder")
-    sys.path.insert(0, str(HERE))
     if str(root) not in sys.path:
         sys.path.insert(0, str(root))
     from notebooks import execute_all
@@ -627,28 +621,9 @@ def build(out: Path, jobs: int | None = None, cache: Path | None = None,
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="python -m nanotie site",
-                                description="build the course site, offline")
-    p.add_argument("--out", type=Path, default=Path("site"), help="output folder (default: site)")
-    p.add_argument("--jobs", type=int, default=None, metavar="N",
-                   help="walkthroughs executed at once, and Sphinx's processes (default: cores)")
-    p.add_argument("--no-cache", action="store_true",
-                   help="execute every walkthrough even if build/site-cache holds its outputs")
-    p.add_argument("--repo-url", default=os.environ.get("NANOTIE_REPO_URL"),
-                   help="also link each source line to this public repository "
-                        "(e.g. https://github.com/OWNER/nanotie/blob/main); default: "
-                        "$NANOTIE_REPO_URL, or none")
-    p.add_argument("--allow-errors", action="store_true",
-                   help="render a walkthrough whose cell fails, traceback shown, instead "
-                        "of stopping (for drafts; a published site has none)")
-    args = p.parse_args(argv)
-    try:
-        build(args.out, args.jobs, None if args.no_cache else ROOT / "build" / "site-cache",
-              args.repo_url, allow_errors=args.allow_errors)
-    except SiteError as exc:
-        print(f"nanotie: error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    """``python docs/_ext/sitebuild.py ARGS`` is ``python -m nanotie site ARGS``."""
+    from nanotie.cli import main as cli_main
+    return cli_main(["site", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":

@@ -11,12 +11,12 @@ from __future__ import annotations
 import importlib
 import inspect
 import json
-import posixpath
 from pathlib import Path
 
 from docutils import nodes
 
 from rstify import rstify
+from sitebuild import href
 
 
 def _site(app) -> dict:
@@ -27,10 +27,6 @@ def _site(app) -> dict:
     return app._nanotie_site
 
 
-def _href(from_doc: str, to_doc: str, anchor: str) -> str:
-    return posixpath.relpath(to_doc + ".html", posixpath.dirname(from_doc) or ".") + f"#{anchor}"
-
-
 def add_source_line(app, pagename, templatename, context, doctree):
     site = _site(app)
     sources = site["sources"].get(pagename)
@@ -38,7 +34,7 @@ def add_source_line(app, pagename, templatename, context, doctree):
         return
     links = []
     for rel, line in sources:
-        link = f'<a href="{_href(pagename, "code/" + rel, f"L{line}")}"><code>{rel}</code></a>'
+        link = f'<a href="{href(pagename, "code/" + rel, f"L{line}")}"><code>{rel}</code></a>'
         if site.get("repo_url"):
             link += (f' (<a class="repo" href="{site["repo_url"].rstrip("/")}/{rel}#L{line}">'
                      f'on the repository</a>)')
@@ -81,7 +77,7 @@ def add_object_links(app, doctree, docname):
             continue
         if f"code/{rel}" not in site["sources"]:          # no page for that file
             continue
-        url = _href(docname, "code/" + rel, f"L{found[1]}")
+        url = href(docname, "code/" + rel, f"L{found[1]}")
         sig += nodes.raw("", f' <a class="viewcode-link" href="{url}">[source]</a>',
                          format="html")
 

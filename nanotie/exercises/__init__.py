@@ -113,7 +113,10 @@ class Exercise:
     def mistake(self, words: str):
         """The planted wrong answer whose description contains ``words``: a notebook
         shows what the checker says about it without printing code near the answer."""
-        return next(m.fn for m in self.module.MISTAKES if words in m.description)
+        found = [m.fn for m in self.module.MISTAKES if words in m.description]
+        if not found:
+            raise KeyError(f"exercise {self.number}: no planted mistake mentions {words!r}")
+        return found[0]
 
 
 @dataclass(frozen=True)

@@ -123,15 +123,25 @@ def _wrong_grads(O, T, tau, g):
                   "runs along each ROW of O E^T (axis=1): building E O^T, or softmaxing "
                   "over axis 0, or swapping dS and dS.T in the two products, gives this. "
                   "grad_O = dS @ E_targets / tau, grad_E_targets = dS.T @ O / tau.")
-    wrong_O, wrong_T = _transposed_scores_in_backward(O, T, tau)[1](g)  # E O^T
+    # Written out here, not taken from the planted answers below, so that a planted
+    # answer's test checks that the checker knows the mistake independently.
     dS = g * (P - np.eye(K)) / K
+    dS_wrong = g * (softmax_rows(T @ O.T / tau) - np.eye(K)) / K      # E O^T: transposed
     return {
-        "O": [(wrong_O, transposed), (dS.T @ T / tau, transposed)],
+        "O": [(dS_wrong @ T / tau, transposed), (dS.T @ T / tau, transposed)],
         "E_targets": [(np.zeros_like(T), "it is all zeros: " + _DETACHED),
-                      (_positive_term_only(O, T, tau)[1](g)[1], positive_only),
+                      (-g * O / (K * tau), positive_only),
                       (g * (P.T @ O) / (K * tau), negatives_only),
-                      (wrong_T, transposed), (dS @ O / tau, transposed)],
+                      (dS_wrong.T @ O / tau, transposed), (dS @ O / tau, transposed)],
     }
+
+
+def _loss_without_positive_in_denominator(O, T, tau) -> float:
+    """mean_k [logsumexp_{j != k} S_kj - S_kk]: the recognised wrong forward."""
+    S = O @ T.T / tau
+    neg = np.where(np.eye(len(O), dtype=bool), -np.inf, S)       # negatives only
+    top = neg.max(axis=1)
+    return float((np.log(np.exp(neg - top[:, None]).sum(axis=1)) + top - np.diag(S)).mean())
 
 
 def check(fn) -> CheckResult:
@@ -146,7 +156,7 @@ def check(fn) -> CheckResult:
                 loss, _ = c.forward(fn, O, T, tau, what="cwt_loss(O, E_targets, temperature)")
                 want = library_cwt_loss(*leaves(O, T), tau).data
                 c.expect_array(loss, want, "cwt_loss(O, E_targets, temperature)", "output",
-                               known=[(_positive_not_in_denominator(O, T, tau)[0],
+                               known=[(_loss_without_positive_in_denominator(O, T, tau),
                                        _POSITIVE_LEFT_OUT)], factors={
                                    len(O): f"you summed over the K = {len(O)} positions; "
                                            f"the loss is their MEAN (divide by K)."})

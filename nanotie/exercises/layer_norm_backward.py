@@ -92,7 +92,9 @@ def _forward_mistakes(x, w, b):
     known = [(xhat_unbiased * w + b, "the variance divides by D - 1; LayerNorm's divides "
                                      "by D (np.var's default, ddof=0).")]
     if x.ndim == 2 and x.shape[0] == x.shape[1]:           # no keepdims: (N,) - as a row
-        known.append((_mean_without_keepdims(x, w, b)[0],
+        mu = x.mean(axis=-1)                               # (N,), subtracted as a row
+        xhat = (x - mu) / np.sqrt(((x - mu) ** 2).mean(axis=-1) + 1e-5)
+        known.append((xhat * w + b,
                       "a mean over the last axis lost that axis (no keepdims), so it "
                       "was subtracted along the wrong axis. Use keepdims=True."))
     return known
@@ -100,7 +102,7 @@ def _forward_mistakes(x, w, b):
 
 def _grad_x_mistakes(x, w, b, g):
     """grad_x of recognised wrong backwards, with what went wrong."""
-    return [(_constant_statistics(x, w, b)[1](g)[0],
+    return [(g * w / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5),    # mu, var held fixed
              "you treated mu and var as constants, but both depend on x: that adds "
              "- mean(dxhat) - xhat * mean(dxhat * xhat)."),
             (reference(x, np.ones_like(w), b)[1](g)[0],

@@ -107,7 +107,10 @@ def _dlogits(E, ids, targets, g):
 def _recognised(E, ids, targets, g, parts):
     """Gradients of recognised wrong backwards, with what went wrong."""
     head = parts["the head h @ E.T"]
-    known = [(_fancy_index_add(E, ids, targets)[1](g)[0],
+    h, dlogits = _dlogits(E, ids, targets, g)
+    dropped = head.copy()
+    dropped[ids] += (dlogits @ E) * (1 - h ** 2)            # grad[ids] += dx: repeats lost
+    known = [(dropped,
               "rows of ids that occur more than once got the gradient of only one "
               "occurrence: `grad[ids] += dx` does not add repeated indices. Use "
               "np.add.at(grad, ids, dx); each occurrence is a use of that row, and uses add.")]

@@ -120,7 +120,8 @@ def test_invalid_states_are_refused_clearly(bad, words):
 
 
 @pytest.mark.parametrize("field, value", [("mode", "copy"), ("initial_state", "ones"),
-                                          ("reward_norm", "zscore")])
+                                          ("reward_norm", "zscore"), ("gamma", 1.5),
+                                          ("epsilon_decay", 0.0)])
 def test_config_validation_names_the_field(field, value):
     with pytest.raises(ValueError, match=field):
         DynamicTyingConfig(**{field: value})

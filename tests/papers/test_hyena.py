@@ -307,6 +307,8 @@ def test_configs_name_the_bad_field():
         HyenaLM(HyenaConfig(filter_emb_dim=4))
     with pytest.raises(ValueError, match="n_head"):
         MultiHyenaOperator(6, 4, n_head=4)
+    with pytest.raises(ValueError, match="n_pairs"):
+        RecallConfig(n_keys=4, n_pairs=5)
 
 
 # --------------------------------------------------------------- recall task

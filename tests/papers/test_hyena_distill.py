@@ -375,3 +375,11 @@ def test_bank_pads_modes_and_selects_orders_per_filter():
 def test_a_filter_too_short_for_a_hankel_matrix_is_refused():
     with pytest.raises(ValueError, match="length"):
         ds.distill_filter(np.ones(3))
+
+
+def test_out_of_range_settings_are_refused_not_fitted():
+    for bad in [dict(order=-1), dict(tol=0.0), dict(max_radius=1.0), dict(max_order=-2)]:
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            ds.DistillConfig(**bad)
+    with pytest.raises(ValueError, match="ascending"):
+        ds.order_sweep(np.ones(32), [3, 1])

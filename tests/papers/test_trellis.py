@@ -336,6 +336,10 @@ def test_adding_problem_targets_are_the_sum_of_the_two_marked_values():
 def test_config_refuses_dilations_that_do_not_match_the_levels():
     with pytest.raises(ValueError, match="dilations"):
         TrellisConfig(n_levels=3, dilations=(1, 2))
+    with pytest.raises(ValueError, match="dilations must be >= 1"):
+        TrellisConfig(n_levels=2, dilations=(0, 1))
+    with pytest.raises(ValueError, match="dropout_h"):
+        TrellisConfig(dropout_h=1.0)
 
 
 def test_loss_decreases_when_training_a_tiny_trellis_lm():

@@ -78,7 +78,8 @@ class RecurrentState:
     length: int = 0   # tokens consumed so far
 
     def numbers(self) -> int:
-        """How many numbers the state holds (complex counted once): constant in t."""
+        """How many numbers the state holds (complex counted once): constant in t. A
+        distilled model's state only (MixerCache layers)."""
         return sum(c.window.size + c.state.size for c in self.layers)
 
     def nbytes(self) -> int:

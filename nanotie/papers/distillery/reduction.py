@@ -78,6 +78,14 @@ class DistillConfig:
     max_radius: float = 1 - 1e-6  # |λ| <= max_radius < 1: the poles stay stable
     max_nfev: int = 100          # function evaluations per least_squares refinement
 
+    def __post_init__(self):     # a bad order or radius would give a wrong fit, silently
+        for name, ok in (("order", self.order is None or self.order >= 0),
+                         ("max_order", self.max_order >= 0), ("tol", self.tol > 0),
+                         ("max_radius", 0 < self.max_radius < 1)):
+            if not ok:
+                raise ValueError(f"DistillConfig: {name} = {getattr(self, name)} is out of "
+                                 "range (orders >= 0, tol > 0, 0 < max_radius < 1)")
+
 
 def _as_filter(h, name: str = "h", ndim=(1,)) -> np.ndarray:
     """A float64 NumPy copy of a filter (from the GPU too), of a usable shape."""
@@ -99,6 +107,7 @@ def hankel_matrix(h, shift: int = 0) -> np.ndarray:
 
     shift=0 is the Hankel matrix of the filter, shift=1 the shifted one ERA needs:
     H uses h_1..h_{L-2}, so that its shift H↑ (h_2..h_{L-1}) still fits in the filter.
+    (shift=-1 puts h_0 in: the wrong matrix an exercise asks about.)
     """
     h = _as_filter(h)
     m = (len(h) - 1) // 2
@@ -509,6 +518,8 @@ def order_sweep(h, orders, config: DistillConfig | None = None, balanced: bool =
     cfg = replace(config or DistillConfig(), **overrides)
     h = _as_filter(h)
     orders = [int(d) for d in orders]
+    if orders != sorted(set(orders)) or (orders and orders[0] < 0):
+        raise ValueError(f"order_sweep: orders must be distinct ascending ints >= 0, got {orders}")
     return list(_iter_orders(h, orders, cfg, _HankelSVD(h),
                              _Balanced(h) if balanced else None))
 

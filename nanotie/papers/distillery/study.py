@@ -16,7 +16,7 @@ import numpy as np
 
 from ... import protocol
 from ...autograd import no_grad
-from ...report import pyplot, save_figure
+from ...report import minmax_yerr, pyplot, save_figure
 from ...train import evaluate
 from .reduction import DistillConfig, ModalFilterBank, distill_filters, \
     hankel_norm_ratio, hankel_singular_values, one_blas_thread, order_sweep
@@ -389,7 +389,7 @@ def plot_bpb(bpb: dict, orders, path):
     for i, (name, r) in enumerate(bpb.items()):
         color = f"C{i}"
         means = [s.mean for s in r["by_order"]]
-        yerr = [[s.mean - s.min for s in r["by_order"]], [s.max - s.mean for s in r["by_order"]]]
+        yerr = minmax_yerr(means, [s.min for s in r["by_order"]], [s.max for s in r["by_order"]])
         ax.errorbar(orders, means, yerr=yerr, fmt="o-", color=color, capsize=4,
                     label=f"{NAMES[name]}, distilled")
         for s, ls, what in ((r["original"], "--", "original"),

@@ -115,6 +115,9 @@ class DynamicTyingConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"DynamicTyingConfig: {name} must be one of {allowed}, "
                                  f"got {getattr(self, name)!r}")
+        if not (0 <= self.gamma <= 1 and 0 < self.epsilon_decay <= 1):
+            raise ValueError(f"DynamicTyingConfig: need 0 <= gamma <= 1 and 0 < "
+                             f"epsilon_decay <= 1, got {self.gamma} and {self.epsilon_decay}")
 
     def initial(self, n_layer: int) -> tuple:
         """The tying state training starts from."""

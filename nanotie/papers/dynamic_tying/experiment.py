@@ -23,8 +23,8 @@ import numpy as np
 from ... import backend, protocol
 from ...nn import GPTConfig, count_parameters
 from ...nn.optim import AdamW, param_groups
-from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, headline, minmax_yerr, plot_spread, publish, pyplot,
+                       save_figure, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate
 from ..gpt.experiment import prose_splits, unigram_bpb
 from . import DynamicTyingConfig
@@ -598,9 +598,8 @@ def _plot_memory(table, path) -> Path:
             if sp is None:                                  # no peak measured off the CPU
                 continue
             ax.bar(i, sp.mean, color=f"C{i}", alpha=0.6)
-            # equal seeds can put the mean a rounding error outside [min, max]
-            bars = np.maximum([[sp.mean - sp.min], [sp.max - sp.mean]], 0.0)
-            ax.errorbar(i, sp.mean, yerr=bars, color="k", capsize=4)
+            ax.errorbar(i, sp.mean, yerr=minmax_yerr(sp.mean, sp.min, sp.max), color="k",
+                        capsize=4)
         ax.set_xticks(range(len(labels)), labels, rotation=20, ha="right", fontsize=8)
         ax.set(ylabel="MB", title=title)
         ax.grid(alpha=0.3, axis="y")

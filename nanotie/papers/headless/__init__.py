@@ -83,6 +83,9 @@ def cwt_loss(outputs: Tensor, targets: Tensor, temperature: float = 1.0,
     if outputs.ndim != 2 or outputs.shape != targets.shape:
         raise ValueError(f"cwt_loss: outputs {outputs.shape} and targets {targets.shape} "
                          "must both be (K, D), row k of targets the positive of row k")
+    if not temperature > 0 or reduction not in ("mean", "none"):
+        raise ValueError(f"cwt_loss: need temperature > 0 and reduction 'mean' or 'none', "
+                         f"got {temperature} and {reduction!r}")
     scores = outputs @ targets.T / temperature                    # (K, K): o_k . e(x_m) / tau
     positive = (outputs * targets).sum(dim=-1) / temperature      # (K,) the diagonal
     losses = logsumexp(scores, dim=-1) - positive                 # (K,) Eq. 3, per k

@@ -694,6 +694,12 @@ def _report(r, tuning, v, plots) -> str:
          for k, label in (("ce_untied", "CE model (untied)"), ("cwt", "CWT model"),
                           ("untrained", "untrained model (floor)"))],
         ["test accuracy", "effective rank"], seeds_of="test accuracy")
+    acc, rank = p["test_accuracy"], p["effective_rank"]
+    probe_floor = "" if acc["ce_untied"]["mean"] >= acc["untrained"]["mean"] else (
+        f"\nThe CE model's features score below an untrained model's (effective rank "
+        f"{rank['ce_untied']['mean']:.1f} against {rank['untrained']['mean']:.1f}): the "
+        "CWT-vs-CE verdict says more about CE's pooled features collapsing than about "
+        "CWT's.\n")
     lm_claim = claim_section(
         "a headless model whose LM head is cloned from E and briefly fine-tuned with "
         "cross-entropy beats a classical LM trained with similar compute (Pythia-70M on "
@@ -781,7 +787,9 @@ at {r['shared_rate_finetune_lr']:g}):
 {sweep_rows}
 
 (median of {rounds} interleaved rounds, random ids, measured while the other
-worker trained: the absolute figures are low, but both sides share the load.)
+worker trained: the absolute figures are low, but both sides share the load. The
+verdicts above use each round's own CWT / CE ratio, so their means can differ from the
+ratio of these medians.)
 
 ![throughput]({plots[1].name})
 
@@ -795,7 +803,7 @@ chance is {1 / p['classes']:.3f}. Effective rank: exp of the entropy of the feat
 normalised squared singular values (how many directions they use).
 
 {probe_table}
-{mlm_text}
+{probe_floor}{mlm_text}
 ## What would change the verdicts
 
 {_what_would_change(r, v)}
@@ -809,6 +817,6 @@ normalised squared singular values (how many directions they use).
 - The baseline: Pythia's output layer is untied, so the main CE row is untied; the
   tied CE row is nanotie's usual GPT.
 - Causal targets: the K = B T positions of y (the paper: outputs[:, :-1] vs
-  inputs[:, 1:]), from one optimizer step's batch.
+  inputs[:, 1:]); the negatives are the targets of one optimizer step's batch.
 - The probe replaces GLUE and LAMBADA; the masked LMs are trained only in `--full`.
 """

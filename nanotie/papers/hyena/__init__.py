@@ -36,7 +36,8 @@ Where things are:
 
 For distillation: ``model.mixers()`` lists each layer's operator; ``op.filter_array(L)``
 is h as a float64 array (n_filters, L), ``op.dskip_array()`` is Dskip (n_filters,);
-``op.long_conv(w)`` is the one step to override with a recurrence.
+a distilled operator overrides ``op.filters(L)`` (ĥ, the parallel form), and its
+recurrent form is its cache's ``forward`` (``distillery.generate.MixerCache``).
 
 Differences from the paper:
 - Order 2 only (the LM setting of both papers); no dropout inside the operator.

@@ -1,8 +1,8 @@
 """The order-2 Hyena operator and MultiHyena, its head-tied variant.
 
 Both map u (B, L, D) -> (B, L, D) in three steps, one method each, so a subclass
-can replace one step and keep the others (the distilled model swaps the long
-convolution for a recurrence; a test swaps the filter for a single pole)::
+can replace one step and keep the others (the distilled model swaps the filters
+for modal ones; a test swaps them for a single pole)::
 
     q, k, v = self.project(u)          # in_proj D -> 3D, short causal conv      (B, D, L) x 3
     y       = self.mix(q, k, v)        # the gates around self.long_conv(...)     (B, D, L)
@@ -135,7 +135,8 @@ class HyenaOperator(Module):
     def long_conv(self, w: Tensor) -> Tensor:
         """Step 4: y = h * w + Dskip . w along the last axis, one filter per slice of
         axis 1. w is (B, n_filters, ..., L); axes between share their slice's filter.
-        The step that a distilled model replaces by a recurrence."""
+        A distilled operator keeps it and overrides ``filters(L)``; its recurrent form
+        is its cache's ``forward`` (``distillery.generate.MixerCache``)."""
         L = w.shape[-1]
         # MultiHyena's tie: head m's one filter h^m broadcasts over its N^2 channels.
         lead = (self.n_filters,) + (1,) * (w.ndim - 3)       # (C, 1.., 1)

@@ -36,6 +36,11 @@ class RecallConfig:
     n_pairs: int = 8       # distinct keys bound to values at the start of an episode
     n_queries: int = 8     # keys asked again (distinct while n_queries <= n_pairs)
 
+    def __post_init__(self):    # otherwise an IndexError deep inside recall_episodes
+        if not 1 <= self.n_pairs <= self.n_keys:
+            raise ValueError(f"RecallConfig: need 1 <= n_pairs <= n_keys (distinct keys), "
+                             f"got n_pairs={self.n_pairs}, n_keys={self.n_keys}")
+
     @property
     def seq_len(self) -> int:
         """Tokens per episode: a key and a value per pair and per query."""

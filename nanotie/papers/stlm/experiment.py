@@ -54,8 +54,8 @@ import numpy as np
 from ... import backend, data, protocol, report
 from ...nn import functional as F
 from ...nn.module import count_parameters
-from ...report import (claim_section, pyplot, save_figure, smooth, spread_table,
-                       tuning_record, tuning_table)
+from ...report import (claim_section, minmax_yerr, pyplot, save_figure, smooth,
+                       spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, default_loss, train
 from .. import stlm as package
 from ..gpt.experiment import unigram_bpb   # a context-free byte model
@@ -180,8 +180,7 @@ def stlm_run(settings: dict, seed: int, device: str) -> dict:
     ``settings`` are :func:`make_runs`'s: the variant's label, its STLMConfig and
     TrainConfig fields, the corpus's size and hash, and whether to score the ceiling."""
     cfg = STLMConfig(**settings["model"])
-    train_cfg = TrainConfig(**{**settings["train"], "betas": tuple(settings["train"]["betas"]),
-                               "seed": seed})
+    train_cfg = TrainConfig(**{**settings["train"], "seed": seed})
     d = prepare_data(cfg.vocab_size, cfg.byte_window, settings["max_bytes"])
     if d["corpus"] != settings["corpus"]:
         raise ValueError(f"stlm_run: the corpus here hashes to {d['corpus']}, the run "
@@ -564,8 +563,9 @@ def target_marginals(probs: np.ndarray, table: np.ndarray, targets: np.ndarray) 
 
 
 def _marginal_nats(logits, target: np.ndarray, table: np.ndarray) -> tuple:
-    """-ln m_j(y_j) at every slot of the targets (B, T, W), raw and as (d) scores a
-    byte: its share of the non-pad mass, -ln [m_j(y_j) / (1 - m_j(PAD))]."""
+    """At every slot of the targets (B, T, W): ``(cond, raw)``, cond the -ln of the
+    byte's share of the non-pad mass, -ln [m_j(y_j) / (1 - m_j(PAD))], as (d) scores
+    it, and raw the -ln m_j(y_j) that (g) scores."""
     probs = backend.asnumpy(F.softmax(logits, dim=-1).data)
     probs = probs.reshape(-1, probs.shape[-1]).astype(np.float64)
     flat = target.reshape(-1, target.shape[-1])                          # (BT, W)
@@ -685,7 +685,7 @@ def plot_params_vs_bpb(chosen: dict, path, title: str) -> Path:
         for i, (label, rs) in enumerate(chosen.items()):
             color, x = f"C{i}", rs[0].figures[key]
             sp = _spread_of(rs, "bpb")
-            ax.errorbar(x, sp.mean, yerr=[[sp.mean - sp.min], [sp.max - sp.mean]], fmt="o",
+            ax.errorbar(x, sp.mean, yerr=minmax_yerr(sp.mean, sp.min, sp.max), fmt="o",
                         ms=7, color=color, capsize=4, label=label, zorder=3)
             only = _spread_of(rs, "bpb_bytes_only")
             if abs(only.mean - sp.mean) > 1e-12:
@@ -715,7 +715,7 @@ def plot_bits_per_slot(chosen: dict, unigram: float, path, title: str) -> Path:
 
     def draw(rows, label, style):
         mean, lo, hi = _slot_means(rows)
-        ax.errorbar(np.arange(1, len(mean) + 1), mean, yerr=[mean - lo, hi - mean],
+        ax.errorbar(np.arange(1, len(mean) + 1), mean, yerr=minmax_yerr(mean, lo, hi),
                     fmt=style, capsize=3, label=label)
 
     for label, rs in chosen.items():
@@ -745,7 +745,7 @@ def plot_curves(chosen: dict, path, title: str) -> Path:
         ax1.plot(np.arange(len(loss)) * 5 + 1, loss, color=f"C{i}", label=label[:3])
         vals = np.array([r.figures["curve"]["val_bpb"] for r in rs])
         ax2.errorbar(rs[0].figures["curve"]["step"], vals.mean(0),
-                     yerr=[vals.mean(0) - vals.min(0), vals.max(0) - vals.mean(0)],
+                     yerr=minmax_yerr(vals.mean(0), vals.min(0), vals.max(0)),
                      fmt="o-", color=f"C{i}", capsize=3, label=label[:3])
     ax1.set(xlabel="step", ylabel="train loss (smoothed)", title="training loss: nats per "
             "token, per byte (d, e), per slot (g)")

@@ -61,9 +61,10 @@ class STLMConfig:
                              "byte-level embedder and decoder have no (V, d) table to share")
         for width, heads in (("d_model", "n_head"), ("n_head", "n_kv_head"),
                              ("byte_dim", "byte_heads")):
-            if getattr(self, heads) and getattr(self, width) % getattr(self, heads):
+            n = getattr(self, heads)
+            if n is not None and (n < 1 or getattr(self, width) % n):
                 raise ValueError(f"STLMConfig: {width}={getattr(self, width)} is not "
-                                 f"divisible by {heads}={getattr(self, heads)}")
+                                 f"divisible by {heads}={n} (heads >= 1)")
         if self.ffn_hidden is not None and self.ffn_hidden < 1:   # 0 would mean "default"
             raise ValueError(f"STLMConfig: ffn_hidden must be positive or None, got "
                              f"{self.ffn_hidden}")

@@ -92,6 +92,12 @@ class TiedLoRALinear(Module):
     def __init__(self, base: Linear, A: Parameter, B: Parameter, u: Parameter,
                  v: Parameter):
         super().__init__()
+        (d_out, d_in), r = base.weight.shape, A.shape[0]
+        for name, t, want in (("A", A, (r, d_in)), ("B", B, (d_out, r)), ("u", u, (r,)),
+                              ("v", v, (d_out,))):
+            if t.shape != want:                  # u (1,), say, would broadcast silently
+                raise ValueError(f"TiedLoRALinear: {name} has shape {t.shape}, expected "
+                                 f"{want} for a base Linear of weight {base.weight.shape}")
         self.base = base       # W_qkv,l and its bias: frozen
         self.A, self.B = A, B  # (r, d), (3d, r): tied = the same objects in every layer
         self.u, self.v = u, v  # (r,), (3d,): per layer

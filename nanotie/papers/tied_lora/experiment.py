@@ -25,8 +25,8 @@ import numpy as np
 
 from ... import backend, data, protocol
 from ...nn import count_parameters
-from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, headline, minmax_yerr, plot_spread, publish, pyplot,
+                       save_figure, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, train
 from ..gpt import experiment as gpt_experiment
 from . import PRESETS, TiedLoRAConfig, adapters, attach, lattice, trainable_count, zero_part
@@ -56,6 +56,10 @@ class SweepProfile:
         """The configurations of the sweep, rank by rank, in the lattice's order."""
         keys = None if self.configs is None else {
             TiedLoRAConfig.from_key(k).key for k in self.configs}   # a bad name raises
+        outside = keys - {c.key for c in lattice(1)} if keys else set()
+        if outside:
+            raise ValueError(f"SweepProfile: {sorted(outside)} not in the lattice (LoRA and "
+                             "the tied configurations)")
         return [c for r in self.ranks for c in lattice(r) if keys is None or c.key in keys]
 
 
@@ -465,7 +469,7 @@ def plot_sweep(rows: list, base_bpb: float, path, title: str):
                 off_scale.append(f"{row['key']} r={rank}: {y:.2f}")
                 continue
             named = row["config"] in markers
-            ax.errorbar(x, y, yerr=[[y - sp.min], [sp.max - y]], color=color, capsize=3,
+            ax.errorbar(x, y, yerr=minmax_yerr(y, sp.min, sp.max), color=color, capsize=3,
                         fmt="none", zorder=1)
             ax.scatter(x, y, color=color, marker=markers.get(row["config"], "o"),
                        s=110 if named else 28, edgecolor="black" if named else "none",

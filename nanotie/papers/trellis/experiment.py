@@ -33,8 +33,8 @@ from ...autograd import Tensor, no_grad
 from ...nn import count_parameters
 from ...nn import functional as F
 from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
-from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, headline, minmax_yerr, plot_spread, publish, pyplot,
+                       save_figure, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import prose_splits, unigram_bpb
 from .convert import from_lstm
@@ -623,8 +623,7 @@ def _seed_bars(ax, x, values, fmt="o-", **kw):
     """The mean over seeds (axis 0) with error bars down to the min and up to the max."""
     v = np.asarray(values, dtype=np.float64)
     mean = v.mean(0)
-    bars = np.maximum([mean - v.min(0), v.max(0) - mean], 0.0)   # equal seeds: no -1e-16
-    ax.errorbar(x, mean, yerr=bars, fmt=fmt, capsize=3, **kw)
+    ax.errorbar(x, mean, yerr=minmax_yerr(mean, v.min(0), v.max(0)), fmt=fmt, capsize=3, **kw)
 
 
 def _finish(fig, axes, path: Path, title: str | None = None) -> Path:

@@ -178,6 +178,12 @@ class TrellisConfig:
         if self.dilations is not None and len(self.dilations) != self.n_levels:
             raise ValueError(f"TrellisConfig: dilations has {len(self.dilations)} entries, "
                              f"n_levels is {self.n_levels}; give one per level")
+        if min(self.level_dilations()) < 1:     # d = 0 would make the "t - d" tap read x_t
+            raise ValueError(f"TrellisConfig: dilations must be >= 1, got {self.dilations}")
+        for name in ("dropout_in", "dropout_h", "dropout_out"):
+            if not 0 <= getattr(self, name) < 1:
+                raise ValueError(f"TrellisConfig: {name} must be in [0, 1), got "
+                                 f"{getattr(self, name)}")
 
     @property
     def hidden(self) -> int:
