@@ -28,37 +28,8 @@ The byte-level path (W byte slots per token, byte width c, core width d):
     decode   u_t = reshape(h_t A, (W, c)) + P;  blocks;  logits_tj = u_tj B_out
     loss     mean over the NON-PAD slots of the next token: -log p_tj(b_{t+1, j})
 
-Differences from the paper (the results page prints this list):
-
-- **Which code the counts follow.** The paper's figures (55.89M / 81.62M / 34.66M /
-  2.56M) come from the authors' code when the paper appeared (2 + 2 byte blocks, core
-  hidden size 512), which the formula and the built models follow. Their later code
-  (hidden 768, 4 + 7 byte blocks) gives 5.77M for the byte path, about 85% / 92.5% fewer.
-- **Tokenizer**: nanotie's own byte-level BPE trained on the training split (a few
-  thousand tokens, nothing downloaded), not GPT-2's 50,257, so the byte path saves less
-  here than at the paper's size.
-- **Grouped-query attention** (16 query heads sharing 4 key/value heads) is built
-  (`GroupedQKV`: each key/value head is a tie among the query heads that read it) and
-  counted; the miniatures use full multi-head attention.
-- **Positions.** The byte positions are added once, e_tj = E_byte[b_tj] + P[j]; the
-  authors' code adds `x + pos_encoder(x)`, i.e. 2x + P. The core uses learned
-  positions instead of the paper's RoPE (which has no parameters).
-- **A final norm** sits before the decoder (nanotie's GPT core ends with one).
-- **GELU**: the byte blocks use the tanh approximation.
-- **Raw bytes**: tokens become their raw bytes; the authors' code round-trips them
-  through text with replacement characters.
-- **Pooling** is a plain mean over all W slots, pads included (pads have an embedding
-  of their own), as in the authors' code; the byte blocks use the core's norm and bias
-  settings.
-- **The loss**: nanotie ignores the pad id (256), so the byte decoder never models
-  where a token ends; a unigram length code (fitted on the training split) makes bits
-  per byte a complete code, reported beside the bytes-only figure. The authors' code
-  scores every slot, pads included (its ignored id is EOT, 257): `byte_loss="all_slots"`
-  trains with that loss (variant (g)); both figures are reported for every byte decoder.
-- **Variant (f)**, not in the paper: `byte_head="softmax"` puts an ordinary (d, V)
-  softmax head on the byte embedder, which tells the pooling's cost from the decoder's.
-- The miniature runs are tiny and short; the paper's benchmarks (BLiMP, ARC,
-  HellaSwag, MMLU) are not reproduced.
+Differences from the paper: :data:`DIFFERENCES`, at the end of this file (the results
+page prints it).
 """
 
 from __future__ import annotations
@@ -265,7 +236,40 @@ def byte_cross_entropy(logits: Tensor, targets, reduction: str = "mean",
                            reduction=reduction)
 
 
+# Differences from the paper, as the results page prints them.
+DIFFERENCES = """\
+- **Which code the counts follow.** The paper's figures (55.89M / 81.62M / 34.66M /
+  2.56M) come from the authors' code when the paper appeared (2 + 2 byte blocks, core
+  hidden size 512), which the formula and the built models follow. Their later code
+  (hidden 768, 4 + 7 byte blocks) gives 5.77M for the byte path, about 85% / 92.5% fewer.
+- **Tokenizer**: nanotie's own byte-level BPE trained on the training split (a few
+  thousand tokens, nothing downloaded), not GPT-2's 50,257, so the byte path saves less
+  here than at the paper's size.
+- **Grouped-query attention** (16 query heads sharing 4 key/value heads) is built
+  (`GroupedQKV`: each key/value head is a tie among the query heads that read it) and
+  counted; the miniatures use full multi-head attention.
+- **Positions.** The byte positions are added once, e_tj = E_byte[b_tj] + P[j]; the
+  authors' code adds `x + pos_encoder(x)`, i.e. 2x + P. The core uses learned
+  positions instead of the paper's RoPE (which has no parameters).
+- **A final norm** sits before the decoder (nanotie's GPT core ends with one).
+- **GELU**: the byte blocks use the tanh approximation.
+- **Raw bytes**: tokens become their raw bytes; the authors' code round-trips them
+  through text with replacement characters.
+- **Pooling** is a plain mean over all W slots, pads included (pads have an embedding
+  of their own), as in the authors' code; the byte blocks use the core's norm and bias
+  settings.
+- **The loss**: nanotie ignores the pad id (256), so the byte decoder never models
+  where a token ends; a unigram length code (fitted on the training split) makes bits
+  per byte a complete code, reported beside the bytes-only figure. The authors' code
+  scores every slot, pads included (its ignored id is EOT, 257): `byte_loss="all_slots"`
+  trains with that loss (variant (g)); both figures are reported for every byte decoder.
+- **Variant (f)**, not in the paper: `byte_head="softmax"` puts an ordinary (d, V)
+  softmax head on the byte embedder, which tells the pooling's cost from the decoder's.
+- The miniature runs are tiny and short; the paper's benchmarks (BLiMP, ARC,
+  HellaSwag, MMLU) are not reproduced."""
+
+
 __all__ = ["PAD", "EOT", "BYTE_VOCAB", "ByteWindows", "STLMConfig", "STLM", "ByteBlock",
            "ByteEmbedder", "ByteDecoder", "ByteSelfAttention", "ProjectingMLP", "GroupedQKV",
-           "share_ffn", "byte_cross_entropy", "parameter_budget", "ffn_width",
+           "share_ffn", "byte_cross_entropy", "DIFFERENCES", "parameter_budget", "ffn_width",
            "measured_split", "PAPER_BASE", "paper_configs", "PAPER_FIGURES", "millions"]
