@@ -43,6 +43,7 @@ GREEK_WORDS.update({"eps": r"\epsilon", "lam": r"\lambda", "sum": r"\sum", "prod
                     "in": r"\in", "inf": r"\infty"})
 MATHY = re.compile(r"[=≈≤≥∈→⊙Σ∑^]|[A-Za-zα-ωΑ-Ω)\]]_|\w\(")
 PROSE_WORD = re.compile(r"[A-Za-z]{3,}")
+MATH_WORDS = ("Re", "Im", "diag", "sqrt", "exp", "log", "softmax", "tanh")  # not prose
 
 
 def _greek(ch: str) -> str | None:
@@ -153,8 +154,8 @@ def _is_note(piece: str) -> bool:
             return False
     except ValueError:
         return False
-    words = [w for w in PROSE_WORD.findall(piece) if w not in GREEK_WORDS
-             and w not in ("Re", "Im", "diag", "sqrt", "exp", "log", "softmax", "tanh")]
+    words = [w for w in PROSE_WORD.findall(piece)
+             if w not in GREEK_WORDS and w not in MATH_WORDS]
     return " " in piece.strip() and bool(words)
 
 
@@ -175,7 +176,7 @@ def formula_line(line: str) -> bool:
     words = re.findall(r"[A-Za-z]+", body)
     run = longest = 0
     for w in words:
-        run = run + 1 if len(w) >= 3 and w not in ("Re", "Im", "diag", "sqrt") else 0
+        run = run + 1 if len(w) >= 3 and w not in MATH_WORDS else 0
         longest = max(longest, run)
     return longest < 3
 
