@@ -73,6 +73,7 @@ def test_checker_passes_the_reference(ex):
 def test_checker_fails_a_planted_mistake_and_names_it(ex, mistake):
     result = ex.check(mistake.fn)
     assert not result.passed, f"{mistake.description}: passed the check"
+    assert not result.unwritten, f"{mistake.description}: taken for an unwritten answer"
     for words in mistake.expect:
         assert words in result.message, (f"{mistake.description}: the message should "
                                           f"say {words!r}:\n{result.report()}")
@@ -82,7 +83,7 @@ def test_checker_fails_a_planted_mistake_and_names_it(ex, mistake):
 @pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
 def test_the_stub_is_unsolved_and_says_so(ex):
     result = ex.check(_stub_function(ex))
-    assert not result.passed
+    assert not result.passed and result.unwritten
     assert "not written yet" in result.message
     assert solution_source(ex).split('"""')[-1].strip() not in ex.module.STUB
 
@@ -125,6 +126,26 @@ def test_check_in_notebook_reports_an_unwritten_answer_and_stands_in_the_referen
     assert "Passed" in capsys.readouterr().out
     with pytest.raises(ExerciseFailed, match="keepdims=True"):
         ex.check_in_notebook(ex.mistake("keepdims"))
+
+
+def test_an_answer_is_unwritten_by_what_it_does_not_by_its_message_words(capsys):
+    ex = exercises.get(2)
+
+    def half_written(a, b):              # the forward written, the backward still `...`
+        return a @ b, lambda g: (..., ...)
+
+    result = ex.check(half_written)
+    assert result.unwritten and "not written yet" in result.message
+    assert ex.check_in_notebook(half_written) is ex.reference
+
+    def says_the_words(a, b):            # a wrong answer whose error quotes the words
+        raise ValueError("not written yet")
+
+    result = ex.check(says_the_words)
+    assert not result.passed and not result.unwritten
+    assert "not written yet" in result.message
+    with pytest.raises(ExerciseFailed, match="ValueError"):
+        ex.check_in_notebook(says_the_words)
 
 
 def test_skip_if_unwritten_stops_only_an_unwritten_answer(capsys):

@@ -26,7 +26,8 @@ One module here, ``nanotie/exercises/<name>.py``, that defines:
     STUB       the learner's starting file: imports, then ``def FUNCTION(...)`` with
                a docstring that states the task and the math, and a body to fill
                in (``...`` placeholders or ``raise NotImplementedError``), so that
-               checking the stub as it is says "not written yet". No solution in it.
+               checking the stub as it is fails with :class:`NotWritten` ("not
+               written yet"). No solution in it.
     reference  the solution: a function with the stub's signature, self-contained
                (it may use only what STUB imports), so it can be pasted into the stub
     check(fn) -> CheckResult     built with :class:`.checking.Checker`; an op
@@ -48,10 +49,10 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 from .. import backend
-from .checking import CheckResult, Checker, ExerciseFailed, Mistake
+from .checking import CheckResult, Checker, ExerciseFailed, Mistake, NotWritten
 
 __all__ = ["REGISTRY", "Exercise", "Planted", "register", "get", "skip_if_unwritten",
-           "CheckResult", "Checker", "ExerciseFailed", "Mistake"]
+           "CheckResult", "Checker", "ExerciseFailed", "Mistake", "NotWritten"]
 
 
 @dataclass(frozen=True)
@@ -101,11 +102,10 @@ class Exercise:
         answer not written yet does not: the report says so, and the reference solution
         stands in for it, so a notebook run unchanged still reaches its end."""
         result = self.check(fn)
-        unwritten = not result.passed and "not written yet" in result.message
-        if not (result.passed or unwritten):
+        if not (result.passed or result.unwritten):
             raise ExerciseFailed(result.report())
         print(result.report())
-        if unwritten:
+        if result.unwritten:
             print("(Until yours passes, the cells below use the reference solution.)")
             return self.reference
         return fn

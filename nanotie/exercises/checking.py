@@ -38,6 +38,10 @@ class Mistake(Exception):
     """A problem in the learner's answer; the message is written for the learner."""
 
 
+class NotWritten(Mistake):
+    """A part of the answer is still the stub's (``...`` or ``raise NotImplementedError``)."""
+
+
 class ExerciseFailed(AssertionError):
     """Raised by :meth:`CheckResult.raise_if_failed`; the message is the report."""
 
@@ -54,6 +58,7 @@ class CheckResult:
     passed_steps: list = field(default_factory=list)
     failed_step: str | None = None
     message: str | None = None        # what is wrong, for the learner
+    unwritten: bool = False           # the problem: a part not written yet (NotWritten)
 
     @property
     def passed(self) -> bool:
@@ -101,6 +106,7 @@ class Checker:
         except Mistake as m:
             where = f"\n(checked on: {self.case})" if self.case else ""
             self.result.failed_step, self.result.message = name, str(m) + where
+            self.result.unwritten = isinstance(m, NotWritten)
             raise _Stop from None
         self.result.passed_steps.append(name)
 
@@ -118,8 +124,8 @@ class Checker:
             with np.errstate(all="ignore"):
                 value = fn(*args, **kwargs)
         except NotImplementedError:
-            raise Mistake(f"`{what}` is not written yet: replace `raise "
-                          f"NotImplementedError` with your code.") from None
+            raise NotWritten(f"`{what}` is not written yet: replace `raise "
+                             f"NotImplementedError` with your code.") from None
         except KeyboardInterrupt:
             raise
         except BaseException as exc:             # noqa: BLE001  (any error in their code)
@@ -155,31 +161,17 @@ class Checker:
 
     def expect_shape(self, got, shape: tuple, name: str, what: str = "output") -> np.ndarray:
         """``got`` must be an array of this shape (values are not looked at)."""
-        arr = self._as_array(got, shape, name, what)
+        arr = as_array(got, shape, name, what)
         msg = explain_shape(name, arr.shape, tuple(shape), what)
         if msg:
             raise Mistake(msg)
         return arr
 
-    def _as_array(self, got, shape, name, what) -> np.ndarray:
-        who = your(what, name)
-        if got is Ellipsis:
-            raise Mistake(f"{who} is still `...`: that part is not written yet.")
-        if got is None:
-            raise Mistake(f"{who} is None. Return an array of shape {tuple(shape)}.")
-        if isinstance(got, Tensor):
-            raise Mistake(f"{who} is a nanotie Tensor; this exercise works on plain NumPy "
-                          f"arrays (use np. functions).")
-        try:
-            return np.asarray(got, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise Mistake(f"{who} is a {type(got).__name__}, not an array of numbers.") from None
-
     def expect_array(self, got, want, name: str, what: str = "output", **hints) -> np.ndarray:
         """``got`` must be an array with ``want``'s shape and values. ``hints`` go to
         :func:`.diagnose.explain_values` (uses, parts, factors, known)."""
         want = np.asarray(want)
-        arr = self._as_array(got, want.shape, name, what)
+        arr = as_array(got, want.shape, name, what)
         msg = (explain_shape(name, arr.shape, want.shape, what)
                or explain_values(name, arr, want, what=what, **hints))
         if msg and _low_precision(got):      # the checker compares in float64: say so
@@ -224,6 +216,29 @@ class Checker:
         if bad:
             raise Mistake("finite differences disagree with your backward:\n"
                           + "\n".join(r.describe() for r in bad))
+
+
+def written(got, who: str, none_hint: str):
+    """``got``, a value the learner returned; a :class:`NotWritten` while it is still the
+    stub's ``...``, a :class:`Mistake` when it is None (``none_hint`` says what to return)."""
+    if got is Ellipsis:
+        raise NotWritten(f"{who} is still `...`: that part is not written yet.")
+    if got is None:
+        raise Mistake(f"{who} is None. {none_hint}")
+    return got
+
+
+def as_array(got, shape: tuple, name: str, what: str = "output") -> np.ndarray:
+    """The learner's ``got`` as a float64 array (meant to have ``shape``, not checked)."""
+    who = your(what, name)
+    written(got, who, f"Return an array of shape {tuple(shape)}.")
+    if isinstance(got, Tensor):
+        raise Mistake(f"{who} is a nanotie Tensor; this exercise works on plain NumPy "
+                      f"arrays (use np. functions).")
+    try:
+        return np.asarray(got, dtype=np.float64)
+    except (TypeError, ValueError):
+        raise Mistake(f"{who} is a {type(got).__name__}, not an array of numbers.") from None
 
 
 def describe_exception(exc: BaseException, what: str, quote: bool = True) -> str:

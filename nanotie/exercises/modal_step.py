@@ -10,7 +10,7 @@ import numpy as np
 
 from ..papers.distillery.recurrence import ModalRecurrence, modal_impulse_response
 from . import Planted
-from .checking import Checker, CheckResult, Mistake
+from .checking import Checker, CheckResult, Mistake, written
 from .diagnose import close
 
 TITLE = "Hyena distillation: one modal step"
@@ -66,11 +66,7 @@ def _system(rng, channels: int, modes: int):
 
 def _array(got, shape, name, complex_ok: bool) -> np.ndarray:
     """The learner's ``got`` as an array of ``shape`` (complex allowed if complex_ok)."""
-    if got is Ellipsis:
-        raise Mistake(f"`{name}` is still `...`: that part is not written yet.")
-    if got is None:
-        raise Mistake(f"`{name}` is None. Return an array of shape {shape}.")
-    arr = np.asarray(got)
+    arr = np.asarray(written(got, f"`{name}`", f"Return an array of shape {shape}."))
     if arr.dtype.kind not in "biufc":
         raise Mistake(f"`{name}` is a {type(got).__name__}, not an array of numbers.")
     if arr.shape != tuple(shape):

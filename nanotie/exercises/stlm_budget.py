@@ -22,7 +22,7 @@ from ..papers.stlm import STLM, STLMConfig
 from ..papers.stlm.params import (PAPER_FIGURES, ffn_width, measured_split, millions,
                                   paper_configs, parameter_budget)
 from . import Planted
-from .checking import Checker, CheckResult, Mistake
+from .checking import Checker, CheckResult, Mistake, written
 
 TITLE = "STLM: the parameter budget"
 GOAL = ("Count where a small language model's parameters go, and see the ties at work: "
@@ -265,10 +265,7 @@ def _slips(cfg: STLMConfig) -> list:
 
 def _number(got, name: str) -> int:
     """The learner's count as an int, or a Mistake saying what it is instead."""
-    if got is Ellipsis:
-        raise Mistake(f"`{name}` is still `...`: that part is not written yet.")
-    if got is None:
-        raise Mistake(f"`{name}` is None. Return the count, an int.")
+    written(got, f"`{name}`", "Return the count, an int.")
     if isinstance(got, str):
         raise Mistake(f"`{name}` is the string {got!r}; return the count as an int "
                       f"(use millions(n) only to print it).")

@@ -20,7 +20,7 @@ from ..papers.trellis.convert import trellis_blocks
 from ..papers.trellis.lstm import LSTM, LSTMConfig, truncated_lstm
 from ..papers.trellis.trellisnet import TrellisConfig, TrellisNet
 from . import Planted
-from .checking import Checker, CheckResult, Mistake
+from .checking import Checker, CheckResult, Mistake, as_array
 from .diagnose import close
 
 TITLE = "TrellisNet: the converter's weights"
@@ -236,14 +236,7 @@ def _arrays(c, fn, data: dict) -> list:
     out = c.unpack(c.call(fn, *data["torch"], what=what), 3, what, "weight_x, weight_h, bias")
     I, H = data["I"], data["H"]
     shapes = {"weight_x": (4 * H, 2 * I), "weight_h": (4 * H, 2 * H), "bias": (4 * H,)}
-    arrays = []
-    for name, got in zip(NAMES, out):
-        if got is Ellipsis or got is None:
-            c.expect_shape(got, shapes[name], name)          # "not written yet" / None
-        try:
-            arrays.append(np.asarray(got, dtype=np.float64))
-        except (TypeError, ValueError):
-            c.expect_shape(got, shapes[name], name)          # names what it got
+    arrays = [as_array(got, shapes[name], name) for name, got in zip(NAMES, out)]
     sx, sh = arrays[0].shape, arrays[1].shape
     if I != H and sx == (4 * H, 2 * H) and sh == (4 * H, 2 * I):
         raise Mistake(f"`weight_x` has shape {sx} and `weight_h` {sh}: they look swapped. "
