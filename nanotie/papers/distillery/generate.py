@@ -38,7 +38,6 @@ from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn import functional as F
 from ...nn.transformer import _sample, _start_generation
-from ..hyena.operator import MultiHyenaOperator
 
 __all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "generate", "ConvCache",
            "init_conv_cache", "init_conv_state"]
@@ -110,39 +109,30 @@ def _empty_window(op, batch: int):
 
 
 def _gate_shape(op, batch: int) -> tuple:
-    """The shape of one time step of the long convolution's input."""
-    if isinstance(op, MultiHyenaOperator):
-        N = op.d_model // op.n_head
-        return (batch, op.n_head, N, N)
-    return (batch, op.d_model)
+    """The shape of one time step of the long convolution's input, read off the
+    operator's own gate: (B, D) for Hyena, (B, M, N, N) for MultiHyena."""
+    one_step = Tensor(backend.xp_of(op.dskip.data).zeros((batch, op.d_model, 1)))
+    return op.gate(one_step, one_step).shape[:-1]
 
 
 def _gates(op, u: Tensor, cache):
-    """Steps 1-3 on a chunk u (B, T, D): the outer gate q and the long convolution's
-    input w, as arrays. The short conv continues from the cached window (the missing
-    past is read from it instead of zero padding), which shifts by T columns."""
-    D = op.d_model
-    B, T, _ = u.shape
+    """Steps 1-3 on a chunk u (B, T, D): the outer gate q (B, D, T) and the long
+    convolution's input w (``op.gate``), as arrays. The short conv continues from the
+    cached window (the missing past is read from it instead of zero padding), which
+    shifts by T columns."""
+    D, T = op.d_model, u.shape[1]
     z = op.in_proj(u).data.swapaxes(1, 2)                         # Step 1: (B, 3D, T)
     window = backend.xp_of(z).concatenate([cache.window, z], axis=-1)   # (B, 3D, K-1+T)
     cache.window = window[..., T:]                                # the last K-1 columns
     z = op.short(Tensor(window)).data[..., -T:]                   # Step 2: the new T
     q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]               # each (B, D, T)
-    if isinstance(op, MultiHyenaOperator):
-        M = op.n_head
-        q, k, v = (a.reshape(B, M, D // M, T) for a in (q, k, v))  # (B, M, N, T)
-        return q, k[:, :, :, None] * v[:, :, None]  # Step 3: k_t v_t^T (B, M, N, N, T)
-    return q, k * v                                               # Step 3: (B, D, T)
+    return q, op.gate(Tensor(k), Tensor(v)).data                  # Step 3
 
 
 def _output(op, q, s) -> Tensor:
     """Step 5 on the long convolution's output s: the outer gate, out_proj."""
-    if isinstance(op, MultiHyenaOperator):
-        B, T = q.shape[0], q.shape[-1]
-        y = (q[:, :, :, None] * s).sum(axis=2).reshape(B, op.d_model, T)  # q_t^T s_t
-    else:
-        y = q * s                                                 # (B, D, T)
-    return op.out_proj(Tensor(y.swapaxes(1, 2)))                  # (B, T, D)
+    y = op.readout(Tensor(q), Tensor(s))                          # (B, D, T)
+    return op.out_proj(y.transpose(1, 2))                         # (B, T, D)
 
 
 # ------------------------------------------------- the cached (undistilled) Hyena

@@ -5,7 +5,7 @@ can replace one step and keep the others (the distilled model swaps the filters
 for modal ones; a test swaps them for a single pole)::
 
     q, k, v = self.project(u)          # in_proj D -> 3D, short causal conv      (B, D, L) x 3
-    y       = self.mix(q, k, v)        # the gates around self.long_conv(...)     (B, D, L)
+    y       = self.mix(q, k, v)        # readout(q, long_conv(gate(k, v)))        (B, D, L)
     out     = self.out_proj(y)         # D -> D                                   (B, L, D)
 
     long_conv(w) = h * w + Dskip . w   # per filter, by FFT; h = self.filters(L)
@@ -143,9 +143,18 @@ class HyenaOperator(Module):
         h = self.filters(L).reshape(lead + (L,))             # the tie: (C, 1.., L)
         return F.fftconv(w, h) + w * self.dskip.reshape(lead + (1,))
 
+    def gate(self, k: Tensor, v: Tensor) -> Tensor:
+        """Step 3, the long convolution's input: x1 . v (B, D, L)."""
+        return k * v
+
+    def readout(self, q: Tensor, s: Tensor) -> Tensor:
+        """Step 5 before the out-projection, on the long convolution's output s:
+        x0 . s (B, D, L)."""
+        return q * s
+
     def mix(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
         """Steps 3-5 before the out-projection: y = x0 . long_conv(x1 . v)."""
-        return q * self.long_conv(k * v)                     # (B, D, L)
+        return self.readout(q, self.long_conv(self.gate(k, v)))   # (B, D, L)
 
     def forward(self, u: Tensor, kv=None) -> Tensor:         # (B, L, D) -> (B, L, D)
         if kv is not None:          # cached generation: the cache runs the chunk
@@ -170,7 +179,7 @@ class MultiHyenaOperator(HyenaOperator):
     """MultiHyena: M heads of width N = D/M, one long filter per HEAD, used by all N^2
     channels of the head's outer product k v^T (M filters instead of D).
 
-    Only :meth:`mix` and the filter count differ from :class:`HyenaOperator`."""
+    Only the gate, the readout and the filter count differ from :class:`HyenaOperator`."""
 
     def __init__(self, d_model: int, max_len: int, n_head: int, **kwargs):
         if n_head < 1 or d_model % n_head:
@@ -185,14 +194,19 @@ class MultiHyenaOperator(HyenaOperator):
         """Distinct long filters: M (one per head)."""
         return self.n_head
 
-    def mix(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        B, D, L = q.shape
-        M, N = self.n_head, D // self.n_head
-        q, k, v = (t.reshape(B, M, N, L) for t in (q, k, v))  # (B, M, N, L)
-        z = einsum("bmil,bmjl->bmijl", k, v)                 # z_t = k_t v_t^T (B, M, N, N, L)
-        s = self.long_conv(z)                                # h^m * z^m + Dskip_m z^m
-        y = einsum("bmil,bmijl->bmjl", q, s)                 # q_t^T s_t       (B, M, N, L)
-        return y.reshape(B, D, L)
+    def heads(self, x: Tensor) -> Tensor:
+        """(B, D, L) -> (B, M, N, L): the channels split into M heads of width N."""
+        B, D, L = x.shape
+        return x.reshape(B, self.n_head, D // self.n_head, L)
+
+    def gate(self, k: Tensor, v: Tensor) -> Tensor:
+        """z_t = k_t v_t^T per head: (B, M, N, N, L)."""
+        return einsum("bmil,bmjl->bmijl", self.heads(k), self.heads(v))
+
+    def readout(self, q: Tensor, s: Tensor) -> Tensor:
+        """q_t^T s_t per head, on s = h^m * z^m + Dskip_m z^m: (B, D, L)."""
+        y = einsum("bmil,bmijl->bmjl", self.heads(q), s)     # (B, M, N, L)
+        return y.reshape(q.shape)
 
 
 def linear_attention_with_decay(q, k, v, lam: float, dskip):
