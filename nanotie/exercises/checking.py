@@ -133,8 +133,11 @@ class Checker:
         _refuse_in_place(what, args, originals)
         return value
 
-    def unpack(self, value, n: int, what: str, names: str) -> tuple:
-        """``value`` must be a tuple/list of ``n`` items (e.g. ``(out, backward)``)."""
+    def returns(self, fn, *args, what: str, names: str, **kwargs) -> tuple:
+        """``fn(*args, **kwargs)``, as :meth:`call` runs it, must return a tuple of the
+        items ``names`` ("out, backward"); returns that tuple."""
+        value = self.call(fn, *args, what=what, **kwargs)
+        n = len(names.split(", "))
         if not isinstance(value, (tuple, list)) or len(value) != n:
             got = (f"a {type(value).__name__} of length {len(value)}"
                    if isinstance(value, (tuple, list)) else f"a {type(value).__name__}")
@@ -144,8 +147,7 @@ class Checker:
 
     def forward(self, fn, *args, what: str, **kwargs) -> tuple:
         """Call a learner op ``fn(*args) -> (out, backward)``; return the pair."""
-        out, backward = self.unpack(self.call(fn, *args, what=what, **kwargs), 2, what,
-                                    "out, backward")
+        out, backward = self.returns(fn, *args, what=what, names="out, backward", **kwargs)
         if not callable(backward):
             raise Mistake(f"`{what}` must return (out, backward) with backward a function "
                           f"of the upstream gradient g; the second item is a "
@@ -183,16 +185,19 @@ class Checker:
             raise Mistake(msg)
         return arr
 
-    def expect_grads(self, grads, wants: dict, hints: dict | None = None) -> None:
-        """``grads`` (what backward returned) against ``wants`` = {input name: correct
-        gradient}, in order. ``hints`` = {input name: dict of explain_values hints}."""
-        names = list(wants)
+    def per_input(self, grads, names: list) -> tuple:
+        """``grads`` (what backward returned) as a tuple of one gradient per input."""
         if not isinstance(grads, (tuple, list)):
             grads = (grads,)                     # a bare array: one gradient
         if len(grads) != len(names):
             raise Mistake(f"backward must return a tuple of {len(names)} gradient(s), one "
                           f"per input ({', '.join(names)}); it returned {len(grads)}.")
-        for name, got in zip(names, grads):
+        return tuple(grads)
+
+    def expect_grads(self, grads, wants: dict, hints: dict | None = None) -> None:
+        """``grads`` (what backward returned) against ``wants`` = {input name: correct
+        gradient}, in order. ``hints`` = {input name: dict of explain_values hints}."""
+        for name, got in zip(wants, self.per_input(grads, list(wants))):
             self.expect_array(got, wants[name], name, "gradient", **(hints or {}).get(name, {}))
 
     def expect_gradcheck(self, op, inputs) -> None:

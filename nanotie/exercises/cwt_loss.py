@@ -167,9 +167,10 @@ def check(fn) -> CheckResult:
                 T = E[ids]
                 _, (gO, gT) = engine_reference(
                     lambda o, t: library_cwt_loss(o, t, tau), [O, T], g)
-                grads = c.gradients(fn, O, T, tau, g=np.float64(g),
-                                    what="cwt_loss(O, E_targets, temperature)")
-                if isinstance(grads, (tuple, list)) and len(grads) == 2 and grads[1] is None:
+                grads = c.per_input(c.gradients(fn, O, T, tau, g=np.float64(g),
+                                                what="cwt_loss(O, E_targets, temperature)"),
+                                    ["O", "E_targets"])
+                if grads[1] is None:
                     raise Mistake("your gradient for `E_targets` is None: " + _DETACHED)
                 wrong = _wrong_grads(O, T, tau, g)
                 factors = {1.0 / g: "you ignored the upstream gradient g; multiply by it "

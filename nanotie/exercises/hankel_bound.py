@@ -111,8 +111,7 @@ def check(fn) -> CheckResult:
         with c.step("H[i, j] = h[1 + i + j], shape ((L-1)//2, L-1-(L-1)//2)"):
             for h in filters:
                 c.case = f"h of length {len(h)}"
-                out = c.unpack(c.call(fn, h, 2, what="hankel_bound(h, d)"), 2,
-                               "hankel_bound(h, d)", "H, bound")
+                out = c.returns(fn, h, 2, what="hankel_bound(h, d)", names="H, bound")
                 c.expect_array(out[0], hankel_matrix(h), "H", known=[(
                     hankel_matrix(h, shift=-1),               # H[i, j] = h[i + j]
                     "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term D, "
@@ -124,8 +123,8 @@ def check(fn) -> CheckResult:
                 n = (len(h) - 1) // 2
                 for d in ORDERS + (n,):
                     c.case = f"h of length {len(h)}, d = {d}"
-                    _, bound = c.unpack(c.call(fn, h, d, what="hankel_bound(h, d)"), 2,
-                                        "hankel_bound(h, d)", "H, bound")
+                    _, bound = c.returns(fn, h, d, what="hankel_bound(h, d)",
+                                         names="H, bound")
                     c.expect_array(bound, error_lower_bound(h, d), "bound",
                                    known=_wrong_bounds(h, d))
     return c.result

@@ -133,8 +133,8 @@ def _wrong_states(u_t, state, poles):
 def _step(c, fn, u_t, state, poles, residues, direct):
     """The learner's (y_t, new_state), of the right shapes and kinds."""
     what = "modal_step(u_t, state, poles, residues, direct)"
-    y, s = c.unpack(c.call(fn, u_t, state, poles, residues, direct, what=what), 2, what,
-                    "y_t, new_state")
+    y, s = c.returns(fn, u_t, state, poles, residues, direct, what=what,
+                     names="y_t, new_state")
     return (_array(y, u_t.shape, "y_t", complex_ok=False),
             _array(s, poles.shape, "new_state", complex_ok=True))
 

@@ -318,7 +318,7 @@ WHAT = "stlm_budget(config)"
 def _expect(c: Checker, fn, cfg: STLMConfig, want: tuple, label: str, paper: str = "") -> None:
     """The learner's (total, embedding_head) for ``cfg`` must equal ``want``."""
     c.case = f"{label}: {_describe(cfg)}"
-    out = c.unpack(c.call(fn, replace(cfg), what=WHAT), 2, WHAT, "total, embedding_head")
+    out = c.returns(fn, replace(cfg), what=WHAT, names="total, embedding_head")
     got = (_number(out[0], "total"), _number(out[1], "embedding_head"))
     slips, parts = _slips(cfg), _parts(cfg)
     for which, name in ((0, "total"), (1, "embedding_head")):

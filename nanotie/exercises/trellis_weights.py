@@ -233,7 +233,7 @@ def _not_a_layout(arrays, data: dict) -> str:
 def _arrays(c, fn, data: dict) -> list:
     """Call the learner's function on the case's LSTM; its three arrays, shapes checked."""
     what = "trellis_weights(w_ih, w_hh, b)"
-    out = c.unpack(c.call(fn, *data["torch"], what=what), 3, what, "weight_x, weight_h, bias")
+    out = c.returns(fn, *data["torch"], what=what, names="weight_x, weight_h, bias")
     I, H = data["I"], data["H"]
     shapes = {"weight_x": (4 * H, 2 * I), "weight_h": (4 * H, 2 * H), "bias": (4 * H,)}
     arrays = [as_array(got, shapes[name], name) for name, got in zip(NAMES, out)]

@@ -151,8 +151,8 @@ def check(fn) -> CheckResult:
                     f"({len(runs)} state/mode cases)"):
             for run in runs:
                 config, state, mode = _case(c, *run)
-                answers[run] = c.unpack(c.call(fn, config, state, mode, what=what), 3, what,
-                                        "trainable, adam_bytes, training_bytes")
+                answers[run] = c.returns(fn, config, state, mode, what=what,
+                                         names="trainable, adam_bytes, training_bytes")
                 want = measured(*run)[0]
                 c.expect_array(answers[run][0], want, "trainable", what="count",
                                known=_wrong_trainable(config, state, want))
