@@ -26,30 +26,8 @@ Then :mod:`.lstm` (a stacked :class:`LSTM`, the brute-force :func:`truncated_lst
 a TrellisNet), :mod:`.models` (a byte-level LM with a tied decoder and auxiliary loss,
 the adding problem) and :mod:`.experiment` (``python -m nanotie reproduce trellis``).
 
-Differences from the paper (and its reference code):
-
-* Multi-layer conversion with biases is not exact: upper layers start one step early
-  on a zero input (see :mod:`.convert`); with zero biases in layers 2..L it is exact.
-* Kernel size 2 only. No DropConnect on the t-1 weights, no embedding dropout, no
-  mixture of softmaxes; the LM and adding experiments train without dropout.
-* The language model trains on random windows from a zero state; history repackaging
-  is implemented and tested (segments of a converted LSTM reproduce the full LSTM).
-* The embedding starts ~ N(0, 0.3^2) instead of U(-0.1, 0.1), and the experiments'
-  convolutions ~ N(0, 0.3^2) instead of N(0, 0.01^2) (``TrellisConfig.init_std``'s
-  default): with the reference inits the small byte models here stayed on the
-  unigram plateau for hundreds of steps.
-* The convolution bias starts at zero (the reference: N(0, 0.01^2)).
-* The hidden locked dropout multiplies z inside the levels, not the history (h, c) that
-  fills the left padding of every level.
-* The language model's TrellisNet is dilated (1, 2, 4, ...) so that its receptive field
-  covers the training window, as the LSTM's does; the reference's word- and char-level
-  models use dilation 1 and rely on history repackaging across segments.
-* Auxiliary outputs are collected every ``aux_every`` levels below the top (the top
-  level is the main output); the loss averages their cross-entropies.
-* The LSTM has one bias per layer (PyTorch has two, b_ih + b_hh, which only add) and
-  orders its gates i, o, g, f like the TrellisNet (PyTorch: i, f, g, o).
-* The experiments are miniatures (a few hundred steps on Python's own help text and a
-  generated adding problem); none of the paper's benchmark numbers are reproduced.
+Differences from the paper and its reference code: :data:`DIFFERENCES`, below (the
+results page prints it).
 """
 
 from .convert import from_lstm, trellis_blocks
@@ -58,7 +36,37 @@ from .models import AddingRegressor, LMConfig, SequenceLM, adding_problem
 from .trellisnet import (SeqOutput, TrellisConfig, TrellisConv, TrellisNet, UntiedTCN,
                          gated_activation, locked_dropout, shift_right, trellis_parameters)
 
-__all__ = ["TrellisNet", "UntiedTCN", "TrellisConv", "TrellisConfig", "SeqOutput",
+# Differences from the paper and its reference code, as the results page prints them.
+DIFFERENCES = """\
+- Miniature models (tens of thousands of parameters), a few hundred steps on Python's
+  own help text, not char-PTB; the adding problem stands in for the paper's sequential
+  MNIST / CIFAR stress tests. None of the paper's benchmark numbers are reproduced.
+- Kernel size 2 only. No DropConnect on the t-1 weights, no embedding dropout, no
+  mixture of softmaxes; the experiments train without dropout, weight norm or
+  auxiliary loss (all implemented and tested).
+- The TCN baseline is the TrellisNet's gated architecture with one convolution per
+  level (the tie removed), not the generic TCN of Bai et al. (2018).
+- Multi-layer conversion with biases is not exact: upper layers start one step early
+  on a zero input (see `convert.py`); with zero biases in layers 2..L it is exact.
+- The language model trains on random windows from a zero state; history repackaging
+  is implemented and tested (segments of a converted LSTM reproduce the full LSTM),
+  not used in training.
+- The embedding starts ~ N(0, 0.3^2) instead of U(-0.1, 0.1), and the experiments'
+  convolutions ~ N(0, 0.3^2) instead of N(0, 0.01^2) (`TrellisConfig.init_std`'s
+  default): with the reference inits the small byte models here stayed on the
+  unigram plateau for hundreds of steps.
+- The convolution bias starts at zero (the reference: N(0, 0.01^2)).
+- The hidden locked dropout multiplies z inside the levels, not the history (h, c) that
+  fills the left padding of every level.
+- The language model's TrellisNet is dilated (1, 2, 4, ...) so that its receptive field
+  covers the training window, as the LSTM's does; the reference's word- and char-level
+  models use dilation 1 and rely on history repackaging across segments.
+- Auxiliary outputs are collected every `aux_every` levels below the top (the top
+  level is the main output); the loss averages their cross-entropies.
+- The LSTM has one bias per layer (PyTorch has two, b_ih + b_hh, which only add) and
+  orders its gates i, o, g, f like the TrellisNet (PyTorch: i, f, g, o)."""
+
+__all__ = ["DIFFERENCES", "TrellisNet", "UntiedTCN", "TrellisConv", "TrellisConfig", "SeqOutput",
            "gated_activation", "locked_dropout", "shift_right", "trellis_parameters",
            "LSTMConfig", "LSTM", "LSTMLayer", "truncated_lstm", "from_lstm", "trellis_blocks",
            "LMConfig", "SequenceLM", "AddingRegressor", "adding_problem"]

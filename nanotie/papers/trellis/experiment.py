@@ -37,6 +37,7 @@ from ...report import (claim_section, headline, minmax_yerr, plot_spread, publis
                        save_figure, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import prose_splits, unigram_bpb
+from . import DIFFERENCES
 from .convert import from_lstm
 from .lstm import LSTM, LSTMConfig, truncated_lstm
 from .models import AddingRegressor, LMConfig, SequenceLM, adding_problem
@@ -337,9 +338,9 @@ WHERE = "abstract; Sec. 5, character-level Penn Treebank"
 
 
 def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str = "cpu",
-        progress=None, runner=None) -> dict:
+        runner=None) -> dict:
     prof = PROFILES["quick" if quick else "full"]
-    out_dir, runner = protocol.open_runner(out_dir, device, runner, progress=progress)
+    out_dir, runner = protocol.open_runner(out_dir, device, runner)
     t0 = time.perf_counter()
     eq = equivalence_demo(seed)
     splits = prose_splits()
@@ -452,7 +453,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     }
     return publish(out_dir, "Trellis Networks (tied across depth)", results,
                    _report(results, prof, plots, lm_test, lm_choice, add_test, add_choice,
-                           sweep, verdicts))
+                           verdicts))
 
 
 def _tuned(results, name_of, metric: str) -> tuple:
@@ -474,7 +475,7 @@ def _depth_row(levels: int, figures: list) -> dict:
             "val_values": [x["val"]["bpb"] for x in figures]}
 
 
-def _report(r, prof, plots, lm_test, lm_choice, add_test, add_choice, sweep, verdicts) -> str:
+def _report(r, prof, plots, lm_test, lm_choice, add_test, add_choice, verdicts) -> str:
     ctx = prof.context
     eq_rows = "\n".join(
         f"| {name} | {v.get('levels', v.get('segment'))} | {v['max_abs_diff']:.1e} | "
@@ -487,7 +488,7 @@ def _report(r, prof, plots, lm_test, lm_choice, add_test, add_choice, sweep, ver
         f"| {t['levels']} | {t['receptive_field']} | {t['core_parameters']:,} | "
         f"{protocol.spread(t['test_values'])} | {c['model']} | {c['core_parameters']:,} | "
         f"{protocol.spread(c['test_values'])} |"
-        for t, c in zip(sweep["trellis"], sweep["tcn"]))
+        for t, c in zip(r["depth_sweep"]["trellis"], r["depth_sweep"]["tcn"]))
     add_rows = [(f"{k}: {v['model']}, {v['parameters']:,} params, lr {v['lr']:g}",
                  {"receptive field": rf_text(v["receptive_field"], prof.adding_T),
                   "test MSE": add_test[k]}) for k, v in r["adding"].items()]
@@ -603,16 +604,7 @@ final validation MSE; predicting the mean scores 0.192 on that 512-sequence set)
 
 ## Differences from the paper
 
-- Miniature models (tens of thousands of parameters), a few hundred steps on Python's
-  help text, not char-PTB; the LM runs use no dropout, DropConnect, weight norm or
-  auxiliary loss (all implemented and tested).
-- The TCN baseline is the TrellisNet's gated architecture with one convolution per
-  level (the tie removed), not the generic TCN of Bai et al. (2018).
-- The convolution bias starts at zero (the authors: N(0, 0.01)); the hidden dropout
-  skips the history fill of the left padding.
-- The LM trains on random windows from a zero state; history repackaging (section 1)
-  is not used in training.
-- The adding problem replaces the paper's sequential MNIST / CIFAR stress tests.
+{DIFFERENCES}
 """
 
 
