@@ -25,7 +25,7 @@ import time
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from nanotie import protocol
+from nanotie import backend, protocol
 
 RUN = "bench_workers:tiny_gpt_run"
 
@@ -52,7 +52,7 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=4, help="identical runs (default 4)")
     p.add_argument("--steps", type=int, default=60, help="steps per run (default 60)")
     args = p.parse_args(argv)
-    cores = protocol.default_workers()
+    cores = backend.usable_cores()
     runs = [protocol.Run(RUN, {"steps": args.steps}, seed) for seed in range(args.runs)]
 
     t0 = time.perf_counter()

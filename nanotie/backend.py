@@ -165,15 +165,20 @@ def erf(x):
     return cupyx.scipy.special.erf(x)
 
 
+def usable_cores() -> int:
+    """The number of cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
+        os.cpu_count() or 1)
+
+
 def _cpu_threads() -> int:
     """Threads for CPU FFTs: as many as NumPy's BLAS starts with (the first of these
-    variables that is set), else every core this process may run on."""
+    variables that is set), else :func:`usable_cores`."""
     for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").strip()
         if value.isdigit() and int(value) > 0:
             return int(value)
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (
-        os.cpu_count() or 1)
+    return usable_cores()
 
 
 # CPU FFTs go through scipy.fft, not numpy.fft: it zero-pads to ``n`` several times

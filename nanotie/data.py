@@ -28,11 +28,11 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from .files import write_text
 
 __all__ = ["prose_corpus", "code_corpus", "load_corpus", "CORPORA", "train_val_split",
-           "ByteTokenizer", "BPETokenizer", "SPLIT_PATTERN", "pretokenize", "BatchSampler",
-           "iter_eval_batches", "bits_per_byte"]
+           "contiguous_split", "ByteTokenizer", "BPETokenizer", "SPLIT_PATTERN", "pretokenize",
+           "BatchSampler", "iter_eval_batches", "bits_per_byte"]
 
 
 # ------------------------------------------------------------------------ corpora
@@ -108,14 +108,21 @@ def train_val_split(data, val_fraction: float = 0.1) -> tuple[np.ndarray, np.nda
     """
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
+    return tuple(contiguous_split(data, [val_fraction], ("train", "val")))
+
+
+def contiguous_split(data, fractions, names) -> list:
+    """``data`` (bytes or a 1-D integer array) cut into contiguous copies, in order: the
+    ids that the ``fractions`` leave, then round(n * f) ids for each f. ``names`` name
+    the pieces in the error raised when one would be empty."""
     ids = _as_id_array(data)
-    n_val = int(round(len(ids) * val_fraction))
-    n_train = len(ids) - n_val
-    if n_train == 0 or n_val == 0:
-        raise ValueError(f"val_fraction={val_fraction} of {len(ids)} tokens leaves "
-                         f"{n_train} for training and {n_val} for validation; both must "
-                         "be non-empty")
-    return ids[:n_train].copy(), ids[n_train:].copy()
+    sizes = [int(round(len(ids) * f)) for f in fractions]
+    sizes.insert(0, len(ids) - sum(sizes))
+    if min(sizes) < 1:
+        raise ValueError(f"{len(ids)} ids give {' / '.join(map(str, sizes))} for "
+                         f"{' / '.join(names)}; every piece must be non-empty")
+    ends = np.cumsum(sizes)
+    return [ids[end - n:end].copy() for n, end in zip(sizes, ends)]
 
 
 def _as_id_array(data) -> np.ndarray:
@@ -308,8 +315,7 @@ class BPETokenizer:
         payload = {"format": self._FORMAT, "version": self._VERSION,
                    "pattern": SPLIT_PATTERN.decode("ascii"),
                    "merges": [list(p) for p in self.merges]}
-        with atomic_write(path, "w", encoding="utf-8") as f:
-            json.dump(payload, f)
+        write_text(path, json.dumps(payload))
 
     @classmethod
     def load(cls, path):

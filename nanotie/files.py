@@ -13,7 +13,7 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "unwritable"]
+__all__ = ["atomic_write", "write_text", "unwritable"]
 
 
 @contextmanager
@@ -37,6 +37,12 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def write_text(path, text: str) -> None:
+    """Write ``text`` to ``path`` as UTF-8, atomically."""
+    with atomic_write(path, "w", encoding="utf-8") as f:
+        f.write(text)
 
 
 def unwritable(folder) -> str | None:

@@ -40,12 +40,12 @@ class ArgResult:
     position: int              # index in the inputs
     name: str                  # parameter name of fn (or a model's parameter path)
     shape: tuple
-    mode: str                  # "elementwise" or "directional"
-    passed: bool
-    max_abs_err: float
-    worst_index: tuple | int | None   # element index, or direction number
-    analytic: float | None     # values at the worst index
-    numeric: float | None
+    mode: str = "-"            # "elementwise" or "directional" ("-": not compared)
+    passed: bool = False
+    max_abs_err: float = float("inf")
+    worst_index: tuple | int | None = None   # element index, or direction number
+    analytic: float | None = None            # values at the worst index
+    numeric: float | None = None
     note: str = ""             # e.g. "no gradient reached this argument"
 
     def describe(self) -> str:
@@ -74,9 +74,7 @@ def _check_arrays(named, loss, what, eps, atol, rtol, max_elements, n_directions
     for i, name, t in named:
         res = dict(position=i, name=name, shape=tuple(t.shape))
         if t.grad is None:
-            results.append(ArgResult(**res, mode="-", passed=False, max_abs_err=float("inf"),
-                                     worst_index=None, analytic=None, numeric=None,
-                                     note=f"no gradient reached this {what}"))
+            results.append(ArgResult(**res, note=f"no gradient reached this {what}"))
         else:
             results.append(_check_array(res, t.data, backend.asnumpy(t.grad), loss, eps,
                                         atol, rtol, max_elements, n_directions, rng))

@@ -21,7 +21,7 @@ import re
 import shutil
 from pathlib import Path
 
-from .files import atomic_write
+from .files import write_text
 from .papers import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent       # the repository (an editable install)
@@ -95,8 +95,7 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
                  _section(name, quick_dir, "quick", root, page)]
         if full_runs and _load(Path(full_runs) / name) is not None:
             parts.append(_section(name, Path(full_runs) / name, "full", root, page))
-        with atomic_write(page, "w", encoding="utf-8") as f:
-            f.write("\n".join(parts))
+        write_text(page, "\n".join(parts))
         written.append(page)
         headlines[name] = (_load(quick_dir)[1].get("headline") or {}, page)
     readme = root / "README.md"
@@ -105,8 +104,7 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
         if START in text and END in text:
             head, rest = text.split(START, 1)
             _, tail = rest.split(END, 1)
-            with atomic_write(readme, "w", encoding="utf-8") as f:
-                f.write(f"{head}{START}\n{results_table(headlines, root)}\n{END}{tail}")
+            write_text(readme, f"{head}{START}\n{results_table(headlines, root)}\n{END}{tail}")
             written.append(readme)
     return written
 

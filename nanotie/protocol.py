@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import importlib
 import json
-import math
-import os
 import sys
 import time
 from concurrent.futures import Executor, ProcessPoolExecutor
@@ -38,11 +36,13 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from .backend import usable_cores
+from .data import contiguous_split
+from .files import write_text
 from .report import _plain
 
 __all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
-           "local_executor", "dask_executor", "default_workers", "choose", "Spread", "spread",
+           "local_executor", "dask_executor", "choose", "Spread", "spread",
            "verdict", "Verdict", "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD",
            "WITHIN_NOISE"]
 
@@ -69,22 +69,11 @@ def split(ids, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
     Contiguous pieces, no shuffling: windows drawn from shuffled splits would overlap
     across them and leak training text into the figures. Each piece is a copy.
     """
-    if isinstance(ids, (bytes, bytearray, memoryview)):
-        ids = np.frombuffer(bytes(ids), dtype=np.uint8)
-    ids = np.asarray(ids)
-    if ids.ndim != 1:
-        raise ValueError(f"split: expected a 1-D sequence of ids, got shape {ids.shape}")
     if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
         raise ValueError(f"split: need 0 < val_fraction, 0 < test_fraction and "
                          f"val + test < 1; got {val_fraction} and {test_fraction}")
-    n = len(ids)
-    n_val, n_test = int(round(n * val_fraction)), int(round(n * test_fraction))
-    n_train = n - n_val - n_test
-    if min(n_train, n_val, n_test) < 1:
-        raise ValueError(f"split: {n} ids give {n_train} / {n_val} / {n_test} for train / "
-                         "val / test; every split must be non-empty")
-    return Splits(ids[:n_train].copy(), ids[n_train:n_train + n_val].copy(),
-                  ids[n_train + n_val:].copy())
+    return Splits(*contiguous_split(ids, [val_fraction, test_fraction],
+                                    ("train", "val", "test")))
 
 
 def corpus_hash(*arrays) -> str:
@@ -186,25 +175,16 @@ def _store(path: Path, result: RunResult) -> None:
              "seed": result.run.seed, "device": result.run.device,
              "version": result.run.version, "seconds": result.seconds,
              "figures": result.figures}
-    with atomic_write(path, "w", encoding="utf-8") as f:   # never half an entry
-        json.dump(entry, f, default=str)
+    write_text(path, json.dumps(entry, default=str))       # never half an entry
 
 
 # ---------------------------------------------------------------------- executors
 
 
-def default_workers() -> int:
-    """One worker per core this process may use."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:                    # not on Linux
-        return max(1, os.cpu_count() or 1)
-
-
 def local_executor(workers: int | None = None) -> Executor | None:
     """A process pool of ``workers`` processes (None: one per core); 1 gives None, which
     :func:`run_many` takes to mean "in this process, one run after another"."""
-    workers = default_workers() if workers is None else workers
+    workers = usable_cores() if workers is None else workers
     if workers < 1:
         raise ValueError(f"workers must be >= 1, got {workers}")
     if workers == 1:
@@ -228,14 +208,14 @@ def dask_executor(address: str, timeout: float = 10.0) -> Executor:
     return Client(address, timeout=timeout).get_executor()
 
 
-def _progress(total: int, desc: str, progress):
-    """A tqdm bar on a terminal; otherwise None (the caller prints one line per run)."""
+def _progress(total: int, done: int, desc: str, progress):
+    """A tqdm bar on a terminal, ``done`` runs in; else None (one line per run, then)."""
     show = sys.stderr.isatty() if progress is None else progress
     if not show or total == 0:
         return None
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="run", dynamic_ncols=True, leave=False)
+    return tqdm(total=total, initial=done, desc=desc, unit="run", dynamic_ncols=True, leave=False)
 
 
 def _headline(figures: dict) -> str:
@@ -261,11 +241,9 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
     results = [_load_cached(_cache_file(cache_dir, run), run) if cache_dir else None
                for run in runs]                                # a RunResult, or None: to do
     todo = [i for i, hit in enumerate(results) if hit is None]
-    bar = _progress(len(runs), desc, progress)
-    lines = bar is None and (progress is None or progress)
-    if bar is not None:
-        bar.update(len(runs) - len(todo))
     done = len(runs) - len(todo)
+    bar = _progress(len(runs), done, desc, progress)
+    lines = bar is None and (progress is None or progress)
 
     def finish(i, figures, seconds):
         nonlocal done
@@ -467,8 +445,5 @@ def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
     detail = (f"{na} {sa.mean:.4g} vs {nb} {sb.mean:.4g} ({how} is better"
               f"{f', margin {margin:.3g}' if margin else ''}): gap {gap:+.3g}, "
               f"seed spread {noise:.3g} (n = {sa.n}, {sb.n})")
-    if gap > noise:
-        return Verdict(HOLDS, gap, noise, detail)
-    if gap < -noise:
-        return Verdict(DOES_NOT_HOLD, gap, noise, detail)
-    return Verdict(WITHIN_NOISE, gap, noise, detail)
+    outcome = HOLDS if gap > noise else DOES_NOT_HOLD if gap < -noise else WITHIN_NOISE
+    return Verdict(outcome, gap, noise, detail)

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
-from .files import atomic_write
+from .files import atomic_write, write_text
 
 __all__ = ["write_results", "publish", "headline", "summary_table", "smooth", "spread_table",
            "plot_spread", "minmax_yerr", "claim_section", "tuning_table", "tuning_record"]
@@ -35,15 +35,10 @@ def _plain(value, nan_as_null: bool = True):
     return value
 
 
-def _write_text(path: Path, text: str) -> None:
-    with atomic_write(path, "w", encoding="utf-8") as f:
-        f.write(text)
-
-
 def write_results(out_dir, results: dict) -> Path:
     """``out_dir/results.json``: every measured figure of the run."""
     path = Path(out_dir) / "results.json"
-    _write_text(path, json.dumps(_plain(results), indent=2) + "\n")
+    write_text(path, json.dumps(_plain(results), indent=2) + "\n")
     return path
 
 
@@ -51,7 +46,7 @@ def publish(out_dir, title: str, results: dict, body: str) -> dict:
     """Write an experiment's ``results.json`` and ``report.md`` (its title over the
     Markdown ``body``); return ``results``."""
     write_results(out_dir, results)
-    _write_text(Path(out_dir) / "report.md", f"# {title}\n\n{body.strip()}\n")
+    write_text(Path(out_dir) / "report.md", f"# {title}\n\n{body.strip()}\n")
     return results
 
 
