@@ -82,7 +82,6 @@ class QNetwork(Module):
 
     def __init__(self, n_layer: int, hidden: int = 128):
         super().__init__()
-        self.n_layer = n_layer
         self.fc1 = Linear(n_layer, hidden)
         self.fc2 = Linear(hidden, q_output_size(n_layer))
 
@@ -90,9 +89,6 @@ class QNetwork(Module):
         xp = backend.xp_of(self.fc1.weight.data)
         s = Tensor(xp.asarray(state, dtype=self.fc1.weight.dtype))      # (L,)
         return self.fc2(relu(self.fc1(s)))                               # (L(L+1)/2,)
-
-    def layer_slice(self, layer: int) -> slice:
-        return slice(action_offset(layer), action_offset(layer) + n_actions(layer))
 
 
 class TyingAgent:
@@ -139,7 +135,8 @@ class TyingAgent:
         """Layer i's i + 1 Q-values at ``state`` (no graph)."""
         with no_grad():
             q = self.q(state)
-        return backend.asnumpy(q.data[self.q.layer_slice(layer)]).astype(np.float64)
+        start = action_offset(layer)
+        return backend.asnumpy(q.data[start:start + n_actions(layer)]).astype(np.float64)
 
     def act(self, state, layer: int) -> int:
         """epsilon-greedy: a uniform action with probability eps, else the best one."""

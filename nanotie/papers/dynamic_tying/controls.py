@@ -88,17 +88,15 @@ class SyntheticReward:
         mean = -(self.base - self.gain * independent_layers(next_state))
         return float(mean + self.noise * self.rng.normal())
 
-    def train(self, policy, episodes: int, initial=None) -> list:
-        """``episodes`` episodes of L - 1 decisions each, as the training loop makes
-        them (act, apply, reward, update; end_episode after each). Returns the mean
+    def train(self, policy, episodes: int) -> list:
+        """``episodes`` episodes of L - 1 decisions each from s = 0, as the training loop
+        makes them (act, apply, reward, update; end_episode after each). Returns the mean
         reward of every episode."""
-        L = self.n_layer
-        initial = validate_state((0,) * L if initial is None else initial, L)
         means = []
         for _ in range(episodes):
-            state = initial
+            state = (0,) * self.n_layer
             rewards = []
-            for layer in range(1, L):
+            for layer in range(1, self.n_layer):
                 action = policy.act(state, layer)
                 next_state = with_action(state, layer, action)
                 reward = self(next_state)

@@ -31,8 +31,9 @@ from . import DynamicTyingConfig
 from .agent import TyingAgent, decay_to_floor
 from .controls import (FixedSchedule, RandomSchedule, SyntheticReward, chance_train_share,
                        greedy_train_share)
-from .loop import held_out_batch, train_dynamic
-from .tying import DynamicTiedGPT, root_of, step_peak_bytes, training_memory_bytes
+from .loop import episode_count, held_out_batch, train_dynamic
+from .tying import (DynamicTiedGPT, independent_layers, root_of, step_peak_bytes,
+                    training_memory_bytes)
 
 VERSION = 2          # bump when a change of code changes a run's figures
 
@@ -173,7 +174,7 @@ def dynamic_tying_run(settings: dict, seed: int, device: str) -> dict:
         "param_memory_final": _param_memory(model, train_cfg),
         "final_state": list(model.tying_state),
         "final_roots": [root_of(model.tying_state, i) for i in range(L)],
-        "independent_per_episode": run.episode_independent,
+        "independent_per_episode": [independent_layers(s) for s in run.episode_state],
         "epsilon_per_episode": run.episode_epsilon,
         "state_per_episode": run.episode_state,
         "val_bpb_curve": {"step": h.eval_step, "bpb": h.val_bpb},
@@ -247,11 +248,7 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     profile = profile if profile is not None else PROFILES[name]
     model_cfg, train_cfg = profile["model"], profile["train"]
     L = model_cfg.n_layer
-    per_episode = (L - 1) * profile["tying"].lm_steps_per_decision
-    if L < 2 or train_cfg.steps % per_episode:
-        raise ValueError(f"dynamic-tying: steps={train_cfg.steps} must be a multiple of "
-                         f"(n_layer - 1) * lm_steps_per_decision = {per_episode}")
-    episodes = train_cfg.steps // per_episode
+    episodes = episode_count(train_cfg.steps, L, profile["tying"].lm_steps_per_decision)
     splits = prose_splits()
     corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
     seeds = list(range(seed, seed + profile["seeds"]))
@@ -260,12 +257,12 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
 
     # Phase 1, when there is a grid: vanilla and dynamic at every rate on the first
     # seeds, judged on val. Without one, everything goes in one sweep.
-    tuned = [("vanilla", main_mode), ("dynamic", main_mode)]
     rates = profile.get("rates", {})          # rates chosen earlier, per method
     lr_of = {m: rates.get(m, lrs[0]) for m in ("vanilla", "dynamic")}
     if len(lrs) > 1:
-        choice = _choose(runner.map(_runs(tuned, lrs, seeds[:profile["grid_seeds"]], profile,
-                                          corpus, episodes, device), desc="dynamic-tying grid"))
+        grid = _runs([(m, main_mode) for m in lr_of], lrs, seeds[:profile["grid_seeds"]],
+                     profile, corpus, episodes, device)
+        choice = _choose(runner.map(grid, desc="dynamic-tying grid"))
         lr_of = {m: choice[m]["best"] for m in lr_of}
     lr_of["random"] = lr_of["fixed"] = lr_of["dynamic"]   # the controls: dynamic's rate
 
@@ -286,12 +283,12 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     for r in results_list:
         label = _label(r.run.settings["method"], r.run.settings["tying"]["mode"])
         groups.setdefault(label, []).append(r)
-    dyn_tying = DynamicTyingConfig(**groups[_label("dynamic", main_mode)][0]
-                                   .run.settings["tying"])
+    dyn_label = _label("dynamic", main_mode)
+    dyn_tying = DynamicTyingConfig(**groups[dyn_label][0].run.settings["tying"])
     # cheap (no language model): more seeds than the runs, so chance shows as chance
     synthetic = synthetic_check(dyn_tying, L, episodes, range(seed, seed + SYNTHETIC_SEEDS))
     results, extra = _summarise(groups, choice, synthetic, profile, name, episodes, seeds,
-                                splits, device, model_cfg, train_cfg, main_mode)
+                                splits, device, model_cfg, train_cfg, dyn_label)
     results["seconds"] = time.perf_counter() - t0
     plots = [plot_spread({label: row["test_ppl"] for label, row in extra["table"].items()},
                          out_dir / "test_ppl.png", "test perplexity per byte (lower is better)",
@@ -299,8 +296,8 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
              _plot_curves(groups, out_dir / "val_curves.png"),
              _plot_independent(groups, L, out_dir / "independent_layers.png"),
              _plot_memory(extra["table"], out_dir / "memory.png"),
-             _plot_pattern(groups[_label("dynamic", main_mode)][0].figures, L,
-                           out_dir / "tying_pattern.png", _label("dynamic", main_mode))]
+             _plot_pattern(groups[dyn_label][0].figures, L, out_dir / "tying_pattern.png",
+                           dyn_label)]
     return publish(out_dir, "Dynamic layer tying (Hay & Wolf, 2024)", results,
                    _report_body(results, extra, groups, plots))
 
@@ -332,8 +329,7 @@ COLUMNS = {
 
 
 def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits,
-               device, model_cfg, train_cfg, main_mode) -> dict:
-    dyn_label = _label("dynamic", main_mode)
+               device, model_cfg, train_cfg, dyn_label) -> dict:
     t = {label: {key: protocol.spread([get(r.figures) for r in rs])
                  for key, (_, get) in COLUMNS.items()
                  if key != "step_peak_mb" or all(r.figures["step_peak"] for r in rs)}
@@ -342,20 +338,18 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
                                                        t[other]["test_ppl"].values,
                                                        names=(dyn_label, other))
                 for other in ("vanilla", "random schedule", "fixed pattern")}
-    # Memory saved: the per-seed ratio vanilla / dynamic (the step's peak: CPU runs only),
-    # judged against "up to 10x less" by the ratios' own spread, not that of memory
-    # figures scaled by ten.
-    van, dyn = groups["vanilla"], groups[dyn_label]
-    ratios = {key: protocol.spread([total(v.figures) / total(d.figures) for v, d in zip(van, dyn)])
-              for key, column, total in (
-                  ("param_final", "param_mb_final", lambda f: f["param_memory_final"]["total"]),
-                  ("step_peak", "step_peak_mb", lambda f: f["step_peak"]["total"]))
-              if column in t[dyn_label] and column in t["vanilla"]}
-    for key, what in (("param_final", "parameter-side"), ("step_peak", "whole-step")):
-        if key in ratios:
-            verdicts[f"10x less {what} memory"] = protocol.verdict(
-                ratios[key].values, [10.0] * ratios[key].n, lower_is_better=False,
-                names=(f"vanilla / {dyn_label}, {what} memory", "the claimed ratio"))
+    # Memory saved: the per-seed ratio vanilla / dynamic, judged against "up to 10x less"
+    # by the ratios' own spread, not that of memory figures scaled by ten.
+    totals = {"param_final": ("parameter-side", lambda f: f["param_memory_final"]["total"])}
+    if "step_peak_mb" in t[dyn_label]:                  # the step's peak: CPU runs only
+        totals["step_peak"] = ("whole-step", lambda f: f["step_peak"]["total"])
+    pairs = list(zip(groups["vanilla"], groups[dyn_label]))
+    ratios = {}
+    for key, (what, total) in totals.items():
+        ratios[key] = protocol.spread([total(v.figures) / total(d.figures) for v, d in pairs])
+        verdicts[f"10x less {what} memory"] = protocol.verdict(
+            ratios[key].values, [10.0] * ratios[key].n, lower_is_better=False,
+            names=(f"vanilla / {dyn_label}, {what} memory", "the claimed ratio"))
     # The most a state can save: every layer a copy of layer 0.
     probe = DynamicTiedGPT(model_cfg, state=(0,) * model_cfg.n_layer)
     bound = (count_parameters(DynamicTiedGPT(model_cfg, state=tuple(range(model_cfg.n_layer))))
@@ -402,16 +396,12 @@ def _earlier_grid(grid) -> str:
     """The grid that chose a profile's fixed rates, as the code records it."""
     if not grid:
         return ""
-    lines = [f"These rates were chosen on validation by an earlier grid, "
-             f"`{grid['command']}` (validation ppl, mean over seeds "
-             f"{', '.join(map(str, grid['seeds']))}; the "
-             "chosen rate in bold):", ""]
-    for method, points in grid["ppl"].items():
-        best = min(points, key=points.get)
-        cells = [f"**{lr:g}: {v:.3f}**" if lr == best else f"{lr:g}: {v:.3f}"
-                 for lr, v in points.items()]
-        lines.append(f"- {method}: " + ", ".join(cells))
-    return "\n".join(lines) + "\n"
+    choice = {method: {"best": min(ppl, key=ppl.get),
+                       "grid": {lr: protocol.spread([v]) for lr, v in ppl.items()}}
+              for method, ppl in grid["ppl"].items()}
+    return (f"These rates were chosen by an earlier grid on seeds "
+            f"{', '.join(map(str, grid['seeds']))}, `{grid['command']}`:\n\n"
+            + tuning_table(choice, metric="ppl") + "\n")
 
 
 def _policy_note(v) -> str:

@@ -27,7 +27,7 @@ from ...train import History, TrainConfig, setup, train_step
 from .tying import (independent_layers, optimizer_state_bytes, sync_optimizer,
                     with_action)
 
-__all__ = ["DynamicRun", "train_dynamic", "reward_of", "held_out_batch"]
+__all__ = ["DynamicRun", "train_dynamic", "episode_count", "reward_of", "held_out_batch"]
 
 
 @dataclass
@@ -38,10 +38,19 @@ class DynamicRun:
     trainable: list = field(default_factory=list)        # per LM step, after the step
     optimizer_bytes: list = field(default_factory=list)  # per LM step, after the step
     episode_epsilon: list = field(default_factory=list)  # eps used during each episode
-    episode_independent: list = field(default_factory=list)  # #{s_i = i} at episode end
     episode_state: list = field(default_factory=list)    # s at the end of each episode
     decisions: list = field(default_factory=list)        # dicts: episode, layer, action,
     #                                                       state, reward, td_loss
+
+
+def episode_count(steps: int, n_layer: int, k: int) -> int:
+    """The episodes in ``steps`` LM steps: each is n_layer - 1 decisions of ``k`` steps,
+    and the steps must fill whole episodes."""
+    per_episode = (n_layer - 1) * k
+    if n_layer < 2 or steps % per_episode:
+        raise ValueError(f"steps={steps} must be a multiple of (n_layer - 1) * "
+                         f"lm_steps_per_decision = {per_episode} (n_layer >= 2)")
+    return steps // per_episode
 
 
 def reward_of(model, x, y) -> float:
@@ -71,8 +80,8 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
     ``tying`` is a :class:`DynamicTyingConfig`. With an ``agent`` (a
     :class:`TyingAgent`, or a control of ``controls.py``), the steps are grouped into
     episodes of L - 1 decisions with ``tying.lm_steps_per_decision`` steps each, so
-    ``config.steps`` must be a multiple of (L - 1) * k. Without one, the model keeps
-    its tying state throughout.
+    ``config.steps`` must fill whole episodes (:func:`episode_count`). Without one, the
+    model keeps its tying state throughout.
 
     The reward: with ``reward_data`` (ids the model never trains on), always the same
     batch, its first windows (:func:`held_out_batch`), so rewards differ by what the
@@ -82,10 +91,7 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
 
     cfg, k = config, tying.lm_steps_per_decision
     L = model.config.n_layer
-    per_episode = (L - 1) * k
-    if agent is not None and (L < 2 or cfg.steps % per_episode):
-        raise ValueError(f"train_dynamic: steps={cfg.steps} must be a multiple of (n_layer - "
-                         f"1) * lm_steps_per_decision = {per_episode} (n_layer >= 2)")
+    episodes = 0 if agent is None else episode_count(cfg.steps, L, k)
     opt, sampler = setup(model, train_data, cfg)       # train()'s optimizer and batches
     block, device = sampler.block_size, next(iter(model.parameters())).device
     # The rewards' batches come from a sampler of their own, so the LM batches are the
@@ -109,7 +115,7 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
         h.seconds = time.perf_counter() - t0
 
     step = 0
-    for episode in range(0 if agent is None else cfg.steps // per_episode):
+    for episode in range(episodes):
         run.episode_epsilon.append(agent.epsilon)
         for layer in range(1, L):
             state = model.tying_state
@@ -127,7 +133,6 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
                                   "state": list(next_state), "reward": reward,
                                   "td_loss": td})
         agent.end_episode()
-        run.episode_independent.append(independent_layers(model.tying_state))
         run.episode_state.append(list(model.tying_state))
     for step in range(step, cfg.steps):          # without an agent: every step, untouched
         lm_step(step)

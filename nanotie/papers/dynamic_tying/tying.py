@@ -221,9 +221,7 @@ def step_peak_bytes(model, x, y, weight_decay: float = 0.1) -> dict:
                          "model on the CPU")
     weights = weight_bytes(model)
     opt = AdamW(param_groups(model, weight_decay), lr=0.0, weight_decay=0.0)
-    was_tracing = tracemalloc.is_tracing()
-    if not was_tracing:
-        tracemalloc.start()
+    tracemalloc.start()
     try:
         # A first forward and backward, not counted: the process's first step makes
         # lasting buffers of its own (caches that outlive the step, not the model's).
@@ -241,6 +239,5 @@ def step_peak_bytes(model, x, y, weight_decay: float = 0.1) -> dict:
         peak = tracemalloc.get_traced_memory()[1] - before
     finally:
         opt.zero_grad()
-        if not was_tracing:
-            tracemalloc.stop()
+        tracemalloc.stop()
     return {"weights": weights, "step": peak, "total": weights + peak}
