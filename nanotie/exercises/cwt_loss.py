@@ -1,11 +1,5 @@
-"""Exercise 7: the Contrastive Weight Tying loss of headless language models.
-
-A headless model scores its outputs O against the INPUT embeddings of the batch's K
-targets: softmax cross-entropy over the rows of S = O T^T / tau, labels on the
-diagonal. The targets are used twice, as the positive of their own row and as a
-negative in every row's denominator, and they are NOT detached: that is how a headless
-model trains E from the output side. The library's op is
-``nanotie.papers.headless.cwt_loss``.
+"""Exercise 7: the Contrastive Weight Tying loss of headless language models and its
+backward, checked against the library's op, ``nanotie.papers.headless.cwt_loss``.
 """
 
 from __future__ import annotations

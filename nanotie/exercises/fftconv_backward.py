@@ -1,11 +1,6 @@
-"""Exercise 8: the causal FFT convolution and its backward (Hyena's long convolution).
-
-y[t] = sum_s h[s] u[t - s] costs O(L^2) directly and O(L log L) by FFT, whose product
-of spectra is a CIRCULAR convolution: zero-padding to n >= L + Lh - 1 makes the wrapped
-terms land on zeros. The backward, dL/du[r] = sum_t g[t] h[t - r] and dL/dh[s] =
-sum_t g[t] u[t - s], is a pair of CORRELATIONS: in the Fourier domain, products with a
-complex conjugate. A filter shared by a batch gets its gradient summed over it. The
-library's op is ``nanotie.nn.functional.fftconv``.
+"""Exercise 8: the causal FFT convolution and its backward (Hyena's long convolution,
+O(L log L) by FFT instead of O(L^2) by the direct sum), checked against the library's
+op, ``nanotie.nn.functional.fftconv``.
 """
 
 from __future__ import annotations

@@ -1,21 +1,10 @@
 """Exercise 10: the Hankel lower bound on a distillation's error (Hyena distillation).
 
-How small a recurrence can stand in for a long filter h_0..h_{L-1}? Put the Markov
-parameters h_1, h_2, ... in a Hankel matrix (constant along anti-diagonals):
-
-    H_ij = h_{1+i+j},     i < m, j < k,     m = (L - 1) // 2,  k = L - 1 - m
-
-The impulse response of an order-d system has h_{1+i+j} = C A^i A^j B, so its Hankel
-matrix has rank <= d. H is linear in the filter, and each h_t sits in at most
-n = min(m, k) = m entries, so ||H(e)||_2 <= sqrt(n) ||e||_2; with Eckart-Young, for ANY
-order-d system h_hat,
-
-    ||h - h_hat||_2 >= sigma_{d+1}(H(h)) / sqrt(n).
-
-A valid but loose l2 corollary of ||H(h) - H(h_hat)||_2 >= sigma_{d+1} (trained Hyena
-filters sit ~4x above it). The library's versions, and the tighter bound over every
-block height, are in ``nanotie.papers.distillery.reduction`` (``hankel_matrix``,
-``error_lower_bound``, ``tight_lower_bound``).
+For ANY order-d system h_hat, ||h - h_hat||_2 >= sigma_{d+1}(H(h)) / sqrt(n): H(h_hat)
+has rank <= d, and H holds each h_t at most n = min(m, k) times (step 2 of
+``nanotie.papers.distillery.reduction``'s docstring derives it and says why it is
+loose). The check compares with that module's ``hankel_matrix`` and
+``error_lower_bound``.
 """
 
 from __future__ import annotations

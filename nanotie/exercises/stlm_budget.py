@@ -1,12 +1,7 @@
 """Exercise 11: the parameter budget of a Super Tiny Language Model (STLM).
 
-Where do a small model's parameters go, and what do its ties save? A tie is one array
-used in several places, counted once: the tied head adds nothing, a shared FFN is one
-FFN however many layers call it, and the byte-level model swaps the (V, d) tables for
-an embedder and decoder whose size does not depend on V. The check compares the
-learner's count with ``count_parameters`` of the BUILT model at small sizes, and with
-``nanotie.papers.stlm.params.parameter_budget`` at the paper's (55.89M tied, 81.62M
-untied, 34.66M tied with FFN sharing, 2.56M for the byte embedder and decoder).
+The check compares the learner's count with ``count_parameters`` of the BUILT model at
+small sizes, and with ``nanotie.papers.stlm.params.parameter_budget`` at the paper's.
 """
 
 from __future__ import annotations

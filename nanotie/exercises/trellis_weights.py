@@ -1,11 +1,7 @@
 """Exercise 12: the converter's weights (TrellisNet).
 
-With W_ih on the x_t tap, W_hh on the z_{t-1} tap and zeros elsewhere, level j at time
-t of a TrellisNet is one LSTM step from level j-1 at time t-1, so level M is the
-M-truncated LSTM, with the same weights at every depth (the tie). The learner turns
-PyTorch's layout (gates i, f, g, o) into the TrellisNet's (i, o, g, f), what
-``nanotie.papers.trellis.convert.trellis_blocks`` returns; the check compares
-TrellisNets built from it with ``truncated_lstm``.
+The learner's weights, built into TrellisNets, must compute ``truncated_lstm`` and equal
+what ``nanotie.papers.trellis.convert.trellis_blocks`` returns.
 """
 
 from __future__ import annotations
