@@ -382,7 +382,8 @@ def test_run_follows_the_protocol_and_a_rerun_comes_from_the_cache(tmp_path):
 def test_recall_splits_are_disjoint_generators_and_lm_run_checks_its_corpus():
     """Each seed's train, val and test episodes come from three generators that no
     other seed's split reuses (seed 1's training set is not seed 0's test set)."""
-    d0, d1 = experiment.recall_data(TINY, seed=0), experiment.recall_data(TINY, seed=1)
+    sizes = (TINY.n_recall_train, TINY.n_recall_val, TINY.n_recall_test)
+    d0, d1 = (experiment.recall_data(TINY.recall, sizes, seed) for seed in (0, 1))
     assert not np.array_equal(d0["x_val"], d0["x_test"])
     assert not np.array_equal(d1["x_train"][:10], d0["x_test"])
     assert not np.array_equal(d1["x_train"][:10], d0["x_val"])

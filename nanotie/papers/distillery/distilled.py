@@ -32,7 +32,7 @@ from ..hyena.model import HyenaLM
 from ..hyena.operator import HyenaOperator, MultiHyenaOperator
 
 __all__ = ["distill", "DistilledHyenaLM", "DistilledHyena", "DistilledMultiHyena",
-           "distilled_operator", "banks_at_order"]
+           "distilled_operator"]
 
 
 class _ModalFilters:
@@ -169,11 +169,3 @@ def distill(model: HyenaLM, order: int | None = None, tol: float = 1e-2, *,
                                  desc=f"distil layer {i + 1}")
                  for i, op in enumerate(model.mixers())]
     return DistilledHyenaLM(model, banks)
-
-
-def banks_at_order(fits_per_layer: list, index: int, length: int) -> list:
-    """Per-layer banks from order sweeps: ``fits_per_layer[i][c]`` is the list of
-    :class:`ModalFit` of filter c of layer i along a sweep; take entry ``index``."""
-    return [ModalFilterBank.from_fits([fits[index] for fits in layer], length)
-            for layer in fits_per_layer]
-

@@ -510,18 +510,15 @@ def _iter_orders(h, orders, cfg: DistillConfig, svd: _HankelSVD,
 
 
 @one_blas_thread
-def order_sweep(h, orders, config: DistillConfig | None = None, balanced: bool = True,
-                **overrides) -> list[ModalFit]:
+def order_sweep(h, orders, config: DistillConfig | None = None) -> list[ModalFit]:
     """Distil ``h`` (L,) at every order in ``orders`` (ascending ints): one
-    :class:`ModalFit` per order, with errors that never rise with the order, and
-    (``balanced``) never above balanced truncation's, whose error each fit records."""
-    cfg = replace(config or DistillConfig(), **overrides)
+    :class:`ModalFit` per order, with errors that never rise with the order, nor rise
+    above balanced truncation's, whose error each fit records."""
     h = _as_filter(h)
     orders = [int(d) for d in orders]
     if orders != sorted(set(orders)) or (orders and orders[0] < 0):
         raise ValueError(f"order_sweep: orders must be distinct ascending ints >= 0, got {orders}")
-    return list(_iter_orders(h, orders, cfg, _HankelSVD(h),
-                             _Balanced(h) if balanced else None))
+    return list(_iter_orders(h, orders, config or DistillConfig(), _HankelSVD(h), _Balanced(h)))
 
 
 def distill_filter(h, config: DistillConfig | None = None, **overrides) -> ModalFit:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -18,9 +18,9 @@ from ... import protocol
 from ...autograd import no_grad
 from ...report import minmax_yerr, pyplot, save_figure
 from ...train import evaluate
-from .reduction import DistillConfig, ModalFilterBank, distill_filters, \
-    hankel_norm_ratio, hankel_singular_values, one_blas_thread, order_sweep
-from .distilled import DistilledHyenaLM, banks_at_order
+from .reduction import ModalFilterBank, distill_filters, hankel_norm_ratio, \
+    hankel_singular_values, one_blas_thread, order_sweep
+from .distilled import DistilledHyenaLM
 from .throughput import KINDS, LABELS as KIND_LABELS, generation_models, stepper_for, \
     time_steps
 
@@ -46,10 +46,6 @@ class DistillStudy:
     eval_batch: int = 32                  # sequences per batch when scoring the test split
     eval_batches: int = 8                 # batches of the test split scored per distilled model
 
-    def settings(self) -> dict:
-        """JSON-able, for a run's settings (the cache key)."""
-        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
-
 
 # The quick study: four orders, the test split's first 8 x 32 windows for the
 # distilled models, and timing to 4096 tokens (the full one goes to 16384).
@@ -64,11 +60,11 @@ STUDIES = {
 # ------------------------------------------------------------------ measurements
 
 
-def _chosen_banks(fits: list, tol: float, length: int) -> list:
-    """Per filter, the fit at the smallest swept order whose relative error meets
-    tol (the largest order if none does), as per-layer banks."""
-    return [ModalFilterBank.from_fits([next((f for f in s if f.rel_error <= tol), s[-1])
-                                       for s in layer], length) for layer in fits]
+def _banks(fits: list, pick, length: int) -> list:
+    """Per-layer banks from order sweeps (``fits[i][c]``: the sweep of filter c of
+    layer i), with ``pick(sweep)`` choosing each filter's fit."""
+    return [ModalFilterBank.from_fits([pick(sweep) for sweep in layer], length)
+            for layer in fits]
 
 
 def _median_finite(values: np.ndarray) -> list:
@@ -98,14 +94,13 @@ def distill_study(model, test_ids, study: DistillStudy) -> dict:
     distilled LM at each order, at the per-filter order (``tol``), at d = 0, and of
     the original on the same test windows; the layer-1 Hankel spectra.
     """
-    cfg = DistillConfig()
     orders = list(study.orders)
     ops = model.mixers()
     fits, sigma, rows = [], [], []
     for op in ops:
         h = op.filter_array()                                     # (C, L) float64
         sigma.append(hankel_singular_values(h))
-        fits.append([order_sweep(row, orders, cfg) for row in h])
+        fits.append([order_sweep(row, orders) for row in h])
         rows.extend(h)
     length = ops[0].max_len
     flat = [sw for layer in fits for sw in layer]                 # every filter's sweep
@@ -118,10 +113,12 @@ def distill_study(model, test_ids, study: DistillStudy) -> dict:
     loose, tight = per_filter("bound"), per_filter("tight_bound")
     hankel = np.array([[hankel_norm_ratio(h, f.impulse_response(length), d)
                         for f, d in zip(sw, orders)] for h, sw in zip(rows, flat)])
-    chosen = _chosen_banks(fits, study.tol, length)
+    # per filter, the smallest swept order whose error meets tol (else the largest)
+    chosen = _banks(fits, lambda s: next((f for f in s if f.rel_error <= study.tol), s[-1]),
+                    length)
     chosen_orders = np.concatenate([b.orders for b in chosen])
     bpb = {"original": _bpb(model, test_ids, study),
-           "by_order": [_bpb(DistilledHyenaLM(model, banks_at_order(fits, i, length)),
+           "by_order": [_bpb(DistilledHyenaLM(model, _banks(fits, lambda s: s[i], length)),
                              test_ids, study) for i in range(len(orders))],
            # The control: order 0 keeps only ĥ_0 (and Dskip), no memory of the past.
            "order_0": _bpb(DistilledHyenaLM(model, [distill_filters(op.filter_array(), order=0)

@@ -170,14 +170,13 @@ def lm_run(settings: dict, seed: int, device: str) -> dict:
     return out
 
 
-def recall_data(profile: Profile, seed: int) -> dict:
-    """Training, validation and test episodes of the recall task, each from its own
-    generator (so no held-out episode is a training one but by chance)."""
-    sizes = {"train": profile.n_recall_train, "val": profile.n_recall_val,
-             "test": profile.n_recall_test}
+def recall_data(config: RecallConfig, sizes, seed: int) -> dict:
+    """Training, validation and test episodes of the recall task (``sizes``: how many
+    of each), each from its own generator (so no held-out episode is a training one
+    but by chance)."""
     out = {}
-    for i, (split, n) in enumerate(sizes.items()):
-        out[f"x_{split}"], out[f"y_{split}"] = recall_episodes(profile.recall, n, 3 * seed + i)
+    for i, (split, n) in enumerate(zip(("train", "val", "test"), sizes)):
+        out[f"x_{split}"], out[f"y_{split}"] = recall_episodes(config, n, 3 * seed + i)
     return out
 
 
@@ -188,7 +187,7 @@ def recall_run(settings: dict, seed: int, device: str) -> dict:
     (RecallConfig fields) and ``n`` (episodes per split: train, val, test)."""
     rc = RecallConfig(**settings["recall"])
     n_train, n_val, _ = settings["n"]
-    d = recall_data(Profile(None, None, rc, None, None, *settings["n"]), seed)
+    d = recall_data(rc, settings["n"], seed)
     base = replace(HyenaConfig(**settings["shape"]), vocab_size=rc.vocab_size,
                    context=rc.seq_len)
     model = _model(settings, seed, device, base)
@@ -261,7 +260,7 @@ def _settings(profile: Profile, corpus: str) -> dict:
                        "train": asdict(profile.recall_train), "recall": asdict(profile.recall),
                        "n": [profile.n_recall_train, profile.n_recall_val,
                              profile.n_recall_test]},
-            "throughput": {"shape": asdict(profile.model), "study": profile.study.settings()}}
+            "throughput": {"shape": asdict(profile.model), "study": asdict(profile.study)}}
 
 
 def _with_lr(settings: dict, lr: float) -> dict:
@@ -294,7 +293,7 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
 
     def lm(name, lr, s, distill: bool, label: str) -> protocol.Run:
         return job("lm", {**_with_lr(base["lm"], lr), "model": name,
-                          "distill": profile.study.settings() if distill else None}, s, label)
+                          "distill": asdict(profile.study) if distill else None}, s, label)
 
     # Phase 1: every independent run at once (the distillation rides along with the
     # Hyena LM runs when there is no grid to choose from first).
