@@ -15,6 +15,7 @@ from .ops import (abs, add, amax, amin, cat, clamp, cos, div, einsum, embedding,
                   maximum, mean, min, minimum, mul, ne, neg, pad, permute, pow, relu,
                   reshape, sigmoid, sin, sqrt, squeeze, stack, sub, sum, tanh, transpose,
                   unsqueeze, where)
+from .ops._common import shape_arg as _shape_arg
 from .gradcheck import GradcheckError, gradcheck, gradcheck_module  # noqa: E402  (ops bound)
 from . import nn  # noqa: E402
 
@@ -29,9 +30,8 @@ bool_ = _np.bool_
 def _make(fill, shape, dtype, device, requires_grad):
     """A new leaf made by ``fill(xp, shape, dtype, device)``; ``shape`` as ``*shape`` or
     one tuple, float32 and ``$NANOTIE_DEVICE`` by default."""
-    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (tuple, list)) else shape
     device = device or backend.default_device()
-    data = fill(backend.xp_for(device), tuple(shape), _np.dtype(dtype or float32), device)
+    data = fill(backend.xp_for(device), _shape_arg(shape), _np.dtype(dtype or float32), device)
     return Tensor(data, requires_grad=requires_grad)
 
 

@@ -108,11 +108,9 @@ def spread_table(rows, columns, digits: int = 3, seeds_of: str | None = None) ->
     head = ["configuration"] + list(columns) + ([f"{seeds_of}, each seed"] if seeds_of else [])
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for label, cells in rows:
-        out = [label]
-        for c in columns:
-            v = cells.get(c, "")
-            out.append(v.format(digits) if hasattr(v, "format") and hasattr(v, "std")
-                       else str(v))
+        values = [cells.get(c, "") for c in columns]
+        out = [label] + [v.format(digits) if hasattr(v, "seeds") else str(v)   # a Spread
+                         for v in values]
         if seeds_of:
             v = cells.get(seeds_of)
             out.append(v.seeds(digits) if hasattr(v, "seeds") else "")

@@ -41,6 +41,13 @@ def broadcast_error(op: str, *xs) -> ShapeError:
                       "(trailing dimensions must be equal or 1)")
 
 
+def shape_arg(shape) -> tuple:
+    """A shape given as ``*shape`` (``reshape(a, 2, 3)``) or as one tuple or list."""
+    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
+        return tuple(shape[0])
+    return tuple(shape)
+
+
 def normalize_dim(dim: int, ndim: int, op: str, new_axis: bool = False) -> int:
     """``dim`` as a non-negative axis. With ``new_axis`` (unsqueeze, stack) it names
     where to INSERT an axis, so ``ndim`` itself is allowed."""

@@ -10,18 +10,12 @@ import numpy as np
 
 from ..autograd import ShapeError, Tensor, check_same_device, make_result
 from ..backend import xp_of
-from ._common import normalize_dim
-
-
-def _shape_arg(shape) -> tuple:
-    if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
-        return tuple(shape[0])
-    return tuple(shape)
+from ._common import normalize_dim, shape_arg
 
 
 def reshape(a: Tensor, *shape) -> Tensor:
     """The same elements in a new shape (one entry may be -1)."""
-    shape = _shape_arg(shape)
+    shape = shape_arg(shape)
     try:
         out = a.data.reshape(shape)
     except ValueError:
@@ -42,7 +36,7 @@ def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 def permute(a: Tensor, *dims) -> Tensor:
     """Reorder the axes: output axis i is input axis ``dims[i]``."""
-    dims = tuple(normalize_dim(d, a.ndim, "permute") for d in _shape_arg(dims))
+    dims = tuple(normalize_dim(d, a.ndim, "permute") for d in shape_arg(dims))
     if sorted(dims) != list(range(a.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} axes "
                          f"of a tensor of shape {a.shape}")
@@ -85,7 +79,7 @@ def expand(a: Tensor, *sizes) -> Tensor:
 
     The backward is the engine's un-broadcast: the gradient is summed over every
     copy, which is the tying rule again (one element, many uses)."""
-    sizes = _shape_arg(sizes)
+    sizes = shape_arg(sizes)
     lead = len(sizes) - a.ndim
     if lead < 0:
         raise ShapeError(f"expand: cannot expand shape {a.shape} to fewer dims {sizes}")
