@@ -150,14 +150,12 @@ def prepare_data(vocab_size: int, window: int, max_bytes: int | None = None) -> 
     """The prose corpus cut 80 / 10 / 10 into train | val | test (as bytes), a BPE
     tokenizer trained on the training part, the three parts as token ids, and the
     byte windows of the tokens. Cached per process: every run of a sweep reads it."""
-    splits = protocol.split(data.prose_corpus(max_bytes), val_fraction=0.1,
-                            test_fraction=0.1)
+    splits = protocol.split(data.prose_corpus(max_bytes))       # 80 / 10 / 10
     tok = data.BPETokenizer.train(splits.train.tobytes(), vocab_size)
     parts = {name: getattr(splits, name) for name in ("train", "val", "test")}
     return {"tokenizer": tok, "windows": ByteWindows(tok, window),
             **{f"{name}_ids": tok.encode(part.tobytes()) for name, part in parts.items()},
-            "bytes": {name: len(part) for name, part in parts.items()},
-            "split_bytes": splits,
+            "bytes": splits.sizes, "split_bytes": splits,
             "corpus": protocol.corpus_hash(splits.train, splits.val, splits.test)}
 
 
@@ -287,8 +285,8 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
     measured = _measured_verdicts(chosen, ceiling, ceiling_all)
 
     first = {k: rs[0].figures for k, rs in chosen.items()}
-    cut_tied = 1 - first[D]["embedding+head"] / first[B]["embedding+head"]
-    cut_untied = 1 - first[D]["embedding+head"] / first[A]["embedding+head"]
+    cut = {f"vs {k}": 1 - first[D]["embedding+head"] / first[table]["embedding+head"]
+           for k, table in (("tied", B), ("untied", A))}
     nats = length_code(windows, d["train_ids"])
     data_info = {
         "vocab_size": d["tokenizer"].vocab_size, "window": windows.window,
@@ -334,7 +332,7 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
             "bits_per_slot_test": [r.figures["ceiling"]["test"]["bits_per_slot"]
                                    for r in chosen[A]]},
         "unigram_bpb_test": unigram,
-        "embedding_head_reduction": {"vs tied": cut_tied, "vs untied": cut_untied},
+        "embedding_head_reduction": cut,
         "paper_counts": paper,
         "claim": {"text": CLAIM, "where": WHERE,
                   "verdicts": protocol.verdict_dicts(dict(claim_verdicts))},
@@ -351,7 +349,7 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
             "paper counts": f"{'match' if counts_match else 'DIFFER'} ({outcome})",
             "test bpb a/d/f": "/".join(f"{test[k].mean:.2f}" for k in (A, D, F_) if k in test),
             "marginal ceiling": f"{ceiling.mean:.2f}",
-            "emb+head cut": f"{100 * cut_tied:.0f}%/{100 * cut_untied:.0f}%"},
+            "emb+head cut": f"{100 * cut['vs tied']:.0f}%/{100 * cut['vs untied']:.0f}%"},
     }
     body = _report(results, profile, chosen, test, ceiling, ceiling_all, unigram,
                    claim_verdicts, measured, plots, choice)
