@@ -96,30 +96,17 @@ def check(fn) -> CheckResult:
 # ------------------------------------------------ wrong answers, for the tests
 
 def _grad_b_transposed(a, b):
-    out = a @ b
-
-    def backward(g):
-        return g @ b.T, (g.swapaxes(-1, -2) @ a).reshape(-1, *b.shape[::-1]).sum(axis=0)
-
-    return out, backward
+    out, backward = reference(a, b)
+    return out, lambda g: (backward(g)[0], backward(g)[1].T)     # g.T @ a, summed
 
 
 def _batch_not_summed(a, b):
-    out = a @ b
-
-    def backward(g):
-        return g @ b.T, a.swapaxes(-1, -2) @ g           # keeps the batch axis
-
-    return out, backward
+    return a @ b, lambda g: (g @ b.T, a.swapaxes(-1, -2) @ g)   # keeps the batch axis
 
 
 def _grad_a_without_transpose(a, b):
-    out = a @ b
-
-    def backward(g):
-        return g @ b, reference(a, b)[1](g)[1]           # grad_a needs b.T
-
-    return out, backward
+    out, backward = reference(a, b)
+    return out, lambda g: (g @ b, backward(g)[1])                # grad_a needs b.T
 
 
 MISTAKES = [

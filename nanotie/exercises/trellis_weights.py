@@ -114,8 +114,7 @@ def case(name: str) -> dict:
     layer = lstm.layers[0]
     layer.weight_ih.data, layer.weight_hh.data, layer.bias.data = w_ih, w_hh, b
     truncated = {M: truncated_lstm(lstm, Tensor(x), M).numpy() for M in DEPTHS}
-    return dict(I=I, H=H, x=x, lib=(w_ih, w_hh, b),
-                torch=tuple(reorder(a, TORCH_BLOCKS) for a in (w_ih, w_hh, b)),
+    return dict(I=I, H=H, x=x, lib=(w_ih, w_hh, b), torch=pytorch_weights(layer),
                 converter=trellis_blocks(lstm), truncated=truncated)
 
 
