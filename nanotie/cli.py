@@ -115,11 +115,8 @@ def _site(args) -> int:
 def _reproduce(args) -> int:
     unknown = [n for n in args.names if n not in REGISTRY]
     if unknown:
-        known = ", ".join(REGISTRY) or "none registered yet"
-        raise UsageError(f"unknown experiment(s): {', '.join(unknown)} (known: {known})")
-    if not REGISTRY:
-        print("No experiments are registered yet; nothing to reproduce.")
-        return 0
+        raise UsageError(f"unknown experiment(s): {', '.join(unknown)} (known: "
+                         f"{', '.join(REGISTRY)})")
     if not args.out.strip():
         raise UsageError("--out: give a folder name, e.g. --out runs")
     args.out = Path(args.out)
@@ -249,8 +246,6 @@ def main(argv=None) -> int:
                 print(f"no finished reproduction in {args.runs}; nothing written")
             return 0
         if args.command == "list":
-            if not REGISTRY:
-                print("No experiments are registered yet.")
             for exp in REGISTRY.values():
                 print(f"{exp.name:16s} {exp.title}")
             return 0

@@ -39,7 +39,7 @@ import numpy as np
 from .backend import usable_cores
 from .data import contiguous_split
 from .files import write_text
-from .report import _plain
+from .report import _plain, progress_bar
 
 __all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
            "local_executor", "dask_executor", "choose", "Spread", "spread",
@@ -129,16 +129,12 @@ class RunResult:
                 "seconds": self.seconds, **extra}
 
 
-def _resolve(name: str):
-    module, _, fn = name.partition(":")
-    return getattr(importlib.import_module(module), fn)
-
-
 def _execute(run: Run) -> tuple[dict, float]:
     """Run one ``Run`` with BLAS pinned to one thread (in whatever process this is)."""
     from threadpoolctl import threadpool_limits
 
-    fn = _resolve(run.fn)
+    module, _, name = run.fn.partition(":")
+    fn = getattr(importlib.import_module(module), name)
     t0 = time.perf_counter()
     with threadpool_limits(limits=1):
         figures = fn(dict(run.settings), run.seed, run.device)
@@ -208,16 +204,6 @@ def dask_executor(address: str, timeout: float = 10.0) -> Executor:
     return Client(address, timeout=timeout).get_executor()
 
 
-def _progress(total: int, done: int, desc: str, progress):
-    """A tqdm bar on a terminal, ``done`` runs in; else None (one line per run, then)."""
-    show = sys.stderr.isatty() if progress is None else progress
-    if not show or total == 0:
-        return None
-    from tqdm.auto import tqdm
-
-    return tqdm(total=total, initial=done, desc=desc, unit="run", dynamic_ncols=True, leave=False)
-
-
 def _headline(figures: dict) -> str:
     """A few validation figures for the one-line progress report."""
     val = figures.get("val")
@@ -242,8 +228,8 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
                for run in runs]                                # a RunResult, or None: to do
     todo = [i for i, hit in enumerate(results) if hit is None]
     done = len(runs) - len(todo)
-    bar = _progress(len(runs), done, desc, progress)
-    lines = bar is None and (progress is None or progress)
+    bar = progress_bar(len(runs), desc, progress, initial=done, unit="run")
+    lines = bar.disable and progress is None       # off a terminal: one line per run
 
     def finish(i, figures, seconds):
         nonlocal done
@@ -251,9 +237,8 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
         if cache_dir is not None:
             _store(_cache_file(cache_dir, runs[i]), results[i])
         done += 1
-        if bar is not None:
-            bar.update(1)
-        elif lines:
+        bar.update(1)
+        if lines:
             head = _headline(figures)
             print(f"  [{done}/{len(runs)}] {desc}: {runs[i].describe()} "
                   f"({seconds:.0f} s){': ' + head if head else ''}", file=sys.stderr,
@@ -275,8 +260,7 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
                     fut.cancel()
                 raise
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return results
 
 

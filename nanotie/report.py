@@ -15,7 +15,8 @@ import numpy as np
 
 from .files import atomic_write, write_text
 
-__all__ = ["write_results", "publish", "headline", "summary_table", "smooth", "spread_table",
+__all__ = ["write_results", "publish", "headline", "progress_bar", "summary_table", "smooth",
+           "spread_table",
            "plot_spread", "minmax_yerr", "claim_section", "tuning_table", "tuning_record"]
 
 
@@ -90,6 +91,17 @@ def save_figure(fig, path) -> Path:
     finally:
         pyplot().close(fig)
     return path
+
+
+def progress_bar(total: int, desc: str, progress: bool | None = None, initial: int = 0,
+                 unit: str = "it"):
+    """A tqdm bar over ``total`` steps, shown when ``progress`` is True (None: only when
+    stderr is a terminal); a bar that is not shown counts nothing and prints nothing."""
+    from tqdm.auto import tqdm
+
+    show = sys.stderr.isatty() if progress is None else progress
+    return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not show,
+                dynamic_ncols=True, leave=False)
 
 
 def summary_table(rows: list) -> str:

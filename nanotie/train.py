@@ -29,6 +29,7 @@ from . import backend
 from .data import BatchSampler, iter_eval_batches
 from .files import atomic_write
 from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
+from .report import progress_bar
 
 __all__ = ["TrainConfig", "History", "train", "setup", "train_step", "evaluate", "save_checkpoint",
            "load_checkpoint", "CheckpointError", "DamagedCheckpointError"]
@@ -171,8 +172,6 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
     converts the validation loss to bits per byte, loss / (bytes_per_token ln 2).
     ``progress``: a tqdm bar (None: only when stderr is a terminal).
     """
-    from tqdm.auto import tqdm
-
     cfg = config
     opt, sampler = setup(model, train_data, cfg)
     history = History()
@@ -183,9 +182,7 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
             print(f"nanotie: {exc}; training from scratch (the file will be replaced)",
                   file=sys.stderr, flush=True)
     start = len(history.step)
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=cfg.steps, initial=start, desc=desc, disable=not show,
-               dynamic_ncols=True, leave=False)
+    bar = progress_bar(cfg.steps, desc, progress, initial=start)
     t0 = time.perf_counter() - history.seconds
     model.train()
     for step in range(start, cfg.steps):
