@@ -152,46 +152,45 @@ def _explain_parts(name, got, parts: dict) -> str | None:
     return None
 
 
-def dependency(fn, x, axis: int = -1, eps: float = 1e-3, tol: float = 1e-9):
+def dependency(fn, x, eps: float = 1e-3, tol: float = 1e-9):
     """D[s, t] = True when output position s changes as input position t is nudged.
 
-    ``fn`` maps a float64 array to an array with the same length along ``axis``; all
-    other axes are summed over. The cost is one call per input position.
+    ``fn`` maps a float64 array to an array with the same length along the last axis
+    (time); all other axes are summed over. The cost is one call per input position.
     """
     x = np.array(x, dtype=np.float64)
-    base = np.moveaxis(np.asarray(fn(x.copy()), dtype=np.float64), axis, -1)
-    dep = np.zeros((base.shape[-1], x.shape[axis]), dtype=bool)
-    for t in range(x.shape[axis]):
+    base = np.asarray(fn(x.copy()), dtype=np.float64)
+    dep = np.zeros((base.shape[-1], x.shape[-1]), dtype=bool)
+    for t in range(x.shape[-1]):
         nudged = x.copy()
-        np.moveaxis(nudged, axis, -1)[..., t] += eps
-        out = np.moveaxis(np.asarray(fn(nudged), dtype=np.float64), axis, -1)
+        nudged[..., t] += eps
+        out = np.asarray(fn(nudged), dtype=np.float64)
         change = np.abs(out - base).reshape(-1, base.shape[-1]).max(axis=0)   # (S,)
         dep[:, t] = change > tol
     return dep
 
 
-def explain_causality(fn, x, axis: int = -1, what: str = "output",
-                      include_present: bool = True) -> str | None:
-    """Is ``fn`` causal along ``axis``? Output t may use inputs 0..t (with
+def explain_causality(fn, x, include_present: bool = True) -> str | None:
+    """Is ``fn`` causal along the last axis? Output t may use inputs 0..t (with
     ``include_present=False``: 0..t-1 only, as in next-step prediction)."""
-    dep = dependency(fn, x, axis)
+    dep = dependency(fn, x)
     s_len, t_len = dep.shape
     shift = 0 if include_present else 1
     future = [(s, t) for s in range(s_len) for t in range(t_len) if t > s - shift and dep[s, t]]
     if future:
         s, t = max(future, key=lambda st: (st[1] - st[0], -st[0]))   # the farthest look
         if t - s + shift == 1:                                       # one step ahead
-            return (f"the {what} at t={s} depends on the input at t={t}, "
+            return (f"the output at t={s} depends on the input at t={t}, "
                     f"{'one step after it' if include_present else 'the present step'}: "
                     f"an off-by-one in the causal shift or mask (a future value leaks in).")
-        return (f"the {what} at t={s} depends on the input at t={t}, {t - s} steps after "
+        return (f"the output at t={s} depends on the input at t={t}, {t - s} steps after "
                 f"it: the computation is not causal (is the mask, padding or shift the "
                 f"right way round?).")
     present = [s for s in range(min(s_len, t_len)) if s >= shift]
     if present and not any(dep[s, s - shift] for s in present):
         lagging = [s for s in present if s - shift - 1 >= 0 and dep[s, s - shift - 1]]
         if lagging:
-            return (f"the {what} at t never depends on the input at t"
+            return (f"the output at t never depends on the input at t"
                     f"{'' if include_present else '-1'}, only on earlier steps: shifted "
                     f"one step too far (an off-by-one in the causal shift).")
     return None
