@@ -102,8 +102,8 @@ class Exercise:
         answer not written yet does not: the report says so, and the reference solution
         stands in for it, so a notebook run unchanged still reaches its end."""
         result = self.check(fn)
-        if not (result.passed or result.unwritten):
-            raise ExerciseFailed(result.report())
+        if not result.unwritten:
+            result.raise_if_failed()
         print(result.report())
         if result.unwritten:
             print("(Until yours passes, the cells below use the reference solution.)")

@@ -141,9 +141,9 @@ PAPER_BYTE = "byte-level"
 
 
 @lru_cache(maxsize=None)
-def measured(kind: str, name: str) -> tuple:
-    """(total, embedding_head) of the BUILT small model: its unique parameters."""
-    model = STLM(STLMConfig(**(TOKEN_CASES if kind == "token" else BYTE_CASES)[name]))
+def measured(name: str) -> tuple:
+    """(total, embedding_head) of the BUILT small model ``name``: its unique parameters."""
+    model = STLM(STLMConfig(**{**TOKEN_CASES, **BYTE_CASES}[name]))
     return count_parameters(model), measured_split(model)["embedding+head"]
 
 
@@ -307,13 +307,11 @@ def _describe(cfg: STLMConfig) -> str:
     return text
 
 
-WHAT = "stlm_budget(config)"
-
-
 def _expect(c: Checker, fn, cfg: STLMConfig, want: tuple, label: str, paper: str = "") -> None:
     """The learner's (total, embedding_head) for ``cfg`` must equal ``want``."""
     c.case = f"{label}: {_describe(cfg)}"
-    out = c.returns(fn, replace(cfg), what=WHAT, names="total, embedding_head")
+    out = c.returns(fn, replace(cfg), what="stlm_budget(config)",
+                    names="total, embedding_head")
     got = (_number(out[0], "total"), _number(out[1], "embedding_head"))
     slips, parts = _slips(cfg), _parts(cfg)
     for which, name in ((0, "total"), (1, "embedding_head")):
@@ -330,7 +328,7 @@ def check(fn) -> CheckResult:
         with c.step(f"small token-level models: total and embedding_head equal the built "
                     f"STLM's unique parameters ({len(TOKEN_CASES)} models)"):
             for name, fields in TOKEN_CASES.items():
-                _expect(c, fn, STLMConfig(**fields), measured("token", name), name)
+                _expect(c, fn, STLMConfig(**fields), measured(name), name)
         with c.step("the paper's sizes: 55.89M tied, 81.62M untied, 34.66M tied + FFN "
                     "sharing (parameter_budget)"):
             for name in PAPER_CASES:
@@ -339,7 +337,7 @@ def check(fn) -> CheckResult:
         with c.step(f"byte-level models: the built ones ({len(BYTE_CASES)}), and the "
                     f"paper's byte embedder + decoder of 2.56M"):
             for name, fields in BYTE_CASES.items():
-                _expect(c, fn, STLMConfig(**fields), measured("byte", name), name)
+                _expect(c, fn, STLMConfig(**fields), measured(name), name)
             _expect(c, fn, configs[PAPER_BYTE], paper[PAPER_BYTE], "the paper, byte-level",
                     f"byte embedder + decoder {PAPER_FIGURES['byte embedder + decoder']} = "
                     f"{millions(paper[PAPER_BYTE][1])}")
