@@ -42,9 +42,8 @@ from .files import write_text
 from .report import _plain, progress_bar
 
 __all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
-           "local_executor", "dask_executor", "choose", "Spread", "spread",
-           "verdict", "Verdict", "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD",
-           "WITHIN_NOISE"]
+           "dask_executor", "choose", "Spread", "spread", "verdict", "Verdict",
+           "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
 
 
 # ------------------------------------------------------------------------ splits
@@ -177,21 +176,6 @@ def _store(path: Path, result: RunResult) -> None:
 # ---------------------------------------------------------------------- executors
 
 
-def local_executor(workers: int | None = None) -> Executor | None:
-    """A process pool of ``workers`` processes (None: one per core); 1 gives None, which
-    :func:`run_many` takes to mean "in this process, one run after another"."""
-    workers = usable_cores() if workers is None else workers
-    if workers < 1:
-        raise ValueError(f"workers must be >= 1, got {workers}")
-    if workers == 1:
-        return None
-    import multiprocessing
-
-    # "spawn": a fresh interpreter per worker, never a fork of a process whose BLAS
-    # threads are running (which can deadlock).
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
-
-
 def dask_executor(address: str, timeout: float = 10.0) -> Executor:
     """The ``concurrent.futures`` executor of the Dask cluster at ``address`` (needs the
     ``cluster`` extra: ``pip install -e ".[cluster]"``). An unreachable scheduler
@@ -279,12 +263,20 @@ class Runner:
     @classmethod
     def local(cls, cache_dir=None, workers: int | None = None, device: str = "cpu",
               progress=None) -> "Runner":
-        """Runs on a local process pool of ``workers`` (None: one per core; on a GPU
-        one, since the processes would share it)."""
-        if workers is None and device != "cpu":
-            workers = 1
-        ex = local_executor(workers)
-        return cls(cache_dir, ex, device, progress, [ex] if ex is not None else [])
+        """Runs on a pool of ``workers`` local processes (None: one per core, or one on a
+        GPU, which the processes would share); one worker runs them in this process."""
+        if workers is None:
+            workers = usable_cores() if device == "cpu" else 1
+        if workers < 1:
+            raise ValueError(f"workers must be >= 1, got {workers}")
+        if workers == 1:
+            return cls(cache_dir, None, device, progress)
+        import multiprocessing
+
+        # "spawn": a fresh interpreter per worker, never a fork of a process whose BLAS
+        # threads are running (which can deadlock).
+        ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+        return cls(cache_dir, ex, device, progress, owned=[ex])
 
     def map(self, runs, desc: str = "runs") -> list[RunResult]:
         return run_many(runs, self.cache_dir, self.executor, self.progress, desc)

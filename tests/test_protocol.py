@@ -193,10 +193,10 @@ def test_a_run_must_return_a_dict():
         P.run_many([P.Run("protocol_runs:not_a_dict", {}, 0)], progress=False)
 
 
-def test_local_executor_validates_workers():
-    assert P.local_executor(1) is None
+def test_local_runner_validates_workers():
+    assert P.Runner.local(workers=1).executor is None
     with pytest.raises(ValueError):
-        P.local_executor(0)
+        P.Runner.local(workers=0)
 
 
 def test_dask_local_cluster_runs_two_runs():
