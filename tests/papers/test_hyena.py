@@ -11,7 +11,7 @@ import pytest
 import nanotie as nt
 from nanotie import Tensor, backend
 from nanotie.gradcheck import gradcheck, gradcheck_module
-from nanotie.nn import GPTConfig, count_parameters
+from nanotie.nn import count_parameters
 from nanotie.nn import functional as F
 from nanotie.papers.hyena import (HyenaConfig, HyenaLM, HyenaOperator, ImplicitFilter,
                                   MultiHyenaOperator, decay_rates, linear_attention_with_decay,

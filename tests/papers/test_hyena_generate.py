@@ -8,7 +8,6 @@ equivalences are checked in float64.
 from __future__ import annotations
 
 import json
-import time
 
 import numpy as np
 import pytest
@@ -19,7 +18,6 @@ from nanotie.autograd import no_grad
 from nanotie.gradcheck import gradcheck_module
 from nanotie.nn import count_parameters
 from nanotie.papers.distillery import reduction as ds
-from nanotie.papers.hyena import experiment
 from nanotie.papers.distillery import generate as gen
 from nanotie.papers.distillery import throughput as tp
 from nanotie.papers.distillery.study import DistillStudy, distill_study
@@ -27,7 +25,6 @@ from nanotie.papers.distillery.distilled import DistilledMultiHyena, distill, di
 from nanotie.papers.hyena.model import HyenaConfig, HyenaLM
 from nanotie.papers.hyena.operator import MultiHyenaOperator, linear_attention_with_decay
 from nanotie.report import write_results
-from nanotie.train import TrainConfig
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]

@@ -32,7 +32,6 @@ from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn import functional as F
 from ...nn.transformer import GPT, GPTConfig
-from .reduction import one_blas_thread
 from .distilled import distill
 from .generate import init_conv_state, init_state
 from ..hyena.model import HyenaConfig, HyenaLM
@@ -204,7 +203,6 @@ def stepper_for(kind: str, model):
     raise ValueError(f"stepper_for: unknown kind {kind!r}; expected one of {KINDS}")
 
 
-@one_blas_thread
 def time_steps(steppers: dict, steps: int, rounds: int, recompute_steps: int = 1) -> dict:
     """Per-token seconds of each (already prefilled) stepper, ``name -> stepper``.
 

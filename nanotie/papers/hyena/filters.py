@@ -15,9 +15,8 @@ omega (one per hidden unit, a vector of width W) are ONE Parameter shared by eve
 sine layer: the reference code reuses one activation module, so this is a tie
 inside the filter, and omega's gradient is the sum over the layers that use it.
 
-The window exp(-t |delta_c|) makes the filters decay, at per-channel rates spread
-between a fast one (the window reaches ``target`` at t = ``fast_decay``) and a slow
-one (at t = ``slow_decay``); the rates are fixed, as in the reference code.
+The window exp(-t |delta_c|) makes the filters decay, at fixed per-channel rates (as
+in the reference code) spread from a slow to a fast one by :func:`decay_rates`.
 
 A sequence of length L <= L_max uses the first L samples of the same grid, so a
 filter, and with it every output, does not depend on how long the input is: the
@@ -69,15 +68,14 @@ class ImplicitFilter(Module):
     MultiHyena (one per head)."""
 
     def __init__(self, channels: int, max_len: int, emb_dim: int = 3, width: int = 64,
-                 n_inner: int = 2, omega: float = 1.0, fast_decay: float = 0.3,
-                 slow_decay: float = 1.5, target: float = 1e-2, dtype=None, device=None):
+                 n_inner: int = 2, omega: float = 1.0, dtype=None, device=None):
         super().__init__()
         self.channels, self.max_len = channels, max_len
         dtype = np.dtype(dtype or np.float32)
         device = device or backend.default_device()
         xp = backend.xp_for(device)
         t, pe = positional_features(max_len, emb_dim)
-        rates = decay_rates(channels, fast_decay, slow_decay, target)
+        rates = decay_rates(channels)
         window = np.exp(-t[:, None] * rates[None, :])                 # (L_max, C)
         # Fixed functions of position: buffers, rebuilt from the settings (not saved).
         self.register_buffer("pe", xp.asarray(pe, dtype=dtype), persistent=False)

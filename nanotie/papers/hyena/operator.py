@@ -148,8 +148,7 @@ class HyenaOperator(Module):
         return k * v
 
     def readout(self, q: Tensor, s: Tensor) -> Tensor:
-        """Step 5 before the out-projection, on the long convolution's output s:
-        x0 . s (B, D, L)."""
+        """Step 5 before out_proj, on the long convolution's output s: x0 . s."""
         return q * s
 
     def mix(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
