@@ -74,13 +74,12 @@ def _array(got, shape, name, complex_ok: bool) -> np.ndarray:
                 " Broadcast u_t over the modes with u_t[..., None].")
         raise Mistake(f"`{name}` has shape {arr.shape}, but it should have shape "
                       f"{tuple(shape)}.{hint}")
-    arr = arr.astype(np.complex128 if complex_ok or np.iscomplexobj(arr) else np.float64)
-    if np.iscomplexobj(arr) and not complex_ok:
-        if np.allclose(arr.imag, 0):
-            return arr.real
+    if complex_ok:
+        return arr.astype(np.complex128)
+    if np.iscomplexobj(arr) and not np.allclose(arr.imag, 0):
         raise Mistake(f"`{name}` is complex, but the output is real: take np.real of "
                       f"the sum over the modes.")
-    return arr
+    return arr.real.astype(np.float64)
 
 
 def _expect(y, want, name: str, known=(), after: str = "") -> None:

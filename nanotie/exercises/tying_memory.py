@@ -123,7 +123,7 @@ def _wrong_trainable(config, state, want):
     return known
 
 
-def _wrong_adam(trainable, want):
+def _wrong_adam(trainable):
     return [(4 * trainable, "Adam keeps TWO moments per parameter, m (the mean of the "
                             "gradients) and v (the mean of their squares): 2 * 4 bytes "
                             "per trainable scalar."),
@@ -161,7 +161,7 @@ def check(fn) -> CheckResult:
                 _case(c, *run)
                 trainable, want, _ = measured(*run)
                 c.expect_array(answers[run][1], want, "adam_bytes", what="count",
-                               known=_wrong_adam(trainable, want))
+                               known=_wrong_adam(trainable))
         with c.step("training_bytes equals training_memory_bytes' total (weights + "
                     "gradients + m and v)"):
             for run in runs:
