@@ -161,9 +161,9 @@ def check(fn) -> CheckResult:
                 T = E[ids]
                 _, (gO, gT) = engine_reference(
                     lambda o, t: library_cwt_loss(o, t, tau), [O, T], g)
-                grads = c.per_input(c.gradients(fn, O, T, tau, g=np.float64(g),
-                                                what="cwt_loss(O, E_targets, temperature)"),
-                                    ["O", "E_targets"])
+                grads = c.gradients(fn, O, T, tau, g=np.float64(g),
+                                    what="cwt_loss(O, E_targets, temperature)")
+                grads = c.per_input(grads, ["O", "E_targets"])
                 if grads[1] is None:
                     raise Mistake("your gradient for `E_targets` is None: " + _DETACHED)
                 wrong = _wrong_grads(O, T, tau, g)

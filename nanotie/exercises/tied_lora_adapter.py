@@ -249,8 +249,8 @@ def check(fn) -> CheckResult:
         with c.step("the backward returns five gradients; grad_X is the engine's"):
             for case, g, want, wrong in zip(cases, upstream, wants, wrongs):
                 c.case = _describe(*case)
-                grads = c.per_input(c.gradients(fn, *case, g=g, what="tied_lora(X, A, B, u, v)"),
-                                    ["X", "A", "B", "u", "v"])
+                grads = c.gradients(fn, *case, g=g, what="tied_lora(X, A, B, u, v)")
+                grads = c.per_input(grads, ["X", "A", "B", "u", "v"])
                 c.expect_array(grads[0], want[0], "X", "gradient", known=wrong["X"])
                 mine.append(grads)
         with c.step("the per-layer u and v: gradients summed over rows, one row per layer"):
