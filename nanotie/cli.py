@@ -140,9 +140,8 @@ def _reproduce(args) -> int:
         if problem:
             raise UsageError(f"--out {args.out}: {problem}")
     profile = "full" if args.full else "quick"
-    runner = _runner(args, device)
     rows = []
-    try:
+    with _runner(args, device) as runner:       # shuts its worker processes down
         for name in names:
             print(f"== {name} ({profile} profile, {device}) ==", flush=True)
             start = time.perf_counter()
@@ -152,8 +151,6 @@ def _reproduce(args) -> int:
             summary["time"] = f"{time.perf_counter() - start:.0f} s"
             rows.append((name, summary))
             print(f"   wrote {args.out / name}/report.md, results.json and plots", flush=True)
-    finally:
-        runner.close()
     print("\nSummary:\n" + summary_table(rows))
     return 0
 

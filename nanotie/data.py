@@ -2,17 +2,10 @@
 
 Nothing here downloads anything. The two corpora come with every CPython install:
 ``prose``, the English help texts behind ``help("topics")``, and ``code``, the
-standard library's own ``.py`` files.
-
-:class:`BPETokenizer` is byte-level byte-pair encoding (Sennrich et al. 2016, GPT-2's
-byte-level variant), trained here from scratch: starting from the 256 bytes, it
-repeatedly MERGES the most frequent adjacent pair of ids into a new id. Encoding
-replays the merges, earliest first; every id stands for a byte string, so any bytes
-round-trip exactly. :class:`ByteTokenizer` is the BPE with no merges (one id per byte).
-
-:class:`BatchSampler` draws random (B, T) windows with its own seeded generator, which
-a checkpoint saves, so a resumed run sees the batches the uninterrupted run would
-have; :func:`iter_eval_batches` walks the validation data in order.
+standard library's own ``.py`` files. The tokenizers: :class:`BPETokenizer`, trained
+here from scratch, and :class:`ByteTokenizer`, one id per byte. :class:`BatchSampler`
+draws random training windows (and resumes exactly); :func:`iter_eval_batches` walks
+the validation data in order.
 """
 
 from __future__ import annotations
@@ -182,10 +175,13 @@ def _merge(ids: list[int], pair: tuple[int, int], new_id: int) -> list[int]:
 
 
 class BPETokenizer:
-    """Byte-level byte-pair encoding, learned with :meth:`train`.
+    """Byte-level byte-pair encoding (Sennrich et al. 2016, GPT-2's byte-level variant).
 
-    ``merges[k] = (a, b)`` says: id ``256 + k`` stands for id ``a`` followed by id ``b``,
-    so ``vocab[256 + k] = vocab[a] + vocab[b]``; ids 0..255 are the bytes themselves.
+    :meth:`train` starts from the 256 bytes and repeatedly MERGES the most frequent
+    adjacent pair of ids into a new id: ``merges[k] = (a, b)`` says that id ``256 + k``
+    stands for id ``a`` followed by id ``b``, so ``vocab[256 + k] = vocab[a] + vocab[b]``.
+    Encoding replays the merges, earliest first; every id stands for a byte string, so
+    any bytes round-trip exactly.
     """
 
     _FORMAT = "nanotie-bpe"
