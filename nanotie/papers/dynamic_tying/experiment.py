@@ -486,8 +486,7 @@ A unigram byte model scores {results['unigram_bpb']:.3f} bits per byte on test.
 (the first {tcfg['eval_batches']} batches of val; the authors' logs report the best);
 {same_note}Test perplexity is per byte, on the whole split, at the end.
 
-Learning rates (validation perplexity, mean over seeds; the controls use the dynamic
-run's rate):
+Learning rates (the controls use the dynamic run's rate):
 
 {tuning_table(choice, metric="ppl")}
 

@@ -18,10 +18,8 @@ import sys
 import time
 from dataclasses import dataclass, field
 
-import numpy as np
-
 from ... import backend
-from ...data import BatchSampler
+from ...data import BatchSampler, iter_eval_batches
 from ...nn import count_parameters
 from ...train import History, TrainConfig, setup, train_step
 from .tying import (independent_layers, optimizer_state_bytes, sync_optimizer,
@@ -62,14 +60,14 @@ def reward_of(model, x, y) -> float:
 
 
 def held_out_batch(data, block: int, batch_size: int):
-    """One fixed batch: the first ``batch_size`` consecutive windows of ``data``,
-    ``x`` (B, block) and ``y`` = ``x`` shifted by one byte."""
+    """One fixed batch: the first full batch of consecutive windows of ``data``, as
+    :func:`~nanotie.data.iter_eval_batches` gives it: ``x`` (B, block) and ``y`` = ``x``
+    shifted by one byte."""
     need = batch_size * block + 1
     if len(data) < need:
         raise ValueError(f"held_out_batch: {batch_size} windows of {block} need {need} ids, "
                          f"got {len(data)}")
-    ids = np.asarray(data[:need], dtype=np.int64)
-    return ids[:-1].reshape(batch_size, block), ids[1:].reshape(batch_size, block)
+    return next(iter_eval_batches(data, block, batch_size))
 
 
 def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent=None,
