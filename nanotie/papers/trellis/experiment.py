@@ -256,10 +256,8 @@ def train_adding(core, prof: Profile, seed: int, device: str, desc: str, progres
 
     def mse(name):
         x, y = held[name]
-        model.eval()
-        with no_grad():
+        with model.evaluating():
             pred = backend.asnumpy(model(Tensor(backend.to_device(x, device))).data)
-        model.train()
         return float(np.mean((pred - y) ** 2))
 
     opt = AdamW(param_groups(model, 0.0), lr=lr)
