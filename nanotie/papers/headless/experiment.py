@@ -414,9 +414,8 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         desc="headless masked LMs") if prof.mlm_steps else None
 
     results, tuning, verdicts = _collect(
-        prof, "custom" if profile else "quick" if quick else "full", device, seeds, V, ids,
-        bpt, steps, ft_steps, choice, pretrain, sweep, third[:len(ft_runs)],
-        third[len(ft_runs):], mlm, equal, equal_results)
+        prof, "custom" if profile else "quick" if quick else "full", device, seeds, choice,
+        pretrain, sweep, third[:len(ft_runs)], third[len(ft_runs):], mlm, equal, equal_results)
     plots = [_plot_compute(out_dir / "loss_vs_compute.png", results),
              _plot_sweep(out_dir / "throughput_vs_vocab.png", sweep, V),
              plot_spread({k: _spread(row["test_bpb"]) for k, row in results["rows"].items()},
@@ -442,9 +441,12 @@ def _ratios(point: dict) -> list:
                                   point["ce_tokens_per_s_each"])]
 
 
-def _collect(prof, profile_name, device, seeds, V, ids, bpt, steps, ft_steps, choice,
-             pretrain, sweep, ft_results, probe_results, mlm, equal, equal_results):
+def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_results,
+             probe_results, mlm, equal, equal_results):
     """Every figure of the experiment; returns ``(results, tuning, verdicts)``."""
+    tok, ids, bpt, _ = corpus(prof.vocab_size)
+    V, steps, ft_steps = tok.vocab_size, equal["cwt_steps"], equal["ft_steps"]
+
     def at(o, lr):
         return [pretrain[(o, lr, s)] for s in seeds]
 
@@ -668,8 +670,7 @@ def _what_would_change(r, verdicts) -> str:
         f"- Compute: a CWT step costs x{r['equal_compute']['flops_ratio']:.2f} fewer matrix "
         f"FLOPs than a CE step (x{r['throughput_ratio']:.2f} measured). CWT could see more "
         "tokens for CE's compute, but one pass over a fixed corpus has no more to give it.",
-        "- CWT's negatives are the batch's targets: a larger batch gives harder negatives "
-        "(the paper recommends >= 128 sequences).",
+        "- A larger batch gives CWT harder negatives (the paper recommends >= 128 sequences).",
         "- The throughput ratio is a CPU/NumPy figure for one model shape; it grows with V "
         "and with the share of the head in the step."])
 
@@ -786,10 +787,9 @@ at {r['shared_rate_finetune_lr']:g}):
 |---:|---:|---:|---:|
 {sweep_rows}
 
-(median of {rounds} interleaved rounds, random ids, measured while the other
-worker trained: the absolute figures are low, but both sides share the load. The
-verdicts above use each round's own CWT / CE ratio, so their means can differ from the
-ratio of these medians.)
+(median of {rounds} interleaved rounds on random ids, measured while the other worker
+trained: both sides share the load. The verdicts read each round's own ratio, so their
+means can differ from the ratio of these medians.)
 
 ![throughput]({plots[1].name})
 
@@ -816,7 +816,6 @@ normalised squared singular values (how many directions they use).
   steps, hence the larger rate in the grid.
 - The baseline: Pythia's output layer is untied, so the main CE row is untied; the
   tied CE row is nanotie's usual GPT.
-- Causal targets: the K = B T positions of y (the paper: outputs[:, :-1] vs
-  inputs[:, 1:]); the negatives are the targets of one optimizer step's batch.
+- Causal targets: the K = B T positions of y (the paper: outputs[:, :-1] vs inputs[:, 1:]).
 - The probe replaces GLUE and LAMBADA; the masked LMs are trained only in `--full`.
 """

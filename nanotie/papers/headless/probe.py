@@ -100,8 +100,7 @@ def linear_probe(f_train, y_train, f_test, y_test, steps: int = 300, lr: float =
     with no_grad():
         acc_train = float((clf(x).data.argmax(axis=1) == y_train).mean())
         acc_test = float((clf(Tensor(f_test)).data.argmax(axis=1) == y_test).mean())
-    return {"train_accuracy": acc_train, "test_accuracy": acc_test,
-            "n_train": len(y_train), "n_test": len(y_test), "classes": n_class}
+    return {"train_accuracy": acc_train, "test_accuracy": acc_test}
 
 
 def effective_rank(features) -> float:

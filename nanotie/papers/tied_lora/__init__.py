@@ -45,8 +45,7 @@ TL6 at B = 0, u = v = 1 instead: the experiment's sensitivity row). The scale ma
 because Adam moves every entry by about the learning rate per step, whatever the
 gradient: from N(0, 1), 60 steps at 1e-3 moved A by under 1% and TL6 behaved like the
 VeRA-style corner; from N(0, 1/d) the experiment's 150 steps at 1e-2 move A by about
-50-90% of its norm (its report's movement table). A zero v does not slow A, B and u
-down under Adam: it only blocks their gradients until v's first step.
+50-90% of its norm (its report's movement table says why a zero v does not slow them).
 
 Differences from the paper:
 
@@ -79,8 +78,7 @@ from ...nn.module import Module, Parameter
 from .lattice import PRESETS, TiedLoRAConfig, all_configurations, lattice, trainable_count
 
 __all__ = ["TiedLoRALinear", "attach", "zero_part", "adapters", "merge", "unmerge",
-           "update_is_zero", "TiedLoRAConfig", "PRESETS", "lattice", "all_configurations",
-           "trainable_count"]
+           "TiedLoRAConfig", "PRESETS", "lattice", "all_configurations", "trainable_count"]
 
 
 class TiedLoRALinear(Module):
@@ -203,11 +201,3 @@ def _fold(model, merged: bool):
                 ad.base.weight.data = ad.base.weight.data + (delta if merged else -delta)
                 ad.merged = merged
     return model
-
-
-def update_is_zero(model) -> bool:
-    """True when every layer's update diag(v) B diag(u) A is exactly zero, as it is
-    at step 0 when the configuration has a zero start."""
-    with no_grad():
-        return all(not backend.xp_of(ad.A.data).any(ad.delta_weight().data)
-                   for ad in adapters(model))
