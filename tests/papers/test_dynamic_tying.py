@@ -34,7 +34,8 @@ from nanotie.papers import REGISTRY
 from nanotie.papers.dynamic_tying import (DynamicTiedGPT, DynamicTyingConfig,
                                           FixedSchedule, QNetwork, RandomSchedule,
                                           SyntheticReward, TyingAgent, action_offset,
-                                          chance_train_share, decay_to_floor, experiment,
+                                          chance_train_share, decay_to_floor,
+                                          episode_count, experiment,
                                           greedy_train_share, held_out_batch,
                                           independent_layers, n_actions,
                                           optimizer_state_bytes, q_output_size, root_of,
@@ -409,6 +410,16 @@ def test_with_an_agent_every_decision_is_applied_and_recorded():
         assert math.isfinite(d["td_loss"])
     with pytest.raises(ValueError, match="multiple"):
         train_dynamic(model, tr, va, TrainConfig(steps=6, batch_size=4), tying, agent=agent)
+
+
+@pytest.mark.parametrize("n_layer, k", [(2, 3), (3, 2), (6, 4)])
+def test_episode_count_takes_whole_episodes_of_n_layer_minus_1_decisions(n_layer, k):
+    per_episode = (n_layer - 1) * k
+    assert episode_count(3 * per_episode, n_layer, k) == 3
+    with pytest.raises(ValueError, match="multiple"):
+        episode_count(3 * per_episode + 1, n_layer, k)
+    with pytest.raises(ValueError, match="n_layer >= 2"):
+        episode_count(4, 1, k)
 
 
 # ------------------------------------------------ controls, reward, the synthetic check
