@@ -294,7 +294,7 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
                          out_dir / "test_ppl.png", "test perplexity per byte (lower is better)",
                          "perplexity per byte"),
              _plot_curves(groups, out_dir / "val_curves.png"),
-             _plot_independent(groups, L, out_dir / "independent_layers.png"),
+             _plot_independent(groups, L, out_dir / "independent_layers.png", dyn_label),
              _plot_memory(extra["table"], out_dir / "memory.png"),
              _plot_pattern(groups[dyn_label][0].figures, L, out_dir / "tying_pattern.png",
                            dyn_label)]
@@ -553,9 +553,8 @@ def _plot_curves(groups, path) -> Path:
     return save_figure(fig, path)
 
 
-def _plot_independent(groups, n_layer, path) -> Path:
+def _plot_independent(groups, n_layer, path, dyn_label) -> Path:
     fig, ax = pyplot().subplots(figsize=(6.5, 3.6))
-    eps = None
     for label, rs in groups.items():
         ind = np.array([r.figures["independent_per_episode"] for r in rs], dtype=float)
         if ind.size == 0:                             # vanilla: no episodes
@@ -563,15 +562,13 @@ def _plot_independent(groups, n_layer, path) -> Path:
         ep = np.arange(1, ind.shape[1] + 1)
         ax.errorbar(ep, ind.mean(0), yerr=ind.std(0, ddof=1) if len(rs) > 1 else None,
                     capsize=2, label=label, drawstyle="steps-mid")
-        if label.startswith("dynamic"):
-            eps = rs[0].figures["epsilon_per_episode"]
     ax.axhline(n_layer, color="gray", ls="--", lw=1, label="vanilla (all layers train)")
     ax.set(xlabel="episode", ylabel="independent layers at episode end",
            ylim=(0, n_layer + 0.5), title="Layers that train (mean ± std over seeds)")
-    if eps:
-        ax2 = ax.twinx()
-        ax2.plot(np.arange(1, len(eps) + 1), eps, color="k", alpha=0.35, lw=1)
-        ax2.set(ylabel="agent's epsilon (grey)", ylim=(0, 1.05))
+    eps = groups[dyn_label][0].figures["epsilon_per_episode"]    # the same in each mode
+    ax2 = ax.twinx()
+    ax2.plot(np.arange(1, len(eps) + 1), eps, color="k", alpha=0.35, lw=1)
+    ax2.set(ylabel="agent's epsilon (grey)", ylim=(0, 1.05))
     ax.legend(loc="lower left", fontsize=7)
     ax.grid(alpha=0.3)
     return save_figure(fig, path)
