@@ -131,11 +131,8 @@ class HeadlessGPT(GPT):
 
 @dataclass
 class HeadlessConfig(GPTConfig):
-    """A GPT configuration plus the temperature of the contrastive loss.
-
-    ``tie_embeddings`` must stay True: the input embedding is the only output layer
-    (the ``lm_head`` attribute of the model is the embedding itself, never a new
-    matrix)."""
+    """A GPT configuration plus the temperature of the contrastive loss
+    (``tie_embeddings`` stays True: see :class:`HeadlessGPT`)."""
 
     temperature: float = 1.0      # tau in Eq. 3; the paper uses 1 (raw dot products)
 

@@ -7,9 +7,9 @@ of the headless model scores the K positions against the K targets: a (K, K)
 matrix. The rest of the step (embedding, blocks, AdamW on the same parameters) is
 identical, so the ratio of the two step times shows what the softmax head costs.
 
-The two models are timed INTERLEAVED (CE, CWT, CE, CWT, ...) and the median per-step
-time is kept, so that a burst of load on a shared machine slows both sides; each
-round's time is kept too, as one sample of the spread.
+The two models are timed INTERLEAVED (CE, CWT, CE, CWT, ...; see
+:func:`throughput_vs_vocab`): the median per-step time is reported, and each round's
+time is kept as one sample of the spread.
 """
 
 from __future__ import annotations

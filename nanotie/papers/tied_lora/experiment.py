@@ -275,12 +275,13 @@ def verdicts_at(rows: list, rank: int) -> list:
 
 def gains(rows: list, base_bpb: float) -> list:
     """Each configuration's improvement on the frozen base (test bpb), and its share of
-    LoRA's improvement at the same rank: ``[(name, rank, gain, share or None)]``."""
+    LoRA's improvement at the same rank (None without a LoRA row)."""
     lora = {r["rank"]: base_bpb - r["test_bpb"].mean for r in rows if r["config"] == "LoRA"}
     out = []
     for r in rows:
         gain, ref = base_bpb - r["test_bpb"].mean, lora.get(r["rank"])
-        out.append((r["config"], r["rank"], gain, gain / ref if ref else None))
+        out.append({"config": r["config"], "rank": r["rank"], "test_bpb_gain": gain,
+                    "share_of_lora": gain / ref if ref else None})
     return out
 
 
@@ -317,8 +318,7 @@ def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0, device: str
         "tuning": tuning_record({f"{k[0]} r={k[1]}": c for k, c in raw["choice"].items()}),
         "rows": [{**r, "val_bpb": r["val_bpb"].as_dict(), "test_bpb": r["test_bpb"].as_dict()}
                  for r in rows],
-        "gains": [{"config": n, "rank": k, "test_bpb_gain": g, "share_of_lora": sh}
-                  for n, k, g, sh in gains(rows, base_code["test"])],
+        "gains": gains(rows, base_code["test"]),
         "verdicts": protocol.verdict_dicts(verdicts),
         "runs": [r.record(val_bpb=r.figures["val"]["bpb"], test_bpb=r.figures["test"]["bpb"])
                  for r in raw["grid"] + raw["later"]],
@@ -382,9 +382,9 @@ def _report_body(results, rows, choice, verdicts, plot, bars) -> str:
              "decides 'within noise'), or with longer training.")
     tl6_share = next((r["pct_of_lora"] for r in rows if r["config"] == "TL6"), float("nan"))
     gain_lines = "\n".join(
-        f"- {name} r={rank}: {gain:+.3f} bpb" + (f", {100 * share:.0f}% of LoRA's"
-                                                 if share is not None else "")
-        for name, rank, gain, share in gains(rows, base["test"]))
+        f"- {g['config']} r={g['rank']}: {g['test_bpb_gain']:+.3f} bpb"
+        + ("" if g["share_of_lora"] is None else f", {100 * g['share_of_lora']:.0f}% of LoRA's")
+        for g in results["gains"])
     tuning = tuning_table({f"{TiedLoRAConfig.from_key(key).name} r={rank}": c
                            for (key, rank), c in choice.items()}, metric="bpb")
     return f"""
@@ -418,7 +418,6 @@ started at B = 0, u = v = 1 instead of v = 0 (at TL6's rate).
 The learning rates (validation bpb at seed {results['seeds'][0]}; the chosen one in bold):
 
 {tuning}
-
 
 Each configuration's test bpb gain on the frozen base, and its share of LoRA's gain at the
 same rank:
