@@ -169,8 +169,7 @@ def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cp
                "test": unigram_bpb(splits.train, splits.test)}
     val, test = (protocol.spread([r.figures[s]["bpb"] for r in at_best]) for s in ("val", "test"))
     # The sanity check: better than the context-free model by more than 1 bit per byte.
-    check = protocol.verdict(test.values, [unigram["test"]], lower_is_better=True,
-                             margin=-1.0, names=("GPT", "unigram"))
+    check = protocol.verdict(test.values, [unigram["test"]], margin=-1.0, names=("GPT", "unigram"))
     model_cfg = GPTConfig(**at_best[0].run.settings["model"])
     params = at_best[0].figures["parameters"]
     plot = plot_curves(at_best, unigram["val"], out_dir / "loss.png",
