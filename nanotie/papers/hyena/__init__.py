@@ -34,11 +34,6 @@ Where things are:
     experiment.py  the miniature reproduction (``python -m nanotie reproduce hyena``),
                    whose distillation part is ``nanotie.papers.distillery.study``
 
-For distillation: ``model.mixers()`` lists each layer's operator; ``op.filter_array(L)``
-is h as a float64 array (n_filters, L), ``op.dskip_array()`` is Dskip (n_filters,);
-a distilled operator overrides ``op.filters(L)`` (ĥ, the parallel form), and its
-recurrent form is its cache's ``forward`` (``distillery.generate.MixerCache``).
-
 Differences from the paper:
 - Order 2 only (the LM setting of both papers); no dropout inside the operator.
 - The decay rates are fixed buffers and the window has no shift, as in the reference
