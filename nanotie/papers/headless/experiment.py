@@ -25,8 +25,8 @@ from ... import backend, data, protocol
 from ...autograd import no_grad
 from ...nn import GPT, GPTConfig, count_parameters
 from ...nn import functional as F
-from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, headline, minmax_yerr, plot_spread, publish, pyplot,
+                       save_figure, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, default_loss, evaluate, train
 from . import HeadlessConfig, HeadlessGPT, freeze_all_but_head, lm_from_headless
 from .probe import (PROBE_TOPICS, effective_rank, linear_probe, pooled_features,
@@ -622,7 +622,7 @@ def _plot_sweep(path, sweep, V) -> Path:
     for key, label, fmt in (("ce", "CE (softmax over V)", "o-"), ("cwt", "CWT (K x K)", "s-")):
         each = np.asarray([r[f"{key}_tokens_per_s_each"] for r in sweep])   # (n_V, repeats)
         mid = np.asarray([r[f"{key}_tokens_per_s"] for r in sweep])
-        ax1.errorbar(vs, mid, yerr=[mid - each.min(1), each.max(1) - mid], fmt=fmt,
+        ax1.errorbar(vs, mid, yerr=minmax_yerr(mid, each.min(1), each.max(1)), fmt=fmt,
                      capsize=3, label=label)
     ax1.set(xscale="log", xlabel="vocabulary size V", ylabel="training tokens / s",
             title="Training throughput (median, min-max of the rounds)")
