@@ -6,10 +6,9 @@ tied head must beat the best model that ignores context, a unigram byte model, b
 
 Protocol (:mod:`nanotie.protocol`): the prose is cut 80 / 10 / 10 into train | val |
 test (:func:`prose_splits`); each seed is one :func:`gpt_run`; the learning rate is
-chosen on val (see ``LR_GRID``); the report gives test figures as mean ± std over seeds
-with every seed's value. A run also writes its trained weights to a checkpoint keyed by
-its settings (:func:`trained_gpt` loads it), so that Tied-LoRA's runs load the base
-instead of training it again.
+chosen on val (see ``LR_GRID``). A run also writes its trained weights to a checkpoint
+keyed by its settings (:func:`trained_gpt` loads it), so that Tied-LoRA's runs load the
+base instead of training it again.
 """
 
 from __future__ import annotations

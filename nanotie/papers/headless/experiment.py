@@ -1,12 +1,11 @@
 """Headless vs softmax language modelling on Python's help text, in miniature.
 
-Under nanotie's protocol (train | val | test, every setting chosen on val, every figure
-on test, spread over seeds): pretraining with CE (untied and tied head) and with CWT
-(:func:`pretrain_run`), fine-tuning a cloned head (:func:`finetune_run`, Table 3), a
-linear topic probe (:func:`probe_run`), throughput against V (:func:`throughput_run`),
-and, in ``--full``, masked LMs (:func:`mlm_run`); :func:`run` says in which order.
-Pretrained models are checkpointed under ``<out>/../cache/headless/`` for the runs
-that load them; run figures are cached in ``<out>/../cache/runs/``.
+Under nanotie's protocol (:mod:`nanotie.protocol`): pretraining with CE (untied and tied
+head) and with CWT (:func:`pretrain_run`), fine-tuning a cloned head
+(:func:`finetune_run`, Table 3), a linear topic probe (:func:`probe_run`), throughput
+against V (:func:`throughput_run`), and, in ``--full``, masked LMs (:func:`mlm_run`);
+:func:`run` says in which order. Pretrained models are checkpointed under
+``<out>/../cache/headless/`` for the runs that load them.
 """
 
 from __future__ import annotations

@@ -9,9 +9,7 @@ source, and reports bits per byte on the code's val and test splits (cut 80 / 10
 The protocol (:mod:`nanotie.protocol`): phase 1 runs every configuration at every rate
 of the grid at the first seed, and the frozen base; each configuration's rate is chosen
 on val. Phase 2 runs the other seeds at that rate, and the sensitivity row (TL6 started
-at B = 0, u = v = 1 instead of v = 0) at TL6's rate. The report gives test bits per byte
-over seeds with every seed's value, and verdicts on the paper's claim (TL6 about as
-good as LoRA) and its controls.
+at B = 0, u = v = 1 instead of v = 0) at TL6's rate.
 """
 
 from __future__ import annotations
