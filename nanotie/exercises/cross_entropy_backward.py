@@ -131,15 +131,15 @@ def check(fn) -> CheckResult:
                 (got,) = c.per_input(grads, ["logits"])
                 if isinstance(got, np.ndarray) and got.shape == z.shape:
                     _check_padding_rows(got, want, t, ignore)
-                c.expect_grads(grads, {"logits": want}, hints={"logits": {
-                    "factors": {1.0 / g: "you ignored the upstream gradient g; multiply "
-                                         "by it (the chain rule).",
-                                (t != ignore).sum() / len(t): "you divided by N, all the "
-                                "rows; divide by the number of counted rows."},
-                    "known": [(softmax_rows(z) * g * (t != ignore)[:, None] / (t != ignore).sum(),
-                               "you forgot to subtract "
-                               "the one-hot of the target: dloss/dz_i = softmax(z_i) - "
-                               "onehot(y_i).")]}})
+                valid = t != ignore
+                c.expect_array(got, want, "logits", "gradient", factors={
+                    1.0 / g: "you ignored the upstream gradient g; multiply by it (the chain "
+                             "rule).",
+                    valid.sum() / len(t): "you divided by N, all the rows; divide by the "
+                                          "number of counted rows."},
+                    known=[(softmax_rows(z) * g * valid[:, None] / valid.sum(),
+                            "you forgot to subtract the one-hot of the target: dloss/dz_i = "
+                            "softmax(z_i) - onehot(y_i).")])
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
             for z, t, ignore, kwargs in cases[:2]:         # (gradcheck's eps is too
                 c.case = _describe(z, t, ignore, kwargs)   #  small for logits ~1000)
