@@ -188,9 +188,9 @@ def _order_problem(blocks: tuple, names: list) -> str:
             f"TrellisNet reads them as i, o, g, f (PyTorch's blocks 0, 3, 2, 1).")
 
 
-def diagnose(arrays, data: dict) -> list:
-    """What is wrong with the learner's arrays that match a recognised mistake (a tap
-    layout and/or a gate order): a list of sentences, empty if none matches."""
+def diagnose(arrays, data: dict) -> str:
+    """What is wrong with the learner's arrays: the recognised mistakes they match (a tap
+    layout and/or a gate order), one a line, or else where they first differ."""
     found, orders = [], {}
     layouts = _layouts(data)
     for name, got in zip(NAMES, arrays):
@@ -203,7 +203,8 @@ def diagnose(arrays, data: dict) -> list:
                 if blocks != tuple(range(4)):
                     orders.setdefault(blocks, []).append(name)
                 break
-    return found + [_order_problem(blocks, names) for blocks, names in orders.items()]
+    found += [_order_problem(blocks, names) for blocks, names in orders.items()]
+    return "\n".join(found) or _not_a_layout(arrays, data)
 
 
 def _not_a_layout(arrays, data: dict) -> str:
@@ -280,8 +281,7 @@ def check(fn) -> CheckResult:
                 c.case = f"an LSTM with {name}"
                 for got, want in zip(answers[name], data["converter"]):
                     if not close(got, want, rtol=0, atol=1e-12):
-                        raise Mistake("\n".join(diagnose(answers[name], data))
-                                      or _not_a_layout(answers[name], data))
+                        raise Mistake(diagnose(answers[name], data))
     return c.result
 
 
@@ -294,8 +294,7 @@ def _explain_mismatch(arrays, data: dict, M: int, err, passed: list) -> str:
         head += (" (With M = 1 it matched: one level is a single LSTM step from the zero "
                  "state, where only W_ih on x_t and b act; the recurrent weights first "
                  "matter at two levels.)")
-    found = diagnose(arrays, data)
-    return "\n".join([head] + (found or [_not_a_layout(arrays, data)]))
+    return head + "\n" + diagnose(arrays, data)
 
 
 # ------------------------------------------------ wrong answers, for the tests
