@@ -192,20 +192,18 @@ def _wrong_grads(X, A, B, u, v, g):
 
 def _expect_per_layer(c, got, want, name: str, width: str, known: list) -> None:
     """u and v are NOT tied: a gradient summed over the layers gets its own message."""
-    arr = np.asarray(got, dtype=np.float64) if isinstance(got, np.ndarray) else None
-    if arr is not None and arr.shape != want.shape:
-        total = want.sum(axis=0)
-        if arr.shape in (total.shape, (1,) + total.shape):
-            summed = close(arr.reshape(total.shape), total)
+    total = want.sum(axis=0)                              # the gradient a tied u or v gets
+    if isinstance(got, np.ndarray) and got.shape != want.shape:
+        if got.shape in (total.shape, (1,) + total.shape):
+            summed = close(got.reshape(total.shape), total)
             raise Mistake(
-                f"your gradient for `{name}` has shape {arr.shape}, but `{name}` has shape "
+                f"your gradient for `{name}` has shape {got.shape}, but `{name}` has shape "
                 f"{want.shape}: one {name}_l of {width} entries per layer. "
                 + ("It equals the SUM over the layers of the right one: " if summed else "")
                 + f"{name} is NOT tied, each layer has its own {name}_l, so its gradient "
                   f"is summed over that layer's N rows only and keeps the layer axis.")
-    if arr is not None and arr.shape == want.shape and want.shape[0] > 1:
-        total = np.broadcast_to(want.sum(axis=0), want.shape)
-        if close(arr, total) and not close(arr, want):
+    if isinstance(got, np.ndarray) and got.shape == want.shape and want.shape[0] > 1:
+        if close(got, np.broadcast_to(total, want.shape)) and not close(got, want):
             raise Mistake(
                 f"your gradient for `{name}` gives every layer the SUM over all layers. "
                 f"{name} is NOT tied, each layer has its own {name}_l, so row l of its "
