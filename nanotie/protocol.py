@@ -41,8 +41,8 @@ from .data import contiguous_split
 from .files import write_text
 from .report import _plain, progress_bar
 
-__all__ = ["Splits", "split", "corpus_hash", "Run", "RunResult", "run_many", "Runner",
-           "dask_executor", "choose", "Spread", "spread", "verdict", "Verdict",
+__all__ = ["Splits", "split", "check_corpus", "Run", "RunResult", "run_many",
+           "Runner", "dask_executor", "choose", "Spread", "spread", "verdict", "Verdict",
            "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
 
 
@@ -61,6 +61,17 @@ class Splits:
     def sizes(self) -> dict:
         return {"train": len(self.train), "val": len(self.val), "test": len(self.test)}
 
+    def hash(self) -> str:
+        """A short hash of the three pieces: put it in the settings of the runs that read
+        them, so that another corpus (another Python's help text, say) never hits a stale
+        cache entry."""
+        h = hashlib.sha256()
+        for a in (self.train, self.val, self.test):
+            a = np.ascontiguousarray(a)
+            h.update(str((a.dtype.str, a.shape)).encode())
+            h.update(a.tobytes())
+        return h.hexdigest()[:16]
+
 
 def split(ids, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
     """Cut ``ids`` (bytes or a 1-D integer array) into train | val | test, in that order.
@@ -75,15 +86,15 @@ def split(ids, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
                                     ("train", "val", "test")))
 
 
-def corpus_hash(*arrays) -> str:
-    """A short hash of the data a run reads: put it in the run's settings, so that
-    another corpus (another Python's help text, say) never hits a stale cache entry."""
-    h = hashlib.sha256()
-    for a in arrays:
-        a = np.ascontiguousarray(a)
-        h.update(str((a.dtype.str, a.shape)).encode())
-        h.update(a.tobytes())
-    return h.hexdigest()[:16]
+def check_corpus(corpus, expected: str, who: str) -> None:
+    """Stop ``who``, a run whose settings were made for the corpus hashing to
+    ``expected``, when ``corpus`` (its :class:`Splits` or their hash) is another one:
+    another Python ships other text, and its figures would be filed under a stale key."""
+    found = corpus.hash() if isinstance(corpus, Splits) else corpus
+    if found != expected:
+        raise ValueError(f"{who}: the corpus differs from the one these settings were "
+                         f"made for (it hashes to {found}, not {expected}: another "
+                         "Python's text?)")
 
 
 # -------------------------------------------------------------------------- runs

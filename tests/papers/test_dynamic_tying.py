@@ -613,7 +613,7 @@ def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process():
     its settings and seed alone (the agent's Q-network is seeded too)."""
     profile = {**TINY, "seeds": 1}
     splits = experiment.prose_splits()
-    corpus = experiment.protocol.corpus_hash(splits.train, splits.val, splits.test)
+    corpus = splits.hash()
     run = experiment._runs([("dynamic", "official")], [3e-3], [0], profile, corpus, 2,
                            "cpu")[0]
     first = experiment.dynamic_tying_run(dict(run.settings), 0, "cpu")

@@ -133,9 +133,7 @@ def dynamic_tying_run(settings: dict, seed: int, device: str) -> dict:
     pattern's switch episode, the size of the held-out reward piece and the corpus
     hash. Returns ``{"val": {...}, "test": {...}, ...}`` with curves and diagnostics."""
     splits = prose_splits()
-    if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
-        raise ValueError("dynamic_tying_run: the corpus differs from the one the settings "
-                         "were made for")
+    protocol.check_corpus(splits, settings["corpus"], "dynamic_tying_run")
     model_cfg = GPTConfig(**settings["model"])
     train_cfg = TrainConfig(**{**settings["train"], "seed": seed})
     tying_cfg = DynamicTyingConfig(**settings["tying"])
@@ -250,7 +248,7 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     L = model_cfg.n_layer
     episodes = episode_count(train_cfg.steps, L, profile["tying"].lm_steps_per_decision)
     splits = prose_splits()
-    corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
+    corpus = splits.hash()
     seeds = list(range(seed, seed + profile["seeds"]))
     main_mode = profile["modes"][0]
     lrs = tuple(profile["lrs"])

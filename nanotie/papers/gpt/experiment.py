@@ -84,7 +84,7 @@ def base_settings(quick: bool = True, cache_dir="runs/cache", lr: float | None =
         train["lr"] = float(lr)
     splits = prose_splits()
     return {"profile": profile, "model": asdict(model_cfg), "train": train,
-            "corpus": protocol.corpus_hash(splits.train, splits.val, splits.test),
+            "corpus": splits.hash(),
             "checkpoint_dir": str(cache_dir)}
 
 
@@ -102,9 +102,7 @@ def trained_gpt(settings: dict, seed: int, device: str = "cpu", progress=False):
     checkpointed) otherwise. This is the base model that Tied-LoRA adapts. The curve
     evaluates on a prefix of the val split."""
     splits = prose_splits()
-    if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
-        raise ValueError("trained_gpt: the prose corpus of this Python differs from the "
-                         "one these settings were made for")
+    protocol.check_corpus(splits, settings["corpus"], "trained_gpt")
     cfg = TrainConfig(**{**settings["train"], "seed": seed})
     backend.manual_seed(seed)
     model = GPT(GPTConfig(**settings["model"])).to(device)

@@ -118,7 +118,7 @@ def corpus(vocab_size: int):
     tok = data.BPETokenizer.train(raw["train"], vocab_size)
     ids = {k: tok.encode(v) for k, v in raw.items()}
     bpt = {k: len(raw[k]) / len(ids[k]) for k in raw}
-    return tok, ids, bpt, protocol.corpus_hash(splits.train, splits.val, splits.test)
+    return tok, ids, bpt, splits.hash()
 
 
 def unigram_bpb(train_ids, eval_ids, vocab_size: int, bytes_per_token: float) -> float:

@@ -150,8 +150,7 @@ def lm_run(settings: dict, seed: int, device: str) -> dict:
     DistillStudy's settings, or None): then every filter of a Hyena model is
     distilled too, and the distilled LMs are scored on the test split."""
     splits = prose_splits()
-    if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
-        raise ValueError("lm_run: the prose corpus differs from the one in the settings")
+    protocol.check_corpus(splits, settings["corpus"], "lm_run")
     base = HyenaConfig(**settings["shape"])
     model = _model(settings, seed, device, base)
     history = train(model, splits.train, splits.val,
@@ -282,7 +281,7 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
     name_of_profile = "custom" if profile is not None else "quick" if quick else "full"
     profile = profile or PROFILES[name_of_profile]
     splits = prose_splits()
-    base = _settings(profile, protocol.corpus_hash(splits.train, splits.val, splits.test))
+    base = _settings(profile, splits.hash())
     seeds = list(range(seed, seed + profile.seeds))
     lm_lrs = list(profile.lr_grid) or [profile.train.lr]
     rc_lrs = list(profile.recall_lr_grid) or [profile.recall_train.lr]

@@ -156,7 +156,7 @@ def prepare_data(vocab_size: int, window: int, max_bytes: int | None = None) -> 
     return {"tokenizer": tok, "windows": ByteWindows(tok, window),
             **{f"{name}_ids": tok.encode(part.tobytes()) for name, part in parts.items()},
             "bytes": splits.sizes, "split_bytes": splits,
-            "corpus": protocol.corpus_hash(splits.train, splits.val, splits.test)}
+            "corpus": splits.hash()}
 
 
 def loss_fn_for(model: STLM, windows: ByteWindows):
@@ -178,9 +178,7 @@ def stlm_run(settings: dict, seed: int, device: str) -> dict:
     cfg = STLMConfig(**settings["model"])
     train_cfg = TrainConfig(**{**settings["train"], "seed": seed})
     d = prepare_data(cfg.vocab_size, cfg.byte_window, settings["max_bytes"])
-    if d["corpus"] != settings["corpus"]:
-        raise ValueError(f"stlm_run: the corpus here hashes to {d['corpus']}, the run "
-                         f"was set up for {settings['corpus']} (another Python's prose?)")
+    protocol.check_corpus(d["corpus"], settings["corpus"], "stlm_run")
     windows = d["windows"]
     backend.manual_seed(seed)
     model = STLM(cfg).to(device)

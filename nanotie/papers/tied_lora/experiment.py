@@ -91,9 +91,7 @@ def adapter_run(settings: dict, seed: int, device: str = "cpu") -> dict:
     frozen base alone."""
     base, _ = gpt_experiment.trained_gpt(settings["base"], settings["base_seed"], device)
     splits = code_splits(settings["code_bytes"])
-    if protocol.corpus_hash(splits.train, splits.val, splits.test) != settings["corpus"]:
-        raise ValueError("adapter_run: the code corpus of this Python differs from the one "
-                         "these settings were made for")
+    protocol.check_corpus(splits, settings["corpus"], "adapter_run")
     T, B, n_eval = settings["block_size"], settings["batch_size"], settings["eval_windows"]
 
     def figures():
@@ -177,7 +175,7 @@ def sweep(profile: SweepProfile, base: dict, runner, seed: int = 0,
 
     ``base``: the gpt experiment's settings of the base model (seed ``seed``'s)."""
     splits = code_splits(profile.code_bytes)
-    corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
+    corpus = splits.hash()
     seeds = [seed + i for i in range(profile.seeds)]
 
     def run_of(config, lr, s, name=None, zero=None):

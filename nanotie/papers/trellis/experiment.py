@@ -212,9 +212,7 @@ def lm_run(settings: dict, seed: int, device: str = "cpu") -> dict:
     byte on the same first ``eval_batches * batch`` windows of val and of test."""
     s = settings
     splits = prose_splits()
-    if protocol.corpus_hash(splits.train, splits.val, splits.test) != s["corpus"]:
-        raise ValueError("lm_run: the prose corpus of this Python differs from the one "
-                         "these settings were made for")
+    protocol.check_corpus(splits, s["corpus"], "lm_run")
     backend.manual_seed(seed)
     dil = tuple(s["dilations"]) if s["dilations"] else None
     core = build_core(s["kind"], s["d_embed"], s["budget"], s["hidden"], s["levels"],
@@ -342,7 +340,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     t0 = time.perf_counter()
     eq = equivalence_demo(seed)
     splits = prose_splits()
-    corpus = protocol.corpus_hash(splits.train, splits.val, splits.test)
+    corpus = splits.hash()
     main_levels = len(prof.dilations)
     budget = trellis_parameters(trellis_config(prof.d_embed, prof.hidden, main_levels))
     seeds = [seed + i for i in range(prof.seeds)]
