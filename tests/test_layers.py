@@ -133,10 +133,11 @@ def test_norms_start_as_plain_normalisation():
 # ---------------------------------------------------------- feed-forwards
 
 
-def test_mlp_matches_formula(rng):
-    """proj(GELU_tanh(fc(x))), hidden 4 d by default."""
-    mlp = randomize(MLP(4), rng)
-    assert mlp.fc.weight.shape == (16, 4) and mlp.proj.weight.shape == (4, 16)
+@pytest.mark.parametrize("out_dim", [None, 3])
+def test_mlp_matches_formula(rng, out_dim):
+    """proj(GELU_tanh(fc(x))), hidden 4 d by default, out_dim d by default."""
+    mlp = randomize(MLP(4, out_dim=out_dim), rng)
+    assert mlp.fc.weight.shape == (16, 4) and mlp.proj.weight.shape == (out_dim or 4, 16)
     x = rng.standard_normal((2, 3, 4))
     h = np_gelu_tanh(x @ mlp.fc.weight.numpy().T + mlp.fc.bias.numpy())
     want = h @ mlp.proj.weight.numpy().T + mlp.proj.bias.numpy()

@@ -140,17 +140,19 @@ class Dropout(Module):
 
 
 class MLP(Module):
-    """The transformer's feed-forward layer: proj(GELU(fc(x))), hidden = 4 d by default."""
+    """The transformer's feed-forward layer: proj(GELU(fc(x))), hidden = 4 d by default.
+
+    ``out_dim`` (default: ``dim``) makes it width-changing, d -> hidden -> out_dim."""
 
     def __init__(self, dim: int, hidden: int | None = None, dropout: float = 0.0,
-                 bias: bool = True, dtype=None, device=None):
+                 bias: bool = True, dtype=None, device=None, out_dim: int | None = None):
         super().__init__()
         hidden = hidden or 4 * dim
         self.fc = Linear(dim, hidden, bias, dtype, device)
-        self.proj = Linear(hidden, dim, bias, dtype, device)
+        self.proj = Linear(hidden, out_dim or dim, bias, dtype, device)
         self.drop = Dropout(dropout)
 
-    def forward(self, x: Tensor) -> Tensor:      # (..., d) -> (..., d)
+    def forward(self, x: Tensor) -> Tensor:      # (..., d) -> (..., out_dim)
         return self.drop(self.proj(F.gelu(self.fc(x), approximate="tanh")))
 
 

@@ -41,8 +41,7 @@ from ...nn.layers import Dropout, Embedding, Linear
 from ...nn.module import Module, ModuleList
 from ...nn.transformer import GPT, Block
 from .byte_windows import BYTE_VOCAB, EOT, PAD, ByteWindows
-from .layers import (ByteBlock, ByteSelfAttention, GroupedQKV, ProjectingMLP, STLMConfig,
-                     ffn, norm)
+from .layers import ByteBlock, ByteSelfAttention, GroupedQKV, STLMConfig, ffn, norm
 from .params import (PAPER_BASE, PAPER_FIGURES, ffn_width, measured_split, millions,
                      paper_configs, parameter_budget)
 
@@ -270,6 +269,6 @@ DIFFERENCES = """\
 
 
 __all__ = ["PAD", "EOT", "BYTE_VOCAB", "ByteWindows", "STLMConfig", "STLM", "ByteBlock",
-           "ByteEmbedder", "ByteDecoder", "ByteSelfAttention", "ProjectingMLP", "GroupedQKV",
+           "ByteEmbedder", "ByteDecoder", "ByteSelfAttention", "GroupedQKV",
            "share_ffn", "byte_cross_entropy", "DIFFERENCES", "parameter_budget", "ffn_width",
            "measured_split", "PAPER_BASE", "paper_configs", "PAPER_FIGURES", "millions"]

@@ -14,7 +14,6 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Tensor
-from ...nn import functional as F
 from ...nn.layers import MLP, LayerNorm, Linear, RMSNorm, SwiGLU
 from ...nn.module import Module
 from ...nn.transformer import CausalSelfAttention, GPTConfig
@@ -86,18 +85,6 @@ def ffn(config: STLMConfig) -> Module:
     return FFN(config.d_model, config.ffn_hidden, dropout=config.dropout, bias=config.bias)
 
 
-class ProjectingMLP(Module):
-    """A width-changing feed-forward layer: proj(GELU(fc(x))), in -> hidden -> out."""
-
-    def __init__(self, in_dim: int, hidden: int, out_dim: int, bias: bool = False):
-        super().__init__()
-        self.fc = Linear(in_dim, hidden, bias)
-        self.proj = Linear(hidden, out_dim, bias)
-
-    def forward(self, x: Tensor) -> Tensor:          # (..., in) -> (..., out)
-        return self.proj(F.gelu(self.fc(x), approximate="tanh"))
-
-
 class ByteSelfAttention(CausalSelfAttention):
     """Attention among the W byte slots of ONE token, in both directions (no mask):
     a token's bytes are all known when it is embedded, so slot 0 may look at slot 11.
@@ -118,7 +105,7 @@ class ByteBlock(Module):
         self.ln1 = norm(in_dim, config)
         self.attn = ByteSelfAttention(in_dim, config.byte_heads, bias=config.bias)
         self.ln2 = norm(in_dim, config)
-        self.mlp = ProjectingMLP(in_dim, ffn_dim, out_dim, config.bias)
+        self.mlp = MLP(in_dim, ffn_dim, bias=config.bias, out_dim=out_dim)
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln1(x))
