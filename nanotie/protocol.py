@@ -41,8 +41,8 @@ from .data import contiguous_split
 from .files import write_text
 from .report import _plain, progress_bar
 
-__all__ = ["Splits", "split", "check_corpus", "Run", "RunResult", "run_many",
-           "Runner", "dask_executor", "choose", "Spread", "spread", "verdict", "Verdict",
+__all__ = ["Splits", "split", "check_corpus", "Run", "RunResult", "run_many", "Runner",
+           "dask_executor", "choose", "Spread", "spread", "spread_of", "verdict", "Verdict",
            "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
 
 
@@ -358,24 +358,30 @@ def spread(values) -> Spread:
     return Spread(float(v.mean()), std, float(v.min()), float(v.max()), tuple(v.tolist()))
 
 
+def spread_of(results, key: str, split: str = "test") -> Spread:
+    """The :class:`Spread` of ``figures[split][key]`` over ``results`` (one per seed)."""
+    return spread([r.figures[split][key] for r in results])
+
+
 def choose(results, method, setting, metric: str, lower_is_better: bool = True) -> dict:
     """Per method, the setting whose mean VALIDATION ``metric`` over seeds is best.
 
     ``results``: :class:`RunResult` s; ``method(run)`` and ``setting(run)`` name a run's
     method and its tuned setting (e.g. ``lambda r: r.settings["lr"]``). Only
     ``figures["val"][metric]`` is read: the test split never decides anything. Returns
-    ``{method: {"best": setting, "grid": {setting: Spread}}}``.
+    ``{method: {"best": setting, "grid": {setting: Spread}, "runs": [RunResult]}}``,
+    ``runs`` being the method's results at the best setting, in the order given.
     """
     table: dict = {}
     for r in results:
-        val = r.figures["val"][metric]
-        table.setdefault(method(r.run), {}).setdefault(setting(r.run), []).append(val)
+        table.setdefault(method(r.run), {}).setdefault(setting(r.run), []).append(r)
     out = {}
     for m, by_setting in table.items():
-        grid = {s: spread(v) for s, v in by_setting.items()}
+        grid = {s: spread([r.figures["val"][metric] for r in rs])
+                for s, rs in by_setting.items()}
         sign = 1.0 if lower_is_better else -1.0
         best = min(grid, key=lambda s: sign * grid[s].mean)
-        out[m] = {"best": best, "grid": grid}
+        out[m] = {"best": best, "grid": grid, "runs": by_setting[best]}
     return out
 
 

@@ -16,8 +16,8 @@ import numpy as np
 from .files import atomic_write, write_text
 
 __all__ = ["write_results", "publish", "headline", "progress_bar", "summary_table", "smooth",
-           "spread_table",
-           "plot_spread", "minmax_yerr", "claim_section", "tuning_table", "tuning_record"]
+           "spread_table", "plot_spread", "plot_bands", "seed_bars", "minmax_yerr",
+           "claim_section", "tuning_table", "tuning_record"]
 
 
 def _plain(value, nan_as_null: bool = True):
@@ -177,6 +177,30 @@ def minmax_yerr(mean, lo, hi) -> np.ndarray:
     for scalars. Clipped at 0: the mean of equal values can round a hair past them."""
     return np.maximum([np.atleast_1d(np.subtract(mean, lo)),
                        np.atleast_1d(np.subtract(hi, mean))], 0.0)
+
+
+def seed_bars(ax, x, values, fmt="o-", **kw):
+    """On ``ax``: the mean over seeds (axis 0 of ``values``) with error bars down to the
+    min and up to the max."""
+    v = np.asarray(values, dtype=np.float64)
+    mean = v.mean(0)
+    ax.errorbar(x, mean, yerr=minmax_yerr(mean, v.min(0), v.max(0)), fmt=fmt, capsize=3, **kw)
+
+
+def plot_bands(curves: dict, path, xlabel: str, ylabel: str, title: str,
+               figsize=(6.4, 3.8), legend_size=None) -> Path:
+    """Curves over seeds: the mean as a line, min to max as a band around it.
+
+    ``curves``: ``{label: (x, ys)}``, ``ys`` of shape (seeds, len(x))."""
+    fig, ax = pyplot().subplots(figsize=figsize)
+    for label, (x, ys) in curves.items():
+        ys = np.asarray(ys)
+        line, = ax.plot(x, ys.mean(0), "o-", ms=3, label=label)
+        ax.fill_between(x, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
+    ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=legend_size)
+    return save_figure(fig, path)
 
 
 def plot_spread(groups: dict, path, title: str, ylabel: str) -> Path:

@@ -83,6 +83,8 @@ def test_choose_picks_best_mean_validation_and_never_reads_test():
     c = P.choose(results, lambda r: r.settings["method"], lambda r: r.settings["lr"], "bpb")
     assert c["a"]["best"] == 3e-3 and c["b"]["best"] == 3e-3
     assert c["a"]["grid"][1e-3].values == (3.0, 3.2)
+    assert c["a"]["runs"] == results[2:4] and c["b"]["runs"] == results[5:]
+    assert P.spread_of(c["a"]["runs"], "bpb", "val") == c["a"]["grid"][3e-3]
     hi = P.choose(results, lambda r: r.settings["method"], lambda r: r.settings["lr"], "bpb",
                   lower_is_better=False)
     assert hi["a"]["best"] == 1e-3 and hi["b"]["best"] == 1e-3

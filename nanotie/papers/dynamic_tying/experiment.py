@@ -23,8 +23,8 @@ import numpy as np
 from ... import backend, protocol
 from ...nn import GPTConfig, count_parameters
 from ...nn.optim import AdamW, param_groups
-from ...report import (claim_section, headline, minmax_yerr, plot_spread, publish, pyplot,
-                       save_figure, spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, headline, minmax_yerr, plot_bands, plot_spread, publish,
+                       pyplot, save_figure, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate
 from ..gpt.experiment import prose_splits, unigram_bpb
 from . import DynamicTyingConfig
@@ -288,10 +288,15 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     results, extra = _summarise(groups, choice, synthetic, profile, name, episodes, seeds,
                                 splits, device, model_cfg, train_cfg, dyn_label)
     results["seconds"] = time.perf_counter() - t0
+    curves = {f"{label} (n={len(rs)})": (rs[0].figures["val_bpb_curve"]["step"],
+                                         [r.figures["val_bpb_curve"]["bpb"] for r in rs])
+              for label, rs in groups.items()}                 # bpb: (seeds, evals)
     plots = [plot_spread({label: row["test_ppl"] for label, row in extra["table"].items()},
                          out_dir / "test_ppl.png", "test perplexity per byte (lower is better)",
                          "perplexity per byte"),
-             _plot_curves(groups, out_dir / "val_curves.png"),
+             plot_bands(curves, out_dir / "val_curves.png", "LM step", "val bits per byte",
+                        "validation during training (band: min-max over seeds)",
+                        figsize=(6.5, 3.8), legend_size=8),
              _plot_independent(groups, L, out_dir / "independent_layers.png", dyn_label),
              _plot_memory(extra["table"], out_dir / "memory.png"),
              _plot_pattern(groups[dyn_label][0].figures, L, out_dir / "tying_pattern.png",
@@ -534,21 +539,6 @@ copy still runs, so its activations, most of the step's memory at this width, st
 
 
 # ------------------------------------------------------------------------- plots
-
-
-def _plot_curves(groups, path) -> Path:
-    """Validation bits per byte during training: mean over seeds, min-max band."""
-    fig, ax = pyplot().subplots(figsize=(6.5, 3.8))
-    for label, rs in groups.items():
-        step = rs[0].figures["val_bpb_curve"]["step"]
-        v = np.array([r.figures["val_bpb_curve"]["bpb"] for r in rs])       # (seeds, evals)
-        line, = ax.plot(step, v.mean(0), "o-", ms=3, label=f"{label} (n={len(rs)})")
-        ax.fill_between(step, v.min(0), v.max(0), color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="LM step", ylabel="val bits per byte", title="validation during training "
-           "(band: min-max over seeds)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
 
 
 def _plot_independent(groups, n_layer, path, dyn_label) -> Path:

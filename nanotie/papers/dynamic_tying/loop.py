@@ -14,13 +14,13 @@ layers that became copies and starts fresh ones for layers that were untied.
 from __future__ import annotations
 
 import math
-import sys
 import time
 from dataclasses import dataclass, field
 
 from ... import backend
 from ...data import BatchSampler, iter_eval_batches
 from ...nn import count_parameters
+from ...report import progress_bar
 from ...train import History, TrainConfig, setup, train_step
 from .tying import (independent_layers, optimizer_state_bytes, sync_optimizer,
                     with_action)
@@ -85,8 +85,6 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
     batch, its first windows (:func:`held_out_batch`), so rewards differ by what the
     actions and the steps did, not by which text was drawn; without it, a fresh random
     batch of ``train_data`` each time (the authors' code)."""
-    from tqdm.auto import tqdm
-
     cfg, k = config, tying.lm_steps_per_decision
     L = model.config.n_layer
     episodes = 0 if agent is None else episode_count(cfg.steps, L, k)
@@ -98,8 +96,7 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
     fixed = None if reward_data is None else held_out_batch(reward_data, block, cfg.batch_size)
     run = DynamicRun()
     h = run.history
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=cfg.steps, desc=desc, disable=not show, dynamic_ncols=True, leave=False)
+    bar = progress_bar(cfg.steps, desc, progress)
     t0 = time.perf_counter()
     model.train()
 

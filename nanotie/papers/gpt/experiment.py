@@ -158,13 +158,12 @@ def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cp
                         for lr in grid for s in seeds], desc="gpt")
     choice = protocol.choose(every, method=lambda r: "GPT (tied)",
                              setting=lambda r: r.settings["train"]["lr"], metric="bpb")
-    best = choice["GPT (tied)"]["best"]
-    at_best = [r for r in every if r.run.settings["train"]["lr"] == best]
+    at_best = choice["GPT (tied)"]["runs"]
 
     splits = prose_splits()
     unigram = {"val": unigram_bpb(splits.train, splits.val),
                "test": unigram_bpb(splits.train, splits.test)}
-    val, test = (protocol.spread([r.figures[s]["bpb"] for r in at_best]) for s in ("val", "test"))
+    val, test = (protocol.spread_of(at_best, "bpb", s) for s in ("val", "test"))
     # The sanity check: better than the context-free model by more than 1 bit per byte.
     check = protocol.verdict(test.values, [unigram["test"]], margin=-1.0, names=("GPT", "unigram"))
     model_cfg = GPTConfig(**at_best[0].run.settings["model"])
@@ -180,7 +179,7 @@ def run(quick: bool = True, out_dir="runs/gpt", seed: int = 0, device: str = "cp
         "seeds": seeds,
         "lr_grid": list(grid),
         "tuning": {str(lr): sp.as_dict() for lr, sp in choice["GPT (tied)"]["grid"].items()},
-        "lr": best,
+        "lr": choice["GPT (tied)"]["best"],
         "val_bpb": val.as_dict(),
         "test_bpb": test.as_dict(),
         "unigram_bpb": unigram,

@@ -458,18 +458,16 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
     ft_choice = protocol.choose(ft_results, method=ft_key, setting=lambda r: r.settings["lr"],
                                 metric="bpb")
 
-    def ft_at(o, lr, mode):
-        best_lr = ft_choice[(o, lr, mode)]["best"]
-        return [r for r in ft_results        # in seed order, as they were mapped
-                if ft_key(r.run) == (o, lr, mode) and r.run.settings["lr"] == best_lr], best_lr
+    def ft_at(o, lr, mode):                  # the runs in seed order, as they were mapped
+        c = ft_choice[(o, lr, mode)]
+        return c["runs"], c["best"]
 
     rows, test = {}, {}
 
     def add(name, rs, note):
-        test[name] = protocol.spread(_values(rs))
+        test[name] = protocol.spread_of(rs, "bpb")
         rows[name] = {"test_bpb": test[name].as_dict(),
-                      "val_bpb": protocol.spread([r.figures["val"]["bpb"]
-                                                  for r in rs]).as_dict(), "note": note}
+                      "val_bpb": protocol.spread_of(rs, "bpb", "val").as_dict(), "note": note}
 
     add("CE, untied head", at("ce_untied", best["ce_untied"]), f"lr {best['ce_untied']:g}")
     add("CE, tied head", at("ce_tied", best["ce_tied"]), f"lr {best['ce_tied']:g}")
@@ -495,8 +493,7 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
 
     cwt_ft = _values(ft_rows[("cwt", "whole")])
     at_V = next(r for r in sweep if r["vocab_size"] == V)
-    probe = {k: protocol.spread([r.figures["test"][k] for r in probe_results])
-             for k in ("ce_untied", "cwt", "untrained")}
+    probe = {k: protocol.spread_of(probe_results, k) for k in ("ce_untied", "cwt", "untrained")}
     def verdict(a, b, name_a, name_b, higher_is_better=False):
         return protocol.verdict(a, b, lower_is_better=not higher_is_better,
                                 names=(name_a, name_b))
@@ -526,9 +523,8 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
     if mlm:
         mlm_choice = protocol.choose(mlm, method=lambda r: r.settings["objective"],
                                      setting=lambda r: r.settings["lr"], metric="bits")
-        bits = {o: [r.figures["test"]["bits"] for r in mlm
-                    if r.run.settings["objective"] == o
-                    and r.run.settings["lr"] == mlm_choice[o]["best"]] for o in ("cwt", "ce")}
+        bits = {o: [r.figures["test"]["bits"] for r in mlm_choice[o]["runs"]]
+                for o in ("cwt", "ce")}
         verdicts["mlm"] = verdict(bits["cwt"], bits["ce"], "MLM CWT", "MLM CE")
         tuning.update({f"masked LM, {o}": c for o, c in mlm_choice.items()})
         mlm_out = {"steps": prof.mlm_steps, "choice": tuning_record(mlm_choice),
@@ -553,7 +549,7 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
         "parameters": params,
         "equal_compute": equal,
         "rows": rows,
-        "shared_rate": {k: protocol.spread(_values(rs)).as_dict()
+        "shared_rate": {k: protocol.spread_of(rs, "bpb").as_dict()
                         for k, rs in shared_rows.items()},
         "shared_rate_finetune_lr": ftlr_shared,
         "tuning": tuning_record(tuning),

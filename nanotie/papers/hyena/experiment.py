@@ -24,8 +24,8 @@ import numpy as np
 
 from ... import backend, data, protocol
 from ...nn import GPT, GPTConfig, count_parameters
-from ...report import (claim_section, headline, plot_spread, publish, pyplot, save_figure,
-                       smooth, spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, headline, plot_bands, plot_spread, publish, pyplot,
+                       save_figure, smooth, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..distillery.study import (MARGIN, NAMES as DISTILLED_NAMES, STUDIES, DistillStudy,
                                 distill_study, measure_throughput, over_seeds,
@@ -212,20 +212,11 @@ def throughput_run(settings: dict, seed: int, device: str) -> dict:
 # ------------------------------------------------------------------------ plots
 
 
-def plot_curves(results: dict, key: str, ylabel: str, title: str, path) -> Path:
-    """Validation curves of each model (``results[name]`` a list of RunResult over
-    seeds): mean over seeds with a min-max band."""
-    plt = pyplot()
-    fig, ax = plt.subplots(figsize=(6.4, 3.8))
-    for name, rs in results.items():
-        steps = rs[0].figures["curve"]["eval_step"]
-        ys = np.array([r.figures["curve"][key] for r in rs])          # (seeds, evals)
-        line, = ax.plot(steps, ys.mean(0), "o-", ms=3, label=LABELS[name])
-        ax.fill_between(steps, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
-    ax.set(xlabel="step", ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+def _curves(by: dict, key: str) -> dict:
+    """The validation curves ``key`` of each model over seeds, for ``plot_bands``."""
+    return {LABELS[name]: (rs[0].figures["curve"]["eval_step"],
+                           [r.figures["curve"][key] for r in rs])      # (seeds, evals)
+            for name, rs in by.items()}
 
 
 def plot_filters(figures: dict, path) -> Path:
@@ -266,12 +257,6 @@ def _with_lr(settings: dict, lr: float) -> dict:
     return {**settings, "train": {**settings["train"], "lr": lr}}
 
 
-def _by_model(results, choice: dict, names=MODELS) -> dict:
-    """{name: [RunResult per seed]} at each model's chosen learning rate."""
-    return {n: [r for r in results if r.run.settings["model"] == n
-                and r.run.settings["train"]["lr"] == choice[n]["best"]] for n in names}
-
-
 def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "cpu",
         runner=None, profile: Profile | None = None) -> dict:
     """Train, distil and time; write report.md, results.json and the figures to
@@ -306,12 +291,13 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
     by = dict(method=lambda r: r.settings["model"], setting=lambda r: r.settings["train"]["lr"])
     lm_choice = protocol.choose(lm_res, **by, metric="bpb")
     rc_choice = protocol.choose(rc_res, **by, metric="accuracy", lower_is_better=False)
-    lm_by, rc_by = _by_model(lm_res, lm_choice), _by_model(rc_res, rc_choice)
+    lm_by = {n: c["runs"] for n, c in lm_choice.items()}     # {name: [RunResult per seed]}
+    rc_by = {n: c["runs"] for n, c in rc_choice.items()}     # at the chosen learning rate
     if tuned:   # Phase 2: distil the Hyena models trained at their chosen rates
-        phase2 = [lm(n, lm_choice[n]["best"], s, True, f"LM {n} distilled")
-                  for n in DISTILLED_NAMES for s in seeds]
-        lm_by.update(_by_model(runner.map(phase2, desc="hyena distillation"), lm_choice,
-                               DISTILLED_NAMES))
+        phase2 = runner.map([lm(n, lm_choice[n]["best"], s, True, f"LM {n} distilled")
+                             for n in DISTILLED_NAMES for s in seeds], desc="hyena distillation")
+        lm_by.update({n: [r for r in phase2 if r.run.settings["model"] == n]
+                      for n in DISTILLED_NAMES})
     return _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_by,
                    results[-1].figures["throughput"], lm_choice, rc_choice, tuned, t0)
 
@@ -321,7 +307,7 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
 
 def _figures(by: dict, metric: str, short: str) -> dict:
     """Per model: the test and val ``metric`` over seeds, and the parameter count."""
-    return {n: {f"{split}_{short}": protocol.spread(r.figures[split][metric] for r in rs)
+    return {n: {f"{split}_{short}": protocol.spread_of(rs, metric, split)
                 for split in ("test", "val")} | {"parameters": rs[0].figures["parameters"]}
             for n, rs in by.items()}
 
@@ -358,10 +344,10 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
 
     # ----- figures
     plots = {
-        "loss": plot_curves(lm_by, "val_bpb", "validation bits per byte",
-                            "Byte-level LMs on pydoc prose", out_dir / "loss.png"),
-        "recall_loss": plot_curves(rc_by, "val_loss", "validation nats per answer",
-                                   "Associative recall", out_dir / "recall_loss.png"),
+        "loss": plot_bands(_curves(lm_by, "val_bpb"), out_dir / "loss.png", "step",
+                           "validation bits per byte", "Byte-level LMs on pydoc prose"),
+        "recall_loss": plot_bands(_curves(rc_by, "val_loss"), out_dir / "recall_loss.png",
+                                  "step", "validation nats per answer", "Associative recall"),
         "spread": plot_spread({LABELS[n]: lm[n]["test_bpb"] for n in MODELS},
                               out_dir / "test_bpb.png", "Test bits per byte over seeds",
                               "bits per byte"),

@@ -54,7 +54,7 @@ import numpy as np
 from ... import backend, data, protocol, report
 from ...nn import functional as F
 from ...nn.module import count_parameters
-from ...report import (claim_section, minmax_yerr, pyplot, save_figure, smooth,
+from ...report import (claim_section, minmax_yerr, pyplot, save_figure, seed_bars, smooth,
                        spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, default_loss, train
 from ..gpt.experiment import unigram_bpb   # a context-free byte model
@@ -248,8 +248,7 @@ def compare(profile: Profile, seed: int = 0, device: str = "cpu", runner=None,
             mine, method=lambda r: r.settings["variant"],
             setting=lambda r: r.settings["train"]["lr"],
             metric="bpb_all_slots" if label == G else "bpb"))
-        chosen[label] = [r for r in mine
-                         if r.run.settings["train"]["lr"] == choice[label]["best"]]
+        chosen[label] = choice[label]["runs"]
     return {"data": d, "results": results, "choice": choice, "chosen": chosen}
 
 
@@ -267,7 +266,7 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
     res = compare(profile, seed, device, runner, tune=tune)
     d, choice, chosen = res["data"], res["choice"], res["chosen"]
     windows, base, tc = d["windows"], profile.model, profile.train
-    test = {k: _spread_of(rs, "bpb") for k, rs in chosen.items()}
+    test = {k: protocol.spread_of(rs, "bpb") for k, rs in chosen.items()}
     unigram = unigram_bpb(d["split_bytes"].train, d["split_bytes"].test)
     ceiling, ceiling_all = (protocol.spread([r.figures["ceiling"]["test"][k] for r in chosen[A]])
                             for k in ("bpb", "bpb_all_slots"))
@@ -309,8 +308,8 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
         "config": VARIANTS[label], "lr": choice[label]["best"],
         **{k: first[label][k] for k in ("parameters", "embedding+head", "core",
                                           "analytic_parameters", "counted_parameters")},
-        "test": {k: _spread_of(rs, k).as_dict() for k in first[label]["test"]},
-        "val": {k: _spread_of(rs, k, "val").as_dict() for k in first[label]["val"]},
+        "test": {k: protocol.spread_of(rs, k).as_dict() for k in first[label]["test"]},
+        "val": {k: protocol.spread_of(rs, k, "val").as_dict() for k in first[label]["val"]},
         "bits_per_slot_test": [r.figures["bits_per_slot"]["test"] for r in rs],
         "seeds": [r.run.seed for r in rs],
         "train_seconds": [r.figures["train_seconds"] for r in rs]}
@@ -391,7 +390,7 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
                  "lr": f"{v[label]['lr']:g}", "test bpb": test[label]}
         for key, col in zip(("bpb_bytes_only", "bpb_all_slots", "bpb_all_tokens"),
                             columns[4:]):
-            cells[col] = _spread_of(rs, key) if key in rs[0].figures["test"] else "-"
+            cells[col] = protocol.spread_of(rs, key) if key in rs[0].figures["test"] else "-"
         rows.append((label, cells))
     rows.append((f"per-slot marginals of {A[:3]}'s p(token) (compare with (d); all slots: "
                  "with (g))", {**dict.fromkeys(columns, "-"), "test bpb": ceiling,
@@ -650,10 +649,6 @@ def paper_counts() -> dict:
             "cut": {f"vs {k}": x for k, x in cut.items()}}
 
 
-def _spread_of(results, key, split="test"):
-    return protocol.spread([r.figures[split][key] for r in results])
-
-
 def _slot_means(rows) -> np.ndarray:
     """Per-slot figures of several seeds (None where a slot had no byte to score) ->
     (mean, min, max) per slot, NaN where no seed had one."""
@@ -678,10 +673,10 @@ def plot_params_vs_bpb(chosen: dict, path, title: str) -> Path:
                             (axes[1], "embedding+head", "parameters in embedding + head")):
         for i, (label, rs) in enumerate(chosen.items()):
             color, x = f"C{i}", rs[0].figures[key]
-            sp = _spread_of(rs, "bpb")
+            sp = protocol.spread_of(rs, "bpb")
             ax.errorbar(x, sp.mean, yerr=minmax_yerr(sp.mean, sp.min, sp.max), fmt="o",
                         ms=7, color=color, capsize=4, label=label, zorder=3)
-            only = _spread_of(rs, "bpb_bytes_only")
+            only = protocol.spread_of(rs, "bpb_bytes_only")
             if abs(only.mean - sp.mean) > 1e-12:
                 ax.scatter(x, only.mean, s=50, facecolors="none", edgecolors=color, zorder=3)
                 ax.plot([x, x], [sp.mean, only.mean], ":", color=color)
@@ -737,10 +732,8 @@ def plot_curves(chosen: dict, path, title: str) -> Path:
     for i, (label, rs) in enumerate(chosen.items()):
         loss = rs[0].figures["train_loss"]
         ax1.plot(np.arange(len(loss)) * 5 + 1, loss, color=f"C{i}", label=label[:3])
-        vals = np.array([r.figures["curve"]["val_bpb"] for r in rs])
-        ax2.errorbar(rs[0].figures["curve"]["step"], vals.mean(0),
-                     yerr=minmax_yerr(vals.mean(0), vals.min(0), vals.max(0)),
-                     fmt="o-", color=f"C{i}", capsize=3, label=label[:3])
+        seed_bars(ax2, rs[0].figures["curve"]["step"],
+                  [r.figures["curve"]["val_bpb"] for r in rs], color=f"C{i}", label=label[:3])
     ax1.set(xlabel="step", ylabel="train loss (smoothed)", title="training loss: nats per "
             "token, per byte (d, e), per slot (g)")
     ax2.set(xlabel="step", ylabel="bits per byte ((d): bytes only, (g): every slot)",

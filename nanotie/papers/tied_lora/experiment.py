@@ -226,8 +226,8 @@ def table_rows(raw: dict) -> list:
                 "trainable": f0["trainable"], "formula": f0["formula"],
                 "pct_of_lora": f0["pct_of_lora"],
                 "seeds": [r.run.seed for r in results],
-                "val_bpb": protocol.spread([r.figures["val"]["bpb"] for r in results]),
-                "test_bpb": protocol.spread([r.figures["test"]["bpb"] for r in results]),
+                "val_bpb": protocol.spread_of(results, "bpb", "val"),
+                "test_bpb": protocol.spread_of(results, "bpb"),
                 "moved": _mean_movement([r.figures["moved"] for r in results]),
                 "train_seconds": [r.figures["train_seconds"] for r in results],
             })

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import math
-import sys
 import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -33,8 +32,8 @@ from ...autograd import Tensor, no_grad
 from ...nn import count_parameters
 from ...nn import functional as F
 from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
-from ...report import (claim_section, headline, minmax_yerr, plot_spread, publish, pyplot,
-                       save_figure, spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, headline, plot_spread, progress_bar, publish, pyplot,
+                       save_figure, seed_bars, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import prose_splits, unigram_bpb
 from . import DIFFERENCES
@@ -243,8 +242,6 @@ def train_adding(core, prof: Profile, seed: int, device: str, desc: str, progres
                  lr: float | None = None):
     """Train a regressor on fresh adding-problem batches; MSE on two fixed held-out sets,
     val (chooses the rate) and test (reported), each drawn from its own seed."""
-    from tqdm.auto import tqdm
-
     lr = prof.adding_lrs[0] if lr is None else lr
     backend.manual_seed(seed)
     n_out = core.config.hidden_sizes[-1] if isinstance(core, LSTM) else core.config.n_out
@@ -261,9 +258,9 @@ def train_adding(core, prof: Profile, seed: int, device: str, desc: str, progres
     opt = AdamW(param_groups(model, 0.0), lr=lr)
     curve = {"step": [], "mse": []}
     t0 = time.perf_counter()
-    show = sys.stderr.isatty() if progress is None else progress
+    bar = progress_bar(prof.adding_steps, desc, progress)
     every = max(prof.adding_steps // 10, 1)
-    for step in tqdm(range(prof.adding_steps), desc=desc, disable=not show, leave=False):
+    for step in range(prof.adding_steps):
         for g in opt.param_groups:
             g["lr"] = cosine_schedule(step, lr, prof.adding_steps, 20, lr * 0.1)
         x, y = adding_problem(prof.adding_batch, prof.adding_T, rng)
@@ -276,6 +273,8 @@ def train_adding(core, prof: Profile, seed: int, device: str, desc: str, progres
         if (step + 1) % every == 0 or step + 1 == prof.adding_steps:
             curve["step"].append(step + 1)
             curve["mse"].append(mse("val"))
+        bar.update(1)
+    bar.close()
     return {"model": describe(core), "parameters": count_parameters(model),
             "val": {"mse": curve["mse"][-1]}, "test": {"mse": mse("test")},
             "final_mse": curve["mse"][-1], "curve": curve,
@@ -456,11 +455,7 @@ def _tuned(results, name_of, metric: str) -> tuple:
     """The rate chosen on val per name, and ``{name: [figures of each seed]}`` at it."""
     choice = protocol.choose(results, method=name_of, setting=lambda r: r.settings["lr"],
                              metric=metric)
-    at_best = {}
-    for r in results:
-        if r.run.settings["lr"] == choice[name_of(r.run)]["best"]:
-            at_best.setdefault(name_of(r.run), []).append(r.figures)
-    return choice, at_best
+    return choice, {name: [r.figures for r in c["runs"]] for name, c in choice.items()}
 
 
 def _depth_row(levels: int, figures: list) -> dict:
@@ -607,13 +602,6 @@ final validation MSE; predicting the mean scores 0.192 on that 512-sequence set)
 # ------------------------------------------------------------------ plots
 
 
-def _seed_bars(ax, x, values, fmt="o-", **kw):
-    """The mean over seeds (axis 0) with error bars down to the min and up to the max."""
-    v = np.asarray(values, dtype=np.float64)
-    mean = v.mean(0)
-    ax.errorbar(x, mean, yerr=minmax_yerr(mean, v.min(0), v.max(0)), fmt=fmt, capsize=3, **kw)
-
-
 def _finish(fig, axes, path: Path, title: str | None = None) -> Path:
     for ax in axes:
         ax.grid(alpha=0.3)
@@ -630,7 +618,7 @@ def plot_lm_curves(curves: dict, path: Path, title: str) -> Path:
     for label, runs in curves.items():
         loss = np.mean([r["train_loss"]["loss"] for r in runs], axis=0)
         line, = ax1.plot(runs[0]["train_loss"]["step"], loss, label=label)
-        _seed_bars(ax2, runs[0]["curve"]["step"], [r["curve"]["val_bpb"] for r in runs],
+        seed_bars(ax2, runs[0]["curve"]["step"], [r["curve"]["val_bpb"] for r in runs],
                    color=line.get_color(), label=label)
     ax1.set(xlabel="step", ylabel="train loss (nats/byte)", title="training (mean over seeds)")
     ax2.set(xlabel="step", ylabel="validation bits per byte",
@@ -644,7 +632,7 @@ def plot_depth(sweep: dict, path: Path, title: str) -> Path:
     for kind, style, label in (("trellis", "o-", "TrellisNet (tied across depth)"),
                                ("tcn", "s--", "untied TCN")):
         levels = [r["levels"] for r in sweep[kind]]
-        _seed_bars(ax1, levels, np.array([r["test_values"] for r in sweep[kind]]).T, style,
+        seed_bars(ax1, levels, np.array([r["test_values"] for r in sweep[kind]]).T, style,
                    label=label)
         ax2.plot(levels, [r["core_parameters"] for r in sweep[kind]], style, label=label)
     ax1.set(xlabel="levels (receptive field 2^levels)", ylabel="test bits per byte",
@@ -659,7 +647,7 @@ def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
     """``adding[name]``: the figures of each seed; mean held-out curve, min-max bars."""
     fig, ax = pyplot().subplots(figsize=(6.5, 3.8))
     for name, runs in adding.items():
-        _seed_bars(ax, runs[0]["curve"]["step"], [r["curve"]["mse"] for r in runs], label=name)
+        seed_bars(ax, runs[0]["curve"]["step"], [r["curve"]["mse"] for r in runs], label=name)
     ax.axhline(control, color="gray", ls=":", label=f"predict the mean ({control:.3f})")
     ax.set(yscale="log", xlabel="step", ylabel="validation MSE", title=title)
     return _finish(fig, [ax], path)
