@@ -16,8 +16,8 @@ import numpy as np
 from .files import atomic_write, write_text
 
 __all__ = ["write_results", "publish", "headline", "progress_bar", "summary_table", "smooth",
-           "spread_table", "plot_spread", "plot_bands", "seed_bars", "minmax_yerr",
-           "claim_section", "tuning_table", "tuning_record"]
+           "spread_table", "finish_figure", "plot_spread", "plot_bands", "seed_bars",
+           "minmax_yerr", "claim_section", "tuning_table", "tuning_record"]
 
 
 def _plain(value, nan_as_null: bool = True):
@@ -91,6 +91,17 @@ def save_figure(fig, path) -> Path:
     finally:
         pyplot().close(fig)
     return path
+
+
+def finish_figure(fig, axes, path, title: str | None = None, legend_size=None) -> Path:
+    """A light grid and the legend on each of ``axes``, ``title`` over them all, then
+    :func:`save_figure`."""
+    for ax in axes:
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=legend_size)
+    if title:
+        fig.suptitle(title)
+    return save_figure(fig, path)
 
 
 def progress_bar(total: int, desc: str, progress: bool | None = None, initial: int = 0,
@@ -198,9 +209,7 @@ def plot_bands(curves: dict, path, xlabel: str, ylabel: str, title: str,
         line, = ax.plot(x, ys.mean(0), "o-", ms=3, label=label)
         ax.fill_between(x, ys.min(0), ys.max(0), color=line.get_color(), alpha=0.2)
     ax.set(xlabel=xlabel, ylabel=ylabel, title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=legend_size)
-    return save_figure(fig, path)
+    return finish_figure(fig, [ax], path, legend_size=legend_size)
 
 
 def plot_spread(groups: dict, path, title: str, ylabel: str) -> Path:

@@ -16,7 +16,7 @@ import numpy as np
 
 from ... import protocol
 from ...autograd import no_grad
-from ...report import minmax_yerr, pyplot, save_figure
+from ...report import finish_figure, minmax_yerr, pyplot, save_figure
 from ...train import evaluate
 from .reduction import ModalFilterBank, distill_filters, hankel_norm_ratio, \
     hankel_singular_values, one_blas_thread, order_sweep
@@ -348,9 +348,7 @@ def plot_hankel(studies: dict, path):
         ax.semilogy(i, median, "k-", lw=2.5, label="median, all filters")
         ax.set(title=f"{NAMES[name]}: Hankel singular values", xlabel="index i",
                ylabel="σ_i / σ_1")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return finish_figure(fig, axes[0], path, legend_size=7)
 
 
 def plot_errors(studies: dict, path):
@@ -371,10 +369,8 @@ def plot_errors(studies: dict, path):
                     label="loose bound σ_{d+1}/√n")
         ax.set(title=f"{NAMES[name]}: all {st['filters']} filters", xlabel="order d",
                xticks=list(orders))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
     axes[0][0].set(ylabel="relative ℓ2 error ‖h − ĥ‖ / ‖h‖")
-    return save_figure(fig, path)
+    return finish_figure(fig, axes[0], path, legend_size=7)
 
 
 def plot_bpb(bpb: dict, orders, path):

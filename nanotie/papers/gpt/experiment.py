@@ -24,7 +24,7 @@ import numpy as np
 
 from ... import backend, data, protocol
 from ...nn import GPT, GPTConfig, count_parameters, tie_report
-from ...report import (claim_section, headline, publish, pyplot, save_figure, spread_table,
+from ...report import (claim_section, finish_figure, headline, publish, pyplot, spread_table,
                        tuning_table)
 from ...train import TrainConfig, evaluate, train
 
@@ -211,9 +211,7 @@ def plot_curves(results, unigram_val: float, path, title: str) -> Path:
                 label=f"seed {r.run.seed}")
     ax.axhline(unigram_val, color="gray", ls="--", lw=1, label="unigram byte model")
     ax.set(xlabel="step", ylabel="validation bits per byte", title=title)
-    ax.grid(alpha=0.3)
-    ax.legend()
-    return save_figure(fig, path)
+    return finish_figure(fig, [ax], path)
 
 
 def _report_body(results, choice, runs, check, plot, cfg, val, test) -> str:

@@ -24,8 +24,8 @@ from ... import backend, data, protocol
 from ...autograd import no_grad
 from ...nn import GPT, GPTConfig, count_parameters
 from ...nn import functional as F
-from ...report import (claim_section, headline, minmax_yerr, plot_spread, publish, pyplot,
-                       save_figure, spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, finish_figure, headline, minmax_yerr, plot_spread,
+                       publish, pyplot, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, default_loss, evaluate, train
 from . import HeadlessConfig, HeadlessGPT, freeze_all_but_head, lm_from_headless
 from .probe import (PROBE_TOPICS, effective_rank, linear_probe, pooled_features,
@@ -605,9 +605,7 @@ def _plot_compute(path, r) -> Path:
     ax.set(xlabel="pretraining compute (s = steps x measured step time)",
            ylabel="validation bits per byte (prefix)",
            title=f"Pretraining, one line per seed ({r['pretrain']['epochs']:.2f} epochs)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return finish_figure(fig, [ax], path, legend_size=8)
 
 
 def _plot_sweep(path, sweep, V) -> Path:
@@ -631,9 +629,7 @@ def _plot_sweep(path, sweep, V) -> Path:
     for ax in (ax1, ax2):
         ax.axvline(V, color="gray", ls=":", lw=1)
         ax.set_xticks(vs, [str(v) for v in vs])
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    return save_figure(fig, path)
+    return finish_figure(fig, (ax1, ax2), path, legend_size=8)
 
 
 # --------------------------------------------------------------------- report

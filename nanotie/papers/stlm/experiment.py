@@ -54,8 +54,8 @@ import numpy as np
 from ... import backend, data, protocol, report
 from ...nn import functional as F
 from ...nn.module import count_parameters
-from ...report import (claim_section, minmax_yerr, pyplot, save_figure, seed_bars, smooth,
-                       spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, finish_figure, minmax_yerr, pyplot, save_figure,
+                       seed_bars, smooth, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, default_loss, train
 from ..gpt.experiment import unigram_bpb   # a context-free byte model
 from . import DIFFERENCES, STLM, STLMConfig, byte_cross_entropy
@@ -719,9 +719,7 @@ def plot_bits_per_slot(chosen: dict, unigram: float, path, title: str) -> Path:
     ax.axhline(unigram, color="gray", ls=":", label=f"unigram byte model ({unigram:.2f})")
     ax.set(xlabel="byte slot j of the next token", ylabel="bits per byte at slot j",
            title=title)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=7)
-    return save_figure(fig, path)
+    return finish_figure(fig, [ax], path, legend_size=7)
 
 
 def plot_curves(chosen: dict, path, title: str) -> Path:
@@ -738,11 +736,7 @@ def plot_curves(chosen: dict, path, title: str) -> Path:
             "token, per byte (d, e), per slot (g)")
     ax2.set(xlabel="step", ylabel="bits per byte ((d): bytes only, (g): every slot)",
             title="validation, on a prefix of val\n(the tables score all of test)")
-    for ax in (ax1, ax2):
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
-    fig.suptitle(title)
-    return save_figure(fig, path)
+    return finish_figure(fig, (ax1, ax2), path, title, legend_size=7)
 
 
 if __name__ == "__main__":

@@ -32,8 +32,9 @@ from ...autograd import Tensor, no_grad
 from ...nn import count_parameters
 from ...nn import functional as F
 from ...nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
-from ...report import (claim_section, headline, plot_spread, progress_bar, publish, pyplot,
-                       save_figure, seed_bars, spread_table, tuning_record, tuning_table)
+from ...report import (claim_section, finish_figure, headline, plot_spread, progress_bar,
+                       publish, pyplot, save_figure, seed_bars, spread_table, tuning_record,
+                       tuning_table)
 from ...train import TrainConfig, evaluate, train
 from ..gpt.experiment import prose_splits, unigram_bpb
 from . import DIFFERENCES
@@ -602,15 +603,6 @@ final validation MSE; predicting the mean scores 0.192 on that 512-sequence set)
 # ------------------------------------------------------------------ plots
 
 
-def _finish(fig, axes, path: Path, title: str | None = None) -> Path:
-    for ax in axes:
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=8)
-    if title:
-        fig.suptitle(title)
-    return save_figure(fig, path)
-
-
 def plot_lm_curves(curves: dict, path: Path, title: str) -> Path:
     """``{label: [figures of each seed]}``: train loss (mean over seeds) and the
     validation curve with min-max bars over seeds."""
@@ -623,7 +615,7 @@ def plot_lm_curves(curves: dict, path: Path, title: str) -> Path:
     ax1.set(xlabel="step", ylabel="train loss (nats/byte)", title="training (mean over seeds)")
     ax2.set(xlabel="step", ylabel="validation bits per byte",
             title="validation (the table's windows; bars: seed min-max)")
-    return _finish(fig, (ax1, ax2), path, title)
+    return finish_figure(fig, (ax1, ax2), path, title, legend_size=8)
 
 
 def plot_depth(sweep: dict, path: Path, title: str) -> Path:
@@ -640,7 +632,7 @@ def plot_depth(sweep: dict, path: Path, title: str) -> Path:
     ax2.set(xlabel="levels", ylabel="core parameters", title="parameters (the budget is fixed)")
     for ax in (ax1, ax2):
         ax.set_xticks([r["levels"] for r in sweep["trellis"]])
-    return _finish(fig, (ax1, ax2), path, title)
+    return finish_figure(fig, (ax1, ax2), path, title, legend_size=8)
 
 
 def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
@@ -650,7 +642,7 @@ def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
         seed_bars(ax, runs[0]["curve"]["step"], [r["curve"]["mse"] for r in runs], label=name)
     ax.axhline(control, color="gray", ls=":", label=f"predict the mean ({control:.3f})")
     ax.set(yscale="log", xlabel="step", ylabel="validation MSE", title=title)
-    return _finish(fig, [ax], path)
+    return finish_figure(fig, [ax], path, legend_size=8)
 
 
 ZERO_AT = 1e-20       # where an exact zero is drawn on the log axis
