@@ -13,8 +13,9 @@ Every experiment in nanotie follows the same five rules, written once here:
    sweep is bitwise equal to the same runs done one after another.
 3. **Cache and resume.** Each finished run is stored under ``<out>/cache/runs/`` keyed by
    its function, settings, seed, device and the experiment's ``version`` (bumped when
-   its code changes results); the corpus enters through the settings (its hash). A rerun
-   is instant and an interrupted sweep resumes where it stopped. An unreadable entry is
+   its code changes results); the corpus enters through the settings (its
+   :meth:`Splits.hash`, which the run compares with :func:`check_corpus`). A rerun is
+   instant and an interrupted sweep resumes where it stopped. An unreadable entry is
    reported in one line and recomputed.
 4. **Tuning and seeds.** :func:`choose` picks, per method, the setting with the best mean
    validation figure; it never looks at ``test``. Reported figures are the mean and the
