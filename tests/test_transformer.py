@@ -144,17 +144,22 @@ def test_a_future_token_does_not_change_earlier_logits(t):
 @pytest.mark.parametrize("variant", ["tied", "swiglu_rms"])
 def test_cached_forward_equals_full_forward(variant):
     """Feeding the sequence in pieces through a KVCache gives the full forward's
-    logits at every position, and the cache counts the tokens."""
+    logits at every position; the cache counts the tokens and writes them into the
+    buffers it was made with."""
     model = tiny(**VARIANTS[variant])
     idx, _ = batch()
     full = model(idx)[0].numpy()
-    cache = KVCache(CFG["n_layer"])
+    cache = KVCache(model, 2)
+    hd = CFG["d_model"] // CFG["n_head"]
+    assert cache.layers[0].k.shape == (2, CFG["n_head"], CFG["context"], hd)
+    buffers = [id(layer.k) for layer in cache.layers]
     pieces = []
     for a, b in [(0, 3), (3, 4), (4, 8)]:
         pieces.append(model(idx[:, a:b], cache=cache)[0].numpy())
-        assert cache.length == b
+        assert cache.length == b and all(layer.length == b for layer in cache.layers)
+        assert cache.nbytes() == CFG["n_layer"] * 2 * (2 * CFG["n_head"] * b * hd) * 8
     np.testing.assert_allclose(np.concatenate(pieces, axis=1), full, rtol=1e-10, atol=1e-12)
-    assert cache.layers[0].k.shape == (2, CFG["n_head"], 8, CFG["d_model"] // CFG["n_head"])
+    assert [id(layer.k) for layer in cache.layers] == buffers              # in place
     with pytest.raises(ValueError, match="longer than the context"):
         model(idx[:, :1], cache=cache)
 

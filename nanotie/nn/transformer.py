@@ -23,7 +23,6 @@ import numpy as np
 
 from .. import backend
 from ..autograd import Tensor
-from ..ops import cat
 from . import functional as F
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU
 from .module import TIES_KEY, Module, ModuleList, Parameter, _parse_ties
@@ -63,12 +62,29 @@ class KVCache:
 
     A new token's query attends to every earlier key, and earlier keys never change
     (attention is causal), so each step computes keys and values for the NEW token
-    only and appends them: O(T) work per token instead of O(T^2)."""
+    only and writes them after the others: O(T) work per token instead of O(T^2).
+    The buffers are made once, for ``context`` positions, and written in place, so a
+    step copies one token's keys and values, not the whole cache."""
 
-    def __init__(self, n_layer: int):
-        # per layer: k and v of shape (B, H, T_past, hd), None before the first token
-        self.layers = [SimpleNamespace(k=None, v=None) for _ in range(n_layer)]
+    def __init__(self, model: GPT, batch: int):
+        cfg, weight = model.config, model.wte.weight
+        xp = backend.xp_of(weight.data)
+        # (B, context, H, hd) in memory, as qkv lays out uncached keys: attention reads
+        # both with the same strides, so it gives the same results, bit for bit
+        shape = (batch, cfg.context, cfg.n_head, cfg.d_model // cfg.n_head)
+
+        def buffer():                                                # (B, H, context, hd)
+            return xp.zeros(shape, weight.dtype).transpose(0, 2, 1, 3)
+
+        # per layer: keys and values, filled up to ``length``
+        self.layers = [SimpleNamespace(k=buffer(), v=buffer(), length=0)
+                       for _ in range(cfg.n_layer)]
         self.length = 0      # tokens already cached (the position offset)
+
+    def nbytes(self) -> int:
+        """Bytes in use: the filled positions of every layer's keys and values."""
+        return int(sum(layer.k[:, :, :self.length].nbytes + layer.v[:, :, :self.length].nbytes
+                       for layer in self.layers))
 
 
 class CausalSelfAttention(Module):
@@ -94,11 +110,11 @@ class CausalSelfAttention(Module):
         qkv = self.qkv(x).reshape(B, T, 3, H, hd).permute(2, 0, 3, 1, 4)  # (3, B, H, T, hd)
         q, k, v = qkv[0], qkv[1], qkv[2]                                    # (B, H, T, hd)
         offset = 0
-        if kv is not None:                   # generation: prepend the cached keys/values
-            if kv.k is not None:
-                offset = kv.k.shape[2]
-                k, v = cat([kv.k, k], dim=2), cat([kv.v, v], dim=2)
-            kv.k, kv.v = k.detach(), v.detach()
+        if kv is not None:          # generation: write these after the cached keys/values
+            offset, kv.length = kv.length, kv.length + T
+            kv.k[:, :, offset:kv.length] = k.data                           # in place
+            kv.v[:, :, offset:kv.length] = v.data
+            k, v = Tensor(kv.k[:, :, :kv.length]), Tensor(kv.v[:, :, :kv.length])  # all of them
         # The causal mask (T, T_k): 0 where query i (at offset + i) may see key j, i.e.
         # j <= offset + i, and -inf above that diagonal.
         mask = None
@@ -112,18 +128,21 @@ class CausalSelfAttention(Module):
         return self.resid_drop(self.proj(y))
 
 
+def norm(dim: int, config: GPTConfig) -> Module:
+    """The normalisation ``config.norm`` names, over the last ``dim`` features."""
+    return LayerNorm(dim, bias=config.bias) if config.norm == "layer" else RMSNorm(dim)
+
+
 class Block(Module):
     """Pre-LN transformer block: x + attn(norm(x)), then x + ffn(norm(x))."""
 
     def __init__(self, config: GPTConfig):
         super().__init__()
-        Norm = LayerNorm if config.norm == "layer" else RMSNorm
-        norm_args = {"bias": config.bias} if config.norm == "layer" else {}
         FFN = MLP if config.ffn == "mlp" else SwiGLU
-        self.ln1 = Norm(config.d_model, **norm_args)
+        self.ln1 = norm(config.d_model, config)
         self.attn = CausalSelfAttention(config.d_model, config.n_head, config.dropout,
                                         config.bias)
-        self.ln2 = Norm(config.d_model, **norm_args)
+        self.ln2 = norm(config.d_model, config)
         self.mlp = FFN(config.d_model, dropout=config.dropout, bias=config.bias)
 
     def forward(self, x: Tensor, kv=None) -> Tensor:  # (B, T, d)
@@ -145,8 +164,7 @@ class GPT(Module):
         self.wpe = Embedding(config.context, d)          # position embedding  (T_max, d)
         self.drop = Dropout(config.dropout)
         self.blocks = ModuleList(Block(config) for _ in range(config.n_layer))
-        self.ln_f = (LayerNorm(d, bias=config.bias) if config.norm == "layer"
-                     else RMSNorm(d))
+        self.ln_f = norm(d, config)
         self.lm_head = Linear(d, config.vocab_size, bias=False)
         self.init_weights()
         if config.tie_embeddings:
@@ -246,7 +264,7 @@ class GPT(Module):
         with self.evaluating():
             for _ in range(max_new_tokens):
                 if not use_cache or cache is None or cache.length >= context:
-                    cache = KVCache(self.config.n_layer) if use_cache else None
+                    cache = KVCache(self, len(out)) if use_cache else None
                     logits, _ = self(out[:, -context:], cache=cache)
                 else:
                     logits, _ = self(out[:, -1:], cache=cache)

@@ -285,29 +285,6 @@ def test_cached_hyena_steps_equal_the_parallel_forward(mixer, split):
         logits_of(model, idx[:, :1], state)           # past the filters' length
 
 
-def test_preallocated_kv_cache_equals_the_parallel_gpt_and_grows_in_place():
-    """kv_forward with a PreallocatedKVCache (prefill in chunks, then single steps)
-    gives the GPT's parallel logits, writing into the same buffers each step."""
-    from nanotie.nn import GPT, GPTConfig
-
-    backend.manual_seed(0)
-    model = GPT(GPTConfig(vocab_size=256, context=40, d_model=16, n_layer=2, n_head=4)).double()
-    model.eval()
-    idx = tokens((2, 30))
-    parallel = logits_of(model, idx)
-    cache = tp.PreallocatedKVCache(model, 2)
-    buffers = [id(k) for k in cache.k]
-    with no_grad():
-        pieces = [backend.asnumpy(tp.kv_forward(model, idx[:, a:b], cache).data)
-                  for a, b in [(0, 7), (7, 20)]]
-        pieces += [backend.asnumpy(tp.kv_forward(model, idx[:, t:t + 1], cache).data)
-                   for t in range(20, 30)]
-    assert cache.length == 30 and [id(k) for k in cache.k] == buffers
-    assert cache.nbytes() == 2 * 2 * (2 * 4 * 30 * 4) * 8     # layers x (k, v) x filled
-    np.testing.assert_allclose(np.concatenate(pieces, 1), parallel, rtol=0,
-                               atol=1e-10 * np.abs(parallel).max())
-
-
 def test_state_per_sequence_is_constant_only_for_the_distilled_model():
     """What each stepper keeps per sequence: the distilled state does not grow with
     the context; the cached Hyena's and the KV cache's grow linearly."""
@@ -341,7 +318,7 @@ def test_the_steppers_generate_what_the_models_generate():
     for kind, model in models.items():
         model = model.double()
         stepper = tp.stepper_for(kind, model)
-        if isinstance(stepper, tp.KVCacheStepper):
+        if kind == "transformer_kv":
             stepper.chunk = 16                              # 40 tokens in 3 chunks
         produced = []
         with no_grad():

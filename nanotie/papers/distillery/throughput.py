@@ -7,7 +7,7 @@ seen, ONE more token costs:
   tokens again, O(L log L): the naive way;
 * Hyena with a cache (``generate.ConvCache``): one dot product per channel with the
   kept gated inputs, O(L) time and O(L D) memory, like a KV cache: the fair baseline;
-* a Transformer with a KV cache (:class:`PreallocatedKVCache`, buffers written in
+* a Transformer with a KV cache (``nn.transformer.KVCache``, buffers written in
   place): attention over L cached keys and values, O(L);
 * the distilled Hyena (``generate.py``): one modal step per layer, O(1) time and
   O(d D) memory.
@@ -21,7 +21,6 @@ long enough for the longest context.
 
 from __future__ import annotations
 
-import math
 import statistics
 import time
 from dataclasses import fields, replace
@@ -29,15 +28,14 @@ from dataclasses import fields, replace
 import numpy as np
 
 from ... import backend
-from ...autograd import Tensor, no_grad
-from ...nn import functional as F
-from ...nn.transformer import GPT, GPTConfig
+from ...autograd import no_grad
+from ...nn.transformer import GPT, GPTConfig, KVCache
 from .distilled import distill
 from .generate import init_conv_state, init_state
 from ..hyena.model import HyenaConfig, HyenaLM
 
-__all__ = ["KINDS", "generation_models", "HyenaRecompute", "CacheStepper", "PreallocatedKVCache",
-           "kv_forward", "KVCacheStepper", "stepper_for", "time_steps"]
+__all__ = ["KINDS", "generation_models", "HyenaRecompute", "CacheStepper", "stepper_for",
+           "time_steps"]
 
 # The contenders, in the order the tables show them.
 KINDS = ("hyena_recompute", "hyena_cached", "transformer_kv", "distilled_hyena",
@@ -104,15 +102,12 @@ class HyenaRecompute:
 
 class CacheStepper:
     """An LM run position by position through a per-layer cache (``init_conv_state``
-    for the cached Hyena, ``init_state`` for a distilled one; the parallel forward's
-    logits either way), fed back its greedy token; the prompt goes in chunks of
-    ``chunk`` tokens (None: one pass)."""
+    for the cached Hyena, ``init_state`` for a distilled one, a KVCache for a GPT; the
+    parallel forward's logits either way), fed back its greedy token; the prompt goes
+    in chunks of ``chunk`` tokens (None: one pass)."""
 
     def __init__(self, model, init_cache_state, chunk: int | None = None):
         self.model, self.init_cache_state, self.chunk = model, init_cache_state, chunk
-
-    def forward(self, idx):
-        return self.model(idx, cache=self.state)[0]
 
     def _take(self, logits) -> None:
         self.last = backend.asnumpy(logits.data[:, -1]).argmax(-1)
@@ -121,75 +116,14 @@ class CacheStepper:
         self.state = self.init_cache_state(self.model, prompt.shape[0])
         chunk = self.chunk or prompt.shape[1]
         for start in range(0, prompt.shape[1], chunk):
-            logits = self.forward(prompt[:, start:start + chunk])
+            logits, _ = self.model(prompt[:, start:start + chunk], cache=self.state)
         self._take(logits)
 
     def step(self) -> None:
-        self._take(self.forward(self.last[:, None]))          # one position
+        self._take(self.model(self.last[:, None], cache=self.state)[0])   # one position
 
     def state_bytes(self) -> int:
         return self.state.nbytes()
-
-
-class PreallocatedKVCache:
-    """Keys and values of every layer in buffers (B, H, context, hd) allocated once
-    and written in place: a step appends one column, instead of concatenating the
-    whole cache into a new array (what ``nn.transformer.KVCache`` does)."""
-
-    def __init__(self, model: GPT, batch: int):
-        cfg = model.config
-        weight = model.wte.weight.data
-        xp = backend.xp_of(weight)
-        shape = (batch, cfg.n_head, cfg.context, cfg.d_model // cfg.n_head)
-        self.k = [xp.zeros(shape, weight.dtype) for _ in range(cfg.n_layer)]
-        self.v = [xp.zeros(shape, weight.dtype) for _ in range(cfg.n_layer)]
-        self.length = 0                                       # positions filled
-
-    def nbytes(self) -> int:
-        """Bytes in use: the filled positions of every layer's keys and values."""
-        return int(sum(a[:, :, :self.length].nbytes for a in self.k + self.v))
-
-
-def kv_forward(model: GPT, idx, cache: PreallocatedKVCache) -> Tensor:
-    """``model``'s forward pass on idx (B, T), continuing from ``cache`` and writing the
-    new keys and values into it: the GPT's own blocks, with attention reading the
-    buffers' filled part. Returns the logits (B, T, V). No gradients."""
-    xp = backend.xp_of(model.wte.weight.data)
-    idx = Tensor(xp.asarray(idx))
-    B, T = idx.shape
-    start, n = cache.length, cache.length + T
-    if n > cache.k[0].shape[2]:
-        raise ValueError(f"kv_forward: {n} positions exceed the cache's {cache.k[0].shape[2]}")
-    with no_grad():
-        x = model.embed(idx, start)                                        # (B, T, C)
-        C = x.shape[-1]
-        # query i (position start+i) sees keys j <= start+i; one query sees them all
-        mask = None if T == 1 else xp.triu(xp.full((T, n), -np.inf, x.dtype), k=1 + start)
-        for i, block in enumerate(model.blocks):
-            attn = block.attn
-            H, hd = attn.n_head, attn.d_head
-            qkv = attn.qkv(block.ln1(x)).data.reshape(B, T, 3, H, hd).transpose(2, 0, 3, 1, 4)
-            cache.k[i][:, :, start:n] = qkv[1]                             # in place
-            cache.v[i][:, :, start:n] = qkv[2]
-            y = F.scaled_dot_product_attention(
-                Tensor(qkv[0]), Tensor(cache.k[i][:, :, :n]), Tensor(cache.v[i][:, :, :n]),
-                attn_mask=mask, scale=1.0 / math.sqrt(hd))                 # (B, H, T, hd)
-            x = x + attn.proj(y.permute(0, 2, 1, 3).reshape(B, T, C))
-            x = x + block.mlp(block.ln2(x))
-        cache.length = n
-        return model.head(x)
-
-
-class KVCacheStepper(CacheStepper):
-    """A GPT with a preallocated KV cache: keys and values of the L past tokens. The
-    prompt goes in chunks, so the attention scores of a long prompt never need an
-    (L, L) matrix at once."""
-
-    def __init__(self, model: GPT, chunk: int = 512):
-        super().__init__(model, PreallocatedKVCache, chunk)
-
-    def forward(self, idx):
-        return kv_forward(self.model, idx, self.state)
 
 
 def stepper_for(kind: str, model):
@@ -197,7 +131,8 @@ def stepper_for(kind: str, model):
     if kind == "hyena_recompute":
         return HyenaRecompute(model)
     if kind == "transformer_kv":
-        return KVCacheStepper(model)
+        # the prompt in chunks: a long one's attention scores never need (L, L) at once
+        return CacheStepper(model, KVCache, chunk=512)
     if kind in KINDS:
         return CacheStepper(model, init_conv_state if kind == "hyena_cached" else init_state)
     raise ValueError(f"stepper_for: unknown kind {kind!r}; expected one of {KINDS}")

@@ -14,9 +14,9 @@ import numpy as np
 
 from ... import backend
 from ...autograd import Tensor
-from ...nn.layers import MLP, LayerNorm, Linear, RMSNorm, SwiGLU
+from ...nn.layers import MLP, Linear, SwiGLU
 from ...nn.module import Module
-from ...nn.transformer import CausalSelfAttention, GPTConfig
+from ...nn.transformer import CausalSelfAttention, GPTConfig, norm
 
 _CHOICES = {"ffn": ("mlp", "swiglu"), "norm": ("layer", "rms"), "embedder": ("token", "byte"),
             "byte_head": ("decoder", "softmax"), "byte_loss": ("pad_ignored", "all_slots")}
@@ -74,10 +74,6 @@ class STLMConfig:
                          d_model=self.d_model, n_layer=self.n_layer, n_head=self.n_head,
                          dropout=self.dropout, tie_embeddings=self.tie_embeddings,
                          bias=self.bias, ffn=self.ffn, norm=self.norm)
-
-
-def norm(dim: int, config: STLMConfig) -> Module:
-    return LayerNorm(dim, bias=config.bias) if config.norm == "layer" else RMSNorm(dim)
 
 
 def ffn(config: STLMConfig) -> Module:
