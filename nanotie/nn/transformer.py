@@ -64,7 +64,9 @@ class KVCache:
     (attention is causal), so each step computes keys and values for the NEW token
     only and writes them after the others: O(T) work per token instead of O(T^2).
     The buffers are made once, for ``context`` positions, and written in place, so a
-    step copies one token's keys and values, not the whole cache."""
+    step copies one token's keys and values, not the whole cache. The cache is for
+    generation: attention reads keys and values back from the buffers as constants, so
+    no gradient flows through them (train without a cache)."""
 
     def __init__(self, model: GPT, batch: int):
         cfg, weight = model.config, model.wte.weight
