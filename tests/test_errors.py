@@ -295,13 +295,3 @@ def test_cli_nanotie_device_cuda_without_a_gpu_is_a_usage_error(monkeypatch, cap
     assert cli.main(["reproduce", "gpt"]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("nanotie: error: $NANOTIE_DEVICE")
-
-
-def test_cli_reproduce_with_nothing_registered(monkeypatch, capsys):
-    """In-process, with an empty registry, so it stays fast once papers register."""
-    from nanotie import cli
-
-    monkeypatch.setattr(cli, "REGISTRY", {})
-    assert cli.main(["reproduce"]) == 0
-    assert "nothing to reproduce" in capsys.readouterr().out
-    assert cli.main(["list"]) == 0
