@@ -516,6 +516,7 @@ def test_experiment_writes_its_outputs_and_reuses_the_cache(tmp_path):
         "holds", "does not hold", "within noise"}
     assert {o: saved["mlm"]["test_bits"][o]["n"] for o in ("cwt", "ce")} == {
         "cwt": prof.seeds, "ce": prof.seeds}
+    assert all(0 <= v <= 1 for o in ("cwt", "ce") for v in saved["mlm"]["test_top1"][o]["values"])
     assert saved["rows"][experiment.EQUAL_COMPUTE_ROW]["test_bpb"]["n"] == prof.seeds
     assert isinstance(first["headline"], list) and len(first["summary"]) >= 3
     report = (tmp_path / "headless" / "report.md").read_text()

@@ -27,8 +27,8 @@ from ...nn import functional as F
 from ...nn.transformer import CausalSelfAttention
 from . import HeadlessConfig, cwt_loss
 
-__all__ = ["MaskingConfig", "RECIPES", "mask_tokens", "BidirectionalSelfAttention", "MaskedLM",
-           "mlm_loss_fn", "IGNORE_INDEX"]
+__all__ = ["MaskingConfig", "RECIPES", "picked_per_row", "mask_tokens",
+           "BidirectionalSelfAttention", "MaskedLM", "mlm_loss_fn", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100          # label of the positions outside S (not in the loss), as in PyTorch
 
@@ -51,6 +51,12 @@ class MaskingConfig:
                              f"{self.recipe!r}")
 
 
+def picked_per_row(T: int, config: MaskingConfig) -> int:
+    """The "authors" recipe's |S| per row of T tokens: ceil(select_prob T). With B rows,
+    CWT scores each picked position against the B ceil(select_prob T) of the batch."""
+    return math.ceil(config.select_prob * T - 1e-9)
+
+
 def mask_tokens(ids, mask_id: int, n_random: int, config: MaskingConfig | None = None,
                 rng: np.random.Generator | None = None):
     """Corrupt a (B, T) batch of token ids with ``config.recipe`` (see the module).
@@ -68,7 +74,7 @@ def mask_tokens(ids, mask_id: int, n_random: int, config: MaskingConfig | None =
     if config.recipe == "authors":
         randomised = rng.random(ids.shape) < config.random_prob     # (B, T), anywhere
         inputs[randomised] = rng.integers(0, n_random, int(randomised.sum()))
-        k = math.ceil(config.select_prob * ids.shape[1] - 1e-9)     # picked per row
+        k = picked_per_row(ids.shape[1], config)
         order = np.argsort(rng.random(ids.shape), axis=1)[:, :k]    # (B, k) distinct
         selected = np.zeros(ids.shape, dtype=bool)
         np.put_along_axis(selected, order, True, axis=1)            # S
