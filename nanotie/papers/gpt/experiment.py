@@ -33,7 +33,8 @@ VERSION = 2          # bump when a change here changes the figures of a run
 # quick: 2 seeds of an 8-layer, 64-wide GPT, 300 steps of 32 x 64 bytes (about 1.5
 # epochs of the training split): about 50 CPU-seconds a seed. Eight layers because
 # Tied-LoRA adapts this model and its saving grows with the depth.
-# full: 5 seeds of a larger model, 3000 steps.
+# full: 5 seeds of a larger model, 3000 steps, at each of 3 rates: about 23 CPU-hours
+# (estimated from timed steps, about 1.8 s each on one thread; not run yet).
 PROFILES = {
     "quick": (GPTConfig(vocab_size=256, context=64, d_model=64, n_layer=8, n_head=4),
               TrainConfig(steps=300, batch_size=32, lr=3e-3, warmup_steps=30,

@@ -68,7 +68,9 @@ class Profile:
 
 
 # The quick profile: 2 seeds x (3 LMs + 3 recall models) + one timing run, about
-# 150 CPU-seconds in all, with no learning-rate grid (run --full for the sweep).
+# 150 CPU-seconds in all, with no learning-rate grid (run --full for the sweep). The
+# full one: 90 training runs whose steps alone come to about 18 CPU-hours (timed on one
+# thread; not run yet), and the distillation study on top.
 # The recall models use the reference code's filter defaults for synthetic tasks
 # (emb_dim 3, omega 1); the LMs its language-modelling ones (33, 14).
 PROFILES = {

@@ -116,7 +116,8 @@ class Profile:
 
 # Quick: 12 runs, about 160 CPU-seconds; the core is paper-shaped in miniature (SwiGLU
 # FFN of width 3 d, RMSNorm, no biases). --full: every variant, the whole grid, 5 seeds:
-# 105 runs of about 160 times a quick run's work, for a cluster (--scheduler).
+# 105 runs whose training steps alone come to about 35 CPU-hours (0.3-1 s a step, timed
+# on one thread; not run yet), for a cluster (--scheduler).
 PROFILES = {
     "quick": Profile(
         STLMConfig(vocab_size=2048, context=32, d_model=64, n_layer=4, n_head=4,

@@ -64,8 +64,9 @@ class SweepProfile:
 # quick: the four named corners at r = 8, three rates, 2 seeds, 150 steps: 13 + 6 runs
 # of about 6 CPU-seconds on the 8-layer base. full: the whole lattice (LoRA and the 15
 # tied configurations) at the paper's ranks in miniature, 5 seeds: 4 x 16 x 3 grid runs,
-# 4 x 16 x 4 more seeds and 4 x 5 sensitivity runs, about a CPU-minute each on the full
-# base (some 8 CPU-hours; not run yet).
+# 4 x 16 x 4 more seeds and 4 x 5 sensitivity runs on the full base, about 5.5 CPU-minutes
+# each (400 steps of 0.7 s and 47 s of scoring, timed on one thread): some 45 CPU-hours
+# with the base; not run yet.
 PROFILES = {
     "quick": SweepProfile(),
     "full": SweepProfile(ranks=(2, 8, 32, 128), configs=None, lrs=(1e-3, 3e-3, 1e-2),
