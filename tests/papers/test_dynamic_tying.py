@@ -559,6 +559,24 @@ def test_whole_step_memory_counts_activations_that_the_parameter_side_leaves_out
     assert w_big["step"] > w_every["step"] and p_big["total"] == p_every["total"]
 
 
+def test_whole_step_memory_leaves_a_callers_trace_running():
+    import tracemalloc
+
+    config = GPTConfig(vocab_size=64, context=16, d_model=16, n_layer=2, n_head=2)
+    model = DynamicTiedGPT(config, state=(0, 1))
+    x = np.random.default_rng(0).integers(0, 64, (2, 16))
+    tracemalloc.start()
+    try:
+        kept = np.ones(10_000)                               # traced before the call
+        step_peak_bytes(model, x, np.roll(x, -1, axis=1))
+        assert tracemalloc.is_tracing()
+        assert tracemalloc.get_traced_memory()[0] >= kept.nbytes   # nothing was reset
+    finally:
+        tracemalloc.stop()
+    step_peak_bytes(model, x, np.roll(x, -1, axis=1))
+    assert not tracemalloc.is_tracing()                      # its own trace: stopped
+
+
 # ------------------------------------------------------------------ experiment
 
 TINY = dict(model=GPTConfig(vocab_size=256, context=16, d_model=16, n_layer=3, n_head=2),
