@@ -517,6 +517,7 @@ def test_experiment_writes_its_outputs_and_reuses_the_cache(tmp_path):
     assert {o: saved["mlm"]["test_bits"][o]["n"] for o in ("cwt", "ce")} == {
         "cwt": prof.seeds, "ce": prof.seeds}
     assert all(0 <= v <= 1 for o in ("cwt", "ce") for v in saved["mlm"]["test_top1"][o]["values"])
+    assert saved["mlm"]["unigram"]["bits"] > 0 and 0 <= saved["mlm"]["unigram"]["top1"] <= 1
     assert saved["rows"][experiment.EQUAL_COMPUTE_ROW]["test_bpb"]["n"] == prof.seeds
     assert isinstance(first["headline"], list) and len(first["summary"]) >= 3
     report = (tmp_path / "headless" / "report.md").read_text()

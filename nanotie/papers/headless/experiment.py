@@ -539,6 +539,10 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
                    "test_top1": {o: v.as_dict() for o, v in top1.items()},
                    "negatives": prof.batch_size * picked_per_row(prof.model.context,
                                                                  MaskingConfig()),
+                   # the control: no context, the training split's token frequencies
+                   "unigram": {"bits": unigram_bpb(ids["train"], ids["test"], V, 1.0),
+                               "top1": float(np.mean(ids["test"] ==
+                                                     np.bincount(ids["train"]).argmax()))},
                    "verdict": verdicts["mlm"].as_dict()}
 
     params = {o: pretrain[(o, best[o], seeds[0])].figures["parameters"] for o in OBJECTIVES}
@@ -743,7 +747,9 @@ then exactly ceil(15% T) picked per row, 80% of them masked), each objective at 
 rate chosen on val; the test split:
 
 {spread_table([(label, {bits: _spread(mlm["test_bits"][o]), top1: _spread(mlm["test_top1"][o])})
-               for o, label in (("cwt", "CWT"), ("ce", "CE (tied head)"))],
+               for o, label in (("cwt", "CWT"), ("ce", "CE (tied head)"))]
+              + [("a unigram model of the same tokens (no context), for scale",
+                  {bits: f"{mlm['unigram']['bits']:.3f}", top1: f"{mlm['unigram']['top1']:.3f}"})],
               [bits, top1], seeds_of=top1)}
 
 - CWT recovers masked tokens better than CE, in bits: {v['mlm']}
