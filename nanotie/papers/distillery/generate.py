@@ -20,12 +20,11 @@ One token through one operator (the equations of ``operator.py`` with time fixed
 
 Nothing in it depends on t. A PREFILL runs the same steps on a whole prompt at once
 (``ModalRecurrence.prefill``: one FFT and a contraction with powers of λ). The fair
-baseline is an UNdistilled Hyena that caches like a Transformer (:class:`ConvCache`):
-y_t = Σ_{s<=t} h_{t-s} w_s + Dskip w_t over the kept gated inputs, O(L) per token.
+baseline, an UNdistilled Hyena that caches like a Transformer, is :class:`ConvCache`.
 
 The rest of the network is position-wise, so the LM runs through the GPT's own
 ``forward(idx, cache=state)``: each Block hands its layer's cache to its mixer, whose
-``forward`` hands the chunk to the cache (``MixerCache.forward``, ``ConvCache.forward``).
+``forward`` hands the chunk to the cache's ``forward``.
 """
 
 from __future__ import annotations
@@ -43,9 +42,28 @@ __all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "generate
            "init_conv_cache", "init_conv_state"]
 
 
+class _LayerCache:
+    """What both caches do with a chunk u (B, T, D): the operator's Steps 1-3 and 5,
+    with the short conv continuing from the cached window (the missing past is read
+    from it instead of zero padding; it shifts by T columns), and Step 4 by the
+    cache's own ``long_conv``. For generation only: no gradients flow through it."""
+
+    def forward(self, op, u: Tensor) -> Tensor:              # (B, T, D) -> (B, T, D)
+        D, T = op.d_model, u.shape[1]
+        with no_grad():
+            z = op.in_proj(u).data.swapaxes(1, 2)                     # Step 1: (B, 3D, T)
+            window = backend.xp_of(z).concatenate([self.window, z], axis=-1)  # (B, 3D, K-1+T)
+            self.window = window[..., T:]                             # the last K-1 columns
+            z = op.short(Tensor(window)).data[..., -T:]               # Step 2: the new T
+            q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]           # each (B, D, T)
+            w = op.gate(Tensor(k), Tensor(v)).data                    # Step 3
+            y = op.readout(Tensor(q), Tensor(self.long_conv(w)))      # Steps 4-5: (B, D, T)
+            return op.out_proj(y.transpose(1, 2))                     # (B, T, D)
+
+
 @dataclass
-class MixerCache:
-    """One operator's memory of the past: O(1) in the sequence length."""
+class MixerCache(_LayerCache):
+    """One distilled operator's memory of the past: O(1) in the sequence length."""
 
     rec: object       # the layer's ModalRecurrence (Dskip folded into its direct term)
     window: object    # (B, 3D, K-1): the last K-1 in_proj outputs, zeros at the start
@@ -54,18 +72,13 @@ class MixerCache:
     def nbytes(self) -> int:
         return int(self.window.nbytes + self.state.nbytes)
 
-    def forward(self, op, u: Tensor) -> Tensor:
-        """The recurrent form of a distilled operator on a chunk u (B, T, D): T = 1 is
-        one O(1) step, T > 1 a prefill. Continues from this cache and updates it.
-        For generation only: no gradients flow through it."""
-        with no_grad():
-            q, w = _gates(op, u, self)                            # Steps 1-3
-            if w.shape[-1] == 1:                                  # Step 4, one token: O(1)
-                y, self.state = self.rec.step(w[..., 0], self.state)
-                y = y[..., None]
-            else:                                                 # a prompt: one pass
-                y, self.state = self.rec.prefill(w, self.state)
-            return _output(op, q, y)                              # Step 5
+    def long_conv(self, w):
+        """Step 4 in recurrent form: one token is one O(1) step, a prompt one prefill."""
+        if w.shape[-1] == 1:
+            y, self.state = self.rec.step(w[..., 0], self.state)
+            return y[..., None]
+        y, self.state = self.rec.prefill(w, self.state)
+        return y
 
 
 @dataclass
@@ -115,31 +128,11 @@ def _gate_shape(op, batch: int) -> tuple:
     return op.gate(one_step, one_step).shape[:-1]
 
 
-def _gates(op, u: Tensor, cache):
-    """Steps 1-3 on a chunk u (B, T, D): the outer gate q (B, D, T) and the long
-    convolution's input w (``op.gate``), as arrays. The short conv continues from the
-    cached window (the missing past is read from it instead of zero padding), which
-    shifts by T columns."""
-    D, T = op.d_model, u.shape[1]
-    z = op.in_proj(u).data.swapaxes(1, 2)                         # Step 1: (B, 3D, T)
-    window = backend.xp_of(z).concatenate([cache.window, z], axis=-1)   # (B, 3D, K-1+T)
-    cache.window = window[..., T:]                                # the last K-1 columns
-    z = op.short(Tensor(window)).data[..., -T:]                   # Step 2: the new T
-    q, k, v = z[:, :D], z[:, D:2 * D], z[:, 2 * D:]               # each (B, D, T)
-    return q, op.gate(Tensor(k), Tensor(v)).data                  # Step 3
-
-
-def _output(op, q, s) -> Tensor:
-    """Step 5 on the long convolution's output s: the outer gate, out_proj."""
-    y = op.readout(Tensor(q), Tensor(s))                          # (B, D, T)
-    return op.out_proj(y.transpose(1, 2))                         # (B, T, D)
-
-
 # ------------------------------------------------- the cached (undistilled) Hyena
 
 
 @dataclass
-class ConvCache:
+class ConvCache(_LayerCache):
     """An undistilled operator's memory of the past: the gated inputs of every past
     position, in a buffer preallocated to the filters' length (O(L) per sequence)."""
 
@@ -153,22 +146,25 @@ class ConvCache:
         """Bytes of per-sequence state in use: the window and the filled positions."""
         return int(self.window.nbytes + self.gated[..., :self.length].nbytes)
 
-    def forward(self, op, u: Tensor) -> Tensor:
-        """The undistilled operator on a chunk u (B, T, D), continuing from this cache:
-        the gated inputs of the chunk are appended to the buffer, and the outputs at
-        the new positions read all of it. T = 1 costs O(L) per channel (a dot product
-        with the filter); a prompt (T > 1) is one FFT convolution. No gradients."""
-        start, T = self.length, u.shape[1]
-        if start + T > self.gated.shape[-1]:
-            raise ValueError(f"ConvCache: {start + T} positions exceed the filters' "
-                             f"length {self.gated.shape[-1]}")
-        with no_grad():
-            q, w = _gates(op, u, self)                            # Steps 1-3
-            self.gated[..., start:start + T] = w
-            self.length = start + T
-            s = _cached_long_conv(self, start, T)                 # Step 4 (.., T)
-            lead = (-1,) + (1,) * (w.ndim - 3) + (1,)
-            return _output(op, q, s + self.dskip.reshape(lead) * w)   # Step 5
+    def long_conv(self, w):
+        """Step 4 on the chunk's gated inputs w (.., T), appended to the buffer:
+        (h * w)_t + Dskip w_t at the new positions, reading all of it. T = 1 is O(L)
+        per channel (y_t = Σ_{s<=t} w_s h_{t-s}, a dot product over s); a prompt
+        (T > 1) is one FFT convolution."""
+        start, T = self.length, w.shape[-1]
+        n, L = start + T, self.h_rev.shape[-1]
+        if n > L:
+            raise ValueError(f"ConvCache: {n} positions exceed the filters' length {L}")
+        self.gated[..., start:n] = w
+        self.length = n
+        lead = (self.h_rev.shape[0],) + (1,) * (self.gated.ndim - 3)
+        if T == 1:
+            h = self.h_rev[:, L - n:].reshape(lead + (n,))            # h_{t-s} for s = 0..t
+            s = (self.gated[..., :n] * h).sum(axis=-1)[..., None]
+        else:
+            h = self.h_rev[:, ::-1][:, :n].reshape(lead + (n,))       # h_0..h_{n-1}
+            s = F.fftconv(Tensor(self.gated[..., :n]), Tensor(h)).data[..., start:n]
+        return s + self.dskip.reshape((-1,) + (1,) * (w.ndim - 3) + (1,)) * w
 
 
 def init_conv_cache(op, batch: int) -> ConvCache:
@@ -187,18 +183,6 @@ def init_conv_state(model, batch: int) -> RecurrentState:
     """The empty cached state of an undistilled Hyena LM (``model(idx, cache=state)``
     then runs one position per call, like a GPT with its KV cache)."""
     return RecurrentState([init_conv_cache(op, batch) for op in model.mixers()])
-
-
-def _cached_long_conv(cache: ConvCache, start: int, T: int):
-    """(h * w)_t for t in [start, start + T) from the buffered w_0..w_{start+T-1}."""
-    n = start + T
-    L = cache.h_rev.shape[-1]
-    lead = (cache.h_rev.shape[0],) + (1,) * (cache.gated.ndim - 3)
-    if T == 1:      # one position: y_t = Σ_{s<=t} w_s h_{t-s}, a dot product over s
-        h = cache.h_rev[:, L - n:].reshape(lead + (n,))           # h_{t-s} for s = 0..t
-        return (cache.gated[..., :n] * h).sum(axis=-1)[..., None]
-    h = cache.h_rev[:, ::-1][:, :n].reshape(lead + (n,))         # h_0..h_{n-1}
-    return F.fftconv(Tensor(cache.gated[..., :n]), Tensor(h)).data[..., start:n]
 
 
 def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,
