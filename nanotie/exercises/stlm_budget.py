@@ -111,12 +111,11 @@ def reference(config):
 
 
 # Small models to build and count, one per kind of tie and layer choice.
+GPT2_LIKE = dict(vocab_size=97, context=16, d_model=24, n_layer=3, n_head=4, ffn="mlp",
+                 norm="layer", bias=True)
 TOKEN_CASES = {
-    "GPT-2-like, tied": dict(vocab_size=97, context=16, d_model=24, n_layer=3, n_head=4,
-                             ffn="mlp", norm="layer", bias=True),
-    "GPT-2-like, tied + FFN sharing": dict(vocab_size=97, context=16, d_model=24,
-                                           n_layer=3, n_head=4, ffn="mlp", norm="layer",
-                                           bias=True, share_ffn=True),
+    "GPT-2-like, tied": GPT2_LIKE,
+    "GPT-2-like, tied + FFN sharing": dict(GPT2_LIKE, share_ffn=True),
     "SwiGLU/RMSNorm, untied, no positions": dict(vocab_size=89, context=12, d_model=32,
                                                  n_layer=4, n_head=4,
                                                  learned_positions=False,
@@ -136,8 +135,6 @@ BYTE_CASES = {
         vocab_size=50, context=8, d_model=16, n_layer=3, n_head=2, embedder="byte",
         tie_embeddings=False, share_ffn=True, byte_window=4, byte_dim=8, byte_heads=2),
 }
-PAPER_CASES = ("tied", "untied", "tied + FFN sharing")
-PAPER_BYTE = "byte-level"
 
 
 @lru_cache(maxsize=None)
@@ -151,56 +148,43 @@ def measured(name: str) -> tuple:
 
 def _slips(cfg: STLMConfig) -> list:
     """Recognised wrong counts for ``cfg``: [(delta total, delta embedding_head, why)],
-    where ``delta`` is the wrong count minus the right one."""
+    where ``delta`` is the wrong count minus the right one. Many are the count of the
+    config with one setting misread; where that setting is already ``cfg``'s, both
+    deltas are 0 and the slip is never matched."""
     b = parameter_budget(cfg)
     d, L, V, T = cfg.d_model, cfg.n_layer, cfg.vocab_size, cfg.context
-    token = cfg.embedder == "token"
+    token, layer_norm = cfg.embedder == "token", cfg.norm == "layer"
     n_ffn = 1 if cfg.share_ffn else L
-    one_ffn = b["ffn"] // n_ffn
-    layer_norm = cfg.norm == "layer"
-    slips = []
 
-    def delta(**changes):
+    def misread(why: str, **changes) -> tuple:
         wrong = parameter_budget(replace(cfg, **changes))
-        return wrong["total"] - b["total"], wrong["embedding+head"] - b["embedding+head"]
+        return wrong["total"] - b["total"], wrong["embedding+head"] - b["embedding+head"], why
 
-    if token and cfg.tie_embeddings:
-        slips.append((V * d, V * d,
-                      "it counts the LM head separately (the untied model's count). "
-                      "With tie_embeddings=True the head IS the token embedding wte: one "
-                      "(V, d) array used twice, counted once."))
-    if token and not cfg.tie_embeddings:
-        slips.append((-V * d, -V * d,
-                      "the head is missing: with tie_embeddings=False the model has a "
-                      "head lm_head of its own, another V * d."))
-    if not token:
-        slips.append((V * d, V * d,
-                      "it counts a (V, d) token table, but the byte-level model has "
-                      "none: its embedding and head are the byte embedder and decoder, "
-                      "whose size does not depend on V."))
-    if cfg.share_ffn:
-        slips.append(((L - 1) * one_ffn, 0,
-                      f"it counts the shared FFN once per layer. With share_ffn=True "
-                      f"all {L} layers use ONE FFN object, so it is counted once: "
-                      f"{L - 1} FFNs too many."))
-    elif L > 1:
-        slips.append((-(L - 1) * one_ffn, 0,
-                      f"it counts one FFN, but without share_ffn each of the {L} layers "
-                      f"has its own."))
-    if cfg.bias:
-        dt, de = delta(bias=False)
-        offsets = delta(norm="rms") if layer_norm else (0, 0)
-        slips.append((dt, de,
-                      "the biases are missing: with bias=True each Linear i -> o has o "
-                      "biases" + (" and each LayerNorm an offset as wide as its gain."
-                                  if layer_norm else ".")))
-        if layer_norm:
-            slips.append((offsets[0], offsets[1],
-                          "the LayerNorm offsets are missing: with bias=True a LayerNorm "
-                          "has a gain AND an offset, twice its width."))
-            slips.append((dt - offsets[0], de - offsets[1],
-                          "the Linear layers' biases are missing: with bias=True each "
-                          "Linear i -> o has o biases."))
+    if token:
+        slips = [misread("it counts the LM head separately (the untied model's count). With "
+                         "tie_embeddings=True the head IS the token embedding wte: one (V, d) "
+                         "array used twice, counted once.", tie_embeddings=False),
+                 misread("the head is missing: with tie_embeddings=False the model has a "
+                         "head lm_head of its own, another V * d.", tie_embeddings=True)]
+    else:
+        slips = [(V * d, V * d, "it counts a (V, d) token table, but the byte-level model has "
+                                "none: its embedding and head are the byte embedder and "
+                                "decoder, whose size does not depend on V.")]
+    slips += [misread(f"it counts the shared FFN once per layer. With share_ffn=True all {L} "
+                      f"layers use ONE FFN object, so it is counted once: {L - 1} FFNs too "
+                      f"many.", share_ffn=False),
+              misread(f"it counts one FFN, but without share_ffn each of the {L} layers has "
+                      f"its own.", share_ffn=True)]
+    biases = misread("the biases are missing: with bias=True each Linear i -> o has o biases"
+                     + (" and each LayerNorm an offset as wide as its gain." if layer_norm
+                        else "."), bias=False)
+    offsets = misread("the LayerNorm offsets are missing: with bias=True a LayerNorm has a "
+                      "gain AND an offset, twice its width.", norm="rms")
+    slips += [biases, offsets]
+    if layer_norm:                                # the biases of the Linear layers alone
+        slips.append((biases[0] - offsets[0], biases[1] - offsets[1],
+                      "the Linear layers' biases are missing: with bias=True each Linear "
+                      "i -> o has o biases."))
     if not layer_norm or not cfg.bias:
         slips.append((b["norms"], 0,
                       "it counts an offset in every norm, but " +
@@ -218,24 +202,20 @@ def _slips(cfg: STLMConfig) -> list:
         slips.append((-b["norms"] - byte_norms, -byte_norms,
                       "the norms are missing, in the core (2 L + 1 of width d) and in "
                       "every byte block (2 of width i)."))
+    slips.append(misread("the position embedding is missing: learned_positions=True gives a "
+                         "(T, d) table wpe, T * d parameters.", learned_positions=False))
     if cfg.learned_positions:
-        slips.append((-T * d, 0,
-                      "the position embedding is missing: learned_positions=True gives a "
-                      "(T, d) table wpe, T * d parameters."))
         slips.append((0, T * d,
                       "embedding_head includes the position table wpe, but wpe belongs to "
                       "the core: embedding_head is wte (and an untied lm_head), or the "
                       "byte embedder and decoder."))
-    else:
-        slips.append((T * d, 0,
-                      "it counts a position table, but with learned_positions=False "
-                      "(RoPE, as in the paper) positions have no parameters."))
-    if cfg.n_kv_head not in (None, cfg.n_head):
-        dt, _ = delta(n_kv_head=None)
-        slips.append((dt, 0,
-                      f"it gives keys and values full width, but they have n_kv_head = "
-                      f"{cfg.n_kv_head} of the {cfg.n_head} heads (grouped-query "
-                      f"attention): d_kv = d * n_kv_head // n_head, qkv is d -> d + 2 d_kv."))
+    slips.append(misread("it counts a position table, but with learned_positions=False "
+                         "(RoPE, as in the paper) positions have no parameters.",
+                         learned_positions=True))
+    slips.append(misread(f"it gives keys and values full width, but they have n_kv_head = "
+                         f"{cfg.n_kv_head} of the {cfg.n_head} heads (grouped-query "
+                         f"attention): d_kv = d * n_kv_head // n_head, qkv is d -> d + 2 d_kv.",
+                         n_kv_head=None))
     h = ffn_width(cfg)
     one_matrix = d * h + (h if cfg.bias else 0)             # one d -> h Linear of the FFN
     if cfg.ffn == "swiglu":
@@ -331,16 +311,16 @@ def check(fn) -> CheckResult:
                 _expect(c, fn, STLMConfig(**fields), measured(name), name)
         with c.step("the paper's sizes: 55.89M tied, 81.62M untied, 34.66M tied + FFN "
                     "sharing (parameter_budget)"):
-            for name in PAPER_CASES:
+            for name in ("tied", "untied", "tied + FFN sharing"):
                 _expect(c, fn, configs[name], paper[name], f"the paper, {name}",
                         PAPER_FIGURES[name])
         with c.step(f"byte-level models: the built ones ({len(BYTE_CASES)}), and the "
                     f"paper's byte embedder + decoder of 2.56M"):
             for name, fields in BYTE_CASES.items():
                 _expect(c, fn, STLMConfig(**fields), measured(name), name)
-            _expect(c, fn, configs[PAPER_BYTE], paper[PAPER_BYTE], "the paper, byte-level",
+            _expect(c, fn, configs["byte-level"], paper["byte-level"], "the paper, byte-level",
                     f"byte embedder + decoder {PAPER_FIGURES['byte embedder + decoder']} = "
-                    f"{millions(paper[PAPER_BYTE][1])}")
+                    f"{millions(paper['byte-level'][1])}")
     return c.result
 
 
