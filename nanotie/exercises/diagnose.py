@@ -79,8 +79,9 @@ def explain_values(name: str, got, want, *, uses: int | None = None,
                    known: list | None = None, what: str = "gradient") -> str | None:
     """Why ``got`` (already the right shape) differs from ``want``, or None if it doesn't.
 
-    uses     the number of times ``name`` is used (a tied weight): a gradient 1/uses
-             of the right one means the uses were averaged or only one was taken.
+    uses     the number of times ``name`` is used (a tied weight, a weight shared by a
+             batch, a broadcast input): a gradient 1/uses of the right one means the
+             uses were averaged or only one was taken.
     parts    {use name: that use's gradient} for a tied weight; the correct gradient
              is their sum, and a learner's that equals some of them misses the rest.
     factors  {scale: explanation} for scale factors this exercise can produce, e.g.
@@ -126,8 +127,8 @@ def _explain_scale(who, name, c, uses, factors) -> str:
             return f"{who} is {c:.4g} times the correct one: {explanation}"
     if uses and uses > 1 and near(1.0 / uses):
         return (f"{who} is off by a factor of {uses}, the number of times `{name}` is used. "
-                f"Is the tied weight's gradient SUMMED over its {uses} uses (not averaged, "
-                f"not taken from one of them)?")
+                f"Is the gradient SUMMED over those {uses} uses (not averaged, not taken "
+                f"from one of them)?")
     if uses and uses > 1 and near(uses):
         return (f"{who} is {uses} times too large ({uses} is the number of its uses): is "
                 f"one use's gradient counted {uses} times?")
@@ -170,27 +171,21 @@ def dependency(fn, x, eps: float = 1e-3, tol: float = 1e-9):
     return dep
 
 
-def explain_causality(fn, x, include_present: bool = True) -> str | None:
-    """Is ``fn`` causal along the last axis? Output t may use inputs 0..t (with
-    ``include_present=False``: 0..t-1 only, as in next-step prediction)."""
+def explain_causality(fn, x) -> str | None:
+    """Is ``fn`` causal along the last axis? Output t may use inputs 0..t only."""
     dep = dependency(fn, x)
     s_len, t_len = dep.shape
-    shift = 0 if include_present else 1
-    future = [(s, t) for s in range(s_len) for t in range(t_len) if t > s - shift and dep[s, t]]
+    future = [(s, t) for s in range(s_len) for t in range(t_len) if t > s and dep[s, t]]
     if future:
         s, t = max(future, key=lambda st: (st[1] - st[0], -st[0]))   # the farthest look
-        if t - s + shift == 1:                                       # one step ahead
-            return (f"the output at t={s} depends on the input at t={t}, "
-                    f"{'one step after it' if include_present else 'the present step'}: "
-                    f"an off-by-one in the causal shift or mask (a future value leaks in).")
+        if t - s == 1:                                               # one step ahead
+            return (f"the output at t={s} depends on the input at t={t}, one step after "
+                    f"it: an off-by-one in the causal shift or mask (a future value leaks in).")
         return (f"the output at t={s} depends on the input at t={t}, {t - s} steps after "
                 f"it: the computation is not causal (is the mask, padding or shift the "
                 f"right way round?).")
-    present = [s for s in range(min(s_len, t_len)) if s >= shift]
-    if present and not any(dep[s, s - shift] for s in present):
-        lagging = [s for s in present if s - shift - 1 >= 0 and dep[s, s - shift - 1]]
-        if lagging:
-            return (f"the output at t never depends on the input at t"
-                    f"{'' if include_present else '-1'}, only on earlier steps: shifted "
-                    f"one step too far (an off-by-one in the causal shift).")
+    present = range(min(s_len, t_len))
+    if not any(dep[s, s] for s in present) and any(dep[s, s - 1] for s in present if s):
+        return ("the output at t never depends on the input at t, only on earlier steps: "
+                "shifted one step too far (an off-by-one in the causal shift).")
     return None
