@@ -25,7 +25,7 @@ from .files import write_text
 
 __all__ = ["prose_corpus", "code_corpus", "load_corpus", "CORPORA", "train_val_split",
            "contiguous_split", "ByteTokenizer", "BPETokenizer", "SPLIT_PATTERN", "pretokenize",
-           "BatchSampler", "iter_eval_batches", "bits_per_byte"]
+           "BatchSampler", "iter_eval_batches"]
 
 
 # ------------------------------------------------------------------------ corpora
@@ -92,13 +92,8 @@ def load_corpus(name: str, max_bytes: int | None = None) -> bytes:
 
 
 def train_val_split(data, val_fraction: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
-    """Split ``data`` (bytes or a 1-D integer array) into (train, val) id arrays.
-
-    The LAST ``val_fraction`` of the sequence is validation, as one contiguous piece and
-    without shuffling: random windows drawn from a shuffled split would overlap windows
-    in the other split, leaking training text into the validation loss. Returns copies
-    (bytes as ``np.uint8``; integer arrays keep their dtype).
-    """
+    """``data`` (bytes or a 1-D integer array) as (train, val) id arrays: the LAST
+    ``val_fraction`` is validation, cut off by :func:`contiguous_split`."""
     if not 0.0 < val_fraction < 1.0:
         raise ValueError(f"val_fraction must be strictly between 0 and 1, got {val_fraction}")
     return tuple(contiguous_split(data, [val_fraction], ("train", "val")))
@@ -107,7 +102,11 @@ def train_val_split(data, val_fraction: float = 0.1) -> tuple[np.ndarray, np.nda
 def contiguous_split(data, fractions, names) -> list:
     """``data`` (bytes or a 1-D integer array) cut into contiguous copies, in order: the
     ids that the ``fractions`` leave, then round(n * f) ids for each f. ``names`` name
-    the pieces in the error raised when one would be empty."""
+    the pieces in the error raised when one would be empty. Bytes become ``np.uint8``;
+    integer arrays keep their dtype.
+
+    No shuffling: random windows drawn from shuffled pieces would overlap windows in
+    the other pieces, leaking training text into the held-out losses."""
     ids = _as_id_array(data)
     sizes = [int(round(len(ids) * f)) for f in fractions]
     sizes.insert(0, len(ids) - sum(sizes))
@@ -393,11 +392,6 @@ class BatchSampler:
         self.step += 1
         return self.data[idx].astype(np.int64), self.data[idx + 1].astype(np.int64)
 
-    def __iter__(self):
-        return self
-
-    __next__ = sample
-
     def state_dict(self) -> dict:
         """The sampler's position as plain ints and uint64 arrays (no pickle in
         ``np.savez``): PCG64's two 128-bit integers as (high, low) 64-bit halves."""
@@ -450,16 +444,3 @@ def iter_eval_batches(data, block_size: int, batch_size: int, max_batches: int |
             return
         idx = starts[b:b + batch_size, None] + np.arange(T)                     # (B, T)
         yield data[idx].astype(np.int64), data[idx + 1].astype(np.int64)
-
-
-def bits_per_byte(loss_nats_per_token: float, n_tokens: int, n_bytes: int) -> float:
-    """Bits per byte, a loss that is fair across tokenizers:
-
-        bpb = loss * n_tokens / (n_bytes * ln 2)
-
-    for a mean loss in nats per token over ``n_tokens`` tokens that encode ``n_bytes``
-    bytes: total nats / ln 2 = total bits, spread over the bytes.
-    """
-    if n_bytes <= 0 or n_tokens < 0:
-        raise ValueError(f"need n_bytes > 0 and n_tokens >= 0, got {n_bytes} and {n_tokens}")
-    return loss_nats_per_token * n_tokens / (n_bytes * math.log(2))

@@ -75,11 +75,8 @@ class Splits:
 
 
 def split(ids, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
-    """Cut ``ids`` (bytes or a 1-D integer array) into train | val | test, in that order.
-
-    Contiguous pieces, no shuffling: windows drawn from shuffled splits would overlap
-    across them and leak training text into the figures. Each piece is a copy.
-    """
+    """Cut ``ids`` (bytes or a 1-D integer array) into train | val | test, in that order:
+    contiguous copies, not shuffled (see :func:`~nanotie.data.contiguous_split`)."""
     if not (0 < val_fraction and 0 < test_fraction and val_fraction + test_fraction < 1):
         raise ValueError(f"split: need 0 < val_fraction, 0 < test_fraction and "
                          f"val + test < 1; got {val_fraction} and {test_fraction}")
@@ -178,9 +175,7 @@ def _load_cached(path: Path, run: Run) -> RunResult | None:
 
 
 def _store(path: Path, result: RunResult) -> None:
-    entry = {"key": result.run.key(), "fn": result.run.fn, "settings": result.run.settings,
-             "seed": result.run.seed, "device": result.run.device,
-             "version": result.run.version, "seconds": result.seconds,
+    entry = {"key": result.run.key(), **asdict(result.run), "seconds": result.seconds,
              "figures": result.figures}
     write_text(path, json.dumps(entry, default=str))       # never half an entry
 
@@ -305,15 +300,13 @@ class Runner:
         self.close()
 
 
-def open_runner(out_dir, device: str = "cpu", runner: Runner | None = None,
-                **runner_kw) -> tuple[Path, Runner]:
+def open_runner(out_dir, device: str = "cpu", runner: Runner | None = None) -> tuple[Path, Runner]:
     """An experiment's start: make ``out_dir``, and when no runner is given, the
     in-process one with its run cache beside it (``<out_dir>/../cache/runs``)."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     if runner is None:
-        runner = Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device,
-                        **runner_kw)
+        runner = Runner(cache_dir=out_dir.parent / "cache" / "runs", device=device)
     return out_dir, runner
 
 

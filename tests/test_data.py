@@ -1,4 +1,4 @@
-"""Data: corpora, train/val split, byte and BPE tokenizers, batch sampling, bits per byte.
+"""Data: corpora, train/val split, byte and BPE tokenizers, and batch sampling.
 
 The BPE tests train small vocabularies on slices of the prose corpus, so the whole file
 runs in seconds. The fast trainer is checked against a brute-force reference that
@@ -6,7 +6,6 @@ recounts every pair at every step.
 """
 
 import json
-import math
 from collections import Counter
 
 import numpy as np
@@ -15,9 +14,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nanotie import data
-from nanotie.data import (BatchSampler, BPETokenizer, ByteTokenizer, bits_per_byte,
-                          code_corpus, iter_eval_batches, load_corpus, pretokenize,
-                          prose_corpus, train_val_split)
+from nanotie.data import (BatchSampler, BPETokenizer, ByteTokenizer, code_corpus,
+                          iter_eval_batches, load_corpus, pretokenize, prose_corpus,
+                          train_val_split)
 
 PROSE = prose_corpus()
 TRAIN_TEXT = PROSE[:60_000]            # what the small BPE learns from
@@ -285,7 +284,7 @@ def test_sampler_same_seed_same_batches_and_shifted_targets():
         np.testing.assert_array_equal(xa, xb)
         np.testing.assert_array_equal(ya, yb)
     assert not np.array_equal(a.sample()[0], other.sample()[0])
-    x, y = next(iter(a))
+    x, y = a.sample()
     assert x.shape == y.shape == (4, 16) and x.dtype == y.dtype == np.int64
     position = {int(v): i for i, v in enumerate(SEQ)}
     for row_x, row_y in zip(x, y):
@@ -347,16 +346,3 @@ def test_eval_batches_cover_the_data_in_order():
     assert len(list(iter_eval_batches(SEQ, T, B, max_batches=2))) == 2
     with pytest.raises(ValueError, match="at least"):
         list(iter_eval_batches(np.arange(5), 5, 1))
-
-
-# ------------------------------------------------------------------ bits per byte
-
-
-def test_bits_per_byte_matches_its_definition():
-    loss = 1.3
-    # Byte tokens: one token per byte, so bits per byte is nats / ln 2.
-    assert bits_per_byte(loss, 500, 500) == pytest.approx(loss / math.log(2))
-    # Tokens that hold 4 bytes each: the same per-token loss is spread over 4 bytes.
-    assert bits_per_byte(loss, 100, 400) == pytest.approx(loss / (4 * math.log(2)))
-    with pytest.raises(ValueError):
-        bits_per_byte(loss, 10, 0)
