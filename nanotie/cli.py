@@ -20,7 +20,6 @@ from .files import unwritable
 from .nn.module import StateDictError
 from .papers import REGISTRY
 from .protocol import Runner, dask_executor
-from .report import summary_table
 from .train import CheckpointError, _one_line
 
 
@@ -140,18 +139,17 @@ def _reproduce(args) -> int:
         if problem:
             raise UsageError(f"--out {args.out}: {problem}")
     profile = "full" if args.full else "quick"
-    rows = []
+    lines = []
     with _runner(args, device) as runner:       # shuts its worker processes down
         for name in names:
             print(f"== {name} ({profile} profile, {device}) ==", flush=True)
             start = time.perf_counter()
             results = REGISTRY[name].run(quick=not args.full, out_dir=args.out / name,
                                          seed=args.seed, device=device, runner=runner)
-            summary = dict(results.get("summary", {}))
-            summary["time"] = f"{time.perf_counter() - start:.0f} s"
-            rows.append((name, summary))
+            summary = {**results.get("summary", {}), "time": f"{time.perf_counter() - start:.0f} s"}
+            lines.append(f"  {name:14s} " + "  ".join(f"{k} {v}" for k, v in summary.items()))
             print(f"   wrote {args.out / name}/report.md, results.json and plots", flush=True)
-    print("\nSummary:\n" + summary_table(rows))
+    print("\nSummary:\n" + "\n".join(lines))
     return 0
 
 

@@ -15,9 +15,9 @@ import numpy as np
 
 from .files import atomic_write, write_text
 
-__all__ = ["write_results", "publish", "headline", "progress_bar", "summary_table", "smooth",
-           "spread_table", "finish_figure", "plot_spread", "plot_bands", "seed_bars",
-           "minmax_yerr", "claim_section", "tuning_table", "tuning_record"]
+__all__ = ["write_results", "publish", "headline", "progress_bar", "smooth", "spread_table",
+           "finish_figure", "plot_spread", "plot_bands", "seed_bars", "minmax_yerr",
+           "claim_section", "tuning_table", "tuning_record"]
 
 
 def _plain(value, nan_as_null: bool = True):
@@ -113,12 +113,6 @@ def progress_bar(total: int, desc: str, progress: bool | None = None, initial: i
     show = sys.stderr.isatty() if progress is None else progress
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not show,
                 dynamic_ncols=True, leave=False)
-
-
-def summary_table(rows: list) -> str:
-    """A plain-text table of ``(experiment, {figure: value})`` rows."""
-    return "\n".join(f"  {name:14s} " + "  ".join(f"{k} {v}" for k, v in summary.items())
-                     for name, summary in rows)
 
 
 # ----------------------------------------------------------- figures over seeds

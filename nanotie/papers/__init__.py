@@ -17,7 +17,11 @@ from dataclasses import dataclass
 class Experiment:
     name: str           # what the CLI calls it, e.g. "tied-lora"
     title: str          # one line for `python -m nanotie list`
-    module: str         # dotted path of the module that defines run()
+
+    @property
+    def module(self) -> str:
+        """The dotted path of the module that defines run()."""
+        return f"nanotie.papers.{self.name.replace('-', '_')}.experiment"
 
     def run(self, quick: bool, out_dir, seed: int = 0, device: str = "cpu",
             runner=None) -> dict:
@@ -27,20 +31,12 @@ class Experiment:
         return module.run(quick=quick, out_dir=out_dir, seed=seed, device=device, runner=runner)
 
 
-REGISTRY: dict[str, Experiment] = {}
-
-
-def register(name: str, title: str) -> None:
-    if name in REGISTRY:
-        raise ValueError(f"experiment {name!r} is registered twice")
-    module = f"nanotie.papers.{name.replace('-', '_')}.experiment"
-    REGISTRY[name] = Experiment(name, title, module)
-
-
-register("gpt", "baseline byte-level GPT on English prose (tied embeddings)")
-register("tied-lora", "Tied-LoRA: one shared low-rank pair plus per-layer scales")
-register("headless", "headless LMs: contrastive weight tying vs a softmax head")
-register("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters")
-register("stlm", "Super Tiny LMs: byte-level pooling, embedding tying, FFN sharing")
-register("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM")
-register("dynamic-tying", "a Q-learning agent ties layers during training (Hay & Wolf)")
+REGISTRY: dict[str, Experiment] = {e.name: e for e in [
+    Experiment("gpt", "baseline byte-level GPT on English prose (tied embeddings)"),
+    Experiment("tied-lora", "Tied-LoRA: one shared low-rank pair plus per-layer scales"),
+    Experiment("headless", "headless LMs: contrastive weight tying vs a softmax head"),
+    Experiment("hyena", "Transformer vs Hyena vs MultiHyena: prose, associative recall, filters"),
+    Experiment("stlm", "Super Tiny LMs: byte-level pooling, embedding tying, FFN sharing"),
+    Experiment("trellis", "TrellisNet: one convolution tied across depth = a truncated LSTM"),
+    Experiment("dynamic-tying", "a Q-learning agent ties layers during training (Hay & Wolf)"),
+]}
