@@ -435,10 +435,6 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
 # ------------------------------------------------------------------- figures
 
 
-def _values(results) -> list:
-    return [r.figures["test"]["bpb"] for r in results]
-
-
 def _ratios(point: dict) -> list:
     """CWT / CE tokens per second in each interleaved round of one sweep point."""
     return [a / b for a, b in zip(point["cwt_tokens_per_s_each"],
@@ -462,11 +458,6 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
 
     ft_choice = protocol.choose(ft_results, method=ft_key, setting=lambda r: r.settings["lr"],
                                 metric="bpb")
-
-    def ft_at(o, lr, mode):                  # the runs in seed order, as they were mapped
-        c = ft_choice[(o, lr, mode)]
-        return c["runs"], c["best"]
-
     rows, test = {}, {}
 
     def add(name, rs, note):
@@ -477,10 +468,9 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
     add("CE, untied head", at("ce_untied", best["ce_untied"]), f"lr {best['ce_untied']:g}")
     add("CE, tied head", at("ce_tied", best["ce_tied"]), f"lr {best['ce_tied']:g}")
     add("CWT, zero-shot head o E^T", at("cwt", best["cwt"]), f"lr {best['cwt']:g}")
-    ft_rows = {}
     for (o, mode), label in FT_MODES.items():
-        ft_rows[(o, mode)], ft_lr = ft_at(o, best[o], mode)
-        add(label, ft_rows[(o, mode)], f"lr {best[o]:g}, then {ft_steps} steps at {ft_lr:g}")
+        c = ft_choice[(o, best[o], mode)]
+        add(label, c["runs"], f"lr {best[o]:g}, then {ft_steps} steps at {c['best']:g}")
     add(EQUAL_COMPUTE_ROW, equal_results, f"lr {best['ce_untied']:g}, {equal['ce_steps']} steps")
     tuning = {OBJECTIVES[o]: choice[o] for o in OBJECTIVES}
     for (o, lr, mode), c in sorted(ft_choice.items()):
@@ -488,15 +478,15 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
 
     # The paper's one rate for both objectives, untuned.
     shared = prof.shared_lr
-    cwt_ft_shared, ftlr_shared = ft_at("cwt", shared, "whole")
-    shared_rows = {
-        "CE, untied head": at("ce_untied", shared),
-        "CWT, zero-shot head o E^T": at("cwt", shared),
-        "CWT + cloned head, whole model fine-tuned": cwt_ft_shared,
-        "CE untied + the same fine-tuning (control)": ft_at("ce_untied", shared, "whole")[0],
-    }
+    shared_ft = {o: ft_choice[(o, shared, "whole")] for o in ("cwt", "ce_untied")}
+    shared_rows = {name: protocol.spread_of(rs, "bpb") for name, rs in (
+        ("CE, untied head", at("ce_untied", shared)),
+        ("CWT, zero-shot head o E^T", at("cwt", shared)),
+        (FT_MODES[("cwt", "whole")], shared_ft["cwt"]["runs"]),
+        (FT_MODES[("ce_untied", "whole")], shared_ft["ce_untied"]["runs"]))}
 
-    cwt_ft = _values(ft_rows[("cwt", "whole")])
+    ft_name = FT_MODES[("cwt", "whole")]
+    cwt_ft = test[ft_name].values
     at_V = next(r for r in sweep if r["vocab_size"] == V)
     probe = {k: protocol.spread_of(probe_results, k) for k in ("ce_untied", "cwt", "untrained")}
     def verdict(a, b, name_a, name_b, higher_is_better=False):
@@ -504,15 +494,15 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
                                 names=(name_a, name_b))
 
     verdicts = {
-        "lm_vs_ce": verdict(cwt_ft, _values(at("ce_untied", best["ce_untied"])),
-                            "CWT + FT", "CE untied"),
-        "lm_vs_ce_same_ft": verdict(cwt_ft, _values(ft_rows[("ce_untied", "whole")]),
+        "lm_vs_ce": verdict(cwt_ft, test["CE, untied head"].values, "CWT + FT", "CE untied"),
+        "lm_vs_ce_same_ft": verdict(cwt_ft, test[FT_MODES[("ce_untied", "whole")]].values,
                                     "CWT + FT", "CE untied + same FT"),
-        "lm_equal_compute": verdict(cwt_ft, _values(equal_results),
+        "lm_equal_compute": verdict(cwt_ft, test[EQUAL_COMPUTE_ROW].values,
                                     "CWT + FT", "CE untied, equal compute"),
-        "lm_shared_rate": verdict(_values(cwt_ft_shared), _values(at("ce_untied", shared)),
+        "lm_shared_rate": verdict(shared_rows[ft_name].values,
+                                  shared_rows["CE, untied head"].values,
                                   f"CWT + FT at {shared:g}", f"CE untied at {shared:g}"),
-        "zero_shot_worse": verdict(cwt_ft, _values(at("cwt", best["cwt"])),
+        "zero_shot_worse": verdict(cwt_ft, test["CWT, zero-shot head o E^T"].values,
                                    "CWT + FT", "CWT with E^T"),
         # Paired: each round times both steps back to back, so their ratio cancels the
         # load the round ran under; parity (1.0) is the other side.
@@ -546,9 +536,9 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
                    "verdict": verdicts["mlm"].as_dict()}
 
     params = {o: pretrain[(o, best[o], seeds[0])].figures["parameters"] for o in OBJECTIVES}
-    params["cwt_finetuned"] = ft_rows[("cwt", "whole")][0].figures["parameters"]
-    p0 = probe_results[0].figures
-    ft_name, lm = FT_MODES[("cwt", "whole")], verdicts["lm_equal_compute"]
+    cwt_ft_runs = ft_choice[("cwt", best["cwt"], "whole")]["runs"]
+    params["cwt_finetuned"] = cwt_ft_runs[0].figures["parameters"]
+    p0, lm = probe_results[0].figures, verdicts["lm_equal_compute"]
     results = {
         "profile": profile_name, "device": device, "seeds": seeds, "vocab_size": V,
         "model": asdict(prof.model) | {"vocab_size": V},
@@ -563,9 +553,8 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
         "parameters": params,
         "equal_compute": equal,
         "rows": rows,
-        "shared_rate": {k: protocol.spread_of(rs, "bpb").as_dict()
-                        for k, rs in shared_rows.items()},
-        "shared_rate_finetune_lr": ftlr_shared,
+        "shared_rate": {k: sp.as_dict() for k, sp in shared_rows.items()},
+        "shared_rate_finetune_lr": shared_ft["cwt"]["best"],
         "tuning": tuning_record(tuning),
         "throughput_vs_vocab": sweep,
         "throughput_ratio": at_V["ratio"],
@@ -654,24 +643,15 @@ def _spread(d: dict) -> protocol.Spread:
     return protocol.spread(d["values"])
 
 
-def _seed_table(rows: dict, column: str) -> str:
-    """A table of ``{label: Spread dict}`` with every seed listed."""
-    return spread_table([(k, {column: _spread(v)}) for k, v in rows.items()], [column],
-                        seeds_of=column)
-
-
-def _what_would_change(r, verdicts) -> str:
+def _what_would_change(r) -> str:
     """The caveats the measured figures call for, as Markdown bullets."""
     pre, ce = r["pretrain"], r["rows"]["CE, untied head"]["test_bpb"]["mean"]
-    lm = verdicts["lm_vs_ce_same_ft"]
     return "\n".join([
         f"- After {pre['epochs']:.2f} epochs of {r['tokens']['train']:,} tokens the CE model is "
         f"{abs(r['unigram_bpb'] - ce):.3f} bits per byte "
         f"{'better' if ce < r['unigram_bpb'] else 'worse'} than a unigram model: every model "
         "here is early in training, where the paper's have seen billions of tokens in their "
-        f"one pass. CWT + FT is {abs(lm.gap):.3f} bits per byte "
-        f"{'better' if lm.gap > 0 else 'worse'} than CE given the same fine-tuning, against a "
-        f"seed spread of {lm.noise:.3f}; a much larger corpus (still one pass) could change that.",
+        "one pass. A much larger corpus (still one pass) could change the verdicts.",
         f"- Compute: a CWT step costs x{r['equal_compute']['flops_ratio']:.2f} fewer matrix "
         f"FLOPs than a CE step (x{r['throughput_ratio']:.2f} measured). CWT could see more "
         "tokens for CE's compute, but one pass over a fixed corpus has no more to give it.",
@@ -786,7 +766,8 @@ tau = 1. Figures are bits per byte on all of the **test** split, over {len(r['se
 At the paper's shared rate ({pre['shared_lr']:g} for both objectives, no tuning; fine-tuning
 at {r['shared_rate_finetune_lr']:g}):
 
-{_seed_table(r["shared_rate"], "test bits per byte")}
+{spread_table([(k, {"test bits per byte": _spread(v)}) for k, v in r["shared_rate"].items()],
+              ["test bits per byte"], seeds_of="test bits per byte")}
 
 ![loss vs compute]({plots[0].name})
 
@@ -821,7 +802,7 @@ normalised squared singular values (how many directions they use).
 {probe_floor}{mlm_text}
 ## What would change the verdicts
 
-{_what_would_change(r, v)}
+{_what_would_change(r)}
 
 ## Differences from the paper
 
