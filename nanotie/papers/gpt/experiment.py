@@ -83,10 +83,8 @@ def base_settings(quick: bool = True, cache_dir="runs/cache", lr: float | None =
     train.pop("seed")                           # the run's seed goes in Run.seed
     if lr is not None:
         train["lr"] = float(lr)
-    splits = prose_splits()
     return {"profile": profile, "model": asdict(model_cfg), "train": train,
-            "corpus": splits.hash(),
-            "checkpoint_dir": str(cache_dir)}
+            "corpus": prose_splits().hash(), "checkpoint_dir": str(cache_dir)}
 
 
 def _checkpoint_path(settings: dict, seed: int) -> Path:
@@ -97,7 +95,7 @@ def _checkpoint_path(settings: dict, seed: int) -> Path:
     return Path(settings["checkpoint_dir"]) / f"gpt-{settings['profile']}-{digest}.npz"
 
 
-def trained_gpt(settings: dict, seed: int, device: str = "cpu", progress=False):
+def trained_gpt(settings: dict, seed: int, device: str = "cpu"):
     """The GPT of ``settings`` trained with ``seed`` on the prose train split, and its
     :class:`~nanotie.train.History`: loaded from its checkpoint when there, trained (and
     checkpointed) otherwise. This is the base model that Tied-LoRA adapts. The curve
@@ -108,7 +106,7 @@ def trained_gpt(settings: dict, seed: int, device: str = "cpu", progress=False):
     backend.manual_seed(seed)
     model = GPT(GPTConfig(**settings["model"])).to(device)
     history = train(model, splits.train, splits.val, cfg,
-                    checkpoint=_checkpoint_path(settings, seed), progress=progress,
+                    checkpoint=_checkpoint_path(settings, seed), progress=False,
                     desc=f"gpt ({settings['profile']}, seed {seed})")
     return model, history
 

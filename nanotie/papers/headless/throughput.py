@@ -6,10 +6,6 @@ forward pass and two more in the backward, plus a softmax over K V numbers. A st
 of the headless model scores the K positions against the K targets: a (K, K)
 matrix. The rest of the step (embedding, blocks, AdamW on the same parameters) is
 identical, so the ratio of the two step times shows what the softmax head costs.
-
-The two models are timed INTERLEAVED (CE, CWT, CE, CWT, ...; see
-:func:`throughput_vs_vocab`): the median per-step time is reported, and each round's
-time is kept as one sample of the spread.
 """
 
 from __future__ import annotations
@@ -69,7 +65,8 @@ def throughput_vs_vocab(config: GPTConfig, vocab_sizes, batch_size: int,
     same ``repeats`` interleaved rounds of ``n_steps`` steps (every V and both
     objectives in each round), so that a change of load on the machine shifts every
     point alike. The batch is uniform random ids (the cost of a step does not depend on
-    which ids they are). Returns one dict per V."""
+    which ids they are). Returns one dict per V: the median step time of the rounds,
+    and each round's as one sample of the spread."""
     rng = np.random.default_rng(seed)
     T = config.context
     steps = {}
