@@ -38,15 +38,11 @@ __all__ = ["KINDS", "generation_models", "HyenaRecompute", "CacheStepper", "step
            "time_steps"]
 
 # The contenders, in the order the tables show them.
-KINDS = ("hyena_recompute", "hyena_cached", "transformer_kv", "distilled_hyena",
-         "distilled_multihyena")
 LABELS = {"hyena_recompute": "Hyena (recompute)", "hyena_cached": "Hyena (cached)",
           "transformer_kv": "Transformer (KV cache)",
           "distilled_hyena": "distilled Hyena (recurrent)",
           "distilled_multihyena": "distilled MultiHyena (recurrent)"}
-
-_KV_SLACK = 2048   # the Transformer's context beyond the longest prompt: room for steps
-_STEP_SLACK = 256  # the same for the Hyena models (their filters are this much longer)
+KINDS = tuple(LABELS)
 
 
 def generation_models(base: HyenaConfig, max_context: int, order: int = 16,
@@ -62,17 +58,14 @@ def generation_models(base: HyenaConfig, max_context: int, order: int = 16,
     with no_grad():
         for kind in kinds:
             backend.manual_seed(seed)
+            # each context leaves room for the timed steps past the longest prompt (the
+            # KV cache, the cached Hyena's buffer and the filters end at the context)
             if kind == "transformer_kv":
                 cfg = GPTConfig(**{f.name: getattr(base, f.name) for f in fields(GPTConfig)})
-                out[kind] = GPT(replace(cfg, context=max_context + _KV_SLACK))
+                out[kind] = GPT(replace(cfg, context=max_context + 2048))
                 continue
             mixer = "multihyena" if kind.endswith("multihyena") else "hyena"
-            if kind == "hyena_cached" and "hyena_recompute" in out:
-                out[kind] = out["hyena_recompute"]         # the same model, cached
-                continue
-            # room for the timed steps past the longest prompt (the cached Hyena's
-            # buffer and the filters end at the context)
-            model = HyenaLM(replace(base, mixer=mixer, context=max_context + _STEP_SLACK))
+            model = HyenaLM(replace(base, mixer=mixer, context=max_context + 256))
             if kind.startswith("distilled"):
                 model = distill(model, order=order, length=min(fit_length, max_context),
                                 refine=False)
