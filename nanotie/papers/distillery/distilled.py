@@ -13,12 +13,11 @@
     blocks[i].attn.filter            gone: ĥ_t = Re Σ_k R_k λ_k^(t-1) (poles and
                                      residues, plain arrays, not trained)
 
-So the distilled model is the original with one step swapped, as a tied model is the
-untied one with two weights made one: training the original moves the distilled
-model's shared weights too. It runs in parallel, ``model(idx)`` (the operators' own
-code with ĥ in place of the implicit filters), or recurrently, ``model(idx,
-cache=state)`` at O(1) per token (``generate.py``). Distillation works on float64
-copies of the filters; the result runs on the model's device and dtype.
+Training the original moves the distilled model's shared weights too. It runs in
+parallel, ``model(idx)`` (the operators' own code with ĥ in place of the implicit
+filters), or recurrently, ``model(idx, cache=state)`` at O(1) per token
+(``generate.py``). Distillation works on float64 copies of the filters; the result
+runs on the model's device and dtype.
 """
 
 from __future__ import annotations
