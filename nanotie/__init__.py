@@ -43,11 +43,6 @@ def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     return _make(lambda xp, s, d, _: xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
 
 
-def full(shape, value, dtype=None, device=None, requires_grad=False) -> Tensor:
-    return _make(lambda xp, s, d, _: xp.full(s, value, dtype=d), (shape,), dtype, device,
-                 requires_grad)
-
-
 def randn(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
     """Standard normal samples from the device's seeded generator."""
     return _make(lambda xp, s, d, dev: backend.randn(s, d, dev), shape, dtype, device,
@@ -64,19 +59,12 @@ def randint(low, high, shape, device=None) -> Tensor:
     return Tensor(backend.randint(low, high, shape, device or backend.default_device()))
 
 
-def arange(*args, dtype=None, device=None) -> Tensor:
-    xp = backend.xp_for(device or backend.default_device())
-    return Tensor(xp.arange(*args, dtype=dtype or (int64 if all(
-        isinstance(a, int) for a in args) else float32)))
-
-
 __all__ = [
     "Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_enabled",
     "detect_anomaly", "is_anomaly_enabled", "manual_seed", "gradcheck", "gradcheck_module",
     "GradcheckError", "nn", "backend", "ShapeError", "AnomalyError", "DeviceError",
     "cuda_available",
-    "zeros", "ones", "full", "randn", "rand", "randint", "arange", "float32", "float64",
-    "int64", "bool_",
+    "zeros", "ones", "randn", "rand", "randint", "float32", "float64", "int64", "bool_",
     "abs", "add", "amax", "amin", "cat", "clamp", "cos", "div", "einsum", "embedding",
     "eq", "erf", "exp", "expand", "flatten", "ge", "gt", "le", "log", "logsumexp", "lt",
     "matmul", "max", "maximum", "mean", "min", "minimum", "mul", "ne", "neg", "pad",
