@@ -607,7 +607,7 @@ def test_stlm_writes_results_report_and_plots_and_reuses_its_cache(tiny, tmp_pat
     assert 3 <= len(res["summary"]) <= 4
     report = (out / "report.md").read_text()
     for words in ("no quality claim", "Differences from the paper", "per-slot marginals",
-                  "bits_per_slot.png", "all slots", "authors' later code"):
+                  "bits_per_slot.png", "all slots", "Their later code"):
         assert words in report, words
     assert protocol_cache(tmp_path)
     again = experiment.run(quick=True, out_dir=out)           # every run from the cache
