@@ -124,8 +124,7 @@ def check(fn) -> CheckResult:
             for u, h in data:
                 c.case = f"u {u.shape}, h {h.shape}"
                 y, _ = c.forward(fn, u, h, what="fftconv(u, h)")
-                c.expect_array(y, engine_reference(F.fftconv, [u, h], np.zeros(u.shape))[0],
-                               "fftconv(u, h)")
+                c.expect_array(y, F.fftconv(*leaves(u, h)).data, "fftconv(u, h)")
         with c.step("the backward matches the engine's gradients, dL/du and dL/dh"):
             for u, h in data:
                 c.case = f"u {u.shape}, h {h.shape}"

@@ -91,7 +91,6 @@ TORCH_BLOCKS = (0, 3, 2, 1)            # PyTorch's i, f, g, o as TrellisNet bloc
 NAMES = ("weight_x", "weight_h", "bias")
 CASES = {"I = 2, H = 3": (2, 3), "I = H = 3": (3, 3)}   # the second lets W_ih and W_hh swap places
 DEPTHS = (1, 2, 5)                     # M, the truncation: the number of levels
-B, T = 2, 8
 
 
 def reorder(a: np.ndarray, blocks) -> np.ndarray:
@@ -109,7 +108,7 @@ def case(name: str) -> dict:
     w_ih = rng.uniform(-0.9, 0.9, (4 * H, I))           # TrellisNet's order i, o, g, f
     w_hh = rng.uniform(-0.9, 0.9, (4 * H, H))
     b = rng.uniform(-0.5, 0.5, 4 * H)
-    x = rng.standard_normal((B, T, I))
+    x = rng.standard_normal((2, 8, I))                  # (B, T, I)
     lstm = LSTM(LSTMConfig(I, (H,), bias=True)).double()
     layer = lstm.layers[0]
     layer.weight_ih.data, layer.weight_hh.data, layer.bias.data = w_ih, w_hh, b
