@@ -532,10 +532,8 @@ layers start one step early on a zero input), or, for the segments, without hist
 
 ## 2. Byte-level LM ({prof.lm_steps} steps, context {ctx}, batch {prof.lm_batch})
 
-Every model sees the whole window: the TrellisNet and the TCN are dilated
-({', '.join(map(str, prof.dilations))}), receptive field 1 + {sum(prof.dilations)} =
-{1 + sum(prof.dilations)}; the LSTM is recurrent. Val and test each score the first
-{prof.eval_batches * prof.lm_batch} windows of {ctx} bytes of their split.
+Every model sees the whole window (the receptive field column). Val and test each score
+the first {prof.eval_batches * prof.lm_batch} windows of {ctx} bytes of their split.
 
 {spread_table(lm_rows, ["receptive field", "test bpb"], seeds_of="test bpb")}
 

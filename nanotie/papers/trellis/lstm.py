@@ -39,7 +39,6 @@ class LSTMLayer(Module):
 
     def __init__(self, n_in: int, r: int, bias: bool = True, dtype=None, device=None):
         super().__init__()
-        self.n_in, self.r = n_in, r
         k = 1.0 / math.sqrt(r)
         self.weight_ih = init_uniform((4 * r, n_in), k, dtype, device)
         self.weight_hh = init_uniform((4 * r, r), k, dtype, device)
@@ -48,7 +47,7 @@ class LSTMLayer(Module):
     def forward(self, xs: list, state=None) -> tuple:
         """One input (B, n_in) per time step -> (one h (B, r) per step, (h_T, c_T)).
         ``state`` (h, c) each (B, r); None is zeros."""
-        r = self.r
+        r = self.weight_hh.shape[1]
         if state is None:
             xp = backend.xp_of(xs[0].data)
             zero = Tensor(xp.zeros((xs[0].shape[0], r), dtype=xs[0].dtype))

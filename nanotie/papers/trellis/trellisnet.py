@@ -88,7 +88,7 @@ class TrellisNet(Module):
         z = c = Tensor(backend.xp_of(x.data).zeros((*x.shape[:2], H), dtype=x.dtype))
         for level, d in enumerate(cfg.level_dilations()):
             conv = self.conv_at(level)
-            w_x, w_h = conv.weights()
+            w_x, w_h = _normed(conv.weight_x, conv.gain_x), _normed(conv.weight_h, conv.gain_h)
             # Columns of W ordered as the taps [x_{t-d}, z_{t-d}, x_t, z_t].
             w = cat([w_x[:, :n], w_h[:, :H], w_x[:, n:], w_h[:, H:]], dim=1)
             prev = cat([shift_right(x, d), shift_right(z, d, h_hist)], dim=-1)
@@ -141,10 +141,6 @@ class TrellisConv(Module):
         if config.weight_norm:
             self.gain_x = Parameter(_row_norm(self.weight_x).data.copy())
             self.gain_h = Parameter(_row_norm(self.weight_h).data.copy())
-
-    def weights(self) -> tuple:
-        """The effective (W_x, W_h): the stored matrices, or their weight-normed forms."""
-        return _normed(self.weight_x, self.gain_x), _normed(self.weight_h, self.gain_h)
 
     def input_term(self, x: Tensor, d: int) -> Tensor:
         """W1x x_{t-d} + W2x x_t + b: (B, T, n_in) -> (B, T, 4H)."""
