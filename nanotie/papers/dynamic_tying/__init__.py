@@ -36,36 +36,7 @@ decisions with language-model steps is in ``loop.py``::
             one TD step on (Q(s)[.., a] - (r + 0.99 max Q(s')[slice_i]))^2
             s = s'
 
-Differences from the paper:
-
-* Untying clones: an untied layer gets fresh Parameters holding a copy of its values
-  and fresh Adam moments (the authors' layer keeps aliasing its former source).
-* A copy of a copy follows the root of its chain (the layer that trains), also when
-  an intermediate layer changes later; the state still records the agent's choice j.
-* Decisions as in the authors' code (one TD step per decision, the reward in eval
-  mode, the Q-values of layer i's slice at s' in the target), with
-  ``lm_steps_per_decision`` language-model steps per decision (their code uses 10 in
-  the version we read; the spec says 4): a parameter here.
-* The reward batch: the authors draw a fresh random training batch for every reward;
-  ``train_dynamic(..., reward_data=...)`` uses one fixed batch held out from training
-  instead (the experiment does), so that rewards differ by what the actions did.
-* The reward's scale: ``reward_norm="ema"`` (the experiment's; "none" is the authors')
-  standardises the clipped reward (see ``agent.py``); the experiment's synthetic check
-  compares the two on a reward whose best policy is known.
-* The reward clip: the authors' [-10, 10] is the default; the experiment uses
-  [-100, 100], since a tiny byte-level model's perplexity stays above 10 for long.
-* Exploration: the authors' eps decays by 0.95 per episode and needs 90 episodes to
-  reach its floor; the experiment picks the decay (``decay_to_floor``) so that it
-  reaches the floor two thirds into its few dozen episodes.
-* Adam state: the authors' LM optimizer keeps the Adam state of a layer that trained
-  and was later tied; :func:`sync_optimizer` frees it, so nanotie saves more memory.
-* Scale: a 6-layer byte-level GPT on Python's own help text for a few hundred steps
-  (warmup + cosine, AdamW, clipping), not GPT-2-size models on WikiText/LM1B at a
-  constant 1e-4, so the agent sees a few dozen episodes, not hundreds.
-* Controls the paper does not run: a random schedule and a fixed pattern
-  (``controls.py``), which tie as much as the agent without learning.
-* All runs use the same number of language-model steps and the same batches; the
-  tying runs additionally spend one forward pass per decision on the reward.
+Differences from the paper: :data:`DIFFERENCES`, below (the results page prints it).
 """
 
 from __future__ import annotations
@@ -81,8 +52,39 @@ from .tying import (MODES, DynamicTiedGPT, independent_layers, optimizer_state_b
                     root_of, step_peak_bytes, sync_optimizer, trainable_formula,
                     training_memory_bytes, validate_state, weight_bytes, with_action)
 
-__all__ = ["DynamicTyingConfig", "DynamicTiedGPT", "TyingAgent", "QNetwork", "MODES",
-           "RandomSchedule", "FixedSchedule", "SyntheticReward", "greedy_train_share",
+# Differences from the paper, as the results page prints them.
+DIFFERENCES = """\
+- Untying clones: an untied layer gets fresh Parameters holding a copy of its values
+  and fresh Adam moments (the authors' layer keeps aliasing its former source).
+- A copy of a copy follows the root of its chain (the layer that trains), also when
+  an intermediate layer changes later; the state still records the agent's choice j.
+- Decisions as in the authors' code (one TD step per decision, the reward in eval
+  mode, the Q-values of layer i's slice at s' in the target), with
+  `lm_steps_per_decision` language-model steps per decision (their code uses 10 in
+  the version we read; the spec says 4): a parameter here.
+- The reward batch: the authors draw a fresh random training batch for every reward;
+  `train_dynamic(..., reward_data=...)` uses one fixed batch held out from training
+  instead (the experiment does), so that rewards differ by what the actions did.
+- The reward's scale: `reward_norm="ema"` (the experiment's; "none" is the authors')
+  standardises the clipped reward (see `agent.py`); the experiment's synthetic check
+  compares the two on a reward whose best policy is known.
+- The reward clip: the authors' [-10, 10] is the default; the experiment uses
+  [-100, 100], since a tiny byte-level model's perplexity stays above 10 for long.
+- Exploration: the authors' eps decays by 0.95 per episode and needs 90 episodes to
+  reach its floor; the experiment picks the decay (`decay_to_floor`) so that it
+  reaches the floor two thirds into its few dozen episodes.
+- Adam state: the authors' LM optimizer keeps the Adam state of a layer that trained
+  and was later tied; `sync_optimizer` frees it, so nanotie saves more memory.
+- Scale: a 6- or 8-layer byte-level GPT on Python's own help text for a few hundred
+  steps (warmup + cosine, AdamW, clipping), not GPT-2-size models on WikiText/LM1B at
+  a constant 1e-4, so the agent sees a few dozen episodes, not hundreds.
+- Controls the paper does not run: a random schedule and a fixed pattern
+  (`controls.py`), which tie as much as the agent without learning.
+- All runs use the same number of language-model steps and the same batches; the
+  tying runs additionally spend one forward pass per decision on the reward."""
+
+__all__ = ["DIFFERENCES", "DynamicTyingConfig", "DynamicTiedGPT", "TyingAgent", "QNetwork",
+           "MODES", "RandomSchedule", "FixedSchedule", "SyntheticReward", "greedy_train_share",
            "chance_train_share", "held_out_batch", "decay_to_floor", "step_peak_bytes",
            "q_output_size", "action_offset", "n_actions", "validate_state", "root_of",
            "independent_layers", "with_action", "trainable_formula", "sync_optimizer",

@@ -3,26 +3,19 @@ policy is known.
 
 A dynamic run changes two things at once: WHICH layers train (the policy) and THAT
 some layers are copies (tying itself). To credit the agent with a result, it must
-beat schedules that tie just as much without learning anything:
-
-* :class:`RandomSchedule`: every decision is a uniform action, the distribution the
-  agent's exploration draws from (copy layer 0, ..., copy layer i-1 or train, each
-  with probability 1 / (i + 1)); it never learns.
-* :class:`FixedSchedule`: a pattern decided in advance, e.g. every layer trains for a
-  warm-up, then every layer is a copy of layer 0.
-
-Both speak the agent's language (``epsilon``, ``act``, ``update``, ``end_episode``), so
-the training loop runs them in the agent's place, with the same decisions, rewards
-and optimizer syncs.
+beat schedules that tie just as much without learning anything: uniform actions
+(:class:`RandomSchedule`, what the agent's exploration draws from) and a pattern
+decided in advance (:class:`FixedSchedule`). Both speak the agent's language
+(``epsilon``, ``act``, ``update``, ``end_episode``), so the training loop runs them in
+the agent's place, with the same decisions, rewards and optimizer syncs.
 
 :class:`SyntheticReward` is a stand-in for the language model where the right answer
 is known: each layer that trains lowers the "perplexity" by ``gain``,
 
     r(s') = -(base - gain * #{i : s'_i = i}) + noise,   noise ~ N(0, noise^2),
 
-so the best policy trains every layer. :func:`greedy_train_share` reads what an agent
-learned: the share of layers whose greedy action at the all-train state is "train"
-(a random schedule: the mean of 1 / (i + 1) over i = 1..L-1).
+so the best policy trains every layer; :func:`greedy_train_share` reads how much of
+that an agent learned.
 """
 
 from __future__ import annotations
@@ -39,7 +32,8 @@ __all__ = ["RandomSchedule", "FixedSchedule", "SyntheticReward", "greedy_train_s
 
 
 class RandomSchedule:
-    """Uniform random actions for every decision; no learning (epsilon stays 1)."""
+    """Uniform random actions for every decision (layer i: each of its i + 1 actions
+    with probability 1 / (i + 1)); no learning (epsilon stays 1)."""
 
     def __init__(self, seed: int = 0):
         self.rng = np.random.default_rng(seed)

@@ -27,7 +27,7 @@ from ...report import (claim_section, headline, minmax_yerr, plot_bands, plot_sp
                        pyplot, save_figure, spread_table, tuning_record, tuning_table)
 from ...train import TrainConfig, evaluate
 from ..gpt.experiment import prose_splits, unigram_bpb
-from . import DynamicTyingConfig
+from . import DIFFERENCES, DynamicTyingConfig
 from .agent import TyingAgent, decay_to_floor
 from .controls import (FixedSchedule, RandomSchedule, SyntheticReward, chance_train_share,
                        greedy_train_share)
@@ -525,16 +525,7 @@ copy still runs, so its activations, most of the step's memory at this width, st
 
 ## Differences from the paper
 
-- Scale: a {cfg['n_layer']}-layer byte-level GPT for {tcfg['steps']} steps instead of GPT-2-size
-  models on WikiText/LM1B; the agent sees {results['episodes']} episodes, not hundreds.
-- The reward is standardised before the TD update (the authors feed the raw clipped
-  reward; the synthetic check above compares the two); the clip is 100, not 10.
-- The reward is computed on one fixed held-out batch, not on a fresh training batch.
-- Epsilon reaches its floor within the run (the authors' 0.95 per episode needs 90).
-- The authors build the LM optimizer once over all parameters, so their code cannot
-  free the Adam state of a layer that was later tied; nanotie's `sync_optimizer` does,
-  so its memory savings are larger than the authors' code would give.
-- Untying clones the weights (the authors' layer keeps aliasing its former source).
+{DIFFERENCES}
 """
 
 

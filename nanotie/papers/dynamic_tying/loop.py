@@ -78,13 +78,10 @@ def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent
     ``tying`` is a :class:`DynamicTyingConfig`. With an ``agent`` (a
     :class:`TyingAgent`, or a control of ``controls.py``), the steps are grouped into
     episodes of L - 1 decisions with ``tying.lm_steps_per_decision`` steps each, so
-    ``config.steps`` must fill whole episodes (:func:`episode_count`). Without one, the
-    model keeps its tying state throughout.
-
-    The reward: with ``reward_data`` (ids the model never trains on), always the same
-    batch, its first windows (:func:`held_out_batch`), so rewards differ by what the
-    actions and the steps did, not by which text was drawn; without it, a fresh random
-    batch of ``train_data`` each time (the authors' code)."""
+    ``config.steps`` must fill whole episodes (:func:`episode_count`). The reward's
+    batch: with ``reward_data`` (ids the model never trains on), always its first
+    windows (:func:`held_out_batch`); without it, a fresh random batch of
+    ``train_data`` each time (the authors' code)."""
     cfg, k = config, tying.lm_steps_per_decision
     L = model.config.n_layer
     episodes = 0 if agent is None else episode_count(cfg.steps, L, k)
