@@ -436,16 +436,11 @@ def _residual_and_jacobian(x, h, nr: int, nc: int, max_radius: float,
 
 def refine(h, start: ModalFit, max_radius: float = 1 - 1e-6, max_nfev: int = 100
            ) -> ModalFit:
-    """Modal refinement of ``start`` (e.g. an ERA fit): the best of
-
-    * ``start`` itself,
-    * the optimal residues for its poles (:func:`fit_residues`),
-    * ``scipy.optimize.least_squares`` on poles and residues together, from the
-      better of those two, with |λ| < max_radius by construction (see :func:`_pack`).
-
-    So the result is never worse than its start, and the number of real and complex
-    modes, hence the order, does not change.
-    """
+    """Modal refinement of ``start`` (e.g. an ERA fit, module doc step 4): the best of
+    ``start``, the optimal residues for its poles (:func:`fit_residues`), and
+    ``least_squares`` on poles and residues from the better of those two (|λ| <
+    max_radius by :func:`_pack`'s construction): never worse than its start, with as
+    many real and complex modes, hence the same order."""
     h = _as_filter(h)
     start = _score(start, h, start.method, start.bound)
     if start.poles.size == 0:

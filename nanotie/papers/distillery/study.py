@@ -85,15 +85,10 @@ def _bpb(model, ids, study: DistillStudy) -> float:
 
 @one_blas_thread
 def distill_study(model, test_ids, study: DistillStudy) -> dict:
-    """Distil every filter of ``model`` at every order of the study; JSON-able figures.
-
-    Per order (lists over ``orders``): the median relative l2 error of ERA, balanced
-    truncation and the modal fit over every filter, the medians of both lower bounds,
-    of fit / tight bound and fit / loose bound, and of the Hankel-norm ratio; every
-    filter's relative error and bounds (for the plot); the test bits per byte of the
-    distilled LM at each order, at the per-filter order (``tol``), at d = 0, and of
-    the original on the same test windows; the layer-1 Hankel spectra.
-    """
+    """Distil every filter of ``model`` at every order of the study; JSON-able figures:
+    per order, medians over every filter of each method's relative error, of both
+    bounds and of their ratios; every filter's error and bounds (for the plot); the
+    test bits per byte of the distilled LMs and of the original on the same windows."""
     orders = list(study.orders)
     ops = model.mixers()
     fits, sigma, rows = [], [], []
