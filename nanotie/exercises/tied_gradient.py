@@ -90,12 +90,6 @@ def _model(E_in, E_out, ids, targets):
     return F.cross_entropy(h @ E_out.T, targets)
 
 
-def _parts(E, ids, targets, g):
-    """Each use's gradient, from the untied model: {use: dL/dE along that path}."""
-    _, (g_in, g_out, _, _) = engine_reference(_model, [E, E.copy(), ids, targets], g)
-    return {"the lookup E[ids]": g_in, "the head h @ E.T": g_out}
-
-
 def _dlogits(E, ids, targets, g):
     """h (N, D) and dL/dlogits (N, V): what the wrong backwards below build on."""
     h = np.tanh(E[ids])
@@ -136,7 +130,9 @@ def check(fn) -> CheckResult:
                     "part + the head's part"):
             for E, ids, targets in cases:
                 c.case = f"E {E.shape}, ids {ids.tolist()}, targets {targets.tolist()}"
-                parts = _parts(E, ids, targets, g)
+                # each use's gradient, dL/dE along that path, from the untied model
+                _, untied = engine_reference(_model, [E, E.copy(), ids, targets], g)
+                parts = {"the lookup E[ids]": untied[0], "the head h @ E.T": untied[1]}
                 grads = c.gradients(fn, E, ids, targets, g=np.float64(g),
                                     what="tied_lm(E, ids, targets)")
                 c.expect_grads(grads, {"E": sum(parts.values())}, hints={"E": {
