@@ -234,10 +234,8 @@ def set_cpu_threads(n: int | None) -> None:
 @lru_cache(maxsize=1)
 def _blas_controllers() -> tuple:
     """threadpoolctl's handles on the BLAS libraries NumPy loaded (found once)."""
-    try:
-        from threadpoolctl import ThreadpoolController
-    except ImportError:
-        return ()
+    from threadpoolctl import ThreadpoolController
+
     return tuple(ThreadpoolController().select(user_api="blas").lib_controllers)
 
 
