@@ -126,9 +126,8 @@ class Module:
             seen.add(id(self))
         yield prefix, self
         for name, child in self._modules.items():
-            if child is not None:
-                path = f"{prefix}.{name}" if prefix else name
-                yield from child.named_modules(path, remove_duplicate, seen)
+            path = f"{prefix}.{name}" if prefix else name
+            yield from child.named_modules(path, remove_duplicate, seen)
 
     def modules(self):
         return (m for _, m in self.named_modules())
@@ -140,7 +139,7 @@ class Module:
         seen = set()
         for mpath, module in self.named_modules(prefix, remove_duplicate=False):
             for name, p in module._parameters.items():
-                if p is None or (remove_duplicate and id(p) in seen):
+                if remove_duplicate and id(p) in seen:
                     continue
                 seen.add(id(p))
                 yield (f"{mpath}.{name}" if mpath else name), p
