@@ -250,9 +250,8 @@ def tensor(data, requires_grad: bool = False, dtype=None, device=None) -> Tensor
     """
     source = data.data if isinstance(data, Tensor) else data
     array = _to_array(data, dtype, device)
-    if hasattr(source, "shape") and not isinstance(source, np.generic) and \
-            backend.device_of(array) == backend.device_of(source) and \
-            xp_of(array).may_share_memory(array, source):
+    if hasattr(source, "shape") and backend.device_of(array) == backend.device_of(source) \
+            and xp_of(array).may_share_memory(array, source):
         array = array.copy()
     return Tensor(array, requires_grad=requires_grad)
 
