@@ -339,8 +339,8 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
     x2 = xd.reshape(-1, n_in)                                # (N, in)
     n_rows = x2.shape[0]
     y = xp.empty((n_rows, n_out), dtype=xp.result_type(x2.dtype, w.dtype))   # (N, out)
-    backend.parallel_rows(lambda rows: xp.matmul(x2[rows], w.T, out=y[rows]), n_rows, xp,
-                          min_rows=_MIN_PRODUCT // max(1, n_in * n_out))
+    min_rows = _MIN_PRODUCT // max(1, n_in * n_out)         # a row: n_in * n_out multiply-adds
+    backend.parallel_rows(lambda rows: xp.matmul(x2[rows], w.T, out=y[rows]), n_rows, xp, min_rows)
     if bias is not None:
         b = bias.data
         if y.dtype == np.result_type(y.dtype, b.dtype):
@@ -355,7 +355,7 @@ def linear(x: Tensor, weight: Tensor, bias: Tensor | None = None) -> Tensor:
         if x.requires_grad:
             gx = xp.empty((n_rows, n_in), dtype=xp.result_type(g2.dtype, w.dtype))
             backend.parallel_rows(lambda rows: xp.matmul(g2[rows], w, out=gx[rows]),
-                                  n_rows, xp, min_rows=_MIN_PRODUCT // max(1, n_in * n_out))
+                                  n_rows, xp, min_rows)
             gx = gx.reshape(xd.shape)                        # G W
         if weight.requires_grad:
             gw = xp.empty((n_out, n_in), dtype=xp.result_type(g2.dtype, x2.dtype))
