@@ -157,24 +157,21 @@ def measure_throughput(base, study: DistillStudy, seed: int = 0, kinds=KINDS) ->
     models = generation_models(base, max(study.contexts), study.throughput_order,
                                seed=seed, kinds=kinds)
     rng = np.random.default_rng(seed)
-    out = {kind: {"context": [], "seconds": [], "prefill_seconds": [], "state_bytes": []}
-           for kind in kinds}
+    out = {kind: {"context": list(study.contexts), "seconds": [], "tokens_per_second": [],
+                  "prefill_seconds": [], "state_bytes": []} for kind in kinds}
     for L in study.contexts:
         prompt = rng.integers(0, base.vocab_size, (1, L))
-        steppers = {}
-        for kind in kinds:
-            steppers[kind] = stepper_for(kind, models[kind])
+        steppers = {kind: stepper_for(kind, models[kind]) for kind in kinds}
+        for kind, stepper in steppers.items():
             t0 = time.perf_counter()
             with no_grad():
-                steppers[kind].prefill(prompt)
+                stepper.prefill(prompt)
             out[kind]["prefill_seconds"].append(time.perf_counter() - t0)
-            out[kind]["state_bytes"].append(steppers[kind].state_bytes())
+            out[kind]["state_bytes"].append(stepper.state_bytes())
         timing = time_steps(steppers, study.steps, study.rounds, study.recompute_steps)
         for kind in kinds:
-            out[kind]["context"].append(L)
             out[kind]["seconds"].append(timing[kind]["median"])
-    for kind in kinds:
-        out[kind]["tokens_per_second"] = [1 / s for s in out[kind]["seconds"]]
+            out[kind]["tokens_per_second"].append(1 / timing[kind]["median"])
     return out
 
 
