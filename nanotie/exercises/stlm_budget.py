@@ -253,10 +253,11 @@ def _number(got, name: str) -> int:
     return int(round(value))
 
 
-def _explain(name: str, got: int, want: int, slips: list, which: int, parts: dict) -> str:
-    """Why ``got`` is not ``want``: a recognised slip (or two), or the parts to compare."""
+def _explain(name: str, got: int, want: int, cfg: STLMConfig, which: int) -> str:
+    """Why ``got`` (the total, ``which`` = 0, or embedding_head, 1) is not ``want``: a
+    recognised slip (or two), or else the right parts to compare with."""
     diff = got - want
-    single = [(s[which], s[2]) for s in slips if s[which]]
+    single = [(s[which], s[2]) for s in _slips(cfg) if s[which]]
     for d, why in single:
         if d == diff:
             return f"your `{name}` is {got:,}, the correct count is {want:,}: {why}"
@@ -264,16 +265,13 @@ def _explain(name: str, got: int, want: int, slips: list, which: int, parts: dic
         if d1 + d2 == diff:
             return (f"your `{name}` is {got:,}, the correct count is {want:,}. Two slips: "
                     f"(1) {why1} (2) {why2}")
+    b = parameter_budget(cfg)
+    emb, head = ("byte embedder", "byte decoder") if cfg.embedder == "byte" else ("wte", "lm_head")
+    parts = {emb: b["embedding"], head: b["head"], "positions": b["positions"],
+             "attention": b["attention"], "FFN": b["ffn"], "norms": b["norms"]}
     shown = ", ".join(f"{k} {v:,}" for k, v in parts.items())
     return (f"your `{name}` is {got:,}, the correct count is {want:,} ({diff:+,}). It is "
             f"not one of the usual slips; compare your parts with the right ones: {shown}.")
-
-
-def _parts(cfg: STLMConfig) -> dict:
-    b = parameter_budget(cfg)
-    emb, head = ("byte embedder", "byte decoder") if cfg.embedder == "byte" else ("wte", "lm_head")
-    return {emb: b["embedding"], head: b["head"], "positions": b["positions"],
-            "attention": b["attention"], "FFN": b["ffn"], "norms": b["norms"]}
 
 
 def _describe(cfg: STLMConfig) -> str:
@@ -293,10 +291,9 @@ def _expect(c: Checker, fn, cfg: STLMConfig, want: tuple, label: str, paper: str
     out = c.returns(fn, replace(cfg), what="stlm_budget(config)",
                     names="total, embedding_head")
     got = (_number(out[0], "total"), _number(out[1], "embedding_head"))
-    slips, parts = _slips(cfg), _parts(cfg)
     for which, name in ((0, "total"), (1, "embedding_head")):
         if got[which] != want[which]:
-            raise Mistake(_explain(name, got[which], want[which], slips, which, parts)
+            raise Mistake(_explain(name, got[which], want[which], cfg, which)
                           + (f" (The paper: {paper}.)" if paper and which == 0 else ""))
 
 
