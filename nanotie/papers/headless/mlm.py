@@ -27,13 +27,10 @@ from ...nn import functional as F
 from ...nn.transformer import CausalSelfAttention
 from . import HeadlessConfig, cwt_loss
 
-__all__ = ["MaskingConfig", "RECIPES", "picked_per_row", "mask_tokens",
+__all__ = ["MaskingConfig", "picked_per_row", "mask_tokens",
            "BidirectionalSelfAttention", "MaskedLM", "mlm_loss_fn", "IGNORE_INDEX"]
 
 IGNORE_INDEX = -100          # label of the positions outside S (not in the loss), as in PyTorch
-
-
-RECIPES = ("authors", "bert")
 
 
 @dataclass
@@ -46,8 +43,8 @@ class MaskingConfig:
     recipe: str = "authors"     # "authors" (their code) or "bert" (Devlin et al.)
 
     def __post_init__(self):
-        if self.recipe not in RECIPES:
-            raise ValueError(f"MaskingConfig: recipe must be one of {RECIPES}, got "
+        if self.recipe not in ("authors", "bert"):
+            raise ValueError(f"MaskingConfig: recipe must be 'authors' or 'bert', got "
                              f"{self.recipe!r}")
 
 
