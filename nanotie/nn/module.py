@@ -262,14 +262,11 @@ class Module:
         shapes, dtypes, and the tie table. Any problem raises
         :class:`StateDictError` listing ALL of them, and the model is left unchanged.
         """
+        problems = []
         state = dict(state_dict)
-        ties = _parse_ties(state.pop(TIES_KEY, np.array([], dtype=np.str_)))
+        ties = _parse_ties(state.pop(TIES_KEY, []), problems)
         params = dict(self.named_parameters(remove_duplicate=False))   # every path
         buffers = self._persistent_buffers()
-        problems = []
-        if isinstance(ties, str):
-            problems.append(ties)
-            ties = {}
         # 1. Every stored array must fit a parameter or buffer of this model.
         for key, value in state.items():
             target = params.get(key, buffers.get(key))
@@ -333,13 +330,14 @@ def _alias_table(model: Module) -> "OrderedDict[str, list]":
     return table
 
 
-def _parse_ties(array):
-    """``{"alias": "name"}`` from the ``__ties__`` entry, or an error message."""
+def _parse_ties(array, problems: list) -> dict:
+    """``{"alias": "name"}`` from the ``__ties__`` entry; a malformed one goes to ``problems``."""
     ties = {}
     for entry in np.asarray(array).reshape(-1).tolist():
         alias, sep, name = str(entry).partition("=")
         if not sep or not alias or not name:
-            return f"malformed '{TIES_KEY}' entry {entry!r} (expected 'alias=name')"
+            problems.append(f"malformed '{TIES_KEY}' entry {entry!r} (expected 'alias=name')")
+            return {}
         ties[alias] = name
     return ties
 

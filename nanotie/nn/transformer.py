@@ -181,7 +181,7 @@ class GPT(Module):
         ``lm_head.weight`` and ``wte.weight``) and updates ``self.config`` to match.
         """
         state = dict(state_dict)
-        saved_tied = _head_tied_in(state, _parse_ties(state.get(TIES_KEY, [])))
+        saved_tied = _head_tied_in(state, _parse_ties(state.get(TIES_KEY, []), []))
         if not retie or saved_tied is None or saved_tied == self.config.tie_embeddings:
             return super().load_state_dict(state, strict)
         head, config = self.lm_head.weight, self.config
@@ -302,9 +302,9 @@ def _sample(logits: np.ndarray, temperature: float, top_k, rng) -> np.ndarray:
     return np.minimum((p.cumsum(axis=-1) < u).sum(axis=-1), p.shape[-1] - 1)
 
 
-def _head_tied_in(state: dict, ties) -> bool | None:
+def _head_tied_in(state: dict, ties: dict) -> bool | None:
     """Whether a GPT checkpoint ties ``lm_head.weight`` to ``wte.weight`` (True), stores
     it separately (False), or holds no head at all (None)."""
-    if isinstance(ties, dict) and ties.get("lm_head.weight") == "wte.weight":
+    if ties.get("lm_head.weight") == "wte.weight":
         return True
     return False if "lm_head.weight" in state else None
