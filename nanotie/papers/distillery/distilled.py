@@ -22,10 +22,13 @@ runs on the model's device and dtype.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ...autograd import Tensor, no_grad
-from ...backend import to_device
+from ...backend import asnumpy, to_device
 from ...nn.module import Module, ModuleList
-from ...nn.transformer import Block
+from ...nn.transformer import Block, _sample, _start_generation
+from .generate import init_state
 from .reduction import DistillConfig, ModalFilterBank, distill_filters
 from ..hyena.model import HyenaLM
 from ..hyena.operator import HyenaOperator, MultiHyenaOperator
@@ -124,13 +127,21 @@ class DistilledHyenaLM(HyenaLM):
 
     def generate(self, idx, max_new_tokens: int, temperature: float = 1.0,
                  top_k: int | None = None, seed: int | None = None, use_cache: bool = True):
-        """GPT.generate's options. ``use_cache=True``: prefill the prompt in one pass,
-        then one O(1) recurrent step per token (:func:`generate.generate`);
-        False: re-run the parallel form over the context at every token, as Hyena does."""
+        """GPT.generate's options, and with the same logits the same tokens.
+        ``use_cache=True``: prefill the prompt in one pass, then one O(1) recurrent step
+        of the whole network per token; the state never grows, so unlike a KV cache it
+        is not limited to the context (past it the filters keep decaying). False:
+        re-run the parallel form over the context at every token, as Hyena does."""
         if not use_cache:
             return super().generate(idx, max_new_tokens, temperature, top_k, seed)
-        from .generate import generate
-        return generate(self, idx, max_new_tokens, temperature, top_k, seed)
+        out, rng = _start_generation(idx, temperature, seed)
+        with self.evaluating():
+            state, feed = init_state(self, out.shape[0]), out
+            for _ in range(max_new_tokens):
+                logits, _ = self(feed, cache=state)           # the prefill, then O(1) steps
+                feed = _sample(asnumpy(logits.data[:, -1]), temperature, top_k, rng)[:, None]
+                out = np.concatenate([out, feed], axis=1)
+        return out
 
 
 def _distilled_block(block: Block, bank: ModalFilterBank) -> Block:

@@ -31,14 +31,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from ... import backend
 from ...autograd import Tensor, no_grad
 from ...nn import functional as F
-from ...nn.transformer import _sample, _start_generation
 
-__all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "generate", "ConvCache",
+__all__ = ["MixerCache", "RecurrentState", "init_cache", "init_state", "ConvCache",
            "init_conv_cache", "init_conv_state"]
 
 
@@ -184,23 +181,3 @@ def init_conv_state(model, batch: int) -> RecurrentState:
     then runs one position per call, like a GPT with its KV cache)."""
     return RecurrentState([init_conv_cache(op, batch) for op in model.mixers()])
 
-
-def generate(model, idx, max_new_tokens: int, temperature: float = 1.0,
-             top_k: int | None = None, seed: int | None = None) -> np.ndarray:
-    """Continue each row of ``idx`` (B, T) by ``max_new_tokens`` tokens, with a
-    distilled LM run recurrently: the prompt is prefilled in one pass, then each new
-    token is one step of the whole network on one position.
-
-    Options as ``GPT.generate``: ``temperature`` divides the logits (0 = greedy),
-    ``top_k`` keeps the k largest, ``seed`` fixes the sampling. With the same logits
-    it draws the same tokens as ``GPT.generate``. The state never grows, so unlike a
-    KV cache it is not limited to the context: past it the filters keep decaying.
-    """
-    out, rng = _start_generation(idx, temperature, seed)
-    with model.evaluating():
-        state, feed = init_state(model, out.shape[0]), out
-        for _ in range(max_new_tokens):
-            logits, _ = model(feed, cache=state)              # the prefill, then O(1) steps
-            feed = _sample(backend.asnumpy(logits.data[:, -1]), temperature, top_k, rng)[:, None]
-            out = np.concatenate([out, feed], axis=1)
-    return out
