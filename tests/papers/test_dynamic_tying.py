@@ -632,13 +632,12 @@ def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process():
     profile = {**TINY, "seeds": 1}
     splits = experiment.prose_splits()
     corpus = splits.hash()
-    run = experiment._runs([("dynamic", "official")], [3e-3], [0], profile, corpus, 2,
-                           "cpu")[0]
-    first = experiment.dynamic_tying_run(dict(run.settings), 0, "cpu")
+    settings = experiment._settings("dynamic", "official", 3e-3, profile, corpus, 2)
+    first = experiment.dynamic_tying_run(dict(settings), 0, "cpu")
     nt.manual_seed(123)
     np.random.default_rng(5).normal(size=10)
     nt.randn(7)                                # move nanotie's random stream on
-    second = experiment.dynamic_tying_run(dict(run.settings), 0, "cpu")
+    second = experiment.dynamic_tying_run(dict(settings), 0, "cpu")
     assert first["val"] == second["val"] and first["rewards"] == second["rewards"]
     assert first["actions"] == second["actions"]
 

@@ -209,14 +209,6 @@ def _settings(method, mode, lr, profile, corpus, episodes) -> dict:
             "reward_ids": train_cfg.batch_size * model_cfg.context + 1, "corpus": corpus}
 
 
-def _runs(methods_modes, lrs, seeds, profile, corpus, episodes, device) -> list:
-    return [protocol.Run("nanotie.papers.dynamic_tying.experiment:dynamic_tying_run",
-                         _settings(method, mode, lr, profile, corpus, episodes), s,
-                         device=device, version=VERSION,
-                         label=f"{_label(method, mode)} lr {lr:g}")
-            for method, mode in methods_modes for lr in lrs for s in seeds]
-
-
 def synthetic_check(tying_cfg, n_layer: int, episodes: int, seeds) -> dict:
     """Can the agent learn a reward whose best policy is known (every trained layer
     is worth 1, noise 1) in the run's number of episodes? The share of layers whose
@@ -253,24 +245,28 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     main_mode = profile["modes"][0]
     lrs = tuple(profile["lrs"])
 
+    def runs(method, mode, lr, run_seeds):
+        return [protocol.Run("nanotie.papers.dynamic_tying.experiment:dynamic_tying_run",
+                             _settings(method, mode, lr, profile, corpus, episodes), s,
+                             device=device, version=VERSION,
+                             label=f"{_label(method, mode)} lr {lr:g}") for s in run_seeds]
+
     # Phase 1, when there is a grid: vanilla and dynamic at every rate on the first
     # seeds, judged on val. Without one, everything goes in one sweep.
     rates = profile.get("rates", {})          # rates chosen earlier, per method
     lr_of = {m: rates.get(m, lrs[0]) for m in ("vanilla", "dynamic")}
     if len(lrs) > 1:
-        grid = _runs([(m, main_mode) for m in lr_of], lrs, seeds[:profile["grid_seeds"]],
-                     profile, corpus, episodes, device)
+        grid = [r for m in lr_of for lr in lrs
+                for r in runs(m, main_mode, lr, seeds[:profile["grid_seeds"]])]
         choice = _choose(runner.map(grid, desc="dynamic-tying grid"))
         lr_of = {m: choice[m]["best"] for m in lr_of}
     lr_of["random"] = lr_of["fixed"] = lr_of["dynamic"]   # the controls: dynamic's rate
 
     # Phase 2: every method at its rate on every seed (the grid's runs come from the cache).
-    final_runs = [r for m in METHODS for r in _runs([(m, main_mode)], [lr_of[m]], seeds,
-                                                     profile, corpus, episodes, device)]
+    final_runs = [r for m in METHODS for r in runs(m, main_mode, lr_of[m], seeds)]
     for mode in profile["modes"][1:]:
         n = profile.get("shared_seeds", len(seeds))
-        final_runs += _runs([("dynamic", mode)], [lr_of["dynamic"]], seeds[:n], profile,
-                            corpus, episodes, device)
+        final_runs += runs("dynamic", mode, lr_of["dynamic"], seeds[:n])
     results_list = runner.map(final_runs, desc="dynamic-tying")
     if len(lrs) == 1:
         choice = _choose([r for r in results_list
@@ -285,24 +281,25 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     dyn_tying = DynamicTyingConfig(**groups[dyn_label][0].run.settings["tying"])
     # cheap (no language model): more seeds than the runs, so chance shows as chance
     synthetic = synthetic_check(dyn_tying, L, episodes, range(seed, seed + SYNTHETIC_SEEDS))
-    results, extra = _summarise(groups, choice, synthetic, profile, name, episodes, seeds,
-                                splits, device, model_cfg, train_cfg, dyn_label)
+    results, table, verdicts = _summarise(groups, choice, synthetic, profile, name, episodes,
+                                          seeds, splits, device, model_cfg, train_cfg,
+                                          dyn_label)
     results["seconds"] = time.perf_counter() - t0
     curves = {f"{label} (n={len(rs)})": (rs[0].figures["val_bpb_curve"]["step"],
                                          [r.figures["val_bpb_curve"]["bpb"] for r in rs])
               for label, rs in groups.items()}                 # bpb: (seeds, evals)
-    plots = [plot_spread({label: row["test_ppl"] for label, row in extra["table"].items()},
+    plots = [plot_spread({label: row["test_ppl"] for label, row in table.items()},
                          out_dir / "test_ppl.png", "test perplexity per byte (lower is better)",
                          "perplexity per byte"),
              plot_bands(curves, out_dir / "val_curves.png", "LM step", "val bits per byte",
                         "validation during training (band: min-max over seeds)",
                         figsize=(6.5, 3.8), legend_size=8),
              _plot_independent(groups, L, out_dir / "independent_layers.png", dyn_label),
-             _plot_memory(extra["table"], out_dir / "memory.png"),
+             _plot_memory(table, out_dir / "memory.png"),
              _plot_pattern(groups[dyn_label][0].figures, L, out_dir / "tying_pattern.png",
                            dyn_label)]
     return publish(out_dir, "Dynamic layer tying (Hay & Wolf, 2024)", results,
-                   _report_body(results, extra, groups, plots))
+                   _report_body(results, table, verdicts, choice, groups, plots))
 
 
 def _choose(results) -> dict:
@@ -332,7 +329,7 @@ COLUMNS = {
 
 
 def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits,
-               device, model_cfg, train_cfg, dyn_label) -> dict:
+               device, model_cfg, train_cfg, dyn_label) -> tuple:
     t = {label: {key: protocol.spread([get(r.figures) for r in rs])
                  for key, (_, get) in COLUMNS.items()
                  if key != "step_peak_mb" or all(r.figures["step_peak"] for r in rs)}
@@ -392,7 +389,7 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
         f"dynamic {t[dyn_label]['test_ppl'].format(2)} vs vanilla "
         f"{t['vanilla']['test_ppl'].format(2)} test ppl/byte; random schedule "
         f"{t['random schedule']['test_ppl'].format(2)}")
-    return results, {"table": t, "verdicts": verdicts, "choice": choice, "ratios": ratios}
+    return results, t, verdicts
 
 
 def _earlier_grid(grid) -> str:
@@ -416,9 +413,7 @@ def _policy_note(v) -> str:
             "learned policy buys.")
 
 
-def _report_body(results, extra, groups, plots) -> str:
-    t, verdicts, choice, ratios = (extra["table"], extra["verdicts"], extra["choice"],
-                                   extra["ratios"])
+def _report_body(results, t, verdicts, choice, groups, plots) -> str:
     cfg, tcfg, tying = results["model"], results["train"], results["tying"]
     dyn_label = next(k for k in t if k.startswith("dynamic"))
     cols = {key: name for key, (name, _) in COLUMNS.items() if name}
@@ -438,7 +433,6 @@ def _report_body(results, extra, groups, plots) -> str:
     pattern = ", ".join(f"{i}<-{j}" if j != i else f"{i}:train"
                         for i, j in enumerate(dyn_runs[0].figures["final_state"]))
     clipped = np.mean([r.figures["rewards_clipped_fraction"] for r in dyn_runs])
-    step = ratios.get("step_peak")
     figs = "\n\n".join(f"![{p.stem}]({p.name})" for p in plots)
     ppl_section = claim_section(CLAIM_PPL, WHERE, [
         ("The claim: dynamic against vanilla, test perplexity", verdicts["dynamic vs vanilla"]),
@@ -512,12 +506,10 @@ verdicts.
 
 {claim_section(CLAIM_MEMORY, WHERE, mem_verdicts)}
 
-At the end the vanilla model's parameter-side training memory is
-{ratios['param_final'].format(2)} times the dynamic one's, and its whole step's peak
-{step.format(2) if step else 'n/a'} times. With {cfg['n_layer']} layers no state saves more
-than {results['param_ratio_bound']:.2f}x on the parameter side (every layer a copy of
-layer 0, the embeddings still train), so "up to 10x" cannot hold at this depth; and a
-copy still runs, so its activations, most of the step's memory at this width, stay.
+With {cfg['n_layer']} layers no state saves more than {results['param_ratio_bound']:.2f}x on
+the parameter side (every layer a copy of layer 0, the embeddings still train), so "up to
+10x" cannot hold at this depth; and a copy still runs, so its activations, most of the
+step's memory at this width, stay.
 
 ## Plots
 
