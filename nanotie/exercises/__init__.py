@@ -35,8 +35,8 @@ One module here, ``nanotie/exercises/<name>.py``, that defines:
                library's op and ends with ``expect_gradcheck``; a formula exercise
                (a count, a bound) compares values, with ``diagnose`` for the message
     MISTAKES   at least two :class:`Planted` wrong answers of the kinds learners
-               write, each with words its failure message must contain; the test
-               suite runs them all (tests/test_exercises.py)
+               write (:func:`.checking.wrong_backward` changes only a backward), each
+               with words its failure message must contain; the tests run them all
 
 and one ``register(N, "<name>")`` line below. Nothing else changes: the CLI, the
 stub writer and the tests find it through the registry.

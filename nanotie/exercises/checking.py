@@ -368,3 +368,18 @@ def leaves(*arrays) -> list:
     """float64 Tensors that require a gradient (integer arrays pass through)."""
     return [Tensor(np.array(a, dtype=np.float64), requires_grad=True)
             if isinstance(a, np.ndarray) and a.dtype.kind == "f" else a for a in arrays]
+
+
+def wrong_backward(reference):
+    """For planted answers: ``@wrong_backward(reference)`` over ``change(*inputs, g,
+    grads)`` makes an op with ``reference``'s forward whose backward returns what
+    ``change`` makes of the reference's gradients ``grads``."""
+    def planted_from(change):
+        def planted(*inputs):
+            out, backward = reference(*inputs)
+            return out, lambda g: change(*inputs, g, backward(g))
+
+        planted.__name__ = change.__name__                # the planted test's name
+        return planted
+
+    return planted_from

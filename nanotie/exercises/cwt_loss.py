@@ -10,7 +10,7 @@ from .. import ops
 from ..papers.headless import cwt_loss as library_cwt_loss
 from . import Planted
 from .checking import (Checker, CheckResult, Mistake, engine_reference, learner_op, leaves,
-                       softmax_rows)
+                       softmax_rows, wrong_backward)
 
 TITLE = "Headless LMs: the Contrastive Weight Tying loss"
 GOAL = ("Write the CWT loss, cross-entropy over a K x K score matrix of outputs against "
@@ -189,20 +189,19 @@ def check(fn) -> CheckResult:
 
 # ------------------------------------------------ wrong answers, for the tests
 
-def _targets_detached(O, E_targets, temperature=1.0):
-    loss, backward = reference(O, E_targets, temperature)
-    return loss, lambda g: (backward(g)[0], np.zeros_like(E_targets))
+@wrong_backward(reference)
+def _targets_detached(O, E_targets, temperature, g, grads):
+    return grads[0], np.zeros_like(E_targets)
 
 
-def _targets_none(O, E_targets, temperature=1.0):
-    loss, backward = reference(O, E_targets, temperature)
-    return loss, lambda g: (backward(g)[0], None)             # "no gradient: a constant"
+@wrong_backward(reference)
+def _targets_none(O, E_targets, temperature, g, grads):
+    return grads[0], None                                 # "no gradient: a constant"
 
 
-def _positive_term_only(O, E_targets, temperature=1.0):
-    loss, backward = reference(O, E_targets, temperature)
-    K = O.shape[0]
-    return loss, lambda g: (backward(g)[0], -g * O / (K * temperature))
+@wrong_backward(reference)
+def _positive_term_only(O, E_targets, temperature, g, grads):
+    return grads[0], -g * O / (len(O) * temperature)
 
 
 def _positive_not_in_denominator(O, E_targets, temperature=1.0):
@@ -220,15 +219,12 @@ def _no_max_subtraction(O, E_targets, temperature=1.0):
     return loss, reference(O, E_targets, temperature)[1]
 
 
-def _transposed_scores_in_backward(O, E_targets, temperature=1.0):
+@wrong_backward(reference)
+def _transposed_scores_in_backward(O, E_targets, temperature, g, grads):
     K = O.shape[0]
-
-    def backward(g):
-        P = softmax_rows(E_targets @ O.T / temperature)   # E O^T: should be O E^T
-        dS = g * (P - np.eye(K)) / K
-        return dS @ E_targets / temperature, dS.T @ O / temperature
-
-    return reference(O, E_targets, temperature)[0], backward
+    P = softmax_rows(E_targets @ O.T / temperature)       # E O^T: should be O E^T
+    dS = g * (P - np.eye(K)) / K
+    return dS @ E_targets / temperature, dS.T @ O / temperature
 
 
 def _sum_not_mean(O, E_targets, temperature=1.0):

@@ -10,7 +10,8 @@ import numpy as np
 from ..autograd import unbroadcast
 from ..nn import functional as F
 from . import Planted
-from .checking import Checker, CheckResult, Mistake, engine_reference, learner_op, leaves
+from .checking import (Checker, CheckResult, Mistake, engine_reference, learner_op, leaves,
+                       wrong_backward)
 from .diagnose import explain_causality
 
 TITLE = "Hyena: the causal FFT convolution backward"
@@ -157,20 +158,16 @@ def _shifted_output(u, h):
     return y, reference(u, h)[1]
 
 
-def _grad_h_not_summed(u, h):
-    y, backward = reference(u, h)
+@wrong_backward(reference)
+def _grad_h_not_summed(u, h, g, grads):
     n = u.shape[-1] + h.shape[-1] - 1
-
-    def wrong(g):
-        grad_h = np.fft.irfft(np.fft.rfft(g, n) * np.conj(np.fft.rfft(u, n)), n)  # (B, D, n)
-        return backward(g)[0], grad_h[..., :h.shape[-1]]
-
-    return y, wrong
+    grad_h = np.fft.irfft(np.fft.rfft(g, n) * np.conj(np.fft.rfft(u, n)), n)  # (B, D, n)
+    return grads[0], grad_h[..., :h.shape[-1]]
 
 
-def _convolution_in_backward(u, h):
-    y, backward = reference(u, h)
-    return y, lambda g: (_wrong_backwards(u, h, g)["u"][0][0], backward(g)[1])   # no conj
+@wrong_backward(reference)
+def _convolution_in_backward(u, h, g, grads):
+    return _wrong_backwards(u, h, g)["u"][0][0], grads[1]                      # no conj
 
 
 MISTAKES = [

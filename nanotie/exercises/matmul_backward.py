@@ -8,7 +8,8 @@ import numpy as np
 
 from .. import ops
 from . import Planted
-from .checking import Checker, CheckResult, engine_reference, learner_op, leaves
+from .checking import (Checker, CheckResult, engine_reference, learner_op, leaves,
+                       wrong_backward)
 
 TITLE = "The matmul backward"
 GOAL = ("Derive dL/dA = G B^T and dL/dB = A^T G from C_ij = sum_k A_ik B_kj, let the "
@@ -92,18 +93,18 @@ def check(fn) -> CheckResult:
 
 # ------------------------------------------------ wrong answers, for the tests
 
-def _grad_b_transposed(a, b):
-    out, backward = reference(a, b)
-    return out, lambda g: (backward(g)[0], backward(g)[1].T)     # g.T @ a, summed
+@wrong_backward(reference)
+def _grad_b_transposed(a, b, g, grads):
+    return grads[0], grads[1].T                                  # g.T @ a, summed
 
 
 def _batch_not_summed(a, b):
     return a @ b, lambda g: (g @ b.T, a.swapaxes(-1, -2) @ g)   # keeps the batch axis
 
 
-def _grad_a_without_transpose(a, b):
-    out, backward = reference(a, b)
-    return out, lambda g: (g @ b, backward(g)[1])                # grad_a needs b.T
+@wrong_backward(reference)
+def _grad_a_without_transpose(a, b, g, grads):
+    return g @ b, grads[1]                                       # grad_a needs b.T
 
 
 MISTAKES = [

@@ -10,7 +10,7 @@ from .. import ops
 from ..nn import functional as F
 from . import Planted
 from .checking import (Checker, CheckResult, engine_reference, learner_op, leaves,
-                       softmax_rows)
+                       softmax_rows, wrong_backward)
 
 TITLE = "The tied gradient is a sum"
 GOAL = ("Write the backward of a model whose embedding is also its output head, and see "
@@ -149,27 +149,23 @@ def check(fn) -> CheckResult:
 
 # ------------------------------------------------ wrong answers, for the tests
 
-def _head_only(E, ids, targets):
-    def wrong(g):
-        h, dlogits = _dlogits(E, ids, targets, g)
-        return (dlogits.T @ h,)                           # the lookup's part is missing
-
-    return reference(E, ids, targets)[0], wrong
+@wrong_backward(reference)
+def _head_only(E, ids, targets, g, grads):
+    h, dlogits = _dlogits(E, ids, targets, g)
+    return (dlogits.T @ h,)                               # the lookup's part is missing
 
 
-def _averaged_uses(E, ids, targets):
-    loss, backward = reference(E, ids, targets)
-    return loss, lambda g: (backward(g)[0] / 2,)          # (lookup + head) / 2
+@wrong_backward(reference)
+def _averaged_uses(E, ids, targets, g, grads):
+    return (grads[0] / 2,)                                # (lookup + head) / 2
 
 
-def _fancy_index_add(E, ids, targets):
-    def wrong(g):
-        h, dlogits = _dlogits(E, ids, targets, g)
-        grad = dlogits.T @ h
-        grad[ids] += (dlogits @ E) * (1 - h ** 2)         # repeated ids: not summed
-        return (grad,)
-
-    return reference(E, ids, targets)[0], wrong
+@wrong_backward(reference)
+def _fancy_index_add(E, ids, targets, g, grads):
+    h, dlogits = _dlogits(E, ids, targets, g)
+    grad = dlogits.T @ h
+    grad[ids] += (dlogits @ E) * (1 - h ** 2)             # repeated ids: not summed
+    return (grad,)
 
 
 MISTAKES = [

@@ -15,7 +15,7 @@ from ..ops import stack
 from ..papers.tied_lora import TiedLoRALinear
 from . import Planted
 from .checking import (Checker, CheckResult, Mistake, engine_reference, learner_op,
-                       leaves)
+                       leaves, wrong_backward)
 from .diagnose import close
 
 TITLE = "Tied-LoRA: the tied adapter's forward and backward"
@@ -271,37 +271,26 @@ def check(fn) -> CheckResult:
 
 # ------------------------------------------------ wrong answers, for the tests
 
-def _wrong_backward(change):
-    """A planted answer: the reference's forward, with its backward's five gradients
-    passed through ``change(X, A, B, u, v, g, grads)``."""
-    def planted(X, A, B, u, v):
-        out, backward = reference(X, A, B, u, v)
-        return out, lambda g: change(X, A, B, u, v, g, backward(g))
-
-    planted.__name__ = change.__name__                    # the planted test's name
-    return planted
-
-
-@_wrong_backward
+@wrong_backward(reference)
 def _last_layer_only(X, A, B, u, v, g, grads):
     gX, _, _, gu, gv = grads
     _, gA, gB, _, _ = reference(X[-1:], A, B, u[-1:], v[-1:])[1](g[-1:])
     return gX, gA, gB, gu, gv                             # the other layers' uses lost
 
 
-@_wrong_backward
+@wrong_backward(reference)
 def _tied_averaged(X, A, B, u, v, g, grads):
     gX, gA, gB, gu, gv = grads
     return gX, gA / len(X), gB / len(X), gu, gv           # a mean over the layers
 
 
-@_wrong_backward
+@wrong_backward(reference)
 def _per_layer_summed(X, A, B, u, v, g, grads):
     gX, gA, gB, gu, gv = grads
     return gX, gA, gB, gu.sum(axis=0), gv.sum(axis=0)     # u, v treated as tied
 
 
-@_wrong_backward
+@wrong_backward(reference)
 def _grad_B_transposed(X, A, B, u, v, g, grads):
     gX, gA, gB, gu, gv = grads
     return gX, gA, gB.T, gu, gv                           # H^T dY: (r, 3d)
@@ -312,7 +301,7 @@ def _u_after_B(X, A, B, u, v):
     return out, reference(X, A, B, u, v)[1]
 
 
-@_wrong_backward
+@wrong_backward(reference)
 def _v_missing_from_grad_B(X, A, B, u, v, g, grads):
     gX, gA, _, gu, gv = grads
     H = (X @ A.T) * u[:, None, :]
