@@ -42,8 +42,8 @@ from ...nn.module import Module, ModuleList
 from ...nn.transformer import GPT, Block
 from .byte_windows import BYTE_VOCAB, EOT, PAD, ByteWindows
 from .layers import ByteBlock, ByteSelfAttention, GroupedQKV, STLMConfig, ffn, norm
-from .params import (PAPER_BASE, PAPER_FIGURES, ffn_width, measured_split, millions,
-                     paper_configs, parameter_budget)
+from .params import (PAPER_FIGURES, ffn_width, measured_split, millions, paper_configs,
+                     parameter_budget)
 
 
 class STLM(GPT):
@@ -155,13 +155,9 @@ class STLM(GPT):
 
 
 def share_ffn(blocks) -> None:
-    """FFN sharing: every block's feed-forward network IS block 0's, one object.
-
-    Attention and norms stay per layer. The FFN's gradient is then the sum over the
-    L layers that use it, and the model holds (L - 1) FFNs fewer:
-
-        params(shared) = params(unshared) - (L - 1) * params(FFN)
-    """
+    """FFN sharing: every block's feed-forward network IS block 0's, one object, so its
+    gradient sums over the L layers that use it and the model holds (L - 1) FFNs fewer
+    (the equations are in the module docstring). Attention and norms stay per layer."""
     for i in range(1, len(blocks)):
         blocks[i].mlp = blocks[0].mlp          # tie 2: one FFN object, L uses
 
@@ -271,4 +267,4 @@ DIFFERENCES = """\
 __all__ = ["PAD", "EOT", "BYTE_VOCAB", "ByteWindows", "STLMConfig", "STLM", "ByteBlock",
            "ByteEmbedder", "ByteDecoder", "ByteSelfAttention", "GroupedQKV",
            "share_ffn", "byte_cross_entropy", "DIFFERENCES", "parameter_budget", "ffn_width",
-           "measured_split", "PAPER_BASE", "paper_configs", "PAPER_FIGURES", "millions"]
+           "measured_split", "paper_configs", "PAPER_FIGURES", "millions"]

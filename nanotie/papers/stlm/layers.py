@@ -1,10 +1,6 @@
-"""The STLM's settings and the layers its byte path is built from.
-
-The mechanism (the two ties, byte pooling, the byte decoder) is in ``__init__.py``;
-this file holds what it is assembled from: :class:`STLMConfig`, the byte blocks
-(attention among the W slots of one token, then a width-changing FFN) and the
-grouped-query projection of the paper's core.
-"""
+"""What the STLM (the mechanism, in ``__init__.py``) is assembled from: :class:`STLMConfig`,
+the byte blocks (attention among the W slots of one token, then a width-changing FFN)
+and the grouped-query projection of the paper's core."""
 
 from __future__ import annotations
 
@@ -125,12 +121,12 @@ class GroupedQKV(Module):
     def __init__(self, d_model: int, n_head: int, n_kv_head: int, bias: bool = False):
         super().__init__()
         hd, group = d_model // n_head, n_head // n_kv_head
-        self.d_kv = hd * n_kv_head
-        self.fused = Linear(d_model, d_model + 2 * self.d_kv, bias)   # (d, d + 2 d_kv)
+        d_kv = hd * n_kv_head
+        self.fused = Linear(d_model, d_model + 2 * d_kv, bias)        # (d, d + 2 d_kv)
         col = np.arange(d_model)                       # query column: head col // hd
         kv_col = (col // hd // group) * hd + col % hd  # its key/value column
         self.index = np.concatenate([col, d_model + kv_col,
-                                     d_model + self.d_kv + kv_col])     # (3 d,)
+                                     d_model + d_kv + kv_col])          # (3 d,)
 
     def forward(self, x: Tensor) -> Tensor:              # (..., d) -> (..., 3 d)
         y = self.fused(x)                                # (..., d + 2 d_kv)

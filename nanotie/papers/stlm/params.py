@@ -99,21 +99,18 @@ def measured_split(model) -> dict:
     return {"embedding+head": emb, "core": total - emb, "total": total}
 
 
-# The ~50M-class configuration of the paper and the authors' code: hidden 512, 10
-# layers, SwiGLU FFN 1536, RMSNorm, no biases, GPT-2's vocabulary, context 512,
-# 16 query heads sharing 4 key/value heads, RoPE positions; byte window 12, width 128.
-PAPER_BASE = STLMConfig(vocab_size=50257, context=512, d_model=512, n_layer=10,
-                        n_head=16, n_kv_head=4, ffn="swiglu", ffn_hidden=1536,
-                        norm="rms", bias=False, learned_positions=False,
-                        byte_window=12, byte_dim=128, byte_heads=8)
-
-
 def paper_configs() -> dict:
-    """The paper's variants at its sizes (to count, not to build)."""
-    return {"untied": replace(PAPER_BASE, tie_embeddings=False),
-            "tied": PAPER_BASE,
-            "tied + FFN sharing": replace(PAPER_BASE, share_ffn=True),
-            "byte-level": replace(PAPER_BASE, embedder="byte", tie_embeddings=False)}
+    """The paper's variants at its sizes (to count, not to build): the ~50M-class
+    configuration of the paper and the authors' code, hidden 512, 10 layers, SwiGLU FFN
+    1536, RMSNorm, no biases, GPT-2's vocabulary, context 512, 16 query heads sharing 4
+    key/value heads, RoPE positions; byte window 12, width 128."""
+    tied = STLMConfig(vocab_size=50257, context=512, d_model=512, n_layer=10, n_head=16,
+                      n_kv_head=4, ffn="swiglu", ffn_hidden=1536, norm="rms", bias=False,
+                      learned_positions=False, byte_window=12, byte_dim=128, byte_heads=8)
+    return {"untied": replace(tied, tie_embeddings=False),
+            "tied": tied,
+            "tied + FFN sharing": replace(tied, share_ffn=True),
+            "byte-level": replace(tied, embedder="byte", tie_embeddings=False)}
 
 
 # The paper's figures, as it states them (millions to two decimals, percent to one).
