@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ...autograd import Tensor, no_grad
+from ...autograd import Tensor
 from ...backend import asnumpy, to_device
 from ...nn.module import Module, ModuleList
 from ...nn.transformer import Block, _sample, _start_generation
@@ -174,8 +174,7 @@ def distill(model: HyenaLM, order: int | None = None, tol: float = 1e-2, *,
     cfg = config or DistillConfig(order=order, tol=tol, max_order=max_order, refine=refine)
     if length is not None and not 4 <= length <= model.config.context:
         raise ValueError(f"distill: length must be in [4, {model.config.context}], got {length}")
-    with no_grad():                # filter_array: (n_filters, L) float64 NumPy
-        banks = [distill_filters(op.filter_array(length), cfg, progress=progress,
-                                 desc=f"distil layer {i + 1}")
-                 for i, op in enumerate(model.mixers())]
+    banks = [distill_filters(op.filter_array(length), cfg, progress=progress,  # (C, L) NumPy
+                             desc=f"distil layer {i + 1}")
+             for i, op in enumerate(model.mixers())]
     return DistilledHyenaLM(model, banks)
