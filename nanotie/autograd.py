@@ -28,8 +28,6 @@ __all__ = ["Tensor", "tensor", "from_numpy", "no_grad", "enable_grad", "is_grad_
            "detect_anomaly", "is_anomaly_enabled", "ShapeError", "AnomalyError",
            "make_result", "accumulate", "check_same_device", "unbroadcast", "DeviceError"]
 
-DEFAULT_DTYPE = np.float32
-
 
 class ShapeError(ValueError):
     """Operands whose shapes do not fit the op; the message names op and shapes."""
@@ -116,7 +114,7 @@ def _to_array(data, dtype=None, device=None):
             raise TypeError(f"tensor: expected numbers (a number, or nested lists of "
                             f"numbers), got {what}")
         if dtype is None:       # Python floats become float32 (the default), as in PyTorch
-            dtype = DEFAULT_DTYPE if probe.dtype.kind == "f" else probe.dtype
+            dtype = np.float32 if probe.dtype.kind == "f" else probe.dtype
     elif data.dtype.kind not in "biufc":
         raise TypeError(f"tensor: expected numbers, got an array of dtype {data.dtype}")
     if backend.device_of(data) != device:

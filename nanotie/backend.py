@@ -19,8 +19,6 @@ from functools import lru_cache
 
 import numpy as np
 
-DEVICES = ("cpu", "cuda")
-
 
 class DeviceError(RuntimeError):
     """A device was asked for that cannot be used, or two devices were mixed."""
@@ -61,8 +59,8 @@ def _require_cupy():
 
 def check_device(device: str) -> str:
     """Validate a device name ('cpu' or 'cuda') and return it."""
-    if device not in DEVICES:
-        raise DeviceError(f"unknown device {device!r}: expected one of {DEVICES}")
+    if device not in ("cpu", "cuda"):
+        raise DeviceError(f"unknown device {device!r}: expected 'cpu' or 'cuda'")
     if device == "cuda":
         _require_cupy()
     return device

@@ -207,14 +207,12 @@ def cos(a: Tensor) -> Tensor:
     return make_result("cos", xp.cos(x), (a,), lambda g: (-g * xp.sin(x),))
 
 
-_TWO_OVER_SQRT_PI = 2.0 / math.sqrt(math.pi)
-
-
 def erf(a: Tensor) -> Tensor:
     """erf(a) = 2/sqrt(pi) * integral_0^a e^(-t^2) dt.  d/da = 2/sqrt(pi) e^(-a^2)."""
     x, xp = a.data, xp_of(a.data)
     out = backend.erf(x).astype(x.dtype, copy=False)
-    return make_result("erf", out, (a,), lambda g: (g * _TWO_OVER_SQRT_PI * xp.exp(-x * x),))
+    two_over_sqrt_pi = 2.0 / math.sqrt(math.pi)
+    return make_result("erf", out, (a,), lambda g: (g * two_over_sqrt_pi * xp.exp(-x * x),))
 
 
 # ------------------------------------------------------------ comparisons, casts
