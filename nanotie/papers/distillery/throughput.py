@@ -55,21 +55,19 @@ def generation_models(base: HyenaConfig, max_context: int, order: int = 16,
     ``fit_length`` taps of each filter, which keeps the Hankel SVDs small.
     """
     out = {}
-    with no_grad():
-        for kind in kinds:
-            backend.manual_seed(seed)
-            # each context leaves room for the timed steps past the longest prompt (the
-            # KV cache, the cached Hyena's buffer and the filters end at the context)
-            if kind == "transformer_kv":
-                cfg = GPTConfig(**{f.name: getattr(base, f.name) for f in fields(GPTConfig)})
-                out[kind] = GPT(replace(cfg, context=max_context + 2048))
-                continue
-            mixer = "multihyena" if kind.endswith("multihyena") else "hyena"
-            model = HyenaLM(replace(base, mixer=mixer, context=max_context + 256))
-            if kind.startswith("distilled"):
-                model = distill(model, order=order, length=min(fit_length, max_context),
-                                refine=False)
-            out[kind] = model.eval()
+    for kind in kinds:
+        backend.manual_seed(seed)
+        # each context leaves room for the timed steps past the longest prompt (the KV
+        # cache, the cached Hyena's buffer and the filters end at the context)
+        if kind == "transformer_kv":
+            cfg = GPTConfig(**{f.name: getattr(base, f.name) for f in fields(GPTConfig)})
+            out[kind] = GPT(replace(cfg, context=max_context + 2048))
+            continue
+        mixer = "multihyena" if kind.endswith("multihyena") else "hyena"
+        model = HyenaLM(replace(base, mixer=mixer, context=max_context + 256))
+        if kind.startswith("distilled"):
+            model = distill(model, order=order, length=min(fit_length, max_context), refine=False)
+        out[kind] = model.eval()
     return out
 
 
