@@ -581,8 +581,6 @@ final validation MSE; predicting the mean scores 0.192 on that 512-sequence set)
   without clipping at 2e-2 it ends near the mean (0.161), and with its convolutions
   started at N(0, 0.1^2) instead of N(0, 0.3^2) it never leaves it (0.189):
   initialisation and clipping decide it at this size, more than the rate.
-- **Without dilation** its receptive field ({len(prof.adding_dilations) + 1}) is shorter
-  than T, so it never sees the first marked value.
 - **T = 50** (the full profile's length, receptive field 65; batch 32, seed 0). At 600
   steps every model is at the mean (0.168 to 0.169, the set's 0.168): the TrellisNet at
   1e-2 with or without clipping and at 3e-3, the untied TCN at 1e-2, the LSTM at 3e-3.

@@ -30,8 +30,7 @@ class LMConfig:
     context: int = 64          # training window (train() reads config.context)
     tie: bool = True           # decoder.weight IS embedding.weight (needs core n_out == d_embed)
     aux_weight: float = 0.0    # weight of the auxiliary loss on intermediate levels
-    embed_std: float = 0.3     # embedding ~ N(0, embed_std^2); the reference's U(-0.1, 0.1)
-                               # left small byte models on the unigram plateau for long
+    embed_std: float = 0.3     # embedding ~ N(0, embed_std^2); the reference: U(-0.1, 0.1)
 
 
 class SequenceLM(Module):
