@@ -31,19 +31,6 @@ from .byte_windows import BYTE_VOCAB
 from .layers import STLMConfig
 
 
-def _linear(i: int, o: int, bias: bool) -> int:
-    return i * o + (o if bias else 0)
-
-
-def _norm(dim: int, cfg: STLMConfig) -> int:
-    return dim * (2 if cfg.norm == "layer" and cfg.bias else 1)   # gain (+ offset)
-
-
-def _attention(dim: int, n_head: int, n_kv_head: int, bias: bool) -> int:
-    d_kv = dim // n_head * n_kv_head                  # keys (and values) are this wide
-    return _linear(dim, dim + 2 * d_kv, bias) + _linear(dim, dim, bias)   # qkv, output
-
-
 def ffn_width(cfg: STLMConfig) -> int:
     """The FFN's hidden width h: ``ffn_hidden`` or the layer's default."""
     if cfg.ffn_hidden is not None:
@@ -52,39 +39,43 @@ def ffn_width(cfg: STLMConfig) -> int:
     return 4 * d if cfg.ffn == "mlp" else 8 * ((8 * d // 3 + 7) // 8)
 
 
-def _ffn(cfg: STLMConfig) -> int:
-    d, h = cfg.d_model, ffn_width(cfg)
-    n_in = 1 if cfg.ffn == "mlp" else 2               # SwiGLU has a gate and an up
-    return n_in * _linear(d, h, cfg.bias) + _linear(h, d, cfg.bias)
-
-
-def _byte_block(i: int, o: int, f: int, cfg: STLMConfig) -> int:
-    return (2 * _norm(i, cfg) + _attention(i, cfg.byte_heads, cfg.byte_heads, cfg.bias)
-            + _linear(i, f, cfg.bias) + _linear(f, o, cfg.bias))
-
-
 def parameter_budget(cfg: STLMConfig) -> dict:
     """Unique trainable parameters of ``STLM(cfg)``, piece by piece, without building it.
 
     Keys: embedding, head, positions, attention, ffn, norms, core, embedding+head,
     total. For the byte-level model, "embedding" is the byte embedder and "head" the
     byte decoder."""
-    d, L, V = cfg.d_model, cfg.n_layer, cfg.vocab_size
+    d, L, V, h = cfg.d_model, cfg.n_layer, cfg.vocab_size, ffn_width(cfg)
     c, W = cfg.byte_dim, cfg.byte_window
+
+    def linear(i, o):
+        return i * o + (o if cfg.bias else 0)
+
+    def norm(dim):
+        return dim * (2 if cfg.norm == "layer" and cfg.bias else 1)   # gain (+ offset)
+
+    def attn(dim, n_head, n_kv_head):
+        d_kv = dim // n_head * n_kv_head              # keys (and values) are this wide
+        return linear(dim, dim + 2 * d_kv) + linear(dim, dim)   # qkv, output
+
+    def byte_block(i, o, f):
+        return 2 * norm(i) + attn(i, cfg.byte_heads, cfg.byte_heads) + linear(i, f) + linear(f, o)
+
     if cfg.embedder == "token":
         embedding = V * d
         head = 0 if cfg.tie_embeddings else V * d     # tied: the same array, counted once
     else:
-        embedding = (BYTE_VOCAB * c + W * c + _byte_block(c, 2 * c, 4 * c, cfg)
-                     + _byte_block(2 * c, d, 8 * c, cfg))
+        embedding = (BYTE_VOCAB * c + W * c + byte_block(c, 2 * c, 4 * c)
+                     + byte_block(2 * c, d, 8 * c))
         if cfg.byte_head == "softmax":              # variant (f): an ordinary (d, V) head
             head = V * d
-        else:
-            head = (d * W * c + W * c + 2 * _byte_block(c, c, 4 * c, cfg) + c * BYTE_VOCAB)
+        else:                                       # its two Linears have no bias
+            head = d * W * c + W * c + 2 * byte_block(c, c, 4 * c) + c * BYTE_VOCAB
     positions = cfg.context * d if cfg.learned_positions else 0
-    attention = L * _attention(d, cfg.n_head, cfg.n_kv_head or cfg.n_head, cfg.bias)
-    ffn = (1 if cfg.share_ffn else L) * _ffn(cfg)     # shared: one FFN for all L layers
-    norms = (2 * L + 1) * _norm(d, cfg)
+    attention = L * attn(d, cfg.n_head, cfg.n_kv_head or cfg.n_head)
+    one_ffn = (1 if cfg.ffn == "mlp" else 2) * linear(d, h) + linear(h, d)  # SwiGLU: gate, up
+    ffn = (1 if cfg.share_ffn else L) * one_ffn       # shared: one FFN for all L layers
+    norms = (2 * L + 1) * norm(d)
     core = positions + attention + ffn + norms
     return {"embedding": embedding, "head": head, "positions": positions,
             "attention": attention, "ffn": ffn, "norms": norms, "core": core,
