@@ -245,8 +245,8 @@ class Module:
         saves it without pickle."""
         out = OrderedDict((name, backend.asnumpy(t.data).copy()) for name, t in [
             *self.named_parameters(), *self._persistent_buffers().items()])
-        ties = [f"{alias}={name}" for name, aliases in _alias_table(self).items()
-                for alias in aliases]
+        ties = [f"{alias}={name}" for name, paths in tied_parameters(self).items()
+                for alias in paths[1:]]
         out[TIES_KEY] = np.array(ties, dtype=np.str_)
         return out
 
@@ -294,8 +294,8 @@ class Module:
                 problems.append(f"tie '{alias}={name}': shapes {params[alias].shape} and "
                                 f"{params[name].shape} differ in this model")
         # 3. Every parameter of the model must be covered, with the same ties.
-        first_of = {alias: name for name, aliases in _alias_table(self).items()
-                    for alias in aliases}
+        first_of = {alias: name for name, paths in tied_parameters(self).items()
+                    for alias in paths[1:]}
         for path in params:
             if strict and path not in state and path not in ties:
                 problems.append(f"missing key '{path}'")
@@ -317,17 +317,6 @@ class Module:
             target = params.get(key, buffers.get(key))
             if target is not None:
                 target.data = backend.to_device(np.array(value, copy=True), target.device)
-
-
-def _alias_table(model: Module) -> "OrderedDict[str, list]":
-    """first path -> the other paths that hold the same Parameter."""
-    first, table = {}, OrderedDict()
-    for path, p in model.named_parameters(remove_duplicate=False):
-        if id(p) not in first:
-            first[id(p)] = path
-        else:
-            table.setdefault(first[id(p)], []).append(path)
-    return table
 
 
 def _parse_ties(array, problems: list) -> dict:
@@ -425,8 +414,10 @@ def count_parameters(model: Module, trainable_only: bool = True) -> int:
 def tied_parameters(model: Module) -> "OrderedDict[str, list]":
     """Which paths share a Parameter: ``{first path: [every path holding it]}``,
     only for Parameters reached by more than one path."""
-    return OrderedDict((name, [name] + aliases)
-                       for name, aliases in _alias_table(model).items())
+    paths = {}
+    for path, p in model.named_parameters(remove_duplicate=False):
+        paths.setdefault(p, []).append(path)       # keyed by the Parameter itself (identity)
+    return OrderedDict((ps[0], ps) for ps in paths.values() if len(ps) > 1)
 
 
 def tie_report(model: Module) -> str:
