@@ -642,20 +642,18 @@ def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
     return finish_figure(fig, [ax], path, legend_size=8)
 
 
-ZERO_AT = 1e-20       # where an exact zero is drawn on the log axis
-
-
 def plot_equivalence(eq: dict, path: Path) -> Path:
+    zero_at = 1e-20       # where an exact zero is drawn on the log axis
     names = list(eq)
     vals = [eq[n]["max_abs_diff"] for n in names]
     fig, ax = pyplot().subplots(figsize=(7.5, 3.2))
-    bars = ax.barh(range(len(names)), [max(v, ZERO_AT) for v in vals], color="tab:blue")
+    bars = ax.barh(range(len(names)), [max(v, zero_at) for v in vals], color="tab:blue")
     for bar, v in zip(bars, vals):
         ax.text(bar.get_width(), bar.get_y() + bar.get_height() / 2,
                 " 0 (exact)" if v == 0 else f" {v:.1e}", va="center", fontsize=8)
     ax.axvline(np.finfo(np.float64).eps, color="gray", ls=":", label="float64 epsilon")
     ax.set(xscale="log", yticks=range(len(names)), yticklabels=names,
-           xlabel=f"max |TrellisNet - truncated LSTM| (0 drawn at {ZERO_AT:.0e})",
+           xlabel=f"max |TrellisNet - truncated LSTM| (0 drawn at {zero_at:.0e})",
            title="LSTM -> TrellisNet, float64")
     ax.legend(fontsize=8, loc="lower right")
     return save_figure(fig, path)
