@@ -179,11 +179,7 @@ def check(fn) -> CheckResult:
             for O, E, ids, tau in cases[:2]:              # (gradcheck's eps is too small
                 c.case = _describe(O, E, ids, tau)        #  for scores ~1000)
                 op = learner_op(fn, "cwt_loss")
-
-                def through_lookup(O, E, ids=ids, tau=tau, op=op):
-                    return op(O, ops.embedding(E, ids), tau)
-
-                c.expect_gradcheck(through_lookup, leaves(O, E))
+                c.expect_gradcheck(lambda O, E: op(O, ops.embedding(E, ids), tau), leaves(O, E))
     return c.result
 
 
