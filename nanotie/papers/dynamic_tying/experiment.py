@@ -1,13 +1,12 @@
-"""Vanilla GPT against dynamic layer tying and two controls, at the same number of
-language-model steps, over several seeds (``python -m nanotie reproduce dynamic-tying``).
+"""Vanilla GPT against dynamic layer tying and the two controls of :mod:`.controls`, at
+the same number of language-model steps, over several seeds (``python -m nanotie
+reproduce dynamic-tying``).
 
-The paper's claims are ``CLAIM_PPL`` and ``CLAIM_MEMORY`` below. A dynamic run changes
-which layers train AND how many: to credit the agent's policy, it must beat two
-schedules that tie without learning, a random schedule and a fixed pattern
-(:mod:`.controls`). Every method trains a byte-level GPT on Python's own prose with the
-same batches, schedule and optimizer; the agent's reward is minus the perplexity on one
-batch held out from the end of the train split. A synthetic reward with a known best
-policy checks whether the agent can learn at all in the run's number of episodes.
+The paper's claims are ``CLAIM_PPL`` and ``CLAIM_MEMORY`` below. Every method trains a
+byte-level GPT on Python's own prose with the same batches, schedule and optimizer; the
+agent's reward is minus the perplexity on one batch held out from the end of the train
+split. A synthetic reward with a known best policy checks whether the agent can learn
+at all in the run's number of episodes.
 """
 
 from __future__ import annotations
