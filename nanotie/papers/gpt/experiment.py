@@ -88,8 +88,7 @@ def base_settings(quick: bool = True, cache_dir="runs/cache", lr: float | None =
 
 
 def _checkpoint_path(settings: dict, seed: int) -> Path:
-    """``<checkpoint_dir>/gpt-<profile>-<digest>.npz``, keyed by everything that decides
-    the weights (the folder itself is not part of the key)."""
+    """The checkpoint file, keyed by everything that decides the weights (not the folder)."""
     key = {**{k: settings[k] for k in ("model", "train", "corpus")}, "seed": seed}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(settings["checkpoint_dir"]) / f"gpt-{settings['profile']}-{digest}.npz"
@@ -98,16 +97,14 @@ def _checkpoint_path(settings: dict, seed: int) -> Path:
 def trained_gpt(settings: dict, seed: int, device: str = "cpu"):
     """The GPT of ``settings`` trained with ``seed`` on the prose train split, and its
     :class:`~nanotie.train.History`: loaded from its checkpoint when there, trained (and
-    checkpointed) otherwise. This is the base model that Tied-LoRA adapts. The curve
-    evaluates on a prefix of the val split."""
+    checkpointed) otherwise. The curve evaluates on a prefix of the val split."""
     splits = prose_splits()
     protocol.check_corpus(splits, settings["corpus"], "trained_gpt")
     cfg = TrainConfig(**{**settings["train"], "seed": seed})
     backend.manual_seed(seed)
     model = GPT(GPTConfig(**settings["model"])).to(device)
     history = train(model, splits.train, splits.val, cfg,
-                    checkpoint=_checkpoint_path(settings, seed), progress=False,
-                    desc=f"gpt ({settings['profile']}, seed {seed})")
+                    checkpoint=_checkpoint_path(settings, seed), progress=False)
     return model, history
 
 

@@ -218,8 +218,7 @@ def pretrained(settings: dict, seed: int, device: str):
                       eval_batches=settings["curve_batches"], seed=seed)
     loss_fn = zero_shot_loss if settings["objective"] == "cwt" else default_loss
     history = train(model, ids["train"], ids["val"], cfg, bytes_per_token=bpt["val"],
-                    checkpoint=_checkpoint(settings, seed),
-                    loss_fn=loss_fn, progress=False, desc=settings["objective"])
+                    checkpoint=_checkpoint(settings, seed), loss_fn=loss_fn, progress=False)
     return model, history
 
 
