@@ -4,11 +4,10 @@ context-free byte model.
 A sanity check, not a paper's claim (see the package docstring): a byte-level GPT with a
 tied head must beat the best model that ignores context, a unigram byte model, by far.
 
-Protocol (:mod:`nanotie.protocol`): the prose is cut 80 / 10 / 10 into train | val |
-test (:func:`prose_splits`); each seed is one :func:`gpt_run`; the learning rate is
-chosen on val (see ``LR_GRID``). A run also writes its trained weights to a checkpoint
-keyed by its settings (:func:`trained_gpt` loads it), so that Tied-LoRA's runs load the
-base instead of training it again.
+Protocol (:mod:`nanotie.protocol`): each seed is one :func:`gpt_run` on
+:func:`prose_splits`; the learning rate is chosen on val (see ``LR_GRID``). A run also
+writes its trained weights to a checkpoint keyed by its settings (:func:`trained_gpt`
+loads it), so that Tied-LoRA's runs load the base instead of training it again.
 """
 
 from __future__ import annotations
@@ -30,9 +29,8 @@ from ...train import TrainConfig, evaluate, train
 
 VERSION = 2          # bump when a change here changes the figures of a run
 
-# quick: 2 seeds of an 8-layer, 64-wide GPT, 300 steps of 32 x 64 bytes (about 1.5
-# epochs of the training split): about 50 CPU-seconds a seed. Eight layers because
-# Tied-LoRA adapts this model and its saving grows with the depth.
+# quick: about 1.5 epochs of the training split, about 50 CPU-seconds a seed. Eight
+# layers because Tied-LoRA adapts this model and its saving grows with the depth.
 # full: 5 seeds of a larger model, 3000 steps, at each of 3 rates: about 23 CPU-hours
 # (estimated from timed steps, about 1.8 s each on one thread; not run yet).
 PROFILES = {
