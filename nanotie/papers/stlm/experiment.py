@@ -421,7 +421,7 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
                              for k in chosen if k in QUICK_SWEEP}, metric="bpb", digits=4)
     per = _slot_means(slot_rows[0][1])[0]                          # (d), slot by slot
     later = per[1:][np.isfinite(per[1:])]
-    worse = [str(j + 1) for j, x in enumerate(per) if j and x > unigram]   # NaN: never
+    worse = [str(j + 2) for j, x in enumerate(per[1:]) if x > unigram]   # (NaN is not >)
     paper_rows = "\n".join(
         f"| {k} | {paper['paper'][k]} | {paper['formula'][k]} | "
         f"{'yes' if paper['paper'][k] == paper['formula'][k] else '**no**'} |"
