@@ -54,10 +54,7 @@ class _ModalFilters:
         self.in_proj, self.short, self.out_proj = op.in_proj, op.short, op.out_proj  # the tie
         self.dskip = op.dskip                         # Step 4's skip: shared, not folded
         self.bank = bank                              # poles, residues, ĥ_0 (NumPy)
-        # axes of a filter's input after the filter axis: the (N, N) outer products of
-        # MultiHyena's heads, none for Hyena's (B, D, L) gate
-        self.trailing_dims = 2 if isinstance(op, MultiHyenaOperator) else 0
-        if self.trailing_dims:
+        if isinstance(op, MultiHyenaOperator):
             self.n_head = op.n_head                   # MultiHyena's heads
         self._filter_cache = {}
         self.train(op.training)
@@ -76,7 +73,8 @@ class _ModalFilters:
         with Dskip folded into the direct term (D = ĥ_0 + Dskip), on the operator's
         device and in its precision (float32 -> complex64 state)."""
         weight = self.in_proj.weight
-        return self.bank.recurrence(skip=self.dskip_array(), trailing_dims=self.trailing_dims,
+        trailing = 2 if isinstance(self, MultiHyenaOperator) else 0   # a head's (N, N) axes
+        return self.bank.recurrence(skip=self.dskip_array(), trailing_dims=trailing,
                                     dtype=weight.dtype, device=weight.device)
 
 
