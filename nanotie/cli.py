@@ -146,7 +146,8 @@ def _reproduce(args) -> int:
             start = time.perf_counter()
             results = REGISTRY[name].run(quick=not args.full, out_dir=args.out / name,
                                          seed=args.seed, device=device, runner=runner)
-            summary = {**results.get("summary", {}), "time": f"{time.perf_counter() - start:.0f} s"}
+            summary = {**results.get("summary", {}),
+                       "time": f"{time.perf_counter() - start:.0f} s"}
             lines.append(f"  {name:14s} " + "  ".join(f"{k} {v}" for k, v in summary.items()))
             print(f"   wrote {args.out / name}/report.md, results.json and plots", flush=True)
     print("\nSummary:\n" + "\n".join(lines))
