@@ -399,11 +399,10 @@ class Verdict:
     as_dict = asdict      # {"outcome", "gap", "noise", "reason"}
 
 
-def verdict_dicts(verdicts):
-    """``results.json``'s copy of verdicts: a ``{key: Verdict}`` dict or a list of
-    ``(what, Verdict)`` pairs, with each Verdict as a dict."""
-    if isinstance(verdicts, dict):
-        return {k: v.as_dict() for k, v in verdicts.items()}
+def verdict_dicts(verdicts) -> list:
+    """``results.json``'s copy of ``[(what, Verdict)]`` pairs: each Verdict as a dict
+    that names what it judged (a ``{key: Verdict}`` dict needs no copy: the JSON writer
+    turns each Verdict into its ``as_dict()``)."""
     return [{"what": what, **v.as_dict()} for what, v in verdicts]
 
 

@@ -21,8 +21,11 @@ __all__ = ["write_results", "publish", "headline", "progress_bar", "smooth", "sp
 
 
 def _plain(value, nan_as_null: bool = True):
-    """JSON-friendly copies of NumPy scalars and arrays (NaN becomes null unless
-    ``nan_as_null`` is False: the run cache keeps NaN, so figures read back the same)."""
+    """JSON-friendly copies of NumPy scalars and arrays, and of anything with an
+    ``as_dict()`` (a :class:`~nanotie.protocol.Spread` or ``Verdict``). NaN becomes null
+    unless ``nan_as_null`` is False: the run cache keeps NaN, so figures read back the same."""
+    if hasattr(value, "as_dict"):
+        return _plain(value.as_dict(), nan_as_null)
     if isinstance(value, dict):
         return {str(k): _plain(v, nan_as_null) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
@@ -45,10 +48,10 @@ def write_results(out_dir, results: dict) -> Path:
 
 def publish(out_dir, title: str, results: dict, body: str) -> dict:
     """Write an experiment's ``results.json`` and ``report.md`` (its title over the
-    Markdown ``body``); return ``results``."""
+    Markdown ``body``); return ``results`` as the JSON holds them (NaN kept)."""
     write_results(out_dir, results)
     write_text(Path(out_dir) / "report.md", f"# {title}\n\n{body.strip()}\n")
-    return results
+    return _plain(results, nan_as_null=False)
 
 
 def headline(claim: str, where: str, verdict, figure: str) -> dict:
@@ -160,9 +163,7 @@ def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "va
 def tuning_record(choice: dict) -> dict:
     """``results.json``'s copy of :func:`nanotie.protocol.choose`'s output: per method,
     the chosen setting and every grid point's spread."""
-    return {str(m): {"best": c["best"], "grid": {str(s): sp.as_dict()
-                                                 for s, sp in c["grid"].items()}}
-            for m, c in choice.items()}
+    return {m: {"best": c["best"], "grid": c["grid"]} for m, c in choice.items()}
 
 
 def claim_section(claim: str, where: str, verdicts, note: str = "",

@@ -268,20 +268,25 @@ def test_open_runner_makes_the_folder_and_caches_beside_it(tmp_path):
 
 
 def test_verdict_records_keep_the_shape_they_are_given():
+    from nanotie.report import _plain
     v = P.verdict([1.0, 1.1], [2.0, 2.1])
     listed = P.verdict_dicts([("claim", v)])
     assert listed == [{"what": "claim", "outcome": v.outcome, "gap": v.gap,
                        "noise": v.noise, "reason": v.reason}]
-    assert "what" not in P.verdict_dicts({"k": v})["k"]
+    assert _plain({"k": v})["k"] == {"outcome": v.outcome, "gap": v.gap, "noise": v.noise,
+                                     "reason": v.reason}
+    assert _plain([P.spread([1.0, 3.0])]) == [{"mean": 2.0, "std": 2 ** 0.5, "min": 1.0,
+                                               "max": 3.0, "n": 2, "values": [1.0, 3.0]}]
 
 
 def test_publish_writes_results_and_report(tmp_path):
     from nanotie import report
     results = {"figure": np.float64(1.5), "headline": report.headline(
         "c", "Sec. 1", P.verdict([1.0], [2.0]), "1.5 vs 2")}
-    assert report.publish(tmp_path, "Title", results, "body") is results
+    returned = report.publish(tmp_path, "Title", results, "body")
     import json
-    assert json.loads((tmp_path / "results.json").read_text())["headline"]["verdict"] == P.HOLDS
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert saved["headline"]["verdict"] == P.HOLDS and returned == saved
     assert (tmp_path / "report.md").read_text().startswith("# Title\n\nbody")
 
 
@@ -293,5 +298,5 @@ def test_tuning_table_warns_of_a_choice_at_an_end_of_its_grid():
     edge = {"A": {"best": 3e-3, "grid": grid}, "B": {"best": 1e-2, "grid": grid}}
     table = report.tuning_table(edge)
     assert "**0.01: 2.500**" in table and "end of the grid: B." in table
-    record = report.tuning_record(edge)
+    record = report._plain(report.tuning_record(edge))
     assert record["B"]["best"] == 1e-2 and record["B"]["grid"]["0.001"]["mean"] == 3.0

@@ -366,9 +366,9 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
         "earlier_grid": profile.get("earlier_grid") if len(profile["lrs"]) == 1 else None,
         "learning_rates": {label: rs[0].run.settings["train"]["lr"]
                            for label, rs in groups.items()},
-        "table": {label: {k: v.as_dict() for k, v in row.items()} for label, row in t.items()},
-        "verdicts": protocol.verdict_dicts(verdicts),
-        "memory_ratio": {k: v.as_dict() for k, v in ratios.items()},
+        "table": t,
+        "verdicts": verdicts,
+        "memory_ratio": ratios,
         "param_ratio_bound": bound,
         "synthetic": synthetic,
         "runs": {label: [{"seed": r.run.seed, "seconds": r.seconds, "cached": r.cached,

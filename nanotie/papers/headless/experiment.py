@@ -421,7 +421,7 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         pretrain, sweep, third[:len(ft_runs)], third[len(ft_runs):], mlm, equal, equal_results)
     plots = [_plot_compute(out_dir / "loss_vs_compute.png", results),
              _plot_sweep(out_dir / "throughput_vs_vocab.png", sweep, V),
-             plot_spread({k: _spread(row["test_bpb"]) for k, row in results["rows"].items()},
+             plot_spread({k: row["test_bpb"] for k, row in results["rows"].items()},
                          out_dir / "test_bpb.png",
                          "Test bits per byte (each method at its chosen rates)",
                          "test bits per byte")]
@@ -461,8 +461,8 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
 
     def add(name, rs, note):
         test[name] = protocol.spread_of(rs, "bpb")
-        rows[name] = {"test_bpb": test[name].as_dict(),
-                      "val_bpb": protocol.spread_of(rs, "bpb", "val").as_dict(), "note": note}
+        rows[name] = {"test_bpb": test[name], "val_bpb": protocol.spread_of(rs, "bpb", "val"),
+                      "note": note}
 
     add("CE, untied head", at("ce_untied", best["ce_untied"]), f"lr {best['ce_untied']:g}")
     add("CE, tied head", at("ce_tied", best["ce_tied"]), f"lr {best['ce_tied']:g}")
@@ -524,15 +524,14 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
                                        "MLM CWT top-1", "MLM CE top-1", True)
         tuning.update({f"masked LM, {o}": c for o, c in mlm_choice.items()})
         mlm_out = {"steps": prof.mlm_steps, "choice": tuning_record(mlm_choice),
-                   "test_bits": {o: v.as_dict() for o, v in bits.items()},
-                   "test_top1": {o: v.as_dict() for o, v in top1.items()},
+                   "test_bits": bits, "test_top1": top1,
                    "negatives": prof.batch_size * picked_per_row(prof.model.context,
                                                                  MaskingConfig()),
                    # the control: no context, the training split's token frequencies
                    "unigram": {"bits": unigram_bpb(ids["train"], ids["test"], V, 1.0),
                                "top1": float(np.mean(ids["test"] ==
                                                      np.bincount(ids["train"]).argmax()))},
-                   "verdict": verdicts["mlm"].as_dict()}
+                   "verdict": verdicts["mlm"]}
 
     params = {o: pretrain[(o, best[o], seeds[0])].figures["parameters"] for o in OBJECTIVES}
     cwt_ft_runs = ft_choice[("cwt", best["cwt"], "whole")]["runs"]
@@ -552,7 +551,7 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
         "parameters": params,
         "equal_compute": equal,
         "rows": rows,
-        "shared_rate": {k: sp.as_dict() for k, sp in shared_rows.items()},
+        "shared_rate": shared_rows,
         "shared_rate_finetune_lr": shared_ft["cwt"]["best"],
         "tuning": tuning_record(tuning),
         "throughput_vs_vocab": sweep,
@@ -560,15 +559,14 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
         "tokens_per_second": {"ce": at_V["ce_tokens_per_s"], "cwt": at_V["cwt_tokens_per_s"]},
         "probe": {"task": f"help topic of a passage, {len(PROBE_TOPICS)} topics",
                   "topics": list(PROBE_TOPICS),
-                  "test_accuracy": {k: v.as_dict() for k, v in probe.items()},
+                  "test_accuracy": probe,
                   "effective_rank": {k: protocol.spread(
-                      [r.figures["effective_rank"][k] for r in probe_results]).as_dict()
-                      for k in probe},
+                      [r.figures["effective_rank"][k] for r in probe_results]) for k in probe},
                   "n_train": p0["n_train"], "n_test": p0["n_test"], "classes": p0["classes"]},
         "unigram_bpb": unigram_bpb(ids["train"], ids["test"], V, bpt["test"]),
         "curves": {o: [{"seed": s, **pretrain[(o, best[o], s)].figures["curve"]}
                        for s in seeds] for o in OBJECTIVES},
-        "verdicts": protocol.verdict_dicts(verdicts),
+        "verdicts": verdicts,
         "mlm": mlm_out,
         "paper": PAPER,
         "summary": {
@@ -637,14 +635,9 @@ def _plot_sweep(path, sweep, V) -> Path:
 # --------------------------------------------------------------------- report
 
 
-def _spread(d: dict) -> protocol.Spread:
-    """A Spread back from its ``as_dict()`` copy in the results."""
-    return protocol.spread(d["values"])
-
-
 def _what_would_change(r) -> str:
     """The caveats the measured figures call for, as Markdown bullets."""
-    pre, ce = r["pretrain"], r["rows"]["CE, untied head"]["test_bpb"]["mean"]
+    pre, ce = r["pretrain"], r["rows"]["CE, untied head"]["test_bpb"].mean
     return "\n".join([
         f"- After {pre['epochs']:.2f} epochs of {r['tokens']['train']:,} tokens the CE model is "
         f"{abs(r['unigram_bpb'] - ce):.3f} bits per byte "
@@ -663,8 +656,8 @@ def _report(r, tuning, v, plots) -> str:
     m, pre, ft, V, p = r["model"], r["pretrain"], r["finetune"], r["vocab_size"], r["probe"]
     lam, glue = PAPER["table3_lambada"], PAPER["table6_glue"]
     table = spread_table(
-        [(name, {"test bits per byte": _spread(row["test_bpb"]),
-                 "val bits per byte": _spread(row["val_bpb"]), "rates": row["note"]})
+        [(name, {"test bits per byte": row["test_bpb"], "val bits per byte": row["val_bpb"],
+                 "rates": row["note"]})
          for name, row in r["rows"].items()]
         + [("a unigram model of the same tokens (no context), for scale",
             {"test bits per byte": f"{r['unigram_bpb']:.3f}"})],
@@ -674,15 +667,15 @@ def _report(r, tuning, v, plots) -> str:
         f"| {s['vocab_size']} | {s['ce_tokens_per_s']:,.0f} | {s['cwt_tokens_per_s']:,.0f} | "
         f"x{s['ratio']:.2f} |" for s in r["throughput_vs_vocab"])
     probe_table = spread_table(
-        [(label, {"test accuracy": _spread(p["test_accuracy"][k]),
-                  "effective rank": f"{p['effective_rank'][k]['mean']:.1f}"})
+        [(label, {"test accuracy": p["test_accuracy"][k],
+                  "effective rank": f"{p['effective_rank'][k].mean:.1f}"})
          for k, label in (("ce_untied", "CE model (untied)"), ("cwt", "CWT model"),
                           ("untrained", "untrained model (floor)"))],
         ["test accuracy", "effective rank"], seeds_of="test accuracy")
     acc, rank = p["test_accuracy"], p["effective_rank"]
-    probe_floor = "" if acc["ce_untied"]["mean"] >= acc["untrained"]["mean"] else (
+    probe_floor = "" if acc["ce_untied"].mean >= acc["untrained"].mean else (
         f"\nThe CE model's features score below an untrained model's (effective rank "
-        f"{rank['ce_untied']['mean']:.1f} against {rank['untrained']['mean']:.1f}): the "
+        f"{rank['ce_untied'].mean:.1f} against {rank['untrained'].mean:.1f}): the "
         "CWT-vs-CE verdict says more about CE's pooled features collapsing than about "
         "CWT's.\n")
     lm_claim = claim_section(
@@ -725,7 +718,7 @@ Bidirectional encoders, {mlm['steps']} steps, the authors' corruption (10% rando
 then exactly ceil(15% T) picked per row, 80% of them masked), each objective at its own
 rate chosen on val; the test split:
 
-{spread_table([(label, {bits: _spread(mlm["test_bits"][o]), top1: _spread(mlm["test_top1"][o])})
+{spread_table([(label, {bits: mlm["test_bits"][o], top1: mlm["test_top1"][o]})
                for o, label in (("cwt", "CWT"), ("ce", "CE (tied head)"))]
               + [("a unigram model of the same tokens (no context), for scale",
                   {bits: f"{mlm['unigram']['bits']:.3f}", top1: f"{mlm['unigram']['top1']:.3f}"})],
@@ -765,7 +758,7 @@ tau = 1. Figures are bits per byte on all of the **test** split, over {len(r['se
 At the paper's shared rate ({pre['shared_lr']:g} for both objectives, no tuning; fine-tuning
 at {r['shared_rate_finetune_lr']:g}):
 
-{spread_table([(k, {"test bits per byte": _spread(v)}) for k, v in r["shared_rate"].items()],
+{spread_table([(k, {"test bits per byte": v}) for k, v in r["shared_rate"].items()],
               ["test bits per byte"], seeds_of="test bits per byte")}
 
 ![loss vs compute]({plots[0].name})

@@ -314,13 +314,6 @@ def _figures(by: dict, metric: str, short: str) -> dict:
             for n, rs in by.items()}
 
 
-def _plain(value):
-    """A Spread (or a list of them) as results.json keeps it."""
-    if isinstance(value, list):
-        return [_plain(v) for v in value]
-    return value.as_dict() if isinstance(value, protocol.Spread) else value
-
-
 def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_by, tp,
             lm_choice, rc_choice, tuned, t0) -> dict:
     lm, rc = _figures(lm_by, "bpb", "bpb"), _figures(rc_by, "accuracy", "acc")
@@ -503,12 +496,11 @@ inputs (O(L), like the KV cache), the distilled models their modal states (O(1))
     results = {
         "profile": name_of_profile, "device": device, "seeds": seeds,
         "splits": splits.sizes, "unigram_test_bpb": unigram, "recall_chance": chance,
-        "lm": {n: {k: _plain(v) for k, v in lm[n].items()} for n in MODELS},
-        "recall": {n: {k: _plain(v) for k, v in rc[n].items()} for n in MODELS},
+        "lm": {n: lm[n] for n in MODELS}, "recall": {n: rc[n] for n in MODELS},
         "filters": fil,
         "tuning": {"lm": tuning_record(lm_choice), "recall": tuning_record(rc_choice)},
         "distill": {"orders": orders, "per_seed": dist, "checks": seen["checks"],
-                    "bpb": {n: {k: _plain(v) for k, v in b.items()} for n, b in bpb.items()}},
+                    "bpb": bpb},
         "throughput": tp, "throughput_context": at,
         "speedup": speedup,
         "verdicts": {"multihyena_vs_hyena": str(v_mh_h), "multihyena_vs_transformer": str(v_mh_t),

@@ -307,8 +307,8 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
         "config": VARIANTS[label], "lr": choice[label]["best"],
         **{k: first[label][k] for k in ("parameters", "embedding+head", "core",
                                           "analytic_parameters", "counted_parameters")},
-        "test": {k: protocol.spread_of(rs, k).as_dict() for k in first[label]["test"]},
-        "val": {k: protocol.spread_of(rs, k, "val").as_dict() for k in first[label]["val"]},
+        "test": {k: protocol.spread_of(rs, k) for k in first[label]["test"]},
+        "val": {k: protocol.spread_of(rs, k, "val") for k in first[label]["val"]},
         "bits_per_slot_test": [r.figures["bits_per_slot"]["test"] for r in rs],
         "seeds": [r.run.seed for r in rs],
         "train_seconds": [r.figures["train_seconds"] for r in rs]}
@@ -324,15 +324,15 @@ def run(quick: bool = True, out_dir="runs/stlm", seed: int = 0, device: str = "c
         "tuned_here": tune or any(len(profile.lrs.get(k, LR_GRID)) > 1 for k in chosen),
         "quick_sweep": {k: {str(lr): x for lr, x in v.items()} for k, v in QUICK_SWEEP.items()},
         "per_slot_marginal_ceiling": {
-            "of": A, "test_bpb": ceiling.as_dict(), "test_bpb_all_slots": ceiling_all.as_dict(),
+            "of": A, "test_bpb": ceiling, "test_bpb_all_slots": ceiling_all,
             "bits_per_slot_test": [r.figures["ceiling"]["test"]["bits_per_slot"]
                                    for r in chosen[A]]},
         "unigram_bpb_test": unigram,
         "embedding_head_reduction": cut,
         "paper_counts": paper,
         "claim": {"text": CLAIM, "where": WHERE,
-                  "verdicts": protocol.verdict_dicts(dict(claim_verdicts))},
-        "measurements": protocol.verdict_dicts(dict(measured)),
+                  "verdicts": dict(claim_verdicts)},
+        "measurements": dict(measured),
         "seconds": time.perf_counter() - t0,
         "headline": report.headline(
             "A byte-level embedder + decoder needs 90-95% fewer embedding+head "
@@ -450,7 +450,7 @@ tokens, the same batches for all), {profile.seeds} seeds each \
 ({dd['bytes_per_token_test']:.2f} bytes per token on test). Core: d_model {base.d_model}, \
 {base.n_layer} layers, SwiGLU FFN of width {base.ffn_hidden}, RMSNorm, no biases. Byte path: \
 window {base.byte_window}, byte width {base.byte_dim}. Rates chosen on val; every figure below
-is on test ({v[A]['test']['bpb']['n']} seeds). Device: {results['device']}.
+is on test ({v[A]['test']['bpb'].n} seeds). Device: {results['device']}.
 
 ## Results
 

@@ -313,8 +313,7 @@ def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0, device: str
         "split_bytes": code_splits(profile.code_bytes).sizes,
         "seeds": raw["seeds"],
         "tuning": tuning_record({f"{k[0]} r={k[1]}": c for k, c in raw["choice"].items()}),
-        "rows": [{**r, "val_bpb": r["val_bpb"].as_dict(), "test_bpb": r["test_bpb"].as_dict()}
-                 for r in rows],
+        "rows": rows,
         "gains": gains(rows, base_code["test"]),
         "verdicts": protocol.verdict_dicts(verdicts),
         "runs": [r.record(val_bpb=r.figures["val"]["bpb"], test_bpb=r.figures["test"]["bpb"])

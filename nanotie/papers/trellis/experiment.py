@@ -418,7 +418,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
         "splits": splits.sizes, "seeds": seeds, "equivalence": eq,
         "lm": {k: {"model": v[0]["model"], "receptive_field": v[0]["receptive_field"],
                    "parameters": v[0]["parameters"], "lr": lm_choice[k]["best"],
-                   "val_bpb": lm_val[k].as_dict(), "test_bpb": lm_test[k].as_dict(),
+                   "val_bpb": lm_val[k], "test_bpb": lm_test[k],
                    "train_seconds": [f["train_seconds"] for f in v]}
                for k, v in main.items()},
         "lm_tuning": tuning_record(lm_choice),
@@ -427,13 +427,13 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
         "depth_sweep": sweep,
         "adding": {k: {"model": v[0]["model"], "receptive_field": v[0]["receptive_field"],
                        "parameters": v[0]["parameters"], "lr": add_choice[k]["best"],
-                       "test_mse": add_test[k].as_dict(),
-                       "val_mse": protocol.spread([f["val"]["mse"] for f in v]).as_dict(),
+                       "test_mse": add_test[k],
+                       "val_mse": protocol.spread([f["val"]["mse"] for f in v]),
                        "curves": [f["curve"] for f in v]}
                    for k, v in adding.items()},
         "adding_tuning": tuning_record(add_choice),
         "adding_mean_predictor_mse": control,
-        "verdicts": protocol.verdict_dicts(verdicts),
+        "verdicts": verdicts,
         "device": device,
         "seconds": time.perf_counter() - t0,
         "summary": {
