@@ -164,6 +164,10 @@ def test_param_groups_exempt_vectors_from_decay():
         or n.startswith("ln_f")}
     together = decay["params"] + no_decay["params"]
     assert sorted(map(id, together)) == sorted(map(id, model.parameters()))
+    decay, no_decay = param_groups(model, 0.1, no_decay=[model.wpe.weight])   # exempt a matrix
+    assert id(model.wpe.weight) not in map(id, decay["params"])
+    assert [id(p) for p in no_decay["params"]] == [            # in the model's order
+        id(p) for p in model.parameters() if p.ndim < 2 or p is model.wpe.weight]
 
     # The groups' hyper-parameters reach the update: vectors are not decayed.
     opt = AdamW(param_groups(model, 0.5), lr=0.1)

@@ -29,12 +29,16 @@ def _unique(params) -> list:
     return list(dict.fromkeys(params))    # by identity: a tied weight listed twice, once
 
 
-def param_groups(model: Module, weight_decay: float) -> list:
+def param_groups(model: Module, weight_decay: float, no_decay=()) -> list:
     """Two groups: matrices (Linear and Embedding weights) decay; vectors (biases,
-    norm gains) do not, since shrinking them toward 0 only hurts."""
+    norm gains) do not, since shrinking them toward 0 only hurts, nor do the
+    Parameters in ``no_decay``."""
+    exempt = {id(p) for p in no_decay}
     params = [p for p in model.parameters() if p.requires_grad]
-    return [{"params": [p for p in params if p.ndim >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0}]
+    decay = [p for p in params if p.ndim >= 2 and id(p) not in exempt]
+    rest = [p for p in params if p.ndim < 2 or id(p) in exempt]
+    return [{"params": decay, "weight_decay": weight_decay},
+            {"params": rest, "weight_decay": 0.0}]
 
 
 class Optimizer:

@@ -15,6 +15,7 @@ import math
 from dataclasses import dataclass
 
 from ...autograd import Tensor
+from ...nn.optim import param_groups
 from ...nn.transformer import GPT, GPTConfig
 from .operator import HyenaOperator, MultiHyenaOperator
 
@@ -77,13 +78,9 @@ class HyenaLM(GPT):
         """AdamW groups as the reference Hyena trains them: matrices decay by
         ``weight_decay``, except the implicit filters' (their sine MLP), which, like
         every vector, get none: decay would pull the filters towards zero, i.e.
-        towards forgetting. (``nn.optim.param_groups`` decays every matrix.)"""
-        params = [p for p in self.parameters() if p.requires_grad]
-        filters = {id(p) for op in self.mixers() for p in op.filter.parameters()}
-        decay = [p for p in params if p.ndim >= 2 and id(p) not in filters]
-        rest = [p for p in params if p.ndim < 2 or id(p) in filters]
-        return [{"params": decay, "weight_decay": weight_decay},
-                {"params": rest, "weight_decay": 0.0}]
+        towards forgetting."""
+        filters = [p for op in self.mixers() for p in op.filter.parameters()]
+        return param_groups(self, weight_decay, no_decay=filters)
 
     def mixers(self) -> list:
         """The operators, one per layer (empty while the GPT constructor runs)."""
