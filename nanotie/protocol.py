@@ -44,7 +44,7 @@ from .report import _plain, progress_bar
 
 __all__ = ["Splits", "split", "check_corpus", "Run", "RunResult", "run_many", "Runner",
            "dask_executor", "choose", "Spread", "spread", "spread_of", "verdict", "Verdict",
-           "verdict_dicts", "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
+           "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
 
 
 # ------------------------------------------------------------------------ splits
@@ -397,13 +397,6 @@ class Verdict:
         return f"**{self.outcome}**: {self.reason}"
 
     as_dict = asdict      # {"outcome", "gap", "noise", "reason"}
-
-
-def verdict_dicts(verdicts) -> list:
-    """``results.json``'s copy of ``[(what, Verdict)]`` pairs: each Verdict as a dict
-    that names what it judged (a ``{key: Verdict}`` dict needs no copy: the JSON writer
-    turns each Verdict into its ``as_dict()``)."""
-    return [{"what": what, **v.as_dict()} for what, v in verdicts]
 
 
 def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,

@@ -496,7 +496,7 @@ inputs (O(L), like the KV cache), the distilled models their modal states (O(1))
     results = {
         "profile": name_of_profile, "device": device, "seeds": seeds,
         "splits": splits.sizes, "unigram_test_bpb": unigram, "recall_chance": chance,
-        "lm": {n: lm[n] for n in MODELS}, "recall": {n: rc[n] for n in MODELS},
+        "lm": lm, "recall": rc,
         "filters": fil,
         "tuning": {"lm": tuning_record(lm_choice), "recall": tuning_record(rc_choice)},
         "distill": {"orders": orders, "per_seed": dist, "checks": seen["checks"],

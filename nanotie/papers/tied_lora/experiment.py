@@ -315,7 +315,7 @@ def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0, device: str
         "tuning": tuning_record({f"{k[0]} r={k[1]}": c for k, c in raw["choice"].items()}),
         "rows": rows,
         "gains": gains(rows, base_code["test"]),
-        "verdicts": protocol.verdict_dicts(verdicts),
+        "verdicts": [{"what": what, **v.as_dict()} for what, v in verdicts],
         "runs": [r.record(val_bpb=r.figures["val"]["bpb"], test_bpb=r.figures["test"]["bpb"])
                  for r in raw["grid"] + raw["later"]],
         "device": device,
