@@ -280,10 +280,10 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
     dyn_tying = DynamicTyingConfig(**groups[dyn_label][0].run.settings["tying"])
     # cheap (no language model): more seeds than the runs, so chance shows as chance
     synthetic = synthetic_check(dyn_tying, L, episodes, range(seed, seed + SYNTHETIC_SEEDS))
-    results, table, verdicts = _summarise(groups, choice, synthetic, profile, name, episodes,
-                                          seeds, splits, device, model_cfg, train_cfg,
-                                          dyn_label)
+    results = _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits,
+                         device, model_cfg, train_cfg, dyn_label)
     results["seconds"] = time.perf_counter() - t0
+    table = results["table"]
     curves = {f"{label} (n={len(rs)})": (rs[0].figures["val_bpb_curve"]["step"],
                                          [r.figures["val_bpb_curve"]["bpb"] for r in rs])
               for label, rs in groups.items()}                 # bpb: (seeds, evals)
@@ -298,7 +298,7 @@ def run(quick: bool = True, out_dir="runs/dynamic-tying", seed: int = 0,
              _plot_pattern(groups[dyn_label][0].figures, L, out_dir / "tying_pattern.png",
                            dyn_label)]
     return publish(out_dir, "Dynamic layer tying (Hay & Wolf, 2024)", results,
-                   _report_body(results, table, verdicts, choice, groups, plots))
+                   _report_body(results, groups, plots))
 
 
 def _choose(results) -> dict:
@@ -328,7 +328,7 @@ COLUMNS = {
 
 
 def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits,
-               device, model_cfg, train_cfg, dyn_label) -> tuple:
+               device, model_cfg, train_cfg, dyn_label) -> dict:
     t = {label: {key: protocol.spread([get(r.figures) for r in rs])
                  for key, (_, get) in COLUMNS.items()
                  if key != "step_peak_mb" or all(r.figures["step_peak"] for r in rs)}
@@ -388,7 +388,7 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
         f"dynamic {t[dyn_label]['test_ppl'].format(2)} vs vanilla "
         f"{t['vanilla']['test_ppl'].format(2)} test ppl/byte; random schedule "
         f"{t['random schedule']['test_ppl'].format(2)}")
-    return results, t, verdicts
+    return results
 
 
 def _earlier_grid(grid) -> str:
@@ -412,8 +412,9 @@ def _policy_note(v) -> str:
             "learned policy buys.")
 
 
-def _report_body(results, t, verdicts, choice, groups, plots) -> str:
+def _report_body(results, groups, plots) -> str:
     cfg, tcfg, tying = results["model"], results["train"], results["tying"]
+    t, verdicts = results["table"], results["verdicts"]
     dyn_label = next(k for k in t if k.startswith("dynamic"))
     cols = {key: name for key, (name, _) in COLUMNS.items() if name}
     whole = "{0.mean:,.0f} ± {0.std:,.0f}"                      # parameters: whole numbers
@@ -484,7 +485,7 @@ A unigram byte model scores {results['unigram_bpb']:.3f} bits per byte on test.
 
 Learning rates (the controls use the dynamic run's rate):
 
-{tuning_table(choice, metric="ppl")}
+{tuning_table(results["tuning"], metric="ppl")}
 
 {_earlier_grid(results.get("earlier_grid"))}
 {ppl_section}

@@ -416,7 +416,7 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         for o in ("cwt", "ce") for lr in prof.mlm_lrs for s in seeds],
         desc="headless masked LMs") if prof.mlm_steps else None
 
-    results, tuning, verdicts = _collect(
+    results = _collect(
         prof, "custom" if profile else "quick" if quick else "full", device, seeds, choice,
         pretrain, sweep, third[:len(ft_runs)], third[len(ft_runs):], mlm, equal, equal_results)
     plots = [_plot_compute(out_dir / "loss_vs_compute.png", results),
@@ -428,7 +428,7 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
     results["plots"] = [p.name for p in plots]
     results["seconds"] = time.perf_counter() - t_start
     return publish(out_dir, "Headless language models (Contrastive Weight Tying)", results,
-                   _report(results, tuning, verdicts, plots))
+                   _report(results, plots))
 
 
 # ------------------------------------------------------------------- figures
@@ -442,7 +442,7 @@ def _ratios(point: dict) -> list:
 
 def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_results,
              probe_results, mlm, equal, equal_results):
-    """Every figure of the experiment; returns ``(results, tuning, verdicts)``."""
+    """Every figure of the experiment, with its tuning tables and verdicts."""
     tok, ids, bpt, _ = corpus(prof.vocab_size)
     V, steps, ft_steps = tok.vocab_size, equal["cwt_steps"], equal["ft_steps"]
 
@@ -584,7 +584,7 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
                      verdicts["throughput"], f"x{at_V['ratio']:.2f} tokens/s at V = {V} "
                      f"(paper x{PAPER['table6_throughput_ratio']})")],
     }
-    return results, tuning, verdicts
+    return results
 
 
 # ---------------------------------------------------------------------- plots
@@ -652,8 +652,9 @@ def _what_would_change(r) -> str:
         "and with the share of the head in the step."])
 
 
-def _report(r, tuning, v, plots) -> str:
+def _report(r, plots) -> str:
     m, pre, ft, V, p = r["model"], r["pretrain"], r["finetune"], r["vocab_size"], r["probe"]
+    v = r["verdicts"]
     lam, glue = PAPER["table3_lambada"], PAPER["table6_glue"]
     table = spread_table(
         [(name, {"test bits per byte": row["test_bpb"], "val bits per byte": row["val_bpb"],
@@ -765,7 +766,7 @@ at {r['shared_rate_finetune_lr']:g}):
 
 ### Tuning (validation split only)
 
-{tuning_table(tuning, metric="bits per byte (masked-token bits for MLM)")}
+{tuning_table(r["tuning"], metric="bits per byte (masked-token bits for MLM)")}
 
 ## Throughput
 

@@ -382,15 +382,11 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
     v, W = results["variants"], profile.model.byte_window
     columns = ["parameters", "embedding + head", "lr", "test bpb", "bytes only",
                "all slots (authors' loss)", "all tokens"]
-    rows = []
-    for label, rs in chosen.items():
-        cells = {"parameters": f"{v[label]['parameters']:,}",
-                 "embedding + head": f"{v[label]['embedding+head']:,}",
-                 "lr": f"{v[label]['lr']:g}", "test bpb": test[label]}
-        for key, col in zip(("bpb_bytes_only", "bpb_all_slots", "bpb_all_tokens"),
-                            columns[4:]):
-            cells[col] = protocol.spread_of(rs, key) if key in rs[0].figures["test"] else "-"
-        rows.append((label, cells))
+    rows = [(label, {"parameters": f"{x['parameters']:,}",
+                     "embedding + head": f"{x['embedding+head']:,}", "lr": f"{x['lr']:g}",
+                     **{col: x["test"].get(key, "-") for key, col in zip(   # test Spreads
+                         ("bpb", "bpb_bytes_only", "bpb_all_slots", "bpb_all_tokens"),
+                         columns[3:])}}) for label, x in v.items()]
     rows.append((f"per-slot marginals of {A[:3]}'s p(token) (compare with (d); all slots: "
                  "with (g))", {**dict.fromkeys(columns, "-"), "test bpb": ceiling,
                                "all slots (authors' loss)": ceiling_all}))

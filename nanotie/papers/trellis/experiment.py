@@ -449,8 +449,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
             f"{lm_test['LSTM'].format(3)} vs TCN {lm_test['untied TCN'].format(3)} test bpb"),
     }
     return publish(out_dir, "Trellis Networks (tied across depth)", results,
-                   _report(results, prof, plots, lm_test, lm_choice, add_test, add_choice,
-                           verdicts))
+                   _report(results, prof, plots))
 
 
 def _tuned(results, name_of, metric: str) -> tuple:
@@ -468,15 +467,15 @@ def _depth_row(levels: int, figures: list) -> dict:
             "val_values": [x["val"]["bpb"] for x in figures]}
 
 
-def _report(r, prof, plots, lm_test, lm_choice, add_test, add_choice, verdicts) -> str:
-    ctx = prof.context
+def _report(r, prof, plots) -> str:
+    ctx, verdicts = prof.context, r["verdicts"]
     eq_rows = "\n".join(
         f"| {name} | {v.get('levels', v.get('segment'))} | {v['max_abs_diff']:.1e} | "
         f"{v.get('max_abs_diff_staircase', v.get('max_abs_diff_without_history')):.1e} |"
         for name, v in r["equivalence"].items())
     lm_rows = [(f"{k}: {v['model']}, {v['parameters']:,} params, lr {v['lr']:g}",
                 {"receptive field": rf_text(v["receptive_field"], ctx),
-                 "test bpb": lm_test[k]}) for k, v in r["lm"].items()]
+                 "test bpb": v["test_bpb"]}) for k, v in r["lm"].items()]
     depth_rows = "\n".join(
         f"| {t['levels']} | {t['receptive_field']} | {t['core_parameters']:,} | "
         f"{protocol.spread(t['test_values'])} | {c['model']} | {c['core_parameters']:,} | "
@@ -484,7 +483,7 @@ def _report(r, prof, plots, lm_test, lm_choice, add_test, add_choice, verdicts) 
         for t, c in zip(r["depth_sweep"]["trellis"], r["depth_sweep"]["tcn"]))
     add_rows = [(f"{k}: {v['model']}, {v['parameters']:,} params, lr {v['lr']:g}",
                  {"receptive field": rf_text(v["receptive_field"], prof.adding_T),
-                  "test MSE": add_test[k]}) for k, v in r["adding"].items()]
+                  "test MSE": v["test_mse"]}) for k, v in r["adding"].items()]
     depth_verdicts = [(f"{k.split('_')[1]} levels, tied vs untied at the same budget and "
                        "receptive field", verdicts[k]) for k in verdicts if k.startswith("depth")]
     n = len(r["seeds"])
@@ -541,7 +540,7 @@ A unigram byte model scores {r['unigram_test_bpb']:.3f} bits per byte on test.
 
 Learning rates (validation bits per byte, mean over seeds; chosen in bold):
 
-{tuning_table(lm_choice, metric="bpb")}
+{tuning_table(r["lm_tuning"], metric="bpb")}
 
 ![LM test]({plots['lm_spread'].name})
 
@@ -568,7 +567,7 @@ same depth, where they see the same inputs and have the same budget.
 Predicting the mean (1) scores {r['adding_mean_predictor_mse']['test']:.4f} on the test
 set ({r['adding_mean_predictor_mse']['val']:.4f} on val; 1/6 = 0.167 on average over sets).
 
-{tuning_table(add_choice, metric="MSE", digits=4)}
+{tuning_table(r["adding_tuning"], metric="MSE", digits=4)}
 
 ![adding]({plots['adding'].name})
 
