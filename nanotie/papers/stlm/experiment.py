@@ -477,7 +477,8 @@ seeds):
 ![bits per slot]({plots['slots'].name})
 
 In (d), slot 1 costs {per[0]:.2f} bits and the later slots {later.mean():.2f} on average;
-slots worse than a context-free byte model ({unigram:.2f}): {', '.join(worse) or 'none'}.
+the slots that score worse than a context-free byte model ({unigram:.2f}):
+{', '.join(worse) or 'none'}.
 Without the earlier bytes of its own token, slot j spreads its mass over every token the
 context allows. The marginals of (a) have the same shape.
 
