@@ -721,7 +721,8 @@ rate chosen on val; the test split:
 
 {spread_table([(label, {bits: mlm["test_bits"][o], top1: mlm["test_top1"][o]})
                for o, label in (("cwt", "CWT"), ("ce", "CE (tied head)"))]
-              + [("a unigram model of the same tokens (no context), for scale",
+              + [("a unigram model of all the test tokens (the picked ones are a random "
+                  "sample of them; no context), for scale",
                   {bits: f"{mlm['unigram']['bits']:.3f}", top1: f"{mlm['unigram']['top1']:.3f}"})],
               [bits, top1], seeds_of=top1)}
 
@@ -759,7 +760,7 @@ tau = 1. Figures are bits per byte on all of the **test** split, over {len(r['se
 At the paper's shared rate ({pre['shared_lr']:g} for both objectives, no tuning; fine-tuning
 at {r['shared_rate_finetune_lr']:g}):
 
-{spread_table([(k, {"test bits per byte": v}) for k, v in r["shared_rate"].items()],
+{spread_table([(k, {"test bits per byte": sp}) for k, sp in r["shared_rate"].items()],
               ["test bits per byte"], seeds_of="test bits per byte")}
 
 ![loss vs compute]({plots[0].name})
