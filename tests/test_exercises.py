@@ -43,6 +43,15 @@ def solution_source(ex) -> str:
 # ------------------------------------------------------------- the exercises
 
 
+def test_every_exercise_module_is_registered_once():
+    """The registry is what the CLI and these tests see: a ``register(...)`` line that
+    reuses a number replaces an exercise, and a missing one hides its module."""
+    folder = os.path.dirname(exercises.__file__)
+    modules = {f[:-3] for f in os.listdir(folder) if f.endswith(".py")}
+    machinery = {"__init__", "checking", "diagnose", "files"}   # not exercises
+    assert sorted(ex.name for ex in EXERCISES) == sorted(modules - machinery)
+
+
 @pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
 def test_module_provides_the_exercise_api(ex):
     mod = ex.module
