@@ -187,6 +187,49 @@ def test_permute_with_a_non_permutation():
         ones(2, 3).permute(0, 0)
 
 
+# ------------------------------------------------- the functional API's arguments
+
+
+@pytest.mark.parametrize("call, error, parts", [
+    (lambda: F.linear(ones(2, 3), ones(4, 5)), nt.ShapeError,
+     ("linear", (2, 3), (4, 5), "(out_features, 3)")),
+    (lambda: F.linear(ones(2, 3), ones(4, 3), ones(3)), nt.ShapeError,
+     ("linear", "bias", (3,), (4, 3), "(4,)")),
+    (lambda: F.layer_norm(ones(2, 3), 4), nt.ShapeError,
+     ("layer_norm", "(4,)", (2, 3))),
+    (lambda: F.rms_norm(ones(2, 3), (2, 3, 1)), nt.ShapeError, ("rms_norm", (2, 3, 1))),
+    (lambda: F.scaled_dot_product_attention(ones(2, 4), ones(3, 5), ones(3, 2)),
+     nt.ShapeError, ("scaled_dot_product_attention", (2, 4), (3, 5), (3, 2))),
+    (lambda: F.scaled_dot_product_attention(ones(2, 4), ones(3, 4), ones(2, 2)),
+     nt.ShapeError, ("scaled_dot_product_attention", (3, 4), (2, 2), "(..., Tk, Ev)")),
+    (lambda: F.scaled_dot_product_attention(ones(2, 4), ones(2, 4), ones(2, 4),
+                                            dropout_p=1.0), ValueError,
+     ("dropout_p", "[0, 1)", "1.0")),
+    (lambda: F.scaled_dot_product_attention(ones(2, 4), ones(2, 4), ones(2, 4),
+                                            attn_mask=ones(2, 2), is_causal=True),
+     ValueError, ("attn_mask or is_causal, not both",)),
+    (lambda: F.dropout(ones(3), p=1.5), ValueError, ("dropout", "[0, 1)", "1.5")),
+    (lambda: F.gelu(ones(3), approximate="fast"), ValueError, ("gelu", "'fast'")),
+    (lambda: F.cross_entropy(ones(2, 3), nt.tensor([0, 1]), reduction="avg"), ValueError,
+     ("cross_entropy", "reduction", "'avg'")),
+    (lambda: F.fftconv(ones(2, 8), ones(3, 8)), nt.ShapeError, ("fftconv", (2, 8), (3, 8))),
+    (lambda: nt.einsum("ij,jk->ik", ones(2, 3)), ValueError, ("einsum", "2 operand", "1")),
+    (lambda: nt.einsum("ijk->i", ones(2, 3)), nt.ShapeError, ("einsum", "'ijk'", (2, 3))),
+    (lambda: nt.einsum("ij,jk->ik", ones(2, 3), ones(4, 5)), nt.ShapeError,
+     ("einsum", (2, 3), (4, 5))),
+    (lambda: nt.einsum("ii->i", nt.tensor(np.ones((3, 3)), requires_grad=True)),
+     NotImplementedError, ("einsum", "diagonal")),
+    (lambda: nt.from_numpy([1.0, 2.0]), TypeError, ("from_numpy", "NumPy array", "list")),
+    (lambda: nt.from_numpy(np.array(["a"])), TypeError, ("from_numpy", "numbers", "<U1")),
+], ids=["linear-weight", "linear-bias", "layer_norm", "rms_norm", "sdpa-E", "sdpa-Tk",
+        "sdpa-dropout", "sdpa-two-masks", "dropout", "gelu", "cross_entropy-reduction",
+        "fftconv", "einsum-count", "einsum-rank", "einsum-sizes", "einsum-diagonal",
+        "from_numpy-list", "from_numpy-strings"])
+def test_a_bad_argument_names_the_op_and_what_is_wrong(call, error, parts):
+    with pytest.raises(error, match=has_all(*parts)):
+        call()
+
+
 # --------------------------------------------------------------------- devices
 
 

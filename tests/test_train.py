@@ -161,17 +161,33 @@ def _empty(raw):
     return b""
 
 
-def _lacks_history(raw):
-    """A readable .npz that misses a part."""
+def _rewritten(raw, edit):
+    """The .npz ``raw`` with its arrays passed through ``edit`` (a dict -> dict)."""
     import io
     with np.load(io.BytesIO(raw), allow_pickle=False) as z:
-        kept = {k: z[k] for k in z.files if not k.startswith("history/")}
+        kept = edit({k: z[k] for k in z.files})
     buf = io.BytesIO()
     np.savez(buf, **kept)
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("damage", [_garbage, _truncated, _empty, _lacks_history],
+def _lacks_history(raw):
+    """A readable .npz that misses a part."""
+    return _rewritten(raw, lambda a: {k: v for k, v in a.items()
+                                      if not k.startswith("history/")})
+
+
+def _config_not_json(raw):
+    return _rewritten(raw, lambda a: {**a, "meta/config": np.array("{steps: 4")})
+
+
+def _config_not_a_dict(raw):
+    """Valid JSON, but a list where the TrainConfig's fields should be."""
+    return _rewritten(raw, lambda a: {**a, "meta/config": np.array("[4, 2]")})
+
+
+@pytest.mark.parametrize("damage", [_garbage, _truncated, _empty, _lacks_history,
+                                    _config_not_json, _config_not_a_dict],
                          ids=lambda f: f.__name__.strip("_"))
 def test_a_damaged_checkpoint_is_named_in_one_line_and_the_run_retrains(splits, tmp_path,
                                                                          capsys, damage):
