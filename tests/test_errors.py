@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nanotie as nt
-from nanotie import autograd
+from nanotie import autograd, nn
 from nanotie.nn import functional as F
 
 
@@ -221,10 +221,20 @@ def test_permute_with_a_non_permutation():
      NotImplementedError, ("einsum", "diagonal")),
     (lambda: nt.from_numpy([1.0, 2.0]), TypeError, ("from_numpy", "NumPy array", "list")),
     (lambda: nt.from_numpy(np.array(["a"])), TypeError, ("from_numpy", "numbers", "<U1")),
+    (lambda: ones(2, 3).expand(3), nt.ShapeError, ("expand", (2, 3), "fewer dims")),
+    (lambda: nt.cat([]), ValueError, ("cat", "non-empty")),
+    (lambda: nt.stack([]), ValueError, ("stack", "non-empty")),
+    (lambda: nt.pad(ones(2, 3), (1, 1, 1)), ValueError, ("pad", "even", "(1, 1, 1)")),
+    (lambda: nt.pad(ones(3), (1, 1, 1, 1)), ValueError, ("pad", "1-D", "(1, 1, 1, 1)")),
+    (lambda: nt.clamp(ones(3)), ValueError, ("clamp", "min and max")),
+    (lambda: ones(2, 3)[5], IndexError, ("getitem", "5", (2, 3))),
+    (lambda: nn.optim.SGD([nn.Parameter(np.ones(2))], lr=-0.1), ValueError,
+     ("SGD", "lr", ">= 0")),
 ], ids=["linear-weight", "linear-bias", "layer_norm", "rms_norm", "sdpa-E", "sdpa-Tk",
         "sdpa-dropout", "sdpa-two-masks", "dropout", "gelu", "cross_entropy-reduction",
         "fftconv", "einsum-count", "einsum-rank", "einsum-sizes", "einsum-diagonal",
-        "from_numpy-list", "from_numpy-strings"])
+        "from_numpy-list", "from_numpy-strings", "expand-fewer-dims", "cat-empty",
+        "stack-empty", "pad-odd", "pad-too-many", "clamp-no-bound", "getitem", "sgd-lr"])
 def test_a_bad_argument_names_the_op_and_what_is_wrong(call, error, parts):
     with pytest.raises(error, match=has_all(*parts)):
         call()

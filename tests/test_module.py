@@ -292,8 +292,15 @@ def _untied_checkpoint(sd):
             "stores them separately"]
 
 
+def _tie_alias_also_stored(sd):
+    """The table says lm_head IS wte, but the file also holds lm_head's own values."""
+    sd["lm_head.weight"] = sd["wte.weight"] + 1
+    return ["tie 'lm_head.weight=wte.weight'", "'lm_head.weight' is also stored separately"]
+
+
 BAD = [_wrong_shape, _wrong_dtype, _missing, _unexpected, _malformed_tie,
-       _tie_to_unstored, _tie_unknown_alias, _tie_shape_mismatch, _untied_checkpoint]
+       _tie_to_unstored, _tie_unknown_alias, _tie_shape_mismatch, _untied_checkpoint,
+       _tie_alias_also_stored]
 
 
 @pytest.mark.parametrize("corrupt", BAD, ids=lambda f: f.__name__.strip("_"))
