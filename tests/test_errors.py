@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nanotie as nt
-from nanotie import autograd, nn
+from nanotie import autograd, data, nn
 from nanotie.nn import functional as F
 
 
@@ -230,11 +230,27 @@ def test_permute_with_a_non_permutation():
     (lambda: ones(2, 3)[5], IndexError, ("getitem", "5", (2, 3))),
     (lambda: nn.optim.SGD([nn.Parameter(np.ones(2))], lr=-0.1), ValueError,
      ("SGD", "lr", ">= 0")),
+    (lambda: nt.gradcheck(lambda x: x.numpy(), [nt.tensor(np.ones(2), requires_grad=True)]),
+     TypeError, ("gradcheck", "return a Tensor", "ndarray")),
+    (lambda: nt.gradcheck(lambda x: x.float(), [nt.tensor(np.ones(2), requires_grad=True)]),
+     TypeError, ("gradcheck", "float32", "float64 all the way")),
+    (lambda: nt.gradcheck_module(nn.Linear(2, 2).double().requires_grad_(False), lambda: 0),
+     ValueError, ("gradcheck_module", "no parameter that requires grad")),
+    (lambda: nt.gradcheck_module(nn.Linear(2, 2).double(), lambda: ones(2)), TypeError,
+     ("gradcheck_module", "scalar Tensor")),
+    (lambda: data.train_val_split(np.ones((2, 3), dtype=np.int64)), TypeError,
+     ("1-D integer array", (2, 3), "int64")),
+    (lambda: data.BPETokenizer([(1, 2), (1, 2)]), ValueError, ("the same pair twice",)),
+    (lambda: data.BatchSampler(np.arange(10), block_size=0, batch_size=2), ValueError,
+     ("block_size and batch_size must be >= 1", "0 and 2")),
 ], ids=["linear-weight", "linear-bias", "layer_norm", "rms_norm", "sdpa-E", "sdpa-Tk",
         "sdpa-dropout", "sdpa-two-masks", "dropout", "gelu", "cross_entropy-reduction",
         "fftconv", "einsum-count", "einsum-rank", "einsum-sizes", "einsum-diagonal",
         "from_numpy-list", "from_numpy-strings", "expand-fewer-dims", "cat-empty",
-        "stack-empty", "pad-odd", "pad-too-many", "clamp-no-bound", "getitem", "sgd-lr"])
+        "stack-empty", "pad-odd", "pad-too-many", "clamp-no-bound", "getitem", "sgd-lr",
+        "gradcheck-not-a-tensor", "gradcheck-float32", "gradcheck_module-frozen",
+        "gradcheck_module-not-scalar", "split-2d-ids", "bpe-repeated-merge",
+        "sampler-block-size"])
 def test_a_bad_argument_names_the_op_and_what_is_wrong(call, error, parts):
     with pytest.raises(error, match=has_all(*parts)):
         call()
