@@ -120,6 +120,11 @@ def test_invalid_states_are_refused_clearly(bad, words):
         with_action((0, 1, 2), 2, 3)
 
 
+def test_an_unknown_tying_mode_is_refused_by_name():
+    with pytest.raises(ValueError, match="mode must be one of.*'copy'"):
+        DynamicTiedGPT(CFG, mode="copy")
+
+
 @pytest.mark.parametrize("field, value", [("mode", "copy"), ("initial_state", "ones"),
                                           ("reward_norm", "zscore"), ("gamma", 1.5),
                                           ("epsilon_decay", 0.0)])

@@ -280,6 +280,13 @@ def test_masking_rejects_an_unknown_recipe_and_ids_that_are_not_a_batch():
         mask_tokens(np.arange(10), 10, 10)
 
 
+def test_a_masked_lm_refuses_an_unknown_objective_and_a_config_of_another_kind():
+    with pytest.raises(ValueError, match="objective must be 'cwt' or 'ce', got 'mse'"):
+        MaskedLM(small_config(), objective="mse")
+    with pytest.raises(TypeError, match="needs a HeadlessConfig, got GPTConfig"):
+        MaskedLM(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2))
+
+
 def test_masked_lm_is_bidirectional_and_scores_only_selected_positions():
     nt.manual_seed(0)
     model = perturbed(MaskedLM(small_config(vocab_size=13)))

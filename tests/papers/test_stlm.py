@@ -360,6 +360,16 @@ def test_byte_model_rejects_token_ids_and_sampling():
         model.generate(np.zeros((1, 1), dtype=np.int64), 2)
 
 
+def test_a_sequence_past_the_context_and_a_byte_models_cache_are_refused():
+    token = build(small(**TOKEN))                                   # context 8
+    with pytest.raises(ValueError, match="sequence of 9 tokens.*context of 8"):
+        token(np.zeros((1, 9), dtype=np.int64))
+    byte = build(small(**BYTE))
+    windows = np.zeros((1, 2, SMALL["byte_window"]), dtype=np.int64)
+    with pytest.raises(ValueError, match="byte-level model has no KV cache"):
+        byte(windows, cache=[])
+
+
 # --------------------------------------- (f) and (g): the head and the loss
 
 

@@ -407,6 +407,19 @@ def test_attach_refuses_a_model_that_already_has_adapters():
         tl.attach(model, tl.TiedLoRAConfig())
 
 
+def test_an_adapter_refuses_a_misshapen_part_and_adapters_asks_for_attach():
+    """A u of shape (1,) would broadcast silently over the r ranks; it is refused."""
+    base = base_model()
+    qkv = base.blocks[0].attn.qkv
+    (d_out, d), r = qkv.weight.shape, 2
+    shapes = {"A": (r, d), "B": (d_out, r), "u": (1,), "v": (d_out,)}
+    parts = [nt.nn.Parameter(np.zeros(s)) for s in shapes.values()]
+    with pytest.raises(ValueError, match=r"u has shape \(1,\), expected \(2,\)"):
+        tl.TiedLoRALinear(qkv, *parts)
+    with pytest.raises(ValueError, match="no Tied-LoRA adapters; call attach"):
+        tl.adapters(base)
+
+
 # ------------------------------------------------------------------ the experiment
 
 TINY_BASE = (GPTConfig(context=16, d_model=16, n_layer=2, n_head=2),
