@@ -404,6 +404,10 @@ def test_configs_and_loss_reject_bad_arguments():
         small_config(temperature=0.0)
     with pytest.raises(ValueError, match="outputs"):
         cwt_loss(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 5))))
+    with pytest.raises(ValueError, match="temperature > 0.*got 0.0"):
+        cwt_loss(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), temperature=0.0)
+    with pytest.raises(ValueError, match="reduction 'mean' or 'none'.*'sum'"):
+        cwt_loss(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), reduction="sum")
     with pytest.raises(TypeError, match="HeadlessConfig"):
         HeadlessGPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2))
     with pytest.raises(ValueError, match="head"):

@@ -311,6 +311,16 @@ def test_configs_name_the_bad_field():
         RecallConfig(n_keys=4, n_pairs=5)
 
 
+def test_inputs_of_the_wrong_shape_and_a_config_of_another_kind_are_refused():
+    x = Tensor(np.ones((2, 4, 8)))                                          # (B, C, L)
+    with pytest.raises(ValueError, match=r"short_conv: expected x of shape \(B, 3, L\)"):
+        short_conv(x, Tensor(np.ones((3, 3))))
+    with pytest.raises(ValueError, match=r"HyenaOperator: expected input \(B, L, 4\)"):
+        operator()(Tensor(np.ones((2, 8, 5))))
+    with pytest.raises(TypeError, match="HyenaLM needs a HyenaConfig, got GPTConfig"):
+        HyenaLM(nt.nn.GPTConfig(vocab_size=8, context=8, d_model=8, n_layer=1, n_head=2))
+
+
 # --------------------------------------------------------------- recall task
 
 

@@ -375,6 +375,15 @@ def test_bank_pads_modes_and_selects_orders_per_filter():
 def test_a_filter_too_short_for_a_hankel_matrix_is_refused():
     with pytest.raises(ValueError, match="length"):
         ds.distill_filter(np.ones(3))
+    with pytest.raises(ValueError, match=r"h must have 1 dimension\(s\), got shape \(2, 8\)"):
+        ds.distill_filter(np.ones((2, 8)))                    # a bank goes to distill_filters
+
+
+def test_prefill_refuses_a_state_with_another_number_of_modes():
+    poles, residues, direct = random_modal(3, 2, 2)    # 2 real + 2 pairs: 4 modes (one a pair)
+    rec = ds.ModalFilterBank(poles[None], residues[None], np.array([direct]), 8).recurrence()
+    with pytest.raises(ValueError, match="state has 3 modes, the recurrence has 4"):
+        rec.prefill(np.ones((1, 5)), state=np.zeros((1, 3), complex))
 
 
 def test_out_of_range_settings_are_refused_not_fitted():

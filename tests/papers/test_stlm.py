@@ -295,6 +295,8 @@ def test_truncation_loses_exactly_the_bytes_beyond_the_window(windows):
     # A window wide enough for the longest token always round-trips.
     wide = ByteWindows(bw.tokenizer, window=int(bw.full.max()))
     assert wide.decode_bytes(wide(ids)) == corpus and wide.truncation_rate(ids) == 0
+    with pytest.raises(ValueError, match="window must be >= 1, got 0"):
+        ByteWindows(bw.tokenizer, window=0)
 
 
 def test_windows_follow_the_ids_device_and_shape(windows):
