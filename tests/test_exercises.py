@@ -220,6 +220,23 @@ def test_wrong_return_forms_are_named():
 
     assert "(out, backward)" in ex.check(just_the_output).message
 
+    def a_number_for_backward(a, b):
+        return a @ b, 3
+
+    assert "backward a function of the upstream gradient g; the second item is a int" in \
+        flat(ex.check(a_number_for_backward).message)
+
+    def a_tensor_out(a, b):
+        return nt.tensor(a @ b), lambda g: (g @ b.T, a.T @ g)
+
+    assert "is a nanotie Tensor; this exercise works on plain NumPy arrays" in \
+        flat(ex.check(a_tensor_out).message)
+
+    def numpy_not_imported(a, b):
+        return numpyy.matmul(a, b), None   # noqa: F821  (a name the file never imported)
+
+    assert "is an import missing" in ex.check(numpy_not_imported).message
+
 
 def test_ignoring_upstream_gradient_is_named():
     ex = exercises.get(3)
@@ -345,11 +362,15 @@ def matmul(a, b):
      ["cannot check", "line 2", "def matmul(a, b)"]),
     ("import numpyy\n", 1, ["cannot check", "ModuleNotFoundError", "line 1"]),
     ("def mat_mul(a, b):\n    return a\n", 1, ["defines no function `matmul`", "mat_mul"]),
+    ("matmul = 3\n", 1, ["cannot check", "`matmul` is a int, not a function"]),
+    (b"\xff\xfe not UTF-8", 1, ["cannot check", "cannot be read", "utf-8"]),
     (None, 2, ["no such file"]),
 ])
 def test_cli_check_wrong_missing_or_broken_files(tmp_path, capsys, source, code, words):
     path = tmp_path / "answer.py"
-    if source is not None:
+    if isinstance(source, bytes):
+        path.write_bytes(source)
+    elif source is not None:
         path.write_text(source)
     assert cli.main(["exercise", "check", "2", str(path)]) == code
     captured = capsys.readouterr()
