@@ -294,6 +294,29 @@ def _conv(x, shift):
     return out
 
 
+def test_trellis_weights_names_a_gate_order_and_a_stray_value_it_has_no_mistake_for():
+    """Beyond the planted mistakes: a gate permutation that is not PyTorch's, and a value
+    that is just wrong, which the check locates by array, gate and tap."""
+    ex = exercises.get(12)
+    reorder, reference = ex.module.reorder, ex.module.reference
+
+    def o_and_i_swapped(w_ih, w_hh, b):
+        return [reorder(a, (1, 0, 2, 3)) for a in reference(w_ih, w_hh, b)]
+
+    message = flat(ex.check(o_and_i_swapped).message)
+    assert "come out in the gate order o, i, g, f" in message, message
+
+    def one_wrong_value(w_ih, w_hh, b):
+        weight_x, weight_h, bias = reference(w_ih, w_hh, b)
+        weight_h = weight_h.copy()
+        weight_h[2, 1] += 0.5                      # gate i, the z_{t-1} tap
+        return weight_x, weight_h, bias
+
+    message = flat(ex.check(one_wrong_value).message)
+    assert "`weight_h` at index (2, 1) (gate i, the t-1 tap of z)" in message, message
+    assert "With M = 1 it matched" in message        # W_hh first acts at two levels
+
+
 def test_explain_causality_finds_leaks_and_off_by_one():
     x = np.random.default_rng(1).standard_normal(8)
     assert explain_causality(lambda v: _conv(v, 0), x) is None

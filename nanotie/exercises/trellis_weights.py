@@ -89,7 +89,7 @@ def reference(w_ih, w_hh, b):
 GATES = ("i", "o", "g", "f")           # TrellisNet's (and nanotie's LSTM's) gate order
 TORCH_BLOCKS = (0, 3, 2, 1)            # PyTorch's i, f, g, o as TrellisNet blocks; its own inverse
 NAMES = ("weight_x", "weight_h", "bias")
-CASES = {"I = 2, H = 3": (2, 3), "I = H = 3": (3, 3)}   # the second lets W_ih and W_hh swap places
+CASES = {"I = 2, H = 3": (2, 3), "I = H = 3": (3, 3)}   # the first tells W_ih from W_hh by shape
 DEPTHS = (1, 2, 5)                     # M, the truncation: the number of levels
 
 
@@ -157,14 +157,6 @@ def _layouts(data: dict) -> dict:
               f"columns, W1h) and W2h = 0. Swapping the taps is an off-by-one in time."),
              (np.concatenate([R, R], 1),
               "W_hh is on both taps: only the z_{t-1} tap (W1h) holds W_hh; W2h = 0.")]
-    if I == H:                                   # W_ih and W_hh fit in each other's place
-        swap = ("it holds {0}: the input weights W_ih belong on the x path (weight_x) and "
-                "the recurrent W_hh on the z path (weight_h). Did you put the input "
-                "weights on the z path?")
-        x_lay += [(np.concatenate([zx, R], 1), swap.format("W_hh")),
-                  (np.concatenate([R, zx], 1), swap.format("W_hh, on the wrong tap too"))]
-        h_lay += [(np.concatenate([A, zh], 1), swap.format("W_ih")),
-                  (np.concatenate([zh, A], 1), swap.format("W_ih, on the wrong tap too"))]
     bias_lay = [(b, None),
                 (2 * b, "the bias is counted twice (it is 2 b): the convolution adds its "
                         "bias once per output, not once per tap or once per input (x and "
