@@ -317,6 +317,48 @@ def test_trellis_weights_names_a_gate_order_and_a_stray_value_it_has_no_mistake_
     assert "With M = 1 it matched" in message        # W_hh first acts at two levels
 
 
+def _byte(delta):
+    """A (total, embedding_head) slip made on byte-level configs only."""
+    return lambda c: (delta(c),) * 2 if c.embedder == "byte" else (0, 0)
+
+
+def _norm_width(c):
+    return 2 if c.norm == "layer" and c.bias else 1
+
+
+@pytest.mark.parametrize("slip, words", [
+    (_byte(lambda c: c.vocab_size * c.d_model), "counts a (V, d) token table, but the "
+                                                "byte-level model has none"),
+    (_byte(lambda c: -10 * c.byte_dim * _norm_width(c)), "the byte blocks' norms are missing"),
+    (_byte(lambda c: -c.byte_window * c.byte_dim), "a slot-position table is missing"),
+    (lambda c: (c.d_model * (2 * c.n_layer + 1) * (c.norm == "rms"), 0),
+     "counts an offset in every norm, but RMSNorm has a gain only"),
+    (lambda c: ((c.vocab_size - c.context * c.learned_positions) * c.d_model, 0),
+     "Two slips: (1) it counts the LM head separately"),
+    (lambda c: (1, 0), "(+1). It is not one of the usual slips; compare your parts"),
+], ids=["byte-token-table", "byte-norms", "slot-table", "rms-offsets", "two-slips",
+        "unknown"])
+def test_stlm_budget_names_slips_beyond_the_planted_ones(slip, words):
+    """The learner's count is the right one plus ``slip(config)``: the check must say
+    which slip (or two) that difference is, or give the right parts to compare with."""
+    ex = exercises.get(11)
+
+    def stlm_budget(config):
+        (total, embedding_head), (dt, de) = ex.reference(config), slip(config)
+        return total + dt, embedding_head + de
+
+    message = flat(ex.check(stlm_budget).message)
+    assert words in message, message
+
+
+@pytest.mark.parametrize("total, words", [("55.89M", "is the string '55.89M'"),
+                                          (10.5, "a count is a whole number"),
+                                          ([1, 2], "is a list, not a number")])
+def test_stlm_budget_wants_an_int(total, words):
+    message = exercises.get(11).check(lambda config: (total, 0)).message
+    assert words in flat(message), message
+
+
 def test_explain_causality_finds_leaks_and_off_by_one():
     x = np.random.default_rng(1).standard_normal(8)
     assert explain_causality(lambda v: _conv(v, 0), x) is None
