@@ -359,6 +359,31 @@ def test_stlm_budget_wants_an_int(total, words):
     assert words in flat(message), message
 
 
+def _modal_answer(edit_y):
+    """Exercise 9's reference step with its output passed through ``edit_y(y, r, s, u)``."""
+    def modal_step(u_t, state, poles, residues, direct):
+        y_t, new_state = exercises.get(9).reference(u_t, state, poles, residues, direct)
+        return edit_y(y_t.copy(), residues, state, u_t), new_state
+    return modal_step
+
+
+def _first_off_by_one(y, r, s, u):
+    y[0] += 1.0
+    return y
+
+
+@pytest.mark.parametrize("edit_y, words", [
+    (lambda y, r, s, u: r * s, ["`y_t` has shape (3, 2)", "Sum over the modes"]),
+    (lambda y, r, s, u: (r * s).sum(-1), ["`y_t` is complex", "take np.real"]),
+    (lambda y, r, s, u: "y", ["`y_t` is a str, not an array of numbers"]),
+    (_first_off_by_one, ["`y_t` is wrong: at index (0,) it is", "the correct value is"]),
+], ids=["modes-not-summed", "complex", "text", "one-value"])
+def test_modal_step_names_a_wrong_output(edit_y, words):
+    message = flat(exercises.get(9).check(_modal_answer(edit_y)).message)
+    for w in words:
+        assert w in message, message
+
+
 def test_explain_causality_finds_leaks_and_off_by_one():
     x = np.random.default_rng(1).standard_normal(8)
     assert explain_causality(lambda v: _conv(v, 0), x) is None

@@ -30,6 +30,12 @@ def close(got, want, rtol: float = 1e-6, atol: float = 1e-9) -> bool:
     return got.shape == want.shape and bool(np.allclose(got, want, rtol=rtol, atol=atol))
 
 
+def worst_index(got, want) -> tuple:
+    """Where ``got`` is farthest from ``want`` (same shape), as a tuple of ints."""
+    flat = int(np.argmax(np.abs(np.asarray(got) - np.asarray(want))))
+    return tuple(int(j) for j in np.unravel_index(flat, np.shape(got)))
+
+
 def your(what: str, name: str) -> str:
     """"your gradient FOR `w`", but "your output OF `matmul(a, b)`"."""
     return f"your {what} {'for' if what == 'gradient' else 'of'} `{name}`"
@@ -113,7 +119,7 @@ def explain_values(name: str, got, want, *, uses: int | None = None,
     c = float((got * want).sum()) / denom if denom > 0 else float("nan")
     if np.isfinite(c) and close(got, c * want, rtol=1e-5, atol=1e-8):
         return _explain_scale(who, name, c, uses, factors or {})
-    i = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.abs(got - want))), got.shape))
+    i = worst_index(got, want)
     return (f"{who} is wrong: at index {i} it is {got[i]:.6g}, the correct value is "
             f"{want[i]:.6g} (largest error {np.abs(got - want).max():.2e}).")
 

@@ -11,7 +11,7 @@ import numpy as np
 from ..papers.distillery.recurrence import ModalRecurrence, modal_impulse_response
 from . import Planted
 from .checking import Checker, CheckResult, Mistake, written
-from .diagnose import close
+from .diagnose import close, worst_index
 
 TITLE = "Hyena distillation: one modal step"
 GOAL = ("Run a distilled long-convolution filter as a recurrence: read the complex state "
@@ -90,10 +90,9 @@ def _expect(y, want, name: str, known=(), after: str = "") -> None:
     for wrong, why in known:
         if close(y, wrong):
             raise Mistake(f"`{name}` is wrong: {why}")
-    i = int(np.argmax(np.abs(y - want).reshape(-1)))
-    raise Mistake(f"`{name}` is wrong: at index {np.unravel_index(i, y.shape)} it is "
-                  f"{y.reshape(-1)[i]:.6g}, the correct value is {want.reshape(-1)[i]:.6g}."
-                  + after)
+    i = worst_index(y, want)
+    raise Mistake(f"`{name}` is wrong: at index {i} it is {y[i]:.6g}, the correct value "
+                  f"is {want[i]:.6g}." + after)
 
 
 def _wrong_outputs(u_t, state, poles, residues, direct):

@@ -17,7 +17,7 @@ from ..papers.trellis.lstm import LSTM, LSTMConfig, truncated_lstm
 from ..papers.trellis.trellisnet import TrellisConfig, TrellisNet
 from . import Planted
 from .checking import Checker, CheckResult, Mistake, as_array
-from .diagnose import close
+from .diagnose import close, worst_index
 
 TITLE = "TrellisNet: the converter's weights"
 GOAL = ("Turn a one-layer LSTM into a TrellisNet: put W_ih on the x_t tap and W_hh on "
@@ -202,8 +202,7 @@ def _not_a_layout(arrays, data: dict) -> str:
     """For an answer that matches no recognised mistake: where it differs first."""
     for name, got, want in zip(NAMES, arrays, data["converter"]):
         if not close(got, want):
-            i = tuple(int(j) for j in np.unravel_index(int(np.argmax(np.abs(got - want))),
-                                                       got.shape))
+            i = worst_index(got, want)
             where = ""
             if name != "bias":
                 n = got.shape[1] // 2
