@@ -220,6 +220,25 @@ def test_a_copy_equals_its_source_bitwise_after_optimizer_steps(mode, device):
         assert not np.array_equal(backend.asnumpy(src[name].data), before[name]), name
 
 
+@pytest.mark.parametrize("mode", ["official", "shared"])
+def test_loading_a_checkpoint_keeps_the_copies_on_their_roots_arrays(mode):
+    """Loading gives every Parameter a new array, which would cut an official copy
+    from its root; the model re-points the copies, so they still move with the root."""
+    saved = make(mode, (0, 1, 1), seed=0)
+    model = make(mode, (0, 1, 1), seed=3)
+    model.load_state_dict(saved.state_dict())
+    np.testing.assert_array_equal(model(batch()[0])[0].numpy(), saved(batch()[0])[0].numpy())
+    src, copy = block_params(model, 1), block_params(model, 2)
+    for name in src:
+        assert copy[name].data is src[name].data, name
+    opt = AdamW(param_groups(model, 0.1), lr=1e-2)
+    opt.zero_grad()
+    loss_of(model).backward()
+    opt.step()
+    for name in src:
+        np.testing.assert_array_equal(copy[name].data, src[name].data, err_msg=name)
+
+
 def test_untying_clones_the_values_and_then_the_layers_drift_apart():
     """nanotie's choice: an untied layer gets its OWN copy of what it computed with."""
     model = make("official", (0, 1, 1))
