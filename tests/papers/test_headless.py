@@ -218,6 +218,18 @@ def test_gradcheck_masked_lm_cwt():
     gradcheck_module(model, lambda: model(inputs, labels)[1])
 
 
+@pytest.mark.parametrize("objective", ["cwt", "ce"])
+def test_a_batch_with_nothing_masked_gives_a_zero_loss_and_zero_gradients(objective):
+    """Not CE's 0 / 0 = NaN, which one unlucky batch would spread into every weight."""
+    nt.manual_seed(0)
+    model = MaskedLM(small_config(vocab_size=13), objective=objective)
+    ids = np.random.default_rng(0).integers(0, 12, (2, 8))
+    loss = model(ids, np.full((2, 8), IGNORE_INDEX))[1]
+    loss.backward()
+    assert loss.item() == 0.0
+    assert all(not np.any(p.grad) for p in model.parameters() if p.grad is not None)
+
+
 # ------------------------------------------------------------ 6. MLM masking
 
 

@@ -135,11 +135,11 @@ class MaskedLM(GPT):
             return out, None
         xp = backend.xp_of(self.wte.weight.data)
         labels = labels.data if isinstance(labels, Tensor) else xp.asarray(labels)
+        picked = labels != IGNORE_INDEX                              # S, (B, T) bool
+        if not bool(picked.any()):      # nothing selected: a zero loss, not CE's 0/0 = NaN
+            return out, (out * 0.0).sum()
         if self.objective == "ce":
             return out, F.cross_entropy(out, labels, ignore_index=IGNORE_INDEX)
-        picked = labels != IGNORE_INDEX                              # S, (B, T) bool
-        if not bool(picked.any()):               # nothing selected: a zero loss, no NaN
-            return out, (out * 0.0).sum()
         outputs = out[picked]                                        # (K, d)
         targets = self.wte(labels[picked])             # (K, d) the tie: E again, not detached
         return out, cwt_loss(outputs, targets, self.config.temperature)
