@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -194,6 +195,15 @@ def test_tying_drops_the_moments_and_untying_starts_fresh_ones():
     opt.step()
     assert all(int(opt.state[id(p)]["step"]) == 1 for p in new2)   # fresh moments
     assert all(int(opt.state[id(p)]["step"]) == 3 for p in model.blocks[1].parameters())
+
+
+@pytest.mark.parametrize("state", [(0, 0, 0), (0, 1, 1), (0, 1, 2)])
+def test_the_formula_counts_an_untied_head_once(state):
+    """With tie_embeddings=False the head is one more (V, d) matrix outside the blocks."""
+    model = make("official", state, replace(CFG, tie_embeddings=False))
+    head = CFG.vocab_size * CFG.d_model
+    assert trainable_formula(model) == count_parameters(model)
+    assert trainable_formula(model) == trainable_formula(make("official", state)) + head
 
 
 # ------------------------------------------------------ 3. alias semantics
