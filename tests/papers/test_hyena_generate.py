@@ -284,6 +284,18 @@ def test_cached_hyena_steps_equal_the_parallel_forward(mixer, split):
         logits_of(model, idx[:, :1], state)           # past the filters' length
 
 
+def test_an_operators_own_cache_refuses_positions_past_its_filters():
+    """Used without the LM (whose embedding checks the context first), a ConvCache
+    names the overflow instead of failing inside a NumPy slice assignment."""
+    op = lm().mixers()[0]                                       # filters of length 32
+    cache = gen.init_conv_cache(op, 1)
+    u = Tensor(np.zeros((1, 20, op.d_model)))
+    with no_grad():
+        cache.forward(op, u)
+        with pytest.raises(ValueError, match="40 positions exceed the filters' length 32"):
+            cache.forward(op, u)
+
+
 def test_state_per_sequence_is_constant_only_for_the_distilled_model():
     """What each stepper keeps per sequence: the distilled state does not grow with
     the context; the cached Hyena's and the KV cache's grow linearly."""
