@@ -10,7 +10,9 @@ Every experiment in nanotie follows the same five rules, written once here:
    :func:`run_many` executes them on any ``concurrent.futures.Executor`` (a local process
    pool by default, a Dask cluster's executor for big sweeps), each with its BLAS pinned
    to one thread. A one-thread run gives the same bits wherever it runs, so a parallel
-   sweep is bitwise equal to the same runs done one after another.
+   sweep is bitwise equal to the same runs done one after another. (One exception: the
+   Hyena distillation's least-squares errors can differ in their last bit, because
+   SciPy's solver rounds differently where its scratch arrays land in memory.)
 3. **Cache and resume.** Each finished run is stored under ``<out>/cache/runs/`` keyed by
    its function, settings, seed, device and the experiment's ``version`` (bumped when
    its code changes results); the corpus enters through the settings (its
