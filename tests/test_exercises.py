@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import re
 import subprocess
 import sys
 import textwrap
@@ -29,8 +30,13 @@ PLANTED = [(ex, m) for ex in EXERCISES for m in ex.module.MISTAKES]
 PLANTED_IDS = [f"{ex.number}-{m.fn.__name__.strip('_')}" for ex, m in PLANTED]
 
 
+NUMPY_REPR = re.compile(r"\bnp\.(u?int|float|complex|bool|str)\w*\(")
+
+
 def flat(text: str) -> str:
-    """The report with its line wrapping undone, to search for phrases."""
+    """The report with its line wrapping undone, to search for phrases. Under NumPy 2 a
+    NumPy number inside a list or tuple prints as np.int64(2): never to a learner."""
+    assert not NUMPY_REPR.search(text), text
     return " ".join(text.split())
 
 
@@ -86,7 +92,7 @@ def test_checker_fails_a_planted_mistake_and_names_it(ex, mistake):
     for words in mistake.expect:
         assert words in result.message, (f"{mistake.description}: the message should "
                                           f"say {words!r}:\n{result.report()}")
-    assert "FAIL" in result.report() and "Traceback" not in result.report()
+    assert "FAIL" in flat(result.report()) and "Traceback" not in result.report()
 
 
 @pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
@@ -382,6 +388,46 @@ def test_modal_step_names_a_wrong_output(edit_y, words):
     message = flat(exercises.get(9).check(_modal_answer(edit_y)).message)
     for w in words:
         assert w in message, message
+
+
+def _with_grad(ex, edit, index=0):
+    """Exercise ``ex``'s reference with gradient ``index`` of its backward passed through
+    ``edit(grad, *inputs)``."""
+    def answer(*inputs, **kwargs):
+        out, backward = ex.reference(*inputs, **kwargs)
+
+        def edited(g):
+            grads = backward(g)
+            many = isinstance(grads, tuple)
+            grads = list(grads) if many else [grads]
+            grads[index] = edit(grads[index].copy(), *inputs)
+            return tuple(grads) if many else grads[0]
+        return out, edited
+    return answer
+
+
+def _padding_leaks(g, logits, target, ignore_index=-100):
+    g[target == ignore_index] += 0.1
+    return g
+
+
+def _first_row_dropped(g, logits, target, ignore_index=-100):
+    g[np.flatnonzero(target != ignore_index)[0]] = 0.0
+    return g
+
+
+@pytest.mark.parametrize("number, edit, index, words", [
+    (3, _padding_leaks, 0, "rows [2, 5] have target == ignore_index (-100): they are padding"),
+    (3, _first_row_dropped, 0, "rows [0] (targets [1]) got a zero gradient"),
+    (5, lambda g, *_: 2 * g, 0, "is 2 times too large (2 is the number of its uses)"),
+    (5, lambda g, *_: 0 * g, 0, "is all zeros: no gradient reaches it"),
+    (6, lambda g, X, *_: np.stack([g / len(X)] * len(X)), 1,
+     "has shape (3, 2, 4): one (2, 4) slice per layer. `A` is tied"),
+], ids=["padding-leaks", "row-dropped", "use-counted-twice", "all-zeros", "tied-per-layer"])
+def test_gradient_slips_beyond_the_planted_ones_are_named(number, edit, index, words):
+    ex = exercises.get(number)
+    message = flat(ex.check(_with_grad(ex, edit, index)).message)
+    assert words in message, message
 
 
 def test_explain_causality_finds_leaks_and_off_by_one():

@@ -152,11 +152,11 @@ def _check_padding_rows(got, want, t, ignore):
     """The wrong-pad-id mistakes, named: padding rows must get zero gradient, and
     counted rows must not."""
     pad = t == ignore
-    leaked = [i for i in np.flatnonzero(pad) if np.any(got[i] != 0)]
+    leaked = [int(i) for i in np.flatnonzero(pad) if np.any(got[i] != 0)]
     if leaked:
         raise Mistake(f"rows {leaked} have target == ignore_index ({ignore}): they are "
                       f"padding and must get a zero gradient, but yours is not zero there.")
-    dropped = [i for i in np.flatnonzero(~pad) if not np.any(got[i]) and np.any(want[i])]
+    dropped = [int(i) for i in np.flatnonzero(~pad) if not np.any(got[i]) and np.any(want[i])]
     if dropped:
         raise Mistake(f"rows {dropped} (targets {sorted(set(t[dropped].tolist()))}) got a "
                       f"zero gradient, but only rows with target == ignore_index "
