@@ -141,22 +141,35 @@ def spread_table(rows, columns, digits: int = 3, seeds_of: str | None = None) ->
 def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "val",
                  digits: int = 3) -> str:
     """The tuning grid of :func:`nanotie.protocol.choose`: every point's mean validation
-    figure, the chosen one in bold, and a warning for a choice at an end of its grid
-    (a setting outside the grid might do better still)."""
+    figure, the chosen one in bold, and two warnings: a choice at an end of its grid (a
+    setting outside the grid might do better still), and a choice within the seeds'
+    noise of another point (|mean gap| <= the larger seed range, the rule of
+    :func:`~nanotie.protocol.verdict`): other seeds might choose that one instead."""
+    def name(s):
+        return format(s, "g") if isinstance(s, float) else str(s)
+
     lines = [f"| method | {setting}: validation {metric} (mean over seeds) |", "|---|---|"]
-    edge = []
+    edge, ties = [], []
     for method, c in choice.items():
         cells = []
         for s, sp in c["grid"].items():
-            text = f"{format(s, 'g') if isinstance(s, float) else s}: {sp.mean:.{digits}f}"
+            text = f"{name(s)}: {sp.mean:.{digits}f}"
             cells.append(f"**{text}**" if s == c["best"] else text)
         lines.append(f"| {method} | " + ", ".join(cells) + " |")
         numeric = all(isinstance(s, (int, float)) for s in c["grid"])
         if numeric and len(c["grid"]) > 1 and c["best"] in (min(c["grid"]), max(c["grid"])):
             edge.append(str(method))
+        b = c["grid"][c["best"]]
+        near = [name(s) for s, sp in c["grid"].items() if s != c["best"]
+                and abs(sp.mean - b.mean) <= max(sp.max - sp.min, b.max - b.min)]
+        if near:
+            ties.append(f"{method} ({', '.join(near)})")
     if edge:
         lines.append(f"\nChosen at an end of the grid: {', '.join(edge)}. A {setting} "
                      "outside the grid might do better still, and move the verdicts.")
+    if ties:
+        lines.append(f"\nWithin the seeds' noise of the choice: {'; '.join(ties)}. Other "
+                     "seeds might choose that instead, and move the verdicts.")
     return "\n".join(lines)
 
 

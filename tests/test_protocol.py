@@ -297,3 +297,16 @@ def test_tuning_table_warns_of_a_choice_at_an_end_of_its_grid():
     assert "**0.01: 2.500**" in table and "end of the grid: B." in table
     record = report._plain(report.tuning_record(edge))
     assert record["B"]["best"] == 1e-2 and record["B"]["grid"]["0.001"]["mean"] == 3.0
+
+
+def test_tuning_table_warns_of_a_choice_within_the_seeds_noise():
+    """A point whose mean is within the larger seed range of the chosen one's is named:
+    the choice there rests on the seeds (one unstable seed at 0.03, say)."""
+    from nanotie import report
+    clear = {1e-2: P.spread([4.04, 4.11]), 3e-2: P.spread([4.30, 4.35])}
+    tied = {1e-2: P.spread([4.04, 4.11]), 3e-2: P.spread([3.81, 4.35])}
+    one_seed = {1e-2: P.spread([4.07]), 3e-2: P.spread([4.08])}
+    assert "noise" not in report.tuning_table({"LSTM": {"best": 1e-2, "grid": clear}})
+    assert "noise" not in report.tuning_table({"LSTM": {"best": 1e-2, "grid": one_seed}})
+    table = report.tuning_table({"LSTM": {"best": 1e-2, "grid": tied}})
+    assert "Within the seeds' noise of the choice: LSTM (0.03)." in table
