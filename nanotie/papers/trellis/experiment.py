@@ -68,7 +68,9 @@ class Profile:
                                            # reference's 0.01 stays near the unigram plateau
                                            # far longer (600 steps, lr 1e-2, val bpb: 0.01
                                            # 4.36, 0.1 4.12, 0.3 3.88)
-    seeds: int = 2                         # seed, seed + 1, ...
+    seeds: int = 3                         # seed, seed + 1, ...: with 2, the LSTM vs
+                                           # TrellisNet verdict turned on whether seed 2
+                                           # (which stalls the LSTM at 3e-2) was drawn
     # adding problem
     adding_T: int = 16                     # sequence length
     adding_dilations: tuple = (1, 1, 2, 4, 8)   # receptive field 1 + 16 = 17 >= T
