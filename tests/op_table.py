@@ -493,6 +493,8 @@ CASES = [
     # ---------------------------------------------------------------- einsum
     case("einsum_matmul", lambda lib, a, b: lib.einsum("ij,jk->ik", a, b),
          [arg(3, 4), arg(4, 2)], lambda a, b: np.einsum("ij,jk->ik", a, b)),
+    case("einsum_spaces_and_a_list", lambda lib, a, b: lib.einsum("ij, jk -> ik", [a, b]),
+         [arg(3, 4), arg(4, 2)], lambda a, b: np.einsum("ij,jk->ik", a, b)),
     case("einsum_batched", lambda lib, a, b: lib.einsum("bij,bjk->bik", a, b),
          [arg(2, 3, 4), arg(2, 4, 2)], lambda a, b: np.einsum("bij,bjk->bik", a, b)),
     case("einsum_ellipsis", lambda lib, a, b: lib.einsum("...ij,jk->...ik", a, b),

@@ -104,6 +104,19 @@ def test_gradients_accumulate_across_backward_calls(rng):
     assert x.grad is None
 
 
+def test_an_input_whose_backward_gives_none_gets_no_gradient():
+    """An op may return None for an input (PyTorch: no gradient flows there): that
+    input's grad stays None, on a leaf and through a non-leaf, and the other inputs
+    still get theirs."""
+    a, b = leaf([1.0, 2.0]), leaf([3.0, 4.0])
+    h = a * 2.0                                          # a non-leaf that gets nothing
+    out = nt.autograd.make_result("first_ignored", h.data + b.data + a.data, (h, b, a),
+                                  lambda g: (None, g, None))
+    out.sum().backward()
+    assert a.grad is None
+    np.testing.assert_array_equal(b.grad, [1.0, 1.0])
+
+
 def test_non_leaf_grad_is_kept_only_with_retain_grad(rng):
     x = leaf(rng.standard_normal(3))
     h = x * 2.0
@@ -361,6 +374,12 @@ def test_to_float64_is_a_differentiable_cast():
     assert x.grad.dtype == np.float32                      # cast back for the leaf
     np.testing.assert_allclose(x.grad, [2.0, 4.0])
     assert x.to(np.float32) is x                           # no-op cast
+
+
+def test_a_cast_to_integers_carries_no_gradient():
+    """As in PyTorch: integers cannot require grad, so the cast ends the graph."""
+    y = leaf([1.5, -2.5]).to(np.int64)
+    assert y.dtype == np.int64 and not y.requires_grad and y.grad_fn is None
 
 
 def test_tensor_default_dtypes():

@@ -28,13 +28,19 @@ def ones(*shape):
 # ---------------------------------------------------------------------- shapes
 
 
-def test_matmul_mismatch_names_both_shapes_and_the_op():
-    with pytest.raises(nt.ShapeError, match=has_all("matmul", (2, 3), (4, 5))):
+def test_matmul_mismatch_names_both_shapes_the_op_and_the_dims_that_differ():
+    with pytest.raises(nt.ShapeError, match=has_all("matmul", (2, 3), (4, 5), "not aligned",
+                                                    "3 (last dim of the first) != 4 "
+                                                    "(second-to-last dim")):
         ones(2, 3) @ ones(4, 5)
+    with pytest.raises(nt.ShapeError, match=has_all("3 (last dim of the first) != 4 "
+                                                    "(only dim of the second)")):
+        ones(2, 3) @ ones(4)
 
 
 def test_matmul_batch_mismatch_names_both_shapes():
-    with pytest.raises(nt.ShapeError, match=has_all("matmul", (2, 3, 4), (5, 4, 6))):
+    with pytest.raises(nt.ShapeError, match=has_all("matmul: batch dims", (2, 3, 4),
+                                                    (5, 4, 6), "cannot be broadcast")):
         ones(2, 3, 4) @ ones(5, 4, 6)
 
 

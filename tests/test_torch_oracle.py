@@ -5,6 +5,7 @@ same output and the same gradient for every input."""
 import numpy as np
 import pytest
 
+import nanotie
 from op_table import CASES, run_nanotie
 
 torch = pytest.importorskip("torch")
@@ -67,3 +68,46 @@ def test_float32_matches_torch(case):
 def test_float32_cases_exist():
     """Every name in FLOAT32_CASES is in the table (a renamed case is not skipped)."""
     assert set(FLOAT32_CASES) <= {c.name for c in CASES}
+
+
+# The table keeps its inputs away from kinks and ties, where central differences fail.
+# At a kink the gradient is a convention; these inputs sit exactly on one, and nanotie
+# must pick PyTorch's: ties share the gradient of amax/amin (evenly) and of maximum and
+# minimum (1/2 each), relu'(0) = abs'(0) = 0, and clamp passes it at both ends.
+ON_KINKS = np.array([[1.0, 3.0, 3.0], [2.0, 2.0, 2.0], [-1.0, 0.0, 0.5]])
+OTHER = np.array([[1.0, 0.0, 3.0], [2.0, 5.0, 2.0], [0.0, 0.0, 0.5]])
+AT_A_KINK = {
+    "amax_ties": lambda lib, a, b: lib.amax(a, dim=1) * b[:, 0],
+    "amin_ties": lambda lib, a, b: a.amin(dim=0) * b[0],
+    "amax_all_ties": lambda lib, a, b: (a * b).amax(),
+    "maximum_ties": lambda lib, a, b: lib.maximum(a, b),
+    "minimum_ties": lambda lib, a, b: lib.minimum(a, b),
+    "relu_at_0": lambda lib, a, b: lib.relu(a) + b,
+    "abs_at_0": lambda lib, a, b: lib.abs(a) + b,
+    "clamp_at_both_ends": lambda lib, a, b: lib.clamp(a, min=0.0, max=2.0) + b,
+}
+
+
+@pytest.mark.parametrize("name", AT_A_KINK)
+def test_at_a_kink_or_a_tie_the_gradient_is_pytorchs(name):
+    fn = AT_A_KINK[name]
+    upstream = None
+    grads = {}
+    for lib in (torch, nanotie):
+        a, b = (lib.tensor(v, dtype=lib.float64, requires_grad=True) for v in (ON_KINKS, OTHER))
+        out = fn(lib, a, b)
+        if upstream is None:
+            upstream = np.random.default_rng(0).standard_normal(tuple(out.shape))
+        out.backward(lib.tensor(upstream))
+        grads[lib.__name__] = [np.asarray(a.grad), np.asarray(b.grad)]
+    for i, (got, want) in enumerate(zip(grads["nanotie"], grads["torch"])):
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-15,
+                                   err_msg=f"{name}: gradient of input {i}")
+
+
+@pytest.mark.parametrize("op", ["lt", "le", "gt", "ge", "eq", "ne"])
+def test_comparisons_at_equal_values_match_pytorch(op):
+    """Random inputs are never equal, so only equal ones tell < from <=."""
+    got = getattr(nanotie.tensor(ON_KINKS), op)(nanotie.tensor(OTHER)).numpy()
+    want = getattr(torch.tensor(ON_KINKS), op)(torch.tensor(OTHER)).numpy()
+    np.testing.assert_array_equal(got, want)
