@@ -10,6 +10,7 @@ import pytest
 
 import nanotie as nt
 from nanotie.nn import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU
+from nanotie.nn import functional as F
 
 
 @pytest.fixture
@@ -222,6 +223,32 @@ def test_dropout_in_training_zeroes_about_p_and_rescales(p):
     np.testing.assert_allclose(x.grad, np.where(dropped, 0.0, 1 / (1 - p)), rtol=1e-12)
     # A fresh mask each call.
     assert not np.array_equal(drop(x).numpy() == 0, dropped)
+
+
+def test_attention_dropout_drops_weights_and_rescales_the_rest(rng):
+    """Attention's dropout is fused into its kernel. With v = I the output IS the
+    attention matrix after dropout: each weight is 0 or softmax(q k^T / sqrt(E)) / (1 - p),
+    and about a fraction p of them are 0."""
+    p, T = 0.3, 64
+    q, k = rng.standard_normal((8, T, 16)), rng.standard_normal((8, T, 16))
+    s = q @ k.swapaxes(-1, -2) / math.sqrt(16)
+    weights = np.exp(s - s.max(axis=-1, keepdims=True))
+    weights /= weights.sum(axis=-1, keepdims=True)
+    nt.manual_seed(3)
+    out = F.scaled_dot_product_attention(nt.tensor(q), nt.tensor(k), nt.tensor(np.eye(T)),
+                                         dropout_p=p).numpy()
+    dropped = out == 0
+    assert abs(dropped.mean() - p) < 5 * math.sqrt(p * (1 - p) / out.size)
+    np.testing.assert_allclose(out[~dropped], weights[~dropped] / (1 - p), rtol=1e-10)
+
+
+def test_attention_dropout_gradients_pass_gradcheck(rng):
+    def attend(q, k, v):
+        nt.manual_seed(5)                 # the same dropped weights at every evaluation
+        return F.scaled_dot_product_attention(q, k, v, dropout_p=0.4)
+
+    q, k, v = (nt.tensor(rng.standard_normal((2, 5, 3)), requires_grad=True) for _ in range(3))
+    assert nt.gradcheck(attend, [q, k, v])
 
 
 @pytest.mark.parametrize("p", [-0.1, 1.0, 1.5])
