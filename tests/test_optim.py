@@ -332,6 +332,11 @@ def _corrupt_unknown_index(sd):
     return "unexpected key '7.m'"
 
 
+def _corrupt_index_one_past_the_last(sd):
+    sd[f"{len(SHAPES)}.m"] = np.zeros(3)
+    return f"unexpected key '{len(SHAPES)}.m'"
+
+
 def _corrupt_unknown_name(sd):
     sd["0.momentum"] = np.zeros(SHAPES[0])
     return "unexpected key '0.momentum'"
@@ -357,7 +362,8 @@ def _corrupt_lr(sd):
     return "'lr' has shape (2,)"
 
 
-BAD_STATES = [_corrupt_shape, _corrupt_unknown_index, _corrupt_unknown_name,
+BAD_STATES = [_corrupt_shape, _corrupt_unknown_index, _corrupt_index_one_past_the_last,
+              _corrupt_unknown_name,
               _corrupt_incomplete, _corrupt_scalar_moment, _corrupt_missing_step,
               _corrupt_lr]
 

@@ -72,6 +72,9 @@ def test_tied_parameters_and_tie_report_name_the_shared_paths():
     report = tie_report(model)
     assert "wte.weight = lm_head.weight" in report and "(11, 8)" in report
     untied = GPT(GPTConfig(**CFG, tie_embeddings=False))
+    unique, separate = (count_parameters(m, trainable_only=False) for m in (model, untied))
+    assert (f"unique parameters {unique:,}; untied it would be {separate:,} "
+            f"({separate - unique:,} saved)") in report
     assert tied_parameters(untied) == {}
     assert "no tied parameters" in tie_report(untied)
 
