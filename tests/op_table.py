@@ -555,6 +555,10 @@ CASES = [
          lambda lib, q, k, v: F(lib).scaled_dot_product_attention(q, k, v, is_causal=True),
          [arg(2, 3, 4), arg(2, 3, 4), arg(2, 3, 5)],
          lambda q, k, v: attention_ref(q, k, v, causal_mask_ref(3, 3))),
+    case("sdpa_large_scores",          # exp(800 + score) overflows: the max must go first
+         lambda lib, q, k, v, m: F(lib).scaled_dot_product_attention(q, k, v, attn_mask=m),
+         [arg(2, 3, 4), arg(2, 3, 4), arg(2, 3, 5), const(np.full((3, 3), 800.0), np.float64)],
+         attention_ref),
     case("sdpa_float_mask_grad",
          lambda lib, q, k, v, m: F(lib).scaled_dot_product_attention(q, k, v, attn_mask=m),
          [arg(2, 2, 4), arg(2, 5, 4), arg(2, 5, 3), arg(2, 5)], attention_ref),

@@ -258,6 +258,21 @@ def test_the_byte_model_passes_a_gradient_check():
                             name="STLM byte-level")
 
 
+def test_init_weights_redraws_the_core_and_leaves_the_byte_path_as_its_layers_built_it():
+    """GPT-2's small init would shrink the byte path's pooled vectors (STLM.init_weights),
+    so calling it again redraws the core and keeps every byte-path array."""
+    nt.manual_seed(0)
+    model = STLM(small(**BYTE))
+    before = {n: p.data.copy() for n, p in model.named_parameters()}
+    model.init_weights()
+    after = dict(model.named_parameters())
+    byte = [n for n in before if n.startswith(("byte_embedder.", "byte_decoder."))]
+    core = [n for n in before if n not in byte and before[n].std() > 0]
+    assert byte and core
+    assert all(np.array_equal(before[n], after[n].data) for n in byte)
+    assert not any(np.array_equal(before[n], after[n].data) for n in core)
+
+
 # ---------------------------------------------------------- 5. byte round trip
 
 
