@@ -414,6 +414,8 @@ def test_configs_and_loss_reject_bad_arguments():
         small_config(tie_embeddings=False)
     with pytest.raises(ValueError, match="temperature"):
         small_config(temperature=0.0)
+    with pytest.raises(ValueError, match="d_model=9 is not divisible by n_head=2"):
+        small_config(d_model=9)                     # GPTConfig's own checks still run
     with pytest.raises(ValueError, match="outputs"):
         cwt_loss(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 5))))
     with pytest.raises(ValueError, match="temperature > 0.*got 0.0"):
