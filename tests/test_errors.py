@@ -85,6 +85,8 @@ def test_backward_with_a_wrong_shaped_gradient():
 def test_reshape_to_a_wrong_size():
     with pytest.raises(nt.ShapeError, match=has_all("reshape", (2, 3), "6", (4, 2))):
         ones(2, 3).reshape(4, 2)
+    with pytest.raises(nt.ShapeError, match=has_all("reshape", (2, 3), "6", (-2, 3))):
+        ones(2, 3).reshape(-2, 3)                  # only -1 stands for "the rest"
 
 
 def test_cat_with_mismatched_shapes():

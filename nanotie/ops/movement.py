@@ -17,6 +17,8 @@ def reshape(a: Tensor, *shape) -> Tensor:
     """The same elements in a new shape (one entry may be -1)."""
     shape = shape_arg(shape)
     try:
+        if any(n < -1 for n in shape):             # NumPy would read -2 as -1
+            raise ValueError
         out = a.data.reshape(shape)
     except ValueError:
         raise ShapeError(f"reshape: cannot reshape a tensor of shape {a.shape} "
