@@ -288,6 +288,24 @@ def test_lstm_matches_pytorch():
     np.testing.assert_allclose(lstm(x).out.numpy(), want, rtol=1e-10, atol=1e-12)
 
 
+def test_weight_norm_starts_at_v_and_is_blind_to_the_scale_of_v():
+    """w = g v / ||v|| row by row, with g starting at ||v||: a fresh net computes what
+    the plain net with the same v computes, and scaling v by 3 changes nothing."""
+    x = seq((2, 6, 3), seed=31)
+    outputs = []
+    for weight_norm in (False, True):
+        nt.manual_seed(4)
+        net = TrellisNet(TrellisConfig(n_in=3, n_hid=2, n_out=2, n_levels=3, init_std=0.3,
+                                       weight_norm=weight_norm)).double()
+        outputs.append(net(x).out.numpy())
+    np.testing.assert_allclose(outputs[1], outputs[0], rtol=1e-6)   # g was set in float32
+    normed = tiny_trellis(weight_norm=True)                  # gains moved off ||v||
+    before = normed(x).out.numpy()
+    for v in (normed.conv.weight_x, normed.conv.weight_h):
+        v.data = 3.0 * v.data
+    np.testing.assert_allclose(normed(x).out.numpy(), before, rtol=1e-12, atol=1e-15)
+
+
 def test_locked_dropout_uses_one_mask_for_all_time_steps():
     nt.manual_seed(0)
     x = Tensor(np.ones((4, 10, 8)))
@@ -297,9 +315,10 @@ def test_locked_dropout_uses_one_mask_for_all_time_steps():
     assert locked_dropout(x, 0.5, training=False) is x
 
 
-def test_dropout_is_active_only_in_training_and_shares_its_mask_across_levels():
+@pytest.mark.parametrize("field", ["dropout_h", "dropout_in"])
+def test_dropout_is_active_only_in_training_and_shares_its_mask_across_levels(field):
     net = tiny_trellis(levels=3)
-    net.config.dropout_h = 0.5
+    setattr(net.config, field, 0.5)
     x = seq((2, 5, 3), seed=23)
     net.eval()
     a, b = net(x).out.numpy(), net(x).out.numpy()
