@@ -194,6 +194,22 @@ def test_norms_match_torch(rng):
     np.testing.assert_allclose(rms(nt.tensor(x)).numpy(), want.numpy(), rtol=1e-10)
 
 
+def test_layers_start_from_pytorchs_default_distributions():
+    """Linear ~ U(-1/sqrt(in), 1/sqrt(in)), Embedding ~ N(0, 1), init_normal ~ N(0, std^2):
+    over 120,000 draws the std is within 2% (10 standard errors) of the formula's, and
+    the mean within 2% of the std (7 standard errors) of 0."""
+    from nanotie.nn.layers import init_normal
+
+    nt.manual_seed(0)
+    linear = Linear(400, 300)
+    bound = 1 / math.sqrt(400)
+    assert np.abs(linear.weight.numpy()).max() <= bound
+    for values, std in ((linear.weight.numpy(), bound / math.sqrt(3)),
+                        (Embedding(400, 300).weight.numpy(), 1.0),
+                        (init_normal((400, 300), 0.02).numpy(), 0.02)):
+        assert abs(values.std() / std - 1) < 0.02 and abs(values.mean()) < 0.02 * std
+
+
 # ---------------------------------------------------------------- Dropout
 
 
