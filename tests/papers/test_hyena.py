@@ -110,6 +110,22 @@ def test_short_conv_gradient():
     assert gradcheck(short_conv, args)
 
 
+def test_short_conv_layer_starts_like_torch_conv1d_and_reset_redraws_it():
+    """PyTorch's Conv1d default, U(-1/sqrt(K), 1/sqrt(K)) with K the kernel size (a
+    depthwise kernel's fan-in): over 6,000 draws the std is within 5% of bound/sqrt(3)."""
+    from nanotie.papers.hyena.operator import ShortConv
+
+    backend.manual_seed(0)
+    conv = ShortConv(2000, kernel_size=3)
+    for _ in range(2):
+        w = conv.weight.numpy()
+        bound = 1 / np.sqrt(3)
+        assert np.abs(w).max() <= bound and abs(w.std() / (bound / np.sqrt(3)) - 1) < 0.05
+        before = w.copy()
+        conv.reset_parameters()
+        assert not np.array_equal(conv.weight.numpy(), before)
+
+
 # ------------------------------------------------------------ implicit filter
 
 
