@@ -1,0 +1,41 @@
+"""scripts/mutants.py makes the changes it says, and only well-formed ones."""
+
+import ast
+import importlib.util
+from pathlib import Path
+
+SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mutants.py"
+spec = importlib.util.spec_from_file_location("mutants_script", SCRIPT)
+mutants_script = importlib.util.module_from_spec(spec)
+spec.loader.exec_module(mutants_script)
+
+SOURCE = '''def f(a, b=1):
+    """Doc."""
+    c = a + b * 2
+    if a <= b and not c:
+        c -= 1
+    return c is None or a in (b,)
+'''
+
+
+def test_each_mutant_parses_differs_and_keeps_the_line_numbers():
+    found = mutants_script.mutants(SOURCE)
+    assert found
+    for line, what, mutated in found:
+        text = mutated.decode()
+        ast.parse(text)
+        assert text != SOURCE and len(text.splitlines()) == len(SOURCE.splitlines()), what
+        changed = [i + 1 for i, (x, y) in enumerate(zip(SOURCE.splitlines(),
+                                                        text.splitlines())) if x != y]
+        assert changed[0] == line, what          # an if or a for may span more lines
+
+
+def test_the_kinds_of_change():
+    found = {(line, what) for line, what, _ in mutants_script.mutants(SOURCE)}
+    for expected in [(3, "+ -> -"), (3, "* -> /"), (3, "2 -> 3"), (4, "<= -> <"),
+                     (4, "and -> or"), (4, "drop not"), (5, "-= -> +="),
+                     (6, "is -> is not"),
+                     (6, "in -> not in"), (6, "or -> and"), (1, "1 -> 2"), (3, "Assign -> pass"),
+                     (4, "If -> pass")]:
+        assert expected in found, expected
+    assert not any("Doc" in what or what == "Return -> pass" for _, what in found)
