@@ -120,8 +120,9 @@ def test_distilled_filters_are_the_banks_impulse_responses():
 
 def test_distill_validates_its_arguments():
     model = lm()
-    with pytest.raises(ValueError, match="length"):
-        distill(model, order=2, length=3)
+    for length in (3, 33):
+        with pytest.raises(ValueError, match=rf"length must be in \[4, 32\], got {length}"):
+            distill(model, order=2, length=length)
     with pytest.raises(TypeError, match="HyenaLM"):
         distill(distill(model, order=2), order=2)
     with pytest.raises(TypeError, match="distil"):
