@@ -19,8 +19,9 @@ of three things, and only reading it tells which:
 A line that only runs at import (a default argument, a module constant) has no test
 context, and its mutants are counted as uncovered.
 
-Each mutant runs in a forked child of one warm process, in a copy of the tree under
-``.mutants/``, where everything this script writes goes. ``map`` needs ``coverage``
+Each mutant runs in a forked child of one warm process, in a copy of the committed tree
+(``git archive HEAD``: commit first) under ``.mutants/``, where everything this script
+writes goes. ``map`` needs ``coverage``
 (``pip install coverage``); the rest needs the test extras. Pin BLAS to one thread per
 job: ``OPENBLAS_NUM_THREADS=1``.
 """
@@ -44,8 +45,9 @@ WORK = ROOT / ".mutants"
 MAX_TESTS = 60     # the fastest tests of a line: a mutant that survives them all is
                    # rerun against every test of its line before it is reported
 
-SWAPS = {ast.Add: "+-", ast.Sub: "-+", ast.Mult: "*/", ast.Div: "/*", ast.FloorDiv: ["//", "/"],
-         ast.Pow: ["**", "*"], ast.Mod: ["%", "//"], ast.MatMult: "@*",
+SWAPS = {ast.Add: ["+", "-"], ast.Sub: ["-", "+"], ast.Mult: ["*", "/"], ast.Div: ["/", "*"],
+         ast.FloorDiv: ["//", "/"], ast.Pow: ["**", "*"], ast.Mod: ["%", "//"],
+         ast.MatMult: ["@", "*"],
          ast.Lt: ["<", "<="], ast.LtE: ["<=", "<"], ast.Gt: [">", ">="], ast.GtE: [">=", ">"],
          ast.Eq: ["==", "!="], ast.NotEq: ["!=", "=="], ast.Is: ["is", "is not"],
          ast.IsNot: ["is not", "is"], ast.In: ["in", "not in"], ast.NotIn: ["not in", "in"],
@@ -212,15 +214,15 @@ def run(files: list, jobs: int) -> None:
     mapped = json.loads((WORK / "lines.json").read_text())
     seconds = mapped["seconds"]
     results = WORK / "results.jsonl"
-    done = {(r["file"], r["line"], r["mutant"]) for r in map(json.loads, results.open())} \
+    done = {(r["file"], r["index"]) for r in map(json.loads, results.open())} \
         if results.exists() else set()
     todo = []
     for rel in files:
-        for line, what, mutated in mutants((ROOT / rel).read_text()):
+        for index, (line, what, mutated) in enumerate(mutants((ROOT / rel).read_text())):
             tests = sorted(mapped["lines"].get(rel, {}).get(str(line), []),
                            key=lambda t: seconds.get(t, 1.0))
-            if (rel, line, what) not in done:
-                todo.append((rel, line, what, mutated, tests))
+            if (rel, index) not in done:
+                todo.append((rel, index, line, what, mutated, tests))
     print(f"{len(todo)} mutants to run", flush=True)
     os.environ.update(OPENBLAS_NUM_THREADS="1", OMP_NUM_THREADS="1", MPLBACKEND="Agg")
     sys.dont_write_bytecode = True                # a mutant's bytecode must not be cached
@@ -237,13 +239,14 @@ def run(files: list, jobs: int) -> None:
             subprocess.run(f"git archive HEAD | tar -x -C {tree}", shell=True, cwd=ROOT,
                            check=True)
             with results.open("a") as out:
-                for rel, line, what, mutated, tests in todo[job::jobs]:
+                for rel, index, line, what, mutated, tests in todo[job::jobs]:
                     status = "uncovered" if not tests else run_one(
                         tree, rel, mutated, tests[:MAX_TESTS])
                     if status == "survived" and len(tests) > MAX_TESTS:
                         status = run_one(tree, rel, mutated, tests)
-                    out.write(json.dumps({"file": rel, "line": line, "mutant": what,
-                                          "tests": len(tests), "status": status}) + "\n")
+                    out.write(json.dumps({"file": rel, "index": index, "line": line,
+                                          "mutant": what, "tests": len(tests),
+                                          "status": status}) + "\n")
                     out.flush()
             os._exit(0)
         children.append(pid)
