@@ -145,6 +145,8 @@ def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "va
     setting outside the grid might do better still), and a choice within the seeds'
     noise of another point (|mean gap| <= the larger seed range, the rule of
     :func:`~nanotie.protocol.verdict`): other seeds might choose that one instead."""
+    from .protocol import WITHIN_NOISE, verdict     # here: protocol imports this module
+
     def name(s):
         return format(s, "g") if isinstance(s, float) else str(s)
 
@@ -159,9 +161,9 @@ def tuning_table(choice: dict, setting: str = "learning rate", metric: str = "va
         numeric = all(isinstance(s, (int, float)) for s in c["grid"])
         if numeric and len(c["grid"]) > 1 and c["best"] in (min(c["grid"]), max(c["grid"])):
             edge.append(str(method))
-        b = c["grid"][c["best"]]
+        best = c["grid"][c["best"]].values
         near = [name(s) for s, sp in c["grid"].items() if s != c["best"]
-                and abs(sp.mean - b.mean) <= max(sp.max - sp.min, b.max - b.min)]
+                and verdict(best, sp.values).outcome == WITHIN_NOISE]
         if near:
             ties.append(f"{method} ({', '.join(near)})")
     if edge:

@@ -1,6 +1,7 @@
 """Mutation testing: change one small thing in a line of nanotie, and see whether a test fails.
 
-    python scripts/mutants.py map                       which tests run each line (minutes)
+    python scripts/mutants.py map                       which tests run each line (minutes;
+                                                        again after adding tests)
     python scripts/mutants.py run FILE... [--jobs 2]    every mutant of FILEs, resumable
     python scripts/mutants.py report                    the mutants no test noticed
 
