@@ -177,6 +177,12 @@ def _lacks_history(raw):
                                       if not k.startswith("history/")})
 
 
+def _lacks_optimizer(raw):
+    """Readable, with a history, but no optimizer state: damaged, not another model's."""
+    return _rewritten(raw, lambda a: {k: v for k, v in a.items()
+                                      if not k.startswith("optim/")})
+
+
 def _config_not_json(raw):
     return _rewritten(raw, lambda a: {**a, "meta/config": np.array("{steps: 4")})
 
@@ -187,7 +193,7 @@ def _config_not_a_dict(raw):
 
 
 @pytest.mark.parametrize("damage", [_garbage, _truncated, _empty, _lacks_history,
-                                    _config_not_json, _config_not_a_dict],
+                                    _lacks_optimizer, _config_not_json, _config_not_a_dict],
                          ids=lambda f: f.__name__.strip("_"))
 def test_a_damaged_checkpoint_is_named_in_one_line_and_the_run_retrains(splits, tmp_path,
                                                                          capsys, damage):
@@ -279,6 +285,51 @@ def test_evaluate_is_deterministic_and_leaves_the_mode(splits):
     b = T.evaluate(model, val_ids, 16, 4, max_batches=3)
     assert a == b and model.training
     assert 0 < a < 10
+
+
+def test_each_step_uses_the_scheduled_rate(splits, monkeypatch):
+    """The rate history records is the one every parameter group steps with (warmup
+    and decay included), not a figure beside an optimizer left at ``lr``."""
+    train_ids, val_ids = splits
+    used = []
+    step = T.AdamW.step
+
+    def recording_step(opt):
+        used.append([g["lr"] for g in opt.param_groups])
+        step(opt)
+    monkeypatch.setattr(T.AdamW, "step", recording_step)
+    h = T.train(make_model(), train_ids, val_ids, config(steps=6), progress=False)
+    assert len({len(groups) for groups in used}) == 1 and len(used[0]) >= 2
+    assert used == [[lr] * len(used[0]) for lr in h.lr]
+    assert h.lr[0] < h.lr[1] and h.lr[-1] < h.lr[1]     # it warmed up, then decayed
+
+
+def test_a_run_depends_on_its_seed_not_on_the_generator_it_is_handed(splits):
+    """``TrainConfig.seed`` seeds dropout too: whatever drew from the generator before,
+    the same seed gives the same run, and another seed another run."""
+    train_ids, val_ids = splits
+    runs = []
+    for draws_before, seed in ((0, 0), (5, 0), (0, 1)):
+        model = make_model(dropout=0.3)
+        nt.manual_seed(100 + draws_before)              # the generator left elsewhere
+        runs.append(T.train(model, train_ids, val_ids, config(steps=3, seed=seed),
+                            progress=False).train_loss)
+    assert runs[0] == runs[1] and runs[0] != runs[2]
+
+
+def test_a_model_handed_over_in_eval_mode_is_trained_in_training_mode(splits):
+    train_ids, val_ids = splits
+    modes = []
+
+    def loss_fn(model, x, y):
+        modes.append(model.training)
+        return model(x, y)[1]
+    model = make_model()
+    model.eval()
+    T.train(model, train_ids, val_ids, config(steps=4, eval_interval=4), progress=False,
+            loss_fn=loss_fn)
+    assert modes[:4] == [True] * 4 and not any(modes[4:])    # 4 steps, then evaluation
+    assert model.training
 
 
 def test_progress_bar_is_quiet_when_asked(splits, capsys):
