@@ -285,6 +285,34 @@ def test_authors_masking_statistics_on_a_large_sample(T):
     assert np.abs(selected.mean(axis=0) - p).max() < 5 * math.sqrt(p * (1 - p) / rows)
 
 
+@pytest.mark.parametrize("recipe", ["bert", "authors"])
+def test_random_replacements_are_uniform_over_the_whole_vocabulary(recipe):
+    """Every id of [0, n_random) is drawn, each a 1/n_random share of the time. The
+    originals (id 7) lie outside that range, so every replacement is visible."""
+    n_random, mask_id = 5, 6
+    inputs, _ = mask_tokens(np.full((400, 500), 7), mask_id, n_random,
+                            MaskingConfig(recipe=recipe), rng=np.random.default_rng(3))
+    drawn = inputs[inputs < n_random]
+    shares = np.bincount(drawn, minlength=n_random) / drawn.size
+    se = math.sqrt(0.2 * 0.8 / drawn.size)               # binomial standard error
+    assert drawn.size > 2000 and np.abs(shares - 1 / n_random).max() < 5 * se, shares
+
+
+def test_the_encoders_attention_starts_from_gpt2s_init():
+    """The bidirectional attention that replaces the causal one is drawn like the
+    rest: N(0, 0.02) for qkv, 0.02 / sqrt(2 n_layer) for the residual projection,
+    zero biases (a fresh Linear's default would be U(-1/sqrt(d), 1/sqrt(d)))."""
+    nt.manual_seed(0)
+    n_layer = 4
+    model = MaskedLM(small_config(vocab_size=64, context=64, d_model=64, n_layer=n_layer))
+    for block in model.blocks:
+        attn = block.attn
+        assert attn.qkv.weight.numpy().std() == pytest.approx(0.02, rel=0.1)
+        assert attn.proj.weight.numpy().std() == pytest.approx(0.02 / math.sqrt(2 * n_layer),
+                                                               rel=0.1)
+        assert not attn.qkv.bias.numpy().any() and not attn.proj.bias.numpy().any()
+
+
 def test_masking_rejects_an_unknown_recipe_and_ids_that_are_not_a_batch():
     with pytest.raises(ValueError, match="recipe"):
         MaskingConfig(recipe="electra")

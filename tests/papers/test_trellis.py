@@ -288,6 +288,30 @@ def test_lstm_matches_pytorch():
     np.testing.assert_allclose(lstm(x).out.numpy(), want, rtol=1e-10, atol=1e-12)
 
 
+def test_lstm_continues_from_its_history():
+    """Each layer's last (h, c), handed back, continues the run: two halves equal the
+    whole sequence, in every layer of a stack."""
+    lstm = perturb(random_lstm(3, (4, 2), seed=23), scale=0.2)
+    x = seq((2, 9, 3), seed=24)
+    whole = lstm(x).out.numpy()
+    first = lstm(x[:, :4])
+    assert len(first.history) == 2
+    second = lstm(x[:, 4:], first.history)
+    np.testing.assert_allclose(np.concatenate([first.out.numpy(), second.out.numpy()], 1),
+                               whole, rtol=0, atol=1e-13)
+
+
+def test_lstm_init_is_pytorchs_uniform():
+    """Every weight and bias ~ U(-1/sqrt(r), 1/sqrt(r)): inside the bound, and with the
+    uniform's std bound / sqrt(3) (within 3%)."""
+    r = 200
+    lstm = random_lstm(50, (r,), seed=25)
+    k = 1 / np.sqrt(r)
+    for name, p in lstm.named_parameters():
+        a = p.numpy()
+        assert np.abs(a).max() <= k and a.std() == pytest.approx(k / np.sqrt(3), rel=0.03), name
+
+
 def test_weight_norm_starts_at_v_and_is_blind_to_the_scale_of_v():
     """w = g v / ||v|| row by row, with g starting at ||v||: a fresh net computes what
     the plain net with the same v computes, and scaling v by 3 changes nothing."""
