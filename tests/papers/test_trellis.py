@@ -20,9 +20,11 @@ import nanotie as nt
 from nanotie.autograd import Tensor
 from nanotie.gradcheck import gradcheck, gradcheck_module
 from nanotie.nn import count_parameters
-from nanotie.papers.trellis import (LSTM, LMConfig, LSTMConfig, SequenceLM, TrellisConfig,
-                                    TrellisNet, UntiedTCN, adding_problem, from_lstm,
-                                    locked_dropout, trellis_parameters, truncated_lstm)
+from nanotie.nn import functional as F
+from nanotie.papers.trellis import (LSTM, AddingRegressor, LMConfig, LSTMConfig, SequenceLM,
+                                    TrellisConfig, TrellisNet, UntiedTCN, adding_problem,
+                                    from_lstm, locked_dropout, trellis_parameters,
+                                    truncated_lstm)
 from nanotie.papers.trellis import experiment
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
@@ -352,17 +354,25 @@ def test_dropout_is_active_only_in_training_and_shares_its_mask_across_levels(fi
 
 
 def test_language_model_ties_decoder_and_uses_the_auxiliary_loss():
+    """loss = CE(top level) + aux_weight * the mean CE of the intermediate levels, all
+    read out through the one tied decoder; the embedding starts at N(0, embed_std^2)."""
     nt.manual_seed(0)
-    core = TrellisNet(TrellisConfig(n_in=8, n_hid=4, n_out=8, n_levels=4, aux_every=2))
+    core = TrellisNet(TrellisConfig(n_in=8, n_hid=4, n_out=8, n_levels=6, aux_every=2))
     lm = SequenceLM(LMConfig(d_embed=8, context=6, aux_weight=0.5), core, 8)
     assert lm.decoder.weight is lm.embedding.weight
+    assert lm.embedding.weight.numpy().std() == pytest.approx(0.3, rel=0.05)
     idx = np.random.default_rng(0).integers(0, 256, (2, 6))
     tgt = np.random.default_rng(1).integers(0, 256, (2, 6))
     logits, loss = lm(idx, tgt)
-    assert logits.shape == (2, 6, 256) and len(core(lm.embedding(idx)).aux) == 1
+    aux = core(lm.embedding(idx)).aux
+    assert logits.shape == (2, 6, 256) and len(aux) == 2
+    aux_ce = [F.cross_entropy(lm.decoder(a), tgt).item() for a in aux]
     lm.config.aux_weight = 0.0
     _, plain = lm(idx, tgt)
-    assert loss.item() > plain.item()
+    assert loss.item() == pytest.approx(plain.item() + 0.5 * np.mean(aux_ce), rel=1e-6)
+    no_targets = lm(idx)
+    assert no_targets[1] is None
+    np.testing.assert_array_equal(no_targets[0].numpy(), logits.numpy())
     with pytest.raises(ValueError, match="n_out"):
         SequenceLM(LMConfig(d_embed=8), core, 5)
 
@@ -374,6 +384,20 @@ def test_adding_problem_targets_are_the_sum_of_the_two_marked_values():
     assert (marks.sum(1) == 2).all()
     assert (marks[:, :5].sum(1) == 1).all() and (marks[:, 5:].sum(1) == 1).all()
     np.testing.assert_allclose((x[..., 0] * marks).sum(1), y, rtol=1e-6)
+    # Each mark can fall on every step of its half (T odd: the halves are 0..3, 4..8).
+    marks = adding_problem(2000, 9, np.random.default_rng(1))[0][..., 1]
+    first, second = marks[:, :4].argmax(1), 4 + marks[:, 4:].argmax(1)
+    assert set(first) == set(range(4)) and set(second) == set(range(4, 9))
+
+
+def test_the_adding_regressor_reads_the_last_step():
+    nt.manual_seed(0)
+    core = TrellisNet(TrellisConfig(n_in=2, n_hid=4, n_out=3, n_levels=3))
+    model = AddingRegressor(core, 3)
+    x, _ = adding_problem(4, 7, np.random.default_rng(2))
+    y = model(Tensor(x)).numpy()
+    x[:, -1, 0] += 1.0                                  # only the last step's value
+    assert y.shape == (4,) and np.abs(model(Tensor(x)).numpy() - y).min() > 1e-6
 
 
 def test_config_refuses_dilations_that_do_not_match_the_levels():
