@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from dataclasses import replace
 
 import numpy as np
@@ -463,6 +464,7 @@ def test_decay_to_floor_reaches_the_floor_after_exactly_that_many_episodes():
     agent = TyingAgent(3, DynamicTyingConfig(epsilon_decay=decay_to_floor(7)), seed=0)
     seen = [agent.end_episode() for _ in range(9)]
     assert seen[5] > 0.01 and seen[6] == pytest.approx(0.01) and seen[-1] == 0.01
+    assert 0.5 * decay_to_floor(10, start=0.5, floor=0.02) ** 10 == pytest.approx(0.02)
     with pytest.raises(ValueError, match="episodes"):
         decay_to_floor(0)
 
@@ -507,9 +509,15 @@ def _tiny_loop_run(policy, state, steps=12, reward_data=None):
 
 def test_fixed_pattern_trains_every_layer_then_ties_all_to_layer_0():
     policy = FixedSchedule((0, 1, 2), (0, 0, 0), switch=2)
+    start = time.perf_counter()
     model, run, _, _ = _tiny_loop_run(policy, (0, 1, 2), steps=16)     # 4 episodes
+    assert 0 < run.history.seconds < time.perf_counter() - start
     assert run.episode_state == [[0, 1, 2], [0, 1, 2], [0, 0, 0], [0, 0, 0]]
     assert run.trainable[0] > run.trainable[-1] == trainable_formula(model)
+    # The tied layers' Adam moments go with them: at every step the optimizer keeps
+    # two float32 moments per trained weight (8 bytes, plus a counter per tensor).
+    per_weight = np.array(run.optimizer_bytes) / np.array(run.trainable)
+    assert np.allclose(per_weight, 8.0, rtol=0.01), per_weight
     with pytest.raises(ValueError, match="s_0"):
         FixedSchedule((1, 1, 2), (0, 0, 0), switch=1)
 
@@ -525,8 +533,9 @@ def test_the_reward_comes_from_one_fixed_held_out_batch():
     np.testing.assert_array_equal(x[:, 1:], y[:, :-1])             # y is x shifted
     from nanotie.papers.dynamic_tying.loop import reward_of
     assert run.decisions[-1]["reward"] == reward_of(model, x, y)
+    # Two windows are not a batch of four: the reward's batch is always a full one.
     with pytest.raises(ValueError, match="need"):
-        held_out_batch(held[:10], config.context, tc.batch_size)
+        held_out_batch(held[:2 * config.context + 1], config.context, tc.batch_size)
 
 
 def test_agent_beats_the_random_schedule_on_a_reward_with_a_known_best_policy():
