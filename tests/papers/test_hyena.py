@@ -129,6 +129,34 @@ def test_short_conv_layer_starts_like_torch_conv1d_and_reset_redraws_it():
 # ------------------------------------------------------------ implicit filter
 
 
+def test_positional_features_are_the_docstrings():
+    """PE(tau) = [t_tau, cos(2 pi f_k tau / L), -sin(2 pi f_k tau / L)], t_tau = tau / (L - 1),
+    f_k = linspace(1e-4, K - 1, K), written out one entry at a time."""
+    from nanotie.papers.hyena.filters import positional_features
+
+    L, E = 7, 7
+    K = (E - 1) // 2
+    t, pe = positional_features(L, E)
+    assert t.shape == (L,) and pe.shape == (L, E)
+    for tau in range(L):
+        assert t[tau] == pytest.approx(tau / (L - 1)) and pe[tau, 0] == t[tau]
+        for k in range(K):
+            f_k = 1e-4 + k * (K - 1 - 1e-4) / (K - 1)
+            angle = 2 * np.pi * f_k * tau / L
+            assert pe[tau, 1 + k] == pytest.approx(np.cos(angle), abs=1e-12)
+            assert pe[tau, 1 + K + k] == pytest.approx(-np.sin(angle), abs=1e-12)
+
+
+def test_the_filters_fixed_features_are_float32_buffers_that_are_not_saved():
+    """PE and the decay window are functions of the settings: rebuilt, never in the
+    state dict, and in the filter's dtype (float32 unless asked)."""
+    filt = ImplicitFilter(3, 8)
+    saved = set(filt.state_dict()) - {"__ties__"}
+    assert saved == {name for name, _ in filt.named_parameters()}
+    assert filt.pe.dtype == filt.window.dtype == np.float32
+    assert filt(8).dtype == np.float32
+
+
 def test_implicit_filter_gradient_including_the_shared_frequencies():
     backend.manual_seed(1)
     filt = ImplicitFilter(3, 10, emb_dim=5, width=6, n_inner=2, omega=2.0).double()
@@ -316,11 +344,30 @@ def test_lm_generates_without_a_cache_and_refuses_one():
         model.generate(np.zeros((1, 2), dtype=np.int64), 1, use_cache=True)
 
 
+def test_hyena_lm_init_scales_each_out_proj_and_keeps_conv1d_for_the_short_convs():
+    """GPT-2's init, with each mixer's out_proj at 0.02 / sqrt(2 n_layer) and the short
+    convs at PyTorch's Conv1d U(-1/sqrt(k), 1/sqrt(k)) (std within 10%)."""
+    nt.manual_seed(0)
+    n_layer, k = 4, 3
+    model = HyenaLM(HyenaConfig(vocab_size=16, context=16, d_model=96, n_layer=n_layer,
+                                n_head=2, short_kernel=k))
+    for op in model.mixers():
+        out = op.out_proj.weight.numpy()
+        assert out.std() == pytest.approx(0.02 / np.sqrt(2 * n_layer), rel=0.1)
+        short = op.short.weight.numpy()
+        assert np.abs(short).max() <= 1 / np.sqrt(k)
+        assert short.std() == pytest.approx(1 / np.sqrt(3 * k), rel=0.1)
+    with pytest.raises(ValueError, match="sequence of 17 tokens"):
+        model(np.zeros((1, 17), dtype=np.int64))
+
+
 def test_configs_name_the_bad_field():
     with pytest.raises(ValueError, match="mixer"):
         HyenaConfig(mixer="attention")
     with pytest.raises(ValueError, match="emb_dim"):
         HyenaLM(HyenaConfig(filter_emb_dim=4))
+    with pytest.raises(ValueError, match="divisible"):          # GPTConfig's own checks
+        HyenaConfig(d_model=10, n_head=3)
     with pytest.raises(ValueError, match="n_head"):
         MultiHyenaOperator(6, 4, n_head=4)
     with pytest.raises(ValueError, match="n_pairs"):
