@@ -31,7 +31,8 @@ from nanotie.papers.headless import (HeadlessConfig, HeadlessGPT, cwt_loss,
                                      freeze_all_but_head, lm_from_headless)
 from nanotie.papers.headless.mlm import (IGNORE_INDEX, MaskedLM, MaskingConfig,
                                          mask_tokens, mlm_loss_fn)
-from nanotie.papers.headless.probe import linear_probe, topic_passages
+from nanotie.papers.headless.probe import (effective_rank, linear_probe,
+                                           pooled_features, topic_passages)
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
@@ -472,8 +473,50 @@ def test_linear_probe_separates_informative_features_and_not_noise():
                         centers[y_test] + rng.normal(size=(n, d)), y_test, steps=150)
     noise = linear_probe(rng.normal(size=(n, d)), y_train, rng.normal(size=(n, d)), y_test,
                          steps=150)
-    assert good["test_accuracy"] > 0.9
+    assert good["test_accuracy"] > 0.9 and good["train_accuracy"] > 0.9
     assert noise["test_accuracy"] < 0.45
+
+
+def test_linear_probe_is_blind_to_the_features_scale_and_offset_and_seeded():
+    """It standardises with the training set's statistics, so f -> a f + b (a per-feature
+    scale from 0.01 to 100, an offset of 1000) changes nothing, and its own seed fixes
+    the classifier's start whatever the generator held before."""
+    rng = np.random.default_rng(14)
+    n, classes, d = 120, 3, 8
+    y_train, y_test = rng.integers(0, classes, n), rng.integers(0, classes, n)
+    centers = rng.normal(size=(classes, d)) * 1.5
+    f_train = centers[y_train] + rng.normal(size=(n, d))
+    f_test = centers[y_test] + rng.normal(size=(n, d))
+    nt.manual_seed(1)
+    plain = linear_probe(f_train, y_train, f_test, y_test, steps=60)
+    a, b = np.logspace(-2, 2, d), 1000.0
+    nt.manual_seed(2)
+    scaled = linear_probe(a * f_train + b, y_train, a * f_test + b, y_test, steps=60)
+    assert scaled == pytest.approx(plain, abs=1 / n)          # at most one passage apart
+    assert 0.5 < plain["test_accuracy"] < 1.0                 # neither trivial nor hopeless
+
+
+def test_pooled_features_are_the_encoders_outputs_averaged_over_positions():
+    nt.manual_seed(0)
+    model = perturbed(MaskedLM(small_config(vocab_size=13)))   # "cwt": forward gives ln_f(x)
+    ids = np.random.default_rng(15).integers(0, 12, (5, 8))
+    np.testing.assert_allclose(pooled_features(model, ids, batch_size=2),
+                               model(ids)[0].numpy().mean(axis=1), rtol=1e-12)
+
+
+def test_effective_rank_counts_the_directions_that_share_the_variance():
+    """r orthogonal directions with equal variance give r; unequal shares give fewer
+    (exp of the entropy of the shares); a shift of every row changes nothing."""
+    rng = np.random.default_rng(16)
+    q, _ = np.linalg.qr(rng.normal(size=(10, 10)))                 # orthonormal columns
+    h2 = np.array([[1.0, 1.0], [1.0, -1.0]])
+    coords = np.kron(np.kron(h2, h2), h2)[:, 1:]        # Hadamard: centred, orthogonal
+    for r in (1, 2, 4):
+        spread = coords[:, :r] @ q[:, :r].T + 7.0                  # variance over r directions
+        assert effective_rank(spread) == pytest.approx(r, rel=1e-9)
+    shares = np.array([0.7, 0.3])
+    uneven = coords[:, :2] * np.sqrt(shares) @ q[:, :2].T
+    assert effective_rank(uneven) == pytest.approx(np.exp(-(shares * np.log(shares)).sum()))
 
 
 def test_topic_passages_are_balanced_and_train_and_test_do_not_share_windows():
