@@ -2,6 +2,7 @@
 parallel = sequential, cache and resume, the verdict rule, a Dask cluster."""
 
 import os
+import time
 
 import numpy as np
 import pytest
@@ -35,15 +36,23 @@ def test_split_of_bytes_and_copies():
     assert ids[0] == 0
 
 
-@pytest.mark.parametrize("val,test", [(0, 0.1), (0.5, 0.5), (0.1, -0.1)])
+@pytest.mark.parametrize("val,test", [(0, 0.1), (0.1, 0), (0.5, 0.5), (0.1, -0.1)])
 def test_split_refuses_bad_fractions(val, test):
-    with pytest.raises(ValueError, match="split"):
+    with pytest.raises(ValueError, match="need 0 < val_fraction"):       # ours, not a later one
         P.split(np.arange(100), val, test)
 
 
 def test_split_refuses_too_short():
     with pytest.raises(ValueError, match="non-empty"):
         P.split(np.arange(3), 0.1, 0.1)
+
+
+def test_the_hash_of_the_splits_sees_where_they_are_cut():
+    """The same ids cut at another place are other splits: another hash."""
+    ids = np.arange(100)
+    a = P.Splits(ids[:80], ids[80:90], ids[90:])
+    assert a.hash() == P.Splits(ids[:80], ids[80:90], ids[90:]).hash()
+    assert a.hash() != P.Splits(ids[:81], ids[81:90], ids[90:]).hash()
 
 
 def test_check_corpus_stops_a_run_set_up_for_another_corpus():
@@ -99,7 +108,8 @@ def test_spread_is_sample_std_and_keeps_every_value():
     assert s.std == pytest.approx(np.std([1, 2, 4], ddof=1))
     assert (s.min, s.max, s.values) == (1.0, 4.0, (1.0, 2.0, 4.0))
     assert P.spread([5.0]).std == 0.0
-    with pytest.raises(ValueError):
+    assert str(P.spread([5.0])) == "5.000 (1 seed)" and str(s) == "2.333 ± 1.528"
+    with pytest.raises(ValueError, match="no values"):
         P.spread([])
 
 
@@ -109,6 +119,8 @@ def test_spread_is_sample_std_and_keeps_every_value():
     ([1.0, 1.5], [1.2, 1.3], True, 0.0, P.WITHIN_NOISE),     # gap 0 < range 0.5
     ([1.0, 1.1], [1.05, 1.15], True, 0.0, P.WITHIN_NOISE),   # gap 0.05 < range 0.1
     ([2.0, 2.1], [1.0, 1.1], False, 0.0, P.HOLDS),           # higher is better
+    ([1.0, 1.1], [2.0, 2.1], False, 0.0, P.DOES_NOT_HOLD),   # ... and A is lower
+    ([1.0, 1.5], [1.5, 2.0], True, 0.0, P.WITHIN_NOISE),     # gap 0.5 = range 0.5: not beyond
     ([1.3, 1.31], [1.0, 1.01], True, 0.5, P.HOLDS),          # parity within a margin
     ([1.3, 1.31], [1.0, 1.01], True, 0.1, P.DOES_NOT_HOLD),  # worse by more than the margin
     ([1.0], [1.2], True, 0.0, P.HOLDS),                      # one seed: no spread to hide in
@@ -117,6 +129,8 @@ def test_verdict_rule(a, b, lower, margin, outcome):
     v = P.verdict(a, b, lower_is_better=lower, margin=margin, names=("X", "Y"))
     assert v.outcome == outcome
     assert v.noise == pytest.approx(max(np.ptp(a), np.ptp(b)))
+    favours_a = np.mean(b) - np.mean(a) if lower else np.mean(a) - np.mean(b)
+    assert v.gap == pytest.approx(favours_a + margin)
     assert "X" in v.reason and "Y" in v.reason and outcome in str(v)
 
 
@@ -146,11 +160,17 @@ def test_parallel_equals_sequential_bitwise():
         par = runner.map(runs)
     assert _core(seq) == _core(par)          # exact equality of every float
     assert {r.figures["pid"] for r in par} != {os.getpid()}   # really other processes
+    assert not runner.owned                  # leaving the block shut the pool down
+    with pytest.raises(RuntimeError):
+        runner.executor.submit(os.getpid)
 
 
-def test_cache_makes_a_rerun_instant_and_keys_on_settings(tmp_path):
+def test_cache_makes_a_rerun_instant_and_keys_on_settings(tmp_path, capsys):
     runs = _runs(tmp_path, seeds=(0, 1), lrs=(0.1,))
-    first = P.run_many(runs, tmp_path / "cache", progress=False)
+    start = time.perf_counter()
+    first = P.run_many(iter(runs), str(tmp_path / "cache"), progress=False)  # any iterable
+    assert all(0 < r.seconds < time.perf_counter() - start for r in first)
+    assert capsys.readouterr().err == ""     # an empty cache is no broken entry
     again = P.run_many(runs, tmp_path / "cache", progress=False)
     assert _core(first) == _core(again) and all(r.cached for r in again)
     assert len((tmp_path / "log.txt").read_text().splitlines()) == 2     # ran once each
@@ -176,7 +196,7 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     assert _core(res) == _core(P.run_many(runs, progress=False))
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b'{"key": "other", "figures": {}}',
+@pytest.mark.parametrize("content", [b"", b"{not json", b'{"key": "other", "figures": {}, "seconds": 1}',
                                      b"\x00\xff garbage"])
 def test_corrupt_cache_entry_is_reported_and_recomputed(tmp_path, capsys, content):
     runs = _runs(tmp_path, seeds=(0,), lrs=(0.1,))
@@ -205,7 +225,7 @@ def test_a_run_must_return_a_dict():
 
 def test_local_runner_validates_workers():
     assert P.Runner.local(workers=1).executor is None
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match="workers must be >= 1, got 0"):
         P.Runner.local(workers=0)
 
 
