@@ -196,8 +196,8 @@ def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     assert _core(res) == _core(P.run_many(runs, progress=False))
 
 
-@pytest.mark.parametrize("content", [b"", b"{not json", b'{"key": "other", "figures": {}, "seconds": 1}',
-                                     b"\x00\xff garbage"])
+@pytest.mark.parametrize("content", [b"", b"{not json", b"\x00\xff garbage",
+                                     b'{"key": "other", "figures": {}, "seconds": 1}'])
 def test_corrupt_cache_entry_is_reported_and_recomputed(tmp_path, capsys, content):
     runs = _runs(tmp_path, seeds=(0,), lrs=(0.1,))
     good = P.run_many(runs, tmp_path / "cache", progress=False)
