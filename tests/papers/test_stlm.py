@@ -133,6 +133,7 @@ def test_grouped_query_attention_is_attention_with_tied_key_value_heads():
     dict(BYTE, ffn="mlp", norm="layer", bias=True, ffn_hidden=40, n_layer=2),
     dict(BYTE, learned_positions=False, share_ffn=True, ffn="swiglu", bias=True),
     dict(TOKEN, n_head=4, n_kv_head=2, bias=True),
+    dict(TOKEN, d_model=24, n_head=2),          # 8d/3 = 64 already a multiple of 8
     dict(BYTE, n_head=4, n_kv_head=1, byte_head="softmax"),
 ], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
 def test_the_formula_equals_the_built_models_unique_count(overrides):
@@ -142,6 +143,7 @@ def test_the_formula_equals_the_built_models_unique_count(overrides):
     budget, split = parameter_budget(cfg), measured_split(model)
     assert count_parameters(model) == budget["total"] == split["total"]
     assert split["embedding+head"] == budget["embedding+head"]
+    assert split["core"] == budget["core"]
     unique = {id(p): p for _, p in model.named_parameters(remove_duplicate=False)}
     assert sum(p.numel() for p in unique.values()) == budget["total"]
 

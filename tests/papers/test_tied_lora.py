@@ -138,8 +138,9 @@ def test_the_lattice_is_lora_plus_every_tied_configuration():
 def test_bad_configurations_are_refused_with_a_clear_message(kwargs, field):
     with pytest.raises(ValueError, match=field):
         tl.TiedLoRAConfig(**kwargs)
-    with pytest.raises(ValueError, match="preset"):
-        tl.TiedLoRAConfig.from_key("TL9")
+    for key in ("TL9", "tiedAB", "shared:AB", "tied:ABw"):   # no preset, no tie, no such part
+        with pytest.raises(ValueError, match="preset"):
+            tl.TiedLoRAConfig.from_key(key)
 
 
 # --------------------------------------------------------- 2. LoRA and VeRA corners
