@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import time
 
 import numpy as np
 import pytest
@@ -73,12 +74,17 @@ def test_resume_after_a_crash_is_bitwise_identical(splits, tmp_path):
     with pytest.raises(Interrupt):
         T.train(make_model(), train_ids, val_ids, cfg, checkpoint=ck, progress=False,
                 loss_fn=stop_after(8))          # dies during step 8; step 6 was saved
+    with np.load(ck) as z:
+        assert z["history/step"].tolist() == [1, 2, 3, 4, 5, 6]    # every 3 steps
+        saved_seconds = float(z["history/seconds"])
     resumed = make_model(seed=99)               # other init and generator: all must be restored
     h2 = T.train(resumed, train_ids, val_ids, cfg, checkpoint=ck, progress=False)
 
     assert same_arrays(arrays(straight), arrays(resumed))
     assert h1.train_loss == h2.train_loss and h1.val_bpb == h2.val_bpb
-    assert h2.step == list(range(1, cfg.steps + 1))
+    assert h2.step == list(range(1, cfg.steps + 1)) and all(type(s) is int for s in h2.step)
+    assert h1.eval_step == h2.eval_step == [4, 8, 10]     # and the last step, off the interval
+    assert h2.seconds > saved_seconds > 0                  # the clock goes on from the file
 
 
 @pytest.mark.gpu
@@ -255,7 +261,9 @@ def test_training_learns_and_the_history_is_complete(splits):
     train_ids, val_ids = splits
     cfg = config(steps=40, batch_size=8, lr=1e-2, eval_interval=10, eval_batches=4)
     model = make_model(dropout=0.0)
+    start = time.perf_counter()
     h = T.train(model, train_ids, val_ids, cfg, progress=False)
+    assert 0 < h.seconds < time.perf_counter() - start
     assert h.step == list(range(1, 41)) and h.eval_step == [10, 20, 30, 40]
     assert len(h.train_loss) == len(h.lr) == len(h.grad_norm) == 40
     # bits per byte is the loss in bits for the byte tokenizer
@@ -360,8 +368,28 @@ def test_a_model_without_a_context_needs_a_block_size(splits):
 def test_bad_train_config_is_a_clear_error():
     with pytest.raises(ValueError, match="steps"):
         T.TrainConfig(steps=0)
-    with pytest.raises(ValueError, match="lr"):
-        T.TrainConfig(lr=-1.0)
+    for bad in (dict(lr=-1.0), dict(lr=0.0), dict(min_lr_ratio=-0.1), dict(min_lr_ratio=1.1),
+                dict(warmup_steps=-1)):
+        with pytest.raises(ValueError, match=next(iter(bad))):
+            T.TrainConfig(**bad)
+    for edge in (dict(min_lr_ratio=0.0), dict(min_lr_ratio=1.0), dict(grad_clip=0.0)):
+        T.TrainConfig(**edge)                            # the ends are allowed; 0: no clipping
+
+
+def test_loading_a_checkpoint_never_unpickles(splits, tmp_path):
+    """An .npz can hold pickled objects, and unpickling runs code: a checkpoint with one
+    is damaged, and the object's code never runs."""
+    ck, ran = tmp_path / "run.npz", tmp_path / "code-ran"
+
+    class Payload:
+        def __reduce__(self):
+            return (ran.touch, ())
+    np.savez(ck, **{"meta/config": np.array([Payload()], dtype=object)})
+    model = make_model()
+    opt = T.AdamW(model.parameters(), lr=0.1)
+    with pytest.raises(T.DamagedCheckpointError):
+        T.load_checkpoint(ck, model, opt, data.BatchSampler(splits[0], 16, 4), config())
+    assert not ran.exists()
 
 
 @pytest.mark.parametrize("clip", [-1.0, float("nan")])
