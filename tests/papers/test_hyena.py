@@ -19,7 +19,7 @@ from nanotie.papers.hyena import (HyenaConfig, HyenaLM, HyenaOperator, ImplicitF
 from nanotie.papers.hyena import experiment
 from nanotie.papers.distillery.study import DistillStudy
 from nanotie.papers.hyena.recall import (IGNORE, RecallConfig, episode_stream,
-                                         recall_episodes)
+                                         recall_accuracy, recall_episodes)
 from nanotie.data import iter_eval_batches
 from nanotie.train import TrainConfig
 
@@ -372,6 +372,9 @@ def test_configs_name_the_bad_field():
         MultiHyenaOperator(6, 4, n_head=4)
     with pytest.raises(ValueError, match="n_pairs"):
         RecallConfig(n_keys=4, n_pairs=5)
+    with pytest.raises(ValueError, match="n_pairs"):
+        RecallConfig(n_keys=4, n_pairs=0)
+    RecallConfig(n_keys=4, n_pairs=1, n_queries=1)        # the smallest task is allowed
 
 
 def test_inputs_of_the_wrong_shape_and_a_config_of_another_kind_are_refused():
@@ -400,12 +403,39 @@ def test_recall_episodes_ask_for_the_values_bound_in_the_episode():
         for t in asked:
             assert ye[t] == bound[xe[t]] == xe[t + 1]
     assert len({tuple(e) for e in x}) == 50            # fresh bindings every episode
+    assert set(x[:, 1:10:2].ravel()) == set(range(10, 16))   # every value token is drawn
+    # As many queries as pairs: each key asked exactly once; every key may be bound.
+    full = RecallConfig(n_keys=6, n_values=6, n_pairs=6, n_queries=6)
+    x, _ = recall_episodes(full, 20, seed=1)
+    assert all(sorted(xe[12::2]) == sorted(xe[0:12:2]) == list(range(6)) for xe in x)
+
+
+def test_recall_accuracy_is_the_share_of_answers_predicted():
+    """A stand-in model predicts every answer but 3 of the 60 (and junk elsewhere):
+    accuracy 57 / 60, whatever the batch size, read in eval mode."""
+    cfg = RecallConfig(n_keys=6, n_values=6, n_pairs=3, n_queries=3)
+    x, y = recall_episodes(cfg, 20, seed=2)
+    pred = np.where(y != IGNORE, y, 0)
+    for e, t in ((0, 6), (7, 8), (19, 10)):              # three answers, made wrong
+        pred[e, t] = (pred[e, t] + 1) % cfg.vocab_size
+    by_row = {xe.tobytes(): pe for xe, pe in zip(x, pred)}
+
+    modes = []
+
+    class StandIn(nt.nn.Module):
+        def forward(self, xb):
+            modes.append(self.training)
+            p = np.stack([by_row[row.tobytes()] for row in xb])          # (b, T)
+            return Tensor(np.eye(cfg.vocab_size)[p]), None               # one-hot logits
+    for batch_size in (256, 3):
+        assert recall_accuracy(StandIn(), x, y, batch_size) == pytest.approx(57 / 60)
+    assert modes and not any(modes)
 
 
 def test_episode_stream_windows_name_every_episode():
     stream = episode_stream(7, 5)
     firsts = [int(v) for xb, _ in iter_eval_batches(stream, 5, 3) for v in xb[:, 0]]
-    assert firsts == list(range(7))
+    assert firsts == list(range(7)) and set(stream) == set(range(7))   # only episode numbers
 
 
 # ---------------------------------------------------------------- experiment
