@@ -513,6 +513,7 @@ def test_fixed_pattern_trains_every_layer_then_ties_all_to_layer_0():
     model, run, _, _ = _tiny_loop_run(policy, (0, 1, 2), steps=16)     # 4 episodes
     assert 0 < run.history.seconds < time.perf_counter() - start
     assert run.episode_state == [[0, 1, 2], [0, 1, 2], [0, 0, 0], [0, 0, 0]]
+    assert run.episode_epsilon == [0.0] * 4          # a fixed schedule never explores
     assert run.trainable[0] > run.trainable[-1] == trainable_formula(model)
     # The tied layers' Adam moments go with them: at every step the optimizer keeps
     # two float32 moments per trained weight (8 bytes, plus a counter per tensor).
@@ -560,6 +561,20 @@ def test_agent_beats_the_random_schedule_on_a_reward_with_a_known_best_policy():
     random_trained = 1 + sum(1 / (i + 1) for i in range(1, L))     # E[#trained], uniform
     assert np.mean(shares) > chance + 0.1, (shares, chance)
     assert np.mean(trained) > random_trained + 0.5, (trained, random_trained)
+
+
+def test_the_train_share_reads_the_greedy_action_and_chance_is_one_in_i_plus_1():
+    class Prefers:                                   # Q-values that pick action a(i)
+        def __init__(self, pick):
+            self.pick = pick
+
+        def q_values(self, state, layer):
+            assert state == (0, 1, 2, 3)              # asked at the all-train state
+            return np.eye(layer + 1)[self.pick(layer)]
+    assert greedy_train_share(Prefers(lambda i: i), 4) == 1.0         # "train" everywhere
+    assert greedy_train_share(Prefers(lambda i: 0), 4) == 0.0         # tie all to layer 0
+    assert greedy_train_share(Prefers(lambda i: i if i < 3 else 0), 4) == pytest.approx(2 / 3)
+    assert chance_train_share(4) == pytest.approx((1 / 2 + 1 / 3 + 1 / 4) / 3)
 
 
 def test_synthetic_reward_rewards_each_trained_layer_by_its_gain():
