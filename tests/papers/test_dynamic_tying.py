@@ -472,15 +472,16 @@ def test_decay_to_floor_reaches_the_floor_after_exactly_that_many_episodes():
 def test_standardised_reward_is_the_running_z_score_of_the_earlier_rewards():
     """While n <= 1 / (1 - reward_ema) the running mean and variance are exact, so
     the shaped reward is (r_n - mean(r_<n)) / std(r_<n) (population std)."""
-    agent = TyingAgent(3, DynamicTyingConfig(reward_norm="ema", reward_ema=0.9,
-                                             reward_clip=100), seed=0)
-    rewards = np.random.default_rng(3).normal(-40, 5, 8)
-    shaped = [agent.shape(r) for r in rewards]
-    assert shaped[:2] == [0.0, 0.0]                 # no scale yet
-    for n in range(2, 8):
-        earlier = rewards[:n]
-        assert shaped[n] == pytest.approx((rewards[n] - earlier.mean()) / earlier.std(),
-                                          rel=1e-9)
+    for scale in (5.0, 0.05):                       # any scale, below 1 too
+        agent = TyingAgent(3, DynamicTyingConfig(reward_norm="ema", reward_ema=0.9,
+                                                 reward_clip=100), seed=0)
+        rewards = np.random.default_rng(3).normal(-40, scale, 8)
+        shaped = [agent.shape(r) for r in rewards]
+        assert shaped[:2] == [0.0, 0.0]                 # no scale yet
+        for n in range(2, 8):
+            earlier = rewards[:n]
+            assert shaped[n] == pytest.approx((rewards[n] - earlier.mean()) / earlier.std(),
+                                              rel=1e-9)
     raw = TyingAgent(3, DynamicTyingConfig(reward_clip=10), seed=0)
     assert raw.shape(-12.5) == -10.0 and raw.shape(-3.0) == -3.0      # the authors'
     with pytest.raises(ValueError, match="reward_norm"):

@@ -308,6 +308,7 @@ def test_truncation_loses_exactly_the_bytes_beyond_the_window(windows, width):
     assert len(narrow.decode_bytes(narrow(ids))) == len(corpus) - lost
     assert narrow.lost_byte_rate(ids) == pytest.approx(lost / len(corpus))
     assert narrow.truncation_rate(ids) == pytest.approx(long_tokens.mean())
+    assert narrow.lost_byte_rate(list(ids)) == narrow.lost_byte_rate(ids)     # a list too
     # A window wide enough for the longest token always round-trips.
     wide = ByteWindows(bw.tokenizer, window=int(bw.full.max()))
     assert wide.decode_bytes(wide(ids)) == corpus

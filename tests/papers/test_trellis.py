@@ -370,6 +370,10 @@ def test_language_model_ties_decoder_and_uses_the_auxiliary_loss():
     lm.config.aux_weight = 0.0
     _, plain = lm(idx, tgt)
     assert loss.item() == pytest.approx(plain.item() + 0.5 * np.mean(aux_ce), rel=1e-6)
+    no_aux = SequenceLM(LMConfig(d_embed=8, context=6, aux_weight=0.5),
+                        TrellisNet(TrellisConfig(n_in=8, n_hid=4, n_out=8, n_levels=6)), 8)
+    no_aux.load_state_dict(lm.state_dict())          # the same weights, no aux levels
+    assert no_aux(idx, tgt)[1].item() == plain.item()
     no_targets = lm(idx)
     assert no_targets[1] is None
     np.testing.assert_array_equal(no_targets[0].numpy(), logits.numpy())
