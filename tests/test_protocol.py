@@ -179,6 +179,13 @@ def test_cache_makes_a_rerun_instant_and_keys_on_settings(tmp_path, capsys):
     assert len((tmp_path / "log.txt").read_text().splitlines()) == 4
 
 
+def test_a_runs_key_is_its_settings_not_their_order_or_label():
+    a = P.Run(FIT, {"lr": 0.1, "depth": {"n": 2, "d": 8}}, 3, label="first")
+    b = P.Run(FIT, {"depth": {"d": 8, "n": 2}, "lr": 0.1}, 3, label="other name")
+    assert a.key() == b.key()
+    assert a.key() != P.Run(FIT, {"lr": 0.1, "depth": {"n": 2, "d": 8}}, 4).key()
+
+
 def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     flag = tmp_path / "interrupt"
     flag.touch()
