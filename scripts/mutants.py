@@ -137,34 +137,44 @@ def map_lines() -> None:
     test; write ``{file: {line: [test ids]}}`` and the tests' durations."""
     WORK.mkdir(exist_ok=True)
     rc = WORK / "coveragerc"
-    rc.write_text(f"[run]\nsource = nanotie\ndynamic_context = test_function\n"
-                  f"data_file = {WORK / 'coverage'}\n")
+    rc.write_text(f"[run]\nsource = nanotie\ndata_file = {WORK / 'coverage'}\n")
     log = WORK / "durations.txt"
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+        [str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}
     with open(log, "w") as out:
         subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m",
-                        "pytest", "-q", "-p", "no:cacheprovider", "--durations=0",
-                        "--ignore=tests/test_notebooks.py", "--ignore=tests/test_site.py"],
-                       cwd=ROOT, stdout=out, check=True)
+                        "pytest", "-q", "-p", "no:cacheprovider", "-p", "mutants",
+                        "--durations=0", "--ignore=tests/test_notebooks.py",
+                        "--ignore=tests/test_site.py"],
+                       cwd=ROOT, stdout=out, env=env, check=True)
     import coverage
 
     data = coverage.CoverageData(basename=str(WORK / "coverage"))
     data.read()
-    files = {p.stem: str(p.relative_to(ROOT)) for p in (ROOT / "tests").rglob("test_*.py")}
     lines = {}
     for path in data.measured_files():
-        tests = {}
-        for line, contexts in data.contexts_by_lineno(path).items():
-            ids = {f"{files[c.split('.')[0]]}::{'::'.join(c.split('.')[1:])}"
-                   for c in contexts if c.split(".")[0] in files}
-            if ids:
-                tests[line] = sorted(ids)
-        lines[str(Path(path).relative_to(ROOT))] = tests
+        tests = {line: sorted(c for c in contexts if c.startswith("tests/"))
+                 for line, contexts in data.contexts_by_lineno(path).items()}
+        lines[str(Path(path).relative_to(ROOT))] = {k: v for k, v in tests.items() if v}
     seconds = {}
     for row in log.read_text().splitlines():
         m = re.match(r"([0-9.]+)s (?:call|setup|teardown)\s+([^\[\s]+)", row)
         if m:
             seconds[m.group(2)] = seconds.get(m.group(2), 0.0) + float(m.group(1))
     (WORK / "lines.json").write_text(json.dumps({"lines": lines, "seconds": seconds}))
+
+
+def pytest_runtest_protocol(item, nextitem):
+    """(``map`` loads this module as a pytest plugin.) Credit each line to the test whose
+    set-up, call or tear-down runs it. Coverage's own per-test context names only the
+    test function on the stack, so a line that only a fixture runs (a tokenizer trained
+    once for a whole module) would be credited to no test, and its mutants would survive
+    tests that they fail. A module's fixture is credited to its first test."""
+    import coverage
+
+    cov = coverage.Coverage.current()
+    if cov is not None:
+        cov.switch_context(item.nodeid.split("[")[0])      # a test's parameters run together
 
 
 # ----------------------------------------------------------------------- running
