@@ -62,6 +62,20 @@ def test_code_corpus_is_python_deterministic_and_capped():
     assert code_corpus(1000) == code[:1000]
 
 
+def test_code_corpus_walks_the_library_skipping_what_it_says(tmp_path, monkeypatch):
+    """On a small stand-in library: .py files only, valid UTF-8 only, none under the
+    excluded folders, in sorted order, each after its header."""
+    for rel, raw in {"a.py": b"x = 1\n", "pkg/b.py": b"y = 2\n", "bad.py": b"\xff\xfe no",
+                     "notes.txt": b"text", "test/c.py": b"t = 0\n",
+                     "site-packages/d.py": b"s = 0\n", "pkg/__pycache__/e.py": b"e = 0\n"
+                     }.items():
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(raw)
+    monkeypatch.setattr(data.sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
+    want = b"# file: a.py\nx = 1\n# file: pkg/b.py\ny = 2\n"
+    assert code_corpus(None) == want and code_corpus(20) == want[:20]
+
+
 def test_load_corpus_by_name():
     assert load_corpus("prose") == PROSE
     assert load_corpus("code", max_bytes=5000) == code_corpus(5000)
