@@ -8,9 +8,9 @@
 A mutant is the library with one change: an operator swapped (``+`` for ``-``, ``<`` for
 ``<=``, ``and`` for ``or``), a ``not`` or a minus dropped, a constant moved (``1`` to
 ``2``, ``True`` to ``False``) or a statement replaced by ``pass``. It runs against the
-tests that executed its line (``map`` records them with ``coverage``'s per-test
-contexts), fastest first, stopping at the first failure. A mutant that survives is one
-of three things, and only reading it tells which:
+tests that executed its line, fixtures included (``map`` records them with
+``coverage``, one context per test), fastest first, stopping at the first failure. A
+mutant that survives is one of three things, and only reading it tells which:
 
 * a property no test checks (write the test);
 * code that does nothing (cut it);
