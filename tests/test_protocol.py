@@ -121,6 +121,7 @@ def test_spread_is_sample_std_and_keeps_every_value():
     ([2.0, 2.1], [1.0, 1.1], False, 0.0, P.HOLDS),           # higher is better
     ([1.0, 1.1], [2.0, 2.1], False, 0.0, P.DOES_NOT_HOLD),   # ... and A is lower
     ([1.0, 1.5], [1.5, 2.0], True, 0.0, P.WITHIN_NOISE),     # gap 0.5 = range 0.5: not beyond
+    ([1.5, 2.0], [1.0, 1.5], True, 0.0, P.WITHIN_NOISE),     # ... nor -0.5 = -range
     ([1.3, 1.31], [1.0, 1.01], True, 0.5, P.HOLDS),          # parity within a margin
     ([1.3, 1.31], [1.0, 1.01], True, 0.1, P.DOES_NOT_HOLD),  # worse by more than the margin
     ([1.0], [1.2], True, 0.0, P.HOLDS),                      # one seed: no spread to hide in
