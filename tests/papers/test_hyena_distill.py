@@ -399,3 +399,85 @@ def test_out_of_range_settings_are_refused_not_fitted():
             ds.DistillConfig(**bad)
     with pytest.raises(ValueError, match="ascending"):
         ds.order_sweep(np.ones(32), [3, 1])
+
+
+# ------------------------------------------------------ the pieces, one by one
+
+
+def test_fit_residues_recovers_the_residues_of_known_poles():
+    """For the true poles of an order-d system, the least-squares residues are its
+    residues (a real pole's real, a pair's with Im λ > 0); no poles, no residues."""
+    poles, residues, direct = random_modal(31, 2, 2)
+    h = ds.modal_impulse_response(poles, residues, direct, 64)
+    np.testing.assert_allclose(ds.fit_residues(h, poles), residues, atol=1e-9)
+    assert ds.fit_residues(h, []).shape == (0,)
+
+
+def test_refine_answers_in_the_upper_half_plane_and_scores_an_unscored_start():
+    """A pair given by its lower member (λ̄, R̄) is the same filter; refine returns the
+    Im λ > 0 member, and its ``era_error`` is the start's own error, measured here."""
+    poles, residues, direct = random_modal(32, 1, 2)
+    h = ds.modal_impulse_response(poles, residues, direct, 64)
+    h = h + 1e-3 * np.random.default_rng(33).standard_normal(64)     # not exact: it moves
+    start = ds.ModalFit(poles.conj(), residues.conj(), direct)       # error: not filled in
+    fit = ds.refine(h, start)
+    assert np.all(fit.poles.imag >= 0) and fit.order == start.order == 5
+    start_error = np.linalg.norm(h - ds.modal_impulse_response(poles, residues, direct, 64))
+    assert fit.era_error == pytest.approx(start_error, rel=1e-12)
+    assert fit.error <= start_error
+
+
+def test_an_order_zero_fit_is_the_direct_term_alone():
+    """Order 0: no modes, ĥ = (h_0, 0, 0, ...), so the error is ||h_1..||, refined or not."""
+    h = implicit_like(34, length=32)
+    for refine in (True, False):
+        fit = ds.distill_filter(h, order=0, refine=refine)
+        assert fit.order == 0 and fit.direct == h[0]
+        assert fit.error == pytest.approx(np.linalg.norm(h[1:]), rel=1e-12)
+        assert fit.era_error == fit.error
+
+
+def test_hankel_norm_ratio_past_the_rank_is_one_for_an_exact_fit_and_inf_otherwise():
+    """σ_{d+1} = 0 (an order-d system, or d past the Hankel matrix's size): the ratio is
+    1 when ĥ = h and infinite when it is not (no order-d fit can be off at all)."""
+    poles, residues, direct = random_modal(35, 1, 1)
+    h = ds.modal_impulse_response(poles, residues, direct, 32)
+    off = h + np.eye(32)[5] * 1e-3
+    for d in (3, 15, 40):                                    # the order; n = 15
+        assert ds.hankel_norm_ratio(h, h, d) == 1.0
+        assert ds.hankel_norm_ratio(h, off, d) == np.inf
+
+
+PER_FILTER = {
+    "hankel_matrix": ds.hankel_matrix,
+    "hankel_singular_values": ds.hankel_singular_values,
+    "error_lower_bound": lambda h: ds.error_lower_bound(h, 1),
+    "tight_lower_bound": lambda h: ds.tight_lower_bound(h, 1),
+    "hankel_norm_ratio": lambda h: ds.hankel_norm_ratio(h, h, 1),
+    "fir_realisation": lambda h: ds.fir_realisation(h)[2],
+    "era": lambda h: ds.era(h, 1).impulse_response(len(h)),
+    "balanced_truncation": lambda h: ds.balanced_truncation(h, 1).impulse_response(len(h)),
+    "fit_residues": lambda h: ds.fit_residues(h, [0.5]),
+    "refine": lambda h: ds.refine(h, ds.era(np.asarray(h, float), 1)).impulse_response(len(h)),
+    "order_sweep": lambda h: ds.order_sweep(h, np.arange(2))[1].impulse_response(len(h)),
+    "distill_filter": lambda h: ds.distill_filter(h, order=1).impulse_response(len(h)),
+    "distill_filters": lambda h: ds.distill_filters(h, order=1).impulse_response(),
+}
+
+
+@pytest.mark.parametrize("name", PER_FILTER)
+def test_every_step_takes_any_filter_in_float64_and_refuses_a_short_one(name):
+    """A list or float32 array gives the float64 answer of the float64 filter (the steps
+    work in float64 whatever they are handed); length 4 is the shortest filter a
+    Hankel matrix can be made of, and 3 is refused by its message."""
+    fn = PER_FILTER[name]
+    h = implicit_like(36, length=12)
+    want = fn(h)
+    for other in (list(h), h.astype(np.float32)):
+        got = fn(other)
+        assert np.asarray(got).dtype == np.asarray(want).dtype
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(fn(list(h)), want)
+    fn(h[:4])
+    with pytest.raises(ValueError, match=r"length >= 4 \(got 3\)"):
+        fn(h[:3])
