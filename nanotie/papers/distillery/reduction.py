@@ -357,8 +357,6 @@ def fit_residues(h, poles) -> np.ndarray:
     """
     h = _as_filter(h)
     poles = np.asarray(poles, dtype=np.complex128)
-    if poles.size == 0:
-        return poles.copy()
     real = poles.imag == 0
     P = mode_powers(poles, len(h) - 1)                         # P[k, p] = λ_k^p: (K, L-1)
     columns = np.concatenate([P[real].real, P[~real].real, -P[~real].imag]).T
