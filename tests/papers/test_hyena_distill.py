@@ -481,3 +481,17 @@ def test_every_step_takes_any_filter_in_float64_and_refuses_a_short_one(name):
     fn(h[:4])
     with pytest.raises(ValueError, match=r"length >= 4 \(got 3\)"):
         fn(h[:3])
+
+
+def test_order_selection_agrees_with_trying_every_order():
+    """The bisection's answer is the smallest order whose fit, made at that order alone,
+    meets tol: the same as fitting every order and taking the first that does. The
+    tolerances fall between the orders' errors, so each takes another path through the
+    bisection."""
+    h = implicit_like(37, length=96)
+    errors = np.array([ds.distill_filter(h, order=d).rel_error for d in range(11)])
+    assert np.all(np.diff(errors) < 0)               # the bisection's assumption holds here
+    for d in range(1, 11):
+        tol = np.sqrt(errors[d - 1] * errors[d])     # met from order d on, not before
+        assert ds.distill_filter(h, tol=tol, max_order=10).order == d, f"tol {tol:.3g}"
+    assert ds.distill_filter(h, tol=errors[10] / 2, max_order=10).order == 10   # none meets
