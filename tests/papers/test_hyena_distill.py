@@ -394,9 +394,11 @@ def test_prefill_refuses_a_state_with_another_number_of_modes():
 
 
 def test_out_of_range_settings_are_refused_not_fitted():
-    for bad in [dict(order=-1), dict(tol=0.0), dict(max_radius=1.0), dict(max_order=-2)]:
+    for bad in [dict(order=-1), dict(tol=0.0), dict(max_radius=1.0), dict(max_radius=0.0),
+                dict(max_order=-2)]:
         with pytest.raises(ValueError, match=next(iter(bad))):
             ds.DistillConfig(**bad)
+    ds.DistillConfig(order=0, max_order=0, max_radius=1e-3, tol=1e-300)   # the edges are in
     with pytest.raises(ValueError, match="ascending"):
         ds.order_sweep(np.ones(32), [3, 1])
 
@@ -495,3 +497,40 @@ def test_order_selection_agrees_with_trying_every_order():
         tol = np.sqrt(errors[d - 1] * errors[d])     # met from order d on, not before
         assert ds.distill_filter(h, tol=tol, max_order=10).order == d, f"tol {tol:.3g}"
     assert ds.distill_filter(h, tol=errors[10] / 2, max_order=10).order == 10   # none meets
+
+
+def test_hankel_norm_ratio_is_the_spectral_norm_of_the_hankel_gap_over_the_next_sigma():
+    h = implicit_like(38, length=40)
+    for d in (1, 3, 6):
+        h_hat = ds.distill_filter(h, order=d).impulse_response(len(h))
+        gap = np.linalg.svd(ds.hankel_matrix(h) - ds.hankel_matrix(h_hat), compute_uv=False)
+        want = gap[0] / np.linalg.svd(ds.hankel_matrix(h), compute_uv=False)[d]
+        assert ds.hankel_norm_ratio(h, h_hat, d) == pytest.approx(want, rel=1e-10)
+
+
+def test_every_fit_keeps_h0_as_its_direct_term_and_era_is_exact_at_the_true_order():
+    """D = h_0 exactly (it never enters H); ERA alone, with no refinement, realises an
+    order-d system at order d, and so does balanced truncation."""
+    poles, residues, direct = random_modal(39, 2, 1)
+    h = ds.modal_impulse_response(poles, residues, direct, 64)
+    for fit in (ds.era(h, 4), ds.balanced_truncation(h, 4)):
+        assert fit.direct == h[0] == direct
+        assert fit.rel_error < 1e-8, fit.method
+
+
+def test_a_zero_filter_is_order_zero_with_no_error():
+    fit = ds.distill_filter(np.zeros(16))
+    assert fit.order == 0 and fit.error == 0.0 and fit.rel_error == 0.0
+
+
+@pytest.mark.parametrize("max_radius", [0.9, 1 - 1e-6])
+def test_the_stable_parametrisation_round_trips(max_radius):
+    """_pack's unconstrained numbers give back the same poles and residues, for poles
+    inside max_radius, real and complex, of either sign and angle."""
+    poles = np.array([0.85, -0.3, 0.5 * np.exp(2.5j), 0.8 * np.exp(0.4j)])
+    residues = np.array([1.5, -0.7, 0.2 - 1.1j, -2.0 + 0.3j])
+    x, nr, nc = ds._pack(ds.ModalFit(poles, residues, 0.0), max_radius)
+    assert (nr, nc) == (2, 2) and x.shape == (2 * nr + 4 * nc,)
+    back_poles, back_residues = ds._unpack(x, nr, nc, max_radius)
+    np.testing.assert_allclose(back_poles, poles, atol=1e-12)
+    np.testing.assert_allclose(back_residues, residues, atol=1e-12)
