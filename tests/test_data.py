@@ -142,6 +142,7 @@ def test_byte_tokenizer_saves_loads_and_refuses_merges(tmp_path):
 def test_a_negative_max_bytes_is_refused_not_cut_from_the_end(corpus):
     with pytest.raises(ValueError, match="max_bytes"):
         corpus(-3)
+    assert corpus(0) == b""                                   # 0 is a size, not an error
 
 
 def test_byte_tokenizer_rejects_out_of_range_ids():
@@ -342,6 +343,8 @@ def test_sampler_rejects_too_short_data():
     with pytest.raises(ValueError, match="at least 17"):
         BatchSampler(np.arange(16), block_size=16, batch_size=2)
     BatchSampler(np.arange(17), block_size=16, batch_size=2).sample()   # just enough
+    x, y = BatchSampler(np.arange(2), block_size=1, batch_size=1).sample()   # the smallest
+    assert x.tolist() == [[0]] and y.tolist() == [[1]]
 
 
 def test_eval_batches_cover_the_data_in_order():
