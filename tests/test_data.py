@@ -274,6 +274,20 @@ def test_bpe_load_rejects_malformed_files(tmp_path, content, message):
         BPETokenizer.load(path)
 
 
+def test_bpe_merges_may_use_any_id_made_before_them_and_no_other():
+    """Merge k makes id 256 + k from two ids below it: bytes 0..255 (0 included) and the
+    ids of earlier merges. Encoding replays them down to a single id, even for a chunk
+    of two bytes."""
+    tok = BPETokenizer([(0, 0), (104, 105), (256, 257)])
+    assert tok.encode(b"hi").tolist() == [257]
+    assert tok.encode(b"\x00\x00").tolist() == [256]
+    assert tok.decode_bytes([258]) == b"\x00\x00hi"
+    for merges, ids in [([(97, 256)], "0..255"), ([(97, 98), (257, 97)], "0..256"),
+                        ([(-1, 97)], "0..255")]:
+        with pytest.raises(ValueError, match=f"does not exist yet \\(ids so far are {ids}\\)"):
+            BPETokenizer(merges)
+
+
 def test_bpe_rejects_a_vocab_smaller_than_the_bytes():
     with pytest.raises(ValueError, match="256"):
         BPETokenizer.train(TRAIN_TEXT, 200)
