@@ -583,10 +583,10 @@ def test_synthetic_reward_rewards_each_trained_layer_by_its_gain():
     assert env((0, 1, 2, 3)) - env((0, 0, 0, 0)) == pytest.approx(2.0 * 3)
     means = SyntheticReward(4, noise=0.0).train(FixedSchedule((0, 1, 2, 3), (0, 1, 2, 3),
                                                              switch=0), 2)
+    assert means == [pytest.approx(-(20 - 3)), pytest.approx(-(20 - 3))]    # 2, 3, 4 trained
     agent = TyingAgent(4, DynamicTyingConfig(epsilon_decay=0.5), seed=0)
     SyntheticReward(4).train(agent, 3)
     assert agent.epsilon == pytest.approx(0.5 ** 3)      # each episode ended once
-    assert means == [pytest.approx(-(20 - 3)), pytest.approx(-(20 - 3))]    # 2, 3, 4 trained
 
 
 # ------------------------------------------------------------------ memory, whole
