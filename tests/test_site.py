@@ -1,7 +1,7 @@
 """The course site, built from the tree and opened in a real browser.
 
 The site is built once per session (``python -m nanotie site``'s builder, into a tmp
-folder; executed walkthroughs come from ``build/site-cache`` when nothing they depend
+folder, by the one worker that runs this file; executed walkthroughs come from ``build/site-cache`` when nothing they depend
 on has changed) and served on 127.0.0.1. Headless Chromium, driven by selenium, opens
 every page and checks what a reader would see: no console errors, no broken link or
 image, no raw TeX, every walkthrough's plots, the side-by-side rows aligned. It saves
