@@ -1,13 +1,13 @@
 """The course site, built from the tree and opened in a real browser.
 
 The site is built once per session (``python -m nanotie site``'s builder, into a tmp
-folder, by the one worker that runs this file; executed walkthroughs come from ``build/site-cache`` when nothing they depend
-on has changed) and served on 127.0.0.1. Headless Chromium, driven by selenium, opens
-every page and checks what a reader would see: no console errors, no broken link or
-image, no raw TeX, every walkthrough's plots, the side-by-side rows aligned. It saves
-screenshots of the home page, a walkthrough and a paper page (to $NANOTIE_SCREENSHOTS,
-or a tmp folder) and says where. $NANOTIE_SITE_DIR names a site built earlier to check
-instead of building one.
+folder, by the one worker that runs this file; executed walkthroughs come from
+``build/site-cache`` when nothing they depend on has changed) and served on 127.0.0.1.
+Headless Chromium, driven by selenium, opens every page and checks what a reader would
+see: no console errors, no broken link or image, no raw TeX, every walkthrough's plots,
+the side-by-side rows aligned. It saves screenshots of the home page, a walkthrough and
+a paper page (to $NANOTIE_SCREENSHOTS, or a tmp folder) and says where.
+$NANOTIE_SITE_DIR names a site built earlier to check instead of building one.
 
 Needs the docs extra (``pip install -e ".[docs]"``) and, for the browser, Debian's
 ``chromium`` and ``chromium-driver`` (``apt-get install chromium chromium-driver``);
