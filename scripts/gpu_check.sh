@@ -20,9 +20,10 @@ status=0
 } 2>&1 | tee "$out/env.txt"
 
 echo "== 1. test suite (CUDA cases on) =="
-"$py" -m pytest -q -p no:cacheprovider -rs "$@" 2>&1 | tee "$out/pytest.txt" || status=1
+# -n 0: one process, as before the suite ran on every core (not one GPU per worker).
+"$py" -m pytest -q -n 0 -p no:cacheprovider -rs "$@" 2>&1 | tee "$out/pytest.txt" || status=1
 echo "== 2. device tests with NANOTIE_DEVICE=cuda =="
-NANOTIE_DEVICE=cuda "$py" -m pytest -q -p no:cacheprovider -m gpu -rs 2>&1 \
+NANOTIE_DEVICE=cuda "$py" -m pytest -q -n 0 -p no:cacheprovider -m gpu -rs 2>&1 \
   | tee "$out/pytest_cuda_default.txt" || status=1
 echo "== 3. op benchmark on the GPU =="
 if [ -f benchmarks/bench_ops.py ]; then

@@ -141,9 +141,9 @@ def map_lines() -> None:
     log = WORK / "durations.txt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}
-    with open(log, "w") as out:
+    with open(log, "w") as out:       # -n 0: coverage and the plugin see one process
         subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m",
-                        "pytest", "-q", "-p", "no:cacheprovider", "-p", "mutants",
+                        "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "mutants",
                         "--durations=0", "--ignore=tests/test_notebooks.py",
                         "--ignore=tests/test_site.py"],
                        cwd=ROOT, stdout=out, env=env, check=True)
@@ -195,8 +195,9 @@ def run_one(tree: Path, rel: str, mutated: bytes, tests: list) -> str:
             null = os.open(os.devnull, os.O_WRONLY)
             os.dup2(null, 1), os.dup2(null, 2)
             try:
-                code = pytest.main(["-x", "-q", "-p", "no:cacheprovider", "-W", "ignore",
-                                    *tests])
+                # -n 0: in this process, on the mutated tree (a worker would import HEAD's)
+                code = pytest.main(["-x", "-q", "-n", "0", "-p", "no:cacheprovider",
+                                    "-W", "ignore", *tests])
                 import nanotie
                 code = code if nanotie.__file__.startswith(str(tree)) else 99
             except BaseException:                 # noqa: BLE001
