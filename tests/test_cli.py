@@ -74,6 +74,7 @@ def test_an_unwritable_experiment_folder_is_found_before_training(fake, tmp_path
     assert cli.main(["reproduce", "--out", str(out)]) == 2
     line = one_error_line(capsys)
     assert "cannot write" in line and str(out / "fake") in line
+    assert "[Errno" not in line, "the reason in words, the folder named once"
     assert not fake.calls
 
 
@@ -82,8 +83,14 @@ def test_a_full_disk_is_found_before_training(fake, tmp_path, monkeypatch, capsy
         raise OSError(errno.ENOSPC, "No space left on device")
     monkeypatch.setattr(files.tempfile, "TemporaryFile", no_space)
     assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 2
-    assert "No space left on device" in one_error_line(capsys)
+    line = one_error_line(capsys)
+    assert "No space left on device" in line and "[Errno" not in line
     assert not fake.calls
+
+
+def test_a_folder_given_as_a_string_is_probed_like_a_path(tmp_path):
+    assert files.unwritable(str(tmp_path / "new" / "runs")) is None
+    assert (tmp_path / "new" / "runs").is_dir() and not list((tmp_path / "new" / "runs").iterdir())
 
 
 # ------------------------------------------------------------ failures during a run

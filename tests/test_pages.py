@@ -56,3 +56,43 @@ def test_pages_skip_unfinished_runs_and_refuse_a_non_checkout(tmp_path, checkout
         write_pages(runs, root=tmp_path)
     with pytest.raises(FileNotFoundError, match="no such folder"):
         write_pages(tmp_path / "nope", root=checkout)
+
+
+def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
+    runs, full = tmp_path / "runs", tmp_path / "runs-full"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    _fake_run(full, "stlm", {"claim": "c", "verdict": "holds"})
+    _fake_run(runs, "trellis", {"claim": "c", "verdict": "holds"})   # no full run
+    write_pages(str(runs), str(full), root=str(checkout))            # paths as strings
+    stlm = (checkout / "nanotie" / "papers" / "stlm" / "README.md").read_text()
+    quick, full_part = stlm.split("## The full profile")
+    assert "`python -m nanotie reproduce stlm`" in quick and "--full" not in quick
+    assert "`python -m nanotie reproduce stlm --full`" in full_part
+    assert "../../../docs/results/stlm/full/loss.png" in full_part
+    trellis = (checkout / "nanotie" / "papers" / "trellis" / "README.md").read_text()
+    assert "## The quick profile" in trellis and "## The full profile" not in trellis
+
+
+def test_pages_regenerate_over_their_own_output(tmp_path, checkout):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    first = write_pages(runs, root=checkout)
+    assert write_pages(runs, root=checkout) == first      # the plots' folder exists now
+    assert (checkout / "README.md").read_text().count(START) == 1
+
+
+def test_a_run_without_its_results_is_skipped(tmp_path, checkout):
+    """An interrupted run can leave report.md without results.json: no page from it."""
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    (runs / "stlm" / "results.json").unlink()
+    assert write_pages(runs, root=checkout) == []
+
+
+def test_a_readme_without_both_markers_is_left_alone(tmp_path, checkout):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    readme = checkout / "README.md"
+    readme.write_text(f"intro\n{START}\nold table, its end marker deleted\n")
+    written = write_pages(runs, root=checkout)
+    assert readme not in written and "old table" in readme.read_text()

@@ -404,6 +404,18 @@ def test_a_negative_clip_norm_is_refused_not_a_sign_flip(clip):
     np.testing.assert_array_equal(p.grad, 2.0)
 
 
+def test_an_atomic_write_takes_a_string_path_and_gets_the_umasks_mode(tmp_path):
+    from nanotie.files import write_text
+
+    outer = os.umask(0o022)
+    try:
+        write_text(str(tmp_path / "new" / "report.md"), "text")
+    finally:
+        os.umask(outer)
+    path = tmp_path / "new" / "report.md"
+    assert path.read_text() == "text" and path.stat().st_mode & 0o777 == 0o644
+
+
 def test_no_pickle_in_checkpoints(splits, tmp_path):
     train_ids, val_ids = splits
     ck = tmp_path / "run.npz"
