@@ -154,6 +154,26 @@ def test_large_inputs_use_random_directions_and_still_catch_bugs():
         gradcheck(square_half_grad, [big])
 
 
+def test_max_elements_is_the_largest_input_checked_element_by_element():
+    (at,) = gradcheck_report(lambda a: a * a, [leaf(2, 3)], max_elements=6)
+    (over,) = gradcheck_report(lambda a: a * a, [leaf(7)], max_elements=6)
+    assert (at.mode, over.mode) == ("elementwise", "directional")
+    assert at.passed and over.passed
+
+
+def test_the_relative_tolerance_grows_with_the_gradient():
+    """A right gradient of 1e8 misses central differences by far more than atol (the
+    loss's round-off over 2 eps); rtol * |numeric| is what lets it pass."""
+    for shape in [(6,), (600,)]:                   # elementwise, then along directions
+        (r,) = gradcheck_report(lambda a: a * 1e8, [leaf(*shape)])
+        assert r.passed and r.max_abs_err > 1e-5, r
+
+
+def test_an_empty_input_passes_with_nothing_to_compare():
+    (r,) = gradcheck_report(lambda a: a * 2.0, [leaf(0, 3)])
+    assert r.passed and r.max_abs_err == 0.0 and r.shape == (0, 3)
+
+
 # ------------------------------------------------------------ the other outcomes
 
 
