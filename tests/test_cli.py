@@ -10,6 +10,7 @@ trains for long.
 from __future__ import annotations
 
 import errno
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -23,9 +24,11 @@ class Fake:
 
     def __init__(self, action=None):
         self.name, self.title, self.calls, self.action = "fake", "a fake experiment", [], action
+        self.seeds = []
 
     def run(self, quick, out_dir, seed=0, device="cpu", runner=None):
         self.calls.append(out_dir)
+        self.seeds.append(seed)
         if self.action:
             self.action(out_dir)
         return {"summary": {"result": "ok"}}
@@ -103,6 +106,15 @@ def test_a_disk_that_fills_during_a_run_ends_in_one_line(fake, tmp_path, capsys)
     assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
     line = one_error_line(capsys)
     assert "No space left on device" in line and "report.md" in line
+    assert "[Errno" not in line, "the reason in words, the file named once"
+
+
+def test_ctrl_c_during_a_run_ends_in_one_line_and_exit_status_130(fake, tmp_path, capsys):
+    def interrupt(out_dir):
+        raise KeyboardInterrupt
+    fake.action = interrupt
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 130
+    assert capsys.readouterr().err.strip() == "nanotie: interrupted"
 
 
 def test_a_checkpoint_from_another_run_ends_in_one_line(fake, tmp_path, capsys):
@@ -177,3 +189,64 @@ def test_a_failed_plot_save_leaves_the_old_png_and_no_partial_file(tmp_path):
     assert path.read_bytes() == old
     assert [p.name for p in tmp_path.iterdir()] == ["plot.png"]
     assert fig.number not in plt.get_fignums()        # closed even when it failed
+
+
+# ------------------------------------------------------------ what a run prints
+
+
+def test_a_run_says_what_it_runs_where_it_wrote_and_how_long_it_took(fake, tmp_path, capsys):
+    out = tmp_path / "o"
+    assert cli.main(["reproduce", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "== fake (quick profile, cpu) ==" in printed
+    assert f"wrote {out / 'fake'}/report.md" in printed
+    assert "fake" in printed.split("Summary:")[1] and "result ok  time 0 s" in printed
+    assert fake.seeds == [0], "seeds start at 0 unless --seed says otherwise"
+
+
+# ------------------------------------------------------------ the other commands
+
+
+def test_no_command_prints_the_usage_and_exit_status_2(capsys):
+    assert cli.main([]) == 2
+    assert "usage:" in capsys.readouterr().out
+
+
+def test_pages_passes_both_folders_and_says_what_it_wrote(monkeypatch, tmp_path, capsys):
+    from nanotie import pages
+
+    calls = []
+    monkeypatch.setattr(pages, "write_pages",
+                        lambda runs, full: calls.append((runs, full)) or [tmp_path / "a.md"])
+    assert cli.main(["pages", "--from", "r", "--full-from", "f"]) == 0
+    assert calls == [(Path("r"), Path("f"))]
+    assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'a.md'}"
+
+
+def test_pages_from_a_folder_without_runs_writes_nothing_and_says_so(tmp_path, capsys):
+    assert cli.main(["pages", "--from", str(tmp_path)]) == 0
+    assert capsys.readouterr().out.strip() == (f"no finished reproduction in {tmp_path}; "
+                                               "nothing written")
+    assert cli.main(["pages", "--from", str(tmp_path / "nope")]) == 2
+    assert "no such folder" in one_error_line(capsys)
+
+
+def test_site_refuses_zero_jobs_before_building(tmp_path, capsys):
+    assert cli.main(["site", "--jobs", "0", "--out", str(tmp_path / "site")]) == 2
+    assert "--jobs 0: need at least 1" in one_error_line(capsys)
+    assert not (tmp_path / "site").exists()
+
+
+def test_exercise_paths_of_the_wrong_kind_are_usage_errors(tmp_path, capsys):
+    a_file = tmp_path / "stub.py"
+    a_file.write_text("")
+    assert cli.main(["exercise", "start", "1", "--dir", str(a_file)]) == 2
+    assert "exists and is not a folder" in one_error_line(capsys)
+    assert cli.main(["exercise", "check", "1", str(tmp_path)]) == 2
+    assert f"{tmp_path}: not a file" in one_error_line(capsys)
+
+
+def test_exercise_list_ends_with_how_to_start_one(capsys):
+    assert cli.main(["exercise", "list"]) == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    assert last == "Start one with: python -m nanotie exercise start N"
