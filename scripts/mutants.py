@@ -137,7 +137,12 @@ def map_lines() -> None:
     test; write ``{file: {line: [test ids]}}`` and the tests' durations."""
     WORK.mkdir(exist_ok=True)
     rc = WORK / "coveragerc"
-    rc.write_text(f"[run]\nsource = nanotie\ndata_file = {WORK / 'coverage'}\n")
+    # patch = subprocess: a `python -m nanotie` that a test starts is measured too (its
+    # data file suffixed, hence parallel, then combined), as part of that test
+    rc.write_text(f"[run]\nsource = nanotie\ndata_file = {WORK / 'coverage'}\n"
+                  "parallel = true\npatch = subprocess\n")
+    for old in WORK.glob("coverage.*"):
+        old.unlink()
     log = WORK / "durations.txt"
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}
@@ -147,6 +152,8 @@ def map_lines() -> None:
                         "--durations=0", "--ignore=tests/test_notebooks.py",
                         "--ignore=tests/test_site.py"],
                        cwd=ROOT, stdout=out, env=env, check=True)
+    subprocess.run([sys.executable, "-m", "coverage", "combine", "-q", f"--rcfile={rc}"],
+                   cwd=ROOT, check=True)
     import coverage
 
     data = coverage.CoverageData(basename=str(WORK / "coverage"))
@@ -169,12 +176,19 @@ def pytest_runtest_protocol(item, nextitem):
     set-up, call or tear-down runs it. Coverage's own per-test context names only the
     test function on the stack, so a line that only a fixture runs (a tokenizer trained
     once for a whole module) would be credited to no test, and its mutants would survive
-    tests that they fail. A module's fixture is credited to its first test."""
+    tests that they fail. A module's fixture is credited to its first test. A process
+    the test starts (``python -m nanotie ...``) records its lines under the same name."""
+    import copy
+
     import coverage
 
     cov = coverage.Coverage.current()
     if cov is not None:
-        cov.switch_context(item.nodeid.split("[")[0])      # a test's parameters run together
+        context = item.nodeid.split("[")[0]                 # a test's parameters run together
+        cov.switch_context(context)
+        child = copy.copy(cov.config)
+        child.context = context
+        os.environ["COVERAGE_PROCESS_CONFIG"] = child.serialize()
 
 
 # ----------------------------------------------------------------------- running
@@ -196,6 +210,7 @@ def run_one(tree: Path, rel: str, mutated: bytes, tests: list) -> str:
             os.dup2(null, 1), os.dup2(null, 2)
             try:
                 # -n 0: in this process, on the mutated tree (a worker would import HEAD's)
+                os.environ["PYTHONPATH"] = str(tree)   # and so would `python -m nanotie`
                 code = pytest.main(["-x", "-q", "-n", "0", "-p", "no:cacheprovider",
                                     "-W", "ignore", *tests])
                 import nanotie
