@@ -1,6 +1,6 @@
 """The course site, built from the tree and opened in a real browser.
 
-The site is built once per session (``python -m nanotie site``'s builder, into a tmp
+The site is built once per session, as ``python -m nanotie site`` builds it (into a tmp
 folder, by the one worker that runs this file; executed walkthroughs come from
 ``build/site-cache`` when nothing they depend on has changed) and served on 127.0.0.1.
 Headless Chromium, driven by selenium, opens every page and checks what a reader would
@@ -30,6 +30,8 @@ from pathlib import Path
 from urllib.parse import unquote, urljoin, urlsplit
 
 import pytest
+
+from nanotie import cli
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "docs" / "_ext"))
@@ -87,9 +89,9 @@ def site(tmp_path_factory):
     out = tmp_path_factory.mktemp("site") / "site"
     before = _runs_listing()
     with warnings.catch_warnings():          # the generator's own deprecation notices
-        warnings.simplefilter("ignore")
-        manifest = sitebuild.build(out, jobs=os.cpu_count() or 1,
-                                   cache=ROOT / "build" / "site-cache", quiet=True)
+        warnings.simplefilter("ignore")      # built as `python -m nanotie site` builds it
+        assert cli.main(["site", "--out", str(out), "--jobs", str(os.cpu_count() or 1)]) == 0
+    manifest = json.loads((out / "site.json").read_text())
     manifest["runs_changed"] = sorted(set(_runs_listing().items()) - set(before.items()))
     return out, manifest
 
