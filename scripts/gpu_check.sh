@@ -20,7 +20,7 @@ status=0
 } 2>&1 | tee "$out/env.txt"
 
 echo "== 1. test suite (CUDA cases on) =="
-# -n 0: one process, as before the suite ran on every core (not one GPU per worker).
+# -n 0: one process, not one worker per core, each with the GPU.
 "$py" -m pytest -q -n 0 -p no:cacheprovider -rs "$@" 2>&1 | tee "$out/pytest.txt" || status=1
 echo "== 2. device tests with NANOTIE_DEVICE=cuda =="
 NANOTIE_DEVICE=cuda "$py" -m pytest -q -n 0 -p no:cacheprovider -m gpu -rs 2>&1 \
