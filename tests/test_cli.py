@@ -216,8 +216,11 @@ def test_pages_passes_both_folders_and_says_what_it_wrote(monkeypatch, tmp_path,
     from nanotie import pages
 
     calls = []
-    monkeypatch.setattr(pages, "write_pages",
-                        lambda runs, full: calls.append((runs, full)) or [tmp_path / "a.md"])
+
+    def write_pages(runs, full_runs):
+        calls.append((runs, full_runs))
+        return [tmp_path / "a.md"]
+    monkeypatch.setattr(pages, "write_pages", write_pages)
     assert cli.main(["pages", "--from", "r", "--full-from", "f"]) == 0
     assert calls == [(Path("r"), Path("f"))]
     assert capsys.readouterr().out.strip() == f"wrote {tmp_path / 'a.md'}"
