@@ -138,9 +138,11 @@ def map_lines() -> None:
     WORK.mkdir(exist_ok=True)
     rc = WORK / "coveragerc"
     # patch = subprocess: a `python -m nanotie` that a test starts is measured too (its
-    # data file suffixed, hence parallel, then combined), as part of that test
+    # data file suffixed, hence parallel, then combined), as part of that test; and
+    # concurrency = multiprocessing: so is a process it forks (an exercise's checker)
     rc.write_text(f"[run]\nsource = nanotie\ndata_file = {WORK / 'coverage'}\n"
-                  "parallel = true\npatch = subprocess\n")
+                  "parallel = true\npatch = subprocess\n"
+                  "concurrency = multiprocessing,thread\n")
     for old in WORK.glob("coverage.*"):
         old.unlink()
     log = WORK / "durations.txt"
@@ -177,7 +179,8 @@ def pytest_runtest_protocol(item, nextitem):
     test function on the stack, so a line that only a fixture runs (a tokenizer trained
     once for a whole module) would be credited to no test, and its mutants would survive
     tests that they fail. A module's fixture is credited to its first test. A process
-    the test starts (``python -m nanotie ...``) records its lines under the same name."""
+    the test starts (``python -m nanotie ...``, or a forked checker) records its lines under
+    the same name."""
     import copy
 
     import coverage
@@ -189,6 +192,10 @@ def pytest_runtest_protocol(item, nextitem):
         child = copy.copy(cov.config)
         child.context = context
         os.environ["COVERAGE_PROCESS_CONFIG"] = child.serialize()
+        # a forked multiprocessing child reads its settings from COVERAGE_RCFILE
+        rc = WORK / "coveragerc-test"
+        rc.write_text((WORK / "coveragerc").read_text() + f"context = {context}\n")
+        os.environ["COVERAGE_RCFILE"] = str(rc)
 
 
 # ----------------------------------------------------------------------- running

@@ -136,7 +136,8 @@ def test_check_in_notebook_reports_an_unwritten_answer_and_stands_in_the_referen
         raise NotImplementedError
 
     assert ex.check_in_notebook(my_unbroadcast) is ex.reference
-    assert "not written yet" in flat(capsys.readouterr().out)
+    out = flat(capsys.readouterr().out)
+    assert "not written yet" in out and "the cells below use the reference solution" in out
     assert ex.check_in_notebook(ex.reference) is ex.reference
     assert "Passed" in capsys.readouterr().out
     with pytest.raises(ExerciseFailed, match="keepdims=True"):
