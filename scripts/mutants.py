@@ -211,6 +211,7 @@ def run_one(tree: Path, rel: str, mutated: bytes, tests: list) -> str:
     try:
         pid = os.fork()
         if pid == 0:                              # the child: pytest on the mutated tree
+            os.setsid()                           # a group of its own, ended with it below
             os.chdir(tree)
             sys.path.insert(0, str(tree))
             null = os.open(os.devnull, os.O_WRONLY)
@@ -226,18 +227,24 @@ def run_one(tree: Path, rel: str, mutated: bytes, tests: list) -> str:
                 code = 98
             os._exit(int(code))
         limit, t0 = 120 + 5 * len(tests), time.monotonic()
-        while True:
-            done, status = os.waitpid(pid, os.WNOHANG)
-            if done:
-                code = os.waitstatus_to_exitcode(status)
-                if code in (5, 98, 99):
-                    raise RuntimeError(f"the harness failed on {rel} (exit status {code})")
-                return "survived" if code == 0 else "killed"
-            if time.monotonic() - t0 > limit:
-                os.kill(pid, signal.SIGKILL)
-                os.waitpid(pid, 0)
-                return "timeout"
-            time.sleep(0.02)
+        try:
+            while True:
+                done, status = os.waitpid(pid, os.WNOHANG)
+                if done:
+                    code = os.waitstatus_to_exitcode(status)
+                    if code in (5, 98, 99):
+                        raise RuntimeError(f"the harness failed on {rel} (exit status {code})")
+                    return "survived" if code == 0 else "killed"
+                if time.monotonic() - t0 > limit:
+                    os.kill(pid, signal.SIGKILL)
+                    os.waitpid(pid, 0)
+                    return "timeout"
+                time.sleep(0.02)
+        finally:       # what the mutant left running (a checker it no longer stops)
+            try:
+                os.killpg(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
     finally:
         target.write_bytes(original)
 
