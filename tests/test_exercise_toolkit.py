@@ -134,6 +134,7 @@ def test_an_error_points_at_the_innermost_line_of_the_learners_file(tmp_path):
 
 @pytest.mark.parametrize("what, i, words", [
     ("matmul(a, b)", 1, "changed its input `b` IN PLACE"),
+    ("f(x)", 1, "changed its input argument 2 IN PLACE"),
     ("f(x)", 3, "changed its input argument 4 IN PLACE"),
     ("backward(g)", 0, "changed the upstream gradient g IN PLACE"),
 ])

@@ -88,6 +88,10 @@ def _known_losses(z, t, ignore):
     taken from the planted answers below, which the tests check against these)."""
     n, n_pad = int((t != ignore).sum()), int((t == ignore).sum())
     known = []
+    if ignore != -100:       # first: without -100 in t, it is also the mean over all rows
+        known.append((reference(z, t, -100)[0],
+                      f"you left out the rows whose target is -100, but this call passes "
+                      f"ignore_index={ignore}: use the ignore_index argument, not a fixed id."))
     if n_pad:
         losses = xent_rows(z, np.where(t != ignore, t, 0))          # padding scored as 0
         known += [(losses.sum() / n,
@@ -98,10 +102,6 @@ def _known_losses(z, t, ignore):
                    f"padding rows counted: your loss is the mean over all N = {len(t)} rows, "
                    f"padding included. Leave the {n_pad} rows whose target is ignore_index "
                    f"out of the sum and divide by the {n} counted rows.")]
-    if ignore != -100:
-        known.append((reference(z, t, -100)[0],
-                      f"you left out the rows whose target is -100, but this call passes "
-                      f"ignore_index={ignore}: use the ignore_index argument, not a fixed id."))
     return known
 
 
@@ -203,7 +203,7 @@ def _padding_everywhere(logits, target, ignore_index=-100):
 
 MISTAKES = [
     Planted("always ignores -100, whatever ignore_index says", _fixed_pad_id,
-            ("ignore_index",)),
+            ("passes ignore_index=0", "not a fixed id")),
     Planted("divides by all N rows, padding included", _mean_over_all_rows,
             ("divided by N", "counted rows")),
     Planted("exp without subtracting the row max", _no_max_subtraction,
