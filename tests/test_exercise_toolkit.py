@@ -206,6 +206,7 @@ def test_your_says_for_a_gradient_and_of_an_output():
     ((5, 2, 3), (3,), "sum the leading 2 axes away."),
     ((5, 3), (3,), "sum the leading axis away."),
     ((4, 3), (1, 1), "axis 0, 1 has size 1"),
+    ((2, 3), (1, 1), "axis 0, 1 has size 1"),
     ((4, 3), (1, 1), "sum over those axes with keepdims=True"),
     ((4, 3), (4, 1), "sum over that axis with keepdims=True"),
 ])
@@ -261,6 +262,8 @@ def test_explain_causality_names_the_farthest_leak_and_how_far():
         explain_causality(lambda v: _leak(v, 2, 3), x)
     msg = explain_causality(lambda v: _leak(_leak(v, 2, 3), 1, 5), x)
     assert "the output at t=1 depends on the input at t=5, 4 steps after it" in msg
+    msg = explain_causality(lambda v: _leak(_leak(v, 5, 6), 2, 3), x)     # as far: the first
+    assert "the output at t=2 depends on the input at t=3" in msg
 
 
 def test_a_pure_one_step_delay_is_named():

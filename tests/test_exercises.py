@@ -8,6 +8,7 @@ its ``register(...)`` line exists (including its MISTAKES).
 from __future__ import annotations
 
 import inspect
+import multiprocessing
 import os
 import re
 import subprocess
@@ -22,7 +23,7 @@ from nanotie import cli, exercises
 from nanotie.exercises import Planted
 from nanotie.exercises.checking import ExerciseFailed
 from nanotie.exercises.diagnose import explain_causality, explain_shape, explain_values
-from nanotie.exercises.files import LearnerFileError, load_function, stub_text
+from nanotie.exercises.files import LearnerFileError, check_file, load_function, stub_text
 
 EXERCISES = list(exercises.REGISTRY.values())
 IDS = [f"{ex.number}-{ex.name}" for ex in EXERCISES]
@@ -613,6 +614,43 @@ def test_an_endless_loop_is_stopped_by_the_time_limit(tmp_path):
     assert result.returncode == 1
     err = result.stderr.strip().splitlines()
     assert len(err) == 1 and "did not finish within 2 s" in err[0], result.stderr
+
+
+def test_a_check_out_of_time_or_killed_leaves_no_process_behind(tmp_path):
+    path = tmp_path / "answer.py"
+    path.write_text(matmul_file(in_function="while True:\n        pass"))
+    assert "did not finish within 1 s" in check_file(exercises.get(2), path, 1.0).problem
+    path.write_text(matmul_file(in_function="import os, signal; os.kill(os.getpid(), "
+                                            "signal.SIGKILL)"))
+    assert "(killed by signal 9)" in check_file(exercises.get(2), path).problem
+    assert multiprocessing.active_children() == []
+
+
+def test_a_learners_file_may_use_dataclasses_and_leaves_no_module_behind(tmp_path):
+    path = tmp_path / "answer.py"
+    path.write_text("from __future__ import annotations\n\n"       # string annotations:
+                    "from dataclasses import dataclass\n\n\n"      # dataclass looks up
+                    "@dataclass\nclass Pair:\n    a: float\n\n\n"   # the module by name
+                    "def matmul(a, b):\n    return Pair(a).a @ b\n")
+    before = set(sys.modules)
+    assert np.array_equal(load_function(path, "matmul")(np.eye(2), np.ones((2, 2))),
+                          np.ones((2, 2)))
+    assert set(sys.modules) == before
+
+
+def test_a_missing_function_lists_only_the_files_own_public_functions(tmp_path):
+    path = tmp_path / "answer.py"
+    path.write_text("from math import sqrt\n\n\ndef _helper(a):\n    return a\n\n\n"
+                    "def mat_mul(a, b):\n    return a\n")
+    with pytest.raises(LearnerFileError, match=r"defines no function `matmul` \(it defines: "
+                                                r"mat_mul\);"):
+        load_function(path, "matmul")
+
+
+def test_exercise_start_makes_the_folder_it_is_given(tmp_path):
+    folder = tmp_path / "course" / "week1"
+    assert cli.main(["exercise", "start", "1", "--dir", str(folder)]) == 0
+    assert (folder / exercises.get(1).stub_filename).is_file()
 
 
 def test_a_baseexception_in_learner_code_is_a_mistake_in_process():
