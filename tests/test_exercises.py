@@ -90,7 +90,8 @@ def test_checker_fails_a_planted_mistake_and_names_it(ex, mistake):
     result = ex.check(mistake.fn)
     assert not result.passed, f"{mistake.description}: passed the check"
     assert not result.unwritten, f"{mistake.description}: taken for an unwritten answer"
-    said = result.message.split("\n(checked on: ")[0]      # not the inputs' description
+    said, _, inputs = result.message.partition("\n(checked on: ")
+    assert inputs, f"{mistake.description}: the message does not say what it was checked on"
     for words in mistake.expect:
         assert words in said, (f"{mistake.description}: the message should say "
                                f"{words!r}:\n{result.report()}")
