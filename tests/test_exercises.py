@@ -248,14 +248,49 @@ def test_wrong_return_forms_are_named():
     assert "is an import missing" in ex.check(numpy_not_imported).message
 
 
-def test_ignoring_upstream_gradient_is_named():
-    ex = exercises.get(3)
+@pytest.mark.parametrize("number", [3, 5])
+def test_ignoring_upstream_gradient_is_named(number):
+    ex = exercises.get(number)
 
-    def cross_entropy(logits, target, ignore_index=-100):
-        loss, backward = ex.reference(logits, target, ignore_index)
+    def without_g(*args, **kwargs):
+        loss, backward = ex.reference(*args, **kwargs)
         return loss, lambda g: backward(1.0)
 
-    assert "upstream gradient g" in ex.check(cross_entropy).message
+    assert "you ignored the upstream gradient g" in ex.check(without_g).message
+
+
+def test_a_wrong_loss_in_the_tied_lm_is_caught_before_its_gradient():
+    ex = exercises.get(5)
+
+    def doubled(E, ids, targets):
+        loss, backward = ex.reference(E, ids, targets)
+        return 2 * loss, backward
+
+    result = ex.check(doubled)
+    assert result.failed_step.startswith("the loss matches")
+    assert "`tied_lm(E, ids, targets)` is 2 times the correct one" in result.message
+
+
+def test_the_tied_lms_head_part_transposed_is_named():
+    """On the square E, where a transposed (V, D) part has the right shape."""
+    ex = exercises.get(5)
+
+    def head_transposed(E, ids, targets):
+        loss, backward = ex.reference(E, ids, targets)
+
+        def wrong(g):
+            (grad,) = backward(g)
+            if E.shape[0] != E.shape[1]:
+                return (grad,)
+            h = np.tanh(E[ids])                                   # (N, D)
+            p = np.exp(h @ E.T)
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(ids)), targets] -= 1.0
+            head = (p * g / len(ids)).T @ h                       # dL/dE through the head
+            return (grad - head + head.T,)
+        return loss, wrong
+
+    assert "the head's part is transposed" in ex.check(head_transposed).message
 
 
 # ------------------------------------------------------------ the diagnoses
