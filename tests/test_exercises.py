@@ -271,6 +271,17 @@ def test_a_wrong_loss_in_the_tied_lm_is_caught_before_its_gradient():
     assert "`tied_lm(E, ids, targets)` is 2 times the correct one" in result.message
 
 
+def test_layer_norm_with_the_sample_variance_is_named():
+    ex = exercises.get(4)
+
+    def unbiased(x, weight, bias):
+        mu = x.mean(axis=-1, keepdims=True)
+        xhat = (x - mu) / np.sqrt(x.var(axis=-1, ddof=1, keepdims=True) + 1e-5)
+        return xhat * weight + bias, ex.reference(x, weight, bias)[1]
+
+    assert "the variance divides by D - 1" in ex.check(unbiased).message
+
+
 def test_the_tied_lms_head_part_transposed_is_named():
     """On the square E, where a transposed (V, D) part has the right shape."""
     ex = exercises.get(5)
