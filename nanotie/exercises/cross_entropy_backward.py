@@ -88,7 +88,8 @@ def _known_losses(z, t, ignore):
     taken from the planted answers below, which the tests check against these)."""
     n, n_pad = int((t != ignore).sum()), int((t == ignore).sum())
     known = []
-    if ignore != -100:       # first: without -100 in t, it is also the mean over all rows
+    if ignore != -100:      # first: where t holds no -100, this loss is also the mean
+                            # over all rows below, and the fixed id is what went wrong
         known.append((reference(z, t, -100)[0],
                       f"you left out the rows whose target is -100, but this call passes "
                       f"ignore_index={ignore}: use the ignore_index argument, not a fixed id."))
