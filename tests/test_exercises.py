@@ -440,6 +440,40 @@ def test_modal_step_names_a_wrong_output(edit_y, words):
         assert w in message, message
 
 
+def _modal(y_t, new_state):
+    """An exercise 9 answer from two formulas of (u, s, p, r, d)."""
+    def modal_step(u_t, state, poles, residues, direct):
+        args = (u_t, state, poles, residues, direct)
+        return y_t(*args), new_state(*args)
+    return modal_step
+
+
+def right_y(u, s, p, r, d):
+    return np.real((r * s).sum(-1)) + d * u
+
+
+def right_state(u, s, p, r, d):
+    return p * s + u[..., None]
+
+
+@pytest.mark.parametrize("y_t, new_state, words", [
+    (lambda u, s, p, r, d: np.real((r * right_state(u, s, p, r, d)).sum(-1)), right_state,
+     "reads the state AFTER this token's update (an off-by-one in time: y_t uses s_{t-1}) "
+     "and misses the direct term"),
+    (lambda u, s, p, r, d: (r.real * s.real).sum(-1) + d * u, right_state,
+     "it multiplies the real parts, Re(R) Re(s)"),
+    (right_y, lambda u, s, p, r, d: p * s, "the input u_t is not added to the state."),
+    (right_y, lambda u, s, p, r, d: p * (s + u[..., None]), "u_t is multiplied by lambda"),
+], ids=["after-update-no-direct", "real-parts", "no-input", "input-decayed"])
+def test_modal_step_names_slips_beyond_the_planted_ones(y_t, new_state, words):
+    message = flat(exercises.get(9).check(_modal(y_t, new_state)).message)
+    assert words in message, message
+
+
+def test_modal_step_takes_a_complex_output_whose_imaginary_part_is_zero():
+    assert exercises.get(9).check(_modal(lambda *a: right_y(*a) + 0j, right_state)).passed
+
+
 def _with_grad(ex, edit, index=0):
     """Exercise ``ex``'s reference with gradient ``index`` of its backward passed through
     ``edit(grad, *inputs)``."""

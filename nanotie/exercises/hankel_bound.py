@@ -138,5 +138,6 @@ MISTAKES = [
     Planted("H includes h_0", _with_h0, ("starts at h_0", "direct term")),
     Planted("sigma_d instead of sigma_{d+1}", _sigma_d,
             ("uses sigma_1 (sigma[0])", "sigma_2 = sigma[1]")),
-    Planted("the 1/sqrt(n) forgotten", _no_sqrt_n, ("without the 1/sqrt(n)",)),
+    Planted("the 1/sqrt(n) forgotten", _no_sqrt_n,
+            ("it is sigma_1 without the 1/sqrt(n)", "sigma_1 / sqrt(n), with n = min(m, k) = 7")),
 ]
