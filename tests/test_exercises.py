@@ -282,6 +282,17 @@ def test_layer_norm_with_the_sample_variance_is_named():
     assert "the variance divides by D - 1" in ex.check(unbiased).message
 
 
+def test_layer_norm_backward_without_the_weight_is_named():
+    ex = exercises.get(4)
+
+    def no_weight(x, weight, bias):
+        out, backward = ex.reference(x, weight, bias)
+        unweighted = ex.reference(x, np.ones_like(weight), bias)[1]
+        return out, lambda g: (unweighted(g)[0], *backward(g)[1:])
+
+    assert "the weight is missing: start from dxhat = g * weight" in ex.check(no_weight).message
+
+
 def test_the_tied_lms_head_part_transposed_is_named():
     """On the square E, where a transposed (V, D) part has the right shape."""
     ex = exercises.get(5)
