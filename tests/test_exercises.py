@@ -293,6 +293,45 @@ def test_layer_norm_backward_without_the_weight_is_named():
     assert "the weight is missing: start from dxhat = g * weight" in ex.check(no_weight).message
 
 
+def _fftconv_answer(forward_scale=1.0, grad_u=None, grad_h=None):
+    """Exercise 8's reference, its output scaled, and either gradient replaced by a
+    formula of (u, h, g) (un-broadcast to its input's shape)."""
+    ex, unbroadcast = exercises.get(8), exercises.get(1).reference
+
+    def fftconv(u, h):
+        out, backward = ex.reference(u, h)
+
+        def wrong(g):
+            gu, gh = backward(g)
+            return (gu if grad_u is None else unbroadcast(grad_u(u, h, g), u.shape),
+                    gh if grad_h is None else unbroadcast(grad_h(u, h, g), h.shape))
+        return forward_scale * out, wrong
+    return fftconv
+
+
+def _wrapped_grad_u(u, h, g):          # a correlation without zero padding: n = L
+    L = u.shape[-1]
+    return np.fft.irfft(np.fft.rfft(g, L) * np.conj(np.fft.rfft(h, L)), L)
+
+
+def _convolved_grad_h(u, h, g):        # G * U instead of G * conj(U)
+    n = u.shape[-1] + h.shape[-1] - 1
+    return np.fft.irfft(np.fft.rfft(g, n) * np.fft.rfft(u, n), n)[..., :h.shape[-1]]
+
+
+@pytest.mark.parametrize("answer, step, words", [
+    (_fftconv_answer(forward_scale=2.0), "the forward equals",
+     "`fftconv(u, h)` is 2 times the correct one"),
+    (_fftconv_answer(grad_u=_wrapped_grad_u), "the backward matches",
+     "your gradient for `u` is wrong: the backward wraps around"),
+    (_fftconv_answer(grad_h=_convolved_grad_h), "the backward matches",
+     "your gradient for `h` is wrong: the backward CONVOLVES"),
+], ids=["forward-doubled", "grad-u-wraps", "grad-h-convolves"])
+def test_fftconv_slips_beyond_the_planted_ones_are_named(answer, step, words):
+    result = exercises.get(8).check(answer)
+    assert result.failed_step.startswith(step) and words in result.message, result.report()
+
+
 def test_the_tied_lms_head_part_transposed_is_named():
     """On the square E, where a transposed (V, D) part has the right shape."""
     ex = exercises.get(5)
