@@ -33,6 +33,7 @@ def failing_check(title="t"):
 
 
 def mistake_of(fn, *args, **kwargs) -> str:
+    """The message of the Mistake that ``fn(*args, **kwargs)`` raises, unwrapped."""
     with pytest.raises(Mistake) as info:
         fn(*args, **kwargs)
     return " ".join(str(info.value).split())
