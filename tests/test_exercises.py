@@ -748,13 +748,14 @@ def test_an_endless_loop_is_stopped_by_the_time_limit(tmp_path):
 
 
 def test_a_check_out_of_time_or_killed_leaves_no_process_behind(tmp_path):
+    before = set(multiprocessing.active_children())
     path = tmp_path / "answer.py"
     path.write_text(matmul_file(in_function="while True:\n        pass"))
     assert "did not finish within 1 s" in check_file(exercises.get(2), path, 1.0).problem
     path.write_text(matmul_file(in_function="import os, signal; os.kill(os.getpid(), "
                                             "signal.SIGKILL)"))
     assert "(killed by signal 9)" in check_file(exercises.get(2), path).problem
-    assert multiprocessing.active_children() == []
+    assert set(multiprocessing.active_children()) <= before
 
 
 def test_a_learners_file_may_use_dataclasses_and_leaves_no_module_behind(tmp_path):
