@@ -332,6 +332,36 @@ def test_fftconv_slips_beyond_the_planted_ones_are_named(answer, step, words):
     assert result.failed_step.startswith(step) and words in result.message, result.report()
 
 
+def _cwt_answer(backward_of):
+    """Exercise 7's reference loss with the backward ``backward_of(O, T, tau, g, right)``,
+    where ``right`` is the reference's (grad_O, grad_E_targets)."""
+    ex = exercises.get(7)
+
+    def cwt_loss(O, E_targets, temperature=1.0):
+        loss, backward = ex.reference(O, E_targets, temperature)
+        return loss, lambda g: backward_of(O, E_targets, temperature, g, backward(g))
+    return cwt_loss
+
+
+def _dS_transposed_in_grad_O(O, T, tau, g, right):
+    K = len(O)
+    S = O @ T.T / tau
+    P = np.exp(S - S.max(axis=1, keepdims=True))
+    P /= P.sum(axis=1, keepdims=True)
+    dS = g * (P - np.eye(K)) / K                    # dL/dS
+    return dS.T @ T / tau, right[1]                 # should be dS @ T / tau
+
+
+@pytest.mark.parametrize("backward_of, words", [
+    (lambda O, T, tau, g, right: right[:1], "backward must return a tuple of 2 gradient(s)"),
+    (_dS_transposed_in_grad_O,
+     "your gradient for `O` is wrong: the score matrix is used the wrong way round"),
+], ids=["one-gradient", "dS-transposed"])
+def test_cwt_slips_beyond_the_planted_ones_are_named(backward_of, words):
+    message = flat(exercises.get(7).check(_cwt_answer(backward_of)).message)
+    assert words in message, message
+
+
 def test_the_tied_lms_head_part_transposed_is_named():
     """On the square E, where a transposed (V, D) part has the right shape."""
     ex = exercises.get(5)
