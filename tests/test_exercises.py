@@ -362,6 +362,26 @@ def test_cwt_slips_beyond_the_planted_ones_are_named(backward_of, words):
     assert words in message, message
 
 
+@pytest.mark.parametrize("extra, words", [
+    (lambda n, copied: -4 * n, "one of weights, gradients or Adam's moments is missing"),
+    (lambda n, copied: 4 * copied, "it counts the copies' weights, but a copy computes"),
+], ids=["no-gradients", "copies-weights"])
+def test_tying_memory_names_a_wrong_training_total(extra, words):
+    """Right counts and Adam bytes, and a training total off by what a slip adds."""
+    ex = exercises.get(13)
+
+    def tying_memory(config, state, mode):
+        trainable, adam_bytes, training_bytes = ex.reference(config, state, mode)
+        d = config.d_model
+        block = 12 * d * d + (13 * d if config.bias else 2 * d)          # one layer's
+        copied = sum(1 for i, s in enumerate(state) if s != i) * block   # copies' scalars
+        return trainable, adam_bytes, training_bytes + extra(trainable, copied)
+
+    result = ex.check(tying_memory)
+    assert result.failed_step.startswith("training_bytes") and words in result.message, \
+        result.report()
+
+
 def test_the_tied_lms_head_part_transposed_is_named():
     """On the square E, where a transposed (V, D) part has the right shape."""
     ex = exercises.get(5)
