@@ -127,7 +127,10 @@ plt.loglog(lengths, t_direct, "o-", label="direct sum, O(L^2)")
 plt.loglog(lengths, t_fft, "o-", label="fftconv, O(L log L)")
 plt.xlabel("L"), plt.ylabel("seconds"), plt.legend(), plt.grid(alpha=0.3)
 plt.show()
-assert t_fft[-1] < t_direct[-1] / 5      # at L = 16384 the FFT wins by far
+# Times depend on what else the machine is doing, so this prints the ratio rather than
+# asserting it (`benchmarks/` holds the timings).
+print(f"at L = {lengths[-1]}, fftconv is {t_direct[-1] / t_fft[-1]:.0f}x faster than the "
+      "direct sum")
 
 # %% [markdown]
 # ## 2. Implicit filters

@@ -571,7 +571,8 @@ for name, st in studies.items():
 # Hyena re-running its forward pass, Hyena keeping the gated inputs of the past (the
 # cached Hyena: O(L) per token, like a KV cache), a Transformer with a preallocated
 # KV cache, and the distilled models stepping their modal states. The full benchmark
-# is `python benchmarks/bench_generation.py`.
+# is `python benchmarks/bench_generation.py`. Times depend on what else the machine
+# is doing, so this cell prints them and asserts only the memory, which does not.
 
 # %%
 tp = measure_throughput(shape, study)
@@ -584,7 +585,9 @@ for kind, v in tp.items():
     print(f"{kind:22s}", "  ".join(f"L={L}: {1e3 * s:7.3f} ms, {b / 1024:7.0f} KiB"
                                    for L, s, b in zip(v["context"], v["seconds"],
                                                       v["state_bytes"])))
-assert tp["distilled_hyena"]["seconds"][-1] < tp["hyena_recompute"]["seconds"][-1] / 5
+L, fast, slow = study.contexts[-1], tp["distilled_hyena"], tp["hyena_recompute"]
+print(f"at L = {L}, a distilled step is {slow['seconds'][-1] / fast['seconds'][-1]:.1f}x "
+      "faster than Hyena recomputing its forward pass (on this machine, now)")
 assert len(set(tp["distilled_hyena"]["state_bytes"])) == 1      # O(1) memory per sequence
 assert tp["hyena_cached"]["state_bytes"][-1] > tp["hyena_cached"]["state_bytes"][0]
 
