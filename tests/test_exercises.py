@@ -14,6 +14,7 @@ import re
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from nanotie.exercises import Planted
 from nanotie.exercises.checking import ExerciseFailed
 from nanotie.exercises.diagnose import explain_causality, explain_shape, explain_values
 from nanotie.exercises.files import LearnerFileError, check_file, load_function, stub_text
+from nanotie.papers.stlm import STLMConfig, ffn_width
 
 EXERCISES = list(exercises.REGISTRY.values())
 IDS = [f"{ex.number}-{ex.name}" for ex in EXERCISES]
@@ -506,6 +508,90 @@ def test_stlm_budget_names_slips_beyond_the_planted_ones(slip, words):
 
     message = flat(ex.check(stlm_budget).message)
     assert words in message, message
+
+
+def _misread(**changes):
+    """Exercise 11's reference run on the config with some settings misread."""
+    return lambda c: exercises.get(11).reference(replace(c, **changes))
+
+
+def _ffn_matrix(c):
+    """One d -> h Linear of every FFN object, biases included."""
+    h = ffn_width(c)
+    return (1 if c.share_ffn else c.n_layer) * (c.d_model * h + h * c.bias)
+
+
+def _linear_biases_forgotten(c):
+    """Every bias left out but the LayerNorms' offsets (the first such case is token)."""
+    total, head = _misread(bias=False)(c)
+    offsets = (2 * c.n_layer + 1) * c.d_model if c.norm == "layer" and c.bias else 0
+    return total + offsets, head
+
+
+def _plus(delta):
+    """Exercise 11's reference count plus ``delta(config)``: a whole answer."""
+    return lambda c: tuple(r + d for r, d in zip(exercises.get(11).reference(c), delta(c)))
+
+
+@pytest.mark.parametrize("answer, words", [
+    (_misread(tie_embeddings=True), "the head is missing: with tie_embeddings=False"),
+    (_misread(share_ffn=True), "it counts one FFN, but without share_ffn each of the 3 layers"),
+    (_misread(norm="rms"), "the LayerNorm offsets are missing"),
+    (_linear_biases_forgotten, "the Linear layers' biases are missing"),
+    (_plus(lambda c: ((2 * c.n_layer + 1) * c.d_model * (c.norm == "layer" and not c.bias), 0)),
+     "it counts an offset in every norm, but a LayerNorm without bias has a gain only"),
+    (_misread(learned_positions=True), "it counts a position table, but with "
+                                       "learned_positions=False"),
+    (_plus(lambda c: (0, c.context * c.d_model * c.learned_positions)),
+     "embedding_head includes the position table wpe"),
+    (_misread(n_kv_head=None), "keys and values full width, but they have n_kv_head = 2 of "
+                               "the 8 heads"),
+    (_plus(lambda c: (-_ffn_matrix(c) * (c.ffn == "swiglu"), 0)),
+     "the SwiGLU FFN has THREE matrices"),
+    (_plus(lambda c: (_ffn_matrix(c) * (c.ffn == "mlp"), 0)), "a GELU MLP (ffn='mlp') has TWO"),
+    (_plus(lambda c: (-(2 * c.n_layer + 1) * c.d_model * _norm_width(c)
+                      - 10 * c.byte_dim * _norm_width(c), -10 * c.byte_dim * _norm_width(c))
+           if c.embedder == "byte" else (0, 0)),
+     "the norms are missing, in the core (2 L + 1 of width d) and in every byte block"),
+    (_plus(_byte(lambda c: -(2 * c.byte_dim * _norm_width(c) + 12 * c.byte_dim ** 2
+                             + 9 * c.byte_dim * c.bias))),
+     "a byte block is missing: the decoder has TWO blocks B(c, c, 4 c)"),
+    (_plus(_byte(lambda c: 1)),
+     "(+1). It is not one of the usual slips; compare your parts with the right ones: byte "
+     "embedder"),
+], ids=["head-missing", "one-ffn", "ln-offsets", "linear-biases", "ln-no-bias-offsets",
+        "rope-table", "wpe-in-head", "gqa", "swiglu-two", "mlp-three", "all-norms",
+        "decoder-block", "unknown-byte"])
+def test_stlm_budget_names_every_slip_it_knows(answer, words):
+    """Each slip in the checker's list is the one it names, on the first case it shows in."""
+    message = flat(exercises.get(11).check(answer).message)
+    assert words in message, message
+
+
+def _stlm_cases():
+    """Every config exercise 11 checks, by the label its messages give."""
+    ex = exercises.get(11).module
+    small = {name: STLMConfig(**fields) for name, fields in {**ex.TOKEN_CASES,
+                                                              **ex.BYTE_CASES}.items()}
+    paper = {f"the paper, {name}": c for name, c in ex.paper_configs().items()}
+    return {**small, **paper}
+
+
+@pytest.mark.parametrize("name", list(_stlm_cases()))
+def test_stlm_budget_checks_every_case(name):
+    """A count wrong on one config only fails, on that config, and the message names it
+    (with the byte window and width where the model has them)."""
+    ex, config = exercises.get(11), _stlm_cases()[name]
+
+    def stlm_budget(c):
+        total, head = ex.reference(c)
+        return total + (c == config), head
+
+    said, _, inputs = ex.check(stlm_budget).message.partition("\n(checked on: ")
+    assert "(+1)" in flat(said) and flat(inputs).startswith(f"{name}: V={config.vocab_size},")
+    if config.embedder == "byte":
+        assert f"W={config.byte_window}, c={config.byte_dim}" in flat(inputs)
+    assert ("The paper: " in said) == name.startswith("the paper")
 
 
 @pytest.mark.parametrize("total, words", [("55.89M", "is the string '55.89M'"),

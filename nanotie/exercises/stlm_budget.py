@@ -116,6 +116,7 @@ GPT2_LIKE = dict(vocab_size=97, context=16, d_model=24, n_layer=3, n_head=4, ffn
 TOKEN_CASES = {
     "GPT-2-like, tied": GPT2_LIKE,
     "GPT-2-like, tied + FFN sharing": dict(GPT2_LIKE, share_ffn=True),
+    "GPT-2-like without biases (a LayerNorm gain only)": dict(GPT2_LIKE, bias=False),
     "SwiGLU/RMSNorm, untied, no positions": dict(vocab_size=89, context=12, d_model=32,
                                                  n_layer=4, n_head=4,
                                                  learned_positions=False,
