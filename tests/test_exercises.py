@@ -416,8 +416,9 @@ def test_the_tied_lms_head_part_transposed_is_named():
     ((8, 3), (3,), "leading axes (8,)"),
     ((2, 4, 3), (1, 3), "stretched size-1 axes"),
     ((4, 3), (4, 1), "axis 1 has size 1"),
-    ((4,), (4, 1), "keepdims=True"),
-    ((1, 6), (6,), "keepdims=True"),
+    ((4,), (4, 1), "drop an axis? Pass keepdims=True (or reshape to (4, 1))"),
+    ((1, 6), (6,), "keep an axis (keepdims=True) that should go? Drop it"),
+    ((1, 4, 3), (4, 1, 3), "in other places: reshape to (4, 1, 3)"),
     ((7,), (3,), "always has the shape of its input"),
 ])
 def test_explain_shape_names_the_cause(got, want, words):
@@ -463,7 +464,8 @@ def test_trellis_weights_names_a_gate_order_and_a_stray_value_it_has_no_mistake_
         return [reorder(a, (1, 0, 2, 3)) for a in reference(w_ih, w_hh, b)]
 
     message = flat(ex.check(o_and_i_swapped).message)
-    assert "come out in the gate order o, i, g, f" in message, message
+    assert ("the row blocks of `weight_x`, `weight_h` and `bias` come out in the gate order "
+            "o, i, g, f") in message, message
 
     def one_wrong_value(w_ih, w_hh, b):
         weight_x, weight_h, bias = reference(w_ih, w_hh, b)
@@ -474,6 +476,65 @@ def test_trellis_weights_names_a_gate_order_and_a_stray_value_it_has_no_mistake_
     message = flat(ex.check(one_wrong_value).message)
     assert "`weight_h` at index (2, 1) (gate i, the t-1 tap of z)" in message, message
     assert "With M = 1 it matched" in message        # W_hh first acts at two levels
+
+
+def _trellis_answer(edit):
+    """Exercise 12's reference weights passed through ``edit(weight_x, weight_h, bias, H)``."""
+    def trellis_weights(w_ih, w_hh, b):
+        return edit(*(a.copy() for a in exercises.get(12).reference(w_ih, w_hh, b)),
+                    w_hh.shape[1])
+    return trellis_weights
+
+
+def _torch_order_bias(x, h, b, H):
+    return x, h, np.concatenate([b[:H], b[3 * H:], b[2 * H:3 * H], b[H:2 * H]])
+
+
+def _x_past_tap_value(x, h, b, H):
+    x[7, 1] += 0.5                   # gate g (rows 6-8 at H = 3), the x_{t-1} tap (I = 2)
+    return x, h, b
+
+
+def _bias_value(x, h, b, H):
+    b[4] -= 0.25
+    return x, h, b
+
+
+@pytest.mark.parametrize("edit, words, absent", [
+    (_torch_order_bias, ["the rows of `bias` are still in PyTorch's gate order"], "`weight_"),
+    (lambda x, h, b, H: (x, h, 0 * b),
+     ["`bias`: the bias is zero: the LSTM's b must be carried over"], "gate order"),
+    (_x_past_tap_value,
+     ["with M = 1 level, your TrellisNet's output differs from the 1-truncated LSTM: first "
+      "at t = 1,", "`weight_x` at index (7, 1) (gate g, the t-1 tap of x) is"], "M = 1 it"),
+    (_bias_value, ["`bias` at index (4,) is"], "tap of"),
+    (lambda x, h, b, H: (x[:, 2:], h, b),
+     ["`weight_x` has shape (12, 2): one tap only", "2 x 2 columns"], "transpose"),
+    (lambda x, h, b, H: (x, h.T, b), ["`weight_h` has shape (6, 12), the transpose of (12, 6)"],
+     "one tap"),
+    (lambda x, h, b, H: (x, h, b[:, None]),
+     ["`bias` has shape (12, 1)", "keep an axis (keepdims=True) that should go"], "drop an"),
+], ids=["bias-order", "zero-bias", "past-tap", "bias-value", "one-tap", "transposed",
+        "column-bias"])
+def test_trellis_weights_names_what_is_wrong(edit, words, absent):
+    message = flat(exercises.get(12).check(_trellis_answer(edit)).message)
+    for w in words:
+        assert w in message, message
+    assert absent not in message and message.count("the bias is zero") <= 1, message
+
+
+def test_trellis_weights_every_entry_matters():
+    """The check compares outputs, not weights: a change of 1e-6 to any one entry of the
+    right weights must still fail it (the exercise's docstring says so)."""
+    ex = exercises.get(12)
+    shapes = [a.shape for a in ex.reference(*ex.module.case("I = 2, H = 3")["torch"])]
+    for k, shape in enumerate(shapes):
+        for index in np.ndindex(shape):
+            def nudged(x, h, b, H):
+                arrays = [x, h, b]
+                arrays[k][index] += 1e-6 if arrays[k].shape == shape else 0.0  # this case's
+                return arrays
+            assert not ex.check(_trellis_answer(nudged)).passed, (k, index)
 
 
 def _byte(delta):

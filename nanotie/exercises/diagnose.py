@@ -59,8 +59,14 @@ def explain_shape(name: str, got: tuple, want: tuple, what: str = "gradient") ->
                 + f"Did you transpose? Write the product so that its shape comes out as "
                   f"{want}.")
     if [n for n in got if n != 1] == [n for n in want if n != 1]:
-        return (f"{head}: they differ only by an axis of size 1. Did a sum or mean drop "
-                f"an axis? Pass keepdims=True (or reshape to {want}).")
+        if len(got) < len(want):
+            cause = f"Did a sum or mean drop an axis? Pass keepdims=True (or reshape to {want})."
+        elif len(got) > len(want):
+            cause = (f"Did a sum or mean keep an axis (keepdims=True) that should go? Drop it "
+                     f"(reshape to {want}).")
+        else:
+            cause = f"Their axes of size 1 are in other places: reshape to {want}."
+        return f"{head}: they differ only by axes of size 1. {cause}"
     if grad and len(got) > len(want):
         extra = len(got) - len(want)
         tail = got[extra:]

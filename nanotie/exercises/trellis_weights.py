@@ -1,7 +1,8 @@
 """Exercise 12: the converter's weights (TrellisNet).
 
-The learner's weights, built into TrellisNets, must compute ``truncated_lstm`` and equal
-what ``nanotie.papers.trellis.convert.trellis_blocks`` returns.
+The learner's weights, built into TrellisNets, must compute ``truncated_lstm``. Only the
+weights ``nanotie.papers.trellis.convert.trellis_blocks`` returns do: a change of 1e-6 to
+any one entry moves the output. Where they don't, the diagnosis compares with those.
 """
 
 from __future__ import annotations
@@ -262,14 +263,6 @@ def check(fn) -> CheckResult:
                     err = np.abs(got - data["truncated"][M]).max(axis=(0, 2))     # (T,)
                     if not np.all(err < 1e-12):
                         raise Mistake(_explain_mismatch(answers[name], data, M, err))
-        with c.step("your weights equal the library's converter (trellis_blocks, as "
-                    "from_lstm builds them)"):
-            for name in CASES:
-                data = case(name)
-                c.case = f"an LSTM with {name}"
-                for got, want in zip(answers[name], data["converter"]):
-                    if not close(got, want, rtol=0, atol=1e-12):
-                        raise Mistake(diagnose(answers[name], data))
     return c.result
 
 
@@ -331,5 +324,6 @@ MISTAKES = [
     Planted("the bias counted twice, once per tap", _bias_on_both_taps,
             ("counted twice",)),
     Planted("the gates left in PyTorch's order i, f, g, o", _pytorch_gate_order,
-            ("PyTorch's gate order i, f, g, o", "o and f")),
+            ("rows of `weight_x`, `weight_h` and `bias` are still in PyTorch's gate order "
+             "i, f, g, o", "o and f")),
 ]
