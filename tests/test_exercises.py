@@ -537,6 +537,73 @@ def test_trellis_weights_every_entry_matters():
             assert not ex.check(_trellis_answer(nudged)).passed, (k, index)
 
 
+def _lora_answer(forward=None, backward=None):
+    """Exercise 6's reference with its output replaced by ``forward(X, A, B, u, v)`` or
+    its gradients passed through ``backward(grads, X, A, B, u, v, g)``."""
+    reference = exercises.get(6).reference
+
+    def tied_lora(X, A, B, u, v):
+        out, ref_backward = reference(X, A, B, u, v)
+        out = out if forward is None else forward(X, A, B, u, v)
+        if backward is None:
+            return out, ref_backward
+        return out, lambda g: backward(list(ref_backward(g)), X, A, B, u, v, g)
+    return tied_lora
+
+
+def _set(index, value):
+    """A backward edit: gradient ``index`` becomes ``value(grads, X, A, B, u, v, g)``."""
+    def backward(grads, *inputs):
+        grads[index] = value(grads, *inputs)
+        return grads
+    return backward
+
+
+# Gradients with a scale left out of the chain, written out: dY = g * v, dH = dY B,
+# dP = dH * u, dX = dP A, grad_u = sum over rows of dH * (X A^T).
+_X_WITHOUT_V = _set(0, lambda gr, X, A, B, u, v, g: ((g @ B) * u[:, None, :]) @ A)
+_X_WITHOUT_U = _set(0, lambda gr, X, A, B, u, v, g: ((g * v[:, None, :]) @ B) @ A)
+_U_WITHOUT_V = _set(3, lambda gr, X, A, B, u, v, g: ((g @ B) * (X @ A.T)).sum(axis=1))
+
+
+@pytest.mark.parametrize("answer, words", [
+    (_lora_answer(forward=lambda X, A, B, u, v: ((X @ A.T) @ B.T) * v[:, None, :]),
+     ["u is left out. u_l has r entries", "(checked on: L=3 layers, N=5 rows each, d=4, r=2"]),
+    (_lora_answer(forward=lambda X, A, B, u, v: ((X @ A.T) * u[:, None, :]) @ B.T),
+     ["v is left out."]),
+    (_lora_answer(forward=lambda X, A, B, u, v: ((X @ A.T) * u) @ B.T * v[:, None, :]),
+     ["operands could not be broadcast", "Hint: u_l has r entries and scales"]),
+    (_lora_answer(backward=_X_WITHOUT_V),
+     ["gradient for `X`", "v is left out of the chain"]),
+    (_lora_answer(backward=_X_WITHOUT_U),
+     ["gradient for `X`", "u is left out of the chain"]),
+    (_lora_answer(backward=_set(3, lambda gr, *_: gr[3].sum(axis=0))),
+     ["gradient for `u` has shape (2,)", "It equals the SUM over the layers of the right one"]),
+    (_lora_answer(backward=_set(3, lambda gr, *_: gr[3].sum(axis=0, keepdims=True))),
+     ["gradient for `u` has shape (1, 2)", "It equals the SUM over the layers"]),
+    (_lora_answer(backward=_U_WITHOUT_V),
+     ["gradient for `u`", "v is left out of the chain"]),
+    (_lora_answer(backward=_set(4, lambda gr, *_: np.broadcast_to(gr[4].sum(axis=0),
+                                                                  gr[4].shape))),
+     ["gradient for `v`", "it gives every layer the SUM over all layers"]),
+    (_lora_answer(backward=_set(1, lambda gr, X, *_: gr[1] / X.shape[1])),
+     ["gradient for `A`", "each of a layer's N = 5 rows is a use of `A` too; SUM its gradient "
+                          "over the rows, don't average."]),
+    (_lora_answer(backward=_set(2, lambda gr, X, *_: gr[2] / X.shape[1] / X.shape[0])),
+     ["gradient for `B`", "don't average. (And over the layers.)"]),
+    (_lora_answer(backward=lambda grads, *_: grads[:4]),
+     ["backward must return a tuple of 5 gradient(s), one per input (X, A, B, u, v); it "
+      "returned 4."]),
+], ids=["no-u", "no-v", "u-unbroadcast", "grad-X-no-v", "grad-X-no-u", "grad-u-summed",
+        "grad-u-summed-kept", "grad-u-no-v", "grad-v-sum-each", "grad-A-row-mean",
+        "grad-B-mean", "four-grads"])
+def test_tied_lora_names_what_is_wrong(answer, words):
+    """Exercise 6's diagnoses beyond the planted mistakes, each on the first place it shows."""
+    message = flat(exercises.get(6).check(answer).message)
+    for w in words:
+        assert w in message, message
+
+
 def _byte(delta):
     """A (total, embedding_head) slip made on byte-level configs only."""
     return lambda c: (delta(c),) * 2 if c.embedder == "byte" else (0, 0)
