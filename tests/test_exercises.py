@@ -696,6 +696,28 @@ def test_stlm_budget_names_every_slip_it_knows(answer, words):
     assert words in message, message
 
 
+def _head_only(delta):
+    """A slip made in embedding_head alone: the total is right."""
+    return _plus(lambda c: (0, delta(c)[1]))
+
+
+@pytest.mark.parametrize("answer, words", [
+    (_head_only(lambda c: (0, c.vocab_size * c.d_model * c.tie_embeddings)),
+     "counts the LM head separately"),
+    (_head_only(_byte(lambda c: c.vocab_size * c.d_model)), "counts a (V, d) token table"),
+    (_head_only(_byte(lambda c: -10 * c.byte_dim * _norm_width(c))),
+     "the byte blocks' norms are missing"),
+    (_head_only(_byte(lambda c: -c.byte_window * c.byte_dim)), "a slot-position table is "
+                                                                "missing"),
+    (_head_only(_byte(lambda c: -(2 * c.byte_dim * _norm_width(c) + 12 * c.byte_dim ** 2
+                                  + 9 * c.byte_dim * c.bias))), "a byte block is missing"),
+], ids=["tied-head", "byte-token-table", "byte-norms", "slot-table", "decoder-block"])
+def test_stlm_budget_names_a_slip_in_embedding_head_alone(answer, words):
+    """A right total with a wrong embedding_head: the slip is named for embedding_head."""
+    message = flat(exercises.get(11).check(answer).message)
+    assert message.startswith("your `embedding_head` is") and words in message, message
+
+
 def _stlm_cases():
     """Every config exercise 11 checks, by the label its messages give."""
     ex = exercises.get(11).module

@@ -351,9 +351,9 @@ MISTAKES = [
     Planted("the tied head counted separately (the untied count)", _tied_head_counted_twice,
             ("counts the LM head separately", "IS the token embedding")),
     Planted("the shared FFN counted once per layer", _shared_ffn_per_layer,
-            ("shared FFN once per layer", "counted once")),
+            ("shared FFN once per layer", "counted once: 2 FFNs too many")),
     Planted("biases forgotten", _no_biases, ("biases are missing",)),
-    Planted("norms forgotten", _no_norms, ("norms are missing",)),
+    Planted("norms forgotten", _no_norms, ("norms are missing", "7 norms of width d")),
     Planted("the position embedding forgotten", _no_position_embedding,
             ("position embedding is missing",)),
 ]
