@@ -594,9 +594,11 @@ _U_WITHOUT_V = _set(3, lambda gr, X, A, B, u, v, g: ((g @ B) * (X @ A.T)).sum(ax
     (_lora_answer(backward=lambda grads, *_: grads[:4]),
      ["backward must return a tuple of 5 gradient(s), one per input (X, A, B, u, v); it "
       "returned 4."]),
+    (_lora_answer(backward=_set(0, lambda gr, X, *_: gr[0] * (2.0 if len(X) == 4 else 1.0))),
+     ["gradient for `X`", "(checked on: L=4 layers, N=1 rows each"]),
 ], ids=["no-u", "no-v", "u-unbroadcast", "grad-X-no-v", "grad-X-no-u", "grad-u-summed",
         "grad-u-summed-kept", "grad-u-no-v", "grad-v-sum-each", "grad-A-row-mean",
-        "grad-B-mean", "four-grads"])
+        "grad-B-mean", "four-grads", "second-case"])
 def test_tied_lora_names_what_is_wrong(answer, words):
     """Exercise 6's diagnoses beyond the planted mistakes, each on the first place it shows."""
     message = flat(exercises.get(6).check(answer).message)
