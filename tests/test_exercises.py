@@ -359,16 +359,39 @@ def _dS_transposed_in_grad_O(O, T, tau, g, right):
     (lambda O, T, tau, g, right: right[:1], "backward must return a tuple of 2 gradient(s)"),
     (_dS_transposed_in_grad_O,
      "your gradient for `O` is wrong: the score matrix is used the wrong way round"),
-], ids=["one-gradient", "dS-transposed"])
+    (lambda O, T, tau, g, right: tuple(r / g for r in right),
+     "you ignored the upstream gradient g"),
+    (lambda O, T, tau, g, right: tuple(r * len(O) for r in right),
+     "you summed over the K = 7 positions; the loss is their MEAN, so the gradient has a 1/K"),
+    (lambda O, T, tau, g, right: tuple(r * tau for r in right),
+     "is 0.5 times the correct one: the 1/temperature is missing: S = O E^T / tau, so both "
+     "gradients carry a 1/tau (tau = 0.5 here). (checked on: O (6, 4)"),
+], ids=["one-gradient", "dS-transposed", "no-g", "no-1/K", "no-1/tau"])
 def test_cwt_slips_beyond_the_planted_ones_are_named(backward_of, words):
     message = flat(exercises.get(7).check(_cwt_answer(backward_of)).message)
     assert words in message, message
 
 
+def test_cwt_large_scores_case_is_described_and_checked():
+    """The third case's scores overflow a naive exp (exp(710) is inf); its description
+    says how large they are, and a loss wrong there alone fails on it."""
+    ex = exercises.get(7)
+
+    def cwt_loss(O, E_targets, temperature=1.0):
+        loss, backward = ex.reference(O, E_targets, temperature)
+        return loss + (temperature == 0.05), backward
+
+    said, _, inputs = ex.check(cwt_loss).message.partition("\n(checked on: ")
+    top = re.search(r"temperature=0\.05, scores up to (\d+)\)$", flat(inputs))
+    assert top and int(top.group(1)) > 710, inputs
+
+
 @pytest.mark.parametrize("extra, words", [
     (lambda n, copied: -4 * n, "one of weights, gradients or Adam's moments is missing"),
     (lambda n, copied: 4 * copied, "it counts the copies' weights, but a copy computes"),
-], ids=["no-gradients", "copies-weights"])
+    (lambda n, copied: 8 * copied, "it counts the copies' weights and gradients; a copy "
+                                   "shares its root's array"),
+], ids=["no-gradients", "copies-weights", "copies-weights-and-gradients"])
 def test_tying_memory_names_a_wrong_training_total(extra, words):
     """Right counts and Adam bytes, and a training total off by what a slip adds."""
     ex = exercises.get(13)
@@ -383,6 +406,18 @@ def test_tying_memory_names_a_wrong_training_total(extra, words):
     result = ex.check(tying_memory)
     assert result.failed_step.startswith("training_bytes") and words in result.message, \
         result.report()
+
+
+def test_tying_memory_names_float64_moments():
+    ex = exercises.get(13)
+
+    def tying_memory(config, state, mode):
+        trainable, _, training_bytes = ex.reference(config, state, mode)
+        return trainable, 2 * 8 * trainable, training_bytes
+
+    result = ex.check(tying_memory)
+    assert result.failed_step.startswith("adam_bytes") and \
+        "the moments are float32 here, 4 bytes each, not 8" in result.message, result.report()
 
 
 def test_the_tied_lms_head_part_transposed_is_named():

@@ -170,7 +170,9 @@ def check(fn) -> CheckResult:
                 factors = {1.0 / g: "you ignored the upstream gradient g; multiply by it "
                                     "(the chain rule).",
                            len(O): f"you summed over the K = {len(O)} positions; the loss "
-                                   f"is their MEAN, so the gradient has a 1/K."}
+                                   f"is their MEAN, so the gradient has a 1/K.",
+                           tau: f"the 1/temperature is missing: S = O E^T / tau, so both "
+                                f"gradients carry a 1/tau (tau = {tau} here)."}
                 c.expect_grads(grads, {"O": gO, "E_targets": gT}, hints={
                     "O": {"known": wrong["O"], "factors": factors},
                     "E_targets": {"known": wrong["E_targets"], "factors": factors}})

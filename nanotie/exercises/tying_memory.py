@@ -185,9 +185,8 @@ def _case(c: Checker, name: str, state: tuple, mode: str) -> tuple:
 
 def _copies_trainable_when_official(config, state, mode):
     trainable, _, _ = reference(config, state, mode)
-    if mode == "official":                  # "the copies are Parameters, so they count"
-        copies, block = _copies(config, state)
-        trainable += copies * block
+    if mode == "official":                  # "the copies are Parameters, so they count":
+        trainable, _, _ = reference(config, tuple(range(len(state))), mode)   # as untied
     return trainable, 8 * trainable, 16 * trainable
 
 
