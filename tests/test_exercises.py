@@ -381,7 +381,7 @@ def test_cwt_large_scores_case_is_described_and_checked():
         loss, backward = ex.reference(O, E_targets, temperature)
         return loss + (temperature == 0.05), backward
 
-    said, _, inputs = ex.check(cwt_loss).message.partition("\n(checked on: ")
+    _, _, inputs = ex.check(cwt_loss).message.partition("\n(checked on: ")
     top = re.search(r"temperature=0\.05, scores up to (\d+)\)$", flat(inputs))
     assert top and int(top.group(1)) > 710, inputs
 
