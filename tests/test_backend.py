@@ -147,6 +147,57 @@ def test_manual_seed_covers_rand_and_randint(restore_seed):
     assert ((a[0] >= 0) & (a[0] < 1)).all()
 
 
+def test_restoring_a_state_taken_before_any_draw_restarts_from_the_seed(restore_seed):
+    """A snapshot taken right after manual_seed (no generator yet) restores to the
+    seed's stream, even though draws since then made a generator."""
+    nt.manual_seed(5)
+    snapshot = backend.random_state()
+    first = nt.randn(4).numpy()
+    nt.randn(3)
+    backend.restore_random_state(snapshot)
+    np.testing.assert_array_equal(nt.randn(4).numpy(), first)
+
+
+@pytest.mark.parametrize("dtype", [np.float16, "float64", np.float32])
+def test_samples_come_in_the_asked_dtype(dtype, restore_seed):
+    """The generators draw float32 and float64 only; other float types are cast."""
+    for draw in (backend.randn, backend.rand):
+        out = draw((3, 2), dtype, "cpu")
+        assert out.dtype == np.dtype(dtype) and out.shape == (3, 2)
+
+
+# --------------------------------------------------------------- CPU settings
+
+
+def test_fft_threads_follow_the_first_blas_variable_that_is_set(monkeypatch):
+    for var in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+        monkeypatch.delenv(var, raising=False)
+    assert backend._cpu_threads() == backend.usable_cores()
+    monkeypatch.setenv("OMP_NUM_THREADS", "5")
+    assert backend._cpu_threads() == 5
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "0")        # not a thread count: skipped
+    monkeypatch.setenv("MKL_NUM_THREADS", "3")
+    assert backend._cpu_threads() == 3
+    monkeypatch.setenv("OPENBLAS_NUM_THREADS", "2")
+    assert backend._cpu_threads() == 2
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc only")
+@pytest.mark.parametrize("setting, kept", [(None, "True"), ("0", "False")])
+def test_keeping_freed_memory_and_its_off_switch(setting, kept):
+    """In a process of its own: the setting changes the whole process."""
+    import os
+    import subprocess
+
+    env = {k: v for k, v in os.environ.items() if k != "NANOTIE_KEEP_FREED_MEMORY"}
+    if setting is not None:
+        env["NANOTIE_KEEP_FREED_MEMORY"] = setting
+    code = "from nanotie import backend; print(backend.keep_freed_memory())"
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert out.stdout.strip() == kept, out.stderr
+
+
 # --------------------------------------------------------------- default device
 
 

@@ -9,6 +9,7 @@ ops, and a whole GPT training step, give the same numbers with the switch on and
 
 from __future__ import annotations
 
+import multiprocessing
 import threading
 
 import numpy as np
@@ -118,6 +119,27 @@ def test_switch_follows_blas_limit_and_environment(monkeypatch):
         assert backend.cpu_threads() == 1
         backend.set_cpu_threads(3)                  # an explicit choice in the process wins
         assert backend.cpu_threads() == 3
+
+
+@pytest.mark.skipif("fork" not in multiprocessing.get_all_start_methods(), reason="no fork")
+def test_a_forked_child_makes_its_own_pool():
+    """A forked process inherits the pool object but none of its threads: without a new
+    pool, the child's first parallel_rows would wait forever for them."""
+    backend.set_cpu_threads(2)
+    backend.parallel_rows(lambda rows: None, 10)               # the parent's pool exists
+
+    def child():
+        hits = np.zeros(10, dtype=int)
+        backend.parallel_rows(lambda rows: hits.__setitem__(rows, 1), 10)
+        raise SystemExit(0 if hits.all() else 1)
+
+    process = multiprocessing.get_context("fork").Process(target=child)
+    process.start()
+    process.join(timeout=60)
+    try:
+        assert process.exitcode == 0, f"the child {'hung' if process.is_alive() else 'failed'}"
+    finally:
+        process.kill()
 
 
 @pytest.mark.parametrize("bad", [0, -2, 1.5, True, "2"])
