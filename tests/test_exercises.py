@@ -23,7 +23,7 @@ import nanotie as nt
 from nanotie import cli, exercises
 from nanotie.autograd import unbroadcast
 from nanotie.exercises import Planted
-from nanotie.exercises.checking import ExerciseFailed
+from nanotie.exercises.checking import ExerciseFailed, wrong_backward
 from nanotie.exercises.diagnose import explain_causality, explain_shape, explain_values
 from nanotie.exercises.files import LearnerFileError, check_file, load_function, stub_text
 from nanotie.papers.stlm import STLMConfig, ffn_width
@@ -335,17 +335,6 @@ def test_fftconv_slips_beyond_the_planted_ones_are_named(answer, step, words):
     assert result.failed_step.startswith(step) and words in result.message, result.report()
 
 
-def _cwt_answer(backward_of):
-    """Exercise 7's reference loss with the backward ``backward_of(O, T, tau, g, right)``,
-    where ``right`` is the reference's (grad_O, grad_E_targets)."""
-    ex = exercises.get(7)
-
-    def cwt_loss(O, E_targets, temperature=1.0):
-        loss, backward = ex.reference(O, E_targets, temperature)
-        return loss, lambda g: backward_of(O, E_targets, temperature, g, backward(g))
-    return cwt_loss
-
-
 def _dS_transposed_in_grad_O(O, T, tau, g, right):
     K = len(O)
     S = O @ T.T / tau
@@ -368,7 +357,8 @@ def _dS_transposed_in_grad_O(O, T, tau, g, right):
      "gradients carry a 1/tau (tau = 0.5 here). (checked on: O (6, 4)"),
 ], ids=["one-gradient", "dS-transposed", "no-g", "no-1/K", "no-1/tau"])
 def test_cwt_slips_beyond_the_planted_ones_are_named(backward_of, words):
-    message = flat(exercises.get(7).check(_cwt_answer(backward_of)).message)
+    ex = exercises.get(7)     # backward_of(O, T, tau, g, right): the answer's gradients
+    message = flat(ex.check(wrong_backward(ex.reference)(backward_of)).message)
     assert words in message, message
 
 
@@ -572,64 +562,54 @@ def test_trellis_weights_every_entry_matters():
             assert not ex.check(_trellis_answer(nudged)).passed, (k, index)
 
 
-def _lora_answer(forward=None, backward=None):
-    """Exercise 6's reference with its output replaced by ``forward(X, A, B, u, v)`` or
-    its gradients passed through ``backward(grads, X, A, B, u, v, g)``."""
+def _lora_forward(out):
+    """Exercise 6's reference backward under the output ``out(X, A, B, u, v)``."""
     reference = exercises.get(6).reference
-
-    def tied_lora(X, A, B, u, v):
-        out, ref_backward = reference(X, A, B, u, v)
-        out = out if forward is None else forward(X, A, B, u, v)
-        if backward is None:
-            return out, ref_backward
-        return out, lambda g: backward(list(ref_backward(g)), X, A, B, u, v, g)
-    return tied_lora
+    return lambda *inputs: (out(*inputs), reference(*inputs)[1])
 
 
-def _set(index, value):
-    """A backward edit: gradient ``index`` becomes ``value(grads, X, A, B, u, v, g)``."""
-    def backward(grads, *inputs):
-        grads[index] = value(grads, *inputs)
+def _lora_grad(index, value):
+    """Exercise 6's reference with gradient ``index`` replaced by ``value(grads, X, A, B,
+    u, v, g)``."""
+    def change(*args):                                    # X, A, B, u, v, g, grads
+        grads = list(args[-1])
+        grads[index] = value(grads, *args[:-1])
         return grads
-    return backward
+    return wrong_backward(exercises.get(6).reference)(change)
 
 
 # Gradients with a scale left out of the chain, written out: dY = g * v, dH = dY B,
 # dP = dH * u, dX = dP A, grad_u = sum over rows of dH * (X A^T).
-_X_WITHOUT_V = _set(0, lambda gr, X, A, B, u, v, g: ((g @ B) * u[:, None, :]) @ A)
-_X_WITHOUT_U = _set(0, lambda gr, X, A, B, u, v, g: ((g * v[:, None, :]) @ B) @ A)
-_U_WITHOUT_V = _set(3, lambda gr, X, A, B, u, v, g: ((g @ B) * (X @ A.T)).sum(axis=1))
+_X_WITHOUT_V = _lora_grad(0, lambda gr, X, A, B, u, v, g: ((g @ B) * u[:, None, :]) @ A)
+_X_WITHOUT_U = _lora_grad(0, lambda gr, X, A, B, u, v, g: ((g * v[:, None, :]) @ B) @ A)
+_U_WITHOUT_V = _lora_grad(3, lambda gr, X, A, B, u, v, g: ((g @ B) * (X @ A.T)).sum(axis=1))
 
 
 @pytest.mark.parametrize("answer, words", [
-    (_lora_answer(forward=lambda X, A, B, u, v: ((X @ A.T) @ B.T) * v[:, None, :]),
+    (_lora_forward(lambda X, A, B, u, v: ((X @ A.T) @ B.T) * v[:, None, :]),
      ["u is left out. u_l has r entries", "(checked on: L=3 layers, N=5 rows each, d=4, r=2"]),
-    (_lora_answer(forward=lambda X, A, B, u, v: ((X @ A.T) * u[:, None, :]) @ B.T),
+    (_lora_forward(lambda X, A, B, u, v: ((X @ A.T) * u[:, None, :]) @ B.T),
      ["v is left out."]),
-    (_lora_answer(forward=lambda X, A, B, u, v: ((X @ A.T) * u) @ B.T * v[:, None, :]),
+    (_lora_forward(lambda X, A, B, u, v: ((X @ A.T) * u) @ B.T * v[:, None, :]),
      ["operands could not be broadcast", "Hint: u_l has r entries and scales"]),
-    (_lora_answer(backward=_X_WITHOUT_V),
-     ["gradient for `X`", "v is left out of the chain"]),
-    (_lora_answer(backward=_X_WITHOUT_U),
-     ["gradient for `X`", "u is left out of the chain"]),
-    (_lora_answer(backward=_set(3, lambda gr, *_: gr[3].sum(axis=0))),
+    (_X_WITHOUT_V, ["gradient for `X`", "v is left out of the chain"]),
+    (_X_WITHOUT_U, ["gradient for `X`", "u is left out of the chain"]),
+    (_lora_grad(3, lambda gr, *_: gr[3].sum(axis=0)),
      ["gradient for `u` has shape (2,)", "It equals the SUM over the layers of the right one"]),
-    (_lora_answer(backward=_set(3, lambda gr, *_: gr[3].sum(axis=0, keepdims=True))),
+    (_lora_grad(3, lambda gr, *_: gr[3].sum(axis=0, keepdims=True)),
      ["gradient for `u` has shape (1, 2)", "It equals the SUM over the layers"]),
-    (_lora_answer(backward=_U_WITHOUT_V),
-     ["gradient for `u`", "v is left out of the chain"]),
-    (_lora_answer(backward=_set(4, lambda gr, *_: np.broadcast_to(gr[4].sum(axis=0),
-                                                                  gr[4].shape))),
+    (_U_WITHOUT_V, ["gradient for `u`", "v is left out of the chain"]),
+    (_lora_grad(4, lambda gr, *_: np.broadcast_to(gr[4].sum(axis=0), gr[4].shape)),
      ["gradient for `v`", "it gives every layer the SUM over all layers"]),
-    (_lora_answer(backward=_set(1, lambda gr, X, *_: gr[1] / X.shape[1])),
+    (_lora_grad(1, lambda gr, X, *_: gr[1] / X.shape[1]),
      ["gradient for `A`", "each of a layer's N = 5 rows is a use of `A` too; SUM its gradient "
                           "over the rows, don't average."]),
-    (_lora_answer(backward=_set(2, lambda gr, X, *_: gr[2] / X.shape[1] / X.shape[0])),
+    (_lora_grad(2, lambda gr, X, *_: gr[2] / X.shape[1] / X.shape[0]),
      ["gradient for `B`", "don't average. (And over the layers.)"]),
-    (_lora_answer(backward=lambda grads, *_: grads[:4]),
+    (wrong_backward(exercises.get(6).reference)(lambda *args: args[-1][:4]),
      ["backward must return a tuple of 5 gradient(s), one per input (X, A, B, u, v); it "
       "returned 4."]),
-    (_lora_answer(backward=_set(0, lambda gr, X, *_: gr[0] * (2.0 if len(X) == 4 else 1.0))),
+    (_lora_grad(0, lambda gr, X, *_: gr[0] * (2.0 if len(X) == 4 else 1.0)),
      ["gradient for `X`", "(checked on: L=4 layers, N=1 rows each"]),
 ], ids=["no-u", "no-v", "u-unbroadcast", "grad-X-no-v", "grad-X-no-u", "grad-u-summed",
         "grad-u-summed-kept", "grad-u-no-v", "grad-v-sum-each", "grad-A-row-mean",
