@@ -96,6 +96,7 @@ def test_tuning_table_names_its_setting_metric_and_digits():
                                 metric="loss", digits=1)
     assert table.split("\n") == ["| method | width: validation loss (mean over seeds) |",
                                  "|---|---|", "| M | 1: 2.0, **2: 1.0**, 4: 3.0 |"]
+    assert "**2: 1.000**" in report.tuning_table({"M": {"best": 2, "grid": grid}})
 
 
 @pytest.mark.parametrize("grid,best", [
@@ -169,7 +170,8 @@ def test_save_figure_makes_the_folder_writes_a_png_and_closes(tmp_path):
     plt = report.pyplot()
     fig, ax = plt.subplots()
     ax.plot([0, 1])
-    path = report.save_figure(fig, tmp_path / "new" / "plot.png")
+    path = report.save_figure(fig, str(tmp_path / "new" / "plot.png"))
+    assert path == tmp_path / "new" / "plot.png"             # a Path, even from a str
     assert path.read_bytes().startswith(b"\x89PNG")
     assert fig.number not in plt.get_fignums()
 
@@ -188,14 +190,13 @@ def test_seed_bars_draw_the_mean_with_whiskers_to_min_and_max():
 
 
 def test_plot_bands_draws_the_mean_and_a_band_from_min_to_max(saved, tmp_path):
-    ys = [[1.0, 5.0], [3.0, 1.0]]                          # (seeds, x)
+    ys = [[1.0, 5.0], [3.0, 1.0], [2.0, 3.0]]              # (seeds, x)
     report.plot_bands({"A": ([10, 20], ys)}, tmp_path / "b.png", "x", "y", "T")
     ax, = saved[0].axes
     np.testing.assert_array_equal(ax.lines[0].get_ydata(), [2.0, 3.0])
     band = ax.collections[0].get_paths()[0].vertices
-    assert band[:, 1].min() == 1.0 and band[:, 1].max() == 5.0
-    lows = band[np.isclose(band[:, 0], 20), 1]
-    assert set(lows) == {1.0, 5.0}                           # at x = 20: min 1, max 5
+    for x, ends in ((10, {1.0, 3.0}), (20, {1.0, 5.0})):    # min and max over the seeds
+        assert set(band[np.isclose(band[:, 0], x), 1]) == ends
     assert (ax.get_xlabel(), ax.get_ylabel(), ax.get_title()) == ("x", "y", "T")
 
 
@@ -207,6 +208,9 @@ def test_plot_spread_shows_means_whiskers_and_every_seed(saved, tmp_path):
     dots = [line for line in ax.lines if line.get_marker() == "."]
     assert [list(d.get_ydata()) for d in dots] == [[1.0, 3.0], [4.0, 4.0, 7.0]]
     assert [list(d.get_xdata()) for d in dots] == [[0, 0], [1, 1, 1]]
+    whiskers = [seg for c in ax.collections for seg in c.get_segments()]
+    assert [(s[0][0], sorted(s[:, 1])) for s in whiskers] == [(0, [1.0, 3.0]), (1, [4.0, 7.0])]
+    assert any("dots: seeds" in t.get_text() for t in ax.texts)        # says how to read it
     lo, hi = ax.get_ylim()
     pad = 0.15 * (7.0 - 1.0)
     assert (lo, hi) == pytest.approx((1.0 - 3 * pad, 7.0 + pad))
