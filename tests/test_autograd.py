@@ -393,6 +393,17 @@ def test_tensor_default_dtypes():
     assert nt.tensor([1, 2], dtype=np.float64).dtype == np.float64
 
 
+@pytest.mark.parametrize("make", [nt.zeros, nt.ones, nt.randn, nt.rand])
+def test_factories_make_float32_leaves_that_need_a_gradient_only_when_asked(make):
+    """As torch.zeros and friends: float32 by default, ``*shape`` or one tuple, and a
+    parameter only with ``requires_grad=True``."""
+    a, b = make(2, 3), make((2, 3), dtype=nt.float64, requires_grad=True)
+    assert (a.shape, a.dtype, a.requires_grad) == ((2, 3), np.float32, False)
+    assert (b.shape, b.dtype, b.requires_grad, b.grad_fn) == ((2, 3), np.float64, True, None)
+    if make in (nt.zeros, nt.ones):
+        assert (a.numpy() == (make is nt.ones)).all()
+
+
 # ------------------------------------------------------- tensor() copies its data
 
 
