@@ -184,9 +184,9 @@ def test_seed_bars_draw_the_mean_with_whiskers_to_min_and_max():
     report.seed_bars(ax, [1, 2], [[1.0, 4.0], [3.0, 2.0], [2.0, 6.0]], fmt="s-", label="L")
     plt.close(fig)
     (x, y, yerr, kw), = calls
+    assert x == [1, 2] and (kw["fmt"], kw["label"]) == ("s-", "L")
     np.testing.assert_array_equal(y, [2.0, 4.0])
     np.testing.assert_array_equal(yerr, [[1.0, 2.0], [1.0, 2.0]])
-    assert kw == {"fmt": "s-", "capsize": 3, "label": "L"}
 
 
 def test_plot_bands_draws_the_mean_and_a_band_from_min_to_max(saved, tmp_path):
@@ -211,9 +211,8 @@ def test_plot_spread_shows_means_whiskers_and_every_seed(saved, tmp_path):
     whiskers = [seg for c in ax.collections for seg in c.get_segments()]
     assert [(s[0][0], sorted(s[:, 1])) for s in whiskers] == [(0, [1.0, 3.0]), (1, [4.0, 7.0])]
     assert any("dots: seeds" in t.get_text() for t in ax.texts)        # says how to read it
-    lo, hi = ax.get_ylim()
-    pad = 0.15 * (7.0 - 1.0)
-    assert (lo, hi) == pytest.approx((1.0 - 3 * pad, 7.0 + pad))
+    lo, hi = ax.get_ylim()             # every seed inside, and more room under the lowest
+    assert lo < 1.0 < 7.0 < hi and 1.0 - lo > hi - 7.0      # one: each bar shows a body
     assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
     assert (ax.get_ylabel(), ax.get_title()) == ("loss", "T")
 
@@ -221,8 +220,7 @@ def test_plot_spread_shows_means_whiskers_and_every_seed(saved, tmp_path):
 def test_plot_spread_of_equal_values_still_has_a_height(saved, tmp_path):
     report.plot_spread({"A": P.spread([2.0, 2.0])}, tmp_path / "s.png", "T", "y")
     lo, hi = saved[0].axes[0].get_ylim()
-    pad = 0.05 * 2.0 + 1e-3
-    assert (lo, hi) == pytest.approx((2.0 - 3 * pad, 2.0 + pad))
+    assert lo < 2.0 < hi and 2.0 - lo > hi - 2.0
 
 
 # ------------------------------------------------------------------ progress
