@@ -201,26 +201,28 @@ def test_plot_bands_draws_the_mean_and_a_band_from_min_to_max(saved, tmp_path):
 
 
 def test_plot_spread_shows_means_whiskers_and_every_seed(saved, tmp_path):
-    groups = {"A": P.spread([1.0, 3.0]), "B": P.spread([4.0, 4.0, 7.0])}
+    groups = {"A": P.spread([101.0, 103.0]), "B": P.spread([104.0, 104.0, 107.0])}
     report.plot_spread(groups, tmp_path / "s.png", "T", "loss")
     ax, = saved[0].axes
-    assert [bar.get_height() for bar in ax.patches] == [2.0, 5.0]
+    assert [bar.get_height() for bar in ax.patches] == [102.0, 105.0]
     dots = [line for line in ax.lines if line.get_marker() == "."]
-    assert [list(d.get_ydata()) for d in dots] == [[1.0, 3.0], [4.0, 4.0, 7.0]]
+    assert [list(d.get_ydata()) for d in dots] == [[101.0, 103.0], [104.0, 104.0, 107.0]]
     assert [list(d.get_xdata()) for d in dots] == [[0, 0], [1, 1, 1]]
     whiskers = [seg for c in ax.collections for seg in c.get_segments()]
-    assert [(s[0][0], sorted(s[:, 1])) for s in whiskers] == [(0, [1.0, 3.0]), (1, [4.0, 7.0])]
+    assert [(s[0][0], sorted(s[:, 1])) for s in whiskers] == [(0, [101.0, 103.0]),
+                                                               (1, [104.0, 107.0])]
     assert any("dots: seeds" in t.get_text() for t in ax.texts)        # says how to read it
-    lo, hi = ax.get_ylim()             # every seed inside, and more room under the lowest
-    assert lo < 1.0 < 7.0 < hi and 1.0 - lo > hi - 7.0      # one: each bar shows a body
+    lo, hi = ax.get_ylim()     # zoomed on the seeds (not from 0), every seed inside, and
+    assert lo < 101.0 < 107.0 < hi < lo + 2 * 6.0           # more room under the lowest
+    assert 101.0 - lo > hi - 107.0                           # one: each bar shows a body
     assert [t.get_text() for t in ax.get_xticklabels()] == ["A", "B"]
     assert (ax.get_ylabel(), ax.get_title()) == ("loss", "T")
 
 
 def test_plot_spread_of_equal_values_still_has_a_height(saved, tmp_path):
-    report.plot_spread({"A": P.spread([2.0, 2.0])}, tmp_path / "s.png", "T", "y")
+    report.plot_spread({"A": P.spread([100.0, 100.0])}, tmp_path / "s.png", "T", "y")
     lo, hi = saved[0].axes[0].get_ylim()
-    assert lo < 2.0 < hi and 2.0 - lo > hi - 2.0
+    assert 0.0 < lo < 100.0 < hi and 100.0 - lo > hi - 100.0
 
 
 # ------------------------------------------------------------------ progress
