@@ -260,8 +260,11 @@ def _modal_fit(h, A, B, C, max_radius: float, method: str, bound: float) -> Moda
     C A^(t-1) B = Σ_k (C W)_k (W^{-1} B)_k λ_k^(t-1). One member of each conjugate pair
     is kept with a doubled residue (module doc); poles on or outside the unit circle
     are pulled inside to ``max_radius``, keeping their angle."""
-    lam, W = scipy.linalg.eig(A)                               # A = W diag(λ) W^{-1}
-    R = (C @ W) * scipy.linalg.solve(W, B.astype(np.complex128))
+    if len(A) == 0:                     # d = 0 (SciPy before 1.14 fails on a 0 x 0 eig)
+        lam = R = np.zeros(0, np.complex128)
+    else:
+        lam, W = scipy.linalg.eig(A)                           # A = W diag(λ) W^{-1}
+        R = (C @ W) * scipy.linalg.solve(W, B.astype(np.complex128))
     keep = lam.imag >= 0
     R = np.where(lam.imag > 0, 2 * R, R)
     poles, residues = _canonical(lam[keep], R[keep])
