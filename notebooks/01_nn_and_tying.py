@@ -442,8 +442,8 @@ print(f"{len(train_ids):,} training bytes, {len(val_ids):,} validation bytes; "
 
 if QUICK:   # seconds on two CPU cores
     model_cfg = GPTConfig(vocab_size=256, context=32, d_model=64, n_layer=2, n_head=4)
-    train_cfg = TrainConfig(steps=60, batch_size=16, lr=3e-3, warmup_steps=10,
-                            eval_interval=20, eval_batches=4)
+    train_cfg = TrainConfig(steps=150, batch_size=16, lr=3e-3, warmup_steps=10,
+                            eval_interval=50, eval_batches=8)
 else:       # a few minutes on two CPU cores
     model_cfg = GPTConfig(vocab_size=256, context=64, d_model=128, n_layer=4, n_head=4)
     train_cfg = TrainConfig(steps=400, batch_size=32, lr=3e-3, warmup_steps=40,

@@ -277,8 +277,7 @@ if QUICK:
     tiny_train.pop("seed")
     base_settings["train"] = tiny_train
     profile = experiment.SweepProfile(ranks=(4,), lrs=(3e-3, 1e-2), steps=60, batch_size=8,
-                                      block_size=32, warmup_steps=3, eval_windows=32,
-                                      code_bytes=100_000)
+                                      block_size=32, warmup_steps=3, eval_windows=32)
 else:
     profile = experiment.PROFILES["quick"]
 
