@@ -472,14 +472,20 @@ plt.show()
 
 # %% [markdown]
 # What the plot claims, checked. At initialisation the model predicts nearly
-# uniformly: the GPT-2 initialisation makes every logit close to 0, so the first
-# loss is about $\ln 256$ nats, or 8 bits. By the end, the validation loss is below
-# the unigram baseline, so the model uses context.
+# uniformly: the GPT-2 initialisation makes the logits small, so the first loss is
+# about $\ln 256$ nats, or 8 bits. A little less, and that is the tie at work. The
+# residual stream still holds the embedding $e_x$ of the byte just read, and the head
+# scores byte $v$ by $\mathrm{LN}(h) \cdot e_v$, so the byte just read scores highest
+# at most positions (about 1 above the mean logit in the full model): a fresh tied model
+# already bets that a byte repeats, as a space after a space does, and a batch with
+# many repeats can cost a tenth of a nat less than $\ln 256$. An untied head's rows have
+# nothing to do with $e_x$; its first loss is a little above $\ln 256$. By the end,
+# the validation loss is below the unigram baseline, so the model uses context.
 
 # %%
 print(f"first training loss {history.train_loss[0]:.3f} nats (ln 256 = {math.log(256):.3f})")
 print(f"final validation {history.val_bpb[-1]:.3f} bpb vs unigram {unigram_bpb:.3f} bpb")
-assert abs(history.train_loss[0] - math.log(256)) < 0.1
+assert -0.25 < history.train_loss[0] - math.log(256) < 0.1     # below: repeated bytes
 assert history.val_bpb[-1] < unigram_bpb - 0.1
 assert history.val_bpb[-1] < history.val_bpb[0]
 assert model.lm_head.weight is model.wte.weight           # still one matrix after training
