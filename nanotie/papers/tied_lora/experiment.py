@@ -39,7 +39,7 @@ class SweepProfile:
     ranks: tuple = (8,)           # the ranks r to sweep
     configs: tuple | None = tuple(PRESETS)   # preset names or keys ("TL6", "tied:Bu");
                                   # None: the whole lattice (LoRA and the 15 tied ones)
-    lrs: tuple = (1e-3, 3e-3, 1e-2)   # the learning-rate grid, judged on val
+    lrs: tuple = (3e-3, 1e-2, 3e-2, 1e-1, 3e-1)   # the learning-rate grid, judged on val
     seeds: int = 2                # seeds per reported configuration
     steps: int = 150              # adapter training steps per run
     batch_size: int = 8           # sequences per step
@@ -61,15 +61,18 @@ class SweepProfile:
         return [c for r in self.ranks for c in lattice(r) if keys is None or c.key in keys]
 
 
-# quick: the four named corners at r = 8, three rates, 2 seeds, 150 steps: 13 + 6 runs
-# of about 6 CPU-seconds on the 8-layer base. full: the whole lattice (LoRA and the 15
-# tied configurations) at the paper's ranks in miniature, 5 seeds: 4 x 16 x 3 grid runs,
-# 4 x 16 x 4 more seeds and 4 x 5 sensitivity runs on the full base, about 5.5 CPU-minutes
-# each (400 steps of 0.7 s and 47 s of scoring, timed on one thread): some 45 CPU-hours
-# with the base; not run yet.
+# quick: the four named corners at r = 8, five rates, 2 seeds, 150 steps: 21 + 6 runs
+# of about 6 CPU-seconds on the 8-layer base. With the rates 0.001-0.01 every method
+# chose 0.01, the grid's top; with these, LoRA, TL5 and TL6 choose 0.03 and VeRA-style
+# 0.1, inside the grid. full: the whole lattice (LoRA and the 15 tied configurations) at
+# the paper's ranks in miniature, 5 seeds: 4 x 16 x 5 grid runs, 4 x 16 x 4 more seeds
+# and 4 x 5 sensitivity runs on the full base, about 5.5 CPU-minutes each (400 steps of
+# 0.7 s and 47 s of scoring, timed on one thread): some 55 CPU-hours with the base; not
+# run yet.
 PROFILES = {
     "quick": SweepProfile(),
-    "full": SweepProfile(ranks=(2, 8, 32, 128), configs=None, lrs=(1e-3, 3e-3, 1e-2),
+    "full": SweepProfile(ranks=(2, 8, 32, 128), configs=None,
+                         lrs=(1e-3, 3e-3, 1e-2, 3e-2, 1e-1),
                          seeds=5, steps=400, batch_size=16, block_size=128,
                          warmup_steps=20, eval_windows=1024, code_bytes=2_000_000),
 }
