@@ -44,8 +44,9 @@ zero, and the adapted model starts as the base model (``attach(..., zero="B")`` 
 TL6 at B = 0, u = v = 1 instead: the experiment's sensitivity row). The scale matters
 because Adam moves every entry by about the learning rate per step, whatever the
 gradient: from N(0, 1), 60 steps at 1e-3 moved A by under 1% and TL6 behaved like the
-VeRA-style corner; from N(0, 1/d) the experiment's 150 steps at 1e-2 move A by about
-50-90% of its norm (its report's movement table says why a zero v does not slow them).
+VeRA-style corner; from N(0, 1/d) the experiment's 150 steps at its chosen 3e-2 move A
+by about 80-120% of its norm (its report's movement table says why a zero v does not
+slow them).
 
 Differences from the paper:
 
