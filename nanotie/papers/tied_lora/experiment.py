@@ -65,10 +65,10 @@ class SweepProfile:
 # of about 6 CPU-seconds on the 8-layer base. With the rates 0.001-0.01 every method
 # chose 0.01, the grid's top; with these, LoRA, TL5 and TL6 choose 0.03 and VeRA-style
 # 0.1, inside the grid. full: the whole lattice (LoRA and the 15 tied configurations) at
-# the paper's ranks in miniature, 5 seeds: 4 x 16 x 5 grid runs, 4 x 16 x 4 more seeds
-# and 4 x 5 sensitivity runs on the full base, about 5.5 CPU-minutes each (400 steps of
-# 0.7 s and 47 s of scoring, timed on one thread): some 55 CPU-hours with the base; not
-# run yet.
+# the paper's ranks in miniature, 5 seeds, a grid shifted down a step for its longer runs
+# (0.001-0.1; not yet measured): 4 x 16 x 5 grid runs, 4 x 16 x 4 more seeds and 4 x 5
+# sensitivity runs on the full base, about 5.5 CPU-minutes each (400 steps of 0.7 s and
+# 47 s of scoring, timed on one thread): some 55 CPU-hours with the base; not run yet.
 PROFILES = {
     "quick": SweepProfile(),
     "full": SweepProfile(ranks=(2, 8, 32, 128), configs=None,
