@@ -359,6 +359,33 @@ def test_non_strict_load_ignores_unknown_and_missing_keys():
         model.load_state_dict(sd, strict=False)
 
 
+class ThreeLinears(Module):
+    def __init__(self):
+        super().__init__()
+        self.a, self.b, self.c = Linear(3, 3), Linear(3, 3), Linear(3, 3)
+        self.register_buffer("buf", np.ones((3, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("strict", [True, False])
+@pytest.mark.parametrize("target", ["buf", "stray"])
+def test_a_tie_to_a_stored_non_parameter_is_refused_before_any_tie_is_made(strict, target):
+    """A valid tie listed first must not be made when a later one points at a buffer
+    (or, with strict=False, at an unknown stored key): the load fails as a whole."""
+    nt.manual_seed(0)
+    sd = ThreeLinears().state_dict()
+    del sd["a.weight"], sd["c.weight"]
+    sd["stray"] = np.ones((3, 3), dtype=np.float32)
+    sd["__ties__"] = np.array(["a.weight=b.weight", f"c.weight={target}"])
+    nt.manual_seed(5)
+    model = ThreeLinears()
+    snap = snapshot(model)
+    with pytest.raises(StateDictError, match=f"tie 'c.weight={target}': '{target}' is not a "
+                                             "parameter of this model"):
+        model.load_state_dict(sd, strict=strict)
+    assert_unchanged(model, snap)
+    assert model.a.weight is not model.b.weight
+
+
 @pytest.mark.parametrize("saved_tied", [True, False])
 def test_a_checkpoint_with_the_other_embedding_tie_is_refused(saved_tied):
     """A tied checkpoint does not tie an untied GPT behind its config's back (nor the

@@ -290,7 +290,10 @@ class Module:
                                 "checkpoint")
             elif alias in state:
                 problems.append(f"tie '{alias}={name}': '{alias}' is also stored separately")
-            elif params[alias].shape != params.get(name, params[alias]).shape:
+            elif name not in params:    # a buffer, or an unknown key kept by strict=False
+                problems.append(f"tie '{alias}={name}': '{name}' is not a parameter of this "
+                                "model")
+            elif params[alias].shape != params[name].shape:
                 problems.append(f"tie '{alias}={name}': shapes {params[alias].shape} and "
                                 f"{params[name].shape} differ in this model")
         # 3. Every parameter of the model must be covered, with the same ties.
