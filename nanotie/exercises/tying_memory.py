@@ -32,7 +32,8 @@ def tying_memory(config, state, mode):
             bias, tie_embeddings; GELU MLP and LayerNorm)
     state:  a tuple of L ints, s_0 = 0, s_i <= i. s_i = i: layer i trains on its own;
             s_i = j < i: layer i is a COPY of layer j (it computes with the same
-            array, has no gradient and no optimizer state)
+            array, has no gradient and no optimizer state). Layer j may itself be
+            a copy: layer i then computes with the layer at the end of the chain.
     mode:   "official" (a copy holds new Parameter objects, requires_grad=False,
             around the root's arrays) or "shared" (a copy holds the root's Parameter
             objects). Does it change the counts?
@@ -79,8 +80,10 @@ CONFIGS = {
     "B": dict(vocab_size=13, context=6, d_model=12, n_layer=3, n_head=3, bias=False,
               tie_embeddings=False),
 }
-CASES = [("A", (0, 0, 0, 0)), ("A", (0, 1, 1, 0)), ("A", (0, 1, 2, 3)),
-         ("B", (0, 1, 0)), ("B", (0, 0, 2))]
+# (0, 0, 1, 2) and (0, 0, 1) hold copies of copies: the distinct values of a state
+# are not the layers that train.
+CASES = [("A", (0, 0, 0, 0)), ("A", (0, 1, 1, 0)), ("A", (0, 1, 2, 3)), ("A", (0, 0, 1, 2)),
+         ("B", (0, 1, 0)), ("B", (0, 0, 2)), ("B", (0, 0, 1))]
 MODES = ("official", "shared")
 
 
@@ -116,6 +119,13 @@ def _wrong_trainable(config, state, want):
                       f"trains nothing: in mode 'official' its Parameters have "
                       f"requires_grad=False, in mode 'shared' they ARE its root's, "
                       f"counted once. Count #{{i : s_i = i}} blocks."))
+    named = len(set(state))                 # the layers the state names
+    if named != config.n_layer - copies:
+        known.append((want + (named - (config.n_layer - copies)) * block,
+                      f"it counts the {named} distinct layers named in the state, but a "
+                      f"layer named there can itself be a copy (s_j != j): a copy of a "
+                      f"copy computes with the root at the end of the chain. Count "
+                      f"#{{i : s_i = i}} blocks."))
     if config.tie_embeddings:
         known.append((want + config.vocab_size * config.d_model,
                       "it counts the output head separately, but with tie_embeddings "
@@ -196,6 +206,13 @@ def _head_counted_separately(config, state, mode):
     return trainable, 8 * trainable, 16 * trainable
 
 
+def _distinct_layers_train(config, state, mode):
+    copies, block = _copies(config, state)
+    trainable, _, _ = reference(config, state, mode)
+    trainable += (len(set(state)) - (config.n_layer - copies)) * block    # len(set(state))
+    return trainable, 8 * trainable, 16 * trainable
+
+
 def _one_moment(config, state, mode):
     trainable, _, _ = reference(config, state, mode)
     return trainable, 4 * trainable, 12 * trainable      # m only
@@ -206,5 +223,7 @@ MISTAKES = [
             ("copied layer", "requires_grad=False")),
     Planted("the tied lm_head counted separately", _head_counted_separately,
             ("head IS the token embedding",)),
+    Planted("the distinct values of the state counted as the layers that train",
+            _distinct_layers_train, ("distinct layers named in the state", "copy of a copy")),
     Planted("Adam with one moment per parameter", _one_moment, ("TWO moments",)),
 ]
