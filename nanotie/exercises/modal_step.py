@@ -40,6 +40,10 @@ def modal_step(u_t, state, poles, residues, direct):
 
     Keep the state complex: only y_t is real (np.real of the sum over k, axis=-1).
     u_t[..., None] broadcasts the input over the K modes.
+
+    It must also run a batch of B sequences: u_t (B, C), state (B, C, K) complex,
+    returning y_t (B, C) and the state (B, C, K). Index from the end (axis=-1,
+    u_t[..., None], not u_t[:, None]) and the same code does both.
     Run over u_0, u_1, ... from a zero state, the outputs equal the causal
     convolution of u with h_0 = D, h_t = Re sum_k R_k lambda_k^(t-1).
     """
@@ -134,7 +138,7 @@ def _step(c, fn, u_t, state, poles, residues, direct):
     y, s = c.returns(fn, u_t, state, poles, residues, direct, what=what,
                      names="y_t, new_state")
     return (_array(y, u_t.shape, "y_t", complex_ok=False),
-            _array(s, poles.shape, "new_state", complex_ok=True))
+            _array(s, state.shape, "new_state", complex_ok=True))
 
 
 def check(fn) -> CheckResult:
@@ -143,6 +147,8 @@ def check(fn) -> CheckResult:
     state = rng.standard_normal((3, 2)) + 1j * rng.standard_normal((3, 2))
     u_t = rng.standard_normal(3)
     u = rng.standard_normal((3, 12))
+    u_batch = rng.standard_normal((4, 3))
+    state_batch = rng.standard_normal((4, 3, 2)) + 1j * rng.standard_normal((4, 3, 2))
     rec = ModalRecurrence(poles, residues, direct)
     with Checker(f"Exercise 9: {TITLE}") as c:
         with c.step("one step from a nonzero state: y_t and s_t as ModalRecurrence.step"):
@@ -163,6 +169,18 @@ def check(fn) -> CheckResult:
                 f"\nThe filter is h_0 = D, h_t = Re sum_k R_k lambda_k^(t-1); here "
                 f"h[0, :4] = {np.round(h[0, :4], 4)}."))
             _expect(final, rec.prefill(u)[1], "the final state")
+        with c.step("a batch, u_t (B, C) and state (B, C, K): as ModalRecurrence.step"):
+            c.case = f"B = 4 sequences: u_t {u_batch.shape}, state {state_batch.shape}"
+            want_y, want_s = rec.step(u_batch, state_batch)
+            try:
+                y, s = _step(c, fn, u_batch, state_batch, poles, residues, direct)
+            except Mistake as m:
+                raise Mistake(f"{m}\nOne sequence works, a batch does not: count the axes "
+                              f"from the end (u_t[..., None], axis=-1), not from the "
+                              f"front (u_t[:, None]).") from None
+            _expect(y, want_y, "y_t", _wrong_outputs(u_batch, state_batch, poles, residues,
+                                                      direct))
+            _expect(s, want_s, "new_state", _wrong_states(u_batch, state_batch, poles))
     return c.result
 
 
@@ -182,10 +200,17 @@ def _no_direct_term(u_t, state, poles, residues, direct):
     return reference(u_t, state, poles, residues, 0 * direct)
 
 
+def _new_axis_in_front(u_t, state, poles, residues, direct):
+    y_t, _ = reference(u_t, state, poles, residues, direct)
+    return y_t, poles * state + u_t[:, None]          # right for u_t (C,) only
+
+
 MISTAKES = [
     Planted("np.real on the state: the real part taken too early", _real_state,
             ("real part was taken too early",)),
     Planted("the output reads the state after the update", _read_after_update,
             ("AFTER", "off-by-one in time")),
     Planted("y_t without D u_t", _no_direct_term, ("direct term", "missing")),
+    Planted("u_t[:, None]: a batch fails", _new_axis_in_front,
+            ("a batch does not", "u_t[..., None]")),
 ]
