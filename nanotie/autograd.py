@@ -306,6 +306,17 @@ def unbroadcast(grad, shape: tuple):
     return grad.sum(axis=axes, keepdims=True) if axes else grad
 
 
+def _unbroadcast_or_raise(grad, shape: tuple, op: str, i: int):
+    """:func:`unbroadcast`, or a ShapeError if that cannot give ``shape``: a backward rule
+    returned a wrong shape, which would otherwise reach ``.grad`` (and the optimizer)
+    silently. Fewer dims than the input never come from broadcasting."""
+    fitted = unbroadcast(grad, shape) if grad.ndim >= len(shape) else grad
+    if fitted.shape != shape:
+        raise ShapeError(f"backward of '{op}': the gradient for input {i} has shape "
+                         f"{grad.shape}, but that input has shape {shape}")
+    return fitted
+
+
 def accumulate(grads: dict, node: Tensor, g) -> None:
     """THE TYING SUM. A tensor used in k places (a tied weight, a value read twice) is
     one node with k outgoing edges, so by the multivariable chain rule its gradient is
@@ -356,5 +367,6 @@ def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
                 continue
             if _modes.anomaly:
                 _check_finite(pg, f"the backward pass of '{node._op}' (gradient for input {i})")
-            pg = unbroadcast(pg, p.shape).astype(p.dtype, copy=False)  # float32 stays float32
-            accumulate(grads, p, pg)
+            if pg.shape != p.shape:     # the op broadcast p (or its backward rule is wrong)
+                pg = _unbroadcast_or_raise(pg, p.shape, node._op, i)
+            accumulate(grads, p, pg.astype(p.dtype, copy=False))   # float32 stays float32

@@ -117,6 +117,20 @@ def test_an_input_whose_backward_gives_none_gets_no_gradient():
     np.testing.assert_array_equal(b.grad, [1.0, 1.0])
 
 
+@pytest.mark.parametrize("bad_shape", [(2,), (3, 1), (), (2, 4)])
+def test_a_backward_rule_returning_the_wrong_shape_is_named(bad_shape):
+    """A hand-written backward (a learner's exercise) that returns a gradient the
+    engine cannot un-broadcast to its input's shape fails at once, naming the op, the
+    input and both shapes, instead of leaving a wrong-shaped .grad."""
+    a, b = leaf([[1.0, 2.0, 3.0]] * 2), leaf([1.0, 2.0, 3.0])
+    out = nt.autograd.make_result("my_op", a.data + b.data, (a, b),
+                                  lambda g: (g, np.ones(bad_shape)))
+    with pytest.raises(nt.autograd.ShapeError,
+                       match=r"'my_op'.*input 1 .*shape \(.*\).*shape \(3,\)"):
+        out.sum().backward()
+    assert b.grad is None
+
+
 def test_non_leaf_grad_is_kept_only_with_retain_grad(rng):
     x = leaf(rng.standard_normal(3))
     h = x * 2.0
