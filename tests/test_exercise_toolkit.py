@@ -220,6 +220,29 @@ def test_a_scalar_that_is_not_finite_is_named_without_an_index():
         "your gradient for `loss` is nan.")
 
 
+@pytest.mark.parametrize("got, want", [(16648, 16640), (np.float64(2.5), 1.25),
+                                       (np.array([3.0]), np.array([2.0]))])
+def test_a_wrong_single_number_is_stated_not_called_a_scale_factor(got, want):
+    """One number is always c times another: without a factor the exercise knows, the
+    message says the two values, not "c times the correct one" (nor "1 times")."""
+    msg = explain_values("count", got, want, what="count")
+    assert msg == (f"your count of `count` is {np.asarray(got).item():g}; the correct "
+                   f"value is {np.asarray(want).item():g}."), msg
+
+
+def test_a_single_number_still_gets_its_known_factor_uses_and_sign():
+    assert "2 times the correct one: a sum" in explain_values(
+        "loss", 4.0, 2.0, factors={2: "a sum, not a mean."})
+    assert "off by a factor of 3" in explain_values("b", 1.0, 3.0, uses=3)
+    assert "wrong sign" in explain_values("loss", -2.0, 2.0)
+
+
+def test_an_array_a_hair_off_is_not_called_1_times_the_correct_one():
+    want = np.arange(1.0, 5.0)
+    msg = explain_values("w", want * (1 + 4e-6), want)
+    assert "times the correct one" not in msg and "at index" in msg, msg
+
+
 def test_a_wrong_answer_where_zero_is_right_is_located():
     got = np.zeros((2, 2))
     got[1, 0] = 0.25

@@ -123,14 +123,26 @@ def explain_values(name: str, got, want, *, uses: int | None = None,
                 f"pass, and does your backward return its part?")
     denom = float((want * want).sum())          # c * want closest to got (least squares)
     c = float((got * want).sum()) / denom if denom > 0 else float("nan")
+    single = got.size == 1          # one number is always some c times another
     if np.isfinite(c) and close(got, c * want, rtol=1e-5, atol=1e-8):
-        return _explain_scale(who, name, c, uses, factors or {})
+        msg = _explain_scale(who, name, c, uses, factors or {}, named_only=single)
+        if msg:
+            return msg
+    if single:
+        return f"{who} is {_number(got.item())}; the correct value is {_number(want.item())}."
     i = worst_index(got, want)
     return (f"{who} is wrong: at index {i} it is {got[i]:.6g}, the correct value is "
             f"{want[i]:.6g} (largest error {np.abs(got - want).max():.2e}).")
 
 
-def _explain_scale(who, name, c, uses, factors) -> str:
+def _number(x: float) -> str:
+    """A count as an int (123456789, not 1.23457e+08); other numbers to 6 digits."""
+    return str(int(x)) if float(x).is_integer() and abs(x) < 1e15 else f"{x:.6g}"
+
+
+def _explain_scale(who, name, c, uses, factors, named_only: bool = False) -> str | None:
+    """Why ``got`` is ``c`` times the correct gradient; with ``named_only``, only a
+    known factor, the uses or a sign (else None: one number is c times any other)."""
     def near(x):
         return np.isclose(c, x, rtol=1e-5, atol=0)
 
@@ -146,6 +158,8 @@ def _explain_scale(who, name, c, uses, factors) -> str:
                 f"one use's gradient counted {uses} times?")
     if near(-1.0):
         return f"{who} has the wrong sign: it is exactly minus the correct one."
+    if named_only or f"{c:.4g}" == "1":        # never "1 times the correct one"
+        return None
     return (f"{who} is {c:.4g} times the correct one: a scale factor is missing or extra "
             f"(a 1/N from a mean? the upstream gradient g?).")
 
