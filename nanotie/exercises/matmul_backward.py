@@ -62,9 +62,10 @@ def reference(a, b):
     return out, backward
 
 
-# (a's shape, b's shape): one matrix, a batch, a square one (a transposed answer
-# has the right shape there, so only the values can catch it)
-CASES = [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((4, 4), (4, 4))]
+# (a's shape, b's shape): one matrix, a batch, a batch with two batch axes (all of
+# them are summed for grad_b), a square one (a transposed answer has the right shape
+# there, so only the values can catch it)
+CASES = [((3, 4), (4, 5)), ((2, 3, 4), (4, 5)), ((2, 2, 3, 4), (4, 5)), ((4, 4), (4, 4))]
 
 
 def check(fn) -> CheckResult:
@@ -102,6 +103,14 @@ def _batch_not_summed(a, b):
     return a @ b, lambda g: (g @ b.T, a.swapaxes(-1, -2) @ g)   # keeps the batch axis
 
 
+def _one_batch_axis_summed(a, b):
+    def backward(g):
+        grad_b = a.swapaxes(-1, -2) @ g
+        return g @ b.T, grad_b.sum(axis=0) if grad_b.ndim == 3 else grad_b
+
+    return a @ b, backward
+
+
 @wrong_backward(reference)
 def _grad_a_without_transpose(a, b, g, grads):
     return g @ b, grads[1]                                       # grad_a needs b.T
@@ -111,6 +120,8 @@ MISTAKES = [
     Planted("grad_b = g.T @ a: the transpose of the right answer", _grad_b_transposed,
             ("shape of b.T", "transpose")),
     Planted("grad_b keeps the batch axis", _batch_not_summed, ("leading axes", "SUM")),
+    Planted("grad_b summed over one batch axis only (a.ndim == 3)", _one_batch_axis_summed,
+            ("leading axes (2, 2)", "SUM")),
     Planted("grad_a = g @ b, without b's transpose", _grad_a_without_transpose,
             ("transpose",)),
 ]
