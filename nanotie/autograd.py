@@ -164,6 +164,16 @@ class Tensor:
     def __len__(self) -> int:
         return len(self.data)
 
+    def __bool__(self) -> bool:
+        """``if loss < best:``: the truth of a one-element tensor, as in PyTorch. Without
+        this, Python would fall back on ``len()``, which fails on a 0-d tensor and is True
+        for ``tensor([0.0])``. More elements are ambiguous (any? all?), so they raise."""
+        if self.data.size != 1:
+            raise ValueError(f"the truth value of a tensor of shape {self.shape} is "
+                             "ambiguous: use .item() on a one-element tensor, or "
+                             ".numpy().any() / .numpy().all()")
+        return bool(self.item())
+
     def __repr__(self) -> str:
         extra = f", grad_fn={self._op}" if self._op else (
             ", requires_grad=True" if self.requires_grad else "")

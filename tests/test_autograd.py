@@ -380,6 +380,16 @@ def test_item_and_numpy():
     np.testing.assert_array_equal(arr, [[1.0, 2.0], [3.0, 4.0]])
 
 
+def test_truth_value_of_a_one_element_tensor_and_the_ambiguous_rest():
+    """``if loss < best:`` works as in PyTorch; the fallback on len() used to fail on a
+    0-d tensor and to call tensor([0.0]) true."""
+    assert nt.tensor(1.0) < 2.0 and not nt.tensor(3.0) < 2.0
+    assert not nt.tensor([0.0]) and nt.tensor([[5.0]])
+    for shape in [(2,), (0,), (2, 3)]:
+        with pytest.raises(ValueError, match=rf"shape \({shape[0]},.*ambiguous.*\.item\(\)"):
+            bool(nt.zeros(*shape))
+
+
 def test_to_float64_is_a_differentiable_cast():
     x = nt.tensor([1.0, 2.0], requires_grad=True)          # float32
     y = x.to(np.float64)
