@@ -84,6 +84,13 @@ def test_returning_the_wrong_number_of_items_is_named():
     assert "must return a tuple of 2: (out, backward); it returned a tuple of length 3" in msg
 
 
+@pytest.mark.parametrize("names, wanted", [(["a", "b"], "return grad_a, grad_b"),
+                                           (["logits"], "return grad_logits,")])
+def test_a_backward_that_returns_none_is_told_what_to_return(names, wanted):
+    msg = mistake_of(Checker("t").per_input, None, names)
+    assert msg == f"backward(g) returned None: did you forget `{wanted}`?"
+
+
 def test_a_bare_array_is_the_one_gradient_of_a_one_input_op():
     g = np.ones(3)
     grads = Checker("t").per_input(g, ["x"])

@@ -187,6 +187,9 @@ class Checker:
 
     def per_input(self, grads, names: list) -> tuple:
         """``grads`` (what backward returned) as a tuple of one gradient per input."""
+        if grads is None:                        # no return statement
+            wanted = ", ".join(f"grad_{n}" for n in names) + ("," if len(names) == 1 else "")
+            raise Mistake(f"backward(g) returned None: did you forget `return {wanted}`?")
         if not isinstance(grads, (tuple, list)):
             grads = (grads,)                     # a bare array: one gradient
         if len(grads) != len(names):
