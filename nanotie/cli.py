@@ -234,7 +234,7 @@ def main(argv=None) -> int:
             from .pages import write_pages
             try:
                 written = write_pages(args.runs, args.full_runs)
-            except FileNotFoundError as exc:
+            except (FileNotFoundError, ValueError) as exc:     # no checkout, a bad run
                 raise UsageError(str(exc)) from None
             for path in written:
                 print(f"wrote {path}")

@@ -8,13 +8,14 @@ import pytest
 from nanotie.pages import END, START, write_pages
 
 
-def _fake_run(runs, name, headline):
+def _fake_run(runs, name, headline, profile="quick"):
     d = runs / name
     d.mkdir(parents=True)
     (d / "report.md").write_text(f"# {name} report\n\nA table.\n\n![curve](loss.png)\n"
                                  "![gone](missing.png)\n\n## Set-up\n\n```\n# a comment\n```\n")
     (d / "loss.png").write_bytes(b"\x89PNG fake")
-    (d / "results.json").write_text(json.dumps({"headline": headline, "device": "cpu"}))
+    (d / "results.json").write_text(json.dumps({"headline": headline, "device": "cpu",
+                                                "profile": profile}))
 
 
 @pytest.fixture
@@ -61,7 +62,7 @@ def test_pages_skip_unfinished_runs_and_refuse_a_non_checkout(tmp_path, checkout
 def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
     runs, full = tmp_path / "runs", tmp_path / "runs-full"
     _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
-    _fake_run(full, "stlm", {"claim": "c", "verdict": "holds"})
+    _fake_run(full, "stlm", {"claim": "c", "verdict": "holds"}, profile="full")
     _fake_run(runs, "trellis", {"claim": "c", "verdict": "holds"})   # no full run
     write_pages(str(runs), str(full), root=str(checkout))            # paths as strings
     stlm = (checkout / "nanotie" / "papers" / "stlm" / "README.md").read_text()
@@ -96,3 +97,41 @@ def test_a_readme_without_both_markers_is_left_alone(tmp_path, checkout):
     readme.write_text(f"intro\n{START}\nold table, its end marker deleted\n")
     written = write_pages(runs, root=checkout)
     assert readme not in written and "old table" in readme.read_text()
+
+
+def test_a_full_run_given_as_the_runs_is_labelled_full(tmp_path, checkout):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"}, profile="full")
+    write_pages(runs, root=checkout)
+    page = (checkout / "nanotie" / "papers" / "stlm" / "README.md").read_text()
+    assert "## The full profile" in page and "## The quick profile" not in page
+    assert "`python -m nanotie reproduce stlm --full`" in page
+
+
+def test_experiments_without_a_run_keep_their_rows(tmp_path, checkout):
+    """After ``reproduce gpt`` alone, the other experiments' rows stay as they were."""
+    readme = checkout / "README.md"
+    readme.write_text(f"intro\n{START}\n| experiment | claim | verdict | figure |\n"
+                      "|---|---|---|---|\n| [gpt](nanotie/papers/gpt/README.md) | old gpt | holds | 1 |\n"
+                      "| [trellis](nanotie/papers/trellis/README.md) | t1 | holds | 2 |\n"
+                      "| [trellis](nanotie/papers/trellis/README.md) | t2 | within noise | 3 |\n"
+                      f"{END}\nrest\n")
+    runs = tmp_path / "runs"
+    _fake_run(runs, "gpt", {"claim": "new gpt", "verdict": "holds"})
+    write_pages(runs, root=checkout)
+    text = readme.read_text()
+    assert "old gpt" not in text and "new gpt" in text
+    assert "| t1 | holds | 2 |" in text and "| t2 | within noise | 3 |" in text
+    assert text.index("new gpt") < text.index("| t1 |") < text.index("| t2 |")  # registry order
+
+
+def test_a_damaged_results_file_is_named_and_no_page_is_written(tmp_path, checkout):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "gpt", {"claim": "c", "verdict": "holds"})
+    _fake_run(runs, "trellis", {"claim": "c", "verdict": "holds"})
+    (runs / "trellis" / "results.json").write_text('{"headline": {"cla')
+    before = (checkout / "README.md").read_text()
+    with pytest.raises(ValueError, match="trellis.results.json: cannot be read"):
+        write_pages(runs, root=checkout)
+    assert not (checkout / "nanotie").exists()           # not even gpt's page
+    assert (checkout / "README.md").read_text() == before
