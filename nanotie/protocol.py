@@ -290,16 +290,21 @@ class Runner:
     def map(self, runs, desc: str = "runs") -> list[RunResult]:
         return run_many(runs, self.cache_dir, self.executor, self.progress, desc)
 
-    def close(self) -> None:
+    def close(self, abort: bool = False) -> None:
+        """Shut the pools down. ``abort`` (an error or Ctrl-C): stop the runs still going
+        instead of waiting for them; every finished run is already in the cache."""
         for ex in self.owned:
+            if abort:       # a pool has no public way to stop a running call
+                for process in list((getattr(ex, "_processes", None) or {}).values()):
+                    process.terminate()
             ex.shutdown(wait=True, cancel_futures=True)
         self.owned.clear()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        self.close(abort=exc_type is not None)
 
 
 def open_runner(out_dir, device: str = "cpu", runner: Runner | None = None) -> tuple[Path, Runner]:
@@ -376,7 +381,8 @@ def choose(results, method, setting, metric: str, lower_is_better: bool = True) 
         grid = {s: spread([r.figures["val"][metric] for r in rs])
                 for s, rs in by_setting.items()}
         sign = 1.0 if lower_is_better else -1.0
-        best = min(grid, key=lambda s: sign * grid[s].mean)
+        # A diverged setting (an inf or nan mean) is the worst, never the best.
+        best = min(grid, key=lambda s: (not np.isfinite(grid[s].mean), sign * grid[s].mean))
         out[m] = {"best": best, "grid": grid, "runs": by_setting[best]}
     return out
 
@@ -415,7 +421,8 @@ def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
 
     ``margin = 0`` tests "A beats B"; a positive margin tests "A is no worse than B by
     more than margin" (a claim of parity, as in "matches with fewer parameters").
-    With one seed each the range is 0, so any gap decides: run more seeds.
+    With one seed each the range is 0, so any gap decides: run more seeds. A group with
+    a diverged run (inf or nan) loses to one without; two such groups are within noise.
     """
     sa, sb = spread(a), spread(b)
     better = (sb.mean - sa.mean) if lower_is_better else (sa.mean - sb.mean)
@@ -427,4 +434,7 @@ def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
               f"{f', margin {margin:.3g}' if margin else ''}): gap {gap:+.3g}, "
               f"seed spread {noise:.3g} (n = {sa.n}, {sb.n})")
     outcome = HOLDS if gap > noise else DOES_NOT_HOLD if gap < -noise else WITHIN_NOISE
+    finite_a, finite_b = np.isfinite(sa.mean), np.isfinite(sb.mean)
+    if not (finite_a and finite_b):
+        outcome = WITHIN_NOISE if finite_a == finite_b else HOLDS if finite_a else DOES_NOT_HOLD
     return Verdict(outcome, gap, noise, detail)

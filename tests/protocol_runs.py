@@ -1,6 +1,7 @@
 """Tiny runs for tests/test_protocol.py, importable by worker processes."""
 
 import os
+import time
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +17,7 @@ def fit(settings, seed, device):
     stop = settings.get("stop_at_seed_2_while")       # a file: "Ctrl-C" while it exists
     if stop and seed == 2 and os.path.exists(stop):
         raise KeyboardInterrupt("interrupted in the middle of the sweep")
+    time.sleep(settings.get("sleep", 0))              # a long run, to be interrupted
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((256, 64))
     w_true = rng.standard_normal(64)

@@ -99,6 +99,16 @@ def test_choose_picks_best_mean_validation_and_never_reads_test():
     assert hi["a"]["best"] == 1e-3 and hi["b"]["best"] == 1e-3
 
 
+@pytest.mark.parametrize("diverged", [float("nan"), float("inf")])
+def test_choose_never_picks_a_diverged_setting(diverged):
+    results = [_result("a", 3e-1, 0, diverged, 0.0), _result("a", 1e-2, 0, 2.5, 0.0),
+               _result("a", 3e-2, 0, 2.4, 0.0)]
+    for lower in (True, False):
+        c = P.choose(results, lambda r: r.settings["method"], lambda r: r.settings["lr"],
+                     "bpb", lower_is_better=lower)
+        assert c["a"]["best"] == (3e-2 if lower else 1e-2)
+
+
 # ------------------------------------------------------------------ spread, verdict
 
 
@@ -135,6 +145,15 @@ def test_verdict_rule(a, b, lower, margin, outcome):
     assert "X" in v.reason and "Y" in v.reason and outcome in str(v)
 
 
+@pytest.mark.parametrize("diverged", [float("nan"), float("inf")])
+def test_a_diverged_group_loses_and_two_are_within_noise(diverged):
+    ok, bad = [2.5, 2.6], [diverged, 2.4]
+    assert P.verdict(bad, ok).outcome == P.DOES_NOT_HOLD
+    assert P.verdict(ok, bad).outcome == P.HOLDS
+    assert P.verdict(bad, ok, lower_is_better=False).outcome == P.DOES_NOT_HOLD
+    assert P.verdict(bad, bad).outcome == P.WITHIN_NOISE
+
+
 def test_verdict_is_antisymmetric_when_clear():
     a, b = [1.0, 1.1], [2.0, 2.2]
     assert P.verdict(a, b).outcome == P.HOLDS
@@ -164,6 +183,23 @@ def test_parallel_equals_sequential_bitwise():
     assert not runner.owned                  # leaving the block shut the pool down
     with pytest.raises(RuntimeError):
         runner.executor.submit(os.getpid)
+
+
+def test_an_interrupted_pool_stops_its_runs_at_once(tmp_path):
+    """Ctrl-C during a sweep: leaving the block stops the running and queued runs instead
+    of waiting for them (a --full run can take hours)."""
+    import time
+
+    runs = _runs(tmp_path, seeds=(0, 1, 2), lrs=(0.1,), sleep=60)
+    runner = P.Runner.local(workers=2, progress=False)
+    started = time.monotonic()
+    with pytest.raises(KeyboardInterrupt), runner:
+        futures = [runner.executor.submit(P._execute, r) for r in runs]
+        while not (tmp_path / "log.txt").exists():      # a run has started
+            time.sleep(0.05)
+        raise KeyboardInterrupt
+    assert time.monotonic() - started < 30
+    assert not runner.owned and all(f.done() for f in futures)
 
 
 def test_cache_makes_a_rerun_instant_and_keys_on_settings(tmp_path, capsys):
