@@ -112,8 +112,16 @@ def test_a_wrong_float32_answer_is_told_both_problems_and_a_float64_one_one():
 @pytest.mark.parametrize("raise_it, words", [
     (lambda: sys.exit(0), "Hint: sys.exit() or exit() ends the check"),
     (lambda: np.ones(3) + np.ones(4), "Hint: two arrays' shapes do not line up"),
+    (lambda: np.ones((4, 3, 2)) + np.ones((4, 1, 3)),
+     "a sum or mean without keepdims=True, or an array that needs a new axis to broadcast "
+     "(x[..., None])?"),
+    (lambda: np.ones((3, 4)) * np.ones((4, 3)),
+     "the shapes (3,4) and (4,3) are transposes of each other: one of the arrays probably "
+     "needs a transpose"),
+    (lambda: np.ones((2, 3, 4)) - np.ones((2, 4, 3)),      # (the message quotes this line)
+     "the shapes (2,3,4) and (2,4,3) are transposes of each other"),
     (lambda: np.ones((2, 3)) @ np.ones((2, 3)), "one of them probably needs a transpose"),
-], ids=["exit", "broadcast", "matmul"])
+], ids=["exit", "broadcast", "new-axis", "transposed", "transposed-batch", "matmul"])
 def test_an_error_gets_the_hint_for_its_kind(raise_it, words):
     assert words in mistake_of(Checker("t").call, raise_it, what="f(x)")
 

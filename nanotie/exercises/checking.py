@@ -17,6 +17,7 @@ gradient per input. :func:`engine_reference` runs the library's own op for compa
 
 from __future__ import annotations
 
+import re
 import textwrap
 import traceback
 from contextlib import contextmanager
@@ -268,9 +269,14 @@ def _exception_hint(exc: BaseException) -> str:
         return ("Hint: sys.exit() or exit() ends the check before it can pass; a check "
                 "passes only when the checker says so. Return your answer instead.")
     if "could not be broadcast" in msg:
-        return ("Hint: two arrays' shapes do not line up. A sum or mean over an axis "
-                "drops that axis; keep it with keepdims=True so the result broadcasts "
-                "back against the array it came from.")
+        shapes = _BROADCAST_SHAPES.findall(msg.partition("[")[0])   # not "remapped" ones
+        if len(shapes) == 2 and _transposes(*(s.replace(" ", "") for s in shapes)):
+            return (f"Hint: the shapes {shapes[0]} and {shapes[1]} are transposes of each "
+                    f"other: one of the arrays probably needs a transpose (.T or "
+                    f"swapaxes(-1, -2)).")
+        return ("Hint: two arrays' shapes do not line up. Is an axis missing: a sum or "
+                "mean without keepdims=True, or an array that needs a new axis to "
+                "broadcast (x[..., None])?")
     if "matmul" in msg and ("mismatch" in msg or "aligned" in msg):
         return ("Hint: the inner sizes of a matrix product disagree. Write down each "
                 "operand's shape; one of them probably needs a transpose (.T or "
@@ -278,6 +284,16 @@ def _exception_hint(exc: BaseException) -> str:
     if isinstance(exc, NameError):
         return "Hint: is an import missing at the top of your file (import numpy as np)?"
     return ""
+
+
+_BROADCAST_SHAPES = re.compile(r"\([\d, ]*\)")      # NumPy's "shapes (4,3) (3,4)"
+
+
+def _transposes(a: str, b: str) -> bool:
+    """Are the shapes written ``a`` and ``b`` ("(4,3)") different but transposes, by .T
+    or by swapping the last two axes?"""
+    a, b = (tuple(int(n) for n in s.strip("()").split(",") if n) for s in (a, b))
+    return a != b and len(a) >= 2 and b in (a[::-1], a[:-2] + (a[-1], a[-2]))
 
 
 # --------------------------------------------------------- ops from learner code
