@@ -170,7 +170,7 @@ def _runner(args, device: str) -> Runner:
 
 def _exercise(args) -> int:
     from . import exercises
-    from .exercises.files import StubExistsError, check_file, write_stub
+    from .exercises.files import StubExistsError, check_file, check_seconds, write_stub
 
     if args.action is None:
         raise UsageError("exercise: say what to do: list, start N or check N [FILE]")
@@ -213,7 +213,11 @@ def _exercise(args) -> int:
         raise UsageError(f"{path}: no such file{hint}")
     if not path.is_file():
         raise UsageError(f"{path}: not a file")
-    found = check_file(ex, path)             # in a child process, with a time limit
+    try:
+        timeout = check_seconds()
+    except ValueError as exc:                # NANOTIE_CHECK_SECONDS=abc, 0 or -1
+        raise UsageError(str(exc)) from None
+    found = check_file(ex, path, timeout)    # in a child process, with a time limit
     if found.problem is not None:            # broken, ended early, too slow: not a pass
         print(f"nanotie: cannot check: {found.problem}", file=sys.stderr)
         return 1

@@ -972,6 +972,19 @@ def test_cli_exercise_usage_errors_are_one_line(capsys, args, words):
     assert len(err) == 1 and err[0].startswith("nanotie: error:") and words in err[0]
 
 
+@pytest.mark.parametrize("seconds", ["abc", "0", "-1", "nan", "inf", ""])
+def test_a_time_limit_that_is_not_a_positive_number_is_a_usage_error(
+        tmp_path, monkeypatch, capsys, seconds):
+    """Said in a line about the variable, not a traceback nor "did not finish within 0 s"."""
+    path = tmp_path / "answer.py"
+    path.write_text(solution_source(exercises.get(2)))
+    monkeypatch.setenv("NANOTIE_CHECK_SECONDS", seconds)
+    assert cli.main(["exercise", "check", "2", str(path)]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"nanotie: error: NANOTIE_CHECK_SECONDS="
+                                               f"{seconds!r}: the time limit"), err
+
+
 def test_cli_exercise_list_and_load_errors():
     result = subprocess.run([sys.executable, "-m", "nanotie", "exercise", "list"],
                             capture_output=True, text=True, timeout=120)

@@ -9,6 +9,7 @@ traceback.
 from __future__ import annotations
 
 import importlib.util
+import math
 import multiprocessing
 import os
 import sys
@@ -112,9 +113,23 @@ class FileCheck:
         return self.result is not None and self.result.passed
 
 
+def check_seconds() -> float:
+    """The time limit for a check: $NANOTIE_CHECK_SECONDS, else :data:`CHECK_SECONDS`;
+    a ValueError that says so when the variable is not a positive number."""
+    text = os.environ.get("NANOTIE_CHECK_SECONDS", str(CHECK_SECONDS))
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = math.nan
+    if not (math.isfinite(seconds) and seconds > 0):
+        raise ValueError(f"NANOTIE_CHECK_SECONDS={text!r}: the time limit for a check must "
+                         f"be a positive number of seconds (unset, it is {CHECK_SECONDS:g})")
+    return seconds
+
+
 def check_file(exercise, path, timeout: float | None = None) -> FileCheck:
     """Load ``path`` and run ``exercise``'s check on its function in a CHILD process,
-    for at most ``timeout`` seconds (default :data:`CHECK_SECONDS`).
+    for at most ``timeout`` seconds (default :func:`check_seconds`).
 
     The child is what makes a check impossible to fool by accident: a file that calls
     ``sys.exit(0)`` or ``os._exit(0)`` (at import, in the function, in the backward),
@@ -122,7 +137,7 @@ def check_file(exercise, path, timeout: float | None = None) -> FileCheck:
     grader. A check passes only when the child sends the checker's result back.
     """
     if timeout is None:
-        timeout = float(os.environ.get("NANOTIE_CHECK_SECONDS", CHECK_SECONDS))
+        timeout = check_seconds()
     methods = multiprocessing.get_all_start_methods()
     ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
     receive, send = ctx.Pipe(duplex=False)
