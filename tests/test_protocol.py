@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from nanotie import protocol as P
+from nanotie.papers import REGISTRY
 
 FIT = "protocol_runs:fit"
 
@@ -188,8 +189,6 @@ def test_parallel_equals_sequential_bitwise():
 def test_an_interrupted_pool_stops_its_runs_at_once(tmp_path):
     """Ctrl-C during a sweep: leaving the block stops the running and queued runs instead
     of waiting for them (a --full run can take hours)."""
-    import time
-
     runs = _runs(tmp_path, seeds=(0, 1, 2), lrs=(0.1,), sleep=60)
     runner = P.Runner.local(workers=2, progress=False)
     started = time.monotonic()
@@ -374,3 +373,21 @@ def test_tuning_table_warns_of_a_choice_within_the_seeds_noise():
     assert "noise" not in report.tuning_table({"LSTM": {"best": 1e-2, "grid": one_seed}})
     table = report.tuning_table({"LSTM": {"best": 1e-2, "grid": tied}})
     assert "Within the seeds' noise of the choice: LSTM (0.03)." in table
+
+
+class _StopAtTheFirstMap(P.Runner):
+    """A runner that records the first batch of runs and stops the experiment there."""
+
+    def map(self, runs, desc="runs"):
+        self.runs = list(runs)
+        raise StopIteration
+
+
+@pytest.mark.parametrize("name", sorted(REGISTRY))
+def test_every_experiment_sends_its_runs_to_the_device_asked_for(name, tmp_path):
+    """The device is part of each run's cache key: a run keyed "cpu" but asked for on
+    "cuda" would train on the CPU and be reused as a GPU result."""
+    spy = _StopAtTheFirstMap()
+    with pytest.raises(StopIteration):
+        REGISTRY[name].run(quick=True, out_dir=tmp_path / name, device="cuda", runner=spy)
+    assert spy.runs and {r.device for r in spy.runs} == {"cuda"}

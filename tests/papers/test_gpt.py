@@ -59,6 +59,16 @@ def test_trained_gpt_loads_the_runs_checkpoint_instead_of_training(tiny, tmp_pat
     assert bpb == pytest.approx(seed1["test"]["bpb"], rel=1e-6)
 
 
+def test_a_checkpoint_is_keyed_by_the_code_version_and_the_device(tmp_path):
+    """Weights trained by older code, or on another device, are never loaded as these."""
+    settings = experiment.base_settings(quick=True, cache_dir=tmp_path)
+    path = experiment._checkpoint_path(settings, 0, "cpu")
+    assert path == experiment._checkpoint_path(dict(settings), 0, "cpu")
+    assert path != experiment._checkpoint_path(settings, 0, "cuda")
+    assert path != experiment._checkpoint_path({**settings, "version": -1}, 0, "cpu")
+    assert path != experiment._checkpoint_path(settings, 1, "cpu")
+
+
 def test_the_rate_is_chosen_on_val_over_every_seed(tiny, tmp_path):
     grid = (1e-3, 1e-2)
     results = experiment.run(quick=True, out_dir=tmp_path / "gpt", lr_grid=grid)

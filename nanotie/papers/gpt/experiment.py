@@ -73,8 +73,8 @@ def unigram_bpb(train_ids: np.ndarray, val_ids: np.ndarray) -> float:
 
 def base_settings(quick: bool = True, cache_dir="runs/cache", lr: float | None = None) -> dict:
     """The settings of one baseline run (JSON-able): the model, the training recipe,
-    the corpus hash and the folder of the weight checkpoints. ``lr`` overrides the
-    profile's learning rate (for the tuning grid)."""
+    the corpus hash, this module's version and the folder of the weight checkpoints.
+    ``lr`` overrides the profile's learning rate (for the tuning grid)."""
     profile = "quick" if quick else "full"
     model_cfg, train_cfg = PROFILES[profile]
     train = asdict(train_cfg)
@@ -82,12 +82,14 @@ def base_settings(quick: bool = True, cache_dir="runs/cache", lr: float | None =
     if lr is not None:
         train["lr"] = float(lr)
     return {"profile": profile, "model": asdict(model_cfg), "train": train,
-            "corpus": prose_splits().hash(), "checkpoint_dir": str(cache_dir)}
+            "corpus": prose_splits().hash(), "version": VERSION,   # in Tied-LoRA's keys too
+            "checkpoint_dir": str(cache_dir)}
 
 
-def _checkpoint_path(settings: dict, seed: int) -> Path:
+def _checkpoint_path(settings: dict, seed: int, device: str) -> Path:
     """The checkpoint file, keyed by everything that decides the weights (not the folder)."""
-    key = {**{k: settings[k] for k in ("model", "train", "corpus")}, "seed": seed}
+    key = {**{k: settings[k] for k in ("model", "train", "corpus", "version")}, "seed": seed,
+           "device": device}
     digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
     return Path(settings["checkpoint_dir"]) / f"gpt-{settings['profile']}-{digest}.npz"
 
@@ -102,7 +104,7 @@ def trained_gpt(settings: dict, seed: int, device: str = "cpu"):
     backend.manual_seed(seed)
     model = GPT(GPTConfig(**settings["model"])).to(device)
     history = train(model, splits.train, splits.val, cfg,
-                    checkpoint=_checkpoint_path(settings, seed), progress=False)
+                    checkpoint=_checkpoint_path(settings, seed, device), progress=False)
     return model, history
 
 

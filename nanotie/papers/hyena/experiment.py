@@ -275,7 +275,8 @@ def run(quick: bool = True, out_dir="runs/hyena", seed: int = 0, device: str = "
     tuned = len(lm_lrs) > 1
 
     def job(kind: str, settings: dict, s: int, label: str) -> protocol.Run:
-        return protocol.Run(f"{__name__}:{kind}_run", settings, s, version=VERSION, label=label)
+        return protocol.Run(f"{__name__}:{kind}_run", settings, s, device=device,
+                            version=VERSION, label=label)
 
     def lm(name, lr, s, distill: bool, label: str) -> protocol.Run:
         return job("lm", {**_with_lr(base["lm"], lr), "model": name,
