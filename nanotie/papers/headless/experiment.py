@@ -85,7 +85,7 @@ class Profile:
 
 
 PROFILES = {
-    # About 140 CPU-seconds in all: 10 + 5 + 22 runs in three phases (measured with
+    # About 140 CPU-seconds in all: 10 + 7 + 22 runs in three phases (measured with
     # `/usr/bin/time python -m nanotie reproduce headless --workers 2`).
     "quick": Profile(vocab_size=4096,
                      model=GPTConfig(context=64, d_model=64, n_layer=4, n_head=4)),
@@ -544,7 +544,8 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
         "bytes_per_token": bpt,
         "pretrain": {"steps": steps, "batch_size": prof.batch_size,
                      "epochs": pretrain[("cwt", best["cwt"], seeds[0])].figures["epochs"],
-                     "lrs": list(prof.lrs), "chosen_lr": best, "shared_lr": shared},
+                     "lrs": list(prof.lrs), "chosen_lr": best, "shared_lr": shared,
+                     "grid_seeds": seeds[:prof.grid_seeds]},
         "finetune": {"steps": ft_steps, "lrs": list(prof.ft_lrs), "schedule": "constant",
                      "chosen_lr": {f"{o} {lr:g} {m}": c["best"]
                                    for (o, lr, m), c in ft_choice.items()}},
@@ -552,7 +553,7 @@ def _collect(prof, profile_name, device, seeds, choice, pretrain, sweep, ft_resu
         "equal_compute": equal,
         "rows": rows,
         "shared_rate": shared_rows,
-        "shared_rate_finetune_lr": shared_ft["cwt"]["best"],
+        "shared_rate_finetune_lr": {o: c["best"] for o, c in shared_ft.items()},
         "tuning": tuning_record(tuning),
         "throughput_vs_vocab": sweep,
         "throughput_ratio": at_V["ratio"],
@@ -656,6 +657,9 @@ def _report(r, plots) -> str:
     m, pre, ft, V, p = r["model"], r["pretrain"], r["finetune"], r["vocab_size"], r["probe"]
     v = r["verdicts"]
     lam, glue = PAPER["table3_lambada"], PAPER["table6_glue"]
+    grid_seeds = f"seed{'s' * (len(pre['grid_seeds']) > 1)} " + ", ".join(
+        map(str, pre["grid_seeds"]))
+    ft_shared = ", ".join(f"{o} {lr:g}" for o, lr in r["shared_rate_finetune_lr"].items())
     table = spread_table(
         [(name, {"test bits per byte": row["test_bpb"], "val bits per byte": row["val_bpb"],
                  "rates": row["note"]})
@@ -745,7 +749,7 @@ Causal GPTs of {m['n_layer']} layers, d_model {m['d_model']}, context {m['contex
 ({r['parameters']['ce_tied']:,} parameters tied or headless, {r['parameters']['ce_untied']:,}
 untied). Pretraining: {pre['steps']} steps of {pre['batch_size']} x {m['context']} tokens =
 **{pre['epochs']:.2f} epochs**, AdamW, warmup then cosine, at each objective's rate chosen
-on val from {', '.join(f'{x:g}' for x in pre['lrs'])} (grid on seed {r['seeds'][0]}; then
+on val from {', '.join(f'{x:g}' for x in pre['lrs'])} (grid on {grid_seeds}; then
 seeds {', '.join(map(str, r['seeds']))}). Fine-tuning: {ft['steps']} steps at a CONSTANT rate
 chosen on val from {', '.join(f'{x:g}' for x in ft['lrs'])} ({PAPER['finetune_lr']:g} is the
 authors'). CWT's negatives are the K = {pre['batch_size'] * m['context']} targets of the batch,
@@ -758,7 +762,7 @@ tau = 1. Figures are bits per byte on all of the **test** split, over {len(r['se
 ![test bits per byte]({plots[2].name})
 
 At the paper's shared rate ({pre['shared_lr']:g} for both objectives, no tuning; fine-tuning
-at {r['shared_rate_finetune_lr']:g}):
+at the rate each chose on val: {ft_shared}):
 
 {spread_table([(k, {"test bits per byte": sp}) for k, sp in r["shared_rate"].items()],
               ["test bits per byte"], seeds_of="test bits per byte")}
