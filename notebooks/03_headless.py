@@ -282,7 +282,8 @@ for name, v in results["verdicts"].items():
 # Getting an LM back: the cloned head starts as $E$ and is a separate Parameter (one
 # more $V \times d$ matrix), and a short CE fine-tune brings it below the zero-shot
 # head. That is the paper's Table 3 pattern (LAMBADA, Pythia-70M: 18.26% with
-# $E^\top$, 22.2% after fine-tuning the head). The verdicts compare the per-seed test
+# $E^\top$, 22.2% after a short fine-tuning of the whole model with the cloned head,
+# which is what the cell checks). The verdicts compare the per-seed test
 # figures: *holds* only when the gap exceeds the spread between seeds.
 
 # %%

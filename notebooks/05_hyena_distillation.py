@@ -223,9 +223,11 @@ assert exact.rel_error < 1e-10
 #
 # `ds.refine` does it in two moves: for fixed poles the residues are a *linear*
 # least-squares problem (a Vandermonde fit), then `scipy.optimize.least_squares` moves
-# poles and residues together, with the poles in polar form ρe^{iθ} and the box
-# constraint 0 ≤ ρ ≤ 1 − 10⁻⁶. A refinement that ends worse than its start is thrown
-# away, so refining never hurts.
+# poles and residues together. It keeps the poles stable by construction rather than
+# by a constraint: it moves unconstrained numbers z and sets a = ρmax·tanh(z) for a
+# real pole and λ = ρmax·sigmoid(z)·e^{iθ} for a complex one, so |λ| < ρmax < 1 at every
+# step. A refinement that ends worse than its start is thrown away, so refining never
+# hurts.
 
 # %%
 fit_ref = ds.refine(h, fit_era)

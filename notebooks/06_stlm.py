@@ -319,8 +319,10 @@ assert all(x["test"]["bpb"] >= x["test"]["bpb_bytes_only"] for x in f.values())
 # $p(b_1 \dots b_W) = \prod_j p_j(b_j)$. Push even (a)'s own next-token distribution
 # through that factorisation, $m_j(b) = \sum_v p(v)\,[\text{byte } j \text{ of } v = b]$,
 # and it loses most of what it knew: that is the "per-slot marginal" ceiling. Per
-# slot, the later bytes cost the most, since each slot guesses without the earlier
-# bytes of its own token:
+# slot, each slot guesses without the earlier bytes of its own token. With the pads
+# ignored ((d) and those marginals) the cost peaks at the second byte and falls for the
+# late slots of the few long tokens; with the pads scored, it grows with the slot, as the
+# late slots mostly code whether the token has ended:
 
 # %%
 data_ = res["data"]

@@ -217,8 +217,9 @@ plt.show()
 # `runs/trellis/report.md`): every model beats the
 # unigram byte model only after a few hundred steps; at a fixed budget the TrellisNet
 # can add levels for free while the untied TCN must shrink its width; on the adding
-# problem a receptive field shorter than the sequence (no dilation) cannot beat
-# predicting the mean.
+# problem a receptive field shorter than the sequence (no dilation) sees the second
+# marked number only when it falls near the end, so it beats predicting the mean only
+# partly and stays far behind the dilated net.
 #
 # ## 6. Exercise: the converter's weights
 #
