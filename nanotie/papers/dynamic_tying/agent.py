@@ -19,7 +19,7 @@ The reward r is minus the perplexity of the language model on one batch, after t
 action and a few LM steps (in the experiment a fixed batch held out from training).
 
 Reward scale. With gamma = 0.99 the fixed point of the TD update is near
-r / (1 - gamma), hundreds of times the reward, while one AdamW step at 1e-3 moves
+r / (1 - gamma), a hundred times the reward, while one AdamW step at 1e-3 moves
 Q by about a thousandth: in a few hundred updates the Q-values cannot get near it,
 and the difference the action makes (a small change of perplexity) drowns in the
 reward's size. ``reward_norm="ema"`` (not in the paper) feeds the TD update
