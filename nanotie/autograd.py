@@ -132,6 +132,10 @@ class Tensor:
     __slots__ = ("data", "grad", "requires_grad", "_parents", "_backward", "_op",
                  "_retain", "__weakref__")
     __array_priority__ = 1000  # ``ndarray + Tensor`` defers to Tensor.__radd__
+    # NumPy ufuncs refuse Tensors: np.exp(t) raises a TypeError (use t.exp()) instead of
+    # reading the values through __array__ and dropping the graph without a word, and
+    # ``ndarray * Tensor`` goes to Tensor.__rmul__ (a recorded op) as before.
+    __array_ufunc__ = None
 
     def __init__(self, data, requires_grad: bool = False, dtype=None, device=None):
         is_array = type(data) is np.ndarray or backend.is_cupy_array(data)
@@ -191,6 +195,15 @@ class Tensor:
     def numpy(self) -> np.ndarray:
         """The values as a NumPy array (copied from the GPU if needed)."""
         return backend.asnumpy(self.data)
+
+    def __array__(self, dtype=None, copy=None) -> np.ndarray:
+        """``np.asarray(t)``, ``np.mean([loss1, loss2])``: NumPy reads the values (copied
+        from the GPU if needed) instead of wrapping the Tensor in an object array."""
+        return np.array(self.numpy(), dtype=dtype, copy=copy)
+
+    def __float__(self) -> float:
+        """``float(loss)``; NumPy also takes a 0-d Tensor in a list through this."""
+        return float(self.item())
 
     def tolist(self):
         return self.numpy().tolist()

@@ -390,6 +390,24 @@ def test_truth_value_of_a_one_element_tensor_and_the_ambiguous_rest():
             bool(nt.zeros(*shape))
 
 
+def test_numpy_reads_a_tensors_values_but_its_ufuncs_refuse_tensors():
+    """np.asarray(t) used to make an object array, and np.mean([loss1, loss2]) failed."""
+    t = nt.tensor([[1.0, 2.0], [3.0, 4.0]], requires_grad=True)
+    arr = np.asarray(t)
+    assert arr.dtype == np.float32 and arr.tolist() == [[1.0, 2.0], [3.0, 4.0]]
+    assert np.asarray(t, dtype=np.float64).dtype == np.float64
+    np.array(t)[0, 0] = 9.0                             # np.array copies, as for an array
+    assert t.numpy()[0, 0] == 1.0
+    assert np.mean([nt.tensor(1.0), nt.tensor(3.0)]) == 2.0 and float(nt.tensor([2.5])) == 2.5
+    with pytest.raises(TypeError, match="Tensor"):      # use t.exp(): np.exp drops the graph
+        np.exp(t)
+    # An array on the left still gives a recorded Tensor op (Tensor.__radd__ etc.).
+    a = np.ones((2, 2), dtype=np.float32)
+    for result in (a + t, a - t, a * t, a / t, a @ t, np.float64(2.0) * t):
+        assert isinstance(result, nt.Tensor) and result.requires_grad
+        assert result.dtype == np.float32
+
+
 def test_to_float64_is_a_differentiable_cast():
     x = nt.tensor([1.0, 2.0], requires_grad=True)          # float32
     y = x.to(np.float64)
