@@ -120,15 +120,16 @@ def _check_array(res: dict, data, analytic, loss, eps, atol, rtol, max_elements,
     unit directions v, compared with analytic . v."""
     if data.size <= max_elements:
         numeric = np.empty(data.shape)
-        flat = data.reshape(-1)   # a view: perturbing it perturbs the array
-        for k in range(flat.size):
-            old = flat[k].item()
-            flat[k] = old + eps
+        # Index the array itself: data.reshape(-1) is a COPY for a transposed (Fortran-order)
+        # array, whose perturbations would never reach the loss.
+        for idx in np.ndindex(data.shape):
+            old = data[idx].item()
+            data[idx] = old + eps
             plus = loss()
-            flat[k] = old - eps
+            data[idx] = old - eps
             minus = loss()
-            flat[k] = old
-            numeric.reshape(-1)[k] = (plus - minus) / (2 * eps)
+            data[idx] = old
+            numeric[idx] = (plus - minus) / (2 * eps)
         return _compare(res, "elementwise", analytic, numeric, atol, rtol)
     a_vals, n_vals = [], []
     for _ in range(n_directions):

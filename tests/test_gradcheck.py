@@ -97,6 +97,14 @@ def test_all_ones_upstream_would_miss_the_transposed_gradient():
     assert "right" not in message                          # its backward was correct
 
 
+def test_a_transposed_input_is_perturbed_in_place():
+    """A transposed (Fortran-order) input has no flat view: the check must still move
+    its elements, or a correct backward reads as a zero numeric gradient."""
+    a = np.random.default_rng(0).standard_normal((3, 4))
+    assert gradcheck(lambda t: t * t, [nt.Tensor(a.T, requires_grad=True)])
+    assert gradcheck(lambda t: t @ t.T, [nt.Tensor(np.asfortranarray(a), requires_grad=True)])
+
+
 def test_factor_of_two_is_caught():
     def square(x):
         return square_half_grad(x)
@@ -255,6 +263,13 @@ def test_gradcheck_module_names_the_parameter_whose_gradient_is_wrong():
     with pytest.raises(nt.GradcheckError, match=r"(?s)'Doubler'.*bad\.weight"):
         nt.gradcheck_module(model, lambda: model(x))
     assert not nt.gradcheck_module(model, lambda: model(x), raise_exception=False)
+
+
+def test_gradcheck_module_perturbs_a_transposed_parameter_in_place():
+    lin = nt.nn.Linear(3, 4).double()
+    lin.weight = nt.nn.Parameter(np.asfortranarray(lin.weight.data))
+    x = nt.tensor(np.random.default_rng(1).standard_normal((5, 3)))
+    assert nt.gradcheck_module(lin, lambda: (lin(x) ** 2).sum())
 
 
 def test_gradcheck_module_needs_float64():
