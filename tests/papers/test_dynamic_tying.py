@@ -682,6 +682,7 @@ def test_experiment_writes_its_report_results_and_plots_and_a_rerun_retrains_not
     report = (out / "report.md").read_text()
     assert "random schedule" in report and "Differences from the paper" in report
     assert "sync_optimizer" in report                           # the Adam-state remark
+    assert "- **dynamic (shared)**: the same agent" in report and "seeds 0." in report
     # the run cache: a second run loads every run and trains nothing
     again = experiment.run(quick=True, out_dir=out, profile=TINY)
     assert all(r["cached"] for rs in again["runs"].values() for r in rs)

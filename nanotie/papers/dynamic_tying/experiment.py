@@ -423,6 +423,12 @@ def _report_body(results, groups, plots) -> str:
             for label, row in t.items()]
     table = spread_table(rows, list(cols.values()), digits=3, seeds_of="test ppl")
     syn = results["synthetic"]
+    other_modes = "".join(                     # the full profile's second mode
+        f"\n- **{k}**: the same agent with the other tying mode (\"official\": a root's "
+        "gradient is its own layer's alone; \"shared\": one Parameter, its gradient summed "
+        "over the layers that use it); "
+        f"seeds {', '.join(str(r.run.seed) for r in groups[k])}."
+        for k in t if k.startswith("dynamic") and k != dyn_label)
 
     def shares(norm):
         each = ", ".join(f"{v:.1f}" for v in syn[norm])
@@ -472,7 +478,7 @@ per method, the same batches for every method at a given seed, on {results['devi
 - **random schedule** (control): the same decisions and rewards, each action uniform
   over the layer's choices (what the agent's exploration draws from), no learning.
 - **fixed pattern** (control): every layer trains for the first {results['fixed_switch']}
-  episodes, then every layer is a copy of layer 0.
+  episodes, then every layer is a copy of layer 0.{other_modes}
 
 ## Results
 
