@@ -534,6 +534,19 @@ def test_a_sweep_runs_only_the_chosen_configurations(tiny, tmp_path):
     assert len(raw["grid"]) == 2 * len(profile.lrs) and raw["later"] == []
 
 
+@pytest.mark.parametrize("shift,outcome", [(0.0, "holds"), (-0.5, "does not hold"),
+                                            (0.5, "does not hold")])
+def test_the_sensitivity_row_is_parity_both_ways(shift, outcome):
+    """TL6's result from the B = 0 start must be neither far worse nor far better."""
+    from nanotie.protocol import spread
+
+    rows = [{"config": "TL6", "rank": 8, "test_bpb": spread([3.00, 3.01])},
+            {"config": experiment.SENSITIVITY, "rank": 8,
+             "test_bpb": spread([3.00 + shift, 3.01 + shift])}]
+    (what, v), = experiment.verdicts_at(rows, 8)
+    assert "sensitivity" in what and v.outcome == outcome
+
+
 def test_experiment_is_registered():
     assert REGISTRY["tied-lora"].module == "nanotie.papers.tied_lora.experiment"
 
