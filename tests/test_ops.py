@@ -86,3 +86,17 @@ def test_table_covers_every_op():
     reached = set().union(*(names_reached(c) for c in CASES))
     missing = sorted(public - reached - set(NOT_IN_TABLE))
     assert not missing, f"ops with no case in tests/op_table.py: {missing}"
+
+
+# ------------------------------------------- single behaviours the table cannot express
+
+
+def test_a_python_list_operand_is_read_as_tensor_reads_it():
+    """Python floats become float32, as in tensor(): a list used to come in as float64
+    and turn a float32 result into float64."""
+    t = nanotie.tensor([1.0, 2.0], requires_grad=True)
+    for out in (t + [1.0, 2.0], [3.0, 4.0] * t, t - [[0.5], [1.5]]):
+        assert out.dtype == np.float32, out
+    out = t * [3.0, 4.0]
+    out.sum().backward()
+    assert t.grad.tolist() == [3.0, 4.0] and t.grad.dtype == np.float32

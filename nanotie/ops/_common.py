@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from .. import backend
-from ..autograd import ShapeError, Tensor, check_same_device
+from ..autograd import ShapeError, Tensor, _to_array, check_same_device
 
 
 def data(x):
@@ -27,8 +27,9 @@ def operands(op: str, a, b):
             return x.item()
         if isinstance(x, (Tensor, int, float, bool)):
             return x
-        return Tensor(backend.to_device(np.asarray(x) if isinstance(x, list) else x,
-                                        like.device))
+        if isinstance(x, list):     # as tensor() reads it: Python floats become float32
+            return Tensor(_to_array(x, device=like.device))
+        return Tensor(backend.to_device(x, like.device))
 
     a, b = operand(a), operand(b)
     check_same_device(op, a, b)
