@@ -5,7 +5,7 @@ The mechanism is in ``recurrence.py`` (the modal form and its O(1) step); the ti
 
 Laughing Hyena Distillery: Extracting Compact Recurrences From Convolutions.
 Massaroli, Poli, Fu, Kumbong, Parnichkun, Timalsina, Romero, McIntyre, Chen, Rudra,
-Zhang, Re, Ermon, Bengio (NeurIPS 2023), arXiv:2310.18780. (MultiHyena, its Sec. 5,
+Zhang, Re, Ermon, Bengio (NeurIPS 2023), arXiv:2310.18780. (MultiHyena, its Secs. 4-5,
 lives with Hyena in ``nanotie.papers.hyena``.)
 
 The idea. A Hyena LM trains in parallel with FFT convolutions but generates slowly:

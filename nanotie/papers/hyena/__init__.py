@@ -6,7 +6,8 @@ filter per head is broadcast over the head's channels); the filters in ``filters
 Hyena Hierarchy: Towards Larger Convolutional Language Models. Poli, Massaroli,
 Nguyen, Fu, Dao, Baccus, Bengio, Ermon, Re (2023), arXiv:2302.10866.
 MultiHyena: Laughing Hyena Distillery, Massaroli, Poli, Fu, et al. (NeurIPS 2023),
-arXiv:2310.18780, Sec. 5 (its distillation half is ``nanotie.papers.distillery``).
+arXiv:2310.18780, Sec. 4, pretrained in Sec. 5 (its distillation half is
+``nanotie.papers.distillery``).
 
 The idea. Attention mixes tokens with an L x L matrix that depends on the data.
 Hyena mixes them with two data-dependent GATES around a LONG causal convolution,
