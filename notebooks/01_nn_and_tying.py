@@ -547,7 +547,13 @@ shared.load_state_dict(twin.state_dict())                 # same values everywhe
 block_size = count_parameters(shared.blocks[0])
 with exercises.skip_if_unwritten("share_first_block"):
     shared = share_first_block(shared)
-    assert all(b is shared.blocks[0] for b in shared.blocks)
+    assert isinstance(shared, GPT), f"share_first_block must return the model, not {shared!r}"
+    assert type(shared.blocks) is type(twin.blocks), (
+        f"model.blocks is now a {type(shared.blocks).__name__}, which a Module does not "
+        f"register: assign into its slots (model.blocks[i] = ...) instead")
+    copies = [i for i, b in enumerate(shared.blocks) if b is not shared.blocks[0]]
+    assert not copies, (f"slot(s) {copies} hold another object than model.blocks[0] (a "
+                        f"copy has equal values, but it is not a tie)")
     assert count_parameters(twin) - count_parameters(shared) == (ex_cfg.n_layer - 1) * block_size
 
     loss_twin = twin(idx, tgt)[1]

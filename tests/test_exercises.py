@@ -1163,3 +1163,72 @@ def test_an_in_place_edit_is_named(tmp_path, edit, words):
     msg = flat(exercises.get(2).check(load_function(path, "matmul")).message)
     for w in words:
         assert w in msg, msg
+
+
+# ------------------------------------------------- the notebooks' own exercises
+
+NOTEBOOK_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+                            "notebooks")
+
+
+@pytest.fixture(scope="module")
+def notebook_before_exercise(tmp_path_factory):
+    """run(notebook, name) -> (the namespace after the cells before the stub of ``name``,
+    the code cells from the stub through the cell that checks it); each notebook's
+    cells run once, in quick mode, as a script."""
+    jupytext = pytest.importorskip("jupytext")
+    runs = {}
+
+    def run(notebook: str, name: str):
+        if notebook not in runs:
+            code = [c.source for c in jupytext.read(os.path.join(NOTEBOOK_DIR, notebook))
+                    .cells if c.cell_type == "code"]
+            stub = next(i for i, c in enumerate(code) if f"def {name}(" in c)
+            check = next(i for i, c in enumerate(code) if f'unwritten("{name}")' in c)
+            namespace = {"__name__": "__main__"}
+            with pytest.MonkeyPatch.context() as mp:
+                mp.setenv("NANOTIE_QUICK", "1")
+                mp.setenv("MPLBACKEND", "Agg")
+                mp.chdir(tmp_path_factory.mktemp("notebook"))
+                for cell in code[:stub]:
+                    exec(compile(cell, notebook, "exec"), namespace)
+            runs[notebook] = namespace, code[stub:check + 1]
+        return runs[notebook]
+
+    yield run
+    import matplotlib.pyplot as plt
+    plt.close("all")
+
+
+@pytest.mark.parametrize("notebook, answer, words", [
+    ("00_autograd.py", "def softplus_backward(a, g):\n    return g / (1 + np.exp(-a))",
+     "softplus_backward must return a tuple of exactly one gradient, (grad_a,); it "
+     "returned a ndarray"),
+    ("00_autograd.py", "def softplus_backward(a, g):\n    return (g * 0.5 * (1 + np.tanh(a)),)",
+     "gradcheck failed for 'softplus'"),
+    ("01_nn_and_tying.py", "def share_first_block(model):\n"
+                           "    model.blocks = [model.blocks[0]] * len(model.blocks)\n"
+                           "    return model",
+     "model.blocks is now a list, which a Module does not register"),
+    ("01_nn_and_tying.py", "import copy\ndef share_first_block(model):\n"
+                           "    for i in range(1, len(model.blocks)):\n"
+                           "        model.blocks[i] = copy.deepcopy(model.blocks[0])\n"
+                           "    return model",
+     "slot(s) [1, 2] hold another object than model.blocks[0]"),
+    ("01_nn_and_tying.py", "def share_first_block(model):\n"
+                           "    for i in range(1, len(model.blocks)):\n"
+                           "        model.blocks[i] = model.blocks[0]",
+     "share_first_block must return the model, not None"),
+], ids=["softplus-bare-array", "softplus-wrong", "blocks-new-list", "blocks-deepcopy",
+        "blocks-no-return"])
+def test_a_wrong_answer_to_a_notebooks_own_exercise_stops_it_with_what_is_wrong(
+        notebook_before_exercise, notebook, answer, words):
+    """notebooks/README.md promises it: a message that names the mistake, not a bare
+    AssertionError or an IndexError from inside the engine."""
+    name = re.search(r"def (\w+)\(", answer).group(1)
+    namespace, cells = notebook_before_exercise(notebook, name)
+    namespace = dict(namespace)
+    with pytest.raises(Exception) as info:
+        for cell in [answer] + cells[1:]:
+            exec(compile(cell, notebook, "exec"), namespace)
+    assert words in " ".join(str(info.value).split()), info.value
