@@ -995,6 +995,13 @@ def test_cli_exercise_list_and_load_errors():
         load_function("/nonexistent/answer.py", "matmul")
 
 
+def test_the_walkthrough_shows_what_exercise_list_prints(capsys):
+    readme = open(os.path.join(os.path.dirname(exercises.__file__), "README.md")).read()
+    shown = readme.split("$ python -m nanotie exercise list\n", 1)[1].split("\n\n", 1)[0]
+    assert cli.main(["exercise", "list"]) == 0
+    assert capsys.readouterr().out.startswith(shown + "\n"), shown
+
+
 # ---------------------------------------- a check cannot be fooled, nor hang the grader
 
 RIGHT_MATMUL = """\
