@@ -7,6 +7,7 @@ its ``register(...)`` line exists (including its MISTAKES).
 
 from __future__ import annotations
 
+import importlib
 import inspect
 import multiprocessing
 import os
@@ -113,6 +114,17 @@ def test_the_stub_is_unsolved_and_says_so(ex):
 def test_engine_exercises_end_with_a_gradient_check(number):
     steps = exercises.get(number).check(exercises.get(number).reference).passed_steps
     assert "nanotie.gradcheck" in steps[-1]
+
+
+@pytest.mark.parametrize("ex", EXERCISES, ids=IDS)
+def test_a_function_a_step_names_by_its_dotted_path_exists(ex):
+    """A step that says "as nanotie.x.f" sends the learner to read f there: the path
+    must be the whole one, and f must be there."""
+    for step in ex.check(ex.reference).passed_steps:
+        for path in re.findall(r"\bas ([a-z_]+(?:\.\w+)+)", step):
+            module, _, attr = path.rpartition(".")
+            assert path.startswith("nanotie.") and hasattr(
+                importlib.import_module(module), attr), f"{step}: no {path}"
 
 
 @pytest.mark.parametrize("number", [12, 13])     # these checkers build seeded models

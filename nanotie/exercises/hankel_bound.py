@@ -106,8 +106,8 @@ def check(fn) -> CheckResult:
                     "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term D, "
                     "which the recurrence matches exactly, so it stays out of H (a "
                     "system's h_0 is not C A^i A^j B).")])
-        with c.step(f"bound = sigma_(d+1) / sqrt(n), as distill.error_lower_bound "
-                    f"(d in {ORDERS} and d = n)"):
+        with c.step(f"bound = sigma_(d+1) / sqrt(n), as nanotie.papers.distillery.reduction."
+                    f"error_lower_bound (d in {ORDERS} and d = n)"):
             for h in filters:
                 n = (len(h) - 1) // 2
                 for d in ORDERS + (n,):
