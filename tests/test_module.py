@@ -47,8 +47,8 @@ def test_attributes_register_parameters_and_modules_only():
 
 def test_reassigning_and_deleting_attributes_updates_the_registry():
     net = Net()
-    net.scale = 3.0                       # a Parameter replaced by a plain value
-    assert "scale" not in net._parameters and net.scale == 3.0
+    net.scale = None                      # a Parameter removed by assigning None
+    assert "scale" not in net._parameters and net.scale is None
     net.fc = Parameter(np.zeros((2, 2), dtype=np.float32))   # a Module by a Parameter
     assert "fc" not in net._modules and "fc" in net._parameters
     del net.fc
@@ -57,6 +57,25 @@ def test_reassigning_and_deleting_attributes_updates_the_registry():
         net.fc
     del net.heads
     assert [n for n, _ in net.named_parameters()] == ["extra.ln.weight", "extra.ln.bias"]
+
+
+def test_a_parameter_or_buffer_is_not_silently_replaced_by_a_plain_value():
+    """Assigning a plain Tensor where a Parameter is registered used to drop it from
+    parameters() (so the optimizer never saw the new weight); a number where a buffer
+    is registered dropped the buffer. Both raise, as in PyTorch, and change nothing."""
+    lin = Linear(3, 4)
+    weight = lin.weight
+    for value in (nt.randn(4, 3, requires_grad=True), np.zeros((4, 3)), 3.0):
+        with pytest.raises(TypeError, match=f"cannot assign {type(value).__name__} as "
+                                            r"parameter 'weight' \(Parameter or None"):
+            lin.weight = value
+    assert lin.weight is weight and [n for n, _ in lin.named_parameters()] == ["weight", "bias"]
+    lin.weight = Parameter(np.ones((4, 3), dtype=np.float32))     # a Parameter is fine
+    assert lin.weight is not weight and "weight" in lin._parameters
+    m = WithBuffers()
+    with pytest.raises(TypeError, match=r"cannot assign float as buffer 'running' \(Tensor"):
+        m.running = 7.0
+    assert "running" in m._buffers and "running" in m.state_dict()
 
 
 def test_forgetting_super_init_says_so():

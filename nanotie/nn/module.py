@@ -66,6 +66,14 @@ class Module:
             raise AttributeError(f"{type(self).__name__}.__init__ must call "
                                  "super().__init__() before assigning attributes")
         was_buffer = name in self._buffers
+        # As in PyTorch: a plain Tensor (or a number) put where a Parameter was registered
+        # would silently drop it from parameters(), and so from the optimizer.
+        if name in self._parameters and not isinstance(value, (Parameter, Module, type(None))):
+            raise TypeError(f"cannot assign {type(value).__name__} as parameter '{name}' "
+                            "(Parameter or None expected)")
+        if was_buffer and not isinstance(value, (Tensor, Module, type(None))):
+            raise TypeError(f"cannot assign {type(value).__name__} as buffer '{name}' "
+                            "(Tensor or None expected)")
         for table in (self._parameters, self._buffers, self._modules):
             table.pop(name, None)
         self.__dict__.pop(name, None)
@@ -73,7 +81,7 @@ class Module:
             self._parameters[name] = value     # tying: the same object may sit here too
         elif isinstance(value, Module):
             self._modules[name] = value
-        elif was_buffer and (value is None or isinstance(value, Tensor)):
+        elif was_buffer:
             self._buffers[name] = value
         else:
             object.__setattr__(self, name, value)
