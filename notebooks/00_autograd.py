@@ -599,7 +599,7 @@ assert central_err[0] > 100 * central_err.min()     # the left arm of the V
 assert central_err.min() < one_sided_err.min()
 
 # %% [markdown]
-# ## 8. Exercise 2: the backward of `softplus`
+# ## 8. A notebook exercise: the backward of `softplus`
 #
 # $$\operatorname{softplus}(a) = \log(1 + e^{a}), \qquad
 # \frac{d}{da}\operatorname{softplus}(a) = \frac{e^{a}}{1 + e^{a}} = \sigma(a).$$
@@ -612,7 +612,7 @@ assert central_err.min() < one_sided_err.min()
 # library's ops do. The cell after yours makes it the backward of a new op, `softplus`.
 
 # %%
-# ---- EXERCISE 2: your code here -------------------------------------------------
+# ---- NOTEBOOK EXERCISE: your code here -----------------------------------------
 def softplus_backward(a, g):
     # Return (dL/da,) for out = softplus(a), given g = dL/dout (a and g are arrays).
     raise NotImplementedError
@@ -655,7 +655,7 @@ with exercises.skip_if_unwritten("softplus_backward"):
     assert np.allclose(extreme.grad, [0.0, 0.0, 0.5, 1.0, 1.0], atol=1e-12), (
         f"at a = {extreme.data} the gradient is sigmoid(a) = [0, 0, 0.5, 1, 1], yours "
         f"{extreme.grad} (does exp overflow? 0.5 * (1 + tanh(a / 2)) never does)")
-    print("Exercise 2: softplus backward passes gradcheck")
+    print("softplus backward passes gradcheck")
 
 # %% [markdown]
 # ## What we saw

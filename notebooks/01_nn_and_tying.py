@@ -233,7 +233,7 @@ print(f"rows {unused} were never looked up: only the head trains them")
 # The second assert shows why tying helps rare tokens. A row that never appears as
 # an input still gets a gradient from the output side, on every step.
 #
-# ### Exercise 1: the tied gradient by hand
+# ### Exercise 5: the tied gradient by hand
 #
 # Write `my_tied_lm`: the same model in plain NumPy, forward and backward, with its one matrix
 # $E$ used twice: $h = \tanh(E[\text{ids}])$, logits $= h E^\top$, the mean
@@ -246,7 +246,7 @@ print(f"rows {unused} were never looked up: only the head trains them")
 # if your gradient holds only one use's part, or averages the two, it says so.
 
 # %%
-# ---- EXERCISE 1: your code here ----------------------------------------------------
+# ---- EXERCISE 5: your code here ----------------------------------------------------
 def my_tied_lm(E, ids, targets):
     # Return (loss, backward), with backward(g) -> (dL/dE,): the lookup's part + the head's.
     raise NotImplementedError
@@ -508,7 +508,7 @@ assert out.shape == (1, len(prompt) + (120 if QUICK else 400))
 assert sample.startswith(prompt)
 
 # %% [markdown]
-# ## 8. Exercise 2: share one block between two layers
+# ## 8. A notebook exercise: share one block between two layers
 #
 # Tying is not limited to embeddings. Layer sharing (ALBERT, Universal Transformers,
 # and several of the papers in this library) reuses one transformer block at several
@@ -526,7 +526,7 @@ assert sample.startswith(prompt)
 # * the loss is unchanged by sharing when every block held the same values anyway.
 #
 # %%
-# ---- EXERCISE 2: your code here ----------------------------------------------------
+# ---- NOTEBOOK EXERCISE: your code here ---------------------------------------------
 def share_first_block(model):
     # Make every slot of model.blocks hold model.blocks[0]; return the model.
     raise NotImplementedError
@@ -565,7 +565,7 @@ with exercises.skip_if_unwritten("share_first_block"):
         summed = sum(dict(b.named_parameters())[name].grad for b in twin.blocks)
         assert np.allclose(p.grad, summed, rtol=1e-10, atol=1e-14), name
     print(tie_report(shared).splitlines()[0])
-    print(f"Exercise 2: one block serves {ex_cfg.n_layer} layers; {block_size:,} parameters "
+    print(f"One block serves {ex_cfg.n_layer} layers; {block_size:,} parameters "
           f"instead of {ex_cfg.n_layer * block_size:,}, and its gradient is the sum over layers")
 
 # %% [markdown]

@@ -1251,3 +1251,18 @@ def test_a_wrong_answer_to_a_notebooks_own_exercise_stops_it_with_what_is_wrong(
         for cell in [answer] + cells[1:]:
             exec(compile(cell, notebook, "exec"), namespace)
     assert words in " ".join(str(info.value).split()), info.value
+
+
+def test_a_notebook_numbers_an_exercise_by_the_checker_it_runs():
+    """"Exercise N" in a notebook is `exercise check N`; a notebook's own exercise has
+    no number, so that it cannot be taken for the CLI's exercise of that number."""
+    for name in sorted(os.listdir(NOTEBOOK_DIR)):
+        if not name.endswith(".py"):
+            continue
+        text = open(os.path.join(NOTEBOOK_DIR, name)).read()
+        checked = {fn: int(n) for n, fn in re.findall(
+            r"exercises\.get\((\d+)\)\.check_in_notebook\((\w+)\)", text)}
+        for n, fn in re.findall(r"# -+ EXERCISE (\d+): your code here -*\ndef (\w+)\(", text):
+            assert checked.get(fn) == int(n), f"{name}: EXERCISE {n} is {fn}"
+        for n in re.findall(r"^# #+ .*\bExercise (\d+)\b", text, re.M):
+            assert int(n) in checked.values(), f"{name}: a heading says Exercise {n}"
