@@ -357,8 +357,18 @@ def _dS_transposed_in_grad_O(O, T, tau, g, right):
     return dS.T @ T / tau, right[1]                 # should be dS @ T / tau
 
 
+def _softmax_over_axis_0(O, T, tau, g, right):
+    S = O @ T.T / tau
+    P = np.exp(S - S.max(axis=0, keepdims=True))
+    P /= P.sum(axis=0, keepdims=True)               # should be over each row, axis=1
+    dS = g * (P - np.eye(len(O))) / len(O)
+    return dS @ T / tau, dS.T @ O / tau
+
+
 @pytest.mark.parametrize("backward_of, words", [
     (lambda O, T, tau, g, right: right[:1], "backward must return a tuple of 2 gradient(s)"),
+    (_softmax_over_axis_0,
+     "your gradient for `O` is wrong: the score matrix is used the wrong way round"),
     (_dS_transposed_in_grad_O,
      "your gradient for `O` is wrong: the score matrix is used the wrong way round"),
     (lambda O, T, tau, g, right: tuple(r / g for r in right),
@@ -368,7 +378,7 @@ def _dS_transposed_in_grad_O(O, T, tau, g, right):
     (lambda O, T, tau, g, right: tuple(r * tau for r in right),
      "is 0.5 times the correct one: the 1/temperature is missing: S = O E^T / tau, so both "
      "gradients carry a 1/tau (tau = 0.5 here). (checked on: O (6, 4)"),
-], ids=["one-gradient", "dS-transposed", "no-g", "no-1/K", "no-1/tau"])
+], ids=["one-gradient", "softmax-axis-0", "dS-transposed", "no-g", "no-1/K", "no-1/tau"])
 def test_cwt_slips_beyond_the_planted_ones_are_named(backward_of, words):
     ex = exercises.get(7)     # backward_of(O, T, tau, g, right): the answer's gradients
     message = flat(ex.check(wrong_backward(ex.reference)(backward_of)).message)

@@ -121,12 +121,15 @@ def _wrong_grads(O, T, tau, g):
     # answer's test checks that the checker knows the mistake independently.
     dS = g * (P - np.eye(K)) / K
     dS_wrong = g * (softmax_rows(T @ O.T / tau) - np.eye(K)) / K      # E O^T: transposed
+    dS_axis0 = dS_wrong.T               # the softmax of O E^T over axis 0 (each column)
     return {
-        "O": [(dS_wrong @ T / tau, transposed), (dS.T @ T / tau, transposed)],
+        "O": [(dS_wrong @ T / tau, transposed), (dS.T @ T / tau, transposed),
+              (dS_axis0 @ T / tau, transposed)],
         "E_targets": [(np.zeros_like(T), "it is all zeros: " + _DETACHED),
                       (-g * O / (K * tau), positive_only),
                       (g * (P.T @ O) / (K * tau), negatives_only),
-                      (dS_wrong.T @ O / tau, transposed), (dS @ O / tau, transposed)],
+                      (dS_wrong.T @ O / tau, transposed), (dS @ O / tau, transposed),
+                      (dS_axis0.T @ O / tau, transposed)],
     }
 
 
