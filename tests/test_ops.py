@@ -100,3 +100,23 @@ def test_a_python_list_operand_is_read_as_tensor_reads_it():
     out = t * [3.0, 4.0]
     out.sum().backward()
     assert t.grad.tolist() == [3.0, 4.0] and t.grad.dtype == np.float32
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")     # NumPy's 0**-1 and log(0)
+def test_pow_at_a_zero_base_or_a_zero_exponent_gives_pytorchs_gradients():
+    """A Python base of 0 used to raise 'math domain error' (math.log), and x**0 at
+    x = 0 gave nan (0 * 0^-1). PyTorch's values: d/dx x^0 = 0; d/dy 0^y = 0 for y >= 0;
+    what is truly undefined stays nan or inf instead of raising."""
+    y = nanotie.tensor([2.0, 0.0, -1.0], requires_grad=True)
+    nanotie.pow(0.0, y).sum().backward()
+    assert y.grad.tolist() == [0.0, 0.0, -np.inf] and y.grad.dtype == np.float32
+    y = nanotie.tensor([0.5, 1.0], requires_grad=True)
+    nanotie.pow(-2.0, y).sum().backward()
+    assert np.isnan(y.grad).all()                 # log of a negative base
+    x = nanotie.tensor([0.0, 2.0], requires_grad=True)
+    (x ** 0).sum().backward()
+    assert x.grad.tolist() == [0.0, 0.0]
+    x = nanotie.tensor([0.0, 2.0], dtype=np.float64, requires_grad=True)
+    e = nanotie.tensor([0.0, 3.0], dtype=np.float64, requires_grad=True)
+    (x ** e).sum().backward()
+    assert x.grad.tolist() == [0.0, 12.0] and e.grad.tolist() == [0.0, 8 * np.log(2.0)]

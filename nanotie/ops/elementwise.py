@@ -67,18 +67,28 @@ def div(a, b) -> Tensor:
 
 
 def pow(a, b) -> Tensor:
-    """a ** b.  d/da = b a^(b-1), d/db = a^b log(a) (needs a > 0)."""
+    """a ** b.  d/da = b a^(b-1), d/db = a^b log(a) (needs a > 0).
+
+    As in PyTorch, d/da = 0 where b = 0 (a^0 = 1; the formula gives 0 * inf at a = 0),
+    and d/db = 0 where a = 0 and b >= 0 (0^b = 0; the formula gives 0 * -inf)."""
     a, b, out = _binary("pow", a, b, lambda x, y: x ** y)
     x, y = data(a), data(b)
 
     def backward(g):
         ga = gb = None
+        xp = xp_of(g)
         if _needs_grad(a):
-            ga = g * 2 * x if isinstance(y, (int, float)) and y == 2 else g * y * x ** (y - 1)
+            if not isinstance(y, (int, float)):
+                ga = g * xp.where(y == 0, 0, y * x ** (y - 1))
+            elif y == 0:                        # a Python exponent (cupy.where needs an array)
+                ga = xp.zeros_like(g)
+            else:
+                ga = g * 2 * x if y == 2 else g * y * x ** (y - 1)
         if _needs_grad(b):
-            # math.log for a Python-scalar base: np.log(2.0) is a float64 that would
-            # turn a float32 gradient into float64.
-            gb = g * out * (math.log(x) if isinstance(x, (int, float)) else xp_of(x).log(x))
+            # The log of an array in g's dtype, also for a Python base: math.log(0) raises
+            # and np.log(2.0) is a float64 that would make a float32 gradient float64.
+            log_x = xp.log(xp.asarray(x, dtype=g.dtype))
+            gb = g * xp.where((x == 0) & (y >= 0), 0, out * log_x)
         return ga, gb
 
     return make_result("pow", out, (a, b), backward)
