@@ -120,3 +120,14 @@ def test_pow_at_a_zero_base_or_a_zero_exponent_gives_pytorchs_gradients():
     e = nanotie.tensor([0.0, 3.0], dtype=np.float64, requires_grad=True)
     (x ** e).sum().backward()
     assert x.grad.tolist() == [0.0, 12.0] and e.grad.tolist() == [0.0, 8 * np.log(2.0)]
+
+
+def test_expand_refuses_minus_one_on_a_new_leading_axis():
+    """-1 means "keep this size", and a new axis has none: it used to wrap round to a
+    trailing size, so randn(3).expand(-1, 3) gave (3, 3). PyTorch refuses it too."""
+    x = nanotie.randn(3)
+    assert x.expand(2, -1).shape == (2, 3)
+    for sizes in [(-1, 3), (2, -1, 3)]:
+        with pytest.raises(nanotie.autograd.ShapeError,
+                           match=r"expand: -1 .* dim \d of .* new leading axis .*\(3,\)"):
+            x.expand(*sizes)

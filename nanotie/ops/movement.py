@@ -85,6 +85,9 @@ def expand(a: Tensor, *sizes) -> Tensor:
     lead = len(sizes) - a.ndim
     if lead < 0:
         raise ShapeError(f"expand: cannot expand shape {a.shape} to fewer dims {sizes}")
+    if -1 in sizes[:lead]:      # a.shape[i - lead] would wrap round to a trailing axis
+        raise ShapeError(f"expand: -1 keeps an existing size, but dim {sizes.index(-1)} of "
+                         f"{sizes} is a new leading axis for shape {a.shape}")
     target = tuple(a.shape[i - lead] if s == -1 else s for i, s in enumerate(sizes))
     try:
         out = xp_of(a.data).broadcast_to(a.data, target)
