@@ -114,6 +114,18 @@ def test_layer_norm_matches_formula(rng, bias):
     np.testing.assert_allclose(ln(nt.tensor(x)).numpy(), want, rtol=1e-10, atol=1e-12)
 
 
+@pytest.mark.parametrize("which, weight, bias", [("weight", (3,), None), ("bias", (4,), (2, 2)),
+                                                 ("weight", (2, 2), None)])
+def test_layer_norm_names_a_weight_or_bias_of_the_wrong_shape(which, weight, bias):
+    """Not NumPy's reshape error, nor a (2, 2) weight silently read as (4,)."""
+    x = nt.randn(2, 4)
+    w, b = nt.randn(*weight), None if bias is None else nt.randn(*bias)
+    shape = weight if which == "weight" else bias
+    with pytest.raises(nt.autograd.ShapeError, match=rf"layer_norm: {which} of shape "
+                                                     rf"\({shape[0]},.*normalized_shape \(4,\)"):
+        F.layer_norm(x, (4,), w, b)
+
+
 def test_rms_norm_matches_formula(rng):
     rms = randomize(RMSNorm(6), rng)
     x = rng.standard_normal((3, 4, 6)) * 3 + 1

@@ -455,6 +455,10 @@ def layer_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
     xd = x.data if x.dtype.kind in "fc" else x.data.astype("float64")  # as .mean() would
     xp = xp_of(xd)
     shape, norm_shape = xd.shape, xd.shape[xd.ndim - len(dims):]
+    for name, p in (("weight", weight), ("bias", bias)):
+        if p is not None and p.shape != norm_shape:    # reshape(n) below would hide it
+            raise ShapeError(f"layer_norm: {name} of shape {p.shape} does not match "
+                             f"normalized_shape {norm_shape}")
     n = math.prod(norm_shape)
     rows = math.prod(shape[:xd.ndim - len(dims)])
     # x as (rows, n), one row per normalized slice. A row mean is a product with a vector
