@@ -131,3 +131,22 @@ def test_expand_refuses_minus_one_on_a_new_leading_axis():
         with pytest.raises(nanotie.autograd.ShapeError,
                            match=r"expand: -1 .* dim \d of .* new leading axis .*\(3,\)"):
             x.expand(*sizes)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")     # NumPy's log(0)
+def test_logsumexp_of_an_all_minus_inf_slice_is_minus_inf_with_zero_gradient():
+    """A fully masked row: m = -inf made x - m = nan, so the value was nan (PyTorch:
+    -inf) and nan reached the gradient of the whole input. Other rows are unchanged."""
+    rows = [[-np.inf, -np.inf, -np.inf], [0.0, 1.0, -np.inf], [1.0, 2.0, 3.0]]
+    x = nanotie.tensor(rows, dtype=np.float64, requires_grad=True)
+    w = np.array([1.0, 2.0, 3.0])
+    out = x.logsumexp(dim=1)
+    (out * nanotie.tensor(w)).sum().backward()
+    finite = np.array(rows[1:])
+    want = np.log(np.exp(finite).sum(axis=1))
+    assert out.numpy()[0] == -np.inf
+    np.testing.assert_allclose(out.numpy()[1:], want, rtol=1e-12)
+    softmax = np.exp(finite - want[:, None])
+    np.testing.assert_array_equal(x.grad[0], [0.0, 0.0, 0.0])
+    np.testing.assert_allclose(x.grad[1:], w[1:, None] * softmax, rtol=1e-12)
+    assert nanotie.tensor(rows[:1]).logsumexp().item() == -np.inf     # dim=None too

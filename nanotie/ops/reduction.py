@@ -70,12 +70,20 @@ def _extreme(op, a, dim, keepdim):
 
 def logsumexp(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     """log sum_i exp(a_i), computed as m + log sum_i exp(a_i - m) with m = max a.
-    d/da_i = softmax(a)_i."""
+    d/da_i = softmax(a)_i.
+
+    A slice that is all -inf (a fully masked row) gives -inf, as in PyTorch, and a
+    gradient of 0."""
     axes, x, xp = normalize_dims(dim, a.ndim, "logsumexp"), a.data, xp_of(a.data)
     m = x.max(axis=axes, keepdims=True)
+    m = xp.where(xp.isfinite(m), m, 0)     # -inf - (-inf) would be nan; any m is exact
     e = xp.exp(x - m)
     s = e.sum(axis=axes, keepdims=True)
-    out = xp.log(s)
+    out = xp.log(s)                                        # log 0 = -inf for such a slice
     out += m                                               # (.., 1, ..) keepdim shape
-    return make_result("logsumexp", _dropdim(out, axes, keepdim), (a,),
-                       lambda g: (e * (_keepdim(g, x.shape, axes) / s),))   # softmax * g
+
+    def backward(g):
+        # softmax * g; an all -inf slice has e = 0 and s = 0: 0, not 0 / 0
+        return (e * (_keepdim(g, x.shape, axes) / xp.where(s == 0, 1, s)),)
+
+    return make_result("logsumexp", _dropdim(out, axes, keepdim), (a,), backward)
