@@ -140,7 +140,8 @@ class Dropout(Module):
 
 
 class MLP(Module):
-    """The transformer's feed-forward layer: proj(GELU(fc(x))), hidden = 4 d by default.
+    """The transformer's feed-forward layer: proj(GELU(fc(x))) with GELU's tanh
+    approximation (GPT-2's), hidden = 4 d by default.
 
     ``out_dim`` (default: ``dim``) makes it width-changing, d -> hidden -> out_dim."""
 
