@@ -372,8 +372,8 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     lr_of = {k: lm_choice[LM_NAMES[k]]["best"] for k in ("trellis", "tcn")}
     sweep_runs = [lm(k, L, lr_of[k], s) for L in prof.depths if L != main_levels
                   for k in ("trellis", "tcn") if not (k == "tcn" and L == 1) for s in seeds]
-    by_depth = {}
-    for r in runner.map(sweep_runs, desc="trellis depth") if sweep_runs else []:
+    by_depth, deep = {}, runner.map(sweep_runs, desc="trellis depth") if sweep_runs else []
+    for r in deep:
         by_depth.setdefault((r.run.settings["kind"], r.run.settings["levels"]), []).append(
             r.figures)
     by_depth.update({(k, main_levels): main[LM_NAMES[k]] for k in ("trellis", "tcn")})
@@ -438,6 +438,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
         "verdicts": verdicts,
         "device": device,
         "seconds": time.perf_counter() - t0,
+        "run_seconds": sum(r.seconds for r in first + deep),    # cached runs included
         "summary": {
             "test bpb trellis/lstm/tcn": "/".join(f"{lm_test[k].mean:.3f}"
                                                   for k in LM_NAMES.values()),
@@ -490,7 +491,7 @@ def _report(r, prof, plots) -> str:
                        "receptive field", verdicts[k]) for k in verdicts if k.startswith("depth")]
     n = len(r["seeds"])
     return f"""
-Profile **{r['profile']}** on {r['device']}, {r['seconds']:.0f} s in all. Prose corpus
+Profile **{r['profile']}** on {r['device']}, {r['run_seconds']:.0f} s of runs. Prose corpus
 (Python's own help text) cut train | val | test = {r['splits']['train']:,} |
 {r['splits']['val']:,} | {r['splits']['test']:,} bytes; learning rates chosen on val, figures
 reported on test; {n} seeds ({', '.join(map(str, r['seeds']))}) per configuration.
