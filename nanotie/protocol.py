@@ -355,7 +355,8 @@ def spread(values) -> Spread:
     v = np.asarray([float(x) for x in values], dtype=np.float64)
     if v.size == 0:
         raise ValueError("spread: no values")
-    std = float(v.std(ddof=1)) if v.size > 1 else 0.0
+    with np.errstate(invalid="ignore"):          # a diverged run (inf): std is nan
+        std = float(v.std(ddof=1)) if v.size > 1 else 0.0
     return Spread(float(v.mean()), std, float(v.min()), float(v.max()), tuple(v.tolist()))
 
 
