@@ -1,6 +1,7 @@
-"""The command line: ``python -m nanotie reproduce [NAME ...]``, ``python -m nanotie list``
-``python -m nanotie exercise {list,start,check}`` and ``python -m nanotie site --out site/``
-(the course site, built by docs/_ext/sitebuild.py from a repository checkout).
+"""The command line: ``python -m nanotie reproduce [NAME ...]``, ``python -m nanotie list``,
+``python -m nanotie exercise {list,start,check}``, ``python -m nanotie pages`` (the results
+pages, from the latest reproduction) and ``python -m nanotie site --out site/`` (the course
+site, built by docs/_ext/sitebuild.py); the last two write into a repository checkout.
 
 A usage error prints one line to stderr and exits with status 2, never a traceback.
 ``exercise check`` exits 0 when the learner's file passes, 1 when it fails or cannot

@@ -167,7 +167,10 @@ def train(model, train_data, val_data, config: TrainConfig, checkpoint=None,
 
     ``checkpoint`` (a path) makes the run resumable: if the file exists the run
     continues from it (a finished run returns at once: that is the cache), and it is
-    rewritten at the end and every ``checkpoint_interval`` steps. ``bytes_per_token``
+    rewritten at the end and every ``checkpoint_interval`` steps. The file is checked
+    against the model and ``config``, not against the data or ``loss_fn``: name it by
+    everything else that decides the weights (the gpt experiment puts the corpus hash,
+    its code version and the device in the name). ``bytes_per_token``
     (the mean bytes a token stands for: 1 for the byte tokenizer, about 3-4 for a BPE)
     converts the validation loss to bits per byte, loss / (bytes_per_token ln 2).
     ``progress``: a tqdm bar (None: only when stderr is a terminal).
