@@ -135,13 +135,14 @@ def _reproduce(args) -> int:
     except backend.DeviceError as exc:          # NANOTIE_DEVICE names an unusable device
         raise UsageError(f"$NANOTIE_DEVICE: {exc}") from None
     names = args.names or list(REGISTRY)
-    for folder in [args.out / "cache"] + [args.out / n for n in names]:
-        problem = unwritable(folder)       # found now, not after minutes of training
-        if problem:
-            raise UsageError(f"--out {args.out}: {problem}")
     profile = "full" if args.full else "quick"
     lines = []
+    # The runner first: a --scheduler that cannot be reached then leaves no folder behind.
     with _runner(args, device) as runner:       # shuts its worker processes down
+        for folder in [args.out / "cache"] + [args.out / n for n in names]:
+            problem = unwritable(folder)       # found now, not after minutes of training
+            if problem:
+                raise UsageError(f"--out {args.out}: {problem}")
         for name in names:
             print(f"== {name} ({profile} profile, {device}) ==", flush=True)
             start = time.perf_counter()

@@ -312,6 +312,7 @@ def test_cli_protocol_options_fail_in_one_line(argv, message, tmp_path, capsys, 
     assert cli.main(["reproduce", "gpt"] + argv) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and message in err[0]
+    assert not (tmp_path / "o").exists()          # a usage error leaves nothing behind
 
 
 def test_cli_finds_an_unwritable_out_before_training(tmp_path, capsys):
