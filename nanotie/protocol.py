@@ -169,6 +169,8 @@ def _load_cached(path: Path, run: Run) -> RunResult | None:
         entry = json.loads(path.read_text(encoding="utf-8"))
         if entry["key"] != run.key():
             raise ValueError("it belongs to another run")
+        if not isinstance(entry["figures"], dict):
+            raise TypeError("its figures are not a dict")
         return RunResult(run, entry["figures"], float(entry["seconds"]), cached=True)
     except (OSError, ValueError, KeyError, TypeError) as exc:
         print(f"nanotie: cache entry {path} is unreadable ({type(exc).__name__}: {exc}); "

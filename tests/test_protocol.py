@@ -1,6 +1,7 @@
 """The experiment protocol: disjoint splits, selection blind to the test split,
 parallel = sequential, cache and resume, the verdict rule, a Dask cluster."""
 
+import json
 import os
 import time
 
@@ -253,6 +254,16 @@ def test_corrupt_cache_entry_is_reported_and_recomputed(tmp_path, capsys, conten
     assert str(entry) in err and "recomputing" in err and len(err.strip().splitlines()) == 1
     assert not again[0].cached and _core(again) == _core(good)
     assert P.run_many(runs, tmp_path / "cache", progress=False)[0].cached   # repaired
+
+
+def test_a_cache_entry_of_this_run_without_figures_is_recomputed(tmp_path, capsys):
+    runs = _runs(tmp_path, seeds=(0,), lrs=(0.1,))
+    good = P.run_many(runs, tmp_path / "cache", progress=False)
+    (entry,) = (tmp_path / "cache").glob("*.json")
+    entry.write_text(json.dumps({"key": runs[0].key(), "figures": None, "seconds": 1}))
+    again = P.run_many(runs, tmp_path / "cache", progress=False)
+    assert "figures are not a dict" in capsys.readouterr().err
+    assert not again[0].cached and _core(again) == _core(good)
 
 
 def test_progress_lines_off_a_terminal(capsys):
