@@ -436,8 +436,9 @@ def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
     detail = (f"{na} {sa.mean:.4g} vs {nb} {sb.mean:.4g} ({how} is better"
               f"{f', margin {margin:.3g}' if margin else ''}): gap {gap:+.3g}, "
               f"seed spread {noise:.3g} (n = {sa.n}, {sb.n})")
-    outcome = HOLDS if gap > noise else DOES_NOT_HOLD if gap < -noise else WITHIN_NOISE
     finite_a, finite_b = np.isfinite(sa.mean), np.isfinite(sb.mean)
-    if not (finite_a and finite_b):
+    if finite_a and finite_b:
+        outcome = HOLDS if gap > noise else DOES_NOT_HOLD if gap < -noise else WITHIN_NOISE
+    else:                                   # a diverged run: the finite group wins
         outcome = WITHIN_NOISE if finite_a == finite_b else HOLDS if finite_a else DOES_NOT_HOLD
     return Verdict(outcome, gap, noise, detail)

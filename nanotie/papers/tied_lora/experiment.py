@@ -260,7 +260,7 @@ def verdicts_at(rows: list, rank: int) -> list:
             margin = 0.01 * at[margin_of]["test_bpb"].mean if margin_of else 0.0
             a, b = at["TL6"]["test_bpb"].values, at[other]["test_bpb"].values
             v = protocol.verdict(a, b, margin=margin, names=("TL6", other))
-            if both_ways and v.outcome == protocol.HOLDS:    # parity: nor far ahead
+            if both_ways and v.outcome == protocol.HOLDS:    # parity: not far ahead either
                 v = protocol.verdict(b, a, margin=margin, names=(other, "TL6"))
             out.append((f"r = {rank}, " + what.format(margin=margin), v))
 
