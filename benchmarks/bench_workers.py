@@ -54,6 +54,7 @@ def main(argv=None) -> int:
     args = p.parse_args(argv)
     cores = backend.usable_cores()
     runs = [protocol.Run(RUN, {"steps": args.steps}, seed) for seed in range(args.runs)]
+    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
 
     t0 = time.perf_counter()
     with threadpool_limits(limits=cores):
@@ -67,7 +68,6 @@ def main(argv=None) -> int:
 
     blas = ", ".join(f"{i['internal_api']} {i.get('architecture', '')}"
                      for i in threadpool_info() if i["user_api"] == "blas")
-    load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(f"{args.runs} runs x {args.steps} steps, {cores} cores, BLAS: {blas}, "
           f"load before {load:.2f}")
     print(f"| how | wall s | runs/min |\n|---|---:|---:|")
