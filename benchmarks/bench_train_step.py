@@ -9,8 +9,8 @@ Run it from the repository root (PyTorch must be installed; it is the yardstick)
                                                        # the same on a busy machine
     python benchmarks/bench_train_step.py --threads 1 --json out.json
 
-What is timed: ONE training step of a small GPT, the configuration of the papers'
-miniature reproductions,
+What is timed: ONE training step of a small GPT, of the papers' miniature
+reproductions' scale (none of them uses exactly this shape),
 
     GPT(GPTConfig(vocab_size=256, context=128, d_model=128, n_layer=4, n_head=4,
                   dropout=0.0, tie_embeddings=True)),  float32, batch 16 x 128 tokens
