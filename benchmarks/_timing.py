@@ -162,7 +162,7 @@ def parser(doc: str, timer: dict, device: str | None = "cuda: nanotie on CuPy",
                    help="fewer, shorter repeats (a smoke run; noisier ratios)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     p.add_argument("--threads", type=int, default=threads,
-                   help="BLAS threads, and PyTorch's (default: "
+                   help="BLAS threads, and PyTorch's where it runs (default: "
                         + (f"{threads})" if threads else "NumPy's BLAS's)"))
     full, quick = timer["repeats"]
     p.add_argument("--repeats", type=int, default=None,
