@@ -5,7 +5,7 @@
 #   1. the whole test suite (device-parametrized tests run their CUDA cases);
 #   2. the device tests again with NANOTIE_DEVICE=cuda (new tensors default to the GPU);
 #   3. the op benchmark on CuPy against PyTorch CUDA;
-#   4. the GPT training-step benchmark on CuPy against NumPy and PyTorch CUDA;
+#   4. the GPT training-step benchmark on CuPy against PyTorch CUDA (NumPy without it);
 #   5. the `gpt` experiment's quick profile on the GPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
