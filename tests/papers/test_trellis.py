@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -481,6 +482,12 @@ def test_experiment_writes_report_results_plots_and_a_run_cache(tiny_profile, tm
     again = experiment.run(quick=True, out_dir=tmp_path / "trellis")
     assert again["lm"] == res["lm"] and again["headline"] == res["headline"]
     assert list((tmp_path / "cache" / "runs").glob("lm_run-*.json"))
+
+
+def test_a_one_rate_adding_grid_is_reported_untuned(tmp_path, monkeypatch):
+    monkeypatch.setitem(experiment.PROFILES, "quick", replace(TINY, adding_lrs=(2e-2,)))
+    experiment.run(quick=True, out_dir=tmp_path / "trellis")
+    assert "set by hand: untuned" in (tmp_path / "trellis" / "report.md").read_text()
 
 
 def test_lm_models_see_the_whole_context():

@@ -571,6 +571,7 @@ Predicting the mean (1) scores {r['adding_mean_predictor_mse']['test']:.4f} on t
 set ({r['adding_mean_predictor_mse']['val']:.4f} on val; 1/6 = 0.167 on average over sets).
 
 {tuning_table(r["adding_tuning"], metric="MSE", digits=4)}
+{"" if len(prof.adding_lrs) > 1 else "One rate, set by hand: untuned (no budget for a grid)."}
 
 ![adding]({plots['adding'].name})
 
