@@ -14,10 +14,11 @@ import argparse
 import os
 import sys
 import time
+from errno import ENOSPC, EROFS
 from pathlib import Path
 
 from . import backend
-from .files import unwritable
+from .files import WriteError, unwritable
 from .nn.module import StateDictError
 from .papers import REGISTRY
 from .protocol import Runner, dask_executor
@@ -259,9 +260,11 @@ def main(argv=None) -> int:
     except (CheckpointError, StateDictError) as exc:   # a cached file made for another run
         print(f"nanotie: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except OSError as exc:         # a full disk, a folder that became read-only: writes
-        where = f"{exc.filename}: " if exc.filename else ""     # are atomic, none is half
-        print(f"nanotie: error: cannot write {where}{exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:         # a full disk, a read-only folder (writes are atomic: none
+        writes = isinstance(exc, WriteError) or exc.errno in (ENOSPC, EROFS)   # is half), or
+        verb = "write" if writes else "read"           # a file to read that is gone or locked
+        where = f"cannot {verb} {exc.filename}: " if exc.filename else ""
+        print(f"nanotie: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:      # checkpoints are atomic: a rerun resumes from the last
         print("nanotie: interrupted", file=sys.stderr)

@@ -18,10 +18,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-import shutil
 from pathlib import Path
 
-from .files import write_text
+from .files import atomic_write, write_text
 from .papers import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent       # the repository (an editable install)
@@ -50,13 +49,14 @@ def _section(name: str, run_dir: Path, loaded: tuple, root: Path, page: Path) ->
     text, results = loaded
     profile = results.get("profile", "quick")
     images = root / "docs" / "results" / name / profile
-    images.mkdir(parents=True, exist_ok=True)
 
     def relink(m):
         src = run_dir / m.group(2)
         if not src.exists():
             return m.group(0)
-        shutil.copyfile(src, images / src.name)
+        raw = src.read_bytes()               # read, then write: an error says which
+        with atomic_write(images / src.name) as f:
+            f.write(raw)
         rel = Path("../" * (len(page.parent.relative_to(root).parts))) / images.relative_to(root)
         return f"![{m.group(1)}]({(rel / src.name).as_posix()})"
 

@@ -666,6 +666,12 @@ def _(tmp):
                          "str(out_dir / 'report.md'))", 1, ["No space left"])
 
 
+@case("cli", "a file that a run reads, gone")
+def _(tmp):
+    return fake_run(tmp, f"Path({str(tmp / 'gone.txt')!r}).read_bytes()", 1,
+                    ["cannot read", "gone.txt"])
+
+
 @case("cli", "a cached checkpoint from another run")
 def _(tmp):
     return fake_run(tmp, "raise train.CheckpointError('checkpoint x.npz was made with "

@@ -99,14 +99,39 @@ def test_a_folder_given_as_a_string_is_probed_like_a_path(tmp_path):
 # ------------------------------------------------------------ failures during a run
 
 
-def test_a_disk_that_fills_during_a_run_ends_in_one_line(fake, tmp_path, capsys):
+def test_a_disk_that_fills_during_a_run_ends_in_one_line(fake, tmp_path, monkeypatch,
+                                                        capsys):
     def fill(out_dir):
-        raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "report.md"))
+        def no_space(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")     # as fsync does
+        monkeypatch.setattr(files.os, "fsync", no_space)
+        files.write_text(out_dir / "report.md", "# a report\n")
     fake.action = fill
     assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
     line = one_error_line(capsys)
-    assert "No space left on device" in line and "report.md" in line
-    assert "[Errno" not in line, "the reason in words, the file named once"
+    report_md = tmp_path / "o" / "fake" / "report.md"
+    assert line.endswith(f"cannot write {report_md}: No space left on device")
+    assert list(report_md.parent.iterdir()) == [], "no half file, no temporary left"
+
+
+def test_a_file_that_cannot_be_read_is_named_as_a_read_not_a_write(fake, tmp_path, capsys):
+    """A file a run reads that is gone (or a folder where it should be) is not reported
+    as a file that cannot be written; a failed save names its file, not the temporary."""
+    def read_missing(out_dir):
+        (tmp_path / "corpus.txt").read_bytes()
+    fake.action = read_missing
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    line = one_error_line(capsys)
+    assert line.endswith(f"cannot read {tmp_path / 'corpus.txt'}: No such file or directory")
+
+    def save_over_a_folder(out_dir):
+        (out_dir / "ck.npz").mkdir()
+        files.write_text(out_dir / "ck.npz", "x")
+    fake.action = save_over_a_folder
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    line = one_error_line(capsys)
+    assert f"cannot write {tmp_path / 'o' / 'fake' / 'ck.npz'}: " in line
+    assert ".tmp" not in line
 
 
 def test_ctrl_c_during_a_run_ends_in_one_line_and_exit_status_130(fake, tmp_path, capsys):

@@ -59,6 +59,22 @@ def test_pages_skip_unfinished_runs_and_refuse_a_non_checkout(tmp_path, checkout
         write_pages(tmp_path / "nope", root=checkout)
 
 
+def test_a_plot_that_cannot_be_read_is_reported_as_a_read(tmp_path, checkout, monkeypatch,
+                                                         capsys):
+    from functools import partial
+
+    from nanotie import cli, pages
+
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    (runs / "stlm" / "loss.png").unlink()
+    (runs / "stlm" / "loss.png").mkdir()             # there, but not a file to copy
+    monkeypatch.setattr(pages, "write_pages", partial(write_pages, root=checkout))
+    assert cli.main(["pages", "--from", str(runs)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"nanotie: error: cannot read {runs / 'stlm' / 'loss.png'}: "), err
+
+
 def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
     runs, full = tmp_path / "runs", tmp_path / "runs-full"
     _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
