@@ -233,8 +233,8 @@ def _history_from(arrays: dict) -> History:
 def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> History:
     """Restore a :func:`save_checkpoint` file into the given objects.
 
-    Everything is read and checked before anything changes. A file that cannot be
-    read raises :class:`DamagedCheckpointError`; one from a run with another
+    Everything is read and checked before anything changes. A file that opens but
+    cannot be read raises :class:`DamagedCheckpointError`; one from a run with another
     configuration or model raises :class:`CheckpointError`. Both messages are one line
     naming the file."""
     groups = {}
@@ -279,19 +279,16 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
 
 def _read_npz(path) -> dict:
     """Every array of the .npz at ``path``; :class:`DamagedCheckpointError` (with the
-    likely cause, not NumPy's advice to unpickle) when it cannot be read."""
+    likely cause, not NumPy's advice to unpickle) when what it holds cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as exc:          # noqa: BLE001  (any way a file can be broken)
-        try:
-            with open(path, "rb") as f:
-                head = f.read(2)
-        except OSError:
-            head = None
+        with open(path, "rb") as f:   # one that cannot be opened is not damaged: its
+            head = f.read(2)          # OSError stops the run, and the file is kept
         if head == b"":
             why = "the file is empty"
-        elif head is not None and head != b"PK":      # every .npz is a zip: "PK..."
+        elif head != b"PK":           # every .npz is a zip: "PK..."
             why = "it is not an .npz archive"
         else:
             why = f"{type(exc).__name__}: {_one_line(exc)}"

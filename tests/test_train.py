@@ -239,6 +239,24 @@ def test_load_checkpoint_says_damaged_not_unpickle(splits, tmp_path):
     assert same_arrays(before, arrays(model))
 
 
+def test_a_checkpoint_that_cannot_be_opened_is_kept_not_replaced(splits, tmp_path,
+                                                                 monkeypatch):
+    """Permission denied is not damage: the run stops with the OSError before training,
+    and the file (a finished run, perhaps) is not replaced by a run from scratch."""
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    old = ck.read_bytes()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(ck))
+    monkeypatch.setattr(T.np, "load", denied)
+    monkeypatch.setattr(T, "open", denied, raising=False)       # what train.py opens
+    with pytest.raises(PermissionError, match="Permission denied"):
+        T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    assert ck.read_bytes() == old
+
+
 def test_a_failed_save_keeps_the_old_checkpoint(splits, tmp_path, monkeypatch):
     train_ids, val_ids = splits
     ck = tmp_path / "run.npz"
