@@ -125,6 +125,8 @@ def _reproduce(args) -> int:
         raise UsageError(f"--seed {args.seed}: seeds are integers >= 0")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: need at least 1")
+    if args.scheduler is not None and not args.scheduler.strip():    # an unset $ADDRESS
+        raise UsageError("--scheduler: give the scheduler's address, e.g. tcp://HOST:8786")
     if args.workers is not None and args.scheduler:
         raise UsageError("--workers and --scheduler: give one (the cluster has its own)")
     if args.out.exists() and not args.out.is_dir():

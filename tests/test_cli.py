@@ -68,6 +68,14 @@ def test_an_empty_out_is_a_usage_error_not_the_current_folder(fake, tmp_path, mo
     assert not fake.calls and list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_scheduler_is_a_usage_error_not_a_local_run(fake, tmp_path, capsys):
+    """``--scheduler $ADDRESS`` with the variable unset must not run on this machine."""
+    out = tmp_path / "o"
+    assert cli.main(["reproduce", "--scheduler", "", "--out", str(out)]) == 2
+    assert "--scheduler" in one_error_line(capsys)
+    assert not fake.calls and not out.exists()
+
+
 def test_an_unwritable_experiment_folder_is_found_before_training(fake, tmp_path, capsys):
     """``o/fake`` cannot be written (here a file stands where the folder goes: the suite
     runs as root, which ignores chmod): one line naming it, and the run never starts."""
