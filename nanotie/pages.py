@@ -87,10 +87,11 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
     if not (root / "pyproject.toml").exists():
         raise FileNotFoundError(f"{root} is not a nanotie checkout: results pages are "
                                 "written into the repository (pip install -e .)")
-    if not runs.is_dir():
-        raise FileNotFoundError(f"{runs}: no such folder; run python -m nanotie reproduce "
-                                "first")
     full_runs = None if full_runs is None else Path(full_runs)
+    for folder in filter(None, (runs, full_runs)):    # a typo must not drop a section
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {'not a' if folder.exists() else 'no such'} "
+                                    "folder; run python -m nanotie reproduce first")
     # Read every run before writing anything, so that a damaged one changes no page.
     found = {name: (_load(runs / name), full_runs and _load(full_runs / name))
              for name in REGISTRY}

@@ -75,6 +75,21 @@ def test_a_plot_that_cannot_be_read_is_reported_as_a_read(tmp_path, checkout, mo
     assert err.startswith(f"nanotie: error: cannot read {runs / 'stlm' / 'loss.png'}: "), err
 
 
+def test_a_full_from_or_from_that_is_not_a_folder_is_refused_and_changes_nothing(
+        tmp_path, checkout):
+    """A mistyped --full-from used to write every page without its full section."""
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    readme = (checkout / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="runs-ful: no such folder"):
+        write_pages(runs, tmp_path / "runs-ful", root=checkout)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(FileNotFoundError, match="a-file: not a folder"):
+        write_pages(tmp_path / "a-file", root=checkout)
+    assert (checkout / "README.md").read_text() == readme
+    assert not (checkout / "nanotie").exists()
+
+
 def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
     runs, full = tmp_path / "runs", tmp_path / "runs-full"
     _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
