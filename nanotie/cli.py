@@ -98,6 +98,10 @@ def _site(args) -> int:
                          f"is not one; clone the repository, then pip install -e \".[docs]\"")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: need at least 1")
+    # Found now, not after minutes of building (a file there: the builder says so).
+    problem = None if args.out.is_file() else unwritable(args.out)
+    if problem:
+        raise UsageError(f"--out {args.out}: {problem}")
     spec = importlib.util.spec_from_file_location("sitebuild", builder)
     sitebuild = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sitebuild)
