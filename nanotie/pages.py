@@ -36,11 +36,18 @@ def _load(run_dir: Path) -> tuple[str, dict] | None:
     if not report.exists() or not results.exists():
         return None
     try:
-        return (report.read_text(encoding="utf-8"),
-                json.loads(results.read_text(encoding="utf-8")))
+        loaded = (report.read_text(encoding="utf-8"),
+                  json.loads(results.read_text(encoding="utf-8")))
+        found = loaded[1] if isinstance(loaded[1], dict) else {}
+        heads = found.get("headline") or {}
+        if not (found and re.fullmatch(r"[\w-]+", str(found.get("profile", "quick"))) and all(
+                isinstance(h, dict) for h in (heads if isinstance(heads, list) else [heads]))):
+            raise ValueError("not what reproduce writes: a dict with a profile name and "
+                             "a headline dict or list of dicts")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{results}: cannot be read ({exc}); rerun python -m nanotie "
-                         "reproduce for it") from None
+        raise ValueError(f"{getattr(exc, 'filename', None) or results}: cannot be read "
+                         f"({exc}); rerun python -m nanotie reproduce for it") from None
+    return loaded
 
 
 def _section(name: str, run_dir: Path, loaded: tuple, root: Path, page: Path) -> str:

@@ -90,6 +90,20 @@ def test_a_full_from_or_from_that_is_not_a_folder_is_refused_and_changes_nothing
     assert not (checkout / "nanotie").exists()
 
 
+@pytest.mark.parametrize("results", ['[]', 'null', '{"headline": "holds"}',
+                                     '{"headline": [1]}', '{"profile": "../../x"}'])
+def test_a_results_json_that_reproduce_did_not_write_is_named_and_changes_nothing(
+        tmp_path, checkout, results):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    (runs / "stlm" / "results.json").write_text(results)
+    readme = (checkout / "README.md").read_text()
+    with pytest.raises(ValueError, match="results.json: cannot be read"):
+        write_pages(runs, root=checkout)
+    assert (checkout / "README.md").read_text() == readme
+    assert sorted(p.name for p in checkout.rglob("*")) == ["README.md", "pyproject.toml"]
+
+
 def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
     runs, full = tmp_path / "runs", tmp_path / "runs-full"
     _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
