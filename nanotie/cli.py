@@ -47,8 +47,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="first random seed; each configuration runs seeds SEED, SEED+1, ... "
                         "(default: 0)")
     r.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes for independent runs (default: one per core; "
-                        "1: in this process)")
+                   help="worker processes for independent runs (default: one per core, "
+                        "one on a GPU; 1: in this process)")
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on the Dask cluster whose scheduler is at ADDRESS "
                         "(needs the cluster extra)")
