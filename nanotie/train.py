@@ -261,13 +261,15 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
     if diff:
         raise CheckpointError(f"checkpoint {path} was made with another TrainConfig "
                               f"({'; '.join(diff)}): delete it or restore the settings")
-    snapshot = model.state_dict()   # model.load_state_dict changes nothing on a misfit,
-    try:                            # but the optimizer or sampler may refuse after it
-        model.load_state_dict(groups["model"])
-        optimizer.load_state_dict(groups["optim"])
-        sampler.load_state_dict(groups["sampler"])
+    # A refusal anywhere restores all three (the sampler's may come half-way through).
+    objects = (model, optimizer, sampler)
+    snapshots = [o.state_dict() for o in objects]
+    try:
+        for o, part in zip(objects, ("model", "optim", "sampler")):
+            o.load_state_dict(groups[part])
     except (ValueError, KeyError) as exc:
-        model.load_state_dict(snapshot)
+        for o, snapshot in zip(objects, snapshots):
+            o.load_state_dict(snapshot)
         raise CheckpointError(f"checkpoint {path} does not fit this model or optimizer "
                               f"(delete it, or build what it was made for): "
                               f"{_one_line(exc)}") from None

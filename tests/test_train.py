@@ -239,6 +239,24 @@ def test_load_checkpoint_says_damaged_not_unpickle(splits, tmp_path):
     assert same_arrays(before, arrays(model))
 
 
+def test_a_checkpoint_the_sampler_refuses_leaves_the_optimizer_and_sampler_as_they_were(
+        splits, tmp_path):
+    """The sampler is restored last: when it refuses, the optimizer and the sampler must
+    not keep half of the checkpoint (the model is already restored on a refusal)."""
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    ck.write_bytes(_rewritten(ck.read_bytes(), lambda a: {
+        k: v for k, v in a.items() if k != "sampler/rng_state"}))
+    model = make_model(seed=3)
+    opt, sampler = T.setup(model, train_ids, config())
+    before = (arrays(model), opt.state_dict(), sampler.state_dict())
+    with pytest.raises(T.CheckpointError, match="rng_state"):
+        T.load_checkpoint(ck, model, opt, sampler, config())
+    after = (arrays(model), opt.state_dict(), sampler.state_dict())
+    assert all(same_arrays(b, a) for b, a in zip(before, after))
+
+
 def test_a_checkpoint_that_cannot_be_opened_is_kept_not_replaced(splits, tmp_path,
                                                                  monkeypatch):
     """Permission denied is not damage: the run stops with the OSError before training,
