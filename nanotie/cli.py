@@ -40,7 +40,7 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run the papers' miniature reproductions")
     r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
     r.add_argument("--full", action="store_true", help="the longer profile instead of quick")
-    r.add_argument("--out", default="runs", help="output folder (default: runs)")
+    r.add_argument("--out", default="runs", metavar="DIR", help="output folder (default: runs)")
     r.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="where to run (default: $NANOTIE_DEVICE or cpu)")
     r.add_argument("--seed", type=int, default=0,
@@ -53,10 +53,11 @@ def _parser() -> argparse.ArgumentParser:
                    help="run on the Dask cluster whose scheduler is at ADDRESS "
                         "(needs the cluster extra)")
     sub.add_parser("list", help="list the registered experiments")
-    pg = sub.add_parser("pages", help="regenerate the papers' results pages from runs")
-    pg.add_argument("--from", dest="runs", type=Path, default=Path("runs"),
+    pg = sub.add_parser("pages", help="regenerate the papers' results pages and the README's "
+                                      "results table from runs (in this checkout)")
+    pg.add_argument("--from", dest="runs", type=Path, default=Path("runs"), metavar="DIR",
                     help="the reproduce output folder (default: runs)")
-    pg.add_argument("--full-from", dest="full_runs", type=Path, default=None,
+    pg.add_argument("--full-from", dest="full_runs", type=Path, default=None, metavar="DIR",
                     help="a --full reproduce output folder to add to each page")
     e = sub.add_parser("exercise", help="gradient-checked exercises: list, start, check")
     esub = e.add_subparsers(dest="action", metavar="{list,start,check}")
@@ -72,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("file", type=Path, nargs="?", metavar="FILE",
                     help="your file (default: the stub's name, exNN_<name>.py, here)")
     s = sub.add_parser("site", help="build the course site, offline (needs the docs extra)")
-    s.add_argument("--out", type=Path, default=Path("site"),
-                   help="output folder (default: site); open OUT/index.html")
+    s.add_argument("--out", type=Path, default=Path("site"), metavar="DIR",
+                   help="output folder (default: site); open DIR/index.html")
     s.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="walkthroughs executed at once, and Sphinx's processes (default: cores)")
     s.add_argument("--no-cache", action="store_true",
