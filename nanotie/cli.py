@@ -99,6 +99,9 @@ def _site(args) -> int:
                          f"is not one; clone the repository, then pip install -e \".[docs]\"")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: need at least 1")
+    if args.repo_url and not args.repo_url.startswith(("https://", "http://")):
+        raise UsageError(f"--repo-url {args.repo_url}: give the whole address, "
+                         "https://... (without it every source link is a dead relative one)")
     # Found now, not after minutes of building (a file there: the builder says so).
     problem = None if args.out.is_file() else unwritable(args.out)
     if problem:

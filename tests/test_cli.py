@@ -273,16 +273,20 @@ def test_site_refuses_zero_jobs_before_building(tmp_path, capsys):
     assert not (tmp_path / "site").exists()
 
 
-def test_site_finds_an_unwritable_out_before_building(tmp_path, monkeypatch, capsys):
+def test_site_finds_an_unwritable_out_or_a_bad_repo_url_before_building(tmp_path, monkeypatch,
+                                                                        capsys):
     import importlib.util
 
     def build(*args):
-        raise AssertionError("the site was built before --out was checked")
+        raise AssertionError("the site was built before its arguments were checked")
     monkeypatch.setattr(importlib.util, "spec_from_file_location", build)
     (tmp_path / "a-file").write_text("")
     assert cli.main(["site", "--out", str(tmp_path / "a-file" / "site")]) == 2
     line = one_error_line(capsys)
     assert "cannot write in" in line and str(tmp_path / "a-file" / "site") in line
+    assert cli.main(["site", "--repo-url", "github.com/OWNER/nanotie/blob/main", "--out",
+                     str(tmp_path / "site")]) == 2
+    assert "--repo-url github.com/OWNER" in one_error_line(capsys)
 
 
 def test_exercise_paths_of_the_wrong_kind_are_usage_errors(tmp_path, capsys):
