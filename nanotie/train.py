@@ -251,9 +251,11 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
             raise TypeError(f"the configuration is a {type(saved).__name__}")
         history = _history_from(groups["history"])
         rng_state = json.loads(str(groups["rng"]["state"])) if "rng" in groups else None
+        if rng_state is not None:                 # checked now, set after the loads
+            np.random.PCG64().state = rng_state
     except (KeyError, ValueError, TypeError) as exc:
-        raise DamagedCheckpointError(f"checkpoint {path} is damaged: its configuration or "
-                                     f"history cannot be read ({type(exc).__name__}: "
+        raise DamagedCheckpointError(f"checkpoint {path} is damaged: its configuration, "
+                                     f"history or generator cannot be read ({type(exc).__name__}: "
                                      f"{_one_line(exc)})") from None
     now = json.loads(json.dumps(asdict(config), sort_keys=True))
     diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"

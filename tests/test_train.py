@@ -198,8 +198,15 @@ def _config_not_a_dict(raw):
     return _rewritten(raw, lambda a: {**a, "meta/config": np.array("[4, 2]")})
 
 
+def _rng_state_malformed(raw):
+    """Valid JSON, but not a generator's state: it used to fail after the model loaded."""
+    return _rewritten(raw, lambda a: {
+        **a, "rng/state": np.array('{"bit_generator": "PCG64", "state": 3}')})
+
+
 @pytest.mark.parametrize("damage", [_garbage, _truncated, _empty, _lacks_history,
-                                    _lacks_optimizer, _config_not_json, _config_not_a_dict],
+                                    _lacks_optimizer, _config_not_json, _config_not_a_dict,
+                                    _rng_state_malformed],
                          ids=lambda f: f.__name__.strip("_"))
 def test_a_damaged_checkpoint_is_named_in_one_line_and_the_run_retrains(splits, tmp_path,
                                                                          capsys, damage):
