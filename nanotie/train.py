@@ -269,7 +269,7 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
     try:
         for o, part in zip(objects, ("model", "optim", "sampler")):
             o.load_state_dict(groups[part])
-    except (ValueError, KeyError) as exc:
+    except (ValueError, KeyError, TypeError) as exc:
         for o, snapshot in zip(objects, snapshots):
             o.load_state_dict(snapshot)
         raise CheckpointError(f"checkpoint {path} does not fit this model or optimizer "

@@ -246,19 +246,22 @@ def test_load_checkpoint_says_damaged_not_unpickle(splits, tmp_path):
     assert same_arrays(before, arrays(model))
 
 
+@pytest.mark.parametrize("edit, word", [
+    (lambda a: {k: v for k, v in a.items() if k != "sampler/rng_state"}, "rng_state"),
+    (lambda a: {**a, "sampler/seed": np.array([1, 2])}, "does not fit")],
+    ids=["no-rng-state", "seed-not-a-scalar"])
 def test_a_checkpoint_the_sampler_refuses_leaves_the_optimizer_and_sampler_as_they_were(
-        splits, tmp_path):
+        splits, tmp_path, edit, word):
     """The sampler is restored last: when it refuses, the optimizer and the sampler must
     not keep half of the checkpoint (the model is already restored on a refusal)."""
     train_ids, val_ids = splits
     ck = tmp_path / "run.npz"
     T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
-    ck.write_bytes(_rewritten(ck.read_bytes(), lambda a: {
-        k: v for k, v in a.items() if k != "sampler/rng_state"}))
+    ck.write_bytes(_rewritten(ck.read_bytes(), edit))
     model = make_model(seed=3)
     opt, sampler = T.setup(model, train_ids, config())
     before = (arrays(model), opt.state_dict(), sampler.state_dict())
-    with pytest.raises(T.CheckpointError, match="rng_state"):
+    with pytest.raises(T.CheckpointError, match=word):
         T.load_checkpoint(ck, model, opt, sampler, config())
     after = (arrays(model), opt.state_dict(), sampler.state_dict())
     assert all(same_arrays(b, a) for b, a in zip(before, after))
