@@ -270,9 +270,9 @@ def main(argv=None) -> int:
     except (CheckpointError, StateDictError) as exc:   # a cached file made for another run
         print(f"nanotie: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except OSError as exc:         # a full disk, a read-only folder (writes are atomic: none
-        writes = isinstance(exc, WriteError) or exc.errno in (ENOSPC, EROFS)   # is half), or
-        verb = "write" if writes else "read"           # a file to read that is gone or locked
+    except OSError as exc:         # writes are atomic: a failed one left no half file
+        writes = isinstance(exc, WriteError) or exc.errno in (ENOSPC, EROFS)   # full, read-only
+        verb = "write" if writes else "read"           # else a file gone, locked or a folder
         where = f"cannot {verb} {exc.filename}: " if exc.filename else ""
         print(f"nanotie: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
