@@ -214,7 +214,8 @@ def _exercise(args) -> int:
         except StubExistsError as exc:
             raise UsageError(str(exc)) from None
         except OSError as exc:
-            raise UsageError(f"cannot write the stub: {exc}") from None
+            raise UsageError(f"cannot write the stub in {exc.filename or args.dir}: "
+                             f"{exc.strerror or exc}") from None
         print(f"Wrote {path}: exercise {ex.number}, {ex.title}.\n"
               f"Fill in `{ex.function}` (its docstring gives the math), then run:\n"
               f"    python -m nanotie exercise check {ex.number} {path}")

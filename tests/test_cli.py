@@ -294,6 +294,9 @@ def test_exercise_paths_of_the_wrong_kind_are_usage_errors(tmp_path, capsys):
     a_file.write_text("")
     assert cli.main(["exercise", "start", "1", "--dir", str(a_file)]) == 2
     assert "exists and is not a folder" in one_error_line(capsys)
+    assert cli.main(["exercise", "start", "1", "--dir", str(a_file / "sub")]) == 2
+    line = one_error_line(capsys)
+    assert f"cannot write the stub in {a_file / 'sub'}: " in line and "[Errno" not in line
     assert cli.main(["exercise", "check", "1", str(tmp_path)]) == 2
     assert f"{tmp_path}: not a file" in one_error_line(capsys)
 
