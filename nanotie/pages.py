@@ -102,7 +102,7 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
     # Read every run before writing anything, so that a damaged one changes no page.
     found = {name: (_load(runs / name), full_runs and _load(full_runs / name))
              for name in REGISTRY}
-    written, headlines = [], {}
+    texts, headlines = {}, {}
     for name, exp in REGISTRY.items():
         quick, full = found[name]
         if quick is None:
@@ -115,9 +115,11 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
                  _section(name, runs / name, quick, root, page)]
         if full is not None:
             parts.append(_section(name, full_runs / name, full, root, page))
-        write_text(page, "\n".join(parts))
-        written.append(page)
+        texts[page] = "\n".join(parts)        # written once every plot has been copied
         headlines[name] = (quick[1].get("headline") or {}, page)
+    for page, text in texts.items():
+        write_text(page, text)
+    written = list(texts)
     readme = root / "README.md"
     if headlines and readme.exists():
         text = readme.read_text(encoding="utf-8")

@@ -104,6 +104,20 @@ def test_a_results_json_that_reproduce_did_not_write_is_named_and_changes_nothin
     assert sorted(p.name for p in checkout.rglob("*")) == ["README.md", "pyproject.toml"]
 
 
+def test_a_plot_that_cannot_be_read_stops_pages_before_any_page_is_written(tmp_path,
+                                                                            checkout):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    _fake_run(runs, "trellis", {"claim": "c", "verdict": "holds"})    # after stlm
+    (runs / "trellis" / "loss.png").unlink()
+    (runs / "trellis" / "loss.png").mkdir()
+    readme = (checkout / "README.md").read_text()
+    with pytest.raises(OSError):
+        write_pages(runs, root=checkout)
+    assert not (checkout / "nanotie").exists(), "no page of one run and not the other"
+    assert (checkout / "README.md").read_text() == readme
+
+
 def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
     runs, full = tmp_path / "runs", tmp_path / "runs-full"
     _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
