@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # this checkout's nanotie
 
 import nanotie as nt                                          # noqa: E402
 from nanotie import data, nn, protocol, report                # noqa: E402
@@ -707,5 +708,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())
