@@ -306,6 +306,12 @@ def _(tmp):
     return refused(lambda: gpt().load_state_dict(sd), nn.StateDictError, ["wpe.weight"])
 
 
+@case("api", "load_state_dict given a path, not the arrays")
+def _(tmp):
+    return refused(lambda: gpt().load_state_dict(str(tmp / "ck.npz")), TypeError,
+                   ["dict of arrays"])
+
+
 @case("api", "split with fractions that leave no training data")
 def _(tmp):
     return refused(lambda: protocol.split(np.arange(100), 0.6, 0.5), ValueError, ["split"])
@@ -576,6 +582,12 @@ def _(tmp):
     outcome = cli(["reproduce", "gpt", "--out", ""], 2, ["--out"], cwd=tmp)
     return ("lost", f"wrote into the current folder: {os.listdir(tmp)}") if os.listdir(
         tmp) else outcome
+
+
+@case("cli", "--scheduler ''")
+def _(tmp):
+    return cli(["reproduce", "gpt", "--scheduler", "", "--out", str(tmp / "o")], 2,
+               ["--scheduler"])
 
 
 @case("cli", "--out under a regular file")
