@@ -14,10 +14,11 @@ import argparse
 import os
 import sys
 import time
+from errno import ENOSPC, EROFS
 from pathlib import Path
 
 from . import backend
-from .files import unwritable
+from .files import WriteError, unwritable
 from .nn.module import StateDictError
 from .papers import REGISTRY
 from .protocol import Runner, dask_executor
@@ -39,23 +40,24 @@ def _parser() -> argparse.ArgumentParser:
     r = sub.add_parser("reproduce", help="run the papers' miniature reproductions")
     r.add_argument("names", nargs="*", metavar="NAME", help="experiments to run (default: all)")
     r.add_argument("--full", action="store_true", help="the longer profile instead of quick")
-    r.add_argument("--out", default="runs", help="output folder (default: runs)")
+    r.add_argument("--out", default="runs", metavar="DIR", help="output folder (default: runs)")
     r.add_argument("--device", choices=["cpu", "cuda"], default=None,
                    help="where to run (default: $NANOTIE_DEVICE or cpu)")
     r.add_argument("--seed", type=int, default=0,
                    help="first random seed; each configuration runs seeds SEED, SEED+1, ... "
                         "(default: 0)")
     r.add_argument("--workers", type=int, default=None, metavar="N",
-                   help="worker processes for independent runs (default: one per core; "
-                        "1: in this process)")
+                   help="worker processes for independent runs (default: one per core, "
+                        "one on a GPU; 1: in this process)")
     r.add_argument("--scheduler", default=None, metavar="ADDRESS",
                    help="run on the Dask cluster whose scheduler is at ADDRESS "
                         "(needs the cluster extra)")
     sub.add_parser("list", help="list the registered experiments")
-    pg = sub.add_parser("pages", help="regenerate the papers' results pages from runs")
-    pg.add_argument("--from", dest="runs", type=Path, default=Path("runs"),
+    pg = sub.add_parser("pages", help="regenerate the papers' results pages and the README's "
+                                      "results table from runs (in this checkout)")
+    pg.add_argument("--from", dest="runs", type=Path, default=Path("runs"), metavar="DIR",
                     help="the reproduce output folder (default: runs)")
-    pg.add_argument("--full-from", dest="full_runs", type=Path, default=None,
+    pg.add_argument("--full-from", dest="full_runs", type=Path, default=None, metavar="DIR",
                     help="a --full reproduce output folder to add to each page")
     e = sub.add_parser("exercise", help="gradient-checked exercises: list, start, check")
     esub = e.add_subparsers(dest="action", metavar="{list,start,check}")
@@ -71,8 +73,8 @@ def _parser() -> argparse.ArgumentParser:
     ch.add_argument("file", type=Path, nargs="?", metavar="FILE",
                     help="your file (default: the stub's name, exNN_<name>.py, here)")
     s = sub.add_parser("site", help="build the course site, offline (needs the docs extra)")
-    s.add_argument("--out", type=Path, default=Path("site"),
-                   help="output folder (default: site); open OUT/index.html")
+    s.add_argument("--out", type=Path, default=Path("site"), metavar="DIR",
+                   help="output folder (default: site); open DIR/index.html")
     s.add_argument("--jobs", type=int, default=None, metavar="N",
                    help="walkthroughs executed at once, and Sphinx's processes (default: cores)")
     s.add_argument("--no-cache", action="store_true",
@@ -97,6 +99,13 @@ def _site(args) -> int:
                          f"is not one; clone the repository, then pip install -e \".[docs]\"")
     if args.jobs is not None and args.jobs < 1:
         raise UsageError(f"--jobs {args.jobs}: need at least 1")
+    if args.repo_url and not args.repo_url.startswith(("https://", "http://")):
+        raise UsageError(f"--repo-url {args.repo_url}: give the whole address, "
+                         "https://... (without it every source link is a dead relative one)")
+    # Found now, not after minutes of building (a file there: the builder says so).
+    problem = None if args.out.is_file() else unwritable(args.out)
+    if problem:
+        raise UsageError(f"--out {args.out}: {problem}")
     spec = importlib.util.spec_from_file_location("sitebuild", builder)
     sitebuild = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(sitebuild)
@@ -124,6 +133,8 @@ def _reproduce(args) -> int:
         raise UsageError(f"--seed {args.seed}: seeds are integers >= 0")
     if args.workers is not None and args.workers < 1:
         raise UsageError(f"--workers {args.workers}: need at least 1")
+    if args.scheduler is not None and not args.scheduler.strip():    # an unset $ADDRESS
+        raise UsageError("--scheduler: give the scheduler's address, e.g. tcp://HOST:8786")
     if args.workers is not None and args.scheduler:
         raise UsageError("--workers and --scheduler: give one (the cluster has its own)")
     if args.out.exists() and not args.out.is_dir():
@@ -203,7 +214,8 @@ def _exercise(args) -> int:
         except StubExistsError as exc:
             raise UsageError(str(exc)) from None
         except OSError as exc:
-            raise UsageError(f"cannot write the stub: {exc}") from None
+            raise UsageError(f"cannot write the stub in {exc.filename or args.dir}: "
+                             f"{exc.strerror or exc}") from None
         print(f"Wrote {path}: exercise {ex.number}, {ex.title}.\n"
               f"Fill in `{ex.function}` (its docstring gives the math), then run:\n"
               f"    python -m nanotie exercise check {ex.number} {path}")
@@ -259,9 +271,11 @@ def main(argv=None) -> int:
     except (CheckpointError, StateDictError) as exc:   # a cached file made for another run
         print(f"nanotie: error: {_one_line(exc)}", file=sys.stderr)
         return 1
-    except OSError as exc:         # a full disk, a folder that became read-only: writes
-        where = f"{exc.filename}: " if exc.filename else ""     # are atomic, none is half
-        print(f"nanotie: error: cannot write {where}{exc.strerror or exc}", file=sys.stderr)
+    except OSError as exc:         # writes are atomic: a failed one left no half file
+        writes = isinstance(exc, WriteError) or exc.errno in (ENOSPC, EROFS)   # full, read-only
+        verb = "write" if writes else "read"           # else a file gone, locked or a folder
+        where = f"cannot {verb} {exc.filename}: " if exc.filename else ""
+        print(f"nanotie: error: {where}{exc.strerror or exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:      # checkpoints are atomic: a rerun resumes from the last
         print("nanotie: interrupted", file=sys.stderr)

@@ -13,7 +13,12 @@ import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["atomic_write", "write_text", "unwritable"]
+__all__ = ["atomic_write", "write_text", "unwritable", "WriteError"]
+
+
+class WriteError(OSError):
+    """Writing ``filename`` failed (the file meant, not its temporary): what the CLI
+    reports as "cannot write", where any other OSError is a file it could not read."""
 
 
 @contextmanager
@@ -21,11 +26,11 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
     """``with atomic_write(path) as f: ...`` writes ``path`` all at once or not at all.
 
     On an exception inside the block the temporary file is removed and ``path`` is
-    left as it was."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    left as it was; an OSError becomes a :class:`WriteError` naming ``path``."""
+    path, tmp = Path(path), None
     try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)       # mkstemp makes it private; use the usual mode
@@ -34,8 +39,11 @@ def atomic_write(path, mode: str = "wb", encoding: str | None = None):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
+    except BaseException as exc:
+        if tmp is not None:
+            Path(tmp).unlink(missing_ok=True)
+        if isinstance(exc, OSError):
+            raise WriteError(exc.errno, exc.strerror or str(exc), str(path)) from exc
         raise
 
 

@@ -18,10 +18,9 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import re
-import shutil
 from pathlib import Path
 
-from .files import write_text
+from .files import atomic_write, write_text
 from .papers import REGISTRY
 
 ROOT = Path(__file__).resolve().parent.parent       # the repository (an editable install)
@@ -37,11 +36,18 @@ def _load(run_dir: Path) -> tuple[str, dict] | None:
     if not report.exists() or not results.exists():
         return None
     try:
-        return (report.read_text(encoding="utf-8"),
-                json.loads(results.read_text(encoding="utf-8")))
+        loaded = (report.read_text(encoding="utf-8"),
+                  json.loads(results.read_text(encoding="utf-8")))
+        found = loaded[1] if isinstance(loaded[1], dict) else {}
+        heads = found.get("headline") or {}
+        if not (found and re.fullmatch(r"[\w-]+", str(found.get("profile", "quick"))) and all(
+                isinstance(h, dict) for h in (heads if isinstance(heads, list) else [heads]))):
+            raise ValueError("not what reproduce writes: a dict with a profile name and "
+                             "a headline dict or list of dicts")
     except (OSError, ValueError) as exc:
-        raise ValueError(f"{results}: cannot be read ({exc}); rerun python -m nanotie "
-                         "reproduce for it") from None
+        raise ValueError(f"{getattr(exc, 'filename', None) or results}: cannot be read "
+                         f"({exc}); rerun python -m nanotie reproduce for it") from None
+    return loaded
 
 
 def _section(name: str, run_dir: Path, loaded: tuple, root: Path, page: Path) -> str:
@@ -50,13 +56,14 @@ def _section(name: str, run_dir: Path, loaded: tuple, root: Path, page: Path) ->
     text, results = loaded
     profile = results.get("profile", "quick")
     images = root / "docs" / "results" / name / profile
-    images.mkdir(parents=True, exist_ok=True)
 
     def relink(m):
         src = run_dir / m.group(2)
         if not src.exists():
             return m.group(0)
-        shutil.copyfile(src, images / src.name)
+        raw = src.read_bytes()               # read, then write: an error says which
+        with atomic_write(images / src.name) as f:
+            f.write(raw)
         rel = Path("../" * (len(page.parent.relative_to(root).parts))) / images.relative_to(root)
         return f"![{m.group(1)}]({(rel / src.name).as_posix()})"
 
@@ -87,14 +94,15 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
     if not (root / "pyproject.toml").exists():
         raise FileNotFoundError(f"{root} is not a nanotie checkout: results pages are "
                                 "written into the repository (pip install -e .)")
-    if not runs.is_dir():
-        raise FileNotFoundError(f"{runs}: no such folder; run python -m nanotie reproduce "
-                                "first")
     full_runs = None if full_runs is None else Path(full_runs)
+    for folder in filter(None, (runs, full_runs)):    # a typo must not drop a section
+        if not folder.is_dir():
+            raise FileNotFoundError(f"{folder}: {'not a' if folder.exists() else 'no such'} "
+                                    "folder; run python -m nanotie reproduce first")
     # Read every run before writing anything, so that a damaged one changes no page.
     found = {name: (_load(runs / name), full_runs and _load(full_runs / name))
              for name in REGISTRY}
-    written, headlines = [], {}
+    texts, headlines = {}, {}
     for name, exp in REGISTRY.items():
         quick, full = found[name]
         if quick is None:
@@ -107,9 +115,11 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
                  _section(name, runs / name, quick, root, page)]
         if full is not None:
             parts.append(_section(name, full_runs / name, full, root, page))
-        write_text(page, "\n".join(parts))
-        written.append(page)
+        texts[page] = "\n".join(parts)        # written once every plot has been copied
         headlines[name] = (quick[1].get("headline") or {}, page)
+    for page, text in texts.items():
+        write_text(page, text)
+    written = list(texts)
     readme = root / "README.md"
     if headlines and readme.exists():
         text = readme.read_text(encoding="utf-8")

@@ -233,8 +233,8 @@ def _history_from(arrays: dict) -> History:
 def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> History:
     """Restore a :func:`save_checkpoint` file into the given objects.
 
-    Everything is read and checked before anything changes. A file that cannot be
-    read raises :class:`DamagedCheckpointError`; one from a run with another
+    Everything is read and checked before anything changes. A file that opens but
+    cannot be read raises :class:`DamagedCheckpointError`; one from a run with another
     configuration or model raises :class:`CheckpointError`. Both messages are one line
     naming the file."""
     groups = {}
@@ -251,9 +251,11 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
             raise TypeError(f"the configuration is a {type(saved).__name__}")
         history = _history_from(groups["history"])
         rng_state = json.loads(str(groups["rng"]["state"])) if "rng" in groups else None
+        if rng_state is not None:                 # checked now, set after the loads
+            np.random.PCG64().state = rng_state
     except (KeyError, ValueError, TypeError) as exc:
-        raise DamagedCheckpointError(f"checkpoint {path} is damaged: its configuration or "
-                                     f"history cannot be read ({type(exc).__name__}: "
+        raise DamagedCheckpointError(f"checkpoint {path} is damaged: its configuration, "
+                                     f"history or generator cannot be read ({type(exc).__name__}: "
                                      f"{_one_line(exc)})") from None
     now = json.loads(json.dumps(asdict(config), sort_keys=True))
     diff = [f"{k}: checkpoint {saved.get(k)!r}, now {now[k]!r}"
@@ -261,13 +263,15 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
     if diff:
         raise CheckpointError(f"checkpoint {path} was made with another TrainConfig "
                               f"({'; '.join(diff)}): delete it or restore the settings")
-    snapshot = model.state_dict()   # model.load_state_dict changes nothing on a misfit,
-    try:                            # but the optimizer or sampler may refuse after it
-        model.load_state_dict(groups["model"])
-        optimizer.load_state_dict(groups["optim"])
-        sampler.load_state_dict(groups["sampler"])
-    except (ValueError, KeyError) as exc:
-        model.load_state_dict(snapshot)
+    # A refusal anywhere restores all three (the sampler's may come half-way through).
+    objects = (model, optimizer, sampler)
+    snapshots = [o.state_dict() for o in objects]
+    try:
+        for o, part in zip(objects, ("model", "optim", "sampler")):
+            o.load_state_dict(groups[part])
+    except (ValueError, KeyError, TypeError) as exc:
+        for o, snapshot in zip(objects, snapshots):
+            o.load_state_dict(snapshot)
         raise CheckpointError(f"checkpoint {path} does not fit this model or optimizer "
                               f"(delete it, or build what it was made for): "
                               f"{_one_line(exc)}") from None
@@ -279,19 +283,16 @@ def load_checkpoint(path, model, optimizer, sampler, config: TrainConfig) -> His
 
 def _read_npz(path) -> dict:
     """Every array of the .npz at ``path``; :class:`DamagedCheckpointError` (with the
-    likely cause, not NumPy's advice to unpickle) when it cannot be read."""
+    likely cause, not NumPy's advice to unpickle) when what it holds cannot be read."""
     try:
         with np.load(path, allow_pickle=False) as z:
             return {k: z[k] for k in z.files}
     except Exception as exc:          # noqa: BLE001  (any way a file can be broken)
-        try:
-            with open(path, "rb") as f:
-                head = f.read(2)
-        except OSError:
-            head = None
+        with open(path, "rb") as f:   # one that cannot be opened is not damaged: its
+            head = f.read(2)          # OSError stops the run, and the file is kept
         if head == b"":
             why = "the file is empty"
-        elif head is not None and head != b"PK":      # every .npz is a zip: "PK..."
+        elif head != b"PK":           # every .npz is a zip: "PK..."
             why = "it is not an .npz archive"
         else:
             why = f"{type(exc).__name__}: {_one_line(exc)}"

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 os.environ.setdefault("MPLBACKEND", "Agg")
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # this checkout's nanotie
 
 import nanotie as nt                                          # noqa: E402
 from nanotie import data, nn, protocol, report                # noqa: E402
@@ -303,6 +304,12 @@ def _(tmp):
     sd = gpt().state_dict()
     sd["wpe.weight"] = np.zeros((9, 8), np.float32)
     return refused(lambda: gpt().load_state_dict(sd), nn.StateDictError, ["wpe.weight"])
+
+
+@case("api", "load_state_dict given a path, not the arrays")
+def _(tmp):
+    return refused(lambda: gpt().load_state_dict(str(tmp / "ck.npz")), TypeError,
+                   ["dict of arrays"])
 
 
 @case("api", "split with fractions that leave no training data")
@@ -577,6 +584,12 @@ def _(tmp):
         tmp) else outcome
 
 
+@case("cli", "--scheduler ''")
+def _(tmp):
+    return cli(["reproduce", "gpt", "--scheduler", "", "--out", str(tmp / "o")], 2,
+               ["--scheduler"])
+
+
 @case("cli", "--out under a regular file")
 def _(tmp):
     (tmp / "file").write_text("x")
@@ -666,6 +679,12 @@ def _(tmp):
                          "str(out_dir / 'report.md'))", 1, ["No space left"])
 
 
+@case("cli", "a file that a run reads, gone")
+def _(tmp):
+    return fake_run(tmp, f"Path({str(tmp / 'gone.txt')!r}).read_bytes()", 1,
+                    ["cannot read", "gone.txt"])
+
+
 @case("cli", "a cached checkpoint from another run")
 def _(tmp):
     return fake_run(tmp, "raise train.CheckpointError('checkpoint x.npz was made with "
@@ -701,5 +720,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
     sys.exit(main())

@@ -68,6 +68,14 @@ def test_an_empty_out_is_a_usage_error_not_the_current_folder(fake, tmp_path, mo
     assert not fake.calls and list(tmp_path.iterdir()) == []
 
 
+def test_an_empty_scheduler_is_a_usage_error_not_a_local_run(fake, tmp_path, capsys):
+    """``--scheduler $ADDRESS`` with the variable unset must not run on this machine."""
+    out = tmp_path / "o"
+    assert cli.main(["reproduce", "--scheduler", "", "--out", str(out)]) == 2
+    assert "--scheduler" in one_error_line(capsys)
+    assert not fake.calls and not out.exists()
+
+
 def test_an_unwritable_experiment_folder_is_found_before_training(fake, tmp_path, capsys):
     """``o/fake`` cannot be written (here a file stands where the folder goes: the suite
     runs as root, which ignores chmod): one line naming it, and the run never starts."""
@@ -99,14 +107,39 @@ def test_a_folder_given_as_a_string_is_probed_like_a_path(tmp_path):
 # ------------------------------------------------------------ failures during a run
 
 
-def test_a_disk_that_fills_during_a_run_ends_in_one_line(fake, tmp_path, capsys):
+def test_a_disk_that_fills_during_a_run_ends_in_one_line(fake, tmp_path, monkeypatch,
+                                                        capsys):
     def fill(out_dir):
-        raise OSError(errno.ENOSPC, "No space left on device", str(out_dir / "report.md"))
+        def no_space(fd):
+            raise OSError(errno.ENOSPC, "No space left on device")     # as fsync does
+        monkeypatch.setattr(files.os, "fsync", no_space)
+        files.write_text(out_dir / "report.md", "# a report\n")
     fake.action = fill
     assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
     line = one_error_line(capsys)
-    assert "No space left on device" in line and "report.md" in line
-    assert "[Errno" not in line, "the reason in words, the file named once"
+    report_md = tmp_path / "o" / "fake" / "report.md"
+    assert line.endswith(f"cannot write {report_md}: No space left on device")
+    assert list(report_md.parent.iterdir()) == [], "no half file, no temporary left"
+
+
+def test_a_file_that_cannot_be_read_is_named_as_a_read_not_a_write(fake, tmp_path, capsys):
+    """A file a run reads that is gone (or a folder where it should be) is not reported
+    as a file that cannot be written; a failed save names its file, not the temporary."""
+    def read_missing(out_dir):
+        (tmp_path / "corpus.txt").read_bytes()
+    fake.action = read_missing
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    line = one_error_line(capsys)
+    assert line.endswith(f"cannot read {tmp_path / 'corpus.txt'}: No such file or directory")
+
+    def save_over_a_folder(out_dir):
+        (out_dir / "ck.npz").mkdir()
+        files.write_text(out_dir / "ck.npz", "x")
+    fake.action = save_over_a_folder
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    line = one_error_line(capsys)
+    assert f"cannot write {tmp_path / 'o' / 'fake' / 'ck.npz'}: " in line
+    assert ".tmp" not in line
 
 
 def test_ctrl_c_during_a_run_ends_in_one_line_and_exit_status_130(fake, tmp_path, capsys):
@@ -240,11 +273,30 @@ def test_site_refuses_zero_jobs_before_building(tmp_path, capsys):
     assert not (tmp_path / "site").exists()
 
 
+def test_site_finds_an_unwritable_out_or_a_bad_repo_url_before_building(tmp_path, monkeypatch,
+                                                                        capsys):
+    import importlib.util
+
+    def build(*args):
+        raise AssertionError("the site was built before its arguments were checked")
+    monkeypatch.setattr(importlib.util, "spec_from_file_location", build)
+    (tmp_path / "a-file").write_text("")
+    assert cli.main(["site", "--out", str(tmp_path / "a-file" / "site")]) == 2
+    line = one_error_line(capsys)
+    assert "cannot write in" in line and str(tmp_path / "a-file" / "site") in line
+    assert cli.main(["site", "--repo-url", "github.com/OWNER/nanotie/blob/main", "--out",
+                     str(tmp_path / "site")]) == 2
+    assert "--repo-url github.com/OWNER" in one_error_line(capsys)
+
+
 def test_exercise_paths_of_the_wrong_kind_are_usage_errors(tmp_path, capsys):
     a_file = tmp_path / "stub.py"
     a_file.write_text("")
     assert cli.main(["exercise", "start", "1", "--dir", str(a_file)]) == 2
     assert "exists and is not a folder" in one_error_line(capsys)
+    assert cli.main(["exercise", "start", "1", "--dir", str(a_file / "sub")]) == 2
+    line = one_error_line(capsys)
+    assert f"cannot write the stub in {a_file / 'sub'}: " in line and "[Errno" not in line
     assert cli.main(["exercise", "check", "1", str(tmp_path)]) == 2
     assert f"{tmp_path}: not a file" in one_error_line(capsys)
 

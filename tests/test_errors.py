@@ -255,6 +255,10 @@ def test_permute_with_a_non_permutation():
     (lambda: nt.add(1.0, 2.0), TypeError, ("add", "at least one Tensor", "float and float")),
     (lambda: ones(2).to("cpu", copy=True), TypeError, ("to()", "unexpected", "copy")),
     (lambda: nt.tensor(np.arange(3)).mean(), TypeError, ("mean", "floating-point", "int64")),
+    (lambda: nn.Linear(2, 2).load_state_dict("ck.npz"), TypeError,
+     ("load_state_dict", "dict of arrays", "np.load", "got str")),
+    (lambda: nn.GPT(nn.GPTConfig(vocab_size=8, context=4, d_model=4, n_layer=1, n_head=1))
+     .load_state_dict("ck.npz"), TypeError, ("load_state_dict", "dict of arrays", "got str")),
 ], ids=["linear-weight", "linear-bias", "layer_norm", "rms_norm", "sdpa-E", "sdpa-Tk",
         "sdpa-dropout", "sdpa-two-masks", "dropout", "gelu", "cross_entropy-reduction",
         "fftconv", "einsum-count", "einsum-rank", "einsum-sizes", "einsum-diagonal",
@@ -262,7 +266,8 @@ def test_permute_with_a_non_permutation():
         "stack-empty", "pad-odd", "pad-too-many", "clamp-no-bound", "getitem", "sgd-lr",
         "gradcheck-not-a-tensor", "gradcheck-float32", "gradcheck_module-frozen",
         "gradcheck_module-not-scalar", "split-2d-ids", "bpe-repeated-merge",
-        "sampler-block-size", "add-no-tensor", "to-unknown-argument", "mean-of-integers"])
+        "sampler-block-size", "add-no-tensor", "to-unknown-argument", "mean-of-integers",
+        "load_state_dict-a-path", "gpt-load_state_dict-a-path"])
 def test_a_bad_argument_names_the_op_and_what_is_wrong(call, error, parts):
     with pytest.raises(error, match=has_all(*parts)):
         call()

@@ -59,6 +59,65 @@ def test_pages_skip_unfinished_runs_and_refuse_a_non_checkout(tmp_path, checkout
         write_pages(tmp_path / "nope", root=checkout)
 
 
+def test_a_plot_that_cannot_be_read_is_reported_as_a_read(tmp_path, checkout, monkeypatch,
+                                                         capsys):
+    from functools import partial
+
+    from nanotie import cli, pages
+
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    (runs / "stlm" / "loss.png").unlink()
+    (runs / "stlm" / "loss.png").mkdir()             # there, but not a file to copy
+    monkeypatch.setattr(pages, "write_pages", partial(write_pages, root=checkout))
+    assert cli.main(["pages", "--from", str(runs)]) == 1
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"nanotie: error: cannot read {runs / 'stlm' / 'loss.png'}: "), err
+
+
+def test_a_full_from_or_from_that_is_not_a_folder_is_refused_and_changes_nothing(
+        tmp_path, checkout):
+    """A mistyped --full-from used to write every page without its full section."""
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    readme = (checkout / "README.md").read_text()
+    with pytest.raises(FileNotFoundError, match="runs-ful: no such folder"):
+        write_pages(runs, tmp_path / "runs-ful", root=checkout)
+    (tmp_path / "a-file").write_text("")
+    with pytest.raises(FileNotFoundError, match="a-file: not a folder"):
+        write_pages(tmp_path / "a-file", root=checkout)
+    assert (checkout / "README.md").read_text() == readme
+    assert not (checkout / "nanotie").exists()
+
+
+@pytest.mark.parametrize("results", ['[]', 'null', '{"headline": "holds"}',
+                                     '{"headline": [1]}', '{"profile": "../../x"}'])
+def test_a_results_json_that_reproduce_did_not_write_is_named_and_changes_nothing(
+        tmp_path, checkout, results):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    (runs / "stlm" / "results.json").write_text(results)
+    readme = (checkout / "README.md").read_text()
+    with pytest.raises(ValueError, match="results.json: cannot be read"):
+        write_pages(runs, root=checkout)
+    assert (checkout / "README.md").read_text() == readme
+    assert sorted(p.name for p in checkout.rglob("*")) == ["README.md", "pyproject.toml"]
+
+
+def test_a_plot_that_cannot_be_read_stops_pages_before_any_page_is_written(tmp_path,
+                                                                            checkout):
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    _fake_run(runs, "trellis", {"claim": "c", "verdict": "holds"})    # after stlm
+    (runs / "trellis" / "loss.png").unlink()
+    (runs / "trellis" / "loss.png").mkdir()
+    readme = (checkout / "README.md").read_text()
+    with pytest.raises(OSError):
+        write_pages(runs, root=checkout)
+    assert not (checkout / "nanotie").exists(), "no page of one run and not the other"
+    assert (checkout / "README.md").read_text() == readme
+
+
 def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
     runs, full = tmp_path / "runs", tmp_path / "runs-full"
     _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})

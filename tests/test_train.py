@@ -198,8 +198,15 @@ def _config_not_a_dict(raw):
     return _rewritten(raw, lambda a: {**a, "meta/config": np.array("[4, 2]")})
 
 
+def _rng_state_malformed(raw):
+    """Valid JSON, but not a generator's state: it used to fail after the model loaded."""
+    return _rewritten(raw, lambda a: {
+        **a, "rng/state": np.array('{"bit_generator": "PCG64", "state": 3}')})
+
+
 @pytest.mark.parametrize("damage", [_garbage, _truncated, _empty, _lacks_history,
-                                    _lacks_optimizer, _config_not_json, _config_not_a_dict],
+                                    _lacks_optimizer, _config_not_json, _config_not_a_dict,
+                                    _rng_state_malformed],
                          ids=lambda f: f.__name__.strip("_"))
 def test_a_damaged_checkpoint_is_named_in_one_line_and_the_run_retrains(splits, tmp_path,
                                                                          capsys, damage):
@@ -237,6 +244,45 @@ def test_load_checkpoint_says_damaged_not_unpickle(splits, tmp_path):
         T.load_checkpoint(ck, model, opt, sampler, config())
     assert "\n" not in str(err.value) and str(ck) in str(err.value)
     assert same_arrays(before, arrays(model))
+
+
+@pytest.mark.parametrize("edit, word", [
+    (lambda a: {k: v for k, v in a.items() if k != "sampler/rng_state"}, "rng_state"),
+    (lambda a: {**a, "sampler/seed": np.array([1, 2])}, "does not fit")],
+    ids=["no-rng-state", "seed-not-a-scalar"])
+def test_a_checkpoint_the_sampler_refuses_leaves_the_optimizer_and_sampler_as_they_were(
+        splits, tmp_path, edit, word):
+    """The sampler is restored last: when it refuses, the optimizer and the sampler must
+    not keep half of the checkpoint (the model is already restored on a refusal)."""
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    ck.write_bytes(_rewritten(ck.read_bytes(), edit))
+    model = make_model(seed=3)
+    opt, sampler = T.setup(model, train_ids, config())
+    before = (arrays(model), opt.state_dict(), sampler.state_dict())
+    with pytest.raises(T.CheckpointError, match=word):
+        T.load_checkpoint(ck, model, opt, sampler, config())
+    after = (arrays(model), opt.state_dict(), sampler.state_dict())
+    assert all(same_arrays(b, a) for b, a in zip(before, after))
+
+
+def test_a_checkpoint_that_cannot_be_opened_is_kept_not_replaced(splits, tmp_path,
+                                                                 monkeypatch):
+    """Permission denied is not damage: the run stops with the OSError before training,
+    and the file (a finished run, perhaps) is not replaced by a run from scratch."""
+    train_ids, val_ids = splits
+    ck = tmp_path / "run.npz"
+    T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    old = ck.read_bytes()
+
+    def denied(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(ck))
+    monkeypatch.setattr(T.np, "load", denied)
+    monkeypatch.setattr(T, "open", denied, raising=False)       # what train.py opens
+    with pytest.raises(PermissionError, match="Permission denied"):
+        T.train(make_model(), train_ids, val_ids, config(), checkpoint=ck, progress=False)
+    assert ck.read_bytes() == old
 
 
 def test_a_failed_save_keeps_the_old_checkpoint(splits, tmp_path, monkeypatch):

@@ -271,7 +271,7 @@ class Module:
         :class:`StateDictError` listing ALL of them, and the model is left unchanged.
         """
         problems = []
-        state = dict(state_dict)
+        state = _as_state(state_dict)
         ties = _parse_ties(state.pop(TIES_KEY, []), problems)
         params = dict(self.named_parameters(remove_duplicate=False))   # every path
         buffers = self._persistent_buffers()
@@ -328,6 +328,14 @@ class Module:
             target = params.get(key, buffers.get(key))
             if target is not None:
                 target.data = backend.to_device(np.array(value, copy=True), target.device)
+
+
+def _as_state(state_dict) -> dict:
+    """A copy of ``state_dict`` as a dict; a path or a model instead is a TypeError."""
+    if not hasattr(state_dict, "keys"):
+        raise TypeError(f"load_state_dict: expected a dict of arrays (a state_dict(), or "
+                        f"np.load of a saved one), got {type(state_dict).__name__}")
+    return dict(state_dict)
 
 
 def _parse_ties(array, problems: list) -> dict:

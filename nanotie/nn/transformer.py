@@ -25,7 +25,7 @@ from .. import backend
 from ..autograd import Tensor
 from . import functional as F
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU
-from .module import TIES_KEY, Module, ModuleList, Parameter, _parse_ties
+from .module import TIES_KEY, Module, ModuleList, Parameter, _as_state, _parse_ties
 
 __all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention", "KVCache"]
 
@@ -180,7 +180,7 @@ class GPT(Module):
         ``retie=True`` takes the checkpoint's tie instead (tying or untying
         ``lm_head.weight`` and ``wte.weight``) and updates ``self.config`` to match.
         """
-        state = dict(state_dict)
+        state = _as_state(state_dict)
         saved_tied = _head_tied_in(state, _parse_ties(state.get(TIES_KEY, []), []))
         if not retie or saved_tied is None or saved_tied == self.config.tie_embeddings:
             return super().load_state_dict(state, strict)
