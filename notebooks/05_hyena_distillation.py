@@ -353,11 +353,11 @@ for name, r in ratios.items():
                                    for k, v in r.items()))
 
 # %% [markdown]
-# The tight bound sits well above the loose one, and the modal fit within a small
-# factor of it: "error = 4x the loose bound" said little about the fit, "error ≈ 1.5x
-# the tight bound" says it is near the best any order-d system can do. The
-# Hankel-norm ratio stays close to 1: in the norm the bound comes from, the fits are
-# close to optimal too.
+# The tight bound sits about twice as high as the loose one, and the modal fit within
+# a small factor of it: "error = 3-7x the loose bound" (the medians above) said little
+# about the fit, "error ≈ 2-4x the tight bound" says it is within that factor of the
+# best any order-d system can do. The Hankel-norm ratio stays near 1 (medians 1.2-1.5):
+# in the norm the bound comes from, the fits are close to optimal too.
 #
 # **Choosing the order.** The paper picks, per filter, the smallest order that meets
 # an error budget. `ds.distill_filter(h, tol=...)` does that, and skips (without
