@@ -490,7 +490,8 @@ print("my_step reproduces the FFT convolution")
 # returns a model that shares every Parameter with the original except the implicit
 # filters, which it replaces by modal SSMs. Here we train one Hyena and one
 # MultiHyena LM and run the study on them. In quick mode the models and the timing
-# are tiny; otherwise they are the experiment's quick profile (a few minutes).
+# are tiny, trained too little for their long memory to matter (there d = 0 scores
+# like the original); otherwise they are the experiment's quick profile (a few minutes).
 
 # %%
 import tempfile
