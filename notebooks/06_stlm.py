@@ -326,7 +326,8 @@ assert all(x["test"]["bpb"] >= x["test"]["bpb_bytes_only"] for x in f.values())
 # slot, each slot guesses without the earlier bytes of its own token. With the pads
 # ignored ((d) and those marginals) the cost peaks at the second byte and falls for the
 # late slots of the few long tokens; with the pads scored, it grows with the slot, as the
-# late slots mostly code whether the token has ended:
+# late slots mostly code whether the token has ended (quick mode's 30 steps leave (d)
+# and (g) too little trained to show these shapes; the marginals show them):
 
 # %%
 data_ = res["data"]
