@@ -61,6 +61,7 @@ from nanotie.train import TrainConfig
 
 QUICK = os.environ.get("NANOTIE_QUICK") == "1"
 rng = np.random.default_rng(0)
+out = os.path.join(tempfile.mkdtemp(prefix="nanotie-"), "dynamic-tying")   # section 5's runs
 print("quick mode:", QUICK)
 
 # %% [markdown]
@@ -339,7 +340,6 @@ if QUICK:
                                             reward_clip=experiment.REWARD_CLIP),
                    modes=("official",), seeds=2, lrs=(3e-3,), grid_seeds=2,
                    floor_at=2 / 3, fixed_switch=1 / 3)
-out = os.path.join(tempfile.mkdtemp(prefix="nanotie-"), "dynamic-tying")   # + its cache
 results = experiment.run(quick=True, out_dir=out, profile=profile)
 table = results["table"]
 for label, row in table.items():
