@@ -231,10 +231,10 @@ plt.show()
 #
 # The next cell runs exercise 12's checker, the same one as `python -m nanotie
 # exercise check 12`: it builds $M$-level TrellisNets with your weights ($M$ = 1, 2, 5)
-# and compares them with `truncated_lstm` to float64 precision, then with the library's
-# converter. A wrong answer gets a message naming the mistake: a tap off by one step in
-# time, the input weights on the $z$ path, the bias counted twice, the gates left in
-# PyTorch's order.
+# and compares them with `truncated_lstm` to float64 precision. Where they differ, it
+# reads your arrays against the library converter's and names the mistake: a tap off by
+# one step in time, the input weights on the $z$ path, the bias counted twice, the gates
+# left in PyTorch's order.
 
 # %%
 # ---- EXERCISE 12: your code here ---------------------------------------------------
