@@ -78,7 +78,6 @@ softmax_head = K * D * V
 cwt_scores = K * K * D
 print(f"K = {K}: softmax head {softmax_head / 1e6:.0f} M multiply-adds, "
       f"CWT {cwt_scores / 1e6:.0f} M  (x{softmax_head / cwt_scores:.0f})")
-assert softmax_head / cwt_scores == V / K
 
 # %% [markdown]
 # The gain depends on $V / K$ only: CWT's cost does not grow with the vocabulary at

@@ -61,6 +61,7 @@ from nanotie.train import TrainConfig
 
 QUICK = os.environ.get("NANOTIE_QUICK") == "1"
 rng = np.random.default_rng(0)
+out = tempfile.mkdtemp()          # section 5's runs and their cache, for this session
 
 # %% [markdown]
 # ## 1. Convolution as a layer
@@ -312,7 +313,6 @@ small_profile = experiment.Profile(
     study=DistillStudy(orders=(2, 4), contexts=(64, 256), steps=2, rounds=1,
                        eval_batches=2))
 
-out = tempfile.mkdtemp()
 results = experiment.run(out_dir=os.path.join(out, "hyena"),
                          profile=small_profile if QUICK else None)
 for name in experiment.MODELS:

@@ -76,10 +76,9 @@ for lev in range(L_pic + 1):
                                 arrowprops=dict(arrowstyle="->", color="tab:blue", lw=0.8))
 for t in range(T_pic):
     ax.plot(t, -1, "s", color="tab:orange", ms=9)
-ax.annotate("x injected at every level (W·x computed once)", (0, -1.6), fontsize=8,
-            color="tab:orange", annotation_clip=False)
 ax.set(yticks=range(-1, L_pic + 1), yticklabels=["x"] + [f"level {i}" for i in range(L_pic + 1)],
        xticks=range(T_pic), xticklabels=[f"t={t}" for t in range(T_pic)],
+       xlabel="x (orange) is injected at every level; W·x is computed once",
        title="A trellis: one shared kernel-2 convolution per level")
 plt.show()
 
@@ -232,10 +231,10 @@ plt.show()
 #
 # The next cell runs exercise 12's checker, the same one as `python -m nanotie
 # exercise check 12`: it builds $M$-level TrellisNets with your weights ($M$ = 1, 2, 5)
-# and compares them with `truncated_lstm` to float64 precision, then with the library's
-# converter. A wrong answer gets a message naming the mistake: a tap off by one step in
-# time, the input weights on the $z$ path, the bias counted twice, the gates left in
-# PyTorch's order.
+# and compares them with `truncated_lstm` to float64 precision. Where they differ, it
+# reads your arrays against the library converter's and names the mistake: a tap off by
+# one step in time, the input weights on the $z$ path, the bias counted twice, the gates
+# left in PyTorch's order.
 
 # %%
 # ---- EXERCISE 12: your code here ---------------------------------------------------

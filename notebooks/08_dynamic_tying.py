@@ -61,6 +61,7 @@ from nanotie.train import TrainConfig
 
 QUICK = os.environ.get("NANOTIE_QUICK") == "1"
 rng = np.random.default_rng(0)
+out = os.path.join(tempfile.mkdtemp(prefix="nanotie-"), "dynamic-tying")   # section 5's runs
 print("quick mode:", QUICK)
 
 # %% [markdown]
@@ -286,7 +287,10 @@ plt.show()
 # point is near $r / (1 - \gamma)$, a hundred times the reward, which a few hundred
 # AdamW steps at $10^{-3}$ cannot reach, and the difference an action makes is lost in
 # the reward's size. Standardising the reward by its running mean and std
-# (`reward_norm="ema"`, not in the paper) makes the difference the signal.
+# (`reward_norm="ema"`, not in the paper) makes the difference the signal. Three agents
+# are a small sample, so the cell asserts only that the standardised reward beats
+# chance; the two shares can come out close (in quick mode they tie), and the
+# experiment's report compares them over ten agents.
 
 # %%
 L_syn, episodes = 6, 20 if QUICK else 40
@@ -336,7 +340,6 @@ if QUICK:
                                             reward_clip=experiment.REWARD_CLIP),
                    modes=("official",), seeds=2, lrs=(3e-3,), grid_seeds=2,
                    floor_at=2 / 3, fixed_switch=1 / 3)
-out = os.path.join(tempfile.mkdtemp(prefix="nanotie-"), "dynamic-tying")   # + its cache
 results = experiment.run(quick=True, out_dir=out, profile=profile)
 table = results["table"]
 for label, row in table.items():

@@ -156,6 +156,7 @@ def test_check_in_notebook_reports_an_unwritten_answer_and_stands_in_the_referen
     assert ex.check_in_notebook(my_unbroadcast) is ex.reference
     out = flat(capsys.readouterr().out)
     assert "not written yet" in out and "the cells below use the reference solution" in out
+    assert "`my_unbroadcast(grad, shape)`" in out      # the notebook's name for it
     assert ex.check_in_notebook(ex.reference) is ex.reference
     assert "Passed" in capsys.readouterr().out
     with pytest.raises(ExerciseFailed, match="keepdims=True"):
