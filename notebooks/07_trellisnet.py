@@ -187,15 +187,13 @@ print("gradcheck passed")
 # quick mode a tiny profile runs.
 
 # %%
-if QUICK:
-    profile = replace(experiment.PROFILES["quick"], lm_steps=20, lm_eval_interval=10,
-                      eval_batches=2, dilations=(1, 2), depths=(1, 2), lm_lrs=(5e-3,),
-                      adding_steps=40, adding_eval=64)
-    experiment.PROFILES["quick"] = profile
+profile = replace(experiment.PROFILES["quick"], lm_steps=20, lm_eval_interval=10,
+                  eval_batches=2, dilations=(1, 2), depths=(1, 2), lm_lrs=(5e-3,),
+                  adding_steps=40, adding_eval=64) if QUICK else None
 # The runs, their cache and the report go to a temporary folder: ./runs holds the
 # CLI's reproductions, which a notebook must never overwrite.
 out_dir = tempfile.mkdtemp(prefix="trellis-")
-results = experiment.run(quick=True, out_dir=os.path.join(out_dir, "trellis"))
+results = experiment.run(quick=True, out_dir=os.path.join(out_dir, "trellis"), profile=profile)
 for name, r in results["lm"].items():
     print(f"{name:12s} {r['model']:44s} {r['parameters']:7,} params  receptive field "
           f"{r['receptive_field'] or 'all':>4}  test {r['test_bpb']['mean']:.3f} bpb")

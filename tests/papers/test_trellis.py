@@ -484,9 +484,11 @@ def test_experiment_writes_report_results_plots_and_a_run_cache(tiny_profile, tm
     assert list((tmp_path / "cache" / "runs").glob("lm_run-*.json"))
 
 
-def test_a_one_rate_adding_grid_is_reported_untuned(tmp_path, monkeypatch):
-    monkeypatch.setitem(experiment.PROFILES, "quick", replace(TINY, adding_lrs=(2e-2,)))
-    experiment.run(quick=True, out_dir=tmp_path / "trellis")
+def test_a_one_rate_adding_grid_is_reported_untuned(tmp_path):
+    """A profile given to run() is labelled custom, and the library's own stay as they are."""
+    quick = experiment.PROFILES["quick"]
+    res = experiment.run(out_dir=tmp_path / "trellis", profile=replace(TINY, adding_lrs=(2e-2,)))
+    assert res["profile"] == "custom" and experiment.PROFILES["quick"] is quick
     assert "set by hand: untuned" in (tmp_path / "trellis" / "report.md").read_text()
 
 

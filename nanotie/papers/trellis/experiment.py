@@ -337,8 +337,9 @@ WHERE = "abstract; Sec. 5, character-level Penn Treebank"
 
 
 def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str = "cpu",
-        runner=None) -> dict:
-    prof = PROFILES["quick" if quick else "full"]
+        runner=None, profile: Profile | None = None) -> dict:
+    """Run the experiment into ``out_dir``; ``profile`` overrides the quick/full choice."""
+    prof = profile or PROFILES["quick" if quick else "full"]
     out_dir, runner = protocol.open_runner(out_dir, device, runner)
     t0 = time.perf_counter()
     eq = equivalence_demo(seed)
@@ -416,7 +417,7 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     }
     lm_outcome = (verdicts["lm_vs_lstm"].outcome, verdicts["lm_vs_tcn"].outcome)
     results = {
-        "profile": "quick" if quick else "full", "settings": asdict(prof), "version": VERSION,
+        "profile": "custom" if profile else "quick" if quick else "full", "settings": asdict(prof), "version": VERSION,
         "splits": splits.sizes, "seeds": seeds, "equivalence": eq,
         "lm": {k: {"model": v[0]["model"], "receptive_field": v[0]["receptive_field"],
                    "parameters": v[0]["parameters"], "lr": lm_choice[k]["best"],
