@@ -140,6 +140,7 @@ def kernel_env(tmp_path_factory, monkeypatch):
     monkeypatch.setenv("JUPYTER_RUNTIME_DIR", str(root / "runtime"))
     monkeypatch.setenv("NANOTIE_QUICK", "1")
     monkeypatch.setenv("MPLBACKEND", "Agg")
+    monkeypatch.setenv("TMPDIR", str(tmp_path_factory.mktemp("notebook-tmp")))  # their runs
     return KERNEL_NAME
 
 

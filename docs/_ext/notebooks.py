@@ -102,6 +102,7 @@ def _execute(source: str, text: str, jupyter_home: str, root: str,
     nb = jupytext.reads(text, fmt="py:percent")
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="nanotie-site-run-") as cwd:   # not ./runs
+        os.environ["TMPDIR"] = cwd              # the walkthroughs' own temporary runs too
         client = nbclient.NotebookClient(nb, kernel_name=KERNEL_NAME, timeout=CELL_TIMEOUT_S,
                                          allow_errors=allow_errors, resources={"metadata": {"path": cwd}})
         try:
