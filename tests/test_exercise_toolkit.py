@@ -192,8 +192,15 @@ def test_a_float32_output_under_gradcheck_is_told_to_work_in_float64():
 @pytest.mark.parametrize("fn, words", [
     (lambda x: (x.__isub__(1.0) + 1.0, lambda g: g), "changed its input `x` IN PLACE"),
     (lambda x: (2.0 * x, lambda g: g.__imul__(2.0)), "upstream gradient g IN PLACE"),
-], ids=["forward", "backward"])
+    (lambda x: (2.0 * x, lambda g: 2.0 * g + 0.0 * x.__imul__(1.5)),
+     "the backward of f(x)` changed its input `x` IN PLACE"),
+    (lambda x: (lambda d: (d * x, lambda g: d.__imul__(g)))(2.0 * np.ones_like(x)),
+     "returns other gradients when it is called a second time"),
+], ids=["forward", "backward", "input-in-backward", "saved-array-in-backward"])
 def test_an_in_place_edit_under_gradcheck_is_named(fn, words):
+    """The last two give the right gradient once, so only the edit can be named: the
+    backward writes into the forward's input, or into an array the forward saved (a
+    second backward through the graph would then be wrong)."""
     x = leaves(np.random.default_rng(0).normal(size=4))
     assert words in mistake_of(Checker("t").expect_gradcheck, learner_op(fn, "f(x)"), x)
 
