@@ -85,11 +85,16 @@ def _wrong_bounds(h, d):
               f"it is sigma_{d + 1} without the 1/sqrt(n): the bound is "
               f"sigma_{d + 1} / sqrt(n), with n = min(m, k) = {n}, the most entries of H "
               f"any one h_t sits in.")]
-    if d >= 1:
+    if 1 <= d < n:
         known.append((error_lower_bound(h, d - 1),
                       f"it uses sigma_{d} (sigma[{d - 1}]); an order-{d} system can "
                       f"match the largest {d} singular value(s), so the bound is the next "
                       f"one, sigma_{d + 1} = sigma[{d}] in a 0-based array."))
+    elif d >= n:
+        known.append((error_lower_bound(h, n - 1),
+                      f"it uses sigma_{n} (sigma[{n - 1}]), but H has only n = {n} singular "
+                      f"values: an order-{d} system (d >= n) can match all of them, so "
+                      f"there is no sigma_{d + 1} and the bound is 0."))
     return known
 
 
@@ -134,10 +139,18 @@ def _no_sqrt_n(h, d):
     return H, bound * np.sqrt(min(H.shape))               # sigma_{d+1} alone
 
 
+def _last_sigma_for_a_large_d(h, d):
+    H, _ = reference(h, 0)
+    sigma = np.linalg.svd(H, compute_uv=False)
+    return H, sigma[min(d, len(sigma) - 1)] / np.sqrt(min(H.shape))   # never 0
+
+
 MISTAKES = [
     Planted("H includes h_0", _with_h0, ("starts at h_0", "direct term")),
     Planted("sigma_d instead of sigma_{d+1}", _sigma_d,
             ("uses sigma_1 (sigma[0])", "sigma_2 = sigma[1]")),
     Planted("the 1/sqrt(n) forgotten", _no_sqrt_n,
             ("it is sigma_1 without the 1/sqrt(n)", "sigma_1 / sqrt(n), with n = min(m, k) = 7")),
+    Planted("d >= n: the last sigma instead of 0", _last_sigma_for_a_large_d,
+            ("H has only n = 7 singular values", "the bound is 0")),
 ]
