@@ -90,7 +90,11 @@ def _wrong_bounds(h, d):
                       f"it uses sigma_{d} (sigma[{d - 1}]); an order-{d} system can "
                       f"match the largest {d} singular value(s), so the bound is the next "
                       f"one, sigma_{d + 1} = sigma[{d}] in a 0-based array."))
-    elif d >= n:
+    if d + 1 < n:
+        known.append((error_lower_bound(h, d + 1),
+                      f"it uses sigma_{d + 2} (sigma[{d + 1}]): the singular values are "
+                      f"numbered from 1, so sigma_{d + 1} is sigma[{d}] in a 0-based array."))
+    if d >= n:
         known.append((error_lower_bound(h, n - 1),
                       f"it uses sigma_{n} (sigma[{n - 1}]), but H has only n = {n} singular "
                       f"values: an order-{d} system (d >= n) can match all of them, so "
@@ -134,6 +138,10 @@ def _sigma_d(h, d):
     return reference(h, max(d - 1, 0))                    # sigma_d, one index early
 
 
+def _sigma_d_plus_2(h, d):
+    return reference(h, d + 1)                            # "sigma_{d+1}" read as sigma[d + 1]
+
+
 def _no_sqrt_n(h, d):
     H, bound = reference(h, d)
     return H, bound * np.sqrt(min(H.shape))               # sigma_{d+1} alone
@@ -149,6 +157,8 @@ MISTAKES = [
     Planted("H includes h_0", _with_h0, ("starts at h_0", "direct term")),
     Planted("sigma_d instead of sigma_{d+1}", _sigma_d,
             ("uses sigma_1 (sigma[0])", "sigma_2 = sigma[1]")),
+    Planted("sigma[d + 1] for sigma_{d+1}", _sigma_d_plus_2,
+            ("uses sigma_2 (sigma[1])", "sigma_1 is sigma[0]")),
     Planted("the 1/sqrt(n) forgotten", _no_sqrt_n,
             ("it is sigma_1 without the 1/sqrt(n)", "sigma_1 / sqrt(n), with n = min(m, k) = 7")),
     Planted("d >= n: the last sigma instead of 0", _last_sigma_for_a_large_d,
