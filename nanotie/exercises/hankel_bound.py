@@ -13,7 +13,7 @@ import numpy as np
 
 from ..papers.distillery.reduction import error_lower_bound, hankel_matrix
 from . import Planted
-from .checking import Checker, CheckResult
+from .checking import Checker, CheckResult, Mistake
 
 TITLE = "Hyena distillation: the (loose) Hankel bound"
 GOAL = ("Build the Hankel matrix of a filter's Markov parameters and read off, from its "
@@ -110,6 +110,11 @@ def check(fn) -> CheckResult:
             for h in filters:
                 c.case = f"h of length {len(h)}"
                 out = c.returns(fn, h, 2, what="hankel_bound(h, d)", names="H, bound")
+                m, k = hankel_matrix(h).shape
+                if m != k and getattr(out[0], "shape", None) == (k, m):
+                    raise Mistake(f"`H` has shape {(k, m)}, but it should have shape {(m, k)}"
+                                  f": m = (L - 1) // 2 = {m} rows (not L // 2) and k = L - 1 "
+                                  f"- m = {k} columns. Swapping m and k transposes H.")
                 c.expect_array(out[0], hankel_matrix(h), "H", known=[(
                     hankel_matrix(h, shift=-1),               # H[i, j] = h[i + j]
                     "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term D, "
@@ -134,6 +139,13 @@ def _with_h0(h, d):
     return reference(np.concatenate([[0.0], h[:-1]]), d)  # shifted: H[i, j] = h[i + j]
 
 
+def _m_is_half_of_L(h, d):
+    m = len(h) // 2                                       # should be (L - 1) // 2
+    k = len(h) - 1 - m
+    H = h[1 + np.arange(m)[:, None] + np.arange(k)[None, :]]
+    return H, reference(h, d)[1]
+
+
 def _sigma_d(h, d):
     return reference(h, max(d - 1, 0))                    # sigma_d, one index early
 
@@ -155,6 +167,7 @@ def _last_sigma_for_a_large_d(h, d):
 
 MISTAKES = [
     Planted("H includes h_0", _with_h0, ("starts at h_0", "direct term")),
+    Planted("m = L // 2 rows", _m_is_half_of_L, ("(L - 1) // 2 = 7 rows", "not L // 2")),
     Planted("sigma_d instead of sigma_{d+1}", _sigma_d,
             ("uses sigma_1 (sigma[0])", "sigma_2 = sigma[1]")),
     Planted("sigma[d + 1] for sigma_{d+1}", _sigma_d_plus_2,
