@@ -76,6 +76,8 @@ def test_an_output_of_the_wrong_shape_is_a_mistake():
 def test_none_is_named_with_the_shape_to_return():
     msg = mistake_of(as_array, None, (2, 5), "w", "gradient")
     assert msg == "your gradient for `w` is None. Return an array of shape (2, 5)."
+    msg = mistake_of(as_array, None, (), "trainable", "count")       # a loss, a count
+    assert msg == "your count of `trainable` is None. Return a number."
 
 
 def test_returning_the_wrong_number_of_items_is_named():

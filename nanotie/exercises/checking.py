@@ -240,7 +240,7 @@ def written(got, who: str, none_hint: str):
 def as_array(got, shape: tuple, name: str, what: str = "output") -> np.ndarray:
     """The learner's ``got`` as a float64 array (meant to have ``shape``, not checked)."""
     who = your(what, name)
-    written(got, who, f"Return an array of shape {tuple(shape)}.")
+    written(got, who, f"Return an array of shape {tuple(shape)}." if shape else "Return a number.")
     if isinstance(got, Tensor):
         raise Mistake(f"{who} is a nanotie Tensor; this exercise works on plain NumPy "
                       f"arrays (use np. functions).")
