@@ -310,6 +310,27 @@ def test_layer_norm_backward_without_the_weight_is_named():
     assert "the weight is missing: start from dxhat = g * weight" in ex.check(no_weight).message
 
 
+@pytest.mark.parametrize("left_out, words", [("var", "the variance's term is missing"),
+                                              ("mu", "the mean's term is missing")])
+def test_layer_norm_backward_without_one_term_is_named(left_out, words):
+    ex = exercises.get(4)
+
+    def one_term(x, weight, bias):
+        out, backward = ex.reference(x, weight, bias)
+        mu = x.mean(axis=-1, keepdims=True)
+        rstd = 1 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+        xhat = (x - mu) * rstd
+
+        def one_term_backward(g):
+            dxhat = g * weight
+            kept = (dxhat.mean(axis=-1, keepdims=True) if left_out == "var"
+                    else xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+            return ((dxhat - kept) * rstd, *backward(g)[1:])
+        return out, one_term_backward
+
+    assert words in flat(ex.check(one_term).message)
+
+
 def _fftconv_answer(forward_scale=1.0, grad_u=None, grad_h=None):
     """Exercise 8's reference, its output scaled, and either gradient replaced by a
     formula of (u, h, g) (un-broadcast to its input's shape)."""

@@ -103,9 +103,17 @@ def _forward_mistakes(x, w, b):
 
 def _grad_x_mistakes(x, w, b, g):
     """grad_x of recognised wrong backwards, with what went wrong."""
-    return [(g * w / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5),    # mu, var held fixed
+    rstd, dxhat = 1 / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5), g * w
+    xhat = (x - x.mean(axis=-1, keepdims=True)) * rstd
+    from_mu = dxhat.mean(axis=-1, keepdims=True)
+    from_var = xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+    return [(dxhat * rstd,                                             # mu, var held fixed
              "you treated mu and var as constants, but both depend on x: that adds "
              "- mean(dxhat) - xhat * mean(dxhat * xhat)."),
+            ((dxhat - from_mu) * rstd, "the variance's term is missing: var depends on x "
+                                       "too, which adds - xhat * mean(dxhat * xhat)."),
+            ((dxhat - from_var) * rstd, "the mean's term is missing: mu depends on x too, "
+                                        "which adds - mean(dxhat)."),
             (reference(x, np.ones_like(w), b)[1](g)[0],
              "the weight is missing: start from dxhat = g * weight.")]
 
