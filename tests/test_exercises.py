@@ -477,6 +477,24 @@ def test_the_tied_lms_head_part_transposed_is_named():
     assert "the head's part is transposed" in ex.check(head_transposed).message
 
 
+def test_the_tied_lm_without_tanhs_derivative_is_named():
+    ex = exercises.get(5)
+
+    def no_tanh_derivative(E, ids, targets):
+        def backward(g):
+            h = np.tanh(E[ids])                                   # (N, D)
+            p = np.exp(h @ E.T)
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(ids)), targets] -= 1.0
+            p *= g / len(ids)
+            grad = p.T @ h
+            np.add.at(grad, ids, p @ E)                           # dx = dh
+            return (grad,)
+        return ex.reference(E, ids, targets)[0], backward
+
+    assert "misses tanh's derivative" in ex.check(no_tanh_derivative).message
+
+
 # ------------------------------------------------------------ the diagnoses
 
 
