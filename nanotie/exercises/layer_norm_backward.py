@@ -140,6 +140,14 @@ def check(fn) -> CheckResult:
                 c.expect_grads(grads, {"x": gx, "weight": gw, "bias": gb}, hints={
                     "x": {"known": _grad_x_mistakes(x, w, b, g)},
                     "weight": {"uses": n_rows}, "bias": {"uses": n_rows}})
+        with c.step("the eps argument is used: the forward with eps=0.1"):
+            x, w, b = cases[1]
+            c.case = f"x {x.shape}, weight and bias ({x.shape[-1]},), eps=0.1"
+            out, _ = c.forward(fn, x, w, b, eps=0.1, what="layer_norm(x, weight, bias)")
+            want = F.layer_norm(tensor(x), (x.shape[-1],), tensor(w), tensor(b), 0.1).data
+            c.expect_array(out, want, "layer_norm(x, weight, bias)", known=[(
+                reference(x, w, b)[0], "it uses eps = 1e-5, but this call passes eps=0.1: use "
+                                       "the eps argument.")])
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
             for x, w, b in cases[1:]:
                 c.case = f"x {x.shape}, weight and bias ({x.shape[-1]},)"
@@ -168,7 +176,12 @@ def _mean_without_keepdims(x, weight, bias, eps=1e-5):
     return xhat * weight + bias, reference(x, weight, bias, eps)[1]
 
 
+def _eps_ignored(x, weight, bias, eps=1e-5):
+    return reference(x, weight, bias)                     # always 1e-5
+
+
 MISTAKES = [
+    Planted("eps ignored: always 1e-5", _eps_ignored, ("passes eps=0.1", "eps argument")),
     Planted("grad_weight left per row (not summed over the batch)", _weight_grad_per_row,
             ("leading axes", "SUM")),
     Planted("grad_x treats the mean and variance as constants", _constant_statistics,
