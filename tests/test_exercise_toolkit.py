@@ -76,6 +76,8 @@ def test_an_output_of_the_wrong_shape_is_a_mistake():
 def test_none_is_named_with_the_shape_to_return():
     msg = mistake_of(as_array, None, (2, 5), "w", "gradient")
     assert msg == "your gradient for `w` is None. Return an array of shape (2, 5)."
+    msg = mistake_of(as_array, None, (), "trainable", "count")       # a loss, a count
+    assert msg == "your count of `trainable` is None. Return a number."
 
 
 def test_returning_the_wrong_number_of_items_is_named():
@@ -192,8 +194,15 @@ def test_a_float32_output_under_gradcheck_is_told_to_work_in_float64():
 @pytest.mark.parametrize("fn, words", [
     (lambda x: (x.__isub__(1.0) + 1.0, lambda g: g), "changed its input `x` IN PLACE"),
     (lambda x: (2.0 * x, lambda g: g.__imul__(2.0)), "upstream gradient g IN PLACE"),
-], ids=["forward", "backward"])
+    (lambda x: (2.0 * x, lambda g: 2.0 * g + 0.0 * x.__imul__(1.5)),
+     "the backward of f(x)` changed its input `x` IN PLACE"),
+    (lambda x: (lambda d: (d * x, lambda g: d.__imul__(g)))(2.0 * np.ones_like(x)),
+     "returns other gradients when it is called a second time"),
+], ids=["forward", "backward", "input-in-backward", "saved-array-in-backward"])
 def test_an_in_place_edit_under_gradcheck_is_named(fn, words):
+    """The last two give the right gradient once, so only the edit can be named: the
+    backward writes into the forward's input, or into an array the forward saved (a
+    second backward through the graph would then be wrong)."""
     x = leaves(np.random.default_rng(0).normal(size=4))
     assert words in mistake_of(Checker("t").expect_gradcheck, learner_op(fn, "f(x)"), x)
 

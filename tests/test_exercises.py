@@ -310,6 +310,27 @@ def test_layer_norm_backward_without_the_weight_is_named():
     assert "the weight is missing: start from dxhat = g * weight" in ex.check(no_weight).message
 
 
+@pytest.mark.parametrize("left_out, words", [("var", "the variance's term is missing"),
+                                              ("mu", "the mean's term is missing")])
+def test_layer_norm_backward_without_one_term_is_named(left_out, words):
+    ex = exercises.get(4)
+
+    def one_term(x, weight, bias):
+        out, backward = ex.reference(x, weight, bias)
+        mu = x.mean(axis=-1, keepdims=True)
+        rstd = 1 / np.sqrt(((x - mu) ** 2).mean(axis=-1, keepdims=True) + 1e-5)
+        xhat = (x - mu) * rstd
+
+        def one_term_backward(g):
+            dxhat = g * weight
+            kept = (dxhat.mean(axis=-1, keepdims=True) if left_out == "var"
+                    else xhat * (dxhat * xhat).mean(axis=-1, keepdims=True))
+            return ((dxhat - kept) * rstd, *backward(g)[1:])
+        return out, one_term_backward
+
+    assert words in flat(ex.check(one_term).message)
+
+
 def _fftconv_answer(forward_scale=1.0, grad_u=None, grad_h=None):
     """Exercise 8's reference, its output scaled, and either gradient replaced by a
     formula of (u, h, g) (un-broadcast to its input's shape)."""
@@ -454,6 +475,24 @@ def test_the_tied_lms_head_part_transposed_is_named():
         return loss, wrong
 
     assert "the head's part is transposed" in ex.check(head_transposed).message
+
+
+def test_the_tied_lm_without_tanhs_derivative_is_named():
+    ex = exercises.get(5)
+
+    def no_tanh_derivative(E, ids, targets):
+        def backward(g):
+            h = np.tanh(E[ids])                                   # (N, D)
+            p = np.exp(h @ E.T)
+            p /= p.sum(axis=1, keepdims=True)
+            p[np.arange(len(ids)), targets] -= 1.0
+            p *= g / len(ids)
+            grad = p.T @ h
+            np.add.at(grad, ids, p @ E)                           # dx = dh
+            return (grad,)
+        return ex.reference(E, ids, targets)[0], backward
+
+    assert "misses tanh's derivative" in ex.check(no_tanh_derivative).message
 
 
 # ------------------------------------------------------------ the diagnoses

@@ -240,7 +240,7 @@ def written(got, who: str, none_hint: str):
 def as_array(got, shape: tuple, name: str, what: str = "output") -> np.ndarray:
     """The learner's ``got`` as a float64 array (meant to have ``shape``, not checked)."""
     who = your(what, name)
-    written(got, who, f"Return an array of shape {tuple(shape)}.")
+    written(got, who, f"Return an array of shape {tuple(shape)}." if shape else "Return a number.")
     if isinstance(got, Tensor):
         raise Mistake(f"{who} is a nanotie Tensor; this exercise works on plain NumPy "
                       f"arrays (use np. functions).")
@@ -317,7 +317,14 @@ def learner_op(fn, name: str):
             kept = g.copy()
             gs = backward(g)
             _refuse_in_place("backward(g)", [g], [kept])
+            _refuse_in_place(f"the backward of {name}", arrays, before)
             gs = gs if isinstance(gs, (tuple, list)) else (gs,)
+            gs = [np.array(gr) if isinstance(gr, np.ndarray) else gr for gr in gs]
+            again = backward(kept.copy())              # a graph may be run back twice
+            again = again if isinstance(again, (tuple, list)) else (again,)
+            if any(isinstance(a, np.ndarray) and not np.array_equal(
+                    a, b, equal_nan=a.dtype.kind in "fc") for a, b in zip(gs, again)):
+                raise Mistake(_SECOND_BACKWARD)
             low_precision.update(str(gr.dtype) for gr in gs if _low_precision(gr))
             return tuple(None if gr is None else np.asarray(gr, dtype=np.float64)
                          for gr in gs)
@@ -327,6 +334,13 @@ def learner_op(fn, name: str):
     op.__name__ = name
     op.low_precision = low_precision
     return op
+
+
+_SECOND_BACKWARD = (
+    "`backward(g)` returns other gradients when it is called a second time: it writes "
+    "into an array that its forward computed (probs[...] -= 1, or d *= g on such an "
+    "array), so a second backward through the same graph (retain_graph=True) goes wrong. "
+    "Work on a copy (grad = probs.copy()).")
 
 
 def _refuse_in_place(what: str, arrays: list, before: list):

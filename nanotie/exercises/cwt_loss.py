@@ -175,7 +175,10 @@ def check(fn) -> CheckResult:
                            len(O): f"you summed over the K = {len(O)} positions; the loss "
                                    f"is their MEAN, so the gradient has a 1/K.",
                            tau: f"the 1/temperature is missing: S = O E^T / tau, so both "
-                                f"gradients carry a 1/tau (tau = {tau} here)."}
+                                f"gradients carry a 1/tau (tau = {tau} here).",
+                           1 / tau: f"the 1/temperature is applied twice (tau = {tau} here): "
+                                    f"dS = g (P - I) / K has none, and each gradient carries "
+                                    f"ONE 1/tau, from S = O E^T / tau."}
                 c.expect_grads(grads, {"O": gO, "E_targets": gT}, hints={
                     "O": {"known": wrong["O"], "factors": factors},
                     "E_targets": {"known": wrong["E_targets"], "factors": factors}})
@@ -228,6 +231,11 @@ def _transposed_scores_in_backward(O, E_targets, temperature, g, grads):
     return dS @ E_targets / temperature, dS.T @ O / temperature
 
 
+@wrong_backward(reference)
+def _temperature_twice(O, E_targets, temperature, g, grads):
+    return tuple(grad / temperature for grad in grads)    # dS / tau, then / tau again
+
+
 def _sum_not_mean(O, E_targets, temperature=1.0):
     loss, backward = reference(O, E_targets, temperature)
     K = O.shape[0]
@@ -247,6 +255,8 @@ MISTAKES = [
             ("overflow", "subtract the max")),
     Planted("the backward builds E O^T instead of O E^T", _transposed_scores_in_backward,
             ("wrong way round", "O E^T")),
+    Planted("the 1/temperature applied twice in the backward", _temperature_twice,
+            ("applied twice", "ONE 1/tau")),
     Planted("the loss summed over positions instead of averaged", _sum_not_mean,
             ("summed over the K", "MEAN")),
 ]

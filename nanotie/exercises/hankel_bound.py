@@ -13,7 +13,7 @@ import numpy as np
 
 from ..papers.distillery.reduction import error_lower_bound, hankel_matrix
 from . import Planted
-from .checking import Checker, CheckResult
+from .checking import Checker, CheckResult, Mistake
 
 TITLE = "Hyena distillation: the (loose) Hankel bound"
 GOAL = ("Build the Hankel matrix of a filter's Markov parameters and read off, from its "
@@ -85,11 +85,20 @@ def _wrong_bounds(h, d):
               f"it is sigma_{d + 1} without the 1/sqrt(n): the bound is "
               f"sigma_{d + 1} / sqrt(n), with n = min(m, k) = {n}, the most entries of H "
               f"any one h_t sits in.")]
-    if d >= 1:
+    if 1 <= d < n:
         known.append((error_lower_bound(h, d - 1),
                       f"it uses sigma_{d} (sigma[{d - 1}]); an order-{d} system can "
                       f"match the largest {d} singular value(s), so the bound is the next "
                       f"one, sigma_{d + 1} = sigma[{d}] in a 0-based array."))
+    if d + 1 < n:
+        known.append((error_lower_bound(h, d + 1),
+                      f"it uses sigma_{d + 2} (sigma[{d + 1}]): the singular values are "
+                      f"numbered from 1, so sigma_{d + 1} is sigma[{d}] in a 0-based array."))
+    if d >= n:
+        known.append((error_lower_bound(h, n - 1),
+                      f"it uses sigma_{n} (sigma[{n - 1}]), but H has only n = {n} singular "
+                      f"values: an order-{d} system (d >= n) can match all of them, so "
+                      f"there is no sigma_{d + 1} and the bound is 0."))
     return known
 
 
@@ -101,6 +110,11 @@ def check(fn) -> CheckResult:
             for h in filters:
                 c.case = f"h of length {len(h)}"
                 out = c.returns(fn, h, 2, what="hankel_bound(h, d)", names="H, bound")
+                m, k = hankel_matrix(h).shape
+                if m != k and getattr(out[0], "shape", None) == (k, m):
+                    raise Mistake(f"`H` has shape {(k, m)}, but it should have shape {(m, k)}"
+                                  f": m = (L - 1) // 2 = {m} rows (not L // 2) and k = L - 1 "
+                                  f"- m = {k} columns. Swapping m and k transposes H.")
                 c.expect_array(out[0], hankel_matrix(h), "H", known=[(
                     hankel_matrix(h, shift=-1),               # H[i, j] = h[i + j]
                     "it starts at h_0. H[i, j] = h[1 + i + j]: h_0 is the direct term D, "
@@ -125,8 +139,19 @@ def _with_h0(h, d):
     return reference(np.concatenate([[0.0], h[:-1]]), d)  # shifted: H[i, j] = h[i + j]
 
 
+def _m_is_half_of_L(h, d):
+    m = len(h) // 2                                       # should be (L - 1) // 2
+    k = len(h) - 1 - m
+    H = h[1 + np.arange(m)[:, None] + np.arange(k)[None, :]]
+    return H, reference(h, d)[1]
+
+
 def _sigma_d(h, d):
     return reference(h, max(d - 1, 0))                    # sigma_d, one index early
+
+
+def _sigma_d_plus_2(h, d):
+    return reference(h, d + 1)                            # "sigma_{d+1}" read as sigma[d + 1]
 
 
 def _no_sqrt_n(h, d):
@@ -134,10 +159,21 @@ def _no_sqrt_n(h, d):
     return H, bound * np.sqrt(min(H.shape))               # sigma_{d+1} alone
 
 
+def _last_sigma_for_a_large_d(h, d):
+    H, _ = reference(h, 0)
+    sigma = np.linalg.svd(H, compute_uv=False)
+    return H, sigma[min(d, len(sigma) - 1)] / np.sqrt(min(H.shape))   # never 0
+
+
 MISTAKES = [
     Planted("H includes h_0", _with_h0, ("starts at h_0", "direct term")),
+    Planted("m = L // 2 rows", _m_is_half_of_L, ("(L - 1) // 2 = 7 rows", "not L // 2")),
     Planted("sigma_d instead of sigma_{d+1}", _sigma_d,
             ("uses sigma_1 (sigma[0])", "sigma_2 = sigma[1]")),
+    Planted("sigma[d + 1] for sigma_{d+1}", _sigma_d_plus_2,
+            ("uses sigma_2 (sigma[1])", "sigma_1 is sigma[0]")),
     Planted("the 1/sqrt(n) forgotten", _no_sqrt_n,
             ("it is sigma_1 without the 1/sqrt(n)", "sigma_1 / sqrt(n), with n = min(m, k) = 7")),
+    Planted("d >= n: the last sigma instead of 0", _last_sigma_for_a_large_d,
+            ("H has only n = 7 singular values", "the bound is 0")),
 ]

@@ -103,9 +103,17 @@ def _forward_mistakes(x, w, b):
 
 def _grad_x_mistakes(x, w, b, g):
     """grad_x of recognised wrong backwards, with what went wrong."""
-    return [(g * w / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5),    # mu, var held fixed
+    rstd, dxhat = 1 / np.sqrt(x.var(axis=-1, keepdims=True) + 1e-5), g * w
+    xhat = (x - x.mean(axis=-1, keepdims=True)) * rstd
+    from_mu = dxhat.mean(axis=-1, keepdims=True)
+    from_var = xhat * (dxhat * xhat).mean(axis=-1, keepdims=True)
+    return [(dxhat * rstd,                                             # mu, var held fixed
              "you treated mu and var as constants, but both depend on x: that adds "
              "- mean(dxhat) - xhat * mean(dxhat * xhat)."),
+            ((dxhat - from_mu) * rstd, "the variance's term is missing: var depends on x "
+                                       "too, which adds - xhat * mean(dxhat * xhat)."),
+            ((dxhat - from_var) * rstd, "the mean's term is missing: mu depends on x too, "
+                                        "which adds - mean(dxhat)."),
             (reference(x, np.ones_like(w), b)[1](g)[0],
              "the weight is missing: start from dxhat = g * weight.")]
 
@@ -132,6 +140,14 @@ def check(fn) -> CheckResult:
                 c.expect_grads(grads, {"x": gx, "weight": gw, "bias": gb}, hints={
                     "x": {"known": _grad_x_mistakes(x, w, b, g)},
                     "weight": {"uses": n_rows}, "bias": {"uses": n_rows}})
+        with c.step("the eps argument is used: the forward with eps=0.1"):
+            x, w, b = cases[1]
+            c.case = f"x {x.shape}, weight and bias ({x.shape[-1]},), eps=0.1"
+            out, _ = c.forward(fn, x, w, b, eps=0.1, what="layer_norm(x, weight, bias)")
+            want = F.layer_norm(tensor(x), (x.shape[-1],), tensor(w), tensor(b), 0.1).data
+            c.expect_array(out, want, "layer_norm(x, weight, bias)", known=[(
+                reference(x, w, b)[0], "it uses eps = 1e-5, but this call passes eps=0.1: use "
+                                       "the eps argument.")])
         with c.step("finite differences agree with your backward (nanotie.gradcheck)"):
             for x, w, b in cases[1:]:
                 c.case = f"x {x.shape}, weight and bias ({x.shape[-1]},)"
@@ -160,7 +176,12 @@ def _mean_without_keepdims(x, weight, bias, eps=1e-5):
     return xhat * weight + bias, reference(x, weight, bias, eps)[1]
 
 
+def _eps_ignored(x, weight, bias, eps=1e-5):
+    return reference(x, weight, bias)                     # always 1e-5
+
+
 MISTAKES = [
+    Planted("eps ignored: always 1e-5", _eps_ignored, ("passes eps=0.1", "eps argument")),
     Planted("grad_weight left per row (not summed over the batch)", _weight_grad_per_row,
             ("leading axes", "SUM")),
     Planted("grad_x treats the mean and variance as constants", _constant_statistics,

@@ -108,6 +108,10 @@ def _recognised(E, ids, targets, g, parts):
               "rows of ids that occur more than once got the gradient of only one "
               "occurrence: `grad[ids] += dx` does not add repeated indices. Use "
               "np.add.at(grad, ids, dx); each occurrence is a use of that row, and uses add.")]
+    no_tanh = head.copy()
+    np.add.at(no_tanh, ids, dlogits @ E)                    # dx = dh: tanh' left out
+    known.append((no_tanh, "the lookup's part misses tanh's derivative: h = tanh(x), so "
+                           "dx = dh * (1 - h**2), not dh."))
     if E.shape[0] == E.shape[1]:
         known.append((parts["the lookup E[ids]"] + head.T,
                       "the head's part is transposed: for logits = h @ E.T it is "

@@ -51,9 +51,10 @@ def reference(grad, shape):
     return grad
 
 
-# (input shape, broadcast shape): leading axes, size-1 axes, both, a scalar, no-op
+# (input shape, broadcast shape): leading axes, size-1 axes, both, a scalar, no-op, and
+# two stretched size-1 axes (a loop that stops after the first one shows there)
 CASES = [((3,), (4, 3)), ((4, 1), (4, 3)), ((1, 3), (2, 4, 3)), ((2, 1, 3), (2, 5, 3)),
-         ((), (2, 3)), ((1,), (3, 1, 2)), ((4, 3), (4, 3))]
+         ((), (2, 3)), ((1,), (3, 1, 2)), ((4, 3), (4, 3)), ((1, 3, 1), (2, 4, 3, 5))]
 
 
 def _copies(in_shape, out_shape) -> int:
@@ -110,6 +111,15 @@ def _no_keepdims(grad, shape):
     return grad
 
 
+def _first_size_one_axis_only(grad, shape):
+    while grad.ndim > len(shape):
+        grad = grad.sum(axis=0)
+    for axis, n in enumerate(shape):
+        if n == 1 and grad.shape[axis] != 1:
+            return grad.sum(axis=axis, keepdims=True)   # returns inside the loop
+    return grad
+
+
 def _mean_not_sum(grad, shape):
     return reference(grad, shape) / _copies(shape, grad.shape)
 
@@ -118,6 +128,8 @@ MISTAKES = [
     Planted("skips rule 1: leading broadcast axes left unsummed", _no_leading_sum,
             ("leading axes", "SUM")),
     Planted("sums a size-1 axis without keepdims", _no_keepdims, ("keepdims=True",)),
+    Planted("sums the first stretched size-1 axis only", _first_size_one_axis_only,
+            ("axis 2 has size 1", "keepdims=True")),
     Planted("averages the copies instead of summing them", _mean_not_sum,
             ("averaged", "SUM")),
 ]
