@@ -410,10 +410,11 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
                  "`python -m nanotie.papers.stlm.experiment --tune` (the quick profile "
                  f"over {', '.join(f'{x:g}' for x in LR_GRID)}, seeds 0 and 1, mean val "
                  "bpb) and are written in `QUICK_SWEEP`. That sweep (the chosen rate in "
-                 "bold):")
+                 "bold; it kept only means, so the noise is the chosen rate's seed range, "
+                 "from this run's seeds at that rate):")
         grid = tuning_table({k: {"best": choice[k]["best"],
-                                 "grid": {lr: protocol.spread([x]) for lr, x in
-                                          QUICK_SWEEP[k].items()}}
+                                 "grid": {**{lr: protocol.spread([x]) for lr, x in
+                                             QUICK_SWEEP[k].items()}, **choice[k]["grid"]}}
                              for k in chosen if k in QUICK_SWEEP}, metric="bpb", digits=4)
     per = _slot_means(slot_rows[0][1])[0]                          # (d), slot by slot
     later = per[1:][np.isfinite(per[1:])]
