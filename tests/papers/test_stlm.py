@@ -662,6 +662,16 @@ def test_the_quick_sweep_flags_a_rate_within_the_chosen_rates_seed_range(monkeyp
     assert f"Within the seeds' noise of the choice: {experiment.A} (0.002)." in report
 
 
+@pytest.mark.parametrize("d, blames_the_factorisation", [(5.1, True), (9.0, False)])
+def test_the_factorisation_note_follows_where_d_lands(d, blames_the_factorisation):
+    """(a) at 2.8 and its per-slot marginals at 5.0: a (d) near the marginals has lost its
+    bits to the factorisation; a (d) far beyond them has lost most of them elsewhere."""
+    note = experiment._factorisation_note(2.8, 5.0, d)
+    assert "costs 2.20 bits per byte" in note and f"lands {d - 5.0:+.2f}" in note
+    assert ("the factorisation would have to go" in note) == blames_the_factorisation
+    assert ("a better-trained core might close" in note) != blames_the_factorisation
+
+
 def protocol_cache(root) -> int:
     return len(list((root / "cache" / "runs").glob("stlm_run-*.json")))
 
