@@ -370,6 +370,7 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
         f"{1e3 * s:.3f} ms, {b / 1024:,.0f} KiB" if k != "hyena_recompute" else f"{1e3 * s:.3f} ms"
         for s, b in zip(tp[k]["seconds"], tp[k]["state_bytes"])) + " |" for k in tp)
     cfg, rcfg, tc = profile.model, profile.recall, profile.train
+    lm_lr = "at each model's rate chosen on val (below)" if tuned else f"lr {tc.lr:g}"
     if tuned:
         tuning = ("\n### Tuning (validation split)\n\n" + tuning_table(lm_choice, metric="bpb")
                   + "\n\n" + tuning_table(rc_choice, metric="accuracy") + "\n")
@@ -420,7 +421,7 @@ longer context would test distillation harder.
 ## Language modelling (bytes of prose)
 
 {cfg.n_layer} layers, d_model {cfg.d_model}, context {cfg.context}, {tc.steps} steps of
-{tc.batch_size} sequences, AdamW lr {tc.lr:g} (weight decay {tc.weight_decay:g}); only the mixer
+{tc.batch_size} sequences, AdamW {lm_lr} (weight decay {tc.weight_decay:g}); only the mixer
 differs. Splits (bytes, each scored whole): train {len(splits.train):,}, val
 {len(splits.val):,}, test {len(splits.test):,}; a unigram byte model scores {unigram:.3f} on test.
 
