@@ -689,6 +689,24 @@ def test_experiment_writes_its_report_results_and_plots_and_a_rerun_retrains_not
     assert again["table"] == results["table"]
 
 
+def test_the_earlier_grid_flags_a_rate_within_the_chosen_rates_seed_range(tmp_path):
+    """The earlier grid kept only means: its chosen rate's point is this run's figures at
+    the grid's seeds, and a rate nearer than their range is flagged as a near-tie."""
+    profile = {**TINY, "modes": ("official",)}
+    out = tmp_path / "dt"
+    val = experiment.run(quick=True, out_dir=out, profile=profile)["tuning"]["vanilla"]
+    chosen = val["grid"]["0.003"]
+    assert chosen["max"] > chosen["min"]
+    near = chosen["mean"] + (chosen["max"] - chosen["min"]) / 2
+    grid = {"command": "(by hand)", "seeds": [0, 1],
+            "ppl": {"vanilla": {3e-3: 0.5, 1e-2: near, 3e-2: chosen["mean"] + 100}}}
+    experiment.run(quick=True, out_dir=out, profile={**profile, "earlier_grid": grid})
+    report = (out / "report.md").read_text()
+    row = [line for line in report.splitlines() if line.startswith("| vanilla |")][-1]
+    assert f"**0.003: {chosen['mean']:.3f}**" in row and "0.500" not in row
+    assert "Within the seeds' noise of the choice: vanilla (0.01)." in report
+
+
 def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process():
     """Workers run different sequences of runs: a run's figures must be a function of
     its settings and seed alone (the agent's Q-network is seeded too)."""

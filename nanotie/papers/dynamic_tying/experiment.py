@@ -391,15 +391,23 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
     return results
 
 
-def _earlier_grid(grid) -> str:
-    """The grid that chose a profile's fixed rates, as the code records it."""
+def _earlier_grid(grid, runs: dict) -> str:
+    """The grid that chose a profile's fixed rates, as the code records it (means only).
+    The chosen rate's point is this run's figures at the grid's seeds (``runs``: method ->
+    RunResults), so that the other rates are judged against its seed range."""
     if not grid:
         return ""
-    choice = {method: {"best": min(ppl, key=ppl.get),
-                       "grid": {lr: protocol.spread([v]) for lr, v in ppl.items()}}
-              for method, ppl in grid["ppl"].items()}
+    choice = {}
+    for method, ppl in grid["ppl"].items():
+        best, points = min(ppl, key=ppl.get), {lr: protocol.spread([v]) for lr, v in ppl.items()}
+        ran = [r.figures["val"]["ppl"] for r in runs.get(method, ())
+               if r.run.seed in grid["seeds"] and r.run.settings["train"]["lr"] == best]
+        if ran:
+            points[best] = protocol.spread(ran)
+        choice[method] = {"best": best, "grid": points}
     return (f"These rates were chosen by an earlier grid on seeds "
-            f"{', '.join(map(str, grid['seeds']))}, `{grid['command']}`:\n\n"
+            f"{', '.join(map(str, grid['seeds']))}, `{grid['command']}` (it kept means; "
+            "the chosen rates' figures are this run's at those seeds):\n\n"
             + tuning_table(choice, metric="ppl") + "\n")
 
 
@@ -493,7 +501,7 @@ Learning rates (the controls use the dynamic run's rate):
 
 {tuning_table(results["tuning"], metric="ppl")}
 
-{_earlier_grid(results.get("earlier_grid"))}
+{_earlier_grid(results.get("earlier_grid"), {"vanilla": groups["vanilla"], "dynamic": dyn_runs})}
 {ppl_section}
 
 Is the agent learning? On a synthetic reward where every trained layer lowers the
