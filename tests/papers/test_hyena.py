@@ -496,6 +496,15 @@ def test_a_tuned_run_reports_the_chosen_rates_not_the_profiles_default(tmp_path)
     assert report.count("learning rate: validation") == 2           # both grids shown
 
 
+def test_the_filter_plot_labels_both_axes_of_every_panel(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(experiment, "save_figure", lambda fig, path: saved.append(fig))
+    f = experiment._filter_figures(HyenaLM(TINY.model))
+    experiment.plot_filters({"hyena": f, "multihyena": f}, tmp_path / "filters.png")
+    for ax in saved[0].axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
+
+
 def test_recall_splits_are_disjoint_generators_and_lm_run_checks_its_corpus():
     """Each seed's train, val and test episodes come from three generators that no
     other seed's split reuses (seed 1's training set is not seed 0's test set)."""

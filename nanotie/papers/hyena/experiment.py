@@ -232,9 +232,10 @@ def plot_filters(figures: dict, path) -> Path:
             line, = ax1.plot(h / (np.abs(h).max() + 1e-30), label=f"filter {c}")
             ax2.semilogy(np.abs(h) + 1e-12, color=line.get_color())
             ax2.semilogy(w * np.abs(h).max(), "--", color=line.get_color(), alpha=0.6)
-        ax1.set(title=f"{LABELS[name]}: layer-1 filters h_c(t) (scaled)", xlabel="t (taps)")
+        ax1.set(title=f"{LABELS[name]}: layer-1 filters h_c(t) (scaled)", xlabel="t (taps)",
+                ylabel="h_c(t) / max |h_c|")
         ax2.set(title=f"{LABELS[name]}: |h_c(t)| and the decay window (dashed)",
-                xlabel="t (taps)")
+                xlabel="t (taps)", ylabel="|h_c(t)|")
         ax1.legend(fontsize=8)
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
