@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import replace
 
@@ -683,6 +684,8 @@ def test_experiment_writes_its_report_results_and_plots_and_a_rerun_retrains_not
     assert "random schedule" in report and "Differences from the paper" in report
     assert "sync_optimizer" in report                           # the Adam-state remark
     assert "- **dynamic (shared)**: the same agent" in report and "seeds 0." in report
+    judged = re.findall(r"above chance: \*\*([a-z ]+)\*\*", report)   # raw, standardised
+    assert len(judged) == 2 and set(judged) <= {"holds", "does not hold", "within noise"}
     # the run cache: a second run loads every run and trains nothing
     again = experiment.run(quick=True, out_dir=out, profile=TINY)
     assert all(r["cached"] for rs in again["runs"].values() for r in rs)

@@ -438,9 +438,11 @@ def _report_body(results, groups, plots) -> str:
         f"seeds {', '.join(str(r.run.seed) for r in groups[k])}."
         for k in t if k.startswith("dynamic") and k != dyn_label)
 
-    def shares(norm):
+    def shares(norm):      # judged against chance by the verdicts' rule (gap vs range)
         each = ", ".join(f"{v:.1f}" for v in syn[norm])
-        return f"{protocol.spread(syn[norm]).format(2)} (each: {each})"
+        v = protocol.verdict(syn[norm], [syn["chance"]], lower_is_better=False)
+        return (f"{protocol.spread(syn[norm]).format(2)} (each: {each}; above chance: "
+                f"**{v.outcome}**, gap {v.gap:+.2f}, range {v.noise:.2f})")
 
     dyn_runs = groups[dyn_label]
     share = protocol.spread([r.figures["greedy_train_share"] for r in dyn_runs])
