@@ -710,6 +710,14 @@ def test_the_earlier_grid_flags_a_rate_within_the_chosen_rates_seed_range(tmp_pa
     assert "Within the seeds' noise of the choice: vanilla (0.01)." in report
 
 
+@pytest.mark.parametrize("bound, reach", [(3.89, "cannot hold"), (12.5, "is within reach")])
+def test_the_memory_note_follows_the_depths_bound(bound, reach):
+    """The most a state saves decides whether "up to 10x" is possible at that depth."""
+    note = experiment._bound_note(6, bound)
+    assert f"no state saves more than {bound:.2f}x" in note
+    assert f'"up to 10x" {reach} at this depth' in note
+
+
 def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process():
     """Workers run different sequences of runs: a run's figures must be a function of
     its settings and seed alone (the agent's Q-network is seeded too)."""
