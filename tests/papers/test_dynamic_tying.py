@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 from dataclasses import replace
 
@@ -683,10 +684,38 @@ def test_experiment_writes_its_report_results_and_plots_and_a_rerun_retrains_not
     assert "random schedule" in report and "Differences from the paper" in report
     assert "sync_optimizer" in report                           # the Adam-state remark
     assert "- **dynamic (shared)**: the same agent" in report and "seeds 0." in report
+    judged = re.findall(r"above chance: \*\*([a-z ]+)\*\*", report)   # raw, standardised
+    assert len(judged) == 2 and set(judged) <= {"holds", "does not hold", "within noise"}
     # the run cache: a second run loads every run and trains nothing
     again = experiment.run(quick=True, out_dir=out, profile=TINY)
     assert all(r["cached"] for rs in again["runs"].values() for r in rs)
     assert again["table"] == results["table"]
+
+
+def test_the_earlier_grid_flags_a_rate_within_the_chosen_rates_seed_range(tmp_path):
+    """The earlier grid kept only means: its chosen rate's point is this run's figures at
+    the grid's seeds, and a rate nearer than their range is flagged as a near-tie."""
+    profile = {**TINY, "modes": ("official",)}
+    out = tmp_path / "dt"
+    val = experiment.run(quick=True, out_dir=out, profile=profile)["tuning"]["vanilla"]
+    chosen = val["grid"]["0.003"]
+    assert chosen["max"] > chosen["min"]
+    near = chosen["mean"] + (chosen["max"] - chosen["min"]) / 2
+    grid = {"command": "(by hand)", "seeds": [0, 1],
+            "ppl": {"vanilla": {3e-3: 0.5, 1e-2: near, 3e-2: chosen["mean"] + 100}}}
+    experiment.run(quick=True, out_dir=out, profile={**profile, "earlier_grid": grid})
+    report = (out / "report.md").read_text()
+    row = [line for line in report.splitlines() if line.startswith("| vanilla |")][-1]
+    assert f"**0.003: {chosen['mean']:.3f}**" in row and "0.500" not in row
+    assert "Within the seeds' noise of the choice: vanilla (0.01)." in report
+
+
+@pytest.mark.parametrize("bound, reach", [(3.89, "cannot hold"), (12.5, "is within reach")])
+def test_the_memory_note_follows_the_depths_bound(bound, reach):
+    """The most a state saves decides whether "up to 10x" is possible at that depth."""
+    note = experiment._bound_note(6, bound)
+    assert f"no state saves more than {bound:.2f}x" in note
+    assert f'"up to 10x" {reach} at this depth' in note
 
 
 def test_a_run_does_not_depend_on_what_ran_before_it_in_the_process():

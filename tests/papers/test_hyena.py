@@ -4,6 +4,7 @@ the recurrent form, the counts, the recall task, and the experiment's outputs.""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -483,6 +484,25 @@ def test_run_follows_the_protocol_and_a_rerun_comes_from_the_cache(tmp_path):
     again = experiment.run(out_dir=tmp_path / "hyena", profile=TINY)
     assert again["lm"] == results["lm"] and again["recall"] == results["recall"]
     assert sorted((tmp_path / "cache" / "runs").glob("*.json")) == entries
+
+
+def test_a_tuned_run_reports_the_chosen_rates_not_the_profiles_default(tmp_path):
+    tuned = replace(TINY, lr_grid=(1e-3, 4e-3), recall_lr_grid=(1e-3, 4e-3))
+    results = experiment.run(out_dir=tmp_path / "hyena", profile=tuned)
+    report = (tmp_path / "hyena" / "report.md").read_text()
+    assert f"lr {TINY.train.lr:g}" not in report and "rate chosen on val" in report
+    for task in ("lm", "recall"):
+        assert {c["best"] for c in results["tuning"][task].values()} <= {1e-3, 4e-3}
+    assert report.count("learning rate: validation") == 2           # both grids shown
+
+
+def test_the_filter_plot_labels_both_axes_of_every_panel(tmp_path, monkeypatch):
+    saved = []
+    monkeypatch.setattr(experiment, "save_figure", lambda fig, path: saved.append(fig))
+    f = experiment._filter_figures(HyenaLM(TINY.model))
+    experiment.plot_filters({"hyena": f, "multihyena": f}, tmp_path / "filters.png")
+    for ax in saved[0].axes:
+        assert ax.get_xlabel() and ax.get_ylabel(), ax.get_title()
 
 
 def test_recall_splits_are_disjoint_generators_and_lm_run_checks_its_corpus():

@@ -644,6 +644,34 @@ def test_stlm_writes_results_report_and_plots_and_reuses_its_cache(tiny, tmp_pat
     assert again["variants"] == res["variants"]
 
 
+def test_the_quick_sweep_flags_a_rate_within_the_chosen_rates_seed_range(monkeypatch,
+                                                                          tmp_path):
+    """The quick profile quotes the sweep that chose its rates, which kept only means: a
+    swept rate is judged against the chosen rate's seed range, read from this run."""
+    one_rate = replace(TINY_PROFILE, lrs={k: (4e-3,) for k in experiment.VARIANTS})
+    monkeypatch.setitem(experiment.PROFILES, "quick", one_rate)
+    out = tmp_path / "stlm"
+    chosen = experiment.run(quick=True, out_dir=out)["tuning"][experiment.A]["grid"]["0.004"]
+    assert chosen["max"] > chosen["min"]
+    near, far = chosen["mean"] + (chosen["max"] - chosen["min"]) / 2, chosen["mean"] + 100
+    monkeypatch.setitem(experiment.QUICK_SWEEP, experiment.A,
+                        {2e-3: near, 4e-3: 99.0, 8e-3: far})
+    experiment.run(quick=True, out_dir=out)                  # from the cache
+    report = (out / "report.md").read_text()
+    assert f"**0.004: {chosen['mean']:.4f}**" in report and "99.0000" not in report
+    assert f"Within the seeds' noise of the choice: {experiment.A} (0.002)." in report
+
+
+@pytest.mark.parametrize("d, blames_the_factorisation", [(5.1, True), (9.0, False)])
+def test_the_factorisation_note_follows_where_d_lands(d, blames_the_factorisation):
+    """(a) at 2.8 and its per-slot marginals at 5.0: a (d) near the marginals has lost its
+    bits to the factorisation; a (d) far beyond them has lost most of them elsewhere."""
+    note = experiment._factorisation_note(2.8, 5.0, d)
+    assert "costs 2.20 bits per byte" in note and f"lands {d - 5.0:+.2f}" in note
+    assert ("the factorisation would have to go" in note) == blames_the_factorisation
+    assert ("a better-trained core might close" in note) != blames_the_factorisation
+
+
 def protocol_cache(root) -> int:
     return len(list((root / "cache" / "runs").glob("stlm_run-*.json")))
 

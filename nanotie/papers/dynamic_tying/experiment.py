@@ -391,16 +391,33 @@ def _summarise(groups, choice, synthetic, profile, name, episodes, seeds, splits
     return results
 
 
-def _earlier_grid(grid) -> str:
-    """The grid that chose a profile's fixed rates, as the code records it."""
+def _earlier_grid(grid, runs: dict) -> str:
+    """The grid that chose a profile's fixed rates, as the code records it (means only).
+    The chosen rate's point is this run's figures at the grid's seeds (``runs``: method ->
+    RunResults), so that the other rates are judged against its seed range."""
     if not grid:
         return ""
-    choice = {method: {"best": min(ppl, key=ppl.get),
-                       "grid": {lr: protocol.spread([v]) for lr, v in ppl.items()}}
-              for method, ppl in grid["ppl"].items()}
+    choice = {}
+    for method, ppl in grid["ppl"].items():
+        best, points = min(ppl, key=ppl.get), {lr: protocol.spread([v]) for lr, v in ppl.items()}
+        ran = [r.figures["val"]["ppl"] for r in runs.get(method, ())
+               if r.run.seed in grid["seeds"] and r.run.settings["train"]["lr"] == best]
+        if ran:
+            points[best] = protocol.spread(ran)
+        choice[method] = {"best": best, "grid": points}
     return (f"These rates were chosen by an earlier grid on seeds "
-            f"{', '.join(map(str, grid['seeds']))}, `{grid['command']}`:\n\n"
+            f"{', '.join(map(str, grid['seeds']))}, `{grid['command']}` (it kept means; "
+            "the chosen rates' figures are this run's at those seeds):\n\n"
             + tuning_table(choice, metric="ppl") + "\n")
+
+
+def _bound_note(n_layer: int, bound: float) -> str:
+    """What the most any state saves (every layer a copy of layer 0) allows of "10x"."""
+    return (f"With {n_layer} layers no state saves more than {bound:.2f}x on the parameter "
+            "side (every layer a copy of layer 0, the embeddings still train), so \"up to "
+            f"10x\" {'cannot hold' if bound < 10 else 'is within reach'} at this depth; and a "
+            "copy still runs, so its activations, most of the step's memory at this width, "
+            "stay.")
 
 
 def _policy_note(v) -> str:
@@ -430,9 +447,11 @@ def _report_body(results, groups, plots) -> str:
         f"seeds {', '.join(str(r.run.seed) for r in groups[k])}."
         for k in t if k.startswith("dynamic") and k != dyn_label)
 
-    def shares(norm):
+    def shares(norm):      # judged against chance by the verdicts' rule (gap vs range)
         each = ", ".join(f"{v:.1f}" for v in syn[norm])
-        return f"{protocol.spread(syn[norm]).format(2)} (each: {each})"
+        v = protocol.verdict(syn[norm], [syn["chance"]], lower_is_better=False)
+        return (f"{protocol.spread(syn[norm]).format(2)} (each: {each}; above chance: "
+                f"**{v.outcome}**, gap {v.gap:+.2f}, range {v.noise:.2f})")
 
     dyn_runs = groups[dyn_label]
     share = protocol.spread([r.figures["greedy_train_share"] for r in dyn_runs])
@@ -493,7 +512,7 @@ Learning rates (the controls use the dynamic run's rate):
 
 {tuning_table(results["tuning"], metric="ppl")}
 
-{_earlier_grid(results.get("earlier_grid"))}
+{_earlier_grid(results.get("earlier_grid"), {"vanilla": groups["vanilla"], "dynamic": dyn_runs})}
 {ppl_section}
 
 Is the agent learning? On a synthetic reward where every trained layer lowers the
@@ -512,10 +531,7 @@ verdicts.
 
 {claim_section(CLAIM_MEMORY, WHERE, mem_verdicts)}
 
-With {cfg['n_layer']} layers no state saves more than {results['param_ratio_bound']:.2f}x on
-the parameter side (every layer a copy of layer 0, the embeddings still train), so "up to
-10x" cannot hold at this depth; and a copy still runs, so its activations, most of the
-step's memory at this width, stay.
+{_bound_note(cfg['n_layer'], results['param_ratio_bound'])}
 
 ## Plots
 

@@ -232,9 +232,10 @@ def plot_filters(figures: dict, path) -> Path:
             line, = ax1.plot(h / (np.abs(h).max() + 1e-30), label=f"filter {c}")
             ax2.semilogy(np.abs(h) + 1e-12, color=line.get_color())
             ax2.semilogy(w * np.abs(h).max(), "--", color=line.get_color(), alpha=0.6)
-        ax1.set(title=f"{LABELS[name]}: layer-1 filters h_c(t) (scaled)", xlabel="t (taps)")
+        ax1.set(title=f"{LABELS[name]}: layer-1 filters h_c(t) (scaled)", xlabel="t (taps)",
+                ylabel="h_c(t) / max |h_c|")
         ax2.set(title=f"{LABELS[name]}: |h_c(t)| and the decay window (dashed)",
-                xlabel="t (taps)")
+                xlabel="t (taps)", ylabel="|h_c(t)|")
         ax1.legend(fontsize=8)
         for ax in (ax1, ax2):
             ax.grid(alpha=0.3)
@@ -370,6 +371,7 @@ def _report(out_dir, profile, name_of_profile, device, seeds, splits, lm_by, rc_
         f"{1e3 * s:.3f} ms, {b / 1024:,.0f} KiB" if k != "hyena_recompute" else f"{1e3 * s:.3f} ms"
         for s, b in zip(tp[k]["seconds"], tp[k]["state_bytes"])) + " |" for k in tp)
     cfg, rcfg, tc = profile.model, profile.recall, profile.train
+    lm_lr = "at each model's rate chosen on val (below)" if tuned else f"lr {tc.lr:g}"
     if tuned:
         tuning = ("\n### Tuning (validation split)\n\n" + tuning_table(lm_choice, metric="bpb")
                   + "\n\n" + tuning_table(rc_choice, metric="accuracy") + "\n")
@@ -420,7 +422,7 @@ longer context would test distillation harder.
 ## Language modelling (bytes of prose)
 
 {cfg.n_layer} layers, d_model {cfg.d_model}, context {cfg.context}, {tc.steps} steps of
-{tc.batch_size} sequences, AdamW lr {tc.lr:g} (weight decay {tc.weight_decay:g}); only the mixer
+{tc.batch_size} sequences, AdamW {lm_lr} (weight decay {tc.weight_decay:g}); only the mixer
 differs. Splits (bytes, each scored whole): train {len(splits.train):,}, val
 {len(splits.val):,}, test {len(splits.test):,}; a unigram byte model scores {unigram:.3f} on test.
 

@@ -410,10 +410,11 @@ def _report(results, profile, chosen, test, ceiling, ceiling_all, unigram, claim
                  "`python -m nanotie.papers.stlm.experiment --tune` (the quick profile "
                  f"over {', '.join(f'{x:g}' for x in LR_GRID)}, seeds 0 and 1, mean val "
                  "bpb) and are written in `QUICK_SWEEP`. That sweep (the chosen rate in "
-                 "bold):")
+                 "bold; it kept only means, so the noise is the chosen rate's seed range, "
+                 "from this run's seeds at that rate):")
         grid = tuning_table({k: {"best": choice[k]["best"],
-                                 "grid": {lr: protocol.spread([x]) for lr, x in
-                                          QUICK_SWEEP[k].items()}}
+                                 "grid": {**{lr: protocol.spread([x]) for lr, x in
+                                             QUICK_SWEEP[k].items()}, **choice[k]["grid"]}}
                              for k in chosen if k in QUICK_SWEEP}, metric="bpb", digits=4)
     per = _slot_means(slot_rows[0][1])[0]                          # (d), slot by slot
     later = per[1:][np.isfinite(per[1:])]
@@ -465,10 +466,8 @@ longer than the window. A context-free byte model scores {unigram:.3f} bits per 
 The byte decoder predicts the {W} byte slots of the next token independently given the
 core's state. The table's last row pushes (a)'s next-token distribution p(v) through that
 factorisation, m_j(b) = sum_v p(v) [byte j of v = b], scored as (d) is (a byte gets its
-share of the non-pad mass, plus the length code) and, under "all slots", as (g) is. The
-factorisation alone costs {ceiling.mean - test[A].mean:.2f} bits per byte; (d) lands \
-{test[D].mean - ceiling.mean:+.2f} from that estimate, so a better-trained core would not
-close much of (d)'s gap to (a): the factorisation would have to go. (d)'s every-slot
+share of the non-pad mass, plus the length code) and, under "all slots", as (g) is.
+{_factorisation_note(test[A].mean, ceiling.mean, test[D].mean)} (d)'s every-slot
 figure is large because its loss never trains the pad logits. Per slot (test, mean over
 seeds):
 
@@ -516,6 +515,17 @@ of the bytes, never predicted nor counted. The longest tokens:
 
 {DIFFERENCES}
 """
+
+
+def _factorisation_note(a: float, ceiling: float, d: float) -> str:
+    """What the per-slot marginals of (a) say about (d)'s gap to (a) (test bpb): most of
+    it is the factorisation's when (d) lands nearer that ceiling than the ceiling is to (a)."""
+    cost, rest = ceiling - a, d - ceiling
+    then = ("a better-trained core would not close much of (d)'s gap to (a): the "
+            "factorisation would have to go" if rest < cost else "most of (d)'s gap to (a) "
+            "lies beyond the factorisation's cost: a better-trained core might close much of it")
+    return (f"The factorisation alone costs {cost:.2f} bits per byte; (d) lands {rest:+.2f} "
+            f"from that estimate, so {then}.")
 
 
 # ------------------------------------------------------------------ measurements
