@@ -636,8 +636,9 @@ def test_stlm_writes_results_report_and_plots_and_reuses_its_cache(tiny, tmp_pat
     assert set(res["headline"]) == {"claim", "where", "verdict", "figure"}
     assert 3 <= len(res["summary"]) <= 4
     report = (out / "report.md").read_text()
-    for words in ("no quality claim", "Differences from the paper", "per-slot marginals",
-                  "bits_per_slot.png", "all slots", "Their later code"):
+    for words in ("no quality figure", "maintaining competitive performance",
+                  "Differences from the paper", "per-slot marginals", "bits_per_slot.png",
+                  "all slots", "Their later code"):
         assert words in report, words
     assert protocol_cache(tmp_path)
     again = experiment.run(quick=True, out_dir=out)           # every run from the cache
