@@ -103,6 +103,7 @@ def _site(args) -> int:
         raise UsageError(f"--repo-url {args.repo_url}: give the whole address, "
                          "https://... (without it every source link is a dead relative one)")
     # Found now, not after minutes of building (a file there: the builder says so).
+    made = not args.out.exists()
     problem = None if args.out.is_file() else unwritable(args.out)
     if problem:
         raise UsageError(f"--out {args.out}: {problem}")
@@ -114,6 +115,8 @@ def _site(args) -> int:
         sitebuild.build(args.out, args.jobs, cache, args.repo_url,
                         allow_errors=args.allow_errors)
     except sitebuild.SiteError as exc:
+        if made and args.out.is_dir() and not any(args.out.iterdir()):
+            args.out.rmdir()                    # the probe's folder, nothing built in it
         raise UsageError(str(exc)) from None
     except sitebuild.NotebookFailed as exc:          # a walkthrough's cell and traceback
         print(f"nanotie: error: {exc}", file=sys.stderr)

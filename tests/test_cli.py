@@ -289,6 +289,16 @@ def test_site_finds_an_unwritable_out_or_a_bad_repo_url_before_building(tmp_path
     assert "--repo-url github.com/OWNER" in one_error_line(capsys)
 
 
+def test_site_without_the_docs_extra_leaves_no_folder(tmp_path, monkeypatch, capsys):
+    import importlib.util
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "sphinx" else real(name, *a))
+    assert cli.main(["site", "--out", str(tmp_path / "site")]) == 2
+    assert "missing sphinx" in one_error_line(capsys)
+    assert not (tmp_path / "site").exists()
+
+
 def test_exercise_paths_of_the_wrong_kind_are_usage_errors(tmp_path, capsys):
     a_file = tmp_path / "stub.py"
     a_file.write_text("")
