@@ -357,6 +357,11 @@ def _corrupt_missing_step(sd):
     return "missing 'step'"
 
 
+def _corrupt_missing_lr(sd):
+    del sd["lr"]
+    return "missing 'lr'"
+
+
 def _corrupt_lr(sd):
     sd["lr"] = np.array([0.1, 0.2])
     return "'lr' has shape (2,)"
@@ -365,7 +370,7 @@ def _corrupt_lr(sd):
 BAD_STATES = [_corrupt_shape, _corrupt_unknown_index, _corrupt_index_one_past_the_last,
               _corrupt_unknown_name,
               _corrupt_incomplete, _corrupt_scalar_moment, _corrupt_missing_step,
-              _corrupt_lr]
+              _corrupt_missing_lr, _corrupt_lr]
 
 
 @pytest.mark.parametrize("corrupt", BAD_STATES, ids=lambda f: f.__name__[9:])

@@ -100,7 +100,8 @@ class Optimizer:
         problems, new_state, names_seen = [], {}, {}
         lrs = np.asarray(state.get("lr", []))
         if lrs.shape != (len(self.param_groups),):
-            problems.append(f"'lr' has shape {lrs.shape}, expected ({len(self.param_groups)},)")
+            problems.append("missing 'lr'" if "lr" not in state else
+                            f"'lr' has shape {lrs.shape}, expected ({len(self.param_groups)},)")
         step_shape = np.asarray(state["step"]).shape if "step" in state else None
         if step_shape != ():
             problems.append("missing 'step'" if step_shape is None else
