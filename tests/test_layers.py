@@ -141,6 +141,14 @@ def test_layer_norm_names_a_weight_or_bias_of_the_wrong_shape(which, weight, bia
         F.layer_norm(x, (4,), w, b)
 
 
+@pytest.mark.parametrize("weight", [(1,), (2, 4)])
+def test_rms_norm_names_a_weight_of_the_wrong_shape(weight):
+    """Broadcasting would take a (1,) or a (2, 4) weight for a (4,) one, silently."""
+    with pytest.raises(nt.autograd.ShapeError, match=r"rms_norm: weight of shape "
+                                                     r"\(.*normalized_shape \(4,\)"):
+        F.rms_norm(nt.randn(2, 4), (4,), nt.randn(*weight))
+
+
 def test_rms_norm_matches_formula(rng):
     rms = randomize(RMSNorm(6), rng)
     x = rng.standard_normal((3, 4, 6)) * 3 + 1
