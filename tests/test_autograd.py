@@ -309,6 +309,16 @@ def test_numpy_float64_scalar_does_not_promote():
 # ------------------------------------------------------ aliasing of leaf gradients
 
 
+def test_a_0d_leaf_gets_an_array_as_its_gradient():
+    """NumPy gives a 0-d result as a scalar, which cannot be updated in place (an
+    optimizer's p.grad *= ... would rebind a name and change nothing)."""
+    x = leaf(2.0)
+    for expected in (4.0, 8.0):               # the first backward, then accumulation
+        (x * x).backward()
+        assert isinstance(x.grad, np.ndarray) and x.grad.shape == ()
+        assert x.grad.item() == expected
+
+
 def test_leaf_grads_of_one_op_do_not_alias():
     """add's backward returns the SAME array for both inputs; each leaf must get its
     own, or editing one grad in place would silently change the other."""

@@ -95,6 +95,25 @@ def test_parameter_without_grad_is_left_alone():
     assert id(params[1]) not in opt.state and id(params[0]) in opt.state
 
 
+def test_a_scalar_parameter_steps_and_clips_as_a_one_element_vector():
+    """A 0-d Parameter (a learned temperature): its gradient came back as a NumPy
+    scalar, which cannot change in place, so AdamW raised, SGD's momentum kept its
+    first value and clipping left the gradient as it was."""
+    finals = []
+    for shape in [(1,), ()]:
+        p, q, r = (Parameter(np.full(shape, 2.0)) for _ in range(3))
+        opts = [SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1), AdamW([q], lr=0.1)]
+        for _ in range(3):
+            for opt, w in zip(opts, (p, q)):
+                opt.zero_grad()
+                (w * w).sum().backward()
+                opt.step()
+        (r * r).sum().backward()
+        clip_grad_norm([r], max_norm=1.0)
+        finals.append([w.numpy().reshape(()) for w in (p, q)] + [r.grad.reshape(())])
+    np.testing.assert_allclose(finals[1], finals[0], rtol=1e-12)
+
+
 def test_optimizers_step_in_float32_without_upcasting():
     params = make_params(dtype=np.float32)
     for opt in (SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01), AdamW(params)):

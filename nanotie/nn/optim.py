@@ -156,7 +156,7 @@ class SGD(Optimizer):
             grad = grad + group["weight_decay"] * p.data
         if group["momentum"]:
             if "momentum" not in state:
-                state["momentum"] = grad.copy()
+                state["momentum"] = backend.xp_of(p.data).array(grad)   # 0-d: not a scalar
             else:
                 buf = state["momentum"]
                 buf *= group["momentum"]
@@ -203,7 +203,7 @@ class AdamW(Optimizer):
             p.data *= cast(1.0 - lr * group["weight_decay"])
         # One scratch array, updated in place, instead of a new array per operation.
         m *= cast(b1)
-        buf = grad * cast(1.0 - b1)
+        buf = xp.asarray(grad * cast(1.0 - b1))             # an array, also for a 0-d p
         m += buf                                             # m = b1 m + (1 - b1) g
         v *= cast(b2)
         xp.multiply(grad, grad, out=buf)
