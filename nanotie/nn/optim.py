@@ -120,9 +120,10 @@ class Optimizer:
             if value.shape != want:
                 problems.append(f"'{key}': shape {value.shape} != expected shape {want}")
                 continue
-            # counters (0-d) stay on the host; moment arrays go where the parameter is
+            # the step counter stays on the host; moments go where the parameter is (a 0-d
+            # parameter's too)
             new_state.setdefault(id(p), {})[name] = (
-                value.copy() if value.ndim == 0 else backend.to_device(value.copy(), p.device))
+                value.copy() if name == "step" else backend.to_device(value.copy(), p.device))
         problems += [f"parameter {i}: state has {sorted(names)}, expected "
                      f"{sorted(self.state_names)}" for i, names in sorted(names_seen.items())
                      if names != set(self.state_names)]
