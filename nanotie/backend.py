@@ -145,6 +145,7 @@ def scatter_add(target, index, values):
         import scipy.sparse
 
         n = index.shape[0]
+        index = index.astype(np.intp, copy=False)   # uint8 ids (bytes) cannot hold id + V
         index = np.where(index < 0, index + target.shape[0], index)
         onehot = scipy.sparse.csr_matrix((np.ones(n, dtype=values.dtype),
                                           (index, np.arange(n))), shape=(target.shape[0], n))

@@ -6,6 +6,8 @@ comparing against untied copies (two separate leaves with the same values) whose
 gradients we add ourselves, and, where it is short, against the formula.
 """
 
+import re
+
 import numpy as np
 import pytest
 
@@ -236,6 +238,28 @@ def test_integer_tensors_cannot_require_grad():
         nt.tensor([1, 2, 3]).requires_grad_()
 
 
+@pytest.mark.parametrize("update", ["+=", "-=", "*=", "/="])
+def test_in_place_arithmetic_on_a_trainable_leaf_is_refused(update):
+    """PyTorch's manual step, ``p -= lr * p.grad`` under no_grad, would rebind the loop
+    variable and leave every Parameter unchanged without a word."""
+    from nanotie.nn import Linear
+    model = Linear(3, 2)
+    model(nt.randn(4, 3)).sum().backward()
+    before = [p.numpy().copy() for p in model.parameters()]
+    with pytest.raises(RuntimeError, match=re.escape(f"'{update}' on a leaf tensor that")):
+        with nt.no_grad():
+            for p in model.parameters():
+                exec(f"p {update} 0.1 * p.grad")
+    for p, b in zip(model.parameters(), before):
+        np.testing.assert_array_equal(p.numpy(), b)
+    total = 0.0                   # accumulating a loss, or a constant, still works
+    for _ in range(2):
+        total += leaf([1.0]).sum()
+    c = nt.tensor([1.0])
+    c *= 3
+    assert total.grad_fn == "add" and c.tolist() == [3.0]
+
+
 def test_backward_on_a_tensor_without_grad_says_why():
     with pytest.raises(RuntimeError, match="does not require grad"):
         nt.tensor([1.0, 2.0]).sum().backward()
@@ -283,6 +307,16 @@ def test_numpy_float64_scalar_does_not_promote():
 
 
 # ------------------------------------------------------ aliasing of leaf gradients
+
+
+def test_a_0d_leaf_gets_an_array_as_its_gradient():
+    """NumPy gives a 0-d result as a scalar, which cannot be updated in place (an
+    optimizer's p.grad *= ... would rebind a name and change nothing)."""
+    x = leaf(2.0)
+    for expected in (4.0, 8.0):               # the first backward, then accumulation
+        (x * x).backward()
+        assert isinstance(x.grad, np.ndarray) and x.grad.shape == ()
+        assert x.grad.item() == expected
 
 
 def test_leaf_grads_of_one_op_do_not_alias():

@@ -97,6 +97,21 @@ def test_embedding_picks_rows_and_scatters_gradient(rng):
     assert np.all(emb.weight.grad[[2, 3, 5]] == 0)
 
 
+@pytest.mark.parametrize("dtype", [np.uint8, np.int8])
+def test_embedding_takes_ids_of_any_integer_width(rng, dtype):
+    """Bytes as uint8 into a 256-row table: the backward's scatter-add must not compute
+    id + 256 in the ids' own dtype (an OverflowError for uint8)."""
+    emb = randomize(Embedding(256, 3), rng)
+    ids = np.array([[1, 2, 2, 100]])
+    up = rng.standard_normal((1, 4, 3))
+    grads = []
+    for d in (np.int64, dtype):
+        emb.weight.grad = None
+        (emb(ids.astype(d)) * nt.tensor(up)).sum().backward()
+        grads.append(emb.weight.grad)
+    np.testing.assert_array_equal(grads[1], grads[0])
+
+
 def test_embedding_rejects_out_of_range_ids():
     emb = Embedding(5, 2)
     with pytest.raises(IndexError, match=r"\[0, 5\)"):
@@ -124,6 +139,14 @@ def test_layer_norm_names_a_weight_or_bias_of_the_wrong_shape(which, weight, bia
     with pytest.raises(nt.autograd.ShapeError, match=rf"layer_norm: {which} of shape "
                                                      rf"\({shape[0]},.*normalized_shape \(4,\)"):
         F.layer_norm(x, (4,), w, b)
+
+
+@pytest.mark.parametrize("weight", [(1,), (2, 4)])
+def test_rms_norm_names_a_weight_of_the_wrong_shape(weight):
+    """Broadcasting would take a (1,) or a (2, 4) weight for a (4,) one, silently."""
+    with pytest.raises(nt.autograd.ShapeError, match=r"rms_norm: weight of shape "
+                                                     r"\(.*normalized_shape \(4,\)"):
+        F.rms_norm(nt.randn(2, 4), (4,), nt.randn(*weight))
 
 
 def test_rms_norm_matches_formula(rng):

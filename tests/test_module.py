@@ -462,3 +462,8 @@ def test_evaluating_turns_off_dropout_and_the_graph_and_restores_the_mode():
             raise RuntimeError("inside")
     assert not model.training                          # the mode it had, even after a raise
     assert model(x).requires_grad
+    model.train()
+    model.drop.eval()                                  # a part kept in eval mode
+    with model.evaluating():
+        pass
+    assert model.training and not model.drop.training

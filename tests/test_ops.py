@@ -102,6 +102,19 @@ def test_a_python_list_operand_is_read_as_tensor_reads_it():
     assert t.grad.tolist() == [3.0, 4.0] and t.grad.dtype == np.float32
 
 
+def test_an_integer_operand_takes_the_float_operands_dtype():
+    """float32 with int64 (an int list, an id tensor) stays float32, as in PyTorch;
+    NumPy's rule would make it float64."""
+    t = nanotie.tensor([1.0, 2.0], requires_grad=True)
+    ids = nanotie.tensor(np.array([3, 4]))
+    for out in (t * [3, 4], ids * t, t @ ids, t - ids.data,
+                nanotie.ops.where(np.array([True, False]), t, ids)):
+        assert out.dtype == np.float32, out
+    assert (t.double() + ids).dtype == np.float64
+    (t * ids).sum().backward()
+    assert t.grad.tolist() == [3.0, 4.0] and t.grad.dtype == np.float32
+
+
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")     # NumPy's 0**-1 and log(0)
 def test_pow_at_a_zero_base_or_a_zero_exponent_gives_pytorchs_gradients():
     """A Python base of 0 used to raise 'math domain error' (math.log), and x**0 at

@@ -95,6 +95,25 @@ def test_parameter_without_grad_is_left_alone():
     assert id(params[1]) not in opt.state and id(params[0]) in opt.state
 
 
+def test_a_scalar_parameter_steps_and_clips_as_a_one_element_vector():
+    """A 0-d Parameter (a learned temperature): its gradient came back as a NumPy
+    scalar, which cannot change in place, so AdamW raised, SGD's momentum kept its
+    first value and clipping left the gradient as it was."""
+    finals = []
+    for shape in [(1,), ()]:
+        p, q, r = (Parameter(np.full(shape, 2.0)) for _ in range(3))
+        opts = [SGD([p], lr=0.1, momentum=0.9, weight_decay=0.1), AdamW([q], lr=0.1)]
+        for _ in range(3):
+            for opt, w in zip(opts, (p, q)):
+                opt.zero_grad()
+                (w * w).sum().backward()
+                opt.step()
+        (r * r).sum().backward()
+        clip_grad_norm([r], max_norm=1.0)
+        finals.append([w.numpy().reshape(()) for w in (p, q)] + [r.grad.reshape(())])
+    np.testing.assert_allclose(finals[1], finals[0], rtol=1e-12)
+
+
 def test_optimizers_step_in_float32_without_upcasting():
     params = make_params(dtype=np.float32)
     for opt in (SGD(params, lr=0.1, momentum=0.9, weight_decay=0.01), AdamW(params)):
@@ -357,6 +376,11 @@ def _corrupt_missing_step(sd):
     return "missing 'step'"
 
 
+def _corrupt_missing_lr(sd):
+    del sd["lr"]
+    return "missing 'lr'"
+
+
 def _corrupt_lr(sd):
     sd["lr"] = np.array([0.1, 0.2])
     return "'lr' has shape (2,)"
@@ -365,7 +389,7 @@ def _corrupt_lr(sd):
 BAD_STATES = [_corrupt_shape, _corrupt_unknown_index, _corrupt_index_one_past_the_last,
               _corrupt_unknown_name,
               _corrupt_incomplete, _corrupt_scalar_moment, _corrupt_missing_step,
-              _corrupt_lr]
+              _corrupt_missing_lr, _corrupt_lr]
 
 
 @pytest.mark.parametrize("corrupt", BAD_STATES, ids=lambda f: f.__name__[9:])

@@ -164,6 +164,20 @@ def test_cached_forward_equals_full_forward(variant):
         model(idx[:, :1], cache=cache)
 
 
+@pytest.mark.parametrize("rows", [1, 3])
+def test_cache_refuses_another_batch_size_and_stays_usable(rows):
+    """A cache for 2 rows given 1 (NumPy would broadcast it into both) or 3: a clear
+    error, before anything is written, so the cache still gives the full forward."""
+    model = tiny()
+    idx = np.random.default_rng(5).integers(0, 11, (3, 8))
+    cache = KVCache(model, 2)
+    with pytest.raises(ValueError, match="batch of 2, given a batch of " + str(rows)):
+        model(idx[:rows, :3], cache=cache)
+    assert cache.length == 0 and all(layer.length == 0 for layer in cache.layers)
+    np.testing.assert_allclose(model(idx[:2, :3], cache=cache)[0].numpy(),
+                               model(idx[:2, :3])[0].numpy(), rtol=1e-10, atol=1e-12)
+
+
 # --------------------------------------------------------------- generation
 
 

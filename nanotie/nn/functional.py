@@ -42,6 +42,10 @@ def rms_norm(x: Tensor, normalized_shape, weight: Tensor | None = None,
              eps: float = 1e-6) -> Tensor:
     """RMSNorm(x) = x / sqrt(mean(x^2) + eps) * weight, over the trailing dims."""
     dims = _trailing_dims(x, normalized_shape, "rms_norm")
+    norm_shape = x.shape[x.ndim - len(dims):]
+    if weight is not None and weight.shape != norm_shape:   # broadcasting would hide it
+        raise ShapeError(f"rms_norm: weight of shape {weight.shape} does not match "
+                         f"normalized_shape {norm_shape}")
     y = x * (mean(x * x, dim=dims, keepdim=True) + eps) ** -0.5
     return y * weight if weight is not None else y
 

@@ -198,14 +198,15 @@ class Module:
     @contextmanager
     def evaluating(self):
         """``with model.evaluating():`` eval mode and no graph inside the block; the
-        mode the model had is restored after it, whatever happens inside."""
-        was_training = self.training
+        mode each module had is restored after it, whatever happens inside."""
+        modes = [(m, m.training) for m in self.modules()]   # a part kept in eval stays so
         self.eval()
         try:
             with no_grad():
                 yield self
         finally:
-            self.train(was_training)
+            for m, mode in modes:
+                object.__setattr__(m, "training", mode)
 
     def eval(self) -> "Module":
         """Evaluation mode (dropout off). Returns self."""

@@ -100,7 +100,8 @@ class Optimizer:
         problems, new_state, names_seen = [], {}, {}
         lrs = np.asarray(state.get("lr", []))
         if lrs.shape != (len(self.param_groups),):
-            problems.append(f"'lr' has shape {lrs.shape}, expected ({len(self.param_groups)},)")
+            problems.append("missing 'lr'" if "lr" not in state else
+                            f"'lr' has shape {lrs.shape}, expected ({len(self.param_groups)},)")
         step_shape = np.asarray(state["step"]).shape if "step" in state else None
         if step_shape != ():
             problems.append("missing 'step'" if step_shape is None else
@@ -119,9 +120,10 @@ class Optimizer:
             if value.shape != want:
                 problems.append(f"'{key}': shape {value.shape} != expected shape {want}")
                 continue
-            # counters (0-d) stay on the host; moment arrays go where the parameter is
+            # the step counter stays on the host; moments go where the parameter is (a 0-d
+            # parameter's too)
             new_state.setdefault(id(p), {})[name] = (
-                value.copy() if value.ndim == 0 else backend.to_device(value.copy(), p.device))
+                value.copy() if name == "step" else backend.to_device(value.copy(), p.device))
         problems += [f"parameter {i}: state has {sorted(names)}, expected "
                      f"{sorted(self.state_names)}" for i, names in sorted(names_seen.items())
                      if names != set(self.state_names)]
@@ -155,7 +157,7 @@ class SGD(Optimizer):
             grad = grad + group["weight_decay"] * p.data
         if group["momentum"]:
             if "momentum" not in state:
-                state["momentum"] = grad.copy()
+                state["momentum"] = backend.xp_of(p.data).array(grad)   # 0-d: not a scalar
             else:
                 buf = state["momentum"]
                 buf *= group["momentum"]
@@ -202,7 +204,7 @@ class AdamW(Optimizer):
             p.data *= cast(1.0 - lr * group["weight_decay"])
         # One scratch array, updated in place, instead of a new array per operation.
         m *= cast(b1)
-        buf = grad * cast(1.0 - b1)
+        buf = xp.asarray(grad * cast(1.0 - b1))             # an array, also for a 0-d p
         m += buf                                             # m = b1 m + (1 - b1) g
         v *= cast(b2)
         xp.multiply(grad, grad, out=buf)

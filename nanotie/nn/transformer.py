@@ -113,6 +113,9 @@ class CausalSelfAttention(Module):
         q, k, v = qkv[0], qkv[1], qkv[2]                                    # (B, H, T, hd)
         offset = 0
         if kv is not None:          # generation: write these after the cached keys/values
+            if kv.k.shape[0] != B:  # NumPy would broadcast 1 row into all, or fail obscurely
+                raise ValueError(f"KVCache: made for a batch of {kv.k.shape[0]}, given a "
+                                 f"batch of {B}")
             offset, kv.length = kv.length, kv.length + T
             kv.k[:, :, offset:kv.length] = k.data                           # in place
             kv.v[:, :, offset:kv.length] = v.data

@@ -38,6 +38,19 @@ def _to(self, *args, **kwargs):
     return out if device is None else to_device(out, device)
 
 
+def _inplace(op, symbol):
+    """``t += x`` is ``t = t + x``: Python REBINDS the name to a new tensor. On a trainable
+    leaf that is a silent no-op on the Parameter (``p -= lr * p.grad`` in a loop over
+    ``model.parameters()``), so it is refused there; ``p.data -= ...`` updates in place."""
+    def method(self, other):
+        if self.is_leaf and self.requires_grad:
+            raise RuntimeError(f"'{symbol}' on a leaf tensor that requires grad would make a "
+                               "new tensor and leave this one unchanged; to update its "
+                               f"values in place, write t.data {symbol} ...")
+        return op(self, other)
+    return method
+
+
 # One table: method name -> function. Reading it is the quickest way to learn which
 # Tensor methods exist.
 _METHODS = {
@@ -48,6 +61,8 @@ _METHODS = {
     "__pow__": pow, "__rpow__": lambda a, b: pow(b, a),
     "__matmul__": matmul, "__rmatmul__": lambda a, b: matmul(b, a),
     "__neg__": neg,
+    "__iadd__": _inplace(add, "+="), "__isub__": _inplace(sub, "-="),
+    "__imul__": _inplace(mul, "*="), "__itruediv__": _inplace(div, "/="),
     "__lt__": lt, "__le__": le, "__gt__": gt, "__ge__": ge,
     "__getitem__": getitem,
     "add": add, "sub": sub, "mul": mul, "div": div, "pow": pow, "matmul": matmul,

@@ -32,6 +32,13 @@ def operands(op: str, a, b):
         return Tensor(backend.to_device(x, like.device))
 
     a, b = operand(a), operand(b)
+    if isinstance(a, Tensor) and isinstance(b, Tensor):
+        # As in PyTorch, an integer operand takes the float one's dtype: NumPy would make
+        # float32 * int64 (an int list, ids) float64.
+        if a.dtype.kind in "fc" and b.dtype.kind in "biu":
+            b = Tensor(b.data.astype(a.dtype))
+        elif b.dtype.kind in "fc" and a.dtype.kind in "biu":
+            a = Tensor(a.data.astype(b.dtype))
     check_same_device(op, a, b)
     return a, b
 
