@@ -453,7 +453,7 @@ def test_configs_and_loss_reject_bad_arguments():
         cwt_loss(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), reduction="sum")
     with pytest.raises(TypeError, match="HeadlessConfig"):
         HeadlessGPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2))
-    with pytest.raises(ValueError, match="head"):
+    with pytest.raises(ValueError, match="head must be 'tied' or 'clone', got 'other'"):
         lm_from_headless(HeadlessGPT(small_config()), "other")
     untied = GPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2,
                            tie_embeddings=False))
