@@ -78,8 +78,12 @@ def test_backward_on_a_non_scalar_needs_a_gradient():
 
 def test_backward_with_a_wrong_shaped_gradient():
     y = nt.tensor(np.ones((2, 3)), requires_grad=True) * 2
-    with pytest.raises(nt.ShapeError, match=has_all("backward", (3, 2), (2, 3))):
+    with pytest.raises(nt.ShapeError, match=has_all("backward()", (3, 2), (2, 3))):
         y.backward(np.ones((3, 2)))
+    # One that broadcasts: sum's backward would take it without a word.
+    s = nt.tensor(np.ones((2, 3)), requires_grad=True).sum(dim=0)
+    with pytest.raises(nt.ShapeError, match=has_all("backward()", (1, 3), (3,))):
+        s.backward(np.ones((1, 3)))
 
 
 def test_reshape_to_a_wrong_size():
