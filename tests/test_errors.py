@@ -256,6 +256,7 @@ def test_permute_with_a_non_permutation():
     (lambda: data.BPETokenizer([(1, 2), (1, 2)]), ValueError, ("the same pair twice",)),
     (lambda: data.BatchSampler(np.arange(10), block_size=0, batch_size=2), ValueError,
      ("block_size and batch_size must be >= 1", "0 and 2")),
+    (lambda: data.ByteTokenizer().encode(123), TypeError, ("expected str or bytes", "got int")),
     (lambda: nt.add(1.0, 2.0), TypeError, ("add", "at least one Tensor", "float and float")),
     (lambda: ones(2).to("cpu", copy=True), TypeError, ("to()", "unexpected", "copy")),
     (lambda: nt.tensor(np.arange(3)).mean(), TypeError, ("mean", "floating-point", "int64")),
@@ -266,7 +267,8 @@ def test_permute_with_a_non_permutation():
         "stack-empty", "pad-odd", "pad-too-many", "clamp-no-bound", "getitem", "sgd-lr",
         "gradcheck-not-a-tensor", "gradcheck-float32", "gradcheck_module-frozen",
         "gradcheck_module-not-scalar", "split-2d-ids", "bpe-repeated-merge",
-        "sampler-block-size", "add-no-tensor", "to-unknown-argument", "mean-of-integers"])
+        "sampler-block-size", "encode-int", "add-no-tensor", "to-unknown-argument",
+        "mean-of-integers"])
 def test_a_bad_argument_names_the_op_and_what_is_wrong(call, error, parts):
     with pytest.raises(error, match=has_all(*parts)):
         call()
