@@ -78,8 +78,12 @@ def test_backward_on_a_non_scalar_needs_a_gradient():
 
 def test_backward_with_a_wrong_shaped_gradient():
     y = nt.tensor(np.ones((2, 3)), requires_grad=True) * 2
-    with pytest.raises(nt.ShapeError, match=has_all("backward", (3, 2), (2, 3))):
+    with pytest.raises(nt.ShapeError, match=has_all("backward()", (3, 2), (2, 3))):
         y.backward(np.ones((3, 2)))
+    # One that broadcasts: sum's backward would take it without a word.
+    s = nt.tensor(np.ones((2, 3)), requires_grad=True).sum(dim=0)
+    with pytest.raises(nt.ShapeError, match=has_all("backward()", (1, 3), (3,))):
+        s.backward(np.ones((1, 3)))
 
 
 def test_reshape_to_a_wrong_size():
@@ -252,6 +256,7 @@ def test_permute_with_a_non_permutation():
     (lambda: data.BPETokenizer([(1, 2), (1, 2)]), ValueError, ("the same pair twice",)),
     (lambda: data.BatchSampler(np.arange(10), block_size=0, batch_size=2), ValueError,
      ("block_size and batch_size must be >= 1", "0 and 2")),
+    (lambda: data.ByteTokenizer().encode(123), TypeError, ("expected str or bytes", "got int")),
     (lambda: nt.add(1.0, 2.0), TypeError, ("add", "at least one Tensor", "float and float")),
     (lambda: ones(2).to("cpu", copy=True), TypeError, ("to()", "unexpected", "copy")),
     (lambda: nt.tensor(np.arange(3)).mean(), TypeError, ("mean", "floating-point", "int64")),
@@ -266,8 +271,8 @@ def test_permute_with_a_non_permutation():
         "stack-empty", "pad-odd", "pad-too-many", "clamp-no-bound", "getitem", "sgd-lr",
         "gradcheck-not-a-tensor", "gradcheck-float32", "gradcheck_module-frozen",
         "gradcheck_module-not-scalar", "split-2d-ids", "bpe-repeated-merge",
-        "sampler-block-size", "add-no-tensor", "to-unknown-argument", "mean-of-integers",
-        "load_state_dict-a-path", "gpt-load_state_dict-a-path"])
+        "sampler-block-size", "encode-int", "add-no-tensor", "to-unknown-argument",
+        "mean-of-integers", "load_state_dict-a-path", "gpt-load_state_dict-a-path"])
 def test_a_bad_argument_names_the_op_and_what_is_wrong(call, error, parts):
     with pytest.raises(error, match=has_all(*parts)):
         call()

@@ -253,6 +253,16 @@ def test_nanotie_tensors_train_on_the_fake_device(fake_gpu):
     assert isinstance(layer.weight.grad, DeviceArray) and np.isfinite(loss.item())
 
 
+def test_a_host_array_in_a_device_op_is_named_as_a_device_mix(fake_gpu):
+    """A NumPy mask is no Tensor, so the ops' device check does not see it;
+    backend.xp_of does, and says what to do instead of a TypeError from CuPy."""
+    import nanotie as nt
+
+    a = nt.tensor(np.ones((2, 3))).to("cuda")
+    with pytest.raises(nt.DeviceError, match=r"different devices \(cpu and cuda\).*\.to"):
+        nt.where(np.ones((2, 3), bool), a, a)
+
+
 # ------------------------------------------------- the papers' training paths
 
 

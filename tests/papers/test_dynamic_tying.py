@@ -117,7 +117,7 @@ def test_states_keep_their_invariants_under_any_action_sequence():
 def test_invalid_states_are_refused_clearly(bad, words):
     with pytest.raises(ValueError, match=words):
         validate_state(bad, 3)
-    with pytest.raises(ValueError):
+    with pytest.raises(ValueError, match=words):
         DynamicTiedGPT(CFG, state=bad)
     with pytest.raises(ValueError, match="actions 0..2"):
         with_action((0, 1, 2), 2, 3)

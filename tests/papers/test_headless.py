@@ -415,6 +415,15 @@ def test_zero_shot_head_scores_outputs_against_the_input_embedding(tau):
     np.testing.assert_allclose(logits.numpy(), expected, rtol=1e-10, atol=1e-12)
 
 
+def test_a_plain_tied_gpt_comes_back_with_its_own_logits():
+    """lm_from_headless also takes any GPT with a tied head, and then tau = 1."""
+    nt.manual_seed(0)
+    gpt = perturbed(GPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2)))
+    x = np.random.default_rng(13).integers(0, 12, (2, 8))
+    np.testing.assert_allclose(lm_from_headless(gpt)(x)[0].numpy(), gpt(x)[0].numpy(),
+                               rtol=1e-12)
+
+
 def test_cloned_head_is_a_separate_parameter_and_head_only_tuning_keeps_the_body():
     nt.manual_seed(0)
     model = perturbed(HeadlessGPT(small_config()))
@@ -453,7 +462,7 @@ def test_configs_and_loss_reject_bad_arguments():
         cwt_loss(Tensor(np.zeros((3, 4))), Tensor(np.zeros((3, 4))), reduction="sum")
     with pytest.raises(TypeError, match="HeadlessConfig"):
         HeadlessGPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2))
-    with pytest.raises(ValueError, match="head"):
+    with pytest.raises(ValueError, match="head must be 'tied' or 'clone', got 'other'"):
         lm_from_headless(HeadlessGPT(small_config()), "other")
     untied = GPT(GPTConfig(vocab_size=12, context=8, d_model=8, n_layer=1, n_head=2,
                            tie_embeddings=False))

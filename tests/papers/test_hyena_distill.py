@@ -152,12 +152,18 @@ def test_hankel_rank_is_the_state_size():
 
 def test_lower_bound_holds_for_arbitrary_order_d_systems():
     """The bound σ_{d+1}/sqrt(n) is about ANY order-d system, not only our fits: random
-    order-d modal systems never get closer to the filter than it says."""
+    order-d modal systems never get closer to the filter than it says. Its value is
+    σ_{d+1} (sigma[d]) of H_ij = h_{1+i+j} over sqrt(n), n = (L - 1) // 2: a smaller one
+    (σ_{d+2}, or over n) would hold as well and say less."""
     h = implicit_like(0)
+    n = (len(h) - 1) // 2
     sigma = ds.hankel_singular_values(h)
+    by_hand = np.linalg.svd([[h[1 + i + j] for j in range(len(h) - 1 - n)] for i in range(n)],
+                            compute_uv=False)
     for d in [1, 2, 4, 6]:
         bound = ds.error_lower_bound(h, d, sigma)
-        assert bound > 0
+        assert bound == pytest.approx(by_hand[d] / np.sqrt(n), rel=1e-12)
+        assert ds.error_lower_bound(h, d) == bound
         for trial in range(20):
             poles, _, _ = random_modal(100 * d + trial, d % 2, d // 2, radius=(0.3, 0.99))
             # the best residues for these poles make the system as close as it gets
@@ -352,7 +358,7 @@ def test_conjugate_pairs_give_a_real_impulse_response():
 
 def test_modal_least_squares_jacobian_matches_finite_differences():
     """The hand-written Jacobian of the refinement residual, against central
-    differences in float64 (a random direction and every coordinate)."""
+    differences in float64, column by column (every coordinate)."""
     h = implicit_like(7, length=40)
     fit = ds.era(h, 5)
     rmax = 0.999

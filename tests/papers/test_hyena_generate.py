@@ -240,7 +240,8 @@ def test_the_state_does_not_grow_and_generation_runs_past_the_context():
     assert [(c.window.shape, c.state.shape) for c in state.layers] == shapes
     out = distilled.generate(tokens((1, 4)), 40, seed=0)
     assert out.shape == (1, 44)
-    with pytest.raises(ValueError):            # the parallel form stops at the context
+    # the parallel form stops at the context
+    with pytest.raises(ValueError, match="longer than the filters' max_len 16"):
         logits_of(distilled, tokens((1, 20)))
 
 
