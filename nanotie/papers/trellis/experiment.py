@@ -417,7 +417,8 @@ def run(quick: bool = True, out_dir="runs/trellis", seed: int = 0, device: str =
     }
     lm_outcome = (verdicts["lm_vs_lstm"].outcome, verdicts["lm_vs_tcn"].outcome)
     results = {
-        "profile": "custom" if profile else "quick" if quick else "full", "settings": asdict(prof), "version": VERSION,
+        "profile": "custom" if profile else "quick" if quick else "full",
+        "settings": asdict(prof), "version": VERSION,
         "splits": splits.sizes, "seeds": seeds, "equivalence": eq,
         "lm": {k: {"model": v[0]["model"], "receptive_field": v[0]["receptive_field"],
                    "parameters": v[0]["parameters"], "lr": lm_choice[k]["best"],
