@@ -574,7 +574,8 @@ def test_notebook_writes_nothing_into_runs(tmp_path):
     runs = tmp_path / "runs" / "trellis"
     runs.mkdir(parents=True)
     (runs / "report.md").write_text("a full run's report\n")
-    env = {**os.environ, "NANOTIE_QUICK": "1", "MPLBACKEND": "Agg"}
+    env = {**os.environ, "NANOTIE_QUICK": "1", "MPLBACKEND": "Agg",
+           "TMPDIR": str(tmp_path)}                    # its own temporary runs land here
     done = subprocess.run([sys.executable, str(source)], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
