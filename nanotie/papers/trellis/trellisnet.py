@@ -161,7 +161,7 @@ class TrellisConfig:
     n_in: int = 32                 # input channels per time step (the paper's ninp)
     n_hid: int = 64                # hidden channels that are not read out (nhid)
     n_out: int = 32                # channels read out: the LAST n_out of z (nout)
-    n_levels: int = 8              # depth; with dilation 1 the receptive field is n_levels
+    n_levels: int = 8              # depth; with dilation 1 the receptive field is n_levels + 1
     dilations: tuple | None = None # one per level (e.g. 1, 1, 2, 4, ...); None: all 1
     weight_norm: bool = False      # w = g v / ||v|| for each output channel
     dropout_in: float = 0.0        # locked (variational) dropout on the input sequence
