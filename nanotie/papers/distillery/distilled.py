@@ -84,7 +84,7 @@ class DistilledHyena(_ModalFilters, HyenaOperator):
 
 class DistilledMultiHyena(_ModalFilters, MultiHyenaOperator):
     """A :class:`MultiHyenaOperator` whose M long filters (one per head) are modal
-    SSMs; each head's state is shared by its N² channels' filter, not its values."""
+    SSMs; a head's poles and residues serve its N² channels, each with its own state."""
 
 
 def distilled_operator(op: HyenaOperator, bank: ModalFilterBank) -> HyenaOperator:
