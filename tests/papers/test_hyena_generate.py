@@ -25,6 +25,7 @@ from nanotie.papers.distillery.distilled import DistilledMultiHyena, distill, di
 from nanotie.papers.hyena.model import HyenaConfig, HyenaLM
 from nanotie.papers.hyena.operator import MultiHyenaOperator, linear_attention_with_decay
 from nanotie.report import write_results
+from nanotie.train import TrainConfig, train
 
 DEVICES = ["cpu", pytest.param("cuda", marks=[
     pytest.mark.gpu, pytest.mark.skipif(not nt.cuda_available(), reason="no CUDA GPU")])]
@@ -90,6 +91,18 @@ def test_distilled_model_trains_its_shared_weights_and_saves_them_once():
     other.load_state_dict(state)
     assert other.lm_head.weight is other.wte.weight
     np.testing.assert_array_equal(other.wte.weight.numpy(), distilled.wte.weight.numpy())
+
+
+def test_the_training_loop_trains_a_distilled_model_and_moves_the_originals_weights():
+    """nt.train builds its optimizer from the model's param_groups: a distilled model,
+    whose mixers have no implicit filter, trains, and the step moves the shared weights."""
+    model = lm("multihyena", context=12, d_model=8, n_layer=1, n_head=2)
+    distilled = distill(model, order=2)
+    before = model.blocks[0].attn.in_proj.weight.numpy().copy()
+    train(distilled, tokens(200), tokens(200, seed=2), TrainConfig(
+        steps=1, batch_size=2, warmup_steps=0, eval_interval=1, eval_batches=1),
+        progress=False)
+    assert np.abs(model.blocks[0].attn.in_proj.weight.numpy() - before).max() > 0
 
 
 @pytest.mark.parametrize("mixer", MIXERS)

@@ -78,8 +78,9 @@ class HyenaLM(GPT):
         """AdamW groups as the reference Hyena trains them: matrices decay by
         ``weight_decay``, except the implicit filters' (their sine MLP), which, like
         every vector, get none: decay would pull the filters towards zero, i.e.
-        towards forgetting."""
-        filters = [p for op in self.mixers() for p in op.filter.parameters()]
+        towards forgetting. (A distilled model's mixers have no implicit filter.)"""
+        filters = [p for op in self.mixers() if hasattr(op, "filter")
+                   for p in op.filter.parameters()]
         return param_groups(self, weight_decay, no_decay=filters)
 
     def mixers(self) -> list:
