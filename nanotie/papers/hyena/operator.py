@@ -139,7 +139,7 @@ class HyenaOperator(Module):
         is its cache's ``forward`` (``distillery.generate.MixerCache``)."""
         L = w.shape[-1]
         # MultiHyena's tie: head m's one filter h^m broadcasts over its N^2 channels.
-        lead = (self.n_filters,) + (1,) * (w.ndim - 3)       # (C, 1.., 1)
+        lead = (self.n_filters,) + (1,) * (w.ndim - 3)       # (C, 1..): a 1 per middle axis
         h = self.filters(L).reshape(lead + (L,))             # the tie: (C, 1.., L)
         return F.fftconv(w, h) + w * self.dskip.reshape(lead + (1,))
 
