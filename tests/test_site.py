@@ -422,3 +422,18 @@ def test_only_blocks_of_formulas_are_typeset():
     out = rstify(doc)
     assert out.count(".. math::") == 1 and "::" in [l.strip() for l in out]
     assert "  continued here" in out             # a list's continuation is left alone
+
+
+@needs_docs
+def test_every_tie_the_readme_links_is_highlighted():
+    """Each file:line README.md gives for a tie (the engine's "tying sum" too) carries a
+    comment that the side-by-side view highlights as a tie."""
+    import annotate
+    links = re.findall(r"\]\((nanotie/[\w/]+\.py)#L(\d+)\)", (ROOT / "README.md").read_text())
+    assert len(links) >= 8, links
+    unmarked = []
+    for rel, line in links:
+        comments = annotate._comment_lines((ROOT / rel).read_text())
+        if not annotate.TIE.search(comments.get(int(line), ("", False))[0]):
+            unmarked.append(f"{rel}:{line}")
+    assert not unmarked, f"README.md links these ties, the site does not highlight them: {unmarked}"
