@@ -437,3 +437,14 @@ def test_every_tie_the_readme_links_is_highlighted():
         if not annotate.TIE.search(comments.get(int(line), ("", False))[0]):
             unmarked.append(f"{rel}:{line}")
     assert not unmarked, f"README.md links these ties, the site does not highlight them: {unmarked}"
+
+
+def test_paper_pages_follow_the_registry():
+    """Each registered experiment's paper page says how to reproduce it, and the papers
+    come in the registry's order (the order of the walkthroughs)."""
+    from nanotie.papers import REGISTRY
+    titles = sitebuild.registry_titles(ROOT)
+    assert [name for name, _ in titles.values()] == list(REGISTRY), titles
+    assert all(title == REGISTRY[name].title for name, title in titles.values())
+    packages = [p.name for p in sitebuild.paper_packages(ROOT)]
+    assert packages[:len(REGISTRY)] == list(titles), packages

@@ -109,16 +109,16 @@ def notebook_title(path: Path) -> str:
 def paper_packages(root: Path) -> list[Path]:
     pkgs = [p for p in sorted((root / "nanotie" / "papers").iterdir())
             if p.is_dir() and (p / "__init__.py").exists()]
-    registry = (root / "nanotie" / "papers" / "__init__.py").read_text()
-    order = re.findall(r"nanotie\.papers\.(\w+)\.", registry)
-    rank = {name: i for i, name in reversed(list(enumerate(order)))}
+    rank = {name: i for i, name in enumerate(registry_titles(root))}
     return sorted(pkgs, key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
 
 def registry_titles(root: Path) -> dict:
+    """{package: (experiment name, title)} for each ``Experiment("name", "title")`` of
+    the registry, in its order (the package is the name, dashes as underscores)."""
     text = (root / "nanotie" / "papers" / "__init__.py").read_text()
-    return {m.group(3): (m.group(1), m.group(2)) for m in re.finditer(
-        r'register\(\s*"([^"]+)",\s*"([^"]+)",\s*"nanotie\.papers\.(\w+)\.', text)}
+    return {m.group(1).replace("-", "_"): (m.group(1), m.group(2)) for m in re.finditer(
+        r'Experiment\(\s*"([^"]+)",\s*"([^"]+)"', text)}
 
 
 def module_name(root: Path, path: Path) -> str:
