@@ -76,10 +76,12 @@ def detect_anomaly():
 
 
 def is_grad_enabled() -> bool:
+    """Whether ops record the graph now (False inside :func:`no_grad`)."""
     return _modes.grad_enabled
 
 
 def is_anomaly_enabled() -> bool:
+    """Whether anomaly detection is on (inside :func:`detect_anomaly`)."""
     return _modes.anomaly
 
 
