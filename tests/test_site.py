@@ -461,3 +461,22 @@ def test_every_public_function_and_class_has_a_docstring():
                     and not node.name.startswith("_") and not ast.get_docstring(node):
                 bare.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
     assert not bare, "no docstring, so nothing in the API reference:\n" + "\n".join(bare)
+
+
+def test_each_paper_walkthrough_gives_its_equations_to_one_paper_page(tmp_path):
+    """A paper page's equations come from the walkthrough about that paper: each
+    walkthrough of README.md's paper table gives them to exactly one page (the GPT's
+    page showed Tied-LoRA's, the distillery's showed Hyena's)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## The six papers", 1)[1].split("\n## ", 1)[0]
+    paper_notebooks = re.findall(r"\]\(notebooks/(\w+)\.py\)", table)
+    stager = sitebuild.Stager(ROOT, tmp_path, None)
+    stager.stage_papers(sitebuild.notebook_sources(ROOT))
+    sources = {}
+    for page in (tmp_path / "papers").glob("*.md"):
+        m = re.search(r"## The equations\n\nFrom the walkthrough \[[^\]]*\]\(\.\./walkthroughs/"
+                      r"(\w+)\.ipynb\)", page.read_text())
+        if m:
+            sources.setdefault(m.group(1), []).append(page.stem)
+    assert paper_notebooks and all(len(sources.get(nb, [])) == 1 for nb in paper_notebooks), \
+        f"walkthrough: the paper pages that take their equations from it: {sources}"

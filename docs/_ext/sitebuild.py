@@ -296,16 +296,23 @@ class Stager:
                 return cells[-1] if len(cells) > 1 else ""
         return ""
 
+    def about(self, pkg: Path) -> set:
+        """The walkthroughs about the package: its row of README.md's paper table (the
+        row whose tie is in the package) names them."""
+        found = set()
+        for line in self.readme.splitlines():
+            cells = line.strip().strip("|").split("|")
+            if line.startswith("|") and len(cells) > 3 \
+                    and f"(nanotie/papers/{pkg.name}/" in cells[2]:
+                found.update(re.findall(r"\(notebooks/(\w+)\.py\)", cells[3]))
+        return found
+
     def related_notebooks(self, pkg: Path, notebooks) -> list[Path]:
         """Walkthroughs that import the package, the ones about it first."""
-        found = []
-        for nb in notebooks:
-            text = nb.read_text()
-            if not re.search(rf"nanotie\.papers\.{pkg.name}\b|nanotie\.papers import[^\n]*\b{pkg.name}\b", text):
-                continue
-            counts = {p.name: len(re.findall(rf"\b{p.name}\b", text)) for p in self.papers}
-            found.append((counts[pkg.name] < max(counts.values()), nb))
-        return [nb for _, nb in sorted(found, key=lambda t: (t[0], t[1].name))]
+        found = [nb for nb in notebooks if re.search(
+            rf"nanotie\.papers\.{pkg.name}\b|nanotie\.papers import[^\n]*\b{pkg.name}\b",
+            nb.read_text())]
+        return sorted(found, key=lambda nb: (nb.stem not in self.about(pkg), nb.name))
 
     def equations(self, nb: Path, limit: int = 8) -> list[str]:
         import jupytext
@@ -359,7 +366,8 @@ class Stager:
                 if idea:
                     lines += [rst_inline_to_md(idea), ""]
             related = self.related_notebooks(pkg, notebooks)
-            eqs = [(nb, para) for nb in related[:1] for para in self.equations(nb)]
+            eqs = [(nb, para) for nb in related[:1] if nb.stem in self.about(pkg)
+                   for para in self.equations(nb)]
             if eqs:
                 lines += ["## The equations", "",
                           f"From the walkthrough [{_escape_md(notebook_title(related[0]))}]"
