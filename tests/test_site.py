@@ -480,3 +480,19 @@ def test_each_paper_walkthrough_gives_its_equations_to_one_paper_page(tmp_path):
             sources.setdefault(m.group(1), []).append(page.stem)
     assert paper_notebooks and all(len(sources.get(nb, [])) == 1 for nb in paper_notebooks), \
         f"walkthrough: the paper pages that take their equations from it: {sources}"
+
+
+def test_each_paper_page_links_the_line_of_its_tie(tmp_path):
+    """A paper page whose annotated ``__init__.py`` does not hold the tie still leads to
+    it: every tie line README.md's paper table gives is linked from that paper's page."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## The six papers", 1)[1].split("\n## ", 1)[0]
+    ties = re.findall(r"\]\(nanotie/papers/(\w+)/([\w/]+\.py)#L(\d+)\)", table)
+    stager = sitebuild.Stager(ROOT, tmp_path, None)
+    notebooks = sitebuild.notebook_sources(ROOT)
+    stager.plan_code_pages(notebooks)
+    stager.stage_papers(notebooks)
+    unlinked = [f"{pkg}/{file}:{line}" for pkg, file, line in ties
+                if f"code/nanotie/papers/{pkg}/{file}.html#L{line}\""
+                not in (tmp_path / "papers" / f"{pkg}.md").read_text()]
+    assert ties and not unlinked, f"paper pages without a link to their tie: {unlinked}"

@@ -296,16 +296,18 @@ class Stager:
                 return cells[-1] if len(cells) > 1 else ""
         return ""
 
-    def about(self, pkg: Path) -> set:
-        """The walkthroughs about the package: its row of README.md's paper table (the
-        row whose tie is in the package) names them."""
-        found = set()
+    def paper_row(self, pkg: Path) -> list[str]:
+        """The cells of README.md's paper-table row whose tie is in the package, or []."""
         for line in self.readme.splitlines():
-            cells = line.strip().strip("|").split("|")
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
             if line.startswith("|") and len(cells) > 3 \
                     and f"(nanotie/papers/{pkg.name}/" in cells[2]:
-                found.update(re.findall(r"\(notebooks/(\w+)\.py\)", cells[3]))
-        return found
+                return cells
+        return []
+
+    def about(self, pkg: Path) -> set:
+        """The walkthroughs about the package: its row of README.md's paper table names them."""
+        return set(re.findall(r"\(notebooks/(\w+)\.py\)", (self.paper_row(pkg) or [""] * 4)[3]))
 
     def related_notebooks(self, pkg: Path, notebooks) -> list[Path]:
         """Walkthroughs that import the package, the ones about it first."""
@@ -382,6 +384,10 @@ class Stager:
                       "Docstrings and comments on the left, the code they explain on the right; "
                       "the lines that make a tie are highlighted.", "",
                       f"```{{annotated-source}} {init}\n:module: {module_name(self.root, pkg)}\n```", ""]
+            row = self.paper_row(pkg)
+            if row:
+                lines += ["Where the tie is, highlighted: "
+                          + self.links.rewrite(row[2], self.root, docname) + ".", ""]
             others = sorted(p for p in pkg.glob("*.py") if p.name != "__init__.py")
             if others:
                 lines += ["The package's other modules, annotated the same way:", ""]
