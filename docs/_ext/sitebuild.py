@@ -415,9 +415,9 @@ class Stager:
         init_text = (self.root / init_rel).read_text()
         lines = ["# The exercises", "",
                  "Each exercise asks for a forward and a backward (or a formula) in plain NumPy. "
-                 "Its checker compares your answer with the library's own op, runs a float64 "
-                 "finite-difference gradient check with a random upstream gradient, and, when "
-                 "something is wrong, says what.", "",
+                 "Its checker compares your answer with the library's own op; where there is a "
+                 "backward, it runs a float64 finite-difference gradient check with a random "
+                 "upstream gradient; when something is wrong, it says what.", "",
                  "```bash", "python -m nanotie exercise list          # the exercises, numbered",
                  "python -m nanotie exercise start N       # writes exNN_<name>.py, a stub to fill in",
                  "python -m nanotie exercise check N       # checks it: exit status 0 when it passes",
