@@ -7,8 +7,8 @@ The pages are generated from whatever is in the tree, found by globbing:
 * ``walkthroughs/``: every ``notebooks/NN_*.py``, executed in quick mode
   (:mod:`notebooks`) and rendered by myst-nb with its plots;
 * ``papers/``: one page per package under ``nanotie/papers/``: the claim (from its
-  results page), the equations (from the walkthroughs that use it), the mechanism
-  annotated side by side, and the results page with its tables and plots;
+  results page), the equations (from its walkthrough in README.md's paper table), the
+  mechanism annotated side by side with a link to its tie, and the results page;
 * ``exercises``: what each registered exercise teaches and how to start and check it,
   never its solution;
 * ``api/``: autodoc, one page per package folder;
