@@ -496,3 +496,12 @@ def test_each_paper_page_links_the_line_of_its_tie(tmp_path):
                 if f"code/nanotie/papers/{pkg}/{file}.html#L{line}\""
                 not in (tmp_path / "papers" / f"{pkg}.md").read_text()]
     assert ties and not unlinked, f"paper pages without a link to their tie: {unlinked}"
+
+
+def test_the_api_reference_leaves_private_modules_out(tmp_path):
+    stager = sitebuild.Stager(ROOT, tmp_path, None)
+    stager.stage_api()
+    documented = re.findall(r"automodule:: (\S+)", "".join(
+        p.read_text() for p in (tmp_path / "api").glob("*.rst")))
+    private = [m for m in documented if any(part.startswith("_") for part in m.split("."))]
+    assert documented and not private, f"private modules in the API reference: {private}"

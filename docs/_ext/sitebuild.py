@@ -464,8 +464,8 @@ class Stager:
             mods = sorted(files, key=lambda p: (p.name != "__init__.py", p.name))
             lines = [pkg, "=" * len(pkg), ""]
             for path in mods:
-                if path.name == "__main__.py":
-                    continue
+                if path.name == "__main__.py" or re.match(r"_[^_]", path.name):
+                    continue                    # private modules: code pages only
                 mod = module_name(self.root, path)
                 if path.name != "__init__.py":
                     lines += [f"``{mod}``", "-" * (len(mod) + 4), ""]
