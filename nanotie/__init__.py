@@ -36,10 +36,12 @@ def _make(fill, shape, dtype, device, requires_grad):
 
 
 def zeros(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of zeros, shaped ``shape``."""
     return _make(lambda xp, s, d, _: xp.zeros(s, dtype=d), shape, dtype, device, requires_grad)
 
 
 def ones(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
+    """A tensor of ones, shaped ``shape``."""
     return _make(lambda xp, s, d, _: xp.ones(s, dtype=d), shape, dtype, device, requires_grad)
 
 
@@ -56,6 +58,7 @@ def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 
 def randint(low, high, shape, device=None) -> Tensor:
+    """Integers drawn uniformly from [low, high), shaped ``shape`` (ids, never a gradient)."""
     return Tensor(backend.randint(low, high, shape, device or backend.default_device()))
 
 

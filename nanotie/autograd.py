@@ -76,10 +76,12 @@ def detect_anomaly():
 
 
 def is_grad_enabled() -> bool:
+    """Whether ops record the graph now (False inside :func:`no_grad`)."""
     return _modes.grad_enabled
 
 
 def is_anomaly_enabled() -> bool:
+    """Whether anomaly detection is on (inside :func:`detect_anomaly`)."""
     return _modes.anomaly
 
 
@@ -378,7 +380,7 @@ def _run_backward(root: Tensor, seed, retain_graph: bool) -> None:
         if leaf or node._retain:
             # A stored gradient is a COPY: g may be the caller's array, a view, or the
             # very array another leaf gets; .grad must be the tensor's own to update.
-            # (A second backward() adds to .grad, as in PyTorch: not the tying sum.)
+            # (A second backward() adds to .grad, as in PyTorch: a sum over calls, not uses.)
             grad = g.copy() if node.grad is None else node.grad + g
             # NumPy returns a 0-d result as a scalar, which cannot be updated in place
             node.grad = np.asarray(grad) if isinstance(grad, np.generic) else grad

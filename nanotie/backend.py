@@ -75,6 +75,7 @@ def default_device() -> str:
 
 
 def is_cupy_array(array) -> bool:
+    """Whether ``array`` is a CuPy array (False when CuPy is not installed)."""
     cupy = _cupy_status()[0]
     return cupy is not None and isinstance(array, cupy.ndarray)
 

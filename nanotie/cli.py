@@ -243,6 +243,7 @@ def _exercise(args) -> int:
 
 
 def main(argv=None) -> int:
+    """``python -m nanotie ARGS``: run the command, return its exit status."""
     try:
         args = _parser().parse_args(argv)
         if args.command == "reproduce":

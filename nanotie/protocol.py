@@ -128,6 +128,7 @@ class Run:
 
 @dataclass
 class RunResult:
+    """One run's figures, how long it took and whether it came from the cache."""
     run: Run
     figures: dict             # what fn returned
     seconds: float            # wall-clock time of the computation (not of the cache hit)
@@ -399,6 +400,7 @@ WITHIN_NOISE = "within noise"
 
 @dataclass(frozen=True)
 class Verdict:
+    """Whether A beats B beyond the seed noise, by how much, and why."""
     outcome: str          # HOLDS, DOES_NOT_HOLD or WITHIN_NOISE
     gap: float            # how much better A is than B (positive: A better), plus margin
     noise: float          # the larger of the two seed ranges (max - min)

@@ -37,6 +37,7 @@ __all__ = ["TrainConfig", "History", "train", "setup", "train_step", "evaluate",
 
 @dataclass
 class TrainConfig:
+    """The training recipe: steps, batch, schedule, optimizer and evaluation."""
     steps: int = 1000             # optimizer steps in the whole run
     batch_size: int = 16          # sequences per step (B)
     block_size: int | None = None # tokens per sequence (T); None: the model's context

@@ -422,3 +422,86 @@ def test_only_blocks_of_formulas_are_typeset():
     out = rstify(doc)
     assert out.count(".. math::") == 1 and "::" in [l.strip() for l in out]
     assert "  continued here" in out             # a list's continuation is left alone
+
+
+@needs_docs
+def test_every_tie_the_readme_links_is_highlighted():
+    """Each file:line README.md gives for a tie (the engine's "tying sum" too) carries a
+    comment that the side-by-side view highlights as a tie."""
+    import annotate
+    links = re.findall(r"\]\((nanotie/[\w/]+\.py)#L(\d+)\)", (ROOT / "README.md").read_text())
+    assert len(links) >= 8, links
+    unmarked = []
+    for rel, line in links:
+        comments = annotate._comment_lines((ROOT / rel).read_text())
+        if not annotate.TIE.search(comments.get(int(line), ("", False))[0]):
+            unmarked.append(f"{rel}:{line}")
+    assert not unmarked, f"README.md links these ties, the site does not highlight them: {unmarked}"
+
+
+def test_paper_pages_follow_the_registry():
+    """Each registered experiment's paper page says how to reproduce it, and the papers
+    come in the registry's order (the order of the walkthroughs)."""
+    from nanotie.papers import REGISTRY
+    titles = sitebuild.registry_titles(ROOT)
+    assert [name for name, _ in titles.values()] == list(REGISTRY), titles
+    assert all(title == REGISTRY[name].title for name, title in titles.values())
+    packages = [p.name for p in sitebuild.paper_packages(ROOT)]
+    assert packages[:len(REGISTRY)] == list(titles), packages
+
+
+def test_every_public_function_and_class_has_a_docstring():
+    """autodoc's ``:members:`` leaves out what has no docstring, and shows a dataclass
+    without one as a bare signature: each would be missing, or empty, in the API."""
+    import ast
+    bare = []
+    for path in sitebuild.library_files(ROOT):
+        for node in ast.parse(path.read_text()).body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) \
+                    and not node.name.startswith("_") and not ast.get_docstring(node):
+                bare.append(f"{path.relative_to(ROOT)}:{node.lineno} {node.name}")
+    assert not bare, "no docstring, so nothing in the API reference:\n" + "\n".join(bare)
+
+
+def test_each_paper_walkthrough_gives_its_equations_to_one_paper_page(tmp_path):
+    """A paper page's equations come from the walkthrough about that paper: each
+    walkthrough of README.md's paper table gives them to exactly one page (the GPT's
+    page showed Tied-LoRA's, the distillery's showed Hyena's)."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## The six papers", 1)[1].split("\n## ", 1)[0]
+    paper_notebooks = re.findall(r"\]\(notebooks/(\w+)\.py\)", table)
+    stager = sitebuild.Stager(ROOT, tmp_path, None)
+    stager.stage_papers(sitebuild.notebook_sources(ROOT))
+    sources = {}
+    for page in (tmp_path / "papers").glob("*.md"):
+        m = re.search(r"## The equations\n\nFrom the walkthrough \[[^\]]*\]\(\.\./walkthroughs/"
+                      r"(\w+)\.ipynb\)", page.read_text())
+        if m:
+            sources.setdefault(m.group(1), []).append(page.stem)
+    assert paper_notebooks and all(len(sources.get(nb, [])) == 1 for nb in paper_notebooks), \
+        f"walkthrough: the paper pages that take their equations from it: {sources}"
+
+
+def test_each_paper_page_links_the_line_of_its_tie(tmp_path):
+    """A paper page whose annotated ``__init__.py`` does not hold the tie still leads to
+    it: every tie line README.md's paper table gives is linked from that paper's page."""
+    readme = (ROOT / "README.md").read_text()
+    table = readme.split("## The six papers", 1)[1].split("\n## ", 1)[0]
+    ties = re.findall(r"\]\(nanotie/papers/(\w+)/([\w/]+\.py)#L(\d+)\)", table)
+    stager = sitebuild.Stager(ROOT, tmp_path, None)
+    notebooks = sitebuild.notebook_sources(ROOT)
+    stager.plan_code_pages(notebooks)
+    stager.stage_papers(notebooks)
+    unlinked = [f"{pkg}/{file}:{line}" for pkg, file, line in ties
+                if f"code/nanotie/papers/{pkg}/{file}.html#L{line}\""
+                not in (tmp_path / "papers" / f"{pkg}.md").read_text()]
+    assert ties and not unlinked, f"paper pages without a link to their tie: {unlinked}"
+
+
+def test_the_api_reference_leaves_private_modules_out(tmp_path):
+    stager = sitebuild.Stager(ROOT, tmp_path, None)
+    stager.stage_api()
+    documented = re.findall(r"automodule:: (\S+)", "".join(
+        p.read_text() for p in (tmp_path / "api").glob("*.rst")))
+    private = [m for m in documented if any(part.startswith("_") for part in m.split("."))]
+    assert documented and not private, f"private modules in the API reference: {private}"

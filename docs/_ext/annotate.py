@@ -37,7 +37,7 @@ from sphinx.util.docutils import LoggingReporter, SphinxDirective
 
 from rstify import rstify
 
-TIE = re.compile(r"\b(?:un)?ti(?:e|es|ed|ing)\b", re.IGNORECASE)
+TIE = re.compile(r"\b(?:un)?t(?:ie|ies|ied|ying)\b", re.IGNORECASE)
 BANNER = re.compile(r"^[-=*~#]{4,}\s*|\s*[-=*~#]{4,}$", re.M)   # "# ---- the tie report"
 SECTION_UNDERLINE = re.compile(r"^([=\-~^\"'`#*+])\1{2,}\s*$")
 

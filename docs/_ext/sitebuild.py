@@ -7,8 +7,8 @@ The pages are generated from whatever is in the tree, found by globbing:
 * ``walkthroughs/``: every ``notebooks/NN_*.py``, executed in quick mode
   (:mod:`notebooks`) and rendered by myst-nb with its plots;
 * ``papers/``: one page per package under ``nanotie/papers/``: the claim (from its
-  results page), the equations (from the walkthroughs that use it), the mechanism
-  annotated side by side, and the results page with its tables and plots;
+  results page), the equations (from its walkthrough in README.md's paper table), the
+  mechanism annotated side by side with a link to its tie, and the results page;
 * ``exercises``: what each registered exercise teaches and how to start and check it,
   never its solution;
 * ``api/``: autodoc, one page per package folder;
@@ -109,16 +109,16 @@ def notebook_title(path: Path) -> str:
 def paper_packages(root: Path) -> list[Path]:
     pkgs = [p for p in sorted((root / "nanotie" / "papers").iterdir())
             if p.is_dir() and (p / "__init__.py").exists()]
-    registry = (root / "nanotie" / "papers" / "__init__.py").read_text()
-    order = re.findall(r"nanotie\.papers\.(\w+)\.", registry)
-    rank = {name: i for i, name in reversed(list(enumerate(order)))}
+    rank = {name: i for i, name in enumerate(registry_titles(root))}
     return sorted(pkgs, key=lambda p: (rank.get(p.name, len(rank)), p.name))
 
 
 def registry_titles(root: Path) -> dict:
+    """{package: (experiment name, title)} for each ``Experiment("name", "title")`` of
+    the registry, in its order (the package is the name, dashes as underscores)."""
     text = (root / "nanotie" / "papers" / "__init__.py").read_text()
-    return {m.group(3): (m.group(1), m.group(2)) for m in re.finditer(
-        r'register\(\s*"([^"]+)",\s*"([^"]+)",\s*"nanotie\.papers\.(\w+)\.', text)}
+    return {m.group(1).replace("-", "_"): (m.group(1), m.group(2)) for m in re.finditer(
+        r'Experiment\(\s*"([^"]+)",\s*"([^"]+)"', text)}
 
 
 def module_name(root: Path, path: Path) -> str:
@@ -296,16 +296,25 @@ class Stager:
                 return cells[-1] if len(cells) > 1 else ""
         return ""
 
+    def paper_row(self, pkg: Path) -> list[str]:
+        """The cells of README.md's paper-table row whose tie is in the package, or []."""
+        for line in self.readme.splitlines():
+            cells = [c.strip() for c in line.strip().strip("|").split("|")]
+            if line.startswith("|") and len(cells) > 3 \
+                    and f"(nanotie/papers/{pkg.name}/" in cells[2]:
+                return cells
+        return []
+
+    def about(self, pkg: Path) -> set:
+        """The walkthroughs about the package: its row of README.md's paper table names them."""
+        return set(re.findall(r"\(notebooks/(\w+)\.py\)", (self.paper_row(pkg) or [""] * 4)[3]))
+
     def related_notebooks(self, pkg: Path, notebooks) -> list[Path]:
         """Walkthroughs that import the package, the ones about it first."""
-        found = []
-        for nb in notebooks:
-            text = nb.read_text()
-            if not re.search(rf"nanotie\.papers\.{pkg.name}\b|nanotie\.papers import[^\n]*\b{pkg.name}\b", text):
-                continue
-            counts = {p.name: len(re.findall(rf"\b{p.name}\b", text)) for p in self.papers}
-            found.append((counts[pkg.name] < max(counts.values()), nb))
-        return [nb for _, nb in sorted(found, key=lambda t: (t[0], t[1].name))]
+        found = [nb for nb in notebooks if re.search(
+            rf"nanotie\.papers\.{pkg.name}\b|nanotie\.papers import[^\n]*\b{pkg.name}\b",
+            nb.read_text())]
+        return sorted(found, key=lambda nb: (nb.stem not in self.about(pkg), nb.name))
 
     def equations(self, nb: Path, limit: int = 8) -> list[str]:
         import jupytext
@@ -359,7 +368,8 @@ class Stager:
                 if idea:
                     lines += [rst_inline_to_md(idea), ""]
             related = self.related_notebooks(pkg, notebooks)
-            eqs = [(nb, para) for nb in related[:1] for para in self.equations(nb)]
+            eqs = [(nb, para) for nb in related[:1] if nb.stem in self.about(pkg)
+                   for para in self.equations(nb)]
             if eqs:
                 lines += ["## The equations", "",
                           f"From the walkthrough [{_escape_md(notebook_title(related[0]))}]"
@@ -374,6 +384,10 @@ class Stager:
                       "Docstrings and comments on the left, the code they explain on the right; "
                       "the lines that make a tie are highlighted.", "",
                       f"```{{annotated-source}} {init}\n:module: {module_name(self.root, pkg)}\n```", ""]
+            row = self.paper_row(pkg)
+            if row:
+                lines += ["Where the tie is, highlighted: "
+                          + self.links.rewrite(row[2], self.root, docname) + ".", ""]
             others = sorted(p for p in pkg.glob("*.py") if p.name != "__init__.py")
             if others:
                 lines += ["The package's other modules, annotated the same way:", ""]
@@ -401,9 +415,9 @@ class Stager:
         init_text = (self.root / init_rel).read_text()
         lines = ["# The exercises", "",
                  "Each exercise asks for a forward and a backward (or a formula) in plain NumPy. "
-                 "Its checker compares your answer with the library's own op, runs a float64 "
-                 "finite-difference gradient check with a random upstream gradient, and, when "
-                 "something is wrong, says what.", "",
+                 "Its checker compares your answer with the library's own op; where there is a "
+                 "backward, it runs a float64 finite-difference gradient check with a random "
+                 "upstream gradient; when something is wrong, it says what.", "",
                  "```bash", "python -m nanotie exercise list          # the exercises, numbered",
                  "python -m nanotie exercise start N       # writes exNN_<name>.py, a stub to fill in",
                  "python -m nanotie exercise check N       # checks it: exit status 0 when it passes",
@@ -450,8 +464,8 @@ class Stager:
             mods = sorted(files, key=lambda p: (p.name != "__init__.py", p.name))
             lines = [pkg, "=" * len(pkg), ""]
             for path in mods:
-                if path.name == "__main__.py":
-                    continue
+                if path.name == "__main__.py" or re.match(r"_[^_]", path.name):
+                    continue                    # private modules: code pages only
                 mod = module_name(self.root, path)
                 if path.name != "__init__.py":
                     lines += [f"``{mod}``", "-" * (len(mod) + 4), ""]

@@ -57,6 +57,7 @@ __all__ = ["REGISTRY", "Exercise", "Planted", "register", "get", "skip_if_unwrit
 
 @dataclass(frozen=True)
 class Exercise:
+    """A registered exercise: its number and its module, imported on first use."""
     number: int          # what the CLI calls it
     name: str            # module name under nanotie/exercises/, e.g. "matmul_backward"
 
@@ -148,6 +149,7 @@ REGISTRY: dict[int, Exercise] = {}
 
 
 def register(number: int, name: str) -> None:
+    """Add exercise ``number``, the module ``nanotie/exercises/<name>.py``."""
     REGISTRY[number] = Exercise(number, name)
 
 

@@ -32,6 +32,7 @@ __all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention", "KVCache"]
 
 @dataclass
 class GPTConfig:
+    """The shapes of a GPT and whether its embedding and head are tied."""
     vocab_size: int = 256         # 256 = bytes; a BPE tokenizer's size otherwise
     context: int = 128            # the longest sequence the model sees (T_max)
     d_model: int = 128            # width of the residual stream (d)

@@ -44,6 +44,7 @@ def operands(op: str, a, b):
 
 
 def broadcast_error(op: str, *xs) -> ShapeError:
+    """The ShapeError for shapes that cannot be broadcast, naming them."""
     shapes = " and ".join(str(tuple(getattr(x, "shape", ()))) for x in xs)
     return ShapeError(f"{op}: shapes {shapes} cannot be broadcast together "
                       "(trailing dimensions must be equal or 1)")

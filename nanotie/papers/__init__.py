@@ -15,6 +15,7 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Experiment:
+    """A miniature reproduction: its CLI name and its one-line title."""
     name: str           # what the CLI calls it, e.g. "tied-lora"
     title: str          # one line for `python -m nanotie list`
 

@@ -71,6 +71,7 @@ def one_blas_thread(fn):
 
 @dataclass
 class DistillConfig:
+    """How each filter is distilled: its order, or the error to reach, and the method."""
     order: int | None = None     # fixed real state size for every filter; None: select by tol
     tol: float = 1e-2            # relative l2 error ||h - ĥ|| / ||h|| to reach (order=None)
     max_order: int = 16          # largest real state size tried when selecting by tol

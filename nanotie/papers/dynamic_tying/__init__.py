@@ -94,6 +94,7 @@ __all__ = ["DIFFERENCES", "DynamicTyingConfig", "DynamicTiedGPT", "TyingAgent", 
 
 @dataclass
 class DynamicTyingConfig:
+    """How the agent ties layers and how long it trains between decisions."""
     mode: str = "official"            # "official" (copies take no gradient) or "shared"
     initial_state: str = "zeros"      # "zeros": all copy layer 0 (the paper); "independent"
     lm_steps_per_decision: int = 4    # language-model steps after each layer's action

@@ -60,6 +60,7 @@ FT_MODES = {
 
 @dataclass
 class Profile:
+    """The sizes, budgets and learning rates of one profile of the experiment."""
     vocab_size: int                    # BPE vocabulary (256 bytes + merges)
     model: GPTConfig                   # shapes of every model (vocab_size is overwritten)
     batch_size: int = 16               # sequences per step (B); K = B T targets for CWT

@@ -35,6 +35,7 @@ IGNORE_INDEX = -100          # label of the positions outside S (not in the loss
 
 @dataclass
 class MaskingConfig:
+    """Which positions a masked LM predicts and how they are corrupted."""
     select_prob: float = 0.15   # share of the positions that enter the loss (S)
     mask_prob: float = 0.8      # of the selected: replaced by [MASK]
     random_prob: float = 0.1    # "bert": of the selected, replaced by a random id (the

@@ -108,6 +108,7 @@ def model_config(name: str, base: HyenaConfig):
 
 
 def build_model(name: str, config):
+    """A GPT for ``name == "transformer"``, a HyenaLM otherwise."""
     return GPT(config) if name == "transformer" else HyenaLM(config)
 
 

@@ -31,6 +31,7 @@ IGNORE = -100     # cross_entropy's ignore_index: targets that are not scored
 
 @dataclass
 class RecallConfig:
+    """The associative-recall task: its keys, values and pairs per episode."""
     n_keys: int = 16       # key tokens are 0 .. n_keys - 1
     n_values: int = 16     # value tokens are n_keys .. n_keys + n_values - 1
     n_pairs: int = 8       # distinct keys bound to values at the start of an episode

@@ -20,6 +20,7 @@ _CHOICES = {"ffn": ("mlp", "swiglu"), "norm": ("layer", "rms"), "embedder": ("to
 
 @dataclass
 class STLMConfig:
+    """The shapes of a Super Tiny LM, its pooling and which of its weights are tied."""
     vocab_size: int = 2048          # BPE vocabulary: it sets the pooling boundaries
     context: int = 64               # tokens the core sees (T_max)
     d_model: int = 64               # core width d (the paper: 512)
@@ -73,6 +74,7 @@ class STLMConfig:
 
 
 def ffn(config: STLMConfig) -> Module:
+    """The feed-forward block the config asks for: an MLP or a SwiGLU."""
     FFN = MLP if config.ffn == "mlp" else SwiGLU
     return FFN(config.d_model, config.ffn_hidden, dropout=config.dropout, bias=config.bias)
 

@@ -36,6 +36,7 @@ SENSITIVITY = "TL6 (B=0 start)"    # TL6 started at B = 0, u = v = 1
 
 @dataclass
 class SweepProfile:
+    """A sweep: the ranks, configurations, seeds and steps of a profile."""
     ranks: tuple = (8,)           # the ranks r to sweep
     configs: tuple | None = tuple(PRESETS)   # preset names or keys ("TL6", "tied:Bu");
                                   # None: the whole lattice (LoRA and the 15 tied ones)
@@ -292,6 +293,8 @@ def gains(rows: list, base_bpb: float) -> list:
 
 def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0, device: str = "cpu",
         runner=None) -> dict:
+    """Adapt the prose GPT to Python code with every configuration; write report.md,
+    results.json and the plots to ``out_dir`` and return the results."""
     out_dir, runner = protocol.open_runner(out_dir, device, runner)
     profile = PROFILES["quick" if quick else "full"]
     # The base: the gpt experiment's own run of seed `seed` (a cache hit when that
@@ -347,6 +350,7 @@ def run(quick: bool = True, out_dir="runs/tied-lora", seed: int = 0, device: str
 
 
 def format_movement(m: dict, part: str) -> str:
+    """How far ``part`` moved in training, for the report's movement table."""
     if part not in m:
         return "frozen"
     rel = m[part]["relative"]

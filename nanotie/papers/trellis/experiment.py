@@ -49,6 +49,7 @@ VERSION = 2          # bump when a change here changes the figures of a run
 
 @dataclass
 class Profile:
+    """The sizes, budgets and learning rates of one profile of the experiment."""
     # byte-level language model
     context: int = 16                      # training window T
     d_embed: int = 16                      # embedding = n_in = n_out (tied decoder)
@@ -138,6 +139,7 @@ def build_core(kind: str, n_in: int, budget: int, H: int, levels: int, dilations
 
 
 def describe(core) -> str:
+    """A model's kind and shape, in one line for the report."""
     if isinstance(core, LSTM):
         return f"LSTM, layers {core.config.hidden_sizes}"
     cfg = core.config
@@ -196,6 +198,7 @@ def receptive_field(core) -> int | None:
 
 
 def rf_text(rf, context: int) -> str:
+    """A receptive field for the report (None: the whole context, recurrent)."""
     return f"all {context} (recurrent)" if rf is None else str(rf)
 
 
@@ -295,6 +298,7 @@ ADDING_MODELS = {   # name: (kind, dilated?)
 
 
 def adding_settings(prof: Profile, name: str, lr: float) -> dict:
+    """The JSON-able settings of one adding-problem run."""
     return {"name": name, "T": prof.adding_T, "dilations": list(prof.adding_dilations),
             "hidden": prof.adding_hidden, "init_std": prof.adding_init_std,
             "steps": prof.adding_steps, "batch": prof.adding_batch, "lr": float(lr),
@@ -648,6 +652,7 @@ def plot_adding(adding: dict, control: float, path: Path, title: str) -> Path:
 
 
 def plot_equivalence(eq: dict, path: Path) -> Path:
+    """Plot how far each converted LSTM is from the TrellisNet; save it to ``path``."""
     zero_at = 1e-20       # where an exact zero is drawn on the log axis
     names = list(eq)
     vals = [eq[n]["max_abs_diff"] for n in names]

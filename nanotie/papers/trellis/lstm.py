@@ -29,6 +29,7 @@ __all__ = ["LSTMConfig", "LSTMLayer", "LSTM", "truncated_lstm"]
 
 @dataclass
 class LSTMConfig:
+    """The shapes of a stacked LSTM."""
     input_size: int = 32           # channels of x_t
     hidden_sizes: tuple = (64,)    # r_l of each layer, bottom first
     bias: bool = True              # one bias vector b per layer (PyTorch has two: b_ih + b_hh)

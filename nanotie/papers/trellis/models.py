@@ -25,6 +25,7 @@ __all__ = ["LMConfig", "SequenceLM", "AddingRegressor", "adding_problem"]
 
 @dataclass
 class LMConfig:
+    """A byte language model around a sequence core: its vocabulary, width and context."""
     vocab_size: int = 256      # bytes
     d_embed: int = 32          # embedding width = the core's n_in
     context: int = 64          # training window (train() reads config.context)

@@ -158,6 +158,7 @@ class TrellisConv(Module):
 
 @dataclass
 class TrellisConfig:
+    """The shapes of a TrellisNet: channels, levels, dilations and dropout."""
     n_in: int = 32                 # input channels per time step (the paper's ninp)
     n_hid: int = 64                # hidden channels that are not read out (nhid)
     n_out: int = 32                # channels read out: the LAST n_out of z (nout)
