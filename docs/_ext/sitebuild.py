@@ -288,22 +288,22 @@ class Stager:
         self.write("walkthroughs/index", "\n".join(lines), [("notebooks/README.md", 1)]
                    if "notebooks/README.md" in self.code_pages else [])
 
+    def readme_rows(self) -> list[list[str]]:
+        """The cells of every table row of README.md."""
+        return [[c.strip() for c in line.strip().strip("|").split("|")]
+                for line in self.readme.splitlines() if line.startswith("|")]
+
     def notebook_blurb(self, nb: Path) -> str:
         """What README.md's notebook table says the walkthrough teaches."""
-        for line in self.readme.splitlines():
-            if f"notebooks/{nb.name}" in line and line.startswith("|"):
-                cells = [c.strip() for c in line.strip("|").split("|")]
+        for cells in self.readme_rows():
+            if any(f"notebooks/{nb.name}" in c for c in cells):
                 return cells[-1] if len(cells) > 1 else ""
         return ""
 
     def paper_row(self, pkg: Path) -> list[str]:
         """The cells of README.md's paper-table row whose tie is in the package, or []."""
-        for line in self.readme.splitlines():
-            cells = [c.strip() for c in line.strip().strip("|").split("|")]
-            if line.startswith("|") and len(cells) > 3 \
-                    and f"(nanotie/papers/{pkg.name}/" in cells[2]:
-                return cells
-        return []
+        return next((cells for cells in self.readme_rows()
+                     if len(cells) > 3 and f"(nanotie/papers/{pkg.name}/" in cells[2]), [])
 
     def about(self, pkg: Path) -> set:
         """The walkthroughs about the package: its row of README.md's paper table names them."""
