@@ -36,18 +36,27 @@ def _load(run_dir: Path) -> tuple[str, dict] | None:
     if not report.exists() or not results.exists():
         return None
     try:
-        loaded = (report.read_text(encoding="utf-8"),
-                  json.loads(results.read_text(encoding="utf-8")))
-        found = loaded[1] if isinstance(loaded[1], dict) else {}
-        heads = found.get("headline") or {}
-        if not (found and re.fullmatch(r"[\w-]+", str(found.get("profile", "quick"))) and all(
-                isinstance(h, dict) for h in (heads if isinstance(heads, list) else [heads]))):
+        text = report.read_text(encoding="utf-8")
+        found = json.loads(results.read_text(encoding="utf-8"))
+        if not _written_by_reproduce(found):
             raise ValueError("not what reproduce writes: a dict with a profile name and "
                              "a headline dict or list of dicts")
     except (OSError, ValueError) as exc:
         raise ValueError(f"{getattr(exc, 'filename', None) or results}: cannot be read "
                          f"({exc}); rerun python -m nanotie reproduce for it") from None
-    return loaded
+    return text, found
+
+
+def _written_by_reproduce(found) -> bool:
+    """Whether ``found`` has the shape of reproduce's results.json: a non-empty dict whose
+    profile is a plain name (it names a folder under docs/results) and whose headline is
+    a dict or a list of dicts."""
+    if not isinstance(found, dict) or not found:
+        return False
+    heads = found.get("headline") or {}
+    heads = heads if isinstance(heads, list) else [heads]
+    return bool(re.fullmatch(r"[\w-]+", str(found.get("profile", "quick")))) and all(
+        isinstance(h, dict) for h in heads)
 
 
 def _section(name: str, run_dir: Path, loaded: tuple, root: Path, page: Path) -> str:

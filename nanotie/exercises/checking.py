@@ -313,15 +313,17 @@ def learner_op(fn, name: str):
             low_precision.add(str(out.dtype))
         out = np.asarray(out, dtype=np.float64)
 
+        def run_backward(g) -> tuple:
+            gs = backward(g)
+            return tuple(gs) if isinstance(gs, (tuple, list)) else (gs,)
+
         def grads(g):
             kept = g.copy()
-            gs = backward(g)
+            gs = run_backward(g)
             _refuse_in_place("backward(g)", [g], [kept])
             _refuse_in_place(f"the backward of {name}", arrays, before)
-            gs = gs if isinstance(gs, (tuple, list)) else (gs,)
             gs = [np.array(gr) if isinstance(gr, np.ndarray) else gr for gr in gs]
-            again = backward(kept.copy())              # a graph may be run back twice
-            again = again if isinstance(again, (tuple, list)) else (again,)
+            again = run_backward(kept.copy())          # a graph may be run back twice
             if any(isinstance(a, np.ndarray) and not np.array_equal(
                     a, b, equal_nan=a.dtype.kind in "fc") for a, b in zip(gs, again)):
                 raise Mistake(_SECOND_BACKWARD)
