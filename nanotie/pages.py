@@ -111,6 +111,11 @@ def write_pages(runs="runs", full_runs=None, root=ROOT) -> list[Path]:
     # Read every run before writing anything, so that a damaged one changes no page.
     found = {name: (_load(runs / name), full_runs and _load(full_runs / name))
              for name in REGISTRY}
+    for name, (quick, full) in found.items():     # the same profile twice: one page, twice
+        if quick and full and quick[1].get("profile") == full[1].get("profile"):
+            raise ValueError(f"{full_runs / name} holds a {full[1].get('profile')} run, as "
+                             f"{runs / name} does; --full-from takes the folder of a "
+                             "reproduce --full")
     texts, headlines = {}, {}
     for name, exp in REGISTRY.items():
         quick, full = found[name]

@@ -14,8 +14,8 @@ Every experiment in nanotie follows the same five rules, written once here:
    Hyena distillation's least-squares errors can differ in their last bit, because
    SciPy's solver rounds differently where its scratch arrays land in memory.)
 3. **Cache and resume.** Each finished run is stored under ``<out>/cache/runs/`` keyed by
-   its function, settings, seed, device and the experiment's ``version`` (bumped when
-   its code changes results); the corpus enters through the settings (its
+   its function, settings (less the folders they name), seed, device and the experiment's
+   ``version`` (bumped when its code changes results); the corpus enters through the settings (its
    :meth:`Splits.hash`, which the run compares with :func:`check_corpus`). A rerun is
    instant and an interrupted sweep resumes where it stopped. An unreadable entry is
    reported in one line and recomputed.
@@ -106,7 +106,9 @@ class Run:
 
     ``fn`` is named as ``"package.module:function"`` so that any worker process, on this
     machine or another, can import it. ``settings`` must be JSON-serialisable: they
-    key the cache. ``label`` is what the progress line calls the run."""
+    key the cache, except a key ending in ``_dir`` (at any depth): where files are kept
+    decides no figure, so a moved output folder still finds its runs. ``label`` is what
+    the progress line calls the run."""
 
     fn: str
     settings: dict
@@ -117,13 +119,20 @@ class Run:
 
     def key(self) -> str:
         """A digest of everything that decides the run's figures."""
-        spec = json.dumps({"fn": self.fn, "settings": self.settings, "seed": self.seed,
-                           "device": self.device, "version": self.version},
+        spec = json.dumps({"fn": self.fn, "settings": _without_dirs(self.settings),
+                           "seed": self.seed, "device": self.device, "version": self.version},
                           sort_keys=True, default=str)
         return hashlib.sha256(spec.encode()).hexdigest()[:20]
 
     def describe(self) -> str:
         return f"{self.label or self.fn.rpartition(':')[2]} seed {self.seed}"
+
+
+def _without_dirs(settings):
+    """``settings`` without its folders: the keys ending in ``_dir``, at any depth."""
+    if not isinstance(settings, dict):
+        return settings
+    return {k: _without_dirs(v) for k, v in settings.items() if not str(k).endswith("_dir")}
 
 
 @dataclass

@@ -90,6 +90,21 @@ def test_a_full_from_or_from_that_is_not_a_folder_is_refused_and_changes_nothing
     assert not (checkout / "nanotie").exists()
 
 
+def test_a_full_from_holding_the_same_profile_is_refused_and_changes_nothing(tmp_path,
+                                                                           checkout):
+    """pages --full-from runs used to print the quick report twice on each page."""
+    runs = tmp_path / "runs"
+    _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
+    readme = (checkout / "README.md").read_text()
+    with pytest.raises(ValueError, match="holds a quick run, as .*--full-from takes"):
+        write_pages(runs, runs, root=checkout)
+    assert (checkout / "README.md").read_text() == readme
+    _fake_run(tmp_path / "full", "stlm", {"claim": "c", "verdict": "holds"}, profile="full")
+    write_pages(runs, tmp_path / "full", root=checkout)
+    page = (checkout / "nanotie" / "papers" / "stlm" / "README.md").read_text()
+    assert page.count("## The quick profile") == 1 and "## The full profile" in page
+
+
 @pytest.mark.parametrize("results", ['[]', 'null', '{"headline": "holds"}',
                                      '{"headline": [1]}', '{"profile": "../../x"}'])
 def test_a_results_json_that_reproduce_did_not_write_is_named_and_changes_nothing(

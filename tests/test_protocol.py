@@ -224,6 +224,17 @@ def test_a_runs_key_is_its_settings_not_their_order_or_label():
     assert a.key() != P.Run(FIT, {"lr": 0.1, "depth": {"n": 2, "d": 8}}, 4).key()
 
 
+def test_where_files_are_kept_does_not_key_a_run():
+    """A copied or moved runs folder used to recompute gpt's, Tied-LoRA's and headless's
+    runs: their settings name the folder of their checkpoints."""
+    def run(lr, folder):
+        return P.Run(FIT, {"lr": lr, "checkpoint_dir": folder, "base": {"cache_dir": folder}})
+    assert run(0.1, "runs/cache").key() == run(0.1, "/elsewhere/cache").key()
+    assert run(0.1, "runs/cache").key() != run(0.2, "runs/cache").key()
+    from nanotie.papers.gpt.experiment import base_run
+    assert base_run(True, 0, "runs/cache").key() == base_run(True, 0, "/x/runs/cache").key()
+
+
 def test_interrupted_sweep_resumes_where_it_stopped(tmp_path):
     flag = tmp_path / "interrupt"
     flag.touch()

@@ -186,10 +186,10 @@ def zero_shot_loss(model: HeadlessGPT, x, y):
 
 def _checkpoint(settings: dict, seed: int) -> Path:
     """Where the pretrained model of these settings and seed is kept."""
-    key = json.dumps({k: v for k, v in settings.items() if k != "checkpoints"},
+    key = json.dumps({k: v for k, v in settings.items() if k != "checkpoint_dir"},
                      sort_keys=True) + f"|{seed}|{VERSION}"
     digest = hashlib.sha256(key.encode()).hexdigest()[:16]
-    return Path(settings["checkpoints"]) / f"{settings['objective']}-{digest}.npz"
+    return Path(settings["checkpoint_dir"]) / f"{settings['objective']}-{digest}.npz"
 
 
 def _model_config(settings: dict, **overrides) -> dict:
@@ -355,7 +355,7 @@ def run(quick: bool = True, out_dir="runs/headless", seed: int = 0,
         "batch_size": prof.batch_size,
         "curve_points": prof.curve_points, "curve_batches": prof.curve_batches,
         "final_eval_batches": prof.final_eval_batches, "corpus": digest,
-        "checkpoints": str((out_dir.parent / "cache" / "headless").resolve()),
+        "checkpoint_dir": str((out_dir.parent / "cache" / "headless").resolve()),
     }
 
     def run_of(fn, settings, s, label):
