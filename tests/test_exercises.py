@@ -456,6 +456,18 @@ def test_tying_memory_names_float64_moments():
         "the moments are float32 here, 4 bytes each, not 8" in result.message, result.report()
 
 
+def test_a_number_returned_as_text_is_refused():
+    """str(n) used to pass: NumPy reads "1234" as 1234.0."""
+    ex = exercises.get(13)
+
+    def tying_memory(config, state, mode):
+        return tuple(str(n) for n in ex.reference(config, state, mode))
+
+    result = ex.check(tying_memory)
+    assert not result.passed and "`trainable` is a str" in flat(result.message), \
+        result.report()
+
+
 def test_the_tied_lms_head_part_transposed_is_named():
     """On the square E, where a transposed (V, D) part has the right shape."""
     ex = exercises.get(5)

@@ -245,6 +245,8 @@ def as_array(got, shape: tuple, name: str, what: str = "output") -> np.ndarray:
         raise Mistake(f"{who} is a nanotie Tensor; this exercise works on plain NumPy "
                       f"arrays (use np. functions).")
     try:
+        if np.asarray(got).dtype.kind in "US":       # text: "12" would pass as 12.0
+            raise TypeError
         return np.asarray(got, dtype=np.float64)
     except (TypeError, ValueError):
         raise Mistake(f"{who} is a {type(got).__name__}, not an array of numbers.") from None
