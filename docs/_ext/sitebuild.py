@@ -445,8 +445,9 @@ class Stager:
                 lines += ["The task:", "", "```{eval-rst}", *rstify(task.strip("\n").splitlines()),
                           "```", ""]
             if facts.get("STUB"):
-                lines += [f"The stub that `exercise start {number}` writes, "
-                          f"`ex{number:02d}_{name}.py`:", "",
+                lines += [f"The stub that `exercise start {number}` writes into "
+                          f"`ex{number:02d}_{name}.py`, under a docstring that says the "
+                          "goal and the check command:", "",
                           "```python", facts["STUB"].strip("\n"), "```", ""]
         self.write("exercises", "\n".join(lines), [(init_rel, 1)])
 
