@@ -111,6 +111,9 @@ def test_an_integer_operand_takes_the_float_operands_dtype():
                 nanotie.ops.where(np.array([True, False]), t, ids)):
         assert out.dtype == np.float32, out
     assert (t.double() + ids).dtype == np.float64
+    for out in (ids * 0.5, 1.5 - ids, ids / 2, ids / ids, ids ** 0.5, (ids > 3) * 0.5):
+        assert out.dtype == np.float32, out     # NumPy: float64; PyTorch: float32
+    assert (ids * 2).dtype == np.int64 and (t.double() / 2).dtype == np.float64
     (t * ids).sum().backward()
     assert t.grad.tolist() == [3.0, 4.0] and t.grad.dtype == np.float32
 

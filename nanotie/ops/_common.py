@@ -32,15 +32,23 @@ def operands(op: str, a, b):
         return Tensor(backend.to_device(x, like.device))
 
     a, b = operand(a), operand(b)
-    if isinstance(a, Tensor) and isinstance(b, Tensor):
-        # As in PyTorch, an integer operand takes the float one's dtype: NumPy would make
-        # float32 * int64 (an int list, ids) float64.
-        if a.dtype.kind in "fc" and b.dtype.kind in "biu":
-            b = Tensor(b.data.astype(a.dtype))
-        elif b.dtype.kind in "fc" and a.dtype.kind in "biu":
-            a = Tensor(a.data.astype(b.dtype))
+    # As in PyTorch, an integer Tensor takes the dtype of the float it meets, and a Python
+    # float counts as float32: NumPy would make float32 * int64 (an int list, ids) and
+    # ids * 0.5 float64.
+    if isinstance(a, Tensor) and a.dtype.kind in "biu" and _float_dtype(b):
+        a = Tensor(a.data.astype(_float_dtype(b)))
+    elif isinstance(b, Tensor) and b.dtype.kind in "biu" and _float_dtype(a):
+        b = Tensor(b.data.astype(_float_dtype(a)))
     check_same_device(op, a, b)
     return a, b
+
+
+def _float_dtype(x):
+    """The float dtype ``x`` gives an integer operand: its own for a float Tensor,
+    float32 for a Python float, None otherwise."""
+    if isinstance(x, Tensor):
+        return x.dtype if x.dtype.kind in "fc" else None
+    return np.dtype(np.float32) if isinstance(x, float) else None
 
 
 def broadcast_error(op: str, *xs) -> ShapeError:

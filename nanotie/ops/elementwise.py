@@ -57,6 +57,9 @@ def mul(a, b) -> Tensor:
 def div(a, b) -> Tensor:
     """a / b.  d/da = 1/b, d/db = -a/b^2."""
     a, b, out = _binary("div", a, b, lambda x, y: x / y)
+    if out.dtype.kind == "f" and not any(isinstance(t, Tensor) and t.dtype.kind == "f"
+                                         for t in (a, b)):
+        out = out.astype("float32")             # int / int is float32, as in PyTorch
     y = data(b)
 
     def backward(g):
