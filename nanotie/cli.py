@@ -21,7 +21,7 @@ from . import backend
 from .files import WriteError, unwritable
 from .nn.module import StateDictError
 from .papers import REGISTRY
-from .protocol import Runner, dask_executor
+from .protocol import CorpusError, Runner, dask_executor
 from .train import CheckpointError, _one_line
 
 
@@ -272,7 +272,7 @@ def main(argv=None) -> int:
     except UsageError as exc:
         print(f"nanotie: error: {exc}", file=sys.stderr)
         return 2
-    except (CheckpointError, StateDictError) as exc:   # a cached file made for another run
+    except (CheckpointError, StateDictError, CorpusError) as exc:   # made for another run
         print(f"nanotie: error: {_one_line(exc)}", file=sys.stderr)
         return 1
     except OSError as exc:         # writes are atomic: a failed one left no half file

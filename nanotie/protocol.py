@@ -44,7 +44,7 @@ from .data import contiguous_split
 from .files import write_text
 from .report import _plain, progress_bar
 
-__all__ = ["Splits", "split", "check_corpus", "Run", "RunResult", "run_many", "Runner",
+__all__ = ["Splits", "split", "check_corpus", "CorpusError", "Run", "RunResult", "run_many", "Runner",
            "dask_executor", "choose", "Spread", "spread", "spread_of", "verdict", "Verdict",
            "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
 
@@ -86,13 +86,17 @@ def split(ids, val_fraction: float = 0.1, test_fraction: float = 0.1) -> Splits:
                                     ("train", "val", "test")))
 
 
+class CorpusError(ValueError):
+    """A run's corpus is not the one its settings were made for."""
+
+
 def check_corpus(corpus, expected: str, who: str) -> None:
     """Stop ``who``, a run whose settings were made for the corpus hashing to
     ``expected``, when ``corpus`` (its :class:`Splits` or their hash) is another one:
     another Python ships other text, and its figures would be filed under a stale key."""
     found = corpus.hash() if isinstance(corpus, Splits) else corpus
     if found != expected:
-        raise ValueError(f"{who}: the corpus differs from the one these settings were "
+        raise CorpusError(f"{who}: the corpus differs from the one these settings were "
                          f"made for (it hashes to {found}, not {expected}: another "
                          "Python's text?)")
 

@@ -172,6 +172,16 @@ def test_a_state_dict_that_does_not_fit_ends_in_one_line(fake, tmp_path, capsys)
     assert "wpe.weight" in line and "ln_f.bias" in line
 
 
+def test_a_run_made_for_another_corpus_ends_in_one_line(fake, tmp_path, capsys):
+    """As on a cluster whose workers run another Python, which ships other text."""
+    def elsewhere(out_dir):
+        from nanotie.protocol import check_corpus
+        check_corpus("0123", "4567", "lm_run")
+    fake.action = elsewhere
+    assert cli.main(["reproduce", "--out", str(tmp_path / "o")]) == 1
+    assert "lm_run: the corpus differs" in one_error_line(capsys)
+
+
 def test_a_damaged_cached_checkpoint_is_named_and_retrained(fake, tmp_path, capsys):
     """The real training loop under the CLI: an empty .npz left in the cache (a disk
     that filled, say) is named in one line, the run trains, and the rerun is clean."""

@@ -61,7 +61,7 @@ def test_check_corpus_stops_a_run_set_up_for_another_corpus():
     s = P.split(np.arange(100))
     P.check_corpus(s, P.split(np.arange(100)).hash(), "run")     # the same pieces pass
     P.check_corpus(s.hash(), s.hash(), "run")
-    with pytest.raises(ValueError, match="run: the corpus differs"):
+    with pytest.raises(P.CorpusError, match="run: the corpus differs"):
         P.check_corpus(P.split(np.arange(1, 101)), s.hash(), "run")
 
 
