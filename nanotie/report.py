@@ -111,9 +111,11 @@ def progress_bar(total: int, desc: str, progress: bool | None = None, initial: i
                  unit: str = "it"):
     """A tqdm bar over ``total`` steps, shown when ``progress`` is True (None: only when
     stderr is a terminal); a bar that is not shown counts nothing and prints nothing."""
-    from tqdm.auto import tqdm
-
     show = sys.stderr.isatty() if progress is None else progress
+    if show:    # tqdm.auto warns on import in a Jupyter kernel without ipywidgets
+        from tqdm.auto import tqdm
+    else:
+        from tqdm import tqdm
     return tqdm(total=total, initial=initial, desc=desc, unit=unit, disable=not show,
                 dynamic_ncols=True, leave=False)
 

@@ -35,7 +35,7 @@
 # 6. **Checkpoints** store a tied weight once and restore the tie on load.
 # 7. **Training** a small byte-level GPT with a tied embedding on English prose, with
 #    a plot and a sample.
-# 8. **An exercise**: share one transformer block between two layers. (A first one,
+# 8. **An exercise**: share one transformer block across layers. (A first one,
 #    in section 3, writes a tied gradient by hand.)
 #
 # Set `NANOTIE_QUICK=1` for a fast run (the test suite does). Training in section 7
@@ -230,7 +230,7 @@ assert np.all(g_in[unused] == 0) and np.allclose(g_tied[unused], g_out[unused])
 print(f"rows {unused} were never looked up: only the head trains them")
 
 # %% [markdown]
-# The second assert shows why tying helps rare tokens. A row that never appears as
+# The last assert shows why tying helps rare tokens. A row that never appears as
 # an input still gets a gradient from the output side, on every step.
 #
 # ### Exercise 5: the tied gradient by hand
@@ -508,7 +508,7 @@ assert out.shape == (1, len(prompt) + (120 if QUICK else 400))
 assert sample.startswith(prompt)
 
 # %% [markdown]
-# ## 8. A notebook exercise: share one block between two layers
+# ## 8. A notebook exercise: share one block across layers
 #
 # Tying is not limited to embeddings. Layer sharing (ALBERT, Universal Transformers,
 # and several of the papers in this library) reuses one transformer block at several

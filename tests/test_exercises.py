@@ -1288,6 +1288,8 @@ def notebook_before_exercise(tmp_path_factory):
      "returned a ndarray"),
     ("00_autograd.py", "def softplus_backward(a, g):\n    return (g * 0.5 * (1 + np.tanh(a)),)",
      "gradcheck failed for 'softplus'"),
+    ("00_autograd.py", "def softplus_backward(a, g):\n    return (g / (1 + np.exp(-a)),)",
+     "overflow encountered in exp"),           # right values, but the cell asks for no overflow
     ("01_nn_and_tying.py", "def share_first_block(model):\n"
                            "    model.blocks = [model.blocks[0]] * len(model.blocks)\n"
                            "    return model",
@@ -1301,8 +1303,8 @@ def notebook_before_exercise(tmp_path_factory):
                            "    for i in range(1, len(model.blocks)):\n"
                            "        model.blocks[i] = model.blocks[0]",
      "share_first_block must return the model, not None"),
-], ids=["softplus-bare-array", "softplus-wrong", "blocks-new-list", "blocks-deepcopy",
-        "blocks-no-return"])
+], ids=["softplus-bare-array", "softplus-wrong", "softplus-overflows", "blocks-new-list",
+        "blocks-deepcopy", "blocks-no-return"])
 def test_a_wrong_answer_to_a_notebooks_own_exercise_stops_it_with_what_is_wrong(
         notebook_before_exercise, notebook, answer, words):
     """notebooks/README.md promises it: a message that names the mistake, not a bare

@@ -248,6 +248,15 @@ def test_progress_bar_shows_when_asked_or_on_a_terminal(monkeypatch, progress, t
         bar.close()
 
 
+def test_a_hidden_progress_bar_does_not_import_tqdm_auto(monkeypatch):
+    """tqdm.auto warns as it is imported in a Jupyter kernel without ipywidgets, so the
+    walkthroughs' train(..., progress=False) printed "TqdmWarning: IProgress not found"."""
+    import sys
+    monkeypatch.delitem(sys.modules, "tqdm.auto", raising=False)
+    report.progress_bar(10, "training", progress=False).close()
+    assert "tqdm.auto" not in sys.modules
+
+
 def test_progress_bar_starts_at_zero_counting_iterations():
     with report.progress_bar(4, "d", progress=True) as bar:
         assert (bar.n, bar.unit) == (0, "it")
