@@ -471,16 +471,16 @@ fig.tight_layout()
 plt.show()
 
 # %% [markdown]
-# What the plot claims, checked. At initialisation the model predicts nearly
-# uniformly: the GPT-2 initialisation makes the logits small, so the first loss is
-# about $\ln 256$ nats, or 8 bits. A little less, and that is the tie at work. The
-# residual stream still holds the embedding $e_x$ of the byte just read, and the head
-# scores byte $v$ by $\mathrm{LN}(h) \cdot e_v$, so the byte just read scores highest
-# at most positions (about 1 above the mean logit in the full model): a fresh tied model
-# already bets that a byte repeats, as a space after a space does, and a batch with
-# many repeats can cost a tenth of a nat less than $\ln 256$. An untied head's rows have
-# nothing to do with $e_x$; its first loss is a little above $\ln 256$. By the end,
-# the validation loss is below the unigram baseline, so the model uses context.
+# What the plot claims, checked. At initialisation the model predicts nearly uniformly:
+# the GPT-2 initialisation makes the logits small, so the first loss is about $\ln 256$
+# nats, or 8 bits. A little less, and that is the tie at work. The residual stream still
+# holds the embedding $e_x$ of the byte just read, and the head scores byte $v$ by
+# $\mathrm{LN}(h) \cdot e_v$, so the byte just read scores highest at most positions
+# (checked below; about 1 above the mean logit in the full model): a fresh tied model
+# already bets that a byte repeats, as a space after a space does, and a batch with many
+# repeats can cost a tenth of a nat less than $\ln 256$. An untied head's rows have
+# nothing to do with $e_x$; its first loss is a little above $\ln 256$. By the end, the
+# validation loss is below the unigram baseline, so the model uses context.
 
 # %%
 print(f"first training loss {history.train_loss[0]:.3f} nats (ln 256 = {math.log(256):.3f})")
@@ -489,6 +489,18 @@ assert -0.25 < history.train_loss[0] - math.log(256) < 0.1     # below: repeated
 assert history.val_bpb[-1] < unigram_bpb - 0.1
 assert history.val_bpb[-1] < history.val_bpb[0]
 assert model.lm_head.weight is model.wte.weight           # still one matrix after training
+
+# The bet on repeats, in a fresh model of the same shape: how often does the byte just
+# read get the top logit, tied and untied?
+x = train_ids[None, :model_cfg.context].astype(np.int64)      # (1, T)
+for tie in (True, False):
+    nanotie.manual_seed(0)
+    with nanotie.no_grad():
+        logits = GPT(replace(model_cfg, tie_embeddings=tie))(x)[0].data[0]    # (T, 256)
+    top = (logits.argmax(-1) == x[0]).mean()
+    print(f"fresh {'tied' if tie else 'untied'} model: the byte just read scores highest "
+          f"at {top:.0%} of positions")
+    assert top > 0.5 if tie else top < 0.2
 
 # %% [markdown]
 # A sample: the model continues a prompt one byte at a time, sampling each byte from
