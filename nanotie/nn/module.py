@@ -8,7 +8,7 @@ is copied; everything else follows from that identity:
   compared by identity (``is``), so an optimizer steps a tied weight once;
 * the engine sums the gradients of a Parameter's uses, so the gradient of a tied
   weight is the sum of what its untied copies would get;
-* :func:`count_parameters` counts unique arrays, so tying shrinks the count;
+* :func:`count_parameters` counts each Parameter once, so tying shrinks the count;
 * :meth:`Module.state_dict` saves a tied weight once, under its first name, with a
   ``__ties__`` table (alias -> that name); :meth:`Module.load_state_dict` restores
   the values and, if needed, the tie itself;

@@ -35,7 +35,7 @@ def _index_arrays(index, xp):
 
 def getitem(a: Tensor, index) -> Tensor:
     """``a[index]`` with slices, ints, None, Ellipsis, integer arrays (repeats allowed)
-    and boolean masks."""
+    and boolean masks. Backward: g written into zeros at ``index``, repeats ADDED."""
     xp = xp_of(a.data)
     index, advanced = _index_arrays(index, xp)
     try:

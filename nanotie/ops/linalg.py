@@ -26,7 +26,8 @@ def _product(x, y):
 
 
 def matmul(a, b) -> Tensor:
-    """``a @ b`` with NumPy's rules: 1-D operands are vectors, leading axes broadcast."""
+    """``a @ b`` with NumPy's rules: 1-D operands are vectors, leading axes broadcast.
+    With G = dL/d(a @ b): dL/da = G b^T, dL/db = a^T G (1-D operands as 1-row/column)."""
     a, b = operands("matmul", a, b)
     x, y = data(a), data(b)
     if getattr(x, "ndim", 0) == 0 or getattr(y, "ndim", 0) == 0:

@@ -14,7 +14,7 @@ from ._common import normalize_dim, shape_arg
 
 
 def reshape(a: Tensor, *shape) -> Tensor:
-    """The same elements in a new shape (one entry may be -1)."""
+    """The same elements in a new shape (one entry may be -1). Backward: reshape g back."""
     shape = shape_arg(shape)
     try:
         if any(n < -1 for n in shape):             # NumPy would read -2 as -1
@@ -37,7 +37,7 @@ def flatten(a: Tensor, start_dim: int = 0, end_dim: int = -1) -> Tensor:
 
 
 def permute(a: Tensor, *dims) -> Tensor:
-    """Reorder the axes: output axis i is input axis ``dims[i]``."""
+    """Reorder the axes: output axis i is input axis ``dims[i]``. Backward: the inverse."""
     dims = tuple(normalize_dim(d, a.ndim, "permute") for d in shape_arg(dims))
     if sorted(dims) != list(range(a.ndim)):
         raise ValueError(f"permute: {dims} is not a permutation of the {a.ndim} axes "
@@ -48,7 +48,7 @@ def permute(a: Tensor, *dims) -> Tensor:
 
 
 def transpose(a: Tensor, dim0: int, dim1: int) -> Tensor:
-    """Swap two axes (its own inverse)."""
+    """Swap two axes. Backward: the same swap (it is its own inverse)."""
     d0 = normalize_dim(dim0, a.ndim, "transpose")
     d1 = normalize_dim(dim1, a.ndim, "transpose")
     out = a.data.swapaxes(d0, d1)
