@@ -252,6 +252,24 @@ def test_balanced_truncation_hankel_singular_values_and_error_bound():
             assert fit.error <= 2 * hsv[d:].sum() * (1 + 1e-9)
 
 
+@pytest.mark.parametrize("h", [[1, .5, .25, 0, 0, 0, 0, 0, 0, 0], [1, .5, .25, .1, 0, 0, 0, 0],
+                               0.8 ** np.arange(8) * np.cos(np.arange(8))],
+                         ids=["fir-rank-2", "fir-rank-3", "full-order"])
+def test_era_and_balanced_truncation_survive_a_defective_realisation(h):
+    """At the order of an exactly FIR response (its realisation a shift register, a
+    Jordan block with no eigenvectors to speak of), the residues from W^{-1} B used to
+    blow up: relative errors up to 1e12. Every order must now do better than predicting
+    nothing, and on an exactly FIR response no order worse than the one before (its
+    state-space truncation is exact from the rank on)."""
+    h = np.asarray(h, dtype=np.float64)
+    for fit in (ds.era, ds.balanced_truncation):
+        errors = [fit(h, d).rel_error for d in range(1, len(h))]
+        assert max(errors) < 1, (fit.__name__, errors)
+        if h[-1] == 0:
+            assert all(b <= a * 1.01 + 1e-9 for a, b in zip(errors, errors[1:])), \
+                (fit.__name__, errors)
+
+
 @pytest.mark.parametrize("refine", [True, False])
 def test_modal_fit_is_never_worse_than_balanced_truncation_or_era(refine):
     """At every order of a sweep, the modal fit is at least as good as balanced

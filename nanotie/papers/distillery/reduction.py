@@ -260,7 +260,12 @@ def _modal_fit(h, A, B, C, max_radius: float, method: str, bound: float) -> Moda
     (A, B, C) (d = 0: no modes): with A = W diag(λ) W^{-1},
     C A^(t-1) B = Σ_k (C W)_k (W^{-1} B)_k λ_k^(t-1). One member of each conjugate pair
     is kept with a doubled residue (module doc); poles on or outside the unit circle
-    are pulled inside to ``max_radius``, keeping their angle."""
+    are pulled inside to ``max_radius``, keeping their angle.
+
+    A nearly defective A has no reliable eigenvectors: at the order of an exactly FIR
+    response's realisation, A is (close to) a shift register, a Jordan block at 0, and
+    W^{-1} B blows up (relative errors of 1e12 were seen). Its poles are still usable;
+    the residues are then the least-squares ones (:func:`fit_residues`)."""
     if len(A) == 0:                     # d = 0 (SciPy before 1.14 fails on a 0 x 0 eig)
         lam = R = np.zeros(0, np.complex128)
     else:
@@ -272,7 +277,10 @@ def _modal_fit(h, A, B, C, max_radius: float, method: str, bound: float) -> Moda
     radius = np.abs(poles)
     outside = radius > max_radius
     poles[outside] *= max_radius / radius[outside]
-    return _score(ModalFit(poles, residues, float(h[0])), h, method, bound)
+    fit = _score(ModalFit(poles, residues, float(h[0])), h, method, bound)
+    if len(A) and np.linalg.cond(W) > 1e8:                     # defective: see above
+        fit = _score(replace(fit, residues=fit_residues(h, poles)), h, method, bound)
+    return fit
 
 
 # ---------------------------------------------------- 4b. balanced truncation
@@ -339,7 +347,8 @@ def balanced_truncation(h, order: int, max_radius: float = 1 - 1e-6,
 
     the d states that are both the most reachable and the most observable. The
     truncated system is stable, and its error is bounded in the H∞ norm, hence in l2:
-    ||h - ĥ||_2 <= ||G - G_d||_∞ <= 2 Σ_{i>d} σ_i.
+    ||h - ĥ||_2 <= ||G - G_d||_∞ <= 2 Σ_{i>d} σ_i. (Its modal form can miss the bound
+    at the full order L - 1, where A_d is the shift register itself: see _modal_fit.)
     """
     h = _as_filter(h)
     bal = _bal if _bal is not None else _Balanced(h)
