@@ -284,6 +284,17 @@ def test_progress_lines_off_a_terminal(capsys):
     assert "val mse" in err[-1]
 
 
+def test_a_rerun_says_its_runs_come_from_the_cache(tmp_path, capsys):
+    """A rerun printed nothing: its figures looked freshly computed."""
+    runs = _runs(tmp_path, seeds=(0, 1), lrs=(0.1,))
+    P.run_many(runs[:1], tmp_path / "cache", progress=None, desc="demo")
+    capsys.readouterr()
+    P.run_many(runs, tmp_path / "cache", progress=None, desc="demo")
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == f"  demo: 1 of 2 runs from the cache in {tmp_path / 'cache'}"
+    assert len(err) == 2 and err[1].startswith("  [2/2] demo: lr 0.1 seed 1")
+
+
 def test_a_run_must_return_a_dict():
     with pytest.raises(TypeError, match="returns a dict"):
         P.run_many([P.Run("protocol_runs:not_a_dict", {}, 0)], progress=False)
