@@ -449,7 +449,8 @@ def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
     na, nb = names
     how = "lower" if lower_is_better else "higher"
     detail = (f"{na} {sa.mean:.4g} vs {nb} {sb.mean:.4g} ({how} is better"
-              f"{f', margin {margin:.3g}' if margin else ''}): gap {gap:+.3g}, "
+              f"{f', margin {margin:.3g}' if margin else ''}): gap {better:+.3g}"
+              f"{f', {gap:+.3g} with the margin' if margin else ''}, "
               f"seed spread {noise:.3g} (n = {sa.n}, {sb.n})")
     finite_a, finite_b = np.isfinite(sa.mean), np.isfinite(sb.mean)
     if finite_a and finite_b:
