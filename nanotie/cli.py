@@ -54,7 +54,10 @@ def _parser() -> argparse.ArgumentParser:
                         "(needs the cluster extra)")
     sub.add_parser("list", help="list the registered experiments")
     pg = sub.add_parser("pages", help="regenerate the papers' results pages and the README's "
-                                      "results table from runs (in this checkout)")
+                                      "results table from runs (in this checkout)",
+                        description="Rewrite each paper's results page (nanotie/papers/*/"
+                                    "README.md, its plots in docs/results/) and the README's "
+                                    f"results table, in {Path(__file__).resolve().parents[1]}.")
     pg.add_argument("--from", dest="runs", type=Path, default=Path("runs"), metavar="DIR",
                     help="the reproduce output folder (default: runs)")
     pg.add_argument("--full-from", dest="full_runs", type=Path, default=None, metavar="DIR",

@@ -80,6 +80,8 @@ def _section(name: str, run_dir: Path, loaded: tuple, root: Path, page: Path) ->
                                       _dt.timezone.utc).strftime("%Y-%m-%d")
     body = _demote(_IMAGE.sub(relink, text))       # the page has its own title
     flag = "" if profile == "quick" else " --full"
+    seeds = results.get("seeds")                  # a --seed run's figures need its --seed
+    flag += f" --seed {seeds[0]}" if isinstance(seeds, list) and seeds and seeds[0] else ""
     return (f"## The {profile} profile\n\n*Run on {when} with `python -m nanotie reproduce "
             f"{name}{flag}`; device {results.get('device', 'cpu')}.*\n\n{body.strip()}\n")
 

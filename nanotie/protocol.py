@@ -226,8 +226,9 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
              desc: str = "runs") -> list[RunResult]:
     """Execute ``runs`` and return their results in the same order.
 
-    Cached runs are loaded; the others go to ``executor`` (None: this process, one after
-    another), and each is cached the moment it finishes (the module's rules 2 and 3).
+    Cached runs are loaded (and counted in a line on stderr unless ``progress`` is False);
+    the others go to ``executor`` (None: this process, one after another), and each is
+    cached the moment it finishes (the module's rules 2 and 3).
     ``progress``: a bar over runs (None: only on a terminal; off a terminal, one line
     per finished run on stderr).
     """
@@ -237,6 +238,9 @@ def run_many(runs, cache_dir=None, executor: Executor | None = None, progress=No
                for run in runs]                                # a RunResult, or None: to do
     todo = [i for i, hit in enumerate(results) if hit is None]
     done = len(runs) - len(todo)
+    if done and progress is not False:          # a rerun's figures are the cached ones
+        print(f"  {desc}: {done} of {len(runs)} runs from the cache in {cache_dir}",
+              file=sys.stderr, flush=True)
     bar = progress_bar(len(runs), desc, progress, initial=done, unit="run")
     lines = bar.disable and progress is None       # off a terminal: one line per run
 
@@ -449,7 +453,8 @@ def verdict(a, b, lower_is_better: bool = True, margin: float = 0.0,
     na, nb = names
     how = "lower" if lower_is_better else "higher"
     detail = (f"{na} {sa.mean:.4g} vs {nb} {sb.mean:.4g} ({how} is better"
-              f"{f', margin {margin:.3g}' if margin else ''}): gap {gap:+.3g}, "
+              f"{f', margin {margin:.3g}' if margin else ''}): gap {better:+.3g}"
+              f"{f', {gap:+.3g} with the margin' if margin else ''}, "
               f"seed spread {noise:.3g} (n = {sa.n}, {sb.n})")
     finite_a, finite_b = np.isfinite(sa.mean), np.isfinite(sb.mean)
     if finite_a and finite_b:

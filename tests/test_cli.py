@@ -325,3 +325,20 @@ def test_exercise_list_ends_with_how_to_start_one(capsys):
     assert cli.main(["exercise", "list"]) == 0
     last = capsys.readouterr().out.strip().splitlines()[-1]
     assert last == "Start one with: python -m nanotie exercise start N"
+
+
+def test_list_names_the_distillation_that_hyena_reproduces(capsys):
+    """The Laughing Hyena distillery's claims are judged by the hyena experiment, whose
+    line said "filters" instead: a learner could not find that paper's reproduction."""
+    assert cli.main(["list"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert "distillation" in next(line for line in lines if line.split()[0] == "hyena")
+
+
+def test_pages_help_says_which_files_it_rewrites_and_where(capsys):
+    """pages --help listed its options alone: nothing said that it rewrites tracked
+    files of the checkout nanotie is imported from."""
+    with pytest.raises(SystemExit):
+        cli.main(["pages", "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    assert "README.md" in text and str(Path(cli.__file__).resolve().parents[1]) in text

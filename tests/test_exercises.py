@@ -1077,6 +1077,17 @@ def test_the_walkthrough_shows_what_exercise_list_prints(capsys):
     assert capsys.readouterr().out.startswith(shown + "\n"), shown
 
 
+def test_the_top_readmes_quoted_diagnoses_are_what_the_checkers_say():
+    """README.md quoted diagnoses that no checker printed ("off by a factor of 3, the
+    number of layers: is the tied weight's gradient summed?")."""
+    readme = open(os.path.join(os.path.dirname(exercises.__file__), "..", "..", "README.md"))
+    said = " ".join(readme.read().split()).split("says WHAT: ", 1)[1].split(" | # |")[0]
+    quotes = re.findall(r'"([^"]+)"', said)
+    messages = [" ".join(ex.check(m.fn).message.split()) for ex in EXERCISES
+                for m in ex.module.MISTAKES]
+    assert len(quotes) == 3 and all(any(q in m for m in messages) for q in quotes), quotes
+
+
 # ---------------------------------------- a check cannot be fooled, nor hang the grader
 
 RIGHT_MATMUL = """\

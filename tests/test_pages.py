@@ -148,6 +148,18 @@ def test_a_full_run_adds_its_own_section_and_command(tmp_path, checkout):
     assert "## The quick profile" in trellis and "## The full profile" not in trellis
 
 
+def test_a_run_from_another_first_seed_gives_its_seed_in_the_command(tmp_path, checkout):
+    """A page made from reproduce --seed 1 told its reader to run it without --seed,
+    which gives other figures."""
+    for seeds, folder, flag in (([1, 2], "runs", " --seed 1"), ([0, 1], "runs0", "")):
+        _fake_run(tmp_path / folder, "stlm", {"claim": "c", "verdict": "holds"})
+        results = tmp_path / folder / "stlm" / "results.json"
+        results.write_text(json.dumps({**json.loads(results.read_text()), "seeds": seeds}))
+        write_pages(tmp_path / folder, root=checkout)
+        page = (checkout / "nanotie" / "papers" / "stlm" / "README.md").read_text()
+        assert f"`python -m nanotie reproduce stlm{flag}`" in page
+
+
 def test_pages_regenerate_over_their_own_output(tmp_path, checkout):
     runs = tmp_path / "runs"
     _fake_run(runs, "stlm", {"claim": "c", "verdict": "holds"})
