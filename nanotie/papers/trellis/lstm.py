@@ -66,8 +66,9 @@ class LSTMLayer(Module):
 
 
 class LSTM(Module):
-    """A stack of :class:`LSTMLayer`: x (B, T, n_in) -> :class:`SeqOutput` whose ``out``
-    is the top layer's h (B, T, r_L) and ``history`` the list of each layer's (h, c)."""
+    """A stack of :class:`LSTMLayer`: x (B, T, n_in) -> :class:`~.trellisnet.SeqOutput`
+    whose ``out`` is the top layer's h (B, T, r_L) and ``history`` the list of each
+    layer's (h, c)."""
 
     def __init__(self, config: LSTMConfig, dtype=None, device=None):
         super().__init__()
