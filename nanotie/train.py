@@ -33,7 +33,7 @@ from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
 from .report import progress_bar
 
 __all__ = ["TrainConfig", "History", "train", "setup", "train_step", "evaluate", "save_checkpoint",
-           "load_checkpoint", "CheckpointError", "DamagedCheckpointError"]
+           "load_checkpoint", "CheckpointError", "DamagedCheckpointError", "default_loss"]
 
 
 @dataclass

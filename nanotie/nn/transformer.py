@@ -27,7 +27,7 @@ from . import functional as F
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU
 from .module import TIES_KEY, Module, ModuleList, Parameter, _as_state, _parse_ties
 
-__all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention", "KVCache"]
+__all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention", "KVCache", "norm"]
 
 
 @dataclass
