@@ -344,7 +344,7 @@ class ByteTokenizer(BPETokenizer):
 
     Text is encoded as UTF-8, so a character outside ASCII takes 2-4 tokens. Decoding
     to str replaces invalid UTF-8 (e.g. a sequence cut mid-character) with U+FFFD;
-    :meth:`decode_bytes` is always exact.
+    :meth:`BPETokenizer.decode_bytes` is always exact.
     """
 
     def __init__(self, merges=()):             # merges: as load() and train() pass them

@@ -17,7 +17,7 @@ from .files import atomic_write, write_text
 
 __all__ = ["write_results", "publish", "headline", "progress_bar", "smooth", "spread_table",
            "finish_figure", "plot_spread", "plot_bands", "seed_bars", "minmax_yerr",
-           "claim_section", "tuning_table", "tuning_record"]
+           "claim_section", "tuning_table", "tuning_record", "pyplot", "save_figure"]
 
 
 def _plain(value, nan_as_null: bool = True):

@@ -1,7 +1,8 @@
 """The one training loop: batches, AdamW, schedule, clipping, evaluation, checkpoints.
 
-Every experiment trains through :func:`train_step` (and most through :func:`train`),
-so the things that are easy to get subtly wrong are written once:
+Every experiment trains its language models through :func:`train_step` (and most
+through :func:`train`), so the things that are easy to get subtly wrong are written once
+(the adding-problem regressor and the linear probe have short loops of their own):
 
 * the learning rate follows :func:`~nanotie.nn.optim.cosine_schedule` (warmup, then
   cosine decay) and gradients are clipped to a global norm;
@@ -32,7 +33,7 @@ from .nn.optim import AdamW, clip_grad_norm, cosine_schedule, param_groups
 from .report import progress_bar
 
 __all__ = ["TrainConfig", "History", "train", "setup", "train_step", "evaluate", "save_checkpoint",
-           "load_checkpoint", "CheckpointError", "DamagedCheckpointError"]
+           "load_checkpoint", "CheckpointError", "DamagedCheckpointError", "default_loss"]
 
 
 @dataclass

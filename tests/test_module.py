@@ -118,6 +118,17 @@ def test_get_submodule_and_apply():
     assert seen[-1] == "Net" and seen.count("Linear") == 3 and "LayerNorm" in seen
 
 
+def test_apply_calls_fn_once_on_a_shared_module():
+    """A module held twice (layer sharing) is ONE module, as a tied weight is one
+    Parameter: an init that scales weights in place would scale it twice otherwise."""
+    lin = Linear(2, 2)
+    net = ModuleList([ModuleList([lin, lin]), Dropout(0.1), ModuleList([lin])])
+    seen = []
+    net.apply(seen.append)
+    assert [id(m) for m in seen].count(id(lin)) == 1 and len(seen) == 5
+    assert all(seen.index(c) < seen.index(m) for m in seen for c in m.children())
+
+
 def test_train_and_eval_reach_every_submodule():
     net = Net()
     assert all(m.training for m in net.modules())

@@ -463,6 +463,44 @@ def test_every_public_function_and_class_has_a_docstring():
     assert not bare, "no docstring, so nothing in the API reference:\n" + "\n".join(bare)
 
 
+def test_every_cross_reference_of_the_api_resolves():
+    """A docstring's :func:`x` or :class:`X` links only if Sphinx finds ``x`` as written:
+    in the docstring's class or module, as a full name, or (``.x``) as a suffix. A name
+    of a sibling module written as if it were local is shown as plain text."""
+    import ast
+    import builtins
+    found, refs = set(), []
+    for path in sitebuild.library_files(ROOT):
+        if path.name == "__main__.py" or re.match(r"_[^_]", path.name):
+            continue
+        mod = sitebuild.module_name(ROOT, path)
+        tree = ast.parse(path.read_text())
+        found.add(mod)
+        refs.append((mod, None, tree))
+        for node in tree.body:
+            if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name[0] != "_":
+                cls = node.name if isinstance(node, ast.ClassDef) else None
+                found.add(f"{mod}.{node.name}")
+                refs.append((mod, cls, node))
+                for m in node.body if cls else []:
+                    if isinstance(m, ast.FunctionDef) and m.name[0] != "_" \
+                            and ast.get_docstring(m):
+                        found.add(f"{mod}.{cls}.{m.name}")
+                        refs.append((mod, cls, m))
+    broken = []
+    for mod, cls, node in refs:
+        for role, target in re.findall(r":(func|class|meth|mod|attr|exc):`([^`]+)`",
+                                       ast.get_docstring(node) or ""):
+            bare = target.lstrip("~.")
+            if (bare.split(".")[-1][0] == "_" or bare in dir(builtins)
+                    or {bare, f"{mod}.{bare}", f"{mod}.{cls}.{bare}"} & found
+                    or target.lstrip("~")[0] == "."
+                    and any(f.endswith("." + bare) for f in found)):
+                continue
+            broken.append(f"{mod}: :{role}:`{target}`")
+    assert not broken, "links to nothing in the API reference:\n" + "\n".join(broken)
+
+
 def test_each_paper_walkthrough_gives_its_equations_to_one_paper_page(tmp_path):
     """A paper page's equations come from the walkthrough about that paper: each
     walkthrough of README.md's paper table gives them to exactly one page (the GPT's

@@ -26,7 +26,7 @@ One module here, ``nanotie/exercises/<name>.py``, that defines:
     STUB       the learner's starting file: imports, then ``def FUNCTION(...)`` with
                a docstring that states the task and the math, and a body to fill
                in (``...`` placeholders or ``raise NotImplementedError``), so that
-               checking the stub as it is fails with :class:`NotWritten` ("not
+               checking the stub as it is fails with :class:`~.checking.NotWritten` ("not
                written yet"). No solution in it.
     reference  the solution: a function with the stub's signature, self-contained
                (it may use only what STUB imports), so it can be pasted into the stub
@@ -99,7 +99,7 @@ class Exercise:
     def check_in_notebook(self, fn):
         """Check ``fn`` and print the report; return the function the cells below use.
 
-        A wrong answer stops the notebook with the report (:class:`ExerciseFailed`). An
+        A wrong answer stops the notebook with the report (:class:`~.checking.ExerciseFailed`). An
         answer not written yet does not: the report says so, and the reference solution
         stands in for it, so a notebook run unchanged still reaches its end."""
         result = self.check(fn)

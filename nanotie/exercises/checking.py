@@ -3,7 +3,7 @@
 A check is a few named steps, run in order, inside a :class:`Checker`: ``with
 c.step(name):`` blocks that set ``c.case`` (the inputs, shown with a failure), call the
 learner's code through ``c.forward``/``c.gradients`` and compare with ``c.expect_*``
-(:mod:`.matmul_backward`'s ``check`` is a short example).
+(``matmul_backward.py``'s ``check`` is a short example).
 
 The first step that finds a mistake stops the check, so a learner sees one problem
 at a time, stated in words they can act on (see :mod:`.diagnose`). Their code runs only

@@ -181,10 +181,14 @@ class Module:
             module = module._modules[part]
         return module
 
-    def apply(self, fn) -> "Module":
-        """Call ``fn(module)`` on every module of the tree (children first)."""
+    def apply(self, fn, _seen=None) -> "Module":
+        """Call ``fn(module)`` on every module of the tree (children first), once each: a
+        shared module, like a tied weight, is one module."""
+        seen = set() if _seen is None else _seen
         for child in self.children():
-            child.apply(fn)
+            if id(child) not in seen:
+                seen.add(id(child))
+                child.apply(fn, seen)
         fn(self)
         return self
 

@@ -27,7 +27,7 @@ from . import functional as F
 from .layers import MLP, Dropout, Embedding, LayerNorm, Linear, RMSNorm, SwiGLU
 from .module import TIES_KEY, Module, ModuleList, Parameter, _as_state, _parse_ties
 
-__all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention", "KVCache"]
+__all__ = ["GPTConfig", "GPT", "Block", "CausalSelfAttention", "KVCache", "norm"]
 
 
 @dataclass
@@ -177,7 +177,7 @@ class GPT(Module):
             self.lm_head.weight = self.wte.weight        # THE tie: one object, two uses
 
     def load_state_dict(self, state_dict, strict: bool = True, retie: bool = False) -> None:
-        """:meth:`Module.load_state_dict`, refusing a checkpoint whose embedding tie
+        """:meth:`~.module.Module.load_state_dict`, refusing a checkpoint whose embedding tie
         differs from ``config.tie_embeddings``: a tied checkpoint would otherwise tie an
         untied GPT silently (its config still saying False), changing what it trains.
 

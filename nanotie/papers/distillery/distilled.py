@@ -39,7 +39,7 @@ __all__ = ["distill", "DistilledHyenaLM", "DistilledHyena", "DistilledMultiHyena
 
 class _ModalFilters:
     """What a distilled operator adds to its parent class: filters from a
-    :class:`ModalFilterBank` instead of the implicit MLP, and a recurrent form.
+    :class:`~.reduction.ModalFilterBank` instead of the implicit MLP, and a recurrent form.
 
     The parent's ``long_conv`` reads ``self.filters(L)`` and adds ``Dskip . w``, so
     the parallel form needs no other change; with a cache (``generate.MixerCache``),
@@ -79,11 +79,11 @@ class _ModalFilters:
 
 
 class DistilledHyena(_ModalFilters, HyenaOperator):
-    """A :class:`HyenaOperator` whose D long filters are modal SSMs."""
+    """A :class:`~.hyena.operator.HyenaOperator` whose D long filters are modal SSMs."""
 
 
 class DistilledMultiHyena(_ModalFilters, MultiHyenaOperator):
-    """A :class:`MultiHyenaOperator` whose M long filters (one per head) are modal
+    """A :class:`~.hyena.operator.MultiHyenaOperator` whose M long filters (one per head) are modal
     SSMs; a head's poles and residues serve its N² channels, each with its own state."""
 
 
@@ -95,7 +95,7 @@ def distilled_operator(op: HyenaOperator, bank: ModalFilterBank) -> HyenaOperato
 
 
 class DistilledHyenaLM(HyenaLM):
-    """A :class:`HyenaLM` built from another one's modules, with distilled mixers.
+    """A :class:`~.hyena.model.HyenaLM` built from another one's modules, with distilled mixers.
 
     ``forward(idx, targets, cache=None)`` is the GPT's. With a cache from
     :func:`~nanotie.papers.distillery.generate.init_state` it runs recurrently, and
@@ -114,7 +114,8 @@ class DistilledHyenaLM(HyenaLM):
 
     @property
     def banks(self) -> list:
-        """The per-layer :class:`ModalFilterBank` (orders, errors, bounds per filter)."""
+        """The per-layer :class:`~.reduction.ModalFilterBank` (orders, errors, bounds per
+        filter)."""
         return [op.bank for op in self.mixers()]
 
     def embed(self, idx, pos_offset: int = 0) -> Tensor:
@@ -163,7 +164,7 @@ def distill(model: HyenaLM, order: int | None = None, tol: float = 1e-2, *,
     length: how many taps of each filter to fit (default: all, the context). A
         shorter fit is faster; the modal filter still runs at every length.
     refine: modal least-squares refinement after ERA (slower, better).
-    config: a full :class:`DistillConfig` instead (then order, tol, max_order and
+    config: a full :class:`~.reduction.DistillConfig` instead (then order, tol, max_order and
         refine are ignored).
     """
     if not isinstance(model, HyenaLM) or isinstance(model, DistilledHyenaLM):

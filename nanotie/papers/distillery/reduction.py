@@ -611,7 +611,7 @@ class ModalFilterBank:
 
     def recurrence(self, skip=None, trailing_dims: int = 0, dtype=np.float64,
                    device: str = "cpu") -> ModalRecurrence:
-        """A :class:`ModalRecurrence` for this bank, ready to run.
+        """A :class:`~.recurrence.ModalRecurrence` for this bank, ready to run.
 
         skip: optional (C,) term added to the direct term (Hyena's Dskip: ĥ_0 + Dskip).
         trailing_dims: singleton axes after the channel axis, so that one filter per

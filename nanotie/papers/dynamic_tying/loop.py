@@ -73,14 +73,14 @@ def held_out_batch(data, block: int, batch_size: int):
 def train_dynamic(model, train_data, val_data, config: TrainConfig, tying, agent=None,
                   progress: bool | None = None, desc: str = "dynamic tying",
                   reward_data=None) -> DynamicRun:
-    """Train ``model`` (a :class:`DynamicTiedGPT`) for ``config.steps`` LM steps.
+    """Train ``model`` (a :class:`~.tying.DynamicTiedGPT`) for ``config.steps`` LM steps.
 
-    ``tying`` is a :class:`DynamicTyingConfig`. With an ``agent`` (a
-    :class:`TyingAgent`, or a control of ``controls.py``), the steps are grouped into
-    episodes of L - 1 decisions with ``tying.lm_steps_per_decision`` steps each, so
-    ``config.steps`` must fill whole episodes (:func:`episode_count`). The reward's
-    batch: with ``reward_data`` (ids the model never trains on), always its first
-    windows (:func:`held_out_batch`); without it, a fresh random batch of
+    ``tying`` is a :class:`~nanotie.papers.dynamic_tying.DynamicTyingConfig`. With an
+    ``agent`` (a :class:`~.agent.TyingAgent`, or a control of ``controls.py``), the steps
+    are grouped into episodes of L - 1 decisions with ``tying.lm_steps_per_decision``
+    steps each, so ``config.steps`` must fill whole episodes (:func:`episode_count`).
+    The reward's batch: with ``reward_data`` (ids the model never trains on), always its
+    first windows (:func:`held_out_batch`); without it, a fresh random batch of
     ``train_data`` each time (the authors' code)."""
     cfg, k = config, tying.lm_steps_per_decision
     L = model.config.n_layer

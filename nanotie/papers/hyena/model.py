@@ -19,7 +19,7 @@ from ...nn.optim import param_groups
 from ...nn.transformer import GPT, GPTConfig
 from .operator import HyenaOperator, MultiHyenaOperator
 
-__all__ = ["HyenaConfig", "HyenaLM", "MIXERS"]
+__all__ = ["HyenaConfig", "HyenaLM", "MIXERS", "make_mixer"]
 
 MIXERS = ("hyena", "multihyena")
 

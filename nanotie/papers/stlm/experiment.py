@@ -216,7 +216,7 @@ def stlm_run(settings: dict, seed: int, device: str) -> dict:
 
 def make_runs(profile: Profile, corpus: str, seed: int = 0, device: str = "cpu",
               tune: bool = False) -> list:
-    """Every (variant, learning rate, seed) of ``profile`` as a :class:`protocol.Run`.
+    """Every (variant, learning rate, seed) of ``profile`` as a :class:`~nanotie.protocol.Run`.
     ``tune``: every variant tries the whole LR_GRID."""
     runs = []
     for label in profile.variants:
@@ -237,7 +237,7 @@ def compare(profile: Profile, seed: int = 0, device: str = "cpu", runner=None,
             tune: bool = False) -> dict:
     """Run every configuration of ``profile``; choose each variant's rate on val (bpb;
     for (g), trained with the every-slot loss, its every-slot figure). Returns the
-    prepared ``data``, every run's ``results``, the ``choice`` (:func:`protocol.choose`)
+    prepared ``data``, every run's ``results``, the ``choice`` (:func:`~nanotie.protocol.choose`)
     and the ``chosen`` runs: ``{label: [RunResult of the chosen rate, one per seed]}``."""
     d = prepare_data(profile.model.vocab_size, profile.model.byte_window, profile.max_bytes)
     runner = protocol.Runner(device=device) if runner is None else runner

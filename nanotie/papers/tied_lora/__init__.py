@@ -24,7 +24,7 @@ so the engine adds up their gradients (dL/dA = sum_l dL/dA_l) and the optimizer
 steps them once. Frozen parts are Parameters with ``requires_grad=False``: they get
 no gradient and, since the training loop hands the optimizer only trainable
 Parameters, no optimizer state. Trainable parameters with L layers
-(:func:`trainable_count`): LoRA 4 L d r, TL5 (tied, u and v frozen) 4 d r, TL6
+(:func:`~.lattice.trainable_count`): LoRA 4 L d r, TL5 (tied, u and v frozen) 4 d r, TL6
 4 d r + L (r + 3 d), VeRA-style L (r + 3 d).
 
 Because the update is linear in x, it can be folded into the weight for inference
@@ -57,7 +57,7 @@ Differences from the paper:
   their tuples, not those of TL1-TL4 (Table 1), which go by the parts they train (e.g.
   ``tied:Bu``). :func:`lattice` enumerates LoRA and the fifteen tied configurations.
 * Three tied corners freeze both v and B (``tied:A``, ``tied:u``, ``tied:Au``), so they
-  start away from the base model (:attr:`TiedLoRAConfig.zero_start` is False); they are
+  start away from the base model (:attr:`~.lattice.TiedLoRAConfig.zero_start` is False); they are
   trained like the others, and the report flags them.
 * The VeRA-style corner starts u = 1 where peft's VeRA starts lambda_d (our u) at 0.1
   with Kaiming-uniform A, B; with v = 0 both start at the base model, and given the

@@ -77,7 +77,8 @@ def all_configurations(rank: int = 8) -> list:
 
 
 def lattice(rank: int = 8) -> list:
-    """The paper's sweep: LoRA and the 15 tied configurations, most trainable first.
+    """The paper's sweep: LoRA, then the 15 tied configurations from TL6 (A, B, u, v
+    all trained) to v alone, in the order of :func:`all_configurations`.
 
     Untied configurations other than LoRA are left out, as in the paper: untying
     FROZEN random matrices adds no trainable parameter, and untied trained A or B

@@ -1,7 +1,7 @@
 """Trellis Networks for Sequence Modeling.
 
 Shaojie Bai, J. Zico Kolter, Vladlen Koltun, ICLR 2019, arXiv:1810.06682.
-The mechanism is :meth:`.trellisnet.TrellisNet.forward`: the recurrence below, one
+The mechanism is :class:`~.trellisnet.TrellisNet`'s ``forward``: the recurrence below, one
 convolution tied across depth.
 
 The idea. A TrellisNet is a temporal convolutional network whose weights are TIED
@@ -21,8 +21,8 @@ The tie (one Parameter object serves every level i = 0..L-1):
 so dL/dW = sum over levels i of dL/dW|_level i, the engine's tying sum. The input part
 W1x x_{t-d} + W2x x_t + b is computed once and re-injected at every level.
 
-Then :mod:`.lstm` (a stacked :class:`LSTM`, the brute-force :func:`truncated_lstm`),
-:mod:`.convert` (:func:`from_lstm`: the block-sparse weights that make a truncated LSTM
+Then :mod:`.lstm` (a stacked :class:`~.lstm.LSTM`, the brute-force :func:`~.lstm.truncated_lstm`),
+:mod:`.convert` (:func:`~.convert.from_lstm`: the block-sparse weights that make a truncated LSTM
 a TrellisNet), :mod:`.models` (a byte-level LM with a tied decoder and auxiliary loss,
 the adding problem) and :mod:`.experiment` (``python -m nanotie reproduce trellis``).
 

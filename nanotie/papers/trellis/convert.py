@@ -19,7 +19,7 @@ L layers (r_1..r_L). H = sum r_l: slot l of z (and c) holds layer l. Gate group 
 Slot l at level j is then layer l run over j - l + 1 inputs. The caveat: slot l >= 2
 at level 1 sees a zero input (slot l-1 at level 0) and no history, which an LSTM
 turns into the state (o tanh(i g)) of its BIAS alone, not zero. So layer l starts one
-step earlier than layer l-1, on a zero input (:func:`truncated_lstm` with
+step earlier than layer l-1, on a zero input (:func:`~.lstm.truncated_lstm` with
 ``staircase=True`` computes exactly that). With zero biases in layers 2..L that
 extra step leaves the state at zero and the conversion is exact.
 """

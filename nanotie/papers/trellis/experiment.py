@@ -1,6 +1,6 @@
 """The TrellisNet in miniature (``python -m nanotie reproduce trellis``).
 
-1. **Equivalence.** Random float64 LSTMs converted by :func:`from_lstm` against the
+1. **Equivalence.** Random float64 LSTMs converted by :func:`~.convert.from_lstm` against the
    brute-force M-truncated LSTM (one layer with biases, two layers without, two with:
    the documented caveat and its exact "staircase" explanation), and history
    repackaging over segments no longer than M against the full LSTM.

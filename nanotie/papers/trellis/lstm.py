@@ -66,8 +66,9 @@ class LSTMLayer(Module):
 
 
 class LSTM(Module):
-    """A stack of :class:`LSTMLayer`: x (B, T, n_in) -> :class:`SeqOutput` whose ``out``
-    is the top layer's h (B, T, r_L) and ``history`` the list of each layer's (h, c)."""
+    """A stack of :class:`LSTMLayer`: x (B, T, n_in) -> :class:`~.trellisnet.SeqOutput`
+    whose ``out`` is the top layer's h (B, T, r_L) and ``history`` the list of each
+    layer's (h, c)."""
 
     def __init__(self, config: LSTMConfig, dtype=None, device=None):
         super().__init__()
@@ -92,10 +93,10 @@ def truncated_lstm(lstm: LSTM, x: Tensor, M: int, staircase: bool = False) -> Te
     over x_{max(0, t-M+1)..t} and keep the top layer's last h. (B, T, n_in) -> (B, T, r_L).
 
     ``staircase=True`` computes what a converted multi-layer TrellisNet computes when
-    the LSTM has biases (see :func:`from_lstm`): when the window is full (t >= M + l - 2),
-    layer l >= 2 first reads ONE zero input before its real inputs, that is, it starts
-    one step earlier than the layer below it. With zero biases that step leaves the
-    zero state at zero, so both answers agree."""
+    the LSTM has biases (see :func:`~.convert.from_lstm`): when the window is full
+    (t >= M + l - 2), layer l >= 2 first reads ONE zero input before its real inputs,
+    that is, it starts one step earlier than the layer below it. With zero biases that
+    step leaves the zero state at zero, so both answers agree."""
     B, T, _ = x.shape
     xp = backend.xp_of(x.data)
     outs = []
