@@ -2,6 +2,7 @@
 values against NumPy formulas, and float32 in, float32 out."""
 
 import functools
+import warnings
 
 import numpy as np
 import pytest
@@ -116,6 +117,17 @@ def test_an_integer_operand_takes_the_float_operands_dtype():
     assert (ids * 2).dtype == np.int64 and (t.double() / 2).dtype == np.float64
     (t * ids).sum().backward()
     assert t.grad.tolist() == [3.0, 4.0] and t.grad.dtype == np.float32
+
+
+def test_a_masked_row_and_a_zero_base_give_their_values_without_a_warning():
+    """log 0 and 0 * -inf are masked out of these results; NumPy warned on each."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        x = nanotie.tensor([[-np.inf, -np.inf], [0.0, 1.0]], requires_grad=True)
+        nanotie.logsumexp(x, -1).sum().backward()
+        y = nanotie.tensor([2.0, 0.0], requires_grad=True)
+        nanotie.pow(0.0, y).sum().backward()
+    assert x.grad[0].tolist() == [0.0, 0.0] and y.grad.tolist() == [0.0, 0.0]
 
 
 @pytest.mark.filterwarnings("ignore::RuntimeWarning")     # NumPy's 0**-1 and log(0)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
+
 from .. import backend
 from ..autograd import Tensor, check_same_device, make_result
 from ..backend import xp_of
@@ -90,8 +92,9 @@ def pow(a, b) -> Tensor:
         if _needs_grad(b):
             # The log of an array in g's dtype, also for a Python base: math.log(0) raises
             # and np.log(2.0) is a float64 that would make a float32 gradient float64.
-            log_x = xp.log(xp.asarray(x, dtype=g.dtype))
-            gb = g * xp.where((x == 0) & (y >= 0), 0, out * log_x)
+            with np.errstate(divide="ignore", invalid="ignore"):     # log 0, 0 * -inf:
+                log_x = xp.log(xp.asarray(x, dtype=g.dtype))        # masked just below
+                gb = g * xp.where((x == 0) & (y >= 0), 0, out * log_x)
         return ga, gb
 
     return make_result("pow", out, (a, b), backward)

@@ -7,6 +7,8 @@ a 1/n share (mean), or all of it if it was the maximum.
 
 from __future__ import annotations
 
+import numpy as np
+
 from ..autograd import Tensor, make_result
 from ..backend import xp_of
 from ._common import normalize_dims
@@ -79,7 +81,8 @@ def logsumexp(a: Tensor, dim=None, keepdim: bool = False) -> Tensor:
     m = xp.where(xp.isfinite(m), m, 0)     # -inf - (-inf) would be nan; any m is exact
     e = xp.exp(x - m)
     s = e.sum(axis=axes, keepdims=True)
-    out = xp.log(s)                                        # log 0 = -inf for such a slice
+    with np.errstate(divide="ignore"):                     # NumPy warns on log 0
+        out = xp.log(s)                                    # log 0 = -inf for such a slice
     out += m                                               # (.., 1, ..) keepdim shape
 
     def backward(g):
