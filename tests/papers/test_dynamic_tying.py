@@ -113,7 +113,8 @@ def test_states_keep_their_invariants_under_any_action_sequence():
 @pytest.mark.parametrize("bad, words", [((1, 1, 2), "s_0 must be 0"),
                                         ((0, 2, 2), "0 <= s_i <= i"),
                                         ((0, -1, 2), "0 <= s_i <= i"),
-                                        ((0, 1), "expected n_layer=3")])
+                                        ((0, 1), "expected n_layer=3"),
+                                        ((0, 1, 0.5), "must be layer indices")])
 def test_invalid_states_are_refused_clearly(bad, words):
     with pytest.raises(ValueError, match=words):
         validate_state(bad, 3)

@@ -117,7 +117,10 @@ class DynamicTiedGPT(GPT):
 
 def validate_state(state, n_layer: int) -> tuple:
     """``state`` as a tuple of ints, after checking s_0 = 0 and 0 <= s_i <= i."""
-    s = tuple(int(v) for v in np.asarray(state).reshape(-1))
+    given = np.asarray(state).reshape(-1).tolist()
+    s = tuple(int(v) for v in given)
+    if list(s) != given:                     # int() would turn 0.5 into layer 0, silently
+        raise ValueError(f"tying state {tuple(given)}: entries must be layer indices (ints)")
     if len(s) != n_layer:
         raise ValueError(f"tying state {s} has {len(s)} entries, expected n_layer={n_layer}")
     if s[0] != 0:
