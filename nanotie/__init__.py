@@ -58,7 +58,8 @@ def rand(*shape, dtype=None, device=None, requires_grad=False) -> Tensor:
 
 
 def randint(low, high, shape, device=None) -> Tensor:
-    """Integers drawn uniformly from [low, high), shaped ``shape`` (ids, never a gradient)."""
+    """Integers drawn uniformly from [low, high), shaped ``shape``, a tuple or one int
+    (ids, never a gradient)."""
     return Tensor(backend.randint(low, high, shape, device or backend.default_device()))
 
 

@@ -383,5 +383,6 @@ def rand(shape, dtype, device: str):
 
 
 def randint(low: int, high: int, shape, device: str):
-    """Integers in [low, high), int64."""
-    return generator(device).integers(low, high, size=tuple(shape), dtype=np.int64)
+    """Integers in [low, high), int64; ``shape`` a tuple or one int."""
+    shape = (shape,) if isinstance(shape, (int, np.integer)) else tuple(shape)
+    return generator(device).integers(low, high, size=shape, dtype=np.int64)
