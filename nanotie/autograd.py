@@ -155,7 +155,8 @@ class Tensor:
     ndim = property(lambda self: self.data.ndim)
     device = property(lambda self: backend.device_of(self.data))
     is_leaf = property(lambda self: self._op is None,
-                       doc="True for tensors made by the user, not by an op that recorded a graph.")
+                       doc="True for tensors made by the user, not by an op that recorded "
+                           "a graph.")
     grad_fn = property(lambda self: self._op, doc="The name of the op that made this tensor.")
 
     def size(self, dim=None):

@@ -44,9 +44,9 @@ from .data import contiguous_split
 from .files import write_text
 from .report import _plain, progress_bar
 
-__all__ = ["Splits", "split", "check_corpus", "CorpusError", "Run", "RunResult", "run_many", "Runner",
-           "dask_executor", "choose", "Spread", "spread", "spread_of", "verdict", "Verdict",
-           "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
+__all__ = ["Splits", "split", "check_corpus", "CorpusError", "Run", "RunResult", "run_many",
+           "Runner", "dask_executor", "choose", "Spread", "spread", "spread_of", "verdict",
+           "Verdict", "open_runner", "HOLDS", "DOES_NOT_HOLD", "WITHIN_NOISE"]
 
 
 # ------------------------------------------------------------------------ splits

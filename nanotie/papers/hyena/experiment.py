@@ -435,7 +435,8 @@ differs. Splits (bytes, each scored whole): train {len(splits.train):,}, val
 
 Sample of the first seed's models (temperature 0.8, top-k 40, prompt 'The '):
 
-""" + "\n\n".join(f"{LABELS[n]}:\n```\n{lm_by[n][0].figures['sample']}\n```" for n in MODELS) + f"""
+""" + "\n\n".join(f"{LABELS[n]}:\n```\n{lm_by[n][0].figures['sample']}\n```"
+                  for n in MODELS) + f"""
 
 ## Associative recall
 

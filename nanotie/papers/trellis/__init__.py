@@ -14,7 +14,7 @@ convolution (all time steps of a level at once). More levels cost no parameters.
 
 The tie (one Parameter object serves every level i = 0..L-1):
 
-    zhat^(i+1)_t = W1x x_{t-d} + W2x x_t + W1h z^(i)_{t-d} + W2h z^(i)_t + b   (same W, b for all i)
+    zhat^(i+1)_t = W1x x_{t-d} + W2x x_t + W1h z^(i)_{t-d} + W2h z^(i)_t + b  (one W, b for all i)
     (i, o, g, f) = (sigma, sigma, tanh, sigma)(zhat^(i+1)_t split into four H-blocks)
     c^(i+1)_t = f * c^(i)_{t-d} + i * g,      z^(i+1)_t = o * tanh(c^(i+1)_t)
 
