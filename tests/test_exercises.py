@@ -73,6 +73,8 @@ def test_module_provides_the_exercise_api(ex):
     assert all(isinstance(m, Planted) and m.expect for m in mod.MISTAKES)
     assert (list(inspect.signature(mod.reference).parameters)
             == list(inspect.signature(_stub_function(ex)).parameters))
+    text = stub_text(ex)                      # PEP 8, so that a linter starts out quiet
+    assert f"\n\n\ndef {mod.FUNCTION}(" in text and "\n\n\n\n" not in text
 
 
 def _stub_function(ex):

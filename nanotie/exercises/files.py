@@ -38,7 +38,9 @@ def stub_text(exercise) -> str:
               f"Write `{exercise.function}` below (the docstring gives the math), then "
               f"check it:\n\n    python -m nanotie exercise check {exercise.number} "
               f'{exercise.stub_filename}\n"""\n\n')
-    return header + exercise.module.STUB.strip("\n") + "\n"
+    stub = exercise.module.STUB.strip("\n")
+    gap = "\n" if stub.startswith("def ") else ""     # two blank lines before a def (PEP 8)
+    return header + gap + stub + "\n"
 
 
 def write_stub(exercise, directory=".", force: bool = False) -> Path:
