@@ -593,6 +593,10 @@ def test_corpus_splits_are_disjoint_and_the_tokenizer_sees_only_train():
     retrained = data.BPETokenizer.train(
         protocol.split(data.prose_corpus(), 0.1, 0.1).train.tobytes(), 300)
     assert retrained.merges == tok.merges
+    # A run whose settings were made for another corpus (another Python) stops.
+    for run in (experiment.pretrain_run, experiment.mlm_run):
+        with pytest.raises(protocol.CorpusError, match="corpus differs"):
+            run({"vocab_size": 300, "corpus": "not-this-one"}, 0, "cpu")
 
 
 def test_experiment_writes_its_outputs_and_reuses_the_cache(tmp_path):

@@ -210,7 +210,8 @@ def build_model(objective: str, settings: dict, seed: int, device: str):
 def pretrained(settings: dict, seed: int, device: str):
     """The pretrained model of ``settings`` and its History: loaded from its
     checkpoint when there (a finished run), trained (and checkpointed) otherwise."""
-    _, ids, bpt, _ = corpus(settings["vocab_size"])
+    _, ids, bpt, digest = corpus(settings["vocab_size"])
+    protocol.check_corpus(digest, settings["corpus"], "headless pretraining")
     model = build_model(settings["objective"], settings, seed, device)
     steps = settings["steps"]
     cfg = TrainConfig(steps=steps, batch_size=settings["batch_size"], lr=settings["lr"],
@@ -302,7 +303,8 @@ def mlm_run(settings: dict, seed: int, device: str) -> dict:
     corruption; bits per masked token and top-1 accuracy on val and test (CWT read
     through E^T), each split corrupted once with a fixed generator. Top-1 does not
     depend on the logits' scale, which CWT's in-batch softmax never calibrates over V."""
-    _, ids, _, _ = corpus(settings["vocab_size"])
+    _, ids, _, digest = corpus(settings["vocab_size"])
+    protocol.check_corpus(digest, settings["corpus"], "mlm_run")
     V = settings["vocab_size"] + 1                                  # + [MASK]
     backend.manual_seed(seed)
     model = MaskedLM(HeadlessConfig(**_model_config(settings, vocab_size=V)),
