@@ -636,6 +636,28 @@ def test_experiment_writes_its_outputs_and_reuses_the_cache(tmp_path):
     assert second["throughput_vs_vocab"] == first["throughput_vs_vocab"]
 
 
+def test_masked_lms_are_scored_with_dropout_off(monkeypatch):
+    """mlm_run's val and test scores read the trained encoder in eval mode: with
+    dropout > 0, scoring in training mode would drop units at random."""
+    from dataclasses import asdict
+
+    from nanotie.papers.headless import experiment, mlm
+
+    modes, forward = [], mlm.MaskedLM.forward
+
+    def spy(self, *args, **kwargs):
+        modes.append(self.training)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlm.MaskedLM, "forward", spy)
+    tok, _, _, digest = experiment.corpus(300)
+    shape = asdict(GPTConfig(context=8, d_model=8, n_layer=1, n_head=2, dropout=0.5))
+    settings = {"vocab_size": tok.vocab_size, "model": shape, "batch_size": 2, "steps": 1,
+                "lr": 1e-3, "objective": "cwt", "corpus": digest, "final_eval_batches": 1}
+    experiment.mlm_run(settings, 0, "cpu")
+    assert modes[0] and not any(modes[-2:])      # trained in train mode, scored in eval
+
+
 def test_headless_is_registered():
     assert REGISTRY["headless"].module == "nanotie.papers.headless.experiment"
 

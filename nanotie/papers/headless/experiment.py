@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from ... import backend, data, protocol
-from ...autograd import no_grad
 from ...nn import GPT, GPTConfig, count_parameters
 from ...nn import functional as F
 from ...report import (claim_section, finish_figure, headline, minmax_yerr, plot_spread,
@@ -322,7 +321,7 @@ def mlm_run(settings: dict, seed: int, device: str) -> dict:
                                            settings["batch_size"],
                                            settings.get("final_eval_batches")):
             inputs, labels = mask_tokens(x, model.mask_id, model.mask_id, MaskingConfig(), rng)
-            with no_grad():
+            with model.evaluating():                 # dropout off, no graph
                 logits, loss = model(backend.to_device(inputs, device),
                                      backend.to_device(labels, device))   # (B, T, V)
             picked = labels != IGNORE_INDEX
