@@ -25,7 +25,7 @@ from .files import write_text
 
 __all__ = ["prose_corpus", "code_corpus", "load_corpus", "CORPORA", "train_val_split",
            "contiguous_split", "ByteTokenizer", "BPETokenizer", "SPLIT_PATTERN", "pretokenize",
-           "BatchSampler", "iter_eval_batches"]
+           "BatchSampler", "iter_eval_batches", "eval_targets"]
 
 
 # ------------------------------------------------------------------------ corpora
@@ -444,3 +444,14 @@ def iter_eval_batches(data, block_size: int, batch_size: int, max_batches: int |
             return
         idx = starts[b:b + batch_size, None] + np.arange(T)                     # (B, T)
         yield data[idx].astype(np.int64), data[idx + 1].astype(np.int64)
+
+
+def eval_targets(data, block_size: int, batch_size: int, max_batches: int | None = None):
+    """The targets that :func:`iter_eval_batches` yields, in order, as one array:
+    ``data[1 : nT + 1]`` for the n windows it reads. A loss per token becomes bits per
+    byte exactly with the bytes of THESE tokens, not those of the whole of ``data``."""
+    data = _as_id_array(data)
+    _check_windows(data, block_size, batch_size)
+    n = (len(data) - 1) // block_size
+    n = n if max_batches is None else min(n, max_batches * batch_size)
+    return data[1:n * block_size + 1]

@@ -375,5 +375,9 @@ def test_eval_batches_cover_the_data_in_order():
     np.testing.assert_array_equal(ys, SEQ[1:n + 1])
     assert all(x.shape[0] == B for x, _ in batches[:-1])
     assert len(list(iter_eval_batches(SEQ, T, B, max_batches=2))) == 2
+    for k in (None, 1, 2, 10**6):           # eval_targets: the y's, in order, as one array
+        ys = [y for _, y in iter_eval_batches(SEQ, T, B, k)]
+        np.testing.assert_array_equal(data.eval_targets(SEQ, T, B, k),
+                                      np.concatenate(ys).reshape(-1))
     with pytest.raises(ValueError, match="at least"):
         list(iter_eval_batches(np.arange(5), 5, 1))

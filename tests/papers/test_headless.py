@@ -640,6 +640,59 @@ def test_experiment_writes_its_outputs_and_reuses_the_cache(tmp_path):
     assert second["throughput_vs_vocab"] == first["throughput_vs_vocab"]
 
 
+def test_bits_per_byte_divide_by_the_bytes_of_the_very_tokens_scored(tmp_path):
+    """The pretraining curve (a prefix of val) and the val and test figures (here on a
+    prefix too) turn nats per token into bits per byte with the bytes of the tokens
+    scored, not the mean bytes per token of the whole split."""
+    from dataclasses import asdict
+
+    from nanotie import data
+    from nanotie.papers.headless import experiment
+
+    tok, ids, _, digest = experiment.corpus(300)
+    shape = asdict(GPTConfig(context=16, d_model=16, n_layer=1, n_head=2))
+    settings = {"vocab_size": tok.vocab_size, "model": shape, "batch_size": 4, "lr": 1e-3,
+                "objective": "ce_tied", "steps": 2, "warmup_steps": 1, "curve_points": 1,
+                "curve_batches": 3, "final_eval_batches": 5, "corpus": digest,
+                "checkpoint_dir": str(tmp_path)}
+    model, history = experiment.pretrained(settings, 0, "cpu")
+
+    def exact(split, batches):                 # sum of nats / sum of bytes, batch by batch
+        nats = n_bytes = 0
+        with model.evaluating():
+            for x, y in data.iter_eval_batches(ids[split], 16, 4, batches):
+                nats += float(model(x, y)[1].item()) * y.size
+                n_bytes += len(tok.decode_bytes(y))
+        return nats / (n_bytes * math.log(2))
+
+    assert history.val_bpb[-1] == pytest.approx(exact("val", 3), rel=1e-6)
+    figures = experiment.pretrain_run(settings, 0, "cpu")       # the same model, loaded
+    for split in ("val", "test"):
+        assert figures[split]["bpb"] == pytest.approx(exact(split, 5), rel=1e-6)
+
+
+def test_masked_lms_are_scored_with_dropout_off(monkeypatch):
+    """mlm_run's val and test scores read the trained encoder in eval mode: with
+    dropout > 0, scoring in training mode would drop units at random."""
+    from dataclasses import asdict
+
+    from nanotie.papers.headless import experiment, mlm
+
+    modes, forward = [], mlm.MaskedLM.forward
+
+    def spy(self, *args, **kwargs):
+        modes.append(self.training)
+        return forward(self, *args, **kwargs)
+
+    monkeypatch.setattr(mlm.MaskedLM, "forward", spy)
+    tok, _, _, digest = experiment.corpus(300)
+    shape = asdict(GPTConfig(context=8, d_model=8, n_layer=1, n_head=2, dropout=0.5))
+    settings = {"vocab_size": tok.vocab_size, "model": shape, "batch_size": 2, "steps": 1,
+                "lr": 1e-3, "objective": "cwt", "corpus": digest, "final_eval_batches": 1}
+    experiment.mlm_run(settings, 0, "cpu")
+    assert modes[0] and not any(modes[-2:])      # trained in train mode, scored in eval
+
+
 def test_headless_is_registered():
     assert REGISTRY["headless"].module == "nanotie.papers.headless.experiment"
 

@@ -569,6 +569,30 @@ def tiny(monkeypatch):
     monkeypatch.setitem(experiment.PROFILES, "quick", TINY_PROFILE)
 
 
+def test_the_val_curve_divides_by_the_bytes_of_the_tokens_it_scores(monkeypatch):
+    """The curve scores a prefix of val (eval_batches batches); its bits per byte divide
+    by the bytes of those tokens, not by the whole split's mean bytes per token."""
+    real, seen = experiment.train, {}
+
+    def spy(model, *args, **kwargs):
+        seen["model"], seen["history"] = model, real(model, *args, **kwargs)
+        return seen["history"]
+
+    monkeypatch.setattr(experiment, "train", spy)
+    prof = TINY_PROFILE
+    d = experiment.prepare_data(prof.model.vocab_size, prof.model.byte_window, prof.max_bytes)
+    run = experiment.make_runs(replace(prof, variants=(experiment.A,), seeds=1), d["corpus"])[0]
+    experiment.stlm_run(run.settings, run.seed, "cpu")
+    model, T, B = seen["model"], prof.model.context, prof.train.batch_size
+    nats = n_bytes = 0
+    with model.evaluating():
+        for x, y in data.iter_eval_batches(d["val_ids"], T, B, prof.train.eval_batches):
+            nats += float(model(x, y)[1].item()) * y.size
+            n_bytes += int(d["windows"].full[y].sum())
+    assert seen["history"].val_bpb[-1] == pytest.approx(nats / (n_bytes * math.log(2)),
+                                                        rel=1e-6)
+
+
 def test_the_runs_are_every_variant_rate_and_seed_with_json_settings():
     runs = experiment.make_runs(TINY_PROFILE, "c0ffee", seed=5)
     n_rates = sum(len(TINY_PROFILE.lrs[k]) for k in TINY_PROFILE.variants)

@@ -21,7 +21,6 @@ from pathlib import Path
 import numpy as np
 
 from ... import backend, data, protocol
-from ...autograd import no_grad
 from ...nn import GPT, GPTConfig, count_parameters
 from ...nn import functional as F
 from ...report import (claim_section, finish_figure, headline, minmax_yerr, plot_spread,
@@ -34,7 +33,7 @@ from .probe import (PROBE_TOPICS, effective_rank, linear_probe, pooled_features,
                     topic_passages)
 from .throughput import throughput_vs_vocab
 
-VERSION = 2          # bump when a change of code changes the figures of a run
+VERSION = 3          # bump when a change of code changes the figures of a run
 
 # The paper's figures this experiment echoes (arXiv:2309.08351).
 PAPER = {
@@ -210,7 +209,7 @@ def build_model(objective: str, settings: dict, seed: int, device: str):
 def pretrained(settings: dict, seed: int, device: str):
     """The pretrained model of ``settings`` and its History: loaded from its
     checkpoint when there (a finished run), trained (and checkpointed) otherwise."""
-    _, ids, bpt, digest = corpus(settings["vocab_size"])
+    _, ids, _, digest = corpus(settings["vocab_size"])
     protocol.check_corpus(digest, settings["corpus"], "headless pretraining")
     model = build_model(settings["objective"], settings, seed, device)
     steps = settings["steps"]
@@ -219,18 +218,29 @@ def pretrained(settings: dict, seed: int, device: str):
                       eval_interval=max(1, steps // settings["curve_points"]),
                       eval_batches=settings["curve_batches"], seed=seed)
     loss_fn = zero_shot_loss if settings["objective"] == "cwt" else default_loss
-    history = train(model, ids["train"], ids["val"], cfg, bytes_per_token=bpt["val"],
-                    checkpoint=_checkpoint(settings, seed), loss_fn=loss_fn, progress=False)
+    history = train(model, ids["train"], ids["val"], cfg, loss_fn=loss_fn, progress=False,
+                    bytes_per_token=_bytes_per_scored_token(settings, "val", cfg.eval_batches),
+                    checkpoint=_checkpoint(settings, seed))
     return model, history
+
+
+def _bytes_per_scored_token(settings: dict, split: str, batches: int | None) -> float:
+    """The mean bytes of the tokens that ``evaluate`` scores on ``batches`` batches of
+    ``split`` (None: all of it): what turns its nats per token into bits per byte."""
+    tok, ids, _, _ = corpus(settings["vocab_size"])
+    targets = data.eval_targets(ids[split], settings["model"]["context"],
+                                settings["batch_size"], batches)
+    return len(tok.decode_bytes(targets)) / len(targets)
 
 
 def _bpb(lm, settings: dict) -> dict:
     """``{"val": {"bpb": ...}, "test": {"bpb": ...}}``: bits per byte of a language model
     (logits out) on all of each split (or the profile's ``final_eval_batches``)."""
-    _, ids, bpt, _ = corpus(settings["vocab_size"])
-    return {split: {"bpb": evaluate(lm, ids[split], lm.config.context, settings["batch_size"],
-                                    settings.get("final_eval_batches"))
-                    / (bpt[split] * math.log(2))} for split in ("val", "test")}
+    _, ids, _, _ = corpus(settings["vocab_size"])
+    n = settings.get("final_eval_batches")
+    return {split: {"bpb": evaluate(lm, ids[split], lm.config.context, settings["batch_size"], n)
+                    / (_bytes_per_scored_token(settings, split, n) * math.log(2))}
+            for split in ("val", "test")}
 
 
 def pretrain_run(settings: dict, seed: int, device: str) -> dict:
@@ -324,7 +334,7 @@ def mlm_run(settings: dict, seed: int, device: str) -> dict:
                                            settings["batch_size"],
                                            settings.get("final_eval_batches")):
             inputs, labels = mask_tokens(x, model.mask_id, model.mask_id, MaskingConfig(), rng)
-            with no_grad():
+            with model.evaluating():                 # dropout off, no graph
                 logits, loss = model(backend.to_device(inputs, device),
                                      backend.to_device(labels, device))   # (B, T, V)
             picked = labels != IGNORE_INDEX

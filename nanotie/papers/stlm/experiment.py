@@ -63,7 +63,7 @@ from . import DIFFERENCES, STLM, STLMConfig, byte_cross_entropy
 from .byte_windows import PAD, ByteWindows
 from .params import PAPER_FIGURES, measured_split, millions, paper_configs, parameter_budget
 
-VERSION = 1          # bump when a change here changes the runs' figures
+VERSION = 2          # bump when a change here changes the runs' figures
 CEILING = 2          # the revision of the ceiling's code, in the settings of the runs
                      # that score it (False: not scored); bump when it changes
 
@@ -184,9 +184,12 @@ def stlm_run(settings: dict, seed: int, device: str) -> dict:
     backend.manual_seed(seed)
     model = STLM(cfg).to(device)
     decoder = not model.predicts_tokens
-    bytes_per_token = float(windows.full[d["val_ids"]].mean())
     # What one unit of the training loss stands for, so that train() can show the
-    # validation loss as bits per byte: a token, a predicted byte, or a window slot.
+    # validation loss as bits per byte: a token, a predicted byte, or a window slot;
+    # bytes per token: of the val tokens its evaluations score.
+    scored = data.eval_targets(d["val_ids"], train_cfg.block_size or cfg.context,
+                               train_cfg.batch_size, train_cfg.eval_batches)
+    bytes_per_token = float(windows.full[scored].mean())
     scale = (bytes_per_token if not decoder else 1.0 if cfg.byte_loss == "pad_ignored"
              else bytes_per_token / cfg.byte_window)
     history = train(model, d["train_ids"], d["val_ids"], train_cfg, bytes_per_token=scale,
