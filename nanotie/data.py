@@ -47,7 +47,9 @@ def prose_corpus(max_bytes: int | None = None) -> bytes:
 
 
 # Directories of the standard library that are not "ordinary library code": tests,
-# bundled third-party packages, the IDLE app, demos and caches.
+# bundled third-party packages, the IDLE app, demos and caches. The build's own settings
+# (_sysconfigdata*.py, config-*/) are left out too: they spell out the install path, so
+# the same Python installed elsewhere would give another corpus.
 _CODE_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "tests", "idlelib",
                                  "lib2to3", "__pycache__", "ensurepip", "turtledemo"})
 
@@ -55,14 +57,17 @@ _CODE_EXCLUDED_DIRS = frozenset({"site-packages", "dist-packages", "test", "test
 def code_corpus(max_bytes: int | None = 2_000_000) -> bytes:
     """Python code: every valid UTF-8 ``*.py`` of the standard library outside
     ``_CODE_EXCLUDED_DIRS``, sorted by relative path, each after a ``# file: relpath``
-    line, cut at ``max_bytes`` (deterministic within one Python installation)."""
+    line, cut at ``max_bytes`` (the same for one Python version wherever it is installed,
+    bar what its packager added)."""
     _check_max_bytes(max_bytes)
     root = Path(sysconfig.get_paths()["stdlib"])
     paths = []
     for dirpath, dirnames, filenames in os.walk(root):
         # Pruning in place stops os.walk from descending (site-packages can be huge).
-        dirnames[:] = [d for d in dirnames if d not in _CODE_EXCLUDED_DIRS]
-        paths += [Path(dirpath, f) for f in filenames if f.endswith(".py")]
+        dirnames[:] = [d for d in dirnames
+                       if d not in _CODE_EXCLUDED_DIRS and not d.startswith("config-")]
+        paths += [Path(dirpath, f) for f in filenames
+                  if f.endswith(".py") and not f.startswith("_sysconfigdata")]
     paths.sort(key=lambda p: p.relative_to(root).as_posix())
 
     parts, size = [], 0

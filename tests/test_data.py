@@ -67,8 +67,9 @@ def test_code_corpus_walks_the_library_skipping_what_it_says(tmp_path, monkeypat
     excluded folders, in sorted order, each after its header."""
     for rel, raw in {"a.py": b"x = 1\n", "pkg/b.py": b"y = 2\n", "bad.py": b"\xff\xfe no",
                      "notes.txt": b"text", "test/c.py": b"t = 0\n",
-                     "site-packages/d.py": b"s = 0\n", "pkg/__pycache__/e.py": b"e = 0\n"
-                     }.items():
+                     "site-packages/d.py": b"s = 0\n", "pkg/__pycache__/e.py": b"e = 0\n",
+                     "_sysconfigdata__linux.py": b"p = '/opt/py'\n",     # the install path
+                     "config-3.11-x86_64-linux-gnu/python-config.py": b"q = 0\n"}.items():
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(raw)
     monkeypatch.setattr(data.sysconfig, "get_paths", lambda: {"stdlib": str(tmp_path)})
