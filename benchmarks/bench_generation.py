@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-from _timing import (blas_threads, machine, markdown_table, parser, timer_options,  # noqa: E402,I001
-                     write_json)
+from _timing import (at_least, blas_threads, machine, markdown_table, parser,  # noqa: E402,I001
+                     timer_options, write_json)
 
 from nanotie.autograd import no_grad  # noqa: E402
 from nanotie.papers.distillery.throughput import (KINDS, LABELS, generation_models,  # noqa: E402
@@ -169,14 +169,19 @@ def main(argv=None) -> int:
                         f"{QUICK_CONTEXTS} with --quick)")
     p.add_argument("--order", type=int, default=16,
                    help="real state size of every distilled filter (default 16)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=at_least(1), default=None,
                    help="timed steps per round (Hyena recompute: 1 per round)")
     p.add_argument("--d-model", type=int, default=None)
     p.add_argument("--n-layer", type=int, default=None)
     args = p.parse_args(argv)
 
-    contexts = tuple(int(c) for c in args.contexts.split(",")) if args.contexts else \
-        QUICK_CONTEXTS if args.quick else FULL_CONTEXTS
+    try:
+        contexts = tuple(sorted(int(c) for c in args.contexts.split(","))) if args.contexts \
+            else QUICK_CONTEXTS if args.quick else FULL_CONTEXTS
+    except ValueError:
+        contexts = (0,)
+    if min(contexts) < 1:
+        p.error(f"--contexts: expected comma-separated integers >= 1, got {args.contexts!r}")
     timer = timer_options(args)
     steps, repeats = args.steps or timer["steps"], timer["repeats"]
     base = PROFILES["quick"].model

@@ -1,0 +1,28 @@
+"""The benchmarks and maintenance scripts: bad options refused in one line, this checkout's
+nanotie imported wherever they run from."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run(script, *args, env=None):
+    return subprocess.run([sys.executable, str(ROOT / script), *args], capture_output=True,
+                          text=True, timeout=60, cwd=ROOT, env={**os.environ, **(env or {})})
+
+
+@pytest.mark.parametrize("script, args", [
+    ("bench_ops.py", ["--repeats", "0"]), ("bench_ops.py", ["--settle", "-1"]),
+    ("bench_ops.py", ["--threads", "0"]), ("bench_ops.py", ["--json", "no/such/dir/x.json"]),
+    ("bench_train_step.py", ["--profile-steps", "0"]), ("bench_cwt.py", ["--batch", "0"]),
+    ("bench_cwt.py", ["--vocab", "0"]), ("bench_generation.py", ["--contexts", "64,x"]),
+    ("bench_generation.py", ["--steps", "-1"])])
+def test_a_benchmark_refuses_a_bad_option_in_one_line_before_timing(script, args):
+    r = run(f"benchmarks/{script}", *args)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "error:" in r.stderr.splitlines()[-1] and args[0] in r.stderr
