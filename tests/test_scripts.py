@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
+BENCHMARKS = ["bench_ops.py", "bench_train_step.py", "bench_cwt.py", "bench_generation.py",
+              "bench_workers.py"]
 
 
 def run(script, *args, env=None):
@@ -16,12 +18,26 @@ def run(script, *args, env=None):
                           text=True, timeout=60, cwd=ROOT, env={**os.environ, **(env or {})})
 
 
+@pytest.fixture
+def wrong_nanotie(tmp_path):
+    """A folder whose ``nanotie`` refuses to load, for PYTHONPATH."""
+    (tmp_path / "other" / "nanotie").mkdir(parents=True)
+    (tmp_path / "other" / "nanotie" / "__init__.py").write_text("raise ImportError('other')\n")
+    return str(tmp_path / "other")
+
+
+@pytest.mark.parametrize("script", BENCHMARKS)
+def test_each_benchmark_imports_the_nanotie_of_its_checkout(script, wrong_nanotie):
+    r = run(f"benchmarks/{script}", "--help", env={"PYTHONPATH": wrong_nanotie})
+    assert r.returncode == 0, r.stderr
+
+
 @pytest.mark.parametrize("script, args", [
     ("bench_ops.py", ["--repeats", "0"]), ("bench_ops.py", ["--settle", "-1"]),
     ("bench_ops.py", ["--threads", "0"]), ("bench_ops.py", ["--json", "no/such/dir/x.json"]),
     ("bench_train_step.py", ["--profile-steps", "0"]), ("bench_cwt.py", ["--batch", "0"]),
     ("bench_cwt.py", ["--vocab", "0"]), ("bench_generation.py", ["--contexts", "64,x"]),
-    ("bench_generation.py", ["--steps", "-1"])])
+    ("bench_generation.py", ["--steps", "-1"]), ("bench_workers.py", ["--steps", "0"])])
 def test_a_benchmark_refuses_a_bad_option_in_one_line_before_timing(script, args):
     r = run(f"benchmarks/{script}", *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
