@@ -42,3 +42,9 @@ def test_a_benchmark_refuses_a_bad_option_in_one_line_before_timing(script, args
     r = run(f"benchmarks/{script}", *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "error:" in r.stderr.splitlines()[-1] and args[0] in r.stderr
+
+
+def test_line_counts_refuses_an_unknown_revision_in_one_line():
+    r = run("scripts/line_counts.py", "--against", "no-such-revision")
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    assert "no-such-revision" in r.stderr.splitlines()[-1]
