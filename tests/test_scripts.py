@@ -1,6 +1,7 @@
 """The benchmarks and maintenance scripts: bad options refused in one line, this checkout's
 nanotie imported wherever they run from."""
 
+import importlib.util
 import os
 import subprocess
 import sys
@@ -48,3 +49,21 @@ def test_line_counts_refuses_an_unknown_revision_in_one_line():
     r = run("scripts/line_counts.py", "--against", "no-such-revision")
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
     assert "no-such-revision" in r.stderr.splitlines()[-1]
+
+
+def load(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_probe_runs_its_programs_on_this_checkout_from_any_folder(tmp_path, wrong_nanotie,
+                                                                   monkeypatch):
+    probe = load("probe_bad_inputs")
+    monkeypatch.setenv("PYTHONPATH", wrong_nanotie)
+    outcome, detail = probe.python("import nanotie; print(nanotie.__file__)", 0, cwd=tmp_path)
+    assert outcome == "clean" and detail.endswith(str(ROOT / "nanotie" / "__init__.py")), detail
+    with pytest.raises(SystemExit) as exit_:
+        probe.main(["-k", "no case is called this"])     # not "tried 0", exit status 0
+    assert exit_.value.code == 2
