@@ -318,6 +318,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.command != "map" and not (WORK / "lines.json").exists():
         ap.error("run `python scripts/mutants.py map` first")
+    if args.command == "report" and not (WORK / "results.jsonl").exists():
+        ap.error("no results yet: run `python scripts/mutants.py run FILE...` first")
+    if args.command == "run" and args.jobs < 1:
+        ap.error(f"--jobs {args.jobs}: need at least 1")
     if args.command == "map":
         map_lines()
     elif args.command == "run":
