@@ -184,6 +184,8 @@ def main(argv=None) -> int:
         p.error(f"--contexts: expected comma-separated integers >= 1, got {args.contexts!r}")
     timer = timer_options(args)
     steps, repeats = args.steps or timer["steps"], timer["repeats"]
+    if steps * repeats > 255:     # the models end 256 positions past the longest context
+        p.error(f"--steps {steps} x --repeats {repeats}: at most 255 timed steps fit")
     base = PROFILES["quick"].model
     base = replace(base, d_model=args.d_model or base.d_model,
                    n_layer=args.n_layer or base.n_layer)
