@@ -1,7 +1,8 @@
 """The benchmarks and maintenance scripts: bad options refused in one line, this checkout's
-nanotie imported wherever they run from."""
+nanotie imported wherever they run from, ratios in the direction their headers say."""
 
 import importlib.util
+import json
 import os
 import subprocess
 import sys
@@ -68,3 +69,16 @@ def test_probe_runs_its_programs_on_this_checkout_from_any_folder(tmp_path, wron
     with pytest.raises(SystemExit) as exit_:
         probe.main(["-k", "no case is called this"])     # not "tried 0", exit status 0
     assert exit_.value.code == 2
+
+
+def test_bench_ops_overhead_table_gives_its_ratios_in_the_direction_its_header_says(tmp_path):
+    pytest.importorskip("torch")
+    r = run("benchmarks/bench_ops.py", "--ops", "none", "--quick", "--repeats", "1",
+            "--settle", "0", "--json", str(tmp_path / "ops.json"))
+    us = json.loads((tmp_path / "ops.json").read_text())["overhead"]["us_per_op"]
+    lines = r.stdout.splitlines()
+    header = next(line for line in lines if line.startswith("| contender"))
+    assert header.split("|")[4].strip() == "nanotie / this", header
+    for name in ("numpy", "torch"):
+        row = next(line for line in lines if line.startswith(f"| {name} |")).split("|")
+        assert float(row[4]) == pytest.approx(us["nanotie"] / us[name], abs=0.006), row
