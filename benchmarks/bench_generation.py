@@ -171,8 +171,8 @@ def main(argv=None) -> int:
                    help="real state size of every distilled filter (default 16)")
     p.add_argument("--steps", type=at_least(1), default=None,
                    help="timed steps per round (Hyena recompute: 1 per round)")
-    p.add_argument("--d-model", type=int, default=None)
-    p.add_argument("--n-layer", type=int, default=None)
+    p.add_argument("--d-model", type=at_least(1), default=None)
+    p.add_argument("--n-layer", type=at_least(1), default=None)
     args = p.parse_args(argv)
 
     try:
@@ -187,8 +187,11 @@ def main(argv=None) -> int:
     if steps * repeats > 255:     # the models end 256 positions past the longest context
         p.error(f"--steps {steps} x --repeats {repeats}: at most 255 timed steps fit")
     base = PROFILES["quick"].model
-    base = replace(base, d_model=args.d_model or base.d_model,
-                   n_layer=args.n_layer or base.n_layer)
+    try:
+        base = replace(base, d_model=args.d_model or base.d_model,
+                       n_layer=args.n_layer or base.n_layer)
+    except ValueError as exc:                     # e.g. d_model not divisible by n_head
+        p.error(f"--d-model, --n-layer: {exc}")
     threads, how = blas_threads(args.threads)
     meta = machine()
 

@@ -40,7 +40,8 @@ def test_each_benchmark_imports_the_nanotie_of_its_checkout(script, wrong_nanoti
     ("bench_train_step.py", ["--profile-steps", "0"]), ("bench_cwt.py", ["--batch", "0"]),
     ("bench_cwt.py", ["--vocab", "0"]), ("bench_generation.py", ["--contexts", "64,x"]),
     ("bench_generation.py", ["--steps", "-1"]), ("bench_workers.py", ["--steps", "0"]),
-    ("bench_generation.py", ["--steps", "100", "--repeats", "3", "--contexts", "64"])])
+    ("bench_generation.py", ["--steps", "100", "--repeats", "3", "--contexts", "64"]),
+    ("bench_generation.py", ["--d-model", "60"]), ("bench_generation.py", ["--n-layer", "0"])])
 def test_a_benchmark_refuses_a_bad_option_in_one_line_before_timing(script, args):
     r = run(f"benchmarks/{script}", *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
