@@ -167,7 +167,7 @@ def main(argv=None) -> int:
     p.add_argument("--contexts", default=None,
                    help=f"comma-separated context lengths (default {FULL_CONTEXTS}, or "
                         f"{QUICK_CONTEXTS} with --quick)")
-    p.add_argument("--order", type=int, default=16,
+    p.add_argument("--order", type=at_least(0), default=16,
                    help="real state size of every distilled filter (default 16)")
     p.add_argument("--steps", type=at_least(1), default=None,
                    help="timed steps per round (Hyena recompute: 1 per round)")

@@ -41,7 +41,8 @@ def test_each_benchmark_imports_the_nanotie_of_its_checkout(script, wrong_nanoti
     ("bench_cwt.py", ["--vocab", "0"]), ("bench_generation.py", ["--contexts", "64,x"]),
     ("bench_generation.py", ["--steps", "-1"]), ("bench_workers.py", ["--steps", "0"]),
     ("bench_generation.py", ["--steps", "100", "--repeats", "3", "--contexts", "64"]),
-    ("bench_generation.py", ["--d-model", "60"]), ("bench_generation.py", ["--n-layer", "0"])])
+    ("bench_generation.py", ["--d-model", "60"]), ("bench_generation.py", ["--n-layer", "0"]),
+    ("bench_generation.py", ["--order", "-1"])])
 def test_a_benchmark_refuses_a_bad_option_in_one_line_before_timing(script, args):
     r = run(f"benchmarks/{script}", *args)
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
