@@ -51,3 +51,10 @@ def test_report_before_a_run_and_zero_jobs_are_usage_errors(tmp_path, monkeypatc
             mutants_script.main()
         assert exit_.value.code == 2, argv
         assert "error:" in capsys.readouterr().err, argv
+
+
+def test_a_test_that_no_longer_exists_is_the_harness_failing_not_a_killed_mutant(tmp_path):
+    (tmp_path / "m.py").write_text("x = 1\n")
+    with pytest.raises(RuntimeError, match="harness failed"):
+        mutants_script.run_one(tmp_path, "m.py", b"x = 2\n", ["tests/test_gone.py::test_gone"])
+    assert (tmp_path / "m.py").read_text() == "x = 1\n"
