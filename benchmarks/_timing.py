@@ -40,7 +40,7 @@ import threadpoolctl
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # nanotie from a checkout
 
 __all__ = ["blas_threads", "match_torch_threads", "compare", "Timing", "markdown_table",
-           "parser", "timer_options", "import_torch", "machine", "write_json"]
+           "at_least", "parser", "timer_options", "import_torch", "machine", "write_json"]
 
 _LIMITER = None   # the threadpoolctl limiter applied by blas_threads(limit=...), if any
 
@@ -149,6 +149,23 @@ def markdown_table(header, rows, text_columns: int = 1) -> str:
 # ------------------------------------------------------------ the scripts' scaffolding
 
 
+def at_least(low: float, kind=int):
+    """An argparse type: a ``kind`` number >= ``low``, else a one-line usage error."""
+    def check(text):
+        if not kind(text) >= low:         # a ValueError reads "invalid int value: 'x'"
+            raise argparse.ArgumentTypeError(f"expected a number >= {low}, got {text}")
+        return kind(text)
+    check.__name__ = kind.__name__
+    return check
+
+
+def json_path(path: str) -> str:
+    """An argparse type: a file path whose folder exists, checked before the timing."""
+    if not Path(path).resolve().parent.is_dir():
+        raise argparse.ArgumentTypeError(f"no folder {Path(path).parent} to write {path} in")
+    return path
+
+
 def parser(doc: str, timer: dict, device: str | None = "cuda: nanotie on CuPy",
            threads: int | None = None):
     """The options every benchmark takes: --quick, --json, --threads (default
@@ -160,16 +177,17 @@ def parser(doc: str, timer: dict, device: str | None = "cuda: nanotie on CuPy",
     p.set_defaults(timer=timer)
     p.add_argument("--quick", action="store_true",
                    help="fewer, shorter repeats (a smoke run; noisier ratios)")
-    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
-    p.add_argument("--threads", type=int, default=threads,
+    p.add_argument("--json", metavar="PATH", type=json_path,
+                   help="also write the results as JSON")
+    p.add_argument("--threads", type=at_least(1), default=threads,
                    help="BLAS threads, and PyTorch's where it runs (default: "
                         + (f"{threads})" if threads else "NumPy's BLAS's)"))
     full, quick = timer["repeats"]
-    p.add_argument("--repeats", type=int, default=None,
+    p.add_argument("--repeats", type=at_least(1), default=None,
                    help=f"timed repeats (default {full}, or {quick} with --quick)")
     if "settle" in timer:
         full, quick = timer["settle"]
-        p.add_argument("--settle", type=float, default=None,
+        p.add_argument("--settle", type=at_least(0, float), default=None,
                        help=f"seconds to pause before each timed block so that the other "
                             f"library's worker threads stop spinning (default {full}, or "
                             f"{quick} with --quick; 0 turns it off)")

@@ -34,7 +34,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-from _timing import blas_threads, compare, machine, parser, timer_options, write_json  # noqa: E402,I001
+from _timing import (at_least, blas_threads, compare, machine, parser,  # noqa: E402,I001
+                     timer_options, write_json)
 
 import nanotie as nt  # noqa: E402
 from nanotie.nn import GPTConfig, count_parameters  # noqa: E402
@@ -59,7 +60,7 @@ def main(argv=None) -> int:
                              settle=(0.0, 0.0)), device="cuda: both models on CuPy")
     p.add_argument("--vocab", default=",".join(map(str, VOCABS)),
                    help="comma-separated vocabulary sizes (default: %(default)s)")
-    p.add_argument("--batch", type=int, default=BATCH,
+    p.add_argument("--batch", type=at_least(1), default=BATCH,
                    help="sequences per step (default: %(default)s)")
     args = p.parse_args(argv)
     if args.device == "cuda" and not nt.cuda_available():
@@ -67,7 +68,9 @@ def main(argv=None) -> int:
     try:
         vocabs = [int(v) for v in args.vocab.split(",") if v.strip()]
     except ValueError:
-        p.error(f"--vocab: expected comma-separated integers, got {args.vocab!r}")
+        vocabs = []
+    if not vocabs or min(vocabs) < 1:
+        p.error(f"--vocab: expected comma-separated integers >= 1, got {args.vocab!r}")
     threads, how = blas_threads(limit=args.threads)
     nt.backend.keep_freed_memory()
     timer = timer_options(args)

@@ -48,8 +48,8 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-from _timing import (blas_threads, machine, markdown_table, parser, timer_options,  # noqa: E402,I001
-                     write_json)
+from _timing import (at_least, blas_threads, machine, markdown_table, parser,  # noqa: E402,I001
+                     timer_options, write_json)
 
 from nanotie.autograd import no_grad  # noqa: E402
 from nanotie.papers.distillery.throughput import (KINDS, LABELS, generation_models,  # noqa: E402
@@ -167,21 +167,31 @@ def main(argv=None) -> int:
     p.add_argument("--contexts", default=None,
                    help=f"comma-separated context lengths (default {FULL_CONTEXTS}, or "
                         f"{QUICK_CONTEXTS} with --quick)")
-    p.add_argument("--order", type=int, default=16,
+    p.add_argument("--order", type=at_least(0), default=16,
                    help="real state size of every distilled filter (default 16)")
-    p.add_argument("--steps", type=int, default=None,
+    p.add_argument("--steps", type=at_least(1), default=None,
                    help="timed steps per round (Hyena recompute: 1 per round)")
-    p.add_argument("--d-model", type=int, default=None)
-    p.add_argument("--n-layer", type=int, default=None)
+    p.add_argument("--d-model", type=at_least(1), default=None)
+    p.add_argument("--n-layer", type=at_least(1), default=None)
     args = p.parse_args(argv)
 
-    contexts = tuple(int(c) for c in args.contexts.split(",")) if args.contexts else \
-        QUICK_CONTEXTS if args.quick else FULL_CONTEXTS
+    try:
+        contexts = tuple(sorted(int(c) for c in args.contexts.split(","))) if args.contexts \
+            else QUICK_CONTEXTS if args.quick else FULL_CONTEXTS
+    except ValueError:
+        contexts = (0,)
+    if min(contexts) < 1:
+        p.error(f"--contexts: expected comma-separated integers >= 1, got {args.contexts!r}")
     timer = timer_options(args)
     steps, repeats = args.steps or timer["steps"], timer["repeats"]
+    if steps * repeats > 255:     # the models end 256 positions past the longest context
+        p.error(f"--steps {steps} x --repeats {repeats}: at most 255 timed steps fit")
     base = PROFILES["quick"].model
-    base = replace(base, d_model=args.d_model or base.d_model,
-                   n_layer=args.n_layer or base.n_layer)
+    try:
+        base = replace(base, d_model=args.d_model or base.d_model,
+                       n_layer=args.n_layer or base.n_layer)
+    except ValueError as exc:                     # e.g. d_model not divisible by n_head
+        p.error(f"--d-model, --n-layer: {exc}")
     threads, how = blas_threads(args.threads)
     meta = machine()
 

@@ -83,7 +83,7 @@ if __name__ == "__main__":
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))        # for _timing
-from _timing import (blas_threads, compare, import_torch, machine,  # noqa: E402,I001
+from _timing import (at_least, blas_threads, compare, import_torch, machine,  # noqa: E402,I001
                      match_torch_threads, parser, timer_options, write_json)
 
 import nanotie as nt  # noqa: E402
@@ -466,7 +466,7 @@ def main(argv=None) -> int:
                         "(nanotie.backend.set_cpu_threads(N))")
     p.add_argument("--profile", action="store_true",
                    help="also profile nanotie's step and print where the time goes")
-    p.add_argument("--profile-steps", type=int, default=5,
+    p.add_argument("--profile-steps", type=at_least(1), default=5,
                    help="steps to run under the profiler (default 5)")
     p.add_argument("--profile-clock", choices=["wall", "cpu"], default="wall",
                    help="cpu: the profile counts CPU time, not waiting for a core "

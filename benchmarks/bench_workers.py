@@ -22,10 +22,12 @@ import argparse
 import os
 import sys
 import time
+from pathlib import Path
 
 from threadpoolctl import threadpool_info, threadpool_limits
 
-from nanotie import backend, protocol
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))   # nanotie from a checkout
+from nanotie import backend, protocol  # noqa: E402
 
 RUN = "bench_workers:tiny_gpt_run"
 
@@ -52,6 +54,8 @@ def main(argv=None) -> int:
     p.add_argument("--runs", type=int, default=4, help="identical runs (default 4)")
     p.add_argument("--steps", type=int, default=60, help="steps per run (default 60)")
     args = p.parse_args(argv)
+    if args.runs < 1 or args.steps < 1:
+        p.error("--runs and --steps must be at least 1")
     cores = backend.usable_cores()
     runs = [protocol.Run(RUN, {"steps": args.steps}, seed) for seed in range(args.runs)]
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
@@ -80,7 +84,7 @@ def main(argv=None) -> int:
                 for a, b in zip(seq, par))
     print("same losses (to 0.1%; BLAS thread counts differ, so not bitwise):",
           "yes" if close else "NO")
-    return 0
+    return 0 if close else 1
 
 
 if __name__ == "__main__":

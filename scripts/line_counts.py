@@ -66,7 +66,10 @@ def main() -> None:
         for name, n in now.items():
             print(f"| {name} | {n:,} |")
         return
-    then = totals(tracked(args.against))
+    try:
+        then = totals(tracked(args.against))
+    except subprocess.CalledProcessError as exc:
+        ap.error(f"--against {args.against}: {exc.stderr.strip().splitlines()[-1]}")
     print(f"| area | {args.against} | now | change |\n|---|---:|---:|---:|")
     for name, n in now.items():
         change = f"{100 * (n - then[name]) / then[name]:+.0f}%" if then[name] else "new"

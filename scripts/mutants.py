@@ -233,8 +233,10 @@ def run_one(tree: Path, rel: str, mutated: bytes, tests: list) -> str:
                 done, status = os.waitpid(pid, os.WNOHANG)
                 if done:
                     code = os.waitstatus_to_exitcode(status)
-                    if code in (5, 98, 99):
-                        raise RuntimeError(f"the harness failed on {rel} (exit status {code})")
+                    if code in (4, 5, 98, 99):    # a test not found, none collected
+                        raise RuntimeError(f"the harness failed on {rel} (exit status {code}"
+                                           + ("; a test of the map is gone: run `map` again)"
+                                              if code in (4, 5) else ")"))
                     return "survived" if code == 0 else "killed"
                 if time.monotonic() - t0 > limit:
                     os.kill(pid, signal.SIGKILL)
@@ -292,8 +294,8 @@ def run(files: list, jobs: int) -> None:
                     out.flush()
             os._exit(0)
         children.append(pid)
-    for pid in children:
-        os.waitpid(pid, 0)
+    if any([os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1]) for pid in children]):
+        sys.exit("a job stopped early (its error is above): the mutants it left are not run")
 
 
 def report() -> None:
@@ -318,6 +320,10 @@ def main() -> None:
     args = ap.parse_args()
     if args.command != "map" and not (WORK / "lines.json").exists():
         ap.error("run `python scripts/mutants.py map` first")
+    if args.command == "report" and not (WORK / "results.jsonl").exists():
+        ap.error("no results yet: run `python scripts/mutants.py run FILE...` first")
+    if args.command == "run" and args.jobs < 1:
+        ap.error(f"--jobs {args.jobs}: need at least 1")
     if args.command == "map":
         map_lines()
     elif args.command == "run":

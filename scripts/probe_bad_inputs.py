@@ -2,6 +2,7 @@
 
     python scripts/probe_bad_inputs.py            every case, one line each, then counts
     python scripts/probe_bad_inputs.py -q         the counts only
+    python scripts/probe_bad_inputs.py -k file    the cases whose name holds "file"
 
 Each case is one bad input or fault (a wrong argument, a damaged file, a learner's
 file that exits or loops, a disk that fills) with the outcome it should have. The
@@ -74,22 +75,19 @@ def refused(call, kinds=(ValueError, TypeError), words=()):
 def cli(args, expect_code, words=(), env=None, cwd=None, timeout=60, max_lines=2):
     """Run ``python -m nanotie ARGS``; clean when it exits with ``expect_code`` in at
     most ``max_lines`` lines of stderr that hold ``words``, without a traceback."""
+    return python(["-m", "nanotie", *args], expect_code, words, timeout, max_lines, cwd, env)
+
+
+def python(code, expect_code, words=(), timeout=60, max_lines=2, cwd=None, env=None):
+    """Like :func:`cli`, for a short Python program (a fake experiment, say), or for the
+    interpreter's arguments ``code`` if it is a list; both import this checkout's nanotie."""
     full_env = {**os.environ, **(env or {})}
     full_env["PYTHONPATH"] = os.pathsep.join(
         [str(Path(nt.__file__).resolve().parent.parent), full_env.get("PYTHONPATH", "")])
+    args = code if isinstance(code, list) else ["-c", textwrap.dedent(code)]
     try:
-        r = subprocess.run([sys.executable, "-m", "nanotie", *args], capture_output=True,
-                           text=True, timeout=timeout, env=full_env, cwd=cwd)
-    except subprocess.TimeoutExpired:
-        return "hang", f"still running after {timeout} s"
-    return judge_process(r, expect_code, words, max_lines)
-
-
-def python(code, expect_code, words=(), timeout=60, max_lines=2, cwd=None):
-    """Like :func:`cli`, for a short Python program (a fake experiment, say)."""
-    try:
-        r = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True,
-                           text=True, timeout=timeout, cwd=cwd)
+        r = subprocess.run([sys.executable, *args], capture_output=True, text=True,
+                           timeout=timeout, env=full_env, cwd=cwd)
     except subprocess.TimeoutExpired:
         return "hang", f"still running after {timeout} s"
     return judge_process(r, expect_code, words, max_lines)
@@ -708,6 +706,8 @@ def main(argv=None) -> int:
     args = parser.parse_args(argv)
     counts = dict.fromkeys(OUTCOMES, 0)
     chosen = [c for c in CASES if args.k in c[1]]
+    if not chosen:
+        parser.error(f"no case's name holds {args.k!r}")
     for group, name, probe in chosen:
         with tempfile.TemporaryDirectory(prefix="nanotie-probe-") as tmp:
             outcome, detail = probe(Path(tmp))

@@ -4,6 +4,8 @@ import ast
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "scripts" / "mutants.py"
 spec = importlib.util.spec_from_file_location("mutants_script", SCRIPT)
 mutants_script = importlib.util.module_from_spec(spec)
@@ -38,3 +40,21 @@ def test_the_kinds_of_change():
                      (6, "in -> not in"), (6, "or -> and")]:
         assert expected in found, expected
     assert not any("Doc" in what or what == "Return -> pass" for _, what in found)
+
+
+def test_report_before_a_run_and_zero_jobs_are_usage_errors(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(mutants_script, "WORK", tmp_path)
+    (tmp_path / "lines.json").write_text('{"lines": {}, "seconds": {}}')
+    for argv in (["report"], ["run", "nanotie/files.py", "--jobs", "0"]):
+        monkeypatch.setattr("sys.argv", ["mutants.py", *argv])
+        with pytest.raises(SystemExit) as exit_:
+            mutants_script.main()
+        assert exit_.value.code == 2, argv
+        assert "error:" in capsys.readouterr().err, argv
+
+
+def test_a_test_that_no_longer_exists_is_the_harness_failing_not_a_killed_mutant(tmp_path):
+    (tmp_path / "m.py").write_text("x = 1\n")
+    with pytest.raises(RuntimeError, match="harness failed"):
+        mutants_script.run_one(tmp_path, "m.py", b"x = 2\n", ["tests/test_gone.py::test_gone"])
+    assert (tmp_path / "m.py").read_text() == "x = 1\n"
