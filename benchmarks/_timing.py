@@ -188,8 +188,8 @@ def parser(doc: str, timer: dict, device: str | None = "cuda: nanotie on CuPy",
     if "settle" in timer:
         full, quick = timer["settle"]
         p.add_argument("--settle", type=at_least(0, float), default=None,
-                       help=f"seconds to pause before each timed block so that the other "
-                            f"library's worker threads stop spinning (default {full}, or "
+                       help=f"seconds to pause before each timed block so that worker "
+                            f"threads left spinning by the last one go idle (default {full}, or "
                             f"{quick} with --quick; 0 turns it off)")
     if device:
         p.add_argument("--device", choices=["cpu", "cuda"], default="cpu", help=device)

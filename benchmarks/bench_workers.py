@@ -79,7 +79,9 @@ def main(argv=None) -> int:
           f"{60 * args.runs / t_seq:.1f} |")
     print(f"| {cores} worker processes, BLAS at 1 thread each | {t_par:.1f} | "
           f"{60 * args.runs / t_par:.1f} |")
-    print(f"\nworkers are {t_seq / t_par:.2f}x faster")
+    ratio = t_seq / t_par
+    print(f"\nworkers are {ratio:.2f}x faster" if ratio >= 1
+          else f"\nworkers are {1 / ratio:.2f}x slower")
     close = all(abs(a["val"]["loss"] - b.figures["val"]["loss"]) < 1e-3 * abs(a["val"]["loss"])
                 for a, b in zip(seq, par))
     print("same losses (to 0.1%; BLAS thread counts differ, so not bitwise):",
