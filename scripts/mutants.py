@@ -149,11 +149,14 @@ def map_lines() -> None:
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(
         [str(ROOT / "scripts"), os.environ.get("PYTHONPATH", "")])}
     with open(log, "w") as out:       # -n 0: coverage and the plugin see one process
-        subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}", "-m",
-                        "pytest", "-q", "-n", "0", "-p", "no:cacheprovider", "-p", "mutants",
-                        "--durations=0", "--ignore=tests/test_notebooks.py",
-                        "--ignore=tests/test_site.py"],
-                       cwd=ROOT, stdout=out, env=env, check=True)
+        suite = subprocess.run([sys.executable, "-m", "coverage", "run", f"--rcfile={rc}",
+                                "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                                "-p", "mutants", "--durations=0",
+                                "--ignore=tests/test_notebooks.py",
+                                "--ignore=tests/test_site.py"], cwd=ROOT, stdout=out, env=env)
+    if suite.returncode:              # a mutant is judged by tests that pass without it
+        sys.exit(f"the suite did not pass (pytest exit {suite.returncode}; its output is in "
+                 f"{log}): fix it, then map again")
     subprocess.run([sys.executable, "-m", "coverage", "combine", "-q", f"--rcfile={rc}"],
                    cwd=ROOT, check=True)
     import coverage

@@ -58,3 +58,13 @@ def test_a_test_that_no_longer_exists_is_the_harness_failing_not_a_killed_mutant
     with pytest.raises(RuntimeError, match="harness failed"):
         mutants_script.run_one(tmp_path, "m.py", b"x = 2\n", ["tests/test_gone.py::test_gone"])
     assert (tmp_path / "m.py").read_text() == "x = 1\n"
+
+
+def test_map_on_a_failing_suite_stops_in_one_line(tmp_path, monkeypatch):
+    """It used to end in a CalledProcessError traceback."""
+    import subprocess
+
+    monkeypatch.setattr(mutants_script, "WORK", tmp_path)
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: subprocess.CompletedProcess(a, 1))
+    with pytest.raises(SystemExit, match="the suite did not pass .pytest exit 1"):
+        mutants_script.map_lines()
