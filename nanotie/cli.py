@@ -20,6 +20,7 @@ from pathlib import Path
 from . import backend
 from .files import WriteError, unwritable
 from .nn.module import StateDictError
+from .pages import ROOT as CHECKOUT
 from .papers import REGISTRY
 from .protocol import CorpusError, Runner, dask_executor
 from .train import CheckpointError, _one_line
@@ -57,7 +58,7 @@ def _parser() -> argparse.ArgumentParser:
                                       "results table from runs (in this checkout)",
                         description="Rewrite each paper's results page (nanotie/papers/*/"
                                     "README.md, its plots in docs/results/) and the README's "
-                                    f"results table, in {Path(__file__).resolve().parents[1]}.")
+                                    f"results table, in {CHECKOUT}.")
     pg.add_argument("--from", dest="runs", type=Path, default=Path("runs"), metavar="DIR",
                     help="the reproduce output folder (default: runs)")
     pg.add_argument("--full-from", dest="full_runs", type=Path, default=None, metavar="DIR",
