@@ -38,12 +38,30 @@ def _check_max_bytes(max_bytes) -> None:
 
 def prose_corpus(max_bytes: int | None = None) -> bytes:
     """English prose: the texts of ``pydoc_data.topics.topics`` (Python's own help
-    pages), in sorted topic order, one blank line apart (about 0.5 MB on Python 3.11)."""
+    pages), in sorted topic order, one blank line apart, each paragraph once (about
+    0.38 MB on Python 3.11).
+
+    The help pages copy whole sections from one another (``compound`` holds ``try``,
+    ``while`` and ``with``). Kept, they would put 13% of a last-tenth test split's bytes
+    inside 64-byte strings that the first eight tenths also hold; without the repeats, 4%
+    (table rules and one-line examples), measured on Python 3.11."""
     from pydoc_data.topics import topics
 
     _check_max_bytes(max_bytes)
     text = "\n\n".join(topics[name] for name in sorted(topics))
-    return text.encode("utf-8")[:max_bytes]
+    return _without_repeats(text).encode("utf-8")[:max_bytes]
+
+
+def _without_repeats(text: str, min_chars: int = 40) -> str:
+    """``text`` without the paragraphs (blank-line separated) of ``min_chars`` or more
+    characters that repeat an earlier one, whitespace aside."""
+    seen, kept = set(), []
+    for paragraph in text.split("\n\n"):
+        key = " ".join(paragraph.split())
+        if len(key) < min_chars or key not in seen:
+            kept.append(paragraph)
+        seen.add(key)
+    return "\n\n".join(kept)
 
 
 # Directories of the standard library that are not "ordinary library code": tests,

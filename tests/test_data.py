@@ -46,6 +46,32 @@ def test_prose_corpus_cap_is_a_prefix():
     assert prose_corpus(1000) == PROSE[:1000]
 
 
+def test_prose_corpus_holds_each_paragraph_once():
+    paragraphs = [" ".join(p.split()) for p in PROSE.decode("utf-8").split("\n\n")]
+    long = [p for p in paragraphs if len(p) >= 40]
+    assert len(long) > 1000 and len(set(long)) == len(long)
+
+
+def test_prose_test_split_copies_little_of_train():
+    """The help pages copy sections word for word; with every paragraph once, little
+    of the test split lies inside 64-byte strings of train (with the copies: 13%)."""
+    from nanotie import protocol
+    s = protocol.split(PROSE, val_fraction=0.1, test_fraction=0.1)
+    train, test, w = s.train.tobytes(), s.test.tobytes(), 64
+    grams = {train[i:i + w] for i in range(len(train) - w + 1)}
+    covered = np.zeros(len(test), bool)
+    for i in range(len(test) - w + 1):
+        if test[i:i + w] in grams:
+            covered[i:i + w] = True
+    assert covered.mean() < 0.06
+
+
+def test_without_repeats_keeps_the_first_of_each_long_paragraph_and_every_short_one():
+    para = "a paragraph long enough to count as a repeat of another"
+    text = f"{para}\n\nshort\n\n{para.replace(' ', '  ')}\n\nshort\n\nend"
+    assert data._without_repeats(text) == f"{para}\n\nshort\n\nshort\n\nend"
+
+
 def test_code_corpus_is_python_deterministic_and_capped():
     code = code_corpus(300_000)
     assert len(code) == 300_000
