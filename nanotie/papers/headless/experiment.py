@@ -270,13 +270,14 @@ def finetune_run(settings: dict, seed: int, device: str) -> dict:
         lm = lm_from_headless(lm, "clone")
         if settings["mode"] == "head":
             freeze_all_but_head(lm)
-    _, ids, bpt, _ = corpus(src["vocab_size"])
+    _, ids, _, _ = corpus(src["vocab_size"])
     steps = settings["steps"]
     cfg = TrainConfig(steps=steps, batch_size=src["batch_size"], lr=settings["lr"],
                       warmup_steps=0, min_lr_ratio=1.0,          # constant, as the authors
                       eval_interval=steps, eval_batches=src["curve_batches"],
                       seed=seed + 10_000)                        # other batches than pretraining
-    h = train(lm, ids["train"], ids["val"], cfg, bytes_per_token=bpt["val"], progress=False)
+    h = train(lm, ids["train"], ids["val"], cfg, progress=False,
+              bytes_per_token=_bytes_per_scored_token(src, "val", cfg.eval_batches))
     return {**_bpb(lm, src), "parameters": count_parameters(lm), "train_seconds": h.seconds}
 
 
