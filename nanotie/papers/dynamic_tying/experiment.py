@@ -71,7 +71,8 @@ PROFILES = {
     # 8 layers, 20 episodes of 7 decisions, 5 seeds, both modes (shared: 3 seeds), and
     # a learning-rate grid for vanilla and dynamic on 2 seeds: 31 runs (9 vanilla at
     # 56 CPU-seconds, 22 with tying at 48, measured one thread each), about 1,560
-    # CPU-seconds: 13 minutes on 2 idle cores with 2 workers.
+    # CPU-seconds: 13 minutes on 2 idle cores with 2 workers (11 minutes since the prose
+    # corpus keeps each paragraph once).
     "full": dict(model=GPTConfig(vocab_size=256, context=64, d_model=64, n_layer=8,
                                  n_head=4),
                  train=TrainConfig(steps=560, batch_size=16, lr=3e-3, warmup_steps=50,

@@ -91,8 +91,8 @@ PROFILES = {
                      model=GPTConfig(context=64, d_model=64, n_layer=4, n_head=4)),
     # The corpus is the same, so one pass is the same number of steps: --full spends
     # its time on a wider model, five seeds, a grid on two of them, and the masked
-    # LMs: 19 + 20 + 55 + 30 runs, 1,750-2,000 CPU-seconds (15-17 minutes on 2 cores,
-    # measured the same way with --full).
+    # LMs: 19 + 20 + 55 + 30 runs, 14-17 minutes on 2 cores (measured the same way with
+    # --full; 14 minutes since the prose corpus keeps each paragraph once).
     "full": Profile(
         vocab_size=4096, model=GPTConfig(context=64, d_model=128, n_layer=4, n_head=4),
         seeds=5, grid_seeds=2, curve_points=8, curve_batches=8, sweep_steps=3,
