@@ -53,6 +53,10 @@ def blas_threads(limit: int | None = None) -> tuple[int, str]:
     if limit is not None:   # called as a function, not in a ``with``: the limit lasts
         _LIMITER = threadpoolctl.threadpool_limits(limits=int(limit), user_api="blas")
     pools = [p for p in threadpoolctl.threadpool_info() if p.get("user_api") == "blas"]
+    if not pools:
+        raise SystemExit(f"threadpoolctl {threadpoolctl.__version__} sees no BLAS library in "
+                         "NumPy, so the threads it times with are unknown (NumPy 2's OpenBLAS "
+                         "needs threadpoolctl >= 3.5)")
     n = max(int(p["num_threads"]) for p in pools)
     return n, f"threadpoolctl ({', '.join(sorted({p.get('internal_api', '?') for p in pools}))})"
 

@@ -86,3 +86,15 @@ def test_bench_ops_overhead_table_gives_its_ratios_in_the_direction_its_header_s
     for name in ("numpy", "torch"):
         row = next(line for line in lines if line.startswith(f"| {name} |")).split("|")
         assert float(row[4]) == pytest.approx(us["nanotie"] / us[name], abs=0.006), row
+
+
+def test_blas_threads_says_so_when_threadpoolctl_sees_no_blas(monkeypatch):
+    """Old threadpoolctl releases do not see NumPy 2's OpenBLAS: a benchmark then stops
+    in one line that says why, not with "max() arg is an empty sequence"."""
+    spec = importlib.util.spec_from_file_location("_timing", ROOT / "benchmarks" / "_timing.py")
+    timing = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(timing)
+    assert timing.blas_threads()[0] >= 1
+    monkeypatch.setattr(timing.threadpoolctl, "threadpool_info", lambda: [])
+    with pytest.raises(SystemExit, match="sees no BLAS library.*>= 3.5"):
+        timing.blas_threads()
