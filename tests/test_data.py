@@ -13,7 +13,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from nanotie import data
+from nanotie import data, protocol
 from nanotie.data import (BatchSampler, BPETokenizer, ByteTokenizer, code_corpus,
                           iter_eval_batches, load_corpus, pretokenize, prose_corpus,
                           train_val_split)
@@ -55,7 +55,6 @@ def test_prose_corpus_holds_each_paragraph_once():
 def test_prose_test_split_copies_little_of_train():
     """The help pages copy sections word for word; with every paragraph once, little
     of the test split lies inside 64-byte strings of train (with the copies: 13%)."""
-    from nanotie import protocol
     s = protocol.split(PROSE, val_fraction=0.1, test_fraction=0.1)
     train, test, w = s.train.tobytes(), s.test.tobytes(), 64
     grams = {train[i:i + w] for i in range(len(train) - w + 1)}
