@@ -140,8 +140,11 @@ def check_file(exercise, path, timeout: float | None = None) -> FileCheck:
     """
     if timeout is None:
         timeout = check_seconds()
+    # A fresh child, not a fork of this process: forking a process in which BLAS threads
+    # run can deadlock (Python 3.12+ warns of it). The fork server is one clean process,
+    # started once, that each child is forked from; it costs a child its imports (0.15 s).
     methods = multiprocessing.get_all_start_methods()
-    ctx = multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+    ctx = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
     receive, send = ctx.Pipe(duplex=False)
     child = ctx.Process(target=_check_in_child, args=(exercise.number, str(path), send),
                         daemon=True)
