@@ -466,7 +466,8 @@ def test_every_public_function_and_class_has_a_docstring():
 def test_every_cross_reference_of_the_api_resolves():
     """A docstring's :func:`x` or :class:`X` links only if Sphinx finds ``x`` as written:
     in the docstring's class or module, as a full name, or (``.x``) as a suffix. A name
-    of a sibling module written as if it were local is shown as plain text."""
+    of a sibling module written as if it were local is shown as plain text, and so is a
+    :data:`CONSTANT` that autodoc leaves out (it shows one with a ``#:`` comment above)."""
     import ast
     import builtins
     found, refs = set(), []
@@ -477,6 +478,10 @@ def test_every_cross_reference_of_the_api_resolves():
         tree = ast.parse(path.read_text())
         found.add(mod)
         refs.append((mod, None, tree))
+        lines = path.read_text().splitlines()
+        found |= {f"{mod}.{t.id}" for node in tree.body if isinstance(node, ast.Assign)
+                  and lines[node.lineno - 2].startswith("#:")       # autodoc shows it
+                  for t in node.targets if isinstance(t, ast.Name)}
         for node in tree.body:
             if isinstance(node, (ast.FunctionDef, ast.ClassDef)) and node.name[0] != "_":
                 cls = node.name if isinstance(node, ast.ClassDef) else None
@@ -489,7 +494,7 @@ def test_every_cross_reference_of_the_api_resolves():
                         refs.append((mod, cls, m))
     broken = []
     for mod, cls, node in refs:
-        for role, target in re.findall(r":(func|class|meth|mod|attr|exc):`([^`]+)`",
+        for role, target in re.findall(r":(func|class|meth|mod|attr|exc|data):`([^`]+)`",
                                        ast.get_docstring(node) or ""):
             bare = target.lstrip("~.")
             if (bare.split(".")[-1][0] == "_" or bare in dir(builtins)

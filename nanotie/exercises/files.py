@@ -19,8 +19,9 @@ from pathlib import Path
 
 from .checking import CheckResult, describe_exception
 
-CHECK_SECONDS = 60.0     # a check's time limit (the references take well under a second);
-                         # $NANOTIE_CHECK_SECONDS overrides it
+#: A check's time limit in seconds (the references take well under a second);
+#: $NANOTIE_CHECK_SECONDS overrides it.
+CHECK_SECONDS = 60.0
 
 
 class LearnerFileError(Exception):

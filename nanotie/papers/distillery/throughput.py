@@ -42,6 +42,7 @@ LABELS = {"hyena_recompute": "Hyena (recompute)", "hyena_cached": "Hyena (cached
           "transformer_kv": "Transformer (KV cache)",
           "distilled_hyena": "distilled Hyena (recurrent)",
           "distilled_multihyena": "distilled MultiHyena (recurrent)"}
+#: The contenders' names, in the order the tables show them.
 KINDS = tuple(LABELS)
 
 

@@ -36,7 +36,7 @@ decisions with language-model steps is in ``loop.py``::
             one TD step on (Q(s)[.., a] - (r + 0.99 max Q(s')[slice_i]))^2
             s = s'
 
-Differences from the paper: :data:`DIFFERENCES`, below (the results page prints it).
+Differences from the paper: ``DIFFERENCES``, below (the results page prints it).
 """
 
 from __future__ import annotations

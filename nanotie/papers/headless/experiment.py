@@ -99,7 +99,7 @@ PROFILES = {
         sweep_repeats=5, probe_per_class=128, mlm_steps=300),
 }
 
-# A few seconds: checks that everything runs (the notebook's quick mode), shows nothing.
+#: A few seconds: checks that everything runs (the notebook's quick mode), shows nothing.
 SMOKE = Profile(
     vocab_size=300, model=GPTConfig(context=16, d_model=16, n_layer=1, n_head=2),
     batch_size=4, epochs=0.02, lrs=(2e-3, 4e-3), seeds=2, curve_points=2, curve_batches=2,

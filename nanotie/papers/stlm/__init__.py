@@ -28,7 +28,7 @@ The byte-level path (W byte slots per token, byte width c, core width d):
     decode   u_t = reshape(h_t A, (W, c)) + P;  blocks;  logits_tj = u_tj B_out
     loss     mean over the NON-PAD slots of the next token: -log p_tj(b_{t+1, j})
 
-Differences from the paper: :data:`DIFFERENCES`, at the end of this file (the results
+Differences from the paper: ``DIFFERENCES``, at the end of this file (the results
 page prints it).
 """
 

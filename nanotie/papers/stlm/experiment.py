@@ -135,11 +135,13 @@ PROFILES = {
         variants=tuple(VARIANTS), seeds=5),
 }
 
+#: The paper's claim, as the report states it.
 CLAIM = ("a byte-level embedder with pooling plus a byte decoder needs 90% fewer "
          "embedding + head parameters than a tied GPT-2-vocabulary table and 95% fewer "
          "than an untied one (2.56M instead of 25.73M / 51.46M at hidden size 512); "
          "tying takes the ~50M model from 81.62M to 55.89M parameters and FFN sharing "
          "to 34.66M")
+#: Where the paper makes :data:`CLAIM`.
 WHERE = ("the abstract of arXiv:2405.14159v1, \"reduce the parameter count by 90% to 95%\", "
          "a figure later versions dropped; the counts: the authors' code when the paper appeared")
 

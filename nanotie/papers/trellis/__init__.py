@@ -26,7 +26,7 @@ Then :mod:`.lstm` (a stacked :class:`~.lstm.LSTM`, the brute-force :func:`~.lstm
 a TrellisNet), :mod:`.models` (a byte-level LM with a tied decoder and auxiliary loss,
 the adding problem) and :mod:`.experiment` (``python -m nanotie reproduce trellis``).
 
-Differences from the paper and its reference code: :data:`DIFFERENCES`, below (the
+Differences from the paper and its reference code: ``DIFFERENCES``, below (the
 results page prints it).
 """
 
