@@ -139,7 +139,7 @@ def map_lines() -> None:
     rc = WORK / "coveragerc"
     # patch = subprocess: a `python -m nanotie` that a test starts is measured too (its
     # data file suffixed, hence parallel, then combined), as part of that test; and
-    # concurrency = multiprocessing: so is a process it forks (an exercise's checker)
+    # concurrency = multiprocessing: so is a process multiprocessing starts (a worker)
     rc.write_text(f"[run]\nsource = nanotie\ndata_file = {WORK / 'coverage'}\n"
                   "parallel = true\npatch = subprocess\n"
                   "concurrency = multiprocessing,thread\n")
@@ -182,8 +182,8 @@ def pytest_runtest_protocol(item, nextitem):
     test function on the stack, so a line that only a fixture runs (a tokenizer trained
     once for a whole module) would be credited to no test, and its mutants would survive
     tests that they fail. A module's fixture is credited to its first test. A process
-    the test starts (``python -m nanotie ...``, or a forked checker) records its lines under
-    the same name."""
+    the test starts (``python -m nanotie ...``, an exercise's checker, a worker) records its
+    lines under the same name."""
     import copy
 
     import coverage
