@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import importlib
 import inspect
-import multiprocessing
 import os
 import re
 import subprocess
@@ -23,7 +22,7 @@ import pytest
 import nanotie as nt
 from nanotie import cli, exercises
 from nanotie.autograd import unbroadcast
-from nanotie.exercises import Planted
+from nanotie.exercises import Planted, files
 from nanotie.exercises.checking import ExerciseFailed, wrong_backward
 from nanotie.exercises.diagnose import explain_causality, explain_shape, explain_values
 from nanotie.exercises.files import LearnerFileError, check_file, load_function, stub_text
@@ -1163,15 +1162,35 @@ def test_an_endless_loop_is_stopped_by_the_time_limit(tmp_path):
     assert len(err) == 1 and "did not finish within 2 s" in err[0], result.stderr
 
 
-def test_a_check_out_of_time_or_killed_leaves_no_process_behind(tmp_path):
-    before = set(multiprocessing.active_children())
+def test_a_check_out_of_time_or_killed_leaves_no_process_behind(tmp_path, monkeypatch):
+    children = []
+
+    class Recorded(subprocess.Popen):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            children.append(self)
+
+    monkeypatch.setattr(files.subprocess, "Popen", Recorded)
     path = tmp_path / "answer.py"
     path.write_text(matmul_file(in_function="while True:\n        pass"))
     assert "did not finish within 1 s" in check_file(exercises.get(2), path, 1.0).problem
     path.write_text(matmul_file(in_function="import os, signal; os.kill(os.getpid(), "
                                             "signal.SIGKILL)"))
     assert "(killed by signal 9)" in check_file(exercises.get(2), path).problem
-    assert set(multiprocessing.active_children()) <= before
+    assert len(children) == 2 and all(c.returncode is not None for c in children)
+
+
+def test_a_grading_script_without_a_main_guard_runs_once(tmp_path):
+    """The check's child is a fresh interpreter: it does not run the calling script
+    again, as multiprocessing's spawn and fork server do."""
+    (tmp_path / "answer.py").write_text(matmul_file(in_function="raise ValueError('no')"))
+    (tmp_path / "grade.py").write_text(
+        "from nanotie import exercises\nfrom nanotie.exercises.files import check_file\n"
+        "print('top level')\nprint(check_file(exercises.get(2), 'answer.py').passed)\n")
+    result = subprocess.run([sys.executable, "grade.py"], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.stdout.split() == ["top", "level", "False"], result.stdout + result.stderr
+    assert "ended the check" not in result.stderr
 
 
 def test_a_learners_file_may_use_dataclasses_and_leaves_no_module_behind(tmp_path):
