@@ -120,8 +120,8 @@ def mutants(source: str) -> list:
                                       code[:a] + indent + b"pass" + keep + code[b:]))
     ok = []
     for line, what, mutated in found:
-        try:
-            ast.parse(mutated)
+        try:            # compile, not parse: a `nonlocal x` whose `x = ...` is gone
+            compile(mutated, "<mutant>", "exec")
         except SyntaxError:
             continue
         if mutated != code:
