@@ -1061,6 +1061,24 @@ def test_a_time_limit_that_is_not_a_positive_number_is_a_usage_error(
                                                f"{seconds!r}: the time limit"), err
 
 
+def test_a_check_without_a_limit_takes_the_variables_and_a_fraction_of_a_second_is_one(
+        tmp_path, monkeypatch):
+    path = tmp_path / "answer.py"
+    path.write_text(matmul_file(in_function="while True:\n        pass"))
+    monkeypatch.setenv("NANOTIE_CHECK_SECONDS", "0.5")
+    assert "did not finish within 0.5 s" in check_file(exercises.get(2), path).problem
+
+
+def test_a_stub_is_not_written_over_unless_forced(tmp_path):
+    ex = exercises.get(2)
+    path = files.write_stub(ex, tmp_path)
+    path.write_text("my work")
+    with pytest.raises(files.StubExistsError):
+        files.write_stub(ex, tmp_path)
+    assert path.read_text() == "my work"
+    assert files.write_stub(ex, tmp_path, force=True).read_text() == stub_text(ex)
+
+
 def test_cli_exercise_list_and_load_errors():
     result = subprocess.run([sys.executable, "-m", "nanotie", "exercise", "list"],
                             capture_output=True, text=True, timeout=120)
@@ -1191,6 +1209,21 @@ def test_a_grading_script_without_a_main_guard_runs_once(tmp_path):
                             timeout=60, cwd=tmp_path)
     assert result.stdout.split() == ["top", "level", "False"], result.stdout + result.stderr
     assert "ended the check" not in result.stderr
+
+
+def test_the_checks_child_imports_from_where_the_caller_does(tmp_path):
+    """A module the calling script put on sys.path is importable in the learner's file."""
+    (tmp_path / "lib").mkdir()
+    (tmp_path / "lib" / "helper.py").write_text("MESSAGE = 'no'\n")
+    (tmp_path / "answer.py").write_text(
+        "from helper import MESSAGE\n" + matmul_file(in_function="raise ValueError(MESSAGE)"))
+    (tmp_path / "grade.py").write_text(
+        "import sys\nsys.path.insert(0, 'lib')\nfrom nanotie import exercises\n"
+        "from nanotie.exercises.files import check_file\n"
+        "found = check_file(exercises.get(2), 'answer.py')\nprint(found.problem)\n")
+    result = subprocess.run([sys.executable, "grade.py"], capture_output=True, text=True,
+                            timeout=60, cwd=tmp_path)
+    assert result.stdout.strip() == "None", result.stdout + result.stderr
 
 
 def test_a_learners_file_may_use_dataclasses_and_leaves_no_module_behind(tmp_path):

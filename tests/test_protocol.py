@@ -2,7 +2,10 @@
 parallel = sequential, cache and resume, the verdict rule, a Dask cluster."""
 
 import json
+import math
 import os
+import subprocess
+import sys
 import time
 
 import numpy as np
@@ -147,6 +150,12 @@ def test_verdict_rule(a, b, lower, margin, outcome):
     assert "X" in v.reason and "Y" in v.reason and outcome in str(v)
 
 
+def test_a_verdict_by_default_takes_lower_as_better_and_no_margin():
+    """What every experiment's plain ``verdict(a, b)`` relies on."""
+    assert P.verdict([1.0, 1.0], [1.1, 1.1]).outcome == P.HOLDS
+    assert P.verdict([1.1, 1.1], [1.0, 1.0]).outcome == P.DOES_NOT_HOLD
+
+
 @pytest.mark.parametrize("diverged", [float("nan"), float("inf")])
 def test_a_diverged_group_loses_and_two_are_within_noise(diverged):
     ok, bad = [2.5, 2.6], [diverged, 2.4]
@@ -223,6 +232,40 @@ def test_cache_makes_a_rerun_instant_and_keys_on_settings(tmp_path, capsys):
     other = [P.Run(r.fn, r.settings, r.seed, version=2) for r in runs]   # code changed
     P.run_many(other, tmp_path / "cache", progress=False)
     assert len((tmp_path / "log.txt").read_text().splitlines()) == 4
+
+
+def test_a_run_computes_with_one_blas_thread():
+    """Rule 2's pin: with threadpoolctl before 3.5 it found no BLAS under NumPy 2 and
+    did nothing. In a fresh process whose BLAS may use two threads."""
+    code = ("from nanotie import protocol as P; from protocol_runs import blas_threads; "
+            "run = P.Run('protocol_runs:blas_threads', {}); "
+            "print(blas_threads({}, 0, 'cpu')['blas_threads'], "
+            "P.run_many([run], progress=False)[0].figures['blas_threads'])")
+    here = os.path.dirname(__file__)
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "2", "OMP_NUM_THREADS": "2",
+           "PYTHONPATH": os.pathsep.join([here, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True,
+                         text=True, timeout=120, cwd=here)
+    assert out.returncode == 0, out.stderr
+    outside, inside = map(int, out.stdout.split())
+    if outside < 2:
+        pytest.skip("this machine's BLAS runs one thread: nothing to pin")
+    assert inside == 1
+
+
+def test_a_nan_figure_stays_nan_fresh_and_from_the_cache(tmp_path):
+    run = P.Run("protocol_runs:blas_threads", {})
+    for cached in (False, True):
+        result, = P.run_many([run], tmp_path, progress=False)
+        assert result.cached == cached and math.isnan(result.figures["nan"])
+
+
+def test_a_gpu_runner_runs_in_this_process_by_default():
+    """The workers would share one GPU: by default there is one, this process."""
+    with P.Runner.local(device="cuda") as runner:
+        assert runner.executor is None
+    with P.Runner.local(workers=2) as runner:
+        assert runner.executor is not None
 
 
 def test_a_runs_key_is_its_settings_not_their_order_or_label():
