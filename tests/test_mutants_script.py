@@ -2,6 +2,7 @@
 
 import ast
 import importlib.util
+import json
 from pathlib import Path
 
 import pytest
@@ -53,10 +54,23 @@ def test_report_before_a_run_and_zero_jobs_are_usage_errors(tmp_path, monkeypatc
         assert "error:" in capsys.readouterr().err, argv
 
 
-def test_a_test_that_no_longer_exists_is_the_harness_failing_not_a_killed_mutant(tmp_path):
+def test_a_test_that_no_longer_exists_stops_the_run_before_any_mutant(tmp_path, monkeypatch):
+    rel = "nanotie/__init__.py"
+    line = mutants_script.mutants((mutants_script.ROOT / rel).read_text())[0][0]
+    (tmp_path / "lines.json").write_text(json.dumps(
+        {"lines": {rel: {str(line): ["tests/test_gone.py::test_gone"]}}, "seconds": {}}))
+    monkeypatch.setattr(mutants_script, "WORK", tmp_path)
+    with pytest.raises(SystemExit, match="a test of the map is gone"):
+        mutants_script.run([rel], 1)
+    assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_a_mutant_that_breaks_a_test_modules_import_is_killed(tmp_path):
+    """pytest says its tests are not found (exit status 4), as for a test that is gone."""
     (tmp_path / "m.py").write_text("x = 1\n")
-    with pytest.raises(RuntimeError, match="harness failed"):
-        mutants_script.run_one(tmp_path, "m.py", b"x = 2\n", ["tests/test_gone.py::test_gone"])
+    (tmp_path / "test_m.py").write_text("import m\n\n\ndef test_x():\n    assert m.x == 1\n")
+    mutated = b"raise ImportError('the mutant')\n"
+    assert mutants_script.run_one(tmp_path, "m.py", mutated, ["test_m.py::test_x"]) == "killed"
     assert (tmp_path / "m.py").read_text() == "x = 1\n"
 
 
