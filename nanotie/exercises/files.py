@@ -140,7 +140,7 @@ def check_file(exercise, path, timeout: float | None = None) -> FileCheck:
     loops forever or raises a ``BaseException`` ends or loses the child, never the
     grader. A check passes only when the child sends the checker's result back.
 
-    The child is a fresh interpreter (about 0.2 s of imports), not a fork of this
+    The child is a fresh interpreter (about 0.13 s of imports), not a fork of this
     process: forking a process whose BLAS threads run can deadlock, and multiprocessing's
     other ways run the caller's script again in the child. It writes its one message,
     pickled, to its standard output; what the learner's code prints goes to stderr.
