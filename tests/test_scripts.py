@@ -55,8 +55,8 @@ def test_line_counts_refuses_an_unknown_revision_in_one_line():
     assert "no-such-revision" in r.stderr.splitlines()[-1]
 
 
-def load(name):
-    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+def load(name, folder="scripts"):
+    spec = importlib.util.spec_from_file_location(name, ROOT / folder / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
@@ -91,9 +91,7 @@ def test_bench_ops_overhead_table_gives_its_ratios_in_the_direction_its_header_s
 def test_blas_threads_says_so_when_threadpoolctl_sees_no_blas(monkeypatch):
     """Old threadpoolctl releases do not see NumPy 2's OpenBLAS: a benchmark then stops
     in one line that says why, not with "max() arg is an empty sequence"."""
-    spec = importlib.util.spec_from_file_location("_timing", ROOT / "benchmarks" / "_timing.py")
-    timing = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(timing)
+    timing = load("_timing", "benchmarks")
     assert timing.blas_threads()[0] >= 1
     monkeypatch.setattr(timing.threadpoolctl, "threadpool_info", lambda: [])
     with pytest.raises(SystemExit, match="sees no BLAS library.*>= 3.5"):

@@ -154,13 +154,11 @@ def check_file(exercise, path, timeout: float | None = None) -> FileCheck:
     try:
         out, _ = child.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        child.kill()
-        child.communicate()
         out = None
-    except BaseException:              # Ctrl-C while waiting: leave no child behind
-        child.kill()
-        child.communicate()
-        raise
+    finally:                           # out of time, or Ctrl-C: leave no child behind
+        if child.poll() is None:
+            child.kill()
+            child.communicate()
     name = Path(path).name
     if out is None:
         return FileCheck(problem=f"{name} did not finish within {timeout:g} s (an endless "
